@@ -1,0 +1,60 @@
+/* Ternary weight codecs: the packed file formats.
+ *
+ * OBX_FMT_2BIT  code = w + 1 in {0,1,2}, four codes a byte, element i at bits
+ *               2*(i%4)..2*(i%4)+1 of byte i/4 (least significant first).
+ *               Code 3 is invalid.
+ * OBX_FMT_BASE3 five trits a byte, element i is base-3 digit i%5 of byte i/5
+ *               (byte = sum d_j 3^j, d = w + 1, d_0 least significant).
+ *               Bytes 243..255 are invalid. 1.6 bits a weight.
+ *
+ * A 2-D tensor is packed row by row; each row starts on a byte boundary and
+ * the tail of its last byte is padding (code 0 / digit 0), ignored on decode.
+ *
+ * Invalid data is reported, never decoded into silent garbage: decoders return
+ * the number of invalid codes (2bit: 2-bit fields equal to 3 inside the row;
+ * base3: bytes >= 243) and store the element offset of the first one in
+ * *first_bad (row-major over the whole tensor; base3 names the first element of
+ * the bad byte). Elements decoded from an invalid code are written as 0.
+ * Encoders return the number of inputs outside {-1,0,1} the same way.
+ *
+ * This header is parsed by cffi: keep declarations free of macros. */
+#ifndef ONNXBIT_CODEC_H
+#define ONNXBIT_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { OBX_FMT_2BIT = 0, OBX_FMT_BASE3 = 1, OBX_FMT_COUNT = 2 };
+
+/* Bytes of one packed row of k elements; 0 for an unknown format. */
+size_t obx_packed_row_bytes(int fmt, size_t k);
+
+/* rows x k int8 values in {-1,0,1} -> rows * obx_packed_row_bytes(fmt, k) bytes. */
+int64_t obx_encode_i8(int fmt, const int8_t *w, size_t rows, size_t k, uint8_t *out,
+                      size_t *first_bad);
+/* Packed rows -> rows x k int8 values in {-1,0,1}. */
+int64_t obx_decode_i8(int fmt, const uint8_t *packed, size_t rows, size_t k, int8_t *out,
+                      size_t *first_bad);
+/* Packed rows -> rows x k float32 values w * scale[r] (n_scales is 1 or rows). */
+int64_t obx_decode_f32(int fmt, const uint8_t *packed, size_t rows, size_t k,
+                       const float *scales, size_t n_scales, float *out, size_t *first_bad);
+
+/* Fused BitNet-style quantize + pack of float weights, one pass over the input:
+ * q = clip(round_half_even(w * inv_scale[r]), -1, 1), packed in fmt
+ * (n_inv_scales is 1 or rows). Returns the number of non-finite inputs
+ * (first one in *first_bad); their codes are written as 0. */
+int64_t obx_ternarize_pack_f32(int fmt, const float *w, size_t rows, size_t k,
+                               const float *inv_scales, size_t n_inv_scales, uint8_t *out,
+                               size_t *first_bad);
+/* Sum of |w| over each row, accumulated in double (for absmean scales);
+ * out has `rows` entries. */
+void obx_abs_sum_rows_f32(const float *w, size_t rows, size_t k, double *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,50 @@
+/* Instruction-set selection, shared by every kernel family.
+ *
+ * The active ISA is chosen once, on first use: the best one the CPU supports,
+ * or the one named by the environment variable ONNXBIT_ISA
+ * (scalar|avx2|avx512|neon). Each kernel family keeps a table of function
+ * pointers per ISA and indexes it with obx_isa_active().
+ *
+ * This header is parsed by cffi: keep declarations free of macros. */
+#ifndef ONNXBIT_ISA_H
+#define ONNXBIT_ISA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    OBX_ISA_SCALAR = 0,
+    OBX_ISA_AVX2 = 1,
+    OBX_ISA_AVX512 = 2,
+    OBX_ISA_NEON = 3,
+    OBX_ISA_COUNT = 4
+};
+
+/* 1 when this CPU (and this build) can run the ISA, else 0. */
+int obx_isa_supported(int isa);
+/* The ISA in use; selects on first call. Returns -1 when ONNXBIT_ISA names an
+ * unknown or unsupported ISA (obx_isa_error() says which). */
+int obx_isa_active(void);
+/* Why selection failed, or "" when it did not. */
+const char *obx_isa_error(void);
+/* "scalar", "avx2", ... or "unknown". */
+const char *obx_isa_name(int isa);
+/* Index of a name, or -1. */
+int obx_isa_from_name(const char *name);
+/* Switch the active ISA in this process (tests and benchmarks compare paths
+ * in one process). Returns 0, or -1 when the ISA is not supported. Not safe
+ * while other threads are computing. */
+int obx_isa_force(int isa);
+/* Extra CPU features that refine a path: AVX-VNNI within AVX2. */
+int obx_cpu_has_avxvnni(void);
+/* Version of the library, "MAJOR.MINOR.PATCH". */
+const char *obx_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,65 @@
+/* Ternary matrix multiply: Y[M,N] = A[M,K] @ (W[K,N] * scale) (+ bias).
+ *
+ * W arrives in a packed file format (codec.h) as W transposed: N rows of K
+ * codes. obx_tmm_prepack validates it once and repacks it into the layout the
+ * active ISA computes fastest with; obx_tmm_compute then runs any number of
+ * times, from any number of threads.
+ *
+ * Scales: n_scales == 1 (per tensor), N (per output channel), or
+ * N * ceil(K / group_size) with group_size > 0 (per group along K, row-major
+ * [N, groups]). Every scale must be finite and > 0.
+ *
+ * act_quant = OBX_ACT_NONE: float32 arithmetic,
+ *   y[m,n] = sum_g scale[n,g] * (sum_{k in g} a[m,k] * w[k,n]) + bias[n]
+ *   (summation order unspecified).
+ * act_quant = OBX_ACT_INT8_TOKEN (BitNet W1.58A8), exact integer core:
+ *   amax = max_k |a[m,k]|;  s = 127.0f / fmaxf(amax, 1e-5f)
+ *   q[k] = (int8) clamp(rint(a[m,k] * s), -128, 127)       (float32, half to even)
+ *   isum_g = sum_{k in g} q[k] * w[k,n]                      (exact, int32)
+ *   acc = 0.0f; for g in 0..G-1: acc = acc + (float) isum_g * scale[n,g]
+ *   y[m,n] = acc / s, then y = y + bias[n] when bias is given (all float32)
+ *   A row holding NaN or Inf gives a row of NaN.
+ * |isum_g| <= 128 * K, so int32 is exact for any K below 2^24.
+ *
+ * This header is parsed by cffi: keep declarations free of macros. */
+#ifndef ONNXBIT_TMATMUL_H
+#define ONNXBIT_TMATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { OBX_ACT_NONE = 0, OBX_ACT_INT8_TOKEN = 1 };
+
+typedef struct obx_tmm_weights obx_tmm_weights;
+
+/* Runs fn(task_arg, i) for i in [0, count), possibly in parallel, and returns
+ * when all calls have returned (onnxruntime's KernelContext_ParallelFor has
+ * this shape). */
+typedef void (*obx_task_fn)(void *task_arg, size_t index);
+typedef void (*obx_parallel_for_fn)(void *runner, obx_task_fn fn, void *task_arg, size_t count);
+
+/* Validates b (b_bytes must be at least n * obx_packed_row_bytes(fmt, k)) and
+ * the scales, and repacks. Returns NULL with a message in err on bad input. */
+obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_bytes, size_t k, size_t n,
+                                 const float *scales, size_t n_scales, size_t group_size,
+                                 char *err, size_t err_len);
+void obx_tmm_free(obx_tmm_weights *w);
+
+/* a: m rows of k floats (contiguous); y: m rows of n floats; bias: n floats or
+ * NULL. par == NULL runs serially. Returns 0, or -1 with a message in err. */
+int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
+                    int act_quant, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                    size_t err_len);
+
+/* Dimensions the weights were prepacked with. */
+size_t obx_tmm_k(const obx_tmm_weights *w);
+size_t obx_tmm_n(const obx_tmm_weights *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

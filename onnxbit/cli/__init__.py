@@ -1,0 +1,1 @@
+"""The `onnxbit` command line: one module a command, assembled in main.py."""

@@ -1,0 +1,26 @@
+"""Entry point of the `onnxbit` command."""
+
+from __future__ import annotations
+
+import click
+
+from onnxbit import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnxbit")
+def main() -> None:
+    """Convert exported ONNX models to packed ternary / low-bit weights for onnxruntime."""
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: medians over interleaved runs, compared with onnxruntime's own ops."""
+
+
+def _register_commands() -> None:
+    # Each command lives in its own module; importing it attaches it to a group.
+    from onnxbit.cli import commands  # noqa: F401
+
+
+_register_commands()

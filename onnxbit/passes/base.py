@@ -1,0 +1,105 @@
+"""Pass infrastructure: the contract every graph pass follows.
+
+A pass is one module holding one :class:`Pass` subclass. It reads and edits an
+onnx-graphsurgeon graph held by a :class:`PassContext`, and says what it did to
+each node it looked at in a :class:`LayerRecord` (converted, folded or skipped,
+and why). Passes never touch the caller's ModelProto: the pass manager works on
+a copy.
+
+QAT folding passes and the weight-packing pass meet in
+:attr:`PassContext.ternary_weights`: a folding pass that proves a MatMul's
+weight is exactly ternary records the codes and scales there (and whether the
+activation chain in front of it was folded into ``act_quant``), so the packing
+pass packs exactly those codes and never re-ternarizes them.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+
+@dataclass
+class LayerRecord:
+    """What happened to one node, for the report and the summary table."""
+
+    node: str
+    op_type: str
+    action: str  # "converted" | "folded" | "skipped"
+    reason: str = ""
+    pass_name: str = ""
+    precision: str = ""  # "ternary", "binary", "int2", "int4", "int8", "fp32"
+    storage: str = ""  # "2bit", "base3", "MatMulNBits", "DequantizeLinear", ...
+    bits_per_weight: float | None = None  # counting scales and zero points
+    bytes_before: int | None = None
+    bytes_after: int | None = None
+    weight_error: dict[str, float] = field(default_factory=dict)  # mse, sqnr_db, cosine
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, "", {})}
+
+
+@dataclass
+class TernaryWeight:
+    """An exactly ternary MatMul weight proven by a folding pass.
+
+    codes: int8 [K, N] in {-1, 0, 1}; scales: float32 [1] or [N]; the weight the
+    original graph used is codes * scales (per output column).
+    act_quant: 1 when the BitNet per-token int8 activation chain feeding this
+    MatMul was removed and must be applied by the op.
+    """
+
+    codes: np.ndarray
+    scales: np.ndarray
+    act_quant: int = 0
+    source: str = ""  # which chain proved it, for the report
+
+
+@dataclass
+class PassContext:
+    graph: gs.Graph
+    config: Any = None  # onnxbit.config.QuantConfig when the pipeline has one
+    target: str = "onnxbit"  # "onnxbit" | "ort" | "onnx"
+    records: list[LayerRecord] = field(default_factory=list)
+    # MatMul node name -> weight proven ternary by a QAT folding pass.
+    ternary_weights: dict[str, TernaryWeight] = field(default_factory=dict)
+    # Opset imports the rewritten graph needs, domain -> version.
+    opsets: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # model-level remarks for the report
+
+    def record(self, **kwargs: Any) -> LayerRecord:
+        rec = LayerRecord(**kwargs)
+        self.records.append(rec)
+        return rec
+
+    def require_opset(self, domain: str, version: int) -> None:
+        self.opsets[domain] = max(version, self.opsets.get(domain, 0))
+
+
+@dataclass
+class PassResult:
+    modified: bool
+    summary: str = ""
+
+
+class Pass(abc.ABC):
+    """One graph transformation with a stated contract.
+
+    Subclasses set ``name`` and ``contract`` (one paragraph: what it matches,
+    what it emits, when it skips) and implement :meth:`run`.
+    """
+
+    name: ClassVar[str] = ""
+    contract: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def run(self, ctx: PassContext) -> PassResult:
+        """Apply the pass to ctx.graph; record every node looked at."""
+
+    def __repr__(self) -> str:
+        return f"<pass {self.name}>"
