@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -61,6 +61,44 @@ class TernaryWeight:
 
 
 @dataclass
+class WeightSite:
+    """A MatMul/Gemm whose weight is a constant [K, N] matrix, found by
+    find_weights and consumed by pack_weights.
+
+    weight: the effective float32 [K, N] matrix the node multiplies by (Gemm's
+    transB and alpha already applied), possibly a transposed view of a [N, K]
+    constant (so packing W^T rows needs no copy). weight_key names the constant and the
+    transforms that produced it, so a weight shared by several nodes is packed
+    once. bias: float32 [N] to fold into the new op (Gemm's beta * C), or None.
+    extra_add: a tensor the new op's output must still be added to, times
+    extra_add_scale (Gemm's C and beta when C is not a constant [N] vector).
+    """
+
+    node: gs.Node
+    graph: gs.Graph
+    activation: gs.Tensor
+    output: gs.Tensor
+    weight: np.ndarray
+    weight_key: str
+    weight_name: str
+    source_bytes: int
+    bias: np.ndarray | None = None
+    extra_add: gs.Tensor | None = None
+    extra_add_scale: float = 1.0
+    transpose_activation: bool = False  # Gemm transA = 1
+    position: frozenset[str] = frozenset()  # {"first"}, {"last"} among the main graph's sites
+    in_subgraph: bool = False
+
+    @property
+    def k(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def n(self) -> int:
+        return int(self.weight.shape[1])
+
+
+@dataclass
 class PassContext:
     graph: gs.Graph
     config: Any = None  # onnxbit.config.QuantConfig when the pipeline has one
@@ -71,6 +109,12 @@ class PassContext:
     # Opset imports the rewritten graph needs, domain -> version.
     opsets: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # model-level remarks for the report
+    # Convertible layers found by find_weights, in topological order.
+    weight_sites: list[WeightSite] = field(default_factory=list)
+    # Called as progress(node_name, layers_done, layers_total) after each layer
+    # a pass finishes, to drive a progress bar.
+    progress: Callable[[str, int, int], None] | None = None
+    _taken_names: set[str] | None = field(default=None, repr=False)
 
     def record(self, **kwargs: Any) -> LayerRecord:
         rec = LayerRecord(**kwargs)
@@ -79,6 +123,23 @@ class PassContext:
 
     def require_opset(self, domain: str, version: int) -> None:
         self.opsets[domain] = max(version, self.opsets.get(domain, 0))
+
+    def fresh_name(self, base: str) -> str:
+        """A tensor/node name not used anywhere in the graph or its subgraphs."""
+        if self._taken_names is None:
+            self._taken_names = set()
+            stack = [self.graph]
+            while stack:
+                g = stack.pop()
+                self._taken_names.update(g.tensors().keys())
+                for node in g.nodes:
+                    self._taken_names.add(node.name)
+                    stack.extend(v for v in node.attrs.values() if isinstance(v, gs.Graph))
+        name, i = base, 1
+        while name in self._taken_names:
+            name, i = f"{base}_{i}", i + 1
+        self._taken_names.add(name)
+        return name
 
 
 @dataclass

@@ -1,0 +1,380 @@
+/* obx_tmm_compute: activation preparation (int8 quantization or float copy
+ * into segment buffers), task split for the parallel-for callback, kernel
+ * dispatch and the scale/bias epilogue.
+ *
+ * The epilogue runs here, in plain C shared by every ISA, on exact integer
+ * sums from the kernels, so the act_quant = 1 result is bit-identical on all
+ * paths and equals the formula in tmatmul.h. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "obx_common.h"
+#include "onnxbit/isa.h"
+#include "tmm_internal.h"
+
+/* Weight x row products per task: large enough to amortize scheduling, small
+ * enough to give many-core machines work at M = 1. */
+#define TMM_TASK_WORK ((size_t)1 << 20)
+/* Rows of A a task covers at most; the rows' activations stay cache-resident
+ * while the task walks its panels. */
+#define TMM_TASK_ROWS 64
+/* Rows per activation-preparation task. */
+#define TMM_PREP_ROWS 8
+
+__attribute__((format(printf, 3, 4)))
+static void set_error(char *err, size_t err_len, const char *fmt_text, ...) {
+    if (!err || err_len == 0) return;
+    va_list args;
+    va_start(args, fmt_text);
+    vsnprintf(err, err_len, fmt_text, args);
+    va_end(args);
+}
+
+const struct tmm_kernels *tmm_active_kernels(void) {
+    switch (obx_isa_active()) {
+#if defined(ONNXBIT_X86)
+    case OBX_ISA_AVX2: {
+        static int has_vnni = -1;
+        if (has_vnni < 0) has_vnni = obx_cpu_has_avxvnni();
+        return has_vnni ? &tmm_kernels_avxvnni : &tmm_kernels_avx2;
+    }
+    case OBX_ISA_AVX512: return &tmm_kernels_avx512;
+#endif
+#if defined(ONNXBIT_ARM64)
+    case OBX_ISA_NEON: return &tmm_kernels_neon;
+#endif
+    default: return &tmm_kernels_scalar;
+    }
+}
+
+struct compute_job {
+    const obx_tmm_weights *w;
+    const struct tmm_kernels *kern;
+    size_t m;
+    int act_quant;
+    size_t seg_elems;     /* elements in one row's segment buffer */
+    int8_t *q_seg;        /* int8 path: m * seg_elems */
+    float *a_seg;         /* float path: m * seg_elems */
+    int32_t *qsum;        /* int8 path: m * n_groups activation sums */
+    float *row_scale;     /* int8 path: s of each row */
+    uint8_t *row_ok;      /* int8 path: 0 for rows holding NaN or Inf */
+    int8_t *q_tmp;        /* int8 path, scattered segments: k bytes per prep task */
+    const float *a;
+    const float *bias;
+    float *y;
+    size_t rows_per_task, panels_per_task, row_blocks;
+};
+
+/* ---- activation preparation ------------------------------------------- */
+
+static void prepare_row_i8(const struct compute_job *job, size_t row, int8_t *q_tmp) {
+    const obx_tmm_weights *w = job->w;
+    const float *a = job->a + row * w->k;
+    int8_t *seg = job->q_seg + row * job->seg_elems;
+    int32_t *qsum = job->qsum + row * w->n_groups;
+    memset(seg, 0, job->seg_elems);
+    int8_t *q = w->segments_are_row ? seg : q_tmp;
+    float s = 1.0f;
+    int ok = job->kern->quantize(a, w->k, q, &s);
+    job->row_ok[row] = (uint8_t)ok;
+    job->row_scale[row] = s;
+    if (!ok) {
+        /* The kernels still run on this row; give them defined input. */
+        memset(q, 0, w->k);
+    }
+    for (size_t g = 0; g < w->n_groups; g++) {
+        const struct tmm_group *grp = &w->groups[g];
+        int32_t sum = 0; /* |sum| <= 128 k < 2^31 */
+        for (size_t k = grp->k_begin; k < grp->k_end; k++) sum += q[k];
+        qsum[g] = sum;
+        if (!w->segments_are_row) {
+            int8_t *dst = seg + grp->seg_offset * TMM_CHUNK;
+            size_t base = grp->chunk_begin * TMM_CHUNK;
+            memcpy(dst + (grp->k_begin - base), q + grp->k_begin, grp->k_end - grp->k_begin);
+        }
+    }
+}
+
+static void prepare_row_f32(const struct compute_job *job, size_t row) {
+    const obx_tmm_weights *w = job->w;
+    const float *a = job->a + row * w->k;
+    float *seg = job->a_seg + row * job->seg_elems;
+    memset(seg, 0, job->seg_elems * sizeof(float));
+    for (size_t g = 0; g < w->n_groups; g++) {
+        const struct tmm_group *grp = &w->groups[g];
+        float *dst = seg + grp->seg_offset * TMM_CHUNK;
+        size_t base = grp->chunk_begin * TMM_CHUNK;
+        memcpy(dst + (grp->k_begin - base), a + grp->k_begin,
+               (grp->k_end - grp->k_begin) * sizeof(float));
+    }
+}
+
+static void prepare_task(void *arg, size_t index) {
+    const struct compute_job *job = arg;
+    size_t begin = index * TMM_PREP_ROWS, end = OBX_MIN(job->m, begin + TMM_PREP_ROWS);
+    for (size_t row = begin; row < end; row++) {
+        if (job->act_quant == OBX_ACT_INT8_TOKEN)
+            prepare_row_i8(job, row, job->q_tmp ? job->q_tmp + index * job->w->k : NULL);
+        else
+            prepare_row_f32(job, row);
+    }
+}
+
+/* ---- matmul tasks -------------------------------------------------------- */
+
+static void panel_rows_i8(const struct compute_job *job, size_t p, size_t row0, size_t rows) {
+    const obx_tmm_weights *w = job->w;
+    const size_t n_groups = w->n_groups;
+    const uint8_t *panel = tmm_panel(w, p);
+    const int8_t *q[TMM_MR];
+    uint32_t usum[TMM_MR * TMM_NR];
+    float acc[TMM_MR * TMM_NR];
+    for (size_t i = 0; i < TMM_MR * TMM_NR; i++) acc[i] = 0.0f;
+    for (size_t g = 0; g < n_groups; g++) {
+        const struct tmm_group *grp = &w->groups[g];
+        for (size_t i = 0; i < rows; i++)
+            q[i] = job->q_seg + (row0 + i) * job->seg_elems + grp->seg_offset * TMM_CHUNK;
+        job->kern->i8(panel, w->kblocks, rows, q, grp->chunk_begin, grp->chunk_end, usum);
+        for (size_t i = 0; i < rows; i++) {
+            uint32_t correction = (uint32_t)job->qsum[(row0 + i) * n_groups + g];
+            for (size_t r = 0; r < TMM_NR; r++) {
+                /* usum = sum (w + 1) q mod 2^32; the difference is the exact isum. */
+                int32_t isum = (int32_t)(usum[i * TMM_NR + r] - correction);
+                float scale = w->scales[(p * TMM_NR + r) * n_groups + g];
+                acc[i * TMM_NR + r] = acc[i * TMM_NR + r] + (float)isum * scale;
+            }
+        }
+    }
+    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
+    for (size_t i = 0; i < rows; i++) {
+        float *y = job->y + (row0 + i) * w->n + p * TMM_NR;
+        if (!job->row_ok[row0 + i]) {
+            for (size_t r = 0; r < cols; r++) y[r] = NAN;
+            continue;
+        }
+        float s = job->row_scale[row0 + i];
+        for (size_t r = 0; r < cols; r++) {
+            float v = acc[i * TMM_NR + r] / s;
+            if (job->bias) v = v + job->bias[p * TMM_NR + r];
+            y[r] = v;
+        }
+    }
+}
+
+/* Per-group scales on chunk boundaries: one kernel call covers all groups. */
+static void panel_rows_i8_grouped(const struct compute_job *job, size_t p, size_t row0,
+                                  size_t rows) {
+    const obx_tmm_weights *w = job->w;
+    const size_t n_groups = w->n_groups;
+    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
+    float acc[TMM_NR];
+    for (size_t i = row0; i < row0 + rows; i++) {
+        float *y = job->y + i * w->n + p * TMM_NR;
+        if (!job->row_ok[i]) {
+            for (size_t r = 0; r < cols; r++) y[r] = NAN;
+            continue;
+        }
+        job->kern->i8_groups(tmm_panel(w, p), job->q_seg + i * job->seg_elems, w->groups, n_groups,
+                             job->qsum + i * n_groups, w->scales_pg + p * n_groups * TMM_NR, acc);
+        float s = job->row_scale[i];
+        for (size_t r = 0; r < cols; r++) {
+            float v = acc[r] / s;
+            if (job->bias) v = v + job->bias[p * TMM_NR + r];
+            y[r] = v;
+        }
+    }
+}
+
+static void panel_rows_f32(const struct compute_job *job, size_t p, size_t row0, size_t rows) {
+    const obx_tmm_weights *w = job->w;
+    const size_t n_groups = w->n_groups;
+    const uint8_t *panel = tmm_panel(w, p);
+    const float *a[TMM_MR];
+    float sums[TMM_MR * TMM_NR];
+    float acc[TMM_MR * TMM_NR];
+    for (size_t i = 0; i < TMM_MR * TMM_NR; i++) acc[i] = 0.0f;
+    for (size_t g = 0; g < n_groups; g++) {
+        const struct tmm_group *grp = &w->groups[g];
+        for (size_t i = 0; i < rows; i++)
+            a[i] = job->a_seg + (row0 + i) * job->seg_elems + grp->seg_offset * TMM_CHUNK;
+        job->kern->f32(panel, w->kblocks, rows, a, grp->chunk_begin, grp->chunk_end, sums);
+        for (size_t i = 0; i < rows; i++)
+            for (size_t r = 0; r < TMM_NR; r++) {
+                float scale = w->scales[(p * TMM_NR + r) * n_groups + g];
+                acc[i * TMM_NR + r] += sums[i * TMM_NR + r] * scale;
+            }
+    }
+    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
+    for (size_t i = 0; i < rows; i++) {
+        float *y = job->y + (row0 + i) * w->n + p * TMM_NR;
+        for (size_t r = 0; r < cols; r++) {
+            float v = acc[i * TMM_NR + r];
+            if (job->bias) v += job->bias[p * TMM_NR + r];
+            y[r] = v;
+        }
+    }
+}
+
+/* Many-row float path: each stretch of TMM_DECODE_CHUNKS chunks of the panel
+ * is decoded to floats once and reused by every row of the task. */
+static void panel_rows_f32_decoded(const struct compute_job *job, size_t p, size_t row_begin,
+                                   size_t row_end) {
+    const obx_tmm_weights *w = job->w;
+    const size_t n_groups = w->n_groups, rows_total = row_end - row_begin;
+    const uint8_t *panel = tmm_panel(w, p);
+    float wbuf[TMM_NR * TMM_DECODE_CHUNKS * TMM_CHUNK] __attribute__((aligned(TMM_ALIGN)));
+    float acc[TMM_TASK_ROWS * TMM_NR], group_sum[TMM_TASK_ROWS * TMM_NR], sums[TMM_MR * TMM_NR];
+    const float *a[TMM_MR];
+    for (size_t i = 0; i < rows_total * TMM_NR; i++) acc[i] = 0.0f;
+    for (size_t g = 0; g < n_groups; g++) {
+        const struct tmm_group *grp = &w->groups[g];
+        for (size_t i = 0; i < rows_total * TMM_NR; i++) group_sum[i] = 0.0f;
+        for (size_t cb = grp->chunk_begin; cb < grp->chunk_end; cb += TMM_DECODE_CHUNKS) {
+            size_t ce = OBX_MIN(grp->chunk_end, cb + TMM_DECODE_CHUNKS);
+            size_t span = (ce - cb) * TMM_CHUNK;
+            job->kern->f32_decode(panel, cb, ce, wbuf);
+            for (size_t row = 0; row < rows_total; row += TMM_MR) {
+                size_t rows = OBX_MIN(TMM_MR, rows_total - row);
+                for (size_t i = 0; i < rows; i++)
+                    a[i] = job->a_seg + (row_begin + row + i) * job->seg_elems +
+                           (grp->seg_offset + (cb - grp->chunk_begin)) * TMM_CHUNK;
+                job->kern->f32_dot(wbuf, span, rows, a, sums);
+                for (size_t i = 0; i < rows; i++)
+                    for (size_t r = 0; r < TMM_NR; r++)
+                        group_sum[(row + i) * TMM_NR + r] += sums[i * TMM_NR + r];
+            }
+        }
+        for (size_t i = 0; i < rows_total; i++)
+            for (size_t r = 0; r < TMM_NR; r++)
+                acc[i * TMM_NR + r] +=
+                    group_sum[i * TMM_NR + r] * w->scales[(p * TMM_NR + r) * n_groups + g];
+    }
+    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
+    for (size_t i = 0; i < rows_total; i++) {
+        float *y = job->y + (row_begin + i) * w->n + p * TMM_NR;
+        for (size_t r = 0; r < cols; r++) {
+            float v = acc[i * TMM_NR + r];
+            if (job->bias) v += job->bias[p * TMM_NR + r];
+            y[r] = v;
+        }
+    }
+}
+
+static void matmul_task(void *arg, size_t index) {
+    const struct compute_job *job = arg;
+    size_t row_block = index % job->row_blocks, panel_block = index / job->row_blocks;
+    size_t row_begin = row_block * job->rows_per_task;
+    size_t row_end = OBX_MIN(job->m, row_begin + job->rows_per_task);
+    size_t p_begin = panel_block * job->panels_per_task;
+    size_t p_end = OBX_MIN(job->w->n_panels, p_begin + job->panels_per_task);
+    int decoded = job->act_quant == OBX_ACT_NONE && job->kern->f32_dot &&
+                  row_end - row_begin >= TMM_MR;
+    for (size_t p = p_begin; p < p_end; p++) {
+        if (decoded) {
+            panel_rows_f32_decoded(job, p, row_begin, row_end);
+            continue;
+        }
+        for (size_t row = row_begin; row < row_end; row += TMM_MR) {
+            size_t rows = OBX_MIN(TMM_MR, row_end - row);
+            if (job->act_quant == OBX_ACT_INT8_TOKEN) {
+                if (job->kern->i8_groups && job->w->n_groups > 1 && job->w->segments_are_row)
+                    panel_rows_i8_grouped(job, p, row, rows);
+                else
+                    panel_rows_i8(job, p, row, rows);
+            }
+            else panel_rows_f32(job, p, row, rows);
+        }
+    }
+}
+
+static void run_tasks(obx_parallel_for_fn par, void *runner, obx_task_fn fn, void *arg,
+                      size_t count) {
+    if (count == 0) return;
+    if (par && count > 1) {
+        par(runner, fn, arg, count);
+    } else {
+        for (size_t i = 0; i < count; i++) fn(arg, i);
+    }
+}
+
+OBX_API int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
+                            int act_quant, float *y, obx_parallel_for_fn par, void *runner,
+                            char *err, size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (!w) {
+        set_error(err, err_len, "weights handle is NULL");
+        return -1;
+    }
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN) {
+        set_error(err, err_len, "unknown act_quant %d (expected %d = none or %d = int8 per token)",
+                  act_quant, OBX_ACT_NONE, OBX_ACT_INT8_TOKEN);
+        return -1;
+    }
+    if (obx_isa_active() < 0) {
+        set_error(err, err_len, "%s", obx_isa_error());
+        return -1;
+    }
+    if (m == 0 || w->n == 0) return 0;
+    if (!y || (!a && w->k > 0)) {
+        set_error(err, err_len, "%s is NULL", y ? "activation pointer a" : "output pointer y");
+        return -1;
+    }
+
+    struct compute_job job;
+    memset(&job, 0, sizeof job);
+    job.w = w;
+    job.kern = tmm_active_kernels();
+    job.m = m;
+    job.act_quant = act_quant;
+    job.seg_elems = w->seg_chunks * TMM_CHUNK;
+    job.a = a;
+    job.bias = bias;
+    job.y = y;
+
+    size_t prep_tasks = OBX_DIV_UP(m, TMM_PREP_ROWS);
+    size_t elem = act_quant == OBX_ACT_INT8_TOKEN ? 1 : sizeof(float);
+    size_t row_bytes = OBX_DIV_UP(job.seg_elems * elem, TMM_ALIGN) * TMM_ALIGN;
+    size_t extra_per_row = w->n_groups * sizeof(int32_t) + sizeof(float) + 1;
+    size_t tmp_bytes = (act_quant == OBX_ACT_INT8_TOKEN && !w->segments_are_row)
+                           ? prep_tasks * (w->k + 1) : 0;
+    if (m > (SIZE_MAX / 2 - tmp_bytes) / (row_bytes + extra_per_row + 16)) {
+        set_error(err, err_len, "m = %zu rows is too large for the activation buffer", m);
+        return -1;
+    }
+    size_t total = m * row_bytes + m * (extra_per_row + 16) + tmp_bytes + TMM_ALIGN;
+    uint8_t *scratch = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(total, TMM_ALIGN) * TMM_ALIGN);
+    if (!scratch) {
+        set_error(err, err_len, "out of memory for %zu activation rows", m);
+        return -1;
+    }
+    uint8_t *cursor = scratch;
+    if (act_quant == OBX_ACT_INT8_TOKEN) job.q_seg = (int8_t *)cursor;
+    else job.a_seg = (float *)cursor;
+    cursor += m * row_bytes;
+    job.qsum = (int32_t *)cursor;
+    cursor += m * w->n_groups * sizeof(int32_t);
+    job.row_scale = (float *)cursor;
+    cursor += m * sizeof(float);
+    job.row_ok = cursor;
+    cursor += m;
+    job.q_tmp = tmp_bytes ? (int8_t *)cursor : NULL;
+    /* seg_elems * elem is a multiple of 32 bytes; rows are then aligned by row_bytes. */
+    job.seg_elems = row_bytes / elem;
+
+    run_tasks(par, runner, prepare_task, &job, prep_tasks);
+
+    size_t rows_per_task = OBX_MIN(m, TMM_TASK_ROWS);
+    size_t row_work = rows_per_task * OBX_MAX(w->k, 1) * TMM_NR;
+    size_t panels_per_task = OBX_MAX(1, OBX_MIN(w->n_panels, TMM_TASK_WORK / row_work));
+    job.rows_per_task = rows_per_task;
+    job.panels_per_task = panels_per_task;
+    job.row_blocks = OBX_DIV_UP(m, rows_per_task);
+    size_t panel_blocks = OBX_DIV_UP(w->n_panels, panels_per_task);
+    run_tasks(par, runner, matmul_task, &job, job.row_blocks * panel_blocks);
+
+    free(scratch);
+    return 0;
+}

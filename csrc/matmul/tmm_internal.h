@@ -1,0 +1,159 @@
+/* Ternary matmul internals: the repacked weight layout and the per-ISA kernels.
+ *
+ * Layout (shared by every ISA, so obx_isa_force can switch paths at any time):
+ * codes are stored unsigned, u = w + 1 in {0,1,2}, two bits each. K is cut
+ * into blocks of TMM_KBLOCK = 128 and each block into four chunks of
+ * TMM_CHUNK = 32 consecutive k. N is cut into panels of TMM_NR columns. For
+ * panel p, K-block b and column r of the panel, 32 bytes at
+ *     packed + ((p * kblocks + b) * TMM_NR + r) * 32
+ * hold the block's 128 codes: bits 2s..2s+1 of byte j are the code of
+ * k = 128 b + 32 s + j. One 32-byte load then yields, by a shift of 2s and a
+ * mask, the 32 codes of chunk s in k order, one per byte. Padding (k >= K,
+ * columns >= N) holds u = 1 (w = 0).
+ *
+ * Per-group scales: each group g of k in [g_begin, g_end) is computed over the
+ * chunks [chunk_begin, chunk_end) that cover it. Kernels read activations for
+ * a group from a "segment" buffer: the group's chunks laid out contiguously
+ * with zeros at every k outside the group, so code values outside the group
+ * never contribute. When all group boundaries fall on chunk boundaries the
+ * segments are simply the zero-padded row itself (seg_offset = chunk_begin).
+ */
+#ifndef ONNXBIT_TMM_INTERNAL_H
+#define ONNXBIT_TMM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "onnxbit/tmatmul.h"
+
+#define TMM_CHUNK 32
+#define TMM_KBLOCK 128
+#define TMM_CHUNKS_PER_BLOCK 4
+#define TMM_NR 8
+/* Most activation rows one kernel call handles. */
+#define TMM_MR 4
+#define TMM_ALIGN 64
+
+struct tmm_group {
+    size_t k_begin, k_end;         /* the group's k range */
+    size_t chunk_begin, chunk_end; /* chunks of the weights that cover it */
+    size_t seg_offset;             /* chunk offset of its segment in a row buffer */
+};
+
+struct obx_tmm_weights {
+    size_t k, n;
+    size_t kblocks;   /* ceil(k / 128) */
+    size_t n_panels;  /* ceil(n / TMM_NR) */
+    size_t n_groups;  /* 1 unless scales are per group */
+    size_t seg_chunks; /* chunks in one row's segment buffer */
+    int segments_are_row; /* 1 when segments are the zero-padded row itself */
+    float *scales;    /* [n_panels * TMM_NR][n_groups] */
+    float *scales_pg; /* the same as [n_panels][n_groups][TMM_NR] */
+    uint32_t *chunk_group; /* group of each chunk (kblocks * 4 entries) when segments_are_row */
+    uint8_t *packed;  /* n_panels * kblocks * TMM_NR * 32 bytes, TMM_ALIGN aligned */
+    struct tmm_group *groups;
+};
+
+static inline const uint8_t *tmm_panel(const struct obx_tmm_weights *w, size_t p) {
+    return w->packed + p * w->kblocks * TMM_NR * 32;
+}
+
+/* Integer kernel: for rows i < rows (1..TMM_MR) and panel columns r < TMM_NR,
+ *   usum[i * TMM_NR + r] = sum over chunks c in [chunk_begin, chunk_end), j < 32
+ *                          of u(k = 32 c + j, r) * q[i][32 (c - chunk_begin) + j]
+ * computed modulo 2^32 (the caller subtracts the activation sum, and the true
+ * result of that fits int32, so wrap-around cancels exactly). */
+typedef void (*tmm_i8_kernel_fn)(const uint8_t *panel, size_t kblocks, size_t rows,
+                                 const int8_t *const *q, size_t chunk_begin, size_t chunk_end,
+                                 uint32_t *usum);
+/* Float kernel: sums[i * TMM_NR + r] = sum of w(k, r) * a[i][32 (c - chunk_begin) + j]
+ * over the same range, w = u - 1, in float32 (any order). */
+typedef void (*tmm_f32_kernel_fn)(const uint8_t *panel, size_t kblocks, size_t rows,
+                                  const float *const *a, size_t chunk_begin, size_t chunk_end,
+                                  float *sums);
+/* Per-row activation quantization, exactly as tmatmul.h specifies: writes
+ * q[0..k) and the scale s; returns 0 when the row holds NaN or Inf (q and s
+ * are then unspecified). */
+typedef int (*tmm_quantize_fn)(const float *a, size_t k, int8_t *q, float *s);
+/* Many-row float path, where decoding once and reusing the floats across rows
+ * pays: decode writes the weights of chunks [chunk_begin, chunk_end) as floats
+ * -1/0/1, wbuf[r * span + 32 (c - chunk_begin) + j] with span = 32 * chunks;
+ * dot then gives sums[i * TMM_NR + r] = sum_{t < span} a[i][t] * wbuf[r * span + t]
+ * for rows i < rows (1..TMM_MR). */
+/* One activation row against one panel over all scale groups, for group
+ * boundaries on chunk boundaries (segments_are_row): q is the row's padded
+ * buffer (chunk c at q + 32 c), qsum[g] its per-group activation sums and
+ * scales_pg the panel's scales as [group][TMM_NR]. Computes, in group order
+ * and exactly as tmatmul.h says,
+ *     acc[r] = acc[r] + (float)isum_g[r] * scales_pg[g * TMM_NR + r]
+ * starting from acc[r] = 0.0f. */
+typedef void (*tmm_i8_groups_fn)(const uint8_t *panel, const int8_t *q,
+                                 const struct tmm_group *groups, size_t n_groups,
+                                 const int32_t *qsum, const float *scales_pg, float *acc);
+/* Float path with the scales folded into the weights, for group boundaries
+ * on chunk boundaries: a[i] is a full padded row (chunk c at a[i] + 32 c) and
+ *     sums[i * TMM_NR + r] = sum over chunks c < n_chunks, j < 32 of
+ *         a[i][32 c + j] * w(32 c + j, r) * scales_pg[chunk_group[c] * TMM_NR + r]
+ * (w * scale is exact: w is -1, 0 or 1). decode_scaled writes the products
+ * w * scale for chunks [chunk_begin, chunk_end) in the wbuf layout of decode. */
+typedef void (*tmm_f32_scaled_fn)(const uint8_t *panel, size_t rows, const float *const *a,
+                                  size_t n_chunks, const uint32_t *chunk_group,
+                                  const float *scales_pg, float *sums);
+typedef void (*tmm_f32_decode_scaled_fn)(const uint8_t *panel, size_t chunk_begin,
+                                         size_t chunk_end, const uint32_t *chunk_group,
+                                         const float *scales_pg, float *wbuf);
+typedef void (*tmm_f32_decode_fn)(const uint8_t *panel, size_t chunk_begin, size_t chunk_end,
+                                  float *wbuf);
+typedef void (*tmm_f32_dot_fn)(const float *wbuf, size_t span, size_t rows,
+                               const float *const *a, float *sums);
+
+struct tmm_kernels {
+    tmm_i8_kernel_fn i8;
+    tmm_f32_kernel_fn f32;
+    tmm_quantize_fn quantize;
+    /* Optional (NULL: the driver calls i8 group by group). */
+    tmm_i8_groups_fn i8_groups;
+    /* Optional (NULL: the many-row float path uses f32 as well). */
+    tmm_f32_decode_fn f32_decode;
+    tmm_f32_dot_fn f32_dot;
+    /* Optional (NULL: per-group float sums scaled in the driver). */
+    tmm_f32_scaled_fn f32_scaled;
+    tmm_f32_decode_scaled_fn f32_decode_scaled;
+};
+
+/* Chunks decoded at once on the many-row float path: TMM_NR * 16 * 32 floats
+ * = 16 KiB, L1-resident while every row of a task streams over it. */
+#define TMM_DECODE_CHUNKS 16
+
+/* Kernel table of the active ISA (scalar when the ISA has none here). */
+const struct tmm_kernels *tmm_active_kernels(void);
+
+extern const struct tmm_kernels tmm_kernels_scalar;
+#if defined(ONNXBIT_X86)
+extern const struct tmm_kernels tmm_kernels_avx2;
+extern const struct tmm_kernels tmm_kernels_avxvnni;
+extern const struct tmm_kernels tmm_kernels_avx512;
+/* Shared by the AVX2, AVX-VNNI and AVX-512 tables. */
+void tmm_f32_kernel_avx2(const uint8_t *panel, size_t kblocks, size_t rows,
+                         const float *const *a, size_t chunk_begin, size_t chunk_end,
+                         float *sums);
+int tmm_quantize_row_avx2(const float *a, size_t k, int8_t *q, float *s);
+void tmm_i8_groups_avx2(const uint8_t *panel, const int8_t *q, const struct tmm_group *groups,
+                        size_t n_groups, const int32_t *qsum, const float *scales_pg, float *acc);
+void tmm_f32_scaled_avx2(const uint8_t *panel, size_t rows, const float *const *a,
+                         size_t n_chunks, const uint32_t *chunk_group, const float *scales_pg,
+                         float *sums);
+void tmm_f32_decode_scaled_avx2(const uint8_t *panel, size_t chunk_begin, size_t chunk_end,
+                                const uint32_t *chunk_group, const float *scales_pg, float *wbuf);
+void tmm_f32_decode_avx2(const uint8_t *panel, size_t chunk_begin, size_t chunk_end, float *wbuf);
+void tmm_f32_dot_avx2(const float *wbuf, size_t span, size_t rows, const float *const *a,
+                      float *sums);
+#endif
+#if defined(ONNXBIT_ARM64)
+extern const struct tmm_kernels tmm_kernels_neon;
+#endif
+
+/* Shared scalar quantizer (also the reference the SIMD quantizers must equal). */
+int tmm_quantize_row_scalar(const float *a, size_t k, int8_t *q, float *s);
+
+#endif

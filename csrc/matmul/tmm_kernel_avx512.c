@@ -1,0 +1,93 @@
+/* AVX-512 level (AVX-512BW + VNNI): the integer kernel of tmm_kernel_avx2.c
+ * widened to 512 bits. The layout stores the 32-byte code blocks of panel
+ * columns 2p and 2p+1 next to each other, so one 64-byte load covers a column
+ * pair; the 32 activations of a chunk are broadcast to both 256-bit halves
+ * and vpdpbusd (unsigned codes x signed activations, four products into each
+ * int32 lane) accumulates both columns at once. The low half of an
+ * accumulator belongs to column 2p, the high half to column 2p+1. The float
+ * path and the quantizer are the AVX2 ones. */
+#include <immintrin.h>
+
+#include "obx_common.h"
+#include "tmm_internal.h"
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define COL_PAIRS (TMM_NR / 2)
+
+static ALWAYS_INLINE uint32_t hsum_epi32_256(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return (uint32_t)_mm_cvtsi128_si32(s);
+}
+
+static ALWAYS_INLINE __m512i broadcast_chunk(const int8_t *q) {
+    return _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i *)q));
+}
+
+static ALWAYS_INLINE void i8_tile(const uint8_t *panel, const int8_t *const *q, size_t c0,
+                                  size_t c1, int ROWS, uint32_t *usum) {
+    const __m512i mask = _mm512_set1_epi8(3);
+    __m512i acc[4][COL_PAIRS];
+    for (int i = 0; i < ROWS; i++)
+        for (int p = 0; p < COL_PAIRS; p++) acc[i][p] = _mm512_setzero_si512();
+    size_t c = c0;
+    while (c < c1) {
+        const uint8_t *block = panel + (c / 4) * TMM_NR * 32;
+        size_t qoff = (c - c0) * TMM_CHUNK;
+        __m512i bits[COL_PAIRS];
+        for (int p = 0; p < COL_PAIRS; p++)
+            bits[p] = _mm512_load_si512((const void *)(block + p * 64));
+        if ((c % 4 == 0) && (c + 4 <= c1)) {
+            for (int s = 0; s < 4; s++) {
+                __m512i qb[4];
+                for (int i = 0; i < ROWS; i++) qb[i] = broadcast_chunk(q[i] + qoff + s * 32);
+                for (int p = 0; p < COL_PAIRS; p++) {
+                    __m512i u = _mm512_and_si512(_mm512_srli_epi16(bits[p], 2 * s), mask);
+                    for (int i = 0; i < ROWS; i++)
+                        acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], u, qb[i]);
+                }
+            }
+            c += 4;
+        } else {
+            __m128i shift = _mm_cvtsi32_si128(2 * (int)(c % 4));
+            __m512i qb[4];
+            for (int i = 0; i < ROWS; i++) qb[i] = broadcast_chunk(q[i] + qoff);
+            for (int p = 0; p < COL_PAIRS; p++) {
+                __m512i u = _mm512_and_si512(_mm512_srl_epi16(bits[p], shift), mask);
+                for (int i = 0; i < ROWS; i++)
+                    acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], u, qb[i]);
+            }
+            c += 1;
+        }
+    }
+    for (int i = 0; i < ROWS; i++)
+        for (int p = 0; p < COL_PAIRS; p++) {
+            usum[i * TMM_NR + 2 * p] = hsum_epi32_256(_mm512_castsi512_si256(acc[i][p]));
+            usum[i * TMM_NR + 2 * p + 1] = hsum_epi32_256(_mm512_extracti64x4_epi64(acc[i][p], 1));
+        }
+}
+
+static void i8_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,
+                             const int8_t *const *q, size_t chunk_begin, size_t chunk_end,
+                             uint32_t *usum) {
+    (void)kblocks;
+    switch (rows) {
+    case 1: i8_tile(panel, q, chunk_begin, chunk_end, 1, usum); break;
+    case 2: i8_tile(panel, q, chunk_begin, chunk_end, 2, usum); break;
+    case 3: i8_tile(panel, q, chunk_begin, chunk_end, 3, usum); break;
+    default: i8_tile(panel, q, chunk_begin, chunk_end, 4, usum); break;
+    }
+}
+
+const struct tmm_kernels tmm_kernels_avx512 = {
+    .i8 = i8_kernel_avx512,
+    .f32 = tmm_f32_kernel_avx2,
+    .quantize = tmm_quantize_row_avx2,
+    /* The AVX2 grouped kernel: these CPUs run it, and it is the tested one. */
+    .i8_groups = tmm_i8_groups_avx2,
+    .f32_decode = tmm_f32_decode_avx2,
+    .f32_dot = tmm_f32_dot_avx2,
+    .f32_scaled = tmm_f32_scaled_avx2,
+    .f32_decode_scaled = tmm_f32_decode_scaled_avx2,
+};

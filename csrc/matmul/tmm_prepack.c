@@ -1,0 +1,247 @@
+/* obx_tmm_prepack: validate the packed file format and the scales once, at
+ * load time, and repack the codes into the compute layout of tmm_internal.h. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "obx_common.h"
+#include "tmm_internal.h"
+#include "onnxbit/codec.h"
+
+/* |isum| <= 128 K must stay exactly representable in int32 (tmatmul.h). */
+#define TMM_MAX_K ((size_t)1 << 24)
+
+__attribute__((format(printf, 3, 4)))
+static void set_error(char *err, size_t err_len, const char *fmt_text, ...) {
+    if (!err || err_len == 0) return;
+    va_list args;
+    va_start(args, fmt_text);
+    vsnprintf(err, err_len, fmt_text, args);
+    va_end(args);
+}
+
+static const char *format_name(int fmt) {
+    return fmt == OBX_FMT_2BIT ? "2bit" : fmt == OBX_FMT_BASE3 ? "base3" : "unknown";
+}
+
+/* Bytes of one packed file-format row; kept local so prepack depends on the
+ * format definition in codec.h only, not on the codec implementation. */
+static size_t file_row_bytes(int fmt, size_t k) {
+    return fmt == OBX_FMT_2BIT ? (k + 3) / 4 : (k + 4) / 5;
+}
+
+/* Decodes one file row into u = w + 1 codes. Returns the column of the first
+ * invalid code, or k when the row is valid. */
+static size_t decode_row_codes(int fmt, const uint8_t *row, size_t k, uint8_t *codes) {
+    if (fmt == OBX_FMT_2BIT) {
+        for (size_t i = 0; i < k; i++) {
+            uint8_t u = (uint8_t)((row[i / 4] >> (2 * (i % 4))) & 3u);
+            if (u == 3) return i;
+            codes[i] = u;
+        }
+        return k;
+    }
+    size_t bytes = file_row_bytes(fmt, k);
+    for (size_t b = 0; b < bytes; b++) {
+        unsigned v = row[b];
+        if (v >= 243) return b * 5;
+        for (size_t d = 0; d < 5 && b * 5 + d < k; d++) {
+            codes[b * 5 + d] = (uint8_t)(v % 3);
+            v /= 3;
+        }
+    }
+    return k;
+}
+
+static void *aligned_zalloc(size_t bytes) {
+    size_t rounded = OBX_DIV_UP(bytes ? bytes : 1, TMM_ALIGN) * TMM_ALIGN;
+    void *p = aligned_alloc(TMM_ALIGN, rounded);
+    if (p) memset(p, 0, rounded);
+    return p;
+}
+
+OBX_API void obx_tmm_free(obx_tmm_weights *w) {
+    if (!w) return;
+    free(w->packed);
+    free(w->scales);
+    free(w->scales_pg);
+    free(w->chunk_group);
+    free(w->groups);
+    free(w);
+}
+
+OBX_API size_t obx_tmm_k(const obx_tmm_weights *w) { return w ? w->k : 0; }
+OBX_API size_t obx_tmm_n(const obx_tmm_weights *w) { return w ? w->n : 0; }
+
+static int check_scales(const float *scales, size_t n_scales, size_t k, size_t n,
+                        size_t group_size, size_t *n_groups, char *err, size_t err_len) {
+    if (group_size == 0) {
+        if (n_scales != 1 && n_scales != n) {
+            set_error(err, err_len,
+                      "n_scales = %zu, expected 1 (per tensor) or n = %zu (per output channel) "
+                      "when group_size is 0", n_scales, n);
+            return -1;
+        }
+        *n_groups = 1;
+    } else {
+        size_t groups = OBX_DIV_UP(k, group_size);
+        if (groups != 0 && n > SIZE_MAX / groups) {
+            set_error(err, err_len, "n * ceil(k / group_size) overflows");
+            return -1;
+        }
+        if (n_scales != n * groups) {
+            set_error(err, err_len,
+                      "n_scales = %zu, expected n * ceil(k / group_size) = %zu * %zu = %zu "
+                      "for group_size %zu", n_scales, n, groups, n * groups, group_size);
+            return -1;
+        }
+        *n_groups = groups;
+    }
+    if (n_scales > 0 && !scales) {
+        set_error(err, err_len, "scales is NULL");
+        return -1;
+    }
+    for (size_t i = 0; i < n_scales; i++) {
+        float s = scales[i];
+        if (!isfinite(s) || !(s > 0.0f)) {
+            set_error(err, err_len, "scale %zu is %g; every scale must be finite and > 0", i,
+                      (double)s);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void plan_groups(obx_tmm_weights *w, size_t group_size) {
+    size_t gs = group_size ? group_size : w->k;
+    int aligned = (gs % TMM_CHUNK == 0) || w->n_groups <= 1;
+    size_t offset = 0;
+    for (size_t g = 0; g < w->n_groups; g++) {
+        struct tmm_group *grp = &w->groups[g];
+        grp->k_begin = g * gs;
+        grp->k_end = OBX_MIN(w->k, (g + 1) * gs);
+        grp->chunk_begin = grp->k_begin / TMM_CHUNK;
+        grp->chunk_end = OBX_DIV_UP(grp->k_end, TMM_CHUNK);
+        if (aligned) {
+            grp->seg_offset = grp->chunk_begin;
+        } else {
+            grp->seg_offset = offset;
+            offset += grp->chunk_end - grp->chunk_begin;
+        }
+    }
+    w->seg_chunks = aligned ? w->kblocks * TMM_CHUNKS_PER_BLOCK : offset;
+    w->segments_are_row = aligned;
+    if (aligned) {
+        for (size_t c = 0; c < w->kblocks * TMM_CHUNKS_PER_BLOCK; c++) {
+            size_t g = w->n_groups > 1 ? (c * TMM_CHUNK) / gs : 0;
+            w->chunk_group[c] = (uint32_t)OBX_MIN(g, w->n_groups ? w->n_groups - 1 : 0);
+        }
+    }
+}
+
+OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_bytes, size_t k,
+                                         size_t n, const float *scales, size_t n_scales,
+                                         size_t group_size, char *err, size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (fmt != OBX_FMT_2BIT && fmt != OBX_FMT_BASE3) {
+        set_error(err, err_len, "unknown packed format %d (expected %d = 2bit or %d = base3)", fmt,
+                  OBX_FMT_2BIT, OBX_FMT_BASE3);
+        return NULL;
+    }
+    if (k >= TMM_MAX_K) {
+        set_error(err, err_len,
+                  "k = %zu is too large: the exact int32 accumulation needs k < %zu", k,
+                  TMM_MAX_K);
+        return NULL;
+    }
+    size_t row_bytes = file_row_bytes(fmt, k);
+    if (row_bytes && n > SIZE_MAX / row_bytes / 2) {
+        set_error(err, err_len, "n = %zu is too large", n);
+        return NULL;
+    }
+    if (b_bytes < n * row_bytes) {
+        set_error(err, err_len,
+                  "packed weights hold %zu bytes, but %s needs n * ceil(k / %d) = %zu * %zu = %zu",
+                  b_bytes, format_name(fmt), fmt == OBX_FMT_2BIT ? 4 : 5, n, row_bytes,
+                  n * row_bytes);
+        return NULL;
+    }
+    if (n * row_bytes > 0 && !b) {
+        set_error(err, err_len, "packed weights pointer is NULL");
+        return NULL;
+    }
+    size_t n_groups = 0;
+    if (check_scales(scales, n_scales, k, n, group_size, &n_groups, err, err_len) != 0)
+        return NULL;
+
+    obx_tmm_weights *w = calloc(1, sizeof *w);
+    if (!w) goto oom;
+    w->k = k;
+    w->n = n;
+    w->kblocks = OBX_DIV_UP(k, TMM_KBLOCK);
+    w->n_panels = OBX_DIV_UP(n, TMM_NR);
+    w->n_groups = n_groups;
+    size_t n_padded = w->n_panels * TMM_NR;
+    size_t packed_bytes = w->n_panels * w->kblocks * TMM_NR * 32;
+    w->packed = aligned_zalloc(packed_bytes);
+    w->scales = malloc((n_padded * n_groups + 1) * sizeof(float));
+    w->scales_pg = aligned_zalloc((n_padded * n_groups + 1) * sizeof(float));
+    w->groups = calloc(n_groups + 1, sizeof(struct tmm_group));
+    w->chunk_group = calloc(w->kblocks * TMM_CHUNKS_PER_BLOCK + 1, sizeof(uint32_t));
+    uint8_t *codes = malloc(k + 1);
+    if (!w->packed || !w->scales || !w->scales_pg || !w->groups || !w->chunk_group || !codes) {
+        free(codes);
+        goto oom;
+    }
+    plan_groups(w, group_size);
+
+    /* Every pad code is u = 1 (w = 0): byte 0x55 holds four of them. */
+    memset(w->packed, 0x55, packed_bytes);
+    for (size_t col = 0; col < n; col++) {
+        size_t bad = decode_row_codes(fmt, b + col * row_bytes, k, codes);
+        if (bad < k) {
+            set_error(err, err_len,
+                      "invalid %s code in packed weights at row %zu (output channel), column %zu "
+                      "(k index)%s", format_name(fmt), col, bad,
+                      fmt == OBX_FMT_BASE3 ? ": byte >= 243" : ": 2-bit field equal to 3");
+            free(codes);
+            obx_tmm_free(w);
+            return NULL;
+        }
+        uint8_t *panel = w->packed + (col / TMM_NR) * w->kblocks * TMM_NR * 32;
+        size_t r = col % TMM_NR;
+        for (size_t blk = 0; blk < w->kblocks; blk++) {
+            uint8_t *dst = panel + (blk * TMM_NR + r) * 32;
+            for (size_t j = 0; j < 32; j++) {
+                uint8_t byte = 0;
+                for (size_t s = 0; s < 4; s++) {
+                    size_t kk = blk * TMM_KBLOCK + s * TMM_CHUNK + j;
+                    uint8_t u = kk < k ? codes[kk] : 1;
+                    byte |= (uint8_t)(u << (2 * s));
+                }
+                dst[j] = byte;
+            }
+        }
+    }
+    free(codes);
+
+    for (size_t col = 0; col < n_padded; col++) {
+        for (size_t g = 0; g < n_groups; g++) {
+            float s = 1.0f;
+            if (col < n) {
+                if (group_size) s = scales[col * n_groups + g];
+                else s = n_scales == 1 ? scales[0] : scales[col];
+            }
+            w->scales[col * n_groups + g] = s;
+            w->scales_pg[((col / TMM_NR) * n_groups + g) * TMM_NR + col % TMM_NR] = s;
+        }
+    }
+    return w;
+
+oom:
+    set_error(err, err_len, "out of memory while repacking %zu x %zu ternary weights", k, n);
+    obx_tmm_free(w);
+    return NULL;
+}

@@ -1,0 +1,1 @@
+"""Benchmarks behind `onnxbit bench`: medians over interleaved runs."""

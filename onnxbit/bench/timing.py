@@ -1,0 +1,90 @@
+"""Timing helpers shared by the benchmarks.
+
+Runs of different variants are interleaved (round-robin, a different variant
+first each round) so that slow drifts of a shared, noisy machine - frequency,
+other processes, page-cache state - hit every variant alike, and results are
+summarised by medians, which ignore the occasional preempted run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+# A probe runs one round of one variant and returns its named samples in
+# nanoseconds, e.g. {"cold": 1.2e6, "hot": 0.4e6}.
+Probe = Callable[[], Mapping[str, float]]
+
+
+def time_ns(fn: Callable[[], object]) -> int:
+    """Wall time of one call."""
+    start = time.perf_counter_ns()
+    fn()
+    return time.perf_counter_ns() - start
+
+
+def rotation(names: Sequence[str], round_index: int) -> list[str]:
+    """The round-robin order of one round: every name once, starting at a
+    different one each round so no variant always follows the same neighbour."""
+    if not names:
+        return []
+    shift = round_index % len(names)
+    return list(names[shift:]) + list(names[:shift])
+
+
+def interleave(probes: Mapping[str, Probe], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Call every probe once per round, in :func:`rotation` order.
+
+    Returns samples[variant][sample_name] = list of nanoseconds, one per round.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    names = list(probes)
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    for round_index in range(rounds):
+        for name in rotation(names, round_index):
+            for key, value in probes[name]().items():
+                samples[name].setdefault(key, []).append(float(value))
+    return samples
+
+
+def median_ms(samples_ns: Sequence[float]) -> float:
+    if not samples_ns:
+        raise ValueError("no samples to take the median of")
+    return statistics.median(samples_ns) / 1e6
+
+
+def rounds_for_budget(seconds_per_round: float, budget_seconds: float, minimum: int,
+                      maximum: int) -> int:
+    """How many rounds fit a time budget, clamped to [minimum, maximum]."""
+    if minimum < 1 or maximum < minimum:
+        raise ValueError(f"need 1 <= minimum <= maximum, got {minimum}, {maximum}")
+    # Compare before dividing: a near-zero round time would overflow int().
+    if seconds_per_round * maximum <= budget_seconds:
+        return maximum
+    return max(minimum, int(budget_seconds / seconds_per_round))
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    gb_per_s: float        # 1e9 bytes per second
+    nbytes: int
+    repeats: int
+    median_ms: float
+
+
+def dram_read_bandwidth(nbytes: int = 512 << 20, repeats: int = 5) -> Bandwidth:
+    """Rough single-thread DRAM read bandwidth: median time of numpy summing a
+    float32 array far larger than any cache (a vectorised, streaming read)."""
+    if nbytes < 4 or repeats < 1:
+        raise ValueError("need at least one float32 and one repeat")
+    data = np.ones(nbytes // 4, dtype=np.float32)  # ones: pages really touched
+    data.sum()  # first pass faults pages in; not timed
+    times = [time_ns(data.sum) for _ in range(repeats)]
+    ms = median_ms(times)
+    return Bandwidth(gb_per_s=data.nbytes / (ms * 1e6), nbytes=data.nbytes, repeats=repeats,
+                     median_ms=ms)

@@ -1,0 +1,253 @@
+"""Per-layer precision configuration for post-training conversion.
+
+A :class:`QuantConfig` holds default :class:`LayerSettings` and an ordered list
+of :class:`LayerRule`. For each convertible layer the first rule whose match
+holds decides its settings (fields the rule leaves out keep the default); with
+no matching rule the default applies. Layers with fewer than ``min_params``
+weights stay float.
+
+Presets:
+
+``bitnet``  ternary (absmean, per tensor, 2-bit packing) for every foldable
+            layer, except the last one, which stays float: BitNet b1.58 keeps
+            the output head (and the embedding, a Gather we never touch) in
+            high precision, and ternarizing the logits layer costs the most
+            accuracy for the least size.
+``int4``    4-bit, asymmetric, groups of 32 along K (the common LLM recipe).
+``int8``    8-bit, symmetric, one scale per output channel.
+
+A config is a plain dict (or a JSON file holding one)::
+
+    {"preset": "bitnet",
+     "default": {"precision": "ternary", "granularity": "channel"},
+     "min_params": 4096,
+     "rules": [{"match": {"name": "*lm_head*"}, "precision": "int8"},
+               {"match": {"position": "first"}, "precision": "fp32"}]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("ternary", "binary", "int2", "int4", "int8", "fp32")
+GRANULARITIES = ("tensor", "channel", "group")
+FORMATS = ("2bit", "base3")
+TARGETS = ("onnxbit", "ort", "onnx")
+POSITIONS = ("first", "last")
+
+
+class ConfigError(ValueError):
+    """A configuration that is malformed or asks for something impossible."""
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """How one layer is quantized and stored."""
+
+    precision: str = "ternary"
+    granularity: str = "tensor"
+    group_size: int = 0  # used when granularity == "group"
+    method: str = "absmean"  # ternary/binary scale rule, passed to onnxbit.quant
+    symmetric: bool = True  # int precisions: symmetric codes or codes + zero points
+    # 1 = BitNet per-token int8 activations (ternary/binary): exact in TernaryMatMul,
+    # standard ops on target onnx, per-block int8 (MatMulNBits accuracy_level 4) on target ort.
+    act_quant: int = 0
+    format: str = "2bit"  # ternary packing for TernaryMatMul: "2bit" | "base3"
+
+    def validate(self, where: str) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{where}: unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(f"{where}: unknown granularity {self.granularity!r}; choose one of {', '.join(GRANULARITIES)}")
+        if self.granularity == "group" and self.group_size <= 0:
+            raise ConfigError(f"{where}: granularity 'group' needs a positive group_size")
+        if self.granularity != "group" and self.group_size not in (0, None):
+            raise ConfigError(f"{where}: group_size={self.group_size} is only meaningful with granularity 'group'")
+        if self.format not in FORMATS:
+            raise ConfigError(f"{where}: unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.act_quant not in (0, 1):
+            raise ConfigError(f"{where}: act_quant must be 0 or 1, got {self.act_quant!r}")
+
+    @property
+    def bits(self) -> int:
+        """Bits of an integer precision (int2 -> 2)."""
+        if not self.precision.startswith("int"):
+            raise ConfigError(f"precision {self.precision!r} has no integer bit width")
+        return int(self.precision[3:])
+
+
+_SETTING_FIELDS = {f.name for f in dataclasses.fields(LayerSettings)}
+_MATCH_FIELDS = {"name", "op_type", "position", "max_params"}
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """Settings for the layers this rule matches (every given criterion must hold).
+
+    name: fnmatch glob over the node name; op_type: "MatMul" | "Gemm";
+    position: "first" | "last" (in topological order of the main graph);
+    max_params: matches layers with at most this many weights.
+    """
+
+    overrides: dict[str, Any]
+    name: str | None = None
+    op_type: str | None = None
+    position: str | None = None
+    max_params: int | None = None
+
+    def describe(self) -> str:
+        parts = [f"{key}={getattr(self, key)}" for key in ("name", "op_type", "position", "max_params")
+                 if getattr(self, key) is not None]
+        return ", ".join(parts) or "every layer"
+
+    def matches(self, node_name: str, op_type: str, position: set[str], params: int) -> bool:
+        if self.name is not None and not fnmatch.fnmatchcase(node_name, self.name):
+            return False
+        if self.op_type is not None and op_type != self.op_type:
+            return False
+        if self.position is not None and self.position not in position:
+            return False
+        if self.max_params is not None and params > self.max_params:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    default: LayerSettings = LayerSettings()
+    rules: tuple[LayerRule, ...] = ()
+    min_params: int = 0
+    preset: str | None = None
+
+    def settings_for(self, node_name: str, op_type: str, position: set[str], params: int) -> tuple[LayerSettings, str]:
+        """Settings for one layer and a short phrase saying where they came from
+        ("default", "rule <index>: <match>", or the min_params cut)."""
+        if params < self.min_params:
+            return dataclasses.replace(self.default, precision="fp32"), f"fewer than min_params={self.min_params} weights"
+        for index, rule in enumerate(self.rules):
+            if rule.matches(node_name, op_type, position, params):
+                return dataclasses.replace(self.default, **rule.overrides), f"rule {index}: {rule.describe()}"
+        return self.default, "default"
+
+    def check_target(self, target: str) -> None:
+        """Reject settings the target cannot express before touching any layer."""
+        if target not in TARGETS:
+            raise ConfigError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+        candidates = [("default", self.default)] + [
+            (f"rule {i}", dataclasses.replace(self.default, **r.overrides)) for i, r in enumerate(self.rules)]
+        for where, settings in candidates:
+            check_settings_for_target(settings, target, where)
+
+
+def check_settings_for_target(settings: LayerSettings, target: str, where: str) -> None:
+    """Raise ConfigError when `target` cannot store or compute `settings`."""
+    p = settings.precision
+    if p == "fp32":
+        return
+    if target in ("ort", "onnx") and p in ("ternary", "binary") and settings.format != "2bit":
+        raise ConfigError(f"{where}: format {settings.format!r} exists only in the onnxbit TernaryMatMul op; "
+                          f"target {target!r} stores ternary weights as 2-bit codes")
+    if settings.act_quant and p not in ("ternary", "binary"):
+        raise ConfigError(f"{where}: act_quant=1 (BitNet per-token int8 activations) applies to ternary/binary "
+                          f"layers, not {p!r}")
+    if target in ("onnxbit", "ort") and settings.granularity == "group" and p.startswith("int"):
+        _check_block_size(settings.group_size, where)
+    if target == "ort" and settings.granularity == "group" and p in ("ternary", "binary"):
+        _check_block_size(settings.group_size, where)
+
+
+def _check_block_size(group_size: int, where: str) -> None:
+    if group_size < 16 or group_size & (group_size - 1):
+        raise ConfigError(f"{where}: onnxruntime's MatMulNBits needs a block (group) size that is a power of two "
+                          f">= 16, got {group_size}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "bitnet": {
+        "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean", "format": "2bit"},
+        "rules": [{"match": {"position": "last"}, "precision": "fp32"}],
+    },
+    "int4": {"default": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False}},
+    "int8": {"default": {"precision": "int8", "granularity": "channel", "symmetric": True}},
+}
+
+
+def _settings_from(raw: dict[str, Any], base: LayerSettings, where: str) -> LayerSettings:
+    unknown = set(raw) - _SETTING_FIELDS
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(_SETTING_FIELDS)}")
+    settings = dataclasses.replace(base, **raw)
+    settings.validate(where)
+    return settings
+
+
+def _rule_from(raw: dict[str, Any], default: LayerSettings, index: int) -> LayerRule:
+    where = f"rule {index}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
+    match = raw.get("match", {})
+    if not isinstance(match, dict):
+        raise ConfigError(f"{where}: 'match' must be an object")
+    unknown = set(match) - _MATCH_FIELDS
+    if unknown:
+        raise ConfigError(f"{where}: unknown match key(s) {sorted(unknown)}; known: {sorted(_MATCH_FIELDS)}")
+    if match.get("position") not in (None, *POSITIONS):
+        raise ConfigError(f"{where}: position must be 'first' or 'last', got {match['position']!r}")
+    overrides = {k: v for k, v in raw.items() if k != "match"}
+    _settings_from(overrides, default, where)  # validates the combination
+    return LayerRule(overrides=overrides, **match)
+
+
+def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
+    """Build a QuantConfig; a "preset" key starts from that preset and the
+    other keys refine it ("rules" given here come before the preset's)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config is an object, got {type(raw).__name__}")
+    unknown = set(raw) - {"preset", "default", "rules", "min_params"}
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: default, min_params, preset, rules")
+    preset_name = raw.get("preset")
+    base: dict[str, Any] = {}
+    if preset_name is not None:
+        if preset_name not in PRESETS:
+            raise ConfigError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+        base = PRESETS[preset_name]
+    default = _settings_from({**base.get("default", {}), **raw.get("default", {})}, LayerSettings(), "default")
+    rules_raw = list(raw.get("rules", [])) + list(base.get("rules", []))
+    rules = tuple(_rule_from(r, default, i) for i, r in enumerate(rules_raw))
+    min_params = raw.get("min_params", base.get("min_params", 0))
+    if not isinstance(min_params, int) or min_params < 0:
+        raise ConfigError(f"min_params must be a non-negative integer, got {min_params!r}")
+    return QuantConfig(default=default, rules=rules, min_params=min_params, preset=preset_name)
+
+
+def preset(name: str) -> QuantConfig:
+    return config_from_dict({"preset": name})
+
+
+def load_config(source: QuantConfig | dict[str, Any] | str | Path | None, preset_name: str | None = "bitnet") -> QuantConfig:
+    """A config from an object, a dict, a JSON file path, or (None) the named preset."""
+    if isinstance(source, QuantConfig):
+        return source
+    if source is None:
+        if preset_name is None:
+            raise ConfigError("give a config or a preset")
+        return preset(preset_name)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+        source = raw
+    if isinstance(source, dict):
+        # A given config stands on its own: it uses a preset only when it names one.
+        return config_from_dict(source)
+    raise ConfigError(f"cannot read a config from a {type(source).__name__}")

@@ -1,0 +1,71 @@
+"""numpy implementations of the com.onnxbit ops for onnx.reference.ReferenceEvaluator.
+
+    from onnx.reference import ReferenceEvaluator
+    from onnxbit.ops.reference import CUSTOM_OPS
+    ReferenceEvaluator(model, new_ops=CUSTOM_OPS).run(None, feeds)
+
+They decode the packed weights with the pure numpy codecs and compute with the
+numpy reference arithmetic, so they share no code with the C library and serve
+as an independent check of what onnxruntime computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx.reference.op_run import OpRun
+
+from onnxbit.ops.schemas import DOMAIN, FORMATS, register_schemas
+from onnxbit.reference.codecs import packed_row_bytes, unpack_ternary
+from onnxbit.reference.ternary_matmul import ternary_matmul_reference
+
+
+class TernaryMatMul(OpRun):
+    """com.onnxbit::TernaryMatMul (contract: onnxbit/ops/schemas.py)."""
+
+    op_domain = DOMAIN
+
+    def _run(self, A, B, scales, bias=None, K=None, N=None, format=None,  # noqa: A002 (ONNX name)
+             group_size=0, act_quant=0):
+        name = f"TernaryMatMul node {self.onnx_node.name!r}"
+        fmt = format.decode() if isinstance(format, bytes) else format
+        if K is None or N is None or fmt is None:
+            raise ValueError(f"{name}: attributes K, N and format are required")
+        k, n = int(K), int(N)
+        group_size = int(group_size or 0)
+        act_quant = int(act_quant or 0)
+        if k <= 0 or n <= 0:
+            raise ValueError(f"{name}: K={k} and N={n} must be positive")
+        if fmt not in FORMATS:
+            raise ValueError(f"{name}: format={fmt!r} is not one of {', '.join(FORMATS)}")
+        if group_size < 0 or act_quant not in (0, 1):
+            raise ValueError(f"{name}: group_size={group_size} must be >= 0 and "
+                             f"act_quant={act_quant} 0 or 1")
+        a = np.asarray(A)
+        if a.dtype != np.float32 or a.ndim == 0 or a.shape[-1] != k:
+            raise ValueError(f"{name}: A must be float32 [..., K={k}], got {a.dtype} {a.shape}")
+        packed = np.asarray(B)
+        expected = n * packed_row_bytes(k, fmt)
+        if packed.dtype != np.uint8 or packed.size != expected:
+            raise ValueError(f"{name}: B must be uint8 with N * row bytes = {expected} elements, "
+                             f"got {packed.dtype} {packed.shape}")
+        scales = np.asarray(scales)
+        groups = -(-k // group_size) if group_size else 1
+        allowed = [(n, groups)] if group_size else [(1,), (n,), ()]
+        if scales.dtype != np.float32 or scales.shape not in allowed:
+            shapes = " or ".join(map(str, allowed))
+            raise ValueError(f"{name}: scales must be float32 of shape {shapes}, "
+                             f"got {scales.dtype} {scales.shape}")
+        if not np.all(np.isfinite(scales) & (scales > 0)):
+            raise ValueError(f"{name}: scales must be finite and > 0")
+        try:
+            codes_kn = unpack_ternary(packed.reshape(n, -1), k, fmt).T
+        except ValueError as error:
+            raise ValueError(f"{name}: invalid weights (format {fmt}): {error}") from error
+        y = ternary_matmul_reference(a, codes_kn, scales, group_size, act_quant,
+                                     None if bias is None else np.asarray(bias, dtype=np.float32))
+        return (y.astype(np.float32),)
+
+
+CUSTOM_OPS = [TernaryMatMul]
+
+register_schemas()

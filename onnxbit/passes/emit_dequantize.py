@@ -1,0 +1,89 @@
+"""Emit standard ONNX only (target "onnx"): DequantizeLinear on an INT2 / INT4 /
+INT8 initializer (UINT* with zero points when asymmetric), then MatMul.
+
+Ternary and binary codes are stored as INT2 (they are -1, 0, 1). Opsets: INT8
+per tensor/channel needs 13, blocked scales and INT4 need 21, INT2 needs 25.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxbit.passes.base import PassContext, WeightSite
+from onnxbit.passes.packed_weight import PackedWeight
+from onnxbit.passes.rewrite import activation_for, array_constant, per_token_int8, proto_constant, replace_node
+
+_SIGNED = {2: onnx.TensorProto.INT2, 4: onnx.TensorProto.INT4, 8: onnx.TensorProto.INT8}
+_UNSIGNED = {2: onnx.TensorProto.UINT2, 4: onnx.TensorProto.UINT4, 8: onnx.TensorProto.UINT8}
+_MIN_OPSET = {2: 25, 4: 21, 8: 13}
+
+
+def subbyte_proto(name: str, values: np.ndarray, bits: int, signed: bool) -> onnx.TensorProto:
+    """A TensorProto of INT2/INT4/UINT2/UINT4 (packed, first element in the low
+    bits, as the ONNX spec stores them) or INT8/UINT8."""
+    proto = onnx.TensorProto()
+    proto.name = name
+    proto.data_type = (_SIGNED if signed else _UNSIGNED)[bits]
+    proto.dims.extend(int(d) for d in values.shape)
+    flat = values.reshape(-1)
+    if bits == 8:
+        proto.raw_data = flat.astype(np.int8 if signed else np.uint8).tobytes()
+        return proto
+    per_byte = 8 // bits
+    mask = (1 << bits) - 1
+    padded = np.zeros(-(-flat.size // per_byte) * per_byte, dtype=np.uint8)
+    padded[:flat.size] = flat.astype(np.int16) & mask  # two's complement in `bits` bits
+    grouped = padded.reshape(-1, per_byte)
+    out = grouped[:, 0].copy()
+    for i in range(1, per_byte):
+        out |= grouped[:, i] << np.uint8(bits * i)
+    proto.raw_data = out.tobytes()
+    return proto
+
+
+def pack_dequantize(ctx: PassContext, base: str, *, precision: str, codes: np.ndarray, bits: int, signed: bool,
+                    scales: np.ndarray, zero_points: np.ndarray | None, granularity: str,
+                    group_size: int, act_quant: int = 0) -> PackedWeight:
+    """codes [K, N]: int8 when signed, uint8 otherwise; scales/zero points as QuantResult holds them.
+    act_quant=1 puts BitNet's per-token int8 activation quantization in front
+    of the MatMul, written in standard ops."""
+    k, n = codes.shape
+    attrs: dict = {}
+    if granularity == "tensor":
+        scale = np.asarray(scales, np.float32).reshape(())
+        zero = None if zero_points is None else np.asarray(zero_points).reshape(())
+    elif granularity == "channel":
+        scale = np.asarray(scales, np.float32).reshape(n)
+        zero = None if zero_points is None else np.asarray(zero_points).reshape(n)
+        attrs["axis"] = 1
+    else:
+        scale = np.asarray(scales, np.float32)
+        zero = None if zero_points is None else np.asarray(zero_points)
+        attrs.update(axis=0, block_size=group_size)
+    opset = max(_MIN_OPSET[bits], 21 if granularity == "group" else 13, 18 if act_quant else 0)
+    constants = [proto_constant(subbyte_proto(ctx.fresh_name(f"{base}_{'' if signed else 'u'}int{bits}"), codes,
+                                              bits, signed)),
+                 array_constant(ctx, f"{base}_scale", scale)]
+    if zero is not None:
+        constants.append(proto_constant(subbyte_proto(ctx.fresh_name(f"{base}_zero_point"), zero, bits, signed)))
+    kind = ("INT" if signed else "UINT") + str(bits)
+    packed = PackedWeight(precision=precision, storage=f"DequantizeLinear/{kind}", constants=constants,
+                          attrs=attrs, k=k, n=n, min_default_opset=opset, act_quant=act_quant)
+    return packed
+
+
+def emit_dequantize(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
+    attrs = dict(packed.attrs)
+    ctx.require_opset("", packed.min_default_opset)
+    weight = gs.Variable(ctx.fresh_name(f"{site.node.name}_dequantized_weight"), dtype=np.float32,
+                         shape=[packed.k, packed.n])
+    dq = gs.Node("DequantizeLinear", ctx.fresh_name(f"{site.node.name}_dequantize"), attrs=attrs,
+                 inputs=list(packed.constants), outputs=[weight])
+    site.graph.nodes.append(dq)
+    activation = activation_for(ctx, site)
+    if not packed.act_quant:
+        return replace_node(ctx, site, "MatMul", "", [activation, weight], {}, bias_input=None)
+    quantized, scale = per_token_int8(ctx, site, activation)
+    return replace_node(ctx, site, "MatMul", "", [quantized, weight], {}, bias_input=None, divide_output_by=scale)

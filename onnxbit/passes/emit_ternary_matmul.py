@@ -1,0 +1,43 @@
+"""Emit com.onnxbit::TernaryMatMul (target "onnxbit") for ternary and binary
+weights: B = W^T packed row by row (codecs), scales [1] | [N] | [N, groups]."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxbit.passes.base import PassContext, WeightSite
+from onnxbit.passes.packed_weight import PackedWeight
+from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
+
+DOMAIN = "com.onnxbit"
+OPSET = 1
+
+
+def op_scales(scales: np.ndarray, granularity: str) -> np.ndarray:
+    """QuantResult scales -> the op's layout: group scales go from [groups, N] to [N, groups]."""
+    scales = np.asarray(scales, dtype=np.float32)
+    if granularity == "group":
+        return np.ascontiguousarray(scales.T)
+    return scales.reshape(-1)
+
+
+def pack_ternary_matmul(ctx: PassContext, base: str, *, precision: str, k: int, n: int, packed_rows: np.ndarray,
+                        scales: np.ndarray, granularity: str, group_size: int, fmt: str,
+                        act_quant: int) -> PackedWeight:
+    """packed_rows: uint8 [N, row_bytes], W^T packed in `fmt`; scales as QuantResult holds them."""
+    op_scale = op_scales(scales, granularity)
+    if not (np.isfinite(op_scale).all() and (op_scale > 0).all()):
+        raise ValueError(f"weight '{base}': TernaryMatMul needs finite scales > 0 "
+                         f"(min {float(op_scale.min())!r})")
+    constants = [array_constant(ctx, f"{base}_packed_{fmt}", packed_rows),
+                 array_constant(ctx, f"{base}_scales", op_scale)]
+    attrs = {"K": k, "N": n, "format": fmt, "group_size": group_size if granularity == "group" else 0,
+             "act_quant": int(act_quant)}
+    return PackedWeight(precision=precision, storage=f"TernaryMatMul/{fmt}", constants=constants, attrs=attrs, k=k, n=n)
+
+
+def emit_ternary_matmul(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
+    ctx.require_opset(DOMAIN, OPSET)
+    inputs = [activation_for(ctx, site), *packed.constants]
+    return replace_node(ctx, site, "TernaryMatMul", DOMAIN, inputs, dict(packed.attrs), bias_input=3)

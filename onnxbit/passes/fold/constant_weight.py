@@ -1,0 +1,137 @@
+"""The shared engine of the weight folding passes.
+
+Every weight pass follows the same three steps for the MatMul/Gemm weights it
+recognises: pattern (which constant subgraph computes the weight input),
+check (evaluate it with onnxruntime and prove the values exactly ternary), and
+rewrite (the node reads a plain constant ``codes * scale`` and the codes are
+recorded in ``ctx.ternary_weights``). The passes differ only in the pattern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..base import PassContext, TernaryWeight
+from .evaluate import NotConstantError, constant_subgraph, iter_evaluated
+from .exact_ternary import NotTernaryError, split_exact_ternary, ternary_values
+from .matching import ensure_unique_node_names
+
+# Decides whether a weight's constant subgraph is this pass's chain: returns a
+# short description of the chain when it is, None when it is someone else's.
+ChainPattern = Callable[[gs.Tensor, list[gs.Node]], "str | None"]
+
+
+@dataclass
+class WeightSlot:
+    """The weight input of a MatMul (input 1) or Gemm (input 1, maybe transB)."""
+
+    node: gs.Node
+    tensor: gs.Tensor
+    stored_transposed: bool  # Gemm transB=1: the tensor is [N, K]
+
+    def to_k_n(self, value: np.ndarray) -> np.ndarray:
+        return value.T if self.stored_transposed else value
+
+    def from_k_n(self, value: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(value.T if self.stored_transposed else value)
+
+
+def gemm_problem(node: gs.Node) -> str | None:
+    """Why a Gemm cannot be read as y = A @ W (+ C), or None when it can."""
+    if node.attrs.get("transA", 0):
+        return "Gemm with transA=1 is not a plain A @ W"
+    if float(node.attrs.get("alpha", 1.0)) != 1.0:
+        return f"Gemm with alpha={node.attrs['alpha']} scales the product"
+    return None
+
+
+def weight_slots(graph: gs.Graph) -> list[WeightSlot]:
+    slots = []
+    for node in graph.nodes:
+        if node.op == "MatMul" and node.domain in ("", "ai.onnx", None) and len(node.inputs) == 2:
+            slots.append(WeightSlot(node, node.inputs[1], False))
+        elif node.op == "Gemm" and node.domain in ("", "ai.onnx", None) and len(node.inputs) >= 2:
+            slots.append(WeightSlot(node, node.inputs[1], bool(node.attrs.get("transB", 0))))
+    return slots
+
+
+def fold_constant_weights(ctx: PassContext, pass_name: str, pattern: ChainPattern,
+                          record_not_ternary: bool = True) -> int:
+    """Fold every not-yet-recorded weight whose constant subgraph ``pattern``
+    claims. Returns how many were folded; refusals are recorded as skipped
+    (except "not ternary" when ``record_not_ternary`` is False: a plain float
+    weight is not a refusal, it is simply not a QAT weight)."""
+    graph = ctx.graph
+    ensure_unique_node_names(graph)
+    claimed: list[tuple[WeightSlot, str]] = []
+    for slot in weight_slots(graph):
+        if slot.node.name in ctx.ternary_weights:
+            continue
+        try:
+            nodes = constant_subgraph([slot.tensor])
+        except NotConstantError:
+            continue  # an activation-by-activation product, not a weight
+        chain = pattern(slot.tensor, nodes)
+        if chain is None:
+            continue
+        if slot.node.op == "Gemm" and (problem := gemm_problem(slot.node)):
+            _skip(ctx, slot, pass_name, f"{chain}: {problem}")
+            continue
+        claimed.append((slot, chain))
+    if not claimed:
+        return 0
+
+    # A few onnxruntime sessions evaluate every claimed weight; each value is
+    # folded as it arrives and dropped, so memory stays near one batch.
+    by_tensor: dict[str, list[tuple[WeightSlot, str]]] = {}
+    for slot, chain in claimed:
+        by_tensor.setdefault(slot.tensor.name, []).append((slot, chain))
+    weights = [users[0][0].tensor for users in by_tensor.values()]
+    folded = 0
+    for tensor, value in iter_evaluated(graph, weights):
+        folded += _fold_users(ctx, pass_name, by_tensor[tensor.name], value, record_not_ternary)
+    graph.cleanup()
+    return folded
+
+
+def _fold_users(ctx: PassContext, pass_name: str, users: list[tuple[WeightSlot, str]],
+                value: np.ndarray | NotConstantError, record_not_ternary: bool) -> int:
+    """Fold every node reading one evaluated weight tensor."""
+    folded = 0
+    replacements: dict[bool, gs.Constant] = {}  # stored_transposed -> the shared constant
+    for slot, chain in users:
+        if isinstance(value, NotConstantError):
+            _skip(ctx, slot, pass_name, f"{chain}: {value}")
+            continue
+        if value.ndim != 2:
+            _skip(ctx, slot, pass_name, f"{chain}: weight has shape {list(value.shape)}, expected 2-D")
+            continue
+        try:
+            ternary = split_exact_ternary(slot.to_k_n(value))
+        except NotTernaryError as exc:
+            if record_not_ternary:
+                _skip(ctx, slot, pass_name, f"{chain}: {exc}")
+            continue
+        constant = replacements.get(slot.stored_transposed)
+        if constant is None:
+            constant = gs.Constant(f"{slot.node.name}.ternary_weight", slot.from_k_n(ternary_values(ternary)))
+            replacements[slot.stored_transposed] = constant
+        slot.node.inputs[1] = constant
+        ctx.ternary_weights[slot.node.name] = TernaryWeight(
+            codes=ternary.codes, scales=ternary.scales, act_quant=0, source=pass_name)
+        k, n = ternary.codes.shape
+        granularity = "per-channel" if ternary.per_channel else "per-tensor"
+        ctx.record(node=slot.node.name, op_type=slot.node.op, action="folded", pass_name=pass_name,
+                   precision="ternary",
+                   reason=f"{chain} -> exact ternary [{k}x{n}], {granularity} scale")
+        folded += 1
+    return folded
+
+
+def _skip(ctx: PassContext, slot: WeightSlot, pass_name: str, reason: str) -> None:
+    ctx.record(node=slot.node.name, op_type=slot.node.op, action="skipped", pass_name=pass_name,
+               reason=reason)

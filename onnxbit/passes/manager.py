@@ -1,0 +1,154 @@
+"""Run a pipeline of passes on a copy of a model and hand back a valid model.
+
+Steps: check the input (errors name the node), copy it, name unnamed nodes,
+import into onnx-graphsurgeon, run the passes, drop dead nodes and
+initializers, sort topologically, export, add the opset imports the new ops
+need (raising the default opset through onnx's version converter when an
+emitted op needs a newer one), run shape inference and onnx.checker.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import version_converter
+
+from onnxbit.model_size import model_nbytes
+from onnxbit.passes.base import Pass, PassContext
+
+TWO_GB = 2**31
+
+
+class ModelError(ValueError):
+    """The input model is malformed, or the rewritten model failed validation."""
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ModelError("the model imports no ai.onnx opset")
+
+
+def _name_unnamed_nodes(graph: onnx.GraphProto, taken: set[str], prefix: str = "") -> None:
+    for node in graph.node:
+        taken.add(node.name)
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            base = f"{prefix}{node.op_type}_{i}"
+            name, j = base, 1
+            while name in taken:
+                name, j = f"{base}_{j}", j + 1
+            node.name = name
+            taken.add(name)
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                _name_unnamed_nodes(sub, taken, prefix=f"{node.name}/")
+
+
+def check_input(model: onnx.ModelProto) -> None:
+    if not isinstance(model, onnx.ModelProto):
+        raise ModelError(f"expected an onnx.ModelProto, got {type(model).__name__}")
+    try:
+        if model_nbytes(model) < TWO_GB:
+            onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"the input model is not valid ONNX: {exc}") from None
+
+
+def _register_custom_schemas() -> None:
+    """Let onnx.checker and shape inference know com.onnxbit::TernaryMatMul."""
+    from onnxbit.ops.schemas import register_schemas
+
+    register_schemas()
+
+
+class PassManager:
+    """Runs `passes` in order on a copy of a model."""
+
+    def __init__(self, passes: Sequence[Pass], *, target: str = "onnxbit", config=None,
+                 progress: Callable[[str, int, int], None] | None = None, check: bool = True):
+        self.passes = list(passes)
+        self.target = target
+        self.config = config
+        self.progress = progress
+        self.check = check
+
+    def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassContext]:
+        check_input(model)
+        out, ctx = self._run_once(model)
+        needed = ctx.opsets.get("", 0)
+        current = default_opset(model)
+        if needed > current:
+            # An emitted op (e.g. DequantizeLinear on INT4) needs a newer opset:
+            # upgrade the input (the converter rewrites ops whose signature
+            # changed) and run the pipeline again on the upgraded copy.
+            try:
+                upgraded = version_converter.convert_version(model, needed)
+            except Exception as exc:  # the converter raises bare RuntimeErrors
+                raise ModelError(f"the emitted ops need ai.onnx opset {needed}, and onnx's version converter could "
+                                 f"not upgrade the model from opset {current}: {exc}") from None
+            out, ctx = self._run_once(upgraded)
+            ctx.notes.append(f"default opset raised from {current} to {needed} for the emitted ops")
+        self._finish(out, ctx)
+        return out, ctx
+
+    def _run_once(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassContext]:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        _name_unnamed_nodes(work.graph, set())
+        graph = gs.import_onnx(work)
+        ctx = PassContext(graph=graph, config=self.config, target=self.target, progress=self.progress)
+        for p in self.passes:
+            p.run(ctx)
+        graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=True)
+        graph.toposort(recurse_subgraphs=True)
+        exported = gs.export_onnx(graph, do_type_check=False)
+        # Keep everything of the model but its graph (metadata, functions, IR).
+        work.graph.CopyFrom(exported.graph)
+        return work, ctx
+
+    def _finish(self, model: onnx.ModelProto, ctx: PassContext) -> None:
+        imports = {imp.domain or "": imp for imp in model.opset_import}
+        for domain, version in ctx.opsets.items():
+            key = "" if domain in ("", "ai.onnx") else domain
+            if key in imports:
+                imports[key].version = max(imports[key].version, version)
+            else:
+                model.opset_import.append(onnx.helper.make_opsetid(key, version))
+        needed_ir = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+        model.ir_version = max(model.ir_version, needed_ir)
+        if "com.onnxbit" in ctx.opsets:
+            _register_custom_schemas()
+        if model_nbytes(model) >= TWO_GB:
+            ctx.notes.append("model over 2 GB: shape inference and the checker run only when it is saved")
+            return
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=False)
+            del model.graph.value_info[:]
+            model.graph.value_info.extend(inferred.graph.value_info)
+            if self.check:
+                onnx.checker.check_model(model)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            raise ModelError(f"the rewritten model failed validation: {exc}") from None
+
+
+def default_passes(measure_error: bool = True) -> list[Pass]:
+    """QAT folding (exact ternary weights first), then find and pack weights."""
+    from onnxbit.passes.find_weights import FindWeightsPass
+    from onnxbit.passes.pack_weights import PackWeightsPass
+
+    return [*qat_folding_passes(), FindWeightsPass(), PackWeightsPass(measure_error=measure_error)]
+
+
+def qat_folding_passes() -> list[Pass]:
+    try:
+        from onnxbit.passes.fold import qat_passes
+    except ModuleNotFoundError as exc:
+        if exc.name != "onnxbit.passes.fold":
+            raise
+        return []
+    return list(qat_passes())

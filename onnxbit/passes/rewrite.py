@@ -1,0 +1,113 @@
+"""Graph edits shared by the emit modules: put a new op where a MatMul/Gemm
+was, with its activation transposed (Gemm transA), its bias added and Gemm's
+non-foldable C added back, so the node's output tensor keeps its consumers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxbit.passes.base import PassContext, WeightSite
+
+
+def proto_constant(proto: onnx.TensorProto) -> gs.Constant:
+    """A graph constant exported exactly as `proto` (used for INT2/INT4 data,
+    which numpy cannot hold)."""
+    return gs.Constant(proto.name, gs.ir.tensor.LazyValues(proto))
+
+
+def array_constant(ctx: PassContext, base: str, values: np.ndarray) -> gs.Constant:
+    return gs.Constant(ctx.fresh_name(base), np.ascontiguousarray(values))
+
+
+def _node(ctx: PassContext, site: WeightSite, layer: str, op: str, inputs, outputs, suffix: str, **attrs) -> gs.Node:
+    node = gs.Node(op, ctx.fresh_name(f"{layer}_{suffix}"), attrs=attrs, inputs=inputs, outputs=outputs)
+    site.graph.nodes.append(node)
+    return node
+
+
+def _intermediate(ctx: PassContext, site: WeightSite, suffix: str) -> gs.Variable:
+    return gs.Variable(ctx.fresh_name(f"{site.output.name}_{suffix}"), dtype=np.float32)
+
+
+def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
+    """BitNet's per-token activation quantization in standard ops (opset >= 18):
+    s = 127 / max(max|x| over the last axis, 1e-5); q = clip(round(x * s), -128, 127).
+    Returns (q as float32, s); the matmul result divided by s is the op's output."""
+    layer = site.node.name
+
+    def step(op: str, inputs: list, suffix: str, **attrs) -> gs.Variable:
+        out = _intermediate(ctx, site, f"act_{suffix}")
+        _node(ctx, site, layer, op, inputs, [out], f"act_{suffix}", **attrs)
+        return out
+
+    def const(suffix: str, value) -> gs.Constant:
+        return array_constant(ctx, f"{layer}_act_{suffix}", np.asarray(value))
+
+    amax = step("ReduceMax", [step("Abs", [x], "abs"), const("axes", np.array([-1], np.int64))], "absmax",
+                keepdims=1)
+    scale = step("Div", [const("numerator", np.float32(127.0)),
+                         step("Max", [amax, const("eps", np.float32(1e-5))], "clamped")], "scale")
+    rounded = step("Round", [step("Mul", [x, scale], "scaled")], "round")
+    q = step("Clip", [rounded, const("low", np.float32(-128.0)), const("high", np.float32(127.0))], "int8")
+    return q, scale
+
+
+def activation_for(ctx: PassContext, site: WeightSite) -> gs.Tensor:
+    """The [..., K] activation the new op reads (Gemm transA=1 gets a Transpose)."""
+    if not site.transpose_activation:
+        return site.activation
+    out = _intermediate(ctx, site, "A_T")
+    _node(ctx, site, site.node.name, "Transpose", [site.activation], [out], "transpose_A", perm=[1, 0])
+    return out
+
+
+def replace_node(ctx: PassContext, site: WeightSite, op: str, domain: str, inputs: list[gs.Tensor],
+                 attrs: dict, *, bias_input: int | None, divide_output_by: gs.Tensor | None = None) -> gs.Node:
+    """Replace site.node by `op`, reading `inputs` (activation first).
+
+    bias_input: index at which the op takes a bias; None means the op has no
+    bias input and a bias becomes an Add node. Optional inputs between the
+    given ones and the bias are passed as empty names. divide_output_by: a
+    tensor the op's output is divided by before any bias is added.
+    """
+    layer = site.node.name
+    inputs = list(inputs)
+    if divide_output_by is not None and bias_input is not None and site.bias is not None:
+        raise ValueError("a fused bias cannot follow an output division")
+    add_bias_after = site.bias is not None and bias_input is None
+    if site.bias is not None and bias_input is not None:
+        while len(inputs) < bias_input:
+            inputs.append(gs.Variable.empty())
+        inputs.append(array_constant(ctx, f"{layer}_bias", site.bias.astype(np.float32)))
+    final = site.output
+    tail = add_bias_after or site.extra_add is not None
+    op_out = _intermediate(ctx, site, "matmul") if tail or divide_output_by is not None else final
+    out = op_out
+    if divide_output_by is not None:
+        out = _intermediate(ctx, site, "rescaled") if tail else final
+    # Detach the original node so cleanup drops it and its dead weight chain;
+    # the new op takes over its name, so reports and users can find the layer.
+    site.node.name = ctx.fresh_name(f"{layer}_replaced")
+    site.node.inputs.clear()
+    site.node.outputs.clear()
+    new = gs.Node(op, layer, attrs=attrs, inputs=inputs, outputs=[op_out], domain=domain or None)
+    site.graph.nodes.append(new)
+    if divide_output_by is not None:
+        _node(ctx, site, layer, "Div", [op_out, divide_output_by], [out], "rescale")
+    current = out
+    if add_bias_after:
+        nxt = final if site.extra_add is None else _intermediate(ctx, site, "biased")
+        bias = array_constant(ctx, f"{layer}_bias", site.bias.astype(np.float32))
+        _node(ctx, site, layer, "Add", [current, bias], [nxt], "bias")
+        current = nxt
+    if site.extra_add is not None:
+        extra = site.extra_add
+        if site.extra_add_scale != 1.0:
+            scaled = _intermediate(ctx, site, "C_times_beta")
+            beta = array_constant(ctx, f"{layer}_beta", np.array(site.extra_add_scale, np.float32))
+            _node(ctx, site, layer, "Mul", [extra, beta], [scaled], "beta")
+            extra = scaled
+        _node(ctx, site, layer, "Add", [current, extra], [final], "add_C")
+    return new

@@ -1,0 +1,160 @@
+"""`onnxbit bench matmul`: peer model builders, accuracy checks, interleaving,
+and one tiny end-to-end run (structure and accuracy, not timings)."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onnxbit.bench import matmul, peers, timing
+from onnxbit.cli.main import main
+from onnxbit.reference.ternary_matmul import ternary_matmul_reference
+
+
+def _run(model, a):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"A": a})[0]
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("k", [64, 200])
+def test_nbits_packing_matches_dequantized_weight(bits, k, rng):
+    # accuracy_level 0 keeps activations in float, so any layout mistake in
+    # B, scales or packed zero points shows up far above rounding error.
+    n, block = 24, 32
+    blocks = -(-k // block)
+    codes = rng.integers(0, 1 << bits, (n, k)).astype(np.uint8)
+    zero_points = rng.integers(0, 1 << bits, (n, blocks)).astype(np.uint8)
+    scales = rng.uniform(0.5, 2.0, (n, blocks)).astype(np.float32)
+    packed = peers.pack_matmul_nbits(codes, scales, zero_points, bits, block)
+    assert packed.b.shape == (n, blocks, block * bits // 8)
+    assert packed.zero_points.shape == (n * -(-blocks * bits // 8),)
+    w = peers.nbits_dequantized(packed, codes, zero_points)
+    a = rng.standard_normal((3, k)).astype(np.float32)
+    y = _run(peers.matmul_nbits_model(packed, accuracy_level=0), a)
+    reference = a.astype(np.float64) @ w
+    rounding = k * 2.0 ** -23 * (np.abs(a).astype(np.float64) @ np.abs(w))
+    assert np.all(np.abs(y - reference) <= rounding)
+
+
+def test_nbits_packing_rejects_bad_input():
+    codes = np.zeros((4, 64), np.uint8)
+    ok = np.ones((4, 2), np.float32), np.zeros((4, 2), np.uint8)
+    with pytest.raises(ValueError, match="bits must be 2, 4 or 8"):
+        peers.pack_matmul_nbits(codes, *ok, bits=3, block_size=32)
+    with pytest.raises(ValueError, match="power of two"):
+        peers.pack_matmul_nbits(codes, *ok, bits=4, block_size=24)
+    with pytest.raises(ValueError, match="must be < 4"):
+        peers.pack_matmul_nbits(codes + 4, *ok, bits=2, block_size=32)
+    with pytest.raises(ValueError, match="shape"):
+        peers.pack_matmul_nbits(codes, np.ones((4, 3), np.float32), ok[1], bits=4, block_size=32)
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
+        peers.fp32_matmul_model(np.full((4, 4), 2, np.int8), 1.0)
+
+
+@pytest.mark.parametrize("variant", [v for v in matmul.VARIANTS if v.peer], ids=lambda v: v.name)
+def test_peer_models_compute_the_ternary_product(variant, rng):
+    codes = matmul.random_ternary(rng, 96, 40)
+    a = rng.standard_normal((5, 96)).astype(np.float32)
+    y = _run(variant.build(codes, 0.05), a)
+    error, bound = matmul.check_output(variant, a, y, codes, 0.05)
+    assert error <= bound
+    # The bound is tight enough to catch a wrong product: drop one row of W.
+    broken = codes.copy()
+    broken[0] = 0
+    assert matmul.check_output(variant, a, y, broken, 0.05)[0] > matmul.check_output(variant, a, y, broken, 0.05)[1]
+
+
+@pytest.mark.parametrize("variant", matmul.VARIANTS, ids=lambda v: v.name)
+def test_check_output_flags_results_outside_the_bound(variant, rng):
+    codes = matmul.random_ternary(rng, 64, 16)
+    a = rng.standard_normal((3, 64)).astype(np.float32)
+    if variant.activations == matmul.ACT_INT8_TOKEN:
+        good = ternary_matmul_reference(a, codes, np.array([0.1], np.float32), act_quant=1)
+    else:
+        good = (a.astype(np.float64) @ peers.dequantized_weight(codes, 0.1)).astype(np.float32)
+    error, bound = matmul.check_output(variant, a, good, codes, 0.1)
+    assert error <= bound
+    bad = good.copy()
+    bad[1, 3] += np.float32(max(3 * bound, 1e-3 * abs(bad[1, 3])) + 1e-3)
+    error, bound = matmul.check_output(variant, a, bad, codes, 0.1)
+    assert error > bound
+    nan = good.copy()
+    nan[0, 0] = np.nan
+    assert matmul.check_output(variant, a, nan, codes, 0.1)[0] == np.inf
+
+
+def test_rotation_is_round_robin_starting_elsewhere_each_round():
+    calls = []
+    probes = {name: (lambda name=name: calls.append(name) or {"t": 1.0}) for name in "abc"}
+    samples = timing.interleave(probes, rounds=4)
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert {name: len(s["t"]) for name, s in samples.items()} == {"a": 4, "b": 4, "c": 4}
+    with pytest.raises(ValueError, match="rounds"):
+        timing.interleave(probes, rounds=0)
+
+
+@given(per_round=st.floats(0, 100), budget=st.floats(0.1, 100),
+       lo=st.integers(1, 10), extra=st.integers(0, 50))
+@settings(max_examples=50, deadline=None)
+def test_rounds_for_budget_stays_in_range(per_round, budget, lo, extra):
+    rounds = timing.rounds_for_budget(per_round, budget, lo, lo + extra)
+    assert lo <= rounds <= lo + extra
+
+
+def test_copies_stream_the_cold_budget():
+    assert matmul.copies_for(4 << 20, 64 << 20, 24) == 16
+    assert matmul.copies_for(64 << 20, 64 << 20, 24) == 2      # never fewer than 2
+    assert matmul.copies_for(1 << 10, 64 << 20, 24) == 24      # capped
+
+
+@pytest.mark.parametrize("text", ["1x2", "0x4x4", "ax4x4", "1x4x4x4"])
+def test_shape_parse_rejects_malformed(text):
+    with pytest.raises(matmul.BenchmarkError, match="MxKxN"):
+        matmul.MatMulShape.parse(text)
+
+
+def test_cli_rejects_bad_options():
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", "matmul", "--shapes", "4x4"])
+    assert result.exit_code != 0 and "MxKxN" in result.output
+    result = runner.invoke(main, ["bench", "matmul", "--variants", "fp32,fp64"])
+    assert result.exit_code != 0 and "unknown variant(s) fp64" in result.output
+    result = runner.invoke(main, ["bench", "matmul", "--threads", "0"])
+    assert result.exit_code != 0 and "--threads" in result.output
+
+
+def test_quick_run_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "matmul", "--quick", "--threads", "1,2", "--repeat", "1",
+                                       "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    for shape in matmul.QUICK_SHAPES:
+        for threads in ("1 thread,", "2 threads,"):
+            assert f"{shape.label} (MxKxN), {threads}" in result.output
+    assert "vs NBits2" in result.output and "DRAM read bandwidth" in result.output
+
+    data = json.loads(out.read_text())
+    assert data["machine"]["dram_read_gb_per_s"] > 0
+    runs = data["runs"]
+    assert [(r["shape"]["m"], r["threads"]) for r in runs] == [(s.m, t) for s in matmul.QUICK_SHAPES
+                                                                 for t in (1, 2)]
+    for run in runs:
+        assert run["rounds"] == 1
+        assert [row["name"] for row in run["variants"]] == list(matmul.VARIANT_NAMES)
+        for row in run["variants"]:
+            assert row["accurate"], row
+            assert row["cold_ms"] > 0 and row["hot_ms"] > 0 and row["copies"] >= 2
+            assert row["cold_gb_per_s"] == pytest.approx(row["weight_bytes"] / (row["cold_ms"] * 1e6))
+            expected_peers = {p for p in matmul.PEER_NAMES if p != row["name"]}
+            assert set(row["speedup_cold"]) == expected_peers
+            for peer in expected_peers:
+                peer_row = next(r for r in run["variants"] if r["name"] == peer)
+                assert row["speedup_cold"][peer] == pytest.approx(peer_row["cold_ms"] / row["cold_ms"])
+    # Packed ternary weights are the smallest of all: 2 bits (or 1.6) a weight.
+    first = {row["name"]: row["weight_bytes"] for row in runs[0]["variants"]}
+    assert first["tmm_base3_a8"] < first["tmm_2bit_a8"] < first["nbits2"] < first["nbits4"] < first["int8"] < first["fp32"]

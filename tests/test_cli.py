@@ -1,0 +1,78 @@
+"""`onnxbit quantize` and `onnxbit inspect` through click's test runner."""
+
+import json
+
+import onnx
+from click.testing import CliRunner
+
+from onnx_models import mlp
+from onnxbit.cli.main import main
+
+
+def write_mlp(tmp_path, rng):
+    model, _ = mlp(rng, k=64, hidden=48, n=32)
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_quantize_writes_model_report_and_summary(tmp_path, rng):
+    src = write_mlp(tmp_path, rng)
+    out, report = tmp_path / "mlp.obx.onnx", tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "1 layer(s) converted, 1 skipped" in result.output
+    assert f"wrote {out}" in result.output
+    data = json.loads(report.read_text())
+    assert data["target"] == "onnxbit" and data["preset"] == "bitnet"
+    assert [layer["node"] for layer in data["layers"]] == ["fc1", "fc2"]
+    assert [n.op_type for n in onnx.load(out).graph.node] == ["TernaryMatMul", "Relu", "Gemm"]
+
+
+def test_quantize_with_config_file_and_target(tmp_path, rng):
+    src = write_mlp(tmp_path, rng)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"default": {"precision": "int4", "granularity": "group", "group_size": 16}}))
+    out = tmp_path / "out.onnx"
+    result = CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "--config", str(cfg),
+                                       "--target", "ort", "-q"])
+    assert result.exit_code == 0, result.output
+    assert sorted(n.op_type for n in onnx.load(out).graph.node) == ["MatMulNBits", "MatMulNBits", "Relu"]
+
+
+def test_quantize_errors_are_reported_without_traceback(tmp_path, rng):
+    src = write_mlp(tmp_path, rng)
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"default": {"precision": "int5"}}))
+    result = CliRunner().invoke(main, ["quantize", str(src), "-o", str(tmp_path / "o.onnx"), "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "unknown precision 'int5'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_inspect_lists_layers_and_library_needs(tmp_path, rng):
+    src = write_mlp(tmp_path, rng)
+    out = tmp_path / "out.onnx"
+    assert CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "-q"]).exit_code == 0
+    result = CliRunner().invoke(main, ["inspect", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["needs_onnxbit_library"] is True and data["library_ops"] == ["TernaryMatMul"]
+    layers = {layer["node"]: layer for layer in data["layers"]}
+    assert layers["fc1"]["storage"] == "TernaryMatMul/2bit" and (layers["fc1"]["k"], layers["fc1"]["n"]) == (64, 48)
+    assert layers["fc1"]["bits_per_weight"] == 8 * (48 * 16 + 4) / (64 * 48)
+    assert layers["fc2"]["precision"] == "float" and (layers["fc2"]["k"], layers["fc2"]["n"]) == (48, 32)
+    text = CliRunner().invoke(main, ["inspect", str(src)])
+    assert text.exit_code == 0 and "runs on stock onnxruntime" in text.output
+
+
+def test_inspect_reports_dequantize_linear_layers(tmp_path, rng):
+    src = write_mlp(tmp_path, rng)
+    out = tmp_path / "out.onnx"
+    args = ["quantize", str(src), "-o", str(out), "--preset", "int4", "--target", "onnx", "-q"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    data = json.loads(CliRunner().invoke(main, ["inspect", str(out), "--json"]).output)
+    assert {layer["storage"] for layer in data["layers"]} == {"DequantizeLinear/UINT4"}
+    assert data["needs_onnxbit_library"] is False
+    # int4 preset: 4-bit codes, groups of 32 along K = 64 -> 2 float32 scales and 2 4-bit zero points a column.
+    assert data["layers"][0]["bits_per_weight"] == 8 * (64 * 48 // 2 + 2 * 48 * 4 + 2 * 48 // 2) / (64 * 48)

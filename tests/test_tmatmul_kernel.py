@@ -1,0 +1,249 @@
+"""C ternary matmul (csrc/matmul/) against the numpy reference, on every ISA path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onnxbit import native
+from onnxbit.reference.ternary_matmul import ternary_matmul_reference
+from onnxbit.tmatmul import ACT_INT8_TOKEN, ACT_NONE, TernaryWeights
+
+
+def pack_2bit(w_nk: np.ndarray) -> np.ndarray:
+    """N rows of K ternary values -> the 2bit file format (written here independently of csrc/codec)."""
+    n, k = w_nk.shape
+    u = np.zeros((n, -(-k // 4) * 4), dtype=np.uint8)
+    u[:, :k] = (w_nk + 1).astype(np.uint8)
+    u = u.reshape(n, -1, 4)
+    return (u[..., 0] | (u[..., 1] << 2) | (u[..., 2] << 4) | (u[..., 3] << 6)).astype(np.uint8)
+
+
+def pack_base3(w_nk: np.ndarray) -> np.ndarray:
+    n, k = w_nk.shape
+    d = np.zeros((n, -(-k // 5) * 5), dtype=np.int64)
+    d[:, :k] = w_nk + 1
+    d = d.reshape(n, -1, 5)
+    return (d @ np.array([1, 3, 9, 27, 81])).astype(np.uint8)
+
+
+PACKERS = {"2bit": pack_2bit, "base3": pack_base3}
+
+
+def make_case(rng, k, n, scale_mode, group_size=0):
+    w_kn = rng.integers(-1, 2, size=(k, n)).astype(np.int8)
+    if scale_mode == "tensor":
+        scales, gs = rng.uniform(0.01, 2.0, 1), 0
+    elif scale_mode == "channel":
+        scales, gs = rng.uniform(0.01, 2.0, n), 0
+    else:
+        gs = group_size
+        scales = rng.uniform(0.01, 2.0, n * -(-k // gs))
+    return w_kn, scales.astype(np.float32), gs
+
+
+def build(w_kn, scales, gs, fmt="2bit"):
+    k, n = w_kn.shape
+    return TernaryWeights(PACKERS[fmt](w_kn.T.copy()), k, n, scales, fmt, gs)
+
+
+# (m, k, n, scale mode, group size, format): a spread over M {1..130}, K {1..4096},
+# N {1..257}, tails in K (not a multiple of 32/128) and N (not a multiple of 8),
+# and group sizes that do and do not fall on 32-element chunk boundaries.
+CASES = [
+    (1, 1, 1, "tensor", 0, "2bit"),
+    (1, 4096, 257, "channel", 0, "2bit"),
+    (2, 5, 3, "channel", 0, "base3"),
+    (3, 255, 64, "group", 32, "2bit"),
+    (8, 64, 257, "group", 64, "base3"),
+    (17, 255, 3, "group", 7, "2bit"),
+    (64, 4096, 64, "group", 128, "base3"),
+    (130, 255, 64, "tensor", 0, "2bit"),
+    (130, 64, 257, "group", 33, "2bit"),
+    (5, 4096, 3, "group", 100, "base3"),
+    (1, 4096, 9, "group", 2304, "2bit"),  # 72 chunks a group: int16 sums widen mid-group
+    (1, 4096, 16, "group", 32, "base3"),
+]
+
+
+@pytest.mark.parametrize("m,k,n,scale_mode,gs,fmt", CASES)
+def test_matches_reference(isa, rng, m, k, n, scale_mode, gs, fmt):
+    w_kn, scales, gs = make_case(rng, k, n, scale_mode, gs)
+    weights = build(w_kn, scales, gs, fmt)
+    a = rng.standard_normal((m, k)).astype(np.float32) * 3
+    bias = rng.standard_normal(n).astype(np.float32)
+    for b in (None, bias):
+        exact = weights.matmul(a, ACT_INT8_TOKEN, b)
+        assert np.array_equal(exact, ternary_matmul_reference(a, w_kn, scales, gs, 1, b))
+        floats = weights.matmul(a, ACT_NONE, b)
+        expected = ternary_matmul_reference(a.astype(np.float64), w_kn, scales, gs, 0, b)
+        np.testing.assert_allclose(floats, expected, rtol=1e-5, atol=1e-4 * np.sqrt(k))
+
+
+def test_leading_batch_dims(isa, rng):
+    w_kn, scales, gs = make_case(rng, 96, 20, "channel")
+    weights = build(w_kn, scales, gs)
+    a = rng.standard_normal((2, 3, 5, 96)).astype(np.float32)
+    for act in (ACT_NONE, ACT_INT8_TOKEN):
+        y = weights.matmul(a, act)
+        assert y.shape == (2, 3, 5, 20)
+        assert np.array_equal(y.reshape(30, 20), weights.matmul(a.reshape(30, 96), act))
+    assert np.array_equal(weights.matmul(a, 1), ternary_matmul_reference(a, w_kn, scales, 0, 1))
+
+
+def test_simd_equals_scalar(rng):
+    """The integer path is bit-identical on every ISA, and the float path agrees closely."""
+    w_kn, scales, gs = make_case(rng, 1000, 37, "group", 40)
+    weights = build(w_kn, scales, gs)
+    a = rng.standard_normal((11, 1000)).astype(np.float32)
+    with native.forced_isa("scalar"):
+        exact, floats = weights.matmul(a, 1), weights.matmul(a, 0)
+    for name in native.available_isas():
+        with native.forced_isa(name):
+            assert np.array_equal(weights.matmul(a, 1), exact), name
+            np.testing.assert_allclose(weights.matmul(a, 0), floats, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("group_size", [0, 16384])
+def test_no_overflow_at_full_int8_magnitude(isa, sign, group_size):
+    """K = 65536 with every |a| equal (every q = +-127) and every weight equal: the
+    largest sums the quantizer can produce (|isum| = 127 * 65536, or 127 * 16384 per
+    group) must come out exact."""
+    k, n = 65536, 9
+    a = np.full((2, k), 0.5, dtype=np.float32)
+    a[1, ::2] = -0.5  # the second row alternates q = +127, -127
+    w_kn = np.full((k, n), sign, dtype=np.int8)
+    groups = k // group_size if group_size else 1
+    scales = np.full(n * groups, 0.25, dtype=np.float32)
+    weights = build(w_kn, scales, group_size)
+    y = weights.matmul(a, ACT_INT8_TOKEN)
+    s = np.float32(127) / np.float32(0.5)
+    acc = np.float32(0)
+    for _ in range(groups):
+        acc = np.float32(acc + np.float32(sign * 127 * (k // groups)) * np.float32(0.25))
+    assert np.all(y[0] == acc / s)
+    assert np.all(y[1] == 0)
+    assert np.array_equal(y, ternary_matmul_reference(a, w_kn, scales, group_size, 1))
+    np.testing.assert_allclose(weights.matmul(a, ACT_NONE)[0], sign * 0.5 * k * 0.25, rtol=1e-6)
+
+
+def test_non_finite_rows(isa, rng):
+    w_kn, scales, gs = make_case(rng, 70, 10, "tensor")
+    weights = build(w_kn, scales, gs)
+    a = rng.standard_normal((4, 70)).astype(np.float32)
+    a[1, 3] = np.nan
+    a[2, 69] = np.inf
+    y = weights.matmul(a, ACT_INT8_TOKEN, np.ones(10, np.float32))
+    assert np.all(np.isnan(y[1])) and np.all(np.isnan(y[2]))
+    assert np.all(np.isfinite(y[[0, 3]]))
+    assert np.array_equal(y, ternary_matmul_reference(a, w_kn, scales, 0, 1, np.ones(10)),
+                          equal_nan=True)
+    floats = weights.matmul(a, ACT_NONE)
+    assert np.all(np.isnan(floats[1]))
+    np.testing.assert_allclose(floats, ternary_matmul_reference(a, w_kn, scales, 0, 0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_and_huge_activation_scales(isa, rng):
+    w_kn, scales, gs = make_case(rng, 300, 16, "channel")
+    weights = build(w_kn, scales, gs)
+    a = np.stack([np.zeros(300), rng.standard_normal(300) * 1e-8,
+                  rng.standard_normal(300) * 1e30]).astype(np.float32)
+    assert np.array_equal(weights.matmul(a, 1), ternary_matmul_reference(a, w_kn, scales, 0, 1))
+    assert np.all(weights.matmul(a, 1)[0] == 0)
+
+
+def test_empty_dimensions(isa, rng):
+    """K = 0 is an empty sum (bias only), N = 0 and M = 0 give empty outputs."""
+    weights = TernaryWeights(b"", 0, 4, [0.5], "2bit")
+    bias = np.arange(4, dtype=np.float32)
+    for act in (ACT_NONE, ACT_INT8_TOKEN):
+        assert np.array_equal(weights.matmul(np.zeros((3, 0), np.float32), act, bias),
+                              np.tile(bias, (3, 1)))
+    empty_n = TernaryWeights(b"", 8, 0, [1.0], "base3")
+    assert empty_n.matmul(np.ones((2, 8), np.float32), 1).shape == (2, 0)
+    w_kn, scales, gs = make_case(rng, 8, 4, "tensor")
+    assert build(w_kn, scales, gs).matmul(np.ones((0, 8), np.float32), 1).shape == (0, 4)
+
+
+def test_invalid_codes_name_row_and_column():
+    w_nk = np.zeros((3, 10), dtype=np.int8)
+    packed = pack_2bit(w_nk)
+    packed[2, 1] |= 3 << 4  # element 6 of row 2
+    with pytest.raises(ValueError, match=r"invalid 2bit code .* row 2 .* column 6"):
+        TernaryWeights(packed, 10, 3, [1.0], "2bit")
+    packed = pack_base3(w_nk)
+    packed[1, 1] = 250  # elements 5..9 of row 1
+    with pytest.raises(ValueError, match=r"invalid base3 code .* row 1 .* column 5"):
+        TernaryWeights(packed, 10, 3, [1.0], "base3")
+    # Padding bits past k in the last byte are ignored.
+    packed = pack_2bit(w_nk)
+    packed[:, 2] |= 0xF0  # elements 10 and 11 do not exist
+    TernaryWeights(packed, 10, 3, [1.0], "2bit")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(packed=bytes(5)), r"hold 5 bytes, but 2bit needs .* = 6"),
+    (dict(scales=[1.0, 2.0]), r"n_scales = 2, expected 1 .* or n = 3"),
+    (dict(scales=np.ones(6), group_size=3), r"n_scales = 6, expected .* = 3 \* 3 = 9"),
+    (dict(scales=[1.0, np.nan, 1.0]), r"scale 1 is nan"),
+    (dict(scales=[1.0, 1.0, np.inf]), r"scale 2 is inf"),
+    (dict(scales=[0.0]), r"scale 0 is 0; every scale must be finite and > 0"),
+    (dict(scales=[-1.0]), r"scale 0 is -1"),
+    (dict(fmt=7), r"unknown packed format 7"),
+    (dict(k=1 << 24, packed=bytes(3 << 22)), r"k = 16777216 is too large"),
+])
+def test_prepack_errors(kwargs, message):
+    args = dict(packed=bytes(6), k=8, n=3, scales=[1.0], fmt="2bit", group_size=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        TernaryWeights(**args)
+
+
+def test_compute_errors(rng):
+    w_kn, scales, gs = make_case(rng, 8, 3, "tensor")
+    weights = build(w_kn, scales, gs)
+    with pytest.raises(ValueError, match=r"unknown act_quant 2"):
+        weights.matmul(np.ones((1, 8), np.float32), act_quant=2)
+    with pytest.raises(ValueError, match=r"shape \[\.\.\., 8\]"):
+        weights.matmul(np.ones((1, 7), np.float32))
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+        weights.matmul(np.ones((1, 8), np.float32), bias=np.ones(4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 9), k=st.integers(1, 300), n=st.integers(1, 20),
+       gs=st.sampled_from([0, 1, 3, 31, 32, 64, 96, 128, 129, 1000]),
+       fmt=st.sampled_from(["2bit", "base3"]), seed=st.integers(0, 2**32 - 1),
+       magnitude=st.sampled_from([1e-6, 1.0, 1e6]))
+def test_property_exact_on_every_isa(m, k, n, gs, fmt, seed, magnitude):
+    rng = np.random.default_rng(seed)
+    w_kn, scales, gs = make_case(rng, k, n, "group" if gs else "channel", gs)
+    weights = build(w_kn, scales, gs, fmt)
+    a = (rng.standard_normal((m, k)) * magnitude).astype(np.float32)
+    expected = ternary_matmul_reference(a, w_kn, scales, gs, 1)
+    for name in native.available_isas():
+        with native.forced_isa(name):
+            assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN), expected), name
+
+
+def test_float_path_ieee_special_values_single_row(isa):
+    """One-row float path: Inf meets weights -1, 0 and +1, and finite sums overflow; the
+    result must be what a real float multiply gives (-Inf, NaN, +Inf), not an artifact
+    of a rewritten sum."""
+    k = 300
+    w_kn = np.zeros((k, 3), dtype=np.int8)
+    w_kn[7] = [-1, 0, 1]
+    weights = build(w_kn, np.ones(3, np.float32), 0)
+    a = np.ones((1, k), dtype=np.float32)
+    a[0, 7] = np.inf
+    y = weights.matmul(a, ACT_NONE)
+    assert y[0, 0] == -np.inf and np.isnan(y[0, 1]) and y[0, 2] == np.inf
+    big = np.full((1, k), 3e38, dtype=np.float32)
+    w_kn = np.ones((k, 2), dtype=np.int8)
+    w_kn[:, 1] = -1
+    weights = build(w_kn, np.ones(2, np.float32), 0)
+    assert np.array_equal(weights.matmul(big, ACT_NONE)[0], [np.inf, -np.inf])
