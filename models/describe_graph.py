@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 LINEAR_OPS = {"MatMul", "Gemm"}
@@ -307,7 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"error: {path} is not a file", file=sys.stderr)
             return 2
-        print(describe(path))
+        try:
+            text = describe(path)
+        except DecodeError as error:
+            print(f"error: {path} is not an ONNX model: {error}", file=sys.stderr)
+            return 2
+        print(text)
         print()
     return 0
 

@@ -22,7 +22,6 @@ Usage:  python models/export_hf_bitnet.py --out models/fixtures
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import warnings
@@ -97,7 +96,7 @@ def float_model() -> BitNetForCausalLM:
     return model.eval()
 
 
-def float_linear_weights(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+def float_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
     return {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
 
 
@@ -111,7 +110,7 @@ def absmean_ternary(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def bitnet_model(mode: str) -> BitNetForCausalLM:
     """Tiny BitNet with its linear layers (all but lm_head) replaced by transformers' BitNet layers."""
     model = float_model()
-    originals = float_linear_weights(model)
+    originals = float_linears(model)
     if mode == "online":
         config = BitNetQuantConfig(linear_class="autobitlinear", quantization_mode="online")
     elif mode == "packed":

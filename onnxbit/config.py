@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,12 @@ class QuantConfig:
     rules: tuple[LayerRule, ...] = ()
     min_params: int = 0
     preset: str | None = None
+
+    def matching_rule(self, node_name: str, op_type: str, position: set[str], params: int) -> LayerRule | None:
+        """The rule that decides this layer, or None (default or min_params)."""
+        if params < self.min_params:
+            return None
+        return next((r for r in self.rules if r.matches(node_name, op_type, position, params)), None)
 
     def settings_for(self, node_name: str, op_type: str, position: set[str], params: int) -> tuple[LayerSettings, str]:
         """Settings for one layer and a short phrase saying where they came from

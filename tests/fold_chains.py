@@ -89,20 +89,24 @@ def weight_absmean_chain(b: GraphBuilder, w_nk: np.ndarray, reciprocal: bool = T
 
 
 def activation_scale(b: GraphBuilder, x: str, numerator: float = 127.0, eps: float = 1e-5,
-                     axis: int = -1, use_max_op: bool = False) -> str:
+                     axis: int = -1, use_max_op: bool = False, reciprocal_scale: bool = False) -> str:
     amax = b.reduce("ReduceMax", b.op("Abs", [x]), [axis], keepdims=1)
     clamped = b.op("Max", [amax, b.const(eps)]) if use_max_op else b.clip(amax, eps, None)
+    if reciprocal_scale:  # 127 / t decomposed as reciprocal(t) * 127
+        return b.op("Mul", [b.op("Reciprocal", [clamped]), b.const(numerator)])
     return b.op("Div", [b.const(numerator), clamped])
 
 
 def activation_absmax_chain(b: GraphBuilder, x: str, numerator: float = 127.0, eps: float = 1e-5,
                             axis: int = -1, low: float = -128.0, high: float = 127.0,
                             reciprocal_division: bool = False, use_max_op: bool = False,
-                            duplicate_scale: bool = False) -> str:
+                            duplicate_scale: bool = False, reciprocal_scale: bool = False,
+                            scale_first: bool = False) -> str:
     """transformers' ActQuant: (x*s).round().clamp(-128, 127) / s."""
-    s = activation_scale(b, x, numerator, eps, axis, use_max_op)
-    q = b.clip(b.op("Round", [b.op("Mul", [x, s])]), low, high)
-    divisor = activation_scale(b, x, numerator, eps, axis, use_max_op) if duplicate_scale else s
+    s = activation_scale(b, x, numerator, eps, axis, use_max_op, reciprocal_scale)
+    q = b.clip(b.op("Round", [b.op("Mul", [s, x] if scale_first else [x, s])]), low, high)
+    divisor = activation_scale(b, x, numerator, eps, axis, use_max_op, reciprocal_scale) \
+        if duplicate_scale else s
     if reciprocal_division:
         return b.op("Mul", [q, b.op("Reciprocal", [divisor])])
     return b.op("Div", [q, divisor])

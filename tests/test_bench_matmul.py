@@ -61,31 +61,48 @@ def test_peer_models_compute_the_ternary_product(variant, rng):
     codes = matmul.random_ternary(rng, 96, 40)
     a = rng.standard_normal((5, 96)).astype(np.float32)
     y = _run(variant.build(codes, 0.05), a)
-    error, bound = matmul.check_output(variant, a, y, codes, 0.05)
+    error, bound = matmul.check_output(variant, matmul.ReferenceProduct(a, codes, 0.05), y)
     assert error <= bound
     # The bound is tight enough to catch a wrong product: drop one row of W.
     broken = codes.copy()
     broken[0] = 0
-    assert matmul.check_output(variant, a, y, broken, 0.05)[0] > matmul.check_output(variant, a, y, broken, 0.05)[1]
+    error, bound = matmul.check_output(variant, matmul.ReferenceProduct(a, broken, 0.05), y)
+    assert error > bound
+
+
+def test_int8_token_emulation_equals_the_project_reference(rng):
+    codes = matmul.random_ternary(rng, 300, 24)
+    a = (rng.standard_normal((4, 300)) * [[1e-7], [1.0], [50.0], [0.0]]).astype(np.float32)
+    fast = matmul.ReferenceProduct(a, codes, 0.07).int8_token()
+    slow = ternary_matmul_reference(a, codes, np.array([0.07], np.float32), act_quant=1)
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_reference_checks_a_spread_of_rows(rng):
+    codes = matmul.random_ternary(rng, 8, 4)
+    a = rng.standard_normal((100, 8)).astype(np.float32)
+    rows = matmul.ReferenceProduct(a, codes, 1.0).rows
+    assert len(rows) == matmul.CHECK_ROWS and rows[0] == 0 and rows[-1] == 99
 
 
 @pytest.mark.parametrize("variant", matmul.VARIANTS, ids=lambda v: v.name)
 def test_check_output_flags_results_outside_the_bound(variant, rng):
     codes = matmul.random_ternary(rng, 64, 16)
     a = rng.standard_normal((3, 64)).astype(np.float32)
+    reference = matmul.ReferenceProduct(a, codes, 0.1)
     if variant.activations == matmul.ACT_INT8_TOKEN:
         good = ternary_matmul_reference(a, codes, np.array([0.1], np.float32), act_quant=1)
     else:
         good = (a.astype(np.float64) @ peers.dequantized_weight(codes, 0.1)).astype(np.float32)
-    error, bound = matmul.check_output(variant, a, good, codes, 0.1)
+    error, bound = matmul.check_output(variant, reference, good)
     assert error <= bound
     bad = good.copy()
     bad[1, 3] += np.float32(max(3 * bound, 1e-3 * abs(bad[1, 3])) + 1e-3)
-    error, bound = matmul.check_output(variant, a, bad, codes, 0.1)
+    error, bound = matmul.check_output(variant, reference, bad)
     assert error > bound
     nan = good.copy()
-    nan[0, 0] = np.nan
-    assert matmul.check_output(variant, a, nan, codes, 0.1)[0] == np.inf
+    nan[2, 5] = np.nan
+    assert matmul.check_output(variant, reference, nan)[0] == np.inf
 
 
 def test_rotation_is_round_robin_starting_elsewhere_each_round():
@@ -140,6 +157,7 @@ def test_quick_run_table_and_json(tmp_path):
 
     data = json.loads(out.read_text())
     assert data["machine"]["dram_read_gb_per_s"] > 0
+    assert data["options"]["threads"] == [1, 2] and data["options"]["repeat"] == 1
     runs = data["runs"]
     assert [(r["shape"]["m"], r["threads"]) for r in runs] == [(s.m, t) for s in matmul.QUICK_SHAPES
                                                                  for t in (1, 2)]
@@ -149,6 +167,7 @@ def test_quick_run_table_and_json(tmp_path):
         for row in run["variants"]:
             assert row["accurate"], row
             assert row["cold_ms"] > 0 and row["hot_ms"] > 0 and row["copies"] >= 2
+            assert row["cold_quartiles_ms"][0] <= row["cold_ms"] <= row["cold_quartiles_ms"][1]
             assert row["cold_gb_per_s"] == pytest.approx(row["weight_bytes"] / (row["cold_ms"] * 1e6))
             expected_peers = {p for p in matmul.PEER_NAMES if p != row["name"]}
             assert set(row["speedup_cold"]) == expected_peers
@@ -158,3 +177,19 @@ def test_quick_run_table_and_json(tmp_path):
     # Packed ternary weights are the smallest of all: 2 bits (or 1.6) a weight.
     first = {row["name"]: row["weight_bytes"] for row in runs[0]["variants"]}
     assert first["tmm_base3_a8"] < first["tmm_2bit_a8"] < first["nbits2"] < first["nbits4"] < first["int8"] < first["fp32"]
+
+
+def test_a_failing_worker_is_reported(tmp_path, capfd):
+    config = matmul.WorkerConfig(threads=1, shapes=[(1, 32, 32)], variants=["fp32"], repeat=1,
+                                 budget_seconds=1.0, min_rounds=1, max_rounds=1, cold_bytes=1,
+                                 max_copies=2, seed=0, model_dir=str(tmp_path / "missing"),
+                                 weight_bytes={"1x32x32_fp32": 4096})
+    with pytest.raises(matmul.BenchmarkError, match="worker for 1 thread"):
+        matmul._run_worker_process(config)
+    assert "missing" in capfd.readouterr().err
+
+
+def test_quartiles_bracket_the_median():
+    samples = [5e6, 1e6, 3e6, 2e6, 4e6]
+    low, high = timing.quartiles_ms(samples)
+    assert low <= timing.median_ms(samples) == 3.0 <= high

@@ -76,3 +76,17 @@ def test_inspect_reports_dequantize_linear_layers(tmp_path, rng):
     assert data["needs_onnxbit_library"] is False
     # int4 preset: 4-bit codes, groups of 32 along K = 64 -> 2 float32 scales and 2 4-bit zero points a column.
     assert data["layers"][0]["bits_per_weight"] == 8 * (64 * 48 // 2 + 2 * 48 * 4 + 2 * 48 // 2) / (64 * 48)
+
+
+def test_external_data_models_convert_and_inspect(tmp_path, rng):
+    from onnxbit.convert import save_model_atomic
+
+    model, _ = mlp(rng, k=64, hidden=48, n=32)
+    src = tmp_path / "ext.onnx"
+    save_model_atomic(model, src, external_data=True)
+    out = tmp_path / "ext.obx.onnx"
+    result = CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "--preset", "int8", "--target", "ort", "-q"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(CliRunner().invoke(main, ["inspect", str(src), "--json"]).output)
+    sizes = {layer["node"]: layer["bytes"] for layer in data["layers"]}
+    assert sizes == {"fc1": 64 * 48 * 4, "fc2": 48 * 32 * 4}  # read from the external-data entries

@@ -99,6 +99,15 @@ def test_qat_graph_is_folded_then_packed_from_proven_codes(rng):
     assert "proven codes" in record.reason
     actual = InferenceSession(result.model).run(None, {"x": x})[0]
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    # Only a rule naming the layer keeps a proven ternary weight float.
+    kept = convert(model, config={"preset": "bitnet", "rules": [{"match": {"name": "bitlinear"}, "precision": "fp32"}]},
+                   progress=False)
+    assert "TernaryMatMul" not in [n.op_type for n in kept.model.graph.node]
+    assert {r.node: r.reason for r in kept.report.layers if r.action == "skipped"}["bitlinear"] == \
+        "kept float (rule 0: name=bitlinear)"
+    # The folded activation quantization is put back in front of the float layer.
+    float_out = fc.run_plain(kept.model, {"x": x})[0]
+    np.testing.assert_allclose(float_out, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_shared_weight_is_packed_once(rng):

@@ -61,33 +61,40 @@ def test_bitnet_export_on_stock_onnxruntime_target(tmp_path):
     assert np.abs(actual - expected).max() < 0.05 * np.abs(expected).max()
 
 
-@pytest.mark.parametrize("preset, target", [("int8", "ort"), ("int4", "onnx"), ("bitnet", "onnxbit")])
-def test_float_mlp_post_training(preset, target):
+def run_digits(model, target, x):
+    if target == "onnxbit":
+        return InferenceSession(model).run(None, {"pixels": x})[0]
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]).run(None, {"pixels": x})[0]
+
+
+# Post-training conversion of the float digits MLP (97.1 % test accuracy):
+# accuracy may drop by at most this much per recipe.
+PTQ_ACCURACY_DROP = {("int8", "ort"): 0.005, ("int4", "onnx"): 0.02, ("bitnet", "onnxbit"): 0.08}
+
+
+@pytest.mark.parametrize("preset, target", list(PTQ_ACCURACY_DROP))
+def test_float_digits_mlp_post_training(preset, target):
     path = fixture("digits_float_mlp.onnx")
+    data = np.load(fixture("digits_test.npz"))
+    x, labels = data["X_test"], data["y_test"]
     result = convert(path, preset=preset, target=target, progress=False)
-    assert result.report.converted
-    model = onnx.load(path)
-    inp = model.graph.input[0]
-    dims = [d.dim_value or 4 for d in inp.type.tensor_type.shape.dim]
-    x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
-    expected = ort.InferenceSession(str(path)).run(None, {inp.name: x})[0]
-    session = (InferenceSession(result.model) if target == "onnxbit"
-               else ort.InferenceSession(result.model.SerializeToString()))
-    actual = session.run(None, {inp.name: x})[0]
-    assert actual.shape == expected.shape
-    tolerance = {"int8": 0.05, "int4": 0.3, "bitnet": 1.0}[preset]
-    assert np.abs(actual - expected).max() <= tolerance * np.abs(expected).max()
+    converted = [r for r in result.report.layers if r.action == "converted"]
+    assert len(converted) == (2 if preset == "bitnet" else 3)  # bitnet keeps the output layer float
+    baseline = (run_digits(path, "ort", x).argmax(1) == labels).mean()
+    accuracy = (run_digits(result.model, target, x).argmax(1) == labels).mean()
+    assert accuracy >= baseline - PTQ_ACCURACY_DROP[preset, target]
 
 
-def test_bitnet_export_on_standard_onnx_target_keeps_per_token_activations():
-    path = fixture("bitnet_packed_torchscript.onnx")
-    result = convert(path, preset="bitnet", target="onnx", progress=False)
-    assert {r.storage for r in result.report.layers if r.action == "converted"} == {"DequantizeLinear/INT2"}
-    assert {o.domain: o.version for o in result.model.opset_import}[""] == 25
-    ops = [n.op_type for n in result.model.graph.node]
-    assert ops.count("DequantizeLinear") == 14 and ops.count("ReduceMax") >= 14  # the per-token chain, in std ops
-    session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
-    original = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = bitnet_feeds(path, 2)
-    expected = original.run(None, feeds)[0]
-    np.testing.assert_allclose(session.run(None, feeds)[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+@pytest.mark.parametrize("target", ["onnxbit", "ort", "onnx"])
+def test_qat_digits_mlp_is_lossless_on_every_target(target):
+    path = fixture("digits_qat_mlp.onnx")
+    x = np.load(fixture("digits_test.npz"))["X_test"]
+    result = convert(path, preset="bitnet", target=target, progress=False)
+    converted = [r for r in result.report.layers if r.action == "converted"]
+    assert len(converted) == 3 and all(r.precision == "ternary" for r in converted)  # proven codes beat "last"
+    expected = run_digits(path, "ort", x)
+    np.testing.assert_allclose(run_digits(result.model, target, x), expected, rtol=0,
+                               atol=1e-5 * np.abs(expected).max())

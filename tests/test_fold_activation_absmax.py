@@ -36,6 +36,7 @@ STYLES = {
     "reciprocal-division": (dict(opset=17), dict(reciprocal_division=True)),
     "max-clamp": (dict(opset=18), dict(use_max_op=True)),
     "duplicated-scale": (dict(opset=17), dict(duplicate_scale=True)),
+    "reciprocal-scale-scale-first": (dict(opset=18), dict(reciprocal_scale=True, scale_first=True)),
 }
 
 
@@ -54,6 +55,8 @@ def test_shared_chain_folds_into_every_ternary_consumer(style, rng):
         np.testing.assert_array_equal(ctx.ternary_weights[name].codes, codes[name].T)
     # The Neg still reads the quantized activation, so one chain remains.
     assert ops_in(ctx).count("Round") == 1
+    spelled_with_reciprocal = "127 * (1/max|x|)" in reasons(ctx, "folded")["q_proj"]
+    assert spelled_with_reciprocal == bool(chain_options.get("reciprocal_scale"))
 
     actual, side = run_converted(ctx, {"x": x})
     assert relative_error(actual, expected) < 1e-4

@@ -120,3 +120,46 @@ def test_two_layer_qat_mlp_matches_original_through_ternary_matmul(constants_as_
     assert ops_in(ctx).count("TernaryMatMul") == 2 and "Round" not in ops_in(ctx)
     assert relative_error(actual, expected) < 1e-4
     np.testing.assert_array_equal(actual.argmax(-1), expected.argmax(-1))
+
+
+def _absmean_scale_in_onnxruntime(weight: np.ndarray) -> np.float32:
+    b = GraphBuilder(opset=17)
+    w = b.initializer(weight, "w")
+    s = b.op("Reciprocal", [b.clip(b.reduce("ReduceMean", b.op("Abs", [w]), None, 0), 1e-5, None)])
+    return run_plain(b.model([], [float_input(s, [])]), {})[0]
+
+
+def _weight_on_a_rounding_boundary(rng):
+    """A weight [N, K] with one element w such that round(w * s) differs
+    between onnxruntime's s and numpy's s (ReduceMean sums in another order):
+    folding with a numpy re-implementation would flip that code."""
+    for _ in range(50):
+        weight = (rng.standard_normal((64, 512)) * 0.02).astype(np.float32)
+        s_ort = _absmean_scale_in_onnxruntime(weight)
+        s_numpy = np.float32(1) / np.abs(weight).mean(dtype=np.float32)
+        if s_ort == s_numpy:
+            continue
+        candidate = np.float32(0.5) / s_ort
+        for _ in range(8):
+            if np.rint(candidate * s_ort) != np.rint(candidate * s_numpy):
+                # Replace the element nearest in value, so the mean barely moves.
+                index = np.unravel_index(np.argmin(np.abs(weight - candidate)), weight.shape)
+                moved = weight.copy()
+                moved[index] = candidate
+                s_ort = _absmean_scale_in_onnxruntime(moved)
+                s_numpy = np.float32(1) / np.abs(moved).mean(dtype=np.float32)
+                if np.rint(candidate * s_ort) != np.rint(candidate * s_numpy):
+                    return moved, index, int(np.rint(candidate * s_ort))
+            candidate = np.nextafter(candidate, np.float32(1))
+    raise AssertionError("no weight on a rounding boundary found")
+
+
+def test_codes_follow_onnxruntime_arithmetic_not_numpy(rng):
+    weight, (n, k), ort_code = _weight_on_a_rounding_boundary(rng)
+    b = GraphBuilder(opset=17)
+    y = b.op("MatMul", ["x", weight_absmean_chain(b, weight)], node_name="fc")
+    model = b.model([float_input("x", [2, 512])], [float_input(y, [2, 64])])
+    ctx = run_qat(model, [WeightAbsmeanFold()])
+    assert ctx.ternary_weights["fc"].codes[k, n] == ort_code
+    x = rng.standard_normal((2, 512)).astype(np.float32)
+    assert np.array_equal(run_plain(export(ctx), {"x": x})[0], run_plain(model, {"x": x})[0])

@@ -230,20 +230,66 @@ def test_property_exact_on_every_isa(m, k, n, gs, fmt, seed, magnitude):
             assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN), expected), name
 
 
-def test_float_path_ieee_special_values_single_row(isa):
-    """One-row float path: Inf meets weights -1, 0 and +1, and finite sums overflow; the
-    result must be what a real float multiply gives (-Inf, NaN, +Inf), not an artifact
-    of a rewritten sum."""
+@pytest.mark.parametrize("m", [1, 5])
+@pytest.mark.parametrize("group_size", [0, 32])
+def test_float_path_ieee_special_values(isa, m, group_size):
+    """Float path: Inf meets weights -1, 0 and +1, and finite sums overflow; the result
+    must be what a real float multiply gives (-Inf, NaN, +Inf), not an artifact of a
+    rewritten sum."""
     k = 300
+    groups = -(-k // group_size) if group_size else 1
     w_kn = np.zeros((k, 3), dtype=np.int8)
     w_kn[7] = [-1, 0, 1]
-    weights = build(w_kn, np.ones(3, np.float32), 0)
-    a = np.ones((1, k), dtype=np.float32)
-    a[0, 7] = np.inf
+    weights = build(w_kn, np.ones(3 * groups if group_size else 3, np.float32), group_size)
+    a = np.ones((m, k), dtype=np.float32)
+    a[:, 7] = np.inf
     y = weights.matmul(a, ACT_NONE)
-    assert y[0, 0] == -np.inf and np.isnan(y[0, 1]) and y[0, 2] == np.inf
-    big = np.full((1, k), 3e38, dtype=np.float32)
+    assert np.all(y[:, 0] == -np.inf) and np.all(np.isnan(y[:, 1])) and np.all(y[:, 2] == np.inf)
+    big = np.full((m, k), 3e38, dtype=np.float32)
     w_kn = np.ones((k, 2), dtype=np.int8)
     w_kn[:, 1] = -1
-    weights = build(w_kn, np.ones(2, np.float32), 0)
-    assert np.array_equal(weights.matmul(big, ACT_NONE)[0], [np.inf, -np.inf])
+    weights = build(w_kn, np.ones(2 * groups if group_size else 2, np.float32), group_size)
+    assert np.array_equal(weights.matmul(big, ACT_NONE), np.tile([np.inf, -np.inf], (m, 1)))
+
+
+@pytest.mark.parametrize("act", [ACT_NONE, ACT_INT8_TOKEN])
+def test_parallel_for_runs_tasks_in_any_order_on_threads(rng, act):
+    """Through the parallel-for callback (tasks run in reverse order on two threads,
+    as cffi releases the GIL around the C task calls) the result is identical to the
+    serial run: tasks share no mutable state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ffi, lib = native.ffi(), native.lib()
+    w_kn, scales, gs = make_case(rng, 700, 257, "group", 64)
+    weights = build(w_kn, scales, gs)
+    a = rng.standard_normal((37, 700)).astype(np.float32)
+    serial = weights.matmul(a, act)
+    counts = []
+
+    @ffi.callback("void(void *, obx_task_fn, void *, size_t)")
+    def parallel_for(runner, fn, task_arg, count):
+        counts.append(count)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda i: fn(task_arg, i), reversed(range(count))))
+
+    y = np.empty((37, 257), dtype=np.float32)
+    err = ffi.new("char[]", 256)
+    status = lib.obx_tmm_compute(weights._handle, ffi.from_buffer("float[]", a), 37, ffi.NULL, act,
+                                 ffi.from_buffer("float[]", y), parallel_for, ffi.NULL, err, 256)
+    assert status == 0, ffi.string(err)
+    assert max(counts) > 1
+    assert np.array_equal(y, serial)
+
+
+@pytest.mark.parametrize("fmt", ["2bit", "base3"])
+def test_prepack_reads_what_the_codec_writes(rng, fmt):
+    """Packed bytes from the library's own encoder (onnxbit.codecs) and from the
+    independent packers above give the same weights."""
+    from onnxbit.codecs import pack_ternary
+
+    w_kn, scales, gs = make_case(rng, 333, 21, "channel")
+    ours = build(w_kn, scales, gs, fmt)
+    theirs = TernaryWeights(pack_ternary(w_kn.T.copy(), fmt), 333, 21, scales, fmt, gs)
+    assert np.array_equal(pack_ternary(w_kn.T.copy(), fmt), PACKERS[fmt](w_kn.T.copy()))
+    a = rng.standard_normal((3, 333)).astype(np.float32)
+    assert np.array_equal(ours.matmul(a, 1), theirs.matmul(a, 1))

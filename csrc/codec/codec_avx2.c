@@ -88,8 +88,8 @@ static const uint8_t base3_block_masks[5][5][16] __attribute__((aligned(16))) = 
 /* the quad vectors block r draws from: r*16/20 .. (r*16+15)/20 */
 static const int base3_first_quad[5] = {0, 0, 1, 2, 3}, base3_last_quad[5] = {0, 1, 2, 3, 3};
 
-static inline __m256i block_mask(int r, int source) {
-    return _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)base3_block_masks[r][source]));
+static inline __m256i lane_mask(const uint8_t mask[16]) {
+    return _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)mask));
 }
 
 /* 32 packed base3 bytes (< 243) -> 160 values. Each 128-bit lane handles 16 bytes.
@@ -118,9 +118,9 @@ static inline void decode_base3_32(const uint8_t *in, int8_t *out) {
     __m256i quad[4] = {_mm256_unpacklo_epi16(p01_lo, p23_lo), _mm256_unpackhi_epi16(p01_lo, p23_lo),
                        _mm256_unpacklo_epi16(p01_hi, p23_hi), _mm256_unpackhi_epi16(p01_hi, p23_hi)};
     for (int r = 0; r < 5; r++) {
-        __m256i block = _mm256_shuffle_epi8(digit[4], block_mask(r, 4));
+        __m256i block = _mm256_shuffle_epi8(digit[4], lane_mask(base3_block_masks[r][4]));
         for (int q = base3_first_quad[r]; q <= base3_last_quad[r]; q++)
-            block = _mm256_or_si256(block, _mm256_shuffle_epi8(quad[q], block_mask(r, q)));
+            block = _mm256_or_si256(block, _mm256_shuffle_epi8(quad[q], lane_mask(base3_block_masks[r][q])));
         _mm_storeu_si128((__m128i *)(out + 16 * r), _mm256_castsi256_si128(block));
         _mm_storeu_si128((__m128i *)(out + 80 + 16 * r), _mm256_extracti128_si256(block, 1));
     }
@@ -192,9 +192,6 @@ static const uint8_t base3_d4_gather[5][16] __attribute__((aligned(16))) = {
     OBX_MASK16(OBX_D4_SRC, 0), OBX_MASK16(OBX_D4_SRC, 1), OBX_MASK16(OBX_D4_SRC, 2),
     OBX_MASK16(OBX_D4_SRC, 3), OBX_MASK16(OBX_D4_SRC, 4)};
 
-static inline __m256i lane_mask(const uint8_t mask[16]) {
-    return _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)mask));
-}
 
 /* Lane 0 from lo[0..16), lane 1 from hi[0..16). */
 static inline __m256i load_lanes(const void *lo, const void *hi) {

@@ -86,8 +86,8 @@ static const uint8_t base3_block_masks[5][5][16] __attribute__((aligned(16))) = 
 /* the quad vectors block r draws from: r*16/20 .. (r*16+15)/20 */
 static const int base3_first_quad[5] = {0, 0, 1, 2, 3}, base3_last_quad[5] = {0, 1, 2, 3, 3};
 
-static inline __m512i block_mask(int r, int source) {
-    return _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)base3_block_masks[r][source]));
+static inline __m512i lane_mask(const uint8_t mask[16]) {
+    return _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)mask));
 }
 
 /* 64 packed base3 bytes (< 243) -> 320 values; each 128-bit lane handles 16
@@ -111,9 +111,9 @@ static inline void decode_base3_64(const uint8_t *in, int8_t *out) {
     __m512i quad[4] = {_mm512_unpacklo_epi16(p01_lo, p23_lo), _mm512_unpackhi_epi16(p01_lo, p23_lo),
                        _mm512_unpacklo_epi16(p01_hi, p23_hi), _mm512_unpackhi_epi16(p01_hi, p23_hi)};
     for (int r = 0; r < 5; r++) {
-        __m512i block = _mm512_shuffle_epi8(digit[4], block_mask(r, 4));
+        __m512i block = _mm512_shuffle_epi8(digit[4], lane_mask(base3_block_masks[r][4]));
         for (int q = base3_first_quad[r]; q <= base3_last_quad[r]; q++)
-            block = _mm512_or_si512(block, _mm512_shuffle_epi8(quad[q], block_mask(r, q)));
+            block = _mm512_or_si512(block, _mm512_shuffle_epi8(quad[q], lane_mask(base3_block_masks[r][q])));
         _mm_storeu_si128((__m128i *)(out + 16 * r), _mm512_castsi512_si128(block));
         _mm_storeu_si128((__m128i *)(out + 80 + 16 * r), _mm512_extracti32x4_epi32(block, 1));
         _mm_storeu_si128((__m128i *)(out + 160 + 16 * r), _mm512_extracti32x4_epi32(block, 2));
@@ -174,9 +174,6 @@ static const uint8_t base3_d4_gather[5][16] __attribute__((aligned(16))) = {
     OBX_MASK16(OBX_D4_SRC, 0), OBX_MASK16(OBX_D4_SRC, 1), OBX_MASK16(OBX_D4_SRC, 2),
     OBX_MASK16(OBX_D4_SRC, 3), OBX_MASK16(OBX_D4_SRC, 4)};
 
-static inline __m512i lane_mask(const uint8_t mask[16]) {
-    return _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)mask));
-}
 
 /* 128-bit lane L from lanes + 80 L, L = 0..3. */
 static inline __m512i load_lanes(const uint8_t *lanes) {

@@ -2,9 +2,10 @@
  * into segment buffers), task split for the parallel-for callback, kernel
  * dispatch and the scale/bias epilogue.
  *
- * The epilogue runs here, in plain C shared by every ISA, on exact integer
- * sums from the kernels, so the act_quant = 1 result is bit-identical on all
- * paths and equals the formula in tmatmul.h. */
+ * The act_quant = 1 epilogue runs on exact integer sums from the kernels and
+ * performs the IEEE operations of the tmatmul.h formula in its order, here in
+ * plain C or (grouped AVX2 kernel) lane by lane in vectors, so the result is
+ * bit-identical on every path. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -263,6 +264,55 @@ static void panel_rows_f32_decoded(const struct compute_job *job, size_t p, size
     }
 }
 
+/* Float path with per-group scales folded into the weights (groups on chunk
+ * boundaries): no per-group reductions. Many rows decode once per stretch of
+ * chunks and reuse the floats; few rows multiply straight from the codes. */
+static void panel_rows_f32_scaled(const struct compute_job *job, size_t p, size_t row_begin,
+                                  size_t row_end) {
+    const obx_tmm_weights *w = job->w;
+    const size_t rows_total = row_end - row_begin;
+    const size_t n_chunks = OBX_DIV_UP(w->k, TMM_CHUNK);
+    const uint8_t *panel = tmm_panel(w, p);
+    const float *scales_pg = w->scales_pg + p * w->n_groups * TMM_NR;
+    float acc[TMM_TASK_ROWS * TMM_NR], sums[TMM_MR * TMM_NR];
+    const float *a[TMM_MR];
+    for (size_t i = 0; i < rows_total * TMM_NR; i++) acc[i] = 0.0f;
+    if (rows_total >= TMM_MR && job->kern->f32_decode_scaled) {
+        float wbuf[TMM_NR * TMM_DECODE_CHUNKS * TMM_CHUNK] __attribute__((aligned(TMM_ALIGN)));
+        for (size_t cb = 0; cb < n_chunks; cb += TMM_DECODE_CHUNKS) {
+            size_t ce = OBX_MIN(n_chunks, cb + TMM_DECODE_CHUNKS);
+            job->kern->f32_decode_scaled(panel, cb, ce, w->chunk_group, scales_pg, wbuf);
+            for (size_t row = 0; row < rows_total; row += TMM_MR) {
+                size_t rows = OBX_MIN(TMM_MR, rows_total - row);
+                for (size_t i = 0; i < rows; i++)
+                    a[i] = job->a_seg + (row_begin + row + i) * job->seg_elems + cb * TMM_CHUNK;
+                job->kern->f32_dot(wbuf, (ce - cb) * TMM_CHUNK, rows, a, sums);
+                for (size_t i = 0; i < rows; i++)
+                    for (size_t r = 0; r < TMM_NR; r++)
+                        acc[(row + i) * TMM_NR + r] += sums[i * TMM_NR + r];
+            }
+        }
+    } else {
+        for (size_t row = 0; row < rows_total; row += TMM_MR) {
+            size_t rows = OBX_MIN(TMM_MR, rows_total - row);
+            for (size_t i = 0; i < rows; i++)
+                a[i] = job->a_seg + (row_begin + row + i) * job->seg_elems;
+            job->kern->f32_scaled(panel, rows, a, n_chunks, w->chunk_group, scales_pg, sums);
+            for (size_t i = 0; i < rows; i++)
+                for (size_t r = 0; r < TMM_NR; r++) acc[(row + i) * TMM_NR + r] = sums[i * TMM_NR + r];
+        }
+    }
+    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
+    for (size_t i = 0; i < rows_total; i++) {
+        float *y = job->y + (row_begin + i) * w->n + p * TMM_NR;
+        for (size_t r = 0; r < cols; r++) {
+            float v = acc[i * TMM_NR + r];
+            if (job->bias) v += job->bias[p * TMM_NR + r];
+            y[r] = v;
+        }
+    }
+}
+
 static void matmul_task(void *arg, size_t index) {
     const struct compute_job *job = arg;
     size_t row_block = index % job->row_blocks, panel_block = index / job->row_blocks;
@@ -272,7 +322,13 @@ static void matmul_task(void *arg, size_t index) {
     size_t p_end = OBX_MIN(job->w->n_panels, p_begin + job->panels_per_task);
     int decoded = job->act_quant == OBX_ACT_NONE && job->kern->f32_dot &&
                   row_end - row_begin >= TMM_MR;
+    int scaled = job->act_quant == OBX_ACT_NONE && job->kern->f32_scaled &&
+                 job->w->n_groups > 1 && job->w->segments_are_row;
     for (size_t p = p_begin; p < p_end; p++) {
+        if (scaled) {
+            panel_rows_f32_scaled(job, p, row_begin, row_end);
+            continue;
+        }
         if (decoded) {
             panel_rows_f32_decoded(job, p, row_begin, row_end);
             continue;

@@ -1,4 +1,5 @@
-/* AVX2 kernels (also the float path and quantizer of the AVX-VNNI level).
+/* AVX2 kernels; the float kernels, the grouped integer kernel and the
+ * quantizer also serve the AVX-VNNI and AVX-512 levels.
  *
  * Integer path: a 32-byte load of a (K-block, column) gives, by a 16-bit
  * shift of 2s and a byte mask, the 32 codes u in {0,1,2} of chunk s.

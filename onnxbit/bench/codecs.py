@@ -26,10 +26,6 @@ class CodecThroughput:
     reference: str  # which bytes the rate counts
 
 
-def _median_seconds(samples: list[float]) -> float:
-    return statistics.median(samples)
-
-
 def _workloads(mb: int, rng: np.random.Generator):
     """(metric, reference, bytes counted, callable) for every measured operation."""
     ffi, lib = native.ffi(), native.lib()
@@ -93,7 +89,7 @@ def run_codec_bench(mb: int = 64, repeat: int = 15, seed: int = 0) -> list[Codec
     results = []
     for isa in isas:
         for metric, reference, nbytes, _ in work:
-            seconds = _median_seconds(samples[(isa, metric)][1:])
+            seconds = statistics.median(samples[(isa, metric)][1:])
             results.append(CodecThroughput(isa, metric, nbytes / seconds / 1e9, reference))
     return results
 

@@ -7,7 +7,9 @@ Method (each choice answers a way single-op benchmarks mislead):
   spin their own workers, and on a small machine those spinning workers of
   idle sessions steal the cores of the one that runs. The global pool can be
   set once per process, so every thread count runs in its own worker
-  subprocess, which interleaves all variants.
+  subprocess, which interleaves all variants. (Python cannot set the global
+  pool's spin policy; it spins like onnxruntime's default, but there is only
+  one set of workers to spin.)
 * Variants are interleaved round-robin (onnxbit.bench.timing) and reported as
   medians.
 * Cold weights: every variant gets enough independent sessions (each owning
@@ -37,8 +39,9 @@ import numpy as np
 import onnx
 
 from onnxbit.bench import peers
+from onnxbit.bench.timing import (dram_read_bandwidth, interleave, median_ms, quartiles_ms,
+                                  rounds_for_budget, time_ns)
 from onnxbit.reference.ternary_matmul import quantize_activations
-from onnxbit.bench.timing import dram_read_bandwidth, interleave, median_ms, rounds_for_budget, time_ns
 
 
 class BenchmarkError(RuntimeError):
@@ -216,6 +219,11 @@ class WorkerConfig:
     cold_bytes: int              # total weight bytes each variant cycles over
     max_copies: int
     seed: int
+    model_dir: str               # models written by build_models, shared by all workers
+    weight_bytes: dict[str, int]  # model_key -> initializer bytes
+
+
+WEIGHT_SCALE = 0.02
 
 
 def random_ternary(rng: np.random.Generator, k: int, n: int) -> np.ndarray:
@@ -275,21 +283,45 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_shape(config: WorkerConfig, shape: MatMulShape, variants: list[Variant]) -> dict:
-    rng = np.random.default_rng(config.seed)
+def shape_inputs(seed: int, shape: MatMulShape) -> tuple[np.ndarray, np.ndarray]:
+    """The ternary codes [K, N] and activations A [M, K] of one shape; the same
+    in every process for the same seed."""
+    rng = np.random.default_rng([seed, shape.m, shape.k, shape.n])
     codes = random_ternary(rng, shape.k, shape.n)
-    scale = 0.02
-    a = rng.standard_normal((shape.m, shape.k)).astype(np.float32)
-    reference = ReferenceProduct(a, codes, scale)
+    return codes, rng.standard_normal((shape.m, shape.k)).astype(np.float32)
+
+
+def model_key(shape: MatMulShape, variant: Variant) -> str:
+    return f"{shape.label}_{variant.name}"
+
+
+def build_models(shape: MatMulShape, variants: Sequence[Variant], seed: int,
+                 model_dir: Path) -> dict[str, int]:
+    """Write every variant's model for one shape (built once, then loaded by
+    each thread-count worker); returns model_key -> weight bytes."""
+    codes, _ = shape_inputs(seed, shape)
+    weight_bytes = {}
+    for variant in variants:
+        model = variant.build(codes, WEIGHT_SCALE)
+        key = model_key(shape, variant)
+        weight_bytes[key] = peers.initializer_bytes(model)
+        (model_dir / f"{key}.onnx").write_bytes(model.SerializeToString())
+    return weight_bytes
+
+
+def run_shape(config: WorkerConfig, shape: MatMulShape, variants: list[Variant]) -> dict:
+    codes, a = shape_inputs(config.seed, shape)
+    reference = ReferenceProduct(a, codes, WEIGHT_SCALE)
     runners: dict[str, _VariantRunner] = {}
     rows = []
     start = time.perf_counter()
     for variant in variants:
-        model = variant.build(codes, scale)
-        weight_bytes = peers.initializer_bytes(model)
+        key = model_key(shape, variant)
+        weight_bytes = config.weight_bytes[key]
         copies = copies_for(weight_bytes, config.cold_bytes, config.max_copies)
-        runner = _VariantRunner(variant, model.SerializeToString(), copies, a, shape.n)
-        del model
+        model_bytes = (Path(config.model_dir) / f"{key}.onnx").read_bytes()
+        runner = _VariantRunner(variant, model_bytes, copies, a, shape.n)
+        del model_bytes
         error, bound = check_output(variant, reference, runner.run(0))
         runners[variant.name] = runner
         rows.append({"name": variant.name, "label": variant.label, "peer": variant.peer,
@@ -308,9 +340,10 @@ def run_shape(config: WorkerConfig, shape: MatMulShape, variants: list[Variant])
          f"{setup_s:.1f}s, {rounds} rounds of {round_s:.2f}s")
     samples = interleave(probes, rounds)
     for row in rows:
-        cold_ms = median_ms(samples[row["name"]]["cold"])
-        hot_ms = median_ms(samples[row["name"]]["hot"])
+        cold, hot = samples[row["name"]]["cold"], samples[row["name"]]["hot"]
+        cold_ms, hot_ms = median_ms(cold), median_ms(hot)
         row.update(cold_ms=cold_ms, hot_ms=hot_ms,
+                   cold_quartiles_ms=quartiles_ms(cold), hot_quartiles_ms=quartiles_ms(hot),
                    cold_gb_per_s=row["weight_bytes"] / (cold_ms * 1e6),
                    hot_gb_per_s=row["weight_bytes"] / (hot_ms * 1e6))
     timed = {row["name"]: row for row in rows}
@@ -432,19 +465,27 @@ def run_benchmark(options: BenchOptions, progress: Callable[[str], None] = _log)
 
         machine["onnxbit_isa"] = native.isa()
     runs = []
-    for threads in options.threads:
-        progress(f"running {len(variants)} variants x {len(options.shapes)} shapes with {threads} thread(s)")
-        config = WorkerConfig(threads=threads, shapes=[(s.m, s.k, s.n) for s in options.shapes],
-                              variants=[v.name for v in variants], repeat=options.repeat,
-                              budget_seconds=options.budget_seconds, min_rounds=options.min_rounds,
-                              max_rounds=options.max_rounds, cold_bytes=cold_bytes,
-                              max_copies=options.max_copies, seed=options.seed)
-        runs.extend(_run_worker_process(config))
+    with tempfile.TemporaryDirectory(prefix="onnxbit-bench-models-") as model_dir:
+        weight_bytes: dict[str, int] = {}
+        for shape in options.shapes:
+            progress(f"building {len(variants)} models for {shape.label}")
+            weight_bytes.update(build_models(shape, variants, options.seed, Path(model_dir)))
+        for threads in options.threads:
+            progress(f"running {len(variants)} variants x {len(options.shapes)} shapes with {threads} thread(s)")
+            config = WorkerConfig(threads=threads, shapes=[(s.m, s.k, s.n) for s in options.shapes],
+                                  variants=[v.name for v in variants], repeat=options.repeat,
+                                  budget_seconds=options.budget_seconds, min_rounds=options.min_rounds,
+                                  max_rounds=options.max_rounds, cold_bytes=cold_bytes,
+                                  max_copies=options.max_copies, seed=options.seed,
+                                  model_dir=model_dir, weight_bytes=weight_bytes)
+            runs.extend(_run_worker_process(config))
     # Shape-major order: one shape's thread counts next to each other.
     order = {(s.m, s.k, s.n): i for i, s in enumerate(options.shapes)}
     runs.sort(key=lambda r: (order[(r["shape"]["m"], r["shape"]["k"], r["shape"]["n"])], r["threads"]))
-    return {"benchmark": "matmul", "machine": machine, "cold_bytes_per_variant": cold_bytes,
-            "runs": runs}
+    settings = asdict(options)
+    settings["shapes"] = [s.label for s in options.shapes]
+    return {"benchmark": "matmul", "machine": machine, "options": settings,
+            "cold_bytes_per_variant": cold_bytes, "runs": runs}
 
 
 def _worker_main(argv: list[str]) -> int:

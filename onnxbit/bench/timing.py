@@ -58,6 +58,14 @@ def median_ms(samples_ns: Sequence[float]) -> float:
     return statistics.median(samples_ns) / 1e6
 
 
+def quartiles_ms(samples_ns: Sequence[float]) -> tuple[float, float]:
+    """(25th, 75th) percentile: how far the runs behind a median spread."""
+    if not samples_ns:
+        raise ValueError("no samples to take quartiles of")
+    low, high = np.percentile(np.asarray(samples_ns, dtype=np.float64), [25, 75])
+    return float(low) / 1e6, float(high) / 1e6
+
+
 def rounds_for_budget(seconds_per_round: float, budget_seconds: float, minimum: int,
                       maximum: int) -> int:
     """How many rounds fit a time budget, clamped to [minimum, maximum]."""

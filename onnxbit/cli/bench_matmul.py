@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -102,7 +101,6 @@ def bench_matmul(shapes: str | None, threads: str, repeat: int | None, variants:
         result = run_benchmark(options, progress=lambda msg: click.echo(msg, err=True))
     except BenchmarkError as exc:
         raise click.ClickException(str(exc)) from None
-    result["command"] = " ".join(["onnxbit"] + sys.argv[1:]) if sys.argv else "onnxbit bench matmul"
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, _MIN_WIDTH))

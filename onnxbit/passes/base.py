@@ -104,7 +104,8 @@ class PassContext:
     config: Any = None  # onnxbit.config.QuantConfig when the pipeline has one
     target: str = "onnxbit"  # "onnxbit" | "ort" | "onnx"
     records: list[LayerRecord] = field(default_factory=list)
-    # MatMul node name -> weight proven ternary by a QAT folding pass.
+    # MatMul (or Gemm with alpha 1, transA 0) node name -> weight proven ternary
+    # by a QAT folding pass; codes in the [K, N] orientation of A @ W.
     ternary_weights: dict[str, TernaryWeight] = field(default_factory=dict)
     # Opset imports the rewritten graph needs, domain -> version.
     opsets: dict[str, int] = field(default_factory=dict)

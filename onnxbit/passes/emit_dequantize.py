@@ -62,7 +62,7 @@ def pack_dequantize(ctx: PassContext, base: str, *, precision: str, codes: np.nd
         scale = np.asarray(scales, np.float32)
         zero = None if zero_points is None else np.asarray(zero_points)
         attrs.update(axis=0, block_size=group_size)
-    opset = max(_MIN_OPSET[bits], 21 if granularity == "group" else 13, 18 if act_quant else 0)
+    opset = max(_MIN_OPSET[bits], 21 if granularity == "group" else 13)
     constants = [proto_constant(subbyte_proto(ctx.fresh_name(f"{base}_{'' if signed else 'u'}int{bits}"), codes,
                                               bits, signed)),
                  array_constant(ctx, f"{base}_scale", scale)]

@@ -49,12 +49,35 @@ def _name_unnamed_nodes(graph: onnx.GraphProto, taken: set[str], prefix: str = "
                 _name_unnamed_nodes(sub, taken, prefix=f"{node.name}/")
 
 
+def _without_weight_data(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its main-graph initializers turned into graph inputs of
+    the same type and shape: what onnx.checker validates about the graph, at
+    the cost of the graph alone instead of every weight byte (and usable on
+    models over protobuf's 2 GB limit)."""
+    skeleton = onnx.ModelProto()
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    graph, source = skeleton.graph, model.graph
+    graph.name = source.name
+    graph.node.extend(source.node)
+    graph.input.extend(source.input)
+    graph.output.extend(source.output)
+    graph.value_info.extend(source.value_info)
+    declared = {i.name for i in source.input}
+    for init in source.initializer:
+        if init.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return skeleton
+
+
 def check_input(model: onnx.ModelProto) -> None:
+    """Raise ModelError, quoting onnx.checker (which names the node), when the
+    input is not a valid ONNX model."""
     if not isinstance(model, onnx.ModelProto):
         raise ModelError(f"expected an onnx.ModelProto, got {type(model).__name__}")
     try:
-        if model_nbytes(model) < TWO_GB:
-            onnx.checker.check_model(model)
+        onnx.checker.check_model(_without_weight_data(model))
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"the input model is not valid ONNX: {exc}") from None
 
@@ -123,15 +146,16 @@ class PassManager:
         model.ir_version = max(model.ir_version, needed_ir)
         if "com.onnxbit" in ctx.opsets:
             _register_custom_schemas()
-        if model_nbytes(model) >= TWO_GB:
-            ctx.notes.append("model over 2 GB: shape inference and the checker run only when it is saved")
-            return
         try:
-            inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=False)
+            # Shapes depend on the graph, not on weight bytes: infer on the skeleton.
+            inferred = onnx.shape_inference.infer_shapes(_without_weight_data(model), check_type=True,
+                                                         strict_mode=False, data_prop=False)
             del model.graph.value_info[:]
             model.graph.value_info.extend(inferred.graph.value_info)
             if self.check:
-                onnx.checker.check_model(model)
+                # Under protobuf's 2 GB limit the checker also validates every tensor.
+                full = model_nbytes(model) < TWO_GB
+                onnx.checker.check_model(model if full else _without_weight_data(model))
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise ModelError(f"the rewritten model failed validation: {exc}") from None
 

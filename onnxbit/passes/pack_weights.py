@@ -14,12 +14,13 @@ import dataclasses
 
 import numpy as np
 
-from onnxbit.config import ConfigError, LayerSettings, QuantConfig, check_settings_for_target
+from onnxbit.config import LayerSettings, QuantConfig, check_settings_for_target
 from onnxbit.passes.base import Pass, PassContext, PassResult, TernaryWeight, WeightSite
 from onnxbit.passes.emit_dequantize import emit_dequantize, pack_dequantize
 from onnxbit.passes.emit_matmulnbits import ACCURACY_FP32, ACCURACY_INT8, emit_matmulnbits, pack_matmulnbits
 from onnxbit.passes.emit_ternary_matmul import emit_ternary_matmul, pack_ternary_matmul
 from onnxbit.passes.packed_weight import PackedWeight
+from onnxbit.passes.rewrite import requantize_float_layer
 from onnxbit.quant import quantize_binary, quantize_int, quantize_pack_absmean, quantize_ternary
 
 ORT_ACT_QUANT_NOTE = (
@@ -71,6 +72,8 @@ class PackWeightsPass(Pass):
             proven = ctx.ternary_weights.get(name)
             settings, origin = self._settings(config, site, proven)
             if settings.precision == "fp32":
+                if proven is not None and proven.act_quant:
+                    requantize_float_layer(ctx, site)
                 ctx.record(node=name, op_type=site.node.op, action="skipped", reason=f"kept float ({origin})",
                            pass_name=self.name, precision="fp32", bytes_before=site.source_bytes,
                            bytes_after=site.source_bytes, bits_per_weight=32.0)
@@ -88,6 +91,10 @@ class PackWeightsPass(Pass):
                     ctx.notes.append(ORT_ACT_QUANT_NOTE)
                     ort_note_added = True
                 reason = "QAT ternary weight packed from its proven codes" if proven is not None else ""
+                if proven is not None and packed.weight_error.get("mse", 0.0) != 0.0:
+                    # The fold promised codes * scales == the weight the MatMul reads.
+                    ctx.notes.append(f"layer '{name}': the folded ternary codes differ from the weight the graph "
+                                     f"used (mse {packed.weight_error['mse']:.3g}); check the QAT fold")
                 if shared_with is not None:
                     reason = f"shares the packed weight of '{shared_with}'"
                 ctx.record(node=name, op_type=site.node.op, action="converted", reason=reason, pass_name=self.name,
@@ -112,8 +119,8 @@ class PackWeightsPass(Pass):
             return settings, origin
         # A proven ternary weight is stored losslessly as ternary; only a rule
         # naming the layer explicitly can keep it float.
-        named_rule = origin.startswith("rule") and config.rules[int(origin.split()[1].rstrip(":"))].name is not None
-        if named_rule and settings.precision == "fp32":
+        rule = config.matching_rule(site.node.name, site.node.op, set(site.position), site.k * site.n)
+        if rule is not None and rule.name is not None and settings.precision == "fp32":
             return settings, origin
         granularity = "tensor" if np.asarray(proven.scales).size == 1 else "channel"
         return dataclasses.replace(settings, precision="ternary", granularity=granularity, group_size=0,
@@ -125,6 +132,9 @@ class PackWeightsPass(Pass):
                   proven: TernaryWeight | None) -> _Quantized:
         group = s.group_size if s.granularity == "group" else None
         if proven is not None:
+            if site.node.op == "Gemm" and float(site.node.attrs.get("alpha", 1.0)) != 1.0:
+                raise ValueError(f"layer '{site.node.name}': a QAT fold recorded ternary codes for a Gemm "
+                                 "with alpha != 1; the codes would miss the alpha factor")
             codes = np.asarray(proven.codes, dtype=np.int8)
             if codes.shape != (site.k, site.n):
                 raise ValueError(f"layer '{site.node.name}': the QAT fold recorded codes of shape {codes.shape} "
@@ -217,7 +227,7 @@ def _positive_scales(q: _Quantized, k: int, n: int) -> _Quantized:
     if (scales > 0).all():
         return q
     if not np.isfinite(scales).all():
-        raise ConfigError("a ternary scale is not finite")
+        raise ValueError("a ternary/binary scale is not finite")
     if q.codes is None:  # fused path: absmean scales are floored at 1e-5, never <= 0
         raise ValueError("non-positive scale on the fused ternary path")
     sign = np.where(scales < 0, -1, np.where(scales > 0, 1, 0)).astype(np.int8)

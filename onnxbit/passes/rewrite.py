@@ -32,7 +32,7 @@ def _intermediate(ctx: PassContext, site: WeightSite, suffix: str) -> gs.Variabl
 
 
 def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
-    """BitNet's per-token activation quantization in standard ops (opset >= 18):
+    """BitNet's per-token activation quantization in standard ops:
     s = 127 / max(max|x| over the last axis, 1e-5); q = clip(round(x * s), -128, 127).
     Returns (q as float32, s); the matmul result divided by s is the op's output."""
     layer = site.node.name
@@ -45,8 +45,11 @@ def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor) -> tuple[gs
     def const(suffix: str, value) -> gs.Constant:
         return array_constant(ctx, f"{layer}_act_{suffix}", np.asarray(value))
 
-    amax = step("ReduceMax", [step("Abs", [x], "abs"), const("axes", np.array([-1], np.int64))], "absmax",
-                keepdims=1)
+    magnitude = step("Abs", [x], "abs")
+    if ctx.graph.opset >= 18:  # ReduceMax takes axes as an input from opset 18 on
+        amax = step("ReduceMax", [magnitude, const("axes", np.array([-1], np.int64))], "absmax", keepdims=1)
+    else:
+        amax = step("ReduceMax", [magnitude], "absmax", axes=[-1], keepdims=1)
     scale = step("Div", [const("numerator", np.float32(127.0)),
                          step("Max", [amax, const("eps", np.float32(1e-5))], "clamped")], "scale")
     rounded = step("Round", [step("Mul", [x, scale], "scaled")], "round")
@@ -111,3 +114,14 @@ def replace_node(ctx: PassContext, site: WeightSite, op: str, domain: str, input
             extra = scaled
         _node(ctx, site, layer, "Add", [current, extra], [final], "add_C")
     return new
+
+
+def requantize_float_layer(ctx: PassContext, site: WeightSite) -> None:
+    """Keep site.node in float but restore the per-token int8 activation
+    quantization a QAT fold removed from in front of it: A -> q, y -> y / s."""
+    quantized, scale = per_token_int8(ctx, site, site.activation)
+    site.node.inputs[0] = quantized
+    product = _intermediate(ctx, site, "unscaled")
+    final = site.node.outputs[0]
+    site.node.outputs[0] = product
+    _node(ctx, site, site.node.name, "Div", [product, scale], [final], "rescale")

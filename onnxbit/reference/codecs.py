@@ -50,24 +50,19 @@ def unpack_ternary(packed: np.ndarray, k: int, fmt: str = "2bit") -> np.ndarray:
 
     Raises ValueError when a code inside the rows is invalid (2bit code 3,
     base3 byte >= 243)."""
-    per = _per_byte(fmt)
     data = np.asarray(packed)
     if data.dtype != np.uint8:
         raise TypeError(f"packed must be uint8, got {data.dtype}")
     rows2d = data.reshape(1, -1) if data.ndim == 1 else data
     if rows2d.ndim != 2 or rows2d.shape[1] != packed_row_bytes(k, fmt):
         raise ValueError(f"packed shape {data.shape} does not hold rows of {k} {fmt} codes")
-    place = _PLACE_VALUES[fmt]
-    wide = rows2d.astype(np.int64)[:, :, None]
-    if fmt == "2bit":
-        digits = (wide // place) % 4
-    else:
-        digits = (wide // place) % 3
+    radix = 4 if fmt == "2bit" else 3
+    digits = (rows2d.astype(np.int64)[:, :, None] // _PLACE_VALUES[fmt]) % radix
     digits = digits.reshape(rows2d.shape[0], -1)[:, :k]
-    if fmt == "2bit":
+    if fmt == "2bit":  # code 3 inside the row; padding fields are ignored
         invalid = int(np.count_nonzero(digits == 3))
     else:
-        invalid = int(np.count_nonzero(rows2d[:, : -(-k // per)] >= 243)) if k else 0
+        invalid = int(np.count_nonzero(rows2d >= 243))
     if invalid:
         raise ValueError(f"packed {fmt} data has {invalid} invalid codes")
     values = (digits - 1).astype(np.int8)

@@ -14,8 +14,9 @@
  * the number of invalid codes (2bit: 2-bit fields equal to 3 inside the row;
  * base3: bytes >= 243) and store the element offset of the first one in
  * *first_bad (row-major over the whole tensor; base3 names the first element of
- * the bad byte). Elements decoded from an invalid code are written as 0.
- * Encoders return the number of inputs outside {-1,0,1} the same way.
+ * the bad byte). Elements decoded from an invalid code get the value 0.
+ * Encoders return the number of inputs outside {-1,0,1} the same way and pack
+ * each of them as the value 0.
  *
  * This header is parsed by cffi: keep declarations free of macros. */
 #ifndef ONNXBIT_CODEC_H
@@ -46,7 +47,7 @@ int64_t obx_decode_f32(int fmt, const uint8_t *packed, size_t rows, size_t k,
 /* Fused BitNet-style quantize + pack of float weights, one pass over the input:
  * q = clip(round_half_even(w * inv_scale[r]), -1, 1), packed in fmt
  * (n_inv_scales is 1 or rows). Returns the number of non-finite inputs
- * (first one in *first_bad); their codes are written as 0. */
+ * (first one in *first_bad); they are packed as the value 0. */
 int64_t obx_ternarize_pack_f32(int fmt, const float *w, size_t rows, size_t k,
                                const float *inv_scales, size_t n_inv_scales, uint8_t *out,
                                size_t *first_bad);

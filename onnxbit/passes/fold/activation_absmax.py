@@ -15,7 +15,7 @@ moves into the recorded scales.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -28,8 +28,9 @@ from .matching import (clip_bounds, constant_value, describe, equals_float32, eq
                        has_unknown_axes, is_float32, producer, reduce_axes,
                        scalar_value, skip_transparent, transparent_consumers)
 
-_INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
-                  onnx.TensorProto.INT64, onnx.TensorProto.FLOAT}
+# Casts that keep every value of round(...) clipped to [-128, 127].
+_EXACT_CAST_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
+                     onnx.TensorProto.INT64, onnx.TensorProto.FLOAT}
 
 
 @dataclass
@@ -48,7 +49,6 @@ class ActivationChain:
     clip_high: float | None
     reduce: gs.Node
     divisor: gs.Tensor | None = None  # dequantized form: what q is divided by (must equal s)
-    problems: list[str] = field(default_factory=list)
 
 
 def _produced_by(tensor: gs.Tensor | None, *ops: str) -> gs.Node | None:
@@ -126,7 +126,7 @@ def _skip_integer_casts(tensor: gs.Tensor) -> gs.Tensor:
     while True:
         node = producer(tensor)
         if node is None or not (node.op == "Identity"
-                                or (node.op == "Cast" and node.attrs.get("to") in _INTEGER_TYPES)):
+                                or (node.op == "Cast" and node.attrs.get("to") in _EXACT_CAST_TYPES)):
             return tensor
         tensor = node.inputs[0]
 
@@ -322,9 +322,13 @@ class ActivationAbsmaxFold(Pass):
             node.inputs[0] = chain.x
             ctx.ternary_weights[node.name].act_quant = 1
             form = "integer q with post-division" if chain.integer else "q/s"
+            reason = f"per-token absmax int8 activation chain ({form}) -> act_quant=1"
+            if _produced_by(chain.scale, "Mul") is not None:
+                # torch spells 127 / m as reciprocal(m) * 127: two roundings,
+                # so s can be 1 ulp from the op's 127 / m.
+                reason += "; the graph computes s as 127 * (1/max|x|)"
             ctx.record(node=node.name, op_type=node.op, action="folded", pass_name=self.name,
-                       precision="ternary",
-                       reason=f"per-token absmax int8 activation chain ({form}) -> act_quant=1")
+                       precision="ternary", reason=reason)
             folded += 1
         ctx.graph.cleanup()
         return PassResult(folded > 0, f"{folded} MatMul(s) given act_quant=1")

@@ -124,8 +124,9 @@ def _run(graph: gs.Graph, tensors: list[gs.Tensor]) -> list[np.ndarray]:
 
     model = _subgraph_model(graph, tensors)
     options = ort.SessionOptions()
-    # Run every node with its kernel, exactly as written; the original
-    # model's constant folding uses these same kernels.
+    # Run every node with its kernel, exactly as written: the original
+    # model's constant folding at session creation runs these same kernels
+    # (single-threaded, as here).
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
