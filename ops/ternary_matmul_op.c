@@ -746,6 +746,13 @@ static OrtStatus *infer_output_shape(const OrtCustomOp *op, OrtShapeInferContext
         obx_status_discard(api, status);
         return NULL;
     }
+    /* An unknown dimension without a name cannot be expressed: onnxruntime
+     * would read -1 as a concrete size and constant-fold Shape(Y) to it. Say
+     * nothing then and let the runtime learn Y's shape when it runs. */
+    for (size_t i = 0; i + 1 < rank; i++) {
+        if (dims[i] < 0 && (symbols[i] == NULL || symbols[i][0] == '\0'))
+            return NULL;
+    }
     dims[rank - 1] = n;
     symbols[rank - 1] = "";
 

@@ -90,3 +90,12 @@ def test_external_data_models_convert_and_inspect(tmp_path, rng):
     data = json.loads(CliRunner().invoke(main, ["inspect", str(src), "--json"]).output)
     sizes = {layer["node"]: layer["bytes"] for layer in data["layers"]}
     assert sizes == {"fc1": 64 * 48 * 4, "fc2": 48 * 32 * 4}  # read from the external-data entries
+
+
+def test_bench_convert_reports_throughput(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "convert", "--size", "64", "--rounds", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    stages = {(r["layout"], r["stage"]) for r in data["results"]}
+    assert len(stages) == 4 and all(r["gb_per_s"] > 0 for r in data["results"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.fold_chains import (GraphBuilder, activation_absmax_chain, float_input, noisy_absmean_weight,
+from fold_chains import (GraphBuilder, activation_absmax_chain, float_input, noisy_absmean_weight,
                                ops_in, reasons, relative_error, run_converted, run_plain, run_qat,
                                weight_absmean_chain)
 

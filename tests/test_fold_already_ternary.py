@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from onnxbit.passes.fold import AlreadyTernary
-from tests.fold_chains import (GraphBuilder, activation_absmax_chain, export, float_input, ops_in, reasons,
+from fold_chains import (GraphBuilder, activation_absmax_chain, export, float_input, ops_in, reasons,
                                relative_error, run_converted, run_plain, run_qat, ternary_codes)
 
 K, N = 40, 24

@@ -10,7 +10,7 @@ from onnxbit.passes.fold.evaluate import NotConstantError, constant_subgraph, ev
 from onnxbit.passes.fold.exact_ternary import NotTernaryError, split_exact_ternary, ternary_values
 from onnxbit.passes.fold.matching import (clip_bounds, constant_value, equivalent, reduce_axes,
                                           skip_transparent)
-from tests.fold_chains import GraphBuilder, float_input, weight_absmean_chain
+from fold_chains import GraphBuilder, float_input, weight_absmean_chain
 
 
 def test_evaluation_is_bit_identical_to_the_full_model_in_onnxruntime(rng):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.fold_chains import (GraphBuilder, float_input, integer_activation_quant, ops_in, pack_bitlinear,
+from fold_chains import (GraphBuilder, float_input, integer_activation_quant, ops_in, pack_bitlinear,
                                packed_unpack_chain, reasons, relative_error, run_converted, run_plain,
                                run_qat, ternary_codes)
 

@@ -3,7 +3,7 @@ import pytest
 
 from onnxbit.passes.fold import WeightAbsmeanFold
 from onnxbit.passes.fold.exact_ternary import ExactTernary, ternary_values
-from tests.fold_chains import (GraphBuilder, activation_absmax_chain, export, float_input,
+from fold_chains import (GraphBuilder, activation_absmax_chain, export, float_input,
                                noisy_absmean_weight, ops_in, reasons, relative_error, run_converted,
                                run_plain, run_qat, weight_absmean_chain)
 

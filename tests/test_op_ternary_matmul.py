@@ -109,6 +109,26 @@ def test_onnxruntime_infers_output_shape_with_symbolic_dims(rng):
     assert _session(op.model).get_outputs()[0].shape == ["batch", 3, 7]
 
 
+def test_unnamed_unknown_dims_are_not_inferred_as_minus_one(rng):
+    # Reshape(-1, K) leaves the first dim of A unknown and unnamed; claiming -1
+    # as Y's size made onnxruntime constant-fold Shape(Y) to [-1, N].
+    k, n = 8, 4
+    codes = rng.integers(-1, 2, size=(k, n)).astype(np.int8)
+    op = ternary_matmul_model(codes, np.ones(1, np.float32))
+    graph = op.model.graph
+    tmm = graph.node[0]
+    a_name = tmm.input[0]
+    graph.input[0].CopyFrom(onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", "t", k]))
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1, k], np.int64), "target_shape"))
+    graph.node.insert(0, onnx.helper.make_node("Reshape", ["x", "target_shape"], [a_name]))
+    graph.node.append(onnx.helper.make_node("Shape", [tmm.output[0]], ["y_shape"]))
+    graph.output.append(onnx.helper.make_tensor_value_info("y_shape", onnx.TensorProto.INT64, None))
+    x = rng.standard_normal((2, 3, k)).astype(np.float32)
+    y, y_shape = _session(op.model).run(None, {"x": x})
+    assert y.shape == (6, n)
+    np.testing.assert_array_equal(y_shape, [6, n])
+
+
 def test_empty_batch_gives_empty_output(rng):
     op, _, _ = _case(rng, 1, 16, 4, "2bit", "tensor", 1, True, True)
     y = _session(op.model).run(None, op.feeds(np.zeros((0, 16), np.float32)))[0]

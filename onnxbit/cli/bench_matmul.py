@@ -15,7 +15,7 @@ from onnxbit.cli.main import bench
 
 _PEER_SHORT = {"fp32": "fp32", "int8": "int8", "nbits4": "NBits4", "nbits2": "NBits2"}
 # Tables stay readable when piped (rich assumes 80 columns without a terminal).
-_MIN_WIDTH = 120
+_MIN_WIDTH = 132
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -49,6 +49,8 @@ def render(result: dict, console: Console) -> None:
     console.print(f"cold = next of N weight copies (>= {result['cold_bytes_per_variant'] >> 20} MB per "
                   "variant), hot = same session again; medians of interleaved rounds; "
                   "xR = peer time / this time (cold)")
+    console.print("weight MB = the model's initializer bytes, cold GB/s = those bytes / cold time "
+                  "(kernels may stream a repacked layout of other size)")
     for run in result["runs"]:
         shape = run["shape"]
         peers_here = [row["name"] for row in run["variants"] if row["name"] in PEER_NAMES]
@@ -56,7 +58,7 @@ def render(result: dict, console: Console) -> None:
                             f"{'s' if run['threads'] > 1 else ''}, {run['rounds']} rounds",
                       title_justify="left")
         table.add_column("variant", no_wrap=True)
-        for header in ("weight MB", "copies", "cold ms", "hot ms", "GB/s"):
+        for header in ("weight MB", "copies", "cold ms", "hot ms", "cold GB/s"):
             table.add_column(header, justify="right")
         for name in peers_here:
             table.add_column(f"vs {_PEER_SHORT[name]}", justify="right")

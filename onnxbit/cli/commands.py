@@ -4,3 +4,6 @@ from onnxbit.cli import bench_matmul  # noqa: F401
 from onnxbit.cli import quantize  # noqa: F401
 from onnxbit.cli import inspect  # noqa: F401
 from onnxbit.cli import bench_codecs  # noqa: F401
+from onnxbit.cli import bench_convert  # noqa: F401
+from onnxbit.cli import verify  # noqa: F401
+from onnxbit.cli import demo  # noqa: F401

@@ -1,0 +1,41 @@
+"""`onnxbit demo`: convert the bundled sample model and show what changed.
+
+The sample is a tiny Hugging Face BitNetForCausalLM whose linear layers were
+swapped by transformers' own AutoBitLinear (online BitNet QAT) and exported
+with torch.onnx's dynamo exporter, fake-quant chains and all.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from onnxbit.samples import SAMPLE_INPUTS, SAMPLE_MODEL, sample_path
+from onnxbit.verify import Comparison, compare, load_feeds, render
+
+
+def run_demo(model_path: Path | None = None, inputs_path: Path | None = None, target: str = "onnxbit",
+             threads: int = 1, rounds: int = 30, console=None) -> Comparison:
+    from rich.console import Console
+
+    import onnx
+
+    from onnxbit.convert import convert
+
+    console = console or Console()
+    model_path = Path(model_path) if model_path else sample_path(SAMPLE_MODEL)
+    if inputs_path is None and model_path == sample_path(SAMPLE_MODEL):
+        inputs_path = sample_path(SAMPLE_INPUTS)
+    console.print(f"[bold]1. convert[/bold] {model_path} (target {target})")
+    with tempfile.TemporaryDirectory(prefix="onnxbit-demo-") as tmp:
+        output = Path(tmp) / f"{model_path.stem}.{target}.onnx"
+        result = convert(model_path, target=target, output_path=output, progress=False)
+        result.report.render(console)
+        console.print(f"\n[bold]2. run both in onnxruntime[/bold] ({threads} thread{'s' if threads > 1 else ''})")
+        original = onnx.load(str(model_path))
+        input_names = [i.name for i in original.graph.input
+                       if i.name not in {t.name for t in original.graph.initializer}]
+        feeds = load_feeds(inputs_path, input_names) if inputs_path else None
+        comparison = compare(model_path, output, feeds, threads=threads, rounds=rounds)
+    render(comparison, console)
+    return comparison
