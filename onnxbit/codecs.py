@@ -128,10 +128,10 @@ def unpack_ternary(packed, k: int, fmt: str = "2bit") -> np.ndarray:
     return out[0] if one_d else out
 
 
-def _scale_vector(scales, rows: int, name: str) -> np.ndarray:
+def _scale_vector(scales, rows: int, name: str, per: str = "rows") -> np.ndarray:
     vector = np.ascontiguousarray(np.asarray(scales, dtype=np.float32).reshape(-1))
     if vector.size not in (1, rows):
-        raise ValueError(f"{name} must have 1 or {rows} (rows) entries, got {vector.size}")
+        raise ValueError(f"{name} must have 1 or {rows} ({per}) entries, got {vector.size}")
     return vector
 
 
@@ -153,12 +153,12 @@ def unpack_ternary_f32(packed, k: int, fmt: str, scales) -> np.ndarray:
     return out[0] if one_d else out
 
 
-def _float_matrix(w, name: str) -> np.ndarray:
+def _float_matrix(w, name: str, layout: str = "[rows, K]") -> np.ndarray:
     array = np.asarray(w)
     if array.dtype != np.float32:
         raise TypeError(f"{name} must be float32, got dtype {array.dtype}")
     if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [rows, K], got shape {array.shape}")
+        raise ValueError(f"{name} must be 2-D {layout}, got shape {array.shape}")
     return np.ascontiguousarray(array)
 
 
@@ -192,5 +192,46 @@ def abs_sum_rows(w) -> np.ndarray:
     ffi, lib = _kernels()
     out = np.empty(rows, dtype=np.float64)
     lib.obx_abs_sum_rows_f32(ffi.from_buffer("float[]", matrix), rows, k,
+                             ffi.from_buffer("double[]", out, require_writable=True))
+    return out
+
+
+def ternarize_pack_columns(w_kn, inv_scales, fmt: str = "2bit") -> np.ndarray:
+    """Fused quantize + pack of the columns of a float32 [K, N] matrix.
+
+    Returns uint8 [N, row_bytes(K)]: row j is column j quantized with
+    inv_scales[j] (or the single inv_scale), byte for byte what
+    ``ternarize_pack(w_kn.T, inv_scales, fmt)`` gives, without the transposed copy.
+    """
+    fmt_id = format_id(fmt)
+    matrix = _float_matrix(w_kn, "w_kn", "[K, N]")
+    k, n = matrix.shape
+    inv = _scale_vector(inv_scales, n, "inv_scales", "columns")
+    if not np.isfinite(inv).all():
+        raise ValueError(f"inv_scales must be finite, got {inv}")
+    ffi, lib = _kernels()
+    out = np.empty((n, lib.obx_packed_row_bytes(fmt_id, k)), dtype=np.uint8)
+    first = ffi.new("size_t *")
+    bad = lib.obx_ternarize_pack_cols_f32(fmt_id, ffi.from_buffer("float[]", matrix), k, n,
+                                          ffi.from_buffer("float[]", inv), inv.size,
+                                          ffi.from_buffer("uint8_t[]", out, require_writable=True),
+                                          first)
+    if bad < 0:
+        raise MemoryError("ternarize_pack_columns could not allocate its tile buffer")
+    if bad:
+        offset = int(first[0])  # row-major index into w_kn
+        raise ValueError(f"w_kn has {int(bad)} non-finite values; first at {_where(offset, n)}: "
+                         f"{matrix.reshape(-1)[offset]}")
+    return out
+
+
+def abs_sum_columns(w_kn) -> np.ndarray:
+    """Sum of |w| per column of a float32 [K, N] matrix, accumulated in double,
+    bit-identical to ``abs_sum_rows(w_kn.T)``."""
+    matrix = _float_matrix(w_kn, "w_kn", "[K, N]")
+    k, n = matrix.shape
+    ffi, lib = _kernels()
+    out = np.empty(n, dtype=np.float64)
+    lib.obx_abs_sum_cols_f32(ffi.from_buffer("float[]", matrix), k, n,
                              ffi.from_buffer("double[]", out, require_writable=True))
     return out

@@ -3,6 +3,7 @@ as JSON and as a rich summary table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -38,6 +39,23 @@ class ConversionReport:
     def weight_bytes_after(self) -> int:
         return sum(r.bytes_after or 0 for r in self.converted)
 
+    def table_rows(self) -> list[LayerRecord]:
+        """One row per node: its last record, with the folding passes that
+        prepared it named in the note (the JSON keeps every record)."""
+        by_node: dict[str, list[LayerRecord]] = {}
+        for r in self.layers:
+            by_node.setdefault(r.node, []).append(r)
+        rows = []
+        for records in by_node.values():
+            last = records[-1]
+            folds = [r.pass_name for r in records if r.action == "folded"]
+            if folds and last.action != "folded":
+                folded = "QAT fold: " + ", ".join(name.removeprefix("fold-") for name in folds)
+                extra = "" if last.reason.startswith("QAT ternary weight") else last.reason
+                last = dataclasses.replace(last, reason="; ".join(filter(None, [folded, extra])))
+            rows.append(last)
+        return rows
+
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.target,
@@ -65,13 +83,13 @@ class ConversionReport:
         from rich.table import Table
 
         console = console or Console()
-        table = Table(title=f"onnxbit conversion (target {self.target})", show_lines=False)
-        table.add_column("layer", overflow="fold", min_width=10)
-        table.add_column("stored as", overflow="fold", min_width=10)
+        table = Table(title=f"onnxbit conversion (target {self.target})", show_lines=False, expand=True)
+        table.add_column("layer", overflow="fold", ratio=3)
+        table.add_column("stored as", overflow="fold", ratio=2)
         for column in ("bits/w", "before", "after", "SQNR dB"):
             table.add_column(column, justify="right", no_wrap=True)
-        table.add_column("note", overflow="fold", min_width=12)
-        for r in self.layers:
+        table.add_column("note", overflow="fold", ratio=4)
+        for r in self.table_rows():
             sqnr = r.weight_error.get("sqnr_db")
             stored = r.storage if r.action == "converted" else f"{r.action} ({r.precision or 'float'})"
             table.add_row(f"{r.node} ({r.op_type})", stored,
@@ -83,7 +101,7 @@ class ConversionReport:
         before, after = self.weight_bytes_before, self.weight_bytes_after
         ratio = f" ({before / after:.1f}x smaller)" if after else ""
         console.print(f"{len(self.converted)} layer(s) converted, {len(self.skipped)} skipped; converted weights "
-                      f"{human_bytes(before)} -> {human_bytes(after)}{ratio}; model "
+                      f"{human_bytes(before)} as float -> {human_bytes(after)}{ratio}; model "
                       f"{human_bytes(self.model_bytes_before)} -> {human_bytes(self.model_bytes_after)} "
                       f"in {self.seconds:.2f} s", soft_wrap=True)
         for note in self.notes:

@@ -96,7 +96,7 @@ def test_qat_graph_is_folded_then_packed_from_proven_codes(rng):
     np.testing.assert_array_equal(codecs.unpack_ternary(packed, 64, "2bit"), codes_nk)
     assert {a.name: helper.get_attribute_value(a) for a in op.attribute}["act_quant"] == 1
     record = next(r for r in result.report.layers if r.node == "bitlinear" and r.action == "converted")
-    assert "proven codes" in record.reason
+    assert "exact codes" in record.reason
     actual = InferenceSession(result.model).run(None, {"x": x})[0]
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     # Only a rule naming the layer keeps a proven ternary weight float.
@@ -212,3 +212,39 @@ def test_rules_min_params_and_progress_callback(rng):
     assert layers["fc1"].precision == "ternary"
     assert layers["fc2"].action == "skipped" and "min_params=1000" in layers["fc2"].reason  # 48 x 8 weights
     assert seen == [("fc1", 1, 2), ("fc2", 2, 2)]
+
+
+def test_loop_body_layer_with_outer_scope_weight_is_converted(rng):
+    w = ternary_matrix(rng, 8, 8, scale=0.5)
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep_going"),
+         helper.make_node("MatMul", ["h_in", "W"], ["h_out"], name="loop_mm")],
+        "body", [value("i", [], TensorProto.INT64), value("cond_in", [], TensorProto.BOOL), value("h_in", [2, 8])],
+        [value("cond_out", [], TensorProto.BOOL), value("h_out", [2, 8])])
+    nodes = [helper.make_node("Loop", ["trips", "", "x"], ["h"], name="loop", body=body)]
+    model = make_model(nodes, [value("x", [2, 8]), value("trips", [], TensorProto.INT64)], [value("h", [2, 8])],
+                       [init("W", w)])
+    out = convert(model, config={"default": {"precision": "ternary"}}, progress=False)
+    assert [r.node for r in out.report.layers if r.action == "converted"] == ["loop_mm"]
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    y = InferenceSession(out.model).run(None, {"x": x, "trips": np.array(3, np.int64)})[0]
+    np.testing.assert_allclose(y, x @ w @ w @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_add_is_fused_into_the_op(rng):
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    b = rng.standard_normal((1, 8)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["p"], name="linear"),
+             helper.make_node("Add", ["p", "b"], ["y"], name="bias")]
+    model = make_model(nodes, [value("x", [3, 16])], [value("y", [3, 8])], [init("W", w), init("b", b)])
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    for target, op in (("onnxbit", "TernaryMatMul"), ("ort", "MatMulNBits")):
+        out = convert(model, config={"default": {"precision": "ternary", "granularity": "channel"}}, target=target,
+                      progress=False)
+        assert [n.op_type for n in out.model.graph.node] == [op]
+        from onnxbit.quant import quantize_ternary
+
+        expected = x @ quantize_ternary(w, granularity="channel").dequantize() + b
+        session = InferenceSession(out.model) if target == "onnxbit" else ort.InferenceSession(
+            out.model.SerializeToString())
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)

@@ -99,21 +99,26 @@ def test_if_branch_with_outer_scope_weight(rng):
 def test_unconvertible_nodes_are_recorded_with_reasons(rng):
     w3 = rng.standard_normal((2, 4, 3)).astype(np.float32)
     wi = rng.integers(-3, 3, size=(4, 3)).astype(np.int32)
-    nodes = [helper.make_node("MatMul", ["x", "dyn"], ["y1"], name="runtime_weight"),
-             helper.make_node("MatMul", ["x", "W3"], ["y2"], name="batched_weight"),
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W3"], ["y2"], name="batched_weight"),
              helper.make_node("MatMul", ["xi", "Wi"], ["y3"], name="int_weight"),
+             helper.make_node("Mul", ["W", "two"], ["W2"], name="double"),
+             helper.make_node("MatMul", ["x", "W2"], ["y4"], name="computed_weight"),
+             helper.make_node("MatMul", ["x", "dyn"], ["y1"], name="activation_product"),
              helper.make_node("Relu", ["dyn"], ["dr"], name="relu"),
-             helper.make_node("MatMul", ["x", "dr"], ["y4"], name="computed_weight")]
+             helper.make_node("MatMul", ["x", "dr"], ["y5"], name="activation_product_2")]
     model = make_model(nodes, [value("x", [2, 4]), value("dyn", [4, 3]), value("xi", [2, 4], TensorProto.INT32)],
                        [value("y1", [2, 3]), value("y2", [2, 2, 3]), value("y3", [2, 3], TensorProto.INT32),
-                        value("y4", [2, 3])], [init("W3", w3), init("Wi", wi)])
+                        value("y4", [2, 3]), value("y5", [2, 3])],
+                       [init("W3", w3), init("Wi", wi), init("W", w), init("two", np.float32(2.0))])
     ctx = find(model)
     assert ctx.weight_sites == []
     reasons = {r.node: r.reason for r in ctx.records}
-    assert reasons["runtime_weight"] == "'dyn' is a graph input, not a constant"
+    # Products of two run-time values are not weight layers: not reported at all.
+    assert set(reasons) == {"batched_weight", "int_weight", "computed_weight"}
     assert "rank 3" in reasons["batched_weight"]
     assert "dtype int32" in reasons["int_weight"]
-    assert "Relu node 'relu'" in reasons["computed_weight"]
+    assert reasons["computed_weight"].startswith("'W2' comes from Mul node 'double', not from a constant")
     assert all(r.action == "skipped" and r.pass_name == "find_weights" for r in ctx.records)
 
 
@@ -139,3 +144,19 @@ def test_left_constant_operand_and_column_shaped_c(rng):
     assert "left operand (W @ x)" in {r.node: r.reason for r in ctx.records}["left_const"]
     site = sites_by_node(ctx)["gemm_col"]
     assert site.bias is None and site.extra_add.values.shape == (3, 1)
+
+
+def test_matmul_then_constant_add_becomes_the_bias(rng):
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["p"], name="fused"),
+             helper.make_node("Add", ["b", "p"], ["y1"], name="bias_add"),
+             helper.make_node("MatMul", ["x", "W"], ["q"], name="shared_output"),
+             helper.make_node("Add", ["q", "b"], ["y2"], name="add2"),
+             helper.make_node("Relu", ["q"], ["y3"], name="relu")]
+    model = make_model(nodes, [value("x", [2, 6])], [value(n, [2, 4]) for n in ("y1", "y2", "y3")],
+                       [init("W", w), init("b", b)])
+    sites = sites_by_node(find(model))
+    np.testing.assert_array_equal(sites["fused"].bias, b)
+    assert sites["fused"].output.name == "y1" and sites["fused"].fused_add.name == "bias_add"
+    assert sites["shared_output"].bias is None and sites["shared_output"].output.name == "q"

@@ -394,7 +394,7 @@ def test_errors_name_the_problem():
 @pytest.mark.parametrize("fmt", ["2bit", "base3"])
 @pytest.mark.parametrize("granularity", ["tensor", "channel"])
 def test_quantize_pack_absmean_equals_quantize_then_pack(rng, fmt, granularity):
-    # (300, 250) is large enough for the strip-wise transpose, with K % 32 != 0.
+    # (300, 250): several column tiles of the C packer, with K % 32 != 0.
     for shape, dtype in [((37, 5), np.float32), ((64, 48), np.float64), ((1, 3), np.float16),
                          ((130, 1), np.float32), ((300, 250), np.float32), ((300, 250), np.float64)]:
         w = rng.standard_normal(shape).astype(dtype)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -128,6 +132,22 @@ def test_no_overflow_at_full_int8_magnitude(isa, sign, group_size):
     assert np.all(y[1] == 0)
     assert np.array_equal(y, ternary_matmul_reference(a, w_kn, scales, group_size, 1))
     np.testing.assert_allclose(weights.matmul(a, ACT_NONE)[0], sign * 0.5 * k * 0.25, rtol=1e-6)
+
+
+@pytest.mark.parametrize("group_size", [2047, 2080])
+def test_no_int16_overflow_in_unaligned_groups(isa, group_size):
+    """Groups not on 32-element chunk boundaries, around the 64-chunk limit of the
+    int16 partial sums (a group of 2047 covers 64 or 65 chunks, one of 2080 covers 65
+    or 66), with every product at its maximum 2 * 127 in the biased code domain."""
+    k, n = 4096, 8
+    a = np.full((1, k), 3.0, dtype=np.float32)
+    w_kn = np.ones((k, n), dtype=np.int8)
+    groups = -(-k // group_size)
+    scales = np.full(n * groups, 0.5, dtype=np.float32)
+    weights = build(w_kn, scales, group_size)
+    expected = ternary_matmul_reference(a, w_kn, scales, group_size, 1)
+    assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN), expected)
+    assert expected[0, 0] == np.float32(127 * k * 0.5) / (np.float32(127) / np.float32(3.0))
 
 
 def test_non_finite_rows(isa, rng):
@@ -293,3 +313,46 @@ def test_prepack_reads_what_the_codec_writes(rng, fmt):
     assert np.array_equal(pack_ternary(w_kn.T.copy(), fmt), PACKERS[fmt](w_kn.T.copy()))
     a = rng.standard_normal((3, 333)).astype(np.float32)
     assert np.array_equal(ours.matmul(a, 1), theirs.matmul(a, 1))
+
+
+REPO = Path(__file__).resolve().parents[1]
+NATIVE_TESTS = REPO / "tests" / "native"
+
+
+def _build_and_run(compiler, flags, sources, exe, runner=()):
+    build = subprocess.run([compiler, "-std=gnu11", "-O2", "-ffp-contract=off",
+                            f"-I{REPO / 'csrc' / 'include'}", f"-I{REPO / 'csrc'}",
+                            f"-I{NATIVE_TESTS}", *flags, *map(str, sources), "-lm", "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert " 0 mismatches" in run.stdout
+    return run.stdout
+
+
+@pytest.mark.skipif("avx2" not in native.available_isas() or not shutil.which("gcc"),
+                    reason="needs an AVX2 CPU and gcc")
+def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
+    """The AVX-512 and AVX-VNNI kernels cannot run on this CPU: compiled on stand-ins for
+    their intrinsics (tests/native/emulated_x86_intrinsics.h), they must give the scalar
+    kernel's sums bit for bit, full-magnitude K = 65536 included."""
+    matmul = REPO / "csrc" / "matmul"
+    _build_and_run("gcc", ["-mavx2", "-mfma", "-mbmi2", "-DONNXBIT_X86=1"],
+                   [NATIVE_TESTS / "check_emulated_i8_kernels.c",
+                    NATIVE_TESTS / "emulated_avx512_kernels.c",
+                    NATIVE_TESTS / "emulated_avxvnni_kernels.c",
+                    matmul / "tmm_kernel_avx2.c", matmul / "tmm_kernel_scalar.c",
+                    matmul / "tmm_prepack.c"], tmp_path / "check_emulated")
+
+
+@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")
+                         and Path("/usr/aarch64-linux-gnu").is_dir()),
+                    reason="needs the aarch64-linux-gnu cross compiler and qemu-user")
+def test_neon_path_under_qemu(tmp_path):
+    """The NEON kernels, cross-compiled and run under qemu, against the scalar path."""
+    sources = [p for p in (REPO / "csrc" / "matmul").glob("*.c") if "_avx" not in p.name]
+    _build_and_run("aarch64-linux-gnu-gcc", ["-DONNXBIT_ARM64=1"],
+                   [NATIVE_TESTS / "check_neon_against_scalar.c", *sources,
+                    REPO / "csrc" / "isa" / "isa.c"], tmp_path / "check_neon",
+                   runner=("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))

@@ -32,8 +32,9 @@ static inline void transpose_8x8(const float *src, size_t stride, float *dst) {
 
 void obx_cols_gather_avx2(const float *w, size_t stride, size_t rows, size_t cols, float *tile) {
     size_t rows8 = rows - rows % 8, cols8 = cols - cols % 8;
-    for (size_t c0 = 0; c0 < cols8; c0 += 8)
-        for (size_t i0 = 0; i0 < rows8; i0 += 8)
+    /* both halves of a 16-float row before moving on: the line is still in L1 */
+    for (size_t i0 = 0; i0 < rows8; i0 += 8)
+        for (size_t c0 = 0; c0 < cols8; c0 += 8)
             transpose_8x8(w + i0 * stride + c0, stride, tile + c0 * OBX_COLS_CHUNK + i0);
     for (size_t i = rows8; i < rows; i++)
         for (size_t c = 0; c < cols8; c++) tile[c * OBX_COLS_CHUNK + i] = w[i * stride + c];

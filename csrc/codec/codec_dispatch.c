@@ -22,7 +22,7 @@ static const obx_codec_kernels *const kernel_tables[OBX_ISA_COUNT] = {
 #endif
 };
 
-static const obx_codec_kernels *active_kernels(void) {
+const obx_codec_kernels *obx_codec_active_kernels(void) {
     int isa = obx_isa_active();
     /* Python refuses to run when selection failed; C callers get the scalar path. */
     if (isa < 0 || isa >= OBX_ISA_COUNT || kernel_tables[isa] == NULL)
@@ -79,7 +79,7 @@ OBX_API int64_t obx_decode_i8(int fmt, const uint8_t *packed, size_t rows, size_
     if (!known_format(fmt)) return -1;
     if (rows == 0 || k == 0) return 0;
     if (packed == NULL || out == NULL) return -1;
-    const obx_codec_kernels *kern = active_kernels();
+    const obx_codec_kernels *kern = obx_codec_active_kernels();
     size_t row_bytes = obx_packed_row_bytes(fmt, k);
     bad_tally t = {0, 0};
     if (k % codes_per_byte(fmt) == 0) {
@@ -114,7 +114,7 @@ OBX_API int64_t obx_decode_f32(int fmt, const uint8_t *packed, size_t rows, size
     if (rows == 0 || k == 0) return 0;
     if (packed == NULL || out == NULL || scales == NULL) return -1;
     if (n_scales != 1 && n_scales != rows) return -1;
-    const obx_codec_kernels *kern = active_kernels();
+    const obx_codec_kernels *kern = obx_codec_active_kernels();
     size_t row_bytes = obx_packed_row_bytes(fmt, k);
     bad_tally t = {0, 0};
     if (k % codes_per_byte(fmt) == 0 && n_scales == 1) {
@@ -149,7 +149,7 @@ OBX_API int64_t obx_encode_i8(int fmt, const int8_t *w, size_t rows, size_t k, u
     if (!known_format(fmt)) return -1;
     if (rows == 0 || k == 0) return 0;
     if (w == NULL || out == NULL) return -1;
-    const obx_codec_kernels *kern = active_kernels();
+    const obx_codec_kernels *kern = obx_codec_active_kernels();
     size_t row_bytes = obx_packed_row_bytes(fmt, k);
     bad_tally t = {0, 0};
     if (k % codes_per_byte(fmt) == 0) {
@@ -186,7 +186,7 @@ OBX_API int64_t obx_ternarize_pack_f32(int fmt, const float *w, size_t rows, siz
     if (rows == 0 || k == 0) return 0;
     if (w == NULL || out == NULL || inv_scales == NULL) return -1;
     if (n_inv_scales != 1 && n_inv_scales != rows) return -1;
-    const obx_codec_kernels *kern = active_kernels();
+    const obx_codec_kernels *kern = obx_codec_active_kernels();
     size_t row_bytes = obx_packed_row_bytes(fmt, k);
     bad_tally t = {0, 0};
     if (k % codes_per_byte(fmt) == 0 && n_inv_scales == 1) {
@@ -201,6 +201,6 @@ OBX_API int64_t obx_ternarize_pack_f32(int fmt, const float *w, size_t rows, siz
 
 OBX_API void obx_abs_sum_rows_f32(const float *w, size_t rows, size_t k, double *out) {
     if (out == NULL || (w == NULL && rows > 0 && k > 0)) return;
-    const obx_codec_kernels *kern = active_kernels();
+    const obx_codec_kernels *kern = obx_codec_active_kernels();
     for (size_t r = 0; r < rows; r++) out[r] = k == 0 ? 0.0 : kern->abs_sum(w + r * k, k);
 }

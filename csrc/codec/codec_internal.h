@@ -52,6 +52,9 @@ int64_t obx_codec_encode_row_scalar(int fmt, const int8_t *w, size_t k, uint8_t 
 int64_t obx_codec_ternarize_row_scalar(int fmt, const float *w, size_t k, float inv_scale,
                                        uint8_t *out, size_t *first_bad);
 
+/* The kernel table of the active ISA (scalar when selection failed). */
+const obx_codec_kernels *obx_codec_active_kernels(void);
+
 /* Canonical summation order, shared by every ISA so results are bit-identical:
  * eight double accumulators, element i of each full block of eight going to
  * lane i % 8, combined as ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)), then the

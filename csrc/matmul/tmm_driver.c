@@ -22,6 +22,9 @@
 /* Rows of A a task covers at most; the rows' activations stay cache-resident
  * while the task walks its panels. */
 #define TMM_TASK_ROWS 64
+/* Rows per call of the decoded float kernel (f32_dot): its 3 x 4 register
+ * tile (twelve accumulators) is the widest that fits sixteen AVX2 registers. */
+#define TMM_DOT_ROWS 3
 /* Rows per activation-preparation task. */
 #define TMM_PREP_ROWS 8
 
@@ -165,7 +168,7 @@ static void panel_rows_i8(const struct compute_job *job, size_t p, size_t row0, 
     }
 }
 
-/* Per-group scales on chunk boundaries: one kernel call covers all groups. */
+/* Per-group scales: one kernel call covers all groups of a row. */
 static void panel_rows_i8_grouped(const struct compute_job *job, size_t p, size_t row0,
                                   size_t rows) {
     const obx_tmm_weights *w = job->w;
@@ -179,7 +182,8 @@ static void panel_rows_i8_grouped(const struct compute_job *job, size_t p, size_
             continue;
         }
         job->kern->i8_groups(tmm_panel(w, p), job->q_seg + i * job->seg_elems, w->groups, n_groups,
-                             job->qsum + i * n_groups, w->scales_pg + p * n_groups * TMM_NR, acc);
+                             w->max_group_chunks, job->qsum + i * n_groups,
+                             w->scales_pg + p * n_groups * TMM_NR, acc);
         float s = job->row_scale[i];
         for (size_t r = 0; r < cols; r++) {
             float v = acc[r] / s;
@@ -237,8 +241,8 @@ static void panel_rows_f32_decoded(const struct compute_job *job, size_t p, size
             size_t ce = OBX_MIN(grp->chunk_end, cb + TMM_DECODE_CHUNKS);
             size_t span = (ce - cb) * TMM_CHUNK;
             job->kern->f32_decode(panel, cb, ce, wbuf);
-            for (size_t row = 0; row < rows_total; row += TMM_MR) {
-                size_t rows = OBX_MIN(TMM_MR, rows_total - row);
+            for (size_t row = 0; row < rows_total; row += TMM_DOT_ROWS) {
+                size_t rows = OBX_MIN(TMM_DOT_ROWS, rows_total - row);
                 for (size_t i = 0; i < rows; i++)
                     a[i] = job->a_seg + (row_begin + row + i) * job->seg_elems +
                            (grp->seg_offset + (cb - grp->chunk_begin)) * TMM_CHUNK;
@@ -264,9 +268,9 @@ static void panel_rows_f32_decoded(const struct compute_job *job, size_t p, size
     }
 }
 
-/* Float path with per-group scales folded into the weights (groups on chunk
- * boundaries): no per-group reductions. Many rows decode once per stretch of
- * chunks and reuse the floats; few rows multiply straight from the codes. */
+/* Float path with per-group scales folded into the weights: no per-group
+ * reductions. Many rows (groups on chunk boundaries) decode once per stretch
+ * of chunks and reuse the floats; few rows multiply straight from the codes. */
 static void panel_rows_f32_scaled(const struct compute_job *job, size_t p, size_t row_begin,
                                   size_t row_end) {
     const obx_tmm_weights *w = job->w;
@@ -277,13 +281,13 @@ static void panel_rows_f32_scaled(const struct compute_job *job, size_t p, size_
     float acc[TMM_TASK_ROWS * TMM_NR], sums[TMM_MR * TMM_NR];
     const float *a[TMM_MR];
     for (size_t i = 0; i < rows_total * TMM_NR; i++) acc[i] = 0.0f;
-    if (rows_total >= TMM_MR && job->kern->f32_decode_scaled) {
+    if (rows_total >= TMM_MR && job->kern->f32_decode_scaled && w->segments_are_row) {
         float wbuf[TMM_NR * TMM_DECODE_CHUNKS * TMM_CHUNK] __attribute__((aligned(TMM_ALIGN)));
         for (size_t cb = 0; cb < n_chunks; cb += TMM_DECODE_CHUNKS) {
             size_t ce = OBX_MIN(n_chunks, cb + TMM_DECODE_CHUNKS);
             job->kern->f32_decode_scaled(panel, cb, ce, w->chunk_group, scales_pg, wbuf);
-            for (size_t row = 0; row < rows_total; row += TMM_MR) {
-                size_t rows = OBX_MIN(TMM_MR, rows_total - row);
+            for (size_t row = 0; row < rows_total; row += TMM_DOT_ROWS) {
+                size_t rows = OBX_MIN(TMM_DOT_ROWS, rows_total - row);
                 for (size_t i = 0; i < rows; i++)
                     a[i] = job->a_seg + (row_begin + row + i) * job->seg_elems + cb * TMM_CHUNK;
                 job->kern->f32_dot(wbuf, (ce - cb) * TMM_CHUNK, rows, a, sums);
@@ -297,7 +301,7 @@ static void panel_rows_f32_scaled(const struct compute_job *job, size_t p, size_
             size_t rows = OBX_MIN(TMM_MR, rows_total - row);
             for (size_t i = 0; i < rows; i++)
                 a[i] = job->a_seg + (row_begin + row + i) * job->seg_elems;
-            job->kern->f32_scaled(panel, rows, a, n_chunks, w->chunk_group, scales_pg, sums);
+            job->kern->f32_scaled(panel, rows, a, w->groups, w->n_groups, scales_pg, sums);
             for (size_t i = 0; i < rows; i++)
                 for (size_t r = 0; r < TMM_NR; r++) acc[(row + i) * TMM_NR + r] = sums[i * TMM_NR + r];
         }
@@ -322,8 +326,9 @@ static void matmul_task(void *arg, size_t index) {
     size_t p_end = OBX_MIN(job->w->n_panels, p_begin + job->panels_per_task);
     int decoded = job->act_quant == OBX_ACT_NONE && job->kern->f32_dot &&
                   row_end - row_begin >= TMM_MR;
+    /* Per-group float scales are folded into the weights (no per-group sums). */
     int scaled = job->act_quant == OBX_ACT_NONE && job->kern->f32_scaled &&
-                 job->w->n_groups > 1 && job->w->segments_are_row;
+                 job->w->n_groups > 1;
     for (size_t p = p_begin; p < p_end; p++) {
         if (scaled) {
             panel_rows_f32_scaled(job, p, row_begin, row_end);
@@ -336,7 +341,7 @@ static void matmul_task(void *arg, size_t index) {
         for (size_t row = row_begin; row < row_end; row += TMM_MR) {
             size_t rows = OBX_MIN(TMM_MR, row_end - row);
             if (job->act_quant == OBX_ACT_INT8_TOKEN) {
-                if (job->kern->i8_groups && job->w->n_groups > 1 && job->w->segments_are_row)
+                if (job->kern->i8_groups && job->w->n_groups > 1)
                     panel_rows_i8_grouped(job, p, row, rows);
                 else
                     panel_rows_i8(job, p, row, rows);

@@ -47,6 +47,7 @@ struct obx_tmm_weights {
     size_t n_groups;  /* 1 unless scales are per group */
     size_t seg_chunks; /* chunks in one row's segment buffer */
     int segments_are_row; /* 1 when segments are the zero-padded row itself */
+    size_t max_group_chunks; /* most chunks any group covers */
     float *scales;    /* [n_panels * TMM_NR][n_groups] */
     float *scales_pg; /* the same as [n_panels][n_groups][TMM_NR] */
     uint32_t *chunk_group; /* group of each chunk (kblocks * 4 entries) when segments_are_row */
@@ -80,24 +81,26 @@ typedef int (*tmm_quantize_fn)(const float *a, size_t k, int8_t *q, float *s);
  * -1/0/1, wbuf[r * span + 32 (c - chunk_begin) + j] with span = 32 * chunks;
  * dot then gives sums[i * TMM_NR + r] = sum_{t < span} a[i][t] * wbuf[r * span + t]
  * for rows i < rows (1..TMM_MR). */
-/* One activation row against one panel over all scale groups, for group
- * boundaries on chunk boundaries (segments_are_row): q is the row's padded
- * buffer (chunk c at q + 32 c), qsum[g] its per-group activation sums and
- * scales_pg the panel's scales as [group][TMM_NR]. Computes, in group order
+/* One activation row against one panel over all scale groups: q is the row's
+ * segment buffer (group g's chunk c at q + 32 (seg_offset + c - chunk_begin)),
+ * qsum[g] its per-group activation sums and scales_pg the panel's scales as
+ * [group][TMM_NR]. Computes, in group order
  * and exactly as tmatmul.h says,
  *     acc[r] = acc[r] + (float)isum_g[r] * scales_pg[g * TMM_NR + r]
  * starting from acc[r] = 0.0f. */
 typedef void (*tmm_i8_groups_fn)(const uint8_t *panel, const int8_t *q,
                                  const struct tmm_group *groups, size_t n_groups,
-                                 const int32_t *qsum, const float *scales_pg, float *acc);
-/* Float path with the scales folded into the weights, for group boundaries
- * on chunk boundaries: a[i] is a full padded row (chunk c at a[i] + 32 c) and
- *     sums[i * TMM_NR + r] = sum over chunks c < n_chunks, j < 32 of
- *         a[i][32 c + j] * w(32 c + j, r) * scales_pg[chunk_group[c] * TMM_NR + r]
- * (w * scale is exact: w is -1, 0 or 1). decode_scaled writes the products
- * w * scale for chunks [chunk_begin, chunk_end) in the wbuf layout of decode. */
+                                 size_t max_group_chunks, const int32_t *qsum,
+                                 const float *scales_pg, float *acc);
+/* Float path with the scales folded into the weights: a[i] is row i's
+ * segment buffer (as for the integer kernels) and
+ *     sums[i * TMM_NR + r] = sum over groups g, k in g of
+ *         a_i[k] * w(k, r) * scales_pg[g * TMM_NR + r]
+ * (w * scale is exact: w is -1, 0 or 1). When segments_are_row,
+ * decode_scaled writes the products w * scale of chunks [chunk_begin,
+ * chunk_end) (chunk c in group chunk_group[c]) in the wbuf layout of decode. */
 typedef void (*tmm_f32_scaled_fn)(const uint8_t *panel, size_t rows, const float *const *a,
-                                  size_t n_chunks, const uint32_t *chunk_group,
+                                  const struct tmm_group *groups, size_t n_groups,
                                   const float *scales_pg, float *sums);
 typedef void (*tmm_f32_decode_scaled_fn)(const uint8_t *panel, size_t chunk_begin,
                                          size_t chunk_end, const uint32_t *chunk_group,
@@ -139,9 +142,10 @@ void tmm_f32_kernel_avx2(const uint8_t *panel, size_t kblocks, size_t rows,
                          float *sums);
 int tmm_quantize_row_avx2(const float *a, size_t k, int8_t *q, float *s);
 void tmm_i8_groups_avx2(const uint8_t *panel, const int8_t *q, const struct tmm_group *groups,
-                        size_t n_groups, const int32_t *qsum, const float *scales_pg, float *acc);
+                        size_t n_groups, size_t max_group_chunks, const int32_t *qsum,
+                        const float *scales_pg, float *acc);
 void tmm_f32_scaled_avx2(const uint8_t *panel, size_t rows, const float *const *a,
-                         size_t n_chunks, const uint32_t *chunk_group, const float *scales_pg,
+                         const struct tmm_group *groups, size_t n_groups, const float *scales_pg,
                          float *sums);
 void tmm_f32_decode_scaled_avx2(const uint8_t *panel, size_t chunk_begin, size_t chunk_end,
                                 const uint32_t *chunk_group, const float *scales_pg, float *wbuf);

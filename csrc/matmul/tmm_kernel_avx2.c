@@ -104,8 +104,10 @@ static void i8_kernel_avx2(const uint8_t *panel, size_t kblocks, size_t rows,
             i8_tile(panel, q, chunk_begin, chunk_end, 3, 2, col0, usum);
         break;
     default:
-        for (int col0 = 0; col0 < TMM_NR; col0 += 2)
-            i8_tile(panel, q, chunk_begin, chunk_end, 4, 2, col0, usum);
+        for (int col0 = 0; col0 < TMM_NR; col0 += 4) {
+            i8_tile(panel, q, chunk_begin, chunk_end, 2, 4, col0, usum);
+            i8_tile(panel, q + 2, chunk_begin, chunk_end, 2, 4, col0, usum + 2 * TMM_NR);
+        }
         break;
     }
 }
@@ -123,8 +125,10 @@ static ALWAYS_INLINE __m256i reduce8_epi32(const __m256i v[8]) {
 
 /* Integer sums of one group for the eight panel columns, as int32 lanes to
  * reduce (acc32); groups of at most I16_CHUNK_LIMIT chunks never widen early. */
+/* q holds the group's segment: chunk c's activations at q + 32 (c - c_first). */
 static ALWAYS_INLINE void group_sums(const uint8_t *panel, const int8_t *q, size_t c, size_t c1,
                                      int may_overflow_i16, __m256i acc32[TMM_NR]) {
+    const size_t c_first = c;
     const __m256i mask = _mm256_set1_epi8(3);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc16[TMM_NR];
@@ -144,7 +148,7 @@ static ALWAYS_INLINE void group_sums(const uint8_t *panel, const int8_t *q, size
             pending = 0;
         }
         const uint8_t *block = panel + (c / 4) * TMM_NR * 32;
-        const int8_t *qc = q + c * TMM_CHUNK;
+        const int8_t *qc = q + (c - c_first) * TMM_CHUNK;
         if (full_block) {
             for (int r = 0; r < TMM_NR; r++) {
                 __m256i bits = _mm256_load_si256((const __m256i *)(block + r * 32));
@@ -177,7 +181,8 @@ static ALWAYS_INLINE void groups_row(const uint8_t *panel, const int8_t *q,
     __m256 acc = _mm256_setzero_ps();
     for (size_t g = 0; g < n_groups; g++) {
         __m256i sums[TMM_NR];
-        group_sums(panel, q, groups[g].chunk_begin, groups[g].chunk_end, may_overflow_i16, sums);
+        group_sums(panel, q + groups[g].seg_offset * TMM_CHUNK, groups[g].chunk_begin,
+                   groups[g].chunk_end, may_overflow_i16, sums);
         /* Modular subtraction, as in the scalar epilogue: the result is the exact isum. */
         __m256i isum = _mm256_sub_epi32(reduce8_epi32(sums), _mm256_set1_epi32(qsum[g]));
         __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_load_ps(scales_pg + g * TMM_NR));
@@ -187,11 +192,9 @@ static ALWAYS_INLINE void groups_row(const uint8_t *panel, const int8_t *q,
 }
 
 void tmm_i8_groups_avx2(const uint8_t *panel, const int8_t *q, const struct tmm_group *groups,
-                        size_t n_groups, const int32_t *qsum, const float *scales_pg,
-                        float *acc_out) {
-    /* Groups have equal size but the last, which is smaller. */
-    size_t widest = n_groups ? groups[0].chunk_end - groups[0].chunk_begin : 0;
-    if (widest <= I16_CHUNK_LIMIT)
+                        size_t n_groups, size_t max_group_chunks, const int32_t *qsum,
+                        const float *scales_pg, float *acc_out) {
+    if (max_group_chunks <= I16_CHUNK_LIMIT)
         groups_row(panel, q, groups, n_groups, qsum, scales_pg, acc_out, 0);
     else
         groups_row(panel, q, groups, n_groups, qsum, scales_pg, acc_out, 1);
@@ -356,27 +359,31 @@ void tmm_f32_decode_avx2(const uint8_t *panel, size_t chunk_begin, size_t chunk_
 }
 
 static ALWAYS_INLINE void f32_scaled_tile(const uint8_t *panel, const float *const *a,
-                                          size_t n_chunks, const uint32_t *chunk_group,
+                                          const struct tmm_group *groups, size_t n_groups,
                                           const float *scales_pg, int ROWS, int COLS, int col0,
                                           float *sums) {
     const __m256 table = _mm256_setr_ps(-1.0f, 0.0f, 1.0f, 0.0f, -1.0f, 0.0f, 1.0f, 0.0f);
     __m256 acc[4][4];
     for (int i = 0; i < ROWS; i++)
         for (int r = 0; r < COLS; r++) acc[i][r] = _mm256_setzero_ps();
-    for (size_t c = 0; c < n_chunks; c++) {
-        const uint8_t *block = panel + (c / 4) * TMM_NR * 32;
-        const float *scale = scales_pg + (size_t)chunk_group[c] * TMM_NR + col0;
-        __m128i shift = _mm_cvtsi32_si128(2 * (int)(c % 4));
+    for (size_t g = 0; g < n_groups; g++) {
+        const float *scale = scales_pg + g * TMM_NR + col0;
         __m256 scaled_table[4];
         for (int r = 0; r < COLS; r++)
             scaled_table[r] = _mm256_mul_ps(table, _mm256_set1_ps(scale[r]));
-        for (int j0 = 0; j0 < 32; j0 += 8) {
-            for (int r = 0; r < COLS; r++) {
-                __m256i x = _mm256_cvtepu8_epi32(
-                    _mm_loadl_epi64((const __m128i *)(block + (col0 + r) * 32 + j0)));
-                __m256 w = _mm256_permutevar_ps(scaled_table[r], _mm256_srl_epi32(x, shift));
-                for (int i = 0; i < ROWS; i++)
-                    acc[i][r] = _mm256_fmadd_ps(_mm256_load_ps(a[i] + c * TMM_CHUNK + j0), w, acc[i][r]);
+        const size_t c_first = groups[g].chunk_begin, seg = groups[g].seg_offset * TMM_CHUNK;
+        for (size_t c = c_first; c < groups[g].chunk_end; c++) {
+            const uint8_t *block = panel + (c / 4) * TMM_NR * 32;
+            const size_t aoff = seg + (c - c_first) * TMM_CHUNK;
+            __m128i shift = _mm_cvtsi32_si128(2 * (int)(c % 4));
+            for (int j0 = 0; j0 < 32; j0 += 8) {
+                for (int r = 0; r < COLS; r++) {
+                    __m256i x = _mm256_cvtepu8_epi32(
+                        _mm_loadl_epi64((const __m128i *)(block + (col0 + r) * 32 + j0)));
+                    __m256 w = _mm256_permutevar_ps(scaled_table[r], _mm256_srl_epi32(x, shift));
+                    for (int i = 0; i < ROWS; i++)
+                        acc[i][r] = _mm256_fmadd_ps(_mm256_load_ps(a[i] + aoff + j0), w, acc[i][r]);
+                }
             }
         }
     }
@@ -385,24 +392,24 @@ static ALWAYS_INLINE void f32_scaled_tile(const uint8_t *panel, const float *con
 }
 
 void tmm_f32_scaled_avx2(const uint8_t *panel, size_t rows, const float *const *a,
-                         size_t n_chunks, const uint32_t *chunk_group, const float *scales_pg,
+                         const struct tmm_group *groups, size_t n_groups, const float *scales_pg,
                          float *sums) {
     switch (rows) {
     case 1:
         for (int col0 = 0; col0 < TMM_NR; col0 += 4)
-            f32_scaled_tile(panel, a, n_chunks, chunk_group, scales_pg, 1, 4, col0, sums);
+            f32_scaled_tile(panel, a, groups, n_groups, scales_pg, 1, 4, col0, sums);
         break;
     case 2:
         for (int col0 = 0; col0 < TMM_NR; col0 += 4)
-            f32_scaled_tile(panel, a, n_chunks, chunk_group, scales_pg, 2, 4, col0, sums);
+            f32_scaled_tile(panel, a, groups, n_groups, scales_pg, 2, 4, col0, sums);
         break;
     case 3:
         for (int col0 = 0; col0 < TMM_NR; col0 += 2)
-            f32_scaled_tile(panel, a, n_chunks, chunk_group, scales_pg, 3, 2, col0, sums);
+            f32_scaled_tile(panel, a, groups, n_groups, scales_pg, 3, 2, col0, sums);
         break;
     default:
         for (int col0 = 0; col0 < TMM_NR; col0 += 2)
-            f32_scaled_tile(panel, a, n_chunks, chunk_group, scales_pg, 4, 2, col0, sums);
+            f32_scaled_tile(panel, a, groups, n_groups, scales_pg, 4, 2, col0, sums);
         break;
     }
 }
@@ -454,10 +461,13 @@ void tmm_f32_dot_avx2(const float *wbuf, size_t span, size_t rows, const float *
         for (int col0 = 0; col0 < TMM_NR; col0 += 4) dot_tile(wbuf, span, a, 2, 4, col0, sums);
         break;
     case 3:
-        for (int col0 = 0; col0 < TMM_NR; col0 += 2) dot_tile(wbuf, span, a, 3, 2, col0, sums);
+        for (int col0 = 0; col0 < TMM_NR; col0 += 4) dot_tile(wbuf, span, a, 3, 4, col0, sums);
         break;
     default:
-        for (int col0 = 0; col0 < TMM_NR; col0 += 2) dot_tile(wbuf, span, a, 4, 2, col0, sums);
+        /* Four rows as 3 + 1: a 3 x 4 tile keeps twelve accumulators in registers. */
+        for (int col0 = 0; col0 < TMM_NR; col0 += 4) dot_tile(wbuf, span, a, 3, 4, col0, sums);
+        for (int col0 = 0; col0 < TMM_NR; col0 += 4)
+            dot_tile(wbuf, span, a + 3, 1, 4, col0, sums + 3 * TMM_NR);
         break;
     }
 }

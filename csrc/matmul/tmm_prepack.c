@@ -33,14 +33,19 @@ static size_t file_row_bytes(int fmt, size_t k) {
 }
 
 /* Decodes one file row into u = w + 1 codes. Returns the column of the first
- * invalid code, or k when the row is valid. */
+ * invalid code, or k when the row is valid. The 2bit loop has no early exit
+ * so it vectorizes; the rare invalid row is then searched again. */
 static size_t decode_row_codes(int fmt, const uint8_t *row, size_t k, uint8_t *codes) {
     if (fmt == OBX_FMT_2BIT) {
+        uint8_t any_invalid = 0;
         for (size_t i = 0; i < k; i++) {
             uint8_t u = (uint8_t)((row[i / 4] >> (2 * (i % 4))) & 3u);
-            if (u == 3) return i;
+            any_invalid |= (uint8_t)(u == 3);
             codes[i] = u;
         }
+        if (!any_invalid) return k;
+        for (size_t i = 0; i < k; i++)
+            if (codes[i] == 3) return i;
         return k;
     }
     size_t bytes = file_row_bytes(fmt, k);
@@ -124,6 +129,7 @@ static void plan_groups(obx_tmm_weights *w, size_t group_size) {
         grp->k_end = OBX_MIN(w->k, (g + 1) * gs);
         grp->chunk_begin = grp->k_begin / TMM_CHUNK;
         grp->chunk_end = OBX_DIV_UP(grp->k_end, TMM_CHUNK);
+        w->max_group_chunks = OBX_MAX(w->max_group_chunks, grp->chunk_end - grp->chunk_begin);
         if (aligned) {
             grp->seg_offset = grp->chunk_begin;
         } else {
@@ -190,7 +196,9 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
     w->scales_pg = aligned_zalloc((n_padded * n_groups + 1) * sizeof(float));
     w->groups = calloc(n_groups + 1, sizeof(struct tmm_group));
     w->chunk_group = calloc(w->kblocks * TMM_CHUNKS_PER_BLOCK + 1, sizeof(uint32_t));
-    uint8_t *codes = malloc(k + 1);
+    /* Codes of one row, padded with u = 1 (w = 0) to whole K blocks. */
+    size_t padded_k = w->kblocks * TMM_KBLOCK;
+    uint8_t *codes = malloc(padded_k + 1);
     if (!w->packed || !w->scales || !w->scales_pg || !w->groups || !w->chunk_group || !codes) {
         free(codes);
         goto oom;
@@ -210,19 +218,14 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
             obx_tmm_free(w);
             return NULL;
         }
+        memset(codes + k, 1, padded_k - k);
         uint8_t *panel = w->packed + (col / TMM_NR) * w->kblocks * TMM_NR * 32;
         size_t r = col % TMM_NR;
         for (size_t blk = 0; blk < w->kblocks; blk++) {
             uint8_t *dst = panel + (blk * TMM_NR + r) * 32;
-            for (size_t j = 0; j < 32; j++) {
-                uint8_t byte = 0;
-                for (size_t s = 0; s < 4; s++) {
-                    size_t kk = blk * TMM_KBLOCK + s * TMM_CHUNK + j;
-                    uint8_t u = kk < k ? codes[kk] : 1;
-                    byte |= (uint8_t)(u << (2 * s));
-                }
-                dst[j] = byte;
-            }
+            const uint8_t *c = codes + blk * TMM_KBLOCK;
+            for (size_t j = 0; j < 32; j++)
+                dst[j] = (uint8_t)(c[j] | (c[32 + j] << 2) | (c[64 + j] << 4) | (c[96 + j] << 6));
         }
     }
     free(codes);

@@ -416,6 +416,14 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _load_average() -> float | None:
+    """Other processes' demand for the cores, which skews multi-thread timings."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def _worker_env() -> dict[str, str]:
     """The worker imports this very onnxbit, also when it runs from a source tree."""
     env = dict(os.environ)
@@ -457,6 +465,7 @@ def run_benchmark(options: BenchOptions, progress: Callable[[str], None] = _log)
     progress(f"measuring DRAM read bandwidth ({options.bandwidth_bytes >> 20} MB numpy sum)")
     bandwidth = dram_read_bandwidth(options.bandwidth_bytes)
     machine = {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "last_level_cache_bytes": llc,
+               "load_average_1min_at_start": _load_average(),
                "dram_read_gb_per_s": bandwidth.gb_per_s, "dram_probe_bytes": bandwidth.nbytes,
                "onnxruntime": ort.__version__, "python": platform.python_version(),
                "onnxbit_library": library}
@@ -482,6 +491,7 @@ def run_benchmark(options: BenchOptions, progress: Callable[[str], None] = _log)
     # Shape-major order: one shape's thread counts next to each other.
     order = {(s.m, s.k, s.n): i for i, s in enumerate(options.shapes)}
     runs.sort(key=lambda r: (order[(r["shape"]["m"], r["shape"]["k"], r["shape"]["n"])], r["threads"]))
+    machine["load_average_1min_at_end"] = _load_average()
     settings = asdict(options)
     settings["shapes"] = [s.label for s in options.shapes]
     return {"benchmark": "matmul", "machine": machine, "options": settings,

@@ -15,7 +15,7 @@ from onnxbit.cli.main import bench
 
 _PEER_SHORT = {"fp32": "fp32", "int8": "int8", "nbits4": "NBits4", "nbits2": "NBits2"}
 # Tables stay readable when piped (rich assumes 80 columns without a terminal).
-_MIN_WIDTH = 132
+_MIN_WIDTH = 140
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -37,6 +37,11 @@ def _ms(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _spread(quartiles: list[float], median: float) -> str:
+    """Half the interquartile range relative to the median: how steady the runs were."""
+    return f"±{50 * (quartiles[1] - quartiles[0]) / median:.0f}%"
+
+
 def render(result: dict, console: Console) -> None:
     machine = result["machine"]
     llc = machine.get("last_level_cache_bytes")
@@ -46,9 +51,16 @@ def render(result: dict, console: Console) -> None:
                   f"(1 thread, numpy sum of {machine['dram_probe_bytes'] >> 20} MB, median)  "
                   f"onnxruntime {machine['onnxruntime']}"
                   + (f"  onnxbit ISA {machine['onnxbit_isa']}" if machine.get("onnxbit_isa") else ""))
+    start, end = machine.get("load_average_1min_at_start"), machine.get("load_average_1min_at_end")
+    if start is not None and end is not None:
+        # Only the start value predates this run's own load.
+        busy = start > 0.5 * (machine["logical_cpus"] or 1)
+        console.print(f"load average {start:.1f} at start, {end:.1f} at end"
+                      + ("  [yellow](other processes were busy: multi-thread rows are unreliable)[/]"
+                         if busy else ""))
     console.print(f"cold = next of N weight copies (>= {result['cold_bytes_per_variant'] >> 20} MB per "
                   "variant), hot = same session again; medians of interleaved rounds; "
-                  "xR = peer time / this time (cold)")
+                  "spread = half the cold interquartile range; xR = peer time / this time (cold)")
     console.print("weight MB = the model's initializer bytes, cold GB/s = those bytes / cold time "
                   "(kernels may stream a repacked layout of other size)")
     for run in result["runs"]:
@@ -58,7 +70,7 @@ def render(result: dict, console: Console) -> None:
                             f"{'s' if run['threads'] > 1 else ''}, {run['rounds']} rounds",
                       title_justify="left")
         table.add_column("variant", no_wrap=True)
-        for header in ("weight MB", "copies", "cold ms", "hot ms", "cold GB/s"):
+        for header in ("weight MB", "copies", "cold ms", "spread", "hot ms", "cold GB/s"):
             table.add_column(header, justify="right")
         for name in peers_here:
             table.add_column(f"vs {_PEER_SHORT[name]}", justify="right")
@@ -68,7 +80,8 @@ def render(result: dict, console: Console) -> None:
                         for p in peers_here]
             check = "ok" if row["accurate"] else f"[red]FAIL err {row['max_abs_error']:.3g} > {row['error_bound']:.3g}[/]"
             table.add_row(row["label"], f"{row['weight_bytes'] / 1e6:.3g}", str(row["copies"]),
-                          _ms(row["cold_ms"]), _ms(row["hot_ms"]), f"{row['cold_gb_per_s']:.2f}",
+                          _ms(row["cold_ms"]), _spread(row["cold_quartiles_ms"], row["cold_ms"]),
+                          _ms(row["hot_ms"]), f"{row['cold_gb_per_s']:.2f}",
                           *speedups, check)
         console.print(table)
 

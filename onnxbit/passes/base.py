@@ -69,7 +69,8 @@ class WeightSite:
     transB and alpha already applied), possibly a transposed view of a [N, K]
     constant (so packing W^T rows needs no copy). weight_key names the constant and the
     transforms that produced it, so a weight shared by several nodes is packed
-    once. bias: float32 [N] to fold into the new op (Gemm's beta * C), or None.
+    once. bias: float32 [N] to fold into the new op (Gemm's beta * C, or the
+    constant of an Add right after a MatMul, whose output is then `output`), or None.
     extra_add: a tensor the new op's output must still be added to, times
     extra_add_scale (Gemm's C and beta when C is not a constant [N] vector).
     """
@@ -85,6 +86,7 @@ class WeightSite:
     bias: np.ndarray | None = None
     extra_add: gs.Tensor | None = None
     extra_add_scale: float = 1.0
+    fused_add: gs.Node | None = None  # an Add of a constant bias after a MatMul, absorbed into `bias`
     transpose_activation: bool = False  # Gemm transA = 1
     position: frozenset[str] = frozenset()  # {"first"}, {"last"} among the main graph's sites
     in_subgraph: bool = False

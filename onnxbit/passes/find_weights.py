@@ -16,6 +16,8 @@ import onnx_graphsurgeon as gs
 from onnxbit.passes.base import Pass, PassContext, PassResult, WeightSite
 
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+# Value-preserving ops a weight may be read through.
+_TRANSFORMS = ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze")
 
 
 class NotConstant(Exception):
@@ -58,8 +60,9 @@ def resolve_constant(tensor: gs.Tensor) -> tuple[np.ndarray, str]:
     op = node.op
     if op == "Constant":
         return _constant_node_value(node), f"{node.name or tensor.name}"
-    if op not in ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze"):
-        raise NotConstant(f"'{tensor.name}' is computed at run time by {op} node '{node.name}'")
+    if op not in _TRANSFORMS:
+        raise NotConstant(f"'{tensor.name}' comes from {op} node '{node.name}', not from a constant through "
+                          f"{'/'.join(_TRANSFORMS)}")
     data, key = resolve_constant(node.inputs[0])
     if op == "Identity":
         return data, key
@@ -116,17 +119,60 @@ def iter_graphs(graph: gs.Graph):
                 yield from iter_graphs(value)
 
 
+class RuntimeDependence:
+    """Whether a tensor's value depends on anything but constants (a graph
+    input, a subgraph's outer-scope variable, a random or control-flow op).
+    Memoized over one pass, so the cost is linear in the graph."""
+
+    def __init__(self) -> None:
+        self._memo: dict[int, bool] = {}
+
+    def __call__(self, tensor: gs.Tensor) -> bool:
+        stack = [tensor]
+        while stack:
+            t = stack[-1]
+            if id(t) in self._memo:
+                stack.pop()
+                continue
+            if isinstance(t, gs.Constant):
+                self._memo[id(t)] = False
+                stack.pop()
+                continue
+            if not t.inputs:
+                self._memo[id(t)] = bool(t.name)  # an empty name is an omitted optional input
+                stack.pop()
+                continue
+            node = t.inputs[0]
+            if node.op == "Constant":
+                self._memo[id(t)] = False
+                stack.pop()
+                continue
+            if not node.inputs or any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+                self._memo[id(t)] = True  # RandomNormal-like sources and If/Loop/Scan outputs
+                stack.pop()
+                continue
+            pending = [i for i in node.inputs if id(i) not in self._memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            self._memo[id(t)] = any(self._memo[id(i)] for i in node.inputs)
+            stack.pop()
+        return self._memo[id(tensor)]
+
+
 class FindWeightsPass(Pass):
     name = "find_weights"
     contract = (
         "Matches MatMul(A, W) with constant 2-D W, and Gemm(A, B, C) with constant B (transB, alpha and a constant "
         "C broadcastable to [N] folded in; other C kept as an Add). Adds one WeightSite per match to "
-        "ctx.weight_sites, in topological order; records every other MatMul/Gemm as skipped with the reason. "
+        "ctx.weight_sites, in topological order; records every other MatMul/Gemm reading a constant as skipped "
+        "with the reason (a product of two run-time values, like attention scores, is not a weight layer). "
         "Does not change the graph."
     )
 
     def run(self, ctx: PassContext) -> PassResult:
         ctx.weight_sites.clear()
+        runtime = RuntimeDependence()
         for graph in iter_graphs(ctx.graph):
             graph.toposort(recurse_subgraphs=False)
             for node in graph.nodes:
@@ -135,6 +181,8 @@ class FindWeightsPass(Pass):
                 try:
                     site = self._site(node, graph, in_subgraph=graph is not ctx.graph)
                 except NotConstant as why:
+                    if len(node.inputs) >= 2 and runtime(node.inputs[0]) and runtime(node.inputs[1]):
+                        continue  # activation x activation (attention scores): not a weight layer
                     ctx.record(node=node.name, op_type=node.op, action="skipped", reason=str(why), pass_name=self.name)
                     continue
                 ctx.weight_sites.append(site)
@@ -166,10 +214,12 @@ class FindWeightsPass(Pass):
                 raise NotConstant(f"weight '{weight_tensor.name}' has rank {weight.ndim}; only 2-D [K, N] weights pack")
             if activation.shape is not None and len(activation.shape) < 2:
                 raise NotConstant(f"activation '{activation.name}' is 1-D; the op needs [..., K]")
-            return WeightSite(node=node, graph=graph, activation=activation, output=node.outputs[0],
+            site = WeightSite(node=node, graph=graph, activation=activation, output=node.outputs[0],
                               weight=weight.astype(np.float32, copy=False), weight_key=key,
                               weight_name=weight_tensor.name, source_bytes=_tensor_nbytes(weight_tensor, weight),
                               in_subgraph=in_subgraph)
+            _absorb_bias_add(site, graph)
+            return site
         return self._gemm_site(node, graph, activation, weight_tensor, weight, key, in_subgraph)
 
     def _gemm_site(self, node, graph, activation, weight_tensor, weight, key, in_subgraph) -> WeightSite:
@@ -208,3 +258,28 @@ class FindWeightsPass(Pass):
                           extra_add_scale=extra_add_scale,
                           transpose_activation=bool(node.attrs.get("transA", 0)), in_subgraph=in_subgraph)
 
+
+
+def _absorb_bias_add(site: WeightSite, graph: gs.Graph) -> None:
+    """MatMul followed by Add of a constant [N] vector (how exporters write
+    Linear with bias): the Add becomes the new op's bias. Only when the
+    MatMul's output feeds that Add alone."""
+    product = site.output
+    if product in graph.outputs or len(product.outputs) != 1:
+        return
+    add = product.outputs[0]
+    if add.op != "Add" or len(add.inputs) != 2 or len(add.outputs) != 1:
+        return
+    other = add.inputs[1] if add.inputs[0] is product else add.inputs[0]
+    try:
+        bias, _ = resolve_constant(other)
+    except NotConstant:
+        return
+    if bias.dtype.kind != "f" or bias.ndim < 1 or bias.size != site.n or bias.shape[-1] != site.n:
+        return
+    if add.outputs[0].shape is not None and product.shape is not None and \
+            len(add.outputs[0].shape) != len(product.shape):
+        return  # the bias would add leading dimensions
+    site.bias = np.ascontiguousarray(bias.reshape(-1), dtype=np.float32)
+    site.fused_add = add
+    site.output = add.outputs[0]

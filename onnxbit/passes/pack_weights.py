@@ -90,7 +90,7 @@ class PackWeightsPass(Pass):
                 if settings.act_quant and ctx.target == "ort" and not ort_note_added:
                     ctx.notes.append(ORT_ACT_QUANT_NOTE)
                     ort_note_added = True
-                reason = "QAT ternary weight packed from its proven codes" if proven is not None else ""
+                reason = "QAT ternary weight, packed from the fold's exact codes" if proven is not None else ""
                 if proven is not None and packed.weight_error.get("mse", 0.0) != 0.0:
                     # The fold promised codes * scales == the weight the MatMul reads.
                     ctx.notes.append(f"layer '{name}': the folded ternary codes differ from the weight the graph "

@@ -95,6 +95,9 @@ def replace_node(ctx: PassContext, site: WeightSite, op: str, domain: str, input
     site.node.name = ctx.fresh_name(f"{layer}_replaced")
     site.node.inputs.clear()
     site.node.outputs.clear()
+    if site.fused_add is not None:  # its bias is now the op's (or the Add below)
+        site.fused_add.inputs.clear()
+        site.fused_add.outputs.clear()
     new = gs.Node(op, layer, attrs=attrs, inputs=inputs, outputs=[op_out], domain=domain or None)
     site.graph.nodes.append(new)
     if divide_output_by is not None:

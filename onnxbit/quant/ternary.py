@@ -282,25 +282,6 @@ def quantize_ternary(
     )
 
 
-TRANSPOSE_STRIP = 32  # rows of W per strip in the blocked transpose
-
-
-def _transposed_copy(w: np.ndarray) -> np.ndarray:
-    """Contiguous float32 W^T, copied in strips of rows.
-
-    numpy's one-shot transpose of a large matrix walks one side with a stride
-    of a whole row, which thrashes the cache (badly for power-of-two widths);
-    strips of 32 rows keep both sides' working set small.
-    """
-    k, n = w.shape
-    if k * n < 1 << 16:
-        return np.ascontiguousarray(w.T, dtype=np.float32)
-    out = np.empty((n, k), np.float32)
-    for start in range(0, k, TRANSPOSE_STRIP):
-        out[:, start:start + TRANSPOSE_STRIP] = w[start:start + TRANSPOSE_STRIP].T
-    return out
-
-
 def quantize_pack_absmean(
     w,
     fmt: str = "2bit",
@@ -312,8 +293,8 @@ def quantize_pack_absmean(
     Returns (packed uint8 [N, row_bytes] = the packed rows of W^T, scales
     float32 [1] or [N]), identical to
     ``pack_ternary(quantize_ternary(w, granularity=...).codes.T, fmt)`` and its
-    scales. The C primitives do the |W| sums and the fused round+pack; the
-    W^T copy they need (rows must be contiguous) is part of the cost.
+    scales. The C column primitives read W [K, N] as it is: per-column |W|
+    sums, then the fused round+pack of each column into a row of W^T.
     """
     if granularity not in ("tensor", "channel"):
         raise ValueError(f"quantize_pack_absmean supports granularity 'tensor' or 'channel', got {granularity!r}")
@@ -322,20 +303,21 @@ def quantize_pack_absmean(
         arr = validate_weight(arr)  # raises with the precise message
     if fmt not in codecs.FORMATS:
         raise ValueError(f"unknown packing format {fmt!r}; choose one of {codecs.FORMATS}")
-    rows = _transposed_copy(arr)  # [N, K]
-    n, k = rows.shape
-    sums = codecs.abs_sum_rows(rows)  # float64 [N]
+    w32 = np.ascontiguousarray(arr, dtype=np.float32)
+    k, n = w32.shape
+    sums = codecs.abs_sum_columns(w32)  # float64 [N], the order of abs_sum_rows(W^T)
     if not np.isfinite(sums).all():
         # float64 sums of float32 magnitudes cannot overflow: a non-finite sum
         # means a NaN or Inf in the input.
-        raise ValueError(non_finite_message(np.ascontiguousarray(arr, dtype=np.float32)))
+        raise ValueError(non_finite_message(w32))
     mean = tensor_abs_mean(sums, n * k) if granularity == "tensor" else sums / k
     gamma = absmean_gamma(mean)
     scales = gamma
     if preserve_ternary:
-        view = rows.reshape(1, n * k, 1) if granularity == "tensor" else rows.T.reshape(1, k, n)
+        # one block per tensor or per column; the check does not depend on element order
+        view = w32.reshape(1, k * n, 1) if granularity == "tensor" else w32.reshape(1, k, n)
         ok, top = _ternary_blocks_checked(view)
         scales = np.where(ok & (top > 0), top, gamma).reshape(gamma.shape).astype(np.float32)
     inv = np.float32(1.0) / gamma
-    packed = codecs.ternarize_pack(rows, inv, fmt)
+    packed = codecs.ternarize_pack_columns(w32, inv, fmt)
     return packed, scales

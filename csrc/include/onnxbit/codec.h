@@ -55,6 +55,23 @@ int64_t obx_ternarize_pack_f32(int fmt, const float *w, size_t rows, size_t k,
  * out has `rows` entries. */
 void obx_abs_sum_rows_f32(const float *w, size_t rows, size_t k, double *out);
 
+/* Column path for weights stored [k, n] row-major (ONNX MatMul W, reduction
+ * axis first), packed as the rows of W^T without a transposed copy.
+ * out receives n rows of obx_packed_row_bytes(fmt, k) bytes; row j holds
+ * column j: q = clip(round_half_even(w[i, j] * inv_scales[j]), -1, 1)
+ * (n_inv_scales is 1 or n), the same float32 arithmetic and bytes as
+ * obx_ternarize_pack_f32 on the transposed copy. Returns the number of
+ * non-finite inputs, packed as the value 0; *first_bad gets the smallest
+ * row-major index i * n + j among them (an index into w, not into W^T).
+ * -1 for bad arguments or when its 160 KB work buffer cannot be allocated. */
+int64_t obx_ternarize_pack_cols_f32(int fmt, const float *w, size_t k, size_t n,
+                                    const float *inv_scales, size_t n_inv_scales, uint8_t *out,
+                                    size_t *first_bad);
+/* Sum of |w| over each column of a [k, n] row-major matrix, in double and in
+ * the order of obx_abs_sum_rows_f32 (bit-identical to it on W^T); out has
+ * `n` entries. */
+void obx_abs_sum_cols_f32(const float *w, size_t k, size_t n, double *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,63 @@
+/* Runs the AVX-512 and AVX-VNNI integer kernels (on emulated intrinsics) and
+ * the AVX2 one against the scalar kernel on random panels, chunk ranges and
+ * row counts, plus full-magnitude cases at K = 65536. Prints the count of
+ * mismatches; exit status 0 when there are none. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "matmul/tmm_internal.h"
+#include "onnxbit/codec.h"
+
+extern const struct tmm_kernels emulated_tmm_kernels_avx512, emulated_tmm_kernels_avxvnni;
+
+int main(void) {
+    const struct tmm_kernels *tables[] = {&emulated_tmm_kernels_avx512,
+                                          &emulated_tmm_kernels_avxvnni, &tmm_kernels_avx2};
+    const char *names[] = {"avx512", "avxvnni", "avx2"};
+    srand(3);
+    int bad = 0, runs = 0;
+    for (int t = 0; t < 200; t++) {
+        int extreme = t < 4; /* every q = -128 or 127, every w = -1 or +1 */
+        size_t k = extreme ? 65536 : 1 + (size_t)(rand() % 3000), n = TMM_NR, rb = (k + 3) / 4;
+        uint8_t *b = malloc(n * rb);
+        for (size_t i = 0; i < n * rb; i++) {
+            uint8_t v = 0;
+            for (int j = 0; j < 4; j++) v |= (uint8_t)((rand() % 3) << (2 * j));
+            b[i] = extreme ? (t % 2 ? 0xAA : 0x00) : v;
+        }
+        float scale = 1.0f;
+        char err[200];
+        obx_tmm_weights *w = obx_tmm_prepack(OBX_FMT_2BIT, b, n * rb, k, n, &scale, 1, 0, err, 200);
+        if (!w) { printf("prepack failed: %s\n", err); return 2; }
+        size_t chunks = w->kblocks * 4, rows = 1 + (size_t)(rand() % 4);
+        int8_t *q[4];
+        for (size_t i = 0; i < rows; i++) {
+            q[i] = aligned_alloc(64, chunks * 32);
+            for (size_t j = 0; j < chunks * 32; j++)
+                q[i][j] = extreme ? (int8_t)(t < 2 ? -128 : 127) : (int8_t)(rand() % 256 - 128);
+        }
+        size_t c0 = extreme ? 0 : (size_t)rand() % chunks;
+        size_t c1 = extreme ? chunks : c0 + (size_t)rand() % (chunks - c0 + 1);
+        const int8_t *qs[4];
+        for (size_t i = 0; i < rows; i++) qs[i] = q[i] + c0 * 32;
+        uint32_t expected[TMM_MR * TMM_NR], got[TMM_MR * TMM_NR];
+        tmm_kernels_scalar.i8(w->packed, w->kblocks, rows, qs, c0, c1, expected);
+        for (int v = 0; v < 3; v++) {
+            memset(got, 0xee, sizeof got);
+            tables[v]->i8(w->packed, w->kblocks, rows, qs, c0, c1, got);
+            if (memcmp(expected, got, rows * TMM_NR * sizeof(uint32_t)) != 0) {
+                if (bad < 5)
+                    printf("%s differs from scalar: k=%zu rows=%zu chunks [%zu, %zu)\n", names[v], k,
+                           rows, c0, c1);
+                bad++;
+            }
+            runs++;
+        }
+        for (size_t i = 0; i < rows; i++) free(q[i]);
+        obx_tmm_free(w);
+        free(b);
+    }
+    printf("%d kernel runs, %d mismatches\n", runs, bad);
+    return bad != 0;
+}

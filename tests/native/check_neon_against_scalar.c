@@ -1,0 +1,81 @@
+/* Runs the NEON path against the scalar one through the public API on random
+ * shapes and group sizes, a NaN row and a full-magnitude K = 65536 case (built
+ * for AArch64 and run under qemu on other hosts). Exit status 0 when they
+ * agree: bit for bit for act_quant = 1, closely for act_quant = 0. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onnxbit/isa.h"
+#include "onnxbit/tmatmul.h"
+
+static void compute(int isa, const obx_tmm_weights *w, const float *a, size_t m, int act, float *y) {
+    char err[256];
+    obx_isa_force(isa);
+    if (obx_tmm_compute(w, a, m, NULL, act, y, NULL, NULL, err, sizeof err) != 0) {
+        printf("compute failed: %s\n", err);
+        exit(2);
+    }
+}
+
+static int agree(float x, float y, int exact) {
+    if (isnan(x) || isnan(y)) return isnan(x) && isnan(y);
+    if (exact) return memcmp(&x, &y, sizeof x) == 0;
+    return fabsf(x - y) <= 1e-4f * (1.0f + fabsf(x));
+}
+
+int main(void) {
+    if (!obx_isa_supported(OBX_ISA_NEON)) {
+        printf("NEON is not supported here\n");
+        return 2;
+    }
+    const size_t group_sizes[] = {0, 7, 32, 33, 128, 100};
+    int bad = 0, cases = 0;
+    srand(7);
+    for (int t = 0; t < 60; t++) {
+        int extreme = t == 0; /* every weight +1, every activation equal */
+        size_t m = extreme ? 3 : 1 + (size_t)(rand() % 9);
+        size_t k = extreme ? 65536 : 1 + (size_t)(rand() % 700);
+        size_t n = extreme ? 9 : 1 + (size_t)(rand() % 21);
+        size_t gs = extreme ? 0 : group_sizes[rand() % 6];
+        size_t rb = (k + 3) / 4, n_scales = gs ? n * ((k + gs - 1) / gs) : n;
+        uint8_t *b = calloc(n * rb, 1);
+        for (size_t r = 0; r < n; r++)
+            for (size_t i = 0; i < k; i++)
+                b[r * rb + i / 4] |= (uint8_t)((extreme ? 2 : rand() % 3) << (2 * (i % 4)));
+        float *scales = malloc(n_scales * sizeof(float));
+        for (size_t i = 0; i < n_scales; i++) scales[i] = 0.1f + (float)(rand() % 100) / 50.0f;
+        char err[256];
+        obx_tmm_weights *w = obx_tmm_prepack(0, b, n * rb, k, n, scales, n_scales, gs, err, sizeof err);
+        if (!w) {
+            printf("prepack failed: %s\n", err);
+            return 2;
+        }
+        float *a = malloc(m * k * sizeof(float));
+        float *expected = malloc(m * n * sizeof(float)), *got = malloc(m * n * sizeof(float));
+        for (size_t i = 0; i < m * k; i++) a[i] = extreme ? 0.5f : (float)(rand() % 2001 - 1000) / 300.0f;
+        if (t == 5) a[3] = NAN;
+        for (int act = 0; act < 2; act++) {
+            compute(OBX_ISA_SCALAR, w, a, m, act, expected);
+            compute(OBX_ISA_NEON, w, a, m, act, got);
+            for (size_t i = 0; i < m * n; i++) {
+                if (!agree(expected[i], got[i], act)) {
+                    if (bad < 10)
+                        printf("case %d act_quant %d (m=%zu k=%zu n=%zu gs=%zu) element %zu: "
+                               "scalar %g, neon %g\n", t, act, m, k, n, gs, i, expected[i], got[i]);
+                    bad++;
+                }
+            }
+            cases++;
+        }
+        obx_tmm_free(w);
+        free(b);
+        free(scales);
+        free(a);
+        free(expected);
+        free(got);
+    }
+    printf("%d cases, %d mismatches\n", cases, bad);
+    return bad != 0;
+}

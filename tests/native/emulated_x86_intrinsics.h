@@ -1,0 +1,75 @@
+/* Test-only stand-ins for the AVX-512 and AVX-VNNI intrinsics the matmul kernels
+ * use, written on plain byte arrays, so tmm_kernel_avx512.c and
+ * tmm_kernel_avxvnni.c can be compiled for and run on an AVX2-only CPU. Each
+ * function follows the instruction's definition (vpdpbusd: four u8 x s8
+ * products added into each int32 lane, wrapping). */
+#ifndef ONNXBIT_TEST_EMULATED_X86_INTRINSICS_H
+#define ONNXBIT_TEST_EMULATED_X86_INTRINSICS_H
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    uint8_t b[64];
+} emu512i;
+
+static inline emu512i emu_set1_epi8(char v) { emu512i r; memset(r.b, (uint8_t)v, 64); return r; }
+static inline emu512i emu_setzero_si512(void) { emu512i r; memset(r.b, 0, 64); return r; }
+static inline emu512i emu_load_si512(const void *p) {
+    if ((uintptr_t)p % 64) abort(); /* the real instruction would fault */
+    emu512i r; memcpy(r.b, p, 64); return r;
+}
+static inline emu512i emu_broadcast_i64x4(__m256i v) {
+    emu512i r; memcpy(r.b, &v, 32); memcpy(r.b + 32, &v, 32); return r;
+}
+static inline emu512i emu_and_si512(emu512i a, emu512i b) {
+    for (int i = 0; i < 64; i++) a.b[i] &= b.b[i];
+    return a;
+}
+static inline emu512i emu_srli_epi16(emu512i a, unsigned n) {
+    uint16_t w[32];
+    memcpy(w, a.b, 64);
+    for (int i = 0; i < 32; i++) w[i] = n > 15 ? 0 : (uint16_t)(w[i] >> n);
+    memcpy(a.b, w, 64);
+    return a;
+}
+static inline emu512i emu_srl_epi16(emu512i a, __m128i count) {
+    return emu_srli_epi16(a, (unsigned)_mm_cvtsi128_si64(count));
+}
+static inline emu512i emu_dpbusd_epi32(emu512i acc, emu512i u, emu512i s) {
+    int32_t d[16];
+    memcpy(d, acc.b, 64);
+    for (int i = 0; i < 16; i++) {
+        uint32_t t = (uint32_t)d[i];
+        for (int j = 0; j < 4; j++) t += (uint32_t)((int32_t)u.b[4 * i + j] * (int8_t)s.b[4 * i + j]);
+        d[i] = (int32_t)t;
+    }
+    memcpy(acc.b, d, 64);
+    return acc;
+}
+static inline __m256i emu_castsi512_si256(emu512i a) { __m256i r; memcpy(&r, a.b, 32); return r; }
+static inline __m256i emu_extracti64x4_epi64(emu512i a, int half) {
+    __m256i r; memcpy(&r, a.b + 32 * (half & 1), 32); return r;
+}
+static inline __m256i emu_dpbusd_avx_epi32(__m256i acc, __m256i u, __m256i s) {
+    emu512i a = emu_setzero_si512(), uu = emu_setzero_si512(), ss = emu_setzero_si512();
+    memcpy(a.b, &acc, 32);
+    memcpy(uu.b, &u, 32);
+    memcpy(ss.b, &s, 32);
+    return emu_castsi512_si256(emu_dpbusd_epi32(a, uu, ss));
+}
+
+#define __m512i emu512i
+#define _mm512_set1_epi8 emu_set1_epi8
+#define _mm512_setzero_si512 emu_setzero_si512
+#define _mm512_load_si512 emu_load_si512
+#define _mm512_broadcast_i64x4 emu_broadcast_i64x4
+#define _mm512_and_si512 emu_and_si512
+#define _mm512_srli_epi16 emu_srli_epi16
+#define _mm512_srl_epi16 emu_srl_epi16
+#define _mm512_dpbusd_epi32 emu_dpbusd_epi32
+#define _mm512_castsi512_si256 emu_castsi512_si256
+#define _mm512_extracti64x4_epi64 emu_extracti64x4_epi64
+#define _mm256_dpbusd_avx_epi32 emu_dpbusd_avx_epi32
+#endif
