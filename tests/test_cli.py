@@ -19,7 +19,7 @@ def write_mlp(tmp_path, rng):
 def test_quantize_writes_model_report_and_summary(tmp_path, rng):
     src = write_mlp(tmp_path, rng)
     out, report = tmp_path / "mlp.obx.onnx", tmp_path / "report.json"
-    result = CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "--report", str(report)])
+    result = CliRunner().invoke(main, ["quantize", str(src), str(out), "--report", str(report)])
     assert result.exit_code == 0, result.output
     assert "1 layer(s) converted, 1 skipped" in result.output
     assert f"wrote {out}" in result.output
@@ -34,7 +34,7 @@ def test_quantize_with_config_file_and_target(tmp_path, rng):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"default": {"precision": "int4", "granularity": "group", "group_size": 16}}))
     out = tmp_path / "out.onnx"
-    result = CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "--config", str(cfg),
+    result = CliRunner().invoke(main, ["quantize", str(src), str(out), "--config", str(cfg),
                                        "--target", "ort", "-q"])
     assert result.exit_code == 0, result.output
     assert sorted(n.op_type for n in onnx.load(out).graph.node) == ["MatMulNBits", "MatMulNBits", "Relu"]
@@ -44,7 +44,7 @@ def test_quantize_errors_are_reported_without_traceback(tmp_path, rng):
     src = write_mlp(tmp_path, rng)
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps({"default": {"precision": "int5"}}))
-    result = CliRunner().invoke(main, ["quantize", str(src), "-o", str(tmp_path / "o.onnx"), "--config", str(cfg)])
+    result = CliRunner().invoke(main, ["quantize", str(src), str(tmp_path / "o.onnx"), "--config", str(cfg)])
     assert result.exit_code == 1
     assert "unknown precision 'int5'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.onnx").exists()
@@ -53,7 +53,7 @@ def test_quantize_errors_are_reported_without_traceback(tmp_path, rng):
 def test_inspect_lists_layers_and_library_needs(tmp_path, rng):
     src = write_mlp(tmp_path, rng)
     out = tmp_path / "out.onnx"
-    assert CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "-q"]).exit_code == 0
+    assert CliRunner().invoke(main, ["quantize", str(src), str(out), "-q"]).exit_code == 0
     result = CliRunner().invoke(main, ["inspect", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -69,7 +69,7 @@ def test_inspect_lists_layers_and_library_needs(tmp_path, rng):
 def test_inspect_reports_dequantize_linear_layers(tmp_path, rng):
     src = write_mlp(tmp_path, rng)
     out = tmp_path / "out.onnx"
-    args = ["quantize", str(src), "-o", str(out), "--preset", "int4", "--target", "onnx", "-q"]
+    args = ["quantize", str(src), str(out), "--preset", "int4", "--target", "onnx", "-q"]
     assert CliRunner().invoke(main, args).exit_code == 0
     data = json.loads(CliRunner().invoke(main, ["inspect", str(out), "--json"]).output)
     assert {layer["storage"] for layer in data["layers"]} == {"DequantizeLinear/UINT4"}
@@ -85,7 +85,7 @@ def test_external_data_models_convert_and_inspect(tmp_path, rng):
     src = tmp_path / "ext.onnx"
     save_model_atomic(model, src, external_data=True)
     out = tmp_path / "ext.obx.onnx"
-    result = CliRunner().invoke(main, ["quantize", str(src), "-o", str(out), "--preset", "int8", "--target", "ort", "-q"])
+    result = CliRunner().invoke(main, ["quantize", str(src), str(out), "--preset", "int8", "--target", "ort", "-q"])
     assert result.exit_code == 0, result.output
     data = json.loads(CliRunner().invoke(main, ["inspect", str(src), "--json"]).output)
     sizes = {layer["node"]: layer["bytes"] for layer in data["layers"]}

@@ -410,6 +410,21 @@ def test_quantize_pack_absmean_equals_quantize_then_pack(rng, fmt, granularity):
     assert np.all(scales == np.float32(0.3))
 
 
+@pytest.mark.parametrize("fmt", ["2bit", "base3"])
+@pytest.mark.parametrize("granularity", ["tensor", "channel"])
+def test_quantize_pack_absmean_reads_transposed_views_without_copying(rng, fmt, granularity):
+    # A Gemm(transB=1) weight is W^T of a contiguous [N, K] array; the row path
+    # must give the bytes and scales of the column path.
+    for n, k in [(250, 300), (7, 33), (1, 5)]:
+        w_nk = rng.standard_normal((n, k)).astype(np.float32)
+        expected = quantize_pack_absmean(np.ascontiguousarray(w_nk.T), fmt=fmt, granularity=granularity)
+        got = quantize_pack_absmean(w_nk.T, fmt=fmt, granularity=granularity)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+    ternary_nk = rng.integers(-1, 2, size=(6, 33)).astype(np.float32) * np.float32(0.3)
+    assert np.all(quantize_pack_absmean(ternary_nk.T, fmt=fmt, granularity=granularity)[1] == np.float32(0.3))
+
+
 def test_quantize_pack_absmean_rejects_bad_input():
     w = np.ones((4, 4), np.float32)
     w[1, 2] = np.nan

@@ -191,10 +191,38 @@ static ALWAYS_INLINE void groups_row(const uint8_t *panel, const int8_t *q,
     _mm256_storeu_ps(acc_out, acc);
 }
 
+/* Groups of one chunk (group size 32, or 16 and smaller): straight from the
+ * products to int32, no int16 stage to carry between chunks. */
+static void groups_row_single_chunk(const uint8_t *panel, const int8_t *q,
+                                    const struct tmm_group *groups, size_t n_groups,
+                                    const int32_t *qsum, const float *scales_pg, float *acc_out) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t g = 0; g < n_groups; g++) {
+        const size_t c = groups[g].chunk_begin;
+        const uint8_t *block = panel + (c / 4) * TMM_NR * 32;
+        const __m256i qv = _mm256_load_si256((const __m256i *)(q + groups[g].seg_offset * TMM_CHUNK));
+        const __m128i shift = _mm_cvtsi32_si128(2 * (int)(c % 4));
+        __m256i sums[TMM_NR];
+        for (int r = 0; r < TMM_NR; r++) {
+            __m256i bits = _mm256_load_si256((const __m256i *)(block + r * 32));
+            __m256i u = _mm256_and_si256(_mm256_srl_epi16(bits, shift), mask);
+            sums[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(u, qv), ones);
+        }
+        __m256i isum = _mm256_sub_epi32(reduce8_epi32(sums), _mm256_set1_epi32(qsum[g]));
+        __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_load_ps(scales_pg + g * TMM_NR));
+        acc = _mm256_add_ps(acc, scaled);
+    }
+    _mm256_storeu_ps(acc_out, acc);
+}
+
 void tmm_i8_groups_avx2(const uint8_t *panel, const int8_t *q, const struct tmm_group *groups,
                         size_t n_groups, size_t max_group_chunks, const int32_t *qsum,
                         const float *scales_pg, float *acc_out) {
-    if (max_group_chunks <= I16_CHUNK_LIMIT)
+    if (max_group_chunks == 1)
+        groups_row_single_chunk(panel, q, groups, n_groups, qsum, scales_pg, acc_out);
+    else if (max_group_chunks <= I16_CHUNK_LIMIT)
         groups_row(panel, q, groups, n_groups, qsum, scales_pg, acc_out, 0);
     else
         groups_row(panel, q, groups, n_groups, qsum, scales_pg, acc_out, 1);

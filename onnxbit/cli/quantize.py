@@ -13,8 +13,7 @@ from onnxbit.config import PRESETS, TARGETS, ConfigError
 
 @main.command("quantize")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the converted model (written atomically).")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="bitnet", show_default=True,
               help="Precision recipe used when no --config is given.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -29,7 +28,10 @@ from onnxbit.config import PRESETS, TARGETS, ConfigError
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the summary table.")
 def quantize_command(model: Path, output: Path, preset: str, config_path: Path | None, target: str,
                      report_path: Path | None, no_progress: bool, no_error_stats: bool, quiet: bool) -> None:
-    """Convert MODEL's MatMul/Gemm weights to ternary / low-bit storage."""
+    """Convert MODEL's MatMul/Gemm weights to ternary / low-bit storage, written to OUTPUT.
+
+    OUTPUT is written atomically (a temporary file renamed into place); MODEL is
+    never modified."""
     from onnxbit.convert import convert
     from onnxbit.passes.manager import ModelError
 

@@ -303,9 +303,13 @@ def quantize_pack_absmean(
         arr = validate_weight(arr)  # raises with the precise message
     if fmt not in codecs.FORMATS:
         raise ValueError(f"unknown packing format {fmt!r}; choose one of {codecs.FORMATS}")
-    w32 = np.ascontiguousarray(arr, dtype=np.float32)
+    # A Gemm(transB=1) weight arrives as the transposed view of a contiguous
+    # [N, K] array: pack its rows directly instead of copying W into [K, N].
+    rows_layout = arr.dtype == np.float32 and arr.T.flags.c_contiguous and not arr.flags.c_contiguous
+    w32 = arr if rows_layout else np.ascontiguousarray(arr, dtype=np.float32)
     k, n = w32.shape
-    sums = codecs.abs_sum_columns(w32)  # float64 [N], the order of abs_sum_rows(W^T)
+    # float64 [N]; the two C paths sum in the same order, so the scales agree bit for bit.
+    sums = codecs.abs_sum_rows(w32.T) if rows_layout else codecs.abs_sum_columns(w32)
     if not np.isfinite(sums).all():
         # float64 sums of float32 magnitudes cannot overflow: a non-finite sum
         # means a NaN or Inf in the input.
@@ -315,9 +319,10 @@ def quantize_pack_absmean(
     scales = gamma
     if preserve_ternary:
         # one block per tensor or per column; the check does not depend on element order
-        view = w32.reshape(1, k * n, 1) if granularity == "tensor" else w32.reshape(1, k, n)
+        flat = (w32.T if rows_layout else w32).reshape(1, k * n, 1)  # a view either way
+        view = flat if granularity == "tensor" else w32.reshape(1, k, n)
         ok, top = _ternary_blocks_checked(view)
         scales = np.where(ok & (top > 0), top, gamma).reshape(gamma.shape).astype(np.float32)
     inv = np.float32(1.0) / gamma
-    packed = codecs.ternarize_pack_columns(w32, inv, fmt)
+    packed = codecs.ternarize_pack(w32.T, inv, fmt) if rows_layout else codecs.ternarize_pack_columns(w32, inv, fmt)
     return packed, scales

@@ -34,6 +34,7 @@ def split_exact_ternary(weight: np.ndarray) -> ExactTernary:
         raise NotTernaryError(f"weight has rank {weight.ndim}, expected a 2-D [K, N] matrix")
     if weight.dtype != np.float32:
         raise NotTernaryError(f"weight is {weight.dtype}, expected float32")
+    _reject_from_first_rows(weight)
     if not np.isfinite(weight).all():
         raise NotTernaryError("weight holds NaN or Inf")
     magnitude = np.abs(weight)
@@ -58,6 +59,22 @@ def split_exact_ternary(weight: np.ndarray) -> ExactTernary:
         f"weight is not exactly ternary: {distinct.size} distinct nonzero magnitudes ({shown}); "
         f"column {bad_column} alone has {np.unique(magnitude[:, bad_column][nonzero[:, bad_column]]).size}"
     )
+
+
+def _reject_from_first_rows(weight: np.ndarray, rows: int = 16) -> None:
+    """Every float weight goes through this check and almost none are ternary:
+    a column whose first rows already hold two nonzero magnitudes settles it
+    without a pass over the whole tensor."""
+    head = np.abs(weight[:rows])
+    if not np.isfinite(head).all():
+        raise NotTernaryError("weight holds NaN or Inf")
+    top = head.max(axis=0)
+    mismatch = (head != 0) & (head != top)
+    if mismatch.any():
+        row, column = (int(i[0]) for i in np.nonzero(mismatch))
+        raise NotTernaryError(
+            f"weight is not exactly ternary: column {column} holds magnitudes "
+            f"{head[row, column]:.6g} and {top[column]:.6g}")
 
 
 def ternary_values(ternary: ExactTernary) -> np.ndarray:
