@@ -55,8 +55,8 @@ def test_shared_chain_folds_into_every_ternary_consumer(style, rng):
         np.testing.assert_array_equal(ctx.ternary_weights[name].codes, codes[name].T)
     # The Neg still reads the quantized activation, so one chain remains.
     assert ops_in(ctx).count("Round") == 1
-    spelled_with_reciprocal = "127 * (1/max|x|)" in reasons(ctx, "folded")["q_proj"]
-    assert spelled_with_reciprocal == bool(chain_options.get("reciprocal_scale"))
+    flagged_one_rounding = "127 / max|x| in one rounding" in reasons(ctx, "folded")["q_proj"]
+    assert flagged_one_rounding == (not chain_options.get("reciprocal_scale"))
 
     actual, side = run_converted(ctx, {"x": x})
     assert relative_error(actual, expected) < 1e-4

@@ -124,7 +124,7 @@ def test_no_overflow_at_full_int8_magnitude(isa, sign, group_size):
     scales = np.full(n * groups, 0.25, dtype=np.float32)
     weights = build(w_kn, scales, group_size)
     y = weights.matmul(a, ACT_INT8_TOKEN)
-    s = np.float32(127) / np.float32(0.5)
+    s = np.float32(127) * (np.float32(1) / np.float32(0.5))
     acc = np.float32(0)
     for _ in range(groups):
         acc = np.float32(acc + np.float32(sign * 127 * (k // groups)) * np.float32(0.25))
@@ -147,7 +147,7 @@ def test_no_int16_overflow_in_unaligned_groups(isa, group_size):
     weights = build(w_kn, scales, group_size)
     expected = ternary_matmul_reference(a, w_kn, scales, group_size, 1)
     assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN), expected)
-    assert expected[0, 0] == np.float32(127 * k * 0.5) / (np.float32(127) / np.float32(3.0))
+    assert expected[0, 0] == np.float32(127 * k * 0.5) / (np.float32(127) * (np.float32(1) / np.float32(3.0)))
 
 
 def test_non_finite_rows(isa, rng):
@@ -356,3 +356,16 @@ def test_neon_path_under_qemu(tmp_path):
                    [NATIVE_TESTS / "check_neon_against_scalar.c", *sources,
                     REPO / "csrc" / "isa" / "isa.c"], tmp_path / "check_neon",
                    runner=("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
+
+
+def test_activation_scale_is_rounded_as_pytorch_rounds_it(isa):
+    """BitNet writes s = 127 / max|x|; PyTorch evaluates that as reciprocal(max) * 127
+    (two roundings). For max = 0.9093602 the two spellings differ by one ulp, enough
+    to move x = 0.010740474 from q = 1 to q = 2: the op must give torch's q = 2."""
+    amax, x = np.float32(0.9093602), np.float32(0.010740474)
+    s_torch = np.float32(127) * (np.float32(1) / amax)
+    assert s_torch != np.float32(127) / amax and np.rint(x * s_torch) == 2
+    a = np.array([[amax, x]], dtype=np.float32)
+    w_kn = np.array([[0], [1]], dtype=np.int8)  # only x contributes
+    y = build(w_kn, np.ones(1, np.float32), 0).matmul(a, ACT_INT8_TOKEN)
+    assert y[0, 0] == np.float32(2) / s_torch

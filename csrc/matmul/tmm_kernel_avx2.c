@@ -523,7 +523,7 @@ int tmm_quantize_row_avx2(const float *a, size_t k, int8_t *q, float *s) {
         if (!(v <= FLT_MAX)) return 0;
         if (v > amax) amax = v;
     }
-    float scale = 127.0f / fmaxf(amax, 1e-5f);
+    float scale = 127.0f * (1.0f / fmaxf(amax, 1e-5f)); /* tmatmul.h: as PyTorch rounds it */
     const __m256 vs = _mm256_set1_ps(scale);
     const __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);

@@ -16,7 +16,7 @@ int tmm_quantize_row_scalar(const float *a, size_t k, int8_t *q, float *s) {
         else if (v > amax) amax = v;
     }
     if (!finite) return 0;
-    float scale = 127.0f / fmaxf(amax, 1e-5f);
+    float scale = 127.0f * (1.0f / fmaxf(amax, 1e-5f)); /* tmatmul.h: as PyTorch rounds it */
     for (size_t i = 0; i < k; i++) {
         float r = rintf(a[i] * scale);
         if (r > 127.0f) r = 127.0f;

@@ -33,7 +33,8 @@ def _intermediate(ctx: PassContext, site: WeightSite, suffix: str) -> gs.Variabl
 
 def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
     """BitNet's per-token activation quantization in standard ops:
-    s = 127 / max(max|x| over the last axis, 1e-5); q = clip(round(x * s), -128, 127).
+    s = 127 * (1 / max(max|x| over the last axis, 1e-5)); q = clip(round(x * s), -128, 127),
+    rounded step by step as PyTorch and the TernaryMatMul op do.
     Returns (q as float32, s); the matmul result divided by s is the op's output."""
     layer = site.node.name
 
@@ -50,8 +51,8 @@ def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor) -> tuple[gs
         amax = step("ReduceMax", [magnitude, const("axes", np.array([-1], np.int64))], "absmax", keepdims=1)
     else:
         amax = step("ReduceMax", [magnitude], "absmax", axes=[-1], keepdims=1)
-    scale = step("Div", [const("numerator", np.float32(127.0)),
-                         step("Max", [amax, const("eps", np.float32(1e-5))], "clamped")], "scale")
+    reciprocal = step("Reciprocal", [step("Max", [amax, const("eps", np.float32(1e-5))], "clamped")], "reciprocal")
+    scale = step("Mul", [reciprocal, const("numerator", np.float32(127.0))], "scale")
     rounded = step("Round", [step("Mul", [x, scale], "scaled")], "round")
     q = step("Clip", [rounded, const("low", np.float32(-128.0)), const("high", np.float32(127.0))], "int8")
     return q, scale

@@ -34,7 +34,7 @@ def quantize_activations(a2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     finite = np.all(np.isfinite(a2), axis=1)
     safe = np.where(finite[:, None], a2, np.float32(0))
     amax = np.max(np.abs(safe), axis=1, initial=np.float32(0)).astype(np.float32)
-    s = (np.float32(127.0) / np.maximum(amax, np.float32(1e-5))).astype(np.float32)
+    s = (np.float32(127.0) * (np.float32(1.0) / np.maximum(amax, np.float32(1e-5)))).astype(np.float32)
     scaled = (safe * s[:, None]).astype(np.float32)
     q = np.clip(np.rint(scaled), np.float32(-128), np.float32(127)).astype(np.int8)
     return q, s, finite

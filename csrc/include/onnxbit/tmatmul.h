@@ -13,7 +13,9 @@
  *   y[m,n] = sum_g scale[n,g] * (sum_{k in g} a[m,k] * w[k,n]) + bias[n]
  *   (summation order unspecified).
  * act_quant = OBX_ACT_INT8_TOKEN (BitNet W1.58A8), exact integer core:
- *   amax = max_k |a[m,k]|;  s = 127.0f / fmaxf(amax, 1e-5f)
+ *   amax = max_k |a[m,k]|;  s = 127.0f * (1.0f / fmaxf(amax, 1e-5f))
+ *   (PyTorch evaluates BitNet's 127 / t as reciprocal(t) * 127, and both
+ *   torch.onnx exporters emit it so: two roundings, kept for bit-exactness)
  *   q[k] = (int8) clamp(rint(a[m,k] * s), -128, 127)       (float32, half to even)
  *   isum_g = sum_{k in g} q[k] * w[k,n]                      (exact, int32)
  *   acc = 0.0f; for g in 0..G-1: acc = acc + (float) isum_g * scale[n,g]

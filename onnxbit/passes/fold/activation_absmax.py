@@ -2,7 +2,7 @@
 
 The chain (transformers' ActQuant / BitLinear.activation_quant) is
 
-    s = 127 / clamp(max(|x|, axis=-1, keepdims), min=1e-5)
+    s = 127 / clamp(max(|x|, axis=-1, keepdims), min=1e-5)   (torch: reciprocal, then * 127)
     q = clip(round(x * s), -128, 127)
     dequantized form:  MatMul(q / s, W)
     integer form:      MatMul(q, W) / (s * weight_scale)      (offline BitLinear)
@@ -323,10 +323,10 @@ class ActivationAbsmaxFold(Pass):
             ctx.ternary_weights[node.name].act_quant = 1
             form = "integer q with post-division" if chain.integer else "q/s"
             reason = f"per-token absmax int8 activation chain ({form}) -> act_quant=1"
-            if _produced_by(chain.scale, "Mul") is not None:
-                # torch spells 127 / m as reciprocal(m) * 127: two roundings,
-                # so s can be 1 ulp from the op's 127 / m.
-                reason += "; the graph computes s as 127 * (1/max|x|)"
+            if _produced_by(chain.scale, "Mul") is None:
+                # The op rounds s as torch does, 127 * (1/m); a graph dividing
+                # 127 / m directly can differ by 1 ulp in s.
+                reason += "; the graph computes s as 127 / max|x| in one rounding, the op as 127 * (1/max|x|)"
             ctx.record(node=node.name, op_type=node.op, action="folded", pass_name=self.name,
                        precision="ternary", reason=reason)
             folded += 1
