@@ -8,6 +8,7 @@ public C headers themselves, so the two can never drift apart.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import re
 from functools import lru_cache
@@ -45,11 +46,29 @@ def library_path() -> str:
         path = _PACKAGE_DIR / "_lib" / name
         if path.is_file():
             return str(path)
+    installed = _installed_library()
+    if installed is not None:
+        return installed
     raise NativeLibraryError(
         f"the onnxbit native library was not found in {_PACKAGE_DIR / '_lib'}; "
         "install the package with `pip install .` (which compiles csrc/ and ops/), "
         "or point ONNXBIT_LIBRARY at a built libonnxbit.so"
     )
+
+
+def _installed_library() -> str | None:
+    """The library of the installed distribution, for when this module was
+    imported from a source checkout (e.g. `python -c` run in the repository,
+    which puts the checkout's onnxbit/ first on sys.path)."""
+    try:
+        dist = importlib.metadata.distribution("onnxbit")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for name in _LIB_NAMES:
+        path = Path(str(dist.locate_file(f"onnxbit/_lib/{name}")))
+        if path.is_file():
+            return str(path)
+    return None
 
 
 def _header_dir() -> Path:
