@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from onnxbit import __version__
@@ -11,6 +14,10 @@ from onnxbit import __version__
 @click.version_option(__version__, prog_name="onnxbit")
 def main() -> None:
     """Convert exported ONNX models to packed ternary / low-bit weights for onnxruntime."""
+    if not sys.stdout.isatty():
+        # Per-layer tables folded into 80 columns are unreadable in CI logs and
+        # files; with no terminal to fit, give rich room (COLUMNS still wins).
+        os.environ.setdefault("COLUMNS", "150")
 
 
 @main.group()
