@@ -14,8 +14,14 @@ from onnxbit.samples import SAMPLE_INPUTS, SAMPLE_MODEL, sample_path
 from onnxbit.verify import Comparison, compare, load_feeds, render
 
 
+# A decoding step of BitNet b1.58 2B's feed-forward up projection (hidden 2560,
+# intermediate 6912): where the sample model is too small to show kernel speed.
+LAYER_SHAPE = (1, 2560, 6912)
+LAYER_VARIANTS = ["fp32", "int8", "nbits2", "tmm_2bit_a8"]
+
+
 def run_demo(model_path: Path | None = None, inputs_path: Path | None = None, target: str = "onnxbit",
-             threads: int = 1, rounds: int = 30, console=None) -> Comparison:
+             threads: int = 1, rounds: int = 30, layer: bool = True, console=None) -> Comparison:
     from rich.console import Console
 
     import onnx
@@ -38,4 +44,18 @@ def run_demo(model_path: Path | None = None, inputs_path: Path | None = None, ta
         feeds = load_feeds(inputs_path, input_names) if inputs_path else None
         comparison = compare(model_path, output, feeds, threads=threads, rounds=rounds)
     render(comparison, console)
+    if layer:
+        _layer_speed(threads, console)
     return comparison
+
+
+def _layer_speed(threads: int, console) -> None:
+    from onnxbit.bench.matmul import BenchOptions, MatMulShape, run_benchmark
+    from onnxbit.cli.bench_matmul import render as render_bench
+
+    m, k, n = LAYER_SHAPE
+    console.print(f"\n[bold]3. one deployment-sized layer[/bold] ({m}x{k}x{n}, weights streamed from memory; "
+                  "`onnxbit bench matmul` for the full comparison)")
+    options = BenchOptions(shapes=[MatMulShape(m, k, n)], threads=[threads], variants=list(LAYER_VARIANTS),
+                           budget_seconds=4.0, bandwidth_bytes=64 << 20)
+    render_bench(run_benchmark(options, progress=lambda message: None), console)

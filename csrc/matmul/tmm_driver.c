@@ -27,6 +27,13 @@
 #define TMM_DOT_ROWS 3
 /* Rows per activation-preparation task. */
 #define TMM_PREP_ROWS 8
+/* Fewest rows for the table-lookup integer kernel: below it, padding a row
+ * group to TMM_LUT_ROWS wastes more than the tables save. */
+#define TMM_LUT_MIN_ROWS 16
+/* Panels per table-lookup task: each K-block's tables are built once per task,
+ * so a task needs many columns to amortize them; 32 panels keep the task's
+ * int32 sums (32 * 8 * 16 * 4 bytes = 16 KiB) on the stack. */
+#define TMM_LUT_PANELS 32
 
 __attribute__((format(printf, 3, 4)))
 static void set_error(char *err, size_t err_len, const char *fmt_text, ...) {
@@ -70,6 +77,8 @@ struct compute_job {
     const float *bias;
     float *y;
     size_t rows_per_task, panels_per_task, row_blocks;
+    int16_t *qt;          /* table-lookup path: row groups' int8 values as int16, k-major */
+    size_t lut_groups;    /* row groups of TMM_LUT_ROWS */
 };
 
 /* ---- activation preparation ------------------------------------------- */
@@ -351,6 +360,62 @@ static void matmul_task(void *arg, size_t index) {
     }
 }
 
+/* ---- table-lookup integer path (many rows, one scale group) ----------- */
+
+static size_t lut_k_padded(const obx_tmm_weights *w) { return w->kblocks * TMM_KBLOCK; }
+
+/* Row group index of TMM_LUT_ROWS rows -> qt[k][i], zero for rows past m. */
+static void lut_transpose_task(void *arg, size_t index) {
+    const struct compute_job *job = arg;
+    const size_t kp = lut_k_padded(job->w);
+    int16_t *qt = job->qt + index * kp * TMM_LUT_ROWS;
+    for (size_t i = 0; i < TMM_LUT_ROWS; i++) {
+        size_t row = index * TMM_LUT_ROWS + i;
+        if (row >= job->m) {
+            for (size_t k = 0; k < kp; k++) qt[k * TMM_LUT_ROWS + i] = 0;
+            continue;
+        }
+        /* The segment buffer is the zero-padded row (segments_are_row), kp long at least. */
+        const int8_t *q = job->q_seg + row * job->seg_elems;
+        for (size_t k = 0; k < kp; k++) qt[k * TMM_LUT_ROWS + i] = q[k];
+    }
+}
+
+static void lut_task(void *arg, size_t index) {
+    const struct compute_job *job = arg;
+    const obx_tmm_weights *w = job->w;
+    size_t group = index % job->lut_groups, panel_block = index / job->lut_groups;
+    size_t p_begin = panel_block * TMM_LUT_PANELS;
+    size_t p_end = OBX_MIN(w->n_panels, p_begin + TMM_LUT_PANELS);
+    uint32_t usum[TMM_LUT_PANELS * TMM_NR * TMM_LUT_ROWS] __attribute__((aligned(TMM_ALIGN)));
+    job->kern->i8_lut(w->packed, w->kblocks, p_begin, p_end,
+                      job->qt + group * lut_k_padded(w) * TMM_LUT_ROWS, usum);
+    size_t row_end = OBX_MIN(job->m, (group + 1) * TMM_LUT_ROWS);
+    for (size_t row = group * TMM_LUT_ROWS; row < row_end; row++) {
+        size_t i = row - group * TMM_LUT_ROWS;
+        uint32_t correction = (uint32_t)job->qsum[row]; /* n_groups == 1 */
+        float s = job->row_scale[row];
+        for (size_t p = p_begin; p < p_end; p++) {
+            size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
+            float *y = job->y + row * w->n + p * TMM_NR;
+            for (size_t r = 0; r < cols; r++) {
+                if (!job->row_ok[row]) {
+                    y[r] = NAN;
+                    continue;
+                }
+                /* The tmatmul.h epilogue with one group, as panel_rows_i8 computes it. */
+                int32_t isum =
+                    (int32_t)(usum[((p - p_begin) * TMM_NR + r) * TMM_LUT_ROWS + i] - correction);
+                float acc = 0.0f;
+                acc = acc + (float)isum * w->scales[p * TMM_NR + r];
+                float v = acc / s;
+                if (job->bias) v = v + job->bias[p * TMM_NR + r];
+                y[r] = v;
+            }
+        }
+    }
+}
+
 static void run_tasks(obx_parallel_for_fn par, void *runner, obx_task_fn fn, void *arg,
                       size_t count) {
     if (count == 0) return;
@@ -426,6 +491,22 @@ OBX_API int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, 
     job.seg_elems = row_bytes / elem;
 
     run_tasks(par, runner, prepare_task, &job, prep_tasks);
+
+    if (act_quant == OBX_ACT_INT8_TOKEN && job.kern->i8_lut && w->n_groups == 1 &&
+        w->segments_are_row && m >= TMM_LUT_MIN_ROWS) {
+        job.lut_groups = OBX_DIV_UP(m, TMM_LUT_ROWS);
+        size_t qt_bytes = job.lut_groups * lut_k_padded(w) * TMM_LUT_ROWS * sizeof(int16_t);
+        job.qt = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(qt_bytes, TMM_ALIGN) * TMM_ALIGN);
+        if (job.qt) {
+            run_tasks(par, runner, lut_transpose_task, &job, job.lut_groups);
+            run_tasks(par, runner, lut_task, &job,
+                      job.lut_groups * OBX_DIV_UP(w->n_panels, TMM_LUT_PANELS));
+            free(job.qt);
+            free(scratch);
+            return 0;
+        }
+        /* Out of memory for the transposed rows: the multiply kernels need none. */
+    }
 
     size_t rows_per_task = OBX_MIN(m, TMM_TASK_ROWS);
     size_t row_work = rows_per_task * OBX_MAX(w->k, 1) * TMM_NR;

@@ -561,4 +561,5 @@ const struct tmm_kernels tmm_kernels_avx2 = {
     .f32_dot = tmm_f32_dot_avx2,
     .f32_scaled = tmm_f32_scaled_avx2,
     .f32_decode_scaled = tmm_f32_decode_scaled_avx2,
+    .i8_lut = tmm_i8_lut_avx2,
 };

@@ -17,8 +17,9 @@ from onnxbit.config import TARGETS
               help=".npz of inputs (NAME or NAME_0, NAME_1, ...); default: the sample's, or synthesized.")
 @click.option("--target", type=click.Choice(TARGETS), default="onnxbit", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
-def demo_command(model: Path | None, inputs: Path | None, target: str, threads: int) -> None:
+@click.option("--no-layer", is_flag=True, help="Skip the timing of one deployment-sized layer.")
+def demo_command(model: Path | None, inputs: Path | None, target: str, threads: int, no_layer: bool) -> None:
     """Convert a sample BitNet model and print size, agreement and speed side by side."""
     from onnxbit.demo import run_demo
 
-    run_demo(model, inputs, target=target, threads=threads)
+    run_demo(model, inputs, target=target, threads=threads, layer=not no_layer)
