@@ -110,6 +110,43 @@ def test_simd_equals_scalar(rng):
             np.testing.assert_allclose(weights.matmul(a, 0), floats, rtol=1e-5, atol=1e-4)
 
 
+# The table-lookup integer kernel (AVX2) serves M >= 6 with one scale group: rows in
+# groups of 16, then for the rows left a zero-padded group of 16 (12..15), a group of
+# 8 plus the multiply kernel (8..11), a zero-padded group of 8 (6..7) or the multiply
+# kernel alone (1..5). The M values hit each of these ends; K and N hit partial blocks
+# and panels, N > 256 spans several 32-panel tasks.
+@pytest.mark.parametrize("m,k,n,scale_mode", [
+    (6, 128, 8, "tensor"), (7, 129, 33, "channel"), (8, 128, 8, "tensor"),
+    (11, 300, 40, "channel"), (13, 200, 17, "tensor"), (16, 128, 8, "tensor"),
+    (17, 4096, 300, "channel"), (23, 500, 24, "tensor"), (26, 1000, 61, "channel"),
+    (47, 33, 513, "tensor"), (130, 4096, 9, "channel")])
+def test_many_rows_one_scale_group(isa, rng, m, k, n, scale_mode):
+    w_kn, scales, gs = make_case(rng, k, n, scale_mode)
+    weights = build(w_kn, scales, gs)
+    a = rng.standard_normal((m, k)).astype(np.float32) * 2
+    a[m // 2, k // 3] = np.nan  # a NaN row inside a group: only it turns to NaN
+    bias = rng.standard_normal(n).astype(np.float32)
+    y = weights.matmul(a, ACT_INT8_TOKEN, bias)
+    assert np.array_equal(y, ternary_matmul_reference(a, w_kn, scales, gs, 1, bias), equal_nan=True)
+    assert np.isnan(y[m // 2]).all() and not np.isnan(np.delete(y, m // 2, axis=0)).any()
+
+
+@given(m=st.integers(5, 40), k=st.integers(1, 300), n=st.integers(1, 20),
+       w_bias=st.sampled_from([-1, 0, 1]))
+@settings(max_examples=25, deadline=None)
+def test_many_rows_lookup_matches_reference_hypothesis(m, k, n, w_bias):
+    """Random shapes on the active ISA, with weights skewed to one value (all-zero
+    and all-sign nibbles hit the table's corner entries)."""
+    rng = np.random.default_rng(m * 1000003 + k * 101 + n)
+    w_kn = rng.integers(-1, 2, size=(k, n)).astype(np.int8)
+    w_kn[rng.random((k, n)) < 0.5] = w_bias
+    scales = rng.uniform(0.01, 2.0, n).astype(np.float32)
+    weights = build(w_kn, scales, 0)
+    a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10)).astype(np.float32)
+    assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN),
+                          ternary_matmul_reference(a, w_kn, scales, 0, 1))
+
+
 @pytest.mark.parametrize("sign", [1, -1])
 @pytest.mark.parametrize("group_size", [0, 16384])
 def test_no_overflow_at_full_int8_magnitude(isa, sign, group_size):

@@ -27,13 +27,18 @@
 #define TMM_DOT_ROWS 3
 /* Rows per activation-preparation task. */
 #define TMM_PREP_ROWS 8
-/* Fewest rows for the table-lookup integer kernel: below it, padding a row
- * group to TMM_LUT_ROWS wastes more than the tables save. */
-#define TMM_LUT_MIN_ROWS 16
+/* The table-lookup integer kernel takes rows in groups of TMM_LUT_ROWS = 16,
+ * then, for the 1..15 rows left: 12..15 as one zero-padded group of 16; 8..11
+ * as a group of 8 (128-bit tables) and the rest through the multiply kernel;
+ * 6..7 as one zero-padded group of 8; 1..5 through the multiply kernel, which
+ * is faster for so few rows (thresholds measured on Zen1 at K = N = 4096). */
+#define TMM_LUT_SMALL_ROWS 8
+#define TMM_LUT_PAD_FROM 12
+#define TMM_LUT_SMALL_PAD_FROM 6
 /* Panels per table-lookup task: each K-block's tables are built once per task,
- * so a task needs many columns to amortize them; 32 panels keep the task's
- * int32 sums (32 * 8 * 16 * 4 bytes = 16 KiB) on the stack. */
-#define TMM_LUT_PANELS 32
+ * so a task needs many columns to amortize them; 64 panels keep the task's
+ * int32 sums (64 * 8 * 16 * 4 bytes = 32 KiB) on the stack. */
+#define TMM_LUT_PANELS 64
 
 __attribute__((format(printf, 3, 4)))
 static void set_error(char *err, size_t err_len, const char *fmt_text, ...) {
@@ -78,7 +83,9 @@ struct compute_job {
     float *y;
     size_t rows_per_task, panels_per_task, row_blocks;
     int16_t *qt;          /* table-lookup path: row groups' int8 values as int16, k-major */
-    size_t lut_groups;    /* row groups of TMM_LUT_ROWS */
+    size_t lut_groups;    /* table-lookup row groups; group g starts at row 16 g */
+    size_t lut_last_rows; /* rows of the last group: 8 or TMM_LUT_ROWS */
+    size_t row_start;     /* first row of the multiply path (rows before it use tables) */
 };
 
 /* ---- activation preparation ------------------------------------------- */
@@ -329,7 +336,7 @@ static void panel_rows_f32_scaled(const struct compute_job *job, size_t p, size_
 static void matmul_task(void *arg, size_t index) {
     const struct compute_job *job = arg;
     size_t row_block = index % job->row_blocks, panel_block = index / job->row_blocks;
-    size_t row_begin = row_block * job->rows_per_task;
+    size_t row_begin = job->row_start + row_block * job->rows_per_task;
     size_t row_end = OBX_MIN(job->m, row_begin + job->rows_per_task);
     size_t p_begin = panel_block * job->panels_per_task;
     size_t p_end = OBX_MIN(job->w->n_panels, p_begin + job->panels_per_task);
@@ -364,20 +371,40 @@ static void matmul_task(void *arg, size_t index) {
 
 static size_t lut_k_padded(const obx_tmm_weights *w) { return w->kblocks * TMM_KBLOCK; }
 
-/* Row group index of TMM_LUT_ROWS rows -> qt[k][i], zero for rows past m. */
+static size_t lut_group_rows(const struct compute_job *job, size_t group) {
+    return group + 1 == job->lut_groups ? job->lut_last_rows : TMM_LUT_ROWS;
+}
+
+/* Rows [0, row_start) to table-lookup groups; 0 groups when m is too small. */
+static void plan_lut_groups(struct compute_job *job) {
+    size_t full = job->m / TMM_LUT_ROWS, rest = job->m % TMM_LUT_ROWS;
+    job->lut_groups = full;
+    job->lut_last_rows = TMM_LUT_ROWS;
+    job->row_start = full * TMM_LUT_ROWS;
+    if (rest >= TMM_LUT_PAD_FROM) {
+        job->lut_groups++;
+        job->row_start = job->m;
+    } else if (rest >= TMM_LUT_SMALL_PAD_FROM) {
+        job->lut_groups++;
+        job->lut_last_rows = TMM_LUT_SMALL_ROWS;
+        job->row_start += OBX_MIN(rest, TMM_LUT_SMALL_ROWS);
+    }
+}
+
+/* Row group index -> qt[k][i], zero for padding rows past m. */
 static void lut_transpose_task(void *arg, size_t index) {
     const struct compute_job *job = arg;
-    const size_t kp = lut_k_padded(job->w);
-    int16_t *qt = job->qt + index * kp * TMM_LUT_ROWS;
-    for (size_t i = 0; i < TMM_LUT_ROWS; i++) {
+    const size_t kp = lut_k_padded(job->w), G = lut_group_rows(job, index);
+    int16_t *qt = job->qt + index * TMM_LUT_ROWS * kp;
+    for (size_t i = 0; i < G; i++) {
         size_t row = index * TMM_LUT_ROWS + i;
         if (row >= job->m) {
-            for (size_t k = 0; k < kp; k++) qt[k * TMM_LUT_ROWS + i] = 0;
+            for (size_t k = 0; k < kp; k++) qt[k * G + i] = 0;
             continue;
         }
         /* The segment buffer is the zero-padded row (segments_are_row), kp long at least. */
         const int8_t *q = job->q_seg + row * job->seg_elems;
-        for (size_t k = 0; k < kp; k++) qt[k * TMM_LUT_ROWS + i] = q[k];
+        for (size_t k = 0; k < kp; k++) qt[k * G + i] = q[k];
     }
 }
 
@@ -385,14 +412,15 @@ static void lut_task(void *arg, size_t index) {
     const struct compute_job *job = arg;
     const obx_tmm_weights *w = job->w;
     size_t group = index % job->lut_groups, panel_block = index / job->lut_groups;
+    const size_t G = lut_group_rows(job, group), row_begin = group * TMM_LUT_ROWS;
     size_t p_begin = panel_block * TMM_LUT_PANELS;
     size_t p_end = OBX_MIN(w->n_panels, p_begin + TMM_LUT_PANELS);
     uint32_t usum[TMM_LUT_PANELS * TMM_NR * TMM_LUT_ROWS] __attribute__((aligned(TMM_ALIGN)));
-    job->kern->i8_lut(w->packed, w->kblocks, p_begin, p_end,
-                      job->qt + group * lut_k_padded(w) * TMM_LUT_ROWS, usum);
-    size_t row_end = OBX_MIN(job->m, (group + 1) * TMM_LUT_ROWS);
-    for (size_t row = group * TMM_LUT_ROWS; row < row_end; row++) {
-        size_t i = row - group * TMM_LUT_ROWS;
+    job->kern->i8_lut(w->packed, w->kblocks, p_begin, p_end, G,
+                      job->qt + row_begin * lut_k_padded(w), usum);
+    size_t row_end = OBX_MIN(job->m, row_begin + G);
+    for (size_t row = row_begin; row < row_end; row++) {
+        size_t i = row - row_begin;
         uint32_t correction = (uint32_t)job->qsum[row]; /* n_groups == 1 */
         float s = job->row_scale[row];
         for (size_t p = p_begin; p < p_end; p++) {
@@ -405,7 +433,7 @@ static void lut_task(void *arg, size_t index) {
                 }
                 /* The tmatmul.h epilogue with one group, as panel_rows_i8 computes it. */
                 int32_t isum =
-                    (int32_t)(usum[((p - p_begin) * TMM_NR + r) * TMM_LUT_ROWS + i] - correction);
+                    (int32_t)(usum[((p - p_begin) * TMM_NR + r) * G + i] - correction);
                 float acc = 0.0f;
                 acc = acc + (float)isum * w->scales[p * TMM_NR + r];
                 float v = acc / s;
@@ -493,27 +521,32 @@ OBX_API int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, 
     run_tasks(par, runner, prepare_task, &job, prep_tasks);
 
     if (act_quant == OBX_ACT_INT8_TOKEN && job.kern->i8_lut && w->n_groups == 1 &&
-        w->segments_are_row && m >= TMM_LUT_MIN_ROWS) {
-        job.lut_groups = OBX_DIV_UP(m, TMM_LUT_ROWS);
-        size_t qt_bytes = job.lut_groups * lut_k_padded(w) * TMM_LUT_ROWS * sizeof(int16_t);
+        w->segments_are_row)
+        plan_lut_groups(&job);
+    if (job.lut_groups > 0) {
+        size_t qt_bytes = job.lut_groups * TMM_LUT_ROWS * lut_k_padded(w) * sizeof(int16_t);
         job.qt = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(qt_bytes, TMM_ALIGN) * TMM_ALIGN);
         if (job.qt) {
             run_tasks(par, runner, lut_transpose_task, &job, job.lut_groups);
             run_tasks(par, runner, lut_task, &job,
                       job.lut_groups * OBX_DIV_UP(w->n_panels, TMM_LUT_PANELS));
             free(job.qt);
-            free(scratch);
-            return 0;
+        } else {
+            /* Out of memory for the transposed rows: the multiply kernels need none. */
+            job.row_start = 0;
         }
-        /* Out of memory for the transposed rows: the multiply kernels need none. */
+    }
+    if (job.row_start == m) {
+        free(scratch);
+        return 0;
     }
 
-    size_t rows_per_task = OBX_MIN(m, TMM_TASK_ROWS);
+    size_t rows_per_task = OBX_MIN(m - job.row_start, TMM_TASK_ROWS);
     size_t row_work = rows_per_task * OBX_MAX(w->k, 1) * TMM_NR;
     size_t panels_per_task = OBX_MAX(1, OBX_MIN(w->n_panels, TMM_TASK_WORK / row_work));
     job.rows_per_task = rows_per_task;
     job.panels_per_task = panels_per_task;
-    job.row_blocks = OBX_DIV_UP(m, rows_per_task);
+    job.row_blocks = OBX_DIV_UP(m - job.row_start, rows_per_task);
     size_t panel_blocks = OBX_DIV_UP(w->n_panels, panels_per_task);
     run_tasks(par, runner, matmul_task, &job, job.row_blocks * panel_blocks);
 

@@ -32,7 +32,7 @@
 #define TMM_NR 8
 /* Most activation rows one kernel call handles. */
 #define TMM_MR 4
-/* Rows the table-lookup integer kernel serves at once (one int16 vector). */
+/* Most rows the table-lookup integer kernel serves at once (one AVX2 int16 vector). */
 #define TMM_LUT_ROWS 16
 #define TMM_ALIGN 64
 
@@ -109,14 +109,15 @@ typedef void (*tmm_f32_decode_scaled_fn)(const uint8_t *panel, size_t chunk_begi
                                          const float *scales_pg, float *wbuf);
 typedef void (*tmm_f32_decode_fn)(const uint8_t *panel, size_t chunk_begin, size_t chunk_end,
                                   float *wbuf);
-/* Table-lookup integer kernel for TMM_LUT_ROWS rows at once, whole K: qt
- * holds, for every k < kblocks * 128, the TMM_LUT_ROWS rows' int8 values as
- * int16 (qt[k * TMM_LUT_ROWS + i], zero past K and for padding rows), 32-byte
- * aligned. For panels p in [p_begin, p_end), columns r < TMM_NR and rows i,
- *   usum[((p - p_begin) * TMM_NR + r) * TMM_LUT_ROWS + i] = sum_k u(k, col) * qt[k][i]
+/* Table-lookup integer kernel for a group of G = group_rows rows (8 or 16)
+ * at once, whole K: qt holds, for every k < kblocks * 128, the G rows' int8
+ * values as int16 (qt[k * G + i], zero past K and for padding rows), 32-byte
+ * aligned. For panels p in [p_begin, p_end), columns r < TMM_NR and rows i < G,
+ *   usum[((p - p_begin) * TMM_NR + r) * G + i] = sum_k u(k, p * TMM_NR + r) * qt[k * G + i]
  * modulo 2^32, as for the i8 kernel; usum is 32-byte aligned. */
 typedef void (*tmm_i8_lut_fn)(const uint8_t *packed, size_t kblocks, size_t p_begin,
-                              size_t p_end, const int16_t *qt, uint32_t *usum);
+                              size_t p_end, size_t group_rows, const int16_t *qt,
+                              uint32_t *usum);
 typedef void (*tmm_f32_dot_fn)(const float *wbuf, size_t span, size_t rows,
                                const float *const *a, float *sums);
 
@@ -165,7 +166,7 @@ void tmm_f32_decode_avx2(const uint8_t *panel, size_t chunk_begin, size_t chunk_
 void tmm_f32_dot_avx2(const float *wbuf, size_t span, size_t rows, const float *const *a,
                       float *sums);
 void tmm_i8_lut_avx2(const uint8_t *packed, size_t kblocks, size_t p_begin, size_t p_end,
-                     const int16_t *qt, uint32_t *usum);
+                     size_t group_rows, const int16_t *qt, uint32_t *usum);
 #endif
 #if defined(ONNXBIT_ARM64)
 extern const struct tmm_kernels tmm_kernels_neon;

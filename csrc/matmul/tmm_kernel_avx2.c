@@ -15,6 +15,7 @@
 #include <float.h>
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "obx_common.h"
 #include "tmm_internal.h"
@@ -550,6 +551,160 @@ int tmm_quantize_row_avx2(const float *a, size_t k, int8_t *q, float *s) {
     }
     *s = scale;
     return 1;
+}
+
+/* ---- table-lookup integer kernel for many activation rows (exact) -----
+ *
+ * The multiply kernel spends one vpmaddubsw per 32 products; Zen-class cores
+ * issue it on a single pipe, which caps the M > 1 path at 16 products a
+ * cycle. With a group of G = 8 or 16 rows at once the products can come from
+ * tables instead: a nibble of a packed byte holds the codes (n0, n1) of k and
+ * k + 32 (bits 0-1 and 2-3), so for every nibble position of a K-block one
+ * table of int16 vectors
+ *     T[n0 + 4 n1][i] = n0 * q_i[k] + n1 * q_i[k + 32]      (i < G)
+ * is built once and then serves every column: one vpaddw per nibble adds two
+ * codes' products for all G rows. The index arithmetic (rorx, and) runs on
+ * the integer ALUs; the vector side is one load and one add.
+ *
+ * Entries lie in [2 * 2 * -128, 2 * 2 * 127] = [-512, 508], and a column
+ * takes 64 of them per K-block (32 bytes, two nibbles each) before it is
+ * widened into int32, so the int16 sums stay in range (64 * -512 = -32768).
+ */
+
+/* Slots per table: the largest index n0 + 4 n1 with codes <= 2 is 10. */
+#define LUT_SLOTS 11
+/* Tables per K-block: 32 bytes, two nibbles each. */
+#define LUT_TABLES (TMM_CHUNK * 2)
+
+/* Byte offset of the table entry for nibble i (0..15) of x, entries of
+ * 2^entry_shift bytes: ((x >> 4i) & 15) << entry_shift. A rotation (one rorx,
+ * which leaves x intact) brings the nibble into place for any i. */
+static ALWAYS_INLINE size_t nibble_offset(uint64_t x, int i, int entry_shift) {
+    const unsigned right = (unsigned)(4 * i - entry_shift) & 63;
+    const uint64_t rotated = (x >> right) | (x << ((64 - right) & 63));
+    return (size_t)(rotated & ((uint64_t)15 << entry_shift));
+}
+
+/* The nine entries of one table from the rows' values at k (q0) and k + 32 (q1).
+ * Slots 3 and 7 (a code of 3) never occur in packed weights and stay unwritten. */
+#define LUT_FILL_TABLE(t, q0, q1, add, zero)                                                   \
+    do {                                                                                       \
+        const __typeof__(q0) q0x2_ = add(q0, q0), q1x2_ = add(q1, q1);                         \
+        (t)[0] = zero();                                                                       \
+        (t)[1] = q0;                                                                           \
+        (t)[2] = q0x2_;                                                                        \
+        (t)[4] = q1;                                                                           \
+        (t)[5] = add(q1, q0);                                                                  \
+        (t)[6] = add(q1, q0x2_);                                                               \
+        (t)[8] = q1x2_;                                                                        \
+        (t)[9] = add(q1x2_, q0);                                                               \
+        (t)[10] = add(q1x2_, q0x2_);                                                           \
+    } while (0)
+
+/* Tables of one K-block; qt holds the block's 128 k-vectors of G int16. The
+ * low nibble of byte j codes k = j, j + 32; the high one k = j + 64, j + 96. */
+static void build_tables16(const int16_t *qt, __m256i *tables) {
+    for (int j = 0; j < TMM_CHUNK; j++)
+        for (int h = 0; h < 2; h++) {
+            const __m256i q0 = _mm256_load_si256((const __m256i *)(qt + (64 * h + j) * 16));
+            const __m256i q1 = _mm256_load_si256((const __m256i *)(qt + (64 * h + 32 + j) * 16));
+            LUT_FILL_TABLE(tables + (2 * j + h) * LUT_SLOTS, q0, q1, _mm256_add_epi16,
+                           _mm256_setzero_si256);
+        }
+}
+
+static void build_tables8(const int16_t *qt, __m128i *tables) {
+    for (int j = 0; j < TMM_CHUNK; j++)
+        for (int h = 0; h < 2; h++) {
+            const __m128i q0 = _mm_load_si128((const __m128i *)(qt + (64 * h + j) * 8));
+            const __m128i q1 = _mm_load_si128((const __m128i *)(qt + (64 * h + 32 + j) * 8));
+            LUT_FILL_TABLE(tables + (2 * j + h) * LUT_SLOTS, q0, q1, _mm_add_epi16,
+                           _mm_setzero_si128);
+        }
+}
+
+/* Sums of one column's 32 code bytes of a K-block for 16 rows, int16. */
+static ALWAYS_INLINE __m256i column_block16(const uint8_t *codes, const __m256i *tables) {
+    const char *base = (const char *)tables;
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                      _mm256_setzero_si256()};
+    /* Fully unrolled: every table offset becomes an immediate displacement. */
+#pragma GCC unroll 4
+    for (int word = 0; word < 4; word++) {
+        uint64_t x;
+        memcpy(&x, codes + 8 * word, sizeof x);
+        for (int i = 0; i < 16; i++) {
+            const size_t table = (size_t)(2 * (8 * word + i / 2) + i % 2);
+            const __m256i entry = _mm256_load_si256(
+                (const __m256i *)(base + table * LUT_SLOTS * 32 + nibble_offset(x, i, 5)));
+            acc[i % 4] = _mm256_add_epi16(acc[i % 4], entry);
+        }
+    }
+    return _mm256_add_epi16(_mm256_add_epi16(acc[0], acc[1]), _mm256_add_epi16(acc[2], acc[3]));
+}
+
+static ALWAYS_INLINE __m128i column_block8(const uint8_t *codes, const __m128i *tables) {
+    const char *base = (const char *)tables;
+    __m128i acc[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(),
+                      _mm_setzero_si128()};
+    /* Fully unrolled: every table offset becomes an immediate displacement. */
+#pragma GCC unroll 4
+    for (int word = 0; word < 4; word++) {
+        uint64_t x;
+        memcpy(&x, codes + 8 * word, sizeof x);
+        for (int i = 0; i < 16; i++) {
+            const size_t table = (size_t)(2 * (8 * word + i / 2) + i % 2);
+            const __m128i entry = _mm_load_si128(
+                (const __m128i *)(base + table * LUT_SLOTS * 16 + nibble_offset(x, i, 4)));
+            acc[i % 4] = _mm_add_epi16(acc[i % 4], entry);
+        }
+    }
+    return _mm_add_epi16(_mm_add_epi16(acc[0], acc[1]), _mm_add_epi16(acc[2], acc[3]));
+}
+
+/* Panels are kblocks * 256 bytes apart: too far for the stride prefetcher. */
+static ALWAYS_INLINE void prefetch_panel_block(const uint8_t *block) {
+    for (int line = 0; line < TMM_NR * 32; line += 64)
+        _mm_prefetch((const char *)(block + line), _MM_HINT_T0);
+}
+
+void tmm_i8_lut_avx2(const uint8_t *packed, size_t kblocks, size_t p_begin, size_t p_end,
+                     size_t group_rows, const int16_t *qt, uint32_t *usum) {
+    const size_t cols = (p_end - p_begin) * TMM_NR;
+    memset(usum, 0, cols * group_rows * sizeof(uint32_t));
+    const size_t panel_stride = kblocks * TMM_NR * 32;
+    /* Modulo 2^32 sums, as the multiply kernels: the caller's correction is exact. */
+    if (group_rows == 16) {
+        __m256i tables[LUT_TABLES * LUT_SLOTS];
+        for (size_t b = 0; b < kblocks; b++) {
+            build_tables16(qt + b * TMM_KBLOCK * 16, tables);
+            for (size_t p = p_begin; p < p_end; p++) {
+                const uint8_t *block = packed + p * panel_stride + b * TMM_NR * 32;
+                if (p + 2 < p_end) prefetch_panel_block(block + 2 * panel_stride);
+                __m256i *dst = (__m256i *)(usum + (p - p_begin) * TMM_NR * 16);
+                for (int r = 0; r < TMM_NR; r++) {
+                    const __m256i sums = column_block16(block + r * 32, tables);
+                    dst[2 * r] = _mm256_add_epi32(
+                        dst[2 * r], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(sums)));
+                    dst[2 * r + 1] = _mm256_add_epi32(
+                        dst[2 * r + 1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(sums, 1)));
+                }
+            }
+        }
+    } else {
+        __m128i tables[LUT_TABLES * LUT_SLOTS];
+        for (size_t b = 0; b < kblocks; b++) {
+            build_tables8(qt + b * TMM_KBLOCK * 8, tables);
+            for (size_t p = p_begin; p < p_end; p++) {
+                const uint8_t *block = packed + p * panel_stride + b * TMM_NR * 32;
+                if (p + 2 < p_end) prefetch_panel_block(block + 2 * panel_stride);
+                __m256i *dst = (__m256i *)(usum + (p - p_begin) * TMM_NR * 8);
+                for (int r = 0; r < TMM_NR; r++)
+                    dst[r] = _mm256_add_epi32(
+                        dst[r], _mm256_cvtepi16_epi32(column_block8(block + r * 32, tables)));
+            }
+        }
+    }
 }
 
 const struct tmm_kernels tmm_kernels_avx2 = {

@@ -1,7 +1,8 @@
 /* Instruction-count driver for the ternary matmul: prepacks random 4096 x 4096
- * 2bit weights (per-tensor scale) and runs obx_tmm_compute serially for
- * M = 1 and M = 8 with act_quant 1 and 0. Run it under
- *     valgrind --tool=callgrind --dump-instr=no ./callgrind_tmm [m ...]
+ * 2bit weights (per-tensor scale) and runs obx_tmm_compute serially for the
+ * requested M and act_quant values. Run it under
+ *     valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out /tmp/callgrind_tmm [runs]
+ *     callgrind_annotate --threshold=100 /tmp/cg.out | grep libonnxbit
  * and divide each kernel function's Ir by the MACs it did (M * K * N) to get
  * instructions per weight-row product. Callgrind counts instructions, not
  * time, so the numbers do not move with machine load.
