@@ -9,4 +9,18 @@
 #define OBX_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define OBX_DIV_UP(a, b) (((a) + (b)-1) / (b))
 
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* Formats a message into the caller's error buffer (err may be NULL). */
+__attribute__((format(printf, 3, 4)))
+static inline void obx_set_error(char *err, size_t err_len, const char *fmt_text, ...) {
+    if (!err || err_len == 0) return;
+    va_list args;
+    va_start(args, fmt_text);
+    vsnprintf(err, err_len, fmt_text, args);
+    va_end(args);
+}
+
 #endif

@@ -40,15 +40,6 @@
  * int32 sums (64 * 8 * 16 * 4 bytes = 32 KiB) on the stack. */
 #define TMM_LUT_PANELS 64
 
-__attribute__((format(printf, 3, 4)))
-static void set_error(char *err, size_t err_len, const char *fmt_text, ...) {
-    if (!err || err_len == 0) return;
-    va_list args;
-    va_start(args, fmt_text);
-    vsnprintf(err, err_len, fmt_text, args);
-    va_end(args);
-}
-
 const struct tmm_kernels *tmm_active_kernels(void) {
     switch (obx_isa_active()) {
 #if defined(ONNXBIT_X86)
@@ -459,21 +450,21 @@ OBX_API int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, 
                             char *err, size_t err_len) {
     if (err && err_len) err[0] = '\0';
     if (!w) {
-        set_error(err, err_len, "weights handle is NULL");
+        obx_set_error(err, err_len, "weights handle is NULL");
         return -1;
     }
     if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN) {
-        set_error(err, err_len, "unknown act_quant %d (expected %d = none or %d = int8 per token)",
+        obx_set_error(err, err_len, "unknown act_quant %d (expected %d = none or %d = int8 per token)",
                   act_quant, OBX_ACT_NONE, OBX_ACT_INT8_TOKEN);
         return -1;
     }
     if (obx_isa_active() < 0) {
-        set_error(err, err_len, "%s", obx_isa_error());
+        obx_set_error(err, err_len, "%s", obx_isa_error());
         return -1;
     }
     if (m == 0 || w->n == 0) return 0;
     if (!y || (!a && w->k > 0)) {
-        set_error(err, err_len, "%s is NULL", y ? "activation pointer a" : "output pointer y");
+        obx_set_error(err, err_len, "%s is NULL", y ? "activation pointer a" : "output pointer y");
         return -1;
     }
 
@@ -495,13 +486,13 @@ OBX_API int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, 
     size_t tmp_bytes = (act_quant == OBX_ACT_INT8_TOKEN && !w->segments_are_row)
                            ? prep_tasks * (w->k + 1) : 0;
     if (m > (SIZE_MAX / 2 - tmp_bytes) / (row_bytes + extra_per_row + 16)) {
-        set_error(err, err_len, "m = %zu rows is too large for the activation buffer", m);
+        obx_set_error(err, err_len, "m = %zu rows is too large for the activation buffer", m);
         return -1;
     }
     size_t total = m * row_bytes + m * (extra_per_row + 16) + tmp_bytes + TMM_ALIGN;
     uint8_t *scratch = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(total, TMM_ALIGN) * TMM_ALIGN);
     if (!scratch) {
-        set_error(err, err_len, "out of memory for %zu activation rows", m);
+        obx_set_error(err, err_len, "out of memory for %zu activation rows", m);
         return -1;
     }
     uint8_t *cursor = scratch;

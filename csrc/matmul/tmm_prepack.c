@@ -13,15 +13,6 @@
 /* |isum| <= 128 K must stay exactly representable in int32 (tmatmul.h). */
 #define TMM_MAX_K ((size_t)1 << 24)
 
-__attribute__((format(printf, 3, 4)))
-static void set_error(char *err, size_t err_len, const char *fmt_text, ...) {
-    if (!err || err_len == 0) return;
-    va_list args;
-    va_start(args, fmt_text);
-    vsnprintf(err, err_len, fmt_text, args);
-    va_end(args);
-}
-
 static const char *format_name(int fmt) {
     return fmt == OBX_FMT_2BIT ? "2bit" : fmt == OBX_FMT_BASE3 ? "base3" : "unknown";
 }
@@ -84,7 +75,7 @@ static int check_scales(const float *scales, size_t n_scales, size_t k, size_t n
                         size_t group_size, size_t *n_groups, char *err, size_t err_len) {
     if (group_size == 0) {
         if (n_scales != 1 && n_scales != n) {
-            set_error(err, err_len,
+            obx_set_error(err, err_len,
                       "n_scales = %zu, expected 1 (per tensor) or n = %zu (per output channel) "
                       "when group_size is 0", n_scales, n);
             return -1;
@@ -93,11 +84,11 @@ static int check_scales(const float *scales, size_t n_scales, size_t k, size_t n
     } else {
         size_t groups = OBX_DIV_UP(k, group_size);
         if (groups != 0 && n > SIZE_MAX / groups) {
-            set_error(err, err_len, "n * ceil(k / group_size) overflows");
+            obx_set_error(err, err_len, "n * ceil(k / group_size) overflows");
             return -1;
         }
         if (n_scales != n * groups) {
-            set_error(err, err_len,
+            obx_set_error(err, err_len,
                       "n_scales = %zu, expected n * ceil(k / group_size) = %zu * %zu = %zu "
                       "for group_size %zu", n_scales, n, groups, n * groups, group_size);
             return -1;
@@ -105,13 +96,13 @@ static int check_scales(const float *scales, size_t n_scales, size_t k, size_t n
         *n_groups = groups;
     }
     if (n_scales > 0 && !scales) {
-        set_error(err, err_len, "scales is NULL");
+        obx_set_error(err, err_len, "scales is NULL");
         return -1;
     }
     for (size_t i = 0; i < n_scales; i++) {
         float s = scales[i];
         if (!isfinite(s) || !(s > 0.0f)) {
-            set_error(err, err_len, "scale %zu is %g; every scale must be finite and > 0", i,
+            obx_set_error(err, err_len, "scale %zu is %g; every scale must be finite and > 0", i,
                       (double)s);
             return -1;
         }
@@ -152,30 +143,30 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
                                          size_t group_size, char *err, size_t err_len) {
     if (err && err_len) err[0] = '\0';
     if (fmt != OBX_FMT_2BIT && fmt != OBX_FMT_BASE3) {
-        set_error(err, err_len, "unknown packed format %d (expected %d = 2bit or %d = base3)", fmt,
+        obx_set_error(err, err_len, "unknown packed format %d (expected %d = 2bit or %d = base3)", fmt,
                   OBX_FMT_2BIT, OBX_FMT_BASE3);
         return NULL;
     }
     if (k >= TMM_MAX_K) {
-        set_error(err, err_len,
+        obx_set_error(err, err_len,
                   "k = %zu is too large: the exact int32 accumulation needs k < %zu", k,
                   TMM_MAX_K);
         return NULL;
     }
     size_t row_bytes = file_row_bytes(fmt, k);
     if (row_bytes && n > SIZE_MAX / row_bytes / 2) {
-        set_error(err, err_len, "n = %zu is too large", n);
+        obx_set_error(err, err_len, "n = %zu is too large", n);
         return NULL;
     }
     if (b_bytes < n * row_bytes) {
-        set_error(err, err_len,
+        obx_set_error(err, err_len,
                   "packed weights hold %zu bytes, but %s needs n * ceil(k / %d) = %zu * %zu = %zu",
                   b_bytes, format_name(fmt), fmt == OBX_FMT_2BIT ? 4 : 5, n, row_bytes,
                   n * row_bytes);
         return NULL;
     }
     if (n * row_bytes > 0 && !b) {
-        set_error(err, err_len, "packed weights pointer is NULL");
+        obx_set_error(err, err_len, "packed weights pointer is NULL");
         return NULL;
     }
     size_t n_groups = 0;
@@ -210,7 +201,7 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
     for (size_t col = 0; col < n; col++) {
         size_t bad = decode_row_codes(fmt, b + col * row_bytes, k, codes);
         if (bad < k) {
-            set_error(err, err_len,
+            obx_set_error(err, err_len,
                       "invalid %s code in packed weights at row %zu (output channel), column %zu "
                       "(k index)%s", format_name(fmt), col, bad,
                       fmt == OBX_FMT_BASE3 ? ": byte >= 243" : ": 2-bit field equal to 3");
@@ -244,7 +235,7 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
     return w;
 
 oom:
-    set_error(err, err_len, "out of memory while repacking %zu x %zu ternary weights", k, n);
+    obx_set_error(err, err_len, "out of memory while repacking %zu x %zu ternary weights", k, n);
     obx_tmm_free(w);
     return NULL;
 }
