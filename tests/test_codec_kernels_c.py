@@ -16,7 +16,7 @@ CODEC = ROOT / "csrc" / "codec"
 FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-fno-math-errno", f"-I{ROOT / 'csrc' / 'include'}",
          f"-I{ROOT / 'csrc'}"]
 SOURCES = [str(CODEC / "codec_scalar.c"), str(CODEC / "codec_base3_table.c"),
-           str(ROOT / "tests" / "c" / "codec_kernels_vs_scalar.c")]
+           str(ROOT / "tests" / "native" / "codec_kernels_vs_scalar.c")]
 
 
 def build_and_run(tmp_path, compiler, isa_file, table, flags, runner=()):
