@@ -200,6 +200,21 @@ static void panel_rows_i8_grouped(const struct compute_job *job, size_t p, size_
     }
 }
 
+/* Writes the float accumulators of `rows` rows of panel p to Y, plus bias. */
+static void store_f32_rows(const struct compute_job *job, size_t p, size_t row0, size_t rows,
+                           const float *acc) {
+    const obx_tmm_weights *w = job->w;
+    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
+    for (size_t i = 0; i < rows; i++) {
+        float *y = job->y + (row0 + i) * w->n + p * TMM_NR;
+        for (size_t r = 0; r < cols; r++) {
+            float v = acc[i * TMM_NR + r];
+            if (job->bias) v += job->bias[p * TMM_NR + r];
+            y[r] = v;
+        }
+    }
+}
+
 static void panel_rows_f32(const struct compute_job *job, size_t p, size_t row0, size_t rows) {
     const obx_tmm_weights *w = job->w;
     const size_t n_groups = w->n_groups;
@@ -219,15 +234,7 @@ static void panel_rows_f32(const struct compute_job *job, size_t p, size_t row0,
                 acc[i * TMM_NR + r] += sums[i * TMM_NR + r] * scale;
             }
     }
-    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
-    for (size_t i = 0; i < rows; i++) {
-        float *y = job->y + (row0 + i) * w->n + p * TMM_NR;
-        for (size_t r = 0; r < cols; r++) {
-            float v = acc[i * TMM_NR + r];
-            if (job->bias) v += job->bias[p * TMM_NR + r];
-            y[r] = v;
-        }
-    }
+    store_f32_rows(job, p, row0, rows, acc);
 }
 
 /* Many-row float path: each stretch of TMM_DECODE_CHUNKS chunks of the panel
@@ -264,15 +271,7 @@ static void panel_rows_f32_decoded(const struct compute_job *job, size_t p, size
                 acc[i * TMM_NR + r] +=
                     group_sum[i * TMM_NR + r] * w->scales[(p * TMM_NR + r) * n_groups + g];
     }
-    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
-    for (size_t i = 0; i < rows_total; i++) {
-        float *y = job->y + (row_begin + i) * w->n + p * TMM_NR;
-        for (size_t r = 0; r < cols; r++) {
-            float v = acc[i * TMM_NR + r];
-            if (job->bias) v += job->bias[p * TMM_NR + r];
-            y[r] = v;
-        }
-    }
+    store_f32_rows(job, p, row_begin, rows_total, acc);
 }
 
 /* Float path with per-group scales folded into the weights: no per-group
@@ -313,15 +312,7 @@ static void panel_rows_f32_scaled(const struct compute_job *job, size_t p, size_
                 for (size_t r = 0; r < TMM_NR; r++) acc[(row + i) * TMM_NR + r] = sums[i * TMM_NR + r];
         }
     }
-    size_t cols = OBX_MIN(TMM_NR, w->n - p * TMM_NR);
-    for (size_t i = 0; i < rows_total; i++) {
-        float *y = job->y + (row_begin + i) * w->n + p * TMM_NR;
-        for (size_t r = 0; r < cols; r++) {
-            float v = acc[i * TMM_NR + r];
-            if (job->bias) v += job->bias[p * TMM_NR + r];
-            y[r] = v;
-        }
-    }
+    store_f32_rows(job, p, row_begin, rows_total, acc);
 }
 
 static void matmul_task(void *arg, size_t index) {
