@@ -6,8 +6,8 @@
  * rest are padding) and the OrtCustomOp callback table. Every named slot and
  * field is pinned to its ABI position by a static assertion, so a miscounted
  * padding block fails the build instead of calling the wrong function.
- * Slot numbers and field offsets: /work/shared/ORT_ABI.md (checked against
- * onnxruntime 1.16 to 1.31). */
+ * Slot numbers and field offsets are facts of the published C API (checked
+ * against the headers of onnxruntime 1.16 to 1.31). */
 #ifndef ONNXBIT_ORT_ABI_H
 #define ONNXBIT_ORT_ABI_H
 
