@@ -406,3 +406,48 @@ def test_activation_scale_is_rounded_as_pytorch_rounds_it(isa):
     w_kn = np.array([[0], [1]], dtype=np.int8)  # only x contributes
     y = build(w_kn, np.ones(1, np.float32), 0).matmul(a, ACT_INT8_TOKEN)
     assert y[0, 0] == np.float32(2) / s_torch
+
+
+# Token generation (M = 1..5) with one scale group runs, on AVX2, the single-row
+# table-lookup kernel over the column-block layout (tmm_gemv_avx2.c), row by row:
+# K hits partial pairs, K-blocks and slabs of 4 K-blocks (4097 = 32 blocks + 1),
+# N partial 32-column blocks and several tasks (257 columns = 9 blocks).
+@pytest.mark.parametrize("fmt", ["2bit", "base3"])
+@pytest.mark.parametrize("scale_mode", ["tensor", "channel"])
+def test_token_rows_match_reference(isa, rng, fmt, scale_mode):
+    for k in (1, 5, 64, 255, 4096, 4097):
+        for n in (1, 3, 31, 33, 257):
+            w_kn, scales, gs = make_case(rng, k, n, scale_mode)
+            weights = build(w_kn, scales, gs, fmt)
+            bias = rng.standard_normal(n).astype(np.float32)
+            for m in (1, 2, 5):
+                a = rng.standard_normal((m, k)).astype(np.float32) * rng.uniform(0.1, 10)
+                for b in (None, bias):
+                    expected = ternary_matmul_reference(a, w_kn, scales, gs, 1, b)
+                    assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN, b), expected), (k, n, m)
+            a[-1, k // 2] = np.nan
+            y = weights.matmul(a, ACT_INT8_TOKEN, bias)
+            assert np.isnan(y[-1]).all() and not np.isnan(y[:-1]).any()
+            assert np.array_equal(y, ternary_matmul_reference(a, w_kn, scales, gs, 1, bias),
+                                  equal_nan=True)
+
+
+@pytest.mark.parametrize("q_pair,w_pair", [
+    ((127, 127), (1, 1)),     # table entry 510: the largest high plane (15)
+    ((-127, -127), (1, 1)),   # entry 2
+    ((127, 96), (1, 1)),      # entry 479: high plane 14, low plane 31 (its largest)
+    ((127, -96), (-1, 1)),    # entry 33
+    ((127, 127), (0, 0)),     # entry 256 (zero weights)
+])
+def test_token_row_lookup_sums_at_full_magnitude(isa, q_pair, w_pair):
+    """K = 65536 (512 K-blocks, 128 slabs) with every pair of k at one table entry:
+    the byte, uint16 and int32 stages of the lookup kernel must all stay exact."""
+    k, n = 65536, 33
+    a = np.tile(np.array(q_pair, dtype=np.float32) / np.float32(127), k // 2)[None, :]
+    w_kn = np.tile(np.array(w_pair, dtype=np.int8)[:, None], (k // 2, n))
+    scales = np.full(1, 0.25, dtype=np.float32)
+    weights = build(w_kn, scales, 0)
+    expected = ternary_matmul_reference(a, w_kn, scales, 0, 1)
+    isum = (k // 2) * (q_pair[0] * w_pair[0] + q_pair[1] * w_pair[1])
+    assert expected[0, 0] == np.float32(np.float32(isum) * np.float32(0.25)) / np.float32(127)
+    assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN), expected)

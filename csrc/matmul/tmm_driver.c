@@ -31,7 +31,8 @@
  * then, for the 1..15 rows left: 12..15 as one zero-padded group of 16; 8..11
  * as a group of 8 (128-bit tables) and the rest through the multiply kernel;
  * 6..7 as one zero-padded group of 8; 1..5 through the multiply kernel, which
- * is faster for so few rows (thresholds measured on Zen1 at K = N = 4096). */
+ * is faster for so few rows (thresholds measured on Zen1 at K = N = 4096), or
+ * on the plain AVX2 table through the single-row lookup kernel (below). */
 #define TMM_LUT_SMALL_ROWS 8
 #define TMM_LUT_PAD_FROM 12
 #define TMM_LUT_SMALL_PAD_FROM 6
@@ -77,6 +78,8 @@ struct compute_job {
     size_t lut_groups;    /* table-lookup row groups; group g starts at row 16 g */
     size_t lut_last_rows; /* rows of the last group: 8 or TMM_LUT_ROWS */
     size_t row_start;     /* first row of the multiply path (rows before it use tables) */
+    uint8_t *gemv_tables; /* single-row lookup path: each row's pair tables */
+    size_t gemv_task_cblocks; /* single-row lookup path: column blocks per task */
 };
 
 /* ---- activation preparation ------------------------------------------- */
@@ -427,6 +430,95 @@ static void lut_task(void *arg, size_t index) {
 }
 
 static void run_tasks(obx_parallel_for_fn par, void *runner, obx_task_fn fn, void *arg,
+                      size_t count);
+
+/* ---- single-row table-lookup path (M <= TMM_GEMV_MAX_ROWS, AVX2) ------ */
+
+/* Rows served by the single-row lookup kernel, one row at a time: it beats
+ * the multiply kernel at every M the multiply kernel alone would serve
+ * (1..5, measured on Zen1 at K = N = 4096), rereading a task's weights from
+ * L2 for the second and later rows. */
+#define TMM_GEMV_MAX_ROWS 5
+
+static size_t gemv_table_bytes(const obx_tmm_weights *w) {
+    return w->kblocks * (TMM_KBLOCK / 2) * 32;
+}
+
+static int gemv_applies(const struct compute_job *job) {
+#if defined(ONNXBIT_X86)
+    /* The AVX-VNNI and AVX-512 levels multiply faster than they look up. */
+    return job->act_quant == OBX_ACT_INT8_TOKEN && job->kern == &tmm_kernels_avx2 &&
+           job->w->gemv_packed && job->w->n_groups == 1 && job->w->segments_are_row &&
+           job->m <= TMM_GEMV_MAX_ROWS;
+#else
+    (void)job;
+    return 0;
+#endif
+}
+
+static void gemv_task(void *arg, size_t index) {
+#if defined(ONNXBIT_X86)
+    const struct compute_job *job = arg;
+    const obx_tmm_weights *w = job->w;
+    size_t cb_begin = index * job->gemv_task_cblocks;
+    size_t cb_end = OBX_MIN(w->gemv_cblocks, cb_begin + job->gemv_task_cblocks);
+    uint32_t sums[TMM_GEMV_TASK_CBLOCKS * TMM_GEMV_COLS];
+    /* Every pair of k adds 256 in the kernel (modulo 2^32, as the result). */
+    const uint32_t pair_bias = (uint32_t)(w->kblocks * (TMM_KBLOCK / 2) * 256u);
+    size_t col_begin = cb_begin * TMM_GEMV_COLS;
+    size_t col_end = OBX_MIN(w->n, cb_end * TMM_GEMV_COLS);
+    for (size_t row = 0; row < job->m; row++) {
+        float *y = job->y + row * w->n;
+        if (!job->row_ok[row]) {
+            for (size_t col = col_begin; col < col_end; col++) y[col] = NAN;
+            continue;
+        }
+        tmm_gemv_avx2(w->gemv_packed, w->kblocks, w->gemv_cblocks,
+                      job->gemv_tables + row * gemv_table_bytes(w), cb_begin, cb_end, sums);
+        float s = job->row_scale[row];
+        for (size_t col = col_begin; col < col_end; col++) {
+            /* The tmatmul.h epilogue with one group, as panel_rows_i8 computes it. */
+            int32_t isum = (int32_t)(sums[col - col_begin] - pair_bias);
+            float acc = 0.0f;
+            acc = acc + (float)isum * w->scales[col];
+            float v = acc / s;
+            if (job->bias) v = v + job->bias[col];
+            y[col] = v;
+        }
+    }
+#else
+    (void)arg;
+    (void)index;
+#endif
+}
+
+/* Returns 1 when the rows were computed, 0 when out of memory for the tables. */
+static int run_gemv(struct compute_job *job, obx_parallel_for_fn par, void *runner) {
+#if defined(ONNXBIT_X86)
+    const obx_tmm_weights *w = job->w;
+    size_t bytes = job->m * gemv_table_bytes(w);
+    job->gemv_tables = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(bytes, TMM_ALIGN) * TMM_ALIGN);
+    if (!job->gemv_tables) return 0;
+    for (size_t row = 0; row < job->m; row++)
+        tmm_gemv_tables_avx2(job->q_seg + row * job->seg_elems, w->kblocks,
+                             job->gemv_tables + row * gemv_table_bytes(w));
+    /* About TMM_TASK_WORK products a task, as on the multiply path. */
+    size_t block_work = job->m * OBX_MAX(w->k, 1) * TMM_GEMV_COLS;
+    job->gemv_task_cblocks =
+        OBX_MAX(1, OBX_MIN(TMM_GEMV_TASK_CBLOCKS, TMM_TASK_WORK / block_work));
+    run_tasks(par, runner, gemv_task, job, OBX_DIV_UP(w->gemv_cblocks, job->gemv_task_cblocks));
+    free(job->gemv_tables);
+    job->gemv_tables = NULL;
+    return 1;
+#else
+    (void)job;
+    (void)par;
+    (void)runner;
+    return 0;
+#endif
+}
+
+static void run_tasks(obx_parallel_for_fn par, void *runner, obx_task_fn fn, void *arg,
                       size_t count) {
     if (count == 0) return;
     if (par && count > 1) {
@@ -501,6 +593,11 @@ OBX_API int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, 
     job.seg_elems = row_bytes / elem;
 
     run_tasks(par, runner, prepare_task, &job, prep_tasks);
+
+    if (gemv_applies(&job) && run_gemv(&job, par, runner)) {
+        free(scratch);
+        return 0;
+    }
 
     if (act_quant == OBX_ACT_INT8_TOKEN && job.kern->i8_lut && w->n_groups == 1 &&
         w->segments_are_row)

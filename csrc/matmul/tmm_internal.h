@@ -35,6 +35,21 @@
 /* Most rows the table-lookup integer kernel serves at once (one AVX2 int16 vector). */
 #define TMM_LUT_ROWS 16
 #define TMM_ALIGN 64
+/* Columns of one block of the column-block layout (one AVX2 byte vector). */
+#define TMM_GEMV_COLS 32
+/* Most column blocks one single-row lookup task covers (its sums stay on the stack). */
+#define TMM_GEMV_TASK_CBLOCKS 16
+/* K-blocks per slab of the column-block layout: the slab's pair tables
+ * (4 * 64 pairs * 32 bytes = 8 KiB) stay in L1 while a task's column blocks
+ * stream past them. */
+#define TMM_GEMV_SLAB_KBLOCKS 4
+
+/* Byte offset of (column block cb, K-block b) in the column-block layout. */
+static inline size_t tmm_gemv_offset(size_t kblocks, size_t cblocks, size_t cb, size_t b) {
+    size_t b0 = b - b % TMM_GEMV_SLAB_KBLOCKS;
+    size_t nk = kblocks - b0 < TMM_GEMV_SLAB_KBLOCKS ? kblocks - b0 : TMM_GEMV_SLAB_KBLOCKS;
+    return (b0 * cblocks + cb * nk + (b - b0)) * TMM_GEMV_COLS * 32;
+}
 
 struct tmm_group {
     size_t k_begin, k_end;         /* the group's k range */
@@ -55,6 +70,19 @@ struct obx_tmm_weights {
     uint32_t *chunk_group; /* group of each chunk (kblocks * 4 entries) when segments_are_row */
     uint8_t *packed;  /* n_panels * kblocks * TMM_NR * 32 bytes, TMM_ALIGN aligned */
     struct tmm_group *groups;
+    /* Column-block layout for the single-row table-lookup kernel, built on
+     * x86 CPUs with AVX2 but no VNNI, for one scale group (NULL otherwise),
+     * from the same codes as packed. K-blocks are
+     * cut into slabs of TMM_GEMV_SLAB_KBLOCKS; slab [b0, b0 + nk) holds, for
+     * every column block cb (columns 32 cb ..), its nk K-blocks in turn, so a
+     * task's column blocks are one contiguous stream per slab. For K-block b
+     * of that slab and v < 32, the 32 bytes at
+     *     gemv_packed + ((b0 * cblocks + cb * nk + b - b0) * 32 + v) * 32
+     * hold one byte per column whose low nibble is u0 + 3 u1 for the codes of
+     * k = 128 b + 4 v, +1 and whose high nibble is the same for k + 2, k + 3
+     * (padding: u = 1, nibble 4). */
+    uint8_t *gemv_packed;
+    size_t gemv_cblocks; /* ceil(n / TMM_GEMV_COLS) */
 };
 
 static inline const uint8_t *tmm_panel(const struct obx_tmm_weights *w, size_t p) {
@@ -167,6 +195,16 @@ void tmm_f32_dot_avx2(const float *wbuf, size_t span, size_t rows, const float *
                       float *sums);
 void tmm_i8_lut_avx2(const uint8_t *packed, size_t kblocks, size_t p_begin, size_t p_end,
                      size_t group_rows, const int16_t *qt, uint32_t *usum);
+/* Single-row lookup kernel (tmm_gemv_avx2.c). tables: 32 bytes for every
+ * pair p < kblocks * 64 of the row's int8 values q (zero-padded to whole
+ * K-blocks), written by tmm_gemv_tables_avx2, 32-byte aligned. The kernel
+ * gives, for column blocks [cb_begin, cb_end) (at most TMM_GEMV_TASK_CBLOCKS)
+ * and columns c < 32,
+ *     sums[(cb - cb_begin) * 32 + c] = sum_k w(k, 32 cb + c) q[k] + 16384 kblocks
+ * modulo 2^32 (every pair adds a bias of 256). */
+void tmm_gemv_tables_avx2(const int8_t *q, size_t kblocks, uint8_t *tables);
+void tmm_gemv_avx2(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
+                   const uint8_t *tables, size_t cb_begin, size_t cb_end, uint32_t *sums);
 #endif
 #if defined(ONNXBIT_ARM64)
 extern const struct tmm_kernels tmm_kernels_neon;

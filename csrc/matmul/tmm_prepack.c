@@ -65,6 +65,7 @@ OBX_API void obx_tmm_free(obx_tmm_weights *w) {
     free(w->scales_pg);
     free(w->chunk_group);
     free(w->groups);
+    free(w->gemv_packed);
     free(w);
 }
 
@@ -138,6 +139,38 @@ static void plan_groups(obx_tmm_weights *w, size_t group_size) {
     }
 }
 
+/* Allocates the column-block layout (tmm_internal.h) of the single-row AVX2
+ * lookup kernel, all padding (nibble 4 = codes u = 1, 1). That kernel serves
+ * one scale group on the plain AVX2 table only (CPUs with VNNI multiply
+ * faster), so other weights and CPUs do not pay its memory. Returns -1 when
+ * out of memory. */
+static int alloc_gemv_layout(obx_tmm_weights *w) {
+#if defined(ONNXBIT_X86)
+    if (w->n_groups != 1 || !__builtin_cpu_supports("avx2") ||
+        __builtin_cpu_supports("avxvnni") || __builtin_cpu_supports("avx512vnni"))
+        return 0;
+    w->gemv_cblocks = OBX_DIV_UP(w->n, TMM_GEMV_COLS);
+    size_t bytes = w->gemv_cblocks * w->kblocks * TMM_GEMV_COLS * 32;
+    w->gemv_packed = aligned_zalloc(bytes);
+    if (!w->gemv_packed) return -1;
+    memset(w->gemv_packed, 0x44, bytes);
+#else
+    (void)w;
+#endif
+    return 0;
+}
+
+/* Column col's codes (padded to whole K-blocks) into the column-block layout. */
+static void fill_gemv_column(obx_tmm_weights *w, size_t col, const uint8_t *codes) {
+    const size_t cb = col / TMM_GEMV_COLS, c = col % TMM_GEMV_COLS;
+    for (size_t b = 0; b < w->kblocks; b++) {
+        uint8_t *dst = w->gemv_packed + tmm_gemv_offset(w->kblocks, w->gemv_cblocks, cb, b) + c;
+        const uint8_t *u = codes + b * TMM_KBLOCK;
+        for (size_t v = 0; v < 32; v++, u += 4)
+            dst[v * 32] = (uint8_t)((u[0] + 3 * u[1]) | ((u[2] + 3 * u[3]) << 4));
+    }
+}
+
 OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_bytes, size_t k,
                                          size_t n, const float *scales, size_t n_scales,
                                          size_t group_size, char *err, size_t err_len) {
@@ -195,6 +228,10 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
         goto oom;
     }
     plan_groups(w, group_size);
+    if (alloc_gemv_layout(w) != 0) {
+        free(codes);
+        goto oom;
+    }
 
     /* Every pad code is u = 1 (w = 0): byte 0x55 holds four of them. */
     memset(w->packed, 0x55, packed_bytes);
@@ -210,6 +247,7 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
             return NULL;
         }
         memset(codes + k, 1, padded_k - k);
+        if (w->gemv_packed) fill_gemv_column(w, col, codes);
         uint8_t *panel = w->packed + (col / TMM_NR) * w->kblocks * TMM_NR * 32;
         size_t r = col % TMM_NR;
         for (size_t blk = 0; blk < w->kblocks; blk++) {
