@@ -1,8 +1,9 @@
 """Run a pipeline of passes on a copy of a model and hand back a valid model.
 
-Steps: check the input (errors name the node), copy it, name unnamed nodes,
-import into onnx-graphsurgeon, run the passes, drop dead nodes and
-initializers, sort topologically, export, add the opset imports the new ops
+Steps: check the input (errors name the node), copy it (all but the weight
+bytes, which are read from the input: see borrowed_initializers), name
+unnamed nodes, import into onnx-graphsurgeon, run the passes, drop dead nodes
+and initializers, sort topologically, export, add the opset imports the new ops
 need (raising the default opset through onnx's version converter when an
 emitted op needs a newer one), run shape inference and onnx.checker.
 """
@@ -16,6 +17,7 @@ import onnx_graphsurgeon as gs
 from onnx import version_converter
 
 from onnxbit.model_size import model_nbytes
+from onnxbit.passes.borrowed_initializers import BorrowedInitializers
 from onnxbit.passes.base import Pass, PassContext
 
 TWO_GB = 2**31
@@ -120,19 +122,18 @@ class PassManager:
         return out, ctx
 
     def _run_once(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassContext]:
-        work = onnx.ModelProto()
-        work.CopyFrom(model)
+        # The working copy leaves the weights' bytes in `model` (read, never
+        # written); the exported model gets its own copy of each, once.
+        borrowed = BorrowedInitializers(model)
+        work = borrowed.working_copy()
         _name_unnamed_nodes(work.graph, set())
-        graph = gs.import_onnx(work)
+        graph = borrowed.import_graph(work)
         ctx = PassContext(graph=graph, config=self.config, target=self.target, progress=self.progress)
         for p in self.passes:
             p.run(ctx)
         graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=True)
         graph.toposort(recurse_subgraphs=True)
-        exported = gs.export_onnx(graph, do_type_check=False)
-        # Keep everything of the model but its graph (metadata, functions, IR).
-        work.graph.CopyFrom(exported.graph)
-        return work, ctx
+        return borrowed.export(graph, work), ctx
 
     def _finish(self, model: onnx.ModelProto, ctx: PassContext) -> None:
         imports = {imp.domain or "": imp for imp in model.opset_import}

@@ -236,10 +236,27 @@ def _positive_scales(q: _Quantized, k: int, n: int) -> _Quantized:
     return dataclasses.replace(q, codes=codes.astype(np.int8), scales=fixed)
 
 
-def _weight_error(weight: np.ndarray, q: _Quantized, packed: PackedWeight, band: int = 512) -> dict[str, float]:
+def _tiled_contiguous(matrix: np.ndarray, tile: int = 64) -> np.ndarray:
+    """A C-contiguous copy of a 2-D array (e.g. the transposed view of the
+    unpacked codes), copied in square tiles: numpy's one-shot transposing
+    copy walks a new page per element and is several times slower."""
+    if matrix.flags.c_contiguous:
+        return matrix
+    out = np.empty(matrix.shape, dtype=matrix.dtype)
+    rows, cols = matrix.shape
+    for r in range(0, rows, tile):
+        for c in range(0, cols, tile):
+            out[r:r + tile, c:c + tile] = matrix[r:r + tile, c:c + tile]
+    return out
+
+
+def _weight_error(weight: np.ndarray, q: _Quantized, packed: PackedWeight,
+                  band_elements: int = 1 << 16) -> dict[str, float]:
     """MSE, SQNR and cosine of the dequantized weight, in float64, a band of
-    rows at a time (bounded memory; einsum keeps BLAS threads out of it).
-    Works in whichever orientation the weight is contiguous in."""
+    rows at a time (einsum keeps BLAS threads out of it). Bands of ~64K
+    elements keep the float64 temporaries about L2-sized. Works in whichever
+    orientation the weight is contiguous in; codes stored the other way round
+    are transposed once (int8) rather than read strided in every band."""
     codes = q.codes
     scale = _expand(np.asarray(q.scales, np.float32), q.granularity, q.group_size, packed.k, packed.n)
     zero = None
@@ -248,6 +265,8 @@ def _weight_error(weight: np.ndarray, q: _Quantized, packed: PackedWeight, band:
     if not weight.flags.c_contiguous and weight.T.flags.c_contiguous:
         weight, codes, scale = weight.T, codes.T, scale.T
         zero = None if zero is None else zero.T
+    codes = _tiled_contiguous(codes)
+    band = max(1, band_elements // max(1, weight.shape[1]))
 
     def rows_of(values: np.ndarray, rows: slice) -> np.ndarray:
         return values if values.shape[0] == 1 else values[rows]
