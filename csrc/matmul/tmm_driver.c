@@ -137,6 +137,17 @@ static void prepare_task(void *arg, size_t index) {
     }
 }
 
+/* The tmatmul.h epilogue for one scale group, in the contract's float32 order
+ * (as panel_rows_i8 computes it for any number of groups). */
+static inline float finish_one_group(const struct compute_job *job, int32_t isum, size_t col,
+                                     float s) {
+    float acc = 0.0f;
+    acc = acc + (float)isum * job->w->scales[col];
+    float v = acc / s;
+    if (job->bias) v = v + job->bias[col];
+    return v;
+}
+
 /* ---- matmul tasks -------------------------------------------------------- */
 
 static void panel_rows_i8(const struct compute_job *job, size_t p, size_t row0, size_t rows) {
@@ -416,14 +427,9 @@ static void lut_task(void *arg, size_t index) {
                     y[r] = NAN;
                     continue;
                 }
-                /* The tmatmul.h epilogue with one group, as panel_rows_i8 computes it. */
                 int32_t isum =
                     (int32_t)(usum[((p - p_begin) * TMM_NR + r) * G + i] - correction);
-                float acc = 0.0f;
-                acc = acc + (float)isum * w->scales[p * TMM_NR + r];
-                float v = acc / s;
-                if (job->bias) v = v + job->bias[p * TMM_NR + r];
-                y[r] = v;
+                y[r] = finish_one_group(job, isum, p * TMM_NR + r, s);
             }
         }
     }
@@ -477,13 +483,8 @@ static void gemv_task(void *arg, size_t index) {
                       job->gemv_tables + row * gemv_table_bytes(w), cb_begin, cb_end, sums);
         float s = job->row_scale[row];
         for (size_t col = col_begin; col < col_end; col++) {
-            /* The tmatmul.h epilogue with one group, as panel_rows_i8 computes it. */
             int32_t isum = (int32_t)(sums[col - col_begin] - pair_bias);
-            float acc = 0.0f;
-            acc = acc + (float)isum * w->scales[col];
-            float v = acc / s;
-            if (job->bias) v = v + job->bias[col];
-            y[col] = v;
+            y[col] = finish_one_group(job, isum, col, s);
         }
     }
 #else

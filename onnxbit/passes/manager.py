@@ -164,16 +164,7 @@ class PassManager:
 def default_passes(measure_error: bool = True) -> list[Pass]:
     """QAT folding (exact ternary weights first), then find and pack weights."""
     from onnxbit.passes.find_weights import FindWeightsPass
+    from onnxbit.passes.fold import qat_passes
     from onnxbit.passes.pack_weights import PackWeightsPass
 
-    return [*qat_folding_passes(), FindWeightsPass(), PackWeightsPass(measure_error=measure_error)]
-
-
-def qat_folding_passes() -> list[Pass]:
-    try:
-        from onnxbit.passes.fold import qat_passes
-    except ModuleNotFoundError as exc:
-        if exc.name != "onnxbit.passes.fold":
-            raise
-        return []
-    return list(qat_passes())
+    return [*qat_passes(), FindWeightsPass(), PackWeightsPass(measure_error=measure_error)]
