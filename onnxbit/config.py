@@ -34,15 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from onnxbit.errors import ConfigError  # noqa: F401  (re-exported)
+
 PRECISIONS = ("ternary", "binary", "int2", "int4", "int8", "fp32")
 GRANULARITIES = ("tensor", "channel", "group")
 FORMATS = ("2bit", "base3")
 TARGETS = ("onnxbit", "ort", "onnx")
 POSITIONS = ("first", "last")
-
-
-class ConfigError(ValueError):
-    """A configuration that is malformed or asks for something impossible."""
 
 
 @dataclass(frozen=True)

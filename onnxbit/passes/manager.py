@@ -16,15 +16,12 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
+from onnxbit.errors import ModelError  # noqa: F401  (re-exported)
 from onnxbit.model_size import model_nbytes
 from onnxbit.passes.borrowed_initializers import BorrowedInitializers
 from onnxbit.passes.base import Pass, PassContext
 
 TWO_GB = 2**31
-
-
-class ModelError(ValueError):
-    """The input model is malformed, or the rewritten model failed validation."""
 
 
 def default_opset(model: onnx.ModelProto) -> int:
