@@ -1,6 +1,11 @@
 """What a model holds: its weight layers (float, TernaryMatMul, MatMulNBits,
-DequantizeLinear + MatMul), their formats, bits per weight and sizes, and
-which ops need the onnxbit library at run time."""
+DequantizeLinear + MatMul, weights computed in the graph by QAT chains, and
+the weight-carrying nodes onnxbit does not convert: Conv, recurrent layers,
+embedding Gathers), activation x activation MatMuls, formats, bits per weight
+and sizes, and which ops need the onnxbit library at run time.
+
+Models are validated first (onnxbit.model_check): sizes and bits per weight
+are computed from tensor sizes that were checked against the data."""
 
 from __future__ import annotations
 
@@ -11,11 +16,19 @@ from typing import Any, Iterator
 
 import onnx
 
-from onnxbit.model_size import tensor_nbytes
+from onnxbit.model_check import check_model, element_count, expected_nbytes, read_model
 from onnxbit.report import human_bytes
 
 LIBRARY_DOMAIN = "com.onnxbit"
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+NOT_CONVERTED = "not converted by onnxbit yet"
+ACTIVATIONS = "activation x activation"
+# Ops that keep a tensor's shape (elementwise against scalars or same-shape
+# tensors, as in QAT weight chains): a weight's K x N is followed through them.
+_SHAPE_KEEPING = {"Identity", "Cast", "Div", "Mul", "Add", "Sub", "Clip", "Round", "Abs", "Neg", "Sign", "Relu",
+                  "Sqrt", "Reciprocal", "Floor", "Ceil", "Where", "Min", "Max"}
+_NODE_WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2),
+                       "Gather": (0,)}
 
 
 @dataclass
@@ -29,6 +42,7 @@ class LayerInfo:
     bytes: int
     bits_per_weight: float | None
     details: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
 
 
 @dataclass
@@ -41,6 +55,7 @@ class ModelSummary:
     initializer_bytes: int
     library_ops: list[str]  # com.onnxbit ops the model uses
     custom_ops: list[str]  # other non-standard domain::op pairs
+    constant_bytes: int = 0  # tensors held by Constant nodes
 
     @property
     def needs_onnxbit_library(self) -> bool:
@@ -57,18 +72,27 @@ class ModelSummary:
 
         console = console or Console()
         table = Table(title=f"{self.source}: weight layers")
-        for column, justify in (("layer", "left"), ("op", "left"), ("precision", "left"), ("storage", "left"),
-                                ("K x N", "right"), ("bits/w", "right"), ("size", "right")):
+        columns = [("layer", "left"), ("op", "left"), ("precision", "left"), ("storage", "left"),
+                   ("K x N", "right"), ("bits/w", "right"), ("size", "right")]
+        with_notes = any(layer.note for layer in self.layers)
+        if with_notes:
+            columns.append(("note", "left"))
+        for column, justify in columns:
             table.add_column(column, justify=justify, overflow="fold")
         for layer in self.layers:
-            shape = f"{layer.k} x {layer.n}" if layer.k is not None else ""
+            if layer.k is not None and layer.n is not None:
+                shape = f"{layer.k} x {layer.n}"
+            else:
+                shape = " x ".join(str(d) for d in layer.details.get("shape", []))
             bpw = "" if layer.bits_per_weight is None else f"{layer.bits_per_weight:.2f}"
-            table.add_row(layer.node, layer.op_type, layer.precision, layer.storage, shape, bpw,
-                          human_bytes(layer.bytes))
+            size = human_bytes(layer.bytes) if layer.bytes else ""
+            row = [layer.node, layer.op_type, layer.precision, layer.storage, shape, bpw, size]
+            table.add_row(*row, *([layer.note] if with_notes else []))
         console.print(table)
         opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(self.opsets.items()))
         console.print(f"IR {self.ir_version}; opsets: {opsets}; {self.node_count} nodes; "
-                      f"initializers {human_bytes(self.initializer_bytes)}", soft_wrap=True)
+                      f"initializers {human_bytes(self.initializer_bytes)}; "
+                      f"Constant tensors {human_bytes(self.constant_bytes)}", soft_wrap=True)
         if self.library_ops:
             console.print(f"needs the onnxbit library (onnxbit.runtime.InferenceSession): "
                           f"{', '.join(self.library_ops)}", soft_wrap=True)
@@ -94,80 +118,281 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
             if a.type not in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)}
 
 
-def inspect_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> ModelSummary:
+def _data_bytes(t: onnx.TensorProto) -> int:
+    """Bytes of a (validated) tensor's data, from its dims and type."""
+    size = expected_nbytes(t)
+    if size is None:  # strings
+        return sum(len(s) for s in t.string_data)
+    return size
+
+
+def _type_name(t: onnx.TensorProto) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(t.data_type)
+    except ValueError:
+        return f"type{t.data_type}"
+
+
+@dataclass
+class _Weight:
+    """A constant tensor in the model and where it is stored."""
+
+    tensor: onnx.TensorProto
+    storage: str  # "initializer" or "Constant"
+    name: str  # the value's name (a Constant's output)
+
+
+class _Model:
+    """Lookup tables over every graph of a model."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.tensors: dict[str, _Weight] = {}
+        self.producers: dict[str, onnx.NodeProto] = {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializer_bytes = 0
+        self.constant_bytes = 0
+        # name -> names of the constant tensors it is computed from (None: an activation)
+        self.sources: dict[str, frozenset[str] | None] = {}
+        for graph in _graphs(model.graph):
+            for t in graph.initializer:
+                self.tensors[t.name] = _Weight(t, "initializer", t.name)
+                self.sources[t.name] = frozenset([t.name])
+                self.initializer_bytes += _data_bytes(t)
+            for v in graph.input:
+                self.sources.setdefault(v.name, None)
+        for graph in _graphs(model.graph):
+            for node in graph.node:
+                self.nodes.append(node)
+                for out in node.output:
+                    self.producers[out] = node
+                self._constant_sources(node)
+
+    def _constant_sources(self, node: onnx.NodeProto) -> None:
+        outputs = [o for o in node.output if o]
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and outputs:
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                self.tensors[outputs[0]] = _Weight(value, "Constant", outputs[0])
+                self.constant_bytes += _data_bytes(value)
+                self.sources[outputs[0]] = frozenset([outputs[0]])
+            else:
+                self.sources[outputs[0]] = frozenset()
+            return
+        inputs = [i for i in node.input if i]
+        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+        derived: frozenset[str] | None = frozenset()
+        if not inputs or has_subgraph:
+            derived = None  # random generators, control flow: not treated as constant
+        else:
+            for name in inputs:
+                src = self.sources.get(name)
+                if src is None:
+                    derived = None
+                    break
+                derived = derived | src
+        for out in outputs:
+            self.sources[out] = derived
+
+    def constant(self, name: str) -> _Weight | None:
+        return self.tensors.get(name)
+
+    def computed_from(self, name: str) -> frozenset[str] | None:
+        """Constant tensors `name` is computed from, None when it depends on an
+        activation (graph input)."""
+        if not name:
+            return None
+        return self.sources.get(name)
+
+    def traced_dims(self, name: str) -> list[int] | None:
+        """Dims of a weight computed by shape-keeping ops and Transposes from one
+        constant tensor (QAT weight chains), or None."""
+        perm_dims: list[int] | None = None
+        steps: list[list[int] | None] = []  # Transpose perms, outermost first
+        for _ in range(64):
+            weight = self.constant(name)
+            if weight is not None:
+                perm_dims = [int(d) for d in weight.tensor.dims]
+                break
+            node = self.producers.get(name)
+            if node is None:
+                return None
+            if node.op_type == "Transpose":
+                steps.append(_attrs(node).get("perm"))
+            elif node.op_type not in _SHAPE_KEEPING:
+                return None
+            name = node.input[0] if node.input else ""
+        if perm_dims is None:
+            return None
+        for perm in reversed(steps):
+            perm = list(perm) if perm else list(range(len(perm_dims)))[::-1]
+            if sorted(perm) != list(range(len(perm_dims))):
+                return None
+            perm_dims = [perm_dims[p] for p in perm]
+        return perm_dims
+
+
+def inspect_model(model_or_path: onnx.ModelProto | str | os.PathLike, *, base_dir: str | os.PathLike | None = None,
+                  check: bool = True) -> ModelSummary:
+    """Summarize a model after validating it (raises onnxbit.errors.ModelError
+    naming the file and the node or tensor at fault). For a ModelProto,
+    external data is looked for in `base_dir` (None: files not checked)."""
     if isinstance(model_or_path, onnx.ModelProto):
         model, source = model_or_path, "<model>"
+        if check:
+            check_model(model, base_dir, source=source)
     else:
         path = Path(model_or_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {path} does not exist")
-        # Sizes come from the external data entries; the tensors are not read.
-        model, source = onnx.load(str(path), load_external_data=False), str(path)
-    initializers: dict[str, onnx.TensorProto] = {}
-    producers: dict[str, onnx.NodeProto] = {}
-    nodes: list[onnx.NodeProto] = []
-    for graph in _graphs(model.graph):
-        initializers.update({t.name: t for t in graph.initializer})
-        for node in graph.node:
-            nodes.append(node)
-            for out in node.output:
-                producers[out] = node
-            if node.op_type == "Constant":
-                for a in node.attribute:
-                    if a.name == "value":
-                        initializers[node.output[0]] = a.t
-    layers = [info for node in nodes if (info := _layer(node, initializers, producers)) is not None]
-    library_ops = sorted({n.op_type for n in nodes if n.domain == LIBRARY_DOMAIN})
-    custom_ops = sorted({f"{n.domain}::{n.op_type}" for n in nodes
+        # Sizes come from the checked dims and external-data entries; the external data is not read.
+        model, source = read_model(path, load_external_data=False), str(path)
+        if check:
+            check_model(model, path.parent if base_dir is None else base_dir, source=source)
+    index = _Model(model)
+    layers = [info for node in index.nodes if (info := _layer(node, index)) is not None]
+    library_ops = sorted({n.op_type for n in index.nodes if n.domain == LIBRARY_DOMAIN})
+    custom_ops = sorted({f"{n.domain}::{n.op_type}" for n in index.nodes
                          if n.domain not in _STANDARD_DOMAINS and n.domain != LIBRARY_DOMAIN})
     return ModelSummary(source=source, ir_version=model.ir_version,
                         opsets={imp.domain: imp.version for imp in model.opset_import}, layers=layers,
-                        node_count=len(nodes),
-                        initializer_bytes=sum(tensor_nbytes(t) for g in _graphs(model.graph) for t in g.initializer),
-                        library_ops=library_ops, custom_ops=custom_ops)
+                        node_count=len(index.nodes), initializer_bytes=index.initializer_bytes,
+                        library_ops=library_ops, custom_ops=custom_ops, constant_bytes=index.constant_bytes)
 
 
-def _sum_bytes(names, initializers) -> int:
-    return sum(tensor_nbytes(initializers[n]) for n in names if n in initializers)
+def _sum_bytes(names, index: _Model) -> int:
+    return sum(_data_bytes(w.tensor) for n in names if (w := index.constant(n)) is not None)
 
 
-def _layer(node: onnx.NodeProto, initializers, producers) -> LayerInfo | None:
+def _bpw(size: int, count: int | None) -> float | None:
+    return 8 * size / count if count else None
+
+
+def _int_attr(attrs: dict[str, Any], name: str) -> int | None:
+    value = attrs.get(name)
+    return int(value) if isinstance(value, int) else None
+
+
+def _layer(node: onnx.NodeProto, index: _Model) -> LayerInfo | None:
     attrs = _attrs(node)
+    name = node.name or (node.output[0] if node.output else node.op_type)
     if node.domain == LIBRARY_DOMAIN and node.op_type == "TernaryMatMul":
-        k, n = int(attrs["K"]), int(attrs["N"])
-        size = _sum_bytes(node.input[1:3], initializers)
+        k, n = _int_attr(attrs, "K"), _int_attr(attrs, "N")
+        size = _sum_bytes(node.input[1:3], index)
         fmt = attrs.get("format", b"2bit")
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
         details = {"group_size": int(attrs.get("group_size", 0)), "act_quant": int(attrs.get("act_quant", 0))}
-        return LayerInfo(node.name, node.op_type, "ternary", f"TernaryMatMul/{fmt}", k, n, size, 8 * size / (k * n),
-                         details)
+        return LayerInfo(name, node.op_type, "ternary", f"TernaryMatMul/{fmt}", k, n, size,
+                         _bpw(size, k * n if k and n else None), details)
     if node.domain == "com.microsoft" and node.op_type == "MatMulNBits":
-        k, n, bits = int(attrs["K"]), int(attrs["N"]), int(attrs["bits"])
-        size = _sum_bytes([i for i in node.input[1:4] if i], initializers)
-        return LayerInfo(node.name, node.op_type, f"int{bits}", f"MatMulNBits/{bits}bit", k, n, size,
-                         8 * size / (k * n), {"block_size": int(attrs["block_size"]),
-                                              "accuracy_level": int(attrs.get("accuracy_level", 0))})
-    if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+        k, n, bits = _int_attr(attrs, "K"), _int_attr(attrs, "N"), _int_attr(attrs, "bits")
+        size = _sum_bytes([i for i in node.input[1:4] if i], index)
+        return LayerInfo(name, node.op_type, f"int{bits}", f"MatMulNBits/{bits}bit", k, n, size,
+                         _bpw(size, k * n if k and n else None),
+                         {"block_size": _int_attr(attrs, "block_size"),
+                          "accuracy_level": int(attrs.get("accuracy_level", 0))})
+    if node.domain not in ("", "ai.onnx"):
         return None
+    if node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:
+        return _matmul_layer(node, name, attrs, index)
+    if node.op_type in _NODE_WEIGHT_INPUTS:
+        return _other_layer(node, name, index)
+    return None
+
+
+def _dequantized(name: str, index: _Model) -> tuple[onnx.TensorProto, onnx.NodeProto] | None:
+    producer = index.producers.get(name)
+    if producer is None or producer.op_type != "DequantizeLinear" or not producer.input:
+        return None
+    q = index.constant(producer.input[0])
+    return (q.tensor, producer) if q is not None else None
+
+
+def _matmul_layer(node, name: str, attrs: dict[str, Any], index: _Model) -> LayerInfo | None:
     weight_name = node.input[1]
-    if weight_name in producers and producers[weight_name].op_type == "DequantizeLinear":
-        dq = producers[weight_name]
-        q = initializers.get(dq.input[0])
-        if q is None:
-            return None
-        type_name = onnx.TensorProto.DataType.Name(q.data_type)
+    dq = _dequantized(weight_name, index)
+    if dq is not None:
+        q, dq_node = dq
+        type_name = _type_name(q)
         bits = {"INT2": 2, "UINT2": 2, "INT4": 4, "UINT4": 4, "INT8": 8, "UINT8": 8}.get(type_name)
-        size = _sum_bytes([i for i in dq.input if i], initializers)
-        k, n = (list(q.dims) + [None, None])[:2] if len(q.dims) == 2 else (None, None)
-        bpw = 8 * size / (k * n) if k and n else None
-        return LayerInfo(node.name, node.op_type, f"int{bits}" if bits else type_name.lower(),
-                         f"DequantizeLinear/{type_name}", k, n, size, bpw, {})
-    w = initializers.get(weight_name)
-    if w is None or len(w.dims) != 2:
+        size = _sum_bytes([i for i in dq_node.input if i], index)
+        k, n = (int(q.dims[0]), int(q.dims[1])) if len(q.dims) == 2 else (None, None)
+        return LayerInfo(name, node.op_type, f"int{bits}" if bits else type_name.lower(),
+                         f"DequantizeLinear/{type_name}", k, n, size, _bpw(size, element_count(q)),
+                         {"shape": [int(d) for d in q.dims]})
+    weight = index.constant(weight_name)
+    if weight is not None:
+        w = weight.tensor
+        k = n = None
+        if len(w.dims) == 2:
+            k, n = int(w.dims[0]), int(w.dims[1])
+            if node.op_type == "Gemm" and attrs.get("transB", 0):
+                k, n = n, k
+        size = _data_bytes(w)
+        note = "" if len(w.dims) == 2 else f"{len(w.dims)}-D weight; onnxbit converts 2-D weights"
+        return LayerInfo(name, node.op_type, _type_name(w).lower(), weight.storage, k, n, size,
+                         _bpw(size, element_count(w)), {"shape": [int(d) for d in w.dims]}, note)
+    sources = index.computed_from(weight_name)
+    if sources:
+        return _computed_weight_layer(node, name, attrs, weight_name, sources, index)
+    first = index.computed_from(node.input[0])
+    if first:
+        return _computed_weight_layer(node, name, attrs, node.input[0], first, index,
+                                      note=f"the constant is the first input; {NOT_CONVERTED}")
+    if sources is not None or first is not None:
+        return None  # a constant computed from attributes alone: no stored weight
+    return LayerInfo(name, node.op_type, ACTIVATIONS, "", None, None, 0, None, {},
+                     "both inputs are activations (no constant weight): nothing to convert")
+
+
+def _computed_weight_layer(node, name, attrs, value_name, sources, index: _Model, note: str = "") -> LayerInfo:
+    tensors = [index.tensors[s] for s in sorted(sources)]
+    main = max(tensors, key=lambda w: _data_bytes(w.tensor))
+    size = sum(_data_bytes(w.tensor) for w in tensors)
+    dims = index.traced_dims(value_name)
+    k = n = None
+    count = None
+    if dims is not None:
+        count = 1
+        for d in dims:
+            count *= d
+        if len(dims) == 2 and value_name == node.input[1]:
+            k, n = dims
+            if node.op_type == "Gemm" and attrs.get("transB", 0):
+                k, n = n, k
+    storage = f"{main.storage}, computed"
+    others = f" and {len(tensors) - 1} other constant(s)" if len(tensors) > 1 else ""
+    note = note or f"weight computed in the graph from {main.storage} {main.name!r}{others}"
+    details = {"computed_from": sorted(sources), "source_shape": [int(d) for d in main.tensor.dims]}
+    if dims is not None:
+        details["shape"] = dims
+    return LayerInfo(name, node.op_type, _type_name(main.tensor).lower(), storage, k, n, size, _bpw(size, count),
+                     details, note)
+
+
+def _other_layer(node, name: str, index: _Model) -> LayerInfo | None:
+    """Conv, ConvTranspose, LSTM/GRU/RNN and embedding Gathers: weights onnxbit
+    does not convert, shown so that every weight-carrying node is listed."""
+    weights: list[tuple[onnx.TensorProto, str]] = []
+    for i in _NODE_WEIGHT_INPUTS[node.op_type]:
+        if i >= len(node.input) or not node.input[i]:
+            continue
+        dq = _dequantized(node.input[i], index)
+        if dq is not None:
+            weights.append((dq[0], f"DequantizeLinear/{_type_name(dq[0])}"))
+            continue
+        weight = index.constant(node.input[i])
+        if weight is not None:
+            weights.append((weight.tensor, weight.storage))
+            continue
+        sources = index.computed_from(node.input[i])
+        if sources:
+            main = max((index.tensors[s] for s in sources), key=lambda w: element_count(w.tensor))
+            weights.append((main.tensor, f"{main.storage}, computed"))
+    if not weights:
         return None
-    k, n = int(w.dims[0]), int(w.dims[1])
-    if node.op_type == "Gemm" and _attrs(node).get("transB", 0):
-        k, n = n, k
-    type_name = onnx.TensorProto.DataType.Name(w.data_type).lower()
-    size = tensor_nbytes(w)
-    return LayerInfo(node.name, node.op_type, type_name, "initializer", k, n, size, 8 * size / (k * n), {})
+    main, storage = weights[0]
+    if node.op_type == "Gather" and len(main.dims) < 2:
+        return None  # indexing a small constant (shapes), not an embedding table
+    size = sum(_data_bytes(t) for t, _ in weights)
+    count = sum(element_count(t) for t, _ in weights)
+    what = "embedding table" if node.op_type == "Gather" else "weights"
+    return LayerInfo(name, node.op_type, _type_name(main).lower(), storage, None, None, size, _bpw(size, count),
+                     {"shape": [int(d) for d in main.dims]}, f"{what} {NOT_CONVERTED}")
