@@ -67,7 +67,8 @@ class WeightSite:
 
     weight: the effective float32 [K, N] matrix the node multiplies by (Gemm's
     transB and alpha already applied), possibly a transposed view of a [N, K]
-    constant (so packing W^T rows needs no copy). weight_key names the constant and the
+    constant (so packing W^T rows needs no copy); loaded on demand by
+    load_weight. weight_key names the constant and the
     transforms that produced it, so a weight shared by several nodes is packed
     once. bias: float32 [N] to fold into the new op (Gemm's beta * C, or the
     constant of an Add right after a MatMul, whose output is then `output`), or None.
@@ -79,7 +80,8 @@ class WeightSite:
     graph: gs.Graph
     activation: gs.Tensor
     output: gs.Tensor
-    weight: np.ndarray
+    load_weight: Callable[[], np.ndarray]
+    shape: tuple[int, int]
     weight_key: str
     weight_name: str
     source_bytes: int
@@ -90,14 +92,27 @@ class WeightSite:
     transpose_activation: bool = False  # Gemm transA = 1
     position: frozenset[str] = frozenset()  # {"first"}, {"last"} among the main graph's sites
     in_subgraph: bool = False
+    _weight: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The float32 [K, N] weight, read when first asked for and kept
+        until :meth:`release` (the packing pass releases each layer's weight
+        once packed, so a big model is never held in memory whole)."""
+        if self._weight is None:
+            self._weight = self.load_weight()
+        return self._weight
+
+    def release(self) -> None:
+        self._weight = None
 
     @property
     def k(self) -> int:
-        return int(self.weight.shape[0])
+        return int(self.shape[0])
 
     @property
     def n(self) -> int:
-        return int(self.weight.shape[1])
+        return int(self.shape[1])
 
 
 @dataclass

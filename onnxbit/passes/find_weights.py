@@ -14,6 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxbit.passes.base import Pass, PassContext, PassResult, WeightSite
+from onnxbit.passes.borrowed_initializers import read_constant
 
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 # Value-preserving ops a weight may be read through.
@@ -25,10 +26,8 @@ class NotConstant(Exception):
 
 
 def constant_array(tensor: gs.Constant) -> np.ndarray:
-    values = tensor.values
-    if hasattr(values, "load"):  # onnx-graphsurgeon's LazyValues
-        values = values.load()
-    return np.asarray(values)
+    """A constant's values, read without keeping them in the graph."""
+    return np.asarray(read_constant(tensor))
 
 
 def _constant_node_value(node: gs.Node) -> np.ndarray:
@@ -215,7 +214,8 @@ class FindWeightsPass(Pass):
             if activation.shape is not None and len(activation.shape) < 2:
                 raise NotConstant(f"activation '{activation.name}' is 1-D; the op needs [..., K]")
             site = WeightSite(node=node, graph=graph, activation=activation, output=node.outputs[0],
-                              weight=weight.astype(np.float32, copy=False), weight_key=key,
+                              load_weight=lambda: resolve_constant(weight_tensor)[0].astype(np.float32, copy=False),
+                              shape=tuple(weight.shape), weight_key=key,
                               weight_name=weight_tensor.name, source_bytes=_tensor_nbytes(weight_tensor, weight),
                               in_subgraph=in_subgraph)
             _absorb_bias_add(site, graph)
@@ -227,15 +227,20 @@ class FindWeightsPass(Pass):
         beta = float(node.attrs.get("beta", 1.0))
         if weight.ndim != 2:
             raise NotConstant(f"Gemm weight '{weight_tensor.name}' has rank {weight.ndim}")
-        if node.attrs.get("transB", 0):
-            weight = weight.T
+        trans_b = bool(node.attrs.get("transB", 0))
+        if trans_b:
             key = f"{key}|transpose:[1, 0]"
-        # Kept as a view: a [N, K] weight read through transB packs as W^T rows without a copy.
-        weight = weight.astype(np.float32, copy=False)
         if alpha != 1.0:
-            weight = weight * np.float32(alpha)
             key = f"{key}|scale:{alpha!r}"
-        n = weight.shape[1]
+
+        def load_weight() -> np.ndarray:
+            values = resolve_constant(weight_tensor)[0]
+            # Kept as a view: a [N, K] weight read through transB packs as W^T rows without a copy.
+            values = (values.T if trans_b else values).astype(np.float32, copy=False)
+            return values * np.float32(alpha) if alpha != 1.0 else values
+
+        shape = (weight.shape[1], weight.shape[0]) if trans_b else tuple(weight.shape)
+        n = shape[1]
         bias = None
         extra_add = None
         extra_add_scale = 1.0
@@ -252,8 +257,8 @@ class FindWeightsPass(Pass):
                 extra_add = gs.Constant(f"{node.name}_C_scaled", np.ascontiguousarray(c.astype(np.float32) * np.float32(beta)))
             else:
                 extra_add, extra_add_scale = c_tensor, beta
-        return WeightSite(node=node, graph=graph, activation=activation, output=node.outputs[0], weight=weight,
-                          weight_key=key, weight_name=weight_tensor.name,
+        return WeightSite(node=node, graph=graph, activation=activation, output=node.outputs[0],
+                          load_weight=load_weight, shape=shape, weight_key=key, weight_name=weight_tensor.name,
                           source_bytes=_tensor_nbytes(weight_tensor, weight), bias=bias, extra_add=extra_add,
                           extra_add_scale=extra_add_scale,
                           transpose_activation=bool(node.attrs.get("transA", 0)), in_subgraph=in_subgraph)

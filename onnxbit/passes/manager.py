@@ -18,7 +18,8 @@ from onnx import version_converter
 
 from onnxbit.errors import ModelError  # noqa: F401  (re-exported)
 from onnxbit.model_size import model_nbytes
-from onnxbit.passes.borrowed_initializers import BorrowedInitializers
+from onnxbit.modelio.save import Skeleton
+from onnxbit.passes.borrowed_initializers import BorrowedInitializers, release_loaded
 from onnxbit.passes.base import Pass, PassContext
 
 TWO_GB = 2**31
@@ -98,9 +99,19 @@ class PassManager:
         self.config = config
         self.progress = progress
         self.check = check
+        self.base_dir = None
 
-    def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassContext]:
+    def run(self, model: onnx.ModelProto, base_dir=None) -> tuple[onnx.ModelProto, PassContext]:
+        """The converted model (complete) and the pass context."""
+        skeleton, ctx = self.run_to_skeleton(model, base_dir)
+        return skeleton.materialize(), ctx
+
+    def run_to_skeleton(self, model: onnx.ModelProto, base_dir=None) -> tuple[Skeleton, PassContext]:
+        """The converted model with its large tensors left as payloads (the
+        input's bytes are read from `model` or base_dir's external data
+        files only when written), and the pass context."""
         check_input(model)
+        self.base_dir = base_dir
         out, ctx = self._run_once(model)
         needed = ctx.opsets.get("", 0)
         current = default_opset(model)
@@ -118,21 +129,23 @@ class PassManager:
         self._finish(out, ctx)
         return out, ctx
 
-    def _run_once(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassContext]:
-        # The working copy leaves the weights' bytes in `model` (read, never
-        # written); the exported model gets its own copy of each, once.
-        borrowed = BorrowedInitializers(model)
+    def _run_once(self, model: onnx.ModelProto) -> tuple[Skeleton, PassContext]:
+        # The working copy leaves the weights' bytes in `model` or its data
+        # files (read, never written); the output is written from them once.
+        borrowed = BorrowedInitializers(model, self.base_dir)
         work = borrowed.working_copy()
         _name_unnamed_nodes(work.graph, set())
         graph = borrowed.import_graph(work)
         ctx = PassContext(graph=graph, config=self.config, target=self.target, progress=self.progress)
         for p in self.passes:
             p.run(ctx)
+            release_loaded(graph)
         graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=True)
         graph.toposort(recurse_subgraphs=True)
-        return borrowed.export(graph, work), ctx
+        return borrowed.export_skeleton(graph, work), ctx
 
-    def _finish(self, model: onnx.ModelProto, ctx: PassContext) -> None:
+    def _finish(self, skeleton: Skeleton, ctx: PassContext) -> None:
+        model = skeleton.model
         imports = {imp.domain or "": imp for imp in model.opset_import}
         for domain, version in ctx.opsets.items():
             key = "" if domain in ("", "ai.onnx") else domain
@@ -151,9 +164,9 @@ class PassManager:
             del model.graph.value_info[:]
             model.graph.value_info.extend(inferred.graph.value_info)
             if self.check:
-                # Under protobuf's 2 GB limit the checker also validates every tensor.
-                full = model_nbytes(model) < TWO_GB
-                onnx.checker.check_model(model if full else _without_weight_data(model))
+                # Tensor payloads are checked where they are made; the checker
+                # validates the graph.
+                onnx.checker.check_model(_without_weight_data(model))
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise ModelError(f"the rewritten model failed validation: {exc}") from None
 

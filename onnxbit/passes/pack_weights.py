@@ -104,6 +104,7 @@ class PackWeightsPass(Pass):
                            bytes_after=0 if shared_with else packed.bytes_after,
                            weight_error=dict(packed.weight_error))
                 converted += 1
+            site.release()
             if ctx.progress is not None:
                 ctx.progress(name, index + 1, total)
         if ctx.target == "onnx" and converted:

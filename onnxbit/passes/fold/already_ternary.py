@@ -22,7 +22,7 @@ def plain_float_weight(weight: gs.Tensor, nodes: list[gs.Node]) -> str | None:
         elif node.op not in _LAYOUT_OPS:
             return None
     if isinstance(weight, gs.Constant):
-        return f"initializer {weight.name}" if weight.values.dtype == np.float32 else None
+        return f"initializer {weight.name}" if np.dtype(weight.dtype) == np.float32 else None
     return f"constant {weight.name}"
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnxbit.passes.borrowed_initializers import constant_tensor_proto, read_constant
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 # An IR version every onnxruntime able to run the opsets exporters emit accepts.
@@ -88,7 +89,7 @@ def iter_evaluated(graph: gs.Graph,
             continue
         seen.add(tensor.name)
         if isinstance(tensor, gs.Constant):
-            yield tensor, np.asarray(tensor.values)
+            yield tensor, np.asarray(read_constant(tensor))
             continue
         try:
             size = _constant_bytes(constant_subgraph([tensor]))
@@ -160,7 +161,7 @@ def _subgraph_model(graph: gs.Graph, tensors: Sequence[gs.Tensor]) -> onnx.Model
     typed_outputs = _typed_outputs(onnx.helper.make_model(typing_graph, opset_imports=opsets))
     onnx_graph = onnx.helper.make_graph(
         exported_nodes, "onnxbit_constant_subgraph", inputs=[], outputs=typed_outputs,
-        initializer=[OnnxExporter.export_tensor_proto(c) for c in constants.values()])
+        initializer=[constant_tensor_proto(c) for c in constants.values()])
     model = onnx.helper.make_model(onnx_graph, opset_imports=opsets)
     model.ir_version = _IR_VERSION
     return model

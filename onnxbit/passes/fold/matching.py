@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnxbit.passes.borrowed_initializers import read_constant
 
 FLOAT32 = onnx.TensorProto.FLOAT
 
@@ -27,7 +28,7 @@ def consumers(tensor: gs.Tensor) -> list[gs.Node]:
 def is_float32(tensor: gs.Tensor) -> bool | None:
     """True/False when the dtype is known, None when the graph does not say."""
     if isinstance(tensor, gs.Constant):
-        return tensor.values.dtype == np.float32
+        return np.dtype(tensor.dtype) == np.float32
     if tensor.dtype is None:
         return None
     if isinstance(tensor.dtype, int):  # an onnx.TensorProto data type number
@@ -70,7 +71,7 @@ def constant_value(tensor: gs.Tensor | None) -> np.ndarray | None:
     if tensor is None:
         return None
     if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values)
+        return np.asarray(read_constant(tensor))
     node = producer(tensor)
     if node is None:
         return None
@@ -89,7 +90,7 @@ def constant_value(tensor: gs.Tensor | None) -> np.ndarray | None:
 def _constant_node_value(node: gs.Node) -> np.ndarray | None:
     attrs = node.attrs
     if "value" in attrs:
-        return np.asarray(attrs["value"].values)
+        return np.asarray(read_constant(attrs["value"]))
     for key, dtype in (("value_float", np.float32), ("value_int", np.int64)):
         if key in attrs:
             return np.asarray(attrs[key], dtype=dtype)

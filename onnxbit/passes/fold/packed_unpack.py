@@ -22,9 +22,9 @@ def packed_unpack_chain(weight: gs.Tensor, nodes: list[gs.Node]) -> str | None:
         return None
     if not any(n.op == "Cast" and _is_float_type(n.attrs.get("to")) for n in nodes):
         return None
-    integer = {t.name: t.values.dtype for n in nodes for t in n.inputs
-               if isinstance(t, gs.Constant) and t.values.size > 1
-               and np.issubdtype(t.values.dtype, np.integer)}
+    integer = {t.name: np.dtype(t.dtype) for n in nodes for t in n.inputs
+               if isinstance(t, gs.Constant) and int(np.prod(t.shape)) > 1
+               and np.issubdtype(np.dtype(t.dtype), np.integer)}
     if not integer:
         return None
     # Name the packed data, not index tensors (ScatterND/Gather indices are int64).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..base import Pass, PassContext, PassResult
@@ -28,7 +29,7 @@ def absmean_chain(weight: gs.Tensor, nodes: list[gs.Node]) -> str | None:
     else:
         return None
     roots = sorted({t.name for n in nodes for t in n.inputs
-                    if isinstance(t, gs.Constant) and t.values.size > 1})
+                    if isinstance(t, gs.Constant) and int(np.prod(t.shape)) > 1})
     return f"absmean weight chain on {', '.join(roots) or 'a constant'} ({len(nodes)} nodes)"
 
 
