@@ -115,7 +115,7 @@ def read_model(path: str | os.PathLike, *, load_external_data: bool = False) -> 
         raise ModelError(f"{path}: not an ONNX model, or a truncated one ({info.st_size} bytes): it decodes, "
                          f"but {missing}")
     if load_external_data and _has_external_data(model):
-        problems = [p for p in _tensor_problems(model, path.parent) if p.what.startswith("external data")]
+        problems = _tensor_problems(model, path.parent, external_only=True)
         if problems:
             raise ModelError(_problems_message(problems, source=str(path)))
         try:
@@ -410,9 +410,11 @@ def _has_external_data(model: onnx.ModelProto) -> bool:
     return any(t.data_location == T.EXTERNAL for _, _, t in _tensors(model))
 
 
-def _tensor_problems(model: onnx.ModelProto, base_dir: Path | None) -> list[Problem]:
+def _tensor_problems(model: onnx.ModelProto, base_dir: Path | None, external_only: bool = False) -> list[Problem]:
     problems = []
     for where, kind, tensor in _tensors(model):
+        if external_only and tensor.data_location != T.EXTERNAL:
+            continue
         what = tensor_problem(tensor, base_dir)
         if what:
             joined = f"{kind} {what}" if what.startswith(("has ", "holds ")) else f"{kind}: {what}"
