@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from onnxbit.samples import SAMPLE_INPUTS, SAMPLE_MODEL, sample_path
-from onnxbit.verify import Comparison, compare, load_feeds, render
+from onnxbit.verify import Comparison, compare, render
 
 
 # A decoding step of BitNet b1.58 2B's feed-forward up projection (hidden 2560,
@@ -24,25 +24,22 @@ def run_demo(model_path: Path | None = None, inputs_path: Path | None = None, ta
              threads: int = 1, rounds: int = 30, layer: bool = True, console=None) -> Comparison:
     from rich.console import Console
 
-    import onnx
-
     from onnxbit.convert import convert
+    from onnxbit.verify import read_model
 
     console = console or Console()
     model_path = Path(model_path) if model_path else sample_path(SAMPLE_MODEL)
     if inputs_path is None and model_path == sample_path(SAMPLE_MODEL):
         inputs_path = sample_path(SAMPLE_INPUTS)
+    read_model(model_path, "original")  # a clean error for a file that is no ONNX model, before converting
     console.print(f"[bold]1. convert[/bold] {model_path} (target {target})")
     with tempfile.TemporaryDirectory(prefix="onnxbit-demo-") as tmp:
         output = Path(tmp) / f"{model_path.stem}.{target}.onnx"
         result = convert(model_path, target=target, output_path=output, progress=False)
         result.report.render(console)
         console.print(f"\n[bold]2. run both in onnxruntime[/bold] ({threads} thread{'s' if threads > 1 else ''})")
-        original = onnx.load(str(model_path))
-        input_names = [i.name for i in original.graph.input
-                       if i.name not in {t.name for t in original.graph.initializer}]
-        feeds = load_feeds(inputs_path, input_names) if inputs_path else None
-        comparison = compare(model_path, output, feeds, threads=threads, rounds=rounds)
+        # Inputs: the .npz (checked against the model), or synthesized and tried on the original.
+        comparison = compare(model_path, output, inputs_path, threads=threads, rounds=rounds)
     render(comparison, console)
     if layer:
         _layer_speed(threads, console)
@@ -51,7 +48,7 @@ def run_demo(model_path: Path | None = None, inputs_path: Path | None = None, ta
 
 def _layer_speed(threads: int, console) -> None:
     from onnxbit.bench.matmul import BenchOptions, MatMulShape, run_benchmark
-    from onnxbit.cli.bench_matmul import render as render_bench
+    from onnxbit.bench.render_matmul import render as render_bench
 
     m, k, n = LAYER_SHAPE
     console.print(f"\n[bold]3. one deployment-sized layer[/bold] ({m}x{k}x{n}, weights streamed from memory; "

@@ -2,27 +2,53 @@
 
 Used by `onnxbit verify` (a deployment check: exit status 1 when the outputs
 disagree beyond a tolerance) and `onnxbit demo`.
+
+Agreement, per output, worst over every input batch:
+
+* max abs diff and max rel diff = max |converted - original| / max |original|
+  (NaN or infinity where the original has a finite value counts as an
+  infinite difference). The pass/fail rule of `verify` is
+  ``worst max rel diff <= rtol``; the default rtol follows the converted
+  model's precision (:mod:`onnxbit.verify_precision`).
+* cosine similarity, for every float output: each sample (index of the first
+  axis; the whole tensor for rank 0 and 1) is flattened and compared, and the
+  lowest value over samples and batches is shown. Informational.
+* argmax agreement, only for outputs that look like class scores
+  (:func:`looks_like_scores`): a float output whose last axis is longer than
+  1, whose name does not say hidden state / embedding / feature / key / value /
+  box / mask, and whose name says logit / score / prob / class / cls / label /
+  pred, or which comes out of a Softmax / LogSoftmax (through shape-only ops),
+  or whose last axis equals the row count of a table the model gathers from
+  (a language model's vocabulary). Argmax of a hidden state means nothing.
+
+Models given as paths are read without their external data (ops, inputs and
+shapes only); onnxruntime loads the weights once, for its session.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import onnx
 
 from onnxbit.bench.timing import interleave, median_ms, time_ns
+from onnxbit.errors import OnnxbitError
+from onnxbit.feeds import (FeedError, check_feeds, input_specs, load_feeds, one_line,  # noqa: F401 (re-exported)
+                           synthesize_feeds, synthesize_working_feed)
+from onnxbit.verify_precision import Tolerance, default_tolerance, passing_rtol
 
-_DTYPES = {
-    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32, onnx.TensorProto.BOOL: np.bool_,
-    onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8,
-}
+__all__ = ["Comparison", "FeedError", "OutputAgreement", "VerifyError", "compare", "load_feeds",
+           "looks_like_scores", "model_bytes", "read_model", "render", "speed_text", "synthesize_feeds"]
+
+
+class VerifyError(OnnxbitError, ValueError):
+    """A model cannot be read, or onnxruntime cannot load or run it."""
 
 
 @dataclass
@@ -30,7 +56,9 @@ class OutputAgreement:
     name: str
     max_abs: float
     max_rel: float  # max |converted - original| / max |original|
-    argmax_match: float | None  # fraction of positions whose last-axis argmax agrees
+    argmax_match: float | None  # fraction of positions whose last-axis argmax agrees (class-score outputs only)
+    cosine: float | None = None  # lowest per-sample cosine similarity (float outputs only)
+    problem: str | None = None   # e.g. a shape mismatch, non-finite values
 
 
 @dataclass
@@ -43,23 +71,80 @@ class Comparison:
     threads: int
     feeds: int
     notes: list[str] = field(default_factory=list)
+    tolerance: Tolerance | None = None  # the default for the converted model's precision
+
+    @property
+    def worst(self) -> OutputAgreement | None:
+        if not self.outputs:
+            return None
+        return max(self.outputs, key=lambda o: (math.isnan(o.max_rel), o.max_rel))
 
     @property
     def worst_rel(self) -> float:
-        return max((o.max_rel for o in self.outputs), default=0.0)
+        worst = self.worst
+        if worst is None:
+            return 0.0
+        return math.inf if math.isnan(worst.max_rel) else worst.max_rel
 
     @property
     def speedup(self) -> float:
         return self.ms_original / self.ms_converted if self.ms_converted > 0 else float("nan")
 
+    def passes(self, rtol: float) -> bool:
+        return self.worst_rel <= rtol
 
-def model_bytes(path_or_model: Any) -> int:
-    """Bytes on disk of a model file plus any external data files next to it."""
+    def failure_message(self, rtol: float, origin: str = "--rtol") -> str:
+        """One line: how far the outputs are apart, and which --rtol would pass."""
+        worst = self.worst
+        where = f" (output '{worst.name}')" if worst is not None else ""
+        if not math.isfinite(self.worst_rel):
+            problem = worst.problem if worst is not None and worst.problem else "non-finite differences"
+            return f"outputs disagree{where}: {problem}; no tolerance passes"
+        return (f"outputs differ by {self.worst_rel:.3g} relative{where}, more than {origin} {rtol:g}; "
+                f"--rtol {passing_rtol(self.worst_rel):g} would pass")
+
+
+# -- reading models ----------------------------------------------------------
+
+@dataclass
+class _Model:
+    proto: onnx.ModelProto   # without external data when read from a path
+    source: str | bytes      # what onnxruntime loads
+    label: str               # "original model path/to/x.onnx"
+    path: Path | None
+
+
+def read_model(path_or_model: Any, role: str = "model") -> onnx.ModelProto:
+    """The model's graph without its external data; VerifyError when it is no ONNX model."""
+    return _read(path_or_model, role).proto
+
+
+def _read(path_or_model: Any, role: str) -> _Model:
+    if isinstance(path_or_model, _Model):
+        return path_or_model
+    if isinstance(path_or_model, onnx.ModelProto):
+        return _Model(path_or_model, path_or_model.SerializeToString(), f"{role} model", None)
+    path = Path(path_or_model)
+    label = f"{role} model {path}"
+    if not path.is_file():
+        raise VerifyError(f"the {label} does not exist or is not a file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, OSError, ...
+        raise VerifyError(f"cannot read the {label}: not an ONNX model ({one_line(exc)})") from None
+    if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.graph.output:
+        raise VerifyError(f"cannot read the {label}: not an ONNX model (no graph, IR version or outputs)")
+    return _Model(proto, os.fspath(path), label, path)
+
+
+def model_bytes(path_or_model: Any, proto: onnx.ModelProto | None = None) -> int:
+    """Bytes on disk of a model file plus any external data files next to it
+    (``proto``: the file's graph, if already read; external data is never loaded)."""
     if isinstance(path_or_model, onnx.ModelProto):
         return path_or_model.ByteSize()
     path = Path(path_or_model)
     total = path.stat().st_size
-    model = onnx.load(str(path), load_external_data=False)
+    model = proto if proto is not None else onnx.load(str(path), load_external_data=False)
     locations = {entry.value for tensor in _all_initializers(model.graph)
                  for entry in tensor.external_data if entry.key == "location"}
     return total + sum((path.parent / loc).stat().st_size for loc in locations)
@@ -75,52 +160,13 @@ def _all_initializers(graph: onnx.GraphProto):
                 yield from _all_initializers(sub)
 
 
-def synthesize_feeds(model: onnx.ModelProto, batch: int = 1, seq: int = 16, seed: int = 0,
-                     vocab: int = 100) -> dict[str, np.ndarray]:
-    """Plausible inputs from the graph's input types: token ids in [0, vocab),
-    masks of ones, standard-normal floats; symbolic dims become batch, then seq."""
-    rng = np.random.default_rng(seed)
-    initializer_names = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for value in model.graph.input:
-        if value.name in initializer_names:
-            continue
-        tensor_type = value.type.tensor_type
-        if tensor_type.elem_type not in _DTYPES:
-            raise ValueError(f"cannot synthesize input {value.name!r} of ONNX element type "
-                             f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}; pass --inputs FILE.npz")
-        symbolic = iter([batch, seq])
-        shape = [d.dim_value if d.HasField("dim_value") else next(symbolic, 1) for d in tensor_type.shape.dim]
-        dtype = _DTYPES[tensor_type.elem_type]
-        lowered = value.name.lower()
-        if np.issubdtype(dtype, np.integer) and "mask" in lowered:
-            feeds[value.name] = np.ones(shape, dtype=dtype)
-        elif np.issubdtype(dtype, np.integer):
-            feeds[value.name] = rng.integers(0, vocab, size=shape).astype(dtype)
-        elif dtype is np.bool_:
-            feeds[value.name] = np.ones(shape, dtype=bool)
-        else:
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
+# -- sessions ------------------------------------------------------------------
+
+def needs_library(model: onnx.ModelProto) -> bool:
+    return any(op.domain == "com.onnxbit" for op in model.opset_import)
 
 
-def load_feeds(path: str | os.PathLike, input_names: Sequence[str]) -> list[dict[str, np.ndarray]]:
-    """Feeds from an .npz: keys equal to the input names (one feed), or
-    NAME_0, NAME_1, ... (one feed per index)."""
-    data = np.load(path)
-    names = list(input_names)
-    if all(name in data for name in names):
-        return [{name: data[name] for name in names}]
-    indices = sorted({int(m.group(1)) for key in data.files for m in [re.search(r"_(\d+)$", key)] if m})
-    feeds = [{name: data[f"{name}_{i}"] for name in names if f"{name}_{i}" in data} for i in indices]
-    feeds = [feed for feed in feeds if len(feed) == len(names)]
-    if not feeds:
-        raise ValueError(f"{path} holds {sorted(data.files)}; expected the model's inputs {names} "
-                         "as keys, or NAME_0, NAME_1, ... for several feeds")
-    return feeds
-
-
-def _session(model: Any, threads: int, with_library: bool):
+def _session(model: _Model, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -129,56 +175,206 @@ def _session(model: Any, threads: int, with_library: bool):
     # Two sessions alternate in one process; spinning pools would steal each
     # other's cores and distort both timings.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
-    if with_library:
-        from onnxbit.runtime import InferenceSession
+    try:
+        if needs_library(model.proto):
+            from onnxbit.runtime import InferenceSession
 
-        return InferenceSession(source, sess_options=options)
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def needs_library(model: onnx.ModelProto) -> bool:
-    return any(op.domain == "com.onnxbit" for op in model.opset_import)
+            return InferenceSession(model.source, sess_options=options)
+        return ort.InferenceSession(model.source, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own classes (Fail, InvalidGraph, ...) and RuntimeError
+        raise VerifyError(f"onnxruntime cannot load the {model.label}: {_ort_message(exc)}") from None
 
 
-def compare(original: Any, converted: Any, feeds: list[dict[str, np.ndarray]] | None = None,
-            threads: int = 1, rounds: int = 20) -> Comparison:
+def _run(session, model: _Model, names: list[str] | None, feed: Mapping[str, np.ndarray], which: str):
+    try:
+        return session.run(names, dict(feed))
+    except Exception as exc:
+        raise VerifyError(f"the {model.label} failed to run on {which}: {_ort_message(exc)}") from None
+
+
+def _ort_message(exc: BaseException) -> str:
+    text = one_line(exc)
+    # "[ONNXRuntimeError] : 1 : FAIL : ..." -> the part after the status.
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+# -- comparing -------------------------------------------------------------------
+
+def compare(original: Any, converted: Any,
+            feeds: list[dict[str, np.ndarray]] | str | os.PathLike | None = None,
+            threads: int = 1, rounds: int = 20, seed: int = 0) -> Comparison:
     """Run both models on the same feeds; agreement over all feeds, and the
-    median latency of the first feed with the two models interleaved."""
-    original_proto = original if isinstance(original, onnx.ModelProto) else onnx.load(os.fspath(original))
-    converted_proto = converted if isinstance(converted, onnx.ModelProto) else onnx.load(os.fspath(converted))
-    if feeds is None:
-        feeds = [synthesize_feeds(original_proto)]
-    before = _session(original, threads, with_library=needs_library(original_proto))
-    after = _session(converted, threads, with_library=needs_library(converted_proto))
+    median latency of the first feed with the two models interleaved.
+
+    feeds: a list of {input name: array}, an .npz path (see load_feeds), or
+    None to synthesize one feed the original model accepts (onnxbit.feeds).
+    Raises VerifyError / FeedError (both OnnxbitError) for unreadable models,
+    unusable inputs and onnxruntime failures, with one-line messages.
+    """
+    before_model, after_model = _read(original, "original"), _read(converted, "converted")
+    specs = input_specs(before_model.proto)
+    if feeds is not None and not isinstance(feeds, list):
+        feeds = load_feeds(feeds, [s.name for s in specs])
+    if feeds is not None:
+        check_feeds(feeds, specs, "the inputs")
+        if not feeds:
+            raise FeedError("no input batches given")
+    before = _session(before_model, threads)
+    after = _session(after_model, threads)
     output_names = [o.name for o in before.get_outputs()]
     missing = set(output_names) - {o.name for o in after.get_outputs()}
     if missing:
-        raise ValueError(f"the converted model lacks outputs {sorted(missing)} of the original")
+        raise VerifyError(f"the {after_model.label} lacks outputs {sorted(missing)} of the original")
+    notes: list[str] = []
+    if feeds is None:
+        feed, notes = synthesize_working_feed(before_model.proto,
+                                              lambda f: before.run(output_names, f), seed=seed)
+        feeds = [feed]
 
-    worst: dict[str, list[float]] = {name: [0.0, 0.0, 0.0, 0.0] for name in output_names}
-    for feed in feeds:
-        for name, ref, got in zip(output_names, before.run(output_names, feed), after.run(output_names, feed)):
-            ref64, got64 = np.asarray(ref, dtype=np.float64), np.asarray(got, dtype=np.float64)
-            diff = np.abs(ref64 - got64)
-            stats = worst[name]
-            stats[0] = max(stats[0], float(diff.max(initial=0.0)))
-            stats[1] = max(stats[1], float(diff.max(initial=0.0) / max(np.abs(ref64).max(initial=0.0), 1e-30)))
-            if ref64.ndim >= 1 and ref64.shape[-1] > 1 and np.issubdtype(np.asarray(ref).dtype, np.floating):
-                stats[2] += float((ref64.argmax(-1) == got64.argmax(-1)).sum())
-                stats[3] += float(ref64[..., 0].size)
-    outputs = [OutputAgreement(name, s[0], s[1], s[2] / s[3] if s[3] else None) for name, s in worst.items()]
+    scores = {o.name: looks_like_scores(before_model.proto, o.name) for o in before.get_outputs()}
+    stats = {name: _Stats() for name in output_names}
+    for index, feed in enumerate(feeds):
+        which = "the synthesized inputs" if notes else (f"input batch {index}" if len(feeds) > 1 else "the inputs")
+        refs = _run(before, before_model, output_names, feed, which)
+        gots = _run(after, after_model, output_names, feed, which)
+        for name, ref, got in zip(output_names, refs, gots):
+            stats[name].add(np.asarray(ref), np.asarray(got), scores[name])
+    outputs = [stats[name].result(name) for name in output_names]
 
     first = feeds[0]
+    _run(after, after_model, None, first, which)  # every output, as timed below
     probes = {"original": lambda: {"t": time_ns(lambda: before.run(None, first))},
               "converted": lambda: {"t": time_ns(lambda: after.run(None, first))}}
     for probe in probes.values():  # warm-up: first runs allocate and prepack
         probe()
     samples = interleave(probes, rounds)
-    return Comparison(outputs=outputs, bytes_original=model_bytes(original),
-                      bytes_converted=model_bytes(converted),
+    try:
+        sizes = (model_bytes(before_model.proto if before_model.path is None else before_model.path,
+                             before_model.proto),
+                 model_bytes(after_model.proto if after_model.path is None else after_model.path, after_model.proto))
+    except OSError as exc:
+        raise VerifyError(f"cannot measure the model files: {one_line(exc)}") from None
+    return Comparison(outputs=outputs, bytes_original=sizes[0], bytes_converted=sizes[1],
                       ms_original=median_ms(samples["original"]["t"]),
-                      ms_converted=median_ms(samples["converted"]["t"]), threads=threads, feeds=len(feeds))
+                      ms_converted=median_ms(samples["converted"]["t"]), threads=threads, feeds=len(feeds),
+                      notes=notes, tolerance=default_tolerance(after_model.proto, before_model.proto))
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.max_abs = 0.0
+        self.max_rel = 0.0
+        self.cosine: float | None = None
+        self.argmax_hits = 0
+        self.argmax_total = 0
+        self.problem: str | None = None
+
+    def add(self, ref: np.ndarray, got: np.ndarray, scores: bool) -> None:
+        if ref.shape != got.shape:
+            self.problem = f"shape {list(got.shape)} where the original has {list(ref.shape)}"
+            self.max_abs = self.max_rel = math.inf
+            return
+        floating = np.issubdtype(ref.dtype, np.floating)
+        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            same = (ref64 == got64) | (np.isnan(ref64) & np.isnan(got64))
+            diff = np.where(same, 0.0, np.abs(ref64 - got64))
+        if np.isnan(diff).any():  # NaN where the original has a number
+            self.problem = "NaN or infinity where the other model has finite values"
+            diff = np.where(np.isnan(diff), np.inf, diff)
+        max_abs = float(diff.max(initial=0.0))
+        finite_ref = np.abs(ref64[np.isfinite(ref64)])
+        max_rel = max_abs / max(float(finite_ref.max(initial=0.0)), 1e-30) if max_abs > 0 else 0.0
+        self.max_abs, self.max_rel = max(self.max_abs, max_abs), max(self.max_rel, max_rel)
+        if floating:
+            cos = _worst_cosine(ref64, got64)
+            self.cosine = cos if self.cosine is None or math.isnan(cos) else min(self.cosine, cos)
+            if scores and ref.ndim >= 1 and ref.shape[-1] > 1 and ref.size:
+                self.argmax_hits += int((ref64.argmax(-1) == got64.argmax(-1)).sum())
+                self.argmax_total += int(ref64[..., 0].size)
+
+    def result(self, name: str) -> OutputAgreement:
+        return OutputAgreement(name, self.max_abs, self.max_rel,
+                               self.argmax_hits / self.argmax_total if self.argmax_total else None,
+                               self.cosine, self.problem)
+
+
+def _worst_cosine(ref: np.ndarray, got: np.ndarray) -> float:
+    """Lowest cosine similarity over samples (first axis), each flattened."""
+    if ref.size == 0:
+        return 1.0
+    rows = ref.shape[0] if ref.ndim >= 2 else 1
+    a, b = ref.reshape(rows, -1), got.reshape(rows, -1)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
+    # Scale each row first: huge logits would overflow the squares.
+    scale = np.maximum(np.abs(a).max(axis=1, keepdims=True), np.abs(b).max(axis=1, keepdims=True))
+    scale[scale == 0] = 1.0
+    a, b = a / scale, b / scale
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where((na == 0) & (nb == 0), 1.0, np.where((na == 0) | (nb == 0), 0.0, dots / (na * nb)))
+    return float(np.clip(cos, -1.0, 1.0).min())
+
+
+# -- which outputs are class scores ---------------------------------------------------
+
+_SCORE_WORDS = ("logit", "score", "prob", "class", "cls", "label", "pred")
+_NOT_SCORE_WORDS = ("hidden", "embed", "state", "feature", "feat", "pool", "encod", "key", "value", "past",
+                    "present", "box", "bbox", "mask", "attn", "attention")
+_SHAPE_ONLY = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Transpose"}
+
+
+def looks_like_scores(model: onnx.ModelProto, output_name: str) -> bool:
+    """Whether argmax agreement means something for this output (module docstring)."""
+    value = next((o for o in model.graph.output if o.name == output_name), None)
+    if value is None or value.type.tensor_type.elem_type not in (
+            onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16):
+        return False
+    dims = value.type.tensor_type.shape.dim
+    last = dims[-1].dim_value if len(dims) and dims[-1].HasField("dim_value") else 0
+    if len(dims) == 0 or (dims[-1].HasField("dim_value") and 0 < last <= 1):
+        return False
+    lowered = output_name.lower()
+    if any(word in lowered for word in _NOT_SCORE_WORDS):
+        return False
+    if any(word in lowered for word in _SCORE_WORDS):
+        return True
+    producers = {out: node for node in model.graph.node for out in node.output}
+    name, hops = output_name, 0
+    while name in producers and hops < 6:
+        node = producers[name]
+        if node.op_type in ("Softmax", "LogSoftmax"):
+            return True
+        if node.op_type not in _SHAPE_ONLY or not node.input:
+            break
+        name, hops = node.input[0], hops + 1
+    if last > 1:
+        gathered = {node.input[0] for node in model.graph.node if node.op_type == "Gather" and node.input}
+        rows = {int(t.dims[0]) for t in model.graph.initializer if t.name in gathered and len(t.dims) == 2}
+        return last in rows
+    return False
+
+
+# -- printing ------------------------------------------------------------------------
+
+def speed_text(ms_original: float, ms_converted: float) -> str:
+    """'2.10x faster' or '1.27x slower' (converted relative to original)."""
+    if not (ms_original > 0 and ms_converted > 0):
+        return "-"
+    if ms_converted <= ms_original:
+        return f"{ms_original / ms_converted:.2f}x faster"
+    return f"{ms_converted / ms_original:.2f}x slower"
+
+
+def size_text(bytes_original: int, bytes_converted: int) -> str:
+    if bytes_original <= 0 or bytes_converted <= 0:
+        return "-"
+    if bytes_converted <= bytes_original:
+        return f"{bytes_original / bytes_converted:.2f}x smaller"
+    return f"{bytes_converted / bytes_original:.2f}x larger"
 
 
 def render(comparison: Comparison, console=None, title: str = "original vs converted") -> None:
@@ -190,19 +386,26 @@ def render(comparison: Comparison, console=None, title: str = "original vs conve
     for column in ("", "original", "converted", "ratio"):
         table.add_column(column, justify="right" if column else "left")
     c = comparison
-    table.add_row("size", _mb(c.bytes_original), _mb(c.bytes_converted),
-                  f"{c.bytes_original / max(c.bytes_converted, 1):.2f}x smaller")
+    table.add_row("size (files on disk)", _mb(c.bytes_original), _mb(c.bytes_converted),
+                  size_text(c.bytes_original, c.bytes_converted))
     table.add_row(f"latency ({c.threads} thread{'s' if c.threads > 1 else ''}, median)",
-                  f"{c.ms_original:.3f} ms", f"{c.ms_converted:.3f} ms", f"{c.speedup:.2f}x faster")
+                  f"{c.ms_original:.3f} ms", f"{c.ms_converted:.3f} ms", speed_text(c.ms_original, c.ms_converted))
     console.print(table)
+    for note in c.notes:
+        console.print(note, highlight=False)
     agreement = Table(title=f"agreement over {c.feeds} input batch{'es' if c.feeds > 1 else ''}")
-    for column in ("output", "max abs diff", "max rel diff", "argmax agreement"):
+    for column in ("output", "max abs diff", "max rel diff", "cosine (worst sample)", "argmax agreement"):
         agreement.add_column(column, justify="left" if column == "output" else "right")
     for o in c.outputs:
         agreement.add_row(o.name, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}",
+                          "-" if o.cosine is None else f"{o.cosine:.6f}",
                           "-" if o.argmax_match is None else f"{100 * o.argmax_match:.2f}%")
     console.print(agreement)
+    for o in c.outputs:
+        if o.problem:
+            console.print(f"[red]output '{o.name}': {o.problem}[/red]")
 
 
 def _mb(nbytes: int) -> str:
     return f"{nbytes / 1e6:.2f} MB"
+

@@ -1,5 +1,6 @@
 """`onnxbit verify` and `onnxbit demo` on the bundled sample model."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +59,20 @@ def test_verify_cli_passes_a_faithful_conversion_and_fails_a_wrong_one(tmp_path)
                                                                "symmetric": False, "granularity": "group",
                                                                "group_size": 32}]},
             output_path=lossy, progress=False)
-    result = CliRunner().invoke(main, ["verify", str(original), str(lossy), "--inputs", inputs, "--rounds", "2"])
+    result = CliRunner().invoke(main, ["verify", str(original), str(lossy), "--inputs", inputs, "--rounds", "2",
+                                       "--rtol", "1e-4"])
     assert result.exit_code == 1
-    assert "more than --rtol" in result.output
+    assert "more than --rtol 0.0001" in result.output
+    measured = float(re.search(r"--rtol (\S+) would pass", result.output).group(1))
+    assert 1e-3 < measured < 0.2
+    # ... while the default tolerance follows the int4 head: it passes, and says why.
+    result = CliRunner().invoke(main, ["verify", str(original), str(lossy), "--inputs", inputs, "--rounds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "agreement within 0.2: ok (default for int4 (MatMulNBits bits=4 x1" in result.output
+    # The measured value really passes.
+    result = CliRunner().invoke(main, ["verify", str(original), str(lossy), "--inputs", inputs, "--rounds", "2",
+                                       "--rtol", str(measured)])
+    assert result.exit_code == 0, result.output
 
 
 def test_compare_reports_sizes_from_disk(tmp_path):

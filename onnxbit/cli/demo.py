@@ -21,5 +21,10 @@ from onnxbit.config import TARGETS
 def demo_command(model: Path | None, inputs: Path | None, target: str, threads: int, no_layer: bool) -> None:
     """Convert a sample BitNet model and print size, agreement and speed side by side."""
     from onnxbit.demo import run_demo
+    from onnxbit.errors import OnnxbitError
+    from onnxbit.feeds import one_line
 
-    run_demo(model, inputs, target=target, threads=threads, layer=not no_layer)
+    try:
+        run_demo(model, inputs, target=target, threads=threads, layer=not no_layer)
+    except (OnnxbitError, FileNotFoundError) as exc:
+        raise click.ClickException(one_line(exc)) from None
