@@ -265,8 +265,8 @@ def _bpw(size: int, count: int | None) -> float | None:
     return 8 * size / count if count else None
 
 
-def _int_attr(attrs: dict[str, Any], name: str) -> int | None:
-    value = attrs.get(name)
+def _int_attr(attrs: dict[str, Any], name: str, default: int | None = None) -> int | None:
+    value = attrs.get(name, default)
     return int(value) if isinstance(value, int) else None
 
 
@@ -277,8 +277,8 @@ def _layer(node: onnx.NodeProto, index: _Model) -> LayerInfo | None:
         k, n = _int_attr(attrs, "K"), _int_attr(attrs, "N")
         size = _sum_bytes(node.input[1:3], index)
         fmt = attrs.get("format", b"2bit")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        details = {"group_size": int(attrs.get("group_size", 0)), "act_quant": int(attrs.get("act_quant", 0))}
+        fmt = fmt.decode(errors="replace") if isinstance(fmt, bytes) else str(fmt)
+        details = {"group_size": _int_attr(attrs, "group_size", 0), "act_quant": _int_attr(attrs, "act_quant", 0)}
         return LayerInfo(name, node.op_type, "ternary", f"TernaryMatMul/{fmt}", k, n, size,
                          _bpw(size, k * n if k and n else None), details)
     if node.domain == "com.microsoft" and node.op_type == "MatMulNBits":
@@ -287,7 +287,7 @@ def _layer(node: onnx.NodeProto, index: _Model) -> LayerInfo | None:
         return LayerInfo(name, node.op_type, f"int{bits}", f"MatMulNBits/{bits}bit", k, n, size,
                          _bpw(size, k * n if k and n else None),
                          {"block_size": _int_attr(attrs, "block_size"),
-                          "accuracy_level": int(attrs.get("accuracy_level", 0))})
+                          "accuracy_level": _int_attr(attrs, "accuracy_level", 0)})
     if node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:
