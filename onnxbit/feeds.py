@@ -6,6 +6,7 @@ Synthesis (:func:`synthesize_working_feed`) when no inputs are given:
 * A dimension is *unknown* when it is symbolic (``dim_param``), absent, or has
   a ``dim_value`` of 0 or less (exporters write -1 for "dynamic"). Every
   unknown dimension with the same name gets the same size, across inputs.
+  (onnxruntime holds a declared 0 to 0, so for those, size 0 is tried last.)
 * Sizes come first from the graph: the model is run through onnx shape
   inference with each unknown dimension as a symbol, and the consumers of the
   inputs pin symbols to fixed sizes (the K of a MatMul/Gemm with a constant
@@ -80,6 +81,7 @@ class InputSpec:
     name: str
     elem_type: int
     dims: list[int | str | None] | None  # int > 0 fixed, str symbolic, None unknown; None = no shape
+    zero_axes: tuple[int, ...] = ()      # axes declared with dim_value 0
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -104,17 +106,21 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         if value.name in initializers:
             continue
         tensor_type = value.type.tensor_type
-        dims = None
+        dims, zero_axes = None, []
         if tensor_type.HasField("shape"):
             dims = []
             for d in tensor_type.shape.dim:
                 if d.HasField("dim_value") and d.dim_value > 0:
                     dims.append(int(d.dim_value))
+                elif d.HasField("dim_value") and d.dim_value == 0:
+                    # Unknown like -1, but onnxruntime checks it: sizes of 0 are tried too.
+                    zero_axes.append(len(dims))
+                    dims.append(None)
                 elif d.HasField("dim_param") and d.dim_param.strip():
                     dims.append(d.dim_param.strip())
                 else:  # absent, 0 or negative: unknown
                     dims.append(None)
-        specs.append(InputSpec(value.name, tensor_type.elem_type, dims))
+        specs.append(InputSpec(value.name, tensor_type.elem_type, dims, tuple(zero_axes)))
     return specs
 
 
@@ -175,6 +181,7 @@ class _Slot:
     key: str           # symbol shared by every slot of the same name
     role: str
     named: bool
+    declared_zero: bool = False  # dim_value 0: unknown, but onnxruntime insists on 0
 
 
 @dataclass
@@ -209,6 +216,10 @@ class FeedPlan:
                 sizes[root] = profile.get(slot.role, profile["other"])
             if root in self.caps:
                 sizes[root] = min(sizes[root], self.caps[root])
+        if profile.get("declared_zero") == 0:
+            for slot in self.slots.values():
+                if slot.declared_zero:
+                    sizes[self._root(slot.key)] = 0
         for expr in expressions:
             sizes[expr] = max(_evaluate(expr, lambda token: sizes.get(self._root(token)), profile), 0)
         return sizes
@@ -257,7 +268,8 @@ def plan_feeds(model: onnx.ModelProto) -> FeedPlan:
                 continue
             key = d if d is not None else f"{spec.name}:{axis}"
             role = _role(d, axis, len(spec.dims), is_int)
-            plan.slots[(spec.name, axis)] = _Slot(key, role, named=d is not None)
+            plan.slots[(spec.name, axis)] = _Slot(key, role, named=d is not None,
+                                                  declared_zero=axis in spec.zero_axes)
     _constraints_from_shape_inference(model, plan)
     _index_bounds(model, plan)
     return plan
@@ -281,7 +293,10 @@ def synthesize_working_feed(model: onnx.ModelProto, run: Callable[[dict[str, np.
     tried: list[str] = []
     seen: set[tuple] = set()
     last_error = ""
-    for number, profile in enumerate(PROFILES):
+    attempts = list(PROFILES)
+    if any(slot.declared_zero for slot in plan.slots.values()):
+        attempts += [dict(profile, declared_zero=0) for profile in PROFILES[:2]]
+    for number, profile in enumerate(attempts):
         feed = plan.feed(profile, seed, vocab)
         signature = tuple((name, a.shape) for name, a in feed.items())
         if signature in seen:
