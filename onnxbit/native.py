@@ -18,7 +18,8 @@ from typing import Iterator
 import cffi
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_HEADERS = ("isa.h", "codec.h", "tmatmul.h")
+# In dependency order: cffi parses each on top of the ones before it.
+_HEADERS = ("isa.h", "formats.h", "codec.h", "tmatmul.h")
 _LIB_NAMES = ("libonnxbit.so", "libonnxbit.dylib", "onnxbit.dll")
 
 
@@ -72,9 +73,11 @@ def _installed_library() -> str | None:
 
 
 def _header_dir() -> Path:
+    """Headers installed next to the library, else those of the source checkout
+    this module lives in (a development build from ONNXBIT_LIBRARY)."""
     for base in (Path(library_path()).parent / "include", _PACKAGE_DIR / "_lib" / "include",
                  _PACKAGE_DIR.parent / "csrc" / "include" / "onnxbit"):
-        if (base / _HEADERS[0]).is_file():
+        if all((base / name).is_file() for name in _HEADERS):
             return base
     raise NativeLibraryError("the onnxbit C headers were not found next to the library")
 
@@ -134,11 +137,14 @@ def _isa_index(name: str) -> int:
 
 
 @contextlib.contextmanager
-def forced_isa(name: str) -> Iterator[None]:
-    """Run the body with one ISA path (affects onnxruntime sessions in this process too)."""
+def forced_isa(name: str, baseline: bool = False) -> Iterator[None]:
+    """Run the body with one ISA path (affects onnxruntime sessions in this process too).
+    baseline=True leaves out the optional extensions of the ISA's level (AVX-VNNI
+    within AVX2), so a CPU that has them can run the plain kernels too."""
     native = lib()
     previous = native.obx_isa_active()
-    if native.obx_isa_force(_isa_index(name)) != 0:
+    force = native.obx_isa_force_baseline if baseline else native.obx_isa_force
+    if force(_isa_index(name)) != 0:
         raise NativeLibraryError(f"ISA {name!r} is not supported here; available: {available_isas()}")
     try:
         yield

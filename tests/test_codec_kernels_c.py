@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CODEC = ROOT / "csrc" / "codec"
 FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-fno-math-errno", f"-I{ROOT / 'csrc' / 'include'}",
          f"-I{ROOT / 'csrc'}"]
-SOURCES = [str(CODEC / "codec_scalar.c"), str(CODEC / "codec_base3_table.c"),
+SOURCES = [str(CODEC / "codec_scalar.c"), str(CODEC / "codec_base3_table.c"), str(CODEC / "formats.c"),
            str(ROOT / "tests" / "native" / "codec_kernels_vs_scalar.c")]
 
 

@@ -379,8 +379,10 @@ def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
                    [NATIVE_TESTS / "check_emulated_i8_kernels.c",
                     NATIVE_TESTS / "emulated_avx512_kernels.c",
                     NATIVE_TESTS / "emulated_avxvnni_kernels.c",
-                    matmul / "tmm_kernel_avx2.c", matmul / "tmm_kernel_scalar.c",
-                    matmul / "tmm_prepack.c"], tmp_path / "check_emulated")
+                    matmul / "tmm_kernel_avx2.c", matmul / "tmm_gemv_avx2.c",
+                    matmul / "tmm_kernel_scalar.c", matmul / "tmm_prepack.c",
+                    matmul / "tmm_shape.c", REPO / "csrc" / "codec" / "formats.c"],
+                   tmp_path / "check_emulated")
 
 
 @pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")
@@ -388,10 +390,11 @@ def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
                     reason="needs the aarch64-linux-gnu cross compiler and qemu-user")
 def test_neon_path_under_qemu(tmp_path):
     """The NEON kernels, cross-compiled and run under qemu, against the scalar path."""
-    sources = [p for p in (REPO / "csrc" / "matmul").glob("*.c") if "_avx" not in p.name]
-    _build_and_run("aarch64-linux-gnu-gcc", ["-DONNXBIT_ARM64=1"],
-                   [NATIVE_TESTS / "check_neon_against_scalar.c", *sources,
-                    REPO / "csrc" / "isa" / "isa.c"], tmp_path / "check_neon",
+    # The whole compute core but the x86 files: the platform table links every family.
+    sources = [p for p in (REPO / "csrc").rglob("*.c") if "_avx" not in p.name]
+    _build_and_run("aarch64-linux-gnu-gcc", ["-DONNXBIT_ARM64=1", "-pthread"],
+                   [NATIVE_TESTS / "check_neon_against_scalar.c", *sources],
+                   tmp_path / "check_neon",
                    runner=("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
 
 
@@ -451,3 +454,23 @@ def test_token_row_lookup_sums_at_full_magnitude(isa, q_pair, w_pair):
     isum = (k // 2) * (q_pair[0] * w_pair[0] + q_pair[1] * w_pair[1])
     assert expected[0, 0] == np.float32(np.float32(isum) * np.float32(0.25)) / np.float32(127)
     assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN), expected)
+
+
+@pytest.mark.skipif("avx2" not in native.available_isas(), reason="needs an AVX2 CPU")
+@pytest.mark.parametrize("fmt", ["2bit", "base3"])
+def test_token_rows_on_the_plain_avx2_level(rng, fmt):
+    """CPUs with AVX2 but no VNNI run token rows through the single-row lookup
+    kernel (the GEMV slots of the plain AVX2 table), over a layout prepack only
+    builds for that table: forced here on any AVX2 CPU, weights prepacked under
+    it, every M that path serves and the multiply rows past it."""
+    with native.forced_isa("avx2", baseline=True):
+        for k, n in ((5, 3), (255, 33), (4097, 257)):
+            w_kn, scales, gs = make_case(rng, k, n, "channel")
+            weights = build(w_kn, scales, gs, fmt)
+            bias = rng.standard_normal(n).astype(np.float32)
+            for m in (1, 2, 5, 6):
+                a = rng.standard_normal((m, k)).astype(np.float32)
+                a[m - 1, 0] = np.nan if m == 5 else a[m - 1, 0]
+                expected = ternary_matmul_reference(a, w_kn, scales, gs, 1, bias)
+                assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN, bias), expected,
+                                      equal_nan=True), (k, n, m)

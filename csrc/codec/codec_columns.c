@@ -3,8 +3,8 @@
  * W^T, and sums |W| per column.
  *
  * Packing walks W in tiles of OBX_COLS_CHUNK rows by OBX_COLS_TILE columns,
- * gathers each tile transposed into an L2-sized aligned buffer and hands every
- * column of it to the active ISA's row kernel. Chunks start on byte
+ * gathers each tile transposed into an L2-sized aligned buffer (the platform's
+ * gather) and runs every column of it as one codec row (obx_codec_run_row). Chunks start on byte
  * boundaries, so the bytes are exactly those of obx_ternarize_pack_f32 on the
  * transposed copy, on every ISA.
  *
@@ -17,52 +17,12 @@
 
 #include "codec_columns.h"
 #include "codec_internal.h"
+#include "isa/platform.h"
 #include "obx_common.h"
 
 void obx_cols_gather_scalar(const float *w, size_t stride, size_t rows, size_t cols, float *tile) {
     for (size_t i = 0; i < rows; i++)
         for (size_t c = 0; c < cols; c++) tile[c * OBX_COLS_CHUNK + i] = w[i * stride + c];
-}
-
-typedef struct {
-    const obx_codec_kernels *kernels;
-    obx_cols_gather_fn gather;
-} column_path;
-
-/* The row kernels of the active ISA and the transposing gather that suits it. */
-static column_path active_column_path(void) {
-    column_path path = {obx_codec_active_kernels(), obx_cols_gather_scalar};
-#if defined(ONNXBIT_X86)
-    int isa = obx_isa_active();
-    if (isa == OBX_ISA_AVX2 || isa == OBX_ISA_AVX512) path.gather = obx_cols_gather_avx2;
-#endif
-    return path;
-}
-
-static size_t codes_per_byte(int fmt) { return fmt == OBX_FMT_2BIT ? 4 : 5; }
-
-/* Packs `count` codes of one output row (starting on a byte boundary).
- * Returns the number of non-finite inputs and, when there are any, the
- * offset of the first one within the span in *first. */
-static int64_t ternarize_span(const obx_codec_kernels *kern, int fmt, const float *w,
-                              size_t count, float inv_scale, uint8_t *out, size_t *first) {
-    size_t per = codes_per_byte(fmt), full = count / per, done = full * per;
-    size_t offset = 0;
-    int64_t bad = 0;
-    int flagged = fmt == OBX_FMT_2BIT ? kern->ternarize_2bit(w, full, inv_scale, out)
-                                      : kern->ternarize_base3(w, full, inv_scale, out);
-    if (flagged) {
-        /* the scalar rerun counts, locates and zeroes the bad inputs */
-        bad = obx_codec_ternarize_row_scalar(fmt, w, done, inv_scale, out, &offset);
-        if (bad > 0) *first = offset;
-    }
-    if (done < count) {
-        int64_t tail = obx_codec_ternarize_row_scalar(fmt, w + done, count - done, inv_scale,
-                                                      out + full, &offset);
-        if (tail > 0 && bad == 0) *first = done + offset;
-        bad += tail;
-    }
-    return bad;
 }
 
 enum { FLOATS_PER_LINE = 64 / sizeof(float) };
@@ -80,12 +40,12 @@ static size_t first_tile_width(const float *w, size_t n) {
 OBX_API int64_t obx_ternarize_pack_cols_f32(int fmt, const float *w, size_t k, size_t n,
                                             const float *inv_scales, size_t n_inv_scales,
                                             uint8_t *out, size_t *first_bad) {
-    if (fmt != OBX_FMT_2BIT && fmt != OBX_FMT_BASE3) return -1;
+    if (!obx_format_known(fmt)) return -1;
     if (k == 0 || n == 0) return 0;
     if (w == NULL || out == NULL || inv_scales == NULL) return -1;
     if (n_inv_scales != 1 && n_inv_scales != n) return -1;
-    column_path path = active_column_path();
-    size_t per = codes_per_byte(fmt), row_bytes = OBX_DIV_UP(k, per);
+    const struct obx_platform *platform = obx_platform();
+    size_t per = obx_codes_per_byte(fmt), row_bytes = OBX_DIV_UP(k, per);
     float *tile = aligned_alloc(64, sizeof(float) * OBX_COLS_TILE * OBX_COLS_CHUNK);
     if (tile == NULL) return -1;
     int64_t bad_total = 0;
@@ -96,12 +56,13 @@ OBX_API int64_t obx_ternarize_pack_cols_f32(int fmt, const float *w, size_t k, s
         uint8_t *out_chunk = out + k0 / per;
         for (size_t j0 = 0, cols = first_tile_width(w, n); j0 < n;
              j0 += cols, cols = OBX_MIN((size_t)OBX_COLS_TILE, n - j0)) {
-            path.gather(panel + j0, n, rows, cols, tile);
+            platform->cols_gather(panel + j0, n, rows, cols, tile);
             for (size_t c = 0; c < cols; c++) {
                 size_t j = j0 + c, offset = 0;
                 float inv = inv_scales[n_inv_scales == 1 ? 0 : j];
-                int64_t bad = ternarize_span(path.kernels, fmt, tile + c * OBX_COLS_CHUNK, rows,
-                                             inv, out_chunk + j * row_bytes, &offset);
+                obx_codec_row_op op = obx_codec_ternarize_op(
+                    platform->codec, fmt, tile + c * OBX_COLS_CHUNK, inv, out_chunk + j * row_bytes);
+                int64_t bad = obx_codec_run_row(&op, rows, &offset);
                 if (bad > 0) {
                     /* row-major index in W; the smallest over all tiles is the first */
                     size_t at = (k0 + offset) * n + j;

@@ -225,7 +225,10 @@ static double abs_sum(const float *w, size_t n) {
 }
 
 const obx_codec_kernels obx_codec_kernels_neon = {
-    decode_2bit,    decode_base3,    encode_2bit,  encode_base3,
-    ternarize_2bit, ternarize_base3, scale_i8_f32, abs_sum,
+    .decode = {[OBX_FMT_2BIT] = decode_2bit, [OBX_FMT_BASE3] = decode_base3},
+    .encode = {[OBX_FMT_2BIT] = encode_2bit, [OBX_FMT_BASE3] = encode_base3},
+    .ternarize = {[OBX_FMT_2BIT] = ternarize_2bit, [OBX_FMT_BASE3] = ternarize_base3},
+    .scale_i8_f32 = scale_i8_f32,
+    .abs_sum = abs_sum,
 };
 #endif

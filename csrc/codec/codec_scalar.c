@@ -43,10 +43,13 @@ int64_t obx_codec_decode_row_scalar(int fmt, const uint8_t *in, size_t k, int8_t
     return bad;
 }
 
+/* Codes staged per packing step: at most CHUNK_MAX, whole packed bytes. */
+enum { CHUNK_MAX = 256 };
+static size_t whole_bytes_chunk(int fmt) { return CHUNK_MAX - CHUNK_MAX % obx_codes_per_byte(fmt); }
+
 /* Packs k codes (each 0..2) into one row, padding with code/digit 0. */
 static void pack_codes_row(int fmt, const uint8_t *codes, size_t k, uint8_t *out) {
-    size_t per_byte = fmt == OBX_FMT_2BIT ? 4 : 5;
-    size_t n_bytes = OBX_DIV_UP(k, per_byte);
+    size_t n_bytes = OBX_DIV_UP(k, obx_codes_per_byte(fmt));
     memset(out, 0, n_bytes);
     for (size_t i = 0; i < k; i++) {
         if (fmt == OBX_FMT_2BIT)
@@ -59,10 +62,8 @@ static void pack_codes_row(int fmt, const uint8_t *codes, size_t k, uint8_t *out
 int64_t obx_codec_encode_row_scalar(int fmt, const int8_t *w, size_t k, uint8_t *out,
                                     size_t *first_bad) {
     int64_t bad = 0;
-    uint8_t chunk[256];
-    size_t per_byte = fmt == OBX_FMT_2BIT ? 4 : 5;
-    /* chunks are whole packed bytes (256 = 64 * 4, 255 = 51 * 5) */
-    size_t chunk_len = fmt == OBX_FMT_2BIT ? 256 : 255;
+    uint8_t chunk[CHUNK_MAX];
+    size_t per_byte = obx_codes_per_byte(fmt), chunk_len = whole_bytes_chunk(fmt);
     for (size_t start = 0; start < k; start += chunk_len) {
         size_t n = OBX_MIN(chunk_len, k - start);
         for (size_t i = 0; i < n; i++) {
@@ -82,9 +83,8 @@ int64_t obx_codec_encode_row_scalar(int fmt, const int8_t *w, size_t k, uint8_t 
 int64_t obx_codec_ternarize_row_scalar(int fmt, const float *w, size_t k, float inv_scale,
                                        uint8_t *out, size_t *first_bad) {
     int64_t bad = 0;
-    uint8_t chunk[256];
-    size_t per_byte = fmt == OBX_FMT_2BIT ? 4 : 5;
-    size_t chunk_len = fmt == OBX_FMT_2BIT ? 256 : 255;
+    uint8_t chunk[CHUNK_MAX];
+    size_t per_byte = obx_codes_per_byte(fmt), chunk_len = whole_bytes_chunk(fmt);
     for (size_t start = 0; start < k; start += chunk_len) {
         size_t n = OBX_MIN(chunk_len, k - start);
         for (size_t i = 0; i < n; i++) {
@@ -115,37 +115,37 @@ double obx_codec_abs_sum_scalar(const float *w, size_t n) {
 }
 
 /* Span kernels of the scalar table: whole bytes, so spans are whole rows. */
-static int decode_2bit(const uint8_t *in, size_t n_bytes, int8_t *out) {
+static int decode_span(int fmt, const uint8_t *in, size_t n_bytes, int8_t *out) {
     size_t first;
-    return obx_codec_decode_row_scalar(OBX_FMT_2BIT, in, 4 * n_bytes, out, &first) != 0;
+    return obx_codec_decode_row_scalar(fmt, in, obx_codes_per_byte(fmt) * n_bytes, out, &first) != 0;
 }
-static int decode_base3(const uint8_t *in, size_t n_bytes, int8_t *out) {
+static int encode_span(int fmt, const int8_t *w, size_t n_bytes, uint8_t *out) {
     size_t first;
-    return obx_codec_decode_row_scalar(OBX_FMT_BASE3, in, 5 * n_bytes, out, &first) != 0;
+    return obx_codec_encode_row_scalar(fmt, w, obx_codes_per_byte(fmt) * n_bytes, out, &first) != 0;
 }
-static int encode_2bit(const int8_t *w, size_t n_bytes, uint8_t *out) {
+static int ternarize_span(int fmt, const float *w, size_t n_bytes, float inv_scale, uint8_t *out) {
     size_t first;
-    return obx_codec_encode_row_scalar(OBX_FMT_2BIT, w, 4 * n_bytes, out, &first) != 0;
+    return obx_codec_ternarize_row_scalar(fmt, w, obx_codes_per_byte(fmt) * n_bytes, inv_scale,
+                                          out, &first) != 0;
 }
-static int encode_base3(const int8_t *w, size_t n_bytes, uint8_t *out) {
-    size_t first;
-    return obx_codec_encode_row_scalar(OBX_FMT_BASE3, w, 5 * n_bytes, out, &first) != 0;
+static int decode_2bit(const uint8_t *in, size_t n, int8_t *out) { return decode_span(OBX_FMT_2BIT, in, n, out); }
+static int decode_base3(const uint8_t *in, size_t n, int8_t *out) { return decode_span(OBX_FMT_BASE3, in, n, out); }
+static int encode_2bit(const int8_t *w, size_t n, uint8_t *out) { return encode_span(OBX_FMT_2BIT, w, n, out); }
+static int encode_base3(const int8_t *w, size_t n, uint8_t *out) { return encode_span(OBX_FMT_BASE3, w, n, out); }
+static int ternarize_2bit(const float *w, size_t n, float inv, uint8_t *out) {
+    return ternarize_span(OBX_FMT_2BIT, w, n, inv, out);
 }
-static int ternarize_2bit(const float *w, size_t n_bytes, float inv_scale, uint8_t *out) {
-    size_t first;
-    return obx_codec_ternarize_row_scalar(OBX_FMT_2BIT, w, 4 * n_bytes, inv_scale, out,
-                                          &first) != 0;
-}
-static int ternarize_base3(const float *w, size_t n_bytes, float inv_scale, uint8_t *out) {
-    size_t first;
-    return obx_codec_ternarize_row_scalar(OBX_FMT_BASE3, w, 5 * n_bytes, inv_scale, out,
-                                          &first) != 0;
+static int ternarize_base3(const float *w, size_t n, float inv, uint8_t *out) {
+    return ternarize_span(OBX_FMT_BASE3, w, n, inv, out);
 }
 static void scale_i8_f32(const int8_t *q, size_t n, float scale, float *out) {
     for (size_t i = 0; i < n; i++) out[i] = (float)q[i] * scale;
 }
 
 const obx_codec_kernels obx_codec_kernels_scalar = {
-    decode_2bit,    decode_base3,    encode_2bit,  encode_base3,
-    ternarize_2bit, ternarize_base3, scale_i8_f32, obx_codec_abs_sum_scalar,
+    .decode = {[OBX_FMT_2BIT] = decode_2bit, [OBX_FMT_BASE3] = decode_base3},
+    .encode = {[OBX_FMT_2BIT] = encode_2bit, [OBX_FMT_BASE3] = encode_base3},
+    .ternarize = {[OBX_FMT_2BIT] = ternarize_2bit, [OBX_FMT_BASE3] = ternarize_base3},
+    .scale_i8_f32 = scale_i8_f32,
+    .abs_sum = obx_codec_abs_sum_scalar,
 };

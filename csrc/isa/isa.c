@@ -1,21 +1,17 @@
-/* Run-time ISA detection and the process-wide choice of code path. */
+/* Run-time ISA detection: what this CPU and build can run, and the ISA names.
+ * Which kernels run is chosen from this in platform.c. */
 #include "onnxbit/isa.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #if defined(ONNXBIT_X86)
 #include <cpuid.h>
+#include <pthread.h>
 #endif
 
 #include "obx_common.h"
 
 static const char *const isa_names[OBX_ISA_COUNT] = {"scalar", "avx2", "avx512", "neon"};
-
-/* -2: not chosen yet; -1: ONNXBIT_ISA asked for something we cannot run. */
-static volatile int active_isa = -2;
-static char isa_error[160];
 
 #if defined(ONNXBIT_X86)
 static unsigned long long read_xcr0(void) {
@@ -28,7 +24,7 @@ struct x86_features {
     int avx2, avx512, avxvnni;
 };
 
-static struct x86_features detect_x86(void) {
+static struct x86_features detect_x86_uncached(void) {
     struct x86_features f = {0, 0, 0};
     unsigned int a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
@@ -47,6 +43,17 @@ static struct x86_features detect_x86(void) {
     __cpuid_count(7, 1, a, b, c, d);
     f.avxvnni = f.avx2 && ((a >> 4) & 1);
     return f;
+}
+
+static struct x86_features x86_features;
+static pthread_once_t x86_features_once = PTHREAD_ONCE_INIT;
+
+static void read_x86_features(void) { x86_features = detect_x86_uncached(); }
+
+/* CPUID is read once per process; every later question is a table lookup. */
+static struct x86_features detect_x86(void) {
+    pthread_once(&x86_features_once, read_x86_features);
+    return x86_features;
 }
 #endif
 
@@ -80,51 +87,6 @@ OBX_API int obx_isa_from_name(const char *name) {
     for (int i = 0; i < OBX_ISA_COUNT; i++)
         if (name && strcmp(name, isa_names[i]) == 0) return i;
     return -1;
-}
-
-static int best_supported(void) {
-    for (int i = OBX_ISA_COUNT - 1; i > 0; i--)
-        if (obx_isa_supported(i)) return i;
-    return OBX_ISA_SCALAR;
-}
-
-static int choose(void) {
-    const char *requested = getenv("ONNXBIT_ISA");
-    if (!requested || !*requested) return best_supported();
-    int isa = obx_isa_from_name(requested);
-    if (isa < 0) {
-        snprintf(isa_error, sizeof isa_error,
-                 "ONNXBIT_ISA=%.40s is not an ISA name (use scalar, avx2, avx512 or neon)", requested);
-        return -1;
-    }
-    if (!obx_isa_supported(isa)) {
-        snprintf(isa_error, sizeof isa_error,
-                 "ONNXBIT_ISA=%s is not supported by this CPU or build", requested);
-        return -1;
-    }
-    return isa;
-}
-
-OBX_API int obx_isa_active(void) {
-    int isa = active_isa;
-    if (isa == -2) {
-        /* Racing first calls compute the same answer, so a plain store is enough. */
-        isa = choose();
-        active_isa = isa;
-    }
-    return isa;
-}
-
-OBX_API const char *obx_isa_error(void) {
-    obx_isa_active();
-    return isa_error;
-}
-
-OBX_API int obx_isa_force(int isa) {
-    if (!obx_isa_supported(isa)) return -1;
-    isa_error[0] = '\0';
-    active_isa = isa;
-    return 0;
 }
 
 OBX_API const char *obx_version(void) { return "0.1.0"; }

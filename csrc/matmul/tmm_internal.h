@@ -70,8 +70,9 @@ struct obx_tmm_weights {
     uint32_t *chunk_group; /* group of each chunk (kblocks * 4 entries) when segments_are_row */
     uint8_t *packed;  /* n_panels * kblocks * TMM_NR * 32 bytes, TMM_ALIGN aligned */
     struct tmm_group *groups;
-    /* Column-block layout for the single-row table-lookup kernel, built on
-     * x86 CPUs with AVX2 but no VNNI, for one scale group (NULL otherwise),
+    /* Column-block layout for the single-row table-lookup kernel, built for
+     * one scale group when the platform's kernels have GEMV slots (NULL
+     * otherwise),
      * from the same codes as packed. K-blocks are
      * cut into slabs of TMM_GEMV_SLAB_KBLOCKS; slab [b0, b0 + nk) holds, for
      * every column block cb (columns 32 cb ..), its nk K-blocks in turn, so a
@@ -148,6 +149,16 @@ typedef void (*tmm_i8_lut_fn)(const uint8_t *packed, size_t kblocks, size_t p_be
                               uint32_t *usum);
 typedef void (*tmm_f32_dot_fn)(const float *wbuf, size_t span, size_t rows,
                                const float *const *a, float *sums);
+/* Single-row lookup kernel. gemv_tables writes 32 bytes for every pair
+ * p < kblocks * 64 of the row's int8 values q (zero-padded to whole K-blocks),
+ * 32-byte aligned. gemv then gives, for column blocks [cb_begin, cb_end) (at
+ * most TMM_GEMV_TASK_CBLOCKS) and columns c < 32,
+ *     sums[(cb - cb_begin) * 32 + c] = sum_k w(k, 32 cb + c) q[k] + 16384 kblocks
+ * modulo 2^32 (every pair adds a bias of 256). */
+typedef void (*tmm_gemv_tables_fn)(const int8_t *q, size_t kblocks, uint8_t *tables);
+typedef void (*tmm_gemv_fn)(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
+                            const uint8_t *tables, size_t cb_begin, size_t cb_end,
+                            uint32_t *sums);
 
 struct tmm_kernels {
     tmm_i8_kernel_fn i8;
@@ -163,14 +174,15 @@ struct tmm_kernels {
     tmm_f32_decode_scaled_fn f32_decode_scaled;
     /* Optional (NULL: many-row integer work goes through i8 as well). */
     tmm_i8_lut_fn i8_lut;
+    /* Optional single-row lookup over the column-block layout (NULL: token
+     * rows go through i8). Set only where it beats the multiply kernel. */
+    tmm_gemv_tables_fn gemv_tables;
+    tmm_gemv_fn gemv;
 };
 
 /* Chunks decoded at once on the many-row float path: TMM_NR * 16 * 32 floats
  * = 16 KiB, L1-resident while every row of a task streams over it. */
 #define TMM_DECODE_CHUNKS 16
-
-/* Kernel table of the active ISA (scalar when the ISA has none here). */
-const struct tmm_kernels *tmm_active_kernels(void);
 
 extern const struct tmm_kernels tmm_kernels_scalar;
 #if defined(ONNXBIT_X86)
@@ -195,13 +207,7 @@ void tmm_f32_dot_avx2(const float *wbuf, size_t span, size_t rows, const float *
                       float *sums);
 void tmm_i8_lut_avx2(const uint8_t *packed, size_t kblocks, size_t p_begin, size_t p_end,
                      size_t group_rows, const int16_t *qt, uint32_t *usum);
-/* Single-row lookup kernel (tmm_gemv_avx2.c). tables: 32 bytes for every
- * pair p < kblocks * 64 of the row's int8 values q (zero-padded to whole
- * K-blocks), written by tmm_gemv_tables_avx2, 32-byte aligned. The kernel
- * gives, for column blocks [cb_begin, cb_end) (at most TMM_GEMV_TASK_CBLOCKS)
- * and columns c < 32,
- *     sums[(cb - cb_begin) * 32 + c] = sum_k w(k, 32 cb + c) q[k] + 16384 kblocks
- * modulo 2^32 (every pair adds a bias of 256). */
+/* Single-row lookup kernel (tmm_gemv_avx2.c), the GEMV slots of the AVX2 table. */
 void tmm_gemv_tables_avx2(const int8_t *q, size_t kblocks, uint8_t *tables);
 void tmm_gemv_avx2(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
                    const uint8_t *tables, size_t cb_begin, size_t cb_end, uint32_t *sums);
@@ -209,6 +215,13 @@ void tmm_gemv_avx2(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
 #if defined(ONNXBIT_ARM64)
 extern const struct tmm_kernels tmm_kernels_neon;
 #endif
+
+/* Validates b's codes and the scale values and repacks them for the shape
+ * (already checked, buffers included) and the kernel table (whose optional
+ * slots decide the extra layouts). */
+obx_tmm_weights *tmm_prepack(const obx_tmm_shape *shape, const struct tmm_kernels *kern,
+                             const uint8_t *b, const float *scales, size_t n_scales, char *err,
+                             size_t err_len);
 
 /* Shared scalar quantizer (also the reference the SIMD quantizers must equal). */
 int tmm_quantize_row_scalar(const float *a, size_t k, int8_t *q, float *s);

@@ -717,4 +717,8 @@ const struct tmm_kernels tmm_kernels_avx2 = {
     .f32_scaled = tmm_f32_scaled_avx2,
     .f32_decode_scaled = tmm_f32_decode_scaled_avx2,
     .i8_lut = tmm_i8_lut_avx2,
+    /* Only the plain AVX2 level looks up single rows: vpmaddubsw issues on one
+     * pipe on the CPUs it serves; the VNNI levels multiply faster. */
+    .gemv_tables = tmm_gemv_tables_avx2,
+    .gemv = tmm_gemv_avx2,
 };

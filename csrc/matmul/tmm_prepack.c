@@ -1,5 +1,6 @@
-/* obx_tmm_prepack: validate the packed file format and the scales once, at
- * load time, and repack the codes into the compute layout of tmm_internal.h. */
+/* The repacking behind obx_tmm_prepack: validate the packed codes and the
+ * scale values once, at load time (the sizes were checked by tmm_shape.c),
+ * and repack the codes into the compute layout of tmm_internal.h. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,20 +9,7 @@
 
 #include "obx_common.h"
 #include "tmm_internal.h"
-#include "onnxbit/codec.h"
-
-/* |isum| <= 128 K must stay exactly representable in int32 (tmatmul.h). */
-#define TMM_MAX_K ((size_t)1 << 24)
-
-static const char *format_name(int fmt) {
-    return fmt == OBX_FMT_2BIT ? "2bit" : fmt == OBX_FMT_BASE3 ? "base3" : "unknown";
-}
-
-/* Bytes of one packed file-format row; kept local so prepack depends on the
- * format definition in codec.h only, not on the codec implementation. */
-static size_t file_row_bytes(int fmt, size_t k) {
-    return fmt == OBX_FMT_2BIT ? (k + 3) / 4 : (k + 4) / 5;
-}
+#include "onnxbit/formats.h"
 
 /* Decodes one file row into u = w + 1 codes. Returns the column of the first
  * invalid code, or k when the row is valid. The 2bit loop has no early exit
@@ -39,7 +27,7 @@ static size_t decode_row_codes(int fmt, const uint8_t *row, size_t k, uint8_t *c
             if (codes[i] == 3) return i;
         return k;
     }
-    size_t bytes = file_row_bytes(fmt, k);
+    size_t bytes = obx_packed_row_bytes(fmt, k);
     for (size_t b = 0; b < bytes; b++) {
         unsigned v = row[b];
         if (v >= 243) return b * 5;
@@ -72,30 +60,8 @@ OBX_API void obx_tmm_free(obx_tmm_weights *w) {
 OBX_API size_t obx_tmm_k(const obx_tmm_weights *w) { return w ? w->k : 0; }
 OBX_API size_t obx_tmm_n(const obx_tmm_weights *w) { return w ? w->n : 0; }
 
-static int check_scales(const float *scales, size_t n_scales, size_t k, size_t n,
-                        size_t group_size, size_t *n_groups, char *err, size_t err_len) {
-    if (group_size == 0) {
-        if (n_scales != 1 && n_scales != n) {
-            obx_set_error(err, err_len,
-                      "n_scales = %zu, expected 1 (per tensor) or n = %zu (per output channel) "
-                      "when group_size is 0", n_scales, n);
-            return -1;
-        }
-        *n_groups = 1;
-    } else {
-        size_t groups = OBX_DIV_UP(k, group_size);
-        if (groups != 0 && n > SIZE_MAX / groups) {
-            obx_set_error(err, err_len, "n * ceil(k / group_size) overflows");
-            return -1;
-        }
-        if (n_scales != n * groups) {
-            obx_set_error(err, err_len,
-                      "n_scales = %zu, expected n * ceil(k / group_size) = %zu * %zu = %zu "
-                      "for group_size %zu", n_scales, n, groups, n * groups, group_size);
-            return -1;
-        }
-        *n_groups = groups;
-    }
+/* Every scale must be finite and > 0 (tmatmul.h); their count is the shape's. */
+static int check_scale_values(const float *scales, size_t n_scales, char *err, size_t err_len) {
     if (n_scales > 0 && !scales) {
         obx_set_error(err, err_len, "scales is NULL");
         return -1;
@@ -104,7 +70,7 @@ static int check_scales(const float *scales, size_t n_scales, size_t k, size_t n
         float s = scales[i];
         if (!isfinite(s) || !(s > 0.0f)) {
             obx_set_error(err, err_len, "scale %zu is %g; every scale must be finite and > 0", i,
-                      (double)s);
+                          (double)s);
             return -1;
         }
     }
@@ -139,24 +105,18 @@ static void plan_groups(obx_tmm_weights *w, size_t group_size) {
     }
 }
 
-/* Allocates the column-block layout (tmm_internal.h) of the single-row AVX2
+/* Allocates the column-block layout (tmm_internal.h) of the single-row
  * lookup kernel, all padding (nibble 4 = codes u = 1, 1). That kernel serves
- * one scale group on the plain AVX2 table only (CPUs with VNNI multiply
- * faster), so other weights and CPUs do not pay its memory. Returns -1 when
- * out of memory. */
-static int alloc_gemv_layout(obx_tmm_weights *w) {
-#if defined(ONNXBIT_X86)
-    if (w->n_groups != 1 || !__builtin_cpu_supports("avx2") ||
-        __builtin_cpu_supports("avxvnni") || __builtin_cpu_supports("avx512vnni"))
-        return 0;
+ * one scale group, on kernel tables with GEMV slots only (where it beats the
+ * multiply kernel), so other weights and CPUs do not pay its memory. Returns
+ * -1 when out of memory. */
+static int alloc_gemv_layout(obx_tmm_weights *w, const struct tmm_kernels *kern) {
+    if (w->n_groups != 1 || !kern->gemv) return 0;
     w->gemv_cblocks = OBX_DIV_UP(w->n, TMM_GEMV_COLS);
     size_t bytes = w->gemv_cblocks * w->kblocks * TMM_GEMV_COLS * 32;
     w->gemv_packed = aligned_zalloc(bytes);
     if (!w->gemv_packed) return -1;
     memset(w->gemv_packed, 0x44, bytes);
-#else
-    (void)w;
-#endif
     return 0;
 }
 
@@ -171,40 +131,17 @@ static void fill_gemv_column(obx_tmm_weights *w, size_t col, const uint8_t *code
     }
 }
 
-OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_bytes, size_t k,
-                                         size_t n, const float *scales, size_t n_scales,
-                                         size_t group_size, char *err, size_t err_len) {
-    if (err && err_len) err[0] = '\0';
-    if (fmt != OBX_FMT_2BIT && fmt != OBX_FMT_BASE3) {
-        obx_set_error(err, err_len, "unknown packed format %d (expected %d = 2bit or %d = base3)", fmt,
-                  OBX_FMT_2BIT, OBX_FMT_BASE3);
-        return NULL;
-    }
-    if (k >= TMM_MAX_K) {
-        obx_set_error(err, err_len,
-                  "k = %zu is too large: the exact int32 accumulation needs k < %zu", k,
-                  TMM_MAX_K);
-        return NULL;
-    }
-    size_t row_bytes = file_row_bytes(fmt, k);
-    if (row_bytes && n > SIZE_MAX / row_bytes / 2) {
-        obx_set_error(err, err_len, "n = %zu is too large", n);
-        return NULL;
-    }
-    if (b_bytes < n * row_bytes) {
-        obx_set_error(err, err_len,
-                  "packed weights hold %zu bytes, but %s needs n * ceil(k / %d) = %zu * %zu = %zu",
-                  b_bytes, format_name(fmt), fmt == OBX_FMT_2BIT ? 4 : 5, n, row_bytes,
-                  n * row_bytes);
-        return NULL;
-    }
-    if (n * row_bytes > 0 && !b) {
+obx_tmm_weights *tmm_prepack(const obx_tmm_shape *shape, const struct tmm_kernels *kern,
+                             const uint8_t *b, const float *scales, size_t n_scales, char *err,
+                             size_t err_len) {
+    const int fmt = shape->fmt;
+    const size_t k = shape->k, n = shape->n, n_groups = shape->n_groups;
+    const size_t group_size = shape->group_size, row_bytes = shape->row_bytes;
+    if (shape->b_bytes > 0 && !b) {
         obx_set_error(err, err_len, "packed weights pointer is NULL");
         return NULL;
     }
-    size_t n_groups = 0;
-    if (check_scales(scales, n_scales, k, n, group_size, &n_groups, err, err_len) != 0)
-        return NULL;
+    if (check_scale_values(scales, n_scales, err, err_len) != 0) return NULL;
 
     obx_tmm_weights *w = calloc(1, sizeof *w);
     if (!w) goto oom;
@@ -228,7 +165,7 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
         goto oom;
     }
     plan_groups(w, group_size);
-    if (alloc_gemv_layout(w) != 0) {
+    if (alloc_gemv_layout(w, kern) != 0) {
         free(codes);
         goto oom;
     }
@@ -240,7 +177,7 @@ OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_byt
         if (bad < k) {
             obx_set_error(err, err_len,
                       "invalid %s code in packed weights at row %zu (output channel), column %zu "
-                      "(k index)%s", format_name(fmt), col, bad,
+                      "(k index)%s", obx_format_name(fmt), col, bad,
                       fmt == OBX_FMT_BASE3 ? ": byte >= 243" : ": 2-bit field equal to 3");
             free(codes);
             obx_tmm_free(w);

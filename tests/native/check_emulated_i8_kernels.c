@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "matmul/tmm_internal.h"
-#include "onnxbit/codec.h"
+#include "onnxbit/formats.h"
 
 extern const struct tmm_kernels emulated_tmm_kernels_avx512, emulated_tmm_kernels_avxvnni;
 
@@ -28,7 +28,10 @@ int main(void) {
         }
         float scale = 1.0f;
         char err[200];
-        obx_tmm_weights *w = obx_tmm_prepack(OBX_FMT_2BIT, b, n * rb, k, n, &scale, 1, 0, err, 200);
+        obx_tmm_shape shape;
+        obx_tmm_weights *w = NULL;
+        if (obx_tmm_shape_init(&shape, OBX_FMT_2BIT, (int64_t)k, (int64_t)n, 0, err, 200) == 0)
+            w = tmm_prepack(&shape, &tmm_kernels_scalar, b, &scale, 1, err, 200);
         if (!w) { printf("prepack failed: %s\n", err); return 2; }
         size_t chunks = w->kblocks * 4, rows = 1 + (size_t)(rand() % 4);
         int8_t *q[4];

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "onnxbit/formats.h"
 #include "onnxbit/isa.h"
 #include "onnxbit/tmatmul.h"
 
@@ -47,7 +48,7 @@ int main(void) {
         float *scales = malloc(n_scales * sizeof(float));
         for (size_t i = 0; i < n_scales; i++) scales[i] = 0.1f + (float)(rand() % 100) / 50.0f;
         char err[256];
-        obx_tmm_weights *w = obx_tmm_prepack(0, b, n * rb, k, n, scales, n_scales, gs, err, sizeof err);
+        obx_tmm_weights *w = obx_tmm_prepack(OBX_FMT_2BIT, b, n * rb, k, n, scales, n_scales, gs, err, sizeof err);
         if (!w) {
             printf("prepack failed: %s\n", err);
             return 2;

@@ -47,15 +47,15 @@ int main(void) {
         failures++;                                                                      \
     }
         if (!(trial & 1) || corrupt) {
-            CHECK("decode_2bit", ref->decode_2bit(in, n, oa), isa->decode_2bit(in, n, ob), oa, ob, 4 * n);
+            CHECK("decode_2bit", ref->decode[OBX_FMT_2BIT](in, n, oa), isa->decode[OBX_FMT_2BIT](in, n, ob), oa, ob, 4 * n);
         }
-        CHECK("decode_base3", ref->decode_base3(in, n, oa), isa->decode_base3(in, n, ob), oa, ob, 5 * n);
-        CHECK("encode_2bit", ref->encode_2bit(w, n, pa), isa->encode_2bit(w, n, pb), pa, pb, n);
-        CHECK("encode_base3", ref->encode_base3(w, n, pa), isa->encode_base3(w, n, pb), pa, pb, n);
-        CHECK("ternarize_2bit", ref->ternarize_2bit(f, n, 1.7f, pa),
-              isa->ternarize_2bit(f, n, 1.7f, pb), pa, pb, n);
-        CHECK("ternarize_base3", ref->ternarize_base3(f, n, 2.0f, pa),
-              isa->ternarize_base3(f, n, 2.0f, pb), pa, pb, n);
+        CHECK("decode_base3", ref->decode[OBX_FMT_BASE3](in, n, oa), isa->decode[OBX_FMT_BASE3](in, n, ob), oa, ob, 5 * n);
+        CHECK("encode_2bit", ref->encode[OBX_FMT_2BIT](w, n, pa), isa->encode[OBX_FMT_2BIT](w, n, pb), pa, pb, n);
+        CHECK("encode_base3", ref->encode[OBX_FMT_BASE3](w, n, pa), isa->encode[OBX_FMT_BASE3](w, n, pb), pa, pb, n);
+        CHECK("ternarize_2bit", ref->ternarize[OBX_FMT_2BIT](f, n, 1.7f, pa),
+              isa->ternarize[OBX_FMT_2BIT](f, n, 1.7f, pb), pa, pb, n);
+        CHECK("ternarize_base3", ref->ternarize[OBX_FMT_BASE3](f, n, 2.0f, pa),
+              isa->ternarize[OBX_FMT_BASE3](f, n, 2.0f, pb), pa, pb, n);
         ref->scale_i8_f32(w, 5 * n, -0.37f, fa);
         isa->scale_i8_f32(w, 5 * n, -0.37f, fb);
         if (memcmp(fa, fb, sizeof(float) * 5 * n)) {
@@ -71,8 +71,8 @@ int main(void) {
     /* every valid base3 byte value through the vector body */
     static uint8_t all[2 * 243];
     for (int i = 0; i < 2 * 243; i++) all[i] = (uint8_t)(i % 243);
-    ref->decode_base3(all, sizeof all, oa);
-    isa->decode_base3(all, sizeof all, ob);
+    ref->decode[OBX_FMT_BASE3](all, sizeof all, oa);
+    isa->decode[OBX_FMT_BASE3](all, sizeof all, ob);
     if (memcmp(oa, ob, 5 * sizeof all)) {
         printf("decode_base3 differs on the byte values 0..242\n");
         failures++;

@@ -1,11 +1,4 @@
-/* Ternary weight codecs: the packed file formats.
- *
- * OBX_FMT_2BIT  code = w + 1 in {0,1,2}, four codes a byte, element i at bits
- *               2*(i%4)..2*(i%4)+1 of byte i/4 (least significant first).
- *               Code 3 is invalid.
- * OBX_FMT_BASE3 five trits a byte, element i is base-3 digit i%5 of byte i/5
- *               (byte = sum d_j 3^j, d = w + 1, d_0 least significant).
- *               Bytes 243..255 are invalid. 1.6 bits a weight.
+/* Ternary weight codecs: packing into and out of the formats of formats.h.
  *
  * A 2-D tensor is packed row by row; each row starts on a byte boundary and
  * the tail of its last byte is padding (code 0 / digit 0), ignored on decode.
@@ -25,14 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "onnxbit/formats.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-enum { OBX_FMT_2BIT = 0, OBX_FMT_BASE3 = 1, OBX_FMT_COUNT = 2 };
-
-/* Bytes of one packed row of k elements; 0 for an unknown format. */
-size_t obx_packed_row_bytes(int fmt, size_t k);
 
 /* rows x k int8 values in {-1,0,1} -> rows * obx_packed_row_bytes(fmt, k) bytes. */
 int64_t obx_encode_i8(int fmt, const int8_t *w, size_t rows, size_t k, uint8_t *out,

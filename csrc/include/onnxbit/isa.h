@@ -2,8 +2,8 @@
  *
  * The active ISA is chosen once, on first use: the best one the CPU supports,
  * or the one named by the environment variable ONNXBIT_ISA
- * (scalar|avx2|avx512|neon). Each kernel family keeps a table of function
- * pointers per ISA and indexes it with obx_isa_active().
+ * (scalar|avx2|avx512|neon). The choice fills one table of every kernel
+ * family's entry points (csrc/isa/platform.h).
  *
  * This header is parsed by cffi: keep declarations free of macros. */
 #ifndef ONNXBIT_ISA_H
@@ -36,9 +36,12 @@ const char *obx_isa_name(int isa);
 /* Index of a name, or -1. */
 int obx_isa_from_name(const char *name);
 /* Switch the active ISA in this process (tests and benchmarks compare paths
- * in one process). Returns 0, or -1 when the ISA is not supported. Not safe
- * while other threads are computing. */
+ * in one process). Returns 0, or -1 when the ISA is not supported. A compute
+ * already running finishes on the kernels it started with. */
 int obx_isa_force(int isa);
+/* As obx_isa_force, without the optional extensions of the ISA's level
+ * (AVX-VNNI within AVX2), so a CPU that has them can test the plain kernels. */
+int obx_isa_force_baseline(int isa);
 /* Extra CPU features that refine a path: AVX-VNNI within AVX2. */
 int obx_cpu_has_avxvnni(void);
 /* Version of the library, "MAJOR.MINOR.PATCH". */

@@ -44,10 +44,37 @@ typedef struct obx_tmm_weights obx_tmm_weights;
 typedef void (*obx_task_fn)(void *task_arg, size_t index);
 typedef void (*obx_parallel_for_fn)(void *runner, obx_task_fn fn, void *task_arg, size_t count);
 
-/* Validates b (b_bytes must be at least n * obx_packed_row_bytes(fmt, k)) and
- * the scales, and repacks. Returns NULL with a message in err on bad input. */
-obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_bytes, size_t k, size_t n,
-                                 const float *scales, size_t n_scales, size_t group_size,
+/* The sizes of one ternary matmul, checked against each other once, with
+ * overflow-safe arithmetic, for every caller (the Python API and the
+ * custom op): obx_tmm_shape_init, then obx_tmm_shape_check_buffers. */
+typedef struct obx_tmm_shape {
+    int fmt;
+    size_t k, n;
+    size_t group_size; /* 0: no groups along k */
+    size_t row_bytes;  /* packed bytes of one of the n rows of B */
+    size_t b_bytes;    /* n * row_bytes */
+    size_t n_groups;   /* ceil(k / group_size), 1 without groups */
+} obx_tmm_shape;
+
+/* Largest k (|isum| <= 128 k must stay exact in int32) and largest n. */
+enum { OBX_TMM_MAX_K = 16777215, OBX_TMM_MAX_N = 2147483647 };
+
+/* Fills shape from the format and sizes: 0 <= k <= OBX_TMM_MAX_K,
+ * 0 <= n <= OBX_TMM_MAX_N, group_size >= 0 (any size; one at least k makes
+ * one group). Returns 0, or -1 with a message in err. */
+int obx_tmm_shape_init(obx_tmm_shape *shape, int fmt, int64_t k, int64_t n, int64_t group_size,
+                       char *err, size_t err_len);
+/* Checks buffer lengths against the shape: b_bytes >= shape->b_bytes, and
+ * n_scales is 1 or n without groups, n * n_groups with them. Returns 0, or
+ * -1 with a message in err. */
+int obx_tmm_shape_check_buffers(const obx_tmm_shape *shape, uint64_t b_bytes, uint64_t n_scales,
+                                char *err, size_t err_len);
+
+/* Validates the shape and buffers as above, b's codes and the scales (finite,
+ * > 0), and repacks for the active ISA. Returns NULL with a message in err on
+ * bad input. */
+obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_bytes, int64_t k, int64_t n,
+                                 const float *scales, size_t n_scales, int64_t group_size,
                                  char *err, size_t err_len);
 void obx_tmm_free(obx_tmm_weights *w);
 

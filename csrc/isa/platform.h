@@ -1,0 +1,23 @@
+/* The platform table: every kernel family's entry points for the code path in
+ * use, chosen once per process (as MLAS does with MlasPlatform). One init reads
+ * CPUID and the ONNXBIT_ISA override; obx_isa_force re-selects. Every caller
+ * reads its kernels from obx_platform() and never tests the ISA itself. */
+#ifndef ONNXBIT_PLATFORM_H
+#define ONNXBIT_PLATFORM_H
+
+#include "codec/codec_columns.h"
+#include "codec/codec_internal.h"
+#include "matmul/tmm_internal.h"
+
+struct obx_platform {
+    int isa; /* OBX_ISA_* served; -1 when ONNXBIT_ISA named what cannot run */
+    const obx_codec_kernels *codec;
+    obx_cols_gather_fn cols_gather; /* transposing tile copy of the column codecs */
+    const struct tmm_kernels *tmm;  /* ternary matmul, with optional slots */
+};
+
+/* The table in use (never NULL). When selection failed it holds the scalar
+ * kernels and isa = -1, so C callers still compute; Python refuses to run. */
+const struct obx_platform *obx_platform(void);
+
+#endif

@@ -1,0 +1,47 @@
+/* The public entry points of tmatmul.h that take their kernels from the
+ * platform table: argument checks, then the repacker or the compute body. */
+#include <string.h>
+
+#include "isa/platform.h"
+#include "obx_common.h"
+#include "onnxbit/isa.h"
+#include "tmm_compute.h"
+
+OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_bytes, int64_t k,
+                                         int64_t n, const float *scales, size_t n_scales,
+                                         int64_t group_size, char *err, size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    obx_tmm_shape shape;
+    if (obx_tmm_shape_init(&shape, fmt, k, n, group_size, err, err_len) != 0 ||
+        obx_tmm_shape_check_buffers(&shape, b_bytes, n_scales, err, err_len) != 0)
+        return NULL;
+    return tmm_prepack(&shape, obx_platform()->tmm, b, scales, n_scales, err, err_len);
+}
+
+OBX_API int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
+                            int act_quant, float *y, obx_parallel_for_fn par, void *runner,
+                            char *err, size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (!w) {
+        obx_set_error(err, err_len, "weights handle is NULL");
+        return -1;
+    }
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN) {
+        obx_set_error(err, err_len,
+                      "unknown act_quant %d (expected %d = none or %d = int8 per token)",
+                      act_quant, OBX_ACT_NONE, OBX_ACT_INT8_TOKEN);
+        return -1;
+    }
+    /* Read once: a concurrent obx_isa_force does not switch kernels mid-call. */
+    const struct obx_platform *platform = obx_platform();
+    if (platform->isa < 0) {
+        obx_set_error(err, err_len, "%s", obx_isa_error());
+        return -1;
+    }
+    if (m == 0 || w->n == 0) return 0;
+    if (!y || (!a && w->k > 0)) {
+        obx_set_error(err, err_len, "%s is NULL", y ? "activation pointer a" : "output pointer y");
+        return -1;
+    }
+    return tmm_compute(platform->tmm, w, a, m, bias, act_quant, y, par, runner, err, err_len);
+}

@@ -1,0 +1,146 @@
+/* obx_tmm_compute inside: the job every compute path works on, the planner
+ * that picks one path per call, the path entry points (one file each) and
+ * the scale/bias epilogue they all finish through. */
+#ifndef ONNXBIT_TMM_COMPUTE_H
+#define ONNXBIT_TMM_COMPUTE_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "obx_common.h"
+#include "tmm_internal.h"
+
+/* Weight x row products per task: large enough to amortize scheduling, small
+ * enough to give many-core machines work at M = 1. */
+#define TMM_TASK_WORK ((size_t)1 << 20)
+/* Rows of A a panel task covers at most; the rows' activations stay
+ * cache-resident while the task walks its panels. */
+#define TMM_TASK_ROWS 64
+
+struct tmm_job {
+    const obx_tmm_weights *w;
+    const struct tmm_kernels *kern;
+    size_t m;
+    int act_quant;
+    size_t seg_elems; /* elements in one row's segment buffer */
+    int8_t *q_seg;    /* int8 paths: m * seg_elems */
+    float *a_seg;     /* float paths: m * seg_elems */
+    int32_t *qsum;    /* int8 paths: m * n_groups activation sums */
+    float *row_scale; /* int8 paths: s of each row */
+    uint8_t *row_ok;  /* int8 paths: 0 for rows holding NaN or Inf */
+    int8_t *q_tmp;    /* int8 paths, scattered segments: k bytes per prep task */
+    const float *a;
+    const float *bias;
+    float *y;
+    obx_parallel_for_fn par;
+    void *runner;
+};
+
+/* The ways obx_tmm_compute can run; tmm_plan picks one per call. */
+enum tmm_path {
+    /* act_quant = 1, one scale group, M <= TMM_GEMV_MAX_ROWS, kernels with
+     * GEMV slots and weights with the column-block layout: single-row lookup. */
+    TMM_PATH_I8_GEMV,
+    /* act_quant = 1, one scale group, kernels with i8_lut: rows in lookup
+     * groups of 8 or 16, the rows left over through TMM_PATH_I8_MULTIPLY. */
+    TMM_PATH_I8_LUT,
+    /* act_quant = 1, several groups, kernels with i8_groups: one kernel call
+     * covers every group of a row. */
+    TMM_PATH_I8_GROUPED,
+    /* act_quant = 1 otherwise: the multiply kernel group by group. */
+    TMM_PATH_I8_MULTIPLY,
+    /* act_quant = 0, several groups, kernels with f32_scaled: scales folded
+     * into the weights. */
+    TMM_PATH_F32_SCALED,
+    /* act_quant = 0, at least TMM_MR rows, kernels with f32_dot: each stretch
+     * of a panel decoded to floats once and reused by every row of a task. */
+    TMM_PATH_F32_DECODED,
+    /* act_quant = 0 otherwise: the float kernel straight from the codes. */
+    TMM_PATH_F32_MULTIPLY,
+};
+
+/* Most rows the single-row lookup path serves, one row at a time: it beats
+ * the multiply kernel at every M the multiply kernel alone would serve
+ * (1..5, measured on Zen1 at K = N = 4096), rereading a task's weights from
+ * L2 for the second and later rows. */
+#define TMM_GEMV_MAX_ROWS 5
+
+/* obx_tmm_compute on the given kernel table (arguments already checked). */
+int tmm_compute(const struct tmm_kernels *kern, const obx_tmm_weights *w, const float *a, size_t m,
+                const float *bias, int act_quant, float *y, obx_parallel_for_fn par,
+                void *runner, char *err, size_t err_len);
+
+enum tmm_path tmm_plan(const obx_tmm_weights *w, const struct tmm_kernels *kern, size_t m,
+                       int act_quant);
+
+/* The activations of rows [0, m) into the job's segment buffers (and, for
+ * act_quant = 1, the row scales, sums and finiteness flags). */
+void tmm_prepare_rows(struct tmm_job *job);
+
+/* Runs fn over [0, count) with the job's parallel-for, or serially. */
+void tmm_run_tasks(const struct tmm_job *job, obx_task_fn fn, void *arg, size_t count);
+
+/* Path entry points. The lookup paths return the number of leading rows they
+ * computed (0 when out of memory for their tables); tmm_run_panels computes
+ * rows [row_begin, m) by a panel-walking path. */
+size_t tmm_run_gemv(struct tmm_job *job);
+size_t tmm_run_lut(struct tmm_job *job);
+void tmm_run_panels(const struct tmm_job *job, enum tmm_path path, size_t row_begin);
+
+/* Panel functions of the panel-walking paths: rows [row_begin, row_end) of
+ * panel p (at most TMM_TASK_ROWS rows). */
+typedef void (*tmm_panel_fn)(const struct tmm_job *job, size_t p, size_t row_begin,
+                             size_t row_end);
+/* TMM_PATH_I8_MULTIPLY and TMM_PATH_F32_MULTIPLY (by job->act_quant). */
+void tmm_panel_multiply(const struct tmm_job *job, size_t p, size_t row_begin, size_t row_end);
+void tmm_panel_i8_grouped(const struct tmm_job *job, size_t p, size_t row_begin, size_t row_end);
+void tmm_panel_f32_decoded(const struct tmm_job *job, size_t p, size_t row_begin, size_t row_end);
+void tmm_panel_f32_scaled(const struct tmm_job *job, size_t p, size_t row_begin, size_t row_end);
+
+/* ---- the epilogue (tmatmul.h), written once ------------------------------ */
+
+/* One scale group's integer sum into a float accumulator, in the contract's
+ * order: acc + (float)isum * scale. A single group starts from acc = 0.0f. */
+static inline float tmm_add_group(float acc, int32_t isum, float scale) {
+    return acc + (float)isum * scale;
+}
+
+/* Finishes `cols` outputs of one row from their accumulators (the sums over
+ * every scale group, scales applied): y = acc / s for act_quant = 1 (NaN for a
+ * row holding NaN or Inf) or y = acc for float activations, then + bias. */
+static inline void tmm_store_row(const struct tmm_job *job, size_t row, size_t col0,
+                                 size_t cols, const float *acc) {
+    float *y = job->y + row * job->w->n + col0;
+    const float *bias = job->bias ? job->bias + col0 : NULL;
+    if (job->act_quant == OBX_ACT_INT8_TOKEN) {
+        if (!job->row_ok[row]) {
+            for (size_t c = 0; c < cols; c++) y[c] = NAN;
+            return;
+        }
+        float s = job->row_scale[row];
+        for (size_t c = 0; c < cols; c++) {
+            float v = acc[c] / s;
+            y[c] = bias ? v + bias[c] : v;
+        }
+        return;
+    }
+    for (size_t c = 0; c < cols; c++) y[c] = bias ? acc[c] + bias[c] : acc[c];
+}
+
+/* tmm_store_row for rows [row_begin, row_end) of panel p, whose
+ * accumulators are acc[(row - row_begin) * TMM_NR ...]. */
+static inline size_t tmm_panel_cols(const obx_tmm_weights *w, size_t p);
+static inline void tmm_store_rows(const struct tmm_job *job, size_t p, size_t row_begin,
+                                  size_t row_end, const float *acc) {
+    for (size_t row = row_begin; row < row_end; row++)
+        tmm_store_row(job, row, p * TMM_NR, tmm_panel_cols(job->w, p),
+                      acc + (row - row_begin) * TMM_NR);
+}
+
+/* Columns of panel p that exist (the last panel may be partial). */
+static inline size_t tmm_panel_cols(const obx_tmm_weights *w, size_t p) {
+    return OBX_MIN((size_t)TMM_NR, w->n - p * TMM_NR);
+}
+
+#endif
