@@ -3,60 +3,80 @@
     import onnxbit.convert as cv
     model = cv.quantize("model.onnx", preset="bitnet", target="onnxbit", output_path="model.obx.onnx")
 
-The input is never modified (a path is only read; a ModelProto is copied).
-Writing is atomic: the model goes to a temporary file in the destination
-directory and is renamed over the destination only when complete. Models of
-2 GB or more are written with their tensors in one external data file
-"<name>.data" next to the model.
+The input is never modified (a path is only read; a ModelProto is copied),
+and no output may be the input model, one of its external-data files or
+another output (OutputPathError, before any work is done).
+
+Writing is all or nothing: the model, its external-data file and the report
+are written in full to temporary files next to their destinations, then
+renamed into place together (onnxbit.modelio.publish). Weights are read from
+the input one layer at a time and streamed to the output, so memory stays
+near one layer's size plus the packed result, not the model's. Outputs of
+2 GB or more (protobuf's limit), or when external_data=True, keep their
+tensors in one data file next to the model, named "<output>.data" unless
+the input uses that name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 
 import onnx
-from onnx import external_data_helper
 
 from onnxbit.config import QuantConfig, load_config
-from onnxbit.passes.base import LayerRecord
+from onnxbit.model_check import check_model, read_model
 from onnxbit.model_size import model_nbytes
-from onnxbit.passes.manager import TWO_GB, ModelError, PassManager, default_passes
+from onnxbit.modelio.paths import check_outputs, data_file_name, input_files
+from onnxbit.modelio.publish import Publication
+from onnxbit.modelio.save import Skeleton, write_model
+from onnxbit.passes.base import LayerRecord
+from onnxbit.passes.borrowed_initializers import BorrowedInitializers
+from onnxbit.passes.manager import TWO_GB, PassManager, default_passes  # noqa: F401  (TWO_GB re-exported)
 from onnxbit.report import ConversionReport
 
 FINAL_PASSES = ("find_weights", "pack_weights")
 
 
-@dataclass
 class ConversionResult:
-    model: onnx.ModelProto
-    report: ConversionReport
+    """The converted model and the per-layer report. `model` is built on first
+    access (a converted multi-GB model is only ever streamed to its file)."""
+
+    def __init__(self, skeleton: Skeleton, report: ConversionReport, written: list[Path]):
+        self._skeleton = skeleton
+        self._model: onnx.ModelProto | None = None
+        self.report = report
+        self.written = written  # files published, the model last; empty without output_path
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        if self._model is None:
+            self._model = self._skeleton.materialize()
+        return self._model
 
 
 def load_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, Path | None]:
+    """The model (external data not loaded) and its path; every problem of
+    the file is a ModelError naming it and the node or tensor."""
     if isinstance(model_or_path, onnx.ModelProto):
+        check_model(model_or_path, None, source="the model")
         return model_or_path, None
     if isinstance(model_or_path, (str, os.PathLike)):
         path = Path(model_or_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {path} does not exist")
-        try:
-            return onnx.load(str(path)), path
-        except Exception as exc:  # protobuf's DecodeError and friends
-            raise ModelError(f"{path} is not a readable ONNX model: {exc}") from None
+        model = read_model(path)
+        check_model(model, path.parent, source=str(path))
+        return model, path
     raise TypeError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
 
 
 def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantConfig | dict | str | os.PathLike | None = None,
             preset: str | None = "bitnet", target: str = "onnxbit", output_path: str | os.PathLike | None = None,
             report_path: str | os.PathLike | None = None, progress: bool | Callable[[str, int, int], None] = True,
-            measure_error: bool = True) -> ConversionResult:
+            measure_error: bool = True, external_data: bool | None = None) -> ConversionResult:
     """Convert a model; returns the new model and the per-layer report.
 
     config: a QuantConfig, a dict, or a JSON file path; None uses `preset`.
@@ -64,25 +84,51 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
     "ort" (stock onnxruntime: MatMulNBits) or "onnx" (standard ops only).
     progress: True for a rich progress bar on stderr, or a callback
     (node_name, done, total).
+    external_data: write the output's tensors to "<output>.data" (None: only
+    when the output is 2 GB or more).
     """
     start = time.perf_counter()
     quant_config = load_config(config, preset)
     quant_config.check_target(target)
     model, input_path = load_model(model_or_path)
-    if output_path is not None and input_path is not None and Path(output_path).resolve() == input_path.resolve():
-        raise ValueError(f"output path {output_path} is the input model; write the converted model elsewhere")
+    inputs = input_files(input_path, model)
+    output = Path(output_path) if output_path is not None else None
+    report_file = Path(report_path) if report_path is not None else None
+    data_name = None
+    if output is not None or report_file is not None:
+        outputs = {"output": output, "--report": report_file}
+        outputs = {role: path for role, path in outputs.items() if path is not None}
+        check_outputs(inputs, outputs)
+        if output is not None:
+            data_name = data_file_name(output, inputs + ([report_file] if report_file else []))
+            check_outputs(inputs, {**outputs, "external data": output.parent / data_name})
     with _progress_callback(progress) as callback:
         manager = PassManager(default_passes(measure_error), target=target, config=quant_config, progress=callback)
-        out, ctx = manager.run(model)
-    report = ConversionReport(target=target, preset=quant_config.preset, layers=final_records(ctx.records),
-                              notes=ctx.notes,
-                              model_bytes_before=model_nbytes(model), model_bytes_after=model_nbytes(out))
-    if output_path is not None:
-        save_model_atomic(out, output_path)
+        skeleton, ctx = manager.run_to_skeleton(model, input_path.parent if input_path else None)
+    records = final_records(ctx.records)
+    notes = list(ctx.notes)
+    if not any(r.action == "converted" for r in records):
+        # Nothing to gain: the output is the input as it was (no added shape
+        # annotations, no raised opset), so it is never larger.
+        skeleton = _unchanged(model, input_path)
+        notes = [n for n in notes if not n.startswith("default opset raised")]
+        notes.append(_noop_note(records))
+    report = ConversionReport(target=target, preset=quant_config.preset, layers=records, notes=notes,
+                              model_bytes_before=_input_bytes(model, inputs),
+                              model_bytes_after=skeleton.estimated_size())
+    written: list[Path] = []
+    if output is not None or report_file is not None:
+        with Publication() as publication:
+            if output is not None:
+                written = write_model(skeleton, output, publication, external_data=external_data,
+                                      data_name=data_name)
+                report.model_bytes_after = sum(os.path.getsize(publication.staged_file(p)) for p in written)
+            report.seconds = time.perf_counter() - start
+            if report_file is not None:
+                publication.write_bytes(report_file, report.json_text().encode())
+            publication.commit()
     report.seconds = time.perf_counter() - start
-    if report_path is not None:
-        report.write_json(report_path)
-    return ConversionResult(out, report)
+    return ConversionResult(skeleton, report, written)
 
 
 def quantize(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantConfig | dict | str | os.PathLike | None = None,
@@ -92,6 +138,28 @@ def quantize(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCo
     """Convert a model and return the converted ModelProto (see :func:`convert`)."""
     return convert(model_or_path, config=config, preset=preset, target=target, output_path=output_path,
                    report_path=report_path, progress=progress, measure_error=measure_error).model
+
+
+def _unchanged(model: onnx.ModelProto, input_path: Path | None) -> Skeleton:
+    """The input itself as an output skeleton (its weights borrowed, not copied)."""
+    borrowed = BorrowedInitializers(model, input_path.parent if input_path else None)
+    work = borrowed.working_copy()
+    names = {t.name for t in work.graph.initializer}
+    return Skeleton(work, {name: payload for name, payload in borrowed.sources.items() if name in names})
+
+
+def _noop_note(records: list[LayerRecord]) -> str:
+    reasons = Counter(r.reason.split(";")[0] for r in records if r.action == "skipped" and r.reason)
+    common = "; ".join(f"{reason} ({count}x)" for reason, count in reasons.most_common(3))
+    return "no layer was converted, so the output is the input unchanged" + (f"; most common reasons: {common}"
+                                                                               if common else "")
+
+
+def _input_bytes(model: onnx.ModelProto, inputs: list[Path]) -> int:
+    """The input's size on disk (model file and external data), or its serialized size."""
+    if inputs:
+        return sum(os.path.getsize(p) for p in dict.fromkeys(inputs) if p.is_file())
+    return model_nbytes(model) + (model.ByteSize() if model_nbytes(model) < TWO_GB else 0)
 
 
 def final_records(records: list[LayerRecord]) -> list[LayerRecord]:
@@ -127,39 +195,11 @@ def _progress_callback(progress) -> Iterator[Callable[[str, int, int], None] | N
 
 
 def save_model_atomic(model: onnx.ModelProto, output_path: str | os.PathLike,
-                      external_data: bool | None = None) -> None:
-    """Write `model` to output_path so that readers see the old file or the
-    complete new one, never a partial file. external_data: store tensors in
-    "<name>.data" (None: only when the model is 2 GB or more, protobuf's limit)."""
-    path = Path(output_path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"output directory {directory} does not exist")
-    if external_data is None:
-        external_data = model_nbytes(model) >= TWO_GB
-    if not external_data:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(model.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return
-    data_name = f"{path.name}.data"
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=directory))
-    try:
-        # onnx moves tensor bytes out of the proto while saving; they are
-        # loaded back below so the caller's model stays complete.
-        onnx.save_model(model, str(staging / path.name), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-        if (staging / data_name).exists():  # absent when every tensor is under the 1 KiB threshold
-            os.replace(staging / data_name, directory / data_name)
-        os.replace(staging / path.name, path)
-        external_data_helper.load_external_data_for_model(model, str(directory))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                      external_data: bool | None = None) -> list[Path]:
+    """Write a complete `model` to output_path, all or nothing (external
+    data in "<name>.data": None means only at 2 GB or more). Returns the files written."""
+    skeleton = _unchanged(model, None)
+    with Publication() as publication:
+        written = write_model(skeleton, Path(output_path), publication, external_data=external_data)
+        publication.commit()
+    return written

@@ -74,8 +74,11 @@ class ConversionReport:
             "layers": [_finite(r.to_json()) for r in self.layers],
         }
 
+    def json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        Path(path).write_text(self.json_text())
 
     def render(self, console=None) -> None:
         """Print the per-layer table and the totals with rich."""

@@ -149,5 +149,5 @@ def test_raw_data_of_the_wrong_length_is_named(rng):
     model = make_model([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [value("x", [2, 8])],
                        [value("y", [2, 4])], [init("W", rng.standard_normal((8, 4)).astype(np.float32))])
     model.graph.initializer[0].raw_data = model.graph.initializer[0].raw_data[:-4]
-    with pytest.raises(ValueError, match="tensor 'W' holds 124 bytes of data; float32 \\[8, 4\\] needs 128"):
+    with pytest.raises(ValueError, match="W: initializer: raw_data holds 124 bytes, but FLOAT\\[8, 4\\] needs 128"):
         convert(model, config={"default": {"precision": "ternary"}}, progress=False)

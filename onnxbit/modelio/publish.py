@@ -127,6 +127,14 @@ class Publication:
         with self.create(destination) as handle:
             handle.write(data)
 
+    def staged_file(self, destination: str | os.PathLike) -> Path:
+        """The temporary file that holds `destination` until commit()."""
+        destination = Path(destination)
+        for temporary, staged, _ in self._staged:
+            if staged == destination:
+                return temporary
+        raise KeyError(f"{destination} is not staged")
+
     def unstage(self, destination: str | os.PathLike) -> None:
         """Drop the staged copy of `destination` (it will not be published)."""
         destination = Path(destination)

@@ -155,6 +155,11 @@ class BorrowedInitializers:
         self._sources: dict[str, Payload] = {}
         self._loaded = BORROWED_ARRAYS
 
+    @property
+    def sources(self) -> dict[str, Payload]:
+        """Main-graph initializer name -> where its bytes are (after working_copy)."""
+        return self._sources
+
     def working_copy(self) -> onnx.ModelProto:
         """The model with the main graph's plain raw and external initializers
         as data-less stand-ins; external data elsewhere (subgraphs, Constant
