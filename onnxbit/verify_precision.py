@@ -30,6 +30,7 @@ import onnx
 
 DEFAULT_RTOL = {"exact": 1e-4, "int8": 5e-2, "int4": 0.2, "2bit": 1.0}
 _ORDER = ["exact", "int8", "int4", "2bit"]
+LABELS = {"exact": "float or an exact fold", "int8": "int8", "int4": "int4", "2bit": "2-bit/ternary PTQ"}
 _INT8_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeMatMul",
              "MatMulIntegerToFloat", "QGemm", "DynamicQuantizeLSTM"}
 _DQ_BITS = {onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8}
@@ -46,7 +47,8 @@ class Tolerance:
     found: str          # what decided it, e.g. "MatMulNBits bits=4 x1, TernaryMatMul (QAT fold) x14"
 
     def describe(self) -> str:
-        return f"default for {self.precision} ({self.found})" if self.found else f"default for {self.precision}"
+        """e.g. 'default for int4: MatMulNBits bits=4 x1, ...'"""
+        return f"default for {LABELS[self.precision]}: {self.found}"
 
 
 def default_tolerance(converted: onnx.ModelProto, original: onnx.ModelProto | None = None) -> Tolerance:

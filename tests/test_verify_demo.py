@@ -68,7 +68,7 @@ def test_verify_cli_passes_a_faithful_conversion_and_fails_a_wrong_one(tmp_path)
     # ... while the default tolerance follows the int4 head: it passes, and says why.
     result = CliRunner().invoke(main, ["verify", str(original), str(lossy), "--inputs", inputs, "--rounds", "2"])
     assert result.exit_code == 0, result.output
-    assert "agreement within 0.2: ok (default for int4 (MatMulNBits bits=4 x1" in result.output
+    assert "agreement within 0.2: ok (default for int4: MatMulNBits bits=4 x1" in result.output
     # The measured value really passes.
     result = CliRunner().invoke(main, ["verify", str(original), str(lossy), "--inputs", inputs, "--rounds", "2",
                                        "--rtol", str(measured)])
