@@ -270,8 +270,13 @@ def plan_feeds(model: onnx.ModelProto) -> FeedPlan:
             role = _role(d, axis, len(spec.dims), is_int)
             plan.slots[(spec.name, axis)] = _Slot(key, role, named=d is not None,
                                                   declared_zero=axis in spec.zero_axes)
-    _constraints_from_shape_inference(model, plan)
-    _index_bounds(model, plan)
+    # Both are best-effort readings of the graph: a graph they do not
+    # understand leaves the sizes to the profiles, never an exception.
+    for analysis in (_constraints_from_shape_inference, _index_bounds):
+        try:
+            analysis(model, plan)
+        except Exception:
+            pass
     return plan
 
 
@@ -468,6 +473,8 @@ def _constraints_from_shape_inference(model: onnx.ModelProto, plan: FeedPlan) ->
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
                     shapes[node.output[0]] = [int(d) for d in attr.t.dims]
 
+    slot_keys = {slot.key for slot in plan.slots.values()}
+
     def equate(a, b) -> None:
         if a is None or b is None:
             return
@@ -475,6 +482,8 @@ def _constraints_from_shape_inference(model: onnx.ModelProto, plan: FeedPlan) ->
             ra, rb = plan._root(a), plan._root(b)
             if ra == rb:
                 return
+            if ra in slot_keys and rb not in slot_keys:
+                ra, rb = rb, ra  # an input's own symbol (or expression) stays the representative
             plan.ties[ra] = rb  # ra now follows rb; carry over what was known of ra
             if ra in plan.pinned:
                 plan.pinned.setdefault(rb, plan.pinned[ra])

@@ -192,3 +192,43 @@ def test_load_feeds_refuses_files_that_are_no_npz(tmp_path):
     np.savez(path, y=np.zeros(3))
     with pytest.raises(FeedError, match=r"missing \['x'\]"):
         load_feeds(path, ["x"])
+
+
+def test_a_vit_like_model_gets_the_image_size_its_position_table_needs():
+    # 16x16 patches plus a 196-row position embedding: only 224x224 images fit.
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Conv", ["pixel_values", "patch"], ["c"], strides=[16, 16], kernel_shape=[16, 16]),
+             helper.make_node("Reshape", ["c", "flat"], ["f"]),
+             helper.make_node("Transpose", ["f"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("Add", ["t", "pos"], ["last_hidden_state"])]
+    model = _model(nodes, [("pixel_values", F, ["batch_size", "num_channels", "height", "width"])],
+                   [("last_hidden_state", F, None)],
+                   initializers=[("patch", rng.standard_normal((8, 3, 16, 16)).astype(np.float32)),
+                                 ("flat", np.array([0, 8, -1], np.int64)),
+                                 ("pos", rng.standard_normal((1, 196, 8)).astype(np.float32))])
+    feed, _ = _working_feed(model)
+    assert feed["pixel_values"].shape[1:] == (3, 224, 224)  # channels from the Conv weight
+
+
+def test_a_decoder_with_past_gets_a_mask_as_long_as_past_plus_new_tokens():
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["e"]),
+             helper.make_node("Reshape", ["e", "split_heads"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["new_key"], perm=[0, 2, 1, 3]),
+             helper.make_node("Concat", ["past_key_values.0.key", "new_key"], ["present.0.key"], axis=2),
+             helper.make_node("ReduceSum", ["present.0.key", "last"], ["s"], keepdims=0),
+             helper.make_node("Cast", ["attention_mask"], ["mf"], to=F),
+             helper.make_node("Unsqueeze", ["mf", "one"], ["m"]),
+             helper.make_node("Mul", ["s", "m"], ["logits"])]
+    model = _model(nodes, [("input_ids", I64, ["batch_size", "sequence_length"]),
+                           ("attention_mask", I64, ["batch_size", "past_sequence_length + sequence_length"]),
+                           ("past_key_values.0.key", F, ["batch_size", 2, "past_sequence_length", 4])],
+                   [("logits", F, None), ("present.0.key", F, None)],
+                   initializers=[("table", rng.standard_normal((20, 8)).astype(np.float32)),
+                                 ("split_heads", np.array([0, 0, 2, 4], np.int64)),
+                                 ("last", np.array([-1], np.int64)), ("one", np.array([1], np.int64))])
+    feed, notes = _working_feed(model)
+    past, ids = feed["past_key_values.0.key"].shape[2], feed["input_ids"].shape[1]
+    assert past > 0 and feed["attention_mask"].shape == (1, past + ids)
+    assert feed["input_ids"].max() < 20
+    assert not any("rejected" in note for note in notes)  # right the first time
