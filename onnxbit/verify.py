@@ -275,6 +275,11 @@ class _Stats:
             self.problem = f"shape {list(got.shape)} where the original has {list(ref.shape)}"
             self.max_abs = self.max_rel = math.inf
             return
+        if ref.dtype.kind in "OUSV":  # strings, sequences, maps (e.g. ZipMap): equal or not
+            if not np.array_equal(ref, got):
+                self.problem = "values differ"
+                self.max_abs = self.max_rel = math.inf
+            return
         floating = np.issubdtype(ref.dtype, np.floating)
         ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):

@@ -268,3 +268,17 @@ def test_demo_does_not_import_the_cli():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_string_outputs_are_compared_for_equality(tmp_path):
+    def labels(names):
+        return _model([helper.make_node("ArgMax", ["x"], ["i"], axis=-1, keepdims=0),
+                       helper.make_node("Gather", ["names", "i"], ["label"])],
+                      [("x", F, ["batch", 3])], [("label", TensorProto.STRING, ["batch"])],
+                      initializers=[("names", np.array(names, dtype=object))])
+    same = _save(labels(["cat", "dog", "owl"]), tmp_path / "a.onnx")
+    other = _save(labels(["cat", "dog", "eel"]), tmp_path / "b.onnx")
+    x = np.eye(3, dtype=np.float32)
+    assert compare(same, same, [{"x": x}], rounds=1).worst_rel == 0.0
+    comparison = compare(same, other, [{"x": x}], rounds=1)
+    assert comparison.outputs[0].problem == "values differ" and not comparison.passes(1e9)
