@@ -1,7 +1,7 @@
 /* The custom-op library entry point onnxruntime calls after
  * SessionOptions.register_custom_ops_library(path): negotiates the API version
- * once per process, then adds a com.onnxbit domain holding every op to the
- * session options it is handed. */
+ * once per process, then adds a com.onnxbit domain holding every op of
+ * op_definitions to the session options it is handed. */
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -10,11 +10,16 @@
 #include "op_status.h"
 #include "ort_abi.h"
 
+/* Every op of the domain; a new op is its file plus one line here. */
+static const ObxOpDefinition *const op_definitions[] = {
+    &obx_ternary_matmul_definition,
+};
+enum { OP_COUNT = sizeof op_definitions / sizeof op_definitions[0] };
+
 /* What the process's onnxruntime serves; set once, under `registry_lock`. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static const OrtApi *negotiated_api;
-static uint32_t negotiated_version;
-static const OrtCustomOp *ternary_matmul;
+static ObxCustomOp ops[OP_COUNT];
 
 /* Domains handed to onnxruntime; they must outlive every session built from
  * the options, so they are released when this library is unloaded. */
@@ -55,8 +60,8 @@ static OrtStatus *negotiate(const OrtApiBase *base)
         const OrtApi *api = base->GetApi(version);
         if (api) {
             negotiated_api = api;
-            negotiated_version = version;
-            ternary_matmul = obx_ternary_matmul_op(api, version);
+            for (size_t i = 0; i < OP_COUNT; i++)
+                obx_custom_op_init(&ops[i], op_definitions[i], api, version);
             return NULL;
         }
     }
@@ -82,7 +87,8 @@ static OrtStatus *add_domain(OrtSessionOptions *options)
         free(node);
         return obx_status_wrap(api, status, "onnxbit: creating domain " OBX_OP_DOMAIN);
     }
-    status = api->CustomOpDomain_Add(domain, ternary_matmul);
+    for (size_t i = 0; i < OP_COUNT && !status; i++)
+        status = api->CustomOpDomain_Add(domain, &ops[i].ort);
     if (!status)
         status = api->AddCustomOpDomain(options, domain);
     if (status) {

@@ -1,0 +1,204 @@
+/* Reading a node's inputs and attributes (op_inputs.h). */
+#include "op_inputs.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "op_status.h"
+
+OrtStatus *obx_node_error(const ObxOpKernel *kernel, OrtErrorCode code, const char *fmt, ...)
+{
+    char problem[OBX_OP_ERR_LEN];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(problem, sizeof problem, fmt, args);
+    va_end(args);
+    return obx_status_fmt(kernel->api, code, "%s node '%s': %s", kernel->def->name,
+                          kernel->node_name, problem);
+}
+
+OrtStatus *obx_node_wrap(const ObxOpKernel *kernel, OrtStatus *cause, const char *what)
+{
+    char prefix[OBX_OP_ERR_LEN];
+    snprintf(prefix, sizeof prefix, "%s node '%s': %s", kernel->def->name, kernel->node_name,
+             what);
+    return obx_status_wrap(kernel->api, cause, prefix);
+}
+
+const char *obx_dtype_name(ONNXTensorElementDataType type)
+{
+    switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16: return "uint16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16: return "int16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING: return "string";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32: return "uint32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64: return "uint64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return "bfloat16";
+    default: return "an unsupported element type";
+    }
+}
+
+const char *obx_shape_text(const ObxTensorView *view, char *buf, size_t len)
+{
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (size_t i = 0; i < view->rank && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, i ? ", %lld" : "%lld",
+                                 (long long)view->dims[i]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+    return buf;
+}
+
+OrtStatus *obx_read_tensor(const ObxOpKernel *kernel, const OrtValue *value,
+                           const char *input_name, ObxTensorView *view)
+{
+    const OrtApi *api = kernel->api;
+    char what[64];
+    snprintf(what, sizeof what, "reading input %s", input_name);
+
+    OrtTensorTypeAndShapeInfo *info = NULL;
+    OrtStatus *status = api->GetTensorTypeAndShape(value, &info);
+    if (status)
+        return obx_node_wrap(kernel, status, what);
+    status = api->GetTensorElementType(info, &view->type);
+    if (!status)
+        status = api->GetDimensionsCount(info, &view->rank);
+    if (!status && view->rank > OBX_OP_MAX_RANK) {
+        api->ReleaseTensorTypeAndShapeInfo(info);
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "input %s has rank %zu; at most %d is supported", input_name,
+                              view->rank, OBX_OP_MAX_RANK);
+    }
+    if (!status)
+        status = api->GetDimensions(info, view->dims, view->rank);
+    if (!status)
+        status = api->GetTensorShapeElementCount(info, &view->count);
+    api->ReleaseTensorTypeAndShapeInfo(info);
+    if (status)
+        return obx_node_wrap(kernel, status, what);
+
+    void *data = NULL;
+    /* Inputs are read only; the API has no const accessor before version 23. */
+    status = api->GetTensorMutableData((OrtValue *)value, &data);
+    if (status)
+        return obx_node_wrap(kernel, status, what);
+    view->data = data;
+    return NULL;
+}
+
+OrtStatus *obx_require_dtype(const ObxOpKernel *kernel, const ObxTensorView *view,
+                             const char *input_name, ONNXTensorElementDataType expected)
+{
+    if (view->type == expected)
+        return NULL;
+    return obx_node_error(kernel, ORT_INVALID_ARGUMENT, "input %s must be %s, got %s", input_name,
+                          obx_dtype_name(expected), obx_dtype_name(view->type));
+}
+
+OrtStatus *obx_get_input(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_t input_count,
+                         size_t index, const OrtValue **out)
+{
+    *out = NULL;
+    if (index >= input_count)
+        return NULL;
+    OrtStatus *status = kernel->api->KernelContext_GetInput(ctx, index, out);
+    return status ? obx_node_wrap(kernel, status, "reading inputs") : NULL;
+}
+
+/* Whether an attribute exists with a type other than `wanted` (onnxruntime
+ * reports a missing attribute and a mistyped one alike). */
+static int attribute_has_other_type(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                    const char *name, OrtOpAttrType wanted)
+{
+    const OrtApi *api = kernel->api;
+    int64_t as_int;
+    float as_float;
+    size_t string_size = 0;
+    OrtStatus *status;
+    int present = 0;
+    if (wanted != ORT_OP_ATTR_INT) {
+        status = api->KernelInfoGetAttribute_int64(info, name, &as_int);
+        present |= status == NULL;
+        obx_status_discard(api, status);
+    }
+    status = api->KernelInfoGetAttribute_float(info, name, &as_float);
+    present |= status == NULL;
+    obx_status_discard(api, status);
+    if (wanted != ORT_OP_ATTR_STRING) {
+        status = api->KernelInfoGetAttribute_string(info, name, NULL, &string_size);
+        present |= status == NULL;
+        obx_status_discard(api, status);
+    }
+    return present;
+}
+
+OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                  const char *name, int required, int64_t fallback, int64_t *out)
+{
+    OrtStatus *status = kernel->api->KernelInfoGetAttribute_int64(info, name, out);
+    if (!status)
+        return NULL;
+    obx_status_discard(kernel->api, status);
+    if (attribute_has_other_type(kernel, info, name, ORT_OP_ATTR_INT))
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT, "attribute '%s' must be an int", name);
+    if (required)
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "required attribute '%s' (int) is missing", name);
+    *out = fallback;
+    return NULL;
+}
+
+OrtStatus *obx_read_string_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                     const char *name, const char *expected, char *out,
+                                     size_t out_len, size_t *length)
+{
+    const OrtApi *api = kernel->api;
+    size_t size = 0; /* bytes with the terminator */
+    OrtStatus *status = api->KernelInfoGetAttribute_string(info, name, NULL, &size);
+    if (status) {
+        obx_status_discard(api, status);
+        if (attribute_has_other_type(kernel, info, name, ORT_OP_ATTR_STRING))
+            return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                                  "attribute '%s' must be a string, one of: %s", name, expected);
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "required attribute '%s' (string) is missing; expected one of: %s",
+                              name, expected);
+    }
+    if (size == 0 || size > out_len)
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "attribute %s is not a known %s (%zu characters long); expected "
+                              "one of: %s", name, name, size ? size - 1 : 0, expected);
+    status = api->KernelInfoGetAttribute_string(info, name, out, &size);
+    if (status) {
+        char what[64];
+        snprintf(what, sizeof what, "reading attribute '%s'", name);
+        return obx_node_wrap(kernel, status, what);
+    }
+    out[size - 1] = '\0';
+    *length = size - 1;
+    return NULL;
+}
+
+const OrtValue *obx_constant_input(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                   size_t index)
+{
+    if (kernel->api_version < ORT_API_WITH_CONSTANT_INPUT)
+        return NULL;
+    int is_constant = 0;
+    const OrtValue *value = NULL;
+    OrtStatus *status = kernel->api->KernelInfoGetConstantInput_tensor(info, index, &is_constant,
+                                                                       &value);
+    if (status) { /* not knowable here: the op reads the input per call */
+        obx_status_discard(kernel->api, status);
+        return NULL;
+    }
+    return is_constant ? value : NULL;
+}

@@ -1,0 +1,62 @@
+/* Generic custom-op helpers for reading what a node is given: errors that
+ * name the node, tensor views with dtype and shape checks, attributes, and
+ * constant inputs. Every op file uses these; none of them knows an op. */
+#ifndef ONNXBIT_OP_INPUTS_H
+#define ONNXBIT_OP_INPUTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "op_kernel.h"
+#include "ort_abi.h"
+
+/* Highest tensor rank an input may have. */
+enum { OBX_OP_MAX_RANK = 32 };
+/* Longest message text a node error carries (before the node prefix). */
+enum { OBX_OP_ERR_LEN = 512 };
+
+/* "<Op> node '<name>': <problem>" */
+OrtStatus *obx_node_error(const ObxOpKernel *kernel, OrtErrorCode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Releases cause; "<Op> node '<name>': <what>: <cause's message>". */
+OrtStatus *obx_node_wrap(const ObxOpKernel *kernel, OrtStatus *cause, const char *what);
+
+/* A tensor input as an op reads it. */
+typedef struct ObxTensorView {
+    ONNXTensorElementDataType type;
+    size_t rank;
+    int64_t dims[OBX_OP_MAX_RANK];
+    size_t count;
+    const void *data;
+} ObxTensorView;
+
+/* "float32", "uint8", ... */
+const char *obx_dtype_name(ONNXTensorElementDataType type);
+/* "[2, 3, 64]" into buf. */
+const char *obx_shape_text(const ObxTensorView *view, char *buf, size_t len);
+
+OrtStatus *obx_read_tensor(const ObxOpKernel *kernel, const OrtValue *value,
+                           const char *input_name, ObxTensorView *view);
+OrtStatus *obx_require_dtype(const ObxOpKernel *kernel, const ObxTensorView *view,
+                             const char *input_name, ONNXTensorElementDataType expected);
+
+/* Input `index` of a run, or NULL when the node has fewer inputs. */
+OrtStatus *obx_get_input(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_t input_count,
+                         size_t index, const OrtValue **out);
+
+/* An int attribute; `required` ones must be present, others default to fallback. */
+OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                  const char *name, int required, int64_t fallback, int64_t *out);
+/* A required string attribute: its bytes into out (out_len at most, NUL
+ * added) and its exact length, which counts any NUL bytes inside it.
+ * `expected` lists the accepted values for messages. */
+OrtStatus *obx_read_string_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                     const char *name, const char *expected, char *out,
+                                     size_t out_len, size_t *length);
+
+/* Input `index` when the runtime can say it is a constant initializer (API
+ * 15+), else NULL. */
+const OrtValue *obx_constant_input(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                   size_t index);
+
+#endif
