@@ -107,7 +107,8 @@ def _by_bits(bits: int, qat: bool) -> str:
     return "int4" if bits <= 4 else "int8"
 
 
-def _nodes(graph: onnx.GraphProto, outer: dict[str, int] | None = None) -> Iterator[tuple[onnx.NodeProto, dict[str, int]]]:
+def _nodes(graph: onnx.GraphProto,
+           outer: dict[str, int] | None = None) -> Iterator[tuple[onnx.NodeProto, dict[str, int]]]:
     """Every node (subgraphs included) with the element types of the constants it can see."""
     constants = dict(outer or {})
     constants.update({t.name: t.data_type for t in graph.initializer})

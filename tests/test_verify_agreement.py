@@ -176,12 +176,12 @@ def test_default_tolerance_follows_the_precision_and_explicit_rtol_names_a_passi
                    "--rtol", str(suggested)).exit_code == 0
 
 
-def test_tolerance_classes_of_fixture_conversions(tmp_path):
+def test_tolerance_classes_of_fixture_conversions():
     qat, float_mlp = FIXTURES / "digits_qat_mlp.onnx", FIXTURES / "digits_float_mlp.onnx"
     cases = [(qat, "bitnet", "onnxbit", "exact"), (float_mlp, "bitnet", "onnxbit", "2bit"),
              (float_mlp, "bitnet", "onnx", "2bit"), (float_mlp, "int4", "onnx", "int4"),
              (float_mlp, "int8", "onnx", "int8"), (qat, "bitnet", "ort", "int8")]
-    for index, (source, preset, target, expected) in enumerate(cases):
+    for source, preset, target, expected in cases:
         result = convert(source, preset=preset, target=target, progress=False)
         tolerance = default_tolerance(result.model, read_model(source))
         assert tolerance.precision == expected, (source.name, preset, target, tolerance)
@@ -212,7 +212,8 @@ def test_nan_in_the_converted_output_fails_at_any_tolerance(tmp_path):
     original = _save(_model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, ["batch", 4])], [("y", F, None)]),
                      tmp_path / "o.onnx")
     nan = _save(_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sub", ["x", "x"], ["zero"]),
-                        helper.make_node("Div", ["zero", "zero"], ["nan"]), helper.make_node("Add", ["r", "nan"], ["y"])],
+                        helper.make_node("Div", ["zero", "zero"], ["nan"]),
+                        helper.make_node("Add", ["r", "nan"], ["y"])],
                        [("x", F, ["batch", 4])], [("y", F, None)]), tmp_path / "nan.onnx")
     result = _verify(original, nan, "--rounds", "1", "--rtol", "1e9")
     assert result.exit_code == 1, result.output
@@ -233,7 +234,8 @@ def test_render_of_a_fixed_comparison():
 def test_sizes_count_external_data_files_which_are_not_loaded(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     model = _model([helper.make_node("MatMul", ["x", "w"], ["logits"])], [("x", F, ["batch", 64])],
-                   [("logits", F, ["batch", 32])], initializers=[("w", rng.standard_normal((64, 32)).astype(np.float32))])
+                   [("logits", F, ["batch", 32])],
+                   initializers=[("w", rng.standard_normal((64, 32)).astype(np.float32))])
     inline = _save(model, tmp_path / "inline.onnx")
     path = tmp_path / "ext.onnx"
     onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data",
