@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from onnxbit.cli.main import main
-from onnxbit.config import PRESETS, TARGETS, ConfigError
+from onnxbit.config import PRESETS, TARGETS
 
 
 @main.command("quantize")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+# Paths are checked by the converter, whose errors name the problem in one line.
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="bitnet", show_default=True,
               help="Precision recipe used when no --config is given.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -25,22 +26,34 @@ from onnxbit.config import PRESETS, TARGETS, ConfigError
               help="Also write the per-layer report as JSON.")
 @click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
 @click.option("--no-error-stats", is_flag=True, help="Skip the per-layer weight error (faster on big models).")
+@click.option("--external-data/--no-external-data", "external_data", default=None,
+              help="Keep the output's tensors in OUTPUT.data next to it (default: only when 2 GB or more).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the summary table.")
 def quantize_command(model: Path, output: Path, preset: str, config_path: Path | None, target: str,
-                     report_path: Path | None, no_progress: bool, no_error_stats: bool, quiet: bool) -> None:
+                     report_path: Path | None, no_progress: bool, no_error_stats: bool,
+                     external_data: bool | None, quiet: bool) -> None:
     """Convert MODEL's MatMul/Gemm weights to ternary / low-bit storage, written to OUTPUT.
 
-    OUTPUT is written atomically (a temporary file renamed into place); MODEL is
-    never modified."""
+    MODEL and its external-data files are never modified, and no output may be
+    one of them. OUTPUT, its data file and the --report are written in full to
+    temporary files, then renamed into place together: after an error or a
+    signal, every destination is as it was."""
     from onnxbit.convert import convert
-    from onnxbit.passes.manager import ModelError
+    from onnxbit.errors import OnnxbitError
+    from onnxbit.modelio.publish import Interrupted
 
     try:
         result = convert(model, config=config_path, preset=preset, target=target, output_path=output,
                          report_path=report_path, progress=not no_progress and sys.stderr.isatty(),
-                         measure_error=not no_error_stats)
-    except (ConfigError, ModelError, FileNotFoundError) as exc:
+                         measure_error=not no_error_stats, external_data=external_data)
+    except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
+    except Interrupted as exc:
+        click.echo(f"Error: {exc}; nothing was written", err=True)
+        sys.exit(128 + exc.signum)
     if not quiet:
         result.report.render()
-    click.echo(f"wrote {output}")
+    for path in result.written:
+        click.echo(f"wrote {path}")
+    if report_path is not None:
+        click.echo(f"wrote {report_path}")

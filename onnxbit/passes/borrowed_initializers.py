@@ -177,7 +177,7 @@ class BorrowedInitializers:
                 if tensor.name not in self._sources and is_plain_raw(tensor):
                     self._sources[tensor.name] = ProtoPayload(tensor)
                     _stand_in(tensor, graph.initializer.add())
-                elif tensor.name not in self._sources and _is_external(tensor):
+                elif tensor.name not in self._sources and _is_external(tensor) and tensor.data_type in _RAW_DTYPES:
                     self._sources[tensor.name] = external_payload(tensor, self._require_base_dir(tensor))
                     _stand_in(tensor, graph.initializer.add(), external=True)
                 else:
@@ -267,6 +267,14 @@ class BorrowedInitializers:
             if isinstance(values, BorrowedValues):
                 fills[tensor.name] = values.payload
                 continue
+            if type(values) is LazyValues and _is_complete_raw(values.tensor):
+                # A TensorProto a pass built (e.g. packed INT4 codes): its bytes
+                # are written from it, not copied into the exported graph.
+                stand_in = onnx.TensorProto()
+                _stand_in(values.tensor, stand_in)
+                tensor._values = LazyValues(stand_in)
+                fills[tensor.name] = ProtoPayload(values.tensor)
+                continue
             if not isinstance(values, np.ndarray) or values.dtype not in _BY_NUMPY:
                 continue
             if tensor._export_dtype is not None or not _LITTLE_ENDIAN:
@@ -328,7 +336,17 @@ def _same_type(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
     return a.data_type == b.data_type and list(a.dims) == list(b.dims)
 
 
+def _is_complete_raw(tensor: onnx.TensorProto) -> bool:
+    """A tensor held entirely as in-proto raw_data (any element type)."""
+    if tensor.data_location != onnx.TensorProto.DEFAULT:
+        return False
+    fields = _set_fields(tensor)
+    return "raw_data" in fields and fields <= _PLAIN_FIELDS
+
+
 def _matches(stand_in: onnx.TensorProto, fill: Payload) -> bool:
+    if isinstance(fill, ProtoPayload):
+        return _same_type(stand_in, fill.tensor)
     if isinstance(fill, ArrayPayload):
         return stand_in.data_type == _BY_NUMPY[fill.values.dtype] and list(stand_in.dims) == list(fill.values.shape)
     count = int(np.prod([int(d) for d in stand_in.dims], dtype=np.int64))

@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from onnxbit.config import LayerSettings, QuantConfig, check_settings_for_target
+from onnxbit.errors import LayerError
 from onnxbit.passes.base import Pass, PassContext, PassResult, TernaryWeight, WeightSite
 from onnxbit.passes.emit_dequantize import emit_dequantize, pack_dequantize
 from onnxbit.passes.emit_matmulnbits import ACCURACY_FP32, ACCURACY_INT8, emit_matmulnbits, pack_matmulnbits
@@ -67,11 +68,20 @@ class PackWeightsPass(Pass):
         converted = 0
         total = len(ctx.weight_sites)
         ort_note_added = False
+        low_bit_dequantize = False
         for index, site in enumerate(ctx.weight_sites):
             name = site.node.name
             proven = ctx.ternary_weights.get(name)
             settings, origin = self._settings(config, site, proven)
-            if settings.precision == "fp32":
+            non_finite = 0 if proven is not None or settings.precision == "fp32" else _non_finite_count(site.weight)
+            if non_finite:
+                # Decided: a layer whose weight holds NaN or Inf has no
+                # meaningful scale; it stays float (computing what the original
+                # computes) and the report says why, instead of failing the model.
+                ctx.record(node=name, op_type=site.node.op, action="skipped", pass_name=self.name, precision="fp32",
+                           reason=f"weight holds {non_finite} NaN/Inf value(s); kept float",
+                           bytes_before=site.source_bytes, bytes_after=site.source_bytes, bits_per_weight=32.0)
+            elif settings.precision == "fp32":
                 if proven is not None and proven.act_quant:
                     requantize_float_layer(ctx, site)
                 ctx.record(node=name, op_type=site.node.op, action="skipped", reason=f"kept float ({origin})",
@@ -84,8 +94,12 @@ class PackWeightsPass(Pass):
                 if key in cache:
                     packed, shared_with = cache[key]
                 else:
-                    packed = self._pack(ctx, site, settings, proven)
+                    try:
+                        packed = self._pack(ctx, site, settings, proven)
+                    except ValueError as exc:
+                        raise LayerError(f"layer '{name}' ({site.node.op}): {exc}") from None
                     cache[key] = (packed, name)
+                low_bit_dequantize |= ctx.target == "onnx" and packed.precision != "int8"
                 self._emit(ctx, site, packed)
                 if settings.act_quant and ctx.target == "ort" and not ort_note_added:
                     ctx.notes.append(ORT_ACT_QUANT_NOTE)
@@ -107,7 +121,7 @@ class PackWeightsPass(Pass):
             site.release()
             if ctx.progress is not None:
                 ctx.progress(name, index + 1, total)
-        if ctx.target == "onnx" and converted:
+        if low_bit_dequantize:
             ctx.notes.append(ONNX_FUSION_NOTE)
         return PassResult(modified=converted > 0, summary=f"{converted}/{total} layer(s) converted")
 
@@ -207,6 +221,16 @@ class PackWeightsPass(Pass):
             emit_matmulnbits(ctx, site, packed)
         else:
             emit_dequantize(ctx, site, packed)
+
+
+def _non_finite_count(weight: np.ndarray, band_elements: int = 1 << 22) -> int:
+    """NaN/Inf values in the weight, counted a band at a time (no full-size temporary)."""
+    flat = weight.ravel(order="K")  # a view for either memory order
+    total = 0
+    for start in range(0, flat.size, band_elements):
+        band = flat[start:start + band_elements]
+        total += int(band.size - np.count_nonzero(np.isfinite(band)))
+    return total
 
 
 def _base_name(site: WeightSite) -> str:
