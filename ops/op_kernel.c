@@ -142,8 +142,11 @@ static int variadic_min_arity(const OrtCustomOp *op) { return 1; }
 
 static int variadic_homogeneity(const OrtCustomOp *op) { return 1; }
 
-/* Exactly version 1 of the domain: a model importing another version is
- * rejected by onnxruntime rather than run with semantics it did not ask for. */
+/* The op implements exactly version 1 of its domain. onnxruntime (1.17 to
+ * 1.32) still registers a custom domain for versions 1..1000 with one schema
+ * per op name, since the first op's start version, so this range alone does
+ * not make it refuse a model importing version 2: that takes a check of the
+ * model's opset imports before the session is created. */
 static int op_version(const OrtCustomOp *op) { return 1; }
 
 /* Outputs alias no input and may not overwrite one. */
