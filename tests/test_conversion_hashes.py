@@ -62,3 +62,26 @@ def test_conversion_output_is_byte_identical(name, config, target, tmp_path):
 if __name__ == "__main__" and "--write" in sys.argv:
     RECORD.write_text(json.dumps(compute_record(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {RECORD}")
+
+
+SEEDED_RUN = """
+import hashlib, sys
+from onnxbit.convert import convert
+convert(sys.argv[1], preset="int4", target="onnxbit", output_path=sys.argv[2], progress=False)
+print(hashlib.sha256(open(sys.argv[2], "rb").read()).hexdigest())
+"""
+
+
+def test_output_does_not_depend_on_the_hash_seed(tmp_path):
+    # A model that gets two custom domains (TernaryMatMul from the QAT fold,
+    # MatMulNBits for int4): their import order once followed set iteration.
+    import os
+    import subprocess
+
+    digests = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run([sys.executable, "-c", SEEDED_RUN, str(FIXTURES / "bitnet_online_dynamo.onnx"),
+                              str(tmp_path / f"out{seed}.onnx")], capture_output=True, text=True, env=env, check=True)
+        digests.add(run.stdout.strip())
+    assert len(digests) == 1

@@ -204,6 +204,10 @@ class BorrowedInitializers:
 
     def import_graph(self, work: onnx.ModelProto) -> gs.Graph:
         graph = gs.import_onnx(work)
+        # onnx-graphsurgeon keeps work's own opset list and appends the domains
+        # of new nodes to it at export, in set order (a different order in each
+        # process): detach it, and let the pass manager add domains, sorted.
+        graph.import_domains = [onnx.helper.make_opsetid(i.domain, i.version) for i in work.opset_import]
         # Subgraphs see outer-scope initializers through constants of their own.
         for scope in _graphs(graph):
             for tensor in scope.tensors().values():

@@ -147,7 +147,9 @@ class PassManager:
     def _finish(self, skeleton: Skeleton, ctx: PassContext) -> None:
         model = skeleton.model
         imports = {imp.domain or "": imp for imp in model.opset_import}
-        for domain, version in ctx.opsets.items():
+        # Sorted: the order passes asked in can follow set iteration, which
+        # changes from one process to the next; the output must not.
+        for domain, version in sorted(ctx.opsets.items()):
             key = "" if domain in ("", "ai.onnx") else domain
             if key in imports:
                 imports[key].version = max(imports[key].version, version)

@@ -32,6 +32,24 @@ def _divide_or_zero(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.where(scale > 0, values / safe, 0.0)
 
 
+BAND_ELEMENTS = 1 << 20
+
+
+def _bands(piece: np.ndarray):
+    """Index pairs (blocks, rows) covering a [B, L, N] piece in bands of
+    about BAND_ELEMENTS elements: whole blocks when there are several, else
+    runs of rows of the one block."""
+    blocks, length, n = piece.shape
+    if blocks > 1:
+        step = max(1, BAND_ELEMENTS // max(1, length * n))
+        for start in range(0, blocks, step):
+            yield slice(start, start + step), slice(None)
+    else:
+        step = max(1, BAND_ELEMENTS // max(1, n))
+        for start in range(0, length, step):
+            yield slice(None), slice(start, start + step)
+
+
 def quantize_int(
     w,
     bits: int = 4,
@@ -47,21 +65,29 @@ def quantize_int(
     layout = BlockLayout.create(w.shape, granularity, group_size)
     code_pieces, scale_pieces, zero_pieces = [], [], []
     for piece in layout.pieces(w):
-        x = piece.astype(np.float64)
         if symmetric:
             top = 2 ** (bits - 1) - 1
             scale = (np.abs(piece).max(axis=1).astype(np.float64) / top).astype(np.float32)
-            q = np.rint(_divide_or_zero(x, scale[:, None, :]))
-            code_pieces.append(np.clip(q, -top, top).astype(np.int8))
+            zero = None
+            codes = np.empty(piece.shape, np.int8)
+            low = -top
         else:
             top = 2**bits - 1
             lo = np.minimum(piece.min(axis=1), 0).astype(np.float64)
             hi = np.maximum(piece.max(axis=1), 0).astype(np.float64)
             scale = ((hi - lo) / top).astype(np.float32)
             zero = np.clip(np.rint(_divide_or_zero(-lo, scale)), 0, top)
-            q = np.rint(_divide_or_zero(x, scale[:, None, :])) + zero[:, None, :]
-            code_pieces.append(np.clip(q, 0, top).astype(np.uint8))
+            codes = np.empty(piece.shape, np.uint8)
+            low = 0
             zero_pieces.append(zero.astype(np.uint8))
+        # Elementwise, so the float64 work runs a band at a time (bounded
+        # temporaries on big layers) with the same result as all at once.
+        for blocks, rows in _bands(piece):
+            q = np.rint(_divide_or_zero(piece[blocks, rows].astype(np.float64), scale[blocks, None, :]))
+            if zero is not None:
+                q += zero[blocks, None, :]
+            codes[blocks, rows] = np.clip(q, low, top)
+        code_pieces.append(codes)
         scale_pieces.append(scale)
     return QuantResult(
         kind="int",
