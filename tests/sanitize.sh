@@ -9,6 +9,9 @@
 # Usage: tests/sanitize.sh [pytest arguments]   (default: the whole suite)
 # Environment: BUILD_DIR (default /tmp/onnxbit-sanitize), PYTHON (default python3).
 #
+# test_sessions_free_their_prepacked_weights is left out: it measures the
+# process's resident memory, which ASan's quarantine of freed blocks inflates.
+#
 # Python itself is not built with ASan, so libasan must be loaded first
 # (LD_PRELOAD) for its interceptors to see every allocation. Leak detection is
 # off: the interpreter and onnxruntime keep allocations alive until exit by
@@ -32,4 +35,6 @@ export ONNXBIT_LIBRARY="$BUILD_DIR/libonnxbit.so"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-LD_PRELOAD="$LIBASAN $LIBUBSAN" exec "$PYTHON" -m pytest -q -p no:cacheprovider "${@:-tests}"
+LD_PRELOAD="$LIBASAN $LIBUBSAN" exec "$PYTHON" -m pytest -q -p no:cacheprovider \
+    --deselect tests/test_op_ternary_matmul.py::test_sessions_free_their_prepacked_weights \
+    "${@:-tests}"
