@@ -19,8 +19,17 @@ from onnxbit.cli.main import bench
 @click.option("--error-stats", is_flag=True, help="Include the per-layer weight error computation.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True),
               help="Also write the results to this JSON file.")
-def bench_convert(size: int, rounds: int, error_stats: bool, json_path: str | None) -> None:
-    """Ternary conversion throughput (GB of fp32 weights per second, one layer)."""
+@click.option("--model-size", help="Instead: convert a float model of this size (e.g. 2.2G) kept in external data, "
+                                   "with every preset and target, and report peak memory and time.")
+@click.option("--tmp-dir", type=click.Path(file_okay=False, exists=True),
+              help="Where --model-size writes its model (needs about twice the size free).")
+def bench_convert(size: int, rounds: int, error_stats: bool, json_path: str | None, model_size: str | None,
+                  tmp_dir: str | None) -> None:
+    """Ternary conversion throughput (GB of fp32 weights per second, one layer),
+    or with --model-size, peak memory and time of whole-model conversions."""
+    if model_size is not None:
+        _large_model(model_size, size, json_path, tmp_dir)
+        return
     from onnxbit.bench.convert import results_as_dicts, run_convert_bench
 
     results = run_convert_bench(size=size, rounds=rounds, error_stats=error_stats)
@@ -34,4 +43,35 @@ def bench_convert(size: int, rounds: int, error_stats: bool, json_path: str | No
         with open(json_path, "w") as handle:
             json.dump({"size": size, "rounds": rounds, "error_stats": error_stats,
                        "results": results_as_dicts(results)}, handle, indent=2)
+        click.echo(f"wrote {json_path}")
+
+
+def _large_model(model_size: str, size: int, json_path: str | None, tmp_dir: str | None) -> None:
+    from pathlib import Path
+
+    from onnxbit.bench.large_model import parse_size, results_as_dicts, run_large_model_bench
+    from onnxbit.report import human_bytes
+
+    try:
+        nbytes = parse_size(model_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model-size") from None
+    console = Console()
+    results = run_large_model_bench(nbytes, size=size, folder=Path(tmp_dir) if tmp_dir else None,
+                                    progress=lambda message: console.print(message, style="dim"))
+    first = results[0]
+    table = Table(title=f"converting a {human_bytes(first.input_bytes)} float32 model in external data "
+                        f"({size}x{size} layers), one process per row")
+    for column in ("preset", "target", "layers", "output", "peak RSS", "seconds", "predicted s", "time / predicted"):
+        table.add_column(column, justify="left" if column in ("preset", "target") else "right")
+    for r in results:
+        table.add_row(r.preset, r.target, str(r.layers_converted), human_bytes(r.output_bytes),
+                      human_bytes(r.peak_rss_bytes), f"{r.seconds:.1f}", f"{r.predicted_seconds:.1f}",
+                      f"{r.time_ratio:.2f}")
+    console.print(table)
+    console.print("predicted = converted layers x the pack pass's time on one layer held in memory "
+                  "(quantize + pack + emit, no file I/O)", style="dim")
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump({"model_size": model_size, "size": size, "results": results_as_dicts(results)}, handle, indent=2)
         click.echo(f"wrote {json_path}")
