@@ -59,6 +59,28 @@ def _model_argument(path_or_model: Any) -> str | bytes:
     )
 
 
+LIBRARY_DOMAIN = "com.onnxbit"
+LIBRARY_DOMAIN_VERSION = 1
+
+
+def check_domain_version(model: onnx.ModelProto) -> None:
+    """Refuse a model that imports com.onnxbit at a version this library does
+    not implement: onnxruntime registers a custom domain for every version
+    and would run our version-1 kernels for it (custom-op ABI limitation)."""
+    for imp in model.opset_import:
+        if imp.domain == LIBRARY_DOMAIN and imp.version != LIBRARY_DOMAIN_VERSION:
+            from onnxbit.errors import ModelError
+
+            raise ModelError(f"the model imports {LIBRARY_DOMAIN} version {imp.version}; this onnxbit library "
+                             f"implements version {LIBRARY_DOMAIN_VERSION} only")
+
+
+def _parsed(argument: str | bytes) -> onnx.ModelProto:
+    if isinstance(argument, bytes):
+        return onnx.load_model_from_string(argument)
+    return onnx.load_model(argument, load_external_data=False)
+
+
 def InferenceSession(path_or_model: Any, sess_options=None,
                      providers: Sequence[Any] | None = None, **kwargs: Any):
     """An ``onnxruntime.InferenceSession`` with the onnxbit custom ops registered.
@@ -67,11 +89,14 @@ def InferenceSession(path_or_model: Any, sess_options=None,
     ``onnx.ModelProto``. ``sess_options`` are registered in place (create a
     fresh ``SessionOptions`` per call if you reuse them elsewhere);
     ``providers`` defaults to the CPU execution provider, which is where the
-    custom ops run.
+    custom ops run. A model importing com.onnxbit at another version than 1
+    is refused (ModelError).
     """
     import onnxruntime as ort
 
+    argument = _model_argument(path_or_model)
+    check_domain_version(path_or_model if isinstance(path_or_model, onnx.ModelProto) else _parsed(argument))
     options = register(sess_options)
-    return ort.InferenceSession(_model_argument(path_or_model), sess_options=options,
+    return ort.InferenceSession(argument, sess_options=options,
                                 providers=list(providers) if providers else
                                 ["CPUExecutionProvider"], **kwargs)

@@ -143,3 +143,23 @@ def test_close_waits_for_matmul_running_on_other_threads(rng):
     assert all(results) and len(results) >= 8
     assert errors == ["the weights were closed"] * 4
     weights.close()  # a second close is harmless
+
+
+@pytest.mark.parametrize("version", [2, 1000])
+def test_a_model_importing_another_domain_version_is_refused(codes, version, tmp_path):
+    """onnxruntime registers a custom domain for every version, so the library
+    cannot refuse version 2 itself; onnxbit's sessions check the import."""
+    import onnx
+
+    from onnxbit.errors import ModelError
+
+    model = build_model(pack_codes(codes, "2bit"), np.ones(1, np.float32),
+                        attrs={"K": K, "N": N, "format": "2bit"}).model
+    for imp in model.opset_import:
+        if imp.domain == DOMAIN:
+            imp.version = version
+    path = tmp_path / "v.onnx"
+    onnx.save(model, str(path))
+    for argument in (model, model.SerializeToString(), path):
+        with pytest.raises(ModelError, match=f"imports com.onnxbit version {version}; .* version 1 only"):
+            runtime.InferenceSession(argument)
