@@ -68,6 +68,7 @@ class Publication:
         self._staged: list[tuple[Path, Path, int]] = []  # (temporary, destination, mode)
         self._committed = False
         self._old_handlers: dict[int, object] = {}
+        self._blocked_mask: set | None = None
 
     def __enter__(self) -> "Publication":
         if threading.current_thread() is threading.main_thread():
@@ -83,6 +84,11 @@ class Publication:
             for signum, handler in self._old_handlers.items():
                 signal.signal(signum, handler)
             self._old_handlers.clear()
+            if self._blocked_mask is not None:
+                # A signal that came during commit() is delivered now, to the
+                # caller's handler, with every output complete.
+                signal.pthread_sigmask(signal.SIG_SETMASK, self._blocked_mask)
+                self._blocked_mask = None
 
     @property
     def destinations(self) -> list[Path]:
@@ -98,14 +104,19 @@ class Publication:
         mode = mode_for(destination)
         for _ in range(100):
             temporary = folder / f".{destination.name}.{secrets.token_hex(4)}.tmp"
+            # Listed before it exists: a signal between creating and listing
+            # it would otherwise leave it behind.
+            entry = (temporary, destination, mode)
+            self._staged.append(entry)
             try:
                 fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
+                self._staged.remove(entry)
                 continue
             except OSError as exc:
+                self._staged.remove(entry)
                 raise OutputPathError(f"cannot write {destination}: {exc.strerror}") from None
             os.close(fd)
-            self._staged.append((temporary, destination, mode))
             return temporary
         raise OutputPathError(f"cannot create a temporary file next to {destination}")
 
@@ -144,7 +155,10 @@ class Publication:
             self._staged.remove(entry)
 
     def commit(self) -> None:
-        """Rename every staged file into place, in staging order."""
+        """Rename every staged file into place, in staging order. Signals wait
+        until every rename is done (see __exit__), so they cannot split the set."""
+        if self._old_handlers:
+            self._blocked_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         folders = set()
         for temporary, destination, mode in self._staged:
             os.chmod(temporary, mode)
@@ -161,6 +175,7 @@ class Publication:
         self._staged.clear()
 
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 # Failures of the write itself (as opposed to, say, reading the input while writing).
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
 
