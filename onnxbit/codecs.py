@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit import native
+from onnxbit import formats, native
 
-FORMATS = ("2bit", "base3")
+FORMATS = formats.NAMES
 _isa_checked = False
 
 
@@ -35,11 +35,8 @@ def _kernels():
 
 
 def format_id(fmt: str) -> int:
-    """The C library's number for a format name (OBX_FMT_* in codec.h)."""
-    if not isinstance(fmt, str) or fmt not in FORMATS:
-        raise ValueError(f"unknown packed format {fmt!r}; expected one of {FORMATS}")
-    lib = native.lib()
-    return lib.OBX_FMT_2BIT if fmt == "2bit" else lib.OBX_FMT_BASE3
+    """The C library's number for a format name (OBX_FMT_* in formats.h)."""
+    return formats.get(fmt).id
 
 
 def _check_length(k, name: str = "k") -> int:
@@ -48,7 +45,7 @@ def _check_length(k, name: str = "k") -> int:
     return int(k)
 
 
-def packed_row_bytes(k: int, fmt: str = "2bit") -> int:
+def packed_row_bytes(k: int, fmt: str = formats.DEFAULT) -> int:
     """Bytes of one packed row of ``k`` elements."""
     fmt_id = format_id(fmt)
     return int(native.lib().obx_packed_row_bytes(fmt_id, _check_length(k)))
@@ -70,7 +67,7 @@ def _out_of_range_error(name: str, values: np.ndarray, count: int, first: int, k
                       f"{_where(first, k)}: {values.reshape(-1)[first]}")
 
 
-def pack_ternary(codes, fmt: str = "2bit") -> np.ndarray:
+def pack_ternary(codes, fmt: str = formats.DEFAULT) -> np.ndarray:
     """Values in {-1,0,1} ([K] or [rows, K], integer dtype) -> uint8 packed rows."""
     fmt_id = format_id(fmt)
     values = np.asarray(codes)
@@ -112,7 +109,7 @@ def _corrupt(fmt: str, count: int, first: int, k: int) -> CorruptPackedDataError
         f"packed {fmt} data has {count} invalid codes; first at {_where(first, k)}", count, first)
 
 
-def unpack_ternary(packed, k: int, fmt: str = "2bit") -> np.ndarray:
+def unpack_ternary(packed, k: int, fmt: str = formats.DEFAULT) -> np.ndarray:
     """uint8 packed rows ([row_bytes] or [rows, row_bytes]) -> int8 [K] or [rows, K]."""
     fmt_id = format_id(fmt)
     k = _check_length(k)
@@ -162,7 +159,7 @@ def _float_matrix(w, name: str, layout: str = "[rows, K]") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def ternarize_pack(w, inv_scales, fmt: str = "2bit") -> np.ndarray:
+def ternarize_pack(w, inv_scales, fmt: str = formats.DEFAULT) -> np.ndarray:
     """Fused BitNet quantize + pack: q = clip(rint(w * inv_scale), -1, 1) in float32
     (round half to even), packed as uint8 [rows, row_bytes]."""
     fmt_id = format_id(fmt)
@@ -196,7 +193,7 @@ def abs_sum_rows(w) -> np.ndarray:
     return out
 
 
-def ternarize_pack_columns(w_kn, inv_scales, fmt: str = "2bit") -> np.ndarray:
+def ternarize_pack_columns(w_kn, inv_scales, fmt: str = formats.DEFAULT) -> np.ndarray:
     """Fused quantize + pack of the columns of a float32 [K, N] matrix.
 
     Returns uint8 [N, row_bytes(K)]: row j is column j quantized with

@@ -34,12 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from onnxbit import formats
 from onnxbit.errors import ConfigError  # noqa: F401  (re-exported)
 
 PRECISIONS = ("ternary", "binary", "int2", "int4", "int8", "fp32")
 GRANULARITIES = ("tensor", "channel", "group")
-FORMATS = ("2bit", "base3")
-TARGETS = ("onnxbit", "ort", "onnx")
+FORMATS = formats.NAMES
+TARGETS = ("onnxbit", "ort", "onnx")  # onnxbit.targets.NAMES (tests/test_targets.py checks they agree)
 POSITIONS = ("first", "last")
 
 
@@ -55,7 +56,7 @@ class LayerSettings:
     # 1 = BitNet per-token int8 activations (ternary/binary): exact in TernaryMatMul,
     # standard ops on target onnx, per-block int8 (MatMulNBits accuracy_level 4) on target ort.
     act_quant: int = 0
-    format: str = "2bit"  # ternary packing for TernaryMatMul: "2bit" | "base3"
+    format: str = formats.DEFAULT  # ternary packing for TernaryMatMul: one of onnxbit.formats.NAMES
 
     def validate(self, where: str) -> None:
         if self.precision not in PRECISIONS:
@@ -138,37 +139,18 @@ class QuantConfig:
                 return dataclasses.replace(self.default, **rule.overrides), f"rule {index}: {rule.describe()}"
         return self.default, "default"
 
-    def check_target(self, target: str) -> None:
-        """Reject settings the target cannot express before touching any layer."""
-        if target not in TARGETS:
-            raise ConfigError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-        candidates = [("default", self.default)] + [
+    def candidates(self) -> list[tuple[str, LayerSettings]]:
+        """Every settings combination a layer can get: the default, each rule's."""
+        return [("default", self.default)] + [
             (f"rule {i}", dataclasses.replace(self.default, **r.overrides)) for i, r in enumerate(self.rules)]
-        for where, settings in candidates:
-            check_settings_for_target(settings, target, where)
 
+    def check_target(self, target) -> None:
+        """Reject settings the target cannot express before touching any layer."""
+        from onnxbit.targets import get_target
 
-def check_settings_for_target(settings: LayerSettings, target: str, where: str) -> None:
-    """Raise ConfigError when `target` cannot store or compute `settings`."""
-    p = settings.precision
-    if p == "fp32":
-        return
-    if target in ("ort", "onnx") and p in ("ternary", "binary") and settings.format != "2bit":
-        raise ConfigError(f"{where}: format {settings.format!r} exists only in the onnxbit TernaryMatMul op; "
-                          f"target {target!r} stores ternary weights as 2-bit codes")
-    if settings.act_quant and p not in ("ternary", "binary"):
-        raise ConfigError(f"{where}: act_quant=1 (BitNet per-token int8 activations) applies to ternary/binary "
-                          f"layers, not {p!r}")
-    if target in ("onnxbit", "ort") and settings.granularity == "group" and p.startswith("int"):
-        _check_block_size(settings.group_size, where)
-    if target == "ort" and settings.granularity == "group" and p in ("ternary", "binary"):
-        _check_block_size(settings.group_size, where)
-
-
-def _check_block_size(group_size: int, where: str) -> None:
-    if group_size < 16 or group_size & (group_size - 1):
-        raise ConfigError(f"{where}: onnxruntime's MatMulNBits needs a block (group) size that is a power of two "
-                          f">= 16, got {group_size}")
+        chosen = get_target(target)
+        for where, settings in self.candidates():
+            chosen.check(settings, where)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -35,7 +35,7 @@ from onnxbit.modelio.paths import check_outputs, data_file_name, input_files
 from onnxbit.modelio.publish import Publication
 from onnxbit.modelio.save import Skeleton, write_model
 from onnxbit.passes.base import LayerRecord
-from onnxbit.passes.borrowed_initializers import BorrowedInitializers
+from onnxbit.graph.borrowed import BorrowedInitializers
 from onnxbit.passes.manager import TWO_GB, PassManager, default_passes  # noqa: F401  (TWO_GB re-exported)
 from onnxbit.report import ConversionReport
 

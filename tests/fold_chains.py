@@ -12,6 +12,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxbit.graph.gs_adapter import export_complete
+from onnxbit.graph.queries import ternary_proofs
 from onnxbit.passes.base import PassContext
 
 
@@ -174,7 +176,7 @@ def emit_ternary_matmuls(ctx: PassContext) -> None:
     bookkeeping)."""
     graph = ctx.graph
     by_name = {node.name: node for node in graph.nodes}
-    for name, weight in ctx.ternary_weights.items():
+    for name, weight in ternary_proofs(ctx.graph).items():
         node = by_name[name]
         assert node.op == "MatMul", "the test packer handles MatMul only"
         k, n = weight.codes.shape
@@ -190,7 +192,7 @@ def emit_ternary_matmuls(ctx: PassContext) -> None:
 
 
 def export(ctx: PassContext) -> onnx.ModelProto:
-    model = gs.export_onnx(ctx.graph)
+    model = export_complete(ctx.graph)
     if any(node.domain == "com.onnxbit" for node in model.graph.node):
         model.opset_import.append(helper.make_opsetid("com.onnxbit", 1))
     model.ir_version = 8

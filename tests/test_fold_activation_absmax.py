@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from onnxbit.graph.queries import ternary_proofs
 from fold_chains import (GraphBuilder, activation_absmax_chain, float_input, noisy_absmean_weight,
                                ops_in, reasons, relative_error, run_converted, run_plain, run_qat,
                                weight_absmean_chain)
@@ -48,11 +49,11 @@ def test_shared_chain_folds_into_every_ternary_consumer(style, rng):
     expected = run_plain(model, {"x": x})[0]
 
     ctx = run_qat(model)
-    assert {name: w.act_quant for name, w in ctx.ternary_weights.items()} == \
+    assert {name: w.act_quant for name, w in ternary_proofs(ctx.graph).items()} == \
         {"q_proj": 1, "k_proj": 1, "v_proj": 1}
     for name, node in ((n.name, n) for n in ctx.graph.nodes if n.name in codes):
         assert node.inputs[0].name == "x"
-        np.testing.assert_array_equal(ctx.ternary_weights[name].codes, codes[name].T)
+        np.testing.assert_array_equal(ternary_proofs(ctx.graph)[name].codes, codes[name].T)
     # The Neg still reads the quantized activation, so one chain remains.
     assert ops_in(ctx).count("Round") == 1
     flagged_one_rounding = "127 / max|x| in one rounding" in reasons(ctx, "folded")["q_proj"]
@@ -69,7 +70,7 @@ def test_consumer_without_ternary_weight_keeps_the_chain(rng):
     x = rng.standard_normal((2, 7, K)).astype(np.float32)
     expected = run_plain(model, {"x": x})[0]
     ctx = run_qat(model)
-    assert "dense" not in ctx.ternary_weights
+    assert "dense" not in ternary_proofs(ctx.graph)
     assert reasons(ctx, "skipped")["dense"] == \
         "activation quantizer kept: the MatMul weight is not proven ternary"
     dense = next(n for n in ctx.graph.nodes if n.name == "dense")
@@ -98,7 +99,7 @@ def test_near_miss_chain_is_refused_and_kept(case, rng):
     skipped = reasons(ctx, "skipped")
     for name in codes:
         assert skipped[name] == f"activation quantizer kept: {expected_reason}"
-        assert ctx.ternary_weights[name].act_quant == 0  # the weight itself is still exact
+        assert ternary_proofs(ctx.graph)[name].act_quant == 0  # the weight itself is still exact
     assert ops_in(ctx).count("Round") == 1
     actual = run_converted(ctx, {"x": x})[0]
     assert relative_error(actual, expected) < 1e-4
@@ -111,7 +112,7 @@ def test_last_axis_given_as_positive_index_is_accepted(rng):
              node_name="fc")
     model = b.model([float_input("x", [2, 3, K])], [float_input(y, [2, 3, N])])
     ctx = run_qat(model)
-    assert ctx.ternary_weights["fc"].act_quant == 1
+    assert ternary_proofs(ctx.graph)["fc"].act_quant == 1
 
 
 def test_per_tensor_max_is_not_per_token(rng):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from onnxbit.graph.queries import ternary_proofs
 from onnxbit.passes.fold import AlreadyTernary
 from fold_chains import (GraphBuilder, activation_absmax_chain, export, float_input, ops_in, reasons,
                                relative_error, run_converted, run_plain, run_qat, ternary_codes)
@@ -24,7 +25,7 @@ def test_per_tensor_ternary_initializer_is_recorded_as_is(through_transpose, con
     scale = np.float32(0.0123)
     model = matmul_model(codes * scale, through_transpose, constant_node)
     ctx = run_qat(model)
-    recorded = ctx.ternary_weights["fc"]
+    recorded = ternary_proofs(ctx.graph)["fc"]
     np.testing.assert_array_equal(recorded.codes, codes)
     assert recorded.scales.tolist() == [scale] and recorded.act_quant == 1
     assert recorded.source == "fold-already-ternary"
@@ -38,7 +39,7 @@ def test_per_channel_ternary_initializer(rng):
     column_scales = rng.uniform(0.01, 0.2, N).astype(np.float32)
     model = matmul_model(codes * column_scales, through_transpose=True)
     ctx = run_qat(model, [AlreadyTernary()])
-    recorded = ctx.ternary_weights["fc"]
+    recorded = ternary_proofs(ctx.graph)["fc"]
     np.testing.assert_array_equal(recorded.codes, codes)
     np.testing.assert_array_equal(recorded.scales, column_scales)
     x = rng.standard_normal((6, K)).astype(np.float32)
@@ -51,7 +52,7 @@ def test_float_weight_is_left_alone_without_a_record(rng):
     weight[0, 0] = 0.0
     model = matmul_model(weight, through_transpose=False)
     ctx = run_qat(model)
-    assert ctx.ternary_weights == {}
+    assert ternary_proofs(ctx.graph) == {}
     assert "fc" not in reasons(ctx, "folded") and "fc" in reasons(ctx, "skipped")
     assert reasons(ctx, "skipped")["fc"] == "activation quantizer kept: the MatMul weight is not proven ternary"
     assert ops_in(ctx).count("Round") == 1
@@ -62,7 +63,7 @@ def test_nearly_ternary_weight_is_never_re_ternarized(rng):
     weight = (codes * np.float32(0.5)).astype(np.float32)
     weight[3, 7] = np.nextafter(weight[3, 7], np.float32(2)) if weight[3, 7] else np.float32(1e-3)
     ctx = run_qat(matmul_model(weight, through_transpose=False), [AlreadyTernary()])
-    assert ctx.ternary_weights == {}
+    assert ternary_proofs(ctx.graph) == {}
 
 
 def test_gemm_with_transposed_b_records_k_by_n_codes(rng):
@@ -74,7 +75,7 @@ def test_gemm_with_transposed_b_records_k_by_n_codes(rng):
     y = b.op("Gemm", [activation_absmax_chain(b, "x"), w, bias], node_name="fc", transB=1)
     model = b.model([float_input("x", [6, K])], [float_input(y, [6, N])])
     ctx = run_qat(model)
-    recorded = ctx.ternary_weights["fc"]
+    recorded = ternary_proofs(ctx.graph)["fc"]
     np.testing.assert_array_equal(recorded.codes, codes)
     assert recorded.act_quant == 1
     gemm = next(n for n in ctx.graph.nodes if n.name == "fc")
@@ -89,5 +90,5 @@ def test_gemm_with_alpha_is_refused(rng):
     y = b.op("Gemm", ["x", b.initializer(codes.astype(np.float32), "w")], node_name="fc", alpha=0.5)
     model = b.model([float_input("x", [6, K])], [float_input(y, [6, N])])
     ctx = run_qat(model)
-    assert "fc" not in ctx.ternary_weights
+    assert "fc" not in ternary_proofs(ctx.graph)
     assert reasons(ctx, "skipped")["fc"] == "initializer w_1: Gemm with alpha=0.5 scales the product"

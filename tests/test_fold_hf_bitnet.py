@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 import onnxbit.convert as cv
+from onnxbit.graph.queries import ternary_proofs
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.fold import qat_passes
 from onnxbit.runtime import InferenceSession
@@ -44,8 +45,8 @@ def folded_by_variant():
 def test_every_bitlinear_is_folded_with_act_quant(variant, folded_by_variant):
     load(variant)
     ctx = folded_by_variant[variant]
-    assert len(ctx.ternary_weights) == BITLINEARS
-    assert all(w.act_quant == 1 and w.scales.shape == (1,) for w in ctx.ternary_weights.values())
+    assert len(ternary_proofs(ctx.graph)) == BITLINEARS
+    assert all(w.act_quant == 1 and w.scales.shape == (1,) for w in ternary_proofs(ctx.graph).values())
     assert [r for r in ctx.records if r.action == "skipped"] == []
     left = {node.op for node in ctx.graph.nodes}
     assert not left & {"Round", "Abs", "ReduceMax", "BitwiseAnd", "BitShift", "ScatterND"}
@@ -57,8 +58,8 @@ def test_all_exports_agree_on_codes_and_scales(folded_by_variant):
     per_variant = {}
     for variant, ctx in folded_by_variant.items():
         ctx.graph.toposort()
-        per_variant[variant] = [ctx.ternary_weights[n.name] for n in ctx.graph.nodes
-                                if n.name in ctx.ternary_weights]
+        per_variant[variant] = [ternary_proofs(ctx.graph)[n.name] for n in ctx.graph.nodes
+                                if n.name in ternary_proofs(ctx.graph)]
     reference = next(iter(per_variant.values()))
     for variant, weights in per_variant.items():
         for mine, theirs in zip(weights, reference):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from onnxbit.graph.queries import ternary_proofs
 from fold_chains import (GraphBuilder, float_input, integer_activation_quant, ops_in, pack_bitlinear,
                                packed_unpack_chain, reasons, relative_error, run_converted, run_plain,
                                run_qat, ternary_codes)
@@ -41,7 +42,7 @@ def test_packed_bitlinear_folds_to_act_quant_and_weight_scale(arithmetic, divisi
 
     ctx = run_qat(model)
     for name, code in codes.items():
-        folded = ctx.ternary_weights[name]
+        folded = ternary_proofs(ctx.graph)[name]
         np.testing.assert_array_equal(folded.codes, code.T)
         assert folded.act_quant == 1 and folded.source == "fold-packed-unpack"
         assert folded.scales.tolist() == [np.float32(1) / weight_scales[name]]
@@ -63,8 +64,8 @@ def test_weight_scale_from_a_graph_input_keeps_the_integer_chain(rng):
     for name in codes:
         assert skipped[name] == ("activation quantizer kept: the weight scale dividing the MatMul output "
                                  "is not a constant")
-        assert ctx.ternary_weights[name].act_quant == 0
-        assert ctx.ternary_weights[name].scales.tolist() == [1.0]
+        assert ternary_proofs(ctx.graph)[name].act_quant == 0
+        assert ternary_proofs(ctx.graph)[name].scales.tolist() == [1.0]
     assert "BitwiseAnd" not in ops_in(ctx) and "Round" in ops_in(ctx)
     actual = run_converted(ctx, {"x": x, "ws": ws})[0]
     assert relative_error(actual, expected) < 1e-4
@@ -80,7 +81,7 @@ def test_unpack_without_the_minus_one_is_not_ternary(rng):
     y = b.op("MatMul", ["x", w], node_name="proj")
     model = b.model([float_input("x", [2, K])], [float_input(y, [2, N])])
     ctx = run_qat(model)
-    assert "proj" not in ctx.ternary_weights
+    assert "proj" not in ternary_proofs(ctx.graph)
     reason = reasons(ctx, "skipped")["proj"]
     assert reason.startswith("packed weight unpack chain on packed_")
     assert "not exactly ternary: column 3 holds magnitudes 1 and 2" in reason
@@ -102,7 +103,7 @@ def test_per_channel_weight_scale_becomes_per_channel_scales(rng):
     x = rng.standard_normal((4, K)).astype(np.float32)
     expected = run_plain(model, {"x": x})[0]
     ctx = run_qat(model)
-    folded = ctx.ternary_weights["proj"]
+    folded = ternary_proofs(ctx.graph)["proj"]
     assert folded.act_quant == 1
     np.testing.assert_array_equal(folded.scales, np.float32(1) / weight_scale)
     assert relative_error(run_converted(ctx, {"x": x})[0], expected) < 1e-4
@@ -111,7 +112,7 @@ def test_per_channel_weight_scale_becomes_per_channel_scales(rng):
 def test_matmul_output_that_is_a_graph_output_keeps_the_division(rng):
     model, _ = single_bitlinear(rng, np.array([20.0], np.float32), expose_matmul_output=True)
     ctx = run_qat(model)
-    assert ctx.ternary_weights["proj"].act_quant == 0
+    assert ternary_proofs(ctx.graph)["proj"].act_quant == 0
     assert reasons(ctx, "skipped")["proj"] == ("activation quantizer kept: the MatMul output is a graph "
                                                "output, so the division after it cannot move into the op")
     x = rng.standard_normal((4, K)).astype(np.float32)
@@ -132,7 +133,7 @@ def test_gemm_bias_before_the_division_keeps_the_division(rng):
     out = b.op("Div", [y, b.op("Mul", [b.const([8.0]), s])])
     model = b.model([float_input("x", [4, K])], [float_input(out, [4, N])])
     ctx = run_qat(model)
-    np.testing.assert_array_equal(ctx.ternary_weights["proj"].codes, code.T)
-    assert ctx.ternary_weights["proj"].act_quant == 0
+    np.testing.assert_array_equal(ternary_proofs(ctx.graph)["proj"].codes, code.T)
+    assert ternary_proofs(ctx.graph)["proj"].act_quant == 0
     assert reasons(ctx, "skipped")["proj"] == ("activation quantizer kept: the Gemm adds C before the "
                                                "division, so the division cannot move into the op")

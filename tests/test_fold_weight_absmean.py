@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from onnxbit.graph.queries import ternary_proofs
 from onnxbit.passes.fold import WeightAbsmeanFold
 from onnxbit.passes.fold.exact_ternary import ExactTernary, ternary_values
 from fold_chains import (GraphBuilder, activation_absmax_chain, export, float_input,
@@ -32,7 +33,7 @@ def test_weight_chain_becomes_exact_constant(style, rng):
     expected = run_plain(model, {"x": x})[0]
 
     ctx = run_qat(model, [WeightAbsmeanFold()])
-    weight = ctx.ternary_weights["fc"]
+    weight = ternary_proofs(ctx.graph)["fc"]
     np.testing.assert_array_equal(weight.codes, codes.T)  # nn.Linear's W^T: [K, N]
     assert weight.scales.shape == (1,) and weight.act_quant == 0
     assert not {"Round", "ReduceMean", "Abs", "Clip", "Transpose"} & set(ops_in(ctx))
@@ -46,14 +47,14 @@ def test_scale_is_the_graph_reciprocal_of_the_mean(rng):
     ctx = run_qat(model, [WeightAbsmeanFold()])
     mean = np.float32(np.abs(weight.astype(np.float64)).mean())
     # 1/(1/mean) within a couple of float32 ulps of the mean; exactness is checked above.
-    assert ctx.ternary_weights["fc"].scales[0] == pytest.approx(mean, rel=1e-6)
+    assert ternary_proofs(ctx.graph)["fc"].scales[0] == pytest.approx(mean, rel=1e-6)
 
 
 def test_per_row_absmean_gives_per_channel_scales(rng):
     model, codes, weight = single_layer(rng, dict(opset=18), per_row=True)
     x = rng.standard_normal((3, 4, 48)).astype(np.float32)
     ctx = run_qat(model, [WeightAbsmeanFold()])
-    folded = ctx.ternary_weights["fc"]
+    folded = ternary_proofs(ctx.graph)["fc"]
     np.testing.assert_array_equal(folded.codes, codes.T)
     assert folded.scales.shape == (20,)
     np.testing.assert_allclose(folded.scales, np.abs(weight).mean(axis=1), rtol=1e-5)
@@ -74,7 +75,7 @@ def test_wrong_clip_range_is_refused_with_reason(rng):
     model = b.model([float_input("x", [2, k])], [float_input(y, [2, n])])
 
     ctx = run_qat(model)
-    assert "fc" not in ctx.ternary_weights
+    assert "fc" not in ternary_proofs(ctx.graph)
     reason = reasons(ctx, "skipped")["fc"]
     assert "not exactly ternary" in reason and "magnitudes 0.0372326 and 0.0744652" in reason
     assert "Round" in ops_in(ctx)  # the chain stays
@@ -90,10 +91,10 @@ def test_one_chain_feeding_two_matmuls_is_folded_for_both(rng):
     out = b.op("Add", [y1, y2])
     model = b.model([float_input("x", [5, k])], [float_input(out, [5, n])])
     ctx = run_qat(model)
-    assert set(ctx.ternary_weights) == {"first", "second"}
+    assert set(ternary_proofs(ctx.graph)) == {"first", "second"}
     nodes = {node.name: node for node in ctx.graph.nodes}
     assert nodes["first"].inputs[1] is nodes["second"].inputs[1]
-    recorded = ctx.ternary_weights["first"]
+    recorded = ternary_proofs(ctx.graph)["first"]
     np.testing.assert_array_equal(nodes["first"].inputs[1].values,
                                   ternary_values(ExactTernary(recorded.codes, recorded.scales)))
 
@@ -113,9 +114,9 @@ def test_two_layer_qat_mlp_matches_original_through_ternary_matmul(constants_as_
     expected = run_plain(model, {"x": x})[0]
 
     ctx = run_qat(model)
-    assert {name: w.act_quant for name, w in ctx.ternary_weights.items()} == {"fc1": 1, "fc2": 1}
-    np.testing.assert_array_equal(ctx.ternary_weights["fc1"].codes, codes1.T)
-    np.testing.assert_array_equal(ctx.ternary_weights["fc2"].codes, codes2.T)
+    assert {name: w.act_quant for name, w in ternary_proofs(ctx.graph).items()} == {"fc1": 1, "fc2": 1}
+    np.testing.assert_array_equal(ternary_proofs(ctx.graph)["fc1"].codes, codes1.T)
+    np.testing.assert_array_equal(ternary_proofs(ctx.graph)["fc2"].codes, codes2.T)
     actual = run_converted(ctx, {"x": x})[0]
     assert ops_in(ctx).count("TernaryMatMul") == 2 and "Round" not in ops_in(ctx)
     assert relative_error(actual, expected) < 1e-4
@@ -160,6 +161,6 @@ def test_codes_follow_onnxruntime_arithmetic_not_numpy(rng):
     y = b.op("MatMul", ["x", weight_absmean_chain(b, weight)], node_name="fc")
     model = b.model([float_input("x", [2, 512])], [float_input(y, [2, 64])])
     ctx = run_qat(model, [WeightAbsmeanFold()])
-    assert ctx.ternary_weights["fc"].codes[k, n] == ort_code
+    assert ternary_proofs(ctx.graph)["fc"].codes[k, n] == ort_code
     x = rng.standard_normal((2, 512)).astype(np.float32)
     assert np.array_equal(run_plain(export(ctx), {"x": x})[0], run_plain(model, {"x": x})[0])

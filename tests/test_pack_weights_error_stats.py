@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onnxbit.passes.pack_weights import _Quantized, _tiled_contiguous, _weight_error
-from onnxbit.passes.packed_weight import PackedWeight
+from onnxbit.passes.pack_weights import _tiled_contiguous, _weight_error
+from onnxbit.targets.base import PackedWeight, QuantizedWeight
 
 
 @settings(max_examples=60, deadline=None)
@@ -31,7 +31,7 @@ def test_weight_error_matches_a_direct_float64_computation(k, n, weight_transpos
     zeros = rng.integers(-1, 2, size=scales.shape).astype(np.float32) if with_zero else None
     w_arg = np.ascontiguousarray(weight.T).T if weight_transposed else weight
     c_arg = np.ascontiguousarray(codes.T).T if codes_transposed else codes
-    q = _Quantized("int" if with_zero else "ternary", c_arg, scales, zeros, "channel" if per_channel else "tensor", 0)
+    q = QuantizedWeight("int" if with_zero else "ternary", k, n, c_arg, scales, zeros, "channel" if per_channel else "tensor", 0)
     packed = PackedWeight(precision="ternary", storage="test", constants=[], attrs={}, k=k, n=n)
     stats = _weight_error(w_arg, q, packed, band_elements=band)
 
@@ -52,7 +52,7 @@ def test_weight_error_matches_a_direct_float64_computation(k, n, weight_transpos
 def test_exact_dequantization_reports_zero_error():
     codes = np.array([[1, 0, -1], [0, 1, 1]], dtype=np.int8)
     weight = (codes * np.float32(0.75)).astype(np.float32)
-    q = _Quantized("ternary", np.ascontiguousarray(codes.T).T, np.array([0.75], np.float32), None, "tensor", 0)
+    q = QuantizedWeight("ternary", 2, 3, np.ascontiguousarray(codes.T).T, np.array([0.75], np.float32), None, "tensor", 0)
     packed = PackedWeight(precision="ternary", storage="test", constants=[], attrs={}, k=2, n=3)
     stats = _weight_error(weight, q, packed)
     assert stats["mse"] == 0.0 and stats["sqnr_db"] == float("inf") and stats["cosine"] == 1.0

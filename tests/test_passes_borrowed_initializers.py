@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_models import init, make_model, value
 from onnxbit.convert import convert
 from onnxbit.passes.base import Pass, PassResult
-from onnxbit.passes.borrowed_initializers import BorrowedInitializers, is_plain_raw
+from onnxbit.graph.borrowed import BorrowedInitializers, is_plain_raw
 from onnxbit.passes.manager import PassManager
 
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from onnxbit.passes.base import PassContext
-from onnxbit.passes.emit_dequantize import subbyte_proto
-from onnxbit.passes.emit_matmulnbits import pack_matmulnbits
+from onnxbit.targets.dequantize import subbyte_proto
+from onnxbit.targets.matmulnbits import pack_matmulnbits
 
 
 def run(nodes, initializers, inputs, feeds, opset):

@@ -434,7 +434,7 @@ def test_quantize_pack_absmean_rejects_bad_input():
         quantize_pack_absmean(np.ones(4, np.float32))
     with pytest.raises(ValueError, match="'tensor' or 'channel'"):
         quantize_pack_absmean(np.ones((4, 4), np.float32), granularity="group")
-    with pytest.raises(ValueError, match="unknown packing format '3bit'"):
+    with pytest.raises(ValueError, match="unknown packed format '3bit'"):
         quantize_pack_absmean(np.ones((4, 4), np.float32), fmt="3bit")
 
 

@@ -14,10 +14,11 @@ import onnx
 from onnx import TensorProto
 from onnx.defs import OpSchema
 
+from onnxbit.formats import NAMES as FORMATS
+
 DOMAIN = "com.onnxbit"
 OPSET_VERSION = 1
 TERNARY_MATMUL = "TernaryMatMul"
-FORMATS = ("2bit", "base3")
 
 _lock = threading.Lock()
 

@@ -1,26 +1,31 @@
 """Run a pipeline of passes on a copy of a model and hand back a valid model.
 
-Steps: check the input (errors name the node), copy it (all but the weight
-bytes, which are read from the input: see borrowed_initializers), name
-unnamed nodes, import into onnx-graphsurgeon, run the passes, drop dead nodes
-and initializers, sort topologically, export, add the opset imports the new ops
-need (raising the default opset through onnx's version converter when an
-emitted op needs a newer one), run shape inference and onnx.checker.
+Steps: check the input (errors name the node) and the pass order (each
+pass's requires / must_precede), copy the model (all but the weight bytes,
+which are read from the input: see onnxbit.graph.borrowed), raise its
+default opset when the target's ops for the configured precisions need a
+newer one (known before any pass runs, so the pipeline runs once), name
+unnamed nodes, import into onnx-graphsurgeon, run the passes (each once,
+giving back the weights it read), drop dead nodes and initializers, sort
+topologically, export, add the opset imports the new ops need, run shape
+inference and onnx.checker.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import version_converter
 
+from onnxbit import formats
 from onnxbit.errors import ModelError  # noqa: F401  (re-exported)
 from onnxbit.model_size import model_nbytes
 from onnxbit.modelio.save import Skeleton
-from onnxbit.passes.borrowed_initializers import BorrowedInitializers, release_loaded
-from onnxbit.passes.base import Pass, PassContext
+from onnxbit.graph.borrowed import BorrowedInitializers
+from onnxbit.graph.gs_adapter import release_loaded
+from onnxbit.passes.base import Pass, PassContext, check_order
 
 TWO_GB = 2**31
 
@@ -92,14 +97,18 @@ def _register_custom_schemas() -> None:
 class PassManager:
     """Runs `passes` in order on a copy of a model."""
 
-    def __init__(self, passes: Sequence[Pass], *, target: str = "onnxbit", config=None,
+    def __init__(self, passes: Sequence[Pass], *, target="onnxbit", config=None,
                  progress: Callable[[str, int, int], None] | None = None, check: bool = True):
+        from onnxbit.targets import get_target
+
         self.passes = list(passes)
-        self.target = target
+        check_order(self.passes)
+        self.target = get_target(target)
         self.config = config
         self.progress = progress
         self.check = check
         self.base_dir = None
+        self.runs = 0  # pipeline runs of the last conversion (1 unless a prediction missed)
 
     def run(self, model: onnx.ModelProto, base_dir=None) -> tuple[onnx.ModelProto, PassContext]:
         """The converted model (complete) and the pass context."""
@@ -112,33 +121,47 @@ class PassManager:
         files only when written), and the pass context."""
         check_input(model)
         self.base_dir = base_dir
-        out, ctx = self._run_once(model)
-        needed = ctx.opsets.get("", 0)
         current = default_opset(model)
-        if needed > current:
-            # An emitted op (e.g. DequantizeLinear on INT4) needs a newer opset:
-            # upgrade the input (the converter rewrites ops whose signature
-            # changed) and run the pipeline again on the upgraded copy.
-            try:
-                upgraded = version_converter.convert_version(model, needed)
-            except Exception as exc:  # the converter raises bare RuntimeErrors
-                raise ModelError(f"the emitted ops need ai.onnx opset {needed}, and onnx's version converter could "
-                                 f"not upgrade the model from opset {current}: {exc}") from None
-            out, ctx = self._run_once(upgraded)
-            ctx.notes.append(f"default opset raised from {current} to {needed} for the emitted ops")
+        planned = max(current, self.planned_default_opset(model))
+        self.runs = 1
+        out, ctx = self._run_once(model, planned)
+        emitted = ctx.opsets.get("", 0)
+        if emitted > planned:
+            # A layer needed more than planned (a float weight that turned out
+            # exactly ternary, say): the passes' emitted ops must be written for
+            # the newer opset from the start, so they run once more.
+            self.runs = 2
+            planned = emitted
+            out, ctx = self._run_once(model, planned)
+            ctx.notes.append(f"the pipeline ran twice: a layer needed ai.onnx opset {emitted}, more than the "
+                             "configured precisions predicted")
+        if planned > current:
+            ctx.notes.append(f"default opset raised from {current} to {planned} for the emitted ops")
         self._finish(out, ctx)
         return out, ctx
 
-    def _run_once(self, model: onnx.ModelProto) -> tuple[Skeleton, PassContext]:
+    def planned_default_opset(self, model: onnx.ModelProto) -> int:
+        """The ai.onnx opset the target's ops need for every precision the
+        config can give a layer, ternary included when the model holds QAT
+        chains (their folds make layers ternary whatever the config says)."""
+        settings = [s for _, s in self.config.candidates()] if self.config is not None else []
+        if settings and _may_hold_qat_chains(model):
+            settings += [dataclasses.replace(settings[0], precision="ternary", granularity="tensor", group_size=0,
+                                             act_quant=act, format=formats.DEFAULT) for act in (0, 1)]
+        return max((self.target.required_opsets(s).get("", 0) for s in settings), default=0)
+
+    def _run_once(self, model: onnx.ModelProto, opset: int) -> tuple[Skeleton, PassContext]:
         # The working copy leaves the weights' bytes in `model` or its data
         # files (read, never written); the output is written from them once.
         borrowed = BorrowedInitializers(model, self.base_dir)
         work = borrowed.working_copy()
+        if opset > default_opset(work):
+            work = borrowed.upgrade(work, opset)
         _name_unnamed_nodes(work.graph, set())
         graph = borrowed.import_graph(work)
         ctx = PassContext(graph=graph, config=self.config, target=self.target, progress=self.progress)
         for p in self.passes:
-            p.run(ctx)
+            ctx.results.append((p.name, p.run(ctx)))
             release_loaded(graph)
         graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=True)
         graph.toposort(recurse_subgraphs=True)
@@ -171,6 +194,22 @@ class PassManager:
                 onnx.checker.check_model(_without_weight_data(model))
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise ModelError(f"the rewritten model failed validation: {exc}") from None
+
+
+def _may_hold_qat_chains(model: onnx.ModelProto) -> bool:
+    """Whether the QAT folds could prove weights ternary: a fake-quant Round,
+    or bit-field extraction / a Cast of packed integer constants."""
+    from onnxbit.graph.queries import proto_graphs
+
+    integer = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT32}
+    for graph in proto_graphs(model.graph):
+        packed = {t.name for t in graph.initializer if t.data_type in integer}
+        for node in graph.node:
+            if node.op_type in ("Round", "BitShift", "BitwiseAnd"):
+                return True
+            if node.op_type == "Cast" and node.input and node.input[0] in packed:
+                return True
+    return False
 
 
 def default_passes(measure_error: bool = True) -> list[Pass]:

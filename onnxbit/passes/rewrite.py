@@ -5,16 +5,9 @@ non-foldable C added back, so the node's output tensor keeps its consumers."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from onnxbit.passes.base import PassContext, WeightSite
-
-
-def proto_constant(proto: onnx.TensorProto) -> gs.Constant:
-    """A graph constant exported exactly as `proto` (used for INT2/INT4 data,
-    which numpy cannot hold)."""
-    return gs.Constant(proto.name, gs.ir.tensor.LazyValues(proto))
 
 
 def array_constant(ctx: PassContext, base: str, values: np.ndarray) -> gs.Constant:

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit import codecs
+from onnxbit import codecs, formats
 from onnxbit.quant.granularity import (
     BlockLayout,
     block_abs_means,
@@ -284,7 +284,7 @@ def quantize_ternary(
 
 def quantize_pack_absmean(
     w,
-    fmt: str = "2bit",
+    fmt: str = formats.DEFAULT,
     granularity: str = "tensor",
     preserve_ternary: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -301,8 +301,7 @@ def quantize_pack_absmean(
     arr = np.asarray(w)
     if arr.dtype.kind != "f" or arr.ndim != 2 or arr.size == 0:
         arr = validate_weight(arr)  # raises with the precise message
-    if fmt not in codecs.FORMATS:
-        raise ValueError(f"unknown packing format {fmt!r}; choose one of {codecs.FORMATS}")
+    formats.get(fmt)  # ValueError naming the known formats
     # A Gemm(transB=1) weight arrives as the transposed view of a contiguous
     # [N, K] array: pack its rows directly instead of copying W into [K, N].
     rows_layout = arr.dtype == np.float32 and arr.T.flags.c_contiguous and not arr.flags.c_contiguous

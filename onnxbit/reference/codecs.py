@@ -1,7 +1,6 @@
-"""Packed ternary formats in plain numpy (see csrc/include/onnxbit/codec.h).
-
-2bit:  code = w + 1, four codes a byte, element i at bits 2*(i%4) of byte i//4.
-base3: five digits d = w + 1 a byte, byte = sum d_j * 3**j.
+"""Packed ternary formats in plain numpy, from their layouts in
+onnxbit.formats: byte = sum d_j * radix**j over codes_per_byte digits
+d = w + 1 (2bit: radix 4, four a byte; base3: radix 3, five a byte).
 2-D tensors are packed row by row, each row padded to whole bytes with code 0.
 """
 
@@ -9,28 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 
-FORMATS = ("2bit", "base3")
-_CODES_PER_BYTE = {"2bit": 4, "base3": 5}
-_PLACE_VALUES = {
-    "2bit": np.array([1, 4, 16, 64], dtype=np.int64),
-    "base3": np.array([1, 3, 9, 27, 81], dtype=np.int64),
-}
+from onnxbit import formats
+from onnxbit.formats import NAMES as FORMATS  # noqa: F401  (re-exported)
 
 
-def _per_byte(fmt: str) -> int:
-    if fmt not in _CODES_PER_BYTE:
-        raise ValueError(f"unknown packed format {fmt!r}; expected one of {FORMATS}")
-    return _CODES_PER_BYTE[fmt]
+def _place_values(fmt: formats.StorageFormat) -> np.ndarray:
+    return fmt.radix ** np.arange(fmt.codes_per_byte, dtype=np.int64)
 
 
-def packed_row_bytes(k: int, fmt: str = "2bit") -> int:
-    per = _per_byte(fmt)
-    return -(-int(k) // per)
+def packed_row_bytes(k: int, fmt: str = formats.DEFAULT) -> int:
+    return formats.get(fmt).row_bytes(int(k))
 
 
-def pack_ternary(codes: np.ndarray, fmt: str = "2bit") -> np.ndarray:
+def pack_ternary(codes: np.ndarray, fmt: str = formats.DEFAULT) -> np.ndarray:
     """int8 values in {-1,0,1}, shape [K] or [rows, K] -> uint8 packed rows."""
-    per = _per_byte(fmt)
+    layout = formats.get(fmt)
+    per = layout.codes_per_byte
     values = np.asarray(codes)
     if values.ndim not in (1, 2):
         raise ValueError(f"codes must be 1-D or 2-D, got shape {values.shape}")
@@ -41,11 +34,11 @@ def pack_ternary(codes: np.ndarray, fmt: str = "2bit") -> np.ndarray:
     n_bytes = packed_row_bytes(k, fmt)
     padded = np.zeros((rows, n_bytes * per), dtype=np.int64)
     padded[:, :k] = rows2d.astype(np.int64) + 1
-    packed = (padded.reshape(rows, n_bytes, per) * _PLACE_VALUES[fmt]).sum(axis=2).astype(np.uint8)
+    packed = (padded.reshape(rows, n_bytes, per) * _place_values(layout)).sum(axis=2).astype(np.uint8)
     return packed[0] if values.ndim == 1 else packed
 
 
-def unpack_ternary(packed: np.ndarray, k: int, fmt: str = "2bit") -> np.ndarray:
+def unpack_ternary(packed: np.ndarray, k: int, fmt: str = formats.DEFAULT) -> np.ndarray:
     """uint8 packed rows ([row_bytes] or [rows, row_bytes]) -> int8 [K] or [rows, K].
 
     Raises ValueError when a code inside the rows is invalid (2bit code 3,
@@ -56,13 +49,14 @@ def unpack_ternary(packed: np.ndarray, k: int, fmt: str = "2bit") -> np.ndarray:
     rows2d = data.reshape(1, -1) if data.ndim == 1 else data
     if rows2d.ndim != 2 or rows2d.shape[1] != packed_row_bytes(k, fmt):
         raise ValueError(f"packed shape {data.shape} does not hold rows of {k} {fmt} codes")
-    radix = 4 if fmt == "2bit" else 3
-    digits = (rows2d.astype(np.int64)[:, :, None] // _PLACE_VALUES[fmt]) % radix
+    layout = formats.get(fmt)
+    digits = (rows2d.astype(np.int64)[:, :, None] // _place_values(layout)) % layout.radix
     digits = digits.reshape(rows2d.shape[0], -1)[:, :k]
-    if fmt == "2bit":  # code 3 inside the row; padding fields are ignored
-        invalid = int(np.count_nonzero(digits == 3))
-    else:
-        invalid = int(np.count_nonzero(rows2d >= 243))
+    # A digit above 2 inside the row (2bit code 3; padding fields are ignored),
+    # or a byte past the last valid one (base3: 243 and up).
+    invalid = int(np.count_nonzero(digits > 2))
+    if layout.radix ** layout.codes_per_byte < 256:
+        invalid += int(np.count_nonzero(rows2d >= layout.radix ** layout.codes_per_byte))
     if invalid:
         raise ValueError(f"packed {fmt} data has {invalid} invalid codes")
     values = (digits - 1).astype(np.int8)

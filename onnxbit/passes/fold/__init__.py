@@ -1,8 +1,10 @@
 """Exact folding of the fake-quant chains BitNet QAT exporters leave in graphs.
 
 Weight passes run first (each proves a MatMul weight exactly ternary and
-records it in ctx.ternary_weights); the activation pass runs last because it
-only folds the activation quantizer in front of MatMuls with a proven weight.
+gives the node a weight constant carrying the proof); the activation pass
+runs last because it only folds the activation quantizer in front of MatMuls
+with a proven weight. Each pass declares that order (requires / ensures /
+must_precede) and the pass manager checks it.
 """
 
 from __future__ import annotations

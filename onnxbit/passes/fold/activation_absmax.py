@@ -21,9 +21,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxbit.graph.gs_adapter import proof_of, ternary_constant
+from onnxbit.graph.ternary import TernaryProof
+
 from ..base import Pass, PassContext, PassResult
 from .constant_weight import weight_slots
-from .exact_ternary import ExactTernary, ternary_values
 from .matching import (clip_bounds, constant_value, describe, equals_float32, equivalent,
                        has_unknown_axes, is_float32, producer, reduce_axes,
                        scalar_value, skip_transparent, transparent_consumers)
@@ -290,6 +292,9 @@ def _divisor_of(node: gs.Node, numerator: gs.Tensor) -> gs.Tensor | None:
 
 class ActivationAbsmaxFold(Pass):
     name = "fold-activation-absmax"
+    requires = frozenset({"weight-proofs"})
+    ensures = frozenset({"activations-folded"})
+    must_precede = frozenset({"weight-sites"})
     contract = (
         "Runs after the weight folding passes. Matches BitNet's per-token absmax int8 activation "
         "quantizer in front of MatMul/Gemm nodes (s = 127/clamp(max|x| over the last axis, 1e-5), "
@@ -320,7 +325,7 @@ class ActivationAbsmaxFold(Pass):
                            reason=f"activation quantizer kept: {reason}")
                 continue
             node.inputs[0] = chain.x
-            ctx.ternary_weights[node.name].act_quant = 1
+            _give_act_quant(ctx, node)
             form = "integer q with post-division" if chain.integer else "q/s"
             reason = f"per-token absmax int8 activation chain ({form}) -> act_quant=1"
             if _produced_by(chain.scale, "Mul") is None:
@@ -335,7 +340,7 @@ class ActivationAbsmaxFold(Pass):
 
     @staticmethod
     def _refusal(ctx: PassContext, node: gs.Node, chain: ActivationChain) -> str | None:
-        record = ctx.ternary_weights.get(node.name)
+        record = proof_of(node.inputs[1])
         if record is None:
             return "the MatMul weight is not proven ternary"
         if record.act_quant:
@@ -346,7 +351,7 @@ class ActivationAbsmaxFold(Pass):
 
     @staticmethod
     def _fold_weight_scale(ctx: PassContext, node: gs.Node, post: _PostDivision) -> str | None:
-        record = ctx.ternary_weights[node.name]
+        record = proof_of(node.inputs[1])
         n = record.codes.shape[1]
         if node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2].name:
             return "the Gemm adds C before the division, so the division cannot move into the op"
@@ -356,12 +361,24 @@ class ActivationAbsmaxFold(Pass):
         scales = (record.scales.astype(np.float32) / post.weight_scale).astype(np.float32)
         if scales.size > 1 and np.all(scales == scales[0]):
             scales = scales[:1]
-        record.scales = scales
-        weight = ternary_values(ExactTernary(record.codes, scales))
         stored_transposed = node.op == "Gemm" and bool(node.attrs.get("transB", 0))
-        node.inputs[1] = gs.Constant(f"{node.name}.ternary_weight_rescaled",
-                                     np.ascontiguousarray(weight.T if stored_transposed else weight))
+        rescaled = TernaryProof(codes=record.codes, scales=scales, act_quant=record.act_quant, source=record.source)
+        node.inputs[1] = ternary_constant(f"{node.name}.ternary_weight_rescaled", rescaled, stored_transposed)
         output = post.last.outputs[0]
         post.last.outputs.clear()
         node.outputs[0] = output
         return None
+
+
+def _give_act_quant(ctx: PassContext, node: gs.Node) -> None:
+    """Mark the node's ternary weight act_quant=1. The proof belongs to the
+    weight constant: when other nodes read the same constant (and keep their
+    activation chains), this node gets a constant of its own."""
+    weight = node.inputs[1]
+    proof = proof_of(weight)
+    if all(user is node for user in weight.outputs):
+        proof.act_quant = 1
+        return
+    stored_transposed = node.op == "Gemm" and bool(node.attrs.get("transB", 0))
+    own = TernaryProof(codes=proof.codes, scales=proof.scales, act_quant=1, source=proof.source)
+    node.inputs[1] = ternary_constant(ctx.fresh_name(f"{node.name}.ternary_weight"), own, stored_transposed)

@@ -28,10 +28,12 @@ def plain_float_weight(weight: gs.Tensor, nodes: list[gs.Node]) -> str | None:
 
 class AlreadyTernary(Pass):
     name = "fold-already-ternary"
+    ensures = frozenset({"weight-proofs"})
+    must_precede = frozenset({"activations-folded", "weight-sites"})
     contract = (
         "Matches MatMul/Gemm weights that are plain float32 constants (initializer or Constant, "
         "maybe through Identity/Transpose/Reshape/Cast) whose values are exactly {-s,0,+s} per "
-        "tensor or {-s_n,0,+s_n} per output column, and records them in ctx.ternary_weights "
+        "tensor or {-s_n,0,+s_n} per output column, and gives the node a constant carrying them as proof "
         "as they are (never re-ternarized; the node reads the same values as a [K,N]-oriented "
         "constant). Float weights that are not exactly ternary are left alone without a record."
     )

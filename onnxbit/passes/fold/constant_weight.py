@@ -3,8 +3,8 @@
 Every weight pass follows the same three steps for the MatMul/Gemm weights it
 recognises: pattern (which constant subgraph computes the weight input),
 check (evaluate it with onnxruntime and prove the values exactly ternary), and
-rewrite (the node reads a plain constant ``codes * scale`` and the codes are
-recorded in ``ctx.ternary_weights``). The passes differ only in the pattern.
+rewrite (the node reads a constant that carries the proof: codes and scales,
+see onnxbit.graph.ternary). The passes differ only in the pattern.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..base import PassContext, TernaryWeight
+from onnxbit.graph.gs_adapter import proof_of, ternary_constant
+from onnxbit.graph.ternary import TernaryProof
+
+from ..base import PassContext
 from .evaluate import NotConstantError, constant_subgraph, iter_evaluated
-from .exact_ternary import NotTernaryError, split_exact_ternary, ternary_values
+from .exact_ternary import NotTernaryError, split_exact_ternary
 from .matching import ensure_unique_node_names
 
 # Decides whether a weight's constant subgraph is this pass's chain: returns a
@@ -69,7 +72,7 @@ def fold_constant_weights(ctx: PassContext, pass_name: str, pattern: ChainPatter
     ensure_unique_node_names(graph)
     claimed: list[tuple[WeightSlot, str]] = []
     for slot in weight_slots(graph):
-        if slot.node.name in ctx.ternary_weights:
+        if proof_of(slot.tensor) is not None:
             continue
         try:
             nodes = constant_subgraph([slot.tensor])
@@ -118,11 +121,10 @@ def _fold_users(ctx: PassContext, pass_name: str, users: list[tuple[WeightSlot, 
             continue
         constant = replacements.get(slot.stored_transposed)
         if constant is None:
-            constant = gs.Constant(f"{slot.node.name}.ternary_weight", slot.from_k_n(ternary_values(ternary)))
+            proof = TernaryProof(codes=ternary.codes, scales=ternary.scales, act_quant=0, source=pass_name)
+            constant = ternary_constant(f"{slot.node.name}.ternary_weight", proof, slot.stored_transposed)
             replacements[slot.stored_transposed] = constant
         slot.node.inputs[1] = constant
-        ctx.ternary_weights[slot.node.name] = TernaryWeight(
-            codes=ternary.codes, scales=ternary.scales, act_quant=0, source=pass_name)
         k, n = ternary.codes.shape
         granularity = "per-channel" if ternary.per_channel else "per-tensor"
         ctx.record(node=slot.node.name, op_type=slot.node.op, action="folded", pass_name=pass_name,

@@ -14,8 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnxbit.passes.borrowed_initializers import constant_tensor_proto, read_constant
-from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+from onnxbit.graph.gs_adapter import constant_tensor_proto, export_node, read_constant
 
 # An IR version every onnxruntime able to run the opsets exporters emit accepts.
 _IR_VERSION = 8
@@ -147,7 +146,7 @@ def _subgraph_model(graph: gs.Graph, tensors: Sequence[gs.Tensor]) -> onnx.Model
         for inp in node.inputs:
             if isinstance(inp, gs.Constant):
                 constants[inp.name] = inp
-    exported_nodes = [OnnxExporter.export_node(node) for node in nodes]
+    exported_nodes = [export_node(node) for node in nodes]
     outputs = [onnx.helper.make_empty_tensor_value_info(t.name) for t in tensors]
     opsets = [onnx.helper.make_opsetid("", graph.opset)]
     # Shape inference only needs the constants' types and shapes: give it a

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnxbit.passes.borrowed_initializers import read_constant
+from onnxbit.graph.gs_adapter import read_constant
 
 FLOAT32 = onnx.TensorProto.FLOAT
 

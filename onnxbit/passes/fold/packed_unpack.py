@@ -40,6 +40,8 @@ def _is_float_type(onnx_type: int | None) -> bool:
 
 class PackedUnpackFold(Pass):
     name = "fold-packed-unpack"
+    ensures = frozenset({"weight-proofs"})
+    must_precede = frozenset({"activations-folded", "weight-sites"})
     contract = (
         "Matches MatMul/Gemm weights computed from packed integer initializers and a Cast to "
         "float, with no Round (BitwiseAnd/BitShift or Div/Mod field extraction, or fields the "

@@ -35,12 +35,14 @@ def absmean_chain(weight: gs.Tensor, nodes: list[gs.Node]) -> str | None:
 
 class WeightAbsmeanFold(Pass):
     name = "fold-weight-absmean"
+    ensures = frozenset({"weight-proofs"})
+    must_precede = frozenset({"activations-folded", "weight-sites"})
     contract = (
         "Matches MatMul/Gemm weights computed from constants by BitNet's absmean quantizer "
         "(|w| mean, clamp, reciprocal, scale, Round, Clip(-1,1), rescale; any spelling, with "
         "Cast/Identity/Transpose). Evaluates the chain once with onnxruntime, proves the result "
         "is exactly {-v,0,+v} (per tensor or per output column), replaces it with the constant "
-        "codes*scale and records the codes in ctx.ternary_weights. Skips, with the reason, "
+        "codes*scale, as a constant that carries the codes as proof. Skips, with the reason, "
         "chains whose values are not exactly ternary or that onnxruntime cannot evaluate."
     )
 

@@ -1,5 +1,5 @@
-"""Emit standard ONNX only (target "onnx"): DequantizeLinear on an INT2 / INT4 /
-INT8 initializer (UINT* with zero points when asymmetric), then MatMul.
+"""DequantizeLinear on an INT2 / INT4 / INT8 initializer (UINT* with zero
+points when asymmetric), then MatMul: standard ONNX only (target "onnx").
 
 Ternary and binary codes are stored as INT2 (they are -1, 0, 1). Opsets: INT8
 per tensor/channel needs 13, blocked scales and INT4 need 21, INT2 needs 25.
@@ -11,13 +11,21 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxbit.passes.base import PassContext, WeightSite
-from onnxbit.passes.packed_weight import PackedWeight
-from onnxbit.passes.rewrite import activation_for, array_constant, per_token_int8, proto_constant, replace_node
+from onnxbit.graph.gs_adapter import proto_constant
+from onnxbit.layers.base import WeightSite
+from onnxbit.passes.base import PassContext
+from onnxbit.passes.rewrite import activation_for, array_constant, per_token_int8, replace_node
+from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
 
 _SIGNED = {2: onnx.TensorProto.INT2, 4: onnx.TensorProto.INT4, 8: onnx.TensorProto.INT8}
 _UNSIGNED = {2: onnx.TensorProto.UINT2, 4: onnx.TensorProto.UINT4, 8: onnx.TensorProto.UINT8}
 _MIN_OPSET = {2: 25, 4: 21, 8: 13}
+_BITS_OF_TYPE = {"INT2": 2, "UINT2": 2, "INT4": 4, "UINT4": 4, "INT8": 8, "UINT8": 8}
+
+
+def required_opset(bits: int, granularity: str) -> int:
+    """The ai.onnx opset DequantizeLinear needs for these codes and scales."""
+    return max(_MIN_OPSET[bits], 21 if granularity == "group" else 13)
 
 
 def subbyte_proto(name: str, values: np.ndarray, bits: int, signed: bool) -> onnx.TensorProto:
@@ -62,7 +70,7 @@ def pack_dequantize(ctx: PassContext, base: str, *, precision: str, codes: np.nd
         scale = np.asarray(scales, np.float32)
         zero = None if zero_points is None else np.asarray(zero_points)
         attrs.update(axis=0, block_size=group_size)
-    opset = max(_MIN_OPSET[bits], 21 if granularity == "group" else 13)
+    opset = required_opset(bits, granularity)
     constants = [proto_constant(subbyte_proto(ctx.fresh_name(f"{base}_{'' if signed else 'u'}int{bits}"), codes,
                                               bits, signed)),
                  array_constant(ctx, f"{base}_scale", scale)]
@@ -87,3 +95,28 @@ def emit_dequantize(ctx: PassContext, site: WeightSite, packed: PackedWeight) ->
         return replace_node(ctx, site, "MatMul", "", [activation, weight], {}, bias_input=None)
     quantized, scale = per_token_int8(ctx, site, activation)
     return replace_node(ctx, site, "MatMul", "", [quantized, weight], {}, bias_input=None, divide_output_by=scale)
+
+
+def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:
+    """A MatMul/Gemm whose weight input is DequantizeLinear of a constant."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+        return None
+    dq = index.producer(node.input[1])
+    if dq is None or dq.op_type != "DequantizeLinear" or not dq.input:
+        return None
+    q = index.constant_tensor(dq.input[0])
+    if q is None:
+        return None
+    try:
+        type_name = onnx.TensorProto.DataType.Name(q.data_type)
+    except ValueError:
+        type_name = f"type{q.data_type}"
+    bits = _BITS_OF_TYPE.get(type_name)
+    size = index.constant_bytes([i for i in dq.input if i])
+    k, n = (int(q.dims[0]), int(q.dims[1])) if len(q.dims) == 2 else (None, None)
+    count = 1
+    for d in q.dims:
+        count *= int(d)
+    return LayerInfo(node.name, node.op_type, f"int{bits}" if bits else type_name.lower(),
+                     f"DequantizeLinear/{type_name}", k, n, size, bits_per_weight(size, count),
+                     {"shape": [int(d) for d in q.dims]})

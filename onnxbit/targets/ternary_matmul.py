@@ -1,14 +1,17 @@
-"""Emit com.onnxbit::TernaryMatMul (target "onnxbit") for ternary and binary
-weights: B = W^T packed row by row (codecs), scales [1] | [N] | [N, groups]."""
+"""com.onnxbit::TernaryMatMul (target "onnxbit") for ternary and binary
+weights: B = W^T packed row by row in a storage format (onnxbit.formats),
+scales [1] | [N] | [N, groups]."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
-from onnxbit.passes.base import PassContext, WeightSite
-from onnxbit.passes.packed_weight import PackedWeight
+from onnxbit.layers.base import WeightSite
+from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
+from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight, int_attribute
 
 DOMAIN = "com.onnxbit"
 OPSET = 1
@@ -41,3 +44,15 @@ def emit_ternary_matmul(ctx: PassContext, site: WeightSite, packed: PackedWeight
     ctx.require_opset(DOMAIN, OPSET)
     inputs = [activation_for(ctx, site), *packed.constants]
     return replace_node(ctx, site, "TernaryMatMul", DOMAIN, inputs, dict(packed.attrs), bias_input=3)
+
+
+def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:
+    if node.domain != DOMAIN or node.op_type != "TernaryMatMul":
+        return None
+    k, n = int_attribute(attrs, "K"), int_attribute(attrs, "N")
+    size = index.constant_bytes(node.input[1:3])
+    fmt = attrs.get("format", b"2bit")
+    fmt = fmt.decode(errors="replace") if isinstance(fmt, bytes) else str(fmt)
+    details = {"group_size": int_attribute(attrs, "group_size", 0), "act_quant": int_attribute(attrs, "act_quant", 0)}
+    return LayerInfo(node.name, node.op_type, "ternary", f"TernaryMatMul/{fmt}", k, n, size,
+                     bits_per_weight(size, k * n if k and n else None), details)

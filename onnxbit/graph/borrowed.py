@@ -22,36 +22,31 @@ are copied as before; they are small or rare.
 
 from __future__ import annotations
 
-import sys
-import weakref
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from onnxbit.errors import ModelError
+from onnxbit.graph.gs_adapter import (BY_NUMPY, LITTLE_ENDIAN, RAW_DTYPES, BorrowedValues, TernaryValues,
+                                      export_dtype_of, import_with_own_domains, lazy_proto, restorable_values,
+                                      set_values, stand_in_values, values_of)
+from onnxbit.graph.queries import iter_graphs, proto_tensors
 from onnxbit.modelio.payloads import ArrayPayload, Payload, ProtoPayload, external_payload
 from onnxbit.modelio.save import Skeleton
 
-# Element types whose raw_data numpy reads and writes as it is (little-endian).
-_RAW_DTYPES = {
-    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT8: np.int8, onnx.TensorProto.INT16: np.int16, onnx.TensorProto.INT32: np.int32,
-    onnx.TensorProto.INT64: np.int64, onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.UINT16: np.uint16,
-    onnx.TensorProto.UINT32: np.uint32, onnx.TensorProto.UINT64: np.uint64, onnx.TensorProto.BOOL: np.bool_,
-}
-_BY_NUMPY = {np.dtype(v): k for k, v in _RAW_DTYPES.items()}
 # The fields a plain raw tensor may set; anything else goes through the copying path.
 _PLAIN_FIELDS = {"name", "dims", "data_type", "raw_data", "data_location"}
 _STAND_IN_FIELDS = _PLAIN_FIELDS - {"raw_data"}
-_LITTLE_ENDIAN = sys.byteorder == "little"
+# Initializers smaller than this are given to onnx's version converter with
+# their data (its adapters may read axes, shapes or scales).
+UPGRADE_INLINE_BYTES = 4096
 
 
 def is_plain_raw(tensor: onnx.TensorProto) -> bool:
     """A tensor held entirely as in-proto raw_data of a plain numpy dtype."""
-    if not _LITTLE_ENDIAN or tensor.data_type not in _RAW_DTYPES:
+    if not LITTLE_ENDIAN or tensor.data_type not in RAW_DTYPES:
         return False
     if tensor.data_location != onnx.TensorProto.DEFAULT:
         return False
@@ -67,79 +62,6 @@ def _stand_in(tensor: onnx.TensorProto, out: onnx.TensorProto, external: bool = 
         out.data_location = tensor.data_location
 
 
-class BorrowedValues(LazyValues):
-    """LazyValues of a data-less stand-in that loads from a payload elsewhere
-    (the caller's tensor, or the input's external-data file)."""
-
-    def __init__(self, stand_in: onnx.TensorProto, payload: Payload, loaded: dict):
-        super().__init__(stand_in)
-        self.payload = payload
-        self._loaded = loaded
-
-    def load(self) -> np.ndarray:
-        dtype = np.dtype(_RAW_DTYPES[self.tensor.data_type])
-        shape = tuple(int(d) for d in self.tensor.dims)
-        array = self.payload.array(dtype, shape)  # read-only
-        # Weakly held: an array nobody uses any more is freed (bounded memory on
-        # big models), and a dead reference never matches a new array.
-        key = id(array)
-        self._loaded[key] = (weakref.ref(array, lambda ref: _forget(key, ref)), self)
-        return array
-
-
-def _forget(key: int, ref: weakref.ref) -> None:
-    entry = BORROWED_ARRAYS.get(key)
-    if entry is not None and entry[0] is ref:
-        del BORROWED_ARRAYS[key]
-
-
-def read_constant(tensor: gs.Constant) -> np.ndarray:
-    """The values of a constant without caching them in the graph (onnx-
-    graphsurgeon's `values` keeps every weight it ever loaded in memory)."""
-    values = tensor._values
-    if isinstance(values, LazyValues):
-        return values.load()
-    return values
-
-
-def constant_tensor_proto(tensor: gs.Constant) -> onnx.TensorProto:
-    """A complete TensorProto of a constant (onnx-graphsurgeon's exporter
-    would hand back a borrowed constant's data-less stand-in)."""
-    if isinstance(tensor._values, BorrowedValues):
-        return onnx.numpy_helper.from_array(np.asarray(read_constant(tensor)), tensor.name)
-    from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
-
-    return OnnxExporter.export_tensor_proto(tensor)
-
-
-def release_loaded(graph: gs.Graph) -> None:
-    """Give back the memory of weights the passes read through `values`:
-    each constant still holding an unchanged borrowed array goes back to
-    its lazy payload."""
-    for scope in _graphs(graph):
-        for tensor in scope.tensors().values():
-            if isinstance(tensor, gs.Constant) and isinstance(tensor._values, np.ndarray):
-                values = _unchanged_borrowed(tensor)
-                if values is not None:
-                    tensor._values = values
-
-
-def _unchanged_borrowed(tensor: gs.Constant) -> "BorrowedValues | None":
-    array = tensor._values
-    entry = BORROWED_ARRAYS.get(id(array))
-    if entry is None or entry[0]() is not array or tensor._export_dtype is not None:
-        return None
-    values = entry[1]
-    if array.shape != tuple(int(d) for d in values.tensor.dims):
-        return None
-    return values
-
-
-# id(array) -> (weak reference, values) for every array a BorrowedValues
-# handed out. Module-wide so that release_loaded needs only the graph.
-BORROWED_ARRAYS: dict[int, tuple[weakref.ref, BorrowedValues]] = {}
-
-
 class BorrowedInitializers:
     """One pipeline run's view of a caller's model: build the working copy
     with :meth:`working_copy`, import it with :meth:`import_graph`, and turn
@@ -153,7 +75,6 @@ class BorrowedInitializers:
         self.model = model
         self.base_dir = base_dir
         self._sources: dict[str, Payload] = {}
-        self._loaded = BORROWED_ARRAYS
 
     @property
     def sources(self) -> dict[str, Payload]:
@@ -167,22 +88,22 @@ class BorrowedInitializers:
         work = onnx.ModelProto()
         for field, value in self.model.ListFields():
             if field.name != "graph":
-                _copy_field(work, field, value)
+                copy_field(work, field, value)
         graph = work.graph
         for field, value in self.model.graph.ListFields():
             if field.name != "initializer":
-                _copy_field(graph, field, value)
+                copy_field(graph, field, value)
                 continue
             for tensor in value:
                 if tensor.name not in self._sources and is_plain_raw(tensor):
                     self._sources[tensor.name] = ProtoPayload(tensor)
                     _stand_in(tensor, graph.initializer.add())
-                elif tensor.name not in self._sources and _is_external(tensor) and tensor.data_type in _RAW_DTYPES:
+                elif tensor.name not in self._sources and _is_external(tensor) and tensor.data_type in RAW_DTYPES:
                     self._sources[tensor.name] = external_payload(tensor, self._require_base_dir(tensor))
                     _stand_in(tensor, graph.initializer.add(), external=True)
                 else:
                     graph.initializer.add().CopyFrom(tensor)
-        for tensor in _exported_tensors(graph, skip_main_initializers=True):
+        for tensor in proto_tensors(graph, main_initializers=False):
             if _is_external(tensor):
                 self._load_inline(tensor)
         for tensor in graph.initializer:
@@ -202,20 +123,48 @@ class BorrowedInitializers:
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]
 
+    def upgrade(self, work: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+        """`work` converted to ai.onnx `opset` by onnx's version converter,
+        without handing it the weights: stand-ins of UPGRADE_INLINE_BYTES or
+        more stay data-less (the converter's adapters read small tensors such
+        as axes and shapes, never weights), and come back as stand-ins."""
+        from onnx import version_converter
+
+        full = onnx.ModelProto()
+        full.CopyFrom(work)
+        kept: dict[str, Payload] = {}
+        for tensor in full.graph.initializer:
+            payload = self._sources.get(tensor.name)
+            if payload is None or not _is_stand_in(tensor):
+                continue
+            if payload.nbytes < UPGRADE_INLINE_BYTES:
+                tensor.raw_data = b"".join(bytes(c) for c in payload.chunks())
+                tensor.ClearField("data_location")
+            else:
+                kept[tensor.name] = payload
+        current = next((i.version for i in work.opset_import if i.domain in ("", "ai.onnx")), 0)
+        try:
+            upgraded = version_converter.convert_version(full, opset)
+        except Exception as exc:  # the converter raises bare RuntimeErrors
+            raise ModelError(f"the emitted ops need ai.onnx opset {opset}, and onnx's version converter could not "
+                             f"upgrade the model from opset {current}: {exc}") from None
+        for tensor in upgraded.graph.initializer:
+            payload = self._sources.get(tensor.name)
+            if payload is not None and tensor.HasField("raw_data") and tensor.name not in kept \
+                    and len(tensor.raw_data) == payload.nbytes:
+                tensor.ClearField("raw_data")  # a stand-in again: its bytes stay with the caller
+        return upgraded
+
     def import_graph(self, work: onnx.ModelProto) -> gs.Graph:
-        graph = gs.import_onnx(work)
-        # onnx-graphsurgeon keeps work's own opset list and appends the domains
-        # of new nodes to it at export, in set order (a different order in each
-        # process): detach it, and let the pass manager add domains, sorted.
-        graph.import_domains = [onnx.helper.make_opsetid(i.domain, i.version) for i in work.opset_import]
+        graph = import_with_own_domains(work)
         # Subgraphs see outer-scope initializers through constants of their own.
-        for scope in _graphs(graph):
+        for scope in iter_graphs(graph):
             for tensor in scope.tensors().values():
-                values = getattr(tensor, "_values", None)
-                if isinstance(tensor, gs.Constant) and type(values) is LazyValues:
-                    source = self._sources.get(values.tensor.name)
-                    if source is not None and _is_stand_in(values.tensor):
-                        tensor._values = BorrowedValues(values.tensor, source, self._loaded)
+                proto = lazy_proto(tensor) if isinstance(tensor, gs.Constant) else None
+                if proto is not None:
+                    source = self._sources.get(proto.name)
+                    if source is not None and _is_stand_in(proto):
+                        set_values(tensor, BorrowedValues(proto, source))
         return graph
 
     def export(self, graph: gs.Graph, work: onnx.ModelProto) -> onnx.ModelProto:
@@ -236,7 +185,7 @@ class BorrowedInitializers:
                 payloads[tensor.name] = fill
                 if tensor.data_location == onnx.TensorProto.EXTERNAL:
                     tensor.ClearField("data_location")  # the writer decides where the bytes go
-        for tensor in _exported_tensors(out.graph, skip_main_initializers=True):
+        for tensor in proto_tensors(out.graph, main_initializers=False):
             fill = fills.get(tensor.name)
             # Only a data-less tensor of the fill's type and shape is ours to fill
             # (a genuinely empty tensor elsewhere may share the name).
@@ -249,52 +198,57 @@ class BorrowedInitializers:
                 out.ClearField(field.name)
         for field, value in work.ListFields():
             if field.name != "graph":
-                _copy_field(out, field, value)
+                copy_field(out, field, value)
         return Skeleton(out, payloads)
 
     def _defer_payloads(self, graph: gs.Graph) -> dict[str, Payload]:
         """Swap each main-graph constant the exporter would copy (or serialize
         from numpy) for a data-less stand-in; returns name -> where its bytes are."""
         fills: dict[str, Payload] = {}
-        for scope in _graphs(graph):
+        for scope in iter_graphs(graph):
             for tensor in scope.tensors().values():
-                if isinstance(tensor, gs.Constant) and isinstance(tensor._values, BorrowedValues):
-                    fills[tensor.name] = tensor._values.payload
+                if isinstance(tensor, gs.Constant) and isinstance(values_of(tensor), BorrowedValues):
+                    fills[tensor.name] = values_of(tensor).payload
         for tensor in graph.tensors().values():
             if not isinstance(tensor, gs.Constant):
                 continue
-            values = tensor._values
+            values = values_of(tensor)
             if isinstance(values, np.ndarray):
-                borrowed = _unchanged_borrowed(tensor)
-                if borrowed is not None:
-                    tensor._values = values = borrowed  # unchanged: still the caller's bytes
+                lazy = restorable_values(tensor)
+                if isinstance(lazy, BorrowedValues):
+                    set_values(tensor, lazy)  # unchanged: still the caller's bytes
+                    values = lazy
             if isinstance(values, BorrowedValues):
                 fills[tensor.name] = values.payload
                 continue
-            if type(values) is LazyValues and _is_complete_raw(values.tensor):
+            if isinstance(values, TernaryValues):
+                # A proven ternary weight kept float: its float values, made now.
+                values = values.load()
+            proto = lazy_proto(tensor)
+            if proto is not None and _is_complete_raw(proto):
                 # A TensorProto a pass built (e.g. packed INT4 codes): its bytes
                 # are written from it, not copied into the exported graph.
                 stand_in = onnx.TensorProto()
-                _stand_in(values.tensor, stand_in)
-                tensor._values = LazyValues(stand_in)
-                fills[tensor.name] = ProtoPayload(values.tensor)
+                _stand_in(proto, stand_in)
+                set_values(tensor, stand_in_values(stand_in))
+                fills[tensor.name] = ProtoPayload(proto)
                 continue
-            if not isinstance(values, np.ndarray) or values.dtype not in _BY_NUMPY:
+            if not isinstance(values, np.ndarray) or values.dtype not in BY_NUMPY:
                 continue
-            if tensor._export_dtype is not None or not _LITTLE_ENDIAN:
+            if export_dtype_of(tensor) is not None or not LITTLE_ENDIAN:
                 continue
             stand_in = onnx.TensorProto()
             stand_in.name = tensor.name
-            stand_in.data_type = _BY_NUMPY[values.dtype]
+            stand_in.data_type = BY_NUMPY[values.dtype]
             stand_in.dims.extend(int(d) for d in values.shape)
             if tensor.data_location is not None:
                 stand_in.data_location = tensor.data_location
-            tensor._values = LazyValues(stand_in)
+            set_values(tensor, stand_in_values(stand_in))
             fills[tensor.name] = ArrayPayload(values)
         return fills
 
 
-def _copy_field(target: onnx.ModelProto | onnx.GraphProto, field, value) -> None:
+def copy_field(target: onnx.ModelProto | onnx.GraphProto, field, value) -> None:
     repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
     if repeated:
         getattr(target, field.name).extend(value)
@@ -319,23 +273,6 @@ def _set_fields(tensor: onnx.TensorProto) -> set[str]:
     return names
 
 
-def _exported_tensors(graph: onnx.GraphProto, skip_main_initializers: bool = False):
-    """Initializers and tensor attributes of `graph` and of every subgraph in it."""
-    stack = [graph]
-    while stack:
-        g = stack.pop()
-        if not (skip_main_initializers and g is graph):
-            yield from g.initializer
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                elif attr.type == onnx.AttributeProto.GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    stack.extend(attr.graphs)
-
-
 def _same_type(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
     return a.data_type == b.data_type and list(a.dims) == list(b.dims)
 
@@ -352,25 +289,11 @@ def _matches(stand_in: onnx.TensorProto, fill: Payload) -> bool:
     if isinstance(fill, ProtoPayload):
         return _same_type(stand_in, fill.tensor)
     if isinstance(fill, ArrayPayload):
-        return stand_in.data_type == _BY_NUMPY[fill.values.dtype] and list(stand_in.dims) == list(fill.values.shape)
+        return stand_in.data_type == BY_NUMPY[fill.values.dtype] and list(stand_in.dims) == list(fill.values.shape)
     count = int(np.prod([int(d) for d in stand_in.dims], dtype=np.int64))
-    return (stand_in.data_type in _RAW_DTYPES
-            and fill.nbytes == count * np.dtype(_RAW_DTYPES[stand_in.data_type]).itemsize)
+    return (stand_in.data_type in RAW_DTYPES
+            and fill.nbytes == count * np.dtype(RAW_DTYPES[stand_in.data_type]).itemsize)
 
 
 def _is_external(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL
-
-
-def _graphs(graph: gs.Graph):
-    """`graph` and every If/Loop/Scan body nested in it."""
-    stack = [graph]
-    while stack:
-        g = stack.pop()
-        yield g
-        for node in g.nodes:
-            for value in node.attrs.values():
-                if isinstance(value, gs.Graph):
-                    stack.append(value)
-                elif isinstance(value, (list, tuple)):
-                    stack.extend(v for v in value if isinstance(v, gs.Graph))

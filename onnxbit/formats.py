@@ -1,0 +1,48 @@
+"""The packed ternary storage formats: the one list of them in Python.
+
+Each format is a name (the `format` attribute of TernaryMatMul and the
+`format` setting of a config), the id the C library knows it by (OBX_FMT_*
+in csrc/include/onnxbit/formats.h, checked against the library by
+tests/test_formats.py), and its layout: `codes_per_byte` base-`radix`
+digits d = w + 1 a byte, element i at digit i % codes_per_byte of byte
+i // codes_per_byte, least significant first. The README's "Packed ternary
+formats" section is the file-format contract.
+
+Adding a format is one line here and one in formats.h, plus its codec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StorageFormat:
+    name: str
+    id: int  # OBX_FMT_* in csrc/include/onnxbit/formats.h
+    codes_per_byte: int
+    radix: int  # digit base: 4 for two-bit fields (code 3 invalid), 3 for trits
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 / self.codes_per_byte
+
+    def row_bytes(self, k: int) -> int:
+        """Bytes of one packed row of k weights (rows start on a byte boundary)."""
+        return -(-k // self.codes_per_byte)
+
+
+FORMATS: dict[str, StorageFormat] = {f.name: f for f in (
+    StorageFormat("2bit", 0, codes_per_byte=4, radix=4),
+    StorageFormat("base3", 1, codes_per_byte=5, radix=3),
+)}
+NAMES: tuple[str, ...] = tuple(FORMATS)
+DEFAULT = "2bit"
+
+
+def get(name: str) -> StorageFormat:
+    """The format called `name`; ValueError naming the known ones otherwise."""
+    fmt = FORMATS.get(name) if isinstance(name, str) else None
+    if fmt is None:
+        raise ValueError(f"unknown packed format {name!r}; expected one of {NAMES}")
+    return fmt

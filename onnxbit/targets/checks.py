@@ -1,0 +1,30 @@
+"""Setting checks more than one target shares (the ConfigError messages name
+the layer or rule and what to use instead)."""
+
+from __future__ import annotations
+
+from onnxbit.errors import ConfigError
+from onnxbit.formats import DEFAULT as DEFAULT_FORMAT
+
+
+def check_act_quant(settings, where: str) -> None:
+    if settings.act_quant and settings.precision not in ("ternary", "binary"):
+        raise ConfigError(f"{where}: act_quant=1 (BitNet per-token int8 activations) applies to ternary/binary "
+                          f"layers, not {settings.precision!r}")
+
+
+def check_two_bit_storage(settings, target: str, where: str) -> None:
+    """Stock-op targets store ternary/binary codes as plain 2-bit values."""
+    if settings.precision in ("ternary", "binary") and settings.format != DEFAULT_FORMAT:
+        raise ConfigError(f"{where}: format {settings.format!r} exists only in the onnxbit TernaryMatMul op; "
+                          f"target {target!r} stores ternary weights as 2-bit codes")
+
+
+def check_block_size(group_size: int, where: str) -> None:
+    if group_size < 16 or group_size & (group_size - 1):
+        raise ConfigError(f"{where}: onnxruntime's MatMulNBits needs a block (group) size that is a power of two "
+                          f">= 16, got {group_size}")
+
+
+def is_ternary(settings) -> bool:
+    return settings.precision in ("ternary", "binary")
