@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import onnx
 
+from onnxbit.graph.queries import proto_graphs
 from onnxbit.model_check import check_model, element_count, expected_nbytes, read_model
 from onnxbit.report import human_bytes
+from onnxbit.targets import LayerInfo, recognizers
+from onnxbit.targets.base import bits_per_weight, int_attribute
 
 LIBRARY_DOMAIN = "com.onnxbit"
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -29,20 +32,6 @@ _SHAPE_KEEPING = {"Identity", "Cast", "Div", "Mul", "Add", "Sub", "Clip", "Round
                   "Sqrt", "Reciprocal", "Floor", "Ceil", "Where", "Min", "Max"}
 _NODE_WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2),
                        "Gather": (0,)}
-
-
-@dataclass
-class LayerInfo:
-    node: str
-    op_type: str
-    precision: str
-    storage: str
-    k: int | None
-    n: int | None
-    bytes: int
-    bits_per_weight: float | None
-    details: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
 
 
 @dataclass
@@ -102,17 +91,6 @@ class ModelSummary:
             console.print(f"other custom ops: {', '.join(self.custom_ops)}", soft_wrap=True)
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)
-
-
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute
             if a.type not in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)}
@@ -150,17 +128,17 @@ class _Model:
         self.producers: dict[str, onnx.NodeProto] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializer_bytes = 0
-        self.constant_bytes = 0
+        self.constant_total_bytes = 0
         # name -> names of the constant tensors it is computed from (None: an activation)
         self.sources: dict[str, frozenset[str] | None] = {}
-        for graph in _graphs(model.graph):
+        for graph in proto_graphs(model.graph):
             for t in graph.initializer:
                 self.tensors[t.name] = _Weight(t, "initializer", t.name)
                 self.sources[t.name] = frozenset([t.name])
                 self.initializer_bytes += _data_bytes(t)
             for v in graph.input:
                 self.sources.setdefault(v.name, None)
-        for graph in _graphs(model.graph):
+        for graph in proto_graphs(model.graph):
             for node in graph.node:
                 self.nodes.append(node)
                 for out in node.output:
@@ -173,7 +151,7 @@ class _Model:
             value = next((a.t for a in node.attribute if a.name == "value"), None)
             if value is not None:
                 self.tensors[outputs[0]] = _Weight(value, "Constant", outputs[0])
-                self.constant_bytes += _data_bytes(value)
+                self.constant_total_bytes += _data_bytes(value)
                 self.sources[outputs[0]] = frozenset([outputs[0]])
             else:
                 self.sources[outputs[0]] = frozenset()
@@ -195,6 +173,17 @@ class _Model:
 
     def constant(self, name: str) -> _Weight | None:
         return self.tensors.get(name)
+
+    # The ModelIndex protocol the targets' recognize() functions read.
+    def constant_bytes(self, names) -> int:
+        return sum(_data_bytes(w.tensor) for n in names if (w := self.constant(n)) is not None)
+
+    def constant_tensor(self, name: str) -> onnx.TensorProto | None:
+        weight = self.constant(name)
+        return weight.tensor if weight is not None else None
+
+    def producer(self, name: str) -> onnx.NodeProto | None:
+        return self.producers.get(name)
 
     def computed_from(self, name: str) -> frozenset[str] | None:
         """Constant tensors `name` is computed from, None when it depends on an
@@ -254,40 +243,17 @@ def inspect_model(model_or_path: onnx.ModelProto | str | os.PathLike, *, base_di
     return ModelSummary(source=source, ir_version=model.ir_version,
                         opsets={imp.domain: imp.version for imp in model.opset_import}, layers=layers,
                         node_count=len(index.nodes), initializer_bytes=index.initializer_bytes,
-                        library_ops=library_ops, custom_ops=custom_ops, constant_bytes=index.constant_bytes)
-
-
-def _sum_bytes(names, index: _Model) -> int:
-    return sum(_data_bytes(w.tensor) for n in names if (w := index.constant(n)) is not None)
-
-
-def _bpw(size: int, count: int | None) -> float | None:
-    return 8 * size / count if count else None
-
-
-def _int_attr(attrs: dict[str, Any], name: str, default: int | None = None) -> int | None:
-    value = attrs.get(name, default)
-    return int(value) if isinstance(value, int) else None
+                        library_ops=library_ops, custom_ops=custom_ops, constant_bytes=index.constant_total_bytes)
 
 
 def _layer(node: onnx.NodeProto, index: _Model) -> LayerInfo | None:
     attrs = _attrs(node)
     name = node.name or (node.output[0] if node.output else node.op_type)
-    if node.domain == LIBRARY_DOMAIN and node.op_type == "TernaryMatMul":
-        k, n = _int_attr(attrs, "K"), _int_attr(attrs, "N")
-        size = _sum_bytes(node.input[1:3], index)
-        fmt = attrs.get("format", b"2bit")
-        fmt = fmt.decode(errors="replace") if isinstance(fmt, bytes) else str(fmt)
-        details = {"group_size": _int_attr(attrs, "group_size", 0), "act_quant": _int_attr(attrs, "act_quant", 0)}
-        return LayerInfo(name, node.op_type, "ternary", f"TernaryMatMul/{fmt}", k, n, size,
-                         _bpw(size, k * n if k and n else None), details)
-    if node.domain == "com.microsoft" and node.op_type == "MatMulNBits":
-        k, n, bits = _int_attr(attrs, "K"), _int_attr(attrs, "N"), _int_attr(attrs, "bits")
-        size = _sum_bytes([i for i in node.input[1:4] if i], index)
-        return LayerInfo(name, node.op_type, f"int{bits}", f"MatMulNBits/{bits}bit", k, n, size,
-                         _bpw(size, k * n if k and n else None),
-                         {"block_size": _int_attr(attrs, "block_size"),
-                          "accuracy_level": _int_attr(attrs, "accuracy_level", 0)})
+    for recognize in recognizers():  # layers a target emitted, read back by the target's own op builders
+        info = recognize(node, attrs, index)
+        if info is not None:
+            info.node = name
+            return info
     if node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:
@@ -307,16 +273,6 @@ def _dequantized(name: str, index: _Model) -> tuple[onnx.TensorProto, onnx.NodeP
 
 def _matmul_layer(node, name: str, attrs: dict[str, Any], index: _Model) -> LayerInfo | None:
     weight_name = node.input[1]
-    dq = _dequantized(weight_name, index)
-    if dq is not None:
-        q, dq_node = dq
-        type_name = _type_name(q)
-        bits = {"INT2": 2, "UINT2": 2, "INT4": 4, "UINT4": 4, "INT8": 8, "UINT8": 8}.get(type_name)
-        size = _sum_bytes([i for i in dq_node.input if i], index)
-        k, n = (int(q.dims[0]), int(q.dims[1])) if len(q.dims) == 2 else (None, None)
-        return LayerInfo(name, node.op_type, f"int{bits}" if bits else type_name.lower(),
-                         f"DequantizeLinear/{type_name}", k, n, size, _bpw(size, element_count(q)),
-                         {"shape": [int(d) for d in q.dims]})
     weight = index.constant(weight_name)
     if weight is not None:
         w = weight.tensor
@@ -328,7 +284,7 @@ def _matmul_layer(node, name: str, attrs: dict[str, Any], index: _Model) -> Laye
         size = _data_bytes(w)
         note = "" if len(w.dims) == 2 else f"{len(w.dims)}-D weight; onnxbit converts 2-D weights"
         return LayerInfo(name, node.op_type, _type_name(w).lower(), weight.storage, k, n, size,
-                         _bpw(size, element_count(w)), {"shape": [int(d) for d in w.dims]}, note)
+                         bits_per_weight(size, element_count(w)), {"shape": [int(d) for d in w.dims]}, note)
     sources = index.computed_from(weight_name)
     if sources:
         return _computed_weight_layer(node, name, attrs, weight_name, sources, index)
@@ -363,7 +319,7 @@ def _computed_weight_layer(node, name, attrs, value_name, sources, index: _Model
     details = {"computed_from": sorted(sources), "source_shape": [int(d) for d in main.tensor.dims]}
     if dims is not None:
         details["shape"] = dims
-    return LayerInfo(name, node.op_type, _type_name(main.tensor).lower(), storage, k, n, size, _bpw(size, count),
+    return LayerInfo(name, node.op_type, _type_name(main.tensor).lower(), storage, k, n, size, bits_per_weight(size, count),
                      details, note)
 
 
@@ -394,5 +350,5 @@ def _other_layer(node, name: str, index: _Model) -> LayerInfo | None:
     size = sum(_data_bytes(t) for t, _ in weights)
     count = sum(element_count(t) for t, _ in weights)
     what = "embedding table" if node.op_type == "Gather" else "weights"
-    return LayerInfo(name, node.op_type, _type_name(main).lower(), storage, None, None, size, _bpw(size, count),
+    return LayerInfo(name, node.op_type, _type_name(main).lower(), storage, None, None, size, bits_per_weight(size, count),
                      {"shape": [int(d) for d in main.dims]}, f"{what} {NOT_CONVERTED}")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from onnxbit.bench import matmul, peers, timing
 from onnxbit.cli.main import main
 from onnxbit.reference.ternary_matmul import ternary_matmul_reference
+from onnxbit.targets.matmulnbits import nbits_dequantized, pack_nbits
 
 
 def _run(model, a):
@@ -23,17 +24,20 @@ def _run(model, a):
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("k", [64, 200])
 def test_nbits_packing_matches_dequantized_weight(bits, k, rng):
+    # The converter's MatMulNBits packer, which the benchmark's peers use too.
     # accuracy_level 0 keeps activations in float, so any layout mistake in
     # B, scales or packed zero points shows up far above rounding error.
     n, block = 24, 32
     blocks = -(-k // block)
-    codes = rng.integers(0, 1 << bits, (n, k)).astype(np.uint8)
-    zero_points = rng.integers(0, 1 << bits, (n, blocks)).astype(np.uint8)
-    scales = rng.uniform(0.5, 2.0, (n, blocks)).astype(np.float32)
-    packed = peers.pack_matmul_nbits(codes, scales, zero_points, bits, block)
+    codes = rng.integers(0, 1 << bits, (k, n)).astype(np.uint8)
+    zero_points = rng.integers(0, 1 << bits, (blocks, n)).astype(np.uint8)
+    scales = rng.uniform(0.5, 2.0, (blocks, n)).astype(np.float32)
+    packed = pack_nbits(codes, bits, scales, zero_points, "group", block)
     assert packed.b.shape == (n, blocks, block * bits // 8)
     assert packed.zero_points.shape == (n * -(-blocks * bits // 8),)
-    w = peers.nbits_dequantized(packed, codes, zero_points)
+    w = nbits_dequantized(packed)
+    expected = (codes.astype(np.float32) - np.repeat(zero_points, block, axis=0)[:k]) * np.repeat(scales, block, 0)[:k]
+    np.testing.assert_array_equal(w, expected)
     a = rng.standard_normal((3, k)).astype(np.float32)
     y = _run(peers.matmul_nbits_model(packed, accuracy_level=0), a)
     reference = a.astype(np.float64) @ w
@@ -42,16 +46,14 @@ def test_nbits_packing_matches_dequantized_weight(bits, k, rng):
 
 
 def test_nbits_packing_rejects_bad_input():
-    codes = np.zeros((4, 64), np.uint8)
-    ok = np.ones((4, 2), np.float32), np.zeros((4, 2), np.uint8)
+    codes = np.zeros((64, 4), np.uint8)
+    ok = np.ones((2, 4), np.float32), np.zeros((2, 4), np.uint8)
     with pytest.raises(ValueError, match="bits must be 2, 4 or 8"):
-        peers.pack_matmul_nbits(codes, *ok, bits=3, block_size=32)
+        pack_nbits(codes, 3, *ok, "group", 32)
     with pytest.raises(ValueError, match="power of two"):
-        peers.pack_matmul_nbits(codes, *ok, bits=4, block_size=24)
+        pack_nbits(codes, 4, *ok, "group", 24)
     with pytest.raises(ValueError, match="must be < 4"):
-        peers.pack_matmul_nbits(codes + 4, *ok, bits=2, block_size=32)
-    with pytest.raises(ValueError, match="shape"):
-        peers.pack_matmul_nbits(codes, np.ones((4, 3), np.float32), ok[1], bits=4, block_size=32)
+        pack_nbits(codes + 4, 2, *ok, "group", 32)
     with pytest.raises(ValueError, match="-1, 0 or 1"):
         peers.fp32_matmul_model(np.full((4, 4), 2, np.int8), 1.0)
 

@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxbit.targets.matmulnbits import NBitsArrays, pack_nbits
+
 OPSET_ONNX = 17
 MS_DOMAIN = "com.microsoft"
 ONNXBIT_DOMAIN = "com.onnxbit"
@@ -97,101 +99,28 @@ def int8_dynamic_model(codes: np.ndarray, scale: float) -> onnx.ModelProto:
         logging.disable(previous_disable)
 
 
-def _pack_low_first(values: np.ndarray, bits: int) -> np.ndarray:
-    """Pack each row of small unsigned ints, ``8 // bits`` a byte, element i at
-    bit ``bits * (i % per_byte)``; the row tail is padded with zeros."""
-    per_byte = 8 // bits
-    rows, length = values.shape
-    padded = -(-length // per_byte) * per_byte
-    wide = np.zeros((rows, padded), dtype=np.uint8)
-    wide[:, :length] = values
-    shifts = (np.arange(per_byte, dtype=np.uint8) * bits).astype(np.uint8)
-    parts = wide.reshape(rows, padded // per_byte, per_byte) << shifts
-    return np.bitwise_or.reduce(parts, axis=-1).astype(np.uint8)
-
-
-@dataclass(frozen=True)
-class NBitsWeights:
-    """The three weight inputs of ``com.microsoft::MatMulNBits``."""
-
-    b: np.ndarray             # uint8 [N, n_blocks, block_size * bits / 8]
-    scales: np.ndarray        # float32 [N * n_blocks]
-    zero_points: np.ndarray   # uint8 [N * ceil(n_blocks * bits / 8)]
-    k: int
-    n: int
-    bits: int
-    block_size: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.b.nbytes + self.scales.nbytes + self.zero_points.nbytes
-
-
-def pack_matmul_nbits(codes: np.ndarray, scales: np.ndarray, zero_points: np.ndarray,
-                      bits: int, block_size: int) -> NBitsWeights:
-    """Pack unsigned block codes per the MatMulNBits contrib-op layout.
-
-    codes: uint8 [N, K] (W transposed), each < 2**bits; scales: float32
-    [N, n_blocks]; zero_points: uint8 [N, n_blocks]. The dequantized weight is
-    ``W^T[n, k] = (codes[n, k] - zero_points[n, k // block_size]) * scales[n, k // block_size]``.
-    """
-    if bits not in (2, 4, 8):
-        raise ValueError(f"MatMulNBits bits must be 2, 4 or 8, got {bits}")
-    if block_size < 16 or block_size & (block_size - 1):
-        raise ValueError(f"MatMulNBits block_size must be a power of two >= 16, got {block_size}")
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be a 2-D [N, K] array, got shape {codes.shape}")
-    n, k = codes.shape
-    n_blocks = -(-k // block_size)
-    if scales.shape != (n, n_blocks) or zero_points.shape != (n, n_blocks):
-        raise ValueError(f"scales and zero_points must have shape {(n, n_blocks)} for N={n}, "
-                         f"K={k}, block_size={block_size}; got {scales.shape} and {zero_points.shape}")
-    limit = 1 << bits
-    if codes.size and int(codes.max()) >= limit:
-        raise ValueError(f"codes must be < {limit} for {bits}-bit blocks")
-    if zero_points.size and int(zero_points.max()) >= limit:
-        raise ValueError(f"zero points must be < {limit} for {bits}-bit blocks")
-    padded = np.zeros((n, n_blocks * block_size), dtype=np.uint8)
-    padded[:, :k] = codes
-    packed = _pack_low_first(padded, bits).reshape(n, n_blocks, block_size * bits // 8)
-    return NBitsWeights(
-        b=packed,
-        scales=np.ascontiguousarray(scales, dtype=np.float32).reshape(-1),
-        zero_points=_pack_low_first(zero_points.astype(np.uint8), bits).reshape(-1),
-        k=k, n=n, bits=bits, block_size=block_size)
-
-
-def nbits_dequantized(weights: NBitsWeights, codes: np.ndarray, zero_points: np.ndarray) -> np.ndarray:
-    """float32 [K, N] weight that packed MatMulNBits codes stand for (for checks)."""
-    block = weights.block_size
-    scales = weights.scales.reshape(weights.n, -1)
-    block_of_k = np.arange(weights.k) // block
-    wt = (codes.astype(np.float32) - zero_points[:, block_of_k].astype(np.float32)) * scales[:, block_of_k]
-    return np.ascontiguousarray(wt.T)
-
-
-def matmul_nbits_model(weights: NBitsWeights, accuracy_level: int = 4) -> onnx.ModelProto:
-    """``com.microsoft::MatMulNBits`` over already packed weights."""
-    inits = [numpy_helper.from_array(weights.b, "B"),
-             numpy_helper.from_array(weights.scales, "scales"),
-             numpy_helper.from_array(weights.zero_points, "zero_points")]
-    node = helper.make_node("MatMulNBits", ["A", "B", "scales", "zero_points"], ["Y"],
+def matmul_nbits_model(weights: NBitsArrays, accuracy_level: int = 4) -> onnx.ModelProto:
+    """``com.microsoft::MatMulNBits`` over weights packed as the converter packs them."""
+    inits = [numpy_helper.from_array(weights.b, "B"), numpy_helper.from_array(weights.scales, "scales")]
+    if weights.zero_points is not None:
+        inits.append(numpy_helper.from_array(weights.zero_points, "zero_points"))
+    node = helper.make_node("MatMulNBits", ["A"] + [t.name for t in inits], ["Y"],
                             domain=MS_DOMAIN, name="matmul_nbits", K=weights.k, N=weights.n,
                             bits=weights.bits, block_size=weights.block_size,
                             accuracy_level=accuracy_level)
     return _model(node, weights.k, weights.n, inits, f"matmul_nbits{weights.bits}", (MS_DOMAIN,))
 
 
-def ternary_as_nbits(codes: np.ndarray, scale: float, bits: int, block_size: int = 32) -> NBitsWeights:
+def ternary_as_nbits(codes: np.ndarray, scale: float, bits: int, block_size: int = 32) -> NBitsArrays:
     """A ternary [K, N] weight as MatMulNBits blocks: code = w + 2**(bits-1),
     zero point 2**(bits-1), every block scale equal to ``scale`` (exact)."""
     _check_ternary(codes, scale)
     k, n = codes.shape
     n_blocks = -(-k // block_size)
     zero = 1 << (bits - 1)
-    unsigned = (codes.T.astype(np.int16) + zero).astype(np.uint8)
-    return pack_matmul_nbits(unsigned, np.full((n, n_blocks), scale, dtype=np.float32),
-                             np.full((n, n_blocks), zero, dtype=np.uint8), bits, block_size)
+    unsigned = (codes.astype(np.int16) + zero).astype(np.uint8)
+    return pack_nbits(unsigned, bits, np.full((n_blocks, n), scale, dtype=np.float32),
+                      np.full((n_blocks, n), zero, dtype=np.uint8), "group", block_size)
 
 
 def ternary_matmul_model(packed: np.ndarray, scale: float, k: int, n: int, fmt: str,

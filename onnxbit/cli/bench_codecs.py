@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxbit.bench.codecs import results_as_dicts, run_codec_bench
-from onnxbit.cli.main import bench
+from onnxbit.cli.groups import bench
 
 
 @bench.command("codecs")

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxbit.cli.main import bench
+from onnxbit.cli.groups import bench
 
 
 @bench.command("convert")

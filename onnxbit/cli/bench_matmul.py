@@ -11,7 +11,7 @@ from rich.console import Console
 from onnxbit.bench.matmul import (VARIANT_NAMES, BenchmarkError, BenchOptions,
                                   MatMulShape, run_benchmark)
 from onnxbit.bench.render_matmul import format_speedup, render  # noqa: F401  (format_speedup re-exported)
-from onnxbit.cli.main import bench
+from onnxbit.cli.groups import bench
 
 # Tables stay readable when piped (rich assumes 80 columns without a terminal).
 _MIN_WIDTH = 140

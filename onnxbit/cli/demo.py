@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from onnxbit.cli.main import main
+from onnxbit.cli.groups import main
 from onnxbit.config import TARGETS
 
 

@@ -1,33 +1,7 @@
-"""Entry point of the `onnxbit` command."""
+"""Entry point of the `onnxbit` command: the groups of cli/groups.py with
+every command module of cli/commands.py attached."""
 
-from __future__ import annotations
+from onnxbit.cli import commands  # noqa: F401  (registers the commands on the groups)
+from onnxbit.cli.groups import bench, main
 
-import os
-import sys
-
-import click
-
-from onnxbit import __version__
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="onnxbit")
-def main() -> None:
-    """Convert exported ONNX models to packed ternary / low-bit weights for onnxruntime."""
-    if not sys.stdout.isatty():
-        # Per-layer tables folded into 80 columns are unreadable in CI logs and
-        # files; with no terminal to fit, give rich room (COLUMNS still wins).
-        os.environ.setdefault("COLUMNS", "150")
-
-
-@main.group()
-def bench() -> None:
-    """Benchmarks: medians over interleaved runs, compared with onnxruntime's own ops."""
-
-
-def _register_commands() -> None:
-    # Each command lives in its own module; importing it attaches it to a group.
-    from onnxbit.cli import commands  # noqa: F401
-
-
-_register_commands()
+__all__ = ["bench", "main"]
