@@ -231,17 +231,7 @@ def raw_data_nbytes(tensor: onnx.TensorProto) -> int:
     if _has_unknown_fields(tensor):
         return len(tensor.raw_data)  # their size is not in the copy below
     rest = T()
-    for field in T.DESCRIPTOR.fields:
-        name = field.name
-        if name == "raw_data":
-            continue
-        if _repeated(field):
-            getattr(rest, name).extend(getattr(tensor, name))
-        elif field.message_type is not None:
-            if tensor.HasField(name):
-                getattr(rest, name).CopyFrom(getattr(tensor, name))
-        elif tensor.HasField(name):
-            setattr(rest, name, getattr(tensor, name))
+    _copy_fields(tensor, rest, skip=("raw_data",))
     payload = tensor.ByteSize() - rest.ByteSize() - _RAW_TAG_SIZE  # = varint(len) + len
     for size in range(1, 11):
         if _varint_size(payload - size) == size:

@@ -17,6 +17,14 @@ def make_model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelP
     return model
 
 
+def model_of(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
+    """Like make_model, without the checker: for models that are invalid on purpose."""
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
 def value(name, shape, dtype=FLOAT):
     return helper.make_tensor_value_info(name, dtype, shape)
 

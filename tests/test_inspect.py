@@ -16,21 +16,13 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from onnx_models import model_of, value
 from onnxbit.cli.main import main
 from onnxbit.inspect_model import inspect_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def value(name, shape, dtype=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, dtype, shape)
-
-
-def model_of(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
 
 
 def matmul_model(k=16, n=8) -> onnx.ModelProto:

@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnx_models import model_of, value
 from onnxbit.errors import ModelError
 from onnxbit.model_check import (ExternalData, Problem, check_model, external_data_info, model_problems,
                                  raw_data_nbytes, read_model, weightless_skeleton)
@@ -18,15 +19,6 @@ from onnxbit.model_check import (ExternalData, Problem, check_model, external_da
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "models" / "fixtures").glob("*.onnx"))
 
 
-def value(name, shape, dtype=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, dtype, shape)
-
-
-def model_of(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
 
 
 def matmul_model(w: np.ndarray | None = None) -> onnx.ModelProto:

@@ -14,12 +14,13 @@ from pathlib import Path
 import onnx
 
 from onnxbit.errors import OutputPathError
+from onnxbit.graph.queries import proto_tensors
 
 
 def external_locations(model: onnx.ModelProto) -> list[str]:
     """The external-data locations the model's tensors name, subgraphs included, in order."""
     seen: dict[str, None] = {}
-    for tensor in _all_tensors(model.graph):
+    for tensor in proto_tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             for entry in tensor.external_data:
                 if entry.key == "location":
@@ -83,18 +84,3 @@ def data_file_name(output: Path, taken: list[Path]) -> str:
         if not any(candidate.same_as(other) for other in identities):
             return name
     raise OutputPathError(f"no free name for the external data of {output}")
-
-
-def _all_tensors(graph: onnx.GraphProto):
-    stack = [graph]
-    while stack:
-        g = stack.pop()
-        yield from g.initializer
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                elif attr.type == onnx.AttributeProto.GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    stack.extend(attr.graphs)

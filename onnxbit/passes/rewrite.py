@@ -60,6 +60,14 @@ def activation_for(ctx: PassContext, site: WeightSite) -> gs.Tensor:
     return out
 
 
+def emit_op(ctx: PassContext, site: WeightSite, packed, op: str, domain: str, opset: int, *,
+            bias_input: int | None) -> gs.Node:
+    """Replace site.node by `op` reading the activation then packed's constants."""
+    ctx.require_opset(domain, opset)
+    inputs = [activation_for(ctx, site), *packed.constants]
+    return replace_node(ctx, site, op, domain, inputs, dict(packed.attrs), bias_input=bias_input)
+
+
 def replace_node(ctx: PassContext, site: WeightSite, op: str, domain: str, inputs: list[gs.Tensor],
                  attrs: dict, *, bias_input: int | None, divide_output_by: gs.Tensor | None = None) -> gs.Node:
     """Replace site.node by `op`, reading `inputs` (activation first).

@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
-from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
+from onnxbit.passes.rewrite import array_constant, emit_op
 from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight, int_attribute
 
 DOMAIN = "com.microsoft"
@@ -158,9 +158,7 @@ def pack_matmulnbits(ctx: PassContext, base: str, *, precision: str, unsigned_co
 
 
 def emit_matmulnbits(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
-    ctx.require_opset(DOMAIN, OPSET)
-    inputs = [activation_for(ctx, site), *packed.constants]
-    return replace_node(ctx, site, "MatMulNBits", DOMAIN, inputs, dict(packed.attrs), bias_input=5)
+    return emit_op(ctx, site, packed, "MatMulNBits", DOMAIN, OPSET, bias_input=5)
 
 
 def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:

@@ -10,7 +10,7 @@ import onnx_graphsurgeon as gs
 
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
-from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
+from onnxbit.passes.rewrite import array_constant, emit_op
 from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight, int_attribute
 
 DOMAIN = "com.onnxbit"
@@ -41,9 +41,7 @@ def pack_ternary_matmul(ctx: PassContext, base: str, *, precision: str, k: int, 
 
 
 def emit_ternary_matmul(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
-    ctx.require_opset(DOMAIN, OPSET)
-    inputs = [activation_for(ctx, site), *packed.constants]
-    return replace_node(ctx, site, "TernaryMatMul", DOMAIN, inputs, dict(packed.attrs), bias_input=3)
+    return emit_op(ctx, site, packed, "TernaryMatMul", DOMAIN, OPSET, bias_input=3)
 
 
 def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:
