@@ -8,13 +8,22 @@ weights stay float.
 
 Presets:
 
-``bitnet``  ternary (absmean, per tensor, 2-bit packing) for every foldable
-            layer, except the last one, which stays float: BitNet b1.58 keeps
-            the output head (and the embedding, a Gather we never touch) in
-            high precision, and ternarizing the logits layer costs the most
-            accuracy for the least size.
+``bitnet``  (the default) converts what it can prove: layers whose weights a
+            QAT fold proves exactly ternary, packed as they are. Float
+            weights stay float (``float_weights: "keep"``): ternarizing a
+            float model after training ruins it, and the summary says so and
+            what to run instead. The last layer stays float: BitNet b1.58
+            keeps the output head (and the embedding, a Gather we never
+            touch) in high precision.
+``ternary`` post-training ternary for float weights too (absmean, per
+            tensor, 2-bit packing; last layer float): the smallest files, at a
+            large accuracy cost on models not trained for it.
 ``int4``    4-bit, asymmetric, groups of 32 along K (the common LLM recipe).
 ``int8``    8-bit, symmetric, one scale per output channel.
+
+``float_weights``: "quantize" (default for configs) quantizes float weights
+at the layer's precision; "keep" leaves every weight float that no QAT fold
+proved ternary.
 
 A config is a plain dict (or a JSON file holding one)::
 
@@ -42,6 +51,7 @@ GRANULARITIES = ("tensor", "channel", "group")
 FORMATS = formats.NAMES
 TARGETS = ("onnxbit", "ort", "onnx")  # onnxbit.targets.NAMES (tests/test_targets.py checks they agree)
 POSITIONS = ("first", "last")
+FLOAT_WEIGHTS = ("quantize", "keep")
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,7 @@ class QuantConfig:
     rules: tuple[LayerRule, ...] = ()
     min_params: int = 0
     preset: str | None = None
+    float_weights: str = "quantize"  # or "keep": only QAT-proven layers convert
 
     def matching_rule(self, node_name: str, op_type: str, position: set[str], params: int) -> LayerRule | None:
         """The rule that decides this layer, or None (default or min_params)."""
@@ -155,6 +166,11 @@ class QuantConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "bitnet": {
+        "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean", "format": "2bit"},
+        "rules": [{"match": {"position": "last"}, "precision": "fp32"}],
+        "float_weights": "keep",
+    },
+    "ternary": {
         "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean", "format": "2bit"},
         "rules": [{"match": {"position": "last"}, "precision": "fp32"}],
     },
@@ -194,9 +210,10 @@ def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
     other keys refine it ("rules" given here come before the preset's)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is an object, got {type(raw).__name__}")
-    unknown = set(raw) - {"preset", "default", "rules", "min_params"}
+    known = ("default", "float_weights", "min_params", "preset", "rules")
+    unknown = set(raw) - set(known)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: default, min_params, preset, rules")
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: {', '.join(known)}")
     preset_name = raw.get("preset")
     base: dict[str, Any] = {}
     if preset_name is not None:
@@ -209,7 +226,11 @@ def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
     min_params = raw.get("min_params", base.get("min_params", 0))
     if not isinstance(min_params, int) or min_params < 0:
         raise ConfigError(f"min_params must be a non-negative integer, got {min_params!r}")
-    return QuantConfig(default=default, rules=rules, min_params=min_params, preset=preset_name)
+    float_weights = raw.get("float_weights", base.get("float_weights", "quantize"))
+    if float_weights not in FLOAT_WEIGHTS:
+        raise ConfigError(f"float_weights must be one of {', '.join(FLOAT_WEIGHTS)}, got {float_weights!r}")
+    return QuantConfig(default=default, rules=rules, min_params=min_params, preset=preset_name,
+                       float_weights=float_weights)
 
 
 def preset(name: str) -> QuantConfig:

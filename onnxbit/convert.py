@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import onnx
 
 from onnxbit.config import QuantConfig, load_config
+from onnxbit.errors import LayerError
 from onnxbit.model_check import check_model, read_model
 from onnxbit.model_size import model_nbytes
 from onnxbit.modelio.paths import check_outputs, data_file_name, input_files
@@ -76,7 +77,8 @@ def load_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx
 def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantConfig | dict | str | os.PathLike | None = None,
             preset: str | None = "bitnet", target: str = "onnxbit", output_path: str | os.PathLike | None = None,
             report_path: str | os.PathLike | None = None, progress: bool | Callable[[str, int, int], None] = True,
-            measure_error: bool = True, external_data: bool | None = None) -> ConversionResult:
+            measure_error: bool = True, external_data: bool | None = None,
+            strict: bool = False) -> ConversionResult:
     """Convert a model; returns the new model and the per-layer report.
 
     config: a QuantConfig, a dict, or a JSON file path; None uses `preset`.
@@ -86,6 +88,8 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
     (node_name, done, total).
     external_data: write the output's tensors to "<output>.data" (None: only
     when the output is 2 GB or more).
+    strict: raise LayerError, writing nothing, when a converted layer is
+    flagged as having lost much accuracy (weight SQNR below LOW_SQNR_DB).
     """
     start = time.perf_counter()
     quant_config = load_config(config, preset)
@@ -116,6 +120,8 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
     report = ConversionReport(target=target, preset=quant_config.preset, layers=records, notes=notes,
                               model_bytes_before=_input_bytes(model, inputs),
                               model_bytes_after=skeleton.estimated_size())
+    if strict and report.flagged:
+        raise LayerError(f"--strict: {report.flagged_summary()}")
     written: list[Path] = []
     if output is not None or report_file is not None:
         with Publication() as publication:
@@ -134,10 +140,10 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
 def quantize(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantConfig | dict | str | os.PathLike | None = None,
              preset: str | None = "bitnet", target: str = "onnxbit", output_path: str | os.PathLike | None = None,
              report_path: str | os.PathLike | None = None, progress: bool | Callable[[str, int, int], None] = True,
-             measure_error: bool = True) -> onnx.ModelProto:
+             measure_error: bool = True, strict: bool = False) -> onnx.ModelProto:
     """Convert a model and return the converted ModelProto (see :func:`convert`)."""
     return convert(model_or_path, config=config, preset=preset, target=target, output_path=output_path,
-                   report_path=report_path, progress=progress, measure_error=measure_error).model
+                   report_path=report_path, progress=progress, measure_error=measure_error, strict=strict).model
 
 
 def _unchanged(model: onnx.ModelProto, input_path: Path | None) -> Skeleton:

@@ -49,11 +49,11 @@ def test_output_is_written_atomically_and_failures_leave_old_output(tmp_path, rn
         quantize(model, config={"default": {"precision": "ternary", "format": "base3"}}, target="ort",
                  output_path=out, progress=False)
     assert out.read_bytes() == b"previous"
-    written = quantize(model, output_path=out, report_path=tmp_path / "r.json", progress=False)
+    written = quantize(model, preset="ternary", output_path=out, report_path=tmp_path / "r.json", progress=False)
     assert onnx.load(out) == written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "r.json"]  # no temp files left
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["summary"]["layers_converted"] == 1  # bitnet keeps the last layer float
+    assert report["summary"]["layers_converted"] == 1  # ternary keeps the last layer float
     by_node = {layer["node"]: layer for layer in report["layers"]}
     assert by_node["fc2"]["action"] == "skipped" and "rule 0" in by_node["fc2"]["reason"]
     assert by_node["fc1"]["storage"] == "TernaryMatMul/2bit"

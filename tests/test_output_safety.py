@@ -341,9 +341,9 @@ def test_large_model_bench_measures_each_conversion(tmp_path):
     from onnxbit.bench.large_model import parse_size, run_large_model_bench
 
     assert parse_size("2.2G") == 2_200_000_000 and parse_size("500M") == 500_000_000
-    results = run_large_model_bench(parse_size("98K"), size=64, cases=[("int8", "ort"), ("bitnet", "onnxbit")],
+    results = run_large_model_bench(parse_size("98K"), size=64, cases=[("int8", "ort"), ("ternary", "onnxbit")],
                                     folder=tmp_path)
-    assert [(r.preset, r.target) for r in results] == [("int8", "ort"), ("bitnet", "onnxbit")]
+    assert [(r.preset, r.target) for r in results] == [("int8", "ort"), ("ternary", "onnxbit")]
     layers = round(98_000 / (64 * 64 * 4))
     assert results[0].layers_converted == layers and results[1].layers_converted == layers - 1
     for r in results:

@@ -178,8 +178,8 @@ def test_default_tolerance_follows_the_precision_and_explicit_rtol_names_a_passi
 
 def test_tolerance_classes_of_fixture_conversions():
     qat, float_mlp = FIXTURES / "digits_qat_mlp.onnx", FIXTURES / "digits_float_mlp.onnx"
-    cases = [(qat, "bitnet", "onnxbit", "exact"), (float_mlp, "bitnet", "onnxbit", "2bit"),
-             (float_mlp, "bitnet", "onnx", "2bit"), (float_mlp, "int4", "onnx", "int4"),
+    cases = [(qat, "bitnet", "onnxbit", "exact"), (float_mlp, "ternary", "onnxbit", "2bit"),
+             (float_mlp, "ternary", "onnx", "2bit"), (float_mlp, "int4", "onnx", "int4"),
              (float_mlp, "int8", "onnx", "int8"), (qat, "bitnet", "ort", "int8")]
     for source, preset, target, expected in cases:
         result = convert(source, preset=preset, target=target, progress=False)
@@ -192,7 +192,7 @@ def test_tolerance_classes_of_fixture_conversions():
 def test_ternary_post_training_quantization_passes_its_loose_default(tmp_path):
     original = FIXTURES / "digits_float_mlp.onnx"
     ternary = tmp_path / "ternary.onnx"
-    convert(original, preset="bitnet", target="onnxbit", output_path=ternary, progress=False)
+    convert(original, preset="ternary", target="onnxbit", output_path=ternary, progress=False)
     digits = np.load(FIXTURES / "digits_test.npz")
     np.savez(tmp_path / "pixels.npz", pixels=digits["X_test"][:32].astype(np.float32))
     result = _verify(original, ternary, "--inputs", tmp_path / "pixels.npz", "--rounds", "1")
