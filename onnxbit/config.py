@@ -52,6 +52,7 @@ FORMATS = formats.NAMES
 TARGETS = ("onnxbit", "ort", "onnx")  # onnxbit.targets.NAMES (tests/test_targets.py checks they agree)
 POSITIONS = ("first", "last")
 FLOAT_WEIGHTS = ("quantize", "keep")
+ACTIVATIONS = ("float", "int8")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class LayerSettings:
     # standard ops on target onnx, per-block int8 (MatMulNBits accuracy_level 4) on target ort.
     act_quant: int = 0
     format: str = formats.DEFAULT  # ternary packing for TernaryMatMul: one of onnxbit.formats.NAMES
+    # "int8": the target may quantize this layer's activations to int8 where
+    # that runs faster (int8 weights: DynamicQuantizeLinear + MatMulInteger;
+    # 2/4-bit MatMulNBits: accuracy_level 4); "float" keeps them float.
+    activations: str = "float"
 
     def validate(self, where: str) -> None:
         if self.precision not in PRECISIONS:
@@ -79,6 +84,8 @@ class LayerSettings:
             raise ConfigError(f"{where}: group_size={self.group_size} is only meaningful with granularity 'group'")
         if self.format not in FORMATS:
             raise ConfigError(f"{where}: unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.activations not in ACTIVATIONS:
+            raise ConfigError(f"{where}: activations must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")
         if self.act_quant not in (0, 1):
             raise ConfigError(f"{where}: act_quant must be 0 or 1, got {self.act_quant!r}")
 
@@ -174,8 +181,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean", "format": "2bit"},
         "rules": [{"match": {"position": "last"}, "precision": "fp32"}],
     },
-    "int4": {"default": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False}},
-    "int8": {"default": {"precision": "int8", "granularity": "channel", "symmetric": True}},
+    "int4": {"default": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False,
+                         "activations": "int8"}},
+    "int8": {"default": {"precision": "int8", "granularity": "channel", "symmetric": True, "activations": "int8"}},
 }
 
 

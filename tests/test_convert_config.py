@@ -14,7 +14,8 @@ def test_presets():
     assert bitnet.settings_for("q_proj", "MatMul", {"first"}, 10**6)[0].precision == "ternary"
     int4 = preset("int4").default
     assert (int4.precision, int4.granularity, int4.group_size, int4.symmetric) == ("int4", "group", 32, False)
-    assert preset("int8").default == LayerSettings(precision="int8", granularity="channel")
+    assert preset("int8").default == LayerSettings(precision="int8", granularity="channel", activations="int8")
+    assert preset("int4").default.activations == "int8"
 
 
 def test_first_matching_rule_wins_and_keeps_unset_fields_from_default():

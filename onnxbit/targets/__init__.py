@@ -24,9 +24,9 @@ def get_target(target: "str | Target") -> Target:
 
 def recognizers():
     """Functions reading one converted layer back, one per emitted op (for inspect)."""
-    from onnxbit.targets import dequantize, matmulnbits, ternary_matmul
+    from onnxbit.targets import dequantize, matmul_integer, matmulnbits, ternary_matmul
 
-    return (ternary_matmul.recognize, matmulnbits.recognize, dequantize.recognize)
+    return (ternary_matmul.recognize, matmulnbits.recognize, matmul_integer.recognize, dequantize.recognize)
 
 
 __all__ = ["NAMES", "TARGETS", "LayerInfo", "PackedWeight", "QuantizedWeight", "Target", "get_target",
