@@ -47,3 +47,13 @@ def test_bench_model_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(main, ["bench", "model", str(tmp_path / "bad.onnx"), str(tmp_path / "bad.onnx")])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith("Error: ")
+
+
+def test_known_slow_paths_are_named_in_the_report(rng):
+    model, _ = mlp(rng)
+    float_acts = convert(model, config={"default": {"precision": "int8", "granularity": "channel"}}, target="onnx",
+                         progress=False).report.notes
+    assert any("can run slower than the float model" in n and "bench model" in n for n in float_acts)
+    assert not any("slower" in n for n in convert(model, preset="int8", target="onnx", progress=False).report.notes)
+    ternary_ort = convert(model, preset="ternary", target="ort", progress=False).report.notes
+    assert any("2-bit MatMulNBits with float activations (accuracy_level 0) is a slow path" in n for n in ternary_ort)

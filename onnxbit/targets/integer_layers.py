@@ -50,3 +50,25 @@ def emit_int8(ctx, site, packed: PackedWeight):
     if packed.storage.startswith("MatMulInteger/"):
         return matmul_integer.emit_matmul_integer(ctx, site, packed)
     return dequantize.emit_dequantize(ctx, site, packed)
+
+
+SLOW_INT8_NOTE = (
+    "int8 weights with float activations (DequantizeLinear + MatMul) can run slower than the float model in "
+    "onnxruntime (up to 5x at batch 1 on this machine's measurements); with activations \"int8\" (the int8 "
+    "preset) they become DynamicQuantizeLinear + MatMulInteger, 1.8-6.5x faster than float; check a model "
+    "with `onnxbit bench model ORIGINAL CONVERTED`"
+)
+SLOW_NBITS2_NOTE = (
+    "2-bit MatMulNBits with float activations (accuracy_level 0) is a slow path in onnxruntime: 0.05-0.4x the "
+    "speed of the float model in this machine's measurements; target onnxbit (TernaryMatMul) or activations "
+    "\"int8\" (accuracy_level 4) run it fast; check with `onnxbit bench model ORIGINAL CONVERTED`"
+)
+
+
+def slowdown_notes(packed: PackedWeight) -> list[str]:
+    """Known slow paths a layer emitted this way takes, with what to do instead."""
+    if packed.storage == "DequantizeLinear/INT8" or packed.storage == "DequantizeLinear/UINT8":
+        return [SLOW_INT8_NOTE]
+    if packed.storage == "MatMulNBits/2bit" and packed.attrs.get("accuracy_level") == matmulnbits.ACCURACY_FP32:
+        return [SLOW_NBITS2_NOTE]
+    return []

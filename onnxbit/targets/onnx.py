@@ -47,4 +47,4 @@ class OnnxTarget(Target):
         return integer_layers.emit_int8(ctx, site, packed)
 
     def notes(self, settings, packed: PackedWeight) -> list[str]:
-        return dequantize.notes(packed)
+        return dequantize.notes(packed) + integer_layers.slowdown_notes(packed)

@@ -57,7 +57,8 @@ class OrtTarget(Target):
         return integer_layers.emit_int8(ctx, site, packed)
 
     def notes(self, settings, packed: PackedWeight) -> list[str]:
-        return ([ACT_QUANT_NOTE] if settings.act_quant else []) + dequantize.notes(packed)
+        return (([ACT_QUANT_NOTE] if settings.act_quant else []) + dequantize.notes(packed)
+                + integer_layers.slowdown_notes(packed))
 
 
 
