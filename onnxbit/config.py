@@ -140,6 +140,7 @@ class QuantConfig:
     min_params: int = 0
     preset: str | None = None
     float_weights: str = "quantize"  # or "keep": only QAT-proven layers convert
+    calibrated: str | None = None  # the budget `onnxbit calibrate` chose these precisions for
 
     def matching_rule(self, node_name: str, op_type: str, position: set[str], params: int) -> LayerRule | None:
         """The rule that decides this layer, or None (default or min_params)."""
@@ -218,7 +219,7 @@ def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
     other keys refine it ("rules" given here come before the preset's)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is an object, got {type(raw).__name__}")
-    known = ("default", "float_weights", "min_params", "preset", "rules")
+    known = ("calibrated", "default", "float_weights", "min_params", "preset", "rules")
     unknown = set(raw) - set(known)
     if unknown:
         raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: {', '.join(known)}")
@@ -237,8 +238,11 @@ def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
     float_weights = raw.get("float_weights", base.get("float_weights", "quantize"))
     if float_weights not in FLOAT_WEIGHTS:
         raise ConfigError(f"float_weights must be one of {', '.join(FLOAT_WEIGHTS)}, got {float_weights!r}")
+    calibrated = raw.get("calibrated")
+    if calibrated is not None and not isinstance(calibrated, str):
+        raise ConfigError(f"calibrated must be the budget string calibration used, got {calibrated!r}")
     return QuantConfig(default=default, rules=rules, min_params=min_params, preset=preset_name,
-                       float_weights=float_weights)
+                       float_weights=float_weights, calibrated=calibrated)
 
 
 def preset(name: str) -> QuantConfig:

@@ -21,6 +21,8 @@ from onnxbit.config import PRESETS, TARGETS
                    "ternarizes them (large accuracy loss without ternary training).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON per-layer precision config (see onnxbit.config).")
+@click.option("--calibration", "calibration_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Per-layer precisions chosen by `onnxbit calibrate` (instead of --preset / --config).")
 @click.option("--target", type=click.Choice(TARGETS), default="onnxbit", show_default=True,
               help="onnxbit: TernaryMatMul (needs the onnxbit library); ort: stock onnxruntime ops; "
                    "onnx: standard ONNX ops only.")
@@ -33,7 +35,8 @@ from onnxbit.config import PRESETS, TARGETS
 @click.option("--strict", is_flag=True,
               help="Fail (writing nothing) when a converted layer loses much accuracy (weight SQNR < 15 dB).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the summary table.")
-def quantize_command(model: Path, output: Path, preset: str, config_path: Path | None, target: str,
+def quantize_command(model: Path, output: Path, preset: str, config_path: Path | None,
+                     calibration_path: Path | None, target: str,
                      report_path: Path | None, no_progress: bool, no_error_stats: bool,
                      external_data: bool | None, strict: bool, quiet: bool) -> None:
     """Convert MODEL's MatMul/Gemm weights to ternary / low-bit storage, written to OUTPUT.
@@ -47,7 +50,14 @@ def quantize_command(model: Path, output: Path, preset: str, config_path: Path |
     from onnxbit.modelio.publish import Interrupted
 
     try:
-        result = convert(model, config=config_path, preset=preset, target=target, output_path=output,
+        config = config_path
+        if calibration_path is not None:
+            if config_path is not None:
+                raise click.UsageError("give --config or --calibration, not both")
+            from onnxbit.calibration.search import load_calibration
+
+            config = load_calibration(calibration_path)
+        result = convert(model, config=config, preset=preset, target=target, output_path=output,
                          report_path=report_path, progress=not no_progress and sys.stderr.isatty(),
                          measure_error=not no_error_stats, external_data=external_data, strict=strict)
     except OnnxbitError as exc:

@@ -105,8 +105,9 @@ class PackWeightsPass(Pass):
                 if shared_with is not None:
                     reason = f"shares the packed weight of '{shared_with}'"
                 sqnr = packed.weight_error.get("sqnr_db")
+                # A calibrated config measured the model's output error instead.
                 flag = (f"weight SQNR {sqnr:.1f} dB < {LOW_SQNR_DB:g} dB: this layer lost much of its weight"
-                        if sqnr is not None and sqnr < LOW_SQNR_DB else "")
+                        if sqnr is not None and sqnr < LOW_SQNR_DB and config.calibrated is None else "")
                 ctx.record(node=name, op_type=site.node.op, action="converted", reason=reason, pass_name=self.name,
                            precision=packed.precision, storage=packed.storage,
                            bits_per_weight=packed.bits_per_weight,
@@ -119,6 +120,9 @@ class PackWeightsPass(Pass):
                 ctx.progress(name, index + 1, total)
         if kept_float:
             ctx.notes.append(kept_float_note(kept_float, config.preset))
+        if config.calibrated is not None:
+            ctx.notes.append(f"precisions chosen by `onnxbit calibrate` for {config.calibrated} on sample data "
+                             "(the model's output error was measured, so low weight SQNR is not flagged)")
         return PassResult(modified=converted > 0, summary=f"{converted}/{total} layer(s) converted")
 
     def _pack(self, ctx: PassContext, site: WeightSite, settings: LayerSettings) -> PackedWeight:
