@@ -25,7 +25,7 @@ Presets:
 at the layer's precision; "keep" leaves every weight float that no QAT fold
 proved ternary.
 
-A config is a plain dict (or a JSON file holding one)::
+A config is a plain dict (or a JSON or TOML file holding one)::
 
     {"preset": "bitnet",
      "default": {"precision": "ternary", "granularity": "channel"},
@@ -249,6 +249,29 @@ def preset(name: str) -> QuantConfig:
     return config_from_dict({"preset": name})
 
 
+def _read_config_file(path: Path) -> Any:
+    """A config file's content: TOML for a .toml file, JSON otherwise."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+
+
 def load_config(source: QuantConfig | dict[str, Any] | str | Path | None, preset_name: str | None = "bitnet") -> QuantConfig:
     """A config from an object, a dict, a JSON file path, or (None) the named preset."""
     if isinstance(source, QuantConfig):
@@ -258,14 +281,7 @@ def load_config(source: QuantConfig | dict[str, Any] | str | Path | None, preset
             raise ConfigError("give a config or a preset")
         return preset(preset_name)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-        source = raw
+        source = _read_config_file(Path(source))
     if isinstance(source, dict):
         # A given config stands on its own: it uses a preset only when it names one.
         return config_from_dict(source)

@@ -20,7 +20,7 @@ from onnxbit.config import PRESETS, TARGETS
                    "layers (float weights stay float); int8, int4 quantize float weights; ternary "
                    "ternarizes them (large accuracy loss without ternary training).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON per-layer precision config (see onnxbit.config).")
+              help="JSON or TOML per-layer precision config (see onnxbit.config).")
 @click.option("--calibration", "calibration_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Per-layer precisions chosen by `onnxbit calibrate` (instead of --preset / --config).")
 @click.option("--target", type=click.Choice(TARGETS), default="onnxbit", show_default=True,
