@@ -85,12 +85,22 @@ def test_calibration_meets_the_budget_on_held_out_data_and_the_conversion_matche
 
 def test_calibrate_and_quantize_from_the_command_line(pixels, tmp_path):
     calib = tmp_path / "calib.json"
+    page = tmp_path / "calib.html"
     result = CliRunner().invoke(main, ["calibrate", str(MODEL), "--data", str(pixels), "--budget", "cosine>=0.999",
-                                       "--samples", "60", "-o", str(calib)])
+                                       "--samples", "60", "-o", str(calib), "--html", str(page)])
     assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert text.count("<svg") == 2 and "/layers/layers.0/Gemm" in text and "cosine&gt;=0.999" in text
+    from html.parser import HTMLParser
+
+    HTMLParser().feed(text)  # parses
     saved = json.loads(calib.read_text())
     assert saved["budget"] == "cosine>=0.999" and saved["budget_met_on_holdout"]
     assert saved["samples"] == {"calibration": 48, "holdout": 12}
+    assert saved["trajectory"][0]["size_ratio"] == 1.0
+    assert saved["trajectory"][0]["value"] == pytest.approx(1.0)
+    assert [p["size_ratio"] for p in saved["trajectory"]] == sorted((p["size_ratio"] for p in saved["trajectory"]),
+                                                                    reverse=True)
     out = tmp_path / "out.onnx"
     result = CliRunner().invoke(main, ["quantize", str(MODEL), str(out), "--calibration", str(calib), "-q"])
     assert result.exit_code == 0, result.output

@@ -67,6 +67,8 @@ class CalibrationResult:
     holdout_value: float
     adjustments: list[dict[str, str]]
     samples: tuple[int, int]  # (calibration, held out)
+    # (weight size ratio, budget metric on calibration samples) after each accepted change of the search
+    trajectory: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def met(self) -> bool:
@@ -97,6 +99,7 @@ class CalibrationResult:
                         "sensitivity": l.sensitivity} for l in self.layers],
             "skipped": self.skipped,
             "adjustments": self.adjustments,
+            "trajectory": [{"size_ratio": r, "value": v} for r, v in self.trajectory],
             "config": self.config(),
         }
 
@@ -231,13 +234,21 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
 
     assignment = dict(float_assignment)
     adjustments: list[dict[str, str]] = []
+    fp32_bytes = sum(l.weight_bytes("fp32") for l in layers)
+
+    def size_of(chosen: dict[str, str]) -> float:
+        return sum(l.weight_bytes(chosen[l.node]) for l in layers) / fp32_bytes
+
+    trajectory = [(1.0, budget.measure(reference, reference))]
     moves = sorted(((layer, p) for layer in layers for p in ladder[:-1]),
                    key=lambda m: m[0].sensitivity[m[1]] / (m[0].weight_bytes("fp32") - m[0].weight_bytes(m[1])))
     for layer, precision in moves:
         if ladder.index(precision) >= ladder.index(assignment[layer.node]):
             continue  # already at this precision or lower
         trial = {**assignment, layer.node: precision}
-        if budget.met(budget.measure(reference, probe.run(trial, calib))):
+        value = budget.measure(reference, probe.run(trial, calib))
+        if budget.met(value):
+            trajectory.append((size_of(trial), value))
             adjustments.append({"layer": layer.node, "from": assignment[layer.node], "to": precision,
                                 "why": f"fits the budget on calibration samples (alone: error "
                                        f"{layer.sensitivity[precision]:.2e})"})
@@ -260,7 +271,7 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     for layer in layers:
         layer.precision = assignment[layer.node]
     return CalibrationResult(budget, layers, skipped, calibration_value, holdout_value, adjustments,
-                             (len(calib), len(data.holdout)))
+                             (len(calib), len(data.holdout)), trajectory)
 
 
 def _candidate_layers(model: onnx.ModelProto):

@@ -21,8 +21,10 @@ from onnxbit.cli.groups import main
               help="Precisions the search may give a layer (float is always allowed).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration file to write; `onnxbit quantize --calibration FILE` applies it.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML page: error per layer and precision, the size/accuracy path.")
 def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | None, precisions: str,
-                      output: Path) -> None:
+                      output: Path, html_path: Path | None) -> None:
     """Measure each layer's sensitivity on MODEL and pick the smallest precisions meeting --budget."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -40,10 +42,19 @@ def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | 
                                progress=lambda what, done, total: bar.update(task, completed=done, total=total,
                                                                              description=what))
         result.write_json(output)
+        if html_path is not None:
+            from onnxbit.calibration.html import render_html
+            from onnxbit.modelio.publish import Publication
+
+            with Publication() as publication:
+                publication.write_bytes(html_path, render_html(result, f"onnxbit calibration of {model.name}").encode())
+                publication.commit()
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
     result.render()
     click.echo(f"wrote {output}")
+    if html_path is not None:
+        click.echo(f"wrote {html_path}")
     if not result.met:
         raise click.ClickException(f"the budget {result.budget} is not met on the held-out samples even with "
                                    "every layer float")
