@@ -83,6 +83,10 @@ def _trajectory_svg(result: CalibrationResult) -> str:
             f"stroke-dasharray='4'/><text x='{width - pad}' y='{budget_y - 4:.1f}' font-size='10' text-anchor='end'>"
             f"budget {html.escape(str(result.budget))}</text>"
             f"<polyline points='{path}' fill='none' stroke='#1f77b4'/>{dots}"
+            + "".join(f"<text x='{xy(t, low)[0]:.1f}' y='{height - pad + 14}' font-size='10' text-anchor='middle'>"
+                      f"{t:g}x</text>" for t in (0, 0.25, 0.5, 0.75, 1.0))
+            + f"<text x='{pad - 4}' y='{xy(0, high)[1] + 4:.1f}' font-size='10' text-anchor='end'>{high:.4g}</text>"
+            f"<text x='{pad - 4}' y='{xy(0, low)[1] + 4:.1f}' font-size='10' text-anchor='end'>{low:.4g}</text>"
             f"<text x='{width / 2}' y='{height - 8}' font-size='11' text-anchor='middle'>weight size (x of float)"
             f"</text><text x='{pad}' y='{pad - 10}' font-size='11'>{html.escape(result.budget.metric)} on "
             f"calibration samples</text></svg>")
