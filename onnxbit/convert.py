@@ -165,7 +165,8 @@ def _input_bytes(model: onnx.ModelProto, inputs: list[Path]) -> int:
     """The input's size on disk (model file and external data), or its serialized size."""
     if inputs:
         return sum(os.path.getsize(p) for p in dict.fromkeys(inputs) if p.is_file())
-    return model_nbytes(model) + (model.ByteSize() if model_nbytes(model) < TWO_GB else 0)
+    tensors = model_nbytes(model)
+    return model.ByteSize() if tensors < TWO_GB else tensors  # ByteSize cannot count past protobuf's limit
 
 
 def final_records(records: list[LayerRecord]) -> list[LayerRecord]:

@@ -371,3 +371,9 @@ def test_external_weights_are_read_a_layer_at_a_time(tmp_path):
     assert measured["converted"] == 8
     # Imports alone take `baseline`; the conversion may add a few layers' worth, never all 8.
     assert measured["peak_rss_bytes"] - int(baseline.stdout) < 5 * layer, measured
+
+
+def test_summary_size_of_a_model_given_in_memory_is_its_serialized_size(rng):
+    model, _ = mlp(rng)
+    report = convert(model, preset="int8", target="onnx", progress=False).report
+    assert report.model_bytes_before == model.ByteSize()
