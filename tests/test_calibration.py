@@ -109,3 +109,15 @@ def test_calibrate_and_quantize_from_the_command_line(pixels, tmp_path):
     bad.write_text("{}")
     result = CliRunner().invoke(main, ["quantize", str(MODEL), str(out), "--calibration", str(bad)])
     assert result.exit_code != 0 and "holds no 'config'" in result.output
+
+
+def test_ternary_threshold_rule_is_chosen_by_output_error(pixels):
+    from onnxbit.calibration.search import TERNARY_METHODS
+
+    result = calibrate(MODEL, pixels, "cosine>=0.9", samples=40)
+    for layer in result.layers:
+        assert set(layer.method_errors) == set(TERNARY_METHODS)
+        assert layer.sensitivity["ternary"] == min(layer.method_errors.values())
+        assert layer.method_errors[layer.ternary_method] == layer.sensitivity["ternary"]
+    ternary_rules = [r for r in result.config()["rules"] if r["precision"] == "ternary"]
+    assert all(r["method"] in TERNARY_METHODS for r in ternary_rules)

@@ -42,6 +42,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "int8": {"precision": "int8", "granularity": "channel", "symmetric": True},
     "fp32": {"precision": "fp32"},
 }
+# Ternary threshold rules tried per layer; the one with the smallest output
+# error on the calibration samples is kept (not the smallest weight error).
+TERNARY_METHODS = ("absmean", "mse", "adaptive")
 MAX_SEARCH_SAMPLES = 128  # calibration samples the search runs on (the held-out check uses all)
 
 
@@ -53,9 +56,17 @@ class CalibratedLayer:
     n: int
     precision: str = "fp32"
     sensitivity: dict[str, float] = field(default_factory=dict)  # precision -> output error, this layer alone
+    ternary_method: str = "absmean"  # the threshold rule with the smallest output error
+    method_errors: dict[str, float] = field(default_factory=dict)  # ternary method -> output error
 
     def weight_bytes(self, precision: str | None = None) -> int:
         return weight_bytes(precision or self.precision, self.k, self.n)
+
+    def settings(self, precision: str | None = None) -> dict[str, Any]:
+        precision = precision or self.precision
+        if precision == "ternary":
+            return {**SETTINGS["ternary"], "method": self.ternary_method}
+        return dict(SETTINGS[precision])
 
 
 @dataclass
@@ -81,8 +92,7 @@ class CalibrationResult:
 
     def config(self) -> dict[str, Any]:
         """The config `onnxbit quantize --calibration` applies."""
-        rules = [{"match": {"name": _literal_glob(l.node)}, **SETTINGS[l.precision]}
-                 for l in self.layers if l.precision != "fp32"]
+        rules = [{"match": {"name": _literal_glob(l.node)}, **l.settings()} for l in self.layers if l.precision != "fp32"]
         return {"float_weights": "quantize", "calibrated": str(self.budget), "default": {"precision": "fp32"},
                 "rules": rules}
 
@@ -96,7 +106,8 @@ class CalibrationResult:
             "size_ratio": self.size_ratio,
             "layers": [{"node": l.node, "weight": l.weight, "k": l.k, "n": l.n, "precision": l.precision,
                         "bytes": l.weight_bytes(), "bytes_fp32": l.weight_bytes("fp32"),
-                        "sensitivity": l.sensitivity} for l in self.layers],
+                        "sensitivity": l.sensitivity, "ternary_method": l.ternary_method,
+                        "ternary_method_errors": l.method_errors} for l in self.layers],
             "skipped": self.skipped,
             "adjustments": self.adjustments,
             "trajectory": [{"size_ratio": r, "value": v} for r, v in self.trajectory],
@@ -148,9 +159,10 @@ def weight_bytes(precision: str, k: int, n: int) -> int:
     return k * n + 4 * n
 
 
-def dequantized(weight: np.ndarray, precision: str) -> np.ndarray:
-    """The float32 [K, N] weight a layer converted at `precision` computes with."""
-    s = SETTINGS[precision]
+def dequantized(weight: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    """The float32 [K, N] weight a layer converted with `settings` computes with."""
+    s = settings
+    precision = s["precision"]
     if precision == "fp32":
         return weight
     if precision == "ternary":
@@ -182,12 +194,13 @@ class _Probe:
         self.layers = {l.node: l for l in layers}
         self.stored_transposed = stored_transposed
         self.weights = weights  # node -> float32 [K, N]
-        self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self._cache: dict[tuple[str, str, str], np.ndarray] = {}
 
     def stored(self, node: str, precision: str) -> np.ndarray:
-        key = (node, precision)
+        settings = self.layers[node].settings(precision)
+        key = (node, precision, settings.get("method", ""))
         if key not in self._cache:
-            values = dequantized(self.weights[node], precision).astype(np.float32)
+            values = dequantized(self.weights[node], settings).astype(np.float32)
             self._cache[key] = np.ascontiguousarray(values.T if self.stored_transposed[node] else values)
         return self._cache[key]
 
@@ -226,8 +239,17 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     done = 0
     for layer in layers:
         for precision in ladder[:-1]:
-            outputs = probe.run({**float_assignment, layer.node: precision}, calib)
-            layer.sensitivity[precision] = budget.shortfall(budget.measure(reference, outputs))
+            for method in (TERNARY_METHODS if precision == "ternary" else ("",)):
+                if method:
+                    layer.ternary_method = method
+                outputs = probe.run({**float_assignment, layer.node: precision}, calib)
+                error = budget.shortfall(budget.measure(reference, outputs))
+                if method:
+                    layer.method_errors[method] = error
+            if precision == "ternary":
+                layer.ternary_method = min(layer.method_errors, key=layer.method_errors.get)
+                error = layer.method_errors[layer.ternary_method]
+            layer.sensitivity[precision] = error
             done += 1
             if progress is not None:
                 progress(f"{layer.node} @ {precision}", done, total)
