@@ -80,6 +80,54 @@ static void i8_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,
     }
 }
 
+/* ---- float GEMM (TMM_PATH_F32_GEMM) --------------------------------------- */
+
+static void f32_gemm_decode_avx512(const uint8_t *block, float *wdec) {
+    const __m512 code_value = _mm512_setr_ps(-1.0f, 0.0f, 1.0f, 0.0f, 0, 0, 0, 0, 0, 0, 0, 0,
+                                             0, 0, 0, 0);
+    const __m512i three = _mm512_set1_epi32(3);
+    for (size_t r = 0; r < TMM_NR; r++) {
+        for (size_t half = 0; half < 2; half++) {
+            /* bytes 16 half + j hold k = 32 s + 16 half + j, chunk s at bits 2 s */
+            __m512i bytes = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128((const __m128i *)(block + r * 32 + half * 16)));
+            for (int s = 0; s < 4; s++) {
+                __m512i code = _mm512_and_si512(_mm512_srli_epi32(bytes, 2 * s), three);
+                _mm512_storeu_ps(wdec + r * TMM_KBLOCK + 32 * s + 16 * half,
+                                 _mm512_permutexvar_ps(code, code_value));
+            }
+        }
+    }
+}
+
+/* VECS vectors of 16 rows by the panel's eight columns: 8 VECS accumulators
+ * (24 of the 32 registers at three vectors), VECS activation loads and eight
+ * weight broadcasts per k. */
+static ALWAYS_INLINE void f32_gemm_tile(const float *wdec, const float *at, size_t width,
+                                        float *acc, int VECS) {
+    __m512 c[TMM_NR][3];
+    for (int r = 0; r < TMM_NR; r++)
+        for (int v = 0; v < VECS; v++) c[r][v] = _mm512_loadu_ps(acc + r * width + 16 * v);
+    for (size_t t = 0; t < TMM_KBLOCK; t++) {
+        __m512 a[3];
+        for (int v = 0; v < VECS; v++) a[v] = _mm512_loadu_ps(at + t * width + 16 * v);
+        for (int r = 0; r < TMM_NR; r++) {
+            __m512 w = _mm512_set1_ps(wdec[r * TMM_KBLOCK + t]);
+            for (int v = 0; v < VECS; v++) c[r][v] = _mm512_fmadd_ps(a[v], w, c[r][v]);
+        }
+    }
+    for (int r = 0; r < TMM_NR; r++)
+        for (int v = 0; v < VECS; v++) _mm512_storeu_ps(acc + r * width + 16 * v, c[r][v]);
+}
+
+static void f32_gemm_avx512(const float *wdec, const float *at, size_t width, float *acc) {
+    switch (width / 16) {
+    case 1: f32_gemm_tile(wdec, at, width, acc, 1); break;
+    case 2: f32_gemm_tile(wdec, at, width, acc, 2); break;
+    default: f32_gemm_tile(wdec, at, width, acc, 3); break;
+    }
+}
+
 const struct tmm_kernels tmm_kernels_avx512 = {
     .i8 = i8_kernel_avx512,
     .f32 = tmm_f32_kernel_avx2,
@@ -90,4 +138,8 @@ const struct tmm_kernels tmm_kernels_avx512 = {
     .f32_dot = tmm_f32_dot_avx2,
     .f32_scaled = tmm_f32_scaled_avx2,
     .f32_decode_scaled = tmm_f32_decode_scaled_avx2,
+    .f32_gemm_decode = f32_gemm_decode_avx512,
+    .f32_gemm = f32_gemm_avx512,
+    .f32_gemm_lanes = 16,
+    .f32_gemm_width = 48,
 };

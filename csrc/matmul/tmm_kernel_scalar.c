@@ -69,8 +69,32 @@ static void f32_kernel_scalar(const uint8_t *panel, size_t kblocks, size_t rows,
     }
 }
 
+static void f32_gemm_decode_scalar(const uint8_t *block, float *wdec) {
+    static const float code_value[4] = {-1.0f, 0.0f, 1.0f, 0.0f};
+    for (size_t r = 0; r < TMM_NR; r++)
+        for (size_t t = 0; t < TMM_KBLOCK; t++)
+            wdec[r * TMM_KBLOCK + t] =
+                code_value[(block[r * 32 + t % 32] >> (2 * (t / 32))) & 3u];
+}
+
+/* The definition the SIMD GEMM kernels must equal bit for bit: one fused
+ * multiply-add per weight, in k order. */
+static void f32_gemm_scalar(const float *wdec, const float *at, size_t width, float *acc) {
+    for (size_t r = 0; r < TMM_NR; r++)
+        for (size_t i = 0; i < width; i++) {
+            float sum = acc[r * width + i];
+            for (size_t t = 0; t < TMM_KBLOCK; t++)
+                sum = fmaf(at[t * width + i], wdec[r * TMM_KBLOCK + t], sum);
+            acc[r * width + i] = sum;
+        }
+}
+
 const struct tmm_kernels tmm_kernels_scalar = {
     .i8 = i8_kernel_scalar,
     .f32 = f32_kernel_scalar,
     .quantize = tmm_quantize_row_scalar,
+    .f32_gemm_decode = f32_gemm_decode_scalar,
+    .f32_gemm = f32_gemm_scalar,
+    .f32_gemm_lanes = 1,
+    .f32_gemm_width = 8,
 };

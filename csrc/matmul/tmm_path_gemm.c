@@ -1,0 +1,103 @@
+/* TMM_PATH_F32_GEMM: float activations computed as an SGEMM. The activations
+ * are transposed once per call into row blocks (at[k * width + i]), each
+ * K-block of a panel is decoded to floats once per task and every row block
+ * of the task runs the register-blocked f32_gemm kernel over it, so the
+ * decode is shared by up to TMM_GEMM_TASK_ROWS rows. Every output is one
+ * chain of fused multiply-adds in k order (tmm_internal.h), whatever the ISA,
+ * row block or task split. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tmm_compute.h"
+
+/* Most rows one task covers: their accumulators stay on the stack and their
+ * activations of one K-block (144 x 512 bytes) in L2 while the decoded block
+ * stays in L1. */
+#define TMM_GEMM_TASK_ROWS 144
+
+struct gemm_job {
+    const struct tmm_job *job;
+    float *at;         /* transposed activations, row blocks of `width` rows */
+    size_t width;      /* rows of a full row block */
+    size_t kpad;       /* K rounded up to whole K-blocks */
+    size_t rows_per_task, panels_per_task, row_tasks;
+};
+
+/* Rows of row block b (the last one rounded up to whole vectors). */
+static size_t block_width(const struct gemm_job *gj, size_t b) {
+    size_t lanes = gj->job->kern->f32_gemm_lanes;
+    size_t left = gj->job->m - b * gj->width;
+    return OBX_MIN(gj->width, OBX_DIV_UP(left, lanes) * lanes);
+}
+
+static void transpose_task(void *arg, size_t b) {
+    const struct gemm_job *gj = arg;
+    const struct tmm_job *job = gj->job;
+    size_t k = job->w->k, width = block_width(gj, b), row0 = b * gj->width;
+    float *at = gj->at + row0 * gj->kpad;
+    memset(at, 0, width * gj->kpad * sizeof(float));
+    for (size_t i = 0; i < width && row0 + i < job->m; i++) {
+        const float *a = job->a + (row0 + i) * k;
+        for (size_t t = 0; t < k; t++) at[t * width + i] = a[t];
+    }
+}
+
+static void gemm_task(void *arg, size_t index) {
+    const struct gemm_job *gj = arg;
+    const struct tmm_job *job = gj->job;
+    const obx_tmm_weights *w = job->w;
+    const struct tmm_kernels *kern = job->kern;
+    size_t row_task = index % gj->row_tasks, panel_block = index / gj->row_tasks;
+    size_t row_begin = row_task * gj->rows_per_task;
+    size_t row_end = OBX_MIN(job->m, row_begin + gj->rows_per_task);
+    size_t block_begin = row_begin / gj->width, block_end = OBX_DIV_UP(row_end, gj->width);
+    size_t p_begin = panel_block * gj->panels_per_task;
+    size_t p_end = OBX_MIN(w->n_panels, p_begin + gj->panels_per_task);
+    float wdec[TMM_NR * TMM_KBLOCK] __attribute__((aligned(TMM_ALIGN)));
+    /* acc of row block b at acc + (b - block_begin) * width * TMM_NR, as [column][row] */
+    float acc[TMM_GEMM_TASK_ROWS * TMM_NR] __attribute__((aligned(TMM_ALIGN)));
+    float row_acc[TMM_NR];
+    for (size_t p = p_begin; p < p_end; p++) {
+        const uint8_t *panel = tmm_panel(w, p);
+        memset(acc, 0, sizeof acc);
+        for (size_t kb = 0; kb < w->kblocks; kb++) {
+            kern->f32_gemm_decode(panel + kb * TMM_NR * 32, wdec);
+            for (size_t b = block_begin; b < block_end; b++) {
+                size_t width = block_width(gj, b);
+                const float *at = gj->at + b * gj->width * gj->kpad + kb * TMM_KBLOCK * width;
+                kern->f32_gemm(wdec, at, width, acc + (b - block_begin) * gj->width * TMM_NR);
+            }
+        }
+        for (size_t row = row_begin; row < row_end; row++) {
+            size_t b = row / gj->width, i = row % gj->width, width = block_width(gj, b);
+            const float *block_acc = acc + (b - block_begin) * gj->width * TMM_NR;
+            for (size_t r = 0; r < TMM_NR; r++)
+                row_acc[r] = block_acc[r * width + i] * w->scales[p * TMM_NR + r];
+            tmm_store_row(job, row, p * TMM_NR, tmm_panel_cols(w, p), row_acc);
+        }
+    }
+}
+
+size_t tmm_run_gemm(struct tmm_job *job) {
+    const obx_tmm_weights *w = job->w;
+    struct gemm_job gj;
+    memset(&gj, 0, sizeof gj);
+    gj.job = job;
+    gj.width = job->kern->f32_gemm_width;
+    gj.kpad = w->kblocks * TMM_KBLOCK;
+    size_t blocks = OBX_DIV_UP(job->m, gj.width);
+    if (w->kblocks == 0 || gj.kpad > SIZE_MAX / sizeof(float) / gj.width / blocks) return 0;
+    gj.at = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(blocks * gj.width * gj.kpad * sizeof(float),
+                                                TMM_ALIGN) * TMM_ALIGN);
+    if (!gj.at) return 0;
+    tmm_run_tasks(job, transpose_task, &gj, blocks);
+
+    gj.rows_per_task = OBX_MAX(1, TMM_GEMM_TASK_ROWS / gj.width) * gj.width;
+    gj.row_tasks = OBX_DIV_UP(job->m, gj.rows_per_task);
+    size_t row_work = OBX_MIN(job->m, gj.rows_per_task) * w->k * TMM_NR;
+    gj.panels_per_task = OBX_MAX(1, OBX_MIN(w->n_panels, TMM_TASK_WORK / row_work));
+    tmm_run_tasks(job, gemm_task, &gj,
+                  gj.row_tasks * OBX_DIV_UP(w->n_panels, gj.panels_per_task));
+    free(gj.at);
+    return job->m;
+}
