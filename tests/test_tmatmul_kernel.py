@@ -434,10 +434,7 @@ def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
                    tmp_path / "check_emulated")
 
 
-@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")
-                         and Path("/usr/aarch64-linux-gnu").is_dir()),
-                    reason="needs the aarch64-linux-gnu cross compiler and qemu-user")
-def test_neon_path_under_qemu(tmp_path):
+def test_neon_path_under_qemu(tmp_path, aarch64_tools):
     """The NEON kernels, cross-compiled and run under qemu, against the scalar path."""
     # The whole compute core but the x86 files: the platform table links every family.
     sources = [p for p in (REPO / "csrc").rglob("*.c") if "_avx" not in p.name]
