@@ -5,8 +5,10 @@
  * and vpdpbusd (unsigned codes x signed activations, four products into each
  * int32 lane) accumulates both columns at once. The low half of an
  * accumulator belongs to column 2p, the high half to column 2p+1. The float
- * path and the quantizer are the AVX2 ones. */
+ * kernels: one row at 512 bits, a register-blocked GEMM; the rest of the
+ * float paths and the quantizer are the AVX2 ones. */
 #include <immintrin.h>
+#include <math.h>
 
 #include "obx_common.h"
 #include "tmm_internal.h"
@@ -80,6 +82,64 @@ static void i8_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,
     }
 }
 
+/* ---- float kernel, one row ----------------------------------------------- */
+
+/* One activation row against the panel, 16 codes per instruction (the AVX2
+ * kernel's method at twice the width): the codes u = w + 1 of the four chunks
+ * of a K-block sit in four bit fields of the same bytes, so a field is masked
+ * in place (4^s u) and converted; sum_k u a_k, scaled back by 4^-s (exact),
+ * minus sum_k a_k gives sum_k w a_k. A non-finite row takes the AVX2 kernel,
+ * whose multiplies give IEEE results (Inf * 0 = NaN). */
+static float f32_row_column_avx512(const uint8_t *panel, const float *a, size_t c0, size_t c1,
+                                   size_t col) {
+    __m512 acc[4];
+    for (int s = 0; s < 4; s++) acc[s] = _mm512_setzero_ps();
+    size_t c = c0;
+    for (; c < c1; c++) {
+        const uint8_t *codes = panel + ((c / 4) * TMM_NR + col) * 32;
+        const float *ac = a + (c - c0) * TMM_CHUNK;
+        if (c % 4 == 0 && c + 4 <= c1) {
+            for (int h = 0; h < 2; h++) {
+                __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16 * h)));
+                for (int s = 0; s < 4; s++) {
+                    __m512 u = _mm512_cvtepi32_ps(_mm512_and_si512(x, _mm512_set1_epi32(3 << (2 * s))));
+                    acc[s] = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 32 * s + 16 * h), u, acc[s]);
+                }
+            }
+            c += 3;
+        } else {
+            int s = (int)(c % 4);
+            for (int h = 0; h < 2; h++) {
+                __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16 * h)));
+                __m512 u = _mm512_cvtepi32_ps(_mm512_and_si512(x, _mm512_set1_epi32(3 << (2 * s))));
+                acc[s] = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 16 * h), u, acc[s]);
+            }
+        }
+    }
+    __m512 v = _mm512_add_ps(acc[0], _mm512_mul_ps(acc[1], _mm512_set1_ps(0.25f)));
+    v = _mm512_add_ps(v, _mm512_mul_ps(acc[2], _mm512_set1_ps(0.0625f)));
+    v = _mm512_add_ps(v, _mm512_mul_ps(acc[3], _mm512_set1_ps(0.015625f)));
+    return _mm512_reduce_add_ps(v);
+}
+
+static void f32_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,
+                              const float *const *a, size_t chunk_begin, size_t chunk_end,
+                              float *sums) {
+    if (rows == 1) {
+        __m512 asum = _mm512_setzero_ps();
+        for (size_t i = 0; i < (chunk_end - chunk_begin) * TMM_CHUNK; i += 16)
+            asum = _mm512_add_ps(asum, _mm512_loadu_ps(a[0] + i));
+        float total = _mm512_reduce_add_ps(asum);
+        int finite = isfinite(total);
+        for (size_t col = 0; col < TMM_NR && finite; col++) {
+            sums[col] = f32_row_column_avx512(panel, a[0], chunk_begin, chunk_end, col) - total;
+            finite = isfinite(sums[col]);
+        }
+        if (finite) return;
+    }
+    tmm_f32_kernel_avx2(panel, kblocks, rows, a, chunk_begin, chunk_end, sums);
+}
+
 /* ---- float GEMM (TMM_PATH_F32_GEMM) --------------------------------------- */
 
 static void f32_gemm_decode_avx512(const uint8_t *block, float *wdec) {
@@ -130,7 +190,7 @@ static void f32_gemm_avx512(const float *wdec, const float *at, size_t width, fl
 
 const struct tmm_kernels tmm_kernels_avx512 = {
     .i8 = i8_kernel_avx512,
-    .f32 = tmm_f32_kernel_avx2,
+    .f32 = f32_kernel_avx512,
     .quantize = tmm_quantize_row_avx2,
     /* The AVX2 grouped kernel: these CPUs run it, and it is the tested one. */
     .i8_groups = tmm_i8_groups_avx2,

@@ -103,7 +103,33 @@ static inline emu512 emu_fmadd_ps(emu512 a, emu512 b, emu512 c) {
     return c;
 }
 
+static inline emu512 emu_setzero_ps(void) { return emu_set1_ps(0.0f); }
+static inline emu512 emu_add_ps(emu512 a, emu512 b) {
+    for (int i = 0; i < 16; i++) a.f[i] += b.f[i];
+    return a;
+}
+static inline emu512 emu_mul_ps(emu512 a, emu512 b) {
+    for (int i = 0; i < 16; i++) a.f[i] *= b.f[i];
+    return a;
+}
+static inline emu512 emu_cvtepi32_ps(emu512i v) {
+    int32_t d[16]; emu512 r;
+    memcpy(d, v.b, 64);
+    for (int i = 0; i < 16; i++) r.f[i] = (float)d[i];
+    return r;
+}
+static inline float emu_reduce_add_ps(emu512 v) {
+    float s = 0.0f;
+    for (int i = 0; i < 16; i++) s += v.f[i];
+    return s;
+}
+
 #define __m512 emu512
+#define _mm512_setzero_ps emu_setzero_ps
+#define _mm512_add_ps emu_add_ps
+#define _mm512_mul_ps emu_mul_ps
+#define _mm512_cvtepi32_ps emu_cvtepi32_ps
+#define _mm512_reduce_add_ps emu_reduce_add_ps
 #define _mm512_set1_epi32 emu_set1_epi32
 #define _mm512_cvtepu8_epi32 emu_cvtepu8_epi32
 #define _mm512_srli_epi32 emu_srli_epi32
