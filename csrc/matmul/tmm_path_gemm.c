@@ -1,8 +1,10 @@
 /* TMM_PATH_F32_GEMM: float activations computed as an SGEMM. The activations
- * are transposed once per call into row blocks (at[k * width + i]), each
- * K-block of a panel is decoded to floats once per task and every row block
- * of the task runs the register-blocked f32_gemm kernel over it, so the
- * decode is shared by up to TMM_GEMM_TASK_ROWS rows. Every output is one
+ * are transposed once per call into row blocks (at[k * width + i]). A task
+ * covers up to TMM_GEMM_TASK_ROWS rows and TMM_GEMM_TASK_PANELS panels; it
+ * walks K in slices, and within a slice decodes each K-block of each panel to
+ * floats once and runs the register-blocked f32_gemm kernel of every row
+ * block over it (the decode shared by the task's rows, the activation slice
+ * by its panels). Every output is one
  * chain of fused multiply-adds in k order (tmm_internal.h), whatever the ISA,
  * row block or task split. */
 #include <stdlib.h>
@@ -14,6 +16,12 @@
  * activations of one K-block (144 x 512 bytes) in L2 while the decoded block
  * stays in L1. */
 #define TMM_GEMM_TASK_ROWS 144
+/* Most panels one task covers (their accumulators, 16 x 144 x 8 floats at
+ * most, stay in L2). */
+#define TMM_GEMM_TASK_PANELS 16
+/* Bytes of activations one slice of a task's K loop covers (L2-resident):
+ * few rows take K whole, so each panel's codes stream in one piece. */
+#define TMM_GEMM_SLICE_BYTES ((size_t)256 << 10)
 
 struct gemm_job {
     const struct tmm_job *job;
@@ -21,6 +29,9 @@ struct gemm_job {
     size_t width;      /* rows of a full row block */
     size_t kpad;       /* K rounded up to whole K-blocks */
     size_t rows_per_task, panels_per_task, row_tasks;
+    size_t task_rows;  /* rows of accumulators per panel of a task (blocks rounded up) */
+    size_t slice_kblocks; /* K-blocks per slice of a task's K loop */
+    float *acc;        /* every task's accumulators */
 };
 
 /* Rows of row block b (the last one rounded up to whole vectors). */
@@ -54,23 +65,35 @@ static void gemm_task(void *arg, size_t index) {
     size_t p_begin = panel_block * gj->panels_per_task;
     size_t p_end = OBX_MIN(w->n_panels, p_begin + gj->panels_per_task);
     float wdec[TMM_NR * TMM_KBLOCK] __attribute__((aligned(TMM_ALIGN)));
-    /* acc of row block b at acc + (b - block_begin) * width * TMM_NR, as [column][row] */
-    float acc[TMM_GEMM_TASK_ROWS * TMM_NR] __attribute__((aligned(TMM_ALIGN)));
-    float row_acc[TMM_NR];
-    for (size_t p = p_begin; p < p_end; p++) {
-        const uint8_t *panel = tmm_panel(w, p);
-        memset(acc, 0, sizeof acc);
-        for (size_t kb = 0; kb < w->kblocks; kb++) {
-            kern->f32_gemm_decode(panel + kb * TMM_NR * 32, wdec);
-            for (size_t b = block_begin; b < block_end; b++) {
-                size_t width = block_width(gj, b);
-                const float *at = gj->at + b * gj->width * gj->kpad + kb * TMM_KBLOCK * width;
-                kern->f32_gemm(wdec, at, width, acc + (b - block_begin) * gj->width * TMM_NR);
+    /* acc of panel p, row block b: [column][row] at
+     * acc + ((p - p_begin) * task_rows + (b - block_begin) * width) * TMM_NR */
+    float *acc = gj->acc + index * gj->panels_per_task * gj->task_rows * TMM_NR;
+    memset(acc, 0, (p_end - p_begin) * gj->task_rows * TMM_NR * sizeof(float));
+    /* K outermost, in slices whose activations stay in L2 while every panel of
+     * the task passes over them (A is read from memory once per task, not once
+     * per panel). */
+    for (size_t kb0 = 0; kb0 < w->kblocks; kb0 += gj->slice_kblocks) {
+        size_t kb1 = OBX_MIN(w->kblocks, kb0 + gj->slice_kblocks);
+        for (size_t p = p_begin; p < p_end; p++) {
+            const uint8_t *panel = tmm_panel(w, p);
+            float *panel_acc = acc + (p - p_begin) * gj->task_rows * TMM_NR;
+            for (size_t kb = kb0; kb < kb1; kb++) {
+                kern->f32_gemm_decode(panel + kb * TMM_NR * 32, wdec);
+                for (size_t b = block_begin; b < block_end; b++) {
+                    size_t width = block_width(gj, b);
+                    const float *at = gj->at + b * gj->width * gj->kpad + kb * TMM_KBLOCK * width;
+                    kern->f32_gemm(wdec, at, width,
+                                   panel_acc + (b - block_begin) * gj->width * TMM_NR);
+                }
             }
         }
+    }
+    float row_acc[TMM_NR];
+    for (size_t p = p_begin; p < p_end; p++) {
+        const float *panel_acc = acc + (p - p_begin) * gj->task_rows * TMM_NR;
         for (size_t row = row_begin; row < row_end; row++) {
             size_t b = row / gj->width, i = row % gj->width, width = block_width(gj, b);
-            const float *block_acc = acc + (b - block_begin) * gj->width * TMM_NR;
+            const float *block_acc = panel_acc + (b - block_begin) * gj->width * TMM_NR;
             for (size_t r = 0; r < TMM_NR; r++)
                 row_acc[r] = block_acc[r * width + i] * w->scales[p * TMM_NR + r];
             tmm_store_row(job, row, p * TMM_NR, tmm_panel_cols(w, p), row_acc);
@@ -90,14 +113,25 @@ size_t tmm_run_gemm(struct tmm_job *job) {
     gj.at = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(blocks * gj.width * gj.kpad * sizeof(float),
                                                 TMM_ALIGN) * TMM_ALIGN);
     if (!gj.at) return 0;
-    tmm_run_tasks(job, transpose_task, &gj, blocks);
 
     gj.rows_per_task = OBX_MAX(1, TMM_GEMM_TASK_ROWS / gj.width) * gj.width;
     gj.row_tasks = OBX_DIV_UP(job->m, gj.rows_per_task);
-    size_t row_work = OBX_MIN(job->m, gj.rows_per_task) * w->k * TMM_NR;
-    gj.panels_per_task = OBX_MAX(1, OBX_MIN(w->n_panels, TMM_TASK_WORK / row_work));
-    tmm_run_tasks(job, gemm_task, &gj,
-                  gj.row_tasks * OBX_DIV_UP(w->n_panels, gj.panels_per_task));
+    gj.task_rows = OBX_MIN(gj.rows_per_task, blocks * gj.width);
+    gj.panels_per_task = OBX_MIN(w->n_panels, (size_t)TMM_GEMM_TASK_PANELS);
+    gj.slice_kblocks =
+        OBX_MAX(1, TMM_GEMM_SLICE_BYTES / (gj.task_rows * TMM_KBLOCK * sizeof(float)));
+    size_t tasks = gj.row_tasks * OBX_DIV_UP(w->n_panels, gj.panels_per_task);
+    /* (n_panels + TMM_GEMM_TASK_PANELS) x (m + TMM_GEMM_TASK_ROWS) x TMM_NR floats
+     * at most: a small multiple of the output y, which exists, so no overflow. */
+    gj.acc = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(tasks * gj.panels_per_task * gj.task_rows *
+                                                     TMM_NR * sizeof(float), TMM_ALIGN) * TMM_ALIGN);
+    if (!gj.acc) {
+        free(gj.at);
+        return 0;
+    }
+    tmm_run_tasks(job, transpose_task, &gj, blocks);
+    tmm_run_tasks(job, gemm_task, &gj, tasks);
+    free(gj.acc);
     free(gj.at);
     return job->m;
 }
