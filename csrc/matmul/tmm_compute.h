@@ -58,8 +58,10 @@ enum tmm_path {
     /* act_quant = 0, several groups, kernels with f32_scaled: scales folded
      * into the weights. */
     TMM_PATH_F32_SCALED,
-    /* act_quant = 0, at least TMM_MR rows, kernels with f32_dot: each stretch
-     * of a panel decoded to floats once and reused by every row of a task. */
+    /* act_quant = 0, at least TMM_MR rows (and, with one scale group, fewer
+     * than TMM_GEMM_MIN_ROWS where kernels have f32_gemm), kernels with
+     * f32_dot: each stretch of a panel decoded to floats once and reused by
+     * every row of a task. */
     TMM_PATH_F32_DECODED,
     /* act_quant = 0 otherwise: the float kernel straight from the codes. */
     TMM_PATH_F32_MULTIPLY,

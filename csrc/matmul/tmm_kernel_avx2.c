@@ -726,18 +726,32 @@ void tmm_f32_gemm_decode_avx2(const uint8_t *block, float *wdec) {
     }
 }
 
-/* Eight rows (one vector) by the panel's eight columns: eight accumulators,
- * one activation load and eight weight broadcasts per k. */
-void tmm_f32_gemm_avx2(const float *wdec, const float *at, size_t width, float *acc) {
-    for (size_t i0 = 0; i0 < width; i0 += 8) {
-        __m256 c[TMM_NR];
-        for (int r = 0; r < TMM_NR; r++) c[r] = _mm256_loadu_ps(acc + r * width + i0);
-        for (size_t t = 0; t < TMM_KBLOCK; t++) {
-            __m256 a = _mm256_loadu_ps(at + t * width + i0);
-            for (int r = 0; r < TMM_NR; r++)
-                c[r] = _mm256_fmadd_ps(a, _mm256_broadcast_ss(wdec + r * TMM_KBLOCK + t), c[r]);
+/* VECS vectors of eight rows by COLS of the panel's columns starting at col0:
+ * two vectors by four columns need six loads (two activation vectors, four
+ * weight broadcasts) per eight multiply-adds, one vector by eight columns nine. */
+static ALWAYS_INLINE void f32_gemm_tile(const float *wdec, const float *at, size_t width,
+                                        float *acc, int VECS, int COLS, int col0) {
+    __m256 c[TMM_NR][2];
+    for (int r = 0; r < COLS; r++)
+        for (int v = 0; v < VECS; v++) c[r][v] = _mm256_loadu_ps(acc + (col0 + r) * width + 8 * v);
+    for (size_t t = 0; t < TMM_KBLOCK; t++) {
+        __m256 a[2];
+        for (int v = 0; v < VECS; v++) a[v] = _mm256_loadu_ps(at + t * width + 8 * v);
+        for (int r = 0; r < COLS; r++) {
+            __m256 w = _mm256_broadcast_ss(wdec + (col0 + r) * TMM_KBLOCK + t);
+            for (int v = 0; v < VECS; v++) c[r][v] = _mm256_fmadd_ps(a[v], w, c[r][v]);
         }
-        for (int r = 0; r < TMM_NR; r++) _mm256_storeu_ps(acc + r * width + i0, c[r]);
+    }
+    for (int r = 0; r < COLS; r++)
+        for (int v = 0; v < VECS; v++) _mm256_storeu_ps(acc + (col0 + r) * width + 8 * v, c[r][v]);
+}
+
+void tmm_f32_gemm_avx2(const float *wdec, const float *at, size_t width, float *acc) {
+    if (width == 16) {
+        f32_gemm_tile(wdec, at, width, acc, 2, 4, 0);
+        f32_gemm_tile(wdec, at, width, acc, 2, 4, 4);
+    } else {
+        f32_gemm_tile(wdec, at, width, acc, 1, TMM_NR, 0);
     }
 }
 
@@ -758,5 +772,5 @@ const struct tmm_kernels tmm_kernels_avx2 = {
     .f32_gemm_decode = tmm_f32_gemm_decode_avx2,
     .f32_gemm = tmm_f32_gemm_avx2,
     .f32_gemm_lanes = 8,
-    .f32_gemm_width = 8,
+    .f32_gemm_width = 16,
 };

@@ -91,5 +91,5 @@ const struct tmm_kernels tmm_kernels_avxvnni = {
     .f32_gemm_decode = tmm_f32_gemm_decode_avx2,
     .f32_gemm = tmm_f32_gemm_avx2,
     .f32_gemm_lanes = 8,
-    .f32_gemm_width = 8,
+    .f32_gemm_width = 16,
 };
