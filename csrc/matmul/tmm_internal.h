@@ -167,6 +167,18 @@ typedef void (*tmm_f32_dot_fn)(const float *wbuf, size_t span, size_t rows,
  * every ISA gives the same bits as the scalar kernel. */
 typedef void (*tmm_f32_gemm_decode_fn)(const uint8_t *block, float *wdec);
 typedef void (*tmm_f32_gemm_fn)(const float *wdec, const float *at, size_t width, float *acc);
+/* Pair form of the float GEMM for at most L / 2 rows, L = f32_gemm_lanes
+ * (where one row block would be half padding): lane l = 2 i + j of a vector
+ * holds row i for panel j of a pair. gemm_pair_decode writes K-block b of
+ * panels j = 0, 1 (block1 NULL: zeros) interleaved,
+ *     wdec2[(r * TMM_KBLOCK + t) * 2 + j] = w(128 b + t, column r of panel j);
+ * gemm_pair then does, with at2[t * L + l] = row l / 2's activation, for
+ * r < TMM_NR, l < L and t = 0, 1, .. 127 in this order,
+ *     acc2[r * L + l] = fmaf(at2[t * L + l], wdec2[(r * TMM_KBLOCK + t) * 2 + l % 2], acc2[r * L + l])
+ * the same chain per output as gemm. */
+typedef void (*tmm_f32_gemm_pair_decode_fn)(const uint8_t *block0, const uint8_t *block1,
+                                            float *wdec2);
+typedef void (*tmm_f32_gemm_pair_fn)(const float *wdec2, const float *at2, float *acc2);
 typedef void (*tmm_gemv_tables_fn)(const int8_t *q, size_t kblocks, uint8_t *tables);
 typedef void (*tmm_gemv_fn)(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
                             const uint8_t *tables, size_t cb_begin, size_t cb_end,
@@ -195,6 +207,9 @@ struct tmm_kernels {
     tmm_f32_gemm_decode_fn f32_gemm_decode;
     tmm_f32_gemm_fn f32_gemm;
     size_t f32_gemm_lanes, f32_gemm_width;
+    /* Optional (NULL: few rows take a padded row block). */
+    tmm_f32_gemm_pair_decode_fn f32_gemm_pair_decode;
+    tmm_f32_gemm_pair_fn f32_gemm_pair;
 };
 
 /* Chunks decoded at once on the many-row float path: TMM_NR * 16 * 32 floats
@@ -241,6 +256,10 @@ extern const struct tmm_kernels tmm_kernels_neon;
 obx_tmm_weights *tmm_prepack(const obx_tmm_shape *shape, const struct tmm_kernels *kern,
                              const uint8_t *b, const float *scales, size_t n_scales, char *err,
                              size_t err_len);
+
+/* Scalar references of the float GEMM pair form (L = lanes). */
+void tmm_f32_gemm_pair_decode_scalar(const uint8_t *block0, const uint8_t *block1, float *wdec2);
+void tmm_f32_gemm_pair_scalar(size_t lanes, const float *wdec2, const float *at2, float *acc2);
 
 /* Shared scalar quantizer (also the reference the SIMD quantizers must equal). */
 int tmm_quantize_row_scalar(const float *a, size_t k, int8_t *q, float *s);

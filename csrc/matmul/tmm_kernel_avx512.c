@@ -9,6 +9,7 @@
  * float paths and the quantizer are the AVX2 ones. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "obx_common.h"
 #include "tmm_internal.h"
@@ -188,6 +189,43 @@ static void f32_gemm_avx512(const float *wdec, const float *at, size_t width, fl
     }
 }
 
+/* Pair form: eight rows of two panels per vector, so M = 8 uses every lane.
+ * The two panels' decoded weights are interleaved so that one 64-bit
+ * broadcast (a load-port operation) gives each lane its column's weight. */
+static void f32_gemm_pair_decode_avx512(const uint8_t *block0, const uint8_t *block1,
+                                        float *wdec2) {
+    static const int32_t interleave_low[16] __attribute__((aligned(64))) = {
+        0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    static const int32_t interleave_high[16] __attribute__((aligned(64))) = {
+        8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i low = _mm512_load_si512((const void *)interleave_low);
+    const __m512i high = _mm512_load_si512((const void *)interleave_high);
+    float w0[TMM_NR * TMM_KBLOCK] __attribute__((aligned(64)));
+    float w1[TMM_NR * TMM_KBLOCK] __attribute__((aligned(64)));
+    f32_gemm_decode_avx512(block0, w0);
+    if (block1) f32_gemm_decode_avx512(block1, w1);
+    else memset(w1, 0, sizeof w1);
+    for (size_t i = 0; i < TMM_NR * TMM_KBLOCK; i += 16) {
+        __m512 a = _mm512_loadu_ps(w0 + i), b = _mm512_loadu_ps(w1 + i);
+        _mm512_storeu_ps(wdec2 + 2 * i, _mm512_permutex2var_ps(a, low, b));
+        _mm512_storeu_ps(wdec2 + 2 * i + 16, _mm512_permutex2var_ps(a, high, b));
+    }
+}
+
+static void f32_gemm_pair_avx512(const float *wdec2, const float *at2, float *acc2) {
+    __m512 c[TMM_NR];
+    for (int r = 0; r < TMM_NR; r++) c[r] = _mm512_loadu_ps(acc2 + r * 16);
+    for (size_t t = 0; t < TMM_KBLOCK; t++) {
+        __m512 a = _mm512_loadu_ps(at2 + t * 16);
+        for (int r = 0; r < TMM_NR; r++) {
+            double pair;
+            memcpy(&pair, wdec2 + (r * TMM_KBLOCK + t) * 2, sizeof pair);
+            c[r] = _mm512_fmadd_ps(a, _mm512_castpd_ps(_mm512_set1_pd(pair)), c[r]);
+        }
+    }
+    for (int r = 0; r < TMM_NR; r++) _mm512_storeu_ps(acc2 + r * 16, c[r]);
+}
+
 const struct tmm_kernels tmm_kernels_avx512 = {
     .i8 = i8_kernel_avx512,
     .f32 = f32_kernel_avx512,
@@ -202,4 +240,6 @@ const struct tmm_kernels tmm_kernels_avx512 = {
     .f32_gemm = f32_gemm_avx512,
     .f32_gemm_lanes = 16,
     .f32_gemm_width = 48,
+    .f32_gemm_pair_decode = f32_gemm_pair_decode_avx512,
+    .f32_gemm_pair = f32_gemm_pair_avx512,
 };

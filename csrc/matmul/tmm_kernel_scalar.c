@@ -89,6 +89,27 @@ static void f32_gemm_scalar(const float *wdec, const float *at, size_t width, fl
         }
 }
 
+/* References of the pair form (tmm_internal.h), for the SIMD tables that have
+ * it; the scalar table itself, one lane wide, never pairs panels. */
+void tmm_f32_gemm_pair_decode_scalar(const uint8_t *block0, const uint8_t *block1, float *wdec2) {
+    float w[TMM_NR * TMM_KBLOCK];
+    for (int j = 0; j < 2; j++) {
+        const uint8_t *block = j ? block1 : block0;
+        if (block) f32_gemm_decode_scalar(block, w);
+        for (size_t i = 0; i < TMM_NR * TMM_KBLOCK; i++) wdec2[2 * i + j] = block ? w[i] : 0.0f;
+    }
+}
+
+void tmm_f32_gemm_pair_scalar(size_t lanes, const float *wdec2, const float *at2, float *acc2) {
+    for (size_t r = 0; r < TMM_NR; r++)
+        for (size_t l = 0; l < lanes; l++) {
+            float sum = acc2[r * lanes + l];
+            for (size_t t = 0; t < TMM_KBLOCK; t++)
+                sum = fmaf(at2[t * lanes + l], wdec2[(r * TMM_KBLOCK + t) * 2 + l % 2], sum);
+            acc2[r * lanes + l] = sum;
+        }
+}
+
 const struct tmm_kernels tmm_kernels_scalar = {
     .i8 = i8_kernel_scalar,
     .f32 = f32_kernel_scalar,

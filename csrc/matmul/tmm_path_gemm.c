@@ -4,7 +4,8 @@
  * walks K in slices, and within a slice decodes each K-block of each panel to
  * floats once and runs the register-blocked f32_gemm kernel of every row
  * block over it (the decode shared by the task's rows, the activation slice
- * by its panels). Every output is one
+ * by its panels). At most lanes / 2 rows take the pair form instead: two
+ * panels share each vector (tmm_internal.h). Every output is one
  * chain of fused multiply-adds in k order (tmm_internal.h), whatever the ISA,
  * row block or task split. */
 #include <stdlib.h>
@@ -32,6 +33,7 @@ struct gemm_job {
     size_t task_rows;  /* rows of accumulators per panel of a task (blocks rounded up) */
     size_t slice_kblocks; /* K-blocks per slice of a task's K loop */
     float *acc;        /* every task's accumulators */
+    int pairs;         /* the pair form: at most lanes / 2 rows, two panels a vector */
 };
 
 /* Rows of row block b (the last one rounded up to whole vectors). */
@@ -50,6 +52,46 @@ static void transpose_task(void *arg, size_t b) {
     for (size_t i = 0; i < width && row0 + i < job->m; i++) {
         const float *a = job->a + (row0 + i) * k;
         for (size_t t = 0; t < k; t++) at[t * width + i] = a[t];
+    }
+}
+
+/* The pair form's activations: at2[t * lanes + 2 i + j] = a[i][t] for j = 0, 1. */
+static void transpose_pairs(const struct gemm_job *gj) {
+    const struct tmm_job *job = gj->job;
+    size_t k = job->w->k, lanes = job->kern->f32_gemm_lanes;
+    memset(gj->at, 0, lanes * gj->kpad * sizeof(float));
+    for (size_t i = 0; i < job->m; i++)
+        for (size_t t = 0; t < k; t++)
+            gj->at[t * lanes + 2 * i] = gj->at[t * lanes + 2 * i + 1] = job->a[i * k + t];
+}
+
+static void gemm_pair_task(void *arg, size_t index) {
+    const struct gemm_job *gj = arg;
+    const struct tmm_job *job = gj->job;
+    const obx_tmm_weights *w = job->w;
+    const struct tmm_kernels *kern = job->kern;
+    const size_t lanes = kern->f32_gemm_lanes;
+    size_t p_begin = index * gj->panels_per_task;
+    size_t p_end = OBX_MIN(w->n_panels, p_begin + gj->panels_per_task);
+    float wdec2[2 * TMM_NR * TMM_KBLOCK] __attribute__((aligned(TMM_ALIGN)));
+    float *acc = gj->acc + index * gj->panels_per_task * gj->task_rows * TMM_NR;
+    float row_acc[TMM_NR];
+    for (size_t p = p_begin; p < p_end; p += 2) {
+        /* acc2[r * lanes + 2 i + j]: row i, column r of panel p + j */
+        float *acc2 = acc + (p - p_begin) / 2 * TMM_NR * lanes;
+        memset(acc2, 0, TMM_NR * lanes * sizeof(float));
+        const uint8_t *panel0 = tmm_panel(w, p), *panel1 = p + 1 < p_end ? tmm_panel(w, p + 1) : NULL;
+        for (size_t kb = 0; kb < w->kblocks; kb++) {
+            kern->f32_gemm_pair_decode(panel0 + kb * TMM_NR * 32,
+                                       panel1 ? panel1 + kb * TMM_NR * 32 : NULL, wdec2);
+            kern->f32_gemm_pair(wdec2, gj->at + kb * TMM_KBLOCK * lanes, acc2);
+        }
+        for (size_t j = 0; j < 2 && p + j < p_end; j++)
+            for (size_t row = 0; row < job->m; row++) {
+                for (size_t r = 0; r < TMM_NR; r++)
+                    row_acc[r] = acc2[r * lanes + 2 * row + j] * w->scales[(p + j) * TMM_NR + r];
+                tmm_store_row(job, row, (p + j) * TMM_NR, tmm_panel_cols(w, p + j), row_acc);
+            }
     }
 }
 
@@ -129,8 +171,14 @@ size_t tmm_run_gemm(struct tmm_job *job) {
         free(gj.at);
         return 0;
     }
-    tmm_run_tasks(job, transpose_task, &gj, blocks);
-    tmm_run_tasks(job, gemm_task, &gj, tasks);
+    gj.pairs = job->kern->f32_gemm_pair && job->m <= job->kern->f32_gemm_lanes / 2;
+    if (gj.pairs) {
+        transpose_pairs(&gj);
+        tmm_run_tasks(job, gemm_pair_task, &gj, tasks);
+    } else {
+        tmm_run_tasks(job, transpose_task, &gj, blocks);
+        tmm_run_tasks(job, gemm_task, &gj, tasks);
+    }
     free(gj.acc);
     free(gj.at);
     return job->m;

@@ -124,7 +124,21 @@ static inline float emu_reduce_add_ps(emu512 v) {
     return s;
 }
 
+static inline emu512 emu_permutex2var_ps(emu512 a, emu512i idx, emu512 b) {
+    uint32_t d[16]; emu512 r;
+    memcpy(d, idx.b, 64);
+    for (int i = 0; i < 16; i++) r.f[i] = d[i] & 16 ? b.f[d[i] & 15] : a.f[d[i] & 15];
+    return r;
+}
+/* Eight copies of a double's bits, viewed as sixteen floats. */
+static inline emu512 emu_set1_pd_as_ps(double v) {
+    emu512 r; for (int i = 0; i < 8; i++) memcpy(r.f + 2 * i, &v, 8); return r;
+}
+
 #define __m512 emu512
+#define _mm512_permutex2var_ps emu_permutex2var_ps
+#define _mm512_set1_pd emu_set1_pd_as_ps
+#define _mm512_castpd_ps(v) (v)
 #define _mm512_setzero_ps emu_setzero_ps
 #define _mm512_add_ps emu_add_ps
 #define _mm512_mul_ps emu_mul_ps
