@@ -93,33 +93,47 @@ static void i8_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,
  * whose multiplies give IEEE results (Inf * 0 = NaN). */
 static float f32_row_column_avx512(const uint8_t *panel, const float *a, size_t c0, size_t c1,
                                    size_t col) {
-    __m512 acc[4];
-    for (int s = 0; s < 4; s++) acc[s] = _mm512_setzero_ps();
+    /* Four named accumulators (an array indexed by a run-time chunk number
+     * would live on the stack). */
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const __m512i field0 = _mm512_set1_epi32(3), field1 = _mm512_set1_epi32(3 << 2),
+                  field2 = _mm512_set1_epi32(3 << 4), field3 = _mm512_set1_epi32(3 << 6);
     size_t c = c0;
-    for (; c < c1; c++) {
+    while (c < c1) {
         const uint8_t *codes = panel + ((c / 4) * TMM_NR + col) * 32;
         const float *ac = a + (c - c0) * TMM_CHUNK;
         if (c % 4 == 0 && c + 4 <= c1) {
             for (int h = 0; h < 2; h++) {
                 __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16 * h)));
-                for (int s = 0; s < 4; s++) {
-                    __m512 u = _mm512_cvtepi32_ps(_mm512_and_si512(x, _mm512_set1_epi32(3 << (2 * s))));
-                    acc[s] = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 32 * s + 16 * h), u, acc[s]);
-                }
+                acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 16 * h),
+                                       _mm512_cvtepi32_ps(_mm512_and_si512(x, field0)), acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 32 + 16 * h),
+                                       _mm512_cvtepi32_ps(_mm512_and_si512(x, field1)), acc1);
+                acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 64 + 16 * h),
+                                       _mm512_cvtepi32_ps(_mm512_and_si512(x, field2)), acc2);
+                acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 96 + 16 * h),
+                                       _mm512_cvtepi32_ps(_mm512_and_si512(x, field3)), acc3);
             }
-            c += 3;
+            c += 4;
         } else {
             int s = (int)(c % 4);
+            __m512i field = _mm512_set1_epi32(3 << (2 * s));
+            __m512 part = _mm512_setzero_ps();
             for (int h = 0; h < 2; h++) {
                 __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16 * h)));
-                __m512 u = _mm512_cvtepi32_ps(_mm512_and_si512(x, _mm512_set1_epi32(3 << (2 * s))));
-                acc[s] = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 16 * h), u, acc[s]);
+                part = _mm512_fmadd_ps(_mm512_loadu_ps(ac + 16 * h),
+                                       _mm512_cvtepi32_ps(_mm512_and_si512(x, field)), part);
             }
+            if (s == 0) acc0 = _mm512_add_ps(acc0, part);
+            else if (s == 1) acc1 = _mm512_add_ps(acc1, part);
+            else if (s == 2) acc2 = _mm512_add_ps(acc2, part);
+            else acc3 = _mm512_add_ps(acc3, part);
+            c += 1;
         }
     }
-    __m512 v = _mm512_add_ps(acc[0], _mm512_mul_ps(acc[1], _mm512_set1_ps(0.25f)));
-    v = _mm512_add_ps(v, _mm512_mul_ps(acc[2], _mm512_set1_ps(0.0625f)));
-    v = _mm512_add_ps(v, _mm512_mul_ps(acc[3], _mm512_set1_ps(0.015625f)));
+    __m512 v = _mm512_add_ps(acc0, _mm512_mul_ps(acc1, _mm512_set1_ps(0.25f)));
+    v = _mm512_add_ps(v, _mm512_mul_ps(acc2, _mm512_set1_ps(0.0625f)));
+    v = _mm512_add_ps(v, _mm512_mul_ps(acc3, _mm512_set1_ps(0.015625f)));
     return _mm512_reduce_add_ps(v);
 }
 
