@@ -141,10 +141,13 @@ static void f32_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,
                               const float *const *a, size_t chunk_begin, size_t chunk_end,
                               float *sums) {
     if (rows == 1) {
-        __m512 asum = _mm512_setzero_ps();
-        for (size_t i = 0; i < (chunk_end - chunk_begin) * TMM_CHUNK; i += 16)
-            asum = _mm512_add_ps(asum, _mm512_loadu_ps(a[0] + i));
-        float total = _mm512_reduce_add_ps(asum);
+        /* Two independent sums per chunk: one chain would wait on the adder's latency. */
+        __m512 asum0 = _mm512_setzero_ps(), asum1 = asum0;
+        for (size_t i = 0; i < (chunk_end - chunk_begin) * TMM_CHUNK; i += TMM_CHUNK) {
+            asum0 = _mm512_add_ps(asum0, _mm512_loadu_ps(a[0] + i));
+            asum1 = _mm512_add_ps(asum1, _mm512_loadu_ps(a[0] + i + 16));
+        }
+        float total = _mm512_reduce_add_ps(_mm512_add_ps(asum0, asum1));
         int finite = isfinite(total);
         for (size_t col = 0; col < TMM_NR && finite; col++) {
             sums[col] = f32_row_column_avx512(panel, a[0], chunk_begin, chunk_end, col) - total;
