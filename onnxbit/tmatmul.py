@@ -94,6 +94,15 @@ class TernaryWeights:
             if self._users == 0:
                 self._idle.notify_all()
 
+    def compute_path(self, m: int, act_quant: int = ACT_NONE) -> str:
+        """The compute path matmul takes for m rows with the active ISA's kernels
+        (e.g. "f32_gemm", "i8_lut"; tmm_compute.h lists them)."""
+        handle = self._acquire()
+        try:
+            return native.ffi().string(native.lib().obx_tmm_path_name(handle, m, act_quant)).decode()
+        finally:
+            self._release()
+
     def matmul(self, a, act_quant: int = ACT_NONE, bias=None) -> np.ndarray:
         """a: float32 [..., K] -> float32 [..., N] (serial; onnxruntime threads the op)."""
         ffi, lib = native.ffi(), native.lib()

@@ -2,7 +2,6 @@
 the loop). The NEON table is built with an AArch64 cross compiler and run
 under qemu-aarch64 when both are installed."""
 
-import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,9 +34,6 @@ def test_avx2_kernels_match_scalar(tmp_path):
                   ["-DONNXBIT_X86=1", "-mavx2", "-mfma", "-mbmi2"])
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64")
-                    or not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")),
-                    reason="needs aarch64-linux-gnu-gcc and qemu-aarch64 (apt: gcc-aarch64-linux-gnu qemu-user)")
-def test_neon_kernels_match_scalar_under_qemu(tmp_path):
+def test_neon_kernels_match_scalar_under_qemu(tmp_path, aarch64_tools):
     build_and_run(tmp_path, "aarch64-linux-gnu-gcc", "codec_neon.c", "obx_codec_kernels_neon",
                   ["-DONNXBIT_ARM64=1", "-static"], runner=["qemu-aarch64"])

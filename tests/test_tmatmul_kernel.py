@@ -110,6 +110,56 @@ def test_simd_equals_scalar(rng):
             np.testing.assert_allclose(weights.matmul(a, 0), floats, rtol=1e-5, atol=1e-4)
 
 
+def float_gemm_reference(a, w_kn, scales, bias):
+    """tmatmul.h's float GEMM path, in numpy: one float32 addition of the exact
+    product a * w per k, in k order, then * scale and + bias."""
+    acc = np.zeros((a.shape[0], w_kn.shape[1]), np.float32)
+    w = w_kn.astype(np.float32)
+    with np.errstate(invalid="ignore"):  # Inf * 0 = NaN on purpose
+        for t in range(a.shape[1]):
+            acc = acc + a[:, t, None] * w[None, t, :]
+    y = acc * np.broadcast_to(scales, (w_kn.shape[1],))
+    return y if bias is None else y + bias
+
+
+# M from the path's first row (8) past several row blocks and tasks (AVX-512: 48 rows
+# a block, 144 a task); K and N with partial K-blocks and panels.
+@pytest.mark.parametrize("m,k,n,scale_mode", [
+    (8, 128, 8, "tensor"), (9, 129, 33, "channel"), (17, 300, 9, "channel"),
+    (63, 33, 17, "tensor"), (150, 260, 20, "channel"), (20, 700, 300, "channel")])
+def test_float_gemm_path_is_the_fma_chain_on_every_isa(isa, rng, m, k, n, scale_mode):
+    w_kn, scales, gs = make_case(rng, k, n, scale_mode)
+    weights = build(w_kn, scales, gs)
+    assert weights.compute_path(m, ACT_NONE) == "f32_gemm"
+    assert weights.compute_path(7, ACT_NONE) != "f32_gemm"
+    a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 100, (m, 1))).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    assert np.array_equal(weights.matmul(a, ACT_NONE, bias),
+                          float_gemm_reference(a, w_kn, scales, bias))
+    # Inf times a zero weight is NaN, as in a float matmul; other rows stay finite.
+    a[3, 0] = np.inf
+    y = weights.matmul(a, ACT_NONE)
+    assert np.array_equal(y, float_gemm_reference(a, w_kn, scales, None), equal_nan=True)
+    assert not np.isnan(np.delete(y, 3, axis=0)).any()
+
+
+def test_every_isa_runs_its_own_kernels():
+    """Each forced ISA computes with its own table: the path names the planner
+    reports differ where the tables differ (a CPU with AVX2 or better must not
+    fall back to the scalar table unnoticed)."""
+    w_kn, scales, gs = make_case(np.random.default_rng(0), 4096, 64, "tensor")
+    weights = build(w_kn, scales, gs)
+    paths = {}
+    for name in native.available_isas():
+        with native.forced_isa(name):
+            assert native.isa() == name
+            paths[name] = (weights.compute_path(1, ACT_INT8_TOKEN),
+                           weights.compute_path(4, ACT_NONE), weights.compute_path(64, ACT_NONE))
+    assert paths["scalar"] == ("i8_multiply", "f32_multiply", "f32_gemm")
+    for name in set(paths) - {"scalar"}:
+        assert paths[name][1:] == ("f32_decoded", "f32_gemm"), name
+
+
 # The table-lookup integer kernel (AVX2) serves M >= 6 with one scale group: rows in
 # groups of 16, then for the rows left a zero-padded group of 16 (12..15), a group of
 # 8 plus the multiply kernel (8..11), a zero-padded group of 8 (6..7) or the multiply
@@ -385,10 +435,7 @@ def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
                    tmp_path / "check_emulated")
 
 
-@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")
-                         and Path("/usr/aarch64-linux-gnu").is_dir()),
-                    reason="needs the aarch64-linux-gnu cross compiler and qemu-user")
-def test_neon_path_under_qemu(tmp_path):
+def test_neon_path_under_qemu(tmp_path, aarch64_tools):
     """The NEON kernels, cross-compiled and run under qemu, against the scalar path."""
     # The whole compute core but the x86 files: the platform table links every family.
     sources = [p for p in (REPO / "csrc").rglob("*.c") if "_avx" not in p.name]

@@ -164,9 +164,11 @@ int tmm_compute(const struct tmm_kernels *kern, const obx_tmm_weights *w, const 
     /* seg_elems * elem is a multiple of 32 bytes; rows are then aligned by row_bytes. */
     job.seg_elems = row_bytes / elem;
 
-    tmm_prepare_rows(&job);
     enum tmm_path path = tmm_plan(w, kern, m, act_quant);
     size_t rows_done = 0;
+    /* The GEMM path reads A itself; the segment buffers serve only its fallback. */
+    if (path == TMM_PATH_F32_GEMM) rows_done = tmm_run_gemm(&job);
+    if (rows_done < m) tmm_prepare_rows(&job);
     if (path == TMM_PATH_I8_GEMV) rows_done = tmm_run_gemv(&job);
     else if (path == TMM_PATH_I8_LUT) rows_done = tmm_run_lut(&job);
     if (rows_done < m) tmm_run_panels(&job, path, rows_done);

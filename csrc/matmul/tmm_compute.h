@@ -50,11 +50,18 @@ enum tmm_path {
     TMM_PATH_I8_GROUPED,
     /* act_quant = 1 otherwise: the multiply kernel group by group. */
     TMM_PATH_I8_MULTIPLY,
+    /* act_quant = 0, one scale group, at least TMM_GEMM_MIN_ROWS rows, kernels
+     * with f32_gemm: decoded K-blocks shared by a task's rows, register-blocked
+     * over rows (tmm_path_gemm.c); y = acc * scale (+ bias) with acc one fused
+     * multiply-add chain in k order, the same bits on every ISA. */
+    TMM_PATH_F32_GEMM,
     /* act_quant = 0, several groups, kernels with f32_scaled: scales folded
      * into the weights. */
     TMM_PATH_F32_SCALED,
-    /* act_quant = 0, at least TMM_MR rows, kernels with f32_dot: each stretch
-     * of a panel decoded to floats once and reused by every row of a task. */
+    /* act_quant = 0, at least TMM_MR rows (and, with one scale group, fewer
+     * than TMM_GEMM_MIN_ROWS where kernels have f32_gemm), kernels with
+     * f32_dot: each stretch of a panel decoded to floats once and reused by
+     * every row of a task. */
     TMM_PATH_F32_DECODED,
     /* act_quant = 0 otherwise: the float kernel straight from the codes. */
     TMM_PATH_F32_MULTIPLY,
@@ -65,6 +72,10 @@ enum tmm_path {
  * (1..5, measured on Zen1 at K = N = 4096), rereading a task's weights from
  * L2 for the second and later rows. */
 #define TMM_GEMV_MAX_ROWS 5
+
+/* Fewest rows the float GEMM path serves: below, transposing the activations
+ * and broadcasting weights costs more than the decoded dot products save. */
+#define TMM_GEMM_MIN_ROWS 8
 
 /* obx_tmm_compute on the given kernel table (arguments already checked). */
 int tmm_compute(const struct tmm_kernels *kern, const obx_tmm_weights *w, const float *a, size_t m,
@@ -86,6 +97,7 @@ void tmm_run_tasks(const struct tmm_job *job, obx_task_fn fn, void *arg, size_t 
  * rows [row_begin, m) by a panel-walking path. */
 size_t tmm_run_gemv(struct tmm_job *job);
 size_t tmm_run_lut(struct tmm_job *job);
+size_t tmm_run_gemm(struct tmm_job *job);
 void tmm_run_panels(const struct tmm_job *job, enum tmm_path path, size_t row_begin);
 
 /* Panel functions of the panel-walking paths: rows [row_begin, row_end) of

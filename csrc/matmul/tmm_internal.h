@@ -155,6 +155,30 @@ typedef void (*tmm_f32_dot_fn)(const float *wbuf, size_t span, size_t rows,
  * most TMM_GEMV_TASK_CBLOCKS) and columns c < 32,
  *     sums[(cb - cb_begin) * 32 + c] = sum_k w(k, 32 cb + c) q[k] + 16384 kblocks
  * modulo 2^32 (every pair adds a bias of 256). */
+/* Float GEMM path (TMM_PATH_F32_GEMM), register-blocked as MLAS and BLIS are,
+ * vectorized over rows so the decoded weights are broadcast scalars:
+ * gemm_decode writes K-block `block` (panel + b * TMM_NR * 32) as floats,
+ * wdec[r * TMM_KBLOCK + t] = w(128 b + t, r) in {-1, 0, 1}. gemm then runs,
+ * for rows i < width (a multiple of f32_gemm_lanes, at most f32_gemm_width)
+ * of activations transposed as at[t * width + i], columns r < TMM_NR and
+ * t = 0, 1, .. 127 in this order,
+ *     acc[r * width + i] = fmaf(at[t * width + i], wdec[r * TMM_KBLOCK + t], acc[r * width + i])
+ * (a single rounding each: the product is exact, w being -1, 0 or 1), so
+ * every ISA gives the same bits as the scalar kernel. */
+typedef void (*tmm_f32_gemm_decode_fn)(const uint8_t *block, float *wdec);
+typedef void (*tmm_f32_gemm_fn)(const float *wdec, const float *at, size_t width, float *acc);
+/* Pair form of the float GEMM for at most L / 2 rows, L = f32_gemm_lanes
+ * (where one row block would be half padding): lane l = 2 i + j of a vector
+ * holds row i for panel j of a pair. gemm_pair_decode writes K-block b of
+ * panels j = 0, 1 (block1 NULL: zeros) interleaved,
+ *     wdec2[(r * TMM_KBLOCK + t) * 2 + j] = w(128 b + t, column r of panel j);
+ * gemm_pair then does, with at2[t * L + l] = row l / 2's activation, for
+ * r < TMM_NR, l < L and t = 0, 1, .. 127 in this order,
+ *     acc2[r * L + l] = fmaf(at2[t * L + l], wdec2[(r * TMM_KBLOCK + t) * 2 + l % 2], acc2[r * L + l])
+ * the same chain per output as gemm. */
+typedef void (*tmm_f32_gemm_pair_decode_fn)(const uint8_t *block0, const uint8_t *block1,
+                                            float *wdec2);
+typedef void (*tmm_f32_gemm_pair_fn)(const float *wdec2, const float *at2, float *acc2);
 typedef void (*tmm_gemv_tables_fn)(const int8_t *q, size_t kblocks, uint8_t *tables);
 typedef void (*tmm_gemv_fn)(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
                             const uint8_t *tables, size_t cb_begin, size_t cb_end,
@@ -178,6 +202,14 @@ struct tmm_kernels {
      * rows go through i8). Set only where it beats the multiply kernel. */
     tmm_gemv_tables_fn gemv_tables;
     tmm_gemv_fn gemv;
+    /* Optional float GEMM (NULL: many float rows go through f32_decode/f32_dot).
+     * lanes: rows of one vector; width: most rows one gemm call takes. */
+    tmm_f32_gemm_decode_fn f32_gemm_decode;
+    tmm_f32_gemm_fn f32_gemm;
+    size_t f32_gemm_lanes, f32_gemm_width;
+    /* Optional (NULL: few rows take a padded row block). */
+    tmm_f32_gemm_pair_decode_fn f32_gemm_pair_decode;
+    tmm_f32_gemm_pair_fn f32_gemm_pair;
 };
 
 /* Chunks decoded at once on the many-row float path: TMM_NR * 16 * 32 floats
@@ -205,6 +237,8 @@ void tmm_f32_decode_scaled_avx2(const uint8_t *panel, size_t chunk_begin, size_t
 void tmm_f32_decode_avx2(const uint8_t *panel, size_t chunk_begin, size_t chunk_end, float *wbuf);
 void tmm_f32_dot_avx2(const float *wbuf, size_t span, size_t rows, const float *const *a,
                       float *sums);
+void tmm_f32_gemm_decode_avx2(const uint8_t *block, float *wdec);
+void tmm_f32_gemm_avx2(const float *wdec, const float *at, size_t width, float *acc);
 void tmm_i8_lut_avx2(const uint8_t *packed, size_t kblocks, size_t p_begin, size_t p_end,
                      size_t group_rows, const int16_t *qt, uint32_t *usum);
 /* Single-row lookup kernel (tmm_gemv_avx2.c), the GEMV slots of the AVX2 table. */
@@ -222,6 +256,10 @@ extern const struct tmm_kernels tmm_kernels_neon;
 obx_tmm_weights *tmm_prepack(const obx_tmm_shape *shape, const struct tmm_kernels *kern,
                              const uint8_t *b, const float *scales, size_t n_scales, char *err,
                              size_t err_len);
+
+/* Scalar references of the float GEMM pair form (L = lanes). */
+void tmm_f32_gemm_pair_decode_scalar(const uint8_t *block0, const uint8_t *block1, float *wdec2);
+void tmm_f32_gemm_pair_scalar(size_t lanes, const float *wdec2, const float *at2, float *acc2);
 
 /* Shared scalar quantizer (also the reference the SIMD quantizers must equal). */
 int tmm_quantize_row_scalar(const float *a, size_t k, int8_t *q, float *s);

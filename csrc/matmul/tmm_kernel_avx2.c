@@ -707,6 +707,54 @@ void tmm_i8_lut_avx2(const uint8_t *packed, size_t kblocks, size_t p_begin, size
     }
 }
 
+/* ---- float GEMM (TMM_PATH_F32_GEMM) --------------------------------------- */
+
+void tmm_f32_gemm_decode_avx2(const uint8_t *block, float *wdec) {
+    const __m256 code_value = _mm256_setr_ps(-1.0f, 0.0f, 1.0f, 0.0f, 0, 0, 0, 0);
+    const __m256i three = _mm256_set1_epi32(3);
+    for (size_t r = 0; r < TMM_NR; r++) {
+        for (size_t part = 0; part < 4; part++) {
+            /* bytes 8 part .. 8 part + 7 hold k = 32 s + 8 part + j, chunk s at bits 2 s */
+            __m256i bytes = _mm256_cvtepu8_epi32(
+                _mm_loadl_epi64((const __m128i *)(block + r * 32 + part * 8)));
+            for (int s = 0; s < 4; s++) {
+                __m256i code = _mm256_and_si256(_mm256_srli_epi32(bytes, 2 * s), three);
+                _mm256_storeu_ps(wdec + r * TMM_KBLOCK + 32 * s + 8 * part,
+                                 _mm256_permutevar8x32_ps(code_value, code));
+            }
+        }
+    }
+}
+
+/* VECS vectors of eight rows by COLS of the panel's columns starting at col0:
+ * two vectors by four columns need six loads (two activation vectors, four
+ * weight broadcasts) per eight multiply-adds, one vector by eight columns nine. */
+static ALWAYS_INLINE void f32_gemm_tile(const float *wdec, const float *at, size_t width,
+                                        float *acc, int VECS, int COLS, int col0) {
+    __m256 c[TMM_NR][2];
+    for (int r = 0; r < COLS; r++)
+        for (int v = 0; v < VECS; v++) c[r][v] = _mm256_loadu_ps(acc + (col0 + r) * width + 8 * v);
+    for (size_t t = 0; t < TMM_KBLOCK; t++) {
+        __m256 a[2];
+        for (int v = 0; v < VECS; v++) a[v] = _mm256_loadu_ps(at + t * width + 8 * v);
+        for (int r = 0; r < COLS; r++) {
+            __m256 w = _mm256_broadcast_ss(wdec + (col0 + r) * TMM_KBLOCK + t);
+            for (int v = 0; v < VECS; v++) c[r][v] = _mm256_fmadd_ps(a[v], w, c[r][v]);
+        }
+    }
+    for (int r = 0; r < COLS; r++)
+        for (int v = 0; v < VECS; v++) _mm256_storeu_ps(acc + (col0 + r) * width + 8 * v, c[r][v]);
+}
+
+void tmm_f32_gemm_avx2(const float *wdec, const float *at, size_t width, float *acc) {
+    if (width == 16) {
+        f32_gemm_tile(wdec, at, width, acc, 2, 4, 0);
+        f32_gemm_tile(wdec, at, width, acc, 2, 4, 4);
+    } else {
+        f32_gemm_tile(wdec, at, width, acc, 1, TMM_NR, 0);
+    }
+}
+
 const struct tmm_kernels tmm_kernels_avx2 = {
     .i8 = i8_kernel_avx2,
     .f32 = tmm_f32_kernel_avx2,
@@ -721,4 +769,8 @@ const struct tmm_kernels tmm_kernels_avx2 = {
      * pipe on the CPUs it serves; the VNNI levels multiply faster. */
     .gemv_tables = tmm_gemv_tables_avx2,
     .gemv = tmm_gemv_avx2,
+    .f32_gemm_decode = tmm_f32_gemm_decode_avx2,
+    .f32_gemm = tmm_f32_gemm_avx2,
+    .f32_gemm_lanes = 8,
+    .f32_gemm_width = 16,
 };

@@ -88,4 +88,8 @@ const struct tmm_kernels tmm_kernels_avxvnni = {
     .f32_dot = tmm_f32_dot_avx2,
     .f32_scaled = tmm_f32_scaled_avx2,
     .f32_decode_scaled = tmm_f32_decode_scaled_avx2,
+    .f32_gemm_decode = tmm_f32_gemm_decode_avx2,
+    .f32_gemm = tmm_f32_gemm_avx2,
+    .f32_gemm_lanes = 8,
+    .f32_gemm_width = 16,
 };

@@ -72,9 +72,60 @@ static void f32_kernel_neon(const uint8_t *panel, size_t kblocks, size_t rows,
     }
 }
 
+/* ---- float GEMM (TMM_PATH_F32_GEMM) --------------------------------------- */
+
+static void f32_gemm_decode_neon(const uint8_t *block, float *wdec) {
+    const uint8x16_t mask = vdupq_n_u8(3);
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    for (size_t r = 0; r < TMM_NR; r++)
+        for (int s = 0; s < 4; s++) {
+            const int8x16_t shift = vdupq_n_s8((int8_t)(-2 * s));
+            for (size_t h = 0; h < 2; h++) {
+                uint8x16_t u = vandq_u8(vshlq_u8(vld1q_u8(block + r * 32 + 16 * h), shift), mask);
+                uint16x8_t lo = vmovl_u8(vget_low_u8(u)), hi = vmovl_high_u8(u);
+                float *out = wdec + r * TMM_KBLOCK + 32 * s + 16 * h;
+                vst1q_f32(out, vsubq_f32(vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo))), one));
+                vst1q_f32(out + 4, vsubq_f32(vcvtq_f32_u32(vmovl_high_u16(lo)), one));
+                vst1q_f32(out + 8, vsubq_f32(vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))), one));
+                vst1q_f32(out + 12, vsubq_f32(vcvtq_f32_u32(vmovl_high_u16(hi)), one));
+            }
+        }
+}
+
+/* VECS vectors of four rows by the panel's eight columns: 8 VECS of the 32
+ * registers accumulate; vfmaq_n_f32 is one fused multiply-add per lane. */
+static inline __attribute__((always_inline)) void f32_gemm_tile(const float *wdec, const float *at,
+                                                                size_t width, float *acc, int VECS) {
+    float32x4_t c[TMM_NR][3];
+    for (int r = 0; r < TMM_NR; r++)
+        for (int v = 0; v < VECS; v++) c[r][v] = vld1q_f32(acc + r * width + 4 * v);
+    for (size_t t = 0; t < TMM_KBLOCK; t++) {
+        float32x4_t a[3];
+        for (int v = 0; v < VECS; v++) a[v] = vld1q_f32(at + t * width + 4 * v);
+        for (int r = 0; r < TMM_NR; r++) {
+            float w = wdec[r * TMM_KBLOCK + t];
+            for (int v = 0; v < VECS; v++) c[r][v] = vfmaq_n_f32(c[r][v], a[v], w);
+        }
+    }
+    for (int r = 0; r < TMM_NR; r++)
+        for (int v = 0; v < VECS; v++) vst1q_f32(acc + r * width + 4 * v, c[r][v]);
+}
+
+static void f32_gemm_neon(const float *wdec, const float *at, size_t width, float *acc) {
+    switch (width / 4) {
+    case 1: f32_gemm_tile(wdec, at, width, acc, 1); break;
+    case 2: f32_gemm_tile(wdec, at, width, acc, 2); break;
+    default: f32_gemm_tile(wdec, at, width, acc, 3); break;
+    }
+}
+
 const struct tmm_kernels tmm_kernels_neon = {
     .i8 = i8_kernel_neon,
     .f32 = f32_kernel_neon,
     .quantize = tmm_quantize_row_scalar,
+    .f32_gemm_decode = f32_gemm_decode_neon,
+    .f32_gemm = f32_gemm_neon,
+    .f32_gemm_lanes = 4,
+    .f32_gemm_width = 12,
 };
 #endif

@@ -69,8 +69,53 @@ static void f32_kernel_scalar(const uint8_t *panel, size_t kblocks, size_t rows,
     }
 }
 
+static void f32_gemm_decode_scalar(const uint8_t *block, float *wdec) {
+    static const float code_value[4] = {-1.0f, 0.0f, 1.0f, 0.0f};
+    for (size_t r = 0; r < TMM_NR; r++)
+        for (size_t t = 0; t < TMM_KBLOCK; t++)
+            wdec[r * TMM_KBLOCK + t] =
+                code_value[(block[r * 32 + t % 32] >> (2 * (t / 32))) & 3u];
+}
+
+/* The definition the SIMD GEMM kernels must equal bit for bit: one fused
+ * multiply-add per weight, in k order. */
+static void f32_gemm_scalar(const float *wdec, const float *at, size_t width, float *acc) {
+    for (size_t r = 0; r < TMM_NR; r++)
+        for (size_t i = 0; i < width; i++) {
+            float sum = acc[r * width + i];
+            for (size_t t = 0; t < TMM_KBLOCK; t++)
+                sum = fmaf(at[t * width + i], wdec[r * TMM_KBLOCK + t], sum);
+            acc[r * width + i] = sum;
+        }
+}
+
+/* References of the pair form (tmm_internal.h), for the SIMD tables that have
+ * it; the scalar table itself, one lane wide, never pairs panels. */
+void tmm_f32_gemm_pair_decode_scalar(const uint8_t *block0, const uint8_t *block1, float *wdec2) {
+    float w[TMM_NR * TMM_KBLOCK];
+    for (int j = 0; j < 2; j++) {
+        const uint8_t *block = j ? block1 : block0;
+        if (block) f32_gemm_decode_scalar(block, w);
+        for (size_t i = 0; i < TMM_NR * TMM_KBLOCK; i++) wdec2[2 * i + j] = block ? w[i] : 0.0f;
+    }
+}
+
+void tmm_f32_gemm_pair_scalar(size_t lanes, const float *wdec2, const float *at2, float *acc2) {
+    for (size_t r = 0; r < TMM_NR; r++)
+        for (size_t l = 0; l < lanes; l++) {
+            float sum = acc2[r * lanes + l];
+            for (size_t t = 0; t < TMM_KBLOCK; t++)
+                sum = fmaf(at2[t * lanes + l], wdec2[(r * TMM_KBLOCK + t) * 2 + l % 2], sum);
+            acc2[r * lanes + l] = sum;
+        }
+}
+
 const struct tmm_kernels tmm_kernels_scalar = {
     .i8 = i8_kernel_scalar,
     .f32 = f32_kernel_scalar,
     .quantize = tmm_quantize_row_scalar,
+    .f32_gemm_decode = f32_gemm_decode_scalar,
+    .f32_gemm = f32_gemm_scalar,
+    .f32_gemm_lanes = 1,
+    .f32_gemm_width = 8,
 };

@@ -14,6 +14,7 @@ enum tmm_path tmm_plan(const obx_tmm_weights *w, const struct tmm_kernels *kern,
         return TMM_PATH_I8_MULTIPLY;
     }
     if (w->n_groups > 1 && kern->f32_scaled) return TMM_PATH_F32_SCALED;
+    if (w->n_groups == 1 && m >= TMM_GEMM_MIN_ROWS && kern->f32_gemm) return TMM_PATH_F32_GEMM;
     if (m >= TMM_MR && kern->f32_dot) return TMM_PATH_F32_DECODED;
     return TMM_PATH_F32_MULTIPLY;
 }

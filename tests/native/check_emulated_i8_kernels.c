@@ -1,7 +1,10 @@
 /* Runs the AVX-512 and AVX-VNNI integer kernels (on emulated intrinsics) and
  * the AVX2 one against the scalar kernel on random panels, chunk ranges and
- * row counts, plus full-magnitude cases at K = 65536. Prints the count of
- * mismatches; exit status 0 when there are none. */
+ * row counts, plus full-magnitude cases at K = 65536, and the float GEMM
+ * kernels (decode and fused multiply-add tile) of the same tables against
+ * the scalar ones bit for bit. Prints the count of mismatches; exit status 0
+ * when there are none. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +63,64 @@ int main(void) {
         for (size_t i = 0; i < rows; i++) free(q[i]);
         obx_tmm_free(w);
         free(b);
+    }
+    /* Float GEMM: one K-block of random codes, every row-block width the table takes. */
+    static uint8_t block[TMM_NR * 32];
+    static float wdec_ref[TMM_NR * TMM_KBLOCK], wdec[TMM_NR * TMM_KBLOCK];
+    static float at[TMM_KBLOCK * 48], acc_ref[TMM_NR * 48], acc[TMM_NR * 48];
+    for (int t = 0; t < 20; t++) {
+        for (size_t i = 0; i < sizeof block; i++) block[i] = (uint8_t)rand();
+        for (size_t i = 0; i < TMM_NR * 32; i++) /* codes 0..2 only */
+            for (int s = 0; s < 4; s++)
+                if (((block[i] >> (2 * s)) & 3) == 3) block[i] ^= (uint8_t)(1 << (2 * s));
+        tmm_kernels_scalar.f32_gemm_decode(block, wdec_ref);
+        for (int v = 0; v < 3; v++) {
+            const struct tmm_kernels *kern = tables[v];
+            kern->f32_gemm_decode(block, wdec);
+            if (memcmp(wdec, wdec_ref, sizeof wdec) != 0) {
+                if (bad < 5) printf("%s float decode differs from scalar\n", names[v]);
+                bad++;
+            }
+            for (size_t width = kern->f32_gemm_lanes; width <= kern->f32_gemm_width;
+                 width += kern->f32_gemm_lanes) {
+                for (size_t i = 0; i < TMM_KBLOCK * width; i++)
+                    at[i] = ldexpf((float)(rand() - RAND_MAX / 2), rand() % 20 - 40);
+                for (size_t i = 0; i < TMM_NR * width; i++)
+                    acc_ref[i] = acc[i] = (float)(rand() % 1000) / 7.0f;
+                tmm_kernels_scalar.f32_gemm(wdec_ref, at, width, acc_ref);
+                kern->f32_gemm(wdec, at, width, acc);
+                if (memcmp(acc, acc_ref, TMM_NR * width * sizeof(float)) != 0) {
+                    if (bad < 5) printf("%s float gemm differs from scalar: width %zu\n", names[v], width);
+                    bad++;
+                }
+                runs++;
+            }
+        }
+    }
+    /* Float GEMM pair form of the AVX-512 table against the scalar reference. */
+    static uint8_t block1[TMM_NR * 32];
+    static float wdec2_ref[2 * TMM_NR * TMM_KBLOCK], wdec2[2 * TMM_NR * TMM_KBLOCK];
+    for (int t = 0; t < 10; t++) {
+        const struct tmm_kernels *kern = &emulated_tmm_kernels_avx512;
+        size_t lanes = kern->f32_gemm_lanes;
+        for (size_t i = 0; i < sizeof block; i++) {
+            block[i] = (uint8_t)(rand() % 3 | (rand() % 3) << 2 | (rand() % 3) << 4 | (rand() % 3) << 6);
+            block1[i] = (uint8_t)(rand() % 3 | (rand() % 3) << 2 | (rand() % 3) << 4 | (rand() % 3) << 6);
+        }
+        const uint8_t *second = t % 2 ? block1 : NULL; /* NULL: the pair's second panel is missing */
+        tmm_f32_gemm_pair_decode_scalar(block, second, wdec2_ref);
+        kern->f32_gemm_pair_decode(block, second, wdec2);
+        for (size_t i = 0; i < TMM_KBLOCK * lanes; i++)
+            at[i] = ldexpf((float)(rand() - RAND_MAX / 2), rand() % 20 - 40);
+        for (size_t i = 0; i < TMM_NR * lanes; i++) acc_ref[i] = acc[i] = (float)(rand() % 1000) / 7.0f;
+        tmm_f32_gemm_pair_scalar(lanes, wdec2_ref, at, acc_ref);
+        kern->f32_gemm_pair(wdec2, at, acc);
+        if (memcmp(wdec2, wdec2_ref, sizeof wdec2) != 0 ||
+            memcmp(acc, acc_ref, TMM_NR * lanes * sizeof(float)) != 0) {
+            if (bad < 5) printf("avx512 float gemm pair form differs from scalar\n");
+            bad++;
+        }
+        runs++;
     }
     printf("%d kernel runs, %d mismatches\n", runs, bad);
     return bad != 0;

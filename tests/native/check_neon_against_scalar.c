@@ -1,7 +1,8 @@
 /* Runs the NEON path against the scalar one through the public API on random
  * shapes and group sizes, a NaN row and a full-magnitude K = 65536 case (built
  * for AArch64 and run under qemu on other hosts). Exit status 0 when they
- * agree: bit for bit for act_quant = 1, closely for act_quant = 0. */
+ * agree: bit for bit for act_quant = 1 and for the float GEMM path (one scale
+ * group, M >= 8: the same fmaf chain on every ISA), closely otherwise. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ int main(void) {
     srand(7);
     for (int t = 0; t < 60; t++) {
         int extreme = t == 0; /* every weight +1, every activation equal */
-        size_t m = extreme ? 3 : 1 + (size_t)(rand() % 9);
+        size_t m = extreme ? 3 : 1 + (size_t)(rand() % 30);
         size_t k = extreme ? 65536 : 1 + (size_t)(rand() % 700);
         size_t n = extreme ? 9 : 1 + (size_t)(rand() % 21);
         size_t gs = extreme ? 0 : group_sizes[rand() % 6];
@@ -61,7 +62,7 @@ int main(void) {
             compute(OBX_ISA_SCALAR, w, a, m, act, expected);
             compute(OBX_ISA_NEON, w, a, m, act, got);
             for (size_t i = 0; i < m * n; i++) {
-                if (!agree(expected[i], got[i], act)) {
+                if (!agree(expected[i], got[i], act || (gs == 0 && m >= 8))) {
                     if (bad < 10)
                         printf("case %d act_quant %d (m=%zu k=%zu n=%zu gs=%zu) element %zu: "
                                "scalar %g, neon %g\n", t, act, m, k, n, gs, i, expected[i], got[i]);

@@ -1,11 +1,12 @@
 /* Test-only stand-ins for the AVX-512 and AVX-VNNI intrinsics the matmul kernels
- * use, written on plain byte arrays, so tmm_kernel_avx512.c and
+ * (integer and float GEMM) use, written on plain byte arrays, so tmm_kernel_avx512.c and
  * tmm_kernel_avxvnni.c can be compiled for and run on an AVX2-only CPU. Each
  * function follows the instruction's definition (vpdpbusd: four u8 x s8
  * products added into each int32 lane, wrapping). */
 #ifndef ONNXBIT_TEST_EMULATED_X86_INTRINSICS_H
 #define ONNXBIT_TEST_EMULATED_X86_INTRINSICS_H
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,98 @@ static inline __m256i emu_dpbusd_avx_epi32(__m256i acc, __m256i u, __m256i s) {
     return emu_castsi512_si256(emu_dpbusd_epi32(a, uu, ss));
 }
 
+/* Float vectors for the float GEMM kernels: sixteen lanes, fused multiply-add
+ * by fmaf (one rounding, as vfmadd231ps). */
+typedef struct {
+    float f[16];
+} emu512;
+
+static inline emu512i emu_set1_epi32(int v) {
+    emu512i r; for (int i = 0; i < 16; i++) memcpy(r.b + 4 * i, &v, 4); return r;
+}
+static inline emu512i emu_cvtepu8_epi32(__m128i v) {
+    uint8_t in[16]; emu512i r;
+    memcpy(in, &v, 16);
+    for (int i = 0; i < 16; i++) { uint32_t x = in[i]; memcpy(r.b + 4 * i, &x, 4); }
+    return r;
+}
+static inline emu512i emu_srli_epi32(emu512i a, unsigned n) {
+    uint32_t d[16];
+    memcpy(d, a.b, 64);
+    for (int i = 0; i < 16; i++) d[i] = n > 31 ? 0 : d[i] >> n;
+    memcpy(a.b, d, 64);
+    return a;
+}
+static inline emu512 emu_setr_ps(float e0, float e1, float e2, float e3, float e4, float e5,
+                                 float e6, float e7, float e8, float e9, float e10, float e11,
+                                 float e12, float e13, float e14, float e15) {
+    emu512 r = {{e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, e11, e12, e13, e14, e15}};
+    return r;
+}
+static inline emu512 emu_permutexvar_ps(emu512i idx, emu512 table) {
+    uint32_t d[16]; emu512 r;
+    memcpy(d, idx.b, 64);
+    for (int i = 0; i < 16; i++) r.f[i] = table.f[d[i] & 15];
+    return r;
+}
+static inline emu512 emu_loadu_ps(const float *p) { emu512 r; memcpy(r.f, p, 64); return r; }
+static inline void emu_storeu_ps(float *p, emu512 v) { memcpy(p, v.f, 64); }
+static inline emu512 emu_set1_ps(float v) { emu512 r; for (int i = 0; i < 16; i++) r.f[i] = v; return r; }
+static inline emu512 emu_fmadd_ps(emu512 a, emu512 b, emu512 c) {
+    for (int i = 0; i < 16; i++) c.f[i] = fmaf(a.f[i], b.f[i], c.f[i]);
+    return c;
+}
+
+static inline emu512 emu_setzero_ps(void) { return emu_set1_ps(0.0f); }
+static inline emu512 emu_add_ps(emu512 a, emu512 b) {
+    for (int i = 0; i < 16; i++) a.f[i] += b.f[i];
+    return a;
+}
+static inline emu512 emu_mul_ps(emu512 a, emu512 b) {
+    for (int i = 0; i < 16; i++) a.f[i] *= b.f[i];
+    return a;
+}
+static inline emu512 emu_cvtepi32_ps(emu512i v) {
+    int32_t d[16]; emu512 r;
+    memcpy(d, v.b, 64);
+    for (int i = 0; i < 16; i++) r.f[i] = (float)d[i];
+    return r;
+}
+static inline float emu_reduce_add_ps(emu512 v) {
+    float s = 0.0f;
+    for (int i = 0; i < 16; i++) s += v.f[i];
+    return s;
+}
+
+static inline emu512 emu_permutex2var_ps(emu512 a, emu512i idx, emu512 b) {
+    uint32_t d[16]; emu512 r;
+    memcpy(d, idx.b, 64);
+    for (int i = 0; i < 16; i++) r.f[i] = d[i] & 16 ? b.f[d[i] & 15] : a.f[d[i] & 15];
+    return r;
+}
+/* Eight copies of a double's bits, viewed as sixteen floats. */
+static inline emu512 emu_set1_pd_as_ps(double v) {
+    emu512 r; for (int i = 0; i < 8; i++) memcpy(r.f + 2 * i, &v, 8); return r;
+}
+
+#define __m512 emu512
+#define _mm512_permutex2var_ps emu_permutex2var_ps
+#define _mm512_set1_pd emu_set1_pd_as_ps
+#define _mm512_castpd_ps(v) (v)
+#define _mm512_setzero_ps emu_setzero_ps
+#define _mm512_add_ps emu_add_ps
+#define _mm512_mul_ps emu_mul_ps
+#define _mm512_cvtepi32_ps emu_cvtepi32_ps
+#define _mm512_reduce_add_ps emu_reduce_add_ps
+#define _mm512_set1_epi32 emu_set1_epi32
+#define _mm512_cvtepu8_epi32 emu_cvtepu8_epi32
+#define _mm512_srli_epi32 emu_srli_epi32
+#define _mm512_setr_ps emu_setr_ps
+#define _mm512_permutexvar_ps emu_permutexvar_ps
+#define _mm512_loadu_ps emu_loadu_ps
+#define _mm512_storeu_ps emu_storeu_ps
+#define _mm512_set1_ps emu_set1_ps
+#define _mm512_fmadd_ps emu_fmadd_ps
 #define __m512i emu512i
 #define _mm512_set1_epi8 emu_set1_epi8
 #define _mm512_setzero_si512 emu_setzero_si512

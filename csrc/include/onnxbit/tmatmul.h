@@ -11,7 +11,12 @@
  *
  * act_quant = OBX_ACT_NONE: float32 arithmetic,
  *   y[m,n] = sum_g scale[n,g] * (sum_{k in g} a[m,k] * w[k,n]) + bias[n]
- *   (summation order unspecified).
+ *   (summation order depends on the path, so on M and the ISA). One path is
+ *   pinned down bit for bit on every ISA: with one scale group (per tensor or
+ *   per channel) and M >= 8 rows,
+ *     acc = 0.0f; for k in 0..K-1: acc = fmaf(a[m,k], w[k,n], acc)
+ *     y[m,n] = acc * scale[n], then y = y + bias[n] when bias is given
+ *   (w * a is exact, so fmaf here is one float32 addition per k).
  * act_quant = OBX_ACT_INT8_TOKEN (BitNet W1.58A8), exact integer core:
  *   amax = max_k |a[m,k]|;  s = 127.0f * (1.0f / fmaxf(amax, 1e-5f))
  *   (PyTorch evaluates BitNet's 127 / t as reciprocal(t) * 127, and both
@@ -83,6 +88,12 @@ void obx_tmm_free(obx_tmm_weights *w);
 int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
                     int act_quant, float *y, obx_parallel_for_fn par, void *runner, char *err,
                     size_t err_len);
+
+/* The name of the compute path obx_tmm_compute takes for m rows with the
+ * active ISA's kernels ("i8_gemv", "i8_lut", "i8_grouped", "i8_multiply",
+ * "f32_gemm", "f32_scaled", "f32_decoded", "f32_multiply"): lets tests and
+ * benchmarks check which kernels ran. */
+const char *obx_tmm_path_name(const obx_tmm_weights *w, size_t m, int act_quant);
 
 /* Dimensions the weights were prepacked with. */
 size_t obx_tmm_k(const obx_tmm_weights *w);
