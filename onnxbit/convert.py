@@ -76,7 +76,8 @@ def load_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx
 def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantConfig | dict | str | os.PathLike | None = None,
             preset: str | None = "bitnet", target: str = "onnxbit", output_path: str | os.PathLike | None = None,
             report_path: str | os.PathLike | None = None, progress: bool | Callable[[str, int, int], None] = True,
-            measure_error: bool = True, external_data: bool | None = None) -> ConversionResult:
+            measure_error: bool = True, external_data: bool | None = None,
+            write_noop: bool = True) -> ConversionResult:
     """Convert a model; returns the new model and the per-layer report.
 
     config: a QuantConfig, a dict, or a JSON file path; None uses `preset`.
@@ -86,6 +87,8 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
     (node_name, done, total).
     external_data: write the output's tensors to "<output>.data" (None: only
     when the output is 2 GB or more).
+    write_noop: when no layer is converted, still write the (unchanged) output
+    and report; False writes nothing then (the CLI without --allow-noop).
     """
     start = time.perf_counter()
     quant_config = load_config(config, preset)
@@ -117,6 +120,9 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
                               model_bytes_before=_input_bytes(model, inputs),
                               model_bytes_after=skeleton.estimated_size())
     written: list[Path] = []
+    if not write_noop and not report.converted:
+        report.seconds = time.perf_counter() - start
+        return ConversionResult(skeleton, report, written)
     if output is not None or report_file is not None:
         with Publication() as publication:
             if output is not None:

@@ -139,6 +139,15 @@ class Target(abc.ABC):
         reported once)."""
         return []
 
+    def required_conv_opsets(self, settings, op_type: str, spatial_rank: int) -> dict[str, int]:
+        """Domain -> version the ops emitted for a Conv/ConvTranspose layer need."""
+        if settings.precision == "fp32":
+            return {}
+        from onnxbit.targets.dequantize import required_opset
+
+        return {"": required_opset(2 if settings.precision in ("ternary", "binary") else settings.bits,
+                                   settings.granularity)}
+
     def pack_conv(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         """A Conv/ConvTranspose weight as DequantizeLinear + the node's own op
         (ternary and binary as INT2); targets with a conv op of their own override this."""

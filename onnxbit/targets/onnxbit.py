@@ -53,6 +53,11 @@ class OnnxbitTarget(Target):
             return ternary_matmul.emit_ternary_matmul(ctx, site, packed)
         return matmulnbits.emit_matmulnbits(ctx, site, packed)
 
+    def required_conv_opsets(self, settings, op_type: str, spatial_rank: int) -> dict[str, int]:
+        if is_ternary(settings) and op_type == "Conv" and spatial_rank in (1, 2):
+            return {ternary_matmul.DOMAIN: ternary_matmul.OPSET}
+        return super().required_conv_opsets(settings, op_type, spatial_rank)
+
     def pack_conv(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         # Integer precisions: DequantizeLinear + Conv (the base class), which
         # measured faster in onnxruntime than ConvInteger / QLinearConv with
