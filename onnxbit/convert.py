@@ -154,11 +154,17 @@ def _unchanged(model: onnx.ModelProto, input_path: Path | None) -> Skeleton:
     return Skeleton(work, {name: payload for name, payload in borrowed.sources.items() if name in names})
 
 
-def _noop_note(records: list[LayerRecord]) -> str:
+def noop_summary(records: list[LayerRecord]) -> str:
+    """One line for a conversion that converted nothing: the most common reasons."""
     reasons = Counter(r.reason.split(";")[0] for r in records if r.action == "skipped" and r.reason)
     common = "; ".join(f"{reason} ({count}x)" for reason, count in reasons.most_common(3))
-    return "no layer was converted, so the output is the input unchanged" + (f"; most common reasons: {common}"
-                                                                               if common else "")
+    if not records:
+        common = "the model has no MatMul, Gemm, Conv or other weight-carrying node"
+    return "no layer was converted" + (f"; most common reasons: {common}" if common else "")
+
+
+def _noop_note(records: list[LayerRecord]) -> str:
+    return noop_summary(records) + "; the output is the input unchanged"
 
 
 def _input_bytes(model: onnx.ModelProto, inputs: list[Path]) -> int:

@@ -25,6 +25,8 @@ from onnxbit.targets.base import bits_per_weight, int_attribute
 LIBRARY_DOMAIN = "com.onnxbit"
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 NOT_CONVERTED = "not converted by onnxbit yet"
+FLOAT_CONV = "float weights, not converted (onnxbit quantize converts Conv/ConvTranspose)"
+NO_LOW_BIT_OP = "kept float by onnxbit (no low-bit op for this node)"
 ACTIVATIONS = "activation x activation"
 # Ops that keep a tensor's shape (elementwise against scalars or same-shape
 # tensors, as in QAT weight chains): a weight's K x N is followed through them.
@@ -324,8 +326,8 @@ def _computed_weight_layer(node, name, attrs, value_name, sources, index: _Model
 
 
 def _other_layer(node, name: str, index: _Model) -> LayerInfo | None:
-    """Conv, ConvTranspose, LSTM/GRU/RNN and embedding Gathers: weights onnxbit
-    does not convert, shown so that every weight-carrying node is listed."""
+    """Float Conv/ConvTranspose, LSTM/GRU/RNN and embedding Gathers, shown so
+    that every weight-carrying node is listed."""
     weights: list[tuple[onnx.TensorProto, str]] = []
     for i in _NODE_WEIGHT_INPUTS[node.op_type]:
         if i >= len(node.input) or not node.input[i]:
@@ -343,12 +345,18 @@ def _other_layer(node, name: str, index: _Model) -> LayerInfo | None:
             main = max((index.tensors[s] for s in sources), key=lambda w: element_count(w.tensor))
             weights.append((main.tensor, f"{main.storage}, computed"))
     if not weights:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            return LayerInfo(name, node.op_type, ACTIVATIONS, "", None, None, 0, None, {},
+                             "the weight is computed at run time (no constant): nothing to convert")
         return None
     main, storage = weights[0]
     if node.op_type == "Gather" and len(main.dims) < 2:
         return None  # indexing a small constant (shapes), not an embedding table
     size = sum(_data_bytes(t) for t, _ in weights)
     count = sum(element_count(t) for t, _ in weights)
-    what = "embedding table" if node.op_type == "Gather" else "weights"
+    if node.op_type in ("Conv", "ConvTranspose"):
+        note = FLOAT_CONV
+    else:
+        note = f"{'embedding table' if node.op_type == 'Gather' else 'weights'} {NO_LOW_BIT_OP}"
     return LayerInfo(name, node.op_type, _type_name(main).lower(), storage, None, None, size, bits_per_weight(size, count),
-                     {"shape": [int(d) for d in main.dims]}, f"{what} {NOT_CONVERTED}")
+                     {"shape": [int(d) for d in main.dims]}, note)

@@ -61,8 +61,9 @@ def quantize_command(model: Path, output: Path, preset: str, config_path: Path |
     if not quiet:
         result.report.render()
     if not result.report.converted and not allow_noop:
-        reasons = next((n for n in result.report.notes if n.startswith("no layer was converted")), "")
-        click.echo(f"Error: {reasons or 'no layer was converted'}; nothing written (--allow-noop writes the "
+        from onnxbit.convert import noop_summary
+
+        click.echo(f"Error: {noop_summary(result.report.layers)}; nothing written (--allow-noop writes the "
                    "unchanged model and exits 0)", err=True)
         sys.exit(1)
     for path in result.written:
