@@ -195,3 +195,17 @@ def test_corrupt_weights_fail_session_creation(rng):
         op.model.graph.initializer[0].CopyFrom(numpy_helper.from_array(packed, "B"))
         with pytest.raises(Exception, match="TernaryConv node 'corrupt'.*invalid"):
             _session(op.model)
+
+
+def test_depthwise_float_path_is_bit_exact_across_isas(rng):
+    """The depthwise row kernels are elementwise: every ISA build must give the scalar build's bits."""
+    from onnxbit import native
+
+    codes, scales, bias, x, attrs, _ = _case(rng, "depthwise_stride2_mult2")
+    op = ternary_conv_model(codes, scales, bias, conv_attrs=attrs)
+    results = {}
+    for name in native.available_isas():
+        with native.forced_isa(name):
+            results[name] = _session(op.model).run(None, op.feeds(x))[0]
+    for name, y in results.items():
+        np.testing.assert_array_equal(y, results["scalar"], err_msg=name)

@@ -1,17 +1,17 @@
 /* Direct depthwise ternary convolution (C / group == 1): each output channel
  * reads one input plane in place, one kernel tap at a time over whole output
- * rows (contiguous for stride 1, so the compiler vectorizes the inner loops).
- * im2col would copy every input value kH * kW times for a K of only kH * kW.
+ * rows (the row kernels of tconv_rows.h, built per ISA). im2col would copy
+ * every input value kH * kW times for a K of only kH * kW.
  *
  * Arithmetic per output value, as obx_tmm_compute computes one im2col row:
- * float: (sum over taps of x * w) * scale + bias; act_quant: the window's
- * absmax scale s, q = clamp(rint(x * s)), exact int32 sum, then
- * (isum * scale) / s + bias, NaN when the window holds NaN or Inf. */
-#include <float.h>
+ * float: (sum over taps, in (kh, kw) order, of x * w) * scale + bias;
+ * act_quant: the window's absmax scale s, q = clamp(rint(x * s)), exact int32
+ * sum, then (isum * scale) / s + bias, NaN when the window holds NaN or Inf. */
 #include <math.h>
 #include <string.h>
 
 #include "conv/tconv_internal.h"
+#include "isa/platform.h"
 #include "obx_common.h"
 
 /* Output columns [lo, hi) whose input column ow * stride + offset is inside [0, in_w). */
@@ -32,83 +32,90 @@ static const float *tap_row(const obx_conv_geometry *g, const float *plane, size
     return ih < 0 || ih >= (ptrdiff_t)g->in_h ? NULL : plane + ih * (ptrdiff_t)g->in_w;
 }
 
+/* One tap over every output row: fn(context, destination offset, source row, count). */
+typedef void (*tap_visit_fn)(void *context, size_t out_offset, const float *src, size_t count);
+
+static void for_each_tap_row(const obx_conv_geometry *g, const float *plane, size_t i, size_t j, tap_visit_fn fn,
+                             void *context) {
+    ptrdiff_t offset = (ptrdiff_t)(j * g->dilation_w) - (ptrdiff_t)g->pad_left;
+    size_t lo, hi;
+    valid_columns(offset, g->stride_w, g->in_w, g->out_w, &lo, &hi);
+    if (lo >= hi) return;
+    for (size_t oh = 0; oh < g->out_h; oh++) {
+        const float *row = tap_row(g, plane, oh, i);
+        if (row) fn(context, oh * g->out_w + lo, row + offset + (ptrdiff_t)(lo * g->stride_w), hi - lo);
+    }
+}
+
+typedef struct TapContext {
+    const struct tconv_row_kernels *rows;
+    size_t stride;
+    float weight;
+    int32_t code;
+    float *out;
+    int32_t *ints;
+    const float *scale;
+} TapContext;
+
+static void visit_f32(void *context, size_t at, const float *src, size_t count) {
+    TapContext *c = context;
+    c->rows->accumulate_f32(c->out + at, src, c->stride, c->weight, count);
+}
+
+static void visit_absmax(void *context, size_t at, const float *src, size_t count) {
+    TapContext *c = context;
+    c->rows->absmax_bits(c->ints + at, src, c->stride, count);
+}
+
+static void visit_i8(void *context, size_t at, const float *src, size_t count) {
+    TapContext *c = context;
+    c->rows->accumulate_i8(c->ints + at, src, c->stride, c->scale + at, c->code, count);
+}
+
 static void depthwise_f32(const obx_conv_geometry *g, const float *plane, const int8_t *codes, float *out) {
-    const size_t out_w = g->out_w, stride = g->stride_w;
-    memset(out, 0, g->out_h * out_w * sizeof *out);
+    TapContext c = {obx_platform()->conv_rows, g->stride_w, 0.0f, 0, out, NULL, NULL};
+    memset(out, 0, g->out_h * g->out_w * sizeof *out);
     for (size_t i = 0; i < g->kernel_h; i++) {
         for (size_t j = 0; j < g->kernel_w; j++) {
-            const float wv = (float)codes[i * g->kernel_w + j];
-            ptrdiff_t offset = (ptrdiff_t)(j * g->dilation_w) - (ptrdiff_t)g->pad_left;
-            size_t lo, hi;
-            valid_columns(offset, stride, g->in_w, out_w, &lo, &hi);
-            for (size_t oh = 0; oh < g->out_h; oh++) {
-                const float *row = tap_row(g, plane, oh, i);
-                if (!row) continue;
-                float *dst = out + oh * out_w;
-                const float *src = row + offset;
-                if (stride == 1) {
-                    for (size_t ow = lo; ow < hi; ow++) dst[ow] += src[ow] * wv;
-                } else {
-                    for (size_t ow = lo; ow < hi; ow++) dst[ow] += src[ow * stride] * wv;
-                }
-            }
+            c.weight = (float)codes[i * g->kernel_w + j]; /* zero codes too: Inf * 0 is NaN, as in a matmul */
+            for_each_tap_row(g, plane, i, j, visit_f32, &c);
         }
     }
 }
 
 /* Per output position: the int8 scale of its window (scale) and whether the
- * window holds NaN or Inf (bad). */
+ * window holds NaN or Inf (bad). The absmax runs on IEEE bit patterns: for
+ * non-negative floats they order as the values do, with Inf above every
+ * finite value and NaN above Inf. */
 static void window_scales(const obx_conv_geometry *g, const float *plane, float *scale, uint8_t *bad) {
-    const size_t positions = g->out_h * g->out_w, stride = g->stride_w;
-    for (size_t p = 0; p < positions; p++) scale[p] = 0.0f;
-    memset(bad, 0, positions);
-    for (size_t i = 0; i < g->kernel_h; i++) {
-        for (size_t j = 0; j < g->kernel_w; j++) {
-            ptrdiff_t offset = (ptrdiff_t)(j * g->dilation_w) - (ptrdiff_t)g->pad_left;
-            size_t lo, hi;
-            valid_columns(offset, stride, g->in_w, g->out_w, &lo, &hi);
-            for (size_t oh = 0; oh < g->out_h; oh++) {
-                const float *row = tap_row(g, plane, oh, i);
-                if (!row) continue;
-                float *amax = scale + oh * g->out_w;
-                uint8_t *flag = bad + oh * g->out_w;
-                for (size_t ow = lo; ow < hi; ow++) {
-                    float a = fabsf(row[(ptrdiff_t)(ow * stride) + offset]);
-                    flag[ow] |= !(a <= FLT_MAX);
-                    amax[ow] = a > amax[ow] ? a : amax[ow];
-                }
-            }
-        }
+    const size_t positions = g->out_h * g->out_w;
+    int32_t *magnitude = (int32_t *)scale; /* bit patterns first, scales after */
+    memset(magnitude, 0, positions * sizeof *magnitude);
+    TapContext c = {obx_platform()->conv_rows, g->stride_w, 0.0f, 0, NULL, magnitude, NULL};
+    for (size_t i = 0; i < g->kernel_h; i++)
+        for (size_t j = 0; j < g->kernel_w; j++) for_each_tap_row(g, plane, i, j, visit_absmax, &c);
+    for (size_t p = 0; p < positions; p++) {
+        float amax;
+        memcpy(&amax, &magnitude[p], sizeof amax);
+        bad[p] = magnitude[p] >= 0x7f800000;
+        amax = bad[p] ? 1.0f : amax;
+        scale[p] = 127.0f * (1.0f / (amax > 1e-5f ? amax : 1e-5f));
     }
-    for (size_t p = 0; p < positions; p++) scale[p] = 127.0f * (1.0f / fmaxf(scale[p], 1e-5f));
 }
 
 static void depthwise_i8(const obx_conv_geometry *g, const float *plane, const int8_t *codes, float weight_scale,
                          const float *bias, float *out, void *scratch) {
-    const size_t positions = g->out_h * g->out_w, stride = g->stride_w;
+    const size_t positions = g->out_h * g->out_w;
     float *scale = scratch;
     int32_t *isum = (int32_t *)(scale + positions);
     uint8_t *bad = (uint8_t *)(isum + positions);
     window_scales(g, plane, scale, bad);
     memset(isum, 0, positions * sizeof *isum);
+    TapContext c = {obx_platform()->conv_rows, g->stride_w, 0.0f, 0, NULL, isum, scale};
     for (size_t i = 0; i < g->kernel_h; i++) {
         for (size_t j = 0; j < g->kernel_w; j++) {
-            const int32_t code = codes[i * g->kernel_w + j];
-            if (code == 0) continue; /* exact: the sum is integer */
-            ptrdiff_t offset = (ptrdiff_t)(j * g->dilation_w) - (ptrdiff_t)g->pad_left;
-            size_t lo, hi;
-            valid_columns(offset, stride, g->in_w, g->out_w, &lo, &hi);
-            for (size_t oh = 0; oh < g->out_h; oh++) {
-                const float *row = tap_row(g, plane, oh, i);
-                if (!row) continue;
-                const float *s = scale + oh * g->out_w;
-                int32_t *acc = isum + oh * g->out_w;
-                for (size_t ow = lo; ow < hi; ow++) {
-                    /* fmaxf/fminf also turn a NaN product into a defined value; such positions output NaN. */
-                    float q = fminf(fmaxf(rintf(row[(ptrdiff_t)(ow * stride) + offset] * s[ow]), -128.0f), 127.0f);
-                    acc[ow] += code * (int32_t)q;
-                }
-            }
+            c.code = codes[i * g->kernel_w + j];
+            if (c.code != 0) for_each_tap_row(g, plane, i, j, visit_i8, &c); /* exact: the sum is integer */
         }
     }
     for (size_t p = 0; p < positions; p++) {
@@ -126,7 +133,6 @@ void obx_tconv_depthwise_plane(const obx_tconv_weights *w, const obx_conv_geomet
     const float *plane = x + (image * g->channels + input_channel) * g->in_h * g->in_w;
     const int8_t *codes = w->codes + channel * w->kernel_positions;
     float *out = y + (image * w->m + channel) * positions;
-    const float b = bias ? bias[channel] : 0.0f;
     if (act_quant == OBX_ACT_INT8_TOKEN) {
         depthwise_i8(g, plane, codes, w->scales[channel], bias ? bias + channel : NULL, out, scratch);
         return;
@@ -134,6 +140,7 @@ void obx_tconv_depthwise_plane(const obx_tconv_weights *w, const obx_conv_geomet
     depthwise_f32(g, plane, codes, out);
     const float s = w->scales[channel];
     if (bias) {
+        const float b = bias[channel];
         for (size_t p = 0; p < positions; p++) out[p] = out[p] * s + b;
     } else {
         for (size_t p = 0; p < positions; p++) out[p] = out[p] * s;
