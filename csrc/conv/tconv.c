@@ -130,19 +130,48 @@ static void fill_im2col_row(const obx_conv_geometry *g, const float *group_x, si
     const ptrdiff_t h0 = (ptrdiff_t)(oh * g->stride_h) - (ptrdiff_t)g->pad_top;
     const ptrdiff_t w0 = (ptrdiff_t)(ow * g->stride_w) - (ptrdiff_t)g->pad_left;
     const ptrdiff_t in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
+    const size_t kw = g->kernel_w, dw = g->dilation_w;
+    /* Most windows lie inside the row: then the kW values need no checks. */
+    const int inside = w0 >= 0 && w0 + (ptrdiff_t)((kw - 1) * dw) < in_w;
     for (size_t c = 0; c < cg; c++) {
         const float *plane = group_x + c * g->in_h * g->in_w;
         for (size_t i = 0; i < g->kernel_h; i++) {
             ptrdiff_t ih = h0 + (ptrdiff_t)(i * g->dilation_h);
             if (ih < 0 || ih >= in_h) {
-                memset(row, 0, g->kernel_w * sizeof *row);
-                row += g->kernel_w;
-                continue;
+                memset(row, 0, kw * sizeof *row);
+            } else if (inside) {
+                const float *line = plane + ih * in_w + w0;
+                for (size_t j = 0; j < kw; j++) row[j] = line[j * dw];
+            } else {
+                const float *line = plane + ih * in_w;
+                for (size_t j = 0; j < kw; j++) {
+                    ptrdiff_t iw = w0 + (ptrdiff_t)(j * dw);
+                    row[j] = iw >= 0 && iw < in_w ? line[iw] : 0.0f;
+                }
             }
-            const float *line = plane + ih * in_w;
-            for (size_t j = 0; j < g->kernel_w; j++) {
-                ptrdiff_t iw = w0 + (ptrdiff_t)(j * g->dilation_w);
-                *row++ = iw >= 0 && iw < in_w ? line[iw] : 0.0f;
+            row += kw;
+        }
+    }
+}
+
+/* A pointwise conv (1x1, stride 1, no padding) reads X [C, positions] as it
+ * is: its im2col tile is a transposed block, copied in small squares so both
+ * sides stay in cache lines. */
+static int is_pointwise(const obx_conv_geometry *g) {
+    return g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 && g->pad_top == 0 &&
+           g->pad_left == 0 && g->out_h == g->in_h && g->out_w == g->in_w;
+}
+
+static void fill_pointwise_tile(const float *group_x, size_t cg, size_t positions, size_t first, size_t rows,
+                                float *tile) {
+    enum { BLOCK = 8 };
+    for (size_t r0 = 0; r0 < rows; r0 += BLOCK) {
+        size_t r1 = OBX_MIN(rows, r0 + BLOCK);
+        for (size_t c0 = 0; c0 < cg; c0 += BLOCK) {
+            size_t c1 = OBX_MIN(cg, c0 + BLOCK);
+            for (size_t c = c0; c < c1; c++) {
+                const float *src = group_x + c * positions + first;
+                for (size_t r = r0; r < r1; r++) tile[r * cg + c] = src[r];
             }
         }
     }
@@ -164,9 +193,13 @@ static void run_tile(void *arg, size_t index) {
     }
     float *out = tile + rows * w->k;
     const float *group_x = job->x + (image * g->channels + grp * w->cg) * g->in_h * g->in_w;
-    for (size_t r = 0; r < rows; r++) {
-        size_t p = first + r;
-        fill_im2col_row(g, group_x, w->cg, p / g->out_w, p % g->out_w, tile + r * w->k);
+    if (is_pointwise(g)) {
+        fill_pointwise_tile(group_x, w->cg, positions, first, rows, tile);
+    } else {
+        for (size_t r = 0; r < rows; r++) {
+            size_t p = first + r;
+            fill_im2col_row(g, group_x, w->cg, p / g->out_w, p % g->out_w, tile + r * w->k);
+        }
     }
     char err[256] = "";
     const float *bias = job->bias ? job->bias + grp * w->m_per_group : NULL;
