@@ -57,6 +57,8 @@ def test_converted_convs_compute_with_the_quantized_weights(rng, target, precisi
         assert {converted[n].storage for n in ("conv3x3", "depthwise", "grouped", "pointwise")} == {"TernaryConv/2bit"}
     ops = {n.op_type for n in result.model.graph.node}
     assert ("TernaryConv" in ops) == (target == "onnxbit" and precision == "ternary")
+    # DequantizeLinear + Conv layers come with the note on how onnxruntime folds them.
+    assert any("session.disable_quant_qdq=1" in note for note in result.report.notes) == ("DequantizeLinear" in ops)
     x = rng.standard_normal(INPUT_SHAPE).astype(np.float32)
     y = onnxbit.InferenceSession(result.model).run(None, {"X": x})[0]
     expected_model = conv_chain_model(np.random.default_rng(7), _dequantized_weights(model, quantize))

@@ -172,9 +172,11 @@ class Target(abc.ABC):
         return emit_dequantize_conv(ctx, site, packed)
 
     def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
-        if settings.act_quant and packed.storage.startswith("DequantizeLinear/"):
-            return [CONV_FLOAT_ACTIVATIONS_NOTE]
-        return []
+        if not packed.storage.startswith("DequantizeLinear/"):
+            return []
+        from onnxbit.targets.dequantize_conv import CONV_QDQ_NOTE
+
+        return [CONV_QDQ_NOTE] + ([CONV_FLOAT_ACTIVATIONS_NOTE] if settings.act_quant else [])
 
 
 CONV_FLOAT_ACTIVATIONS_NOTE = (

@@ -9,11 +9,14 @@ for ConvTranspose a Transpose) turn the rows back into the node's weight
 layout. A plain Conv with per-tensor or per-channel scales stores its codes
 in the weight's own shape instead, so the float weight needs no reshaping.
 
-Why not the integer conv ops: measured on onnxruntime 1.32 (2-core Sapphire
-Rapids, ResNet/MobileNet layer shapes, `onnxbit bench conv`), ConvInteger and
-QLinearConv with dynamically quantized activations were slower than
-DequantizeLinear + Conv, whose dequantized weight onnxruntime computes once
-(a constant subgraph) and then runs its fp32 Conv; see bench/conv.py.
+Why not the integer conv ops: measured with onnxruntime 1.32 on a shared
+2-core Sapphire Rapids (`onnxbit bench conv`, ResNet/MobileNet layer shapes),
+ConvInteger with DynamicQuantizeLinear activations ran 3-10x slower than fp32
+Conv, and QLinearConv needs a static output scale that a float model does not
+have. DequantizeLinear + Conv runs onnxruntime's fp32 Conv; onnxruntime
+dequantizes the weight on every run (0.3-1x fp32 speed) unless the session
+sets session.disable_quant_qdq=1, which lets it fold the constant weight once
+(then fp32 speed): the report says so (CONV_QDQ_NOTE).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
 from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
 from onnxbit.targets.dequantize import _BITS_OF_TYPE, required_opset, subbyte_proto
+
+
+CONV_QDQ_NOTE = (
+    "Conv layers stored as DequantizeLinear + Conv: onnxruntime dequantizes their weights on every run unless the "
+    "session sets the config entry session.disable_quant_qdq=1, which folds them once at load time (fp32 Conv "
+    "speed); on target 'onnx', that entry also stops the DequantizeLinear + MatMul fusion into MatMulNBits")
 
 
 def pack_dequantize_conv(ctx: PassContext, base: str, *, precision: str, conv, codes: np.ndarray, bits: int,
