@@ -94,13 +94,7 @@ static void window_scales(const obx_conv_geometry *g, const float *plane, float 
     TapContext c = {obx_platform()->conv_rows, g->stride_w, 0.0f, 0, NULL, magnitude, NULL};
     for (size_t i = 0; i < g->kernel_h; i++)
         for (size_t j = 0; j < g->kernel_w; j++) for_each_tap_row(g, plane, i, j, visit_absmax, &c);
-    for (size_t p = 0; p < positions; p++) {
-        float amax;
-        memcpy(&amax, &magnitude[p], sizeof amax);
-        bad[p] = magnitude[p] >= 0x7f800000;
-        amax = bad[p] ? 1.0f : amax;
-        scale[p] = 127.0f * (1.0f / (amax > 1e-5f ? amax : 1e-5f));
-    }
+    c.rows->window_scales(scale, bad, positions);
 }
 
 static void depthwise_i8(const obx_conv_geometry *g, const float *plane, const int8_t *codes, float weight_scale,
@@ -118,11 +112,8 @@ static void depthwise_i8(const obx_conv_geometry *g, const float *plane, const i
             if (c.code != 0) for_each_tap_row(g, plane, i, j, visit_i8, &c); /* exact: the sum is integer */
         }
     }
-    for (size_t p = 0; p < positions; p++) {
-        float y = ((float)isum[p] * weight_scale) / scale[p];
-        if (bias) y = y + *bias; /* only when given, as obx_tmm_compute (keeps -0.0f) */
-        out[p] = bad[p] ? NAN : y;
-    }
+    /* The bias is added only when given, as obx_tmm_compute does (keeps -0.0f). */
+    c.rows->finish_i8(out, isum, scale, bad, weight_scale, bias, positions);
 }
 
 void obx_tconv_depthwise_plane(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,

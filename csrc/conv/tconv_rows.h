@@ -16,6 +16,12 @@ struct tconv_row_kernels {
                           size_t n);
     /* magnitude[i] = max(magnitude[i], bits of |src[i * stride]|) */
     void (*absmax_bits)(int32_t *magnitude, const float *src, size_t stride, size_t n);
+    /* In place: absmax bit patterns -> scale[i] = 127 * (1 / max(absmax, 1e-5)), and
+     * bad[i] = 1 where the absmax is Inf or NaN (then scale[i] = 127) */
+    void (*window_scales)(float *scale_bits, uint8_t *bad, size_t n);
+    /* out[i] = ((float)isum[i] * weight_scale) / scale[i] (+ *bias when bias), NaN where bad[i] */
+    void (*finish_i8)(float *out, const int32_t *isum, const float *scale, const uint8_t *bad, float weight_scale,
+                      const float *bias, size_t n);
 };
 
 extern const struct tconv_row_kernels tconv_rows_scalar;

@@ -52,4 +52,43 @@ static void absmax_bits(int32_t *restrict magnitude, const float *restrict src, 
     }
 }
 
-const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_f32, accumulate_i8, absmax_bits};
+/* Selects on bit patterns rather than float compares, so the loops vectorize
+ * (a float compare may trap, which keeps the compiler from if-converting it). */
+static void window_scales(float *restrict scale_bits, uint8_t *restrict bad, size_t n) {
+    const float floor_value = 1e-5f;
+    int32_t floor_bits;
+    memcpy(&floor_bits, &floor_value, sizeof floor_bits);
+    for (size_t i = 0; i < n; i++) {
+        int32_t bits;
+        memcpy(&bits, &scale_bits[i], sizeof bits);
+        int32_t non_finite = bits >= 0x7f800000;
+        bits = non_finite ? floor_bits : bits;         /* any finite value will do */
+        bits = bits > floor_bits ? bits : floor_bits; /* max(amax, 1e-5f): non-negative floats order as ints */
+        float amax;
+        memcpy(&amax, &bits, sizeof amax);
+        bad[i] = (uint8_t)non_finite;
+        scale_bits[i] = 127.0f * (1.0f / amax);
+    }
+}
+
+/* A NaN where bad[i]: or-ing 0x7fc00000 into any float's bits makes a quiet NaN. */
+static inline float nan_where(float y, uint8_t bad) {
+    int32_t bits;
+    memcpy(&bits, &y, sizeof bits);
+    bits |= -(int32_t)bad & 0x7fc00000;
+    memcpy(&y, &bits, sizeof y);
+    return y;
+}
+
+static void finish_i8(float *restrict out, const int32_t *restrict isum, const float *restrict scale,
+                      const uint8_t *restrict bad, float weight_scale, const float *bias, size_t n) {
+    if (bias) {
+        const float b = *bias;
+        for (size_t i = 0; i < n; i++) out[i] = nan_where(((float)isum[i] * weight_scale) / scale[i] + b, bad[i]);
+    } else {
+        for (size_t i = 0; i < n; i++) out[i] = nan_where(((float)isum[i] * weight_scale) / scale[i], bad[i]);
+    }
+}
+
+const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_f32, accumulate_i8, absmax_bits, window_scales,
+                                                   finish_i8};
