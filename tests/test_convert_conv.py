@@ -126,18 +126,24 @@ def test_every_weight_node_is_reported_with_a_reason(rng):
              helper.make_node("Conv", ["X", "W"], ["c2"], name="float_conv"),
              helper.make_node("Gather", ["table", "ids"], ["e"], name="embedding"),
              helper.make_node("LSTM", ["e", "lstm_W", "lstm_R"], ["h"], name="lstm", hidden_size=4),
-             helper.make_node("MatMul", ["e", "et"], ["scores"], name="scores")]
+             helper.make_node("MatMul", ["e", "et"], ["scores"], name="scores"),
+             helper.make_node("Attention", ["e", "attn_W", "attn_B"], ["att"], name="attention", domain="com.microsoft",
+                              num_heads=2)]
     inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 8, 8]),
               helper.make_tensor_value_info("dynamic_W", TensorProto.FLOAT, [4, 3, 3, 3]),
               helper.make_tensor_value_info("ids", TensorProto.INT64, [5, 1]),
               helper.make_tensor_value_info("et", TensorProto.FLOAT, [5, 8, 5])]
     model = _single(nodes, inputs, [numpy_helper.from_array(w, "W"), numpy_helper.from_array(table, "table"),
-                                    numpy_helper.from_array(lstm_w, "lstm_W"), numpy_helper.from_array(lstm_r, "lstm_R")],
-                    outputs=("c", "c2", "h", "scores"))
+                                    numpy_helper.from_array(lstm_w, "lstm_W"), numpy_helper.from_array(lstm_r, "lstm_R"),
+                                    numpy_helper.from_array(rng.standard_normal((8, 24)).astype(np.float32), "attn_W"),
+                                    numpy_helper.from_array(np.zeros(24, np.float32), "attn_B")],
+                    outputs=("c", "c2", "h", "scores", "att"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     # float_conv has 108 weights: under min_params it stays float, so nothing converts.
     result = convert(model, config={"default": {"precision": "ternary"}, "min_params": 1000}, progress=False)
     rows = {r.node: r for r in result.report.table_rows()}
-    assert set(rows) == {"runtime_weight_conv", "float_conv", "embedding", "lstm", "scores"}
+    assert set(rows) == {"runtime_weight_conv", "float_conv", "embedding", "lstm", "scores", "attention"}
+    assert "Attention (com.microsoft) projection weights" in rows["attention"].reason
     assert "graph input, not a constant" in rows["runtime_weight_conv"].reason
     assert "min_params" in rows["float_conv"].reason
     assert "embedding" in rows["embedding"].reason and "LSTM" in rows["lstm"].reason
@@ -145,7 +151,7 @@ def test_every_weight_node_is_reported_with_a_reason(rng):
     assert any(n.startswith("no layer was converted; most common reasons:") for n in result.report.notes)
     # inspect lists the same weight nodes.
     layers = {layer.node for layer in inspect_model(model).layers}
-    assert {"runtime_weight_conv", "float_conv", "embedding", "lstm", "scores"} <= layers
+    assert {"runtime_weight_conv", "float_conv", "embedding", "lstm", "scores", "attention"} <= layers
 
 
 def test_cli_no_op_exits_1_unless_allowed(tmp_path, rng):

@@ -67,7 +67,7 @@ ACTIVATIONS_REASON = "both inputs are activations (e.g. attention scores): not a
 # Weight inputs of ops that carry weights no layer kind converts.
 _RECURRENT = {"LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
 # onnxruntime contrib ops that hold projection weights.
-_ATTENTION_CONTRIB = ("Attention", "MultiHeadAttention", "QAttention", "PackedAttention", "DecoderAttention",
+ATTENTION_CONTRIB_OPS = ("Attention", "MultiHeadAttention", "QAttention", "PackedAttention", "DecoderAttention",
                       "GroupQueryAttention", "SparseAttention", "EmbedLayerNormalization")
 # Smallest table a Gather reads for it to count as an embedding.
 _MIN_EMBEDDING_ELEMENTS = 256
@@ -98,7 +98,7 @@ def unconverted_weights(node: gs.Node) -> str:
         if table is not None and table[0] >= 2 and table[1] >= _MIN_EMBEDDING_ELEMENTS:
             return "embedding table (Gather): a lookup, not a product; kept float"
         return ""
-    if node.op in _ATTENTION_CONTRIB and node.domain == "com.microsoft":
+    if node.op in ATTENTION_CONTRIB_OPS and node.domain == "com.microsoft":
         if any((c := _constant_elements(t)) is not None and c[0] >= 2 for t in node.inputs[1:]):
             return f"{node.op} (com.microsoft) projection weights: fused attention op, not converted"
     return ""
