@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
               "cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", np.ascontiguousarray(cls_input))}
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle sessions keep off the cores
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for kind, (file_name, x) in models.items():

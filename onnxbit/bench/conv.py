@@ -10,7 +10,8 @@ Variants (one single-node model each, weights as initializers):
   convinteger  DynamicQuantizeLinear + ConvInteger (uint8 x int8) + rescale:
                onnxruntime's integer conv with dynamic activation quantization
 Runs are interleaved round-robin; medians are reported, one thread count per
-session (intra_op_num_threads).
+session (intra_op_num_threads, worker spinning off so that the sessions'
+pools do not compete for the cores).
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ def run_benchmark(shapes=SHAPES, threads=(1, 2), rounds: int = 7, variants=VARIA
                 progress(f"{shape.describe()}, {count} thread(s)")
             options = ort.SessionOptions()
             options.intra_op_num_threads = count
+            # Each session has its own pool: spinning workers of one variant would steal the cores
+            # from the next one in the interleaved rounds.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sessions = {name: InferenceSession(model, sess_options=options) for name, model in models.items()}
             for session in sessions.values():
                 session.run(None, {"X": x})  # warm-up: first-run allocations
