@@ -8,15 +8,24 @@ weights stay float.
 
 Presets:
 
-``bitnet``  ternary (absmean, per tensor, 2-bit packing) for every foldable
-            layer, except the last one, which stays float: BitNet b1.58 keeps
-            the output head (and the embedding, a Gather we never touch) in
-            high precision, and ternarizing the logits layer costs the most
-            accuracy for the least size.
+``bitnet``  (the default) converts what it can prove: layers whose weights a
+            QAT fold proves exactly ternary, packed as they are. Float
+            weights stay float (``float_weights: "keep"``): ternarizing a
+            float model after training ruins it, and the summary says so and
+            what to run instead. The last layer stays float: BitNet b1.58
+            keeps the output head (and the embedding, a Gather we never
+            touch) in high precision.
+``ternary`` post-training ternary for float weights too (absmean, per
+            tensor, 2-bit packing; last layer float): the smallest files, at a
+            large accuracy cost on models not trained for it.
 ``int4``    4-bit, asymmetric, groups of 32 along K (the common LLM recipe).
 ``int8``    8-bit, symmetric, one scale per output channel.
 
-A config is a plain dict (or a JSON file holding one)::
+``float_weights``: "quantize" (default for configs) quantizes float weights
+at the layer's precision; "keep" leaves every weight float that no QAT fold
+proved ternary.
+
+A config is a plain dict (or a JSON or TOML file holding one)::
 
     {"preset": "bitnet",
      "default": {"precision": "ternary", "granularity": "channel"},
@@ -42,6 +51,8 @@ GRANULARITIES = ("tensor", "channel", "group")
 FORMATS = formats.NAMES
 TARGETS = ("onnxbit", "ort", "onnx")  # onnxbit.targets.NAMES (tests/test_targets.py checks they agree)
 POSITIONS = ("first", "last")
+FLOAT_WEIGHTS = ("quantize", "keep")
+ACTIVATIONS = ("float", "int8")
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,10 @@ class LayerSettings:
     # standard ops on target onnx, per-block int8 (MatMulNBits accuracy_level 4) on target ort.
     act_quant: int = 0
     format: str = formats.DEFAULT  # ternary packing for TernaryMatMul: one of onnxbit.formats.NAMES
+    # "int8": the target may quantize this layer's activations to int8 where
+    # that runs faster (int8 weights: DynamicQuantizeLinear + MatMulInteger;
+    # 2/4-bit MatMulNBits: accuracy_level 4); "float" keeps them float.
+    activations: str = "float"
 
     def validate(self, where: str) -> None:
         if self.precision not in PRECISIONS:
@@ -69,6 +84,8 @@ class LayerSettings:
             raise ConfigError(f"{where}: group_size={self.group_size} is only meaningful with granularity 'group'")
         if self.format not in FORMATS:
             raise ConfigError(f"{where}: unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.activations not in ACTIVATIONS:
+            raise ConfigError(f"{where}: activations must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")
         if self.act_quant not in (0, 1):
             raise ConfigError(f"{where}: act_quant must be 0 or 1, got {self.act_quant!r}")
 
@@ -122,6 +139,8 @@ class QuantConfig:
     rules: tuple[LayerRule, ...] = ()
     min_params: int = 0
     preset: str | None = None
+    float_weights: str = "quantize"  # or "keep": only QAT-proven layers convert
+    calibrated: str | None = None  # the budget `onnxbit calibrate` chose these precisions for
 
     def matching_rule(self, node_name: str, op_type: str, position: set[str], params: int) -> LayerRule | None:
         """The rule that decides this layer, or None (default or min_params)."""
@@ -157,9 +176,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bitnet": {
         "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean", "format": "2bit"},
         "rules": [{"match": {"position": "last"}, "precision": "fp32"}],
+        "float_weights": "keep",
     },
-    "int4": {"default": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False}},
-    "int8": {"default": {"precision": "int8", "granularity": "channel", "symmetric": True}},
+    "ternary": {
+        "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean", "format": "2bit"},
+        "rules": [{"match": {"position": "last"}, "precision": "fp32"}],
+    },
+    "int4": {"default": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False,
+                         "activations": "int8"}},
+    "int8": {"default": {"precision": "int8", "granularity": "channel", "symmetric": True, "activations": "int8"}},
 }
 
 
@@ -194,9 +219,10 @@ def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
     other keys refine it ("rules" given here come before the preset's)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is an object, got {type(raw).__name__}")
-    unknown = set(raw) - {"preset", "default", "rules", "min_params"}
+    known = ("calibrated", "default", "float_weights", "min_params", "preset", "rules")
+    unknown = set(raw) - set(known)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: default, min_params, preset, rules")
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: {', '.join(known)}")
     preset_name = raw.get("preset")
     base: dict[str, Any] = {}
     if preset_name is not None:
@@ -209,11 +235,41 @@ def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
     min_params = raw.get("min_params", base.get("min_params", 0))
     if not isinstance(min_params, int) or min_params < 0:
         raise ConfigError(f"min_params must be a non-negative integer, got {min_params!r}")
-    return QuantConfig(default=default, rules=rules, min_params=min_params, preset=preset_name)
+    float_weights = raw.get("float_weights", base.get("float_weights", "quantize"))
+    if float_weights not in FLOAT_WEIGHTS:
+        raise ConfigError(f"float_weights must be one of {', '.join(FLOAT_WEIGHTS)}, got {float_weights!r}")
+    calibrated = raw.get("calibrated")
+    if calibrated is not None and not isinstance(calibrated, str):
+        raise ConfigError(f"calibrated must be the budget string calibration used, got {calibrated!r}")
+    return QuantConfig(default=default, rules=rules, min_params=min_params, preset=preset_name,
+                       float_weights=float_weights, calibrated=calibrated)
 
 
 def preset(name: str) -> QuantConfig:
     return config_from_dict({"preset": name})
+
+
+def _read_config_file(path: Path) -> Any:
+    """A config file's content: TOML for a .toml file, JSON otherwise."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
 
 
 def load_config(source: QuantConfig | dict[str, Any] | str | Path | None, preset_name: str | None = "bitnet") -> QuantConfig:
@@ -225,14 +281,7 @@ def load_config(source: QuantConfig | dict[str, Any] | str | Path | None, preset
             raise ConfigError("give a config or a preset")
         return preset(preset_name)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-        source = raw
+        source = _read_config_file(Path(source))
     if isinstance(source, dict):
         # A given config stands on its own: it uses a preset only when it names one.
         return config_from_dict(source)

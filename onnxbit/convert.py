@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import onnx
 
 from onnxbit.config import QuantConfig, load_config
+from onnxbit.errors import LayerError
 from onnxbit.model_check import check_model, read_model
 from onnxbit.model_size import model_nbytes
 from onnxbit.modelio.paths import check_outputs, data_file_name, input_files
@@ -77,7 +78,7 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
             preset: str | None = "bitnet", target: str = "onnxbit", output_path: str | os.PathLike | None = None,
             report_path: str | os.PathLike | None = None, progress: bool | Callable[[str, int, int], None] = True,
             measure_error: bool = True, external_data: bool | None = None,
-            write_noop: bool = True) -> ConversionResult:
+            strict: bool = False, write_noop: bool = True) -> ConversionResult:
     """Convert a model; returns the new model and the per-layer report.
 
     config: a QuantConfig, a dict, or a JSON file path; None uses `preset`.
@@ -87,6 +88,8 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
     (node_name, done, total).
     external_data: write the output's tensors to "<output>.data" (None: only
     when the output is 2 GB or more).
+    strict: raise LayerError, writing nothing, when a converted layer is
+    flagged as having lost much accuracy (weight SQNR below LOW_SQNR_DB).
     write_noop: when no layer is converted, still write the (unchanged) output
     and report; False writes nothing then (the CLI without --allow-noop).
     """
@@ -119,8 +122,15 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
     report = ConversionReport(target=target, preset=quant_config.preset, layers=records, notes=notes,
                               model_bytes_before=_input_bytes(model, inputs),
                               model_bytes_after=skeleton.estimated_size())
+    if strict and report.flagged:
+        raise LayerError(f"--strict: {report.flagged_summary()}")
     written: list[Path] = []
     if not write_noop and not report.converted:
+        from onnxbit.modelio.publish import check_destination_folder
+
+        for destination in (output, report_file):  # the same errors a write would give, though none is made
+            if destination is not None:
+                check_destination_folder(destination)
         report.seconds = time.perf_counter() - start
         return ConversionResult(skeleton, report, written)
     if output is not None or report_file is not None:
@@ -140,10 +150,10 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
 def quantize(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantConfig | dict | str | os.PathLike | None = None,
              preset: str | None = "bitnet", target: str = "onnxbit", output_path: str | os.PathLike | None = None,
              report_path: str | os.PathLike | None = None, progress: bool | Callable[[str, int, int], None] = True,
-             measure_error: bool = True) -> onnx.ModelProto:
+             measure_error: bool = True, strict: bool = False) -> onnx.ModelProto:
     """Convert a model and return the converted ModelProto (see :func:`convert`)."""
     return convert(model_or_path, config=config, preset=preset, target=target, output_path=output_path,
-                   report_path=report_path, progress=progress, measure_error=measure_error).model
+                   report_path=report_path, progress=progress, measure_error=measure_error, strict=strict).model
 
 
 def _unchanged(model: onnx.ModelProto, input_path: Path | None) -> Skeleton:
@@ -171,7 +181,8 @@ def _input_bytes(model: onnx.ModelProto, inputs: list[Path]) -> int:
     """The input's size on disk (model file and external data), or its serialized size."""
     if inputs:
         return sum(os.path.getsize(p) for p in dict.fromkeys(inputs) if p.is_file())
-    return model_nbytes(model) + (model.ByteSize() if model_nbytes(model) < TWO_GB else 0)
+    tensors = model_nbytes(model)
+    return model.ByteSize() if tensors < TWO_GB else tensors  # ByteSize cannot count past protobuf's limit
 
 
 def final_records(records: list[LayerRecord]) -> list[LayerRecord]:

@@ -129,6 +129,7 @@ class _Model:
     def __init__(self, model: onnx.ModelProto):
         self.tensors: dict[str, _Weight] = {}
         self.producers: dict[str, onnx.NodeProto] = {}
+        self.readers: dict[str, list[onnx.NodeProto]] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializer_bytes = 0
         self.constant_total_bytes = 0
@@ -146,6 +147,8 @@ class _Model:
                 self.nodes.append(node)
                 for out in node.output:
                     self.producers[out] = node
+                for name in node.input:
+                    self.readers.setdefault(name, []).append(node)
                 self._constant_sources(node)
 
     def _constant_sources(self, node: onnx.NodeProto) -> None:
@@ -187,6 +190,9 @@ class _Model:
 
     def producer(self, name: str) -> onnx.NodeProto | None:
         return self.producers.get(name)
+
+    def consumers(self, name: str) -> list[onnx.NodeProto]:
+        return self.readers.get(name, [])
 
     def computed_from(self, name: str) -> frozenset[str] | None:
         """Constant tensors `name` is computed from, None when it depends on an

@@ -28,6 +28,10 @@ class ConversionReport:
         return [r for r in self.layers if r.action in ("converted",)]
 
     @property
+    def flagged(self) -> list[LayerRecord]:
+        return [r for r in self.layers if r.flag]
+
+    @property
     def skipped(self) -> list[LayerRecord]:
         return [r for r in self.layers if r.action == "skipped"]
 
@@ -70,6 +74,7 @@ class ConversionReport:
                 "layers_skipped": len(self.skipped),
                 "layers_listed": len(self.listed),
                 "layers_folded": sum(r.action == "folded" for r in self.layers),
+                "layers_flagged": len(self.flagged),
                 "weight_bytes_before": self.weight_bytes_before,
                 "weight_bytes_after": self.weight_bytes_after,
                 "model_bytes_before": self.model_bytes_before,
@@ -105,7 +110,7 @@ class ConversionReport:
                           "" if r.bits_per_weight is None else f"{r.bits_per_weight:.2f}",
                           human_bytes(r.bytes_before), human_bytes(r.bytes_after),
                           "" if sqnr is None else ("exact" if math.isinf(sqnr) else f"{sqnr:.1f}"),
-                          r.reason)
+                          "; ".join(filter(None, [f"[bold red]LOW ACCURACY[/]: {r.flag}" if r.flag else "", r.reason])))
         console.print(table)
         before, after = self.weight_bytes_before, self.weight_bytes_after
         ratio = f" ({before / after:.1f}x smaller)" if after else ""
@@ -116,6 +121,14 @@ class ConversionReport:
                       f"in {self.seconds:.2f} s", soft_wrap=True)
         for note in self.notes:
             console.print(f"note: {note}", soft_wrap=True)
+        if self.flagged:
+            console.print(f"[bold red]warning[/]: {self.flagged_summary()}", soft_wrap=True)
+
+    def flagged_summary(self) -> str:
+        names = ", ".join(f"'{r.node}'" for r in self.flagged[:5]) + (" ..." if len(self.flagged) > 5 else "")
+        return (f"{len(self.flagged)} layer(s) lost much accuracy (weight SQNR below the threshold): {names}; "
+                "check the outputs with `onnxbit verify`, or use a higher precision for them (--strict makes "
+                "this an error)")
 
 
 def human_bytes(n: int | None) -> str:

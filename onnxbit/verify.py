@@ -116,10 +116,10 @@ class _Model:
 
 def read_model(path_or_model: Any, role: str = "model") -> onnx.ModelProto:
     """The model's graph without its external data; VerifyError when it is no ONNX model."""
-    return _read(path_or_model, role).proto
+    return open_model(path_or_model, role).proto
 
 
-def _read(path_or_model: Any, role: str) -> _Model:
+def open_model(path_or_model: Any, role: str) -> _Model:
     if isinstance(path_or_model, _Model):
         return path_or_model
     if isinstance(path_or_model, onnx.ModelProto):
@@ -166,7 +166,7 @@ def needs_library(model: onnx.ModelProto) -> bool:
     return any(op.domain == "com.onnxbit" for op in model.opset_import)
 
 
-def _session(model: _Model, threads: int):
+def open_session(model: _Model, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -185,7 +185,7 @@ def _session(model: _Model, threads: int):
         raise VerifyError(f"onnxruntime cannot load the {model.label}: {_ort_message(exc)}") from None
 
 
-def _run(session, model: _Model, names: list[str] | None, feed: Mapping[str, np.ndarray], which: str):
+def run_model(session, model: _Model, names: list[str] | None, feed: Mapping[str, np.ndarray], which: str):
     try:
         return session.run(names, dict(feed))
     except Exception as exc:
@@ -212,7 +212,7 @@ def compare(original: Any, converted: Any,
     Raises VerifyError / FeedError (both OnnxbitError) for unreadable models,
     unusable inputs and onnxruntime failures, with one-line messages.
     """
-    before_model, after_model = _read(original, "original"), _read(converted, "converted")
+    before_model, after_model = open_model(original, "original"), open_model(converted, "converted")
     specs = input_specs(before_model.proto)
     if feeds is not None and not isinstance(feeds, list):
         feeds = load_feeds(feeds, [s.name for s in specs])
@@ -220,8 +220,8 @@ def compare(original: Any, converted: Any,
         check_feeds(feeds, specs, "the inputs")
         if not feeds:
             raise FeedError("no input batches given")
-    before = _session(before_model, threads)
-    after = _session(after_model, threads)
+    before = open_session(before_model, threads)
+    after = open_session(after_model, threads)
     output_names = [o.name for o in before.get_outputs()]
     missing = set(output_names) - {o.name for o in after.get_outputs()}
     if missing:
@@ -236,14 +236,14 @@ def compare(original: Any, converted: Any,
     stats = {name: _Stats() for name in output_names}
     for index, feed in enumerate(feeds):
         which = "the synthesized inputs" if notes else (f"input batch {index}" if len(feeds) > 1 else "the inputs")
-        refs = _run(before, before_model, output_names, feed, which)
-        gots = _run(after, after_model, output_names, feed, which)
+        refs = run_model(before, before_model, output_names, feed, which)
+        gots = run_model(after, after_model, output_names, feed, which)
         for name, ref, got in zip(output_names, refs, gots):
             stats[name].add(np.asarray(ref), np.asarray(got), scores[name])
     outputs = [stats[name].result(name) for name in output_names]
 
     first = feeds[0]
-    _run(after, after_model, None, first, which)  # every output, as timed below
+    run_model(after, after_model, None, first, which)  # every output, as timed below
     probes = {"original": lambda: {"t": time_ns(lambda: before.run(None, first))},
               "converted": lambda: {"t": time_ns(lambda: after.run(None, first))}}
     for probe in probes.values():  # warm-up: first runs allocate and prepack

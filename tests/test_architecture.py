@@ -104,7 +104,7 @@ def test_targets_say_what_they_cannot_express(name):
 
 
 @pytest.mark.parametrize("name", targets.NAMES)
-@pytest.mark.parametrize("preset", ["bitnet", "int4", "int8"])
+@pytest.mark.parametrize("preset", ["ternary", "int4", "int8"])
 def test_inspect_reads_layers_back_through_the_targets(rng, name, preset):
     model, _ = mlp(rng)
     result = convert(model, preset=preset, target=name, progress=False)

@@ -19,12 +19,12 @@ def write_mlp(tmp_path, rng):
 def test_quantize_writes_model_report_and_summary(tmp_path, rng):
     src = write_mlp(tmp_path, rng)
     out, report = tmp_path / "mlp.obx.onnx", tmp_path / "report.json"
-    result = CliRunner().invoke(main, ["quantize", str(src), str(out), "--report", str(report)])
+    result = CliRunner().invoke(main, ["quantize", str(src), str(out), "--preset", "ternary", "--report", str(report)])
     assert result.exit_code == 0, result.output
     assert "1 layer(s) converted, 1 skipped" in result.output
     assert f"wrote {out}" in result.output
     data = json.loads(report.read_text())
-    assert data["target"] == "onnxbit" and data["preset"] == "bitnet"
+    assert data["target"] == "onnxbit" and data["preset"] == "ternary"
     assert [layer["node"] for layer in data["layers"]] == ["fc1", "fc2"]
     assert [n.op_type for n in onnx.load(out).graph.node] == ["TernaryMatMul", "Relu", "Gemm"]
 
@@ -53,7 +53,7 @@ def test_quantize_errors_are_reported_without_traceback(tmp_path, rng):
 def test_inspect_lists_layers_and_library_needs(tmp_path, rng):
     src = write_mlp(tmp_path, rng)
     out = tmp_path / "out.onnx"
-    assert CliRunner().invoke(main, ["quantize", str(src), str(out), "-q"]).exit_code == 0
+    assert CliRunner().invoke(main, ["quantize", str(src), str(out), "--preset", "ternary", "-q"]).exit_code == 0
     result = CliRunner().invoke(main, ["inspect", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)

@@ -14,7 +14,8 @@ def test_presets():
     assert bitnet.settings_for("q_proj", "MatMul", {"first"}, 10**6)[0].precision == "ternary"
     int4 = preset("int4").default
     assert (int4.precision, int4.granularity, int4.group_size, int4.symmetric) == ("int4", "group", 32, False)
-    assert preset("int8").default == LayerSettings(precision="int8", granularity="channel")
+    assert preset("int8").default == LayerSettings(precision="int8", granularity="channel", activations="int8")
+    assert preset("int4").default.activations == "int8"
 
 
 def test_first_matching_rule_wins_and_keeps_unset_fields_from_default():
@@ -67,3 +68,19 @@ def test_missing_or_invalid_config_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(bad)
+
+
+def test_toml_config_files(tmp_path):
+    from onnxbit.config import load_config
+
+    path = tmp_path / "layers.toml"
+    path.write_text('preset = "int8"\nmin_params = 64\n\n[[rules]]\nmatch = { name = "*head*" }\nprecision = "fp32"\n')
+    config = load_config(str(path))
+    assert config.preset == "int8" and config.min_params == 64
+    assert config.settings_for("lm_head", "MatMul", set(), 10**6)[0].precision == "fp32"
+    path.write_text("preset = [\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(str(path))
+    path.write_text('[default]\nprecison = "int8"\n')
+    with pytest.raises(ConfigError, match="default: unknown setting\\(s\\) \\['precison'\\]; known: .*'precision'"):
+        load_config(str(path))

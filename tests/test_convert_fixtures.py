@@ -72,7 +72,7 @@ def run_digits(model, target, x):
 
 # Post-training conversion of the float digits MLP (97.1 % test accuracy):
 # accuracy may drop by at most this much per recipe.
-PTQ_ACCURACY_DROP = {("int8", "ort"): 0.005, ("int4", "onnx"): 0.02, ("bitnet", "onnxbit"): 0.08}
+PTQ_ACCURACY_DROP = {("int8", "ort"): 0.005, ("int4", "onnx"): 0.02, ("ternary", "onnxbit"): 0.08}
 
 
 @pytest.mark.parametrize("preset, target", list(PTQ_ACCURACY_DROP))
@@ -82,7 +82,7 @@ def test_float_digits_mlp_post_training(preset, target):
     x, labels = data["X_test"], data["y_test"]
     result = convert(path, preset=preset, target=target, progress=False)
     converted = [r for r in result.report.layers if r.action == "converted"]
-    assert len(converted) == (2 if preset == "bitnet" else 3)  # bitnet keeps the output layer float
+    assert len(converted) == (2 if preset == "ternary" else 3)  # ternary keeps the output layer float
     baseline = (run_digits(path, "ort", x).argmax(1) == labels).mean()
     accuracy = (run_digits(result.model, target, x).argmax(1) == labels).mean()
     assert accuracy >= baseline - PTQ_ACCURACY_DROP[preset, target]
@@ -98,3 +98,29 @@ def test_qat_digits_mlp_is_lossless_on_every_target(target):
     expected = run_digits(path, "ort", x)
     np.testing.assert_allclose(run_digits(result.model, target, x), expected, rtol=0,
                                atol=1e-5 * np.abs(expected).max())
+
+
+def test_the_default_preset_keeps_a_float_model_float_and_says_what_to_run():
+    path = fixture("digits_float_mlp.onnx")
+    result = convert(path, progress=False)
+    assert not result.report.converted
+    assert {r.reason for r in result.report.skipped} == {"kept float (float weight, not proven ternary by a QAT fold)",
+                                                        "kept float (rule 0: position=last)"}
+    note = next(n for n in result.report.notes if "float layer(s) kept float" in n)
+    assert "--preset int8" in note and "the bitnet preset converts only layers a QAT fold proves ternary" in note
+    assert result.model.SerializeToString() == onnx.load(str(path)).SerializeToString()
+
+
+def test_post_training_ternary_is_flagged_and_strict_refuses_it(tmp_path):
+    from onnxbit.errors import LayerError
+
+    path = fixture("digits_float_mlp.onnx")
+    result = convert(path, preset="ternary", progress=False)
+    flagged = result.report.flagged
+    assert flagged and all(r.weight_error["sqnr_db"] < 15 for r in flagged)
+    assert result.report.to_json()["summary"]["layers_flagged"] == len(flagged)
+    assert not convert(path, preset="int8", progress=False).report.flagged
+    out = tmp_path / "o.onnx"
+    with pytest.raises(LayerError, match="--strict: .* layer\\(s\\) lost much accuracy"):
+        convert(path, preset="ternary", output_path=out, progress=False, strict=True)
+    assert not out.exists()

@@ -23,9 +23,9 @@ CASES = {
     "int2-channel-asym": {"precision": "int2", "granularity": "channel", "symmetric": False},
 }
 EXPECTED_STORAGE = {
-    "onnxbit": {"ternary": "TernaryMatMul/2bit", "binary": "TernaryMatMul/2bit", "int8": "MatMulNBits/8bit",
+    "onnxbit": {"ternary": "TernaryMatMul/2bit", "binary": "TernaryMatMul/2bit", "int8": "DequantizeLinear/INT8",
                 "int4": "MatMulNBits/4bit", "int2": "MatMulNBits/2bit"},
-    "ort": {"ternary": "MatMulNBits/2bit", "binary": "MatMulNBits/2bit", "int8": "MatMulNBits/8bit",
+    "ort": {"ternary": "MatMulNBits/2bit", "binary": "MatMulNBits/2bit", "int8": "DequantizeLinear/INT8",
             "int4": "MatMulNBits/4bit", "int2": "MatMulNBits/2bit"},
     "onnx": {"ternary": "DequantizeLinear/INT2", "binary": "DequantizeLinear/INT2", "int8": "DequantizeLinear/INT8",
              "int4": "DequantizeLinear/INT4", "int2": "DequantizeLinear/UINT2"},
@@ -45,12 +45,12 @@ def dequantized(w, settings):
 
 
 def run(model, target, feeds):
-    if target == "onnxbit":
-        return InferenceSession(model).run(None, feeds)[0]
     options = ort.SessionOptions()
     # onnxruntime fuses DequantizeLinear + MatMul into MatMulNBits and, by
     # default, quantizes its activations to int8; ask for float32 arithmetic.
     options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    if target == "onnxbit":
+        return InferenceSession(model, sess_options=options).run(None, feeds)[0]
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)[0]
 
@@ -92,3 +92,34 @@ def test_bits_per_weight_counts_codes_and_scales(rng, fmt):
     assert layers["fc1"].bytes_after == 48 * row_bytes + 48 * 4
     assert layers["fc1"].bits_per_weight == pytest.approx(8 * (48 * row_bytes + 48 * 4) / (64 * 48))
     assert layers["fc1"].bytes_before == 64 * 48 * 4
+
+
+def dynamic_int8_reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """DynamicQuantizeLinear (uint8, per tensor, range widened to hold 0) then
+    an exact integer product, scaled: what the MatMulInteger path computes."""
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = np.float32((hi - lo) / 255)
+    zero = np.clip(np.rint(-lo / scale), 0, 255)
+    x_q = np.clip(np.rint(x / scale) + zero, 0, 255)
+    product = (x_q - zero).astype(np.int64) @ codes.astype(np.int64)
+    return product.astype(np.float64) * float(scale) * scales.astype(np.float64)
+
+
+@pytest.mark.parametrize("target", ["onnxbit", "ort", "onnx"])
+def test_int8_layers_with_int8_activations_use_matmul_integer(rng, target):
+    model, w = mlp(rng, k=64, hidden=48, n=32)
+    settings = {"precision": "int8", "granularity": "channel", "activations": "int8"}
+    result = convert(model, config={"default": settings}, target=target, progress=False)
+    layers = {r.node: r for r in result.report.layers}
+    assert layers["fc1"].storage == layers["fc2"].storage == "MatMulInteger/INT8"
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    q1 = quantize_int(w["W1"], 8, symmetric=True, granularity="channel")
+    h = np.maximum(dynamic_int8_reference(x, q1.codes, q1.scales), 0).astype(np.float32)
+    q2 = quantize_int((w["W2T"].T * np.float32(0.5)).astype(np.float32), 8, symmetric=True, granularity="channel")
+    expected = dynamic_int8_reference(h, q2.codes, q2.scales) + w["C"]
+    actual = run(result.model, target, {"x": x})
+    assert np.abs(actual - expected).max() <= 1e-5 * np.abs(expected).max()
+    from onnxbit.inspect_model import inspect_model
+
+    seen = {layer.node: layer for layer in inspect_model(result.model).layers}
+    assert seen["fc1"].storage == "MatMulInteger/INT8" and seen["fc1"].bytes == layers["fc1"].bytes_after

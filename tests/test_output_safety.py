@@ -327,8 +327,8 @@ def test_int8_on_the_onnx_target_has_no_low_bit_fusion_note(tmp_path, rng):
     model, _ = mlp(rng)
     int8 = convert(model, preset="int8", target="onnx", progress=False).report.notes
     int4 = convert(model, preset="int4", target="onnx", progress=False).report.notes
-    assert not any("2/4-bit" in n for n in int8)
-    assert any("2/4-bit" in n for n in int4)
+    assert not any("fuses these into MatMulNBits" in n for n in int8)  # int8 preset: MatMulInteger
+    assert any("fuses these into MatMulNBits" in n for n in int4)
 
 
 def test_output_path_error_is_an_onnxbit_error():
@@ -341,9 +341,9 @@ def test_large_model_bench_measures_each_conversion(tmp_path):
     from onnxbit.bench.large_model import parse_size, run_large_model_bench
 
     assert parse_size("2.2G") == 2_200_000_000 and parse_size("500M") == 500_000_000
-    results = run_large_model_bench(parse_size("98K"), size=64, cases=[("int8", "ort"), ("bitnet", "onnxbit")],
+    results = run_large_model_bench(parse_size("98K"), size=64, cases=[("int8", "ort"), ("ternary", "onnxbit")],
                                     folder=tmp_path)
-    assert [(r.preset, r.target) for r in results] == [("int8", "ort"), ("bitnet", "onnxbit")]
+    assert [(r.preset, r.target) for r in results] == [("int8", "ort"), ("ternary", "onnxbit")]
     layers = round(98_000 / (64 * 64 * 4))
     assert results[0].layers_converted == layers and results[1].layers_converted == layers - 1
     for r in results:
@@ -371,3 +371,9 @@ def test_external_weights_are_read_a_layer_at_a_time(tmp_path):
     assert measured["converted"] == 8
     # Imports alone take `baseline`; the conversion may add a few layers' worth, never all 8.
     assert measured["peak_rss_bytes"] - int(baseline.stdout) < 5 * layer, measured
+
+
+def test_summary_size_of_a_model_given_in_memory_is_its_serialized_size(rng):
+    model, _ = mlp(rng)
+    report = convert(model, preset="int8", target="onnx", progress=False).report
+    assert report.model_bytes_before == model.ByteSize()

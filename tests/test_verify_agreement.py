@@ -159,7 +159,7 @@ def test_default_tolerance_follows_the_precision_and_explicit_rtol_names_a_passi
     original, converted = bitnet_conversions
     tolerance = default_tolerance(read_model(converted[preset]), read_model(original))
     assert tolerance.precision == preset and tolerance.rtol == DEFAULT_RTOL[preset]
-    assert f"MatMulNBits bits={preset[-1]} x1" in tolerance.found
+    assert ("MatMulInteger x1" if preset == "int8" else "MatMulNBits bits=4 x1") in tolerance.found
     inputs = FIXTURES / "bitnet_inputs.npz"
     result = _verify(original, converted[preset], "--inputs", inputs, "--rounds", "1")
     assert result.exit_code == 0, result.output
@@ -178,8 +178,8 @@ def test_default_tolerance_follows_the_precision_and_explicit_rtol_names_a_passi
 
 def test_tolerance_classes_of_fixture_conversions():
     qat, float_mlp = FIXTURES / "digits_qat_mlp.onnx", FIXTURES / "digits_float_mlp.onnx"
-    cases = [(qat, "bitnet", "onnxbit", "exact"), (float_mlp, "bitnet", "onnxbit", "2bit"),
-             (float_mlp, "bitnet", "onnx", "2bit"), (float_mlp, "int4", "onnx", "int4"),
+    cases = [(qat, "bitnet", "onnxbit", "exact"), (float_mlp, "ternary", "onnxbit", "2bit"),
+             (float_mlp, "ternary", "onnx", "2bit"), (float_mlp, "int4", "onnx", "int4"),
              (float_mlp, "int8", "onnx", "int8"), (qat, "bitnet", "ort", "int8")]
     for source, preset, target, expected in cases:
         result = convert(source, preset=preset, target=target, progress=False)
@@ -192,7 +192,7 @@ def test_tolerance_classes_of_fixture_conversions():
 def test_ternary_post_training_quantization_passes_its_loose_default(tmp_path):
     original = FIXTURES / "digits_float_mlp.onnx"
     ternary = tmp_path / "ternary.onnx"
-    convert(original, preset="bitnet", target="onnxbit", output_path=ternary, progress=False)
+    convert(original, preset="ternary", target="onnxbit", output_path=ternary, progress=False)
     digits = np.load(FIXTURES / "digits_test.npz")
     np.savez(tmp_path / "pixels.npz", pixels=digits["X_test"][:32].astype(np.float32))
     result = _verify(original, ternary, "--inputs", tmp_path / "pixels.npz", "--rounds", "1")

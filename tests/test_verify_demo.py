@@ -55,7 +55,7 @@ def test_verify_cli_passes_a_faithful_conversion_and_fails_a_wrong_one(tmp_path)
 
     # int4 post-training quantization of the float head changes the logits.
     lossy = tmp_path / "lossy.onnx"
-    convert(original, config={"preset": "bitnet", "rules": [{"match": {"position": "last"}, "precision": "int4",
+    convert(original, config={"preset": "bitnet", "float_weights": "quantize", "rules": [{"match": {"position": "last"}, "precision": "int4",
                                                                "symmetric": False, "granularity": "group",
                                                                "group_size": 32}]},
             output_path=lossy, progress=False)

@@ -24,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-CASES = (("bitnet", "onnxbit"), ("bitnet", "ort"), ("int4", "ort"), ("int4", "onnx"), ("int8", "ort"),
+# A float model: "ternary" is the post-training ternary preset (bitnet keeps float weights float).
+CASES = (("ternary", "onnxbit"), ("ternary", "ort"), ("int4", "ort"), ("int4", "onnx"), ("int8", "ort"),
          ("int8", "onnx"))
 
 _RUNNER = """
@@ -116,7 +117,7 @@ def _one_layer_seconds(size: int, preset: str, target: str, rounds: int = 3) -> 
 
     rng = np.random.default_rng(1)
     weight = rng.standard_normal((size, size), dtype=np.float32)
-    # A small second layer is the "last" one (which bitnet keeps float), so
+    # A small second layer is the "last" one (which ternary keeps float), so
     # the big one converts as it does inside the large model.
     head = rng.standard_normal((size, 16), dtype=np.float32)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["h"], name="layer"),
@@ -147,8 +148,8 @@ def run_large_model_bench(model_bytes: int, size: int = 4096, cases=CASES, folde
         results = []
         for preset, target in cases:
             per_layer = _one_layer_seconds(size, preset, target)
-            # bitnet keeps the last layer float (the head): it costs no quantization.
-            quantized = layers - 1 if preset == "bitnet" else layers
+            # ternary keeps the last layer float (the head): it costs no quantization.
+            quantized = layers - 1 if preset == "ternary" else layers
             progress(f"converting with --preset {preset} --target {target}")
             out = tmp_path / f"out-{preset}-{target}.onnx"
             run = subprocess.run([sys.executable, "-c", _RUNNER, str(model), str(out), preset, target],

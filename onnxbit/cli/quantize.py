@@ -16,9 +16,13 @@ from onnxbit.config import PRESETS, TARGETS
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="bitnet", show_default=True,
-              help="Precision recipe used when no --config is given.")
+              help="Precision recipe used when no --config is given: bitnet converts only QAT-proven ternary "
+                   "layers (float weights stay float); int8, int4 quantize float weights; ternary "
+                   "ternarizes them (large accuracy loss without ternary training).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON per-layer precision config (see onnxbit.config).")
+              help="JSON or TOML per-layer precision config (see onnxbit.config).")
+@click.option("--calibration", "calibration_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Per-layer precisions chosen by `onnxbit calibrate` (instead of --preset / --config).")
 @click.option("--target", type=click.Choice(TARGETS), default="onnxbit", show_default=True,
               help="onnxbit: TernaryMatMul (needs the onnxbit library); ort: stock onnxruntime ops; "
                    "onnx: standard ONNX ops only.")
@@ -30,10 +34,13 @@ from onnxbit.config import PRESETS, TARGETS
               help="Keep the output's tensors in OUTPUT.data next to it (default: only when 2 GB or more).")
 @click.option("--allow-noop", is_flag=True,
               help="When no layer is converted, still write OUTPUT (the input unchanged) and exit 0.")
+@click.option("--strict", is_flag=True,
+              help="Fail (writing nothing) when a converted layer loses much accuracy (weight SQNR < 15 dB).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the summary table.")
-def quantize_command(model: Path, output: Path, preset: str, config_path: Path | None, target: str,
+def quantize_command(model: Path, output: Path, preset: str, config_path: Path | None,
+                     calibration_path: Path | None, target: str,
                      report_path: Path | None, no_progress: bool, no_error_stats: bool,
-                     external_data: bool | None, allow_noop: bool, quiet: bool) -> None:
+                     external_data: bool | None, strict: bool, allow_noop: bool, quiet: bool) -> None:
     """Convert MODEL's MatMul/Gemm weights to ternary / low-bit storage, written to OUTPUT.
 
     MODEL and its external-data files are never modified, and no output may be
@@ -49,9 +56,16 @@ def quantize_command(model: Path, output: Path, preset: str, config_path: Path |
     from onnxbit.modelio.publish import Interrupted
 
     try:
-        result = convert(model, config=config_path, preset=preset, target=target, output_path=output,
+        config = config_path
+        if calibration_path is not None:
+            if config_path is not None:
+                raise click.UsageError("give --config or --calibration, not both")
+            from onnxbit.calibration.search import load_calibration
+
+            config = load_calibration(calibration_path)
+        result = convert(model, config=config, preset=preset, target=target, output_path=output,
                          report_path=report_path, progress=not no_progress and sys.stderr.isatty(),
-                         measure_error=not no_error_stats, external_data=external_data,
+                         measure_error=not no_error_stats, external_data=external_data, strict=strict,
                          write_noop=allow_noop)
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None

@@ -132,16 +132,13 @@ class BorrowedInitializers:
 
         full = onnx.ModelProto()
         full.CopyFrom(work)
-        kept: dict[str, Payload] = {}
+        inlined: dict[str, bytes] = {}
         for tensor in full.graph.initializer:
             payload = self._sources.get(tensor.name)
-            if payload is None or not _is_stand_in(tensor):
+            if payload is None or not _is_stand_in(tensor) or payload.nbytes >= UPGRADE_INLINE_BYTES:
                 continue
-            if payload.nbytes < UPGRADE_INLINE_BYTES:
-                tensor.raw_data = b"".join(bytes(c) for c in payload.chunks())
-                tensor.ClearField("data_location")
-            else:
-                kept[tensor.name] = payload
+            inlined[tensor.name] = tensor.raw_data = b"".join(bytes(c) for c in payload.chunks())
+            tensor.ClearField("data_location")
         current = next((i.version for i in work.opset_import if i.domain in ("", "ai.onnx")), 0)
         try:
             upgraded = version_converter.convert_version(full, opset)
@@ -149,10 +146,8 @@ class BorrowedInitializers:
             raise ModelError(f"the emitted ops need ai.onnx opset {opset}, and onnx's version converter could not "
                              f"upgrade the model from opset {current}: {exc}") from None
         for tensor in upgraded.graph.initializer:
-            payload = self._sources.get(tensor.name)
-            if payload is not None and tensor.HasField("raw_data") and tensor.name not in kept \
-                    and len(tensor.raw_data) == payload.nbytes:
-                tensor.ClearField("raw_data")  # a stand-in again: its bytes stay with the caller
+            if tensor.name in inlined and tensor.raw_data == inlined[tensor.name]:
+                tensor.ClearField("raw_data")  # unchanged: a stand-in again, its bytes stay with the caller
         return upgraded
 
     def import_graph(self, work: onnx.ModelProto) -> gs.Graph:

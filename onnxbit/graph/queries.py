@@ -72,9 +72,12 @@ def constant_node_value(node: gs.Node) -> np.ndarray:
     raise NotConstant(f"Constant node '{node.name}' holds {sorted(attrs)} (only dense values are read)")
 
 
-def resolve_constant(tensor: gs.Tensor, ops: tuple[str, ...] = VALUE_PRESERVING_OPS) -> tuple[np.ndarray, str]:
+def resolve_constant(tensor: gs.Tensor, ops: tuple[str, ...] = VALUE_PRESERVING_OPS,
+                     float_casts_only: bool = True) -> tuple[np.ndarray, str]:
     """The value of `tensor` when it is computed from constants only by
-    `ops`, plus a key naming the source and the ops applied."""
+    `ops`, plus a key naming the source and the ops applied.
+    float_casts_only: a Cast counts only between float types (a weight read
+    as integers is not a float weight); False follows any Cast."""
     if isinstance(tensor, gs.Constant):
         return np.asarray(read_constant(tensor)), tensor.name
     node = producer(tensor)
@@ -86,12 +89,13 @@ def resolve_constant(tensor: gs.Tensor, ops: tuple[str, ...] = VALUE_PRESERVING_
     if op not in ops:
         raise NotConstant(f"'{tensor.name}' comes from {op} node '{node.name}', not from a constant through "
                           f"{'/'.join(ops)}")
-    data, key = resolve_constant(node.inputs[0], ops)
+    data, key = resolve_constant(node.inputs[0], ops, float_casts_only)
     if op == "Identity":
         return data, key
     if op == "Cast":
         to = onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"])
-        if not (np.issubdtype(to, np.floating) and np.issubdtype(data.dtype, np.floating)):
+        floats = np.issubdtype(to, np.floating) and np.issubdtype(data.dtype, np.floating)
+        if float_casts_only and not floats:
             raise NotConstant(f"Cast node '{node.name}' converts {data.dtype} to {to}, not between float types")
         return data.astype(to), f"{key}|cast:{np.dtype(to).name}"
     if op == "Transpose":
@@ -104,7 +108,7 @@ def resolve_constant(tensor: gs.Tensor, ops: tuple[str, ...] = VALUE_PRESERVING_
         return data.reshape(dims), f"{key}|reshape:{dims}"
     # Reshape / Squeeze / Unsqueeze: the shape or axes come from an input or an attribute.
     if len(node.inputs) > 1 and node.inputs[1].name:
-        operand, _ = resolve_constant(node.inputs[1], ops)
+        operand, _ = resolve_constant(node.inputs[1], ops, float_casts_only)
     elif "axes" in node.attrs:
         operand = np.asarray(node.attrs["axes"])
     else:

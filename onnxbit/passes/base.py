@@ -48,6 +48,7 @@ class LayerRecord:
     bytes_before: int | None = None
     bytes_after: int | None = None
     weight_error: dict[str, float] = field(default_factory=dict)  # mse, sqnr_db, cosine
+    flag: str = ""  # why this layer's accuracy is in doubt (low weight SQNR), "" when fine
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, "", {})}

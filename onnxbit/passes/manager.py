@@ -37,7 +37,7 @@ def default_opset(model: onnx.ModelProto) -> int:
     raise ModelError("the model imports no ai.onnx opset")
 
 
-def _name_unnamed_nodes(graph: onnx.GraphProto, taken: set[str], prefix: str = "") -> None:
+def name_unnamed_nodes(graph: onnx.GraphProto, taken: set[str], prefix: str = "") -> None:
     for node in graph.node:
         taken.add(node.name)
     for i, node in enumerate(graph.node):
@@ -51,7 +51,7 @@ def _name_unnamed_nodes(graph: onnx.GraphProto, taken: set[str], prefix: str = "
         for attr in node.attribute:
             subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
             for sub in subgraphs:
-                _name_unnamed_nodes(sub, taken, prefix=f"{node.name}/")
+                name_unnamed_nodes(sub, taken, prefix=f"{node.name}/")
 
 
 def _without_weight_data(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -161,7 +161,7 @@ class PassManager:
         work = borrowed.working_copy()
         if opset > default_opset(work):
             work = borrowed.upgrade(work, opset)
-        _name_unnamed_nodes(work.graph, set())
+        name_unnamed_nodes(work.graph, set())
         graph = borrowed.import_graph(work)
         ctx = PassContext(graph=graph, config=self.config, target=self.target, progress=self.progress)
         for p in self.passes:

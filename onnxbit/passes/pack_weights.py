@@ -23,6 +23,23 @@ from onnxbit.quant import quantize_binary, quantize_int, quantize_pack_absmean, 
 from onnxbit.targets.base import PackedWeight, QuantizedWeight
 
 
+# Why a float layer stays float under float_weights="keep" (the bitnet preset).
+KEPT_FLOAT = "float weight, not proven ternary by a QAT fold"
+# A converted layer whose weight SQNR is below this lost much of its weight
+# (int8 gives about 40 dB, int4 about 20, ternary of a float weight 5-10):
+# flagged in the report, an error with strict=True.
+LOW_SQNR_DB = 15.0
+
+
+def kept_float_note(count: int, preset: str | None) -> str:
+    """What a user converting a float model with a QAT-only config should run instead."""
+    by = f"the {preset} preset" if preset else "float_weights=\"keep\""
+    return (f"{count} float layer(s) kept float: {by} converts only layers a QAT fold proves ternary, and "
+            "this model's weights are float; for a float model use --preset int8 (near-lossless, 4x smaller "
+            "weights) or --preset int4 (8x), or --preset ternary (16x, large accuracy loss without ternary "
+            "training)")
+
+
 class PackWeightsPass(Pass):
     name = "pack_weights"
     requires = frozenset({"weight-sites"})
@@ -43,6 +60,7 @@ class PackWeightsPass(Pass):
         target = ctx.target
         cache: dict[tuple, tuple[PackedWeight, str]] = {}
         converted = 0
+        kept_float = 0
         total = len(ctx.weight_sites)
         for index, site in enumerate(ctx.weight_sites):
             name = site.node.name
@@ -59,6 +77,7 @@ class PackWeightsPass(Pass):
             elif settings.precision == "fp32":
                 if proven is not None and proven.act_quant:
                     requantize_float_layer(ctx, site)
+                kept_float += origin == KEPT_FLOAT
                 ctx.record(node=name, op_type=site.node.op, action="skipped", reason=f"kept float ({origin})",
                            pass_name=self.name, precision="fp32", bytes_before=site.source_bytes,
                            bytes_after=site.source_bytes, bits_per_weight=32.0)
@@ -90,16 +109,25 @@ class PackWeightsPass(Pass):
                                      f"used (mse {packed.weight_error['mse']:.3g}); check the QAT fold")
                 if shared_with is not None:
                     reason = f"shares the packed weight of '{shared_with}'"
+                sqnr = packed.weight_error.get("sqnr_db")
+                # A calibrated config measured the model's output error instead.
+                flag = (f"weight SQNR {sqnr:.1f} dB < {LOW_SQNR_DB:g} dB: this layer lost much of its weight"
+                        if sqnr is not None and sqnr < LOW_SQNR_DB and config.calibrated is None else "")
                 ctx.record(node=name, op_type=site.node.op, action="converted", reason=reason, pass_name=self.name,
                            precision=packed.precision, storage=packed.storage,
                            bits_per_weight=packed.bits_per_weight,
                            bytes_before=0 if shared_with else site.source_bytes,
                            bytes_after=0 if shared_with else packed.bytes_after,
-                           weight_error=dict(packed.weight_error))
+                           weight_error=dict(packed.weight_error), flag=flag)
                 converted += 1
             site.release()
             if ctx.progress is not None:
                 ctx.progress(name, index + 1, total)
+        if kept_float:
+            ctx.notes.append(kept_float_note(kept_float, config.preset))
+        if config.calibrated is not None:
+            ctx.notes.append(f"precisions chosen by `onnxbit calibrate` for {config.calibrated} on sample data "
+                             "(the model's output error was measured, so low weight SQNR is not flagged)")
         return PassResult(modified=converted > 0, summary=f"{converted}/{total} layer(s) converted")
 
     def _pack(self, ctx: PassContext, site: WeightSite, settings: LayerSettings) -> PackedWeight:
@@ -128,6 +156,8 @@ def layer_settings(config: QuantConfig, site: WeightSite) -> tuple[LayerSettings
     settings, origin = config.settings_for(site.node.name, site.node.op, set(site.position), site.k * site.n)
     proven = site.proof
     if proven is None:
+        if config.float_weights == "keep" and settings.precision != "fp32":
+            return dataclasses.replace(settings, precision="fp32"), KEPT_FLOAT
         return settings, origin
     rule = config.matching_rule(site.node.name, site.node.op, set(site.position), site.k * site.n)
     if rule is not None and rule.name is not None and settings.precision == "fp32":

@@ -20,8 +20,8 @@ def _node(ctx: PassContext, site: WeightSite, layer: str, op: str, inputs, outpu
     return node
 
 
-def _intermediate(ctx: PassContext, site: WeightSite, suffix: str) -> gs.Variable:
-    return gs.Variable(ctx.fresh_name(f"{site.output.name}_{suffix}"), dtype=np.float32)
+def _intermediate(ctx: PassContext, site: WeightSite, suffix: str, dtype=np.float32) -> gs.Variable:
+    return gs.Variable(ctx.fresh_name(f"{site.output.name}_{suffix}"), dtype=dtype)
 
 
 def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
@@ -69,17 +69,25 @@ def emit_op(ctx: PassContext, site: WeightSite, packed, op: str, domain: str, op
 
 
 def replace_node(ctx: PassContext, site: WeightSite, op: str, domain: str, inputs: list[gs.Tensor],
-                 attrs: dict, *, bias_input: int | None, divide_output_by: gs.Tensor | None = None) -> gs.Node:
+                 attrs: dict, *, bias_input: int | None, divide_output_by: gs.Tensor | None = None,
+                 then: list[tuple[str, gs.Tensor | None, dict, str]] | None = None,
+                 output_dtype=np.float32) -> gs.Node:
     """Replace site.node by `op`, reading `inputs` (activation first).
 
     bias_input: index at which the op takes a bias; None means the op has no
     bias input and a bias becomes an Add node. Optional inputs between the
     given ones and the bias are passed as empty names. divide_output_by: a
-    tensor the op's output is divided by before any bias is added.
+    tensor the op's output is divided by before any bias is added. then:
+    more steps on the op's output before the bias, each (op, second input
+    or None, attributes, name suffix), e.g. a Cast and a Mul by a scale.
+    output_dtype: the op's own output type (int32 for MatMulInteger).
     """
     layer = site.node.name
     inputs = list(inputs)
-    if divide_output_by is not None and bias_input is not None and site.bias is not None:
+    steps = list(then or [])
+    if divide_output_by is not None:
+        steps.append(("Div", divide_output_by, {}, "rescale"))
+    if steps and bias_input is not None and site.bias is not None:
         raise ValueError("a fused bias cannot follow an output division")
     add_bias_after = site.bias is not None and bias_input is None
     if site.bias is not None and bias_input is not None:
@@ -88,10 +96,9 @@ def replace_node(ctx: PassContext, site: WeightSite, op: str, domain: str, input
         inputs.append(array_constant(ctx, f"{layer}_bias", site.bias.astype(np.float32)))
     final = site.output
     tail = add_bias_after or site.extra_add is not None
-    op_out = _intermediate(ctx, site, "matmul") if tail or divide_output_by is not None else final
-    out = op_out
-    if divide_output_by is not None:
-        out = _intermediate(ctx, site, "rescaled") if tail else final
+    op_out = _intermediate(ctx, site, "matmul", output_dtype) if tail or steps else final
+    step_outputs = [_intermediate(ctx, site, f"step{i}" if step[0] != "Div" else "rescaled")
+                    if tail or i < len(steps) - 1 else final for i, step in enumerate(steps)]
     # Detach the original node so cleanup drops it and its dead weight chain;
     # the new op takes over its name, so reports and users can find the layer.
     site.node.name = ctx.fresh_name(f"{layer}_replaced")
@@ -102,9 +109,11 @@ def replace_node(ctx: PassContext, site: WeightSite, op: str, domain: str, input
         site.fused_add.outputs.clear()
     new = gs.Node(op, layer, attrs=attrs, inputs=inputs, outputs=[op_out], domain=domain or None)
     site.graph.nodes.append(new)
-    if divide_output_by is not None:
-        _node(ctx, site, layer, "Div", [op_out, divide_output_by], [out], "rescale")
-    current = out
+    current = op_out
+    for (step_op, operand, step_attrs, suffix), out in zip(steps, step_outputs):
+        _node(ctx, site, layer, step_op, [current] + ([operand] if operand is not None else []), [out], suffix,
+              **step_attrs)
+        current = out
     if add_bias_after:
         nxt = final if site.extra_add is None else _intermediate(ctx, site, "biased")
         bias = array_constant(ctx, f"{layer}_bias", site.bias.astype(np.float32))

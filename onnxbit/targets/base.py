@@ -96,6 +96,9 @@ class ModelIndex(Protocol):
     def producer(self, name: str) -> onnx.NodeProto | None:
         """The node writing `name`, or None."""
 
+    def consumers(self, name: str) -> list[onnx.NodeProto]:
+        """The nodes reading `name`."""
+
 
 def bits_per_weight(size: int, count: int | None) -> float | None:
     return 8 * size / count if count else None

@@ -20,6 +20,18 @@ from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_w
 _SIGNED = {2: onnx.TensorProto.INT2, 4: onnx.TensorProto.INT4, 8: onnx.TensorProto.INT8}
 _UNSIGNED = {2: onnx.TensorProto.UINT2, 4: onnx.TensorProto.UINT4, 8: onnx.TensorProto.UINT8}
 _MIN_OPSET = {2: 25, 4: 21, 8: 13}
+FUSION_NOTE = (
+    "DequantizeLinear + MatMul: onnxruntime fuses these into MatMulNBits with int8 activations by default "
+    "(2/4-bit weights, and 8-bit in recent versions, 1.32 here); set the session config entry "
+    "session.qdq_matmulnbits_accuracy_level=0 for float32 activations"
+)
+
+
+def notes(packed: PackedWeight) -> list[str]:
+    """What a user should know about running a layer emitted here."""
+    return [FUSION_NOTE] if packed.storage.startswith("DequantizeLinear/") else []
+
+
 _BITS_OF_TYPE = {"INT2": 2, "UINT2": 2, "INT4": 4, "UINT4": 4, "INT8": 8, "UINT8": 8}
 
 

@@ -4,15 +4,10 @@ BitNet's per-token activation quantization written in standard ops."""
 
 from __future__ import annotations
 
-from onnxbit.targets import dequantize
+from onnxbit.targets import dequantize, integer_layers
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_two_bit_storage, is_ternary
 
-FUSION_NOTE = (
-    "target 'onnx': onnxruntime fuses DequantizeLinear + MatMul on 2/4-bit weights into MatMulNBits with int8 "
-    "activations by default; set the session config entry session.qdq_matmulnbits_accuracy_level=0 for float32 "
-    "activations"
-)
 
 
 class OnnxTarget(Target):
@@ -28,6 +23,8 @@ class OnnxTarget(Target):
     def required_opsets(self, settings) -> dict[str, int]:
         if settings.precision == "fp32":
             return {}
+        if settings.precision == "int8":
+            return integer_layers.int8_opsets(settings)
         bits = 2 if is_ternary(settings) else settings.bits
         return {"": dequantize.required_opset(bits, settings.granularity)}
 
@@ -37,13 +34,17 @@ class OnnxTarget(Target):
                 ctx, base, precision=settings.precision, codes=weight.codes, bits=2, signed=True, scales=weight.scales,
                 zero_points=None, granularity=weight.granularity, group_size=weight.group_size,
                 act_quant=settings.act_quant)
+        if settings.precision == "int8":
+            return integer_layers.pack_int8(ctx, base, weight, settings)
         return dequantize.pack_dequantize(
             ctx, base, precision=settings.precision, codes=weight.codes, bits=settings.bits,
             signed=weight.zero_points is None, scales=weight.scales, zero_points=weight.zero_points,
             granularity=weight.granularity, group_size=weight.group_size)
 
     def emit(self, ctx, site, packed: PackedWeight):
-        return dequantize.emit_dequantize(ctx, site, packed)
+        if packed.storage.startswith("DequantizeLinear/"):
+            return dequantize.emit_dequantize(ctx, site, packed)
+        return integer_layers.emit_int8(ctx, site, packed)
 
     def notes(self, settings, packed: PackedWeight) -> list[str]:
-        return [FUSION_NOTE] if packed.precision != "int8" else []
+        return dequantize.notes(packed) + integer_layers.slowdown_notes(packed)

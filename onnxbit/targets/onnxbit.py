@@ -1,12 +1,13 @@
 """Target "onnxbit": com.onnxbit::TernaryMatMul for ternary and binary
 weights (needs this library at run time), onnxruntime's MatMulNBits for
-2/4/8-bit integer weights."""
+2/4-bit integer weights, and for 8-bit ones the fastest standard ops
+(integer_layers)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from onnxbit.targets import matmulnbits, ternary_conv, ternary_matmul
+from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
 
@@ -19,7 +20,7 @@ class OnnxbitTarget(Target):
         if settings.precision == "fp32":
             return
         check_act_quant(settings, where)
-        if settings.granularity == "group" and settings.precision.startswith("int"):
+        if settings.granularity == "group" and settings.precision in ("int2", "int4"):
             check_block_size(settings.group_size, where)
 
     def required_opsets(self, settings) -> dict[str, int]:
@@ -27,6 +28,8 @@ class OnnxbitTarget(Target):
             return {}
         if is_ternary(settings):
             return {ternary_matmul.DOMAIN: ternary_matmul.OPSET}
+        if settings.precision == "int8":
+            return integer_layers.int8_opsets(settings)
         return {matmulnbits.DOMAIN: matmulnbits.OPSET}
 
     def fused_format(self, settings) -> str | None:
@@ -43,15 +46,23 @@ class OnnxbitTarget(Target):
                 ctx, base, precision=settings.precision, k=k, n=n, packed_rows=rows, scales=weight.scales,
                 granularity=weight.granularity, group_size=weight.group_size, fmt=settings.format,
                 act_quant=settings.act_quant)
+        if settings.precision == "int8":
+            return integer_layers.pack_int8(ctx, base, weight, settings)
         return matmulnbits.pack_matmulnbits(
             ctx, base, precision=settings.precision, unsigned_codes=matmulnbits.unsigned_codes(weight, settings.bits),
             bits=settings.bits, scales=weight.scales, zero_points=weight.zero_points,
-            granularity=weight.granularity, group_size=weight.group_size, accuracy_level=matmulnbits.ACCURACY_FP32)
+            granularity=weight.granularity, group_size=weight.group_size,
+            accuracy_level=integer_layers.nbits_accuracy_level(settings))
 
     def emit(self, ctx, site, packed: PackedWeight):
         if packed.storage.startswith("TernaryMatMul/"):
             return ternary_matmul.emit_ternary_matmul(ctx, site, packed)
-        return matmulnbits.emit_matmulnbits(ctx, site, packed)
+        if packed.storage.startswith("MatMulNBits/"):
+            return matmulnbits.emit_matmulnbits(ctx, site, packed)
+        return integer_layers.emit_int8(ctx, site, packed)
+
+    def notes(self, settings, packed: PackedWeight) -> list[str]:
+        return dequantize.notes(packed) + integer_layers.slowdown_notes(packed)
 
     def required_conv_opsets(self, settings, op_type: str, spatial_rank: int) -> dict[str, int]:
         if is_ternary(settings) and op_type == "Conv" and spatial_rank in (1, 2):

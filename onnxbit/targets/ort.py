@@ -1,12 +1,12 @@
-"""Target "ort": stock onnxruntime only. Every precision becomes
-com.microsoft::MatMulNBits; ternary and binary weights as 2-bit codes w + 1
-with zero point 1."""
+"""Target "ort": stock onnxruntime only. 2/4-bit weights become
+com.microsoft::MatMulNBits (ternary and binary as 2-bit codes w + 1 with
+zero point 1); 8-bit weights the fastest standard ops (integer_layers)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from onnxbit.targets import matmulnbits
+from onnxbit.targets import dequantize, integer_layers, matmulnbits
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_block_size, check_two_bit_storage
 
@@ -26,11 +26,15 @@ class OrtTarget(Target):
             return
         check_two_bit_storage(settings, self.name, where)
         check_act_quant(settings, where)
-        if settings.granularity == "group":
+        if settings.granularity == "group" and settings.precision != "int8":
             check_block_size(settings.group_size, where)
 
     def required_opsets(self, settings) -> dict[str, int]:
-        return {} if settings.precision == "fp32" else {matmulnbits.DOMAIN: matmulnbits.OPSET}
+        if settings.precision == "fp32":
+            return {}
+        if settings.precision == "int8":
+            return integer_layers.int8_opsets(settings)
+        return {matmulnbits.DOMAIN: matmulnbits.OPSET}
 
     def pack(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         if weight.kind in ("ternary", "binary"):
@@ -38,17 +42,23 @@ class OrtTarget(Target):
                 ctx, base, precision=settings.precision, unsigned_codes=(weight.codes + 1).astype(np.uint8), bits=2,
                 scales=weight.scales, zero_points=np.ones_like(weight.scales, dtype=np.uint8),
                 granularity=weight.granularity, group_size=weight.group_size,
-                accuracy_level=matmulnbits.ACCURACY_INT8 if settings.act_quant else matmulnbits.ACCURACY_FP32)
+                accuracy_level=integer_layers.nbits_accuracy_level(settings))
+        if settings.precision == "int8":
+            return integer_layers.pack_int8(ctx, base, weight, settings)
         return matmulnbits.pack_matmulnbits(
             ctx, base, precision=settings.precision, unsigned_codes=matmulnbits.unsigned_codes(weight, settings.bits),
             bits=settings.bits, scales=weight.scales, zero_points=weight.zero_points,
-            granularity=weight.granularity, group_size=weight.group_size, accuracy_level=matmulnbits.ACCURACY_FP32)
+            granularity=weight.granularity, group_size=weight.group_size,
+            accuracy_level=integer_layers.nbits_accuracy_level(settings))
 
     def emit(self, ctx, site, packed: PackedWeight):
-        return matmulnbits.emit_matmulnbits(ctx, site, packed)
+        if packed.storage.startswith("MatMulNBits/"):
+            return matmulnbits.emit_matmulnbits(ctx, site, packed)
+        return integer_layers.emit_int8(ctx, site, packed)
 
     def notes(self, settings, packed: PackedWeight) -> list[str]:
-        return [ACT_QUANT_NOTE] if settings.act_quant else []
+        return (([ACT_QUANT_NOTE] if settings.act_quant else []) + dequantize.notes(packed)
+                + integer_layers.slowdown_notes(packed))
 
 
 

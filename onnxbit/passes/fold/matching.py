@@ -11,18 +11,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnxbit.graph.gs_adapter import read_constant
+from onnxbit.graph.queries import NotConstant, consumers, producer, resolve_constant  # noqa: F401  (re-exported)
 
 FLOAT32 = onnx.TensorProto.FLOAT
-
-
-def producer(tensor: gs.Tensor) -> gs.Node | None:
-    """The node writing ``tensor``, or None for graph inputs and constants."""
-    return tensor.inputs[0] if tensor.inputs else None
-
-
-def consumers(tensor: gs.Tensor) -> list[gs.Node]:
-    return list(tensor.outputs)
 
 
 def is_float32(tensor: gs.Tensor) -> bool | None:
@@ -67,37 +58,14 @@ def transparent_consumers(tensor: gs.Tensor) -> list[tuple[gs.Node, gs.Tensor]]:
 
 def constant_value(tensor: gs.Tensor | None) -> np.ndarray | None:
     """Value of a tensor that is an initializer or a Constant node's output,
-    seen through Identity and Cast; None when it is computed at run time."""
+    seen through Identity and Cast (of any type: scalars of a chain are
+    often integers cast to float); None when it is computed at run time."""
     if tensor is None:
         return None
-    if isinstance(tensor, gs.Constant):
-        return np.asarray(read_constant(tensor))
-    node = producer(tensor)
-    if node is None:
+    try:
+        return resolve_constant(tensor, ops=("Identity", "Cast"), float_casts_only=False)[0]
+    except NotConstant:
         return None
-    if node.op == "Constant":
-        return _constant_node_value(node)
-    if node.op == "Identity":
-        return constant_value(node.inputs[0])
-    if node.op == "Cast":
-        inner = constant_value(node.inputs[0])
-        if inner is None:
-            return None
-        return inner.astype(onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]))
-    return None
-
-
-def _constant_node_value(node: gs.Node) -> np.ndarray | None:
-    attrs = node.attrs
-    if "value" in attrs:
-        return np.asarray(read_constant(attrs["value"]))
-    for key, dtype in (("value_float", np.float32), ("value_int", np.int64)):
-        if key in attrs:
-            return np.asarray(attrs[key], dtype=dtype)
-    for key, dtype in (("value_floats", np.float32), ("value_ints", np.int64)):
-        if key in attrs:
-            return np.asarray(list(attrs[key]), dtype=dtype)
-    return None
 
 
 def scalar_value(tensor: gs.Tensor | None) -> float | None:

@@ -1,0 +1,97 @@
+"""`onnxbit bench model ORIGINAL CONVERTED`: how fast a user's converted model
+runs against the original, where it matters: one short input (batch 1) and
+a prefill-sized one (128 tokens, or 128 rows when the model has no sequence
+dimension), with 1 and 2 threads. The two models alternate run by run
+(timing.interleave) and the medians are compared; inputs are synthesized
+from the graph as `verify` does, or given as an .npz."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from onnxbit.bench.timing import interleave, median_ms, time_ns
+from onnxbit.feeds import PROFILES, FeedError, plan_feeds
+from onnxbit.verify import open_model, open_session, run_model
+
+WORKLOADS = (("batch 1", dict(PROFILES[0], batch=1, seq=16)), ("prefill 128", dict(PROFILES[0], batch=1, seq=128)))
+ROWS_WHEN_NO_SEQUENCE = dict(PROFILES[0], batch=128, seq=16)
+
+
+@dataclass
+class ModelTiming:
+    workload: str
+    shapes: str
+    threads: int
+    ms_original: float
+    ms_converted: float
+
+    @property
+    def ratio(self) -> float:
+        """Original time / converted time: above 1 the converted model is faster."""
+        return self.ms_original / self.ms_converted
+
+
+def speed_words(ratio: float) -> str:
+    """'1.53x faster' or '1.27x slower' (never 'faster' for a slowdown)."""
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
+def workload_feeds(original_proto) -> list[tuple[str, dict[str, np.ndarray]]]:
+    plan = plan_feeds(original_proto)
+    feeds = []
+    for name, profile in WORKLOADS:
+        feed = plan.feed(profile, 0, 100)
+        if feeds and _shapes(feed) == _shapes(feeds[0][1]):
+            name, feed = "batch 128", plan.feed(ROWS_WHEN_NO_SEQUENCE, 0, 100)
+        feeds.append((name, feed))
+    return feeds
+
+
+def bench_models(original: Any, converted: Any, threads: tuple[int, ...] = (1, 2), rounds: int = 15,
+                 feeds: list[tuple[str, Mapping[str, np.ndarray]]] | None = None) -> list[ModelTiming]:
+    before, after = open_model(original, "original"), open_model(converted, "converted")
+    feeds = feeds if feeds is not None else workload_feeds(before.proto)
+    results = []
+    for count in threads:
+        sessions = {"original": (open_session(before, count), before),
+                    "converted": (open_session(after, count), after)}
+        for workload, feed in feeds:
+            for session, model in sessions.values():
+                try:
+                    run_model(session, model, None, feed, f"the {workload} input ({_shapes(feed)})")  # warm-up
+                except Exception as exc:
+                    raise FeedError(f"{exc}; pass --inputs FILE.npz") from None
+            probes = {name: (lambda s=session, m=model: {"t": time_ns(lambda: s.run(None, dict(feed)))})
+                      for name, (session, model) in sessions.items()}
+            samples = interleave(probes, rounds)
+            results.append(ModelTiming(workload, _shapes(feed), count, median_ms(samples["original"]["t"]),
+                                       median_ms(samples["converted"]["t"])))
+    return results
+
+
+def render(results: list[ModelTiming], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="original vs converted model (medians of interleaved runs)")
+    for column in ("input", "threads", "original ms", "converted ms", "converted is"):
+        table.add_column(column, justify="left" if column == "input" else "right")
+    for r in results:
+        words = speed_words(r.ratio)
+        table.add_row(f"{r.workload} ({r.shapes})", str(r.threads), f"{r.ms_original:.3f}", f"{r.ms_converted:.3f}",
+                      words if r.ratio >= 1 else f"[bold red]{words}[/]")
+    console.print(table)
+    slower = [r for r in results if r.ratio < 1]
+    if slower:
+        worst = min(slower, key=lambda r: r.ratio)
+        console.print(f"[bold red]the converted model is slower[/] in {len(slower)} of {len(results)} cases "
+                      f"(worst: {speed_words(worst.ratio)}, {worst.workload}, {worst.threads} thread(s))",
+                      soft_wrap=True)
+
+
+def _shapes(feed: Mapping[str, np.ndarray]) -> str:
+    return ", ".join(f"{name} {list(array.shape)}" for name, array in feed.items())

@@ -1,0 +1,43 @@
+"""`onnxbit bench model`: a converted model's speed against its original."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from onnxbit.cli.groups import bench
+
+
+@bench.command("model")
+@click.argument("original", type=click.Path(path_type=Path))
+@click.argument("converted", type=click.Path(path_type=Path))
+@click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=".npz of inputs (NAME or NAME_0, NAME_1, ...) timed instead of the synthesized batch-1 and "
+                   "prefill-sized ones.")
+@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
+@click.option("--rounds", type=click.IntRange(1), default=15, show_default=True,
+              help="Timed runs of each model per case (interleaved; the median is shown).")
+def bench_model_command(original: Path, converted: Path, inputs: Path | None, threads: str, rounds: int) -> None:
+    """Latency of CONVERTED against ORIGINAL at batch 1 and at a prefill-sized input, 1 and 2 threads."""
+    from onnxbit.bench.model import bench_models, render
+    from onnxbit.errors import OnnxbitError
+    from onnxbit.feeds import load_feeds
+    from onnxbit.verify import read_model
+
+    try:
+        counts = tuple(int(t) for t in threads.split(",") if t.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {threads!r}", param_hint="--threads")
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("thread counts must be >= 1", param_hint="--threads")
+    try:
+        feeds = None
+        if inputs is not None:
+            proto = read_model(original, "original")
+            names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+            feeds = [(f"input {i}", feed) for i, feed in enumerate(load_feeds(inputs, names))]
+        results = bench_models(original, converted, counts, rounds, feeds)
+    except OnnxbitError as exc:
+        raise click.ClickException(str(exc)) from None
+    render(results)

@@ -1,0 +1,60 @@
+"""`onnxbit calibrate`: choose each layer's precision on sample data under an accuracy budget."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from onnxbit.cli.groups import main
+
+
+@main.command("calibrate")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
+              help=".npz with arrays named after the model inputs (samples along axis 0), or a folder of them.")
+@click.option("--budget", default="cosine>=0.99", show_default=True,
+              help="Accuracy to keep: cosine>=X, max_rel<=X or top1>=X, against the float model's outputs.")
+@click.option("--samples", type=click.IntRange(2), help="Use at most this many samples (every 5th is held out).")
+@click.option("--precisions", default="ternary,int4,int8", show_default=True,
+              help="Precisions the search may give a layer (float is always allowed).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Calibration file to write; `onnxbit quantize --calibration FILE` applies it.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML page: error per layer and precision, the size/accuracy path.")
+def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | None, precisions: str,
+                      output: Path, html_path: Path | None) -> None:
+    """Measure each layer's sensitivity on MODEL and pick the smallest precisions meeting --budget."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from onnxbit.calibration import calibrate
+    from onnxbit.errors import OnnxbitError
+
+    chosen = [p.strip() for p in precisions.split(",") if p.strip()]
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    try:
+        with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("sensitivity", total=None)
+            result = calibrate(model, data_path, budget, precisions=chosen, samples=samples,
+                               progress=lambda what, done, total: bar.update(task, completed=done, total=total,
+                                                                             description=what))
+        result.write_json(output)
+        if html_path is not None:
+            from onnxbit.calibration.html import render_html
+            from onnxbit.modelio.publish import Publication
+
+            with Publication() as publication:
+                publication.write_bytes(html_path, render_html(result, f"onnxbit calibration of {model.name}").encode())
+                publication.commit()
+    except OnnxbitError as exc:
+        raise click.ClickException(str(exc)) from None
+    result.render()
+    click.echo(f"wrote {output}")
+    if html_path is not None:
+        click.echo(f"wrote {html_path}")
+    if not result.met:
+        raise click.ClickException(f"the budget {result.budget} is not met on the held-out samples even with "
+                                   "every layer float")

@@ -1,0 +1,59 @@
+"""`onnxbit bench model`: both models timed on synthesized short and
+prefill-sized inputs, slowdowns printed as slowdowns."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+
+from onnx_models import mlp
+from onnxbit.bench.model import ModelTiming, bench_models, speed_words, workload_feeds
+from onnxbit.cli.main import main
+from onnxbit.convert import convert
+
+
+def test_speed_words_never_call_a_slowdown_faster():
+    assert speed_words(2.0) == "2.00x faster"
+    assert speed_words(0.5) == "2.00x slower"
+    assert ModelTiming("w", "x [1]", 1, ms_original=1.0, ms_converted=4.0).ratio == 0.25
+
+
+def test_a_model_without_a_sequence_axis_gets_a_128_row_batch(rng):
+    model, _ = mlp(rng)
+    feeds = workload_feeds(model)
+    assert [(name, feed["x"].shape) for name, feed in feeds] == [("batch 1", (1, 64)), ("batch 128", (128, 64))]
+
+
+def test_bench_model_times_both_models_on_each_input_and_thread_count(rng, tmp_path):
+    model, _ = mlp(rng)
+    original = tmp_path / "m.onnx"
+    onnx.save(model, str(original))
+    converted = tmp_path / "m.int8.onnx"
+    convert(original, preset="int8", target="onnx", output_path=converted, progress=False)
+    results = bench_models(original, converted, threads=(1, 2), rounds=2)
+    assert [(r.workload, r.threads) for r in results] == [("batch 1", 1), ("batch 128", 1), ("batch 1", 2),
+                                                          ("batch 128", 2)]
+    assert all(r.ms_original > 0 and r.ms_converted > 0 for r in results)
+    result = CliRunner().invoke(main, ["bench", "model", str(original), str(converted), "--rounds", "2",
+                                       "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "batch 128 (x [128, 64])" in result.output
+    assert ("faster" in result.output) or ("slower" in result.output)
+
+
+def test_bench_model_errors_are_one_line(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"nope")
+    result = CliRunner().invoke(main, ["bench", "model", str(tmp_path / "bad.onnx"), str(tmp_path / "bad.onnx")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+
+
+def test_known_slow_paths_are_named_in_the_report(rng):
+    model, _ = mlp(rng)
+    float_acts = convert(model, config={"default": {"precision": "int8", "granularity": "channel"}}, target="onnx",
+                         progress=False).report.notes
+    assert any("can run slower than the float model" in n and "bench model" in n for n in float_acts)
+    assert not any("slower" in n for n in convert(model, preset="int8", target="onnx", progress=False).report.notes)
+    ternary_ort = convert(model, preset="ternary", target="ort", progress=False).report.notes
+    assert any("2-bit MatMulNBits with float activations (accuracy_level 0) is a slow path" in n for n in ternary_ort)
