@@ -1,7 +1,8 @@
 """A real convolutional model with trained weights, shipped inside a PyPI
 package (rapidocr-onnxruntime's PP-OCR orientation classifier), converts on
 every target and runs; int8 keeps every top-1 prediction. Skipped when the
-package is not installed (pip install --no-deps rapidocr-onnxruntime==1.4.4)."""
+package (or scikit-learn, whose digit glyphs draw the test images) is not
+installed (pip install --no-deps rapidocr-onnxruntime==1.4.4)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
 
 @pytest.fixture(scope="module")
 def classifier():
+    pytest.importorskip("sklearn", reason="the synthetic document images use sklearn's digit glyphs")
     from convert_rapidocr import synthetic_page
 
     path = Path(SPEC.origin).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
