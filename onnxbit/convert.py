@@ -78,7 +78,7 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
             preset: str | None = "bitnet", target: str = "onnxbit", output_path: str | os.PathLike | None = None,
             report_path: str | os.PathLike | None = None, progress: bool | Callable[[str, int, int], None] = True,
             measure_error: bool = True, external_data: bool | None = None,
-            strict: bool = False) -> ConversionResult:
+            strict: bool = False, write_noop: bool = True) -> ConversionResult:
     """Convert a model; returns the new model and the per-layer report.
 
     config: a QuantConfig, a dict, or a JSON file path; None uses `preset`.
@@ -90,6 +90,8 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
     when the output is 2 GB or more).
     strict: raise LayerError, writing nothing, when a converted layer is
     flagged as having lost much accuracy (weight SQNR below LOW_SQNR_DB).
+    write_noop: when no layer is converted, still write the (unchanged) output
+    and report; False writes nothing then (the CLI without --allow-noop).
     """
     start = time.perf_counter()
     quant_config = load_config(config, preset)
@@ -123,6 +125,14 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
     if strict and report.flagged:
         raise LayerError(f"--strict: {report.flagged_summary()}")
     written: list[Path] = []
+    if not write_noop and not report.converted:
+        from onnxbit.modelio.publish import check_destination_folder
+
+        for destination in (output, report_file):  # the same errors a write would give, though none is made
+            if destination is not None:
+                check_destination_folder(destination)
+        report.seconds = time.perf_counter() - start
+        return ConversionResult(skeleton, report, written)
     if output is not None or report_file is not None:
         with Publication() as publication:
             if output is not None:
@@ -154,11 +164,17 @@ def _unchanged(model: onnx.ModelProto, input_path: Path | None) -> Skeleton:
     return Skeleton(work, {name: payload for name, payload in borrowed.sources.items() if name in names})
 
 
-def _noop_note(records: list[LayerRecord]) -> str:
+def noop_summary(records: list[LayerRecord]) -> str:
+    """One line for a conversion that converted nothing: the most common reasons."""
     reasons = Counter(r.reason.split(";")[0] for r in records if r.action == "skipped" and r.reason)
     common = "; ".join(f"{reason} ({count}x)" for reason, count in reasons.most_common(3))
-    return "no layer was converted, so the output is the input unchanged" + (f"; most common reasons: {common}"
-                                                                               if common else "")
+    if not records:
+        common = "the model has no MatMul, Gemm, Conv or other weight-carrying node"
+    return "no layer was converted" + (f"; most common reasons: {common}" if common else "")
+
+
+def _noop_note(records: list[LayerRecord]) -> str:
+    return noop_summary(records) + "; the output is the input unchanged"
 
 
 def _input_bytes(model: onnx.ModelProto, inputs: list[Path]) -> int:

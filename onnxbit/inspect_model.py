@@ -20,11 +20,14 @@ from onnxbit.graph.queries import proto_graphs
 from onnxbit.model_check import check_model, element_count, expected_nbytes, read_model
 from onnxbit.report import human_bytes
 from onnxbit.targets import LayerInfo, recognizers
+from onnxbit.passes.find_weights import ATTENTION_CONTRIB_OPS
 from onnxbit.targets.base import bits_per_weight, int_attribute
 
 LIBRARY_DOMAIN = "com.onnxbit"
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 NOT_CONVERTED = "not converted by onnxbit yet"
+FLOAT_CONV = "float weights, not converted (onnxbit quantize converts Conv/ConvTranspose)"
+NO_LOW_BIT_OP = "kept float by onnxbit (no low-bit op for this node)"
 ACTIVATIONS = "activation x activation"
 # Ops that keep a tensor's shape (elementwise against scalars or same-shape
 # tensors, as in QAT weight chains): a weight's K x N is followed through them.
@@ -260,6 +263,8 @@ def _layer(node: onnx.NodeProto, index: _Model) -> LayerInfo | None:
         if info is not None:
             info.node = name
             return info
+    if node.domain == "com.microsoft" and node.op_type in ATTENTION_CONTRIB_OPS:
+        return _other_layer(node, name, index, tuple(range(1, len(node.input))))
     if node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:
@@ -329,11 +334,11 @@ def _computed_weight_layer(node, name, attrs, value_name, sources, index: _Model
                      details, note)
 
 
-def _other_layer(node, name: str, index: _Model) -> LayerInfo | None:
-    """Conv, ConvTranspose, LSTM/GRU/RNN and embedding Gathers: weights onnxbit
-    does not convert, shown so that every weight-carrying node is listed."""
+def _other_layer(node, name: str, index: _Model, weight_inputs: tuple[int, ...] | None = None) -> LayerInfo | None:
+    """Float Conv/ConvTranspose, LSTM/GRU/RNN and embedding Gathers, shown so
+    that every weight-carrying node is listed."""
     weights: list[tuple[onnx.TensorProto, str]] = []
-    for i in _NODE_WEIGHT_INPUTS[node.op_type]:
+    for i in weight_inputs if weight_inputs is not None else _NODE_WEIGHT_INPUTS[node.op_type]:
         if i >= len(node.input) or not node.input[i]:
             continue
         dq = _dequantized(node.input[i], index)
@@ -349,12 +354,23 @@ def _other_layer(node, name: str, index: _Model) -> LayerInfo | None:
             main = max((index.tensors[s] for s in sources), key=lambda w: element_count(w.tensor))
             weights.append((main.tensor, f"{main.storage}, computed"))
     if not weights:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            return LayerInfo(name, node.op_type, ACTIVATIONS, "", None, None, 0, None, {},
+                             "the weight is computed at run time (no constant): nothing to convert")
         return None
     main, storage = weights[0]
     if node.op_type == "Gather" and len(main.dims) < 2:
         return None  # indexing a small constant (shapes), not an embedding table
+    if weight_inputs is not None:
+        weights = [(t, s) for t, s in weights if len(t.dims) >= 2]  # projections, not masks or scalars
+        if not weights:
+            return None
+        main, storage = weights[0]
     size = sum(_data_bytes(t) for t, _ in weights)
     count = sum(element_count(t) for t, _ in weights)
-    what = "embedding table" if node.op_type == "Gather" else "weights"
+    if node.op_type in ("Conv", "ConvTranspose"):
+        note = FLOAT_CONV
+    else:
+        note = f"{'embedding table' if node.op_type == 'Gather' else 'weights'} {NO_LOW_BIT_OP}"
     return LayerInfo(name, node.op_type, _type_name(main).lower(), storage, None, None, size, bits_per_weight(size, count),
-                     {"shape": [int(d) for d in main.dims]}, f"{what} {NOT_CONVERTED}")
+                     {"shape": [int(d) for d in main.dims]}, note)

@@ -36,6 +36,11 @@ class ConversionReport:
         return [r for r in self.layers if r.action == "skipped"]
 
     @property
+    def listed(self) -> list[LayerRecord]:
+        """Nodes shown for completeness that hold no weight (activation x activation products)."""
+        return [r for r in self.layers if r.action == "listed"]
+
+    @property
     def weight_bytes_before(self) -> int:
         return sum(r.bytes_before or 0 for r in self.converted)
 
@@ -67,6 +72,7 @@ class ConversionReport:
             "summary": {
                 "layers_converted": len(self.converted),
                 "layers_skipped": len(self.skipped),
+                "layers_listed": len(self.listed),
                 "layers_folded": sum(r.action == "folded" for r in self.layers),
                 "layers_flagged": len(self.flagged),
                 "weight_bytes_before": self.weight_bytes_before,
@@ -108,7 +114,8 @@ class ConversionReport:
         console.print(table)
         before, after = self.weight_bytes_before, self.weight_bytes_after
         ratio = f" ({before / after:.1f}x smaller)" if after else ""
-        console.print(f"{len(self.converted)} layer(s) converted, {len(self.skipped)} skipped; converted weights "
+        listed = f", {len(self.listed)} without weights" if self.listed else ""
+        console.print(f"{len(self.converted)} layer(s) converted, {len(self.skipped)} skipped{listed}; converted weights "
                       f"{human_bytes(before)} as float -> {human_bytes(after)}{ratio}; model "
                       f"{human_bytes(self.model_bytes_before)} -> {human_bytes(self.model_bytes_after)} "
                       f"in {self.seconds:.2f} s", soft_wrap=True)

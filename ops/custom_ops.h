@@ -8,5 +8,6 @@
 #define OBX_OP_DOMAIN "com.onnxbit"
 
 extern const ObxOpDefinition obx_ternary_matmul_definition; /* ternary_matmul_op.c */
+extern const ObxOpDefinition obx_ternary_conv_definition;   /* ternary_conv_op.c */
 
 #endif

@@ -3,7 +3,9 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
+#include "onnxbit/formats.h"
 #include "op_status.h"
 
 OrtStatus *obx_node_error(const ObxOpKernel *kernel, OrtErrorCode code, const char *fmt, ...)
@@ -156,6 +158,44 @@ OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo
     return NULL;
 }
 
+int obx_has_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info, const char *name)
+{
+    size_t size = 0;
+    OrtStatus *status = kernel->api->KernelInfoGetAttributeArray_int64(info, name, NULL, &size);
+    obx_status_discard(kernel->api, status);
+    return status == NULL || attribute_has_other_type(kernel, info, name, ORT_OP_ATTR_INTS);
+}
+
+OrtStatus *obx_read_ints_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                   const char *name, int64_t *out, size_t capacity, size_t *count)
+{
+    const OrtApi *api = kernel->api;
+    size_t size = 0;
+    *count = 0;
+    OrtStatus *status = api->KernelInfoGetAttributeArray_int64(info, name, NULL, &size);
+    if (status) {
+        obx_status_discard(api, status);
+        if (attribute_has_other_type(kernel, info, name, ORT_OP_ATTR_INTS))
+            return obx_node_error(kernel, ORT_INVALID_ARGUMENT, "attribute '%s' must be a list of ints",
+                                  name);
+        return NULL;
+    }
+    if (size > capacity)
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "attribute '%s' has %zu values; at most %zu are expected", name, size,
+                              capacity);
+    if (size == 0)
+        return NULL;
+    status = api->KernelInfoGetAttributeArray_int64(info, name, out, &size);
+    if (status) {
+        char what[64];
+        snprintf(what, sizeof what, "reading attribute '%s'", name);
+        return obx_node_wrap(kernel, status, what);
+    }
+    *count = size;
+    return NULL;
+}
+
 OrtStatus *obx_read_string_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
                                      const char *name, const char *expected, char *out,
                                      size_t out_len, size_t *length)
@@ -201,4 +241,41 @@ const OrtValue *obx_constant_input(const ObxOpKernel *kernel, const OrtKernelInf
         return NULL;
     }
     return is_constant ? value : NULL;
+}
+
+/* "2bit, base3": the names of formats.h, for messages. */
+typedef struct FormatNames {
+    char text[128];
+} FormatNames;
+
+static FormatNames format_names(void)
+{
+    FormatNames names = {""};
+    size_t used = 0;
+    for (int fmt = 0; fmt < OBX_FMT_COUNT && used < sizeof names.text; fmt++)
+        used += (size_t)snprintf(names.text + used, sizeof names.text - used, "%s%s",
+                                 fmt ? ", " : "", obx_format_name(fmt));
+    return names;
+}
+
+OrtStatus *obx_read_format_attribute(const ObxOpKernel *head, const OrtKernelInfo *info, int *fmt)
+{
+    char name[32];
+    size_t length = 0;
+    const FormatNames expected = format_names();
+    OrtStatus *status = obx_read_string_attribute(head, info, "format", expected.text, name,
+                                                  sizeof name, &length);
+    if (status)
+        return status;
+    /* The whole attribute must be the name: "2bit\0junk" is not "2bit". */
+    *fmt = obx_format_from_name(name, length);
+    if (*fmt >= 0)
+        return NULL;
+    if (strlen(name) != length)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute format holds a NUL byte after '%s' (%zu bytes long); "
+                              "expected one of: %s", name, length, expected.text);
+    return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                          "attribute format='%s' is not a known format; expected one of: %s", name,
+                          expected.text);
 }

@@ -47,12 +47,21 @@ OrtStatus *obx_get_input(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_
 /* An int attribute; `required` ones must be present, others default to fallback. */
 OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
                                   const char *name, int required, int64_t fallback, int64_t *out);
+/* An ints attribute of at most `capacity` values; when absent, *count = 0
+ * (the caller applies its defaults). */
+OrtStatus *obx_read_ints_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                   const char *name, int64_t *out, size_t capacity, size_t *count);
+/* Whether the node has an attribute called `name` of any type. */
+int obx_has_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info, const char *name);
 /* A required string attribute: its bytes into out (out_len at most, NUL
  * added) and its exact length, which counts any NUL bytes inside it.
  * `expected` lists the accepted values for messages. */
 OrtStatus *obx_read_string_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
                                      const char *name, const char *expected, char *out,
                                      size_t out_len, size_t *length);
+
+/* The required `format` attribute: a packed ternary format name of formats.h. */
+OrtStatus *obx_read_format_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info, int *fmt);
 
 /* Input `index` when the runtime can say it is a constant initializer (API
  * 15+), else NULL. */

@@ -157,7 +157,10 @@ struct OrtApi {
     void (*ReleaseTensorTypeAndShapeInfo)(OrtTensorTypeAndShapeInfo *info); /* 99 */
     ORT_UNUSED_SLOTS(100, 100);
     void (*ReleaseCustomOpDomain)(OrtCustomOpDomain *domain); /* 101 */
-    ORT_UNUSED_SLOTS(102, 243);
+    ORT_UNUSED_SLOTS(102, 162);
+    OrtStatus *(*KernelInfoGetAttributeArray_int64)(const OrtKernelInfo *info, const char *name,
+                                                    int64_t *out, size_t *size); /* 163 */
+    ORT_UNUSED_SLOTS(164, 243);
     /* Version 15. */
     OrtStatus *(*KernelInfo_GetNodeName)(const OrtKernelInfo *info, char *out,
                                          size_t *size); /* 244 */
@@ -218,6 +221,7 @@ ORT_PIN_SLOT(KernelContext_GetOutput, 91);
 ORT_PIN_SLOT(ReleaseStatus, 93);
 ORT_PIN_SLOT(ReleaseTensorTypeAndShapeInfo, 99);
 ORT_PIN_SLOT(ReleaseCustomOpDomain, 101);
+ORT_PIN_SLOT(KernelInfoGetAttributeArray_int64, 163);
 ORT_PIN_SLOT(KernelInfo_GetNodeName, 244);
 ORT_PIN_SLOT(KernelInfoGetConstantInput_tensor, 249);
 ORT_PIN_SLOT(ShapeInferContext_GetInputCount, 267);

@@ -13,6 +13,7 @@
 /* Every op of the domain; a new op is its file plus one line here. */
 static const ObxOpDefinition *const op_definitions[] = {
     &obx_ternary_matmul_definition,
+    &obx_ternary_conv_definition,
 };
 enum { OP_COUNT = sizeof op_definitions / sizeof op_definitions[0] };
 

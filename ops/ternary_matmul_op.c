@@ -33,21 +33,6 @@ typedef struct TernaryMatMulKernel {
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryMatMulKernel;
 
-/* "2bit, base3": the names of formats.h, for messages. */
-typedef struct FormatNames {
-    char text[128];
-} FormatNames;
-
-static FormatNames format_names(void)
-{
-    FormatNames names = {""};
-    size_t used = 0;
-    for (int fmt = 0; fmt < OBX_FMT_COUNT && used < sizeof names.text; fmt++)
-        used += (size_t)snprintf(names.text + used, sizeof names.text - used, "%s%s",
-                                 fmt ? ", " : "", obx_format_name(fmt));
-    return names;
-}
-
 /* ---- weights ------------------------------------------------------------ */
 
 /* B holds exactly N packed rows: 1-D [N * row_bytes] or 2-D [N, row_bytes]. */
@@ -135,28 +120,6 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
 
 /* ---- kernel creation --------------------------------------------------- */
 
-static OrtStatus *read_format(const ObxOpKernel *head, const OrtKernelInfo *info, int *fmt)
-{
-    char name[32];
-    size_t length = 0;
-    const FormatNames expected = format_names();
-    OrtStatus *status = obx_read_string_attribute(head, info, "format", expected.text, name,
-                                                  sizeof name, &length);
-    if (status)
-        return status;
-    /* The whole attribute must be the name: "2bit\0junk" is not "2bit". */
-    *fmt = obx_format_from_name(name, length);
-    if (*fmt >= 0)
-        return NULL;
-    if (strlen(name) != length)
-        return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                              "attribute format holds a NUL byte after '%s' (%zu bytes long); "
-                              "expected one of: %s", name, length, expected.text);
-    return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                          "attribute format='%s' is not a known format; expected one of: %s", name,
-                          expected.text);
-}
-
 static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
 {
     TernaryMatMulKernel *kernel = (TernaryMatMulKernel *)head;
@@ -185,7 +148,7 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
                               "(per-token int8)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
-    status = read_format(head, info, &fmt);
+    status = obx_read_format_attribute(head, info, &fmt);
     if (status)
         return status;
     char err[OBX_OP_ERR_LEN] = "";

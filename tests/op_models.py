@@ -109,3 +109,63 @@ def random_scales(rng: np.random.Generator, kind: str, k: int, n: int,
     else:
         shape = (n, -(-k // group_size))
     return rng.uniform(0.25, 2.0, size=shape).astype(np.float32)
+
+
+def ternary_conv_model(codes: np.ndarray, scales: np.ndarray, bias: np.ndarray | None = None, *,
+                       fmt: str = "2bit", group_size: int = 0, act_quant: int = 0, constant: bool = True,
+                       conv_attrs: dict[str, Any] | None = None, node_name: str = "tconv_under_test",
+                       x_rank: int | None = None) -> OpModel:
+    """One TernaryConv node computing Conv(X, codes * scales) (+ bias); codes
+    int8 of the weight's logical shape [M, C/group, *kernel]. Feeds use "X"."""
+    m = codes.shape[0]
+    packed = pack_ternary(np.ascontiguousarray(codes.reshape(m, -1)), fmt)
+    attrs: dict[str, Any] = {"weight_shape": list(codes.shape), "format": fmt, **(conv_attrs or {})}
+    if group_size:
+        attrs["group_size"] = group_size
+    if act_quant:
+        attrs["act_quant"] = act_quant
+    weights = {"B": packed, "scales": np.asarray(scales)}
+    if bias is not None:
+        weights["bias"] = np.asarray(bias)
+    node = helper.make_node("TernaryConv", ["X", *weights], ["Y"], domain=DOMAIN, name=node_name, **attrs)
+    rank = x_rank if x_rank is not None else codes.ndim
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None] * rank)]
+    initializers, weight_feeds = [], {}
+    for name, value in weights.items():
+        if constant:
+            initializers.append(numpy_helper.from_array(value, name))
+        else:
+            inputs.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(value.dtype), [None] * value.ndim))
+            weight_feeds[name] = value
+    graph = helper.make_graph([node], "ternary_conv", inputs,
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None] * rank)],
+                              initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    model.ir_version = 8
+    return ConvOpModel(model, weight_feeds)
+
+
+@dataclass
+class ConvOpModel(OpModel):
+    def feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"X": x, **self.weight_feeds}
+
+
+def float_conv_model(weight: np.ndarray, bias: np.ndarray | None, conv_attrs: dict[str, Any]) -> onnx.ModelProto:
+    """onnxruntime's own Conv with a float weight (the comparison for TernaryConv)."""
+    inits = [numpy_helper.from_array(weight.astype(np.float32), "W")]
+    names = ["X", "W"]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias.astype(np.float32), "bias"))
+        names.append("bias")
+    node = helper.make_node("Conv", names, ["Y"], **conv_attrs)
+    rank = weight.ndim
+    graph = helper.make_graph([node], "float_conv",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None] * rank)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None] * rank)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

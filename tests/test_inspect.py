@@ -182,7 +182,8 @@ def test_activation_matmuls_and_unconverted_weight_nodes_are_listed(tmp_path):
     layers = {layer["node"]: layer for layer in data["layers"]}
     assert set(layers) == {"conv", "embed", "lstm", "scores"}
     assert layers["scores"]["precision"] == "activation x activation" and layers["scores"]["note"]
-    assert layers["conv"]["precision"] == "float" and "not converted by onnxbit yet" in layers["conv"]["note"]
+    assert layers["conv"]["precision"] == "float" and "not converted" in layers["conv"]["note"]
+    assert "no low-bit op" in layers["lstm"]["note"] and "no low-bit op" in layers["embed"]["note"]
     assert layers["conv"]["details"]["shape"] == [4, 3, 3, 3] and layers["conv"]["bytes"] == 4 * 27 * 4
     assert layers["embed"]["precision"] == "float16" and layers["embed"]["bits_per_weight"] == 16.0
     assert layers["lstm"]["bytes"] == (20 * 6 + 20 * 5) * 4

@@ -114,12 +114,16 @@ def test_unconvertible_nodes_are_recorded_with_reasons(rng):
     ctx = find(model)
     assert ctx.weight_sites == []
     reasons = {r.node: r.reason for r in ctx.records}
-    # Products of two run-time values are not weight layers: not reported at all.
-    assert set(reasons) == {"batched_weight", "int_weight", "computed_weight"}
+    # Products of two run-time values are not weight layers: listed as such, not skipped.
+    assert set(reasons) == {"batched_weight", "int_weight", "computed_weight", "activation_product",
+                            "activation_product_2"}
     assert "rank 3" in reasons["batched_weight"]
     assert "dtype int32" in reasons["int_weight"]
     assert reasons["computed_weight"].startswith("'W2' comes from Mul node 'double', not from a constant")
-    assert all(r.action == "skipped" and r.pass_name == "find_weights" for r in ctx.records)
+    actions = {r.node: r.action for r in ctx.records}
+    assert actions.pop("activation_product") == actions.pop("activation_product_2") == "listed"
+    assert "both inputs are activations" in reasons["activation_product"]
+    assert set(actions.values()) == {"skipped"} and all(r.pass_name == "find_weights" for r in ctx.records)
 
 
 @pytest.mark.parametrize("perm", [None, [1, 0]])

@@ -7,5 +7,6 @@ from onnxbit.cli import bench_codecs  # noqa: F401
 from onnxbit.cli import bench_convert  # noqa: F401
 from onnxbit.cli import verify  # noqa: F401
 from onnxbit.cli import demo  # noqa: F401
+from onnxbit.cli import bench_conv  # noqa: F401
 from onnxbit.cli import bench_model  # noqa: F401
 from onnxbit.cli import calibrate  # noqa: F401

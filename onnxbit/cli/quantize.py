@@ -32,19 +32,25 @@ from onnxbit.config import PRESETS, TARGETS
 @click.option("--no-error-stats", is_flag=True, help="Skip the per-layer weight error (faster on big models).")
 @click.option("--external-data/--no-external-data", "external_data", default=None,
               help="Keep the output's tensors in OUTPUT.data next to it (default: only when 2 GB or more).")
+@click.option("--allow-noop", is_flag=True,
+              help="When no layer is converted, still write OUTPUT (the input unchanged) and exit 0.")
 @click.option("--strict", is_flag=True,
               help="Fail (writing nothing) when a converted layer loses much accuracy (weight SQNR < 15 dB).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the summary table.")
 def quantize_command(model: Path, output: Path, preset: str, config_path: Path | None,
                      calibration_path: Path | None, target: str,
                      report_path: Path | None, no_progress: bool, no_error_stats: bool,
-                     external_data: bool | None, strict: bool, quiet: bool) -> None:
+                     external_data: bool | None, strict: bool, allow_noop: bool, quiet: bool) -> None:
     """Convert MODEL's MatMul/Gemm weights to ternary / low-bit storage, written to OUTPUT.
 
     MODEL and its external-data files are never modified, and no output may be
     one of them. OUTPUT, its data file and the --report are written in full to
     temporary files, then renamed into place together: after an error or a
-    signal, every destination is as it was."""
+    signal, every destination is as it was.
+
+    A conversion that converts no layer writes nothing and exits 1, saying why
+    in one line, unless --allow-noop is given (then it writes the unchanged
+    model and exits 0): a no-op must never look like a success."""
     from onnxbit.convert import convert
     from onnxbit.errors import OnnxbitError
     from onnxbit.modelio.publish import Interrupted
@@ -59,7 +65,8 @@ def quantize_command(model: Path, output: Path, preset: str, config_path: Path |
             config = load_calibration(calibration_path)
         result = convert(model, config=config, preset=preset, target=target, output_path=output,
                          report_path=report_path, progress=not no_progress and sys.stderr.isatty(),
-                         measure_error=not no_error_stats, external_data=external_data, strict=strict)
+                         measure_error=not no_error_stats, external_data=external_data, strict=strict,
+                         write_noop=allow_noop)
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
     except Interrupted as exc:
@@ -67,6 +74,12 @@ def quantize_command(model: Path, output: Path, preset: str, config_path: Path |
         sys.exit(128 + exc.signum)
     if not quiet:
         result.report.render()
+    if not result.report.converted and not allow_noop:
+        from onnxbit.convert import noop_summary
+
+        click.echo(f"Error: {noop_summary(result.report.layers)}; nothing written (--allow-noop writes the "
+                   "unchanged model and exits 0)", err=True)
+        sys.exit(1)
     for path in result.written:
         click.echo(f"wrote {path}")
     if report_path is not None:

@@ -71,15 +71,18 @@ class TernaryValues(RestorableValues):
     only when something reads it; the proof itself travels with the constant
     (see onnxbit.graph.ternary)."""
 
-    def __init__(self, name: str, proof: TernaryProof, stored_transposed: bool):
+    def __init__(self, name: str, proof: TernaryProof, stored_transposed: bool,
+                 stored_shape: tuple[int, ...] | None = None):
         self.proof = proof
         self.stored_transposed = stored_transposed
         k, n = proof.codes.shape
-        super().__init__(_shape_only_proto(name, (n, k) if stored_transposed else (k, n)))
+        self.stored_shape = stored_shape or ((n, k) if stored_transposed else (k, n))
+        super().__init__(_shape_only_proto(name, self.stored_shape))
 
     def load(self) -> np.ndarray:
         values = self.proof.float_weight()
         values = np.ascontiguousarray(values.T) if self.stored_transposed else values
+        values = values.reshape(self.stored_shape)
         values.flags.writeable = False
         return self.remember(values)
 
@@ -144,10 +147,12 @@ def proto_constant(proto: onnx.TensorProto) -> gs.Constant:
     return gs.Constant(proto.name, LazyValues(proto))
 
 
-def ternary_constant(name: str, proof: TernaryProof, stored_transposed: bool = False) -> gs.Constant:
+def ternary_constant(name: str, proof: TernaryProof, stored_transposed: bool = False,
+                     stored_shape: tuple[int, ...] | None = None) -> gs.Constant:
     """A float weight constant that is codes * scales of `proof` ([N, K] when
-    stored_transposed, as Gemm transB reads it)."""
-    return gs.Constant(name, TernaryValues(name, proof, stored_transposed))
+    stored_transposed, as Gemm transB reads it; then reshaped to stored_shape,
+    as a Conv weight [M, C/group, *kernel] holds its [N, K] rows)."""
+    return gs.Constant(name, TernaryValues(name, proof, stored_transposed, stored_shape))
 
 
 def proof_of(tensor: gs.Tensor) -> TernaryProof | None:

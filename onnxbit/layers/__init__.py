@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from onnxbit.layers.base import LayerKind, WeightSite
+from onnxbit.layers.conv import ConvLayer
 from onnxbit.layers.gemm import GemmLayer
 from onnxbit.layers.matmul import MatMulLayer
 
-LAYER_KINDS: tuple[LayerKind, ...] = (MatMulLayer(), GemmLayer())
+LAYER_KINDS: tuple[LayerKind, ...] = (MatMulLayer(), GemmLayer(), ConvLayer())
 
 
 def kind_for(node) -> LayerKind | None:

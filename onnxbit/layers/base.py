@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxbit.graph.ternary import TernaryProof
+
+if TYPE_CHECKING:  # onnxbit.layers.conv imports this module
+    from onnxbit.layers.conv import ConvSpec
 
 
 @dataclass
@@ -55,6 +58,7 @@ class WeightSite:
     transpose_activation: bool = False  # Gemm transA = 1
     position: frozenset[str] = frozenset()  # {"first"}, {"last"} among the main graph's sites
     in_subgraph: bool = False
+    conv: "ConvSpec | None" = None  # Conv/ConvTranspose: how to rebuild the node around a new weight
     _weight: np.ndarray | None = field(default=None, repr=False)
 
     @property

@@ -98,9 +98,7 @@ class Publication:
         """A new, empty temporary file for `destination` (which is published
         to when commit() runs). The caller writes it by path."""
         destination = Path(destination)
-        folder = destination.parent
-        if not folder.is_dir():
-            raise OutputPathError(f"cannot write {destination}: folder {folder} does not exist")
+        folder = check_destination_folder(destination)
         mode = mode_for(destination)
         for _ in range(100):
             temporary = folder / f".{destination.name}.{secrets.token_hex(4)}.tmp"
@@ -198,3 +196,11 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def check_destination_folder(destination: str | os.PathLike) -> Path:
+    """The folder `destination` would be written in; OutputPathError when it does not exist."""
+    destination = Path(destination)
+    if not destination.parent.is_dir():
+        raise OutputPathError(f"cannot write {destination}: folder {destination.parent} does not exist")
+    return destination.parent

@@ -16,6 +16,7 @@ from onnx.reference.op_run import OpRun
 
 from onnxbit.ops.schemas import DOMAIN, FORMATS, register_schemas
 from onnxbit.reference.codecs import packed_row_bytes, unpack_ternary
+from onnxbit.reference.ternary_conv import ternary_conv_reference
 from onnxbit.reference.ternary_matmul import ternary_matmul_reference
 
 
@@ -66,6 +67,35 @@ class TernaryMatMul(OpRun):
         return (y.astype(np.float32),)
 
 
-CUSTOM_OPS = [TernaryMatMul]
+class TernaryConv(OpRun):
+    """com.onnxbit::TernaryConv (contract: onnxbit/ops/schemas.py)."""
+
+    op_domain = DOMAIN
+
+    def _run(self, X, B, scales, bias=None, weight_shape=None, format=None,  # noqa: A002 (ONNX name)
+             group_size=0, act_quant=0, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET"):
+        name = f"TernaryConv node {self.onnx_node.name!r}"
+        fmt = format.decode() if isinstance(format, bytes) else format
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else (auto_pad or "NOTSET")
+        if weight_shape is None or fmt not in FORMATS:
+            raise ValueError(f"{name}: attributes weight_shape and format (one of {', '.join(FORMATS)}) are required")
+        weight_shape = [int(d) for d in weight_shape]
+        m, k = weight_shape[0], int(np.prod(weight_shape[1:]))
+        packed = np.asarray(B)
+        if packed.dtype != np.uint8 or packed.size != m * packed_row_bytes(k, fmt):
+            raise ValueError(f"{name}: B must be uint8 with M * row bytes = {m * packed_row_bytes(k, fmt)} "
+                             f"elements, got {packed.dtype} {packed.shape}")
+        try:
+            codes = unpack_ternary(packed.reshape(m, -1), k, fmt)
+        except ValueError as error:
+            raise ValueError(f"{name}: invalid weights (format {fmt}): {error}") from error
+        y = ternary_conv_reference(np.asarray(X), codes, np.asarray(scales), weight_shape=weight_shape,
+                                   group=int(group or 1), group_size=int(group_size or 0),
+                                   act_quant=int(act_quant or 0), bias=bias, strides=strides, pads=pads,
+                                   dilations=dilations, auto_pad=auto_pad)
+        return (y,)
+
+
+CUSTOM_OPS = [TernaryMatMul, TernaryConv]
 
 register_schemas()

@@ -19,6 +19,7 @@ from onnxbit.formats import NAMES as FORMATS
 DOMAIN = "com.onnxbit"
 OPSET_VERSION = 1
 TERNARY_MATMUL = "TernaryMatMul"
+TERNARY_CONV = "TernaryConv"
 
 _lock = threading.Lock()
 
@@ -96,12 +97,105 @@ def _ternary_matmul_schema() -> OpSchema:
     return schema
 
 
+_TERNARY_CONV_DOC = """\
+Y = Conv(X, W * scales) (+ bias), ONNX Conv semantics, for a ternary weight W
+of logical shape weight_shape = [M, C/group, (kH,) kW] (1-D and 2-D).
+
+B holds W flattened to M rows of K = C/group * kH * kW codes in (c, kh, kw)
+order, each row packed in `format` as TernaryMatMul's B (N = M). scales is
+[1], [M] or [M, ceil(K / group_size)]. act_quant = 1 quantizes each im2col
+row (one output position of one group: its C/group channels times the kernel
+window, padding as 0) to int8 with its own absmax scale, as TernaryMatMul does
+per row of A, and runs an exact integer core.
+"""
+
+
+def _infer_ternary_conv(ctx) -> None:
+    """Y: float32 [N, M, *out], out from X's spatial sizes and the conv attributes."""
+    from onnxbit.reference.ternary_conv import conv_geometry
+
+    y_type = onnx.helper.make_tensor_type_proto(TensorProto.FLOAT, shape=None)
+    weight = ctx.get_attribute("weight_shape")
+    x_type = ctx.get_input_type(0) if ctx.has_input(0) else None
+    if weight is not None and x_type is not None and x_type.tensor_type.HasField("shape"):
+        weight_shape = list(weight.ints)
+        dims = list(x_type.tensor_type.shape.dim)
+        rank = len(weight_shape) - 2
+        where = _display_name(ctx)
+        if len(dims) != rank + 2:
+            raise onnx.shape_inference.InferenceError(
+                f"{where}: X has rank {len(dims)}; weight_shape {weight_shape} needs rank {rank + 2}")
+
+        def ints(name, default):
+            attr = ctx.get_attribute(name)
+            return list(attr.ints) if attr is not None and len(attr.ints) else default
+
+        auto_pad = ctx.get_attribute("auto_pad")
+        auto_pad = auto_pad.s.decode() if auto_pad is not None else "NOTSET"
+        shape = y_type.tensor_type.shape
+        shape.dim.add().CopyFrom(dims[0])
+        shape.dim.add().dim_value = weight_shape[0]
+        spatial = [d.dim_value if d.HasField("dim_value") else None for d in dims[2:]]
+        if None in spatial:
+            for _ in spatial:
+                shape.dim.add()
+        else:
+            try:
+                geometry = conv_geometry(spatial, weight_shape[2:], ints("strides", [1] * rank),
+                                         ints("pads", [0] * 2 * rank), ints("dilations", [1] * rank), auto_pad)
+            except ValueError as error:
+                raise onnx.shape_inference.InferenceError(f"{where}: {error}") from None
+            for length in geometry.out:
+                shape.dim.add().dim_value = length
+    ctx.set_output_type(0, y_type)
+
+
+def _ternary_conv_schema() -> OpSchema:
+    attr = OpSchema.Attribute
+    ints_type = OpSchema.AttrType.INTS
+    schema = OpSchema(
+        TERNARY_CONV, DOMAIN, OPSET_VERSION, _TERNARY_CONV_DOC,
+        inputs=[
+            OpSchema.FormalParameter("X", "T", "activations [N, C, (H,) W]"),
+            OpSchema.FormalParameter("B", "TB", "packed ternary W: M rows of K codes"),
+            OpSchema.FormalParameter("scales", "T", "[1], [M] or [M, ceil(K / group_size)]"),
+            OpSchema.FormalParameter("bias", "T", "[M]",
+                                     param_option=OpSchema.FormalParameterOption.Optional),
+        ],
+        outputs=[OpSchema.FormalParameter("Y", "T", "[N, M, (oH,) oW]")],
+        type_constraints=[
+            ("T", ["tensor(float)"], "activations, scales, bias and output are float32"),
+            ("TB", ["tensor(uint8)"], "packed ternary codes"),
+        ],
+        attributes=[
+            attr("weight_shape", ints_type, "logical weight shape [M, C/group, (kH,) kW]", required=True),
+            attr("format", OpSchema.AttrType.STRING, "packing of B: " + " | ".join(FORMATS), required=True),
+            attr("group_size", onnx.helper.make_attribute("group_size", 0),
+                 "scale group length along K; 0 = not grouped"),
+            attr("act_quant", onnx.helper.make_attribute("act_quant", 0),
+                 "1 = int8 activations per im2col row, 0 = float32"),
+            attr("group", onnx.helper.make_attribute("group", 1), "as Conv"),
+            attr("strides", ints_type, "as Conv (default 1s)", required=False),
+            attr("pads", ints_type, "as Conv (default 0s)", required=False),
+            attr("dilations", ints_type, "as Conv (default 1s)", required=False),
+            attr("auto_pad", onnx.helper.make_attribute("auto_pad", "NOTSET"),
+                 "as Conv: NOTSET | SAME_UPPER | SAME_LOWER | VALID"),
+        ],
+    )
+    if hasattr(schema, "set_type_and_shape_inference_function"):
+        schema.set_type_and_shape_inference_function(_infer_ternary_conv)
+    return schema
+
+
 def is_registered() -> bool:
-    return onnx.defs.has(TERNARY_MATMUL, OPSET_VERSION, DOMAIN)
+    return onnx.defs.has(TERNARY_MATMUL, OPSET_VERSION, DOMAIN) and onnx.defs.has(TERNARY_CONV, OPSET_VERSION,
+                                                                                  DOMAIN)
 
 
 def register_schemas() -> None:
     """Register the com.onnxbit schemas with onnx (idempotent, thread safe)."""
     with _lock:
-        if not is_registered():
+        if not onnx.defs.has(TERNARY_MATMUL, OPSET_VERSION, DOMAIN):
             onnx.defs.register_schema(_ternary_matmul_schema())
+        if not onnx.defs.has(TERNARY_CONV, OPSET_VERSION, DOMAIN):
+            onnx.defs.register_schema(_ternary_conv_schema())

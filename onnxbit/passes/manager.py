@@ -148,7 +148,11 @@ class PassManager:
         if settings and _may_hold_qat_chains(model):
             settings += [dataclasses.replace(settings[0], precision="ternary", granularity="tensor", group_size=0,
                                              act_quant=act, format=formats.DEFAULT) for act in (0, 1)]
-        return max((self.target.required_opsets(s).get("", 0) for s in settings), default=0)
+        planned = max((self.target.required_opsets(s).get("", 0) for s in settings), default=0)
+        for op_type, spatial_rank in _conv_kinds(model):
+            planned = max([planned, *(self.target.required_conv_opsets(s, op_type, spatial_rank).get("", 0)
+                                      for s in settings)])
+        return planned
 
     def _run_once(self, model: onnx.ModelProto, opset: int) -> tuple[Skeleton, PassContext]:
         # The working copy leaves the weights' bytes in `model` or its data
@@ -194,6 +198,15 @@ class PassManager:
                 onnx.checker.check_model(_without_weight_data(model))
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise ModelError(f"the rewritten model failed validation: {exc}") from None
+
+
+def _conv_kinds(model: onnx.ModelProto) -> set[tuple[str, int]]:
+    """(op type, spatial rank) of the model's Conv/ConvTranspose nodes with an initializer weight."""
+    from onnxbit.graph.queries import proto_graphs
+
+    ranks = {t.name: len(t.dims) for graph in proto_graphs(model.graph) for t in graph.initializer}
+    return {(node.op_type, ranks.get(node.input[1], 4) - 2) for graph in proto_graphs(model.graph)
+            for node in graph.node if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1}
 
 
 def _may_hold_qat_chains(model: onnx.ModelProto) -> bool:

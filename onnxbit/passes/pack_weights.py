@@ -93,8 +93,13 @@ class PackWeightsPass(Pass):
                     except ValueError as exc:
                         raise LayerError(f"layer '{name}' ({site.node.op}): {exc}") from None
                     cache[key] = (packed, name)
-                target.emit(ctx, site, packed)
-                for note in target.notes(settings, packed):
+                if site.conv is not None:
+                    target.emit_conv(ctx, site, packed)
+                    notes = target.conv_notes(settings, packed)
+                else:
+                    target.emit(ctx, site, packed)
+                    notes = target.notes(settings, packed)
+                for note in notes:
                     if note not in ctx.notes:
                         ctx.notes.append(note)
                 reason = "QAT ternary weight, packed from the fold's exact codes" if proven is not None else ""
@@ -129,7 +134,11 @@ class PackWeightsPass(Pass):
         q = quantize_site(site, settings, ctx.target.fused_format(settings))
         if q.kind in ("ternary", "binary"):
             q = _positive_scales(q)
-        packed = ctx.target.pack(ctx, _base_name(site), q, settings)
+        if site.conv is not None:
+            q.conv = site.conv
+            packed = ctx.target.pack_conv(ctx, _base_name(site), q, settings)
+        else:
+            packed = ctx.target.pack(ctx, _base_name(site), q, settings)
         if self.measure_error:
             if q.codes is None and q.packed_rows is not None:
                 from onnxbit import codecs
@@ -169,6 +178,8 @@ def quantize_site(site: WeightSite, s: LayerSettings, fused_format: str | None) 
             raise ValueError("a QAT fold recorded ternary codes for a Gemm with alpha != 1; the codes would miss "
                              "the alpha factor")
         codes = np.asarray(proven.codes, dtype=np.int8)
+        if site.conv is not None and codes.shape == site.conv.weight_shape:
+            codes = site.conv.rows_of(codes).T  # the layer's [K, N] view
         if codes.shape != (k, n):
             raise ValueError(f"the QAT fold recorded codes of shape {codes.shape} for a weight of shape {(k, n)}")
         scales = np.asarray(proven.scales, dtype=np.float32).reshape(-1)

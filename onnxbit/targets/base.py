@@ -39,6 +39,7 @@ class QuantizedWeight:
     granularity: str
     group_size: int
     packed_rows: np.ndarray | None = None
+    conv: Any = None  # the site's ConvSpec for Conv/ConvTranspose (codes are then its [K, N] view)
 
 
 @dataclass
@@ -140,3 +141,47 @@ class Target(abc.ABC):
         """Model-level remarks a layer converted this way calls for (each
         reported once)."""
         return []
+
+    def required_conv_opsets(self, settings, op_type: str, spatial_rank: int) -> dict[str, int]:
+        """Domain -> version the ops emitted for a Conv/ConvTranspose layer need."""
+        if settings.precision == "fp32":
+            return {}
+        from onnxbit.targets.dequantize import required_opset
+
+        return {"": required_opset(2 if settings.precision in ("ternary", "binary") else settings.bits,
+                                   settings.granularity)}
+
+    def pack_conv(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
+        """A Conv/ConvTranspose weight as DequantizeLinear + the node's own op
+        (ternary and binary as INT2); targets with a conv op of their own override this."""
+        from onnxbit.targets.dequantize_conv import pack_dequantize_conv
+
+        if weight.codes is None:  # the fused absmean path packed the rows already
+            from onnxbit import codecs
+
+            weight.codes = codecs.unpack_ternary(weight.packed_rows, weight.k, settings.format).T
+        if weight.kind in ("ternary", "binary"):
+            return pack_dequantize_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
+                                        bits=2, signed=True, scales=weight.scales, zero_points=None,
+                                        granularity=weight.granularity, group_size=weight.group_size)
+        return pack_dequantize_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
+                                    bits=settings.bits, signed=weight.zero_points is None, scales=weight.scales,
+                                    zero_points=weight.zero_points, granularity=weight.granularity,
+                                    group_size=weight.group_size)
+
+    def emit_conv(self, ctx, site, packed: PackedWeight) -> gs.Node:
+        from onnxbit.targets.dequantize_conv import emit_dequantize_conv
+
+        return emit_dequantize_conv(ctx, site, packed)
+
+    def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
+        if not packed.storage.startswith("DequantizeLinear/"):
+            return []
+        from onnxbit.targets.dequantize_conv import CONV_QDQ_NOTE
+
+        return [CONV_QDQ_NOTE] + ([CONV_FLOAT_ACTIVATIONS_NOTE] if settings.act_quant else [])
+
+
+CONV_FLOAT_ACTIVATIONS_NOTE = (
+    "Conv layers stored as DequantizeLinear + Conv compute with float32 activations: act_quant=1 (int8 "
+    "activations per im2col row) exists only in com.onnxbit::TernaryConv (target 'onnxbit')")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_matmul
+from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
 
@@ -64,3 +64,27 @@ class OnnxbitTarget(Target):
     def notes(self, settings, packed: PackedWeight) -> list[str]:
         return dequantize.notes(packed) + integer_layers.slowdown_notes(packed)
 
+    def required_conv_opsets(self, settings, op_type: str, spatial_rank: int) -> dict[str, int]:
+        if is_ternary(settings) and op_type == "Conv" and spatial_rank in (1, 2):
+            return {ternary_matmul.DOMAIN: ternary_matmul.OPSET}
+        return super().required_conv_opsets(settings, op_type, spatial_rank)
+
+    def pack_conv(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
+        # Integer precisions: DequantizeLinear + Conv (the base class), which
+        # measured faster in onnxruntime than ConvInteger / QLinearConv with
+        # dynamic activation quantization (targets/dequantize_conv.py).
+        if weight.kind not in ("ternary", "binary") or not ternary_conv.supports(weight.conv):
+            return super().pack_conv(ctx, base, weight, settings)
+        from onnxbit import codecs
+
+        rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
+            np.ascontiguousarray(weight.codes.T), settings.format)
+        return ternary_conv.pack_ternary_conv(
+            ctx, base, precision=settings.precision, conv=weight.conv, packed_rows=rows, scales=weight.scales,
+            granularity=weight.granularity, group_size=weight.group_size, fmt=settings.format,
+            act_quant=settings.act_quant)
+
+    def emit_conv(self, ctx, site, packed: PackedWeight):
+        if packed.storage.startswith(ternary_conv.OP + "/"):
+            return ternary_conv.emit_ternary_conv(ctx, site, packed)
+        return super().emit_conv(ctx, site, packed)

@@ -30,13 +30,17 @@ ChainPattern = Callable[[gs.Tensor, list[gs.Node]], "str | None"]
 
 @dataclass
 class WeightSlot:
-    """The weight input of a MatMul (input 1) or Gemm (input 1, maybe transB)."""
+    """The weight input of a MatMul (input 1), Gemm (input 1, maybe transB)
+    or Conv (input 1: [M, C/group, *kernel], read as M rows of K)."""
 
     node: gs.Node
     tensor: gs.Tensor
-    stored_transposed: bool  # Gemm transB=1: the tensor is [N, K]
+    stored_transposed: bool  # Gemm transB=1 and Conv: the tensor is [N, K] (Conv: reshaped)
+    conv_shape: tuple[int, ...] | None = None  # a Conv weight's own shape
 
     def to_k_n(self, value: np.ndarray) -> np.ndarray:
+        if self.conv_shape is not None:
+            return value.reshape(value.shape[0], -1).T
         return value.T if self.stored_transposed else value
 
     def from_k_n(self, value: np.ndarray) -> np.ndarray:
@@ -59,6 +63,10 @@ def weight_slots(graph: gs.Graph) -> list[WeightSlot]:
             slots.append(WeightSlot(node, node.inputs[1], False))
         elif node.op == "Gemm" and node.domain in ("", "ai.onnx", None) and len(node.inputs) >= 2:
             slots.append(WeightSlot(node, node.inputs[1], bool(node.attrs.get("transB", 0))))
+        elif node.op == "Conv" and node.domain in ("", "ai.onnx", None) and len(node.inputs) >= 2:
+            shape = node.inputs[1].shape
+            known = shape is not None and all(isinstance(d, int) for d in shape) and len(shape) >= 3
+            slots.append(WeightSlot(node, node.inputs[1], True, tuple(shape) if known else ()))
     return slots
 
 
@@ -105,12 +113,17 @@ def _fold_users(ctx: PassContext, pass_name: str, users: list[tuple[WeightSlot, 
                 value: np.ndarray | NotConstantError, record_not_ternary: bool) -> int:
     """Fold every node reading one evaluated weight tensor."""
     folded = 0
-    replacements: dict[bool, gs.Constant] = {}  # stored_transposed -> the shared constant
+    replacements: dict[tuple, gs.Constant] = {}  # (stored_transposed, conv shape) -> the shared constant
     for slot, chain in users:
         if isinstance(value, NotConstantError):
             _skip(ctx, slot, pass_name, f"{chain}: {value}")
             continue
-        if value.ndim != 2:
+        if slot.conv_shape is not None:
+            if value.ndim < 3:
+                _skip(ctx, slot, pass_name, f"{chain}: Conv weight has shape {list(value.shape)}")
+                continue
+            slot.conv_shape = tuple(int(d) for d in value.shape)
+        elif value.ndim != 2:
             _skip(ctx, slot, pass_name, f"{chain}: weight has shape {list(value.shape)}, expected 2-D")
             continue
         try:
@@ -119,11 +132,13 @@ def _fold_users(ctx: PassContext, pass_name: str, users: list[tuple[WeightSlot, 
             if record_not_ternary:
                 _skip(ctx, slot, pass_name, f"{chain}: {exc}")
             continue
-        constant = replacements.get(slot.stored_transposed)
+        layout = (slot.stored_transposed, slot.conv_shape)
+        constant = replacements.get(layout)
         if constant is None:
             proof = TernaryProof(codes=ternary.codes, scales=ternary.scales, act_quant=0, source=pass_name)
-            constant = ternary_constant(f"{slot.node.name}.ternary_weight", proof, slot.stored_transposed)
-            replacements[slot.stored_transposed] = constant
+            constant = ternary_constant(f"{slot.node.name}.ternary_weight", proof, slot.stored_transposed,
+                                        slot.conv_shape or None)
+            replacements[layout] = constant
         slot.node.inputs[1] = constant
         k, n = ternary.codes.shape
         granularity = "per-channel" if ternary.per_channel else "per-tensor"

@@ -1,0 +1,334 @@
+/* Ternary convolution: prepacking and the im2col path over the TernaryMatMul
+ * kernels (tconv.h). The im2col matrix is never built whole: each task fills
+ * a tile of output positions (bounded scratch), multiplies it by its group's
+ * prepacked weights and writes the tile back in NCHW order. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv/tconv_internal.h"
+#include "obx_common.h"
+#include "onnxbit/codec.h"
+#include "onnxbit/formats.h"
+
+/* Bytes of one im2col tile: small enough for L2, large enough that a tile
+ * amortizes streaming the group's weights. */
+enum { TCONV_TILE_BYTES = 256 * 1024, TCONV_MIN_TILE_ROWS = 8, TCONV_PARALLEL_TILES = 4 };
+
+OBX_API void obx_tconv_free(obx_tconv_weights *w) {
+    if (!w) return;
+    if (w->groups)
+        for (size_t g = 0; g < w->group; g++) obx_tmm_free(w->groups[g]);
+    free(w->groups);
+    free(w->codes);
+    free(w->scales);
+    free(w);
+}
+
+OBX_API int obx_tconv_is_depthwise(const obx_tconv_weights *w) { return w && w->codes != NULL; }
+
+static int prepack_depthwise(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
+                             size_t n_scales, char *err, size_t err_len) {
+    w->codes = malloc(w->m * w->k);
+    w->scales = malloc(w->m * sizeof(float));
+    if (!w->codes || !w->scales) {
+        obx_set_error(err, err_len, "out of memory");
+        return -1;
+    }
+    size_t first_bad = 0;
+    int64_t bad = obx_decode_i8(fmt, b, w->m, w->k, w->codes, &first_bad);
+    if (bad != 0) {
+        obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
+                      first_bad);
+        return -1;
+    }
+    for (size_t i = 0; i < w->m; i++) {
+        float s = scales[n_scales == 1 ? 0 : i];
+        if (!(isfinite(s) && s > 0.0f)) {
+            obx_set_error(err, err_len, "scale %zu = %g must be finite and > 0", n_scales == 1 ? 0 : i,
+                          (double)s);
+            return -1;
+        }
+        w->scales[i] = s;
+    }
+    return 0;
+}
+
+OBX_API obx_tconv_weights *obx_tconv_prepack(int fmt, const uint8_t *b, size_t b_bytes,
+                                             const obx_conv_params *params, const float *scales,
+                                             size_t n_scales, int64_t group_size, char *err, size_t err_len) {
+    if (obx_conv_params_check(params, err, err_len) != 0) return NULL;
+    size_t positions = 1;
+    for (size_t i = 0; i < params->spatial_rank; i++) positions *= (size_t)params->weight_shape[2 + i];
+    size_t m = (size_t)params->weight_shape[0], cg = (size_t)params->weight_shape[1];
+    obx_tmm_shape shape;
+    if (obx_tmm_shape_init(&shape, fmt, (int64_t)(cg * positions), (int64_t)m, group_size, err, err_len) != 0 ||
+        obx_tmm_shape_check_buffers(&shape, b_bytes, n_scales, err, err_len) != 0)
+        return NULL;
+    obx_tconv_weights *w = calloc(1, sizeof *w);
+    if (!w) {
+        obx_set_error(err, err_len, "out of memory");
+        return NULL;
+    }
+    w->m = m;
+    w->cg = cg;
+    w->group = (size_t)params->group;
+    w->m_per_group = m / w->group;
+    w->kernel_positions = positions;
+    w->k = cg * positions;
+    /* Depthwise: one input channel per output channel; the direct kernel
+     * applies one scale per channel, so K-grouped scales take the im2col path. */
+    if (cg == 1 && w->group > 1 && shape.n_groups == 1) {
+        if (prepack_depthwise(w, fmt, b, scales, n_scales, err, err_len) != 0) {
+            obx_tconv_free(w);
+            return NULL;
+        }
+        return w;
+    }
+    w->groups = calloc(w->group, sizeof *w->groups);
+    if (!w->groups) {
+        obx_set_error(err, err_len, "out of memory");
+        obx_tconv_free(w);
+        return NULL;
+    }
+    size_t scales_per_group = n_scales == 1 ? 1 : w->m_per_group * shape.n_groups;
+    for (size_t g = 0; g < w->group; g++) {
+        const float *group_scales = n_scales == 1 ? scales : scales + g * scales_per_group;
+        char inner[384] = "";
+        w->groups[g] = obx_tmm_prepack(fmt, b + g * w->m_per_group * shape.row_bytes,
+                                       w->m_per_group * shape.row_bytes, (int64_t)w->k, (int64_t)w->m_per_group,
+                                       group_scales, scales_per_group, group_size, inner, sizeof inner);
+        if (!w->groups[g]) {
+            obx_set_error(err, err_len, "group %zu (output channels %zu..%zu): %s", g, g * w->m_per_group,
+                          (g + 1) * w->m_per_group - 1, inner);
+            obx_tconv_free(w);
+            return NULL;
+        }
+    }
+    return w;
+}
+
+/* ---- im2col path --------------------------------------------------------- */
+
+typedef struct ConvJob {
+    const obx_tconv_weights *w;
+    const obx_conv_geometry *g;
+    const float *x;
+    const float *bias;
+    float *y;
+    int act_quant;
+    size_t tile_rows, tiles_per_plane;
+    obx_parallel_for_fn inner_par; /* used when the tasks are too few to share the threads */
+    void *inner_runner;
+    int failed;
+    char err[256];
+} ConvJob;
+
+/* Row of the im2col matrix for output position (oh, ow) of one image and group. */
+static void fill_im2col_row(const obx_conv_geometry *g, const float *group_x, size_t cg, size_t oh, size_t ow,
+                            float *row) {
+    const ptrdiff_t h0 = (ptrdiff_t)(oh * g->stride_h) - (ptrdiff_t)g->pad_top;
+    const ptrdiff_t w0 = (ptrdiff_t)(ow * g->stride_w) - (ptrdiff_t)g->pad_left;
+    const ptrdiff_t in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
+    const size_t kw = g->kernel_w, dw = g->dilation_w;
+    /* Most windows lie inside the row: then the kW values need no checks. */
+    const int inside = w0 >= 0 && w0 + (ptrdiff_t)((kw - 1) * dw) < in_w;
+    for (size_t c = 0; c < cg; c++) {
+        const float *plane = group_x + c * g->in_h * g->in_w;
+        for (size_t i = 0; i < g->kernel_h; i++) {
+            ptrdiff_t ih = h0 + (ptrdiff_t)(i * g->dilation_h);
+            if (ih < 0 || ih >= in_h) {
+                memset(row, 0, kw * sizeof *row);
+            } else if (inside) {
+                const float *line = plane + ih * in_w + w0;
+                for (size_t j = 0; j < kw; j++) row[j] = line[j * dw];
+            } else {
+                const float *line = plane + ih * in_w;
+                for (size_t j = 0; j < kw; j++) {
+                    ptrdiff_t iw = w0 + (ptrdiff_t)(j * dw);
+                    row[j] = iw >= 0 && iw < in_w ? line[iw] : 0.0f;
+                }
+            }
+            row += kw;
+        }
+    }
+}
+
+/* A pointwise conv (1x1, stride 1, no padding) reads X [C, positions] as it
+ * is: its im2col tile is a transposed block, copied in small squares so both
+ * sides stay in cache lines. */
+static int is_pointwise(const obx_conv_geometry *g) {
+    return g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 && g->pad_top == 0 &&
+           g->pad_left == 0 && g->out_h == g->in_h && g->out_w == g->in_w;
+}
+
+static void fill_pointwise_tile(const float *group_x, size_t cg, size_t positions, size_t first, size_t rows,
+                                float *tile) {
+    enum { BLOCK = 8 };
+    for (size_t r0 = 0; r0 < rows; r0 += BLOCK) {
+        size_t r1 = OBX_MIN(rows, r0 + BLOCK);
+        for (size_t c0 = 0; c0 < cg; c0 += BLOCK) {
+            size_t c1 = OBX_MIN(cg, c0 + BLOCK);
+            for (size_t c = c0; c < c1; c++) {
+                const float *src = group_x + c * positions + first;
+                for (size_t r = r0; r < r1; r++) tile[r * cg + c] = src[r];
+            }
+        }
+    }
+}
+
+/* Each thread keeps its tile buffer between tasks and calls: a fresh
+ * allocation of this size is a new mapping whose pages fault in on every
+ * task (measured: the page faults cost more than the im2col copies). It is
+ * freed when the thread exits. */
+typedef struct TileBuffer {
+    float *data;
+    size_t capacity; /* floats */
+} TileBuffer;
+
+static pthread_key_t tile_key;
+static pthread_once_t tile_key_once = PTHREAD_ONCE_INIT;
+
+static void free_tile_buffer(void *buffer) {
+    TileBuffer *tile = buffer;
+    free(tile->data);
+    free(tile);
+}
+
+static void create_tile_key(void) { (void)pthread_key_create(&tile_key, free_tile_buffer); }
+
+static float *thread_tile(size_t floats) {
+    pthread_once(&tile_key_once, create_tile_key);
+    TileBuffer *tile = pthread_getspecific(tile_key);
+    if (!tile) {
+        tile = calloc(1, sizeof *tile);
+        if (!tile || pthread_setspecific(tile_key, tile) != 0) {
+            free(tile);
+            return NULL;
+        }
+    }
+    if (tile->capacity < floats) {
+        free(tile->data);
+        tile->data = malloc(floats * sizeof(float));
+        tile->capacity = tile->data ? floats : 0;
+    }
+    return tile->data;
+}
+
+static void run_tile(void *arg, size_t index) {
+    ConvJob *job = arg;
+    const obx_tconv_weights *w = job->w;
+    const obx_conv_geometry *g = job->g;
+    const size_t positions = g->out_h * g->out_w;
+    const size_t plane = index / job->tiles_per_plane; /* image * group + group index */
+    const size_t image = plane / w->group, grp = plane % w->group;
+    const size_t first = (index % job->tiles_per_plane) * job->tile_rows;
+    const size_t rows = OBX_MIN(job->tile_rows, positions - first);
+    float *tile = thread_tile(rows * w->k + rows * w->m_per_group);
+    if (!tile) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    float *out = tile + rows * w->k;
+    const float *group_x = job->x + (image * g->channels + grp * w->cg) * g->in_h * g->in_w;
+    if (is_pointwise(g)) {
+        fill_pointwise_tile(group_x, w->cg, positions, first, rows, tile);
+    } else {
+        for (size_t r = 0; r < rows; r++) {
+            size_t p = first + r;
+            fill_im2col_row(g, group_x, w->cg, p / g->out_w, p % g->out_w, tile + r * w->k);
+        }
+    }
+    char err[256] = "";
+    const float *bias = job->bias ? job->bias + grp * w->m_per_group : NULL;
+    if (obx_tmm_compute(w->groups[grp], tile, rows, bias, job->act_quant, out, job->inner_par, job->inner_runner,
+                        err, sizeof err) != 0) {
+        if (!__atomic_exchange_n(&job->failed, 1, __ATOMIC_RELAXED)) memcpy(job->err, err, sizeof err);
+        return;
+    }
+    float *y = job->y + (image * w->m + grp * w->m_per_group) * positions + first;
+    /* Channel-major: each output plane's run is written contiguously (the tile's reads stay in cache). */
+    for (size_t o = 0; o < w->m_per_group; o++)
+        for (size_t r = 0; r < rows; r++) y[o * positions + r] = out[r * w->m_per_group + o];
+}
+
+/* ---- depthwise path ------------------------------------------------------- */
+
+typedef struct DepthwiseJob {
+    const obx_tconv_weights *w;
+    const obx_conv_geometry *g;
+    const float *x;
+    const float *bias;
+    float *y;
+    int act_quant;
+    int failed;
+} DepthwiseJob;
+
+static void run_depthwise_plane(void *arg, size_t index) {
+    DepthwiseJob *job = arg;
+    const size_t positions = job->g->out_h * job->g->out_w;
+    void *scratch = NULL;
+    if (job->act_quant) {
+        scratch = malloc(3 * positions * sizeof(float) + 1);
+        if (!scratch) {
+            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+    obx_tconv_depthwise_plane(job->w, job->g, job->x, job->bias, job->act_quant, job->y, index / job->w->m,
+                              index % job->w->m, scratch);
+    free(scratch);
+}
+
+static void run_serially(obx_task_fn fn, void *arg, size_t count) {
+    for (size_t i = 0; i < count; i++) fn(arg, i);
+}
+
+OBX_API int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                              const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
+                              char *err, size_t err_len) {
+    if (g->out_channels != w->m || g->channels != w->cg * w->group ||
+        g->kernel_h * g->kernel_w != w->kernel_positions) {
+        obx_set_error(err, err_len, "the geometry does not match the prepacked weights");
+        return -1;
+    }
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN) {
+        obx_set_error(err, err_len, "act_quant = %d must be 0 or 1", act_quant);
+        return -1;
+    }
+    const size_t positions = g->out_h * g->out_w;
+    if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
+    if (w->codes) {
+        DepthwiseJob job = {w, g, x, bias, y, act_quant, 0};
+        size_t planes = g->batch * w->m;
+        if (par) par(runner, run_depthwise_plane, &job, planes);
+        else run_serially(run_depthwise_plane, &job, planes);
+        if (job.failed) {
+            obx_set_error(err, err_len, "out of memory for the depthwise scratch planes");
+            return -1;
+        }
+        return 0;
+    }
+    size_t rows = OBX_MAX((size_t)1, TCONV_TILE_BYTES / (w->k * sizeof(float)));
+    /* Enough tiles for the threads to share when the batch and groups are few. */
+    size_t planes = g->batch * w->group;
+    if (planes < TCONV_PARALLEL_TILES)
+        rows = OBX_MIN(rows, OBX_MAX((size_t)TCONV_MIN_TILE_ROWS,
+                                     OBX_DIV_UP(positions, TCONV_PARALLEL_TILES / planes)));
+    rows = OBX_MIN(rows, positions);
+    ConvJob job = {w, g, x, bias, y, act_quant, rows, OBX_DIV_UP(positions, rows), NULL, NULL, 0, ""};
+    size_t tasks = planes * job.tiles_per_plane;
+    if (par && tasks >= 2) {
+        par(runner, run_tile, &job, tasks);
+    } else {
+        job.inner_par = par;
+        job.inner_runner = runner;
+        run_serially(run_tile, &job, tasks);
+    }
+    if (job.failed) {
+        obx_set_error(err, err_len, "%s", job.err[0] ? job.err : "out of memory for an im2col tile");
+        return -1;
+    }
+    return 0;
+}

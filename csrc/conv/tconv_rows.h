@@ -1,0 +1,33 @@
+/* Row kernels of the direct depthwise convolution (tconv_depthwise.c): one
+ * kernel tap over a run of output columns. Elementwise only (no reductions),
+ * so every ISA build of tconv_rows_body.h computes bit-identical results; the
+ * platform table (isa/platform.h) picks the build for the active ISA. */
+#ifndef ONNXBIT_TCONV_ROWS_H
+#define ONNXBIT_TCONV_ROWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tconv_row_kernels {
+    /* dst[i] += src[i * stride] * w */
+    void (*accumulate_f32)(float *dst, const float *src, size_t stride, float w, size_t n);
+    /* acc[i] += code * clamp(rint(src[i * stride] * scale[i]), -128, 127), code in {-1, 1} */
+    void (*accumulate_i8)(int32_t *acc, const float *src, size_t stride, const float *scale, int32_t code,
+                          size_t n);
+    /* magnitude[i] = max(magnitude[i], bits of |src[i * stride]|) */
+    void (*absmax_bits)(int32_t *magnitude, const float *src, size_t stride, size_t n);
+    /* In place: absmax bit patterns -> scale[i] = 127 * (1 / max(absmax, 1e-5)), and
+     * bad[i] = 1 where the absmax is Inf or NaN (then scale[i] = 127) */
+    void (*window_scales)(float *scale_bits, uint8_t *bad, size_t n);
+    /* out[i] = ((float)isum[i] * weight_scale) / scale[i] (+ *bias when bias), NaN where bad[i] */
+    void (*finish_i8)(float *out, const int32_t *isum, const float *scale, const uint8_t *bad, float weight_scale,
+                      const float *bias, size_t n);
+};
+
+extern const struct tconv_row_kernels tconv_rows_scalar;
+#if defined(ONNXBIT_X86)
+extern const struct tconv_row_kernels tconv_rows_avx2;
+extern const struct tconv_row_kernels tconv_rows_avx512;
+#endif
+
+#endif

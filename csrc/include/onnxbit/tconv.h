@@ -1,0 +1,84 @@
+/* Ternary convolution: Y = conv(X, W * scale) (+ bias), ONNX Conv semantics
+ * for 1-D and 2-D inputs (a 1-D conv is a 2-D one with height 1).
+ *
+ * W has the logical shape [M, C / group, kH, kW] and arrives as M packed rows
+ * of K = (C / group) * kH * kW codes in (c, kh, kw) order: the [N, K] layout
+ * TernaryMatMul reads, with N = M. Scales as in tmatmul.h: 1, M, or
+ * M * ceil(K / group_size).
+ *
+ * Each output value is one row of the im2col matrix (the K input values its
+ * window reads in its group, padding as 0) times one weight row, computed
+ * exactly as obx_tmm_compute computes a row: with act_quant =
+ * OBX_ACT_INT8_TOKEN one activation scale is shared by the K values of one
+ * im2col row, i.e. per (image, group, output position) over that group's
+ * channels and kernel window.
+ *
+ * Paths: per group, im2col into bounded tiles of output positions times the
+ * TernaryMatMul kernels; when C / group == 1 (depthwise) and scales are not
+ * grouped along K, a direct kernel that reads X in place. */
+#ifndef ONNXBIT_TCONV_H
+#define ONNXBIT_TCONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "onnxbit/tmatmul.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { OBX_AUTO_PAD_NOTSET = 0, OBX_AUTO_PAD_SAME_UPPER = 1, OBX_AUTO_PAD_SAME_LOWER = 2,
+       OBX_AUTO_PAD_VALID = 3 };
+
+/* Every size of one convolution, 1-D folded into 2-D (in_h = kernel_h = 1). */
+typedef struct obx_conv_geometry {
+    size_t batch, channels, in_h, in_w;
+    size_t out_channels, group;
+    size_t kernel_h, kernel_w;
+    size_t stride_h, stride_w, dilation_h, dilation_w;
+    size_t pad_top, pad_left; /* leading pads; trailing ones only shape out_h / out_w */
+    size_t out_h, out_w;
+} obx_conv_geometry;
+
+/* The fixed part of a convolution (from the node's attributes). */
+typedef struct obx_conv_params {
+    size_t spatial_rank; /* 1 or 2 */
+    int64_t weight_shape[4]; /* [M, C / group, kH, kW]; 1-D: [M, C / group, kW] */
+    int64_t group;
+    int64_t strides[2], dilations[2];
+    int64_t pads[4]; /* begins then ends, as ONNX orders them */
+    int auto_pad;
+} obx_conv_params;
+
+/* Checks params (positive sizes, pads >= 0, group divides M) and fills in
+ * defaults already chosen by the caller. Returns 0, or -1 with a message. */
+int obx_conv_params_check(const obx_conv_params *params, char *err, size_t err_len);
+
+/* The geometry of params applied to an input of shape x_dims (rank
+ * spatial_rank + 2). Returns 0, or -1 with a message (channel mismatch, a
+ * window larger than the padded input). */
+int obx_conv_geometry_init(obx_conv_geometry *geometry, const obx_conv_params *params,
+                           const int64_t *x_dims, size_t x_rank, char *err, size_t err_len);
+
+typedef struct obx_tconv_weights obx_tconv_weights;
+
+/* Validates and prepacks B and the scales for params' weight shape. */
+obx_tconv_weights *obx_tconv_prepack(int fmt, const uint8_t *b, size_t b_bytes,
+                                     const obx_conv_params *params, const float *scales,
+                                     size_t n_scales, int64_t group_size, char *err,
+                                     size_t err_len);
+void obx_tconv_free(obx_tconv_weights *w);
+/* 1 when the direct depthwise kernel computes these weights. */
+int obx_tconv_is_depthwise(const obx_tconv_weights *w);
+
+/* x: [batch, channels, in_h, in_w]; y: [batch, out_channels, out_h, out_w];
+ * bias: out_channels floats or NULL. Returns 0, or -1 with a message. */
+int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometry *geometry,
+                      const float *x, const float *bias, int act_quant, float *y,
+                      obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,157 @@
+"""`onnxbit bench conv`: TernaryConv and the integer Conv choices against
+onnxruntime's fp32 Conv on ResNet-like and MobileNet-like layer shapes.
+
+Variants (one single-node model each, weights as initializers):
+  fp32         Conv with float weights (the baseline)
+  ternary_a8   TernaryConv act_quant=1 (int8 activations per im2col row)
+  ternary_f32  TernaryConv act_quant=0
+  dq_int8      DequantizeLinear(INT8 per channel) + Conv: what onnxbit emits for int8
+  dq_int4      DequantizeLinear(INT4 per channel) + Conv: what onnxbit emits for int4
+  convinteger  DynamicQuantizeLinear + ConvInteger (uint8 x int8) + rescale:
+               onnxruntime's integer conv with dynamic activation quantization
+Runs are interleaved round-robin; medians are reported, one thread count per
+session (intra_op_num_threads, worker spinning off so that the sessions'
+pools do not compete for the cores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxbit.bench.timing import interleave, median_ms, time_ns
+
+VARIANTS = ("fp32", "ternary_a8", "ternary_f32", "dq_int8", "dq_int4", "convinteger")
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    label: str
+    channels: int
+    out_channels: int
+    size: int  # H = W
+    kernel: int
+    group: int = 1
+    stride: int = 1
+
+    @property
+    def pads(self) -> list[int]:
+        return [self.kernel // 2] * 4
+
+    def describe(self) -> str:
+        kind = "dw" if self.group > 1 else f"{self.kernel}x{self.kernel}"
+        return f"{self.label}: {kind} {self.channels}->{self.out_channels} @{self.size}x{self.size}"
+
+
+SHAPES = (
+    ConvShape("resnet", 64, 64, 56, 3),
+    ConvShape("resnet", 128, 128, 28, 3),
+    ConvShape("resnet", 256, 256, 14, 3),
+    ConvShape("resnet", 512, 512, 7, 3),
+    ConvShape("resnet", 256, 64, 56, 1),
+    ConvShape("resnet", 1024, 256, 14, 1),
+    ConvShape("mobilenet", 144, 144, 56, 3, group=144),
+    ConvShape("mobilenet", 144, 24, 56, 1),
+    ConvShape("mobilenet", 576, 576, 14, 3, group=576),
+    ConvShape("mobilenet", 576, 96, 14, 1),
+)
+QUICK_SHAPES = (ConvShape("resnet", 32, 32, 14, 3), ConvShape("mobilenet", 32, 32, 14, 3, group=32))
+
+
+def _model(nodes, inits, opset: int = 21, domains=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "bench_conv", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    *(helper.make_opsetid(d, 1) for d in domains)])
+    model.ir_version = 10
+    return model
+
+
+def variant_models(shape: ConvShape, rng: np.random.Generator) -> dict[str, onnx.ModelProto]:
+    """One model per variant for this layer shape."""
+    from onnxbit.codecs import pack_ternary
+    from onnxbit.targets.dequantize import subbyte_proto
+
+    m, cg, k = shape.out_channels, shape.channels // shape.group, shape.kernel
+    codes = rng.integers(-1, 2, size=(m, cg, k, k)).astype(np.int8)
+    scales = rng.uniform(0.01, 0.02, size=m).astype(np.float32)
+    weight = (codes * scales[:, None, None, None]).astype(np.float32)
+    conv_attrs = {"pads": shape.pads, "group": shape.group, "strides": [shape.stride] * 2}
+    models = {"fp32": _model([helper.make_node("Conv", ["X", "W"], ["Y"], **conv_attrs)],
+                             [numpy_helper.from_array(weight, "W")])}
+    packed = pack_ternary(np.ascontiguousarray(codes.reshape(m, -1)), "2bit")
+    for act_quant, name in ((1, "ternary_a8"), (0, "ternary_f32")):
+        node = helper.make_node("TernaryConv", ["X", "B", "S"], ["Y"], domain="com.onnxbit",
+                                weight_shape=list(codes.shape), format="2bit", act_quant=act_quant, **conv_attrs)
+        models[name] = _model([node], [numpy_helper.from_array(packed, "B"), numpy_helper.from_array(scales, "S")],
+                              domains=("com.onnxbit",))
+    for bits in (8, 4):
+        limit = (1 << (bits - 1)) - 1
+        step = np.abs(weight).reshape(m, -1).max(axis=1) / limit
+        q = np.clip(np.rint(weight / step[:, None, None, None]), -limit, limit).astype(np.int8)
+        nodes = [helper.make_node("DequantizeLinear", ["Wq", "Ws"], ["W"], axis=0),
+                 helper.make_node("Conv", ["X", "W"], ["Y"], **conv_attrs)]
+        models[f"dq_int{bits}"] = _model(nodes, [subbyte_proto("Wq", q, bits, True),
+                                                 numpy_helper.from_array(step.astype(np.float32), "Ws")])
+    step = np.abs(weight).max() / 127
+    q8 = np.clip(np.rint(weight / step), -127, 127).astype(np.int8)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["X"], ["Xq", "Xs", "Xz"]),
+             helper.make_node("ConvInteger", ["Xq", "Wq", "Xz"], ["Yi"], **conv_attrs),
+             helper.make_node("Cast", ["Yi"], ["Yf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["Xs", "Ws"], ["S"]),
+             helper.make_node("Mul", ["Yf", "S"], ["Y"])]
+    models["convinteger"] = _model(nodes, [numpy_helper.from_array(q8, "Wq"),
+                                           numpy_helper.from_array(np.float32(step), "Ws")])
+    return models
+
+
+def run_benchmark(shapes=SHAPES, threads=(1, 2), rounds: int = 7, variants=VARIANTS, seed: int = 0,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    import onnxruntime as ort
+
+    from onnxbit.runtime import InferenceSession
+
+    rng = np.random.default_rng(seed)
+    runs = []
+    for shape in shapes:
+        models = {name: model for name, model in variant_models(shape, rng).items() if name in variants}
+        x = rng.standard_normal((1, shape.channels, shape.size, shape.size)).astype(np.float32)
+        for count in threads:
+            if progress:
+                progress(f"{shape.describe()}, {count} thread(s)")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = count
+            # Each session has its own pool: spinning workers of one variant would steal the cores
+            # from the next one in the interleaved rounds.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            sessions = {name: InferenceSession(model, sess_options=options) for name, model in models.items()}
+            for session in sessions.values():
+                session.run(None, {"X": x})  # warm-up: first-run allocations
+            probes = {name: (lambda s=session: {"ms": time_ns(lambda: s.run(None, {"X": x}))})
+                      for name, session in sessions.items()}
+            samples = interleave(probes, rounds)
+            times = {name: median_ms(samples[name]["ms"]) for name in sessions}
+            runs.append({"shape": shape.describe(), "threads": count, "ms": times,
+                         "speedup_vs_fp32": {name: times["fp32"] / t for name, t in times.items()}})
+    return {"variants": list(variants), "runs": runs}
+
+
+def render(result: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title="Conv layers: median ms (speed-up vs fp32 Conv)")
+    table.add_column("layer")
+    table.add_column("threads", justify="right")
+    for name in result["variants"]:
+        table.add_column(name, justify="right")
+    for run in result["runs"]:
+        cells = []
+        for name in result["variants"]:
+            ms = run["ms"].get(name)
+            cells.append("" if ms is None else f"{ms:.3g} ({run['speedup_vs_fp32'][name]:.2f}x)")
+        table.add_row(run["shape"], str(run["threads"]), *cells)
+    console.print(table)

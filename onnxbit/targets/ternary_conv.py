@@ -1,0 +1,61 @@
+"""com.onnxbit::TernaryConv (target "onnxbit") for ternary and binary Conv
+weights: B = the weight's [M, K] rows packed in a storage format (the
+TernaryMatMul layout with N = M), scales [1] | [M] | [M, groups]."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxbit.layers.base import WeightSite
+from onnxbit.passes.base import PassContext
+from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
+from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight, int_attribute
+from onnxbit.targets.ternary_matmul import DOMAIN, OPSET, op_scales
+
+OP = "TernaryConv"
+# The Conv attributes TernaryConv takes as they are (kernel_shape comes from weight_shape).
+CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "pads", "strides")
+
+
+def supports(conv) -> bool:
+    """TernaryConv computes 1-D and 2-D Conv (not ConvTranspose, not 3-D)."""
+    return conv.op == "Conv" and conv.spatial_rank in (1, 2)
+
+
+def pack_ternary_conv(ctx: PassContext, base: str, *, precision: str, conv, packed_rows: np.ndarray,
+                      scales: np.ndarray, granularity: str, group_size: int, fmt: str, act_quant: int) -> PackedWeight:
+    op_scale = op_scales(scales, granularity)
+    if not (np.isfinite(op_scale).all() and (op_scale > 0).all()):
+        raise ValueError(f"weight '{base}': TernaryConv needs finite scales > 0 (min {float(op_scale.min())!r})")
+    m, k = conv.rows_shape
+    constants = [array_constant(ctx, f"{base}_packed_{fmt}", packed_rows),
+                 array_constant(ctx, f"{base}_scales", op_scale)]
+    attrs = {"weight_shape": list(conv.weight_shape), "format": fmt,
+             "group_size": group_size if granularity == "group" else 0, "act_quant": int(act_quant)}
+    return PackedWeight(precision=precision, storage=f"{OP}/{fmt}", constants=constants, attrs=attrs, k=k, n=m)
+
+
+def emit_ternary_conv(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
+    ctx.require_opset(DOMAIN, OPSET)
+    attrs = dict(packed.attrs)
+    attrs.update({name: value for name, value in site.conv.attrs.items() if name in CONV_ATTRIBUTES})
+    inputs = [activation_for(ctx, site), *packed.constants]
+    return replace_node(ctx, site, OP, DOMAIN, inputs, attrs, bias_input=3)
+
+
+def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:
+    if node.domain != DOMAIN or node.op_type != OP:
+        return None
+    shape = attrs.get("weight_shape")
+    shape = [int(d) for d in shape] if isinstance(shape, (list, tuple)) else None
+    n = shape[0] if shape else None
+    k = int(np.prod(shape[1:])) if shape else None
+    size = index.constant_bytes(node.input[1:3])
+    fmt = attrs.get("format", b"2bit")
+    fmt = fmt.decode(errors="replace") if isinstance(fmt, bytes) else str(fmt)
+    details = {"weight_shape": shape, "group": int_attribute(attrs, "group", 1),
+               "group_size": int_attribute(attrs, "group_size", 0), "act_quant": int_attribute(attrs, "act_quant", 0)}
+    return LayerInfo(node.name, node.op_type, "ternary", f"{OP}/{fmt}", k, n, size,
+                     bits_per_weight(size, k * n if k and n else None), details)

@@ -1,0 +1,262 @@
+/* com.onnxbit::TernaryConv, the onnxruntime binding of obx_tconv_* (tconv.h).
+ *
+ *   Y = Conv(X, W * scales) (+ bias), ONNX Conv semantics, 1-D and 2-D.
+ *
+ * Inputs: X float32 [N, C, (H,) W]; B uint8, W [M, C/group, (kH,) kW]
+ * flattened to M rows of K = C/group * kH * kW codes, each row packed in
+ * `format` (the TernaryMatMul layout with N = M); scales float32 [1], [M] or
+ * [M, ceil(K / group_size)]; bias float32 [M], optional.
+ * Attributes: weight_shape (required ints, rank 3 or 4), format (required),
+ * group_size, act_quant (as TernaryMatMul; act_quant = 1 shares one
+ * activation scale per im2col row), group, strides, pads, dilations,
+ * auto_pad (as Conv). Constant B and scales are prepacked at kernel creation. */
+#include <string.h>
+
+#include "custom_ops.h"
+#include "onnxbit/formats.h"
+#include "onnxbit/tconv.h"
+#include "op_inputs.h"
+#include "op_kernel.h"
+#include "op_status.h"
+
+enum { CONV_INPUT_X = 0, CONV_INPUT_B = 1, CONV_INPUT_SCALES = 2, CONV_INPUT_BIAS = 3, CONV_INPUTS = 4 };
+
+typedef struct TernaryConvKernel {
+    ObxOpKernel head;
+    obx_conv_params params;
+    int fmt;
+    int64_t group_size;
+    int act_quant;
+    obx_tconv_weights *constant_weights; /* prepacked at creation, or NULL */
+} TernaryConvKernel;
+
+static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_value,
+                          const OrtValue *scales_value, obx_tconv_weights **out)
+{
+    const ObxOpKernel *head = &kernel->head;
+    ObxTensorView b, scales;
+    OrtStatus *status = obx_read_tensor(head, b_value, "B", &b);
+    if (!status)
+        status = obx_require_dtype(head, &b, "B", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
+    if (!status)
+        status = obx_read_tensor(head, scales_value, "scales", &scales);
+    if (!status)
+        status = obx_require_dtype(head, &scales, "scales", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    if (status)
+        return status;
+    const obx_conv_params *p = &kernel->params;
+    size_t k = (size_t)p->weight_shape[1];
+    for (size_t i = 0; i < p->spatial_rank; i++)
+        k *= (size_t)p->weight_shape[2 + i];
+    size_t expected = (size_t)p->weight_shape[0] * obx_packed_row_bytes(kernel->fmt, k);
+    if (b.count != expected)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "B has %zu bytes; weight_shape M=%lld rows of K=%zu codes in format %s "
+                              "need %zu", b.count, (long long)p->weight_shape[0], k,
+                              obx_format_name(kernel->fmt), expected);
+    char err[OBX_OP_ERR_LEN] = "";
+    *out = obx_tconv_prepack(kernel->fmt, b.data, b.count, p, scales.data, scales.count,
+                             kernel->group_size, err, sizeof err);
+    if (!*out)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
+                              obx_format_name(kernel->fmt), err[0] ? err : "rejected");
+    return NULL;
+}
+
+static OrtStatus *read_auto_pad(const ObxOpKernel *head, const OrtKernelInfo *info, int *auto_pad)
+{
+    static const char *const names[] = {"NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"};
+    const char *expected = "NOTSET, SAME_UPPER, SAME_LOWER, VALID";
+    *auto_pad = OBX_AUTO_PAD_NOTSET;
+    if (!obx_has_attribute(head, info, "auto_pad"))
+        return NULL;
+    char text[16];
+    size_t length = 0;
+    OrtStatus *status =
+        obx_read_string_attribute(head, info, "auto_pad", expected, text, sizeof text, &length);
+    if (status)
+        return status;
+    for (int i = 0; i < 4; i++) {
+        if (strlen(names[i]) == length && memcmp(names[i], text, length) == 0) {
+            *auto_pad = i;
+            return NULL;
+        }
+    }
+    return obx_node_error(head, ORT_INVALID_ARGUMENT, "attribute auto_pad='%s' must be one of: %s",
+                          text, expected);
+}
+
+/* An ints attribute that is absent (-> fill) or has exactly `want` values. */
+static OrtStatus *read_spatial_ints(const ObxOpKernel *head, const OrtKernelInfo *info,
+                                    const char *name, size_t want, int64_t fill, int64_t *out)
+{
+    size_t count = 0;
+    OrtStatus *status = obx_read_ints_attribute(head, info, name, out, 4, &count);
+    if (status)
+        return status;
+    if (count == 0) {
+        for (size_t i = 0; i < want; i++)
+            out[i] = fill;
+        return NULL;
+    }
+    if (count != want)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute '%s' has %zu values; this %zu-D convolution needs %zu", name,
+                              count, want / (strcmp(name, "pads") == 0 ? 2 : 1), want);
+    return NULL;
+}
+
+static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
+{
+    TernaryConvKernel *kernel = (TernaryConvKernel *)head;
+    obx_conv_params *p = &kernel->params;
+    size_t count = 0;
+    int64_t act_quant = 0;
+    OrtStatus *status = obx_read_ints_attribute(head, info, "weight_shape", p->weight_shape, 4, &count);
+    if (status)
+        return status;
+    if (count != 3 && count != 4)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute weight_shape must be [M, C/group, kW] or "
+                              "[M, C/group, kH, kW], got %zu values", count);
+    p->spatial_rank = count - 2;
+    status = obx_read_int_attribute(head, info, "group", 0, 1, &p->group);
+    if (!status)
+        status = obx_read_int_attribute(head, info, "group_size", 0, 0, &kernel->group_size);
+    if (!status)
+        status = obx_read_int_attribute(head, info, "act_quant", 0, OBX_ACT_NONE, &act_quant);
+    if (!status)
+        status = read_spatial_ints(head, info, "strides", p->spatial_rank, 1, p->strides);
+    if (!status)
+        status = read_spatial_ints(head, info, "dilations", p->spatial_rank, 1, p->dilations);
+    if (!status)
+        status = read_spatial_ints(head, info, "pads", 2 * p->spatial_rank, 0, p->pads);
+    if (!status)
+        status = read_auto_pad(head, info, &p->auto_pad);
+    if (!status)
+        status = obx_read_format_attribute(head, info, &kernel->fmt);
+    if (status)
+        return status;
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute act_quant=%lld must be 0 (float activations) or 1 "
+                              "(int8 per im2col row)", (long long)act_quant);
+    kernel->act_quant = (int)act_quant;
+    if (kernel->group_size < 0)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "attribute group_size=%lld must be >= 0",
+                              (long long)kernel->group_size);
+    char err[OBX_OP_ERR_LEN] = "";
+    if (obx_conv_params_check(p, err, sizeof err) != 0)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "attributes: %s", err);
+
+    const OrtValue *b = obx_constant_input(head, info, CONV_INPUT_B);
+    const OrtValue *scales = obx_constant_input(head, info, CONV_INPUT_SCALES);
+    if (b && scales)
+        return prepack(kernel, b, scales, &kernel->constant_weights);
+    return NULL;
+}
+
+static void release_kernel(ObxOpKernel *head)
+{
+    obx_tconv_free(((TernaryConvKernel *)head)->constant_weights);
+}
+
+static OrtStatus *run(const TernaryConvKernel *kernel, OrtKernelContext *ctx,
+                      const obx_tconv_weights *weights, const ObxTensorView *x,
+                      const OrtValue *bias_value)
+{
+    const ObxOpKernel *head = &kernel->head;
+    const OrtApi *api = head->api;
+    char err[OBX_OP_ERR_LEN] = "";
+    char text[256];
+    obx_conv_geometry geometry;
+    if (obx_conv_geometry_init(&geometry, &kernel->params, x->dims, x->rank, err, sizeof err) != 0)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "input X has shape %s: %s",
+                              obx_shape_text(x, text, sizeof text), err);
+    const float *bias = NULL;
+    if (bias_value) {
+        ObxTensorView view;
+        OrtStatus *status = obx_read_tensor(head, bias_value, "bias", &view);
+        if (!status)
+            status = obx_require_dtype(head, &view, "bias", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+        if (status)
+            return status;
+        if (view.rank != 1 || (size_t)view.dims[0] != geometry.out_channels)
+            return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                                  "bias has shape %s; it must be [M] = [%zu]",
+                                  obx_shape_text(&view, text, sizeof text), geometry.out_channels);
+        bias = view.data;
+    }
+    int64_t y_dims[4] = {(int64_t)geometry.batch, (int64_t)geometry.out_channels,
+                         (int64_t)geometry.out_h, (int64_t)geometry.out_w};
+    if (kernel->params.spatial_rank == 1)
+        y_dims[2] = (int64_t)geometry.out_w;
+    OrtValue *y_value = NULL;
+    OrtStatus *status =
+        api->KernelContext_GetOutput(ctx, 0, y_dims, kernel->params.spatial_rank + 2, &y_value);
+    void *y = NULL;
+    if (!status)
+        status = api->GetTensorMutableData(y_value, &y);
+    if (status)
+        return obx_node_wrap(head, status, "allocating output Y");
+    ObxOrtRunner runner;
+    obx_parallel_for_fn parallel_for = obx_op_parallel_for(head, ctx, &runner);
+    if (obx_tconv_compute(weights, &geometry, x->data, bias, kernel->act_quant, y, parallel_for,
+                          &runner, err, sizeof err) != 0)
+        return obx_node_error(head, ORT_FAIL, "compute failed: %s", err);
+    return NULL;
+}
+
+static OrtStatus *compute(const ObxOpKernel *head, OrtKernelContext *ctx)
+{
+    const TernaryConvKernel *kernel = (const TernaryConvKernel *)head;
+    size_t input_count = 0;
+    OrtStatus *status = head->api->KernelContext_GetInputCount(ctx, &input_count);
+    if (status)
+        return obx_node_wrap(head, status, "reading inputs");
+    const OrtValue *values[CONV_INPUTS];
+    for (size_t i = 0; i < CONV_INPUTS; i++) {
+        status = obx_get_input(head, ctx, input_count, i, &values[i]);
+        if (status)
+            return status;
+    }
+    if (!values[CONV_INPUT_X] || !values[CONV_INPUT_B] || !values[CONV_INPUT_SCALES])
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "inputs X, B and scales are required");
+    ObxTensorView x;
+    status = obx_read_tensor(head, values[CONV_INPUT_X], "X", &x);
+    if (!status)
+        status = obx_require_dtype(head, &x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    if (status)
+        return status;
+    if (kernel->constant_weights)
+        return run(kernel, ctx, kernel->constant_weights, &x, values[CONV_INPUT_BIAS]);
+    obx_tconv_weights *weights = NULL;
+    status = prepack(kernel, values[CONV_INPUT_B], values[CONV_INPUT_SCALES], &weights);
+    if (status)
+        return status;
+    status = run(kernel, ctx, weights, &x, values[CONV_INPUT_BIAS]);
+    obx_tconv_free(weights);
+    return status;
+}
+
+static const ONNXTensorElementDataType input_types[CONV_INPUTS] = {
+    [CONV_INPUT_X] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+    [CONV_INPUT_B] = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
+    [CONV_INPUT_SCALES] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+    [CONV_INPUT_BIAS] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+};
+
+/* No shape inference callback: onnxruntime learns Y's shape when it runs;
+ * the Python schema (onnxbit/ops/schemas.py) infers it for onnx tools. */
+const ObxOpDefinition obx_ternary_conv_definition = {
+    .name = "TernaryConv",
+    .input_count = CONV_INPUTS,
+    .input_types = input_types,
+    .required_inputs = CONV_INPUT_BIAS,
+    .output_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+    .kernel_size = sizeof(TernaryConvKernel),
+    .init = init_kernel,
+    .compute = compute,
+    .release = release_kernel,
+    .infer_shape = NULL,
+};

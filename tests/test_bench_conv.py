@@ -1,0 +1,31 @@
+"""`onnxbit bench conv` runs every variant on a quick shape, and the variant
+models compute the same convolution (so the timings compare like with like)."""
+
+from __future__ import annotations
+
+import numpy as np
+from click.testing import CliRunner
+
+import onnxbit
+from onnxbit.bench.conv import QUICK_SHAPES, variant_models
+from onnxbit.cli.main import main as cli
+
+
+def test_variant_models_agree_with_fp32():
+    rng = np.random.default_rng(0)
+    for shape in QUICK_SHAPES:
+        models = variant_models(shape, rng)
+        x = rng.standard_normal((1, shape.channels, shape.size, shape.size)).astype(np.float32)
+        outputs = {name: onnxbit.InferenceSession(model).run(None, {"X": x})[0] for name, model in models.items()}
+        reference = outputs.pop("fp32")
+        for name, y in outputs.items():
+            assert y.shape == reference.shape, name
+            tolerance = 0.05 if name in ("ternary_a8", "convinteger", "dq_int4") else 1e-4
+            assert np.abs(y - reference).max() <= tolerance * np.abs(reference).max(), name
+
+
+def test_cli_quick_run(tmp_path):
+    out = tmp_path / "conv.json"
+    result = CliRunner().invoke(cli, ["bench", "conv", "--quick", "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ternary_a8" in result.output and out.exists()

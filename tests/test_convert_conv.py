@@ -1,0 +1,175 @@
+"""Conv and ConvTranspose conversion on every target: the rewritten model
+computes with exactly the quantized weights (checked against onnxruntime's
+own Conv on weights dequantized in numpy), reports and inspect list every
+layer, and a Conv the converter cannot handle is left with its reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxbit
+from onnxbit.cli.main import main as cli
+from onnxbit.convert import convert
+from onnxbit.inspect_model import inspect_model
+from onnxbit.layers.conv import ConvSpec
+from onnxbit.quant import quantize_int, quantize_ternary
+from conv_models import INPUT_SHAPE, LAYERS, conv_chain_model
+
+CONFIGS = {
+    "ternary": ({"default": {"precision": "ternary", "granularity": "channel"}},
+                lambda rows_kn: quantize_ternary(rows_kn, method="absmean", granularity="channel")),
+    "int8": ({"default": {"precision": "int8", "granularity": "channel", "symmetric": True}},
+             lambda rows_kn: quantize_int(rows_kn, 8, symmetric=True, granularity="channel")),
+    "int4": ({"default": {"precision": "int4", "granularity": "group", "group_size": 16, "symmetric": False}},
+             lambda rows_kn: quantize_int(rows_kn, 4, symmetric=False, granularity="group", group_size=16)),
+}
+
+
+def _dequantized_weights(model: onnx.ModelProto, quantize) -> dict[str, np.ndarray]:
+    """Each layer's weight quantized as the converter does, in numpy, back in the node's layout."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    out = {}
+    for name, op, shape, attrs in LAYERS:
+        spec = ConvSpec(op, shape, attrs.get("group", 1))
+        rows = spec.rows_of(values[f"{name}_W"])
+        deq_rows = quantize(np.ascontiguousarray(rows.T)).dequantize().T
+        weight = deq_rows
+        for step, value in spec.layout_from_rows():
+            weight = weight.reshape(value) if step == "reshape" else weight.transpose(value)
+        out[name] = np.ascontiguousarray(weight, dtype=np.float32)
+    return out
+
+
+@pytest.mark.parametrize("target", ["onnxbit", "ort", "onnx"])
+@pytest.mark.parametrize("precision", list(CONFIGS))
+def test_converted_convs_compute_with_the_quantized_weights(rng, target, precision):
+    model = conv_chain_model(np.random.default_rng(7))
+    config, quantize = CONFIGS[precision]
+    result = convert(model, config=config, target=target, progress=False)
+    converted = {r.node: r for r in result.report.layers if r.action == "converted"}
+    assert set(converted) == {name for name, *_ in LAYERS}
+    if target == "onnxbit" and precision == "ternary":
+        assert {converted[n].storage for n in ("conv3x3", "depthwise", "grouped", "pointwise")} == {"TernaryConv/2bit"}
+    ops = {n.op_type for n in result.model.graph.node}
+    assert ("TernaryConv" in ops) == (target == "onnxbit" and precision == "ternary")
+    # DequantizeLinear + Conv layers come with the note on how onnxruntime folds them.
+    assert any("session.disable_quant_qdq=1" in note for note in result.report.notes) == ("DequantizeLinear" in ops)
+    x = rng.standard_normal(INPUT_SHAPE).astype(np.float32)
+    y = onnxbit.InferenceSession(result.model).run(None, {"X": x})[0]
+    expected_model = conv_chain_model(np.random.default_rng(7), _dequantized_weights(model, quantize))
+    expected = ort.InferenceSession(expected_model.SerializeToString()).run(None, {"X": x})[0]
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # inspect reads every converted layer back with its storage.
+    layers = {layer.node: layer for layer in inspect_model(result.model).layers}
+    for name, record in converted.items():
+        assert layers[name].storage == record.storage, name
+        assert layers[name].note == ""
+
+
+def test_ternary_act_quant_conv_runs_int8_per_im2col_row(rng):
+    model = conv_chain_model(np.random.default_rng(7))
+    config = {"default": {"precision": "ternary", "granularity": "tensor", "act_quant": 1}}
+    for target in ("onnxbit", "onnx"):
+        result = convert(model, config=config, target=target, progress=False)
+        x = rng.standard_normal(INPUT_SHAPE).astype(np.float32)
+        y = onnxbit.InferenceSession(result.model).run(None, {"X": x})[0]
+        assert np.isfinite(y).all()
+        if target == "onnxbit":
+            attrs = [a for n in result.model.graph.node if n.op_type == "TernaryConv" for a in n.attribute
+                     if a.name == "act_quant"]
+            assert attrs and all(a.i == 1 for a in attrs)
+        else:
+            assert any("float32 activations" in note for note in result.report.notes)
+
+
+def _single(nodes, inputs, inits, outputs=("Y",)):
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, [])
+                                                   for o in outputs], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_conv_inside_if_branch_converts(rng):
+    w = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32)
+    branch = helper.make_graph([helper.make_node("Conv", ["X", "W"], ["Z"], name="inner_conv", pads=[1, 1, 1, 1])],
+                               "then", [], [helper.make_tensor_value_info("Z", TensorProto.FLOAT, [1, 8, 8, 8])])
+    other = helper.make_graph([helper.make_node("Conv", ["X", "W"], ["Z2"], name="other_conv")], "else", [],
+                              [helper.make_tensor_value_info("Z2", TensorProto.FLOAT, [1, 8, 6, 6])])
+    model = _single([helper.make_node("If", ["cond"], ["Y"], name="branch", then_branch=branch, else_branch=other)],
+                    [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 8, 8]),
+                     helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                    [numpy_helper.from_array(w, "W")])
+    result = convert(model, config={"default": {"precision": "ternary"}}, progress=False)
+    assert {r.node for r in result.report.converted} == {"inner_conv", "other_conv"}
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    y = onnxbit.InferenceSession(result.model).run(None, {"X": x, "cond": np.array(True)})[0]
+    q = quantize_ternary(np.ascontiguousarray(w.reshape(8, -1).T), method="absmean", granularity="tensor")
+    expected_model = _single([helper.make_node("Conv", ["X", "W"], ["Y"], pads=[1, 1, 1, 1])],
+                             [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 8, 8])],
+                             [numpy_helper.from_array(q.dequantize().T.reshape(w.shape).astype(np.float32), "W")])
+    expected = ort.InferenceSession(expected_model.SerializeToString()).run(None, {"X": x})[0]
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_every_weight_node_is_reported_with_a_reason(rng):
+    w = (rng.standard_normal((4, 3, 3, 3))).astype(np.float32)
+    table = rng.standard_normal((50, 8)).astype(np.float32)
+    lstm_w = rng.standard_normal((1, 16, 8)).astype(np.float32)
+    lstm_r = rng.standard_normal((1, 16, 4)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["X", "dynamic_W"], ["c"], name="runtime_weight_conv"),
+             helper.make_node("Conv", ["X", "W"], ["c2"], name="float_conv"),
+             helper.make_node("Gather", ["table", "ids"], ["e"], name="embedding"),
+             helper.make_node("LSTM", ["e", "lstm_W", "lstm_R"], ["h"], name="lstm", hidden_size=4),
+             helper.make_node("MatMul", ["e", "et"], ["scores"], name="scores"),
+             helper.make_node("Attention", ["e", "attn_W", "attn_B"], ["att"], name="attention", domain="com.microsoft",
+                              num_heads=2)]
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 8, 8]),
+              helper.make_tensor_value_info("dynamic_W", TensorProto.FLOAT, [4, 3, 3, 3]),
+              helper.make_tensor_value_info("ids", TensorProto.INT64, [5, 1]),
+              helper.make_tensor_value_info("et", TensorProto.FLOAT, [5, 8, 5])]
+    model = _single(nodes, inputs, [numpy_helper.from_array(w, "W"), numpy_helper.from_array(table, "table"),
+                                    numpy_helper.from_array(lstm_w, "lstm_W"), numpy_helper.from_array(lstm_r, "lstm_R"),
+                                    numpy_helper.from_array(rng.standard_normal((8, 24)).astype(np.float32), "attn_W"),
+                                    numpy_helper.from_array(np.zeros(24, np.float32), "attn_B")],
+                    outputs=("c", "c2", "h", "scores", "att"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    # float_conv has 108 weights: under min_params it stays float, so nothing converts.
+    result = convert(model, config={"default": {"precision": "ternary"}, "min_params": 1000}, progress=False)
+    rows = {r.node: r for r in result.report.table_rows()}
+    assert set(rows) == {"runtime_weight_conv", "float_conv", "embedding", "lstm", "scores", "attention"}
+    assert "Attention (com.microsoft) projection weights" in rows["attention"].reason
+    assert "graph input, not a constant" in rows["runtime_weight_conv"].reason
+    assert "min_params" in rows["float_conv"].reason
+    assert "embedding" in rows["embedding"].reason and "LSTM" in rows["lstm"].reason
+    assert rows["scores"].action == "listed" and "both inputs are activations" in rows["scores"].reason
+    assert any(n.startswith("no layer was converted; most common reasons:") for n in result.report.notes)
+    # inspect lists the same weight nodes.
+    layers = {layer.node for layer in inspect_model(model).layers}
+    assert {"runtime_weight_conv", "float_conv", "embedding", "lstm", "scores", "attention"} <= layers
+
+
+def test_cli_no_op_exits_1_unless_allowed(tmp_path, rng):
+    w = (rng.standard_normal((4, 3, 3, 3))).astype(np.float32)
+    model = _single([helper.make_node("Conv", ["X", "W"], ["Y"], name="small_conv")],
+                    [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 8, 8])],
+                    [numpy_helper.from_array(w, "W")])
+    source = tmp_path / "small.onnx"
+    onnx.save(model, source)
+    config = tmp_path / "config.json"
+    config.write_text('{"default": {"precision": "ternary"}, "min_params": 1000}')
+    out = tmp_path / "out.onnx"
+    refused = CliRunner().invoke(cli, ["quantize", str(source), str(out), "--config", str(config), "-q"])
+    assert refused.exit_code == 1 and not out.exists()
+    assert "no layer was converted" in refused.output and "min_params" in refused.output
+    allowed = CliRunner().invoke(cli, ["quantize", str(source), str(out), "--config", str(config), "-q",
+                                       "--allow-noop"])
+    assert allowed.exit_code == 0 and out.exists()
+    config.write_text('{"default": {"precision": "ternary"}}')
+    converted = CliRunner().invoke(cli, ["quantize", str(source), str(out), "--config", str(config), "-q"])
+    assert converted.exit_code == 0, converted.output

@@ -1,0 +1,58 @@
+"""The committed ternary-QAT CNN (models/train_digits_qat_cnn.py): its
+convolutions' absmean weight chains fold to the exact ternary codes the
+exported graph computes, on every target, and the test accuracy does not
+change by a single sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import onnxbit
+from onnxbit.convert import convert
+from onnxbit.inspect_model import inspect_model
+
+FIXTURES = Path(__file__).resolve().parent.parent / "models" / "fixtures"
+MODEL = FIXTURES / "digits_qat_cnn.onnx"
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    data = np.load(FIXTURES / "digits_test.npz")
+    return data["X_test"], data["y_test"]
+
+
+@pytest.mark.parametrize("target", ["onnxbit", "ort", "onnx"])
+def test_qat_cnn_folds_exactly_and_keeps_every_prediction(test_split, target):
+    x, y = test_split
+    original = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"]).run(None, {"pixels": x})[0]
+    recorded = json.loads((FIXTURES / "digits_qat_cnn.json").read_text())["test_accuracy"]
+    assert float((original.argmax(1) == y).mean()) == pytest.approx(recorded)
+
+    result = convert(MODEL, target=target, progress=False)
+    convs = [r for r in result.report.layers if r.op_type == "Conv" and r.action == "converted"]
+    assert len(convs) == 3
+    for record in convs:
+        assert record.precision == "ternary"
+        assert record.weight_error["mse"] == 0.0  # the fold's codes * scales are the graph's weight
+        assert record.storage == ("TernaryConv/2bit" if target == "onnxbit" else "DequantizeLinear/INT2")
+    assert {r.node for r in result.report.layers if r.action == "folded"} == {r.node for r in convs}
+    converted = onnxbit.InferenceSession(result.model).run(None, {"pixels": x})[0]
+    np.testing.assert_array_equal(converted.argmax(1), original.argmax(1))
+    # Float sums in another order; int8 activation rounding amplifies the rare tie.
+    assert np.abs(converted - original).max() < 0.05
+    shown = {layer.node: layer.storage for layer in inspect_model(result.model).layers}
+    assert all(shown[record.node] == record.storage for record in convs)
+
+
+def test_qat_cnn_shrinks(tmp_path):
+    out = tmp_path / "cnn.onnx"
+    result = convert(MODEL, target="onnxbit", output_path=out, progress=False)
+    before = sum(r.bytes_before for r in result.report.converted)
+    after = sum(r.bytes_after for r in result.report.converted)
+    assert after * 10 < before
+    assert result.report.model_bytes_after == out.stat().st_size < MODEL.stat().st_size

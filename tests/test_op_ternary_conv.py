@@ -1,0 +1,211 @@
+"""com.onnxbit::TernaryConv in real onnxruntime sessions: against onnxruntime's
+own Conv on the dequantized weight (float activations) and bit for bit
+against the numpy reference (act_quant=1), on every ISA path."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from onnxbit import runtime
+from onnxbit.ops.reference import CUSTOM_OPS
+from onnxbit.ops.schemas import DOMAIN, OPSET_VERSION, register_schemas
+from onnxbit.reference.ternary_conv import ternary_conv_reference
+from op_models import float_conv_model, random_scales, ternary_conv_model
+
+
+def _session(model: onnx.ModelProto, threads: int = 1, custom: bool = True) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if custom:
+        return runtime.InferenceSession(model, sess_options=options)
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _dequantized(codes: np.ndarray, scales: np.ndarray, group_size: int) -> np.ndarray:
+    m = codes.shape[0]
+    rows = codes.reshape(m, -1).astype(np.float32)
+    if scales.size == 1:
+        return (rows * scales.reshape(())).reshape(codes.shape)
+    if scales.ndim == 1:
+        return (rows * scales[:, None]).reshape(codes.shape)
+    expanded = np.repeat(scales, group_size, axis=1)[:, :rows.shape[1]]
+    return (rows * expanded).reshape(codes.shape)
+
+
+# name: (x shape, weight shape [M, C/group, *kernel], conv attributes, scales, group_size)
+CASES = {
+    "1x1": ((1, 16, 5, 7), (24, 16, 1, 1), {}, "channel", 0),
+    "3x3_pad1": ((1, 8, 9, 9), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}, "tensor", 0),
+    "5x1": ((1, 6, 11, 4), (5, 6, 5, 1), {"pads": [2, 0, 2, 0]}, "channel", 0),
+    "1d": ((2, 7, 19), (9, 7, 3), {"pads": [1, 2], "strides": [2]}, "channel", 0),
+    "stride2_asym_pads": ((1, 5, 12, 13), (7, 5, 3, 3), {"strides": [2, 2], "pads": [0, 1, 2, 0]}, "channel", 0),
+    "same_upper": ((1, 4, 10, 11), (6, 4, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, "channel", 0),
+    "same_lower": ((1, 4, 10, 11), (6, 4, 4, 2), {"auto_pad": "SAME_LOWER", "strides": [3, 2]}, "tensor", 0),
+    "valid": ((1, 4, 8, 9), (6, 4, 3, 2), {"auto_pad": "VALID"}, "channel", 0),
+    "groups": ((1, 12, 7, 7), (8, 3, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}, "channel", 0),
+    "depthwise": ((1, 16, 12, 12), (16, 1, 3, 3), {"group": 16, "pads": [1, 1, 1, 1]}, "channel", 0),
+    "depthwise_stride2_mult2": ((1, 6, 11, 10), (12, 1, 3, 3), {"group": 6, "strides": [2, 2],
+                                                                "pads": [1, 0, 1, 1]}, "tensor", 0),
+    "depthwise_dilated_1d": ((2, 5, 23), (5, 1, 5), {"group": 5, "dilations": [2], "pads": [4, 4]}, "channel", 0),
+    "dilation": ((1, 3, 13, 12), (4, 3, 3, 3), {"dilations": [2, 3], "pads": [2, 3, 2, 3]}, "channel", 0),
+    "batch3": ((3, 10, 6, 6), (12, 10, 3, 3), {"pads": [1, 1, 1, 1]}, "channel", 0),
+    "grouped_scales": ((1, 8, 6, 6), (10, 8, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 32),
+    "depthwise_grouped_scales": ((1, 4, 6, 6), (4, 1, 3, 3), {"group": 4}, "group", 4),
+    "many_positions": ((1, 32, 40, 40), (32, 32, 3, 3), {"pads": [1, 1, 1, 1]}, "channel", 0),
+}
+
+
+def _case(rng, name, fmt="2bit", with_bias=True):
+    x_shape, w_shape, attrs, scale_kind, group_size = CASES[name]
+    codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
+    m, k = w_shape[0], int(np.prod(w_shape[1:]))
+    scales = random_scales(rng, scale_kind, k, m, group_size)
+    bias = rng.standard_normal(m).astype(np.float32) if with_bias else None
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    return codes, scales, bias, x, attrs, group_size
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_float_path_matches_onnxruntime_conv(isa, rng, name):
+    codes, scales, bias, x, attrs, group_size = _case(rng, name)
+    op = ternary_conv_model(codes, scales, bias, group_size=group_size, conv_attrs=attrs)
+    y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
+    expected = _session(float_conv_model(_dequantized(codes, scales, group_size), bias, attrs),
+                        custom=False).run(None, {"X": x})[0]
+    assert y.shape == expected.shape
+    k = int(np.prod(codes.shape[1:]))
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=2e-5 * np.sqrt(k) * 4)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("fmt", ["2bit", "base3"])
+def test_int8_path_equals_numpy_reference(isa, rng, name, fmt):
+    codes, scales, bias, x, attrs, group_size = _case(rng, name, fmt, with_bias=name != "1x1")
+    op = ternary_conv_model(codes, scales, bias, fmt=fmt, group_size=group_size, act_quant=1, conv_attrs=attrs,
+                            constant=name != "groups")
+    y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
+    expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
+                                      group_size=group_size, act_quant=1, bias=bias, strides=attrs.get("strides"),
+                                      pads=attrs.get("pads"), dilations=attrs.get("dilations"),
+                                      auto_pad=attrs.get("auto_pad", "NOTSET"))
+    np.testing.assert_array_equal(y, expected)
+    # ... which onnx's own ReferenceEvaluator computes too, through the registered op.
+    evaluated = ReferenceEvaluator(op.model, new_ops=CUSTOM_OPS).run(None, op.feeds(x))[0]
+    np.testing.assert_array_equal(evaluated, expected)
+
+
+def test_int8_path_is_close_to_float_conv(rng):
+    codes, scales, bias, x, attrs, group_size = _case(rng, "3x3_pad1")
+    quantized = ternary_conv_model(codes, scales, bias, act_quant=1, conv_attrs=attrs)
+    exact = ternary_conv_model(codes, scales, bias, conv_attrs=attrs)
+    y8 = _session(quantized.model).run(None, quantized.feeds(x))[0]
+    y = _session(exact.model).run(None, exact.feeds(x))[0]
+    assert np.abs(y8 - y).max() < 0.05 * np.abs(y).max()
+
+
+def test_non_finite_window_gives_nan_only_where_it_reads(isa, rng):
+    for name in ("depthwise", "3x3_pad1"):
+        codes, scales, bias, x, attrs, _ = _case(rng, name)
+        x[0, 0, 4, 4] = np.inf
+        op = ternary_conv_model(codes, scales, bias, act_quant=1, conv_attrs=attrs)
+        y = _session(op.model).run(None, op.feeds(x))[0]
+        expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
+                                          act_quant=1, bias=bias, pads=attrs["pads"])
+        np.testing.assert_array_equal(y, expected)
+        assert np.isnan(y).any() and not np.isnan(y).all()
+
+
+def test_conv_inside_if_branch(rng):
+    codes, scales, bias, x, attrs, _ = _case(rng, "3x3_pad1")
+    op = ternary_conv_model(codes, scales, bias, conv_attrs=attrs)
+    inner = op.model.graph
+    branch = helper.make_graph(list(inner.node), "then", [], [helper.make_tensor_value_info("Y", TensorProto.FLOAT,
+                                                                                             None)],
+                               initializer=list(inner.initializer))
+    other = helper.make_graph([helper.make_node("Identity", ["X"], ["Z"])], "else", [],
+                              [helper.make_tensor_value_info("Z", TensorProto.FLOAT, None)])
+    node = helper.make_node("If", ["cond"], ["out"], then_branch=branch, else_branch=other)
+    graph = helper.make_graph([node], "if_conv", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None),
+                                                  helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    model.ir_version = 8
+    y = _session(model).run(None, {"X": x, "cond": np.array(True)})[0]
+    expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, bias=bias, pads=attrs["pads"])
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_schema_infers_output_shape(rng):
+    register_schemas()
+    for name in ("1d", "same_lower", "stride2_asym_pads"):
+        codes, scales, bias, x, attrs, group_size = _case(rng, name)
+        op = ternary_conv_model(codes, scales, bias, group_size=group_size, conv_attrs=attrs)
+        model = op.model
+        model.graph.input[0].type.tensor_type.shape.ClearField("dim")
+        for d in x.shape:
+            model.graph.input[0].type.tensor_type.shape.dim.add().dim_value = d
+        onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        dims = [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim]
+        expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group_size=group_size,
+                                          bias=bias, **{k: v for k, v in attrs.items() if k != "group"})
+        assert dims == list(expected.shape)
+
+
+@pytest.mark.parametrize("change, feed_shape, message", [
+    ({"weight_shape": [4, 3, 3]}, (1, 3, 9), "B has"),
+    ({"weight_shape": [4, 3]}, (1, 3, 9, 9), "weight_shape must be"),
+    ({"auto_pad": "SAME"}, (1, 3, 9, 9), "auto_pad='SAME'"),
+    ({"group": 3}, (1, 3, 9, 9), "group = 3 must be positive and divide M"),
+    ({"strides": [1, 1, 1]}, (1, 3, 9, 9), "'strides' has 3 values"),
+    ({"act_quant": 2}, (1, 3, 9, 9), "act_quant=2"),
+    ({}, (1, 4, 9, 9), "X has 4 channels"),
+    ({}, (1, 3, 9), "X has rank 3"),
+    ({}, (1, 3, 2, 2), "the dilated kernel spans 3"),
+])
+def test_errors_name_the_node(rng, change, feed_shape, message):
+    codes = rng.integers(-1, 2, size=(4, 3, 3, 3)).astype(np.int8)
+    op = ternary_conv_model(codes, np.ones(4, np.float32), node_name="bad_conv", x_rank=len(feed_shape))
+    node = op.model.graph.node[0]
+    for name, value in change.items():
+        for i, attribute in enumerate(node.attribute):
+            if attribute.name == name:
+                del node.attribute[i]
+                break
+        node.attribute.append(helper.make_attribute(name, value))
+    with pytest.raises(Exception) as caught:
+        _session(op.model).run(None, op.feeds(np.zeros(feed_shape, np.float32)))
+    text = str(caught.value)
+    assert "TernaryConv node 'bad_conv'" in text and message in text, text
+
+
+def test_corrupt_weights_fail_session_creation(rng):
+    codes = rng.integers(-1, 2, size=(4, 4, 1, 3)).astype(np.int8)
+    for group in (1, 4):  # the im2col path and the depthwise path decode B differently
+        op = ternary_conv_model(codes[:, :4 // group], np.ones(4, np.float32), conv_attrs={"group": group},
+                                node_name="corrupt")
+        packed = numpy_helper.to_array(op.model.graph.initializer[0]).copy()
+        packed.reshape(-1)[0] = 0xFF  # code 3 is invalid in 2bit
+        op.model.graph.initializer[0].CopyFrom(numpy_helper.from_array(packed, "B"))
+        with pytest.raises(Exception, match="TernaryConv node 'corrupt'.*invalid"):
+            _session(op.model)
+
+
+def test_depthwise_float_path_is_bit_exact_across_isas(rng):
+    """The depthwise row kernels are elementwise: every ISA build must give the scalar build's bits."""
+    from onnxbit import native
+
+    codes, scales, bias, x, attrs, _ = _case(rng, "depthwise_stride2_mult2")
+    op = ternary_conv_model(codes, scales, bias, conv_attrs=attrs)
+    results = {}
+    for name in native.available_isas():
+        with native.forced_isa(name):
+            results[name] = _session(op.model).run(None, op.feeds(x))[0]
+    for name, y in results.items():
+        np.testing.assert_array_equal(y, results["scalar"], err_msg=name)
