@@ -7,7 +7,10 @@
  * scales float32 [1] or [N] (group_size 0) or [N, ceil(K / group_size)];
  * bias float32 [N], optional.
  * Attributes: K, N (required ints > 0), format (required: a name of
- * formats.h), group_size (int >= 0, default 0), act_quant (0 | 1, default 0).
+ * formats.h), group_size (int >= 0, default 0), act_quant (0 | 1, default 0),
+ * crc32c (optional, 0 .. 2^32 - 1: CRC32C of B's bytes followed by the
+ * scales' bytes, checked before prepacking unless the session config entry
+ * onnxbit.verify_checksums is "0").
  *
  * This file binds attributes, shapes and errors to the compute core; the
  * sizes are checked by obx_tmm_shape_init, the check the Python API runs
@@ -18,6 +21,7 @@
 #include <string.h>
 
 #include "custom_ops.h"
+#include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
 #include "onnxbit/tmatmul.h"
 #include "op_inputs.h"
@@ -30,6 +34,7 @@ typedef struct TernaryMatMulKernel {
     ObxOpKernel head;
     obx_tmm_shape shape;
     int act_quant;
+    int64_t crc32c; /* the attribute, or -1 when the node has none */
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryMatMulKernel;
 
@@ -106,7 +111,26 @@ static OrtStatus *check_scales(const TernaryMatMulKernel *kernel, const ObxTenso
                           shape->n_groups);
 }
 
-/* Validates B and scales (shapes, codes, scale values) and repacks them. */
+/* B and scales must hash to the node's crc32c attribute (when it has one and
+ * the session verifies checksums): a flipped byte anywhere in them fails here
+ * even where it would still decode to valid codes and scales. */
+static OrtStatus *check_checksum(const TernaryMatMulKernel *kernel, const ObxTensorView *b,
+                                 const ObxTensorView *scales)
+{
+    if (kernel->crc32c < 0 || !kernel->head.settings.verify_checksums)
+        return NULL;
+    uint32_t crc = obx_crc32c(0, b->data, b->count);
+    crc = obx_crc32c(crc, scales->data, scales->count * sizeof(float));
+    if (crc == (uint32_t)kernel->crc32c)
+        return NULL;
+    return obx_node_error(&kernel->head, ORT_INVALID_ARGUMENT,
+                          "corrupt weights: B and scales have CRC32C 0x%08x, the node's crc32c "
+                          "attribute says 0x%08llx (session config entry "
+                          "onnxbit.verify_checksums=0 skips this check)",
+                          crc, (unsigned long long)kernel->crc32c);
+}
+
+/* Validates B and scales (shapes, checksum, codes, scale values) and repacks them. */
 static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtValue *b_value,
                                   const OrtValue *scales_value, obx_tmm_weights **out)
 {
@@ -120,6 +144,8 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
         status = obx_read_tensor(head, scales_value, "scales", &scales);
     if (!status)
         status = check_scales(kernel, &scales);
+    if (!status)
+        status = check_checksum(kernel, &b, &scales);
     if (status)
         return status;
 
@@ -185,6 +211,13 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
                               "(per-token int8)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
+    status = obx_read_int_attribute(head, info, "crc32c", 0, -1, &kernel->crc32c);
+    if (status)
+        return status;
+    if (kernel->crc32c < -1 || kernel->crc32c > (int64_t)UINT32_MAX)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
+                              (long long)kernel->crc32c, (unsigned long)UINT32_MAX);
     status = read_format(head, info, &fmt);
     if (status)
         return status;

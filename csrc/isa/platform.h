@@ -7,6 +7,7 @@
 
 #include "codec/codec_columns.h"
 #include "codec/codec_internal.h"
+#include "integrity/crc32c_internal.h"
 #include "matmul/tmm_internal.h"
 
 struct obx_platform {
@@ -14,6 +15,7 @@ struct obx_platform {
     const obx_codec_kernels *codec;
     obx_cols_gather_fn cols_gather; /* transposing tile copy of the column codecs */
     const struct tmm_kernels *tmm;  /* ternary matmul, with optional slots */
+    obx_crc32c_fn crc32c;           /* checksums of packed weights */
 };
 
 /* The table in use (never NULL). When selection failed it holds the scalar

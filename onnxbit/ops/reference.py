@@ -16,6 +16,7 @@ from onnx.reference.op_run import OpRun
 
 from onnxbit.ops.schemas import DOMAIN, FORMATS, register_schemas
 from onnxbit.reference.codecs import packed_row_bytes, unpack_ternary
+from onnxbit.reference.crc32c import packed_weight_crc32c
 from onnxbit.reference.ternary_matmul import ternary_matmul_reference
 
 
@@ -25,7 +26,7 @@ class TernaryMatMul(OpRun):
     op_domain = DOMAIN
 
     def _run(self, A, B, scales, bias=None, K=None, N=None, format=None,  # noqa: A002 (ONNX name)
-             group_size=0, act_quant=0):
+             group_size=0, act_quant=0, crc32c=None):
         name = f"TernaryMatMul node {self.onnx_node.name!r}"
         fmt = format.decode() if isinstance(format, bytes) else format
         if K is None or N is None or fmt is None:
@@ -55,6 +56,8 @@ class TernaryMatMul(OpRun):
             shapes = " or ".join(map(str, allowed))
             raise ValueError(f"{name}: scales must be float32 of shape {shapes}, "
                              f"got {scales.dtype} {scales.shape}")
+        if crc32c is not None and packed_weight_crc32c(packed, scales) != int(crc32c):
+            raise ValueError(f"{name}: corrupt weights: B and scales do not match the crc32c attribute")
         if not np.all(np.isfinite(scales) & (scales > 0)):
             raise ValueError(f"{name}: scales must be finite and > 0")
         try:

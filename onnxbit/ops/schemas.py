@@ -89,6 +89,8 @@ def _ternary_matmul_schema() -> OpSchema:
                  "scale group length along K; 0 = not grouped"),
             attr("act_quant", onnx.helper.make_attribute("act_quant", 0),
                  "1 = BitNet per-token int8 activations, 0 = float32"),
+            attr("crc32c", int_type, "optional CRC32C of B's bytes followed by the scales' bytes "
+                 "(onnxbit.checksum); checked when the session is created", required=False),
         ],
     )
     if hasattr(schema, "set_type_and_shape_inference_function"):

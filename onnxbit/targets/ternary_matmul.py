@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxbit import checksum
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import array_constant, emit_op
@@ -36,7 +37,7 @@ def pack_ternary_matmul(ctx: PassContext, base: str, *, precision: str, k: int, 
     constants = [array_constant(ctx, f"{base}_packed_{fmt}", packed_rows),
                  array_constant(ctx, f"{base}_scales", op_scale)]
     attrs = {"K": k, "N": n, "format": fmt, "group_size": group_size if granularity == "group" else 0,
-             "act_quant": int(act_quant)}
+             "act_quant": int(act_quant), checksum.ATTRIBUTE: checksum.packed_weight_crc32c(packed_rows, op_scale)}
     return PackedWeight(precision=precision, storage=f"TernaryMatMul/{fmt}", constants=constants, attrs=attrs, k=k, n=n)
 
 
