@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxbit import formats
 from onnxbit.targets import matmulnbits, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
@@ -30,7 +31,7 @@ class OnnxbitTarget(Target):
         return {matmulnbits.DOMAIN: matmulnbits.OPSET}
 
     def fused_format(self, settings) -> str | None:
-        return settings.format
+        return settings.format or formats.STORAGE_DEFAULT
 
     def pack(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         k, n = weight.k, weight.n
@@ -38,10 +39,10 @@ class OnnxbitTarget(Target):
             from onnxbit import codecs  # the native packer
 
             rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
-                np.ascontiguousarray(weight.codes.T), settings.format)
+                np.ascontiguousarray(weight.codes.T), self.fused_format(settings))
             return ternary_matmul.pack_ternary_matmul(
                 ctx, base, precision=settings.precision, k=k, n=n, packed_rows=rows, scales=weight.scales,
-                granularity=weight.granularity, group_size=weight.group_size, fmt=settings.format,
+                granularity=weight.granularity, group_size=weight.group_size, fmt=self.fused_format(settings),
                 act_quant=settings.act_quant)
         return matmulnbits.pack_matmulnbits(
             ctx, base, precision=settings.precision, unsigned_codes=matmulnbits.unsigned_codes(weight, settings.bits),
