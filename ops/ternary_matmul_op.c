@@ -28,13 +28,15 @@
 #include "op_kernel.h"
 #include "op_status.h"
 
+#define NO_CHECKSUM INT64_MIN
+
 enum { TMM_INPUT_A = 0, TMM_INPUT_B = 1, TMM_INPUT_SCALES = 2, TMM_INPUT_BIAS = 3, TMM_INPUTS = 4 };
 
 typedef struct TernaryMatMulKernel {
     ObxOpKernel head;
     obx_tmm_shape shape;
     int act_quant;
-    int64_t crc32c; /* the attribute, or -1 when the node has none */
+    int64_t crc32c; /* the attribute, or NO_CHECKSUM when the node has none */
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryMatMulKernel;
 
@@ -117,7 +119,7 @@ static OrtStatus *check_scales(const TernaryMatMulKernel *kernel, const ObxTenso
 static OrtStatus *check_checksum(const TernaryMatMulKernel *kernel, const ObxTensorView *b,
                                  const ObxTensorView *scales)
 {
-    if (kernel->crc32c < 0 || !kernel->head.settings.verify_checksums)
+    if (kernel->crc32c == NO_CHECKSUM || !kernel->head.settings.verify_checksums)
         return NULL;
     uint32_t crc = obx_crc32c(0, b->data, b->count);
     crc = obx_crc32c(crc, scales->data, scales->count * sizeof(float));
@@ -211,10 +213,10 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
                               "(per-token int8)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
-    status = obx_read_int_attribute(head, info, "crc32c", 0, -1, &kernel->crc32c);
+    status = obx_read_int_attribute(head, info, "crc32c", 0, NO_CHECKSUM, &kernel->crc32c);
     if (status)
         return status;
-    if (kernel->crc32c < -1 || kernel->crc32c > (int64_t)UINT32_MAX)
+    if (kernel->crc32c != NO_CHECKSUM && (kernel->crc32c < 0 || kernel->crc32c > (int64_t)UINT32_MAX))
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
                               (long long)kernel->crc32c, (unsigned long)UINT32_MAX);

@@ -7,3 +7,4 @@ from onnxbit.cli import bench_codecs  # noqa: F401
 from onnxbit.cli import bench_convert  # noqa: F401
 from onnxbit.cli import verify  # noqa: F401
 from onnxbit.cli import demo  # noqa: F401
+from onnxbit.cli import bench_formats  # noqa: F401
