@@ -69,8 +69,9 @@ class LayerSettings:
             raise ConfigError(f"{where}: granularity 'group' needs a positive group_size")
         if self.granularity != "group" and self.group_size not in (0, None):
             raise ConfigError(f"{where}: group_size={self.group_size} is only meaningful with granularity 'group'")
-        if self.format is not None and self.format not in FORMATS:
-            raise ConfigError(f"{where}: unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.format is not None and self.format not in formats.STORAGE_CHOICES:
+            raise ConfigError(f"{where}: unknown format {self.format!r}; choose one of "
+                              f"{', '.join(formats.STORAGE_CHOICES)}")
         if self.act_quant not in (0, 1):
             raise ConfigError(f"{where}: act_quant must be 0 or 1, got {self.act_quant!r}")
 

@@ -47,6 +47,16 @@ DEFAULT = "2bit"
 # fewer bytes to parse; inference time is the same).
 STORAGE_DEFAULT = "base3"
 
+# Entropy-coded storage (onnxbit.rans; layout in csrc/include/onnxbit/rans.h):
+# a variable-length stream of base3 rows, for skewed tensors. Not a row
+# format: the codecs above do not take it; sessions decode it to base3 rows.
+RANS = "rans"
+RANS_ROW_FORMAT = "base3"  # the rows a rans stream codes
+# Per tensor, the smallest of base3 and rans by total bytes (scales are the same).
+AUTO = "auto"
+STORAGE_CHOICES: tuple[str, ...] = NAMES + (RANS, AUTO)
+OP_FORMATS: tuple[str, ...] = NAMES + (RANS,)  # what a TernaryMatMul format attribute may say
+
 
 def get(name: str) -> StorageFormat:
     """The format called `name`; ValueError naming the known ones otherwise."""

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxbit import checksum, formats
+from onnxbit import checksum, formats, rans
 from onnxbit.codecs import CorruptPackedDataError, unpack_ternary
 from onnxbit.errors import ModelError
 from onnxbit.model_check import model_problems, read_model
@@ -73,7 +73,11 @@ def verify_model_file(path: str | os.PathLike) -> IntegrityReport:
     """Check the model in `path` (and its external data); ModelError when it is no ONNX model at all."""
     path = Path(path)
     model = read_model(path, load_external_data=False)
-    return verify_model(model, path.parent, source=str(path))
+    try:
+        return verify_model(model, path.parent, source=str(path))
+    except UnicodeDecodeError as exc:  # protobuf decodes text fields lazily, on first access
+        raise ModelError(f"{path}: a corrupt model: a text field (a name, attribute or doc string) is not "
+                         f"valid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
 def verify_model(model: onnx.ModelProto, base_dir: str | os.PathLike | None = None, *,
@@ -229,11 +233,11 @@ def _check_attributes(where: str, node: onnx.NodeProto, report: IntegrityReport)
         report.findings.append(Finding(where, ERROR, "attribute format must be a string"))
     else:
         name = fmt_attr.s.decode("utf-8", errors="replace")
-        if name not in formats.FORMATS:
+        if name not in formats.OP_FORMATS:
             report.findings.append(Finding(where, ERROR, f"attribute format={name!r} is not one of "
-                                                         f"{', '.join(formats.NAMES)}"))
+                                                         f"{', '.join(formats.OP_FORMATS)}"))
         else:
-            fmt = formats.get(name)
+            fmt = name
     if bad or k is None or n is None or group_size is None or fmt is None:
         return None
     return k, n, group_size, fmt, crc
@@ -247,7 +251,9 @@ def _check_ternary_matmul(where: str, node: onnx.NodeProto, constants: dict, rep
         return
     if attributes is None:
         return
-    k, n, group_size, fmt, crc = attributes
+    k, n, group_size, fmt_name, crc = attributes
+    stream = fmt_name == formats.RANS
+    fmt = formats.get(formats.RANS_ROW_FORMAT if stream else fmt_name)
     b_name, scales_name = node.input[1], node.input[2]
     if b_name not in constants or scales_name not in constants:
         report.findings.append(Finding(where, WARNING, "B or scales is not a constant of the model: "
@@ -263,9 +269,13 @@ def _check_ternary_matmul(where: str, node: onnx.NodeProto, constants: dict, rep
     if packed.dtype != np.uint8:
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') is {packed.dtype}, must be uint8"))
         ok = False
-    elif packed.shape not in ((n * row_bytes,), (n, row_bytes)):
+    elif stream and packed.ndim != 1:
+        report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has shape {list(packed.shape)}; a rans stream "
+                                                     f"is 1-D"))
+        ok = False
+    elif not stream and packed.shape not in ((n * row_bytes,), (n, row_bytes)):
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has shape {list(packed.shape)}; K={k} N={n} "
-                                                     f"in format {fmt.name} needs [{n}, {row_bytes}] or "
+                                                     f"in format {fmt_name} needs [{n}, {row_bytes}] or "
                                                      f"[{n * row_bytes}]"))
         ok = False
     groups = -(-k // group_size) if group_size else 0
@@ -296,9 +306,12 @@ def _check_ternary_matmul(where: str, node: onnx.NodeProto, constants: dict, rep
                                                      f"and > 0, first at index {first}: "
                                                      f"{float(scales.reshape(-1)[first])!r}"))
     try:
-        unpack_ternary(packed.reshape(n, row_bytes), k, fmt.name)
+        if stream:
+            rans.unpack_rans(packed, k, n)
+        else:
+            unpack_ternary(packed.reshape(n, row_bytes), k, fmt.name)
         report.weights_decoded += 1
-    except CorruptPackedDataError as exc:
+    except (CorruptPackedDataError, rans.CorruptStreamError) as exc:
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') does not decode: {exc}"))
     if len(node.input) == 4 and node.input[3] and node.input[3] in constants:
         bias = _constant_array(constants[node.input[3]])

@@ -18,11 +18,13 @@
  * prepacked once, at kernel creation (so corrupt weights fail session
  * creation); otherwise each call prepacks its own copy. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "custom_ops.h"
 #include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
+#include "onnxbit/rans.h"
 #include "onnxbit/tmatmul.h"
 #include "op_inputs.h"
 #include "op_kernel.h"
@@ -37,10 +39,14 @@ typedef struct TernaryMatMulKernel {
     obx_tmm_shape shape;
     int act_quant;
     int64_t crc32c; /* the attribute, or NO_CHECKSUM when the node has none */
+    int rans; /* B is a rans stream (rans.h) of shape.fmt (base3) rows */
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryMatMulKernel;
 
-/* "2bit, base3": the names of formats.h, for messages. */
+/* The entropy-coded format: a stream of base3 rows, decoded before prepacking. */
+static const char rans_format_name[] = "rans";
+
+/* "2bit, base3, rans": the names of formats.h and the stream format, for messages. */
 typedef struct FormatNames {
     char text[128];
 } FormatNames;
@@ -52,12 +58,15 @@ static FormatNames format_names(void)
     for (int fmt = 0; fmt < OBX_FMT_COUNT && used < sizeof names.text; fmt++)
         used += (size_t)snprintf(names.text + used, sizeof names.text - used, "%s%s",
                                  fmt ? ", " : "", obx_format_name(fmt));
+    if (used < sizeof names.text)
+        snprintf(names.text + used, sizeof names.text - used, ", %s", rans_format_name);
     return names;
 }
 
 /* ---- weights ------------------------------------------------------------ */
 
-/* B holds exactly N packed rows: 1-D [N * row_bytes] or 2-D [N, row_bytes]. */
+/* B holds exactly N packed rows: 1-D [N * row_bytes] or 2-D [N, row_bytes];
+ * a rans stream is 1-D, its length checked by its decoder. */
 static OrtStatus *check_packed_weights(const TernaryMatMulKernel *kernel, const ObxTensorView *b)
 {
     const ObxOpKernel *head = &kernel->head;
@@ -67,6 +76,11 @@ static OrtStatus *check_packed_weights(const TernaryMatMulKernel *kernel, const 
     if (status)
         return status;
     char text[256];
+    if (kernel->rans)
+        return b->rank == 1 ? NULL
+                            : obx_node_error(head, ORT_INVALID_ARGUMENT,
+                                             "B must be a 1-D rans stream, got shape %s",
+                                             obx_shape_text(b, text, sizeof text));
     if (b->rank == 2 && ((size_t)b->dims[0] != shape->n || (size_t)b->dims[1] != shape->row_bytes))
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "B has shape %s; K=%zu N=%zu in format %s needs [N, %zu] = [%zu, %zu]",
@@ -152,18 +166,38 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
         return status;
 
     char err[OBX_OP_ERR_LEN] = "";
-    *out = obx_tmm_prepack(shape->fmt, b.data, b.count, (int64_t)shape->k, (int64_t)shape->n,
+    const void *rows = b.data;
+    size_t rows_bytes = b.count;
+    uint8_t *decoded = NULL;
+    if (kernel->rans) {
+        /* Storage only: decoded to base3 rows here, then prepacked like any base3 B. */
+        decoded = malloc(shape->b_bytes);
+        if (!decoded)
+            return obx_node_error(head, ORT_FAIL, "out of memory decoding B (%zu bytes)",
+                                  shape->b_bytes);
+        if (obx_rans_decode_base3(b.data, b.count, shape->n, shape->row_bytes, decoded, err,
+                                  sizeof err) != 0) {
+            free(decoded);
+            return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
+                                  rans_format_name, err);
+        }
+        rows = decoded;
+        rows_bytes = shape->b_bytes;
+    }
+    *out = obx_tmm_prepack(shape->fmt, rows, rows_bytes, (int64_t)shape->k, (int64_t)shape->n,
                            scales.data, scales.count, (int64_t)shape->group_size, err, sizeof err);
+    free(decoded);
     if (!*out)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                              obx_format_name(shape->fmt),
+                              kernel->rans ? rans_format_name : obx_format_name(shape->fmt),
                               err[0] ? err : "rejected by the compute core");
     return NULL;
 }
 
 /* ---- kernel creation --------------------------------------------------- */
 
-static OrtStatus *read_format(const ObxOpKernel *head, const OrtKernelInfo *info, int *fmt)
+static OrtStatus *read_format(const ObxOpKernel *head, const OrtKernelInfo *info, int *fmt,
+                              int *rans)
 {
     char name[32];
     size_t length = 0;
@@ -174,6 +208,9 @@ static OrtStatus *read_format(const ObxOpKernel *head, const OrtKernelInfo *info
         return status;
     /* The whole attribute must be the name: "2bit\0junk" is not "2bit". */
     *fmt = obx_format_from_name(name, length);
+    *rans = length == sizeof rans_format_name - 1 && memcmp(name, rans_format_name, length) == 0;
+    if (*rans)
+        *fmt = OBX_FMT_BASE3;
     if (*fmt >= 0)
         return NULL;
     if (strlen(name) != length)
@@ -220,7 +257,7 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
                               (long long)kernel->crc32c, (unsigned long)UINT32_MAX);
-    status = read_format(head, info, &fmt);
+    status = read_format(head, info, &fmt, &kernel->rans);
     if (status)
         return status;
     char err[OBX_OP_ERR_LEN] = "";

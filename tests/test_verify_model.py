@@ -217,3 +217,17 @@ def test_external_data_outside_the_model_folder_is_reported(converted, tmp_path)
     report = verify_model_file(path)
     assert not report.ok
     assert any("outside" in f.message or "elsewhere" in f.message for f in _errors(report)), report.findings
+
+
+def test_a_name_that_is_not_utf8_is_a_clean_model_error(converted, tmp_path):
+    """protobuf parses such a file and hands the name out as bytes; every command must refuse it cleanly."""
+    data = converted.SerializeToString()
+    name = converted.graph.initializer[0].name.encode()
+    broken = data.replace(name, name[:3] + b"\xe5" + name[4:], 1)
+    path = tmp_path / "bad_name.onnx"
+    path.write_bytes(broken)
+    for command in (["verify", str(path)], ["inspect", str(path)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code != 0
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert "not valid UTF-8" in result.output, result.output

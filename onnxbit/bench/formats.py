@@ -13,6 +13,8 @@ weights, and the bound a memoryless code cannot beat: the empirical entropy of
 the tensor's codes plus the scales' bits. Per format, on the synthetic
 tensors: encode / decode GB/s of int8 codes (one thread, the active ISA), and
 the median time to create an onnxruntime session holding one such weight.
+rans encode/decode include the base3 packing/unpacking around the stream
+(int8 codes in and out, like the row formats).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxbit import codecs, formats, native
+from onnxbit import codecs, formats, native, rans
+
+# Every storage a TernaryMatMul can hold, then the per-tensor choice.
+STORAGES = formats.OP_FORMATS + (formats.AUTO,)
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "models" / "fixtures"
 QAT_FIXTURES = ("digits_qat_mlp.onnx", "bitnet_online_dynamo.onnx")
@@ -39,11 +44,12 @@ class TensorSizes:
     n: int
     zero_fraction: float
     entropy_bits: float          # empirical code entropy + scales, bits per weight
-    bits: dict[str, float] = field(default_factory=dict)  # format -> bits per weight, scales included
+    bits: dict[str, float] = field(default_factory=dict)  # storage -> bits per weight, scales included
 
     @property
     def best(self) -> str:
-        return min(self.bits, key=lambda f: (self.bits[f], f != formats.STORAGE_DEFAULT))
+        stored = [f for f in self.bits if f != formats.AUTO]
+        return min(stored, key=lambda f: (self.bits[f], f != formats.STORAGE_DEFAULT))
 
 
 @dataclass
@@ -81,6 +87,9 @@ def tensor_sizes(source: str, codes_nk: np.ndarray, scale_count: int) -> TensorS
                         code_entropy_bits(codes_nk) + scale_bits / weights)
     for name in formats.NAMES:
         sizes.bits[name] = (8 * n * formats.get(name).row_bytes(k) + scale_bits) / weights
+    sizes.bits[formats.RANS] = (8 * rans.pack_rans(codes_nk).nbytes + scale_bits) / weights
+    # auto: the smaller of base3 and rans, as the onnxbit target chooses.
+    sizes.bits[formats.AUTO] = min(sizes.bits[formats.RANS_ROW_FORMAT], sizes.bits[formats.RANS])
     return sizes
 
 
@@ -148,6 +157,10 @@ def _median_seconds(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
+def _stored(fmt: str, codes_nk: np.ndarray) -> np.ndarray:
+    return rans.pack_rans(codes_nk) if fmt == formats.RANS else codecs.pack_ternary(codes_nk, fmt)
+
+
 def _session_ms(fmt: str, codes_nk: np.ndarray, repeat: int) -> float:
     import onnx
     import onnxruntime as ort
@@ -158,7 +171,7 @@ def _session_ms(fmt: str, codes_nk: np.ndarray, repeat: int) -> float:
     from onnxbit.runtime import InferenceSession
 
     n, k = codes_nk.shape
-    packed = codecs.pack_ternary(codes_nk, fmt)
+    packed = _stored(fmt, codes_nk)
     scales = np.ones(1, np.float32)
     node = helper.make_node("TernaryMatMul", ["A", "B", "scales"], ["Y"], domain=DOMAIN, name="bench",
                             K=k, N=n, format=fmt, act_quant=1,
@@ -183,10 +196,13 @@ def _session_ms(fmt: str, codes_nk: np.ndarray, repeat: int) -> float:
 def measure_speeds(n: int = 2048, k: int = 2048, repeat: int = 5, seed: int = 1) -> list[FormatSpeed]:
     codes = synthetic_codes(n, k, 1 / 3, np.random.default_rng(seed))
     results = []
-    for fmt in formats.NAMES:
-        packed = codecs.pack_ternary(codes, fmt)
-        encode = _median_seconds(lambda: codecs.pack_ternary(codes, fmt), repeat)
-        decode = _median_seconds(lambda: codecs.unpack_ternary(packed, k, fmt), repeat)
+    for fmt in formats.OP_FORMATS:
+        packed = _stored(fmt, codes)
+        encode = _median_seconds(lambda: _stored(fmt, codes), repeat)
+        if fmt == formats.RANS:
+            decode = _median_seconds(lambda: rans.unpack_rans(packed, k, n), repeat)
+        else:
+            decode = _median_seconds(lambda: codecs.unpack_ternary(packed, k, fmt), repeat)
         results.append(FormatSpeed(fmt, codes.nbytes / encode / 1e9, codes.nbytes / decode / 1e9,
                                    _session_ms(fmt, codes, repeat)))
     return results

@@ -27,13 +27,15 @@ def bench_formats(size: int, repeat: int, json_path: str | None) -> None:
     result = run_formats_bench(size, size, repeat)
     console = Console()
     sizes = Table(title="bits per weight, scales included (entropy bound: order-0 code entropy + scales)")
-    for column in ("tensor", "K x N", "zeros", "entropy bound", *formats.NAMES, "smallest", "over bound"):
+    from onnxbit.bench.formats import STORAGES
+
+    for column in ("tensor", "K x N", "zeros", "entropy bound", *STORAGES, "smallest", "auto over bound"):
         sizes.add_column(column, justify="left" if column == "tensor" else "right")
     for t in result.tensors:
         best = t.best
         sizes.add_row(t.source, f"{t.k} x {t.n}", f"{t.zero_fraction:.1%}", f"{t.entropy_bits:.3f}",
-                      *(f"{t.bits[name]:.3f}" for name in formats.NAMES), best,
-                      f"{100 * (t.bits[best] / t.entropy_bits - 1):+.1f}%")
+                      *(f"{t.bits[name]:.3f}" for name in STORAGES), best,
+                      f"{100 * (t.bits[formats.AUTO] / t.entropy_bits - 1):+.1f}%")
     console.print(sizes)
     speeds = Table(title=f"speed, one thread, ISA {result.isa}, median of {repeat}")
     for column in ("format", "encode GB/s (int8 codes in)", "decode GB/s (int8 codes out)", "session creation"):

@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto
 from onnx.defs import OpSchema
 
-from onnxbit.formats import NAMES as FORMATS
+from onnxbit.formats import OP_FORMATS as FORMATS
 
 DOMAIN = "com.onnxbit"
 OPSET_VERSION = 1

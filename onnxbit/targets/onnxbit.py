@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit import formats
+from onnxbit import formats, rans
 from onnxbit.targets import matmulnbits, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
@@ -31,18 +31,25 @@ class OnnxbitTarget(Target):
         return {matmulnbits.DOMAIN: matmulnbits.OPSET}
 
     def fused_format(self, settings) -> str | None:
-        return settings.format or formats.STORAGE_DEFAULT
+        """The row format codes are packed in; rans and auto start from base3 rows."""
+        fmt = settings.format or formats.STORAGE_DEFAULT
+        return fmt if fmt in formats.NAMES else rans.ROW_FORMAT
 
     def pack(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         k, n = weight.k, weight.n
         if weight.kind in ("ternary", "binary"):
             from onnxbit import codecs  # the native packer
 
+            fmt = self.fused_format(settings)
             rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
-                np.ascontiguousarray(weight.codes.T), self.fused_format(settings))
+                np.ascontiguousarray(weight.codes.T), fmt)
+            if settings.format in (formats.RANS, formats.AUTO):
+                stream = rans.encode_base3(rows)
+                if settings.format == formats.RANS or stream.nbytes < rows.nbytes:
+                    rows, fmt = stream, formats.RANS
             return ternary_matmul.pack_ternary_matmul(
                 ctx, base, precision=settings.precision, k=k, n=n, packed_rows=rows, scales=weight.scales,
-                granularity=weight.granularity, group_size=weight.group_size, fmt=self.fused_format(settings),
+                granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
                 act_quant=settings.act_quant)
         return matmulnbits.pack_matmulnbits(
             ctx, base, precision=settings.precision, unsigned_codes=matmulnbits.unsigned_codes(weight, settings.bits),

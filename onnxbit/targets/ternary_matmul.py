@@ -29,7 +29,8 @@ def op_scales(scales: np.ndarray, granularity: str) -> np.ndarray:
 def pack_ternary_matmul(ctx: PassContext, base: str, *, precision: str, k: int, n: int, packed_rows: np.ndarray,
                         scales: np.ndarray, granularity: str, group_size: int, fmt: str,
                         act_quant: int) -> PackedWeight:
-    """packed_rows: uint8 [N, row_bytes], W^T packed in `fmt`; scales as QuantResult holds them."""
+    """packed_rows: uint8 [N, row_bytes], W^T packed in row format `fmt`, or the
+    1-D stream of fmt "rans"; scales as QuantResult holds them."""
     op_scale = op_scales(scales, granularity)
     if not (np.isfinite(op_scale).all() and (op_scale > 0).all()):
         raise ValueError(f"weight '{base}': TernaryMatMul needs finite scales > 0 "
