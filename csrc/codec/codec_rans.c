@@ -1,4 +1,4 @@
-/* The "rans" storage format (rans.h): byte-wise rANS with a 32-bit state,
+/* The "rans" storage format (rans.h): byte-wise rANS with four interleaved 32-bit states,
  * static 14-bit frequencies over the 243 base3 byte values. Scalar only: it
  * runs once per tensor, at conversion and at session creation. */
 #include "onnxbit/rans.h"
@@ -14,6 +14,9 @@ enum {
     RANS_PROB_BITS = 14,
     RANS_TOTAL = 1 << RANS_PROB_BITS,
     RANS_HEADER = 1 + 2 + 2 * RANS_SYMBOLS, /* before the block offsets */
+    /* Symbol i of a block goes through state i % RANS_STATES: independent
+     * dependency chains the CPU overlaps when decoding. */
+    RANS_STATES = 4,
 };
 #define RANS_LOW (1u << 23) /* the state stays in [RANS_LOW, 256 * RANS_LOW) */
 
@@ -24,7 +27,7 @@ OBX_API size_t obx_rans_max_bytes(size_t n, size_t row_bytes, size_t block_rows)
     if (block_rows == 0) return 0;
     /* A symbol costs at most 14 bits (frequency >= 1): two bytes is an upper bound. */
     size_t blocks = block_count(n, block_rows);
-    return RANS_HEADER + 4 * blocks + blocks * 4 + 2 * n * row_bytes;
+    return RANS_HEADER + 4 * blocks + blocks * 4 * RANS_STATES + 2 * n * row_bytes;
 }
 
 /* counts -> frequencies summing to RANS_TOTAL, every present symbol >= 1.
@@ -103,18 +106,22 @@ OBX_API size_t obx_rans_encode_base3(const uint8_t *base3, size_t n, size_t row_
         size_t last = OBX_MIN((b + 1) * block_rows, n) * row_bytes;
         uint8_t *scratch = payload + written;
         size_t used = 0;
-        uint32_t x = RANS_LOW;
+        uint32_t states[RANS_STATES];
+        for (int j = 0; j < RANS_STATES; j++) states[j] = RANS_LOW;
         for (size_t i = last; i-- > first;) {
+            uint32_t *x = &states[(i - first) % RANS_STATES];
             uint32_t f = freq[base3[i]];
             uint32_t x_max = ((RANS_LOW >> RANS_PROB_BITS) << 8) * f;
-            while (x >= x_max) {
-                scratch[used++] = (uint8_t)x;
-                x >>= 8;
+            while (*x >= x_max) {
+                scratch[used++] = (uint8_t)*x;
+                *x >>= 8;
             }
-            x = ((x / f) << RANS_PROB_BITS) + (x % f) + cum[base3[i]];
+            *x = ((*x / f) << RANS_PROB_BITS) + (*x % f) + cum[base3[i]];
         }
-        /* The state goes last backwards, so it comes first forwards (little-endian). */
-        for (int i = 3; i >= 0; i--) scratch[used++] = (uint8_t)(x >> (8 * i));
+        /* The states go last backwards, so they come first forwards: state 0
+         * first, each little-endian. */
+        for (int j = RANS_STATES - 1; j >= 0; j--)
+            for (int i = 3; i >= 0; i--) scratch[used++] = (uint8_t)(states[j] >> (8 * i));
         for (size_t i = 0, j = used - 1; i < j; i++, j--) {
             uint8_t t = scratch[i];
             scratch[i] = scratch[j];
@@ -178,36 +185,50 @@ OBX_API int obx_rans_decode_base3(const uint8_t *stream, size_t len, size_t n, s
     size_t start = 0;
     for (size_t b = 0; b < blocks && status == 0; b++) {
         size_t end = get_u32(ends + 4 * b);
-        if (end < start + 4 || end > payload_len) {
+        if (end < start + 4 * RANS_STATES || end > payload_len) {
             obx_set_error(err, err_len, "rans block %zu ends at %zu, outside [%zu, %zu]", b, end,
-                          start + 4, payload_len);
+                          start + 4 * RANS_STATES, payload_len);
             status = -1;
             break;
         }
         const uint8_t *p = payload + start, *limit = payload + end;
-        uint32_t x = get_u32(p);
-        p += 4;
+        uint32_t states[RANS_STATES];
+        for (int j = 0; j < RANS_STATES; j++, p += 4) {
+            states[j] = get_u32(p);
+            /* The encoder's states end in [2^23, 2^31); from there no step overflows. */
+            if (states[j] < RANS_LOW || states[j] >= RANS_LOW << 8) {
+                obx_set_error(err, err_len,
+                              "rans block %zu: state %d starts at %u, outside [2^23, 2^31)", b, j,
+                              states[j]);
+                status = -1;
+            }
+        }
+        if (status)
+            break;
         size_t first = b * block_rows * row_bytes;
         size_t last = OBX_MIN((b + 1) * block_rows, n) * row_bytes;
         for (size_t i = first; i < last; i++) {
-            uint32_t slot = x & (RANS_TOTAL - 1);
+            uint32_t *x = &states[(i - first) % RANS_STATES];
+            uint32_t slot = *x & (RANS_TOTAL - 1);
             uint8_t s = slot_symbol[slot];
             base3_out[i] = s;
-            x = freq[s] * (x >> RANS_PROB_BITS) + slot - cum[s];
-            while (x < RANS_LOW) {
+            *x = freq[s] * (*x >> RANS_PROB_BITS) + slot - cum[s];
+            while (*x < RANS_LOW) { /* at most two bytes */
                 if (p == limit) {
                     obx_set_error(err, err_len, "rans block %zu runs out of bytes at row %zu", b,
                                   i / row_bytes);
                     status = -1;
                     break;
                 }
-                x = (x << 8) | *p++;
+                *x = (*x << 8) | *p++;
             }
             if (status) break;
         }
-        if (status == 0 && (x != RANS_LOW || p != limit)) {
+        int ended = p == limit;
+        for (int j = 0; j < RANS_STATES; j++) ended &= states[j] == RANS_LOW;
+        if (status == 0 && !ended) {
             obx_set_error(err, err_len,
-                          "rans block %zu is corrupt: it does not end in the initial state "
+                          "rans block %zu is corrupt: it does not end in the initial states "
                           "with its bytes used up", b);
             status = -1;
         }

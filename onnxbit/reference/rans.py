@@ -15,6 +15,7 @@ PROB_BITS = 14
 TOTAL = 1 << PROB_BITS
 LOW = 1 << 23
 HEADER = 1 + 2 + 2 * SYMBOLS
+STATES = 4  # symbol i of a block goes through state i % STATES
 DEFAULT_BLOCK_ROWS = 64
 
 
@@ -58,15 +59,16 @@ def encode(base3_rows: np.ndarray, block_rows: int = DEFAULT_BLOCK_ROWS) -> byte
     for b in range(blocks):
         block = symbols[b * block_rows * row_bytes:min((b + 1) * block_rows, n) * row_bytes]
         backwards = bytearray()
-        x = LOW
-        for s in reversed(block):
+        states = [LOW] * STATES
+        for i in range(len(block) - 1, -1, -1):
+            s, j = block[i], i % STATES
             f = freq[s]
             x_max = ((LOW >> PROB_BITS) << 8) * f
-            while x >= x_max:
-                backwards.append(x & 0xFF)
-                x >>= 8
-            x = ((x // f) << PROB_BITS) + (x % f) + cum[s]
-        payload += struct.pack("<I", x) + bytes(reversed(backwards))
+            while states[j] >= x_max:
+                backwards.append(states[j] & 0xFF)
+                states[j] >>= 8
+            states[j] = ((states[j] // f) << PROB_BITS) + (states[j] % f) + cum[s]
+        payload += struct.pack(f"<{STATES}I", *states) + bytes(reversed(backwards))
         ends.append(len(payload))
     header = struct.pack("<BH", VERSION, block_rows) + struct.pack(f"<{SYMBOLS}H", *freq)
     return header + struct.pack(f"<{blocks}I", *ends) + bytes(payload)
@@ -95,11 +97,17 @@ def decode(stream: bytes, n: int, row_bytes: int) -> np.ndarray:
     out = bytearray()
     start = 0
     for b, end in enumerate(ends):
-        if end < start + 4 or end > len(payload):
-            raise ValueError(f"rans block {b} ends at {end}, outside [{start + 4}, {len(payload)}]")
-        x = struct.unpack_from("<I", payload, start)[0]
-        p = start + 4
-        for i in range(b * block_rows * row_bytes, min((b + 1) * block_rows, n) * row_bytes):
+        if end < start + 4 * STATES or end > len(payload):
+            raise ValueError(f"rans block {b} ends at {end}, outside [{start + 4 * STATES}, {len(payload)}]")
+        states = list(struct.unpack_from(f"<{STATES}I", payload, start))
+        for j, x in enumerate(states):
+            if not LOW <= x < LOW << 8:
+                raise ValueError(f"rans block {b}: state {j} starts at {x}, outside [2^23, 2^31)")
+        p = start + 4 * STATES
+        first = b * block_rows * row_bytes
+        for i in range(first, min((b + 1) * block_rows, n) * row_bytes):
+            j = (i - first) % STATES
+            x = states[j]
             slot = x & (TOTAL - 1)
             s = slot_symbol[slot]
             out.append(s)
@@ -109,8 +117,9 @@ def decode(stream: bytes, n: int, row_bytes: int) -> np.ndarray:
                     raise ValueError(f"rans block {b} runs out of bytes at row {i // row_bytes}")
                 x = (x << 8) | payload[p]
                 p += 1
-        if x != LOW or p != end:
-            raise ValueError(f"rans block {b} is corrupt: it does not end in the initial state with its bytes used up")
+            states[j] = x
+        if p != end or any(x != LOW for x in states):
+            raise ValueError(f"rans block {b} is corrupt: it does not end in the initial states with its bytes used up")
         start = end
     if start != len(payload):
         raise ValueError(f"rans stream has {len(payload) - start} bytes after its last block")

@@ -3,7 +3,7 @@
  * weights: far more zeros than a third). Symbols are whole base3 bytes (five
  * weights each, 243 values), coded with one static frequency table per
  * tensor; rows are grouped in blocks with independent streams, so blocks
- * decode in parallel.
+ * decode in parallel too.
  *
  * Layout (little-endian):
  *   u8  version = 1
@@ -12,11 +12,13 @@
  *   u32 end[blocks]         end offset of each block's stream in the payload
  *                           (blocks = ceil(N / block_rows), non-decreasing,
  *                           the last one the payload's length)
- *   payload: per block, the 32-bit final encoder state then the renormalised
- *   bytes in decoding order; the block's symbols are its rows' base3 bytes.
- * Decoding must end every block in the encoder's initial state 2^23 with its
- * bytes used up exactly: corrupt streams are caught there, not turned into
- * garbage.
+ *   payload: per block, the four 32-bit final encoder states (symbol i of
+ *   the block goes through state i % 4: independent chains a CPU decodes
+ *   in parallel), then the renormalised bytes in decoding order; the
+ *   block's symbols are its rows' base3 bytes.
+ * Every state must start in [2^23, 2^31), and decoding must end every block
+ * with all four states back at the encoder's initial 2^23 and its bytes used
+ * up exactly: corrupt streams are caught there, not turned into garbage.
  *
  * This header is parsed by cffi: keep declarations free of macros. */
 #ifndef ONNXBIT_RANS_H
