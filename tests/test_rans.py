@@ -123,3 +123,22 @@ def test_auto_picks_the_smaller_storage_per_tensor(rng, zeros, expected):
         assert verify_model(out.model).ok
         outputs[fmt] = InferenceSession(out.model).run(None, {"x": x})[0]
     np.testing.assert_array_equal(outputs["auto"], outputs["base3"])
+
+
+def test_every_single_byte_flip_of_a_rans_initializer_is_reported(rng):
+    out = convert(_sparse_model(rng, 0.9), config={"default": {"precision": "ternary", "format": "rans"}},
+                  progress=False)
+    model = out.model
+    node = next(n for n in model.graph.node if n.op_type == "TernaryMatMul")
+    tensors = [t for t in model.graph.initializer if t.name in node.input[1:3]]
+    assert len(tensors) == 2
+    for tensor in tensors:
+        original = tensor.raw_data
+        for position in range(len(original)):
+            flipped = bytearray(original)
+            flipped[position] ^= 0xFF
+            tensor.raw_data = bytes(flipped)
+            report = verify_model(model)
+            assert any(f.where == node.name and f.severity == "error" for f in report.findings), position
+        tensor.raw_data = original
+    assert verify_model(model).ok
