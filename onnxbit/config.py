@@ -67,7 +67,9 @@ class LayerSettings:
     # 1 = BitNet per-token int8 activations (ternary/binary): exact in TernaryMatMul,
     # standard ops on target onnx, per-block int8 (MatMulNBits accuracy_level 4) on target ort.
     act_quant: int = 0
-    format: str = formats.DEFAULT  # ternary packing for TernaryMatMul: one of onnxbit.formats.NAMES
+    # Ternary packing for TernaryMatMul: one of onnxbit.formats.NAMES; None =
+    # formats.STORAGE_DEFAULT (targets ort and onnx always store 2-bit codes).
+    format: str | None = None
     # "int8": the target may quantize this layer's activations to int8 where
     # that runs faster (int8 weights: DynamicQuantizeLinear + MatMulInteger;
     # 2/4-bit MatMulNBits: accuracy_level 4); "float" keeps them float.
@@ -82,8 +84,9 @@ class LayerSettings:
             raise ConfigError(f"{where}: granularity 'group' needs a positive group_size")
         if self.granularity != "group" and self.group_size not in (0, None):
             raise ConfigError(f"{where}: group_size={self.group_size} is only meaningful with granularity 'group'")
-        if self.format not in FORMATS:
-            raise ConfigError(f"{where}: unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.format is not None and self.format not in formats.STORAGE_CHOICES:
+            raise ConfigError(f"{where}: unknown format {self.format!r}; choose one of "
+                              f"{', '.join(formats.STORAGE_CHOICES)}")
         if self.activations not in ACTIVATIONS:
             raise ConfigError(f"{where}: activations must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")
         if self.act_quant not in (0, 1):
@@ -174,12 +177,12 @@ class QuantConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "bitnet": {
-        "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean", "format": "2bit"},
+        "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean"},
         "rules": [{"match": {"position": "last"}, "precision": "fp32"}],
         "float_weights": "keep",
     },
     "ternary": {
-        "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean", "format": "2bit"},
+        "default": {"precision": "ternary", "granularity": "tensor", "method": "absmean"},
         "rules": [{"match": {"position": "last"}, "precision": "fp32"}],
     },
     "int4": {"default": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False,

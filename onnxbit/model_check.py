@@ -114,6 +114,9 @@ def read_model(path: str | os.PathLike, *, load_external_data: bool = False) -> 
     if missing:
         raise ModelError(f"{path}: not an ONNX model, or a truncated one ({info.st_size} bytes): it decodes, "
                          f"but {missing}")
+    bad_text = _invalid_text(model)
+    if bad_text:
+        raise ModelError(f"{path}: a corrupt model: {bad_text}")
     if load_external_data and _has_external_data(model):
         problems = _tensor_problems(model, path.parent, external_only=True)
         if problems:
@@ -123,6 +126,34 @@ def read_model(path: str | os.PathLike, *, load_external_data: bool = False) -> 
         except Exception as exc:  # onnx raises OSError, ValueError or its own checker errors here
             raise ModelError(f"{path}: cannot load its external data: {_one_line(str(exc))}") from None
     return model
+
+
+def _invalid_text(message) -> str | None:
+    """Where a text field is not valid UTF-8. protobuf parses such a file and
+    hands the field out as bytes, which fails later wherever a str is needed
+    (copying the field, formatting a name). Bytes fields (raw_data) are not
+    read, so weights are never copied."""
+    for descriptor in message.DESCRIPTOR.fields:
+        try:
+            if descriptor.type == descriptor.TYPE_STRING:
+                value = getattr(message, descriptor.name)
+                for text in (value if _repeated(descriptor) else [value]):
+                    if isinstance(text, bytes):
+                        text.decode("utf-8")  # raises, saying where
+            elif descriptor.message_type is not None:
+                if _repeated(descriptor):
+                    for item in getattr(message, descriptor.name):
+                        problem = _invalid_text(item)
+                        if problem:
+                            return problem
+                elif message.HasField(descriptor.name):
+                    problem = _invalid_text(getattr(message, descriptor.name))
+                    if problem:
+                        return problem
+        except UnicodeDecodeError as exc:
+            return (f"text field {message.DESCRIPTOR.name}.{descriptor.name} is not valid UTF-8 "
+                    f"({exc.reason} at byte {exc.start})")
+    return None
 
 
 def _not_a_model(model: onnx.ModelProto) -> str | None:

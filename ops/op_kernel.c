@@ -52,6 +52,7 @@ static OrtStatus *create_kernel(const OrtCustomOp *op, const OrtApi *api, const 
     kernel->def = def;
     kernel->api = api;
     kernel->api_version = op->version;
+    kernel->settings = custom_op(op)->settings;
     OrtStatus *status = read_node_name(api, op->version, def->name, info, &kernel->node_name);
     if (!status)
         status = def->init(kernel, info);
@@ -167,9 +168,9 @@ static OrtStatus *infer_shape(const OrtCustomOp *op, OrtShapeInferContext *ctx)
 }
 
 void obx_custom_op_init(ObxCustomOp *op, const ObxOpDefinition *def, const OrtApi *api,
-                        uint32_t api_version)
+                        uint32_t api_version, ObxSessionSettings settings)
 {
-    *op = (ObxCustomOp){.def = def, .api = api};
+    *op = (ObxCustomOp){.def = def, .api = api, .settings = settings};
     OrtCustomOp *ort = &op->ort;
     ort->version = api_version;
     ort->CreateKernel = create_kernel_v1;

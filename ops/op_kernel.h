@@ -15,12 +15,19 @@
 
 typedef struct ObxOpDefinition ObxOpDefinition;
 
+/* What the session options of a registration say about the ops
+ * (session_settings.h reads them). */
+typedef struct ObxSessionSettings {
+    int verify_checksums; /* check a node's crc32c attribute at kernel creation */
+} ObxSessionSettings;
+
 /* The head of every kernel object (first member of the op's kernel struct). */
 typedef struct ObxOpKernel {
     const ObxOpDefinition *def;
     const OrtApi *api;
     uint32_t api_version;
     char *node_name; /* "" when the runtime cannot say */
+    ObxSessionSettings settings;
 } ObxOpKernel;
 
 struct ObxOpDefinition {
@@ -46,13 +53,14 @@ typedef struct ObxCustomOp {
     OrtCustomOp ort;
     const ObxOpDefinition *def;
     const OrtApi *api;
+    ObxSessionSettings settings; /* of the session options it was registered on */
 } ObxCustomOp;
 
 /* Fills op for a runtime serving `api` at `api_version` (already capped at
  * ORT_ABI_MAX_VERSION): the table says that version and leaves NULL what the
  * runtime cannot use. The op declares exactly version 1 of its domain. */
 void obx_custom_op_init(ObxCustomOp *op, const ObxOpDefinition *def, const OrtApi *api,
-                        uint32_t api_version);
+                        uint32_t api_version, ObxSessionSettings settings);
 
 /* The session's intra-op thread pool as the compute core's parallel-for
  * (NULL when the runtime has none for custom ops); runner_storage holds its

@@ -22,6 +22,9 @@
 
 /* Versions that added the features we use conditionally. */
 #define ORT_API_WITH_CONSTANT_INPUT 15 /* KernelInfoGetConstantInput_tensor, node name */
+/* HasSessionConfigEntry/GetSessionConfigEntry exist from version 14; we read
+ * them from 15 on, where every other slot we name below 250 exists too. */
+#define ORT_API_WITH_SESSION_CONFIG 15
 #define ORT_API_WITH_STATUS_CALLBACKS 16 /* CreateKernelV2, KernelComputeV2 */
 #define ORT_API_WITH_SHAPE_INFERENCE 17 /* InferOutputShapeFn, ParallelFor */
 
@@ -160,7 +163,13 @@ struct OrtApi {
     ORT_UNUSED_SLOTS(102, 162);
     OrtStatus *(*KernelInfoGetAttributeArray_int64)(const OrtKernelInfo *info, const char *name,
                                                     int64_t *out, size_t *size); /* 163 */
-    ORT_UNUSED_SLOTS(164, 243);
+    ORT_UNUSED_SLOTS(164, 236);
+    OrtStatus *(*HasSessionConfigEntry)(const OrtSessionOptions *options,
+                                        const char *config_key, int *out); /* 237 */
+    OrtStatus *(*GetSessionConfigEntry)(const OrtSessionOptions *options,
+                                        const char *config_key, char *config_value,
+                                        size_t *size); /* 238 */
+    ORT_UNUSED_SLOTS(239, 243);
     /* Version 15. */
     OrtStatus *(*KernelInfo_GetNodeName)(const OrtKernelInfo *info, char *out,
                                          size_t *size); /* 244 */
@@ -222,6 +231,8 @@ ORT_PIN_SLOT(ReleaseStatus, 93);
 ORT_PIN_SLOT(ReleaseTensorTypeAndShapeInfo, 99);
 ORT_PIN_SLOT(ReleaseCustomOpDomain, 101);
 ORT_PIN_SLOT(KernelInfoGetAttributeArray_int64, 163);
+ORT_PIN_SLOT(HasSessionConfigEntry, 237);
+ORT_PIN_SLOT(GetSessionConfigEntry, 238);
 ORT_PIN_SLOT(KernelInfo_GetNodeName, 244);
 ORT_PIN_SLOT(KernelInfoGetConstantInput_tensor, 249);
 ORT_PIN_SLOT(ShapeInferContext_GetInputCount, 267);

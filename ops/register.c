@@ -9,6 +9,7 @@
 #include "obx_common.h"
 #include "op_status.h"
 #include "ort_abi.h"
+#include "session_settings.h"
 
 /* Every op of the domain; a new op is its file plus one line here. */
 static const ObxOpDefinition *const op_definitions[] = {
@@ -20,12 +21,14 @@ enum { OP_COUNT = sizeof op_definitions / sizeof op_definitions[0] };
 /* What the process's onnxruntime serves; set once, under `registry_lock`. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static const OrtApi *negotiated_api;
-static ObxCustomOp ops[OP_COUNT];
+static uint32_t negotiated_version;
 
-/* Domains handed to onnxruntime; they must outlive every session built from
- * the options, so they are released when this library is unloaded. */
+/* Domains handed to onnxruntime, each with its own ops carrying the settings
+ * of the options it was registered on; they must outlive every session built
+ * from the options, so they are released when this library is unloaded. */
 typedef struct DomainNode {
     OrtCustomOpDomain *domain;
+    ObxCustomOp ops[OP_COUNT];
     struct DomainNode *next;
 } DomainNode;
 static DomainNode *registered_domains;
@@ -61,8 +64,7 @@ static OrtStatus *negotiate(const OrtApiBase *base)
         const OrtApi *api = base->GetApi(version);
         if (api) {
             negotiated_api = api;
-            for (size_t i = 0; i < OP_COUNT; i++)
-                obx_custom_op_init(&ops[i], op_definitions[i], api, version);
+            negotiated_version = version;
             return NULL;
         }
     }
@@ -79,17 +81,23 @@ static OrtStatus *negotiate(const OrtApiBase *base)
 static OrtStatus *add_domain(OrtSessionOptions *options)
 {
     const OrtApi *api = negotiated_api;
+    ObxSessionSettings settings;
+    OrtStatus *status = obx_read_session_settings(api, negotiated_version, options, &settings);
+    if (status)
+        return status;
     DomainNode *node = malloc(sizeof *node);
     if (!node)
         return api->CreateStatus(ORT_FAIL, "onnxbit: out of memory registering custom ops");
+    for (size_t i = 0; i < OP_COUNT; i++)
+        obx_custom_op_init(&node->ops[i], op_definitions[i], api, negotiated_version, settings);
     OrtCustomOpDomain *domain = NULL;
-    OrtStatus *status = api->CreateCustomOpDomain(OBX_OP_DOMAIN, &domain);
+    status = api->CreateCustomOpDomain(OBX_OP_DOMAIN, &domain);
     if (status) {
         free(node);
         return obx_status_wrap(api, status, "onnxbit: creating domain " OBX_OP_DOMAIN);
     }
     for (size_t i = 0; i < OP_COUNT && !status; i++)
-        status = api->CustomOpDomain_Add(domain, &ops[i].ort);
+        status = api->CustomOpDomain_Add(domain, &node->ops[i].ort);
     if (!status)
         status = api->AddCustomOpDomain(options, domain);
     if (status) {

@@ -7,7 +7,10 @@
  * scales float32 [1] or [N] (group_size 0) or [N, ceil(K / group_size)];
  * bias float32 [N], optional.
  * Attributes: K, N (required ints > 0), format (required: a name of
- * formats.h), group_size (int >= 0, default 0), act_quant (0 | 1, default 0).
+ * formats.h), group_size (int >= 0, default 0), act_quant (0 | 1, default 0),
+ * crc32c (optional, 0 .. 2^32 - 1: CRC32C of B's bytes followed by the
+ * scales' bytes, checked before prepacking unless the session config entry
+ * onnxbit.verify_checksums is "0").
  *
  * This file binds attributes, shapes and errors to the compute core; the
  * sizes are checked by obx_tmm_shape_init, the check the Python API runs
@@ -15,14 +18,19 @@
  * prepacked once, at kernel creation (so corrupt weights fail session
  * creation); otherwise each call prepacks its own copy. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "custom_ops.h"
+#include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
+#include "onnxbit/rans.h"
 #include "onnxbit/tmatmul.h"
 #include "op_inputs.h"
 #include "op_kernel.h"
 #include "op_status.h"
+
+#define NO_CHECKSUM INT64_MIN
 
 enum { TMM_INPUT_A = 0, TMM_INPUT_B = 1, TMM_INPUT_SCALES = 2, TMM_INPUT_BIAS = 3, TMM_INPUTS = 4 };
 
@@ -30,12 +38,35 @@ typedef struct TernaryMatMulKernel {
     ObxOpKernel head;
     obx_tmm_shape shape;
     int act_quant;
+    int64_t crc32c; /* the attribute, or NO_CHECKSUM when the node has none */
+    int rans; /* B is a rans stream (rans.h) of shape.fmt (base3) rows */
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryMatMulKernel;
 
+/* The entropy-coded format: a stream of base3 rows, decoded before prepacking. */
+static const char rans_format_name[] = "rans";
+
+/* "2bit, base3, rans": the names of formats.h and the stream format, for messages. */
+typedef struct FormatNames {
+    char text[128];
+} FormatNames;
+
+static FormatNames format_names(void)
+{
+    FormatNames names = {""};
+    size_t used = 0;
+    for (int fmt = 0; fmt < OBX_FMT_COUNT && used < sizeof names.text; fmt++)
+        used += (size_t)snprintf(names.text + used, sizeof names.text - used, "%s%s",
+                                 fmt ? ", " : "", obx_format_name(fmt));
+    if (used < sizeof names.text)
+        snprintf(names.text + used, sizeof names.text - used, ", %s", rans_format_name);
+    return names;
+}
+
 /* ---- weights ------------------------------------------------------------ */
 
-/* B holds exactly N packed rows: 1-D [N * row_bytes] or 2-D [N, row_bytes]. */
+/* B holds exactly N packed rows: 1-D [N * row_bytes] or 2-D [N, row_bytes];
+ * a rans stream is 1-D, its length checked by its decoder. */
 static OrtStatus *check_packed_weights(const TernaryMatMulKernel *kernel, const ObxTensorView *b)
 {
     const ObxOpKernel *head = &kernel->head;
@@ -45,6 +76,11 @@ static OrtStatus *check_packed_weights(const TernaryMatMulKernel *kernel, const 
     if (status)
         return status;
     char text[256];
+    if (kernel->rans)
+        return b->rank == 1 ? NULL
+                            : obx_node_error(head, ORT_INVALID_ARGUMENT,
+                                             "B must be a 1-D rans stream, got shape %s",
+                                             obx_shape_text(b, text, sizeof text));
     if (b->rank == 2 && ((size_t)b->dims[0] != shape->n || (size_t)b->dims[1] != shape->row_bytes))
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "B has shape %s; K=%zu N=%zu in format %s needs [N, %zu] = [%zu, %zu]",
@@ -91,7 +127,26 @@ static OrtStatus *check_scales(const TernaryMatMulKernel *kernel, const ObxTenso
                           shape->n_groups);
 }
 
-/* Validates B and scales (shapes, codes, scale values) and repacks them. */
+/* B and scales must hash to the node's crc32c attribute (when it has one and
+ * the session verifies checksums): a flipped byte anywhere in them fails here
+ * even where it would still decode to valid codes and scales. */
+static OrtStatus *check_checksum(const TernaryMatMulKernel *kernel, const ObxTensorView *b,
+                                 const ObxTensorView *scales)
+{
+    if (kernel->crc32c == NO_CHECKSUM || !kernel->head.settings.verify_checksums)
+        return NULL;
+    uint32_t crc = obx_crc32c(0, b->data, b->count);
+    crc = obx_crc32c(crc, scales->data, scales->count * sizeof(float));
+    if (crc == (uint32_t)kernel->crc32c)
+        return NULL;
+    return obx_node_error(&kernel->head, ORT_INVALID_ARGUMENT,
+                          "corrupt weights: B and scales have CRC32C 0x%08x, the node's crc32c "
+                          "attribute says 0x%08llx (session config entry "
+                          "onnxbit.verify_checksums=0 skips this check)",
+                          crc, (unsigned long long)kernel->crc32c);
+}
+
+/* Validates B and scales (shapes, checksum, codes, scale values) and repacks them. */
 static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtValue *b_value,
                                   const OrtValue *scales_value, obx_tmm_weights **out)
 {
@@ -105,20 +160,67 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
         status = obx_read_tensor(head, scales_value, "scales", &scales);
     if (!status)
         status = check_scales(kernel, &scales);
+    if (!status)
+        status = check_checksum(kernel, &b, &scales);
     if (status)
         return status;
 
     char err[OBX_OP_ERR_LEN] = "";
-    *out = obx_tmm_prepack(shape->fmt, b.data, b.count, (int64_t)shape->k, (int64_t)shape->n,
+    const void *rows = b.data;
+    size_t rows_bytes = b.count;
+    uint8_t *decoded = NULL;
+    if (kernel->rans) {
+        /* Storage only: decoded to base3 rows here, then prepacked like any base3 B. */
+        decoded = malloc(shape->b_bytes);
+        if (!decoded)
+            return obx_node_error(head, ORT_FAIL, "out of memory decoding B (%zu bytes)",
+                                  shape->b_bytes);
+        if (obx_rans_decode_base3(b.data, b.count, shape->n, shape->row_bytes, decoded, err,
+                                  sizeof err) != 0) {
+            free(decoded);
+            return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
+                                  rans_format_name, err);
+        }
+        rows = decoded;
+        rows_bytes = shape->b_bytes;
+    }
+    *out = obx_tmm_prepack(shape->fmt, rows, rows_bytes, (int64_t)shape->k, (int64_t)shape->n,
                            scales.data, scales.count, (int64_t)shape->group_size, err, sizeof err);
+    free(decoded);
     if (!*out)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                              obx_format_name(shape->fmt),
+                              kernel->rans ? rans_format_name : obx_format_name(shape->fmt),
                               err[0] ? err : "rejected by the compute core");
     return NULL;
 }
 
 /* ---- kernel creation --------------------------------------------------- */
+
+static OrtStatus *read_format(const ObxOpKernel *head, const OrtKernelInfo *info, int *fmt,
+                              int *rans)
+{
+    char name[32];
+    size_t length = 0;
+    const FormatNames expected = format_names();
+    OrtStatus *status = obx_read_string_attribute(head, info, "format", expected.text, name,
+                                                  sizeof name, &length);
+    if (status)
+        return status;
+    /* The whole attribute must be the name: "2bit\0junk" is not "2bit". */
+    *fmt = obx_format_from_name(name, length);
+    *rans = length == sizeof rans_format_name - 1 && memcmp(name, rans_format_name, length) == 0;
+    if (*rans)
+        *fmt = OBX_FMT_BASE3;
+    if (*fmt >= 0)
+        return NULL;
+    if (strlen(name) != length)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute format holds a NUL byte after '%s' (%zu bytes long); "
+                              "expected one of: %s", name, length, expected.text);
+    return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                          "attribute format='%s' is not a known format; expected one of: %s", name,
+                          expected.text);
+}
 
 static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
 {
@@ -148,7 +250,14 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
                               "(per-token int8)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
-    status = obx_read_format_attribute(head, info, &fmt);
+    status = obx_read_int_attribute(head, info, "crc32c", 0, NO_CHECKSUM, &kernel->crc32c);
+    if (status)
+        return status;
+    if (kernel->crc32c != NO_CHECKSUM && (kernel->crc32c < 0 || kernel->crc32c > (int64_t)UINT32_MAX))
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
+                              (long long)kernel->crc32c, (unsigned long)UINT32_MAX);
+    status = read_format(head, info, &fmt, &kernel->rans);
     if (status)
         return status;
     char err[OBX_OP_ERR_LEN] = "";

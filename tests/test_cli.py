@@ -59,8 +59,8 @@ def test_inspect_lists_layers_and_library_needs(tmp_path, rng):
     data = json.loads(result.output)
     assert data["needs_onnxbit_library"] is True and data["library_ops"] == ["TernaryMatMul"]
     layers = {layer["node"]: layer for layer in data["layers"]}
-    assert layers["fc1"]["storage"] == "TernaryMatMul/2bit" and (layers["fc1"]["k"], layers["fc1"]["n"]) == (64, 48)
-    assert layers["fc1"]["bits_per_weight"] == 8 * (48 * 16 + 4) / (64 * 48)
+    assert layers["fc1"]["storage"] == "TernaryMatMul/base3" and (layers["fc1"]["k"], layers["fc1"]["n"]) == (64, 48)
+    assert layers["fc1"]["bits_per_weight"] == 8 * (48 * 13 + 4) / (64 * 48)  # 13 base3 bytes a row of 64
     assert layers["fc2"]["precision"] == "float" and (layers["fc2"]["k"], layers["fc2"]["n"]) == (48, 32)
     text = CliRunner().invoke(main, ["inspect", str(src)])
     assert text.exit_code == 0 and "runs on stock onnxruntime" in text.output

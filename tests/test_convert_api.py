@@ -56,7 +56,7 @@ def test_output_is_written_atomically_and_failures_leave_old_output(tmp_path, rn
     assert report["summary"]["layers_converted"] == 1  # ternary keeps the last layer float
     by_node = {layer["node"]: layer for layer in report["layers"]}
     assert by_node["fc2"]["action"] == "skipped" and "rule 0" in by_node["fc2"]["reason"]
-    assert by_node["fc1"]["storage"] == "TernaryMatMul/2bit"
+    assert by_node["fc1"]["storage"] == "TernaryMatMul/base3"
 
 
 def test_already_ternary_weights_decode_bit_identically(rng):
@@ -72,7 +72,7 @@ def test_already_ternary_weights_decode_bit_identically(rng):
             op = next(n for n in out.model.graph.node if n.name == node)
             packed = onnx.numpy_helper.to_array(initializer(out.model, op.input[1]))
             scales = onnx.numpy_helper.to_array(initializer(out.model, op.input[2]))
-            decoded = codecs.unpack_ternary_f32(packed, w.shape[0], "2bit", np.broadcast_to(scales, (w.shape[1],)))
+            decoded = codecs.unpack_ternary_f32(packed, w.shape[0], "base3", np.broadcast_to(scales, (w.shape[1],)))
             np.testing.assert_array_equal(decoded.T, w)
         layer = {r.node: r for r in out.report.layers}["mm_tensor"]
         assert layer.weight_error["mse"] == 0.0
@@ -93,7 +93,7 @@ def test_qat_graph_is_folded_then_packed_from_proven_codes(rng):
     assert ops == ["TernaryMatMul"], ops
     op = result.model.graph.node[0]
     packed = onnx.numpy_helper.to_array(initializer(result.model, op.input[1]))
-    np.testing.assert_array_equal(codecs.unpack_ternary(packed, 64, "2bit"), codes_nk)
+    np.testing.assert_array_equal(codecs.unpack_ternary(packed, 64, "base3"), codes_nk)
     assert {a.name: helper.get_attribute_value(a) for a in op.attribute}["act_quant"] == 1
     record = next(r for r in result.report.layers if r.node == "bitlinear" and r.action == "converted")
     assert "exact codes" in record.reason

@@ -9,7 +9,7 @@ from onnxbit.config import ConfigError, LayerSettings, config_from_dict, load_co
 
 def test_presets():
     bitnet = preset("bitnet")
-    assert bitnet.default.precision == "ternary" and bitnet.default.format == "2bit"
+    assert bitnet.default.precision == "ternary" and bitnet.default.format is None  # formats.STORAGE_DEFAULT
     assert bitnet.settings_for("lm_head", "MatMul", {"last"}, 10**6)[0].precision == "fp32"
     assert bitnet.settings_for("q_proj", "MatMul", {"first"}, 10**6)[0].precision == "ternary"
     int4 = preset("int4").default

@@ -54,7 +54,7 @@ def test_converted_convs_compute_with_the_quantized_weights(rng, target, precisi
     converted = {r.node: r for r in result.report.layers if r.action == "converted"}
     assert set(converted) == {name for name, *_ in LAYERS}
     if target == "onnxbit" and precision == "ternary":
-        assert {converted[n].storage for n in ("conv3x3", "depthwise", "grouped", "pointwise")} == {"TernaryConv/2bit"}
+        assert {converted[n].storage for n in ("conv3x3", "depthwise", "grouped", "pointwise")} == {"TernaryConv/base3"}
     ops = {n.op_type for n in result.model.graph.node}
     assert ("TernaryConv" in ops) == (target == "onnxbit" and precision == "ternary")
     # DequantizeLinear + Conv layers come with the note on how onnxruntime folds them.

@@ -34,7 +34,7 @@ def test_bitnet_export_converts_to_ternary_matmul_with_the_same_logits(name, tmp
     result = convert(path, preset="bitnet", target="onnxbit", output_path=out_path, progress=False)
     converted = [r for r in result.report.layers if r.action == "converted"]
     assert len(converted) == 14  # 2 layers x (q, k, v, o, gate, up, down)
-    assert all(r.storage == "TernaryMatMul/2bit" and "exact codes" in r.reason for r in converted)
+    assert all(r.storage == "TernaryMatMul/base3" and "exact codes" in r.reason for r in converted)
     kinds = {n.op_type for n in result.model.graph.node}
     assert "TernaryMatMul" in kinds and "Round" not in kinds  # the fake-quant chains are gone
     assert result.report.model_bytes_after < 0.7 * result.report.model_bytes_before

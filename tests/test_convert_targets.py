@@ -23,7 +23,7 @@ CASES = {
     "int2-channel-asym": {"precision": "int2", "granularity": "channel", "symmetric": False},
 }
 EXPECTED_STORAGE = {
-    "onnxbit": {"ternary": "TernaryMatMul/2bit", "binary": "TernaryMatMul/2bit", "int8": "DequantizeLinear/INT8",
+    "onnxbit": {"ternary": "TernaryMatMul/base3", "binary": "TernaryMatMul/base3", "int8": "DequantizeLinear/INT8",
                 "int4": "MatMulNBits/4bit", "int2": "MatMulNBits/2bit"},
     "ort": {"ternary": "MatMulNBits/2bit", "binary": "MatMulNBits/2bit", "int8": "DequantizeLinear/INT8",
             "int4": "MatMulNBits/4bit", "int2": "MatMulNBits/2bit"},

@@ -31,7 +31,7 @@ def test_rewrite_names_nodes_drops_dead_weight_chain_and_imports_domain(rng):
     out, ctx = PassManager([FindWeightsPass(), PackWeightsPass()], config=config).run(model)
     assert [n.op_type for n in out.graph.node] == ["TernaryMatMul"]
     assert out.graph.node[0].name == "MatMul_1"  # named by the manager, kept by the rewrite
-    assert {i.name for i in out.graph.initializer} == {"W_packed_2bit", "W_scales"}  # float weight gone
+    assert {i.name for i in out.graph.initializer} == {"W_packed_base3", "W_scales"}  # float weight gone
     assert {(o.domain, o.version) for o in out.opset_import} == {("", 17), ("com.onnxbit", 1)}
     assert out.producer_name == "unit-test" and out.metadata_props[0].value == "synthetic"
     assert [n.name for n in model.graph.node] == ["", ""]  # the input proto is untouched

@@ -49,6 +49,6 @@ def test_int8_keeps_top1_and_ternary_runs(classifier, target, tmp_path):
     convs = [r for r in result.report.converted if r.op_type == "Conv"]
     assert len(convs) == 53
     if target == "onnxbit":
-        assert {r.storage for r in convs} == {"TernaryConv/2bit"}
+        assert {r.storage for r in convs} == {"TernaryConv/base3"}
     y = onnxbit.InferenceSession(str(out)).run(None, {"x": x})[0]
     assert y.shape == reference.shape and np.isfinite(y).all()

@@ -22,7 +22,7 @@ def test_demo_converts_the_sample_and_agrees():
     assert comparison.outputs[0].argmax_match == 1.0
     assert comparison.bytes_converted < 0.6 * comparison.bytes_original
     text = console.export_text()
-    assert "TernaryMatMul/2bit" in text and "agreement over 3 input batches" in text
+    assert "TernaryMatMul/base3" in text and "agreement over 3 input batches" in text
 
 
 def test_load_feeds_accepts_indexed_keys_and_names_what_is_missing(tmp_path):

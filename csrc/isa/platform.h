@@ -8,6 +8,7 @@
 #include "codec/codec_columns.h"
 #include "codec/codec_internal.h"
 #include "conv/tconv_rows.h"
+#include "integrity/crc32c_internal.h"
 #include "matmul/tmm_internal.h"
 
 struct obx_platform {
@@ -16,6 +17,7 @@ struct obx_platform {
     obx_cols_gather_fn cols_gather; /* transposing tile copy of the column codecs */
     const struct tmm_kernels *tmm;  /* ternary matmul, with optional slots */
     const struct tconv_row_kernels *conv_rows; /* direct depthwise convolution */
+    obx_crc32c_fn crc32c;           /* checksums of packed weights */
 };
 
 /* The table in use (never NULL). When selection failed it holds the scalar

@@ -16,6 +16,10 @@ from onnx.reference.op_run import OpRun
 
 from onnxbit.ops.schemas import DOMAIN, FORMATS, register_schemas
 from onnxbit.reference.codecs import packed_row_bytes, unpack_ternary
+from onnxbit.formats import RANS
+from onnxbit.formats import RANS_ROW_FORMAT as ROW_FORMAT
+from onnxbit.reference.crc32c import packed_weight_crc32c
+from onnxbit.reference.rans import decode as rans_decode
 from onnxbit.reference.ternary_conv import ternary_conv_reference
 from onnxbit.reference.ternary_matmul import ternary_matmul_reference
 
@@ -26,7 +30,7 @@ class TernaryMatMul(OpRun):
     op_domain = DOMAIN
 
     def _run(self, A, B, scales, bias=None, K=None, N=None, format=None,  # noqa: A002 (ONNX name)
-             group_size=0, act_quant=0):
+             group_size=0, act_quant=0, crc32c=None):
         name = f"TernaryMatMul node {self.onnx_node.name!r}"
         fmt = format.decode() if isinstance(format, bytes) else format
         if K is None or N is None or fmt is None:
@@ -45,9 +49,11 @@ class TernaryMatMul(OpRun):
         if a.dtype != np.float32 or a.ndim == 0 or a.shape[-1] != k:
             raise ValueError(f"{name}: A must be float32 [..., K={k}], got {a.dtype} {a.shape}")
         packed = np.asarray(B)
-        expected = n * packed_row_bytes(k, fmt)
-        if packed.dtype != np.uint8 or packed.size != expected:
-            raise ValueError(f"{name}: B must be uint8 with N * row bytes = {expected} elements, "
+        if fmt == RANS:
+            if packed.dtype != np.uint8 or packed.ndim != 1:
+                raise ValueError(f"{name}: B must be a 1-D uint8 rans stream, got {packed.dtype} {packed.shape}")
+        elif packed.dtype != np.uint8 or packed.size != n * packed_row_bytes(k, fmt):
+            raise ValueError(f"{name}: B must be uint8 with N * row bytes = {n * packed_row_bytes(k, fmt)} elements, "
                              f"got {packed.dtype} {packed.shape}")
         scales = np.asarray(scales)
         groups = -(-k // group_size) if group_size else 1
@@ -56,10 +62,16 @@ class TernaryMatMul(OpRun):
             shapes = " or ".join(map(str, allowed))
             raise ValueError(f"{name}: scales must be float32 of shape {shapes}, "
                              f"got {scales.dtype} {scales.shape}")
+        if crc32c is not None and packed_weight_crc32c(packed, scales) != int(crc32c):
+            raise ValueError(f"{name}: corrupt weights: B and scales do not match the crc32c attribute")
         if not np.all(np.isfinite(scales) & (scales > 0)):
             raise ValueError(f"{name}: scales must be finite and > 0")
         try:
-            codes_kn = unpack_ternary(packed.reshape(n, -1), k, fmt).T
+            if fmt == RANS:
+                rows = rans_decode(packed.tobytes(), n, packed_row_bytes(k, ROW_FORMAT))
+                codes_kn = unpack_ternary(rows, k, ROW_FORMAT).T
+            else:
+                codes_kn = unpack_ternary(packed.reshape(n, -1), k, fmt).T
         except ValueError as error:
             raise ValueError(f"{name}: invalid weights (format {fmt}): {error}") from error
         y = ternary_matmul_reference(a, codes_kn, scales, group_size, act_quant,

@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto
 from onnx.defs import OpSchema
 
-from onnxbit.formats import NAMES as FORMATS
+from onnxbit.formats import OP_FORMATS as FORMATS
 
 DOMAIN = "com.onnxbit"
 OPSET_VERSION = 1
@@ -29,10 +29,13 @@ Y = A @ (W * scales) (+ bias) for a ternary weight W[K, N] in {-1, 0, 1}.
 B holds W transposed, N rows of K codes, each row packed in `format` and
 starting on a byte boundary: "2bit" (code w + 1, four a byte, least
 significant first; ceil(K/4) bytes a row) or "base3" (five base-3 digits
-w + 1 a byte; ceil(K/5) bytes a row). scales is [1] (per tensor), [N] (per
-output channel) or, with group_size > 0, [N, ceil(K / group_size)] (per group
-along K); every scale is finite and > 0. act_quant = 1 quantizes each row of A
-to int8 first (BitNet per-token absmax) and runs an exact integer core.
+w + 1 a byte; ceil(K/5) bytes a row), or, with format "rans", a 1-D
+entropy-coded stream of the base3 rows (csrc/include/onnxbit/rans.h). scales
+is [1] (per tensor), [N] (per output channel) or, with group_size > 0,
+[N, ceil(K / group_size)] (per group along K); every scale is finite and > 0.
+act_quant = 1 quantizes each row of A to int8 first (BitNet per-token absmax)
+and runs an exact integer core. crc32c (optional) is the CRC32C of B's bytes
+followed by the scales' bytes, checked when the session is created.
 """
 
 
@@ -90,6 +93,8 @@ def _ternary_matmul_schema() -> OpSchema:
                  "scale group length along K; 0 = not grouped"),
             attr("act_quant", onnx.helper.make_attribute("act_quant", 0),
                  "1 = BitNet per-token int8 activations, 0 = float32"),
+            attr("crc32c", int_type, "optional CRC32C of B's bytes followed by the scales' bytes "
+                 "(onnxbit.checksum); checked when the session is created", required=False),
         ],
     )
     if hasattr(schema, "set_type_and_shape_inference_function"):

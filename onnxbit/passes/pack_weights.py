@@ -143,7 +143,7 @@ class PackWeightsPass(Pass):
             if q.codes is None and q.packed_rows is not None:
                 from onnxbit import codecs
 
-                q.codes = codecs.unpack_ternary(q.packed_rows, q.k, settings.format).T  # a view: read as W^T
+                q.codes = codecs.unpack_ternary(q.packed_rows, q.k, ctx.target.fused_format(settings)).T  # W^T view
             if q.codes is not None:
                 packed.weight_error = _weight_error(site.weight, q, packed)
         return packed

@@ -159,7 +159,7 @@ class Target(abc.ABC):
         if weight.codes is None:  # the fused absmean path packed the rows already
             from onnxbit import codecs
 
-            weight.codes = codecs.unpack_ternary(weight.packed_rows, weight.k, settings.format).T
+            weight.codes = codecs.unpack_ternary(weight.packed_rows, weight.k, self.fused_format(settings)).T
         if weight.kind in ("ternary", "binary"):
             return pack_dequantize_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
                                         bits=2, signed=True, scales=weight.scales, zero_points=None,

@@ -15,7 +15,7 @@ def check_act_quant(settings, where: str) -> None:
 
 def check_two_bit_storage(settings, target: str, where: str) -> None:
     """Stock-op targets store ternary/binary codes as plain 2-bit values."""
-    if settings.precision in ("ternary", "binary") and settings.format != DEFAULT_FORMAT:
+    if settings.precision in ("ternary", "binary") and settings.format not in (None, DEFAULT_FORMAT):
         raise ConfigError(f"{where}: format {settings.format!r} exists only in the onnxbit TernaryMatMul op; "
                           f"target {target!r} stores ternary weights as 2-bit codes")
 

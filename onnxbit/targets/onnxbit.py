@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxbit import formats, rans
 from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
@@ -33,18 +34,25 @@ class OnnxbitTarget(Target):
         return {matmulnbits.DOMAIN: matmulnbits.OPSET}
 
     def fused_format(self, settings) -> str | None:
-        return settings.format
+        """The row format codes are packed in; rans and auto start from base3 rows."""
+        fmt = settings.format or formats.STORAGE_DEFAULT
+        return fmt if fmt in formats.NAMES else rans.ROW_FORMAT
 
     def pack(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         k, n = weight.k, weight.n
         if weight.kind in ("ternary", "binary"):
             from onnxbit import codecs  # the native packer
 
+            fmt = self.fused_format(settings)
             rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
-                np.ascontiguousarray(weight.codes.T), settings.format)
+                np.ascontiguousarray(weight.codes.T), fmt)
+            if settings.format in (formats.RANS, formats.AUTO):
+                stream = rans.encode_base3(rows)
+                if settings.format == formats.RANS or stream.nbytes < rows.nbytes:
+                    rows, fmt = stream, formats.RANS
             return ternary_matmul.pack_ternary_matmul(
                 ctx, base, precision=settings.precision, k=k, n=n, packed_rows=rows, scales=weight.scales,
-                granularity=weight.granularity, group_size=weight.group_size, fmt=settings.format,
+                granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
                 act_quant=settings.act_quant)
         if settings.precision == "int8":
             return integer_layers.pack_int8(ctx, base, weight, settings)
@@ -77,11 +85,12 @@ class OnnxbitTarget(Target):
             return super().pack_conv(ctx, base, weight, settings)
         from onnxbit import codecs
 
+        fmt = self.fused_format(settings)  # TernaryConv stores row formats (rans/auto: base3 rows)
         rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
-            np.ascontiguousarray(weight.codes.T), settings.format)
+            np.ascontiguousarray(weight.codes.T), fmt)
         return ternary_conv.pack_ternary_conv(
             ctx, base, precision=settings.precision, conv=weight.conv, packed_rows=rows, scales=weight.scales,
-            granularity=weight.granularity, group_size=weight.group_size, fmt=settings.format,
+            granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
             act_quant=settings.act_quant)
 
     def emit_conv(self, ctx, site, packed: PackedWeight):

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxbit import checksum
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import array_constant, emit_op
@@ -28,7 +29,8 @@ def op_scales(scales: np.ndarray, granularity: str) -> np.ndarray:
 def pack_ternary_matmul(ctx: PassContext, base: str, *, precision: str, k: int, n: int, packed_rows: np.ndarray,
                         scales: np.ndarray, granularity: str, group_size: int, fmt: str,
                         act_quant: int) -> PackedWeight:
-    """packed_rows: uint8 [N, row_bytes], W^T packed in `fmt`; scales as QuantResult holds them."""
+    """packed_rows: uint8 [N, row_bytes], W^T packed in row format `fmt`, or the
+    1-D stream of fmt "rans"; scales as QuantResult holds them."""
     op_scale = op_scales(scales, granularity)
     if not (np.isfinite(op_scale).all() and (op_scale > 0).all()):
         raise ValueError(f"weight '{base}': TernaryMatMul needs finite scales > 0 "
@@ -36,7 +38,7 @@ def pack_ternary_matmul(ctx: PassContext, base: str, *, precision: str, k: int, 
     constants = [array_constant(ctx, f"{base}_packed_{fmt}", packed_rows),
                  array_constant(ctx, f"{base}_scales", op_scale)]
     attrs = {"K": k, "N": n, "format": fmt, "group_size": group_size if granularity == "group" else 0,
-             "act_quant": int(act_quant)}
+             "act_quant": int(act_quant), checksum.ATTRIBUTE: checksum.packed_weight_crc32c(packed_rows, op_scale)}
     return PackedWeight(precision=precision, storage=f"TernaryMatMul/{fmt}", constants=constants, attrs=attrs, k=k, n=n)
 
 
