@@ -61,7 +61,12 @@ OrtStatus *obx_read_string_attribute(const ObxOpKernel *kernel, const OrtKernelI
                                      size_t out_len, size_t *length);
 
 /* The required `format` attribute: a packed ternary format name of formats.h. */
-OrtStatus *obx_read_format_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info, int *fmt);
+/* The `format` attribute: a formats.h name exactly (no hidden NUL), or
+ * stream_name (when not NULL), which decodes into stream_rows rows and sets
+ * *is_stream. An error names the node and the accepted names otherwise. */
+OrtStatus *obx_read_format_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                     const char *stream_name, int stream_rows, int *fmt,
+                                     int *is_stream);
 
 /* Input `index` when the runtime can say it is a constant initializer (API
  * 15+), else NULL. */

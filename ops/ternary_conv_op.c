@@ -134,7 +134,7 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
     if (!status)
         status = read_auto_pad(head, info, &p->auto_pad);
     if (!status)
-        status = obx_read_format_attribute(head, info, &kernel->fmt);
+        status = obx_read_format_attribute(head, info, NULL, -1, &kernel->fmt, NULL);
     if (status)
         return status;
     if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN)

@@ -46,23 +46,6 @@ typedef struct TernaryMatMulKernel {
 /* The entropy-coded format: a stream of base3 rows, decoded before prepacking. */
 static const char rans_format_name[] = "rans";
 
-/* "2bit, base3, rans": the names of formats.h and the stream format, for messages. */
-typedef struct FormatNames {
-    char text[128];
-} FormatNames;
-
-static FormatNames format_names(void)
-{
-    FormatNames names = {""};
-    size_t used = 0;
-    for (int fmt = 0; fmt < OBX_FMT_COUNT && used < sizeof names.text; fmt++)
-        used += (size_t)snprintf(names.text + used, sizeof names.text - used, "%s%s",
-                                 fmt ? ", " : "", obx_format_name(fmt));
-    if (used < sizeof names.text)
-        snprintf(names.text + used, sizeof names.text - used, ", %s", rans_format_name);
-    return names;
-}
-
 /* ---- weights ------------------------------------------------------------ */
 
 /* B holds exactly N packed rows: 1-D [N * row_bytes] or 2-D [N, row_bytes];
@@ -196,31 +179,6 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
 
 /* ---- kernel creation --------------------------------------------------- */
 
-static OrtStatus *read_format(const ObxOpKernel *head, const OrtKernelInfo *info, int *fmt,
-                              int *rans)
-{
-    char name[32];
-    size_t length = 0;
-    const FormatNames expected = format_names();
-    OrtStatus *status = obx_read_string_attribute(head, info, "format", expected.text, name,
-                                                  sizeof name, &length);
-    if (status)
-        return status;
-    /* The whole attribute must be the name: "2bit\0junk" is not "2bit". */
-    *fmt = obx_format_from_name(name, length);
-    *rans = length == sizeof rans_format_name - 1 && memcmp(name, rans_format_name, length) == 0;
-    if (*rans)
-        *fmt = OBX_FMT_BASE3;
-    if (*fmt >= 0)
-        return NULL;
-    if (strlen(name) != length)
-        return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                              "attribute format holds a NUL byte after '%s' (%zu bytes long); "
-                              "expected one of: %s", name, length, expected.text);
-    return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                          "attribute format='%s' is not a known format; expected one of: %s", name,
-                          expected.text);
-}
 
 static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
 {
@@ -257,7 +215,7 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
                               (long long)kernel->crc32c, (unsigned long)UINT32_MAX);
-    status = read_format(head, info, &fmt, &kernel->rans);
+    status = obx_read_format_attribute(head, info, rans_format_name, OBX_FMT_BASE3, &fmt, &kernel->rans);
     if (status)
         return status;
     char err[OBX_OP_ERR_LEN] = "";

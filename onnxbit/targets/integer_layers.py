@@ -52,6 +52,22 @@ def emit_int8(ctx, site, packed: PackedWeight):
     return dequantize.emit_dequantize(ctx, site, packed)
 
 
+def pack_integer(ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
+    """int8 as above; int2/int4 as MatMulNBits (what targets onnxbit and ort share)."""
+    if settings.precision == "int8":
+        return pack_int8(ctx, base, weight, settings)
+    return matmulnbits.pack_matmulnbits(
+        ctx, base, precision=settings.precision, unsigned_codes=matmulnbits.unsigned_codes(weight, settings.bits),
+        bits=settings.bits, scales=weight.scales, zero_points=weight.zero_points, granularity=weight.granularity,
+        group_size=weight.group_size, accuracy_level=nbits_accuracy_level(settings))
+
+
+def emit_integer(ctx, site, packed: PackedWeight):
+    if packed.storage.startswith("MatMulNBits/"):
+        return matmulnbits.emit_matmulnbits(ctx, site, packed)
+    return emit_int8(ctx, site, packed)
+
+
 SLOW_INT8_NOTE = (
     "int8 weights with float activations (DequantizeLinear + MatMul) can run slower than the float model in "
     "onnxruntime (up to 5x at batch 1 on this machine's measurements); with activations \"int8\" (the int8 "

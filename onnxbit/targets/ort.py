@@ -43,18 +43,10 @@ class OrtTarget(Target):
                 scales=weight.scales, zero_points=np.ones_like(weight.scales, dtype=np.uint8),
                 granularity=weight.granularity, group_size=weight.group_size,
                 accuracy_level=integer_layers.nbits_accuracy_level(settings))
-        if settings.precision == "int8":
-            return integer_layers.pack_int8(ctx, base, weight, settings)
-        return matmulnbits.pack_matmulnbits(
-            ctx, base, precision=settings.precision, unsigned_codes=matmulnbits.unsigned_codes(weight, settings.bits),
-            bits=settings.bits, scales=weight.scales, zero_points=weight.zero_points,
-            granularity=weight.granularity, group_size=weight.group_size,
-            accuracy_level=integer_layers.nbits_accuracy_level(settings))
+        return integer_layers.pack_integer(ctx, base, weight, settings)
 
     def emit(self, ctx, site, packed: PackedWeight):
-        if packed.storage.startswith("MatMulNBits/"):
-            return matmulnbits.emit_matmulnbits(ctx, site, packed)
-        return integer_layers.emit_int8(ctx, site, packed)
+        return integer_layers.emit_integer(ctx, site, packed)
 
     def notes(self, settings, packed: PackedWeight) -> list[str]:
         return (([ACT_QUANT_NOTE] if settings.act_quant else []) + dequantize.notes(packed)
