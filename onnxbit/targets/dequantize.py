@@ -113,7 +113,12 @@ def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo
     """A MatMul/Gemm whose weight input is DequantizeLinear of a constant."""
     if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
         return None
-    dq = index.producer(node.input[1])
+    return dequantized_layer(node, index.producer(node.input[1]), index)
+
+
+def dequantized_layer(node: onnx.NodeProto, dq: onnx.NodeProto | None, index: ModelIndex) -> LayerInfo | None:
+    """The LayerInfo of `node` reading weights DequantizeLinear `dq` makes
+    from a constant (K x N when the constant is 2-D), or None."""
     if dq is None or dq.op_type != "DequantizeLinear" or not dq.input:
         return None
     q = index.constant_tensor(dq.input[0])
@@ -125,7 +130,7 @@ def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo
         type_name = f"type{q.data_type}"
     bits = _BITS_OF_TYPE.get(type_name)
     size = index.constant_bytes([i for i in dq.input if i])
-    k, n = (int(q.dims[0]), int(q.dims[1])) if len(q.dims) == 2 else (None, None)
+    k, n = (int(q.dims[0]), int(q.dims[1])) if len(q.dims) == 2 and node.op_type in ("MatMul", "Gemm") else (None, None)
     count = 1
     for d in q.dims:
         count *= int(d)

@@ -29,8 +29,8 @@ from onnxbit.graph.gs_adapter import proto_constant
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
-from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
-from onnxbit.targets.dequantize import _BITS_OF_TYPE, required_opset, subbyte_proto
+from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight
+from onnxbit.targets.dequantize import dequantized_layer, required_opset, subbyte_proto
 
 
 CONV_QDQ_NOTE = (
@@ -102,18 +102,4 @@ def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo
     producer = index.producer(node.input[1])
     while producer is not None and producer.op_type in ("Reshape", "Transpose") and producer.input:
         producer = index.producer(producer.input[0])
-    if producer is None or producer.op_type != "DequantizeLinear" or not producer.input:
-        return None
-    q = index.constant_tensor(producer.input[0])
-    if q is None:
-        return None
-    try:
-        type_name = onnx.TensorProto.DataType.Name(q.data_type)
-    except ValueError:
-        type_name = f"type{q.data_type}"
-    bits = _BITS_OF_TYPE.get(type_name)
-    size = index.constant_bytes([i for i in producer.input if i])
-    count = int(np.prod([int(d) for d in q.dims])) if q.dims else 1
-    return LayerInfo(node.name, node.op_type, f"int{bits}" if bits else type_name.lower(),
-                     f"DequantizeLinear/{type_name}", None, None, size, bits_per_weight(size, count),
-                     {"shape": [int(d) for d in q.dims]})
+    return dequantized_layer(node, producer, index)
