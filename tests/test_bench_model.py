@@ -55,5 +55,8 @@ def test_known_slow_paths_are_named_in_the_report(rng):
                          progress=False).report.notes
     assert any("can run slower than the float model" in n and "bench model" in n for n in float_acts)
     assert not any("slower" in n for n in convert(model, preset="int8", target="onnx", progress=False).report.notes)
-    ternary_ort = convert(model, preset="ternary", target="ort", progress=False).report.notes
+    float_ternary = {"preset": "ternary", "default": {"act_quant": 0}}
+    ternary_ort = convert(model, config=float_ternary, target="ort", progress=False).report.notes
     assert any("2-bit MatMulNBits with float activations (accuracy_level 0) is a slow path" in n for n in ternary_ort)
+    fast = convert(model, preset="ternary", target="ort", progress=False).report.notes  # int8 activations
+    assert not any("slow path" in n for n in fast)

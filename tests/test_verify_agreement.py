@@ -197,7 +197,7 @@ def test_ternary_post_training_quantization_passes_its_loose_default(tmp_path):
     np.savez(tmp_path / "pixels.npz", pixels=digits["X_test"][:32].astype(np.float32))
     result = _verify(original, ternary, "--inputs", tmp_path / "pixels.npz", "--rounds", "1")
     assert result.exit_code == 0, result.output
-    assert "agreement within 1: ok (default for 2-bit/ternary PTQ: TernaryMatMul x2)" in result.output
+    assert "agreement within 1: ok (default for 2-bit/ternary PTQ: TernaryMatMul act_quant=1 x2)" in result.output
 
 
 def test_passing_rtol_rounds_up():
