@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 import onnx
 
+from onnxbit.errors import ModelError
 from onnxbit.modelio.payloads import Payload
 from onnxbit.modelio.publish import Publication
 
@@ -114,26 +115,25 @@ def _write_single_file(skeleton: Skeleton, out: BinaryIO) -> None:
     graph = model.graph
     head, tail = _split(model, _GRAPH_FIELD)
     graph_head, graph_tail = _split(graph, _INITIALIZER_FIELD)
-    tensors = []
+    # Per initializer: (its name, bytes before raw_data, payload or None, bytes after, encoded size).
+    parts: list[tuple[str, bytes, Payload | None, bytes, int]] = []
     graph_size = graph_head.ByteSize() + graph_tail.ByteSize()
     for tensor in graph.initializer:
         payload = payloads.get(tensor.name)
         if payload is None:
-            body = tensor.SerializeToString()
-            tensors.append((body, None, None))
-            size = len(body)
+            before_bytes, after_bytes = tensor.SerializeToString(), b""
+            size = len(before_bytes)
         else:
             before, after = _split(tensor, _RAW_DATA_FIELD)
             before_bytes, after_bytes = before.SerializeToString(), after.SerializeToString()
             size = len(before_bytes) + _field_size(_RAW_DATA_FIELD, payload.nbytes) + len(after_bytes)
-            tensors.append((before_bytes, payload, after_bytes))
+        parts.append((tensor.name, before_bytes, payload, after_bytes, size))
         graph_size += _field_size(_INITIALIZER_FIELD, size)
-        tensors[-1] = (*tensors[-1], size)
     out.write(head.SerializeToString())
     if model.HasField("graph"):
         out.write(_tag(_GRAPH_FIELD) + _varint(graph_size))
         out.write(graph_head.SerializeToString())
-        for before_bytes, payload, after_bytes, size in tensors:
+        for name, before_bytes, payload, after_bytes, size in parts:
             out.write(_tag(_INITIALIZER_FIELD) + _varint(size))
             out.write(before_bytes)
             if payload is not None:
@@ -142,9 +142,10 @@ def _write_single_file(skeleton: Skeleton, out: BinaryIO) -> None:
                 for chunk in payload.chunks():
                     out.write(chunk)
                     written += len(chunk)
-                if written != payload.nbytes:
-                    raise RuntimeError(f"payload of '{skeleton.model.graph.name}' changed size while written")
-                out.write(after_bytes)
+                if written != payload.nbytes:  # an input data file changed under us
+                    raise ModelError(f"tensor '{name}': {written} bytes read, {payload.nbytes} expected; did the "
+                                     "input's external-data file change during the conversion?")
+            out.write(after_bytes)
         out.write(graph_tail.SerializeToString())
     out.write(tail.SerializeToString())
 
