@@ -14,10 +14,11 @@
 static inline int32_t round_to_i8(float v) {
     const float magic = 12582912.0f;
     float shifted = v + magic;
-    int32_t bits, magic_bits;
+    uint32_t bits, magic_bits;
     memcpy(&bits, &shifted, sizeof bits);
     memcpy(&magic_bits, &magic, sizeof magic_bits);
-    int32_t q = bits - magic_bits;
+    /* Unsigned: far-out and NaN inputs wrap (no signed overflow), then clamp. */
+    int32_t q = (int32_t)(bits - magic_bits);
     q = q < 127 ? q : 127;
     return q > -128 ? q : -128;
 }
