@@ -4,16 +4,20 @@
  *
  * Inputs: X float32 [N, C, (H,) W]; B uint8, W [M, C/group, (kH,) kW]
  * flattened to M rows of K = C/group * kH * kW codes, each row packed in
- * `format` (the TernaryMatMul layout with N = M); scales float32 [1], [M] or
+ * `format` (the TernaryMatMul layout with N = M), or with format "rans" a
+ * 1-D rans stream (rans.h) of those rows in base3, decoded once before
+ * prepacking so storage never costs inference time; scales float32 [1], [M] or
  * [M, ceil(K / group_size)]; bias float32 [M], optional.
  * Attributes: weight_shape (required ints, rank 3 or 4), format (required),
  * group_size, act_quant (as TernaryMatMul; act_quant = 1 shares one
  * activation scale per im2col row), group, strides, pads, dilations,
  * auto_pad (as Conv). Constant B and scales are prepacked at kernel creation. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "custom_ops.h"
 #include "onnxbit/formats.h"
+#include "onnxbit/rans.h"
 #include "onnxbit/tconv.h"
 #include "op_inputs.h"
 #include "op_kernel.h"
@@ -24,11 +28,37 @@ enum { CONV_INPUT_X = 0, CONV_INPUT_B = 1, CONV_INPUT_SCALES = 2, CONV_INPUT_BIA
 typedef struct TernaryConvKernel {
     ObxOpKernel head;
     obx_conv_params params;
-    int fmt;
+    int fmt; /* the row format B holds, or decodes to when rans */
+    int rans; /* B is a rans stream of base3 rows */
     int64_t group_size;
     int act_quant;
     obx_tconv_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryConvKernel;
+
+/* The entropy-coded format: a stream of base3 rows, as TernaryMatMul takes it. */
+static const char rans_format_name[] = "rans";
+
+/* A rans B decoded into m rows of row_bytes base3 bytes (malloc'd, *out). */
+static OrtStatus *decode_rans(const TernaryConvKernel *kernel, const ObxTensorView *b, size_t m,
+                              size_t row_bytes, uint8_t **out)
+{
+    const ObxOpKernel *head = &kernel->head;
+    char text[256];
+    if (b->rank != 1)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "B must be a 1-D rans stream, got shape %s",
+                              obx_shape_text(b, text, sizeof text));
+    uint8_t *rows = malloc(m * row_bytes);
+    if (!rows)
+        return obx_node_error(head, ORT_FAIL, "out of memory decoding B (%zu bytes)", m * row_bytes);
+    char err[OBX_OP_ERR_LEN] = "";
+    if (obx_rans_decode_base3(b->data, b->count, m, row_bytes, rows, err, sizeof err) != 0) {
+        free(rows);
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
+                              rans_format_name, err);
+    }
+    *out = rows;
+    return NULL;
+}
 
 static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_value,
                           const OrtValue *scales_value, obx_tconv_weights **out)
@@ -48,18 +78,29 @@ static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_val
     size_t k = (size_t)p->weight_shape[1];
     for (size_t i = 0; i < p->spatial_rank; i++)
         k *= (size_t)p->weight_shape[2 + i];
-    size_t expected = (size_t)p->weight_shape[0] * obx_packed_row_bytes(kernel->fmt, k);
-    if (b.count != expected)
+    size_t m = (size_t)p->weight_shape[0];
+    size_t row_bytes = obx_packed_row_bytes(kernel->fmt, k);
+    size_t expected = m * row_bytes;
+    const void *rows = b.data;
+    uint8_t *decoded = NULL;
+    if (kernel->rans) {
+        status = decode_rans(kernel, &b, m, row_bytes, &decoded);
+        if (status)
+            return status;
+        rows = decoded;
+    } else if (b.count != expected)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "B has %zu bytes; weight_shape M=%lld rows of K=%zu codes in format %s "
                               "need %zu", b.count, (long long)p->weight_shape[0], k,
                               obx_format_name(kernel->fmt), expected);
     char err[OBX_OP_ERR_LEN] = "";
-    *out = obx_tconv_prepack(kernel->fmt, b.data, b.count, p, scales.data, scales.count,
+    *out = obx_tconv_prepack(kernel->fmt, rows, expected, p, scales.data, scales.count,
                              kernel->group_size, err, sizeof err);
+    free(decoded);
     if (!*out)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                              obx_format_name(kernel->fmt), err[0] ? err : "rejected");
+                              kernel->rans ? rans_format_name : obx_format_name(kernel->fmt),
+                              err[0] ? err : "rejected");
     return NULL;
 }
 
@@ -134,7 +175,8 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
     if (!status)
         status = read_auto_pad(head, info, &p->auto_pad);
     if (!status)
-        status = obx_read_format_attribute(head, info, NULL, -1, &kernel->fmt, NULL);
+        status = obx_read_format_attribute(head, info, rans_format_name, OBX_FMT_BASE3,
+                                           &kernel->fmt, &kernel->rans);
     if (status)
         return status;
     if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN)

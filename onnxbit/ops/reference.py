@@ -94,11 +94,18 @@ class TernaryConv(OpRun):
         weight_shape = [int(d) for d in weight_shape]
         m, k = weight_shape[0], int(np.prod(weight_shape[1:]))
         packed = np.asarray(B)
-        if packed.dtype != np.uint8 or packed.size != m * packed_row_bytes(k, fmt):
+        if fmt == RANS:
+            if packed.dtype != np.uint8 or packed.ndim != 1:
+                raise ValueError(f"{name}: B must be a 1-D uint8 rans stream, got {packed.dtype} {packed.shape}")
+        elif packed.dtype != np.uint8 or packed.size != m * packed_row_bytes(k, fmt):
             raise ValueError(f"{name}: B must be uint8 with M * row bytes = {m * packed_row_bytes(k, fmt)} "
                              f"elements, got {packed.dtype} {packed.shape}")
         try:
-            codes = unpack_ternary(packed.reshape(m, -1), k, fmt)
+            if fmt == RANS:
+                rows = rans_decode(packed.tobytes(), m, packed_row_bytes(k, ROW_FORMAT))
+                codes = unpack_ternary(rows, k, ROW_FORMAT)
+            else:
+                codes = unpack_ternary(packed.reshape(m, -1), k, fmt)
         except ValueError as error:
             raise ValueError(f"{name}: invalid weights (format {fmt}): {error}") from error
         y = ternary_conv_reference(np.asarray(X), codes, np.asarray(scales), weight_shape=weight_shape,

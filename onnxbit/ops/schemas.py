@@ -107,7 +107,9 @@ Y = Conv(X, W * scales) (+ bias), ONNX Conv semantics, for a ternary weight W
 of logical shape weight_shape = [M, C/group, (kH,) kW] (1-D and 2-D).
 
 B holds W flattened to M rows of K = C/group * kH * kW codes in (c, kh, kw)
-order, each row packed in `format` as TernaryMatMul's B (N = M). scales is
+order, each row packed in `format` as TernaryMatMul's B (N = M), or with
+format "rans" the 1-D rans stream of those rows in base3, decoded once when
+the session is created. scales is
 [1], [M] or [M, ceil(K / group_size)]. act_quant = 1 quantizes each im2col
 row (one output position of one group: its C/group channels times the kernel
 window, padding as 0) to int8 with its own absmax scale, as TernaryMatMul does

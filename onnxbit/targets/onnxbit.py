@@ -38,18 +38,25 @@ class OnnxbitTarget(Target):
         fmt = settings.format or formats.STORAGE_DEFAULT
         return fmt if fmt in formats.NAMES else rans.ROW_FORMAT
 
+    def _stored_rows(self, weight: QuantizedWeight, settings) -> tuple[np.ndarray, str]:
+        """W^T's rows as stored, and the op's format attribute: a row format, or
+        the rans stream of base3 rows (format rans; for auto, when smaller).
+        TernaryMatMul and TernaryConv store the same way."""
+        from onnxbit import codecs  # the native packer
+
+        fmt = self.fused_format(settings)
+        rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
+            np.ascontiguousarray(weight.codes.T), fmt)
+        if settings.format in (formats.RANS, formats.AUTO):
+            stream = rans.encode_base3(rows)
+            if settings.format == formats.RANS or stream.nbytes < rows.nbytes:
+                rows, fmt = stream, formats.RANS
+        return rows, fmt
+
     def pack(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         k, n = weight.k, weight.n
         if weight.kind in ("ternary", "binary"):
-            from onnxbit import codecs  # the native packer
-
-            fmt = self.fused_format(settings)
-            rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
-                np.ascontiguousarray(weight.codes.T), fmt)
-            if settings.format in (formats.RANS, formats.AUTO):
-                stream = rans.encode_base3(rows)
-                if settings.format == formats.RANS or stream.nbytes < rows.nbytes:
-                    rows, fmt = stream, formats.RANS
+            rows, fmt = self._stored_rows(weight, settings)
             return ternary_matmul.pack_ternary_matmul(
                 ctx, base, precision=settings.precision, k=k, n=n, packed_rows=rows, scales=weight.scales,
                 granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
@@ -75,11 +82,7 @@ class OnnxbitTarget(Target):
         # dynamic activation quantization (targets/dequantize_conv.py).
         if weight.kind not in ("ternary", "binary") or not ternary_conv.supports(weight.conv):
             return super().pack_conv(ctx, base, weight, settings)
-        from onnxbit import codecs
-
-        fmt = self.fused_format(settings)  # TernaryConv stores row formats (rans/auto: base3 rows)
-        rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
-            np.ascontiguousarray(weight.codes.T), fmt)
+        rows, fmt = self._stored_rows(weight, settings)
         return ternary_conv.pack_ternary_conv(
             ctx, base, precision=settings.precision, conv=weight.conv, packed_rows=rows, scales=weight.scales,
             granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
