@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
 #include "op_status.h"
 
@@ -290,4 +291,33 @@ OrtStatus *obx_read_format_attribute(const ObxOpKernel *head, const OrtKernelInf
     return obx_node_error(head, ORT_INVALID_ARGUMENT,
                           "attribute format='%s' is not a known format; expected one of: %s", name,
                           expected.text);
+}
+
+OrtStatus *obx_read_crc32c_attribute(const ObxOpKernel *head, const OrtKernelInfo *info,
+                                     int64_t *crc32c)
+{
+    OrtStatus *status = obx_read_int_attribute(head, info, "crc32c", 0, OBX_NO_CHECKSUM, crc32c);
+    if (status)
+        return status;
+    if (*crc32c != OBX_NO_CHECKSUM && (*crc32c < 0 || *crc32c > (int64_t)UINT32_MAX))
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
+                              (long long)*crc32c, (unsigned long)UINT32_MAX);
+    return NULL;
+}
+
+OrtStatus *obx_check_weights_crc32c(const ObxOpKernel *head, int64_t crc32c,
+                                    const ObxTensorView *b, const ObxTensorView *scales)
+{
+    if (crc32c == OBX_NO_CHECKSUM || !head->settings.verify_checksums)
+        return NULL;
+    uint32_t crc = obx_crc32c(0, b->data, b->count);
+    crc = obx_crc32c(crc, scales->data, scales->count * sizeof(float));
+    if (crc == (uint32_t)crc32c)
+        return NULL;
+    return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                          "corrupt weights: B and scales have CRC32C 0x%08x, the node's crc32c "
+                          "attribute says 0x%08llx (session config entry "
+                          "onnxbit.verify_checksums=0 skips this check)",
+                          crc, (unsigned long long)crc32c);
 }

@@ -68,6 +68,18 @@ OrtStatus *obx_read_format_attribute(const ObxOpKernel *kernel, const OrtKernelI
                                      const char *stream_name, int stream_rows, int *fmt,
                                      int *is_stream);
 
+/* The optional `crc32c` attribute (0 .. 2^32 - 1) into *crc32c, or
+ * OBX_NO_CHECKSUM when the node has none. */
+#define OBX_NO_CHECKSUM INT64_MIN
+OrtStatus *obx_read_crc32c_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                     int64_t *crc32c);
+/* B's bytes followed by the scales' bytes must hash to crc32c (unless it is
+ * OBX_NO_CHECKSUM or the session does not verify checksums): a flipped byte
+ * anywhere in them fails here even where it would still decode to valid
+ * codes and scales. B is checked as stored, before any stream is decoded. */
+OrtStatus *obx_check_weights_crc32c(const ObxOpKernel *kernel, int64_t crc32c,
+                                    const ObxTensorView *b, const ObxTensorView *scales);
+
 /* Input `index` when the runtime can say it is a constant initializer (API
  * 15+), else NULL. */
 const OrtValue *obx_constant_input(const ObxOpKernel *kernel, const OrtKernelInfo *info,

@@ -11,7 +11,9 @@
  * Attributes: weight_shape (required ints, rank 3 or 4), format (required),
  * group_size, act_quant (as TernaryMatMul; act_quant = 1 shares one
  * activation scale per im2col row), group, strides, pads, dilations,
- * auto_pad (as Conv). Constant B and scales are prepacked at kernel creation. */
+ * auto_pad (as Conv), crc32c (optional, as TernaryMatMul: CRC32C of B's bytes
+ * as stored, a rans stream undecoded, then the scales' bytes). Constant B and
+ * scales are checked and prepacked at kernel creation. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +34,7 @@ typedef struct TernaryConvKernel {
     int rans; /* B is a rans stream of base3 rows */
     int64_t group_size;
     int act_quant;
+    int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
     obx_tconv_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryConvKernel;
 
@@ -72,6 +75,8 @@ static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_val
         status = obx_read_tensor(head, scales_value, "scales", &scales);
     if (!status)
         status = obx_require_dtype(head, &scales, "scales", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    if (!status)
+        status = obx_check_weights_crc32c(head, kernel->crc32c, &b, &scales);
     if (status)
         return status;
     const obx_conv_params *p = &kernel->params;
@@ -174,6 +179,8 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
         status = read_spatial_ints(head, info, "pads", 2 * p->spatial_rank, 0, p->pads);
     if (!status)
         status = read_auto_pad(head, info, &p->auto_pad);
+    if (!status)
+        status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);
     if (!status)
         status = obx_read_format_attribute(head, info, rans_format_name, OBX_FMT_BASE3,
                                            &kernel->fmt, &kernel->rans);

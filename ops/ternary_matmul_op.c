@@ -22,7 +22,6 @@
 #include <string.h>
 
 #include "custom_ops.h"
-#include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
 #include "onnxbit/rans.h"
 #include "onnxbit/tmatmul.h"
@@ -30,15 +29,13 @@
 #include "op_kernel.h"
 #include "op_status.h"
 
-#define NO_CHECKSUM INT64_MIN
-
 enum { TMM_INPUT_A = 0, TMM_INPUT_B = 1, TMM_INPUT_SCALES = 2, TMM_INPUT_BIAS = 3, TMM_INPUTS = 4 };
 
 typedef struct TernaryMatMulKernel {
     ObxOpKernel head;
     obx_tmm_shape shape;
     int act_quant;
-    int64_t crc32c; /* the attribute, or NO_CHECKSUM when the node has none */
+    int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
     int rans; /* B is a rans stream (rans.h) of shape.fmt (base3) rows */
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryMatMulKernel;
@@ -110,25 +107,6 @@ static OrtStatus *check_scales(const TernaryMatMulKernel *kernel, const ObxTenso
                           shape->n_groups);
 }
 
-/* B and scales must hash to the node's crc32c attribute (when it has one and
- * the session verifies checksums): a flipped byte anywhere in them fails here
- * even where it would still decode to valid codes and scales. */
-static OrtStatus *check_checksum(const TernaryMatMulKernel *kernel, const ObxTensorView *b,
-                                 const ObxTensorView *scales)
-{
-    if (kernel->crc32c == NO_CHECKSUM || !kernel->head.settings.verify_checksums)
-        return NULL;
-    uint32_t crc = obx_crc32c(0, b->data, b->count);
-    crc = obx_crc32c(crc, scales->data, scales->count * sizeof(float));
-    if (crc == (uint32_t)kernel->crc32c)
-        return NULL;
-    return obx_node_error(&kernel->head, ORT_INVALID_ARGUMENT,
-                          "corrupt weights: B and scales have CRC32C 0x%08x, the node's crc32c "
-                          "attribute says 0x%08llx (session config entry "
-                          "onnxbit.verify_checksums=0 skips this check)",
-                          crc, (unsigned long long)kernel->crc32c);
-}
-
 /* Validates B and scales (shapes, checksum, codes, scale values) and repacks them. */
 static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtValue *b_value,
                                   const OrtValue *scales_value, obx_tmm_weights **out)
@@ -144,7 +122,7 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
     if (!status)
         status = check_scales(kernel, &scales);
     if (!status)
-        status = check_checksum(kernel, &b, &scales);
+        status = obx_check_weights_crc32c(head, kernel->crc32c, &b, &scales);
     if (status)
         return status;
 
@@ -208,13 +186,9 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
                               "(per-token int8)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
-    status = obx_read_int_attribute(head, info, "crc32c", 0, NO_CHECKSUM, &kernel->crc32c);
+    status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);
     if (status)
         return status;
-    if (kernel->crc32c != NO_CHECKSUM && (kernel->crc32c < 0 || kernel->crc32c > (int64_t)UINT32_MAX))
-        return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                              "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
-                              (long long)kernel->crc32c, (unsigned long)UINT32_MAX);
     status = obx_read_format_attribute(head, info, rans_format_name, OBX_FMT_BASE3, &fmt, &kernel->rans);
     if (status)
         return status;

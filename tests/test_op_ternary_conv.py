@@ -239,3 +239,22 @@ def test_corrupt_rans_stream_fails_session_creation_naming_the_node(rng):
     op.model.graph.initializer[0].CopyFrom(numpy_helper.from_array(stream.reshape(1, -1), "B"))
     with pytest.raises(Exception, match="TernaryConv node 'corrupt_rans'.*B must be a 1-D rans stream"):
         _session(op.model)
+
+
+def test_crc32c_attribute_is_checked_at_session_creation(rng):
+    from onnxbit.checksum import packed_weight_crc32c
+
+    codes = rng.integers(-1, 2, size=(8, 4, 3, 3)).astype(np.int8)
+    scales = np.ones(8, np.float32)
+    for fmt in ("base3", "rans"):
+        op = ternary_conv_model(codes, scales, fmt=fmt, node_name="checked_conv")
+        stream = numpy_helper.to_array(op.model.graph.initializer[0])
+        crc = packed_weight_crc32c(stream, scales)
+        op.model.graph.node[0].attribute.append(helper.make_attribute("crc32c", crc))
+        _session(op.model)  # the right checksum loads
+        op.model.graph.node[0].attribute[-1].i = crc ^ 1
+        with pytest.raises(Exception, match="TernaryConv node 'checked_conv'.*corrupt weights.*CRC32C"):
+            _session(op.model)
+        op.model.graph.node[0].attribute[-1].i = 1 << 32
+        with pytest.raises(Exception, match="TernaryConv node 'checked_conv'.*crc32c=4294967296"):
+            _session(op.model)

@@ -85,7 +85,8 @@ class TernaryConv(OpRun):
     op_domain = DOMAIN
 
     def _run(self, X, B, scales, bias=None, weight_shape=None, format=None,  # noqa: A002 (ONNX name)
-             group_size=0, act_quant=0, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET"):
+             group_size=0, act_quant=0, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET",
+             crc32c=None):
         name = f"TernaryConv node {self.onnx_node.name!r}"
         fmt = format.decode() if isinstance(format, bytes) else format
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else (auto_pad or "NOTSET")
@@ -100,6 +101,8 @@ class TernaryConv(OpRun):
         elif packed.dtype != np.uint8 or packed.size != m * packed_row_bytes(k, fmt):
             raise ValueError(f"{name}: B must be uint8 with M * row bytes = {m * packed_row_bytes(k, fmt)} "
                              f"elements, got {packed.dtype} {packed.shape}")
+        if crc32c is not None and packed_weight_crc32c(packed, np.asarray(scales, dtype=np.float32)) != int(crc32c):
+            raise ValueError(f"{name}: corrupt weights: B and scales do not match the crc32c attribute")
         try:
             if fmt == RANS:
                 rows = rans_decode(packed.tobytes(), m, packed_row_bytes(k, ROW_FORMAT))

@@ -187,6 +187,8 @@ def _ternary_conv_schema() -> OpSchema:
             attr("dilations", ints_type, "as Conv (default 1s)", required=False),
             attr("auto_pad", onnx.helper.make_attribute("auto_pad", "NOTSET"),
                  "as Conv: NOTSET | SAME_UPPER | SAME_LOWER | VALID"),
+            attr("crc32c", OpSchema.AttrType.INT, "optional CRC32C of B's bytes followed by the scales' bytes "
+                 "(onnxbit.checksum); checked when the session is created", required=False),
         ],
     )
     if hasattr(schema, "set_type_and_shape_inference_function"):
