@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxbit import checksum, formats, rans
+from onnxbit import checksum, formats, streams
 from onnxbit.codecs import CorruptPackedDataError, unpack_ternary
 from onnxbit.errors import ModelError
 from onnxbit.model_check import model_problems, read_model
@@ -276,8 +276,8 @@ def _check_ternary_node(where: str, node: onnx.NodeProto, constants: dict, repor
     if attributes is None:
         return
     k, n, group_size, fmt_name, crc = attributes
-    stream = fmt_name == formats.RANS
-    fmt = formats.get(formats.RANS_ROW_FORMAT if stream else fmt_name)
+    stream = fmt_name in formats.STREAMS
+    fmt = formats.get(formats.STREAM_ROW_FORMAT if stream else fmt_name)
     b_name, scales_name = node.input[1], node.input[2]
     if b_name not in constants or scales_name not in constants:
         report.findings.append(Finding(where, WARNING, "B or scales is not a constant of the model: "
@@ -294,8 +294,8 @@ def _check_ternary_node(where: str, node: onnx.NodeProto, constants: dict, repor
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') is {packed.dtype}, must be uint8"))
         ok = False
     elif stream and packed.ndim != 1:
-        report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has shape {list(packed.shape)}; a rans stream "
-                                                     f"is 1-D"))
+        report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has shape {list(packed.shape)}; a {fmt_name} "
+                                                     f"stream is 1-D"))
         ok = False
     elif not stream and conv and packed.size != n * row_bytes:  # the op reads B's bytes whatever its shape
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has {packed.size} bytes; weight_shape's M={n} "
@@ -335,11 +335,11 @@ def _check_ternary_node(where: str, node: onnx.NodeProto, constants: dict, repor
                                                      f"{float(scales.reshape(-1)[first])!r}"))
     try:
         if stream:
-            rans.unpack_rans(packed, k, n)
+            streams.decode_base3(fmt_name, packed, n, k)
         else:
             unpack_ternary(packed.reshape(n, row_bytes), k, fmt.name)
         report.weights_decoded += 1
-    except (CorruptPackedDataError, rans.CorruptStreamError) as exc:
+    except (CorruptPackedDataError, *streams.CORRUPT_STREAM_ERRORS) as exc:
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') does not decode: {exc}"))
     if len(node.input) == 4 and node.input[3] and node.input[3] in constants:
         bias = _constant_array(constants[node.input[3]])

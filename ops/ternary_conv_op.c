@@ -4,22 +4,23 @@
  *
  * Inputs: X float32 [N, C, (H,) W]; B uint8, W [M, C/group, (kH,) kW]
  * flattened to M rows of K = C/group * kH * kW codes, each row packed in
- * `format` (the TernaryMatMul layout with N = M), or with format "rans" a
- * 1-D rans stream (rans.h) of those rows in base3, decoded once before
- * prepacking so storage never costs inference time; scales float32 [1], [M] or
+ * `format` (the TernaryMatMul layout with N = M), or with a stream format
+ * (streams.h: rans, zeroruns) a 1-D stream of those rows, decoded to base3
+ * once before prepacking so storage never costs inference time; scales
+ * float32 [1], [M] or
  * [M, ceil(K / group_size)]; bias float32 [M], optional.
  * Attributes: weight_shape (required ints, rank 3 or 4), format (required),
  * group_size, act_quant (as TernaryMatMul; act_quant = 1 shares one
  * activation scale per im2col row), group, strides, pads, dilations,
  * auto_pad (as Conv), crc32c (optional, as TernaryMatMul: CRC32C of B's bytes
- * as stored, a rans stream undecoded, then the scales' bytes). Constant B and
+ * as stored, a stream undecoded, then the scales' bytes). Constant B and
  * scales are checked and prepacked at kernel creation. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "custom_ops.h"
 #include "onnxbit/formats.h"
-#include "onnxbit/rans.h"
+#include "onnxbit/streams.h"
 #include "onnxbit/tconv.h"
 #include "op_inputs.h"
 #include "op_kernel.h"
@@ -30,34 +31,31 @@ enum { CONV_INPUT_X = 0, CONV_INPUT_B = 1, CONV_INPUT_SCALES = 2, CONV_INPUT_BIA
 typedef struct TernaryConvKernel {
     ObxOpKernel head;
     obx_conv_params params;
-    int fmt; /* the row format B holds, or decodes to when rans */
-    int rans; /* B is a rans stream of base3 rows */
+    int fmt; /* the row format B holds, or decodes to when a stream */
+    int stream; /* B is a stream (streams.h) of base3 rows, or -1 */
     int64_t group_size;
     int act_quant;
     int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
     obx_tconv_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryConvKernel;
 
-/* The entropy-coded format: a stream of base3 rows, as TernaryMatMul takes it. */
-static const char rans_format_name[] = "rans";
-
-/* A rans B decoded into m rows of row_bytes base3 bytes (malloc'd, *out). */
-static OrtStatus *decode_rans(const TernaryConvKernel *kernel, const ObxTensorView *b, size_t m,
-                              size_t row_bytes, uint8_t **out)
+/* A stream B decoded into m rows of k codes, row_bytes base3 bytes each (malloc'd, *out). */
+static OrtStatus *decode_stream(const TernaryConvKernel *kernel, const ObxTensorView *b, size_t m,
+                                size_t k, size_t row_bytes, uint8_t **out)
 {
     const ObxOpKernel *head = &kernel->head;
     char text[256];
     if (b->rank != 1)
-        return obx_node_error(head, ORT_INVALID_ARGUMENT, "B must be a 1-D rans stream, got shape %s",
-                              obx_shape_text(b, text, sizeof text));
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "B must be a 1-D %s stream, got shape %s",
+                              obx_stream_name(kernel->stream), obx_shape_text(b, text, sizeof text));
     uint8_t *rows = malloc(m * row_bytes);
     if (!rows)
         return obx_node_error(head, ORT_FAIL, "out of memory decoding B (%zu bytes)", m * row_bytes);
     char err[OBX_OP_ERR_LEN] = "";
-    if (obx_rans_decode_base3(b->data, b->count, m, row_bytes, rows, err, sizeof err) != 0) {
+    if (obx_stream_decode_base3(kernel->stream, b->data, b->count, m, k, rows, err, sizeof err) != 0) {
         free(rows);
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                              rans_format_name, err);
+                              obx_stream_name(kernel->stream), err);
     }
     *out = rows;
     return NULL;
@@ -88,8 +86,8 @@ static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_val
     size_t expected = m * row_bytes;
     const void *rows = b.data;
     uint8_t *decoded = NULL;
-    if (kernel->rans) {
-        status = decode_rans(kernel, &b, m, row_bytes, &decoded);
+    if (kernel->stream >= 0) {
+        status = decode_stream(kernel, &b, m, k, row_bytes, &decoded);
         if (status)
             return status;
         rows = decoded;
@@ -104,7 +102,8 @@ static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_val
     free(decoded);
     if (!*out)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                              kernel->rans ? rans_format_name : obx_format_name(kernel->fmt),
+                              kernel->stream >= 0 ? obx_stream_name(kernel->stream)
+                                                  : obx_format_name(kernel->fmt),
                               err[0] ? err : "rejected");
     return NULL;
 }
@@ -182,8 +181,7 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
     if (!status)
         status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);
     if (!status)
-        status = obx_read_format_attribute(head, info, rans_format_name, OBX_FMT_BASE3,
-                                           &kernel->fmt, &kernel->rans);
+        status = obx_read_format_attribute(head, info, &kernel->fmt, &kernel->stream);
     if (status)
         return status;
     if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN)

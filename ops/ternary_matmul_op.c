@@ -23,7 +23,7 @@
 
 #include "custom_ops.h"
 #include "onnxbit/formats.h"
-#include "onnxbit/rans.h"
+#include "onnxbit/streams.h"
 #include "onnxbit/tmatmul.h"
 #include "op_inputs.h"
 #include "op_kernel.h"
@@ -36,17 +36,14 @@ typedef struct TernaryMatMulKernel {
     obx_tmm_shape shape;
     int act_quant;
     int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
-    int rans; /* B is a rans stream (rans.h) of shape.fmt (base3) rows */
+    int stream; /* B is a stream (streams.h) of shape.fmt (base3) rows, or -1 */
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryMatMulKernel;
-
-/* The entropy-coded format: a stream of base3 rows, decoded before prepacking. */
-static const char rans_format_name[] = "rans";
 
 /* ---- weights ------------------------------------------------------------ */
 
 /* B holds exactly N packed rows: 1-D [N * row_bytes] or 2-D [N, row_bytes];
- * a rans stream is 1-D, its length checked by its decoder. */
+ * a stream is 1-D, its length checked by its decoder. */
 static OrtStatus *check_packed_weights(const TernaryMatMulKernel *kernel, const ObxTensorView *b)
 {
     const ObxOpKernel *head = &kernel->head;
@@ -56,10 +53,11 @@ static OrtStatus *check_packed_weights(const TernaryMatMulKernel *kernel, const 
     if (status)
         return status;
     char text[256];
-    if (kernel->rans)
+    if (kernel->stream >= 0)
         return b->rank == 1 ? NULL
                             : obx_node_error(head, ORT_INVALID_ARGUMENT,
-                                             "B must be a 1-D rans stream, got shape %s",
+                                             "B must be a 1-D %s stream, got shape %s",
+                                             obx_stream_name(kernel->stream),
                                              obx_shape_text(b, text, sizeof text));
     if (b->rank == 2 && ((size_t)b->dims[0] != shape->n || (size_t)b->dims[1] != shape->row_bytes))
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
@@ -130,17 +128,17 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
     const void *rows = b.data;
     size_t rows_bytes = b.count;
     uint8_t *decoded = NULL;
-    if (kernel->rans) {
+    if (kernel->stream >= 0) {
         /* Storage only: decoded to base3 rows here, then prepacked like any base3 B. */
         decoded = malloc(shape->b_bytes);
         if (!decoded)
             return obx_node_error(head, ORT_FAIL, "out of memory decoding B (%zu bytes)",
                                   shape->b_bytes);
-        if (obx_rans_decode_base3(b.data, b.count, shape->n, shape->row_bytes, decoded, err,
-                                  sizeof err) != 0) {
+        if (obx_stream_decode_base3(kernel->stream, b.data, b.count, shape->n, shape->k, decoded,
+                                    err, sizeof err) != 0) {
             free(decoded);
             return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                                  rans_format_name, err);
+                                  obx_stream_name(kernel->stream), err);
         }
         rows = decoded;
         rows_bytes = shape->b_bytes;
@@ -150,7 +148,8 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
     free(decoded);
     if (!*out)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                              kernel->rans ? rans_format_name : obx_format_name(shape->fmt),
+                              kernel->stream >= 0 ? obx_stream_name(kernel->stream)
+                                                  : obx_format_name(shape->fmt),
                               err[0] ? err : "rejected by the compute core");
     return NULL;
 }
@@ -189,7 +188,7 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
     status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);
     if (status)
         return status;
-    status = obx_read_format_attribute(head, info, rans_format_name, OBX_FMT_BASE3, &fmt, &kernel->rans);
+    status = obx_read_format_attribute(head, info, &fmt, &kernel->stream);
     if (status)
         return status;
     char err[OBX_OP_ERR_LEN] = "";

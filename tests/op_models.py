@@ -122,6 +122,10 @@ def ternary_conv_model(codes: np.ndarray, scales: np.ndarray, bias: np.ndarray |
     rows_mk = np.ascontiguousarray(codes.reshape(m, -1))
     if fmt == "rans":  # the numpy encoder's stream of base3 rows, so C decodes what C did not write
         packed = np.frombuffer(rans_reference.encode(pack_ternary(rows_mk, "base3"), block_rows=4), np.uint8).copy()
+    elif fmt == "zeroruns":  # its encoder is numpy already
+        from onnxbit.zero_runs import pack_zero_runs
+
+        packed = pack_zero_runs(rows_mk)
     else:
         packed = pack_ternary(rows_mk, fmt)
     attrs: dict[str, Any] = {"weight_shape": list(codes.shape), "format": fmt, **(conv_attrs or {})}

@@ -176,8 +176,8 @@ def test_cli_no_op_exits_1_unless_allowed(tmp_path, rng):
 
 
 def _sparse_and_dense_convs(rng):
-    """A 64 x 16 x 3 x 3 Conv with 90 % zero weights (its rans stream is smaller
-    than base3) then a small dense one (the rans header alone outweighs base3)."""
+    """A 64 x 16 x 3 x 3 Conv with 90 % zero weights (a stream is smaller than
+    base3) then a small dense one (base3 is smallest)."""
     sparse = (rng.standard_normal((64, 16, 3, 3)) * 0.3).astype(np.float32)
     sparse[rng.random(sparse.shape) < 0.9] = 0.0
     dense = (rng.standard_normal((8, 64, 1, 1)) * 0.3).astype(np.float32)
@@ -202,7 +202,7 @@ def test_conv_storage_formats_rans_and_auto(rng):
     model = _sparse_and_dense_convs(rng)
     x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
     storage, outputs = {}, {}
-    for fmt in ("base3", "rans", "auto"):
+    for fmt in ("base3", "rans", "zeroruns", "auto"):
         config = {"default": {"precision": "ternary", "granularity": "channel", "act_quant": 1, "format": fmt}}
         result = convert(model, config=config, target="onnxbit", progress=False)
         storage[fmt] = _conv_storage(result.model)
@@ -211,10 +211,11 @@ def test_conv_storage_formats_rans_and_auto(rng):
         outputs[fmt] = onnxbit.InferenceSession(result.model).run(None, {"X": x})[0]
     assert {f for f, _ in storage["base3"].values()} == {"base3"}
     assert {f for f, _ in storage["rans"].values()} == {"rans"}
-    # auto: per tensor, whichever of base3 and rans is smaller.
+    assert {f for f, _ in storage["zeroruns"].values()} == {"zeroruns"}
+    # auto: per tensor, the smallest of base3 and every stream format.
     for name in ("sparse_conv", "dense_conv"):
-        smaller = min((storage["base3"][name], storage["rans"][name]), key=lambda pair: pair[1])
-        assert storage["auto"][name] == smaller, name
-    assert storage["auto"]["sparse_conv"][0] == "rans" and storage["auto"]["dense_conv"][0] == "base3"
-    np.testing.assert_array_equal(outputs["rans"], outputs["base3"])
-    np.testing.assert_array_equal(outputs["auto"], outputs["base3"])
+        smallest = min((storage[f][name] for f in ("base3", "rans", "zeroruns")), key=lambda pair: pair[1])
+        assert storage["auto"][name] == smallest, name
+    assert storage["auto"]["sparse_conv"][0] != "base3" and storage["auto"]["dense_conv"][0] == "base3"
+    for fmt in ("rans", "zeroruns", "auto"):
+        np.testing.assert_array_equal(outputs[fmt], outputs["base3"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit import formats, rans
+from onnxbit import formats
 from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
@@ -34,23 +34,21 @@ class OnnxbitTarget(Target):
         return {matmulnbits.DOMAIN: matmulnbits.OPSET}
 
     def fused_format(self, settings) -> str | None:
-        """The row format codes are packed in; rans and auto start from base3 rows."""
+        """The row format codes are packed in; stream formats and auto start from base3 rows."""
         fmt = settings.format or formats.STORAGE_DEFAULT
-        return fmt if fmt in formats.NAMES else rans.ROW_FORMAT
+        return fmt if fmt in formats.NAMES else formats.STREAM_ROW_FORMAT
 
     def _stored_rows(self, weight: QuantizedWeight, settings) -> tuple[np.ndarray, str]:
         """W^T's rows as stored, and the op's format attribute: a row format, or
-        the rans stream of base3 rows (format rans; for auto, when smaller).
+        a stream of base3 rows (a stream format; for auto, the smallest).
         TernaryMatMul and TernaryConv store the same way."""
-        from onnxbit import codecs  # the native packer
+        from onnxbit import codecs, streams  # the native packer and stream codecs
 
         fmt = self.fused_format(settings)
         rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
             np.ascontiguousarray(weight.codes.T), fmt)
-        if settings.format in (formats.RANS, formats.AUTO):
-            stream = rans.encode_base3(rows)
-            if settings.format == formats.RANS or stream.nbytes < rows.nbytes:
-                rows, fmt = stream, formats.RANS
+        if settings.format in formats.STREAMS or settings.format == formats.AUTO:
+            return streams.stored(settings.format, rows, weight.k)
         return rows, fmt
 
     def pack(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
