@@ -51,10 +51,12 @@ STORAGE_DEFAULT = "base3"
 # a variable-length encoding of a whole tensor that sessions decode to base3
 # rows when they are created. Not row formats: the codecs above do not take
 # them. rans entropy-codes base3 bytes (skewed tensors); zeroruns stores the
-# zero-run length before each nonzero with its sign (mostly-zero tensors).
+# zero-run length before each nonzero with its sign, sparse each row's
+# delta-coded positions and a sign bit a nonzero (both mostly-zero tensors).
 RANS = "rans"
 ZERO_RUNS = "zeroruns"
-STREAMS: tuple[str, ...] = (RANS, ZERO_RUNS)  # in the library's id order (OBX_STREAM_*)
+SPARSE = "sparse"
+STREAMS: tuple[str, ...] = (RANS, ZERO_RUNS, SPARSE)  # in the library's id order (OBX_STREAM_*)
 STREAM_ROW_FORMAT = "base3"  # the rows every stream decodes to
 RANS_ROW_FORMAT = STREAM_ROW_FORMAT  # the rows a rans stream codes
 # Per tensor, the smallest of base3 and every stream by total bytes (scales are the same).

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit import codecs, formats, rans, zero_runs
+from onnxbit import codecs, formats, rans, sparse, zero_runs
 
 ROW_FORMAT = formats.STREAM_ROW_FORMAT
 # What any stream decoder raises for a malformed, truncated or corrupt stream.
-CORRUPT_STREAM_ERRORS = (rans.CorruptStreamError, zero_runs.CorruptStreamError)
+CORRUPT_STREAM_ERRORS = (rans.CorruptStreamError, zero_runs.CorruptStreamError, sparse.CorruptStreamError)
 
 
 def encode(name: str, rows: np.ndarray, k: int) -> np.ndarray:
@@ -19,6 +19,8 @@ def encode(name: str, rows: np.ndarray, k: int) -> np.ndarray:
         return rans.encode_base3(rows)
     if name == formats.ZERO_RUNS:
         return zero_runs.encode_base3(rows, k)
+    if name == formats.SPARSE:
+        return sparse.encode_base3(rows, k)
     raise ValueError(f"unknown stream format {name!r}; expected one of {formats.STREAMS}")
 
 
@@ -28,6 +30,8 @@ def decode_base3(name: str, stream, n: int, k: int) -> np.ndarray:
         return rans.decode_base3(stream, n, formats.get(ROW_FORMAT).row_bytes(k))
     if name == formats.ZERO_RUNS:
         return zero_runs.decode_base3(stream, n, k)
+    if name == formats.SPARSE:
+        return sparse.decode_base3(stream, n, k)
     raise ValueError(f"unknown stream format {name!r}; expected one of {formats.STREAMS}")
 
 

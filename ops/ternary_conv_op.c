@@ -5,7 +5,7 @@
  * Inputs: X float32 [N, C, (H,) W]; B uint8, W [M, C/group, (kH,) kW]
  * flattened to M rows of K = C/group * kH * kW codes, each row packed in
  * `format` (the TernaryMatMul layout with N = M), or with a stream format
- * (streams.h: rans, zeroruns) a 1-D stream of those rows, decoded to base3
+ * (streams.h: rans, zeroruns, sparse) a 1-D stream of those rows, decoded to base3
  * once before prepacking so storage never costs inference time; scales
  * float32 [1], [M] or
  * [M, ceil(K / group_size)]; bias float32 [M], optional.

@@ -126,6 +126,10 @@ def ternary_conv_model(codes: np.ndarray, scales: np.ndarray, bias: np.ndarray |
         from onnxbit.zero_runs import pack_zero_runs
 
         packed = pack_zero_runs(rows_mk)
+    elif fmt == "sparse":
+        from onnxbit.sparse import pack_sparse
+
+        packed = pack_sparse(rows_mk)
     else:
         packed = pack_ternary(rows_mk, fmt)
     attrs: dict[str, Any] = {"weight_shape": list(codes.shape), "format": fmt, **(conv_attrs or {})}

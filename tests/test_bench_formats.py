@@ -36,7 +36,7 @@ def test_cli_reports_every_tensor_kind_and_format(tmp_path):
     assert [s for s in sources if s.startswith("synthetic")] == [
         "synthetic 10% zeros", "synthetic 33% zeros", "synthetic 50% zeros", "synthetic 90% zeros",
         "synthetic 99% zeros"]
-    assert {s["fmt"] for s in data["speeds"]} == {"2bit", "base3", "rans", "zeroruns"}
+    assert {s["fmt"] for s in data["speeds"]} == {"2bit", "base3", "rans", "zeroruns", "sparse"}
     assert all(s["decode_gb_per_s"] > 0 and s["session_ms"] > 0 for s in data["speeds"])
     for tensor in data["tensors"]:  # nothing beats the order-0 bound; auto is never above base3
         assert min(tensor["bits"].values()) >= tensor["entropy_bits"] - 1e-9
@@ -45,4 +45,4 @@ def test_cli_reports_every_tensor_kind_and_format(tmp_path):
     assert synthetic["synthetic 90% zeros"]["bits"]["auto"] < 0.7
     # auto is the smallest of base3 and every stream format.
     for tensor in data["tensors"]:
-        assert tensor["bits"]["auto"] == min(tensor["bits"][f] for f in ("base3", "rans", "zeroruns"))
+        assert tensor["bits"]["auto"] == min(tensor["bits"][f] for f in ("base3", "rans", "zeroruns", "sparse"))

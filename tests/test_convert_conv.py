@@ -202,7 +202,7 @@ def test_conv_storage_formats_rans_and_auto(rng):
     model = _sparse_and_dense_convs(rng)
     x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
     storage, outputs = {}, {}
-    for fmt in ("base3", "rans", "zeroruns", "auto"):
+    for fmt in ("base3", "rans", "zeroruns", "sparse", "auto"):
         config = {"default": {"precision": "ternary", "granularity": "channel", "act_quant": 1, "format": fmt}}
         result = convert(model, config=config, target="onnxbit", progress=False)
         storage[fmt] = _conv_storage(result.model)
@@ -212,10 +212,11 @@ def test_conv_storage_formats_rans_and_auto(rng):
     assert {f for f, _ in storage["base3"].values()} == {"base3"}
     assert {f for f, _ in storage["rans"].values()} == {"rans"}
     assert {f for f, _ in storage["zeroruns"].values()} == {"zeroruns"}
+    assert {f for f, _ in storage["sparse"].values()} == {"sparse"}
     # auto: per tensor, the smallest of base3 and every stream format.
     for name in ("sparse_conv", "dense_conv"):
-        smallest = min((storage[f][name] for f in ("base3", "rans", "zeroruns")), key=lambda pair: pair[1])
+        smallest = min((storage[f][name] for f in ("base3", "rans", "zeroruns", "sparse")), key=lambda pair: pair[1])
         assert storage["auto"][name] == smallest, name
     assert storage["auto"]["sparse_conv"][0] != "base3" and storage["auto"]["dense_conv"][0] == "base3"
-    for fmt in ("rans", "zeroruns", "auto"):
+    for fmt in ("rans", "zeroruns", "sparse", "auto"):
         np.testing.assert_array_equal(outputs[fmt], outputs["base3"])

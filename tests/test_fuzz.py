@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from onnx.reference import ReferenceEvaluator
 
 import onnxbit
-from onnxbit import checksum, codecs, formats, rans, zero_runs
+from onnxbit import checksum, codecs, formats, rans, sparse, zero_runs
 from onnxbit.errors import OnnxbitError
 from onnxbit.ops.reference import CUSTOM_OPS
 from onnxbit.reference import codecs as reference_codecs
@@ -135,6 +135,8 @@ def _op_case(draw):
         packed = np.frombuffer(reference_rans.encode(rows, draw(st.integers(1, 4))), np.uint8).copy()
     elif fmt == formats.ZERO_RUNS:
         packed = zero_runs.pack_zero_runs(np.array(codes, np.int8).reshape(n, k))
+    elif fmt == formats.SPARSE:
+        packed = sparse.pack_sparse(np.array(codes, np.int8).reshape(n, k))
     else:
         packed = reference_codecs.pack_ternary(np.array(codes, np.int8).reshape(n, k), fmt)
     groups = -(-k // group_size) if group_size else 0

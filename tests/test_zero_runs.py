@@ -80,19 +80,20 @@ def test_every_byte_flip_decodes_to_valid_rows_or_is_rejected(rng):
             np.testing.assert_array_equal(rows, reference.decode(bytes(data), 6, 40))
 
 
-@pytest.mark.parametrize("zeros, expected", [(0.10, "rans"), (1 / 3, "base3"), (0.90, "rans"), (0.99, "zeroruns")])
+@pytest.mark.parametrize("zeros, expected", [(0.10, "rans"), (1 / 3, "base3"), (0.90, "rans"), (0.99, "sparse")])
 def test_auto_keeps_the_smallest_of_base3_and_every_stream(rng, zeros, expected):
-    codes = _codes(rng, 256, 512, zeros)
+    n, k = 64, 2048  # long rows: at 99 % zeros sparse's per-row counts cost less than zeroruns' 2-byte runs
+    codes = _codes(rng, n, k, zeros)
     rows = codecs.pack_ternary(codes, "base3")
-    sizes = {"base3": rows.nbytes, **{name: streams.encode(name, rows, 512).nbytes for name in formats.STREAMS}}
-    stored, chosen = streams.stored("auto", rows, 512)
+    sizes = {"base3": rows.nbytes, **{name: streams.encode(name, rows, k).nbytes for name in formats.STREAMS}}
+    stored, chosen = streams.stored("auto", rows, k)
     assert chosen == expected == min(sizes, key=sizes.get), sizes
     assert stored.nbytes == sizes[chosen] <= rows.nbytes
-    np.testing.assert_array_equal(streams.decode_base3(chosen, stored, 256, 512) if chosen != "base3" else stored,
-                                  rows)
+    decoded = streams.decode_base3(chosen, stored, n, k) if chosen != "base3" else stored
+    np.testing.assert_array_equal(decoded, rows)
 
 
-@pytest.mark.parametrize("fmt", ["2bit", "base3", "rans", "zeroruns"])
+@pytest.mark.parametrize("fmt", ["2bit", "base3", "rans", "zeroruns", "sparse"])
 @pytest.mark.parametrize("constant", [True, False])
 def test_ternary_matmul_computes_identically_in_every_format(rng, fmt, constant):
     k, n = 70, 24
@@ -108,27 +109,29 @@ def test_ternary_matmul_computes_identically_in_every_format(rng, fmt, constant)
                                   expected)
 
 
-def test_corrupt_zeroruns_weights_fail_session_creation_naming_the_node(rng):
+@pytest.mark.parametrize("fmt", ["zeroruns", "sparse"])
+def test_corrupt_stream_weights_fail_session_creation_naming_the_node(rng, fmt):
     codes_kn = _codes(rng, 40, 16, 0.9)
-    packed = streams.pack("zeroruns", codes_kn.T)
+    packed = streams.pack(fmt, codes_kn.T)
     for damaged in (packed[:-1], np.concatenate([packed, np.zeros(1, np.uint8)])):
-        op = build_model(damaged, np.ones(1, np.float32), attrs={"K": 40, "N": 16, "format": "zeroruns"})
-        with pytest.raises(Exception, match=r"node 'tmm_under_test'.*invalid weights \(format zeroruns\)"):
+        op = build_model(damaged, np.ones(1, np.float32), attrs={"K": 40, "N": 16, "format": fmt})
+        with pytest.raises(Exception, match=rf"node 'tmm_under_test'.*invalid weights \(format {fmt}\)"):
             InferenceSession(op.model)
-    op = build_model(packed.reshape(1, -1), np.ones(1, np.float32), attrs={"K": 40, "N": 16, "format": "zeroruns"})
-    with pytest.raises(Exception, match="B must be a 1-D zeroruns stream"):
+    op = build_model(packed.reshape(1, -1), np.ones(1, np.float32), attrs={"K": 40, "N": 16, "format": fmt})
+    with pytest.raises(Exception, match=f"B must be a 1-D {fmt} stream"):
         InferenceSession(op.model)
 
 
-def test_ternary_conv_on_zeroruns_equals_base3(rng):
+@pytest.mark.parametrize("fmt", ["zeroruns", "sparse"])
+def test_ternary_conv_on_a_stream_equals_base3(rng, fmt):
     codes = _codes(rng, 16, 8 * 9, 0.9).reshape(16, 8, 3, 3)
     x = rng.standard_normal((1, 8, 7, 7)).astype(np.float32)
     results = {}
-    for fmt in ("base3", "zeroruns"):
-        op = ternary_conv_model(codes, np.full(16, 0.5, np.float32), fmt=fmt, act_quant=1,
+    for stored in ("base3", fmt):
+        op = ternary_conv_model(codes, np.full(16, 0.5, np.float32), fmt=stored, act_quant=1,
                                 conv_attrs={"pads": [1, 1, 1, 1]})
-        results[fmt] = InferenceSession(op.model).run(None, op.feeds(x))[0]
-    np.testing.assert_array_equal(results["zeroruns"], results["base3"])
+        results[stored] = InferenceSession(op.model).run(None, op.feeds(x))[0]
+    np.testing.assert_array_equal(results[fmt], results["base3"])
 
 
 def test_the_library_names_the_stream_formats_in_the_registry_order():

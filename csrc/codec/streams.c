@@ -8,11 +8,13 @@
 #include "obx_common.h"
 #include "onnxbit/formats.h"
 #include "onnxbit/rans.h"
+#include "onnxbit/sparse.h"
 #include "onnxbit/zero_runs.h"
 
 static const char *const stream_names[OBX_STREAM_COUNT] = {
     [OBX_STREAM_RANS] = "rans",
     [OBX_STREAM_ZERO_RUNS] = "zeroruns",
+    [OBX_STREAM_SPARSE] = "sparse",
 };
 
 OBX_API const char *obx_stream_name(int stream)
@@ -38,6 +40,8 @@ OBX_API int obx_stream_decode_base3(int stream, const uint8_t *data, size_t len,
                                      base3_out, err, err_len);
     case OBX_STREAM_ZERO_RUNS:
         return obx_zero_runs_decode_base3(data, len, n, k, base3_out, err, err_len);
+    case OBX_STREAM_SPARSE:
+        return obx_sparse_decode_base3(data, len, n, k, base3_out, err, err_len);
     default:
         if (err && err_len)
             snprintf(err, err_len, "unknown stream format id %d", stream);

@@ -13,7 +13,7 @@ weights, and the bound a memoryless code cannot beat: the empirical entropy of
 the tensor's codes plus the scales' bits. Per format, on the synthetic
 tensors: encode / decode GB/s of int8 codes (one thread, the active ISA), and
 the median time to create an onnxruntime session holding one such weight.
-Stream formats' (rans, zeroruns) encode/decode include the base3
+Stream formats' (rans, zeroruns, sparse) encode/decode include the base3
 packing/unpacking around the stream (int8 codes in and out, like the row
 formats).
 """

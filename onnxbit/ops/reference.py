@@ -17,9 +17,9 @@ from onnx.reference.op_run import OpRun
 from onnxbit.ops.schemas import DOMAIN, FORMATS, register_schemas
 from onnxbit.reference.codecs import packed_row_bytes, unpack_ternary
 from onnxbit.formats import STREAM_ROW_FORMAT as ROW_FORMAT
-from onnxbit.formats import STREAMS, ZERO_RUNS
+from onnxbit.formats import SPARSE, STREAMS, ZERO_RUNS
 from onnxbit.reference.crc32c import packed_weight_crc32c
-from onnxbit.reference import zero_runs
+from onnxbit.reference import sparse, zero_runs
 from onnxbit.reference.rans import decode as rans_decode
 from onnxbit.reference.ternary_conv import ternary_conv_reference
 from onnxbit.reference.ternary_matmul import ternary_matmul_reference
@@ -29,6 +29,8 @@ def _decode_stream(fmt: str, packed: np.ndarray, k: int, n: int) -> np.ndarray:
     """A stream format's B -> int8 codes [N, K], by the pure Python decoders."""
     if fmt == ZERO_RUNS:
         return zero_runs.decode_codes(packed.tobytes(), n, k)
+    if fmt == SPARSE:
+        return sparse.decode_codes(packed.tobytes(), n, k)
     return unpack_ternary(rans_decode(packed.tobytes(), n, packed_row_bytes(k, ROW_FORMAT)), k, ROW_FORMAT)
 
 

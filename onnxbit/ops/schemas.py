@@ -32,7 +32,8 @@ significant first; ceil(K/4) bytes a row) or "base3" (five base-3 digits
 w + 1 a byte; ceil(K/5) bytes a row), or, with a stream format, a 1-D
 stream decoded to the base3 rows when the session is created: "rans"
 (entropy-coded base3 bytes, csrc/include/onnxbit/rans.h) or "zeroruns" (the
-zero run before each nonzero with its sign, .../zero_runs.h). scales
+zero run before each nonzero with its sign, .../zero_runs.h) or "sparse"
+(per-row delta-coded positions and sign bits, .../sparse.h). scales
 is [1] (per tensor), [N] (per output channel) or, with group_size > 0,
 [N, ceil(K / group_size)] (per group along K); every scale is finite and > 0.
 act_quant = 1 quantizes each row of A to int8 first (BitNet per-token absmax)
@@ -110,7 +111,7 @@ of logical shape weight_shape = [M, C/group, (kH,) kW] (1-D and 2-D).
 
 B holds W flattened to M rows of K = C/group * kH * kW codes in (c, kh, kw)
 order, each row packed in `format` as TernaryMatMul's B (N = M), or with a
-stream format (rans, zeroruns) the 1-D stream of those rows, decoded once
+stream format (rans, zeroruns, sparse) the 1-D stream of those rows, decoded once
 when the session is created. scales is
 [1], [M] or [M, ceil(K / group_size)]. act_quant = 1 quantizes each im2col
 row (one output position of one group: its C/group channels times the kernel

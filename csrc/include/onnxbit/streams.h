@@ -4,6 +4,7 @@
  * inference speed. Their layouts are in their own headers:
  *   OBX_STREAM_RANS       "rans":     rans.h, base3 bytes entropy-coded
  *   OBX_STREAM_ZERO_RUNS  "zeroruns": zero_runs.h, zero-run lengths + signs
+ *   OBX_STREAM_SPARSE     "sparse":   sparse.h, per-row positions + sign bits
  *
  * This header is parsed by cffi: keep declarations free of macros. */
 #ifndef ONNXBIT_STREAMS_H
@@ -16,9 +17,9 @@
 extern "C" {
 #endif
 
-enum { OBX_STREAM_RANS = 0, OBX_STREAM_ZERO_RUNS = 1, OBX_STREAM_COUNT = 2 };
+enum { OBX_STREAM_RANS = 0, OBX_STREAM_ZERO_RUNS = 1, OBX_STREAM_SPARSE = 2, OBX_STREAM_COUNT = 3 };
 
-/* "rans", "zeroruns"; NULL for an unknown id. */
+/* "rans", "zeroruns", "sparse"; NULL for an unknown id. */
 const char *obx_stream_name(int stream);
 /* The id whose name is exactly the len bytes at name, or -1. */
 int obx_stream_from_name(const char *name, size_t len);
