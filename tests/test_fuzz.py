@@ -32,6 +32,8 @@ from onnxbit.errors import OnnxbitError
 from onnxbit.ops.reference import CUSTOM_OPS
 from onnxbit.reference import codecs as reference_codecs
 from onnxbit.reference import rans as reference_rans
+from onnxbit.reference import sparse as reference_sparse
+from onnxbit.reference import zero_runs as reference_zero_runs
 from onnxbit.runtime import InferenceSession
 from onnxbit.verify_model import verify_model_file
 
@@ -113,6 +115,42 @@ def test_rans_decoder_on_mutated_streams_agrees_with_the_reference(case):
         return
     np.testing.assert_array_equal(rans.decode_base3(np.frombuffer(data, np.uint8), n, row_bytes), expected)
     assert (expected < 243).all()
+
+
+@st.composite
+def _sparse_stream(draw):
+    """A zeroruns or sparse stream of a random tensor, mutated a few times."""
+    fmt = draw(st.sampled_from([formats.ZERO_RUNS, formats.SPARSE]))
+    n = draw(st.integers(1, 12))
+    k = draw(st.integers(1, 300))
+    zeros = draw(st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    codes = np.where(rng.random((n, k)) < zeros, 0, np.where(rng.random((n, k)) < 0.5, -1, 1)).astype(np.int8)
+    encode = zero_runs.pack_zero_runs if fmt == formats.ZERO_RUNS else sparse.pack_sparse
+    stream = bytearray(encode(codes).tobytes())
+    for _ in range(draw(st.integers(0, 3))):
+        action = draw(st.sampled_from(["flip", "truncate", "extend"]))
+        if action == "flip" and stream:
+            stream[draw(st.integers(0, len(stream) - 1))] ^= draw(st.integers(1, 255))
+        elif action == "truncate":
+            del stream[draw(st.integers(0, len(stream))):]
+        else:
+            stream += draw(st.binary(min_size=1, max_size=6))
+    return fmt, bytes(stream), n, k
+
+
+@FUZZ
+@given(case=_sparse_stream())
+def test_zeroruns_and_sparse_decoders_on_mutated_streams_agree_with_the_references(case):
+    fmt, data, n, k = case
+    module, reference = (zero_runs, reference_zero_runs) if fmt == formats.ZERO_RUNS else (sparse, reference_sparse)
+    try:
+        expected = reference.decode(data, n, k)
+    except ValueError:
+        with pytest.raises(module.CorruptStreamError):
+            module.decode_base3(np.frombuffer(data, np.uint8), n, k)
+        return
+    np.testing.assert_array_equal(module.decode_base3(np.frombuffer(data, np.uint8), n, k), expected)
 
 
 # -- the op ---------------------------------------------------------------------------------------
