@@ -1,6 +1,6 @@
 """CRC32C of packed weights (csrc/include/onnxbit/checksum.h).
 
-A TernaryMatMul node's ``crc32c`` attribute is the CRC32C of its B bytes
+A TernaryMatMul or TernaryConv node's ``crc32c`` attribute is the CRC32C of its B bytes
 followed by its scales bytes, exactly as the initializers store them
 (row-major, float32 little-endian). onnxruntime checks it when the session is
 created (session config entry ``onnxbit.verify_checksums``, default "1") and
@@ -37,5 +37,5 @@ def crc32c(*buffers) -> int:
 
 
 def packed_weight_crc32c(packed: np.ndarray, scales: np.ndarray) -> int:
-    """The ``crc32c`` attribute of a TernaryMatMul node with these B and scales."""
+    """The ``crc32c`` attribute of a TernaryMatMul or TernaryConv node with these B and scales."""
     return crc32c(np.asarray(packed, dtype=np.uint8), np.asarray(scales, dtype=np.float32))

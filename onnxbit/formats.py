@@ -47,15 +47,22 @@ DEFAULT = "2bit"
 # fewer bytes to parse; inference time is the same).
 STORAGE_DEFAULT = "base3"
 
-# Entropy-coded storage (onnxbit.rans; layout in csrc/include/onnxbit/rans.h):
-# a variable-length stream of base3 rows, for skewed tensors. Not a row
-# format: the codecs above do not take it; sessions decode it to base3 rows.
+# Stream formats (csrc/include/onnxbit/streams.h; codecs in onnxbit.streams):
+# a variable-length encoding of a whole tensor that sessions decode to base3
+# rows when they are created. Not row formats: the codecs above do not take
+# them. rans entropy-codes base3 bytes (skewed tensors); zeroruns stores the
+# zero-run length before each nonzero with its sign, sparse each row's
+# delta-coded positions and a sign bit a nonzero (both mostly-zero tensors).
 RANS = "rans"
-RANS_ROW_FORMAT = "base3"  # the rows a rans stream codes
-# Per tensor, the smallest of base3 and rans by total bytes (scales are the same).
+ZERO_RUNS = "zeroruns"
+SPARSE = "sparse"
+STREAMS: tuple[str, ...] = (RANS, ZERO_RUNS, SPARSE)  # in the library's id order (OBX_STREAM_*)
+STREAM_ROW_FORMAT = "base3"  # the rows every stream decodes to
+RANS_ROW_FORMAT = STREAM_ROW_FORMAT  # the rows a rans stream codes
+# Per tensor, the smallest of base3 and every stream by total bytes (scales are the same).
 AUTO = "auto"
-STORAGE_CHOICES: tuple[str, ...] = NAMES + (RANS, AUTO)
-OP_FORMATS: tuple[str, ...] = NAMES + (RANS,)  # what a TernaryMatMul format attribute may say
+STORAGE_CHOICES: tuple[str, ...] = NAMES + STREAMS + (AUTO,)
+OP_FORMATS: tuple[str, ...] = NAMES + STREAMS  # what a TernaryMatMul / TernaryConv format attribute may say
 
 
 def get(name: str) -> StorageFormat:

@@ -1,8 +1,9 @@
 """`onnxbit verify MODEL`: is a converted model file intact and within the op
 contracts, without running it?
 
-For every ``com.onnxbit::TernaryMatMul`` node (subgraphs included) it checks
-the attributes (K, N, format, group_size, act_quant, crc32c), the constant
+For every ``com.onnxbit::TernaryMatMul`` and ``TernaryConv`` node (subgraphs
+included) it checks the attributes (K and N, or TernaryConv's weight_shape
+giving N = M rows of K codes; format, group_size, act_quant, crc32c), the constant
 inputs' dtypes and shapes, recomputes the ``crc32c`` checksum of B and
 scales, decodes every packed code, and checks that the scales are finite and
 > 0 and a constant bias is float32 [N]. Before that, the model file itself is
@@ -25,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxbit import checksum, formats, rans
+from onnxbit import checksum, formats, streams
 from onnxbit.codecs import CorruptPackedDataError, unpack_ternary
 from onnxbit.errors import ModelError
 from onnxbit.model_check import model_problems, read_model
@@ -33,6 +34,10 @@ from onnxbit.model_check import model_problems, read_model
 DOMAIN = "com.onnxbit"
 DOMAIN_VERSION = 1
 TERNARY_MATMUL_ATTRIBUTES = {"K", "N", "format", "group_size", "act_quant", checksum.ATTRIBUTE}
+# TernaryConv's conv geometry (group, strides, ...) is checked by the op against X's shape when it runs.
+TERNARY_CONV_ATTRIBUTES = {"weight_shape", "format", "group_size", "act_quant", checksum.ATTRIBUTE,
+                           "group", "strides", "pads", "dilations", "auto_pad"}
+KNOWN_ATTRIBUTES = {"TernaryMatMul": TERNARY_MATMUL_ATTRIBUTES, "TernaryConv": TERNARY_CONV_ATTRIBUTES}
 ERROR, WARNING = "error", "warning"
 INVALID_CHECKSUM = -1  # a crc32c attribute out of range (already reported)
 
@@ -99,10 +104,10 @@ def verify_model(model: onnx.ModelProto, base_dir: str | os.PathLike | None = No
         model = _with_external_data(model, base_dir, report)
     for where, node, constants in _library_nodes(model.graph, {}, ""):
         report.nodes_checked += 1
-        if node.op_type != "TernaryMatMul":
+        if node.op_type not in KNOWN_ATTRIBUTES:
             report.findings.append(Finding(where, ERROR, f"{DOMAIN}::{node.op_type} is not an op of the library"))
             continue
-        _check_ternary_matmul(where, node, constants, report)
+        _check_ternary_node(where, node, constants, report)
     return report
 
 
@@ -184,7 +189,7 @@ def _constant_array(tensor: onnx.TensorProto) -> np.ndarray | None:
         return None
 
 
-# -- the TernaryMatMul contract -------------------------------------------------------------------
+# -- the TernaryMatMul and TernaryConv contracts -------------------------------------------------------------------
 
 def _attributes(node: onnx.NodeProto) -> dict[str, onnx.AttributeProto]:
     return {a.name: a for a in node.attribute}
@@ -203,12 +208,29 @@ def _int_attribute(attrs, name: str, where: str, report: IntegrityReport, *, def
     return int(attr.i)
 
 
+def _conv_rows(attrs, where: str, report: IntegrityReport) -> tuple[int | None, int | None]:
+    """TernaryConv's weight_shape [M, C/group, (kH,) kW] as (K, N) = (C/group * kH * kW, M)."""
+    attr = attrs.get("weight_shape")
+    if attr is None:
+        report.findings.append(Finding(where, ERROR, "attribute weight_shape is missing"))
+        return None, None
+    shape = list(attr.ints)
+    if attr.type != onnx.AttributeProto.INTS or len(shape) not in (3, 4) or min(shape) <= 0:
+        report.findings.append(Finding(where, ERROR, f"attribute weight_shape={shape} must be 3 or 4 ints > 0 "
+                                                     f"([M, C/group, (kH,) kW])"))
+        return None, None
+    return int(np.prod(shape[1:])), shape[0]
+
+
 def _check_attributes(where: str, node: onnx.NodeProto, report: IntegrityReport):
     attrs = _attributes(node)
-    for name in sorted(set(attrs) - TERNARY_MATMUL_ATTRIBUTES):
+    for name in sorted(set(attrs) - KNOWN_ATTRIBUTES[node.op_type]):
         report.findings.append(Finding(where, WARNING, f"unknown attribute {name} (ignored by the op)"))
-    k = _int_attribute(attrs, "K", where, report, default=None)
-    n = _int_attribute(attrs, "N", where, report, default=None)
+    if node.op_type == "TernaryConv":
+        k, n = _conv_rows(attrs, where, report)
+    else:
+        k = _int_attribute(attrs, "K", where, report, default=None)
+        n = _int_attribute(attrs, "N", where, report, default=None)
     group_size = _int_attribute(attrs, "group_size", where, report, default=0)
     act_quant = _int_attribute(attrs, "act_quant", where, report, default=0)
     crc = _int_attribute(attrs, checksum.ATTRIBUTE, where, report, default=None) if checksum.ATTRIBUTE in attrs else None
@@ -243,17 +265,19 @@ def _check_attributes(where: str, node: onnx.NodeProto, report: IntegrityReport)
     return k, n, group_size, fmt, crc
 
 
-def _check_ternary_matmul(where: str, node: onnx.NodeProto, constants: dict, report: IntegrityReport) -> None:
+def _check_ternary_node(where: str, node: onnx.NodeProto, constants: dict, report: IntegrityReport) -> None:
+    """A TernaryMatMul, or a TernaryConv: the same B, scales and bias for N = M rows of K codes."""
+    conv = node.op_type == "TernaryConv"
     attributes = _check_attributes(where, node, report)
     if len(node.input) < 3 or not node.input[1] or not node.input[2] or len(node.input) > 4:
-        report.findings.append(Finding(where, ERROR, f"needs inputs A, B, scales and an optional bias, "
-                                                     f"has {len(node.input)} inputs"))
+        report.findings.append(Finding(where, ERROR, f"needs inputs {'X' if conv else 'A'}, B, scales and an "
+                                                     f"optional bias, has {len(node.input)} inputs"))
         return
     if attributes is None:
         return
     k, n, group_size, fmt_name, crc = attributes
-    stream = fmt_name == formats.RANS
-    fmt = formats.get(formats.RANS_ROW_FORMAT if stream else fmt_name)
+    stream = fmt_name in formats.STREAMS
+    fmt = formats.get(formats.STREAM_ROW_FORMAT if stream else fmt_name)
     b_name, scales_name = node.input[1], node.input[2]
     if b_name not in constants or scales_name not in constants:
         report.findings.append(Finding(where, WARNING, "B or scales is not a constant of the model: "
@@ -270,10 +294,14 @@ def _check_ternary_matmul(where: str, node: onnx.NodeProto, constants: dict, rep
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') is {packed.dtype}, must be uint8"))
         ok = False
     elif stream and packed.ndim != 1:
-        report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has shape {list(packed.shape)}; a rans stream "
-                                                     f"is 1-D"))
+        report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has shape {list(packed.shape)}; a {fmt_name} "
+                                                     f"stream is 1-D"))
         ok = False
-    elif not stream and packed.shape not in ((n * row_bytes,), (n, row_bytes)):
+    elif not stream and conv and packed.size != n * row_bytes:  # the op reads B's bytes whatever its shape
+        report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has {packed.size} bytes; weight_shape's M={n} "
+                                                     f"rows of K={k} codes in format {fmt_name} need {n * row_bytes}"))
+        ok = False
+    elif not stream and not conv and packed.shape not in ((n * row_bytes,), (n, row_bytes)):
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') has shape {list(packed.shape)}; K={k} N={n} "
                                                      f"in format {fmt_name} needs [{n}, {row_bytes}] or "
                                                      f"[{n * row_bytes}]"))
@@ -307,11 +335,11 @@ def _check_ternary_matmul(where: str, node: onnx.NodeProto, constants: dict, rep
                                                      f"{float(scales.reshape(-1)[first])!r}"))
     try:
         if stream:
-            rans.unpack_rans(packed, k, n)
+            streams.decode_base3(fmt_name, packed, n, k)
         else:
             unpack_ternary(packed.reshape(n, row_bytes), k, fmt.name)
         report.weights_decoded += 1
-    except (CorruptPackedDataError, rans.CorruptStreamError) as exc:
+    except (CorruptPackedDataError, *streams.CORRUPT_STREAM_ERRORS) as exc:
         report.findings.append(Finding(where, ERROR, f"B ('{b_name}') does not decode: {exc}"))
     if len(node.input) == 4 and node.input[3] and node.input[3] in constants:
         bias = _constant_array(constants[node.input[3]])

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
+#include "onnxbit/streams.h"
 #include "op_status.h"
 
 OrtStatus *obx_node_error(const ObxOpKernel *kernel, OrtErrorCode code, const char *fmt, ...)
@@ -243,44 +245,40 @@ const OrtValue *obx_constant_input(const ObxOpKernel *kernel, const OrtKernelInf
     return is_constant ? value : NULL;
 }
 
-/* "2bit, base3[, stream]": the names of formats.h (and an op's stream
- * format), for messages. */
+/* "2bit, base3, rans, ...": the names of formats.h then of streams.h,
+ * for messages. */
 typedef struct FormatNames {
     char text[128];
 } FormatNames;
 
-static FormatNames format_names(const char *stream_name)
+static FormatNames format_names(void)
 {
     FormatNames names = {""};
     size_t used = 0;
     for (int fmt = 0; fmt < OBX_FMT_COUNT && used < sizeof names.text; fmt++)
         used += (size_t)snprintf(names.text + used, sizeof names.text - used, "%s%s",
                                  fmt ? ", " : "", obx_format_name(fmt));
-    if (stream_name && used < sizeof names.text)
-        snprintf(names.text + used, sizeof names.text - used, ", %s", stream_name);
+    for (int stream = 0; stream < OBX_STREAM_COUNT && used < sizeof names.text; stream++)
+        used += (size_t)snprintf(names.text + used, sizeof names.text - used, ", %s",
+                                 obx_stream_name(stream));
     return names;
 }
 
-OrtStatus *obx_read_format_attribute(const ObxOpKernel *head, const OrtKernelInfo *info,
-                                     const char *stream_name, int stream_rows, int *fmt,
-                                     int *is_stream)
+OrtStatus *obx_read_format_attribute(const ObxOpKernel *head, const OrtKernelInfo *info, int *fmt,
+                                     int *stream)
 {
     char name[32];
     size_t length = 0;
-    const FormatNames expected = format_names(stream_name);
+    const FormatNames expected = format_names();
     OrtStatus *status = obx_read_string_attribute(head, info, "format", expected.text, name,
                                                   sizeof name, &length);
     if (status)
         return status;
     /* The whole attribute must be the name: "2bit\0junk" is not "2bit". */
     *fmt = obx_format_from_name(name, length);
-    if (is_stream)
-        *is_stream = 0;
-    if (stream_name && length == strlen(stream_name) && memcmp(name, stream_name, length) == 0) {
-        *fmt = stream_rows;
-        if (is_stream)
-            *is_stream = 1;
-    }
+    *stream = obx_stream_from_name(name, length);
+    if (*stream >= 0)
+        *fmt = OBX_FMT_BASE3; /* every stream decodes to base3 rows */
     if (*fmt >= 0)
         return NULL;
     if (strlen(name) != length)
@@ -290,4 +288,33 @@ OrtStatus *obx_read_format_attribute(const ObxOpKernel *head, const OrtKernelInf
     return obx_node_error(head, ORT_INVALID_ARGUMENT,
                           "attribute format='%s' is not a known format; expected one of: %s", name,
                           expected.text);
+}
+
+OrtStatus *obx_read_crc32c_attribute(const ObxOpKernel *head, const OrtKernelInfo *info,
+                                     int64_t *crc32c)
+{
+    OrtStatus *status = obx_read_int_attribute(head, info, "crc32c", 0, OBX_NO_CHECKSUM, crc32c);
+    if (status)
+        return status;
+    if (*crc32c != OBX_NO_CHECKSUM && (*crc32c < 0 || *crc32c > (int64_t)UINT32_MAX))
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
+                              (long long)*crc32c, (unsigned long)UINT32_MAX);
+    return NULL;
+}
+
+OrtStatus *obx_check_weights_crc32c(const ObxOpKernel *head, int64_t crc32c,
+                                    const ObxTensorView *b, const ObxTensorView *scales)
+{
+    if (crc32c == OBX_NO_CHECKSUM || !head->settings.verify_checksums)
+        return NULL;
+    uint32_t crc = obx_crc32c(0, b->data, b->count);
+    crc = obx_crc32c(crc, scales->data, scales->count * sizeof(float));
+    if (crc == (uint32_t)crc32c)
+        return NULL;
+    return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                          "corrupt weights: B and scales have CRC32C 0x%08x, the node's crc32c "
+                          "attribute says 0x%08llx (session config entry "
+                          "onnxbit.verify_checksums=0 skips this check)",
+                          crc, (unsigned long long)crc32c);
 }

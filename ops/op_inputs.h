@@ -60,13 +60,24 @@ OrtStatus *obx_read_string_attribute(const ObxOpKernel *kernel, const OrtKernelI
                                      const char *name, const char *expected, char *out,
                                      size_t out_len, size_t *length);
 
-/* The required `format` attribute: a packed ternary format name of formats.h. */
-/* The `format` attribute: a formats.h name exactly (no hidden NUL), or
- * stream_name (when not NULL), which decodes into stream_rows rows and sets
- * *is_stream. An error names the node and the accepted names otherwise. */
-OrtStatus *obx_read_format_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
-                                     const char *stream_name, int stream_rows, int *fmt,
-                                     int *is_stream);
+/* The required `format` attribute: a formats.h row format name exactly (no
+ * hidden NUL; *stream = -1), or a streams.h stream name (*stream its id,
+ * *fmt OBX_FMT_BASE3, the rows it decodes to). An error names the node and
+ * the accepted names otherwise. */
+OrtStatus *obx_read_format_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info, int *fmt,
+                                     int *stream);
+
+/* The optional `crc32c` attribute (0 .. 2^32 - 1) into *crc32c, or
+ * OBX_NO_CHECKSUM when the node has none. */
+#define OBX_NO_CHECKSUM INT64_MIN
+OrtStatus *obx_read_crc32c_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                     int64_t *crc32c);
+/* B's bytes followed by the scales' bytes must hash to crc32c (unless it is
+ * OBX_NO_CHECKSUM or the session does not verify checksums): a flipped byte
+ * anywhere in them fails here even where it would still decode to valid
+ * codes and scales. B is checked as stored, before any stream is decoded. */
+OrtStatus *obx_check_weights_crc32c(const ObxOpKernel *kernel, int64_t crc32c,
+                                    const ObxTensorView *b, const ObxTensorView *scales);
 
 /* Input `index` when the runtime can say it is a constant initializer (API
  * 15+), else NULL. */

@@ -4,16 +4,23 @@
  *
  * Inputs: X float32 [N, C, (H,) W]; B uint8, W [M, C/group, (kH,) kW]
  * flattened to M rows of K = C/group * kH * kW codes, each row packed in
- * `format` (the TernaryMatMul layout with N = M); scales float32 [1], [M] or
+ * `format` (the TernaryMatMul layout with N = M), or with a stream format
+ * (streams.h: rans, zeroruns, sparse) a 1-D stream of those rows, decoded to base3
+ * once before prepacking so storage never costs inference time; scales
+ * float32 [1], [M] or
  * [M, ceil(K / group_size)]; bias float32 [M], optional.
  * Attributes: weight_shape (required ints, rank 3 or 4), format (required),
  * group_size, act_quant (as TernaryMatMul; act_quant = 1 shares one
  * activation scale per im2col row), group, strides, pads, dilations,
- * auto_pad (as Conv). Constant B and scales are prepacked at kernel creation. */
+ * auto_pad (as Conv), crc32c (optional, as TernaryMatMul: CRC32C of B's bytes
+ * as stored, a stream undecoded, then the scales' bytes). Constant B and
+ * scales are checked and prepacked at kernel creation. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "custom_ops.h"
 #include "onnxbit/formats.h"
+#include "onnxbit/streams.h"
 #include "onnxbit/tconv.h"
 #include "op_inputs.h"
 #include "op_kernel.h"
@@ -24,11 +31,35 @@ enum { CONV_INPUT_X = 0, CONV_INPUT_B = 1, CONV_INPUT_SCALES = 2, CONV_INPUT_BIA
 typedef struct TernaryConvKernel {
     ObxOpKernel head;
     obx_conv_params params;
-    int fmt;
+    int fmt; /* the row format B holds, or decodes to when a stream */
+    int stream; /* B is a stream (streams.h) of base3 rows, or -1 */
     int64_t group_size;
     int act_quant;
+    int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
     obx_tconv_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryConvKernel;
+
+/* A stream B decoded into m rows of k codes, row_bytes base3 bytes each (malloc'd, *out). */
+static OrtStatus *decode_stream(const TernaryConvKernel *kernel, const ObxTensorView *b, size_t m,
+                                size_t k, size_t row_bytes, uint8_t **out)
+{
+    const ObxOpKernel *head = &kernel->head;
+    char text[256];
+    if (b->rank != 1)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "B must be a 1-D %s stream, got shape %s",
+                              obx_stream_name(kernel->stream), obx_shape_text(b, text, sizeof text));
+    uint8_t *rows = malloc(m * row_bytes);
+    if (!rows)
+        return obx_node_error(head, ORT_FAIL, "out of memory decoding B (%zu bytes)", m * row_bytes);
+    char err[OBX_OP_ERR_LEN] = "";
+    if (obx_stream_decode_base3(kernel->stream, b->data, b->count, m, k, rows, err, sizeof err) != 0) {
+        free(rows);
+        return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
+                              obx_stream_name(kernel->stream), err);
+    }
+    *out = rows;
+    return NULL;
+}
 
 static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_value,
                           const OrtValue *scales_value, obx_tconv_weights **out)
@@ -42,24 +73,38 @@ static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_val
         status = obx_read_tensor(head, scales_value, "scales", &scales);
     if (!status)
         status = obx_require_dtype(head, &scales, "scales", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    if (!status)
+        status = obx_check_weights_crc32c(head, kernel->crc32c, &b, &scales);
     if (status)
         return status;
     const obx_conv_params *p = &kernel->params;
     size_t k = (size_t)p->weight_shape[1];
     for (size_t i = 0; i < p->spatial_rank; i++)
         k *= (size_t)p->weight_shape[2 + i];
-    size_t expected = (size_t)p->weight_shape[0] * obx_packed_row_bytes(kernel->fmt, k);
-    if (b.count != expected)
+    size_t m = (size_t)p->weight_shape[0];
+    size_t row_bytes = obx_packed_row_bytes(kernel->fmt, k);
+    size_t expected = m * row_bytes;
+    const void *rows = b.data;
+    uint8_t *decoded = NULL;
+    if (kernel->stream >= 0) {
+        status = decode_stream(kernel, &b, m, k, row_bytes, &decoded);
+        if (status)
+            return status;
+        rows = decoded;
+    } else if (b.count != expected)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "B has %zu bytes; weight_shape M=%lld rows of K=%zu codes in format %s "
                               "need %zu", b.count, (long long)p->weight_shape[0], k,
                               obx_format_name(kernel->fmt), expected);
     char err[OBX_OP_ERR_LEN] = "";
-    *out = obx_tconv_prepack(kernel->fmt, b.data, b.count, p, scales.data, scales.count,
+    *out = obx_tconv_prepack(kernel->fmt, rows, expected, p, scales.data, scales.count,
                              kernel->group_size, err, sizeof err);
+    free(decoded);
     if (!*out)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                              obx_format_name(kernel->fmt), err[0] ? err : "rejected");
+                              kernel->stream >= 0 ? obx_stream_name(kernel->stream)
+                                                  : obx_format_name(kernel->fmt),
+                              err[0] ? err : "rejected");
     return NULL;
 }
 
@@ -134,7 +179,9 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
     if (!status)
         status = read_auto_pad(head, info, &p->auto_pad);
     if (!status)
-        status = obx_read_format_attribute(head, info, NULL, -1, &kernel->fmt, NULL);
+        status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);
+    if (!status)
+        status = obx_read_format_attribute(head, info, &kernel->fmt, &kernel->stream);
     if (status)
         return status;
     if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN)

@@ -22,15 +22,12 @@
 #include <string.h>
 
 #include "custom_ops.h"
-#include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
-#include "onnxbit/rans.h"
+#include "onnxbit/streams.h"
 #include "onnxbit/tmatmul.h"
 #include "op_inputs.h"
 #include "op_kernel.h"
 #include "op_status.h"
-
-#define NO_CHECKSUM INT64_MIN
 
 enum { TMM_INPUT_A = 0, TMM_INPUT_B = 1, TMM_INPUT_SCALES = 2, TMM_INPUT_BIAS = 3, TMM_INPUTS = 4 };
 
@@ -38,18 +35,15 @@ typedef struct TernaryMatMulKernel {
     ObxOpKernel head;
     obx_tmm_shape shape;
     int act_quant;
-    int64_t crc32c; /* the attribute, or NO_CHECKSUM when the node has none */
-    int rans; /* B is a rans stream (rans.h) of shape.fmt (base3) rows */
+    int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
+    int stream; /* B is a stream (streams.h) of shape.fmt (base3) rows, or -1 */
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryMatMulKernel;
-
-/* The entropy-coded format: a stream of base3 rows, decoded before prepacking. */
-static const char rans_format_name[] = "rans";
 
 /* ---- weights ------------------------------------------------------------ */
 
 /* B holds exactly N packed rows: 1-D [N * row_bytes] or 2-D [N, row_bytes];
- * a rans stream is 1-D, its length checked by its decoder. */
+ * a stream is 1-D, its length checked by its decoder. */
 static OrtStatus *check_packed_weights(const TernaryMatMulKernel *kernel, const ObxTensorView *b)
 {
     const ObxOpKernel *head = &kernel->head;
@@ -59,10 +53,11 @@ static OrtStatus *check_packed_weights(const TernaryMatMulKernel *kernel, const 
     if (status)
         return status;
     char text[256];
-    if (kernel->rans)
+    if (kernel->stream >= 0)
         return b->rank == 1 ? NULL
                             : obx_node_error(head, ORT_INVALID_ARGUMENT,
-                                             "B must be a 1-D rans stream, got shape %s",
+                                             "B must be a 1-D %s stream, got shape %s",
+                                             obx_stream_name(kernel->stream),
                                              obx_shape_text(b, text, sizeof text));
     if (b->rank == 2 && ((size_t)b->dims[0] != shape->n || (size_t)b->dims[1] != shape->row_bytes))
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
@@ -110,25 +105,6 @@ static OrtStatus *check_scales(const TernaryMatMulKernel *kernel, const ObxTenso
                           shape->n_groups);
 }
 
-/* B and scales must hash to the node's crc32c attribute (when it has one and
- * the session verifies checksums): a flipped byte anywhere in them fails here
- * even where it would still decode to valid codes and scales. */
-static OrtStatus *check_checksum(const TernaryMatMulKernel *kernel, const ObxTensorView *b,
-                                 const ObxTensorView *scales)
-{
-    if (kernel->crc32c == NO_CHECKSUM || !kernel->head.settings.verify_checksums)
-        return NULL;
-    uint32_t crc = obx_crc32c(0, b->data, b->count);
-    crc = obx_crc32c(crc, scales->data, scales->count * sizeof(float));
-    if (crc == (uint32_t)kernel->crc32c)
-        return NULL;
-    return obx_node_error(&kernel->head, ORT_INVALID_ARGUMENT,
-                          "corrupt weights: B and scales have CRC32C 0x%08x, the node's crc32c "
-                          "attribute says 0x%08llx (session config entry "
-                          "onnxbit.verify_checksums=0 skips this check)",
-                          crc, (unsigned long long)kernel->crc32c);
-}
-
 /* Validates B and scales (shapes, checksum, codes, scale values) and repacks them. */
 static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtValue *b_value,
                                   const OrtValue *scales_value, obx_tmm_weights **out)
@@ -144,7 +120,7 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
     if (!status)
         status = check_scales(kernel, &scales);
     if (!status)
-        status = check_checksum(kernel, &b, &scales);
+        status = obx_check_weights_crc32c(head, kernel->crc32c, &b, &scales);
     if (status)
         return status;
 
@@ -152,17 +128,17 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
     const void *rows = b.data;
     size_t rows_bytes = b.count;
     uint8_t *decoded = NULL;
-    if (kernel->rans) {
+    if (kernel->stream >= 0) {
         /* Storage only: decoded to base3 rows here, then prepacked like any base3 B. */
         decoded = malloc(shape->b_bytes);
         if (!decoded)
             return obx_node_error(head, ORT_FAIL, "out of memory decoding B (%zu bytes)",
                                   shape->b_bytes);
-        if (obx_rans_decode_base3(b.data, b.count, shape->n, shape->row_bytes, decoded, err,
-                                  sizeof err) != 0) {
+        if (obx_stream_decode_base3(kernel->stream, b.data, b.count, shape->n, shape->k, decoded,
+                                    err, sizeof err) != 0) {
             free(decoded);
             return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                                  rans_format_name, err);
+                                  obx_stream_name(kernel->stream), err);
         }
         rows = decoded;
         rows_bytes = shape->b_bytes;
@@ -172,7 +148,8 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
     free(decoded);
     if (!*out)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
-                              kernel->rans ? rans_format_name : obx_format_name(shape->fmt),
+                              kernel->stream >= 0 ? obx_stream_name(kernel->stream)
+                                                  : obx_format_name(shape->fmt),
                               err[0] ? err : "rejected by the compute core");
     return NULL;
 }
@@ -208,14 +185,10 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
                               "(per-token int8)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
-    status = obx_read_int_attribute(head, info, "crc32c", 0, NO_CHECKSUM, &kernel->crc32c);
+    status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);
     if (status)
         return status;
-    if (kernel->crc32c != NO_CHECKSUM && (kernel->crc32c < 0 || kernel->crc32c > (int64_t)UINT32_MAX))
-        return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                              "attribute crc32c=%lld must be in [0, %lu] (a CRC32C)",
-                              (long long)kernel->crc32c, (unsigned long)UINT32_MAX);
-    status = obx_read_format_attribute(head, info, rans_format_name, OBX_FMT_BASE3, &fmt, &kernel->rans);
+    status = obx_read_format_attribute(head, info, &fmt, &kernel->stream);
     if (status)
         return status;
     char err[OBX_OP_ERR_LEN] = "";

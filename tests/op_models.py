@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxbit.reference import rans as rans_reference
 from onnxbit.reference.codecs import pack_ternary
 from onnxbit.ops.schemas import DOMAIN, OPSET_VERSION
 
@@ -118,7 +119,19 @@ def ternary_conv_model(codes: np.ndarray, scales: np.ndarray, bias: np.ndarray |
     """One TernaryConv node computing Conv(X, codes * scales) (+ bias); codes
     int8 of the weight's logical shape [M, C/group, *kernel]. Feeds use "X"."""
     m = codes.shape[0]
-    packed = pack_ternary(np.ascontiguousarray(codes.reshape(m, -1)), fmt)
+    rows_mk = np.ascontiguousarray(codes.reshape(m, -1))
+    if fmt == "rans":  # the numpy encoder's stream of base3 rows, so C decodes what C did not write
+        packed = np.frombuffer(rans_reference.encode(pack_ternary(rows_mk, "base3"), block_rows=4), np.uint8).copy()
+    elif fmt == "zeroruns":  # its encoder is numpy already
+        from onnxbit.zero_runs import pack_zero_runs
+
+        packed = pack_zero_runs(rows_mk)
+    elif fmt == "sparse":
+        from onnxbit.sparse import pack_sparse
+
+        packed = pack_sparse(rows_mk)
+    else:
+        packed = pack_ternary(rows_mk, fmt)
     attrs: dict[str, Any] = {"weight_shape": list(codes.shape), "format": fmt, **(conv_attrs or {})}
     if group_size:
         attrs["group_size"] = group_size

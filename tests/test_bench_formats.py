@@ -34,11 +34,15 @@ def test_cli_reports_every_tensor_kind_and_format(tmp_path):
     sources = [t["source"] for t in data["tensors"]]
     assert any(s.startswith("qat ") for s in sources) and any(s.startswith("absmean ") for s in sources)
     assert [s for s in sources if s.startswith("synthetic")] == [
-        "synthetic 10% zeros", "synthetic 33% zeros", "synthetic 50% zeros", "synthetic 90% zeros"]
-    assert {s["fmt"] for s in data["speeds"]} == {"2bit", "base3", "rans"}
+        "synthetic 10% zeros", "synthetic 33% zeros", "synthetic 50% zeros", "synthetic 90% zeros",
+        "synthetic 99% zeros"]
+    assert {s["fmt"] for s in data["speeds"]} == {"2bit", "base3", "rans", "zeroruns", "sparse"}
     assert all(s["decode_gb_per_s"] > 0 and s["session_ms"] > 0 for s in data["speeds"])
     for tensor in data["tensors"]:  # nothing beats the order-0 bound; auto is never above base3
         assert min(tensor["bits"].values()) >= tensor["entropy_bits"] - 1e-9
         assert tensor["bits"]["auto"] <= tensor["bits"]["base3"]
     synthetic = {t["source"]: t for t in data["tensors"] if t["source"].startswith("synthetic")}
     assert synthetic["synthetic 90% zeros"]["bits"]["auto"] < 0.7
+    # auto is the smallest of base3 and every stream format.
+    for tensor in data["tensors"]:
+        assert tensor["bits"]["auto"] == min(tensor["bits"][f] for f in ("base3", "rans", "zeroruns", "sparse"))

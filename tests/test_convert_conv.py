@@ -173,3 +173,50 @@ def test_cli_no_op_exits_1_unless_allowed(tmp_path, rng):
     config.write_text('{"default": {"precision": "ternary"}}')
     converted = CliRunner().invoke(cli, ["quantize", str(source), str(out), "--config", str(config), "-q"])
     assert converted.exit_code == 0, converted.output
+
+
+def _sparse_and_dense_convs(rng):
+    """A 64 x 16 x 3 x 3 Conv with 90 % zero weights (a stream is smaller than
+    base3) then a small dense one (base3 is smallest)."""
+    sparse = (rng.standard_normal((64, 16, 3, 3)) * 0.3).astype(np.float32)
+    sparse[rng.random(sparse.shape) < 0.9] = 0.0
+    dense = (rng.standard_normal((8, 64, 1, 1)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["X", "Ws"], ["H"], name="sparse_conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["H", "Wd"], ["Y"], name="dense_conv")]
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 16, 8, 8])]
+    return _single(nodes, inputs, [numpy_helper.from_array(sparse, "Ws"), numpy_helper.from_array(dense, "Wd")])
+
+
+def _conv_storage(model):
+    """node name -> (format attribute, bytes of B) for each TernaryConv."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "TernaryConv":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            out[node.name] = (attrs["format"].decode(), values[node.input[1]].nbytes)
+    return out
+
+
+def test_conv_storage_formats_rans_and_auto(rng):
+    model = _sparse_and_dense_convs(rng)
+    x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    storage, outputs = {}, {}
+    for fmt in ("base3", "rans", "zeroruns", "sparse", "auto"):
+        config = {"default": {"precision": "ternary", "granularity": "channel", "act_quant": 1, "format": fmt}}
+        result = convert(model, config=config, target="onnxbit", progress=False)
+        storage[fmt] = _conv_storage(result.model)
+        records = {r.node: r.storage for r in result.report.layers if r.action == "converted"}
+        assert records == {name: f"TernaryConv/{f}" for name, (f, _) in storage[fmt].items()}
+        outputs[fmt] = onnxbit.InferenceSession(result.model).run(None, {"X": x})[0]
+    assert {f for f, _ in storage["base3"].values()} == {"base3"}
+    assert {f for f, _ in storage["rans"].values()} == {"rans"}
+    assert {f for f, _ in storage["zeroruns"].values()} == {"zeroruns"}
+    assert {f for f, _ in storage["sparse"].values()} == {"sparse"}
+    # auto: per tensor, the smallest of base3 and every stream format.
+    for name in ("sparse_conv", "dense_conv"):
+        smallest = min((storage[f][name] for f in ("base3", "rans", "zeroruns", "sparse")), key=lambda pair: pair[1])
+        assert storage["auto"][name] == smallest, name
+    assert storage["auto"]["sparse_conv"][0] != "base3" and storage["auto"]["dense_conv"][0] == "base3"
+    for fmt in ("rans", "zeroruns", "sparse", "auto"):
+        np.testing.assert_array_equal(outputs[fmt], outputs["base3"])

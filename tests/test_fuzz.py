@@ -27,11 +27,13 @@ from hypothesis import strategies as st
 from onnx.reference import ReferenceEvaluator
 
 import onnxbit
-from onnxbit import checksum, codecs, formats, rans
+from onnxbit import checksum, codecs, formats, rans, sparse, zero_runs
 from onnxbit.errors import OnnxbitError
 from onnxbit.ops.reference import CUSTOM_OPS
 from onnxbit.reference import codecs as reference_codecs
 from onnxbit.reference import rans as reference_rans
+from onnxbit.reference import sparse as reference_sparse
+from onnxbit.reference import zero_runs as reference_zero_runs
 from onnxbit.runtime import InferenceSession
 from onnxbit.verify_model import verify_model_file
 
@@ -115,6 +117,42 @@ def test_rans_decoder_on_mutated_streams_agrees_with_the_reference(case):
     assert (expected < 243).all()
 
 
+@st.composite
+def _sparse_stream(draw):
+    """A zeroruns or sparse stream of a random tensor, mutated a few times."""
+    fmt = draw(st.sampled_from([formats.ZERO_RUNS, formats.SPARSE]))
+    n = draw(st.integers(1, 12))
+    k = draw(st.integers(1, 300))
+    zeros = draw(st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    codes = np.where(rng.random((n, k)) < zeros, 0, np.where(rng.random((n, k)) < 0.5, -1, 1)).astype(np.int8)
+    encode = zero_runs.pack_zero_runs if fmt == formats.ZERO_RUNS else sparse.pack_sparse
+    stream = bytearray(encode(codes).tobytes())
+    for _ in range(draw(st.integers(0, 3))):
+        action = draw(st.sampled_from(["flip", "truncate", "extend"]))
+        if action == "flip" and stream:
+            stream[draw(st.integers(0, len(stream) - 1))] ^= draw(st.integers(1, 255))
+        elif action == "truncate":
+            del stream[draw(st.integers(0, len(stream))):]
+        else:
+            stream += draw(st.binary(min_size=1, max_size=6))
+    return fmt, bytes(stream), n, k
+
+
+@FUZZ
+@given(case=_sparse_stream())
+def test_zeroruns_and_sparse_decoders_on_mutated_streams_agree_with_the_references(case):
+    fmt, data, n, k = case
+    module, reference = (zero_runs, reference_zero_runs) if fmt == formats.ZERO_RUNS else (sparse, reference_sparse)
+    try:
+        expected = reference.decode(data, n, k)
+    except ValueError:
+        with pytest.raises(module.CorruptStreamError):
+            module.decode_base3(np.frombuffer(data, np.uint8), n, k)
+        return
+    np.testing.assert_array_equal(module.decode_base3(np.frombuffer(data, np.uint8), n, k), expected)
+
+
 # -- the op ---------------------------------------------------------------------------------------
 
 _FORMAT_ATTRIBUTE = st.one_of(st.sampled_from(formats.OP_FORMATS),
@@ -133,6 +171,10 @@ def _op_case(draw):
     if fmt == formats.RANS:
         rows = reference_codecs.pack_ternary(np.array(codes, np.int8).reshape(n, k), formats.RANS_ROW_FORMAT)
         packed = np.frombuffer(reference_rans.encode(rows, draw(st.integers(1, 4))), np.uint8).copy()
+    elif fmt == formats.ZERO_RUNS:
+        packed = zero_runs.pack_zero_runs(np.array(codes, np.int8).reshape(n, k))
+    elif fmt == formats.SPARSE:
+        packed = sparse.pack_sparse(np.array(codes, np.int8).reshape(n, k))
     else:
         packed = reference_codecs.pack_ternary(np.array(codes, np.int8).reshape(n, k), fmt)
     groups = -(-k // group_size) if group_size else 0

@@ -209,3 +209,52 @@ def test_depthwise_float_path_is_bit_exact_across_isas(rng):
             results[name] = _session(op.model).run(None, op.feeds(x))[0]
     for name, y in results.items():
         np.testing.assert_array_equal(y, results["scalar"], err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["3x3_pad1", "1d", "groups", "depthwise", "grouped_scales"])
+@pytest.mark.parametrize("constant", [True, False])
+def test_rans_computes_bit_identically_to_base3(isa, rng, name, constant):
+    codes, scales, bias, x, attrs, group_size = _case(rng, name)
+    codes[rng.random(codes.shape) < 0.6] = 0  # skewed, as the tensors rans is for
+    results = {}
+    for fmt in ("base3", "rans"):
+        op = ternary_conv_model(codes, scales, bias, fmt=fmt, group_size=group_size, act_quant=1,
+                                conv_attrs=attrs, constant=constant)
+        results[fmt] = _session(op.model).run(None, op.feeds(x))[0]
+    np.testing.assert_array_equal(results["rans"], results["base3"])
+    # ... and onnx's ReferenceEvaluator decodes the stream with the numpy decoder to the same result.
+    evaluated = ReferenceEvaluator(op.model, new_ops=CUSTOM_OPS).run(None, op.feeds(x))[0]
+    np.testing.assert_array_equal(evaluated, results["base3"])
+
+
+def test_corrupt_rans_stream_fails_session_creation_naming_the_node(rng):
+    codes = rng.integers(-1, 2, size=(8, 4, 3, 3)).astype(np.int8)
+    op = ternary_conv_model(codes, np.ones(8, np.float32), fmt="rans", node_name="corrupt_rans")
+    stream = numpy_helper.to_array(op.model.graph.initializer[0])
+    for damaged in (stream[:-3], np.concatenate([stream, np.zeros(1, np.uint8)]),
+                    np.where(np.arange(stream.size) == stream.size - 5, stream ^ 0x5A, stream).astype(np.uint8)):
+        op.model.graph.initializer[0].CopyFrom(numpy_helper.from_array(damaged, "B"))
+        with pytest.raises(Exception, match=r"TernaryConv node 'corrupt_rans'.*invalid weights \(format rans\)"):
+            _session(op.model)
+    op.model.graph.initializer[0].CopyFrom(numpy_helper.from_array(stream.reshape(1, -1), "B"))
+    with pytest.raises(Exception, match="TernaryConv node 'corrupt_rans'.*B must be a 1-D rans stream"):
+        _session(op.model)
+
+
+def test_crc32c_attribute_is_checked_at_session_creation(rng):
+    from onnxbit.checksum import packed_weight_crc32c
+
+    codes = rng.integers(-1, 2, size=(8, 4, 3, 3)).astype(np.int8)
+    scales = np.ones(8, np.float32)
+    for fmt in ("base3", "rans"):
+        op = ternary_conv_model(codes, scales, fmt=fmt, node_name="checked_conv")
+        stream = numpy_helper.to_array(op.model.graph.initializer[0])
+        crc = packed_weight_crc32c(stream, scales)
+        op.model.graph.node[0].attribute.append(helper.make_attribute("crc32c", crc))
+        _session(op.model)  # the right checksum loads
+        op.model.graph.node[0].attribute[-1].i = crc ^ 1
+        with pytest.raises(Exception, match="TernaryConv node 'checked_conv'.*corrupt weights.*CRC32C"):
+            _session(op.model)
+        op.model.graph.node[0].attribute[-1].i = 1 << 32
+        with pytest.raises(Exception, match="TernaryConv node 'checked_conv'.*crc32c=4294967296"):
+            _session(op.model)

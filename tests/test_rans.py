@@ -110,7 +110,9 @@ def _sparse_model(rng, zeros: float):
     return make_model(nodes, [value("x", [2, 160])], [value("y", [2, 96])], [init("W", w1)])
 
 
-@pytest.mark.parametrize("zeros, expected", [(0.9, "rans"), (1 / 3, "base3")])
+# At 90 % zeros this small tensor is smallest as zeroruns (rans' 0.5 KB
+# frequency table outweighs its gain); tests/test_zero_runs.py has auto pick rans.
+@pytest.mark.parametrize("zeros, expected", [(0.9, "zeroruns"), (1 / 3, "base3")])
 def test_auto_picks_the_smaller_storage_per_tensor(rng, zeros, expected):
     model = _sparse_model(rng, zeros)
     x = rng.standard_normal((2, 160)).astype(np.float32)

@@ -231,3 +231,61 @@ def test_a_name_that_is_not_utf8_is_a_clean_model_error(converted, tmp_path):
         assert result.exit_code != 0
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
         assert "not valid UTF-8" in result.output, result.output
+
+
+@pytest.fixture(scope="module")
+def converted_cnn() -> onnx.ModelProto:
+    """The QAT CNN converted: TernaryConv nodes (base3, then rans with auto on a copy below)."""
+    return onnxbit.quantize(str(FIXTURES / "digits_qat_cnn.onnx"), preset="bitnet", target="onnxbit")
+
+
+@pytest.mark.parametrize("fmt", ["base3", "rans"])
+def test_ternary_conv_nodes_carry_checksums_verify_checks_and_every_byte_flip_is_reported(fmt, rng):
+    model = onnxbit.quantize(str(FIXTURES / "digits_qat_cnn.onnx"), config={"preset": "bitnet",
+                                                                            "default": {"format": fmt}},
+                             target="onnxbit")
+    nodes = [n for n in model.graph.node if n.op_type == "TernaryConv"]
+    assert nodes and all(any(a.name == "crc32c" for a in n.attribute) for n in nodes)
+    assert {a.s.decode() for n in nodes for a in n.attribute if a.name == "format"} == {fmt}
+    report = verify_model(model)
+    assert report.ok and not report.findings, report.findings
+    assert report.nodes_checked == report.checksums_verified == report.weights_decoded == len(nodes)
+    by_name = {t.name: t for t in model.graph.initializer}
+    for node in nodes:
+        for tensor in (by_name[name] for name in node.input[1:3]):
+            original = tensor.raw_data
+            positions = rng.choice(len(original), size=min(40, len(original)), replace=False)
+            for position in positions:
+                flipped = bytearray(original)
+                flipped[position] ^= 0x01
+                tensor.raw_data = bytes(flipped)
+                assert any(f.where == node.name for f in _errors(verify_model(model))), (tensor.name, position)
+            tensor.raw_data = original
+
+
+def test_ternary_conv_session_creation_checks_the_checksum(converted_cnn):
+    copy = onnx.ModelProto()
+    copy.CopyFrom(converted_cnn)
+    node = next(n for n in copy.graph.node if n.op_type == "TernaryConv")
+    scales = next(t for t in copy.graph.initializer if t.name == node.input[2])
+    data = bytearray(scales.raw_data)
+    data[0] ^= 0x01  # a scale's lowest mantissa bit: still a valid scale
+    scales.raw_data = bytes(data)
+    with pytest.raises(Exception, match=f"TernaryConv node '{node.name}'.*corrupt weights.*CRC32C"):
+        InferenceSession(copy)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("onnxbit.verify_checksums", "0")
+    InferenceSession(copy, sess_options=options)  # valid weights, checksum not checked: loads
+
+
+def test_ternary_conv_attribute_problems_name_the_node(converted_cnn):
+    copy = onnx.ModelProto()
+    copy.CopyFrom(converted_cnn)
+    node = next(n for n in copy.graph.node if n.op_type == "TernaryConv")
+    shape = next(a for a in node.attribute if a.name == "weight_shape")
+    shape.ints[0] += 1
+    errors = _errors(verify_model(copy))
+    assert any(f.where == node.name and "weight_shape's M=" in f.message for f in errors), errors
+    del shape.ints[:]
+    errors = _errors(verify_model(copy))
+    assert any(f.where == node.name and "attribute weight_shape=[]" in f.message for f in errors), errors

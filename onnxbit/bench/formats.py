@@ -13,8 +13,9 @@ weights, and the bound a memoryless code cannot beat: the empirical entropy of
 the tensor's codes plus the scales' bits. Per format, on the synthetic
 tensors: encode / decode GB/s of int8 codes (one thread, the active ISA), and
 the median time to create an onnxruntime session holding one such weight.
-rans encode/decode include the base3 packing/unpacking around the stream
-(int8 codes in and out, like the row formats).
+Stream formats' (rans, zeroruns, sparse) encode/decode include the base3
+packing/unpacking around the stream (int8 codes in and out, like the row
+formats).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxbit import codecs, formats, native, rans
+from onnxbit import codecs, formats, native, streams
 
 # Every storage a TernaryMatMul can hold, then the per-tensor choice.
 STORAGES = formats.OP_FORMATS + (formats.AUTO,)
 
 QAT_FIXTURES = ("digits_qat_mlp.onnx", "bitnet_online_dynamo.onnx")
 FLOAT_FIXTURES = ("digits_float_mlp.onnx",)
-SYNTHETIC_ZEROS = (0.10, 0.33, 0.50, 0.90)
+SYNTHETIC_ZEROS = (0.10, 0.33, 0.50, 0.90, 0.99)
 
 
 @dataclass
@@ -86,9 +87,10 @@ def tensor_sizes(source: str, codes_nk: np.ndarray, scale_count: int) -> TensorS
                         code_entropy_bits(codes_nk) + scale_bits / weights)
     for name in formats.NAMES:
         sizes.bits[name] = (8 * n * formats.get(name).row_bytes(k) + scale_bits) / weights
-    sizes.bits[formats.RANS] = (8 * rans.pack_rans(codes_nk).nbytes + scale_bits) / weights
-    # auto: the smaller of base3 and rans, as the onnxbit target chooses.
-    sizes.bits[formats.AUTO] = min(sizes.bits[formats.RANS_ROW_FORMAT], sizes.bits[formats.RANS])
+    for name in formats.STREAMS:
+        sizes.bits[name] = (8 * streams.pack(name, codes_nk).nbytes + scale_bits) / weights
+    # auto: the smallest of base3 and every stream, as the onnxbit target chooses.
+    sizes.bits[formats.AUTO] = min(sizes.bits[name] for name in (formats.STREAM_ROW_FORMAT, *formats.STREAMS))
     return sizes
 
 
@@ -167,7 +169,7 @@ def _median_seconds(fn, repeat: int) -> float:
 
 
 def _stored(fmt: str, codes_nk: np.ndarray) -> np.ndarray:
-    return rans.pack_rans(codes_nk) if fmt == formats.RANS else codecs.pack_ternary(codes_nk, fmt)
+    return streams.pack(fmt, codes_nk) if fmt in formats.STREAMS else codecs.pack_ternary(codes_nk, fmt)
 
 
 def _session_ms(fmt: str, codes_nk: np.ndarray, repeat: int) -> float:
@@ -208,8 +210,8 @@ def measure_speeds(n: int = 2048, k: int = 2048, repeat: int = 5, seed: int = 1)
     for fmt in formats.OP_FORMATS:
         packed = _stored(fmt, codes)
         encode = _median_seconds(lambda: _stored(fmt, codes), repeat)
-        if fmt == formats.RANS:
-            decode = _median_seconds(lambda: rans.unpack_rans(packed, k, n), repeat)
+        if fmt in formats.STREAMS:
+            decode = _median_seconds(lambda: streams.unpack(fmt, packed, k, n), repeat)
         else:
             decode = _median_seconds(lambda: codecs.unpack_ternary(packed, k, fmt), repeat)
         results.append(FormatSpeed(fmt, codes.nbytes / encode / 1e9, codes.nbytes / decode / 1e9,

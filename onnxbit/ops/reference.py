@@ -16,12 +16,22 @@ from onnx.reference.op_run import OpRun
 
 from onnxbit.ops.schemas import DOMAIN, FORMATS, register_schemas
 from onnxbit.reference.codecs import packed_row_bytes, unpack_ternary
-from onnxbit.formats import RANS
-from onnxbit.formats import RANS_ROW_FORMAT as ROW_FORMAT
+from onnxbit.formats import STREAM_ROW_FORMAT as ROW_FORMAT
+from onnxbit.formats import SPARSE, STREAMS, ZERO_RUNS
 from onnxbit.reference.crc32c import packed_weight_crc32c
+from onnxbit.reference import sparse, zero_runs
 from onnxbit.reference.rans import decode as rans_decode
 from onnxbit.reference.ternary_conv import ternary_conv_reference
 from onnxbit.reference.ternary_matmul import ternary_matmul_reference
+
+
+def _decode_stream(fmt: str, packed: np.ndarray, k: int, n: int) -> np.ndarray:
+    """A stream format's B -> int8 codes [N, K], by the pure Python decoders."""
+    if fmt == ZERO_RUNS:
+        return zero_runs.decode_codes(packed.tobytes(), n, k)
+    if fmt == SPARSE:
+        return sparse.decode_codes(packed.tobytes(), n, k)
+    return unpack_ternary(rans_decode(packed.tobytes(), n, packed_row_bytes(k, ROW_FORMAT)), k, ROW_FORMAT)
 
 
 class TernaryMatMul(OpRun):
@@ -49,9 +59,9 @@ class TernaryMatMul(OpRun):
         if a.dtype != np.float32 or a.ndim == 0 or a.shape[-1] != k:
             raise ValueError(f"{name}: A must be float32 [..., K={k}], got {a.dtype} {a.shape}")
         packed = np.asarray(B)
-        if fmt == RANS:
+        if fmt in STREAMS:
             if packed.dtype != np.uint8 or packed.ndim != 1:
-                raise ValueError(f"{name}: B must be a 1-D uint8 rans stream, got {packed.dtype} {packed.shape}")
+                raise ValueError(f"{name}: B must be a 1-D uint8 {fmt} stream, got {packed.dtype} {packed.shape}")
         elif packed.dtype != np.uint8 or packed.size != n * packed_row_bytes(k, fmt):
             raise ValueError(f"{name}: B must be uint8 with N * row bytes = {n * packed_row_bytes(k, fmt)} elements, "
                              f"got {packed.dtype} {packed.shape}")
@@ -67,9 +77,8 @@ class TernaryMatMul(OpRun):
         if not np.all(np.isfinite(scales) & (scales > 0)):
             raise ValueError(f"{name}: scales must be finite and > 0")
         try:
-            if fmt == RANS:
-                rows = rans_decode(packed.tobytes(), n, packed_row_bytes(k, ROW_FORMAT))
-                codes_kn = unpack_ternary(rows, k, ROW_FORMAT).T
+            if fmt in STREAMS:
+                codes_kn = _decode_stream(fmt, packed, k, n).T
             else:
                 codes_kn = unpack_ternary(packed.reshape(n, -1), k, fmt).T
         except ValueError as error:
@@ -85,7 +94,8 @@ class TernaryConv(OpRun):
     op_domain = DOMAIN
 
     def _run(self, X, B, scales, bias=None, weight_shape=None, format=None,  # noqa: A002 (ONNX name)
-             group_size=0, act_quant=0, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET"):
+             group_size=0, act_quant=0, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET",
+             crc32c=None):
         name = f"TernaryConv node {self.onnx_node.name!r}"
         fmt = format.decode() if isinstance(format, bytes) else format
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else (auto_pad or "NOTSET")
@@ -94,11 +104,19 @@ class TernaryConv(OpRun):
         weight_shape = [int(d) for d in weight_shape]
         m, k = weight_shape[0], int(np.prod(weight_shape[1:]))
         packed = np.asarray(B)
-        if packed.dtype != np.uint8 or packed.size != m * packed_row_bytes(k, fmt):
+        if fmt in STREAMS:
+            if packed.dtype != np.uint8 or packed.ndim != 1:
+                raise ValueError(f"{name}: B must be a 1-D uint8 {fmt} stream, got {packed.dtype} {packed.shape}")
+        elif packed.dtype != np.uint8 or packed.size != m * packed_row_bytes(k, fmt):
             raise ValueError(f"{name}: B must be uint8 with M * row bytes = {m * packed_row_bytes(k, fmt)} "
                              f"elements, got {packed.dtype} {packed.shape}")
+        if crc32c is not None and packed_weight_crc32c(packed, np.asarray(scales, dtype=np.float32)) != int(crc32c):
+            raise ValueError(f"{name}: corrupt weights: B and scales do not match the crc32c attribute")
         try:
-            codes = unpack_ternary(packed.reshape(m, -1), k, fmt)
+            if fmt in STREAMS:
+                codes = _decode_stream(fmt, packed, k, m)
+            else:
+                codes = unpack_ternary(packed.reshape(m, -1), k, fmt)
         except ValueError as error:
             raise ValueError(f"{name}: invalid weights (format {fmt}): {error}") from error
         y = ternary_conv_reference(np.asarray(X), codes, np.asarray(scales), weight_shape=weight_shape,

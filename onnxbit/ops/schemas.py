@@ -29,8 +29,11 @@ Y = A @ (W * scales) (+ bias) for a ternary weight W[K, N] in {-1, 0, 1}.
 B holds W transposed, N rows of K codes, each row packed in `format` and
 starting on a byte boundary: "2bit" (code w + 1, four a byte, least
 significant first; ceil(K/4) bytes a row) or "base3" (five base-3 digits
-w + 1 a byte; ceil(K/5) bytes a row), or, with format "rans", a 1-D
-entropy-coded stream of the base3 rows (csrc/include/onnxbit/rans.h). scales
+w + 1 a byte; ceil(K/5) bytes a row), or, with a stream format, a 1-D
+stream decoded to the base3 rows when the session is created: "rans"
+(entropy-coded base3 bytes, csrc/include/onnxbit/rans.h) or "zeroruns" (the
+zero run before each nonzero with its sign, .../zero_runs.h) or "sparse"
+(per-row delta-coded positions and sign bits, .../sparse.h). scales
 is [1] (per tensor), [N] (per output channel) or, with group_size > 0,
 [N, ceil(K / group_size)] (per group along K); every scale is finite and > 0.
 act_quant = 1 quantizes each row of A to int8 first (BitNet per-token absmax)
@@ -107,7 +110,9 @@ Y = Conv(X, W * scales) (+ bias), ONNX Conv semantics, for a ternary weight W
 of logical shape weight_shape = [M, C/group, (kH,) kW] (1-D and 2-D).
 
 B holds W flattened to M rows of K = C/group * kH * kW codes in (c, kh, kw)
-order, each row packed in `format` as TernaryMatMul's B (N = M). scales is
+order, each row packed in `format` as TernaryMatMul's B (N = M), or with a
+stream format (rans, zeroruns, sparse) the 1-D stream of those rows, decoded once
+when the session is created. scales is
 [1], [M] or [M, ceil(K / group_size)]. act_quant = 1 quantizes each im2col
 row (one output position of one group: its C/group channels times the kernel
 window, padding as 0) to int8 with its own absmax scale, as TernaryMatMul does
@@ -185,6 +190,8 @@ def _ternary_conv_schema() -> OpSchema:
             attr("dilations", ints_type, "as Conv (default 1s)", required=False),
             attr("auto_pad", onnx.helper.make_attribute("auto_pad", "NOTSET"),
                  "as Conv: NOTSET | SAME_UPPER | SAME_LOWER | VALID"),
+            attr("crc32c", OpSchema.AttrType.INT, "optional CRC32C of B's bytes followed by the scales' bytes "
+                 "(onnxbit.checksum); checked when the session is created", required=False),
         ],
     )
     if hasattr(schema, "set_type_and_shape_inference_function"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit import formats, rans
+from onnxbit import formats
 from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
@@ -34,22 +34,27 @@ class OnnxbitTarget(Target):
         return {matmulnbits.DOMAIN: matmulnbits.OPSET}
 
     def fused_format(self, settings) -> str | None:
-        """The row format codes are packed in; rans and auto start from base3 rows."""
+        """The row format codes are packed in; stream formats and auto start from base3 rows."""
         fmt = settings.format or formats.STORAGE_DEFAULT
-        return fmt if fmt in formats.NAMES else rans.ROW_FORMAT
+        return fmt if fmt in formats.NAMES else formats.STREAM_ROW_FORMAT
+
+    def _stored_rows(self, weight: QuantizedWeight, settings) -> tuple[np.ndarray, str]:
+        """W^T's rows as stored, and the op's format attribute: a row format, or
+        a stream of base3 rows (a stream format; for auto, the smallest).
+        TernaryMatMul and TernaryConv store the same way."""
+        from onnxbit import codecs, streams  # the native packer and stream codecs
+
+        fmt = self.fused_format(settings)
+        rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
+            np.ascontiguousarray(weight.codes.T), fmt)
+        if settings.format in formats.STREAMS or settings.format == formats.AUTO:
+            return streams.stored(settings.format, rows, weight.k)
+        return rows, fmt
 
     def pack(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         k, n = weight.k, weight.n
         if weight.kind in ("ternary", "binary"):
-            from onnxbit import codecs  # the native packer
-
-            fmt = self.fused_format(settings)
-            rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
-                np.ascontiguousarray(weight.codes.T), fmt)
-            if settings.format in (formats.RANS, formats.AUTO):
-                stream = rans.encode_base3(rows)
-                if settings.format == formats.RANS or stream.nbytes < rows.nbytes:
-                    rows, fmt = stream, formats.RANS
+            rows, fmt = self._stored_rows(weight, settings)
             return ternary_matmul.pack_ternary_matmul(
                 ctx, base, precision=settings.precision, k=k, n=n, packed_rows=rows, scales=weight.scales,
                 granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
@@ -75,11 +80,7 @@ class OnnxbitTarget(Target):
         # dynamic activation quantization (targets/dequantize_conv.py).
         if weight.kind not in ("ternary", "binary") or not ternary_conv.supports(weight.conv):
             return super().pack_conv(ctx, base, weight, settings)
-        from onnxbit import codecs
-
-        fmt = self.fused_format(settings)  # TernaryConv stores row formats (rans/auto: base3 rows)
-        rows = weight.packed_rows if weight.packed_rows is not None else codecs.pack_ternary(
-            np.ascontiguousarray(weight.codes.T), fmt)
+        rows, fmt = self._stored_rows(weight, settings)
         return ternary_conv.pack_ternary_conv(
             ctx, base, precision=settings.precision, conv=weight.conv, packed_rows=rows, scales=weight.scales,
             granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,

@@ -1,6 +1,7 @@
 """com.onnxbit::TernaryConv (target "onnxbit") for ternary and binary Conv
 weights: B = the weight's [M, K] rows packed in a storage format (the
-TernaryMatMul layout with N = M), scales [1] | [M] | [M, groups]."""
+TernaryMatMul layout with N = M) or their rans stream, scales [1] | [M] |
+[M, groups], and the crc32c of both as TernaryMatMul has it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxbit import checksum
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
@@ -33,7 +35,8 @@ def pack_ternary_conv(ctx: PassContext, base: str, *, precision: str, conv, pack
     constants = [array_constant(ctx, f"{base}_packed_{fmt}", packed_rows),
                  array_constant(ctx, f"{base}_scales", op_scale)]
     attrs = {"weight_shape": list(conv.weight_shape), "format": fmt,
-             "group_size": group_size if granularity == "group" else 0, "act_quant": int(act_quant)}
+             "group_size": group_size if granularity == "group" else 0, "act_quant": int(act_quant),
+             checksum.ATTRIBUTE: checksum.packed_weight_crc32c(packed_rows, op_scale)}
     return PackedWeight(precision=precision, storage=f"{OP}/{fmt}", constants=constants, attrs=attrs, k=k, n=m)
 
 
