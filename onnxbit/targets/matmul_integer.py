@@ -3,7 +3,7 @@ ops: DynamicQuantizeLinear(A) -> MatMulInteger(A_q, W_q, A_zero[, W_zero])
 -> Cast -> times (A_scale * W_scale). What onnxruntime's own dynamic
 quantization emits; any target can use it.
 
-Why this op for int8 weights (measured with /tmp-style interleaved medians in
+Why this op for int8 weights (measured as interleaved medians in
 one process, onnxruntime 1.32, 1 thread, Intel Sapphire Rapids; the ratio is
 fp32 MatMul time / this time):
 
