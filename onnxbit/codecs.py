@@ -232,3 +232,21 @@ def abs_sum_columns(w_kn) -> np.ndarray:
     lib.obx_abs_sum_cols_f32(ffi.from_buffer("float[]", matrix), k, n,
                              ffi.from_buffer("double[]", out, require_writable=True))
     return out
+
+
+def decode_stream_base3(name: str, stream, n: int, k: int, error: type[Exception] = ValueError) -> np.ndarray:
+    """A stream format's bytes -> base3 rows [N, row_bytes], with the library's
+    decoder (the one sessions run); `error` with its message for bad data."""
+    ffi, lib = _kernels()
+    raw = name.encode()
+    stream_id = lib.obx_stream_from_name(raw, len(raw))
+    if stream_id < 0:
+        raise ValueError(f"unknown stream format {name!r}; expected one of {formats.STREAMS}")
+    data = np.ascontiguousarray(np.asarray(stream, dtype=np.uint8).reshape(-1))
+    out = np.empty((n, formats.get(formats.STREAM_ROW_FORMAT).row_bytes(k)), dtype=np.uint8)
+    err = ffi.new("char[256]")
+    status = lib.obx_stream_decode_base3(stream_id, ffi.from_buffer("uint8_t[]", data), data.size, n, k,
+                                         ffi.from_buffer("uint8_t[]", out, require_writable=True), err, 256)
+    if status != 0:
+        raise error(ffi.string(err).decode())
+    return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit import codecs, formats, native
+from onnxbit import codecs, formats
 from onnxbit.zero_runs import varints
 
 NAME = "sparse"
@@ -44,12 +44,4 @@ def encode_base3(rows: np.ndarray, k: int) -> np.ndarray:
 
 def decode_base3(stream, n: int, k: int) -> np.ndarray:
     """The stream -> base3 rows [N, row_bytes] (the library's decoder); CorruptStreamError for bad data."""
-    data = np.ascontiguousarray(np.asarray(stream, dtype=np.uint8).reshape(-1))
-    out = np.empty((n, formats.get(ROW_FORMAT).row_bytes(k)), dtype=np.uint8)
-    ffi, lib = native.ffi(), native.lib()
-    err = ffi.new("char[256]")
-    status = lib.obx_sparse_decode_base3(ffi.from_buffer("uint8_t[]", data), data.size, n, k,
-                                         ffi.from_buffer("uint8_t[]", out, require_writable=True), err, 256)
-    if status != 0:
-        raise CorruptStreamError(ffi.string(err).decode())
-    return out
+    return codecs.decode_stream_base3(formats.SPARSE, stream, n, k, CorruptStreamError)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxbit import codecs, formats, native
+from onnxbit import codecs, formats
 
 NAME = "zeroruns"
 ROW_FORMAT = "base3"  # what the stream decodes to, and what sessions repack from
@@ -54,15 +54,7 @@ def encode_base3(rows: np.ndarray, k: int) -> np.ndarray:
 
 def decode_base3(stream, n: int, k: int) -> np.ndarray:
     """The stream -> base3 rows [N, row_bytes] (the library's decoder); CorruptStreamError for bad data."""
-    data = np.ascontiguousarray(np.asarray(stream, dtype=np.uint8).reshape(-1))
-    out = np.empty((n, formats.get(ROW_FORMAT).row_bytes(k)), dtype=np.uint8)
-    ffi, lib = native.ffi(), native.lib()
-    err = ffi.new("char[256]")
-    status = lib.obx_zero_runs_decode_base3(ffi.from_buffer("uint8_t[]", data), data.size, n, k,
-                                            ffi.from_buffer("uint8_t[]", out, require_writable=True), err, 256)
-    if status != 0:
-        raise CorruptStreamError(ffi.string(err).decode())
-    return out
+    return codecs.decode_stream_base3(formats.ZERO_RUNS, stream, n, k, CorruptStreamError)
 
 
 def unpack_zero_runs(stream, k: int, n: int) -> np.ndarray:

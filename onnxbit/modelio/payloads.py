@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 import onnx
@@ -18,25 +18,28 @@ from onnxbit.errors import ModelError
 CHUNK_BYTES = 16 << 20
 
 
-class Payload:
+class Payload(Protocol):
+    """Where one tensor's bytes are: their count, the bytes in chunks (to
+    write a file), and a read-only array (for a pass to read)."""
+
     nbytes: int
 
-    def chunks(self) -> Iterator[bytes | memoryview]:
-        raise NotImplementedError
+    def chunks(self) -> Iterator[bytes | memoryview]: ...
 
-    def array(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        raise NotImplementedError
+    def array(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray: ...
 
 
 @dataclass
-class ProtoPayload(Payload):
+class ProtoPayload:
     """The raw_data of a tensor in the caller's model (read, never written)."""
 
     tensor: onnx.TensorProto
 
     @property
     def nbytes(self) -> int:
-        return len(self.tensor.raw_data)
+        from onnxbit.model_check import raw_data_nbytes
+
+        return raw_data_nbytes(self.tensor)  # reading .raw_data would copy it: sizes are asked for often
 
     def chunks(self):
         yield self.tensor.raw_data  # one transient copy out of protobuf
@@ -48,7 +51,7 @@ class ProtoPayload(Payload):
 
 
 @dataclass
-class FilePayload(Payload):
+class FilePayload:
     """A byte range of an external-data file of the input model."""
 
     name: str
@@ -80,7 +83,7 @@ class FilePayload(Payload):
 
 
 @dataclass
-class ArrayPayload(Payload):
+class ArrayPayload:
     """A tensor a pass computed (packed weights, scales)."""
 
     values: np.ndarray
