@@ -8,20 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onnxbit.bench.formats import synthetic_codes
 from onnxbit import codecs, sparse
 from onnxbit.reference import sparse as reference
-
-
-def _codes(rng, n, k, zeros):
-    codes = rng.choice(np.array([-1, 1], np.int8), size=(n, k))
-    codes[rng.random((n, k)) < zeros] = 0
-    return codes
 
 
 @pytest.mark.parametrize("zeros", [0.10, 0.50, 0.90, 0.99, 1.0])
 @pytest.mark.parametrize("n, k", [(1, 1), (3, 7), (17, 130), (64, 1000)])
 def test_round_trip_matches_the_reference(rng, zeros, n, k):
-    codes = _codes(rng, n, k, zeros)
+    codes = synthetic_codes(n, k, zeros, rng)
     stream = sparse.pack_sparse(codes)
     rows = sparse.decode_base3(stream, n, k)
     np.testing.assert_array_equal(rows, codecs.pack_ternary(codes, "base3"))
@@ -43,7 +38,7 @@ def _both_reject(data: bytes, n: int, k: int, message: str) -> None:
 
 
 def test_corrupt_and_truncated_streams_are_errors(rng):
-    codes = _codes(rng, 8, 50, 0.9)
+    codes = synthetic_codes(8, 50, 0.9, rng)
     stream = sparse.pack_sparse(codes).tobytes()
     for cut in range(len(stream)):
         _both_reject(stream[:cut], 8, 50, "empty|truncated|hold")
@@ -57,7 +52,7 @@ def test_corrupt_and_truncated_streams_are_errors(rng):
 
 
 def test_every_byte_flip_decodes_to_valid_rows_or_is_rejected(rng):
-    codes = _codes(rng, 6, 40, 0.8)
+    codes = synthetic_codes(6, 40, 0.8, rng)
     stream = sparse.pack_sparse(codes).tobytes()
     for position in range(len(stream)):
         for xor in (0x01, 0x80, 0xFF):

@@ -10,6 +10,7 @@ import pytest
 
 from onnx.reference import ReferenceEvaluator
 
+from onnxbit.bench.formats import synthetic_codes
 from onnxbit import codecs, formats, streams, zero_runs
 from onnxbit.ops.reference import CUSTOM_OPS
 from onnxbit.reference import zero_runs as reference
@@ -18,16 +19,10 @@ from onnxbit.runtime import InferenceSession
 from op_models import build_model, pack_codes, ternary_conv_model
 
 
-def _codes(rng, n, k, zeros):
-    codes = rng.choice(np.array([-1, 1], np.int8), size=(n, k))
-    codes[rng.random((n, k)) < zeros] = 0
-    return codes
-
-
 @pytest.mark.parametrize("zeros", [0.10, 0.50, 0.90, 0.99, 1.0])
 @pytest.mark.parametrize("n, k", [(1, 1), (3, 7), (17, 130), (64, 1000)])
 def test_round_trip_matches_the_reference(rng, zeros, n, k):
-    codes = _codes(rng, n, k, zeros)
+    codes = synthetic_codes(n, k, zeros, rng)
     stream = zero_runs.pack_zero_runs(codes)
     rows = zero_runs.decode_base3(stream, n, k)
     np.testing.assert_array_equal(rows, codecs.pack_ternary(codes, "base3"))
@@ -51,7 +46,7 @@ def _both_reject(data: bytes, n: int, k: int, message: str) -> None:
 
 
 def test_corrupt_and_truncated_streams_are_errors(rng):
-    codes = _codes(rng, 8, 50, 0.9)
+    codes = synthetic_codes(8, 50, 0.9, rng)
     stream = zero_runs.pack_zero_runs(codes).tobytes()
     for cut in range(len(stream)):
         _both_reject(stream[:cut], 8, 50, "empty|truncated|bytes after")
@@ -65,7 +60,7 @@ def test_corrupt_and_truncated_streams_are_errors(rng):
 
 def test_every_byte_flip_decodes_to_valid_rows_or_is_rejected(rng):
     """No flip may crash or write outside the rows; what decodes agrees with the reference."""
-    codes = _codes(rng, 6, 40, 0.8)
+    codes = synthetic_codes(6, 40, 0.8, rng)
     stream = zero_runs.pack_zero_runs(codes).tobytes()
     for position in range(len(stream)):
         for xor in (0x01, 0x80, 0xFF):
@@ -83,7 +78,7 @@ def test_every_byte_flip_decodes_to_valid_rows_or_is_rejected(rng):
 @pytest.mark.parametrize("zeros, expected", [(0.10, "rans"), (1 / 3, "base3"), (0.90, "rans"), (0.99, "sparse")])
 def test_auto_keeps_the_smallest_of_base3_and_every_stream(rng, zeros, expected):
     n, k = 64, 2048  # long rows: at 99 % zeros sparse's per-row counts cost less than zeroruns' 2-byte runs
-    codes = _codes(rng, n, k, zeros)
+    codes = synthetic_codes(n, k, zeros, rng)
     rows = codecs.pack_ternary(codes, "base3")
     sizes = {"base3": rows.nbytes, **{name: streams.encode(name, rows, k).nbytes for name in formats.STREAMS}}
     stored, chosen = streams.stored("auto", rows, k)
@@ -97,7 +92,7 @@ def test_auto_keeps_the_smallest_of_base3_and_every_stream(rng, zeros, expected)
 @pytest.mark.parametrize("constant", [True, False])
 def test_ternary_matmul_computes_identically_in_every_format(rng, fmt, constant):
     k, n = 70, 24
-    codes_kn = _codes(rng, k, n, 0.9)
+    codes_kn = synthetic_codes(k, n, 0.9, rng)
     scales = (rng.random(n) + 0.5).astype(np.float32)
     a = rng.standard_normal((3, k)).astype(np.float32)
     packed = streams.pack(fmt, codes_kn.T) if fmt in formats.STREAMS else pack_codes(codes_kn, fmt)
@@ -111,7 +106,7 @@ def test_ternary_matmul_computes_identically_in_every_format(rng, fmt, constant)
 
 @pytest.mark.parametrize("fmt", ["zeroruns", "sparse"])
 def test_corrupt_stream_weights_fail_session_creation_naming_the_node(rng, fmt):
-    codes_kn = _codes(rng, 40, 16, 0.9)
+    codes_kn = synthetic_codes(40, 16, 0.9, rng)
     packed = streams.pack(fmt, codes_kn.T)
     for damaged in (packed[:-1], np.concatenate([packed, np.zeros(1, np.uint8)])):
         op = build_model(damaged, np.ones(1, np.float32), attrs={"K": 40, "N": 16, "format": fmt})
@@ -124,7 +119,7 @@ def test_corrupt_stream_weights_fail_session_creation_naming_the_node(rng, fmt):
 
 @pytest.mark.parametrize("fmt", ["zeroruns", "sparse"])
 def test_ternary_conv_on_a_stream_equals_base3(rng, fmt):
-    codes = _codes(rng, 16, 8 * 9, 0.9).reshape(16, 8, 3, 3)
+    codes = synthetic_codes(16, 8 * 9, 0.9, rng).reshape(16, 8, 3, 3)
     x = rng.standard_normal((1, 8, 7, 7)).astype(np.float32)
     results = {}
     for stored in ("base3", fmt):
