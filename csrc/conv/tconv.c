@@ -3,7 +3,6 @@
  * a tile of output positions (bounded scratch), multiplies it by its group's
  * prepacked weights and writes the tile back in NCHW order. */
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,20 +91,37 @@ OBX_API obx_tconv_weights *obx_tconv_prepack(int fmt, const uint8_t *b, size_t b
         obx_tconv_free(w);
         return NULL;
     }
+    /* One scale group along K: K can be reordered to (kh, kw, c) for the
+     * channels-last path (K-groups would be cut apart). */
+    uint8_t *reordered = NULL;
+    size_t row_bytes = shape.row_bytes;
+    if (shape.n_groups == 1) {
+        reordered = tconv_taps_first_2bit(fmt, b, m, cg, positions, err, err_len);
+        if (!reordered) {
+            obx_tconv_free(w);
+            return NULL;
+        }
+        w->channels_last = 1;
+        b = reordered;
+        fmt = OBX_FMT_2BIT;
+        row_bytes = OBX_DIV_UP(w->k, 4);
+    }
     size_t scales_per_group = n_scales == 1 ? 1 : w->m_per_group * shape.n_groups;
     for (size_t g = 0; g < w->group; g++) {
         const float *group_scales = n_scales == 1 ? scales : scales + g * scales_per_group;
         char inner[384] = "";
-        w->groups[g] = obx_tmm_prepack(fmt, b + g * w->m_per_group * shape.row_bytes,
-                                       w->m_per_group * shape.row_bytes, (int64_t)w->k, (int64_t)w->m_per_group,
+        w->groups[g] = obx_tmm_prepack(fmt, b + g * w->m_per_group * row_bytes,
+                                       w->m_per_group * row_bytes, (int64_t)w->k, (int64_t)w->m_per_group,
                                        group_scales, scales_per_group, group_size, inner, sizeof inner);
         if (!w->groups[g]) {
             obx_set_error(err, err_len, "group %zu (output channels %zu..%zu): %s", g, g * w->m_per_group,
                           (g + 1) * w->m_per_group - 1, inner);
+            free(reordered);
             obx_tconv_free(w);
             return NULL;
         }
     }
+    free(reordered);
     return w;
 }
 
@@ -178,44 +194,6 @@ static void fill_pointwise_tile(const float *group_x, size_t cg, size_t position
     }
 }
 
-/* Each thread keeps its tile buffer between tasks and calls: a fresh
- * allocation of this size is a new mapping whose pages fault in on every
- * task (measured: the page faults cost more than the im2col copies). It is
- * freed when the thread exits. */
-typedef struct TileBuffer {
-    float *data;
-    size_t capacity; /* floats */
-} TileBuffer;
-
-static pthread_key_t tile_key;
-static pthread_once_t tile_key_once = PTHREAD_ONCE_INIT;
-
-static void free_tile_buffer(void *buffer) {
-    TileBuffer *tile = buffer;
-    free(tile->data);
-    free(tile);
-}
-
-static void create_tile_key(void) { (void)pthread_key_create(&tile_key, free_tile_buffer); }
-
-static float *thread_tile(size_t floats) {
-    pthread_once(&tile_key_once, create_tile_key);
-    TileBuffer *tile = pthread_getspecific(tile_key);
-    if (!tile) {
-        tile = calloc(1, sizeof *tile);
-        if (!tile || pthread_setspecific(tile_key, tile) != 0) {
-            free(tile);
-            return NULL;
-        }
-    }
-    if (tile->capacity < floats) {
-        free(tile->data);
-        tile->data = malloc(floats * sizeof(float));
-        tile->capacity = tile->data ? floats : 0;
-    }
-    return tile->data;
-}
-
 static void run_tile(void *arg, size_t index) {
     ConvJob *job = arg;
     const obx_tconv_weights *w = job->w;
@@ -225,7 +203,7 @@ static void run_tile(void *arg, size_t index) {
     const size_t image = plane / w->group, grp = plane % w->group;
     const size_t first = (index % job->tiles_per_plane) * job->tile_rows;
     const size_t rows = OBX_MIN(job->tile_rows, positions - first);
-    float *tile = thread_tile(rows * w->k + rows * w->m_per_group);
+    float *tile = tconv_thread_buffer(TCONV_BUFFER_TILE, rows * w->k + rows * w->m_per_group);
     if (!tile) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
@@ -310,6 +288,7 @@ OBX_API int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometr
         }
         return 0;
     }
+    if (w->channels_last) return tconv_compute_channels_last(w, g, x, bias, act_quant, y, par, runner, err, err_len);
     size_t rows = OBX_MAX((size_t)1, TCONV_TILE_BYTES / (w->k * sizeof(float)));
     /* Enough tiles for the threads to share when the batch and groups are few. */
     size_t planes = g->batch * w->group;

@@ -1,5 +1,6 @@
 /* Row kernels of the direct depthwise convolution (tconv_depthwise.c): one
- * kernel tap over a run of output columns. Elementwise only (no reductions),
+ * kernel tap over a run of output columns; and the channels-last im2col rows
+ * (tconv_channels_last.c): one kernel tap's run of channels. Elementwise only (no reductions),
  * so every ISA build of tconv_rows_body.h computes bit-identical results; the
  * platform table (isa/platform.h) picks the build for the active ISA. */
 #ifndef ONNXBIT_TCONV_ROWS_H
@@ -22,6 +23,9 @@ struct tconv_row_kernels {
     /* out[i] = ((float)isum[i] * weight_scale) / scale[i] (+ *bias when bias), NaN where bad[i] */
     void (*finish_i8)(float *out, const int32_t *isum, const float *scale, const uint8_t *bad, float weight_scale,
                       const float *bias, size_t n);
+    /* q[i] = clamp(rint(src[i] * scale), -128, 127) (round half to even, as
+     * tmm_quantize_row_scalar); returns the sum of q (|sum| <= 128 n) */
+    int32_t (*quantize_run)(int8_t *q, const float *src, float scale, size_t n);
 };
 
 extern const struct tconv_row_kernels tconv_rows_scalar;

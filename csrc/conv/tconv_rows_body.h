@@ -91,5 +91,17 @@ static void finish_i8(float *restrict out, const int32_t *restrict isum, const f
     }
 }
 
+/* The integer sum is exact in any order, so the vectorized reduction gives
+ * every ISA the scalar build's result. */
+static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float scale, size_t n) {
+    int32_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t v = round_to_i8(src[i] * scale);
+        q[i] = (int8_t)v;
+        sum += v;
+    }
+    return sum;
+}
+
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_f32, accumulate_i8, absmax_bits, window_scales,
-                                                   finish_i8};
+                                                   finish_i8, quantize_run};

@@ -110,6 +110,24 @@ void tmm_panel_i8_grouped(const struct tmm_job *job, size_t p, size_t row_begin,
 void tmm_panel_f32_decoded(const struct tmm_job *job, size_t p, size_t row_begin, size_t row_end);
 void tmm_panel_f32_scaled(const struct tmm_job *job, size_t p, size_t row_begin, size_t row_end);
 
+/* Rows quantized by the caller, exactly as tmm_prepare_rows would have
+ * (weights with one scale group and segments_are_row only): row i's int8
+ * values at q + i * tmm_quantized_row_stride(w), zero from k to the stride,
+ * 64-byte aligned; qsum[i] their sum, scale[i] the row's s, ok[i] 0 for a
+ * row that held NaN or Inf (its q then all zero). */
+struct tmm_quantized_rows {
+    int8_t *q;
+    int32_t *qsum;
+    float *scale;
+    uint8_t *ok;
+};
+size_t tmm_quantized_row_stride(const obx_tmm_weights *w);
+/* y = rows x weights for act_quant = 1, the same bits as tmm_compute on the
+ * float rows these were quantized from (tmm_path_prequantized.c). */
+void tmm_compute_quantized(const struct tmm_kernels *kern, const obx_tmm_weights *w,
+                           const struct tmm_quantized_rows *rows, size_t m, const float *bias, float *y,
+                           obx_parallel_for_fn par, void *runner);
+
 /* ---- the epilogue (tmatmul.h), written once ------------------------------ */
 
 /* One scale group's integer sum into a float accumulator, in the contract's
