@@ -57,6 +57,14 @@ CASES = {
     "grouped_scales": ((1, 8, 6, 6), (10, 8, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 32),
     "depthwise_grouped_scales": ((1, 4, 6, 6), (4, 1, 3, 3), {"group": 4}, "group", 4),
     "many_positions": ((1, 32, 40, 40), (32, 32, 3, 3), {"pads": [1, 1, 1, 1]}, "channel", 0),
+    # Channels-last path: runs of C/group that do not fill a 32-code chunk or a 128-code K-block, rows
+    # crossing K-blocks, pointwise convs it must not read in place (groups, stride), one K-group as scales.
+    "odd_channels_stride2": ((1, 37, 9, 8), (19, 37, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "channel", 0),
+    "wide_k_dilated": ((2, 70, 10, 10), (9, 70, 3, 3), {"dilations": [2, 2], "pads": [2, 1, 2, 3]}, "tensor", 0),
+    "pointwise_groups": ((1, 10, 6, 6), (8, 5, 1, 1), {"group": 2}, "channel", 0),
+    "pointwise_stride2_pad": ((1, 12, 7, 7), (10, 12, 1, 1), {"strides": [2, 2], "pads": [1, 0, 0, 1]}, "channel", 0),
+    "groups_odd": ((1, 21, 8, 9), (14, 3, 3, 2), {"group": 7, "pads": [1, 0, 1, 1]}, "tensor", 0),
+    "one_k_group": ((1, 6, 5, 5), (7, 6, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 64),
 }
 
 
@@ -109,9 +117,10 @@ def test_int8_path_is_close_to_float_conv(rng):
 
 
 def test_non_finite_window_gives_nan_only_where_it_reads(isa, rng):
-    for name in ("depthwise", "3x3_pad1"):
+    for name in ("depthwise", "3x3_pad1", "groups_odd"):
         codes, scales, bias, x, attrs, _ = _case(rng, name)
         x[0, 0, 4, 4] = np.inf
+        x[0, -1, 1, 6] = np.nan  # in the last group (groups_odd): the other groups' windows stay finite
         op = ternary_conv_model(codes, scales, bias, act_quant=1, conv_attrs=attrs)
         y = _session(op.model).run(None, op.feeds(x))[0]
         expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
