@@ -27,7 +27,7 @@
 
 /* Pixels per channels-last copy task: a block of 64 pixels of every channel
  * (64 * C * 4 bytes) stays in L2 while the channel planes stream in. */
-enum { CL_COPY_PIXELS = 64, CL_TILE_BYTES = 256 * 1024, CL_MIN_TILE_ROWS = 16, CL_PARALLEL_TILES = 4 };
+enum { CL_COPY_PIXELS = 64, CL_SQUARE = 16, CL_TILE_BYTES = 256 * 1024, CL_MIN_TILE_ROWS = 16, CL_PARALLEL_TILES = 4 };
 
 uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, size_t taps, char *err,
                                size_t err_len) {
@@ -84,16 +84,34 @@ static int is_pointwise(const obx_conv_geometry *g) {
            g->pad_left == 0 && g->out_h == g->in_h && g->out_w == g->in_w;
 }
 
+/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols,
+ * in CL_SQUARE squares: each reads and writes CL_SQUARE whole cache lines. */
+static void transpose(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
+                      size_t dst_stride) {
+    for (size_t i0 = 0; i0 < rows; i0 += CL_SQUARE) {
+        const size_t ni = OBX_MIN((size_t)CL_SQUARE, rows - i0);
+        for (size_t j0 = 0; j0 < cols; j0 += CL_SQUARE) {
+            const size_t nj = OBX_MIN((size_t)CL_SQUARE, cols - j0);
+            const float *s = src + i0 * src_stride + j0;
+            float *d = dst + j0 * dst_stride + i0;
+            if (ni == CL_SQUARE && nj == CL_SQUARE) {
+                for (size_t j = 0; j < CL_SQUARE; j++)
+                    for (size_t i = 0; i < CL_SQUARE; i++) d[j * dst_stride + i] = s[i * src_stride + j];
+            } else {
+                for (size_t j = 0; j < nj; j++)
+                    for (size_t i = 0; i < ni; i++) d[j * dst_stride + i] = s[i * src_stride + j];
+            }
+        }
+    }
+}
+
 static void copy_task(void *arg, size_t index) {
     const ClJob *job = arg;
     const obx_conv_geometry *g = job->g;
     const size_t pixels = g->in_h * g->in_w, channels = g->channels;
     const size_t p0 = index * CL_COPY_PIXELS, n = OBX_MIN((size_t)CL_COPY_PIXELS, pixels - p0);
-    for (size_t c = 0; c < channels; c++) {
-        const float *plane = job->x + c * pixels + p0;
-        float *dst = job->xt + p0 * channels + c;
-        for (size_t p = 0; p < n; p++) dst[p * channels] = plane[p];
-    }
+    /* NCHW planes [channels][pixels] -> [pixels][channels], one block of pixels */
+    transpose(job->x + p0, channels, n, pixels, job->xt + p0 * channels, channels);
     if (!job->act_quant) return;
     const size_t cg = job->w->cg;
     for (size_t grp = 0; grp < job->w->group; grp++) {
@@ -104,54 +122,57 @@ static void copy_task(void *arg, size_t index) {
     }
 }
 
-/* Input pixel of tap (i, j) for output position p, or -1 in the padding. */
-static ptrdiff_t tap_pixel(const obx_conv_geometry *g, size_t p, size_t i, size_t j) {
-    ptrdiff_t ih = (ptrdiff_t)((p / g->out_w) * g->stride_h + i * g->dilation_h) - (ptrdiff_t)g->pad_top;
-    ptrdiff_t iw = (ptrdiff_t)((p % g->out_w) * g->stride_w + j * g->dilation_w) - (ptrdiff_t)g->pad_left;
-    if (ih < 0 || iw < 0 || ih >= (ptrdiff_t)g->in_h || iw >= (ptrdiff_t)g->in_w) return -1;
-    return ih * (ptrdiff_t)g->in_w + iw;
+/* Input pixel of every kernel tap of output position p (-1 in the padding),
+ * in (kh, kw) order; returns the number of taps. */
+static size_t tap_pixels(const obx_conv_geometry *g, size_t p, ptrdiff_t *pixel) {
+    const ptrdiff_t h0 = (ptrdiff_t)((p / g->out_w) * g->stride_h) - (ptrdiff_t)g->pad_top;
+    const ptrdiff_t w0 = (ptrdiff_t)((p % g->out_w) * g->stride_w) - (ptrdiff_t)g->pad_left;
+    size_t t = 0;
+    for (size_t i = 0; i < g->kernel_h; i++) {
+        const ptrdiff_t ih = h0 + (ptrdiff_t)(i * g->dilation_h);
+        const int row_inside = ih >= 0 && ih < (ptrdiff_t)g->in_h;
+        for (size_t j = 0; j < g->kernel_w; j++, t++) {
+            const ptrdiff_t iw = w0 + (ptrdiff_t)(j * g->dilation_w);
+            pixel[t] = row_inside && iw >= 0 && iw < (ptrdiff_t)g->in_w ? ih * (ptrdiff_t)g->in_w + iw : -1;
+        }
+    }
+    return t;
 }
 
-static void float_row(const ClJob *job, size_t grp, size_t p, float *row) {
-    const obx_conv_geometry *g = job->g;
+static void float_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, size_t taps, float *row) {
     const size_t cg = job->w->cg;
-    for (size_t i = 0; i < g->kernel_h; i++)
-        for (size_t j = 0; j < g->kernel_w; j++, row += cg) {
-            ptrdiff_t pixel = tap_pixel(g, p, i, j);
-            if (pixel < 0) memset(row, 0, cg * sizeof *row);
-            else memcpy(row, job->xt + (size_t)pixel * g->channels + grp * cg, cg * sizeof *row);
-        }
+    for (size_t t = 0; t < taps; t++, row += cg) {
+        if (pixel[t] < 0) memset(row, 0, cg * sizeof *row);
+        else memcpy(row, job->xt + (size_t)pixel[t] * job->g->channels + grp * cg, cg * sizeof *row);
+    }
 }
 
 /* Row r of the tile as tmm_prepare_rows would quantize the float row. */
-static void quantized_row(const ClJob *job, size_t grp, size_t p, const struct tmm_quantized_rows *rows,
-                          size_t r) {
+static void quantized_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, size_t taps,
+                          const struct tmm_quantized_rows *rows, size_t r) {
     const obx_conv_geometry *g = job->g;
     const size_t cg = job->w->cg, pixels = g->in_h * g->in_w;
     const int32_t *amax = job->amax + grp * pixels;
     int8_t *q = rows->q + r * job->q_stride;
     int32_t bits = 0; /* padding reads 0 */
-    for (size_t i = 0; i < g->kernel_h; i++)
-        for (size_t j = 0; j < g->kernel_w; j++) {
-            ptrdiff_t pixel = tap_pixel(g, p, i, j);
-            if (pixel >= 0 && amax[pixel] > bits) bits = amax[pixel];
-        }
-    memset(q, 0, job->q_stride);
+    for (size_t t = 0; t < taps; t++)
+        if (pixel[t] >= 0 && amax[pixel[t]] > bits) bits = amax[pixel[t]];
     rows->qsum[r] = 0;
     rows->scale[r] = 1.0f;
     rows->ok[r] = bits < 0x7f800000; /* Inf or NaN somewhere in the window */
-    if (!rows->ok[r]) return;
+    if (!rows->ok[r]) {
+        memset(q, 0, job->q_stride);
+        return;
+    }
     float value;
     memcpy(&value, &bits, sizeof value);
     const float s = 127.0f * (1.0f / fmaxf(value, 1e-5f)); /* tmm_quantize_row_scalar's expression */
     int32_t sum = 0;
-    for (size_t i = 0; i < g->kernel_h; i++)
-        for (size_t j = 0; j < g->kernel_w; j++, q += cg) {
-            ptrdiff_t pixel = tap_pixel(g, p, i, j);
-            if (pixel >= 0)
-                sum += job->platform->conv_rows->quantize_run(q, job->xt + (size_t)pixel * g->channels + grp * cg,
-                                                              s, cg);
-        }
+    for (size_t t = 0; t < taps; t++, q += cg) {
+        if (pixel[t] < 0) memset(q, 0, cg);
+        else sum += job->platform->conv_rows->quantize_run(q, job->xt + (size_t)pixel[t] * g->channels + grp * cg, s, cg);
+    }
+    memset(q, 0, job->q_stride - taps * cg); /* the zero padding up to the stride */
     rows->qsum[r] = sum;
     rows->scale[r] = s;
 }
@@ -170,12 +191,14 @@ static void tile_task(void *arg, size_t index) {
     const size_t rows = OBX_MIN(job->tile_rows, positions - first);
     const size_t in_bytes = job->act_quant ? rows * (job->q_stride + 2 * sizeof(float) + 1) : rows * w->k * sizeof(float);
     /* + TMM_ALIGN: the int8 rows start 64-byte aligned */
-    float *buffer = tconv_thread_buffer(TCONV_BUFFER_TILE, OBX_DIV_UP(in_bytes + TMM_ALIGN, sizeof(float)) + rows * mg);
+    float *buffer = tconv_thread_buffer(
+        TCONV_BUFFER_TILE, rows * mg + OBX_DIV_UP(w->kernel_positions * sizeof(ptrdiff_t) + in_bytes + TMM_ALIGN, sizeof(float)));
     if (!buffer) {
         fail(job, "out of memory for an im2col tile");
         return;
     }
-    float *out = buffer;
+    ptrdiff_t *pixel = (ptrdiff_t *)buffer; /* malloc alignment suits every type */
+    float *out = (float *)(pixel + w->kernel_positions);
     uint8_t *in = (uint8_t *)(out + rows * mg);
     const float *bias = job->bias ? job->bias + grp * mg : NULL;
     const obx_tmm_weights *weights = w->groups[grp];
@@ -184,13 +207,15 @@ static void tile_task(void *arg, size_t index) {
         struct tmm_quantized_rows q = {(int8_t *)aligned, (int32_t *)(aligned + rows * job->q_stride), NULL, NULL};
         q.scale = (float *)(q.qsum + rows);
         q.ok = (uint8_t *)(q.scale + rows);
-        for (size_t r = 0; r < rows; r++) quantized_row(job, grp, first + r, &q, r);
+        for (size_t r = 0; r < rows; r++)
+            quantized_row(job, grp, pixel, tap_pixels(g, first + r, pixel), &q, r);
         tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, out, job->inner_par, job->inner_runner);
     } else {
         const float *a = job->xt + first * g->channels;
         if (!(is_pointwise(g) && w->group == 1)) {
             float *tile = (float *)in;
-            for (size_t r = 0; r < rows; r++) float_row(job, grp, first + r, tile + r * w->k);
+            for (size_t r = 0; r < rows; r++)
+                float_row(job, grp, pixel, tap_pixels(g, first + r, pixel), tile + r * w->k);
             a = tile;
         }
         char err[256] = "";
@@ -200,10 +225,7 @@ static void tile_task(void *arg, size_t index) {
             return;
         }
     }
-    /* [rows][mg] -> NCHW: each output plane's run written contiguously. */
-    float *y = job->y + grp * mg * positions + first;
-    for (size_t o = 0; o < mg; o++)
-        for (size_t r = 0; r < rows; r++) y[o * positions + r] = out[r * mg + o];
+    transpose(out, rows, mg, mg, job->y + grp * mg * positions + first, positions);
 }
 
 static void run(const ClJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
