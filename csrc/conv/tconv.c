@@ -21,6 +21,7 @@ OBX_API void obx_tconv_free(obx_tconv_weights *w) {
         for (size_t g = 0; g < w->group; g++) obx_tmm_free(w->groups[g]);
     free(w->groups);
     free(w->codes);
+    free(w->weights);
     free(w->scales);
     free(w);
 }
@@ -29,19 +30,30 @@ OBX_API int obx_tconv_is_depthwise(const obx_tconv_weights *w) { return w && w->
 
 static int prepack_depthwise(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
                              size_t n_scales, char *err, size_t err_len) {
-    w->codes = malloc(w->m * w->k);
+    int8_t *rows = malloc(w->m * w->k + 1); /* [m][taps] as stored */
+    w->codes = malloc(w->m * w->k + 1);
+    w->weights = malloc(w->m * w->k * sizeof(float) + 1);
     w->scales = malloc(w->m * sizeof(float));
-    if (!w->codes || !w->scales) {
+    if (!rows || !w->codes || !w->weights || !w->scales) {
+        free(rows);
         obx_set_error(err, err_len, "out of memory");
         return -1;
     }
     size_t first_bad = 0;
-    int64_t bad = obx_decode_i8(fmt, b, w->m, w->k, w->codes, &first_bad);
+    int64_t bad = obx_decode_i8(fmt, b, w->m, w->k, rows, &first_bad);
     if (bad != 0) {
+        free(rows);
         obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
                       first_bad);
         return -1;
     }
+    /* Tap-major: the depthwise kernel combines one tap of every channel at once. */
+    for (size_t o = 0; o < w->m; o++)
+        for (size_t t = 0; t < w->k; t++) {
+            w->codes[t * w->m + o] = rows[o * w->k + t];
+            w->weights[t * w->m + o] = (float)rows[o * w->k + t];
+        }
+    free(rows);
     for (size_t i = 0; i < w->m; i++) {
         float s = scales[n_scales == 1 ? 0 : i];
         if (!(isfinite(s) && s > 0.0f)) {
@@ -231,34 +243,6 @@ static void run_tile(void *arg, size_t index) {
         for (size_t r = 0; r < rows; r++) y[o * positions + r] = out[r * w->m_per_group + o];
 }
 
-/* ---- depthwise path ------------------------------------------------------- */
-
-typedef struct DepthwiseJob {
-    const obx_tconv_weights *w;
-    const obx_conv_geometry *g;
-    const float *x;
-    const float *bias;
-    float *y;
-    int act_quant;
-    int failed;
-} DepthwiseJob;
-
-static void run_depthwise_plane(void *arg, size_t index) {
-    DepthwiseJob *job = arg;
-    const size_t positions = job->g->out_h * job->g->out_w;
-    void *scratch = NULL;
-    if (job->act_quant) {
-        scratch = malloc(3 * positions * sizeof(float) + 1);
-        if (!scratch) {
-            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
-            return;
-        }
-    }
-    obx_tconv_depthwise_plane(job->w, job->g, job->x, job->bias, job->act_quant, job->y, index / job->w->m,
-                              index % job->w->m, scratch);
-    free(scratch);
-}
-
 static void run_serially(obx_task_fn fn, void *arg, size_t count) {
     for (size_t i = 0; i < count; i++) fn(arg, i);
 }
@@ -277,17 +261,7 @@ OBX_API int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometr
     }
     const size_t positions = g->out_h * g->out_w;
     if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
-    if (w->codes) {
-        DepthwiseJob job = {w, g, x, bias, y, act_quant, 0};
-        size_t planes = g->batch * w->m;
-        if (par) par(runner, run_depthwise_plane, &job, planes);
-        else run_serially(run_depthwise_plane, &job, planes);
-        if (job.failed) {
-            obx_set_error(err, err_len, "out of memory for the depthwise scratch planes");
-            return -1;
-        }
-        return 0;
-    }
+    if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, y, par, runner, err, err_len);
     if (w->channels_last) return tconv_compute_channels_last(w, g, x, bias, act_quant, y, par, runner, err, err_len);
     size_t rows = OBX_MAX((size_t)1, TCONV_TILE_BYTES / (w->k * sizeof(float)));
     /* Enough tiles for the threads to share when the batch and groups are few. */

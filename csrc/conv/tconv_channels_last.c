@@ -27,7 +27,7 @@
 
 /* Pixels per channels-last copy task: a block of 64 pixels of every channel
  * (64 * C * 4 bytes) stays in L2 while the channel planes stream in. */
-enum { CL_COPY_PIXELS = 64, CL_SQUARE = 16, CL_TILE_BYTES = 256 * 1024, CL_MIN_TILE_ROWS = 16, CL_PARALLEL_TILES = 4 };
+enum { CL_COPY_PIXELS = 64, CL_TILE_BYTES = 256 * 1024, CL_MIN_TILE_ROWS = 16, CL_PARALLEL_TILES = 4 };
 
 uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, size_t taps, char *err,
                                size_t err_len) {
@@ -84,34 +84,13 @@ static int is_pointwise(const obx_conv_geometry *g) {
            g->pad_left == 0 && g->out_h == g->in_h && g->out_w == g->in_w;
 }
 
-/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols,
- * in CL_SQUARE squares: each reads and writes CL_SQUARE whole cache lines. */
-static void transpose(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
-                      size_t dst_stride) {
-    for (size_t i0 = 0; i0 < rows; i0 += CL_SQUARE) {
-        const size_t ni = OBX_MIN((size_t)CL_SQUARE, rows - i0);
-        for (size_t j0 = 0; j0 < cols; j0 += CL_SQUARE) {
-            const size_t nj = OBX_MIN((size_t)CL_SQUARE, cols - j0);
-            const float *s = src + i0 * src_stride + j0;
-            float *d = dst + j0 * dst_stride + i0;
-            if (ni == CL_SQUARE && nj == CL_SQUARE) {
-                for (size_t j = 0; j < CL_SQUARE; j++)
-                    for (size_t i = 0; i < CL_SQUARE; i++) d[j * dst_stride + i] = s[i * src_stride + j];
-            } else {
-                for (size_t j = 0; j < nj; j++)
-                    for (size_t i = 0; i < ni; i++) d[j * dst_stride + i] = s[i * src_stride + j];
-            }
-        }
-    }
-}
-
 static void copy_task(void *arg, size_t index) {
     const ClJob *job = arg;
     const obx_conv_geometry *g = job->g;
     const size_t pixels = g->in_h * g->in_w, channels = g->channels;
     const size_t p0 = index * CL_COPY_PIXELS, n = OBX_MIN((size_t)CL_COPY_PIXELS, pixels - p0);
     /* NCHW planes [channels][pixels] -> [pixels][channels], one block of pixels */
-    transpose(job->x + p0, channels, n, pixels, job->xt + p0 * channels, channels);
+    job->platform->conv_rows->transpose(job->x + p0, channels, n, pixels, job->xt + p0 * channels, channels);
     if (!job->act_quant) return;
     const size_t cg = job->w->cg;
     for (size_t grp = 0; grp < job->w->group; grp++) {
@@ -225,7 +204,7 @@ static void tile_task(void *arg, size_t index) {
             return;
         }
     }
-    transpose(out, rows, mg, mg, job->y + grp * mg * positions + first, positions);
+    job->platform->conv_rows->transpose(out, rows, mg, mg, job->y + grp * mg * positions + first, positions);
 }
 
 static void run(const ClJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {

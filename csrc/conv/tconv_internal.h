@@ -9,15 +9,15 @@ struct obx_tconv_weights {
     size_t kernel_positions;
     obx_tmm_weights **groups; /* im2col path: one prepacked matrix per conv group */
     int channels_last;        /* im2col path with K in (kh, kw, c) order (tconv_channels_last.c) */
-    int8_t *codes;            /* depthwise path: [m, kernel_positions] */
+    int8_t *codes;            /* depthwise path: [kernel_positions][m] */
+    float *weights;           /* depthwise path: the codes as floats, [kernel_positions][m] */
     float *scales;            /* depthwise path: m per-channel scales */
 };
 
-/* The direct depthwise kernel for one (image, output channel) plane; scratch
- * holds 3 * out_h * out_w * 4 bytes (used with act_quant only). */
-void obx_tconv_depthwise_plane(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                               const float *bias, int act_quant, float *y, size_t image, size_t channel,
-                               void *scratch);
+/* The direct depthwise path (tconv_depthwise.c). */
+int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                            const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
+                            char *err, size_t err_len);
 
 /* M rows of K = cg * taps codes in (c, tap) order, format fmt -> the same
  * codes in (tap, c) order as 2bit rows (ceil(K / 4) bytes each); NULL with a

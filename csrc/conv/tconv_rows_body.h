@@ -1,9 +1,10 @@
-/* The depthwise row kernels, compiled once per ISA file (tconv_rows_*.c) with
+/* The conv row kernels (tconv_rows.h), compiled once per ISA file (tconv_rows_*.c) with
  * that file's flags: the includer defines TCONV_ROWS_TABLE, the table's name.
  * Plain C the compiler vectorizes; restrict pointers rule out aliasing. */
 #include <string.h>
 
 #include "conv/tconv_rows.h"
+#include "obx_common.h"
 
 /* clamp(rintf(v), -128, 127) for the default rounding mode, without a
  * float-to-int conversion (inline, vectorizable, defined for any input):
@@ -23,22 +24,21 @@ static inline int32_t round_to_i8(float v) {
     return q > -128 ? q : -128;
 }
 
-static void accumulate_f32(float *restrict dst, const float *restrict src, size_t stride, float w, size_t n) {
-    if (stride == 1) {
-        for (size_t i = 0; i < n; i++) dst[i] += src[i] * w;
+static void accumulate_f32(float *restrict dst, const float *restrict src, const float *restrict w, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] += src[i] * w[i];
+}
+
+static void finish_f32(float *restrict out, const float *restrict scale, const float *restrict bias, size_t n) {
+    if (bias) {
+        for (size_t i = 0; i < n; i++) out[i] = out[i] * scale[i] + bias[i];
     } else {
-        for (size_t i = 0; i < n; i++) dst[i] += src[i * stride] * w;
+        for (size_t i = 0; i < n; i++) out[i] = out[i] * scale[i];
     }
 }
 
-static void accumulate_i8(int32_t *restrict acc, const float *restrict src, size_t stride,
-                          const float *restrict scale, int32_t code, size_t n) {
-    const int32_t flip = code < 0 ? -1 : 0; /* q * code as (q ^ flip) - flip: no int32 multiply */
-    if (stride == 1) {
-        for (size_t i = 0; i < n; i++) acc[i] += (round_to_i8(src[i] * scale[i]) ^ flip) - flip;
-    } else {
-        for (size_t i = 0; i < n; i++) acc[i] += (round_to_i8(src[i * stride] * scale[i]) ^ flip) - flip;
-    }
+static void accumulate_i8(int32_t *restrict acc, const float *restrict src, const float *restrict scale,
+                          const int8_t *restrict code, size_t n) {
+    for (size_t i = 0; i < n; i++) acc[i] += round_to_i8(src[i] * scale[i]) * code[i];
 }
 
 /* For non-negative floats the IEEE bit patterns order as the values do, Inf
@@ -82,12 +82,13 @@ static inline float nan_where(float y, uint8_t bad) {
 }
 
 static void finish_i8(float *restrict out, const int32_t *restrict isum, const float *restrict scale,
-                      const uint8_t *restrict bad, float weight_scale, const float *bias, size_t n) {
+                      const uint8_t *restrict bad, const float *restrict weight_scale, const float *restrict bias,
+                      size_t n) {
     if (bias) {
-        const float b = *bias;
-        for (size_t i = 0; i < n; i++) out[i] = nan_where(((float)isum[i] * weight_scale) / scale[i] + b, bad[i]);
+        for (size_t i = 0; i < n; i++)
+            out[i] = nan_where(((float)isum[i] * weight_scale[i]) / scale[i] + bias[i], bad[i]);
     } else {
-        for (size_t i = 0; i < n; i++) out[i] = nan_where(((float)isum[i] * weight_scale) / scale[i], bad[i]);
+        for (size_t i = 0; i < n; i++) out[i] = nan_where(((float)isum[i] * weight_scale[i]) / scale[i], bad[i]);
     }
 }
 
@@ -103,5 +104,33 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
     return sum;
 }
 
-const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_f32, accumulate_i8, absmax_bits, window_scales,
-                                                   finish_i8, quantize_run};
+/* An ISA file may bring its own transpose (TCONV_ROWS_TRANSPOSE). */
+#ifndef TCONV_ROWS_TRANSPOSE
+enum { SQUARE = 16 }; /* 16 floats: one cache line */
+
+/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols,
+ * in SQUARE squares: each reads and writes SQUARE whole cache lines. */
+static void transpose_blocked(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
+                      size_t dst_stride) {
+    for (size_t i0 = 0; i0 < rows; i0 += SQUARE) {
+        const size_t ni = OBX_MIN((size_t)SQUARE, rows - i0);
+        for (size_t j0 = 0; j0 < cols; j0 += SQUARE) {
+            const size_t nj = OBX_MIN((size_t)SQUARE, cols - j0);
+            const float *s = src + i0 * src_stride + j0;
+            float *d = dst + j0 * dst_stride + i0;
+            if (ni == SQUARE && nj == SQUARE) {
+                for (size_t j = 0; j < SQUARE; j++)
+                    for (size_t i = 0; i < SQUARE; i++) d[j * dst_stride + i] = s[i * src_stride + j];
+            } else {
+                for (size_t j = 0; j < nj; j++)
+                    for (size_t i = 0; i < ni; i++) d[j * dst_stride + i] = s[i * src_stride + j];
+            }
+        }
+    }
+}
+#define TCONV_ROWS_TRANSPOSE transpose_blocked
+#endif
+
+const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_f32, finish_f32,   accumulate_i8,
+                                                   absmax_bits,    window_scales, finish_i8,
+                                                   quantize_run,   TCONV_ROWS_TRANSPOSE};
