@@ -21,7 +21,7 @@
 
 /* Output pixels per task: their tile (32 x M floats) stays in L2 and is
  * transposed back in whole cache lines. */
-enum { DW_TILE_PIXELS = 32, DW_COPY_PIXELS = 64 };
+enum { DW_TILE_PIXELS = 32, DW_COPY_PIXELS = 64, DW_PLANE_MIN_WIDTH = 32 };
 
 typedef struct DwJob {
     const obx_tconv_weights *w;
@@ -77,14 +77,15 @@ static void tile_task(void *arg, size_t index) {
     const size_t m = w->m, taps = w->kernel_positions, positions = g->out_h * g->out_w;
     const size_t first = index * DW_TILE_PIXELS, count = OBX_MIN((size_t)DW_TILE_PIXELS, positions - first);
     /* tap and pixel indices, the tile, and for act_quant the int32 sums, scales and flags of one pixel */
-    size_t floats = 2 * taps * sizeof(size_t) / sizeof(float) + count * m + (job->act_quant ? 3 * m : 0);
+    size_t floats = 3 * taps * sizeof(size_t) / sizeof(float) + count * m + (job->act_quant ? 3 * m : 0);
     size_t *tap = (size_t *)tconv_thread_buffer(TCONV_BUFFER_TILE, floats);
     if (!tap) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
     size_t *pixel = tap + taps;
-    float *tile = (float *)(pixel + taps);
+    const float **src = (const float **)(pixel + taps);
+    float *tile = (float *)(src + taps);
     int32_t *isum = (int32_t *)(tile + count * m);
     float *scale = (float *)(isum + m);
     uint8_t *bad = (uint8_t *)(scale + m);
@@ -92,9 +93,8 @@ static void tile_task(void *arg, size_t index) {
         const size_t n = window_pixels(g, first + r, tap, pixel);
         float *out = tile + r * m;
         if (!job->act_quant) {
-            memset(out, 0, m * sizeof *out);
-            for (size_t t = 0; t < n; t++) rows->accumulate_f32(out, job->xt + pixel[t] * m, w->weights + tap[t] * m, m);
-            rows->finish_f32(out, w->scales, job->bias, m);
+            for (size_t t = 0; t < n; t++) src[t] = job->xt + pixel[t] * m;
+            rows->depthwise_pixel_f32(out, src, w->weights, tap, n, m, w->scales, job->bias);
             continue;
         }
         int32_t *magnitude = (int32_t *)scale; /* bit patterns first, scales after */
@@ -109,6 +109,38 @@ static void tile_task(void *arg, size_t index) {
     rows->transpose(tile, count, m, m, job->y + first, positions);
 }
 
+/* Float activations on wide planes: one output row at a time straight from
+ * the NCHW plane (tconv_rows.h depthwise_row_f32), no copies. */
+static void plane_task(void *arg, size_t index) {
+    DwJob *job = arg;
+    const obx_tconv_weights *w = job->w;
+    const obx_conv_geometry *g = job->g;
+    const size_t taps = w->kernel_positions, o = index, pixels = g->in_h * g->in_w;
+    const float *plane = job->x + (o / w->m_per_group) * pixels;
+    float *out = job->y + o * g->out_h * g->out_w;
+    const float **src = (const float **)tconv_thread_buffer(
+        TCONV_BUFFER_TILE, taps * (sizeof(float *) + sizeof(ptrdiff_t) + sizeof(float)) / sizeof(float) + 1);
+    if (!src) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    ptrdiff_t *column = (ptrdiff_t *)(src + taps);
+    float *weight = (float *)(column + taps);
+    for (size_t t = 0; t < taps; t++) {
+        column[t] = (ptrdiff_t)((t % g->kernel_w) * g->dilation_w) - (ptrdiff_t)g->pad_left;
+        weight[t] = w->weights[t * w->m + o];
+    }
+    const float *bias = job->bias ? job->bias + o : NULL;
+    for (size_t oh = 0; oh < g->out_h; oh++) {
+        for (size_t t = 0; t < taps; t++) {
+            ptrdiff_t ih = (ptrdiff_t)(oh * g->stride_h + (t / g->kernel_w) * g->dilation_h) - (ptrdiff_t)g->pad_top;
+            src[t] = ih < 0 || ih >= (ptrdiff_t)g->in_h ? NULL : plane + ih * (ptrdiff_t)g->in_w;
+        }
+        job->rows->depthwise_row_f32(out + oh * g->out_w, g->out_w, src, column, weight, taps, g->stride_w, g->in_w,
+                                     w->scales[o], bias);
+    }
+}
+
 static void run(DwJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
     if (par && count >= 2) par(runner, fn, job, count);
     else
@@ -119,6 +151,19 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
                             const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
                             char *err, size_t err_len) {
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
+    if (!act_quant && g->stride_w == 1 && g->out_w >= DW_PLANE_MIN_WIDTH) {
+        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, 0};
+        for (size_t image = 0; image < g->batch && !job.failed; image++) {
+            job.x = x + image * g->channels * pixels;
+            job.y = y + image * w->m * positions;
+            run(&job, plane_task, w->m, par, runner);
+        }
+        if (job.failed) {
+            obx_set_error(err, err_len, "out of memory for a depthwise row");
+            return -1;
+        }
+        return 0;
+    }
     if (pixels > SIZE_MAX / sizeof(float) / w->m) {
         obx_set_error(err, err_len, "the input is too large for its channels-last copy");
         return -1;

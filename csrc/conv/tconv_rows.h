@@ -11,10 +11,6 @@
 #include <stdint.h>
 
 struct tconv_row_kernels {
-    /* dst[i] += src[i] * w[i] */
-    void (*accumulate_f32)(float *dst, const float *src, const float *w, size_t n);
-    /* out[i] = out[i] * scale[i] (+ bias[i] when bias) */
-    void (*finish_f32)(float *out, const float *scale, const float *bias, size_t n);
     /* acc[i] += code[i] * clamp(rint(src[i] * scale[i]), -128, 127), code in {-1, 0, 1} */
     void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int8_t *code, size_t n);
     /* magnitude[i] = max(magnitude[i], bits of |src[i * stride]|) */
@@ -28,6 +24,18 @@ struct tconv_row_kernels {
     /* q[i] = clamp(rint(src[i] * scale), -128, 127) (round half to even, as
      * tmm_quantize_row_scalar); returns the sum of q (|sum| <= 128 n) */
     int32_t (*quantize_run)(int8_t *q, const float *src, float scale, size_t n);
+    /* One output row of a depthwise plane, float activations: for ow < out_w,
+     *   out[ow] = (sum over taps t in order, skipping those whose row src[t] is
+     *   NULL or whose column ow * stride + column[t] is outside [0, in_w), of
+     *   src[t][ow * stride + column[t]] * w[t]) * scale (+ *bias when bias) */
+    void (*depthwise_row_f32)(float *out, size_t out_w, const float *const *src, const ptrdiff_t *column,
+                              const float *w, size_t taps, size_t stride, size_t in_w, float scale,
+                              const float *bias);
+    /* One output pixel of the channels-last depthwise path, float activations:
+     * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]
+     * (+ bias[c] when bias), w[t] = weights + tap[t] * m */
+    void (*depthwise_pixel_f32)(float *out, const float *const *src, const float *weights, const size_t *tap,
+                                size_t taps, size_t m, const float *scale, const float *bias);
     /* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols:
      * NCHW <-> channels-last */
     void (*transpose)(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
