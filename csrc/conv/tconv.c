@@ -31,7 +31,7 @@ OBX_API int obx_tconv_is_depthwise(const obx_tconv_weights *w) { return w && w->
 static int prepack_depthwise(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
                              size_t n_scales, char *err, size_t err_len) {
     int8_t *rows = malloc(w->m * w->k + 1); /* [m][taps] as stored */
-    w->codes = malloc(w->m * w->k + 1);
+    w->codes = malloc(w->m * w->k * sizeof(int32_t) + 1);
     w->weights = malloc(w->m * w->k * sizeof(float) + 1);
     w->scales = malloc(w->m * sizeof(float));
     if (!rows || !w->codes || !w->weights || !w->scales) {

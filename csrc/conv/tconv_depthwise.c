@@ -76,8 +76,8 @@ static void tile_task(void *arg, size_t index) {
     const struct tconv_row_kernels *rows = job->rows;
     const size_t m = w->m, taps = w->kernel_positions, positions = g->out_h * g->out_w;
     const size_t first = index * DW_TILE_PIXELS, count = OBX_MIN((size_t)DW_TILE_PIXELS, positions - first);
-    /* tap and pixel indices, the tile, and for act_quant the int32 sums, scales and flags of one pixel */
-    size_t floats = 3 * taps * sizeof(size_t) / sizeof(float) + count * m + (job->act_quant ? 3 * m : 0);
+    /* tap and pixel indices, source pointers, the tile */
+    size_t floats = 3 * taps * sizeof(size_t) / sizeof(float) + count * m;
     size_t *tap = (size_t *)tconv_thread_buffer(TCONV_BUFFER_TILE, floats);
     if (!tap) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
@@ -86,25 +86,15 @@ static void tile_task(void *arg, size_t index) {
     size_t *pixel = tap + taps;
     const float **src = (const float **)(pixel + taps);
     float *tile = (float *)(src + taps);
-    int32_t *isum = (int32_t *)(tile + count * m);
-    float *scale = (float *)(isum + m);
-    uint8_t *bad = (uint8_t *)(scale + m);
     for (size_t r = 0; r < count; r++) {
         const size_t n = window_pixels(g, first + r, tap, pixel);
         float *out = tile + r * m;
+        for (size_t t = 0; t < n; t++) src[t] = job->xt + pixel[t] * m;
         if (!job->act_quant) {
-            for (size_t t = 0; t < n; t++) src[t] = job->xt + pixel[t] * m;
             rows->depthwise_pixel_f32(out, src, w->weights, tap, n, m, w->scales, job->bias);
             continue;
         }
-        int32_t *magnitude = (int32_t *)scale; /* bit patterns first, scales after */
-        memset(magnitude, 0, m * sizeof *magnitude);
-        for (size_t t = 0; t < n; t++) rows->absmax_bits(magnitude, job->xt + pixel[t] * m, 1, m);
-        rows->window_scales(scale, bad, m);
-        memset(isum, 0, m * sizeof *isum);
-        for (size_t t = 0; t < n; t++) rows->accumulate_i8(isum, job->xt + pixel[t] * m, scale, w->codes + tap[t] * m, m);
-        /* The bias is added only when given, as obx_tmm_compute does (keeps -0.0f). */
-        rows->finish_i8(out, isum, scale, bad, w->scales, job->bias, m);
+        rows->depthwise_pixel_i8(out, src, w->codes, tap, n, m, w->scales, job->bias);
     }
     rows->transpose(tile, count, m, m, job->y + first, positions);
 }

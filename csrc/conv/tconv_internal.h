@@ -9,7 +9,7 @@ struct obx_tconv_weights {
     size_t kernel_positions;
     obx_tmm_weights **groups; /* im2col path: one prepacked matrix per conv group */
     int channels_last;        /* im2col path with K in (kh, kw, c) order (tconv_channels_last.c) */
-    int8_t *codes;            /* depthwise path: [kernel_positions][m] */
+    int32_t *codes;           /* depthwise path: [kernel_positions][m] (int32: vector lanes as wide as the sums) */
     float *weights;           /* depthwise path: the codes as floats, [kernel_positions][m] */
     float *scales;            /* depthwise path: m per-channel scales */
 };

@@ -12,7 +12,7 @@
 
 struct tconv_row_kernels {
     /* acc[i] += code[i] * clamp(rint(src[i] * scale[i]), -128, 127), code in {-1, 0, 1} */
-    void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int8_t *code, size_t n);
+    void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int32_t *code, size_t n);
     /* magnitude[i] = max(magnitude[i], bits of |src[i * stride]|) */
     void (*absmax_bits)(int32_t *magnitude, const float *src, size_t stride, size_t n);
     /* In place: absmax bit patterns -> scale[i] = 127 * (1 / max(absmax, 1e-5)), and
@@ -36,6 +36,11 @@ struct tconv_row_kernels {
      * (+ bias[c] when bias), w[t] = weights + tap[t] * m */
     void (*depthwise_pixel_f32)(float *out, const float *const *src, const float *weights, const size_t *tap,
                                 size_t taps, size_t m, const float *scale, const float *bias);
+    /* The same with act_quant = 1 (the arithmetic of absmax_bits, window_scales,
+     * accumulate_i8 and finish_i8 over the pixel's taps, codes [.][m]):
+     * out[c] = ((float)isum * weight_scale[c]) / s + bias[c], NaN for a window with NaN or Inf */
+    void (*depthwise_pixel_i8)(float *out, const float *const *src, const int32_t *codes, const size_t *tap,
+                               size_t taps, size_t m, const float *weight_scale, const float *bias);
     /* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols:
      * NCHW <-> channels-last */
     void (*transpose)(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,

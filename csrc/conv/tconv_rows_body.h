@@ -25,7 +25,7 @@ static inline int32_t round_to_i8(float v) {
 }
 
 static void accumulate_i8(int32_t *restrict acc, const float *restrict src, const float *restrict scale,
-                          const int8_t *restrict code, size_t n) {
+                          const int32_t *restrict code, size_t n) {
     for (size_t i = 0; i < n; i++) acc[i] += round_to_i8(src[i] * scale[i]) * code[i];
 }
 
@@ -183,6 +183,52 @@ static void depthwise_pixel_f32(float *restrict out, const float *const *src, co
     }
 }
 
+typedef int32_t tconv_i16 __attribute__((vector_size(64)));
+typedef uint32_t tconv_u16 __attribute__((vector_size(64)));
+typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float tconv_f16 __attribute__((vector_size(64)));
+
+/* a > b ? a : b on int32 lanes (C vector extensions have no ?: in C); a
+ * macro, since a function taking 64-byte vectors has an ISA-dependent ABI. */
+#define MAX_I16(a, b) (((a) & ((a) > (b))) | ((b) & ~((a) > (b))))
+
+static void depthwise_pixel_i8(float *restrict out, const float *const *src, const int32_t *codes, const size_t *tap,
+                               size_t taps, size_t m, const float *weight_scale, const float *bias) {
+    const float floor_value = 1e-5f, magic = 12582912.0f;
+    int32_t floor_bits, magic_bits;
+    memcpy(&floor_bits, &floor_value, sizeof floor_bits);
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    size_t c = 0;
+    for (; c + 16 <= m; c += 16) {
+        tconv_i16 amax = {0};
+        for (size_t t = 0; t < taps; t++)
+            amax = MAX_I16(amax, (tconv_i16)(tconv_f16)(*(const tconv_v16 *)(src[t] + c)) & 0x7fffffff);
+        const tconv_i16 bad = amax >= 0x7f800000;
+        amax = MAX_I16((amax & ~bad) | (floor_bits & bad), floor_bits + (tconv_i16){0});
+        const tconv_f16 s = 127.0f * (1.0f / (tconv_f16)amax);
+        tconv_i16 isum = {0};
+        for (size_t t = 0; t < taps; t++) {
+            tconv_f16 shifted = (tconv_f16)(*(const tconv_v16 *)(src[t] + c)) * s + magic;
+            tconv_i16 q = (tconv_i16)((tconv_u16)shifted - (uint32_t)magic_bits); /* round_to_i8's wrap */
+            q = -MAX_I16(-MAX_I16(q, -128 + (tconv_i16){0}), -127 + (tconv_i16){0}); /* clamp to [-128, 127] */
+            isum += q * *(const tconv_i16u *)(codes + tap[t] * m + c);
+        }
+        tconv_f16 y = (__builtin_convertvector(isum, tconv_f16) * (tconv_f16)(*(const tconv_v16 *)(weight_scale + c))) / s;
+        if (bias) y += (tconv_f16)(*(const tconv_v16 *)(bias + c));
+        *(tconv_v16 *)(out + c) = (tconv_v16)((tconv_i16)y | (bad & 0x7fc00000));
+    }
+    for (; c < m; c++) { /* the row kernels' scalar arithmetic, one channel */
+        int32_t bits = 0, isum = 0;
+        for (size_t t = 0; t < taps; t++) absmax_bits(&bits, src[t] + c, 1, 1);
+        float s;
+        uint8_t bad;
+        memcpy(&s, &bits, sizeof s);
+        window_scales(&s, &bad, 1);
+        for (size_t t = 0; t < taps; t++) accumulate_i8(&isum, src[t] + c, &s, codes + tap[t] * m + c, 1);
+        finish_i8(out + c, &isum, &s, &bad, weight_scale + c, bias ? bias + c : NULL, 1);
+    }
+}
+
 /* An ISA file may bring its own transpose (TCONV_ROWS_TRANSPOSE). */
 #ifndef TCONV_ROWS_TRANSPOSE
 enum { SQUARE = 16 }; /* 16 floats: one cache line */
@@ -212,4 +258,4 @@ static void transpose_blocked(const float *src, size_t rows, size_t cols, size_t
 
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         window_scales,
                                                    finish_i8,         quantize_run,        depthwise_row_f32,
-                                                   depthwise_pixel_f32, TCONV_ROWS_TRANSPOSE};
+                                                   depthwise_pixel_f32, depthwise_pixel_i8, TCONV_ROWS_TRANSPOSE};
