@@ -40,6 +40,7 @@ class QuantizedWeight:
     group_size: int
     packed_rows: np.ndarray | None = None
     conv: Any = None  # the site's ConvSpec for Conv/ConvTranspose (codes are then its [K, N] view)
+    proven: bool = False  # codes of a QAT fold (its act_quant is then part of what the graph computed)
 
 
 @dataclass

@@ -84,7 +84,12 @@ class OnnxbitTarget(Target):
         return ternary_conv.pack_ternary_conv(
             ctx, base, precision=settings.precision, conv=weight.conv, packed_rows=rows, scales=weight.scales,
             granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
-            act_quant=settings.act_quant)
+            act_quant=ternary_conv.activation_quant(weight.conv, settings.act_quant, weight.proven))
+
+    def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
+        if packed.storage.startswith(ternary_conv.OP + "/") and settings.act_quant and not packed.attrs["act_quant"]:
+            return [ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE]
+        return super().conv_notes(settings, packed)
 
     def emit_conv(self, ctx, site, packed: PackedWeight):
         if packed.storage.startswith(ternary_conv.OP + "/"):
