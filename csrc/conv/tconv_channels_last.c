@@ -181,6 +181,7 @@ static void tile_task(void *arg, size_t index) {
     uint8_t *in = (uint8_t *)(out + rows * mg);
     const float *bias = job->bias ? job->bias + grp * mg : NULL;
     const obx_tmm_weights *weights = w->groups[grp];
+    float *y = job->y + grp * mg * positions + first; /* this tile's run of each output plane */
     if (job->act_quant) {
         uint8_t *aligned = (uint8_t *)(OBX_DIV_UP((uintptr_t)in, TMM_ALIGN) * TMM_ALIGN);
         struct tmm_quantized_rows q = {(int8_t *)aligned, (int32_t *)(aligned + rows * job->q_stride), NULL, NULL};
@@ -188,23 +189,23 @@ static void tile_task(void *arg, size_t index) {
         q.ok = (uint8_t *)(q.scale + rows);
         for (size_t r = 0; r < rows; r++)
             quantized_row(job, grp, pixel, tap_pixels(g, first + r, pixel), &q, r);
-        tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, out, job->inner_par, job->inner_runner);
-    } else {
-        const float *a = job->xt + first * g->channels;
-        if (!(is_pointwise(g) && w->group == 1)) {
-            float *tile = (float *)in;
-            for (size_t r = 0; r < rows; r++)
-                float_row(job, grp, pixel, tap_pixels(g, first + r, pixel), tile + r * w->k);
-            a = tile;
-        }
-        char err[256] = "";
-        if (obx_tmm_compute(weights, a, rows, bias, OBX_ACT_NONE, out, job->inner_par, job->inner_runner, err,
-                            sizeof err) != 0) {
-            fail(job, err);
-            return;
-        }
+        tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, y, 1, positions, job->inner_par,
+                              job->inner_runner);
+        return;
     }
-    job->platform->conv_rows->transpose(out, rows, mg, mg, job->y + grp * mg * positions + first, positions);
+    const float *a = job->xt + first * g->channels;
+    if (!(is_pointwise(g) && w->group == 1)) {
+        float *tile = (float *)in;
+        for (size_t r = 0; r < rows; r++) float_row(job, grp, pixel, tap_pixels(g, first + r, pixel), tile + r * w->k);
+        a = tile;
+    }
+    char err[256] = "";
+    if (obx_tmm_compute(weights, a, rows, bias, OBX_ACT_NONE, out, job->inner_par, job->inner_runner, err,
+                        sizeof err) != 0) {
+        fail(job, err);
+        return;
+    }
+    job->platform->conv_rows->transpose(out, rows, mg, mg, y, positions);
 }
 
 static void run(const ClJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {

@@ -130,6 +130,8 @@ int tmm_compute(const struct tmm_kernels *kern, const obx_tmm_weights *w, const 
     job.a = a;
     job.bias = bias;
     job.y = y;
+    job.y_row_stride = w->n;
+    job.y_col_stride = 1;
     job.par = par;
     job.runner = runner;
 

@@ -33,6 +33,7 @@ struct tmm_job {
     const float *a;
     const float *bias;
     float *y;
+    size_t y_row_stride, y_col_stride; /* y[row][col] at y + row * y_row_stride + col * y_col_stride */
     obx_parallel_for_fn par;
     void *runner;
 };
@@ -123,10 +124,12 @@ struct tmm_quantized_rows {
 };
 size_t tmm_quantized_row_stride(const obx_tmm_weights *w);
 /* y = rows x weights for act_quant = 1, the same bits as tmm_compute on the
- * float rows these were quantized from (tmm_path_prequantized.c). */
+ * float rows these were quantized from (tmm_path_prequantized.c); output
+ * (row, col) at y + row * y_row_stride + col * y_col_stride (a conv writes
+ * NCHW planes straight away: 1, positions). */
 void tmm_compute_quantized(const struct tmm_kernels *kern, const obx_tmm_weights *w,
                            const struct tmm_quantized_rows *rows, size_t m, const float *bias, float *y,
-                           obx_parallel_for_fn par, void *runner);
+                           size_t y_row_stride, size_t y_col_stride, obx_parallel_for_fn par, void *runner);
 
 /* ---- the epilogue (tmatmul.h), written once ------------------------------ */
 
@@ -141,21 +144,22 @@ static inline float tmm_add_group(float acc, int32_t isum, float scale) {
  * row holding NaN or Inf) or y = acc for float activations, then + bias. */
 static inline void tmm_store_row(const struct tmm_job *job, size_t row, size_t col0,
                                  size_t cols, const float *acc) {
-    float *y = job->y + row * job->w->n + col0;
+    const size_t cs = job->y_col_stride;
+    float *y = job->y + row * job->y_row_stride + col0 * cs;
     const float *bias = job->bias ? job->bias + col0 : NULL;
     if (job->act_quant == OBX_ACT_INT8_TOKEN) {
         if (!job->row_ok[row]) {
-            for (size_t c = 0; c < cols; c++) y[c] = NAN;
+            for (size_t c = 0; c < cols; c++) y[c * cs] = NAN;
             return;
         }
         float s = job->row_scale[row];
         for (size_t c = 0; c < cols; c++) {
             float v = acc[c] / s;
-            y[c] = bias ? v + bias[c] : v;
+            y[c * cs] = bias ? v + bias[c] : v;
         }
         return;
     }
-    for (size_t c = 0; c < cols; c++) y[c] = bias ? acc[c] + bias[c] : acc[c];
+    for (size_t c = 0; c < cols; c++) y[c * cs] = bias ? acc[c] + bias[c] : acc[c];
 }
 
 /* tmm_store_row for rows [row_begin, row_end) of panel p, whose

@@ -11,7 +11,7 @@ size_t tmm_quantized_row_stride(const obx_tmm_weights *w) {
 
 void tmm_compute_quantized(const struct tmm_kernels *kern, const obx_tmm_weights *w,
                            const struct tmm_quantized_rows *rows, size_t m, const float *bias, float *y,
-                           obx_parallel_for_fn par, void *runner) {
+                           size_t y_row_stride, size_t y_col_stride, obx_parallel_for_fn par, void *runner) {
     struct tmm_job job;
     memset(&job, 0, sizeof job);
     job.w = w;
@@ -25,6 +25,8 @@ void tmm_compute_quantized(const struct tmm_kernels *kern, const obx_tmm_weights
     job.row_ok = rows->ok;
     job.bias = bias;
     job.y = y;
+    job.y_row_stride = y_row_stride;
+    job.y_col_stride = y_col_stride;
     job.par = par;
     job.runner = runner;
     if (m == 0 || w->n == 0) return;
