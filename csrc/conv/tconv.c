@@ -1,7 +1,9 @@
-/* Ternary convolution: prepacking and the im2col path over the TernaryMatMul
- * kernels (tconv.h). The im2col matrix is never built whole: each task fills
- * a tile of output positions (bounded scratch), multiplies it by its group's
- * prepacked weights and writes the tile back in NCHW order. */
+/* Ternary convolution: prepacking, the choice of path (tconv.h), and the
+ * im2col path in (c, kh, kw) order that weights with K-grouped scales take
+ * (the others: tconv_channels_last.c, tconv_depthwise.c). The im2col matrix
+ * is never built whole: each task fills a tile of output positions (bounded
+ * scratch), multiplies it by its group's prepacked weights and writes the
+ * tile back in NCHW order. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
