@@ -69,6 +69,10 @@ CASES = {
     "depthwise_wide": ((1, 5, 9, 41), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide_dilated_mult2": ((2, 3, 6, 45), (6, 1, 3, 5), {"group": 3, "dilations": [1, 2],
                                                                    "pads": [1, 3, 2, 4]}, "tensor", 0),
+    "depthwise_wide_stride2": ((1, 4, 7, 75), (4, 1, 3, 3), {"group": 4, "strides": [2, 2],
+                                                             "pads": [1, 1, 1, 1]}, "channel", 0),
+    "depthwise_wide_stride2_even": ((1, 3, 6, 64), (3, 1, 3, 3), {"group": 3, "strides": [1, 2],
+                                                                  "pads": [0, 1, 1, 0]}, "channel", 0),
 }
 
 
@@ -232,7 +236,8 @@ def _depthwise_float_spec(x, codes, scales, bias, attrs):
 
 
 @pytest.mark.parametrize("name", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide",
-                                  "depthwise_wide_dilated_mult2"])
+                                  "depthwise_wide_dilated_mult2", "depthwise_wide_stride2",
+                                  "depthwise_wide_stride2_even"])
 def test_depthwise_float_path_is_bit_exact(rng, name):
     """Both depthwise float kernels (channels-last, and plane by plane for wide rows) compute the
     documented order of operations, on every ISA: the bits of _depthwise_float_spec."""

@@ -141,7 +141,7 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
                             const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
                             char *err, size_t err_len) {
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
-    if (!act_quant && g->stride_w == 1 && g->out_w >= DW_PLANE_MIN_WIDTH) {
+    if (!act_quant && g->stride_w <= 2 && g->out_w >= DW_PLANE_MIN_WIDTH) {
         DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, 0};
         for (size_t image = 0; image < g->batch && !job.failed; image++) {
             job.x = x + image * g->channels * pixels;

@@ -99,6 +99,9 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
 typedef float tconv_v16 __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float tconv_v8 __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float tconv_v4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef float tconv_f16 __attribute__((vector_size(64)));
+typedef int32_t tconv_i16 __attribute__((vector_size(64)));
+typedef uint32_t tconv_u16 __attribute__((vector_size(64)));
 
 /* Outputs [ow0, ow0 + lanes of VT) of a stride-1 depthwise row whose every
  * tap is inside: accumulated in one vector over the taps, in tap order (no
@@ -113,6 +116,29 @@ typedef float tconv_v4 __attribute__((vector_size(16), aligned(4), may_alias));
         acc = bias ? acc * scale + *bias : acc * scale;                              \
         *(VT *)(out + ow0) = acc;                                                    \
         ow0 += sizeof(VT) / sizeof(float);                                           \
+    } while (0)
+
+/* The even lanes of a:b (lanes 0, 2, .. 30 of the 32 floats). */
+#if defined(__clang__)
+#define EVEN_LANES(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#else
+#define EVEN_LANES(a, b) \
+    __builtin_shuffle(a, b, (tconv_i16){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30})
+#endif
+
+/* DEPTHWISE_BLOCK for stride 2, 16 outputs: two loads, their even lanes. */
+#define DEPTHWISE_BLOCK_STRIDE2()                                                    \
+    do {                                                                             \
+        tconv_f16 acc = {0};                                                         \
+        for (size_t t = 0; t < taps; t++) {                                          \
+            if (!src[t]) continue;                                                   \
+            const float *in = src[t] + column[t] + 2 * (ptrdiff_t)ow0;               \
+            tconv_f16 lo = *(const tconv_v16 *)in, hi16 = *(const tconv_v16 *)(in + 16); \
+            acc += EVEN_LANES(lo, hi16) * w[t];                                      \
+        }                                                                            \
+        acc = bias ? acc * scale + *bias : acc * scale;                              \
+        *(tconv_v16 *)(out + ow0) = acc;                                             \
+        ow0 += 16;                                                                   \
     } while (0)
 
 static inline float finish_value(float acc, float scale, const float *bias) {
@@ -151,6 +177,11 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
         while (ow0 + 16 <= hi) DEPTHWISE_BLOCK(tconv_v16);
         if (ow0 + 8 <= hi) DEPTHWISE_BLOCK(tconv_v8);
         if (ow0 + 4 <= hi) DEPTHWISE_BLOCK(tconv_v4);
+    } else if (stride == 2) {
+        /* 16 outputs read 32 inputs; the block's last load ends at input
+         * 2 (ow0 + 15) + column + 1, one past the last input an output reads:
+         * stop a block early so it stays inside the row. */
+        while (ow0 + 16 <= hi && (ptrdiff_t)(2 * (ow0 + 15)) + max_column + 2 <= (ptrdiff_t)in_w) DEPTHWISE_BLOCK_STRIDE2();
     }
     for (size_t ow = ow0; ow < out_w; ow++)
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
@@ -183,10 +214,8 @@ static void depthwise_pixel_f32(float *restrict out, const float *const *src, co
     }
 }
 
-typedef int32_t tconv_i16 __attribute__((vector_size(64)));
-typedef uint32_t tconv_u16 __attribute__((vector_size(64)));
+
 typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias));
-typedef float tconv_f16 __attribute__((vector_size(64)));
 
 /* a > b ? a : b on int32 lanes (C vector extensions have no ?: in C); a
  * macro, since a function taking 64-byte vectors has an ISA-dependent ABI. */
