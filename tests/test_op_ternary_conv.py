@@ -57,14 +57,15 @@ CASES = {
     "grouped_scales": ((1, 8, 6, 6), (10, 8, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 32),
     "depthwise_grouped_scales": ((1, 4, 6, 6), (4, 1, 3, 3), {"group": 4}, "group", 4),
     "many_positions": ((1, 32, 40, 40), (32, 32, 3, 3), {"pads": [1, 1, 1, 1]}, "channel", 0),
-    # Channels-last path: runs of C/group that do not fill a 32-code chunk or a 128-code K-block, rows
-    # crossing K-blocks, pointwise convs it must not read in place (groups, stride), one K-group as scales.
+    # Channels-last path (C/group >= 8; fewer take the (c, kh, kw) im2col): runs of C/group that do not
+    # fill a 32-code chunk or a 128-code K-block, rows crossing K-blocks, pointwise convs it must not read
+    # in place (groups, stride), one K-group as scales.
     "odd_channels_stride2": ((1, 37, 9, 8), (19, 37, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "channel", 0),
     "wide_k_dilated": ((2, 70, 10, 10), (9, 70, 3, 3), {"dilations": [2, 2], "pads": [2, 1, 2, 3]}, "tensor", 0),
-    "pointwise_groups": ((1, 10, 6, 6), (8, 5, 1, 1), {"group": 2}, "channel", 0),
+    "pointwise_groups": ((1, 20, 6, 6), (8, 10, 1, 1), {"group": 2}, "channel", 0),
     "pointwise_stride2_pad": ((1, 12, 7, 7), (10, 12, 1, 1), {"strides": [2, 2], "pads": [1, 0, 0, 1]}, "channel", 0),
-    "groups_odd": ((1, 21, 8, 9), (14, 3, 3, 2), {"group": 7, "pads": [1, 0, 1, 1]}, "tensor", 0),
-    "one_k_group": ((1, 6, 5, 5), (7, 6, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 64),
+    "groups_odd": ((1, 63, 8, 9), (14, 9, 3, 2), {"group": 7, "pads": [1, 0, 1, 1]}, "tensor", 0),
+    "one_k_group": ((1, 9, 5, 5), (7, 9, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 128),
     # Depthwise rows of 32 outputs or more at stride 1 run plane by plane (vector blocks, scalar edges).
     "depthwise_wide": ((1, 5, 9, 41), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide_dilated_mult2": ((2, 3, 6, 45), (6, 1, 3, 5), {"group": 3, "dilations": [1, 2],

@@ -13,11 +13,11 @@
  * im2col row, i.e. per (image, group, output position) over that group's
  * channels and kernel window.
  *
- * Paths: with one scale group along K, channels-last im2col (the weights' K
+ * Paths: with one scale group along K and C / group >= 8, channels-last im2col (the weights' K
  * reordered to (kh, kw, c) at prepack, X copied once per call to
  * channels-last, each tile's rows built from whole channel runs, int8 rows
  * quantized straight from X) over the TernaryMatMul kernels; with K-grouped
- * scales, im2col in (c, kh, kw) order; when C / group == 1 (depthwise) and
+ * scales or fewer channels, im2col in (c, kh, kw) order; when C / group == 1 (depthwise) and
  * scales are not grouped along K, a direct kernel (channels-last, or plane by
  * plane for float activations on rows of 32 outputs or more). Every path
  * computes the arithmetic above; the order of a float sum may differ. */
