@@ -35,9 +35,9 @@ def activation_quant(conv, act_quant: int, proven: bool) -> int:
     """The act_quant a TernaryConv gets. A QAT fold's is kept (the graph quantized its activations so).
     Otherwise act_quant=1 is only a speed choice, and a depthwise layer gets float activations instead:
     its int8 scale is per output (a 3x3 window), so every output pays an absmax, a division and nine
-    roundings for nine products. Measured (onnxbit bench conv shapes, 1 thread, CPU time, loaded
-    2-vCPU Sapphire Rapids), speed vs fp32 Conv, int8 / float activations: dw 144@56x56 0.32x / 0.71x,
-    576@14x14 0.33x / 0.64x, 32@112x112 0.28x / 0.82x, 96@112x112 stride 2 0.39x / 0.50x."""
+    roundings for nine products. Measured (`onnxbit bench conv --cpu-time`, 1 thread, loaded 2-vCPU
+    Sapphire Rapids), speed vs fp32 Conv, int8 / float activations: dw 144@56x56 0.34x / 0.96x,
+    96@112x112 stride 2 0.40x / 1.09x, 576@14x14 0.48x / 0.81x, 512@14x14 stride 2 0.43x / 0.68x."""
     if act_quant and not proven and is_depthwise(conv):
         return 0
     return int(act_quant)
@@ -45,7 +45,7 @@ def activation_quant(conv, act_quant: int, proven: bool) -> int:
 
 DEPTHWISE_FLOAT_ACTIVATIONS_NOTE = (
     "depthwise TernaryConv layers that were not QAT-folded take float activations (act_quant=0): int8 "
-    "activations per 3x3 window measured 2-3x slower than float ones there")
+    "activations per 3x3 window measured 1.6-2.8x slower than float ones there")
 
 
 def pack_ternary_conv(ctx: PassContext, base: str, *, precision: str, conv, packed_rows: np.ndarray,
