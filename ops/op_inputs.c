@@ -133,9 +133,11 @@ static int attribute_has_other_type(const ObxOpKernel *kernel, const OrtKernelIn
         present |= status == NULL;
         obx_status_discard(api, status);
     }
-    status = api->KernelInfoGetAttribute_float(info, name, &as_float);
-    present |= status == NULL;
-    obx_status_discard(api, status);
+    if (wanted != ORT_OP_ATTR_FLOAT) {
+        status = api->KernelInfoGetAttribute_float(info, name, &as_float);
+        present |= status == NULL;
+        obx_status_discard(api, status);
+    }
     if (wanted != ORT_OP_ATTR_STRING) {
         status = api->KernelInfoGetAttribute_string(info, name, NULL, &string_size);
         present |= status == NULL;
@@ -156,6 +158,22 @@ OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo
     if (required)
         return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
                               "required attribute '%s' (int) is missing", name);
+    *out = fallback;
+    return NULL;
+}
+
+OrtStatus *obx_read_float_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                    const char *name, int required, float fallback, float *out)
+{
+    OrtStatus *status = kernel->api->KernelInfoGetAttribute_float(info, name, out);
+    if (!status)
+        return NULL;
+    obx_status_discard(kernel->api, status);
+    if (attribute_has_other_type(kernel, info, name, ORT_OP_ATTR_FLOAT))
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT, "attribute '%s' must be a float", name);
+    if (required)
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "required attribute '%s' (float) is missing", name);
     *out = fallback;
     return NULL;
 }

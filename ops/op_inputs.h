@@ -47,6 +47,9 @@ OrtStatus *obx_get_input(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_
 /* An int attribute; `required` ones must be present, others default to fallback. */
 OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
                                   const char *name, int required, int64_t fallback, int64_t *out);
+/* A float attribute; `required` ones must be present, others default to fallback. */
+OrtStatus *obx_read_float_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                    const char *name, int required, float fallback, float *out);
 /* An ints attribute of at most `capacity` values; when absent, *count = 0
  * (the caller applies its defaults). */
 OrtStatus *obx_read_ints_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,

@@ -40,7 +40,7 @@ class TernaryMatMul(OpRun):
     op_domain = DOMAIN
 
     def _run(self, A, B, scales, bias=None, K=None, N=None, format=None,  # noqa: A002 (ONNX name)
-             group_size=0, act_quant=0, crc32c=None):
+             group_size=0, act_quant=0, act_scale=None, crc32c=None):
         name = f"TernaryMatMul node {self.onnx_node.name!r}"
         fmt = format.decode() if isinstance(format, bytes) else format
         if K is None or N is None or fmt is None:
@@ -52,9 +52,17 @@ class TernaryMatMul(OpRun):
             raise ValueError(f"{name}: K={k} and N={n} must be positive")
         if fmt not in FORMATS:
             raise ValueError(f"{name}: format={fmt!r} is not one of {', '.join(FORMATS)}")
-        if group_size < 0 or act_quant not in (0, 1):
+        if group_size < 0 or act_quant not in (0, 1, 2):
             raise ValueError(f"{name}: group_size={group_size} must be >= 0 and "
-                             f"act_quant={act_quant} 0 or 1")
+                             f"act_quant={act_quant} 0, 1 or 2")
+        if act_quant == 2:
+            if act_scale is None:
+                raise ValueError(f"{name}: required attribute act_scale is missing (act_quant=2)")
+            if not (np.isfinite(np.float32(act_scale)) and np.float32(act_scale) > 0):
+                raise ValueError(f"{name}: attribute act_scale={act_scale} must be finite and > 0")
+        elif act_scale is not None:
+            raise ValueError(f"{name}: attribute act_scale is only used with act_quant=2, "
+                             f"but act_quant={act_quant}")
         a = np.asarray(A)
         if a.dtype != np.float32 or a.ndim == 0 or a.shape[-1] != k:
             raise ValueError(f"{name}: A must be float32 [..., K={k}], got {a.dtype} {a.shape}")
@@ -84,7 +92,8 @@ class TernaryMatMul(OpRun):
         except ValueError as error:
             raise ValueError(f"{name}: invalid weights (format {fmt}): {error}") from error
         y = ternary_matmul_reference(a, codes_kn, scales, group_size, act_quant,
-                                     None if bias is None else np.asarray(bias, dtype=np.float32))
+                                     None if bias is None else np.asarray(bias, dtype=np.float32),
+                                     act_scale=act_scale)
         return (y.astype(np.float32),)
 
 
