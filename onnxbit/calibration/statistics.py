@@ -138,6 +138,13 @@ class ActivationStatistics:
         """act_scale for TernaryMatMul act_quant = 2: 127 * (1 / T) in float32."""
         return static_scale(self.threshold(method, percentile))
 
+    def fraction_above(self, threshold: float) -> float:
+        """Share of the finite values with |x| beyond threshold (resolution: one bin)."""
+        if self.count == 0:
+            return 0.0
+        first = int(np.ceil(threshold / self.width)) if self.width else self.bins
+        return float(self.counts[min(first, self.bins):].sum() / self.count)
+
     def to_json(self) -> dict[str, Any]:
         return {"count": self.count, "nonfinite": self.nonfinite, "min": self.min, "max": self.max,
                 "absmax": self.absmax, "bins": self.bins, "bin_width": self.width}

@@ -13,6 +13,19 @@ def check_act_quant(settings, where: str) -> None:
                           f"layers, not {settings.precision!r}")
 
 
+def check_static_activations(settings, target: str, where: str) -> None:
+    """activations "static" is TernaryMatMul act_quant=2: ternary/binary layers on target onnxbit."""
+    if settings.activations != "static" or settings.precision == "fp32":
+        return
+    if target != "onnxbit":
+        raise ConfigError(f"{where}: activations 'static' (a calibrated int8 scale per layer) runs in the onnxbit "
+                          f"TernaryMatMul op (act_quant=2); target {target!r} has no static form yet: use target "
+                          "'onnxbit', or activations 'int8' (dynamic per-tensor/per-token scales) or 'float'")
+    if settings.precision not in ("ternary", "binary"):
+        raise ConfigError(f"{where}: activations 'static' applies to ternary/binary layers (TernaryMatMul "
+                          f"act_quant=2), not {settings.precision!r}; use activations 'int8' or 'float' there")
+
+
 def check_two_bit_storage(settings, target: str, where: str) -> None:
     """Stock-op targets store ternary/binary codes as plain 2-bit values."""
     if settings.precision in ("ternary", "binary") and settings.format not in (None, DEFAULT_FORMAT):

@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from onnxbit import formats
+from onnxbit.errors import ConfigError
 from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
-from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
+from onnxbit.targets.checks import check_act_quant, check_static_activations, check_block_size, is_ternary
 
 
 class OnnxbitTarget(Target):
@@ -21,6 +22,7 @@ class OnnxbitTarget(Target):
         if settings.precision == "fp32":
             return
         check_act_quant(settings, where)
+        check_static_activations(settings, self.name, where)
         if settings.granularity == "group" and settings.precision in ("int2", "int4"):
             check_block_size(settings.group_size, where)
 
@@ -58,7 +60,7 @@ class OnnxbitTarget(Target):
             return ternary_matmul.pack_ternary_matmul(
                 ctx, base, precision=settings.precision, k=k, n=n, packed_rows=rows, scales=weight.scales,
                 granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
-                act_quant=settings.act_quant)
+                **ternary_matmul.activation_attributes(settings, base))
         return integer_layers.pack_integer(ctx, base, weight, settings)
 
     def emit(self, ctx, site, packed: PackedWeight):
@@ -78,6 +80,9 @@ class OnnxbitTarget(Target):
         # Integer precisions: DequantizeLinear + Conv (the base class), which
         # measured faster in onnxruntime than ConvInteger / QLinearConv with
         # dynamic activation quantization (targets/dequantize_conv.py).
+        if settings.activations == "static":
+            raise ConfigError(f"weight '{base}': activations 'static' (TernaryMatMul act_quant=2) is not "
+                              "implemented for Conv layers yet; give Conv layers activations 'float' or act_quant=1")
         if weight.kind not in ("ternary", "binary") or not ternary_conv.supports(weight.conv):
             return super().pack_conv(ctx, base, weight, settings)
         rows, fmt = self._stored_rows(weight, settings)
