@@ -116,14 +116,43 @@ def test_config_rejects_bad_static_settings(default, problem):
 
 
 @pytest.mark.parametrize("target,precision,problem", [
-    ("ort", "ternary", "target 'ort' has no static form yet"),
-    ("onnx", "ternary", "target 'onnx' has no static form yet"),
-    ("onnxbit", "int8", "applies to ternary/binary layers .* not 'int8'"),
+    ("ort", "ternary", "target 'ort' has no static form for them yet"),
+    ("onnx", "ternary", "target 'onnx' has no static form for them yet"),
+    ("onnxbit", "int4", "applies to ternary/binary layers .* and int8 ones .* not 'int4'"),
+    ("ort", "int8", None),  # allowed: QuantizeLinear + MatMulInteger
 ])
 def test_targets_refuse_static_where_they_have_no_form(target, precision, problem):
-    config = {"default": {"precision": precision, "activations": "static", "act_scale": 10.0}}
+    config = {"default": {"precision": precision, "activations": "static", "act_scale": 10.0,
+                          **({"granularity": "group", "group_size": 32} if precision == "int4" else {})}}
+    if problem is None:
+        convert(MODEL, config=config, target=target, progress=False)
+        return
     with pytest.raises(ConfigError, match=problem):
         convert(MODEL, config=config, target=target, progress=False)
+
+
+@pytest.mark.parametrize("target", ["onnxbit", "ort", "onnx"])
+def test_int8_static_is_quantize_linear_and_matmul_integer(digits, target):
+    x = digits[0][:64]
+    scale = 127 / float(np.abs(x).max())  # the input layer; later layers see larger values and clip
+    config = {"default": {"precision": "int8", "granularity": "channel", "activations": "static",
+                          "act_scale": scale}}
+    model = convert(MODEL, config=config, target=target, progress=False).model
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == 3 and ops.count("MatMulInteger") == 3
+    assert "DynamicQuantizeLinear" not in ops
+    dynamic = convert(MODEL, config={"default": {**config["default"], "activations": "int8", "act_scale": None}},
+                      target=target, progress=False).model
+    assert "DynamicQuantizeLinear" in [n.op_type for n in dynamic.graph.node]
+    reference = runtime.InferenceSession(str(MODEL)).run(None, {"pixels": x})[0]
+    static_y = runtime.InferenceSession(model).run(None, {"pixels": x})[0]
+    assert np.isfinite(static_y).all()
+    # Layer 0's input is quantized exactly as its q = round(x * scale) says.
+    first = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    step = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == first.input[1]))
+    assert step == np.float32(1) / np.float32(scale)
+    agreement = float((static_y.argmax(1) == reference.argmax(1)).mean())
+    assert agreement >= 0.5  # one scale for every layer: a smoke check, calibration picks real ones
 
 
 def test_static_without_a_measured_scale_says_to_calibrate():

@@ -1,10 +1,12 @@
 """Static int8 activation scales for calibrated layers (activations "static").
 
 After the precision search, the layers it made ternary or binary (the ones
-that become TernaryMatMul) get one fixed activation scale each, measured on
-the calibration samples (onnxbit.calibration.statistics) with a range method,
-and their config rules say activations "static" with that act_scale, so that
-`onnxbit quantize --calibration` emits TernaryMatMul act_quant=2.
+that become TernaryMatMul) and int8 (MatMulInteger) get one fixed activation
+scale each, measured on the calibration samples
+(onnxbit.calibration.statistics) with a range method, and their config rules
+say activations "static" with that act_scale, so that `onnxbit quantize
+--calibration` emits TernaryMatMul act_quant=2, or QuantizeLinear with that
+scale in front of MatMulInteger. int4 layers (MatMulNBits) keep theirs.
 
 The precision search itself measures its budget with float activations;
 what int8 activations cost in accuracy is measured on the converted model
@@ -22,13 +24,13 @@ from onnxbit.calibration.statistics import (DEFAULT_BINS, DEFAULT_PERCENTILE, RA
                                             collect_statistics)
 from onnxbit.errors import ConfigError
 
-STATIC_PRECISIONS = ("ternary", "binary")  # the layers TernaryMatMul runs
+STATIC_PRECISIONS = ("ternary", "binary", "int8")  # TernaryMatMul act_quant=2, MatMulInteger
 STATIC_OPS = ("MatMul", "Gemm")  # TernaryConv has no static mode yet
 
 
 def add_static_activations(model: onnx.ModelProto | Any, result, data: CalibrationData, method: str = "minmax",
                            percentile: float = DEFAULT_PERCENTILE, bins: int = DEFAULT_BINS) -> list[str]:
-    """Give result's ternary/binary MatMul and Gemm layers a static activation
+    """Give result's ternary/binary/int8 MatMul and Gemm layers a static activation
     scale from their statistics on data.calibration. Returns the nodes changed."""
     if method not in RANGE_METHODS:
         raise ConfigError(f"unknown activation range method {method!r}; choose one of {', '.join(RANGE_METHODS)}")

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxbit.errors import ConfigError
 from onnxbit.graph.gs_adapter import constant_nbytes
 
 
@@ -155,6 +156,10 @@ class Target(abc.ABC):
         """A Conv/ConvTranspose weight as DequantizeLinear + the node's own op
         (ternary and binary as INT2); targets with a conv op of their own override this."""
         from onnxbit.targets.dequantize_conv import pack_dequantize_conv
+
+        if settings.activations == "static":
+            raise ConfigError(f"weight '{base}': activations 'static' is not implemented for Conv layers yet; "
+                              "give Conv layers activations 'float' (or act_quant=1 for ternary ones)")
 
         if weight.codes is None:  # the fused absmean path packed the rows already
             from onnxbit import codecs
