@@ -36,7 +36,7 @@ DOMAIN = "com.onnxbit"
 DOMAIN_VERSION = 1
 TERNARY_MATMUL_ATTRIBUTES = {"K", "N", "format", "group_size", "act_quant", "act_scale", checksum.ATTRIBUTE}
 # TernaryConv's conv geometry (group, strides, ...) is checked by the op against X's shape when it runs.
-TERNARY_CONV_ATTRIBUTES = {"weight_shape", "format", "group_size", "act_quant", checksum.ATTRIBUTE,
+TERNARY_CONV_ATTRIBUTES = {"weight_shape", "format", "group_size", "act_quant", "act_scale", checksum.ATTRIBUTE,
                            "group", "strides", "pads", "dilations", "auto_pad"}
 KNOWN_ATTRIBUTES = {"TernaryMatMul": TERNARY_MATMUL_ATTRIBUTES, "TernaryConv": TERNARY_CONV_ATTRIBUTES}
 ERROR, WARNING = "error", "warning"
@@ -260,12 +260,9 @@ def _check_attributes(where: str, node: onnx.NodeProto, report: IntegrityReport)
     if group_size is not None and group_size < 0:
         report.findings.append(Finding(where, ERROR, f"attribute group_size={group_size} must be >= 0"))
         bad = True
-    static = node.op_type == "TernaryMatMul"  # act_quant=2 (a static act_scale) is TernaryMatMul's
-    if act_quant is not None and act_quant not in ((0, 1, 2) if static else (0, 1)):
-        report.findings.append(Finding(where, ERROR, f"attribute act_quant={act_quant} must be 0 or 1"
-                                                     + (" or 2" if static else "")))
-    if static:
-        _check_act_scale(where, attrs, act_quant, report)
+    if act_quant is not None and act_quant not in (0, 1, 2):
+        report.findings.append(Finding(where, ERROR, f"attribute act_quant={act_quant} must be 0, 1 or 2"))
+    _check_act_scale(where, attrs, act_quant, report)
     if crc is not None and not 0 <= crc <= 0xFFFFFFFF:
         report.findings.append(Finding(where, ERROR, f"attribute crc32c={crc} is not a CRC32C (0 .. 2^32 - 1)"))
         crc = INVALID_CHECKSUM

@@ -1,6 +1,7 @@
 /* Reading a node's inputs and attributes (op_inputs.h). */
 #include "op_inputs.h"
 
+#include <float.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
 #include "onnxbit/streams.h"
+#include "onnxbit/tmatmul.h"
 #include "op_status.h"
 
 OrtStatus *obx_node_error(const ObxOpKernel *kernel, OrtErrorCode code, const char *fmt, ...)
@@ -175,6 +177,28 @@ OrtStatus *obx_read_float_attribute(const ObxOpKernel *kernel, const OrtKernelIn
         return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
                               "required attribute '%s' (float) is missing", name);
     *out = fallback;
+    return NULL;
+}
+
+OrtStatus *obx_read_act_scale_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                        int act_quant, float *act_scale)
+{
+    *act_scale = 0.0f;
+    if (act_quant != OBX_ACT_INT8_STATIC)
+        return obx_has_attribute(kernel, info, "act_scale")
+                   ? obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                                    "attribute act_scale is only used with act_quant=2, "
+                                    "but act_quant=%d",
+                                    act_quant)
+                   : NULL;
+    OrtStatus *status = obx_read_float_attribute(kernel, info, "act_scale", 1, 0.0f, act_scale);
+    if (status)
+        return status;
+    /* The negated form refuses NaN as well. */
+    if (!(*act_scale > 0.0f && *act_scale <= FLT_MAX))
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "attribute act_scale=%g must be finite and > 0 (act_quant=2)",
+                              (double)*act_scale);
     return NULL;
 }
 

@@ -19,7 +19,6 @@
  * too. When B and scales are constant initializers they are validated and
  * prepacked once, at kernel creation (so corrupt weights fail session
  * creation); otherwise each call prepacks its own copy. */
-#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,32 +159,6 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
 
 /* ---- kernel creation --------------------------------------------------- */
 
-/* act_scale belongs to act_quant 2 alone: required and finite > 0 there,
- * refused elsewhere (a scale that would silently be ignored is a mistake). */
-static OrtStatus *read_act_scale(const ObxOpKernel *head, const OrtKernelInfo *info,
-                                 TernaryMatMulKernel *kernel)
-{
-    int is_static = kernel->act_quant == OBX_ACT_INT8_STATIC;
-    if (!is_static)
-        return obx_has_attribute(head, info, "act_scale")
-                   ? obx_node_error(head, ORT_INVALID_ARGUMENT,
-                                    "attribute act_scale is only used with act_quant=2, "
-                                    "but act_quant=%d",
-                                    kernel->act_quant)
-                   : NULL;
-    OrtStatus *status = obx_read_float_attribute(head, info, "act_scale", 1, 0.0f,
-                                                 &kernel->act_scale);
-    if (status)
-        return status;
-    /* The negated form refuses NaN as well. */
-    if (!(kernel->act_scale > 0.0f && kernel->act_scale <= FLT_MAX))
-        return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                              "attribute act_scale=%g must be finite and > 0 (act_quant=2)",
-                              (double)kernel->act_scale);
-    return NULL;
-}
-
-
 static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
 {
     TernaryMatMulKernel *kernel = (TernaryMatMulKernel *)head;
@@ -215,7 +188,7 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
                               "(per-token int8) or 2 (int8 with the static act_scale)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
-    status = read_act_scale(head, info, kernel);
+    status = obx_read_act_scale_attribute(head, info, kernel->act_quant, &kernel->act_scale);
     if (status)
         return status;
     status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);

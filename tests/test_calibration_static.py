@@ -167,3 +167,18 @@ def test_a_global_static_scale_applies_to_every_ternary_layer(digits):
     assert len(nodes) == 3 and all(a["act_quant"] == 2 and a["act_scale"] == 20.0 for a in nodes.values())
     y = runtime.InferenceSession(model).run(None, {"pixels": digits[0][:8]})[0]
     assert np.isfinite(y).all()
+
+
+def test_static_conv_layers_become_ternary_conv_act_quant_2(rng):
+    model = FIXTURES / "digits_qat_cnn.onnx"
+    config = {"default": {"precision": "ternary", "activations": "static", "act_scale": 30.0}}
+    converted = convert(model, config=config, progress=False).model
+    convs = [n for n in converted.graph.node if n.op_type == "TernaryConv"]
+    assert convs
+    for node in convs:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["act_quant"] == 2 and attrs["act_scale"] == 30.0
+    feed = {i.name: rng.standard_normal([d.dim_value or 2 for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+            for i in converted.graph.input}
+    y = runtime.InferenceSession(converted).run(None, feed)[0]
+    np.testing.assert_array_equal(y, ReferenceEvaluator(converted, new_ops=CUSTOM_OPS).run(None, feed)[0])

@@ -18,7 +18,10 @@ from onnxbit.reference.ternary_matmul import (ACT_INT8_STATIC, quantize_activati
                                               quantize_activations_static,
                                               ternary_matmul_reference)
 from onnxbit.tmatmul import ACT_INT8_TOKEN, TernaryWeights
-from op_models import pack_codes, random_scales, ternary_matmul_model
+from onnxbit.reference.ternary_conv import ternary_conv_reference
+from op_models import pack_codes, random_scales, ternary_conv_model, ternary_matmul_model
+from test_op_ternary_conv import CASES as CONV_CASES
+from test_op_ternary_conv import _case as conv_case
 
 
 def _weights(rng, k, n, scale_kind="channel", group_size=0, fmt="2bit"):
@@ -133,3 +136,30 @@ def test_reference_evaluator_checks_act_scale(rng):
     op = ternary_matmul_model(codes, np.ones(1, np.float32), act_quant=2)
     with pytest.raises(ValueError, match="act_scale is missing"):
         ReferenceEvaluator(op.model, new_ops=CUSTOM_OPS).run(None, op.feeds(np.ones((1, 8), np.float32)))
+
+
+# The im2col path (obx_tmm_compute_scaled per tile) and the direct depthwise
+# kernel (its window scales replaced by act_scale), on every ISA.
+@pytest.mark.parametrize("name", ["3x3_pad1", "1d", "groups", "grouped_scales", "depthwise",
+                                  "depthwise_stride2_mult2", "depthwise_dilated_1d", "depthwise_grouped_scales"])
+def test_ternary_conv_matches_reference_on_every_isa(isa, rng, name):
+    assert name in CONV_CASES
+    codes, scales, bias, x, attrs, group_size = conv_case(rng, name)
+    x[..., 0] *= 8  # some values beyond the clip threshold
+    if name == "depthwise":
+        x[0, 3, 5, 5] = np.nan  # a window holding NaN gives NaN
+    act_scale = 127.0 / 4.0
+    op = ternary_conv_model(codes, scales, bias, group_size=group_size, act_quant=2, act_scale=act_scale,
+                            conv_attrs=attrs)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    y = runtime.InferenceSession(op.model, sess_options=options).run(None, op.feeds(x))[0]
+    expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
+                                      group_size=group_size, act_quant=2, bias=bias, strides=attrs.get("strides"),
+                                      pads=attrs.get("pads"), dilations=attrs.get("dilations"),
+                                      auto_pad=attrs.get("auto_pad", "NOTSET"), act_scale=act_scale)
+    np.testing.assert_array_equal(y, expected)
+    if name == "depthwise":
+        assert np.isnan(y[0, 3]).any() and not np.isnan(y[0, 4]).any()
+    evaluated = ReferenceEvaluator(op.model, new_ops=CUSTOM_OPS).run(None, op.feeds(x))[0]
+    np.testing.assert_array_equal(evaluated, expected)

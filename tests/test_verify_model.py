@@ -174,7 +174,7 @@ def _node_model(rng, **attr_changes):
     ({"K": 0}, "attribute K=0 must be > 0"),
     ({"N": None}, "attribute N is missing"),
     ({"format": "4bit"}, "format='4bit' is not one of"),
-    ({"act_quant": 3}, "act_quant=3 must be 0 or 1 or 2"),
+    ({"act_quant": 3}, "act_quant=3 must be 0, 1 or 2"),
     ({"act_quant": 2}, "attribute act_scale is missing (act_quant=2 needs it)"),
     ({"act_quant": 2, "act_scale": 0.0}, "act_scale=0.0 must be finite and > 0"),
     ({"act_quant": 2, "act_scale": float("inf")}, "act_scale=inf must be finite and > 0"),

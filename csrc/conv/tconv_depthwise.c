@@ -5,8 +5,9 @@
  *
  * Arithmetic per output value, as obx_tmm_compute computes one im2col row:
  * float: (sum over taps, in (kh, kw) order, of x * w) * scale + bias;
- * act_quant: the window's absmax scale s, q = clamp(rint(x * s)), exact int32
- * sum, then (isum * scale) / s + bias, NaN when the window holds NaN or Inf. */
+ * act_quant: the window's absmax scale s (act_quant = 2: s = act_scale for
+ * every window), q = clamp(rint(x * s)), exact int32 sum, then
+ * (isum * scale) / s + bias, NaN when the window holds NaN or Inf. */
 #include <math.h>
 #include <string.h>
 
@@ -98,12 +99,15 @@ static void window_scales(const obx_conv_geometry *g, const float *plane, float 
 }
 
 static void depthwise_i8(const obx_conv_geometry *g, const float *plane, const int8_t *codes, float weight_scale,
-                         const float *bias, float *out, void *scratch) {
+                         float act_scale, const float *bias, float *out, void *scratch) {
     const size_t positions = g->out_h * g->out_w;
     float *scale = scratch;
     int32_t *isum = (int32_t *)(scale + positions);
     uint8_t *bad = (uint8_t *)(isum + positions);
     window_scales(g, plane, scale, bad);
+    /* Static scale: the absmax pass above still flags windows holding NaN or Inf. */
+    if (act_scale > 0.0f)
+        for (size_t p = 0; p < positions; p++) scale[p] = act_scale;
     memset(isum, 0, positions * sizeof *isum);
     TapContext c = {obx_platform()->conv_rows, g->stride_w, 0.0f, 0, NULL, isum, scale};
     for (size_t i = 0; i < g->kernel_h; i++) {
@@ -117,15 +121,16 @@ static void depthwise_i8(const obx_conv_geometry *g, const float *plane, const i
 }
 
 void obx_tconv_depthwise_plane(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                               const float *bias, int act_quant, float *y, size_t image, size_t channel,
-                               void *scratch) {
+                               const float *bias, int act_quant, float act_scale, float *y, size_t image,
+                               size_t channel, void *scratch) {
     const size_t positions = g->out_h * g->out_w;
     const size_t input_channel = channel / w->m_per_group;
     const float *plane = x + (image * g->channels + input_channel) * g->in_h * g->in_w;
     const int8_t *codes = w->codes + channel * w->kernel_positions;
     float *out = y + (image * w->m + channel) * positions;
-    if (act_quant == OBX_ACT_INT8_TOKEN) {
-        depthwise_i8(g, plane, codes, w->scales[channel], bias ? bias + channel : NULL, out, scratch);
+    if (act_quant != OBX_ACT_NONE) {
+        depthwise_i8(g, plane, codes, w->scales[channel], act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f,
+                     bias ? bias + channel : NULL, out, scratch);
         return;
     }
     depthwise_f32(g, plane, codes, out);

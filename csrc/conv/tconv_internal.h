@@ -13,9 +13,10 @@ struct obx_tconv_weights {
 };
 
 /* The direct depthwise kernel for one (image, output channel) plane; scratch
- * holds 3 * out_h * out_w * 4 bytes (used with act_quant only). */
+ * holds 3 * out_h * out_w * 4 bytes (used with act_quant only). act_scale: the
+ * static scale of act_quant = OBX_ACT_INT8_STATIC. */
 void obx_tconv_depthwise_plane(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                               const float *bias, int act_quant, float *y, size_t image, size_t channel,
-                               void *scratch);
+                               const float *bias, int act_quant, float act_scale, float *y, size_t image,
+                               size_t channel, void *scratch);
 
 #endif

@@ -2,7 +2,7 @@
 
 After the precision search, the layers it made ternary or binary (the ones
 that become TernaryMatMul) and int8 (MatMulInteger) get one fixed activation
-scale each, measured on the calibration samples
+scale each (ternary/binary Conv layers too: TernaryConv), measured on the calibration samples
 (onnxbit.calibration.statistics) with a range method, and their config rules
 say activations "static" with that act_scale, so that `onnxbit quantize
 --calibration` emits TernaryMatMul act_quant=2, or QuantizeLinear with that
@@ -25,7 +25,7 @@ from onnxbit.calibration.statistics import (DEFAULT_BINS, DEFAULT_PERCENTILE, RA
 from onnxbit.errors import ConfigError
 
 STATIC_PRECISIONS = ("ternary", "binary", "int8")  # TernaryMatMul act_quant=2, MatMulInteger
-STATIC_OPS = ("MatMul", "Gemm")  # TernaryConv has no static mode yet
+STATIC_OPS = ("MatMul", "Gemm")  # and Conv for ternary/binary ones (TernaryConv act_quant=2)
 
 
 def add_static_activations(model: onnx.ModelProto | Any, result, data: CalibrationData, method: str = "minmax",
@@ -39,8 +39,9 @@ def add_static_activations(model: onnx.ModelProto | Any, result, data: Calibrati
     proto, path = load_model(model)
     if path is not None and any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-    eligible = {layer.node for layer in activation_inputs(proto) if layer.op_type in STATIC_OPS}
-    nodes = [l.node for l in result.layers if l.precision in STATIC_PRECISIONS and l.node in eligible]
+    ops = {layer.node: layer.op_type for layer in activation_inputs(proto)}
+    nodes = [l.node for l in result.layers if l.node in ops and l.precision in STATIC_PRECISIONS
+             and (ops[l.node] in STATIC_OPS or (ops[l.node] == "Conv" and l.precision != "int8"))]
     if not nodes:
         return []
     stats = collect_statistics(proto, data.calibration, nodes, bins=bins)

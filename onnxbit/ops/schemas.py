@@ -123,7 +123,8 @@ when the session is created. scales is
 [1], [M] or [M, ceil(K / group_size)]. act_quant = 1 quantizes each im2col
 row (one output position of one group: its C/group channels times the kernel
 window, padding as 0) to int8 with its own absmax scale, as TernaryMatMul does
-per row of A, and runs an exact integer core.
+per row of A, and runs an exact integer core. act_quant = 2 uses the static
+act_scale for every row instead, as TernaryMatMul's act_quant = 2.
 """
 
 
@@ -190,7 +191,9 @@ def _ternary_conv_schema() -> OpSchema:
             attr("group_size", onnx.helper.make_attribute("group_size", 0),
                  "scale group length along K; 0 = not grouped"),
             attr("act_quant", onnx.helper.make_attribute("act_quant", 0),
-                 "1 = int8 activations per im2col row, 0 = float32"),
+                 "1 = int8 activations per im2col row, 2 = int8 with the static act_scale, 0 = float32"),
+            attr("act_scale", OpSchema.AttrType.FLOAT,
+                 "act_quant = 2 only: the fixed activation scale (finite, > 0)", required=False),
             attr("group", onnx.helper.make_attribute("group", 1), "as Conv"),
             attr("strides", ints_type, "as Conv (default 1s)", required=False),
             attr("pads", ints_type, "as Conv (default 0s)", required=False),

@@ -158,8 +158,9 @@ class Target(abc.ABC):
         from onnxbit.targets.dequantize_conv import pack_dequantize_conv
 
         if settings.activations == "static":
-            raise ConfigError(f"weight '{base}': activations 'static' is not implemented for Conv layers yet; "
-                              "give Conv layers activations 'float' (or act_quant=1 for ternary ones)")
+            raise ConfigError(f"weight '{base}': activations 'static' for Conv layers runs in TernaryConv "
+                              "(act_quant=2: ternary/binary weights, target onnxbit, 1-D and 2-D Conv); this "
+                              "layer is stored as DequantizeLinear + Conv: give it activations 'float'")
 
         if weight.codes is None:  # the fused absmean path packed the rows already
             from onnxbit import codecs

@@ -27,7 +27,7 @@ def check_static_activations(settings, target: str, where: str) -> None:
                           f"{settings.granularity!r}")
     if target != "onnxbit":
         raise ConfigError(f"{where}: activations 'static' (a calibrated int8 scale per layer) runs ternary/binary "
-                          f"layers in the onnxbit TernaryMatMul op (act_quant=2); target {target!r} has no static "
+                          f"layers in the onnxbit TernaryMatMul/TernaryConv ops (act_quant=2); target {target!r} has no static "
                           "form for them yet: use target 'onnxbit', int8 weights (MatMulInteger), or activations "
                           "'int8' (dynamic scales) or 'float'")
     if settings.precision not in ("ternary", "binary"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from onnxbit import formats
-from onnxbit.errors import ConfigError
 from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_static_activations, check_block_size, is_ternary
@@ -80,16 +79,13 @@ class OnnxbitTarget(Target):
         # Integer precisions: DequantizeLinear + Conv (the base class), which
         # measured faster in onnxruntime than ConvInteger / QLinearConv with
         # dynamic activation quantization (targets/dequantize_conv.py).
-        if settings.activations == "static":
-            raise ConfigError(f"weight '{base}': activations 'static' (TernaryMatMul act_quant=2) is not "
-                              "implemented for Conv layers yet; give Conv layers activations 'float' or act_quant=1")
         if weight.kind not in ("ternary", "binary") or not ternary_conv.supports(weight.conv):
             return super().pack_conv(ctx, base, weight, settings)
         rows, fmt = self._stored_rows(weight, settings)
         return ternary_conv.pack_ternary_conv(
             ctx, base, precision=settings.precision, conv=weight.conv, packed_rows=rows, scales=weight.scales,
             granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
-            act_quant=settings.act_quant)
+            **ternary_matmul.activation_attributes(settings, base))
 
     def emit_conv(self, ctx, site, packed: PackedWeight):
         if packed.storage.startswith(ternary_conv.OP + "/"):
