@@ -164,3 +164,48 @@ def test_collects_each_layers_input_in_onnxruntime_without_touching_the_model(rn
     assert list(collect_statistics(model, feeds, nodes=["second"])) == ["second"]
     with pytest.raises(ConfigError, match=r"no activation statistics for \['third'\]"):
         collect_statistics(model, feeds, nodes=["third"])
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_weights_are_held_once_while_collecting(rng):
+    """The session reads the weights in place: memory grows by about one copy of
+    them (Python's protobuf hands out a tensor's bytes as a copy), not by the two
+    or three that a serialized model plus onnxruntime's initializers would take."""
+    import gc
+    import threading
+    import time
+
+    k, n = 2048, 4096
+    nodes, weights = [], []
+    for i in range(2):
+        weights.append(numpy_helper.from_array(np.full((k if i == 0 else n, n), 0.01, np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", ["x" if i == 0 else "h0", f"w{i}"], [f"h{i}"], name=f"mm{i}"))
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("h1", TensorProto.FLOAT, [1, n])], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    del weights
+    weight_mib = (k * n + n * n) * 4 / 2 ** 20
+    gc.collect()
+    before = peak = _resident_mib()
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _resident_mib())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        stats = collect_statistics(model, [{"x": np.ones((1, k), np.float32)} for _ in range(3)])
+    finally:
+        done.set()
+        sampler.join()
+    assert stats["mm1"].count == 3 * n
+    assert peak - before < 1.5 * weight_mib, (peak - before, weight_mib)

@@ -4,8 +4,9 @@ collect_statistics runs the model in onnxruntime with each candidate layer's
 activation input (input A of a MatMul, Gemm or Conv whose weight is a
 constant initializer) added as an extra graph output, on a temporary copy of
 the graph that holds no weights: the session takes the weights straight from
-the caller's model through SessionOptions.add_initializer, so they exist once
-in memory besides the model itself, and the model is never modified.
+the caller's model, fed on every run as arrays onnxruntime reads in place, so
+they exist once in memory besides the model itself (the one copy Python's
+protobuf makes of a tensor's bytes), and the model is never modified.
 
 Samples stream through one at a time into a fixed-size summary per layer
 (ActivationStatistics): min, max, absmax, count, non-finite count and a
@@ -279,15 +280,6 @@ def _copy_fields(source, target, skip: str) -> None:
             setattr(target, descriptor.name, value)
 
 
-def _placeholder(tensor: onnx.TensorProto) -> onnx.TensorProto:
-    """The initializer's name, type and shape without its bytes (they come
-    from add_initializer): declared as external data that is never read."""
-    placeholder = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
-    placeholder.data_location = onnx.TensorProto.EXTERNAL
-    placeholder.external_data.add(key="location", value="supplied-by-add-initializer")
-    return placeholder
-
-
 def _initializer_array(tensor: onnx.TensorProto) -> np.ndarray:
     """The tensor's values, without a copy where its bytes are raw_data."""
     from onnx import numpy_helper
@@ -330,32 +322,27 @@ def collect_statistics(model: onnx.ModelProto | str | os.PathLike, feeds: Iterab
     for name in computed:
         if name not in existing:
             skeleton.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # The weights stay where they are: the session reads them from the caller's
-    # model (views over its raw bytes) instead of a serialized copy.
-    keep_alive, names, values = [], [], []
+    # The weights become graph inputs, fed as numpy arrays over the model's own
+    # bytes on every run: onnxruntime reads fed arrays in place, where as
+    # initializers it would copy (and prepack) them. Overridable initializers
+    # (also graph inputs) stay initializers.
     declared = {i.name for i in proto.graph.input}
-    for tensor in proto.graph.initializer:
-        if tensor.name in declared:
-            continue  # an overridable initializer is also a graph input; keep it in the skeleton
-        array = np.ascontiguousarray(_initializer_array(tensor))
-        value = ort.OrtValue.ortvalue_from_numpy(array)
-        keep_alive.append((array, value))
-        names.append(tensor.name)
-        values.append(value)
-    options.add_external_initializers(names, values)
+    weights = {}
     for tensor in proto.graph.initializer:
         if tensor.name in declared:
             skeleton.graph.initializer.append(tensor)
-        else:
-            skeleton.graph.initializer.append(_placeholder(tensor))
+            continue
+        weights[tensor.name] = _initializer_array(tensor)
+        skeleton.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
+                                                                       list(tensor.dims)))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
     session = ort.InferenceSession(skeleton.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     stats = {t: ActivationStatistics(bins) for t in tensors}
     for feed in feeds:
-        values = dict(zip(computed, session.run(computed, feed))) if computed else {}
+        values = dict(zip(computed, session.run(computed, {**feed, **weights}))) if computed else {}
         for name in tensors:
             stats[name].update(values[name] if name in values else feed[name])
-    del session, keep_alive
+    del session, weights
     return {layer.node: stats[layer.tensor] for layer in layers}
