@@ -182,3 +182,23 @@ def test_static_conv_layers_become_ternary_conv_act_quant_2(rng):
             for i in converted.graph.input}
     y = runtime.InferenceSession(converted).run(None, feed)[0]
     np.testing.assert_array_equal(y, ReferenceEvaluator(converted, new_ops=CUSTOM_OPS).run(None, feed)[0])
+
+
+def test_a_layer_whose_static_scale_breaks_the_budget_goes_back_to_float_activations(pixels):
+    from onnxbit.calibration import calibrate, load_calibration_data
+    from onnxbit.calibration.activations import add_static_activations, check_static_activations
+
+    data = load_calibration_data(pixels, ["pixels"], samples=100)
+    result = calibrate(MODEL, data, "top1>=0.95", precisions=["ternary"])
+    static = add_static_activations(MODEL, result, data, "mse")
+    assert len(static) >= 2
+    ruined = static[0]
+    result.activations[ruined]["act_scale"] = 1e-3  # every activation rounds to 0: the layer outputs its bias
+    record = check_static_activations(MODEL, result, data)
+    assert not result.budget.met(record["all_static"])
+    assert [step["layer"] for step in record["reverted"]] == [ruined]
+    assert result.budget.met(record["calibration_value"])
+    assert set(result.activations) == set(static) - {ruined}
+    rules = {r["match"]["name"]: r for r in result.config()["rules"]}
+    assert "activations" not in rules[ruined] and rules[static[1]]["activations"] == "static"
+    assert 0 <= record["holdout_value"] <= 1

@@ -84,6 +84,8 @@ class CalibrationResult:
     activations: dict[str, dict[str, Any]] = field(default_factory=dict)
     # node -> the activation statistics those settings came from
     activation_statistics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the int8-or-float activations decision (calibration.activations.check_static_activations)
+    activation_choice: dict[str, Any] = field(default_factory=dict)
 
     @property
     def met(self) -> bool:
@@ -117,6 +119,7 @@ class CalibrationResult:
             "adjustments": self.adjustments,
             "trajectory": [{"size_ratio": r, "value": v} for r, v in self.trajectory],
             "activation_statistics": self.activation_statistics,
+            "activation_choice": self.activation_choice,
             "config": self.config(),
         }
 

@@ -51,10 +51,13 @@ def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | 
                                progress=lambda what, done, total: bar.update(task, completed=done, total=total,
                                                                              description=what))
             if activations == "static":
-                from onnxbit.calibration.activations import add_static_activations
+                from onnxbit.calibration.activations import add_static_activations, check_static_activations
 
                 bar.update(task, description="activation statistics")
                 add_static_activations(model, result, data, act_range, act_percentile)
+                check_static_activations(model, result, data,
+                                         progress=lambda what, done, total: bar.update(
+                                             task, completed=done, total=total, description=what))
         result.write_json(output)
         if html_path is not None:
             from onnxbit.calibration.html import render_html
@@ -66,6 +69,13 @@ def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | 
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
     result.render()
+    if result.activation_choice:
+        choice = result.activation_choice
+        for step in choice["reverted"]:
+            click.echo(f"{step['layer']}: static int8 activations -> float ({step['why']})")
+        click.echo(f"static int8 activations on {len(result.activations)} layer(s): {result.budget.metric} "
+                   f"{choice['calibration_value']:.5g} on calibration samples, {choice['holdout_value']:.5g} "
+                   "held out (the converted model, run in onnxruntime)")
     click.echo(f"wrote {output}")
     if html_path is not None:
         click.echo(f"wrote {html_path}")
