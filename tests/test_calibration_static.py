@@ -151,6 +151,9 @@ def test_int8_static_is_quantize_linear_and_matmul_integer(digits, target):
     first = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
     step = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == first.input[1]))
     assert step == np.float32(1) / np.float32(scale)
+    # The int8 grid as uint8 around 128: the form onnxruntime's fast MatMulInteger takes.
+    zero = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == first.input[2]))
+    assert zero.dtype == np.uint8 and zero == 128
     agreement = float((static_y.argmax(1) == reference.argmax(1)).mean())
     assert agreement >= 0.5  # one scale for every layer: a smoke check, calibration picks real ones
 
