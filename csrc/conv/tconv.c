@@ -4,6 +4,7 @@
  * is never built whole: each task fills a tile of output positions (bounded
  * scratch), multiplies it by its group's prepacked weights and writes the
  * tile back in NCHW order. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +152,7 @@ typedef struct ConvJob {
     const float *bias;
     float *y;
     int act_quant;
+    float act_scale; /* act_quant 2 */
     size_t tile_rows, tiles_per_plane;
     obx_parallel_for_fn inner_par; /* used when the tasks are too few to share the threads */
     void *inner_runner;
@@ -237,8 +239,8 @@ static void run_tile(void *arg, size_t index) {
     }
     char err[256] = "";
     const float *bias = job->bias ? job->bias + grp * w->m_per_group : NULL;
-    if (obx_tmm_compute(w->groups[grp], tile, rows, bias, job->act_quant, out, job->inner_par, job->inner_runner,
-                        err, sizeof err) != 0) {
+    if (obx_tmm_compute_scaled(w->groups[grp], tile, rows, bias, job->act_quant, job->act_scale, out,
+                               job->inner_par, job->inner_runner, err, sizeof err) != 0) {
         if (!__atomic_exchange_n(&job->failed, 1, __ATOMIC_RELAXED)) memcpy(job->err, err, sizeof err);
         return;
     }
@@ -255,17 +257,32 @@ static void run_serially(obx_task_fn fn, void *arg, size_t count) {
 OBX_API int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                               const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
                               char *err, size_t err_len) {
+    return obx_tconv_compute_scaled(w, g, x, bias, act_quant, 0.0f, y, par, runner, err, err_len);
+}
+
+OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                     const float *bias, int act_quant, float act_scale, float *y,
+                                     obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     if (g->out_channels != w->m || g->channels != w->cg * w->group ||
         g->kernel_h * g->kernel_w != w->kernel_positions) {
         obx_set_error(err, err_len, "the geometry does not match the prepacked weights");
         return -1;
     }
-    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN) {
-        obx_set_error(err, err_len, "act_quant = %d must be 0 or 1", act_quant);
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC) {
+        obx_set_error(err, err_len, "act_quant = %d must be 0, 1 or 2", act_quant);
+        return -1;
+    }
+    /* The negated form refuses NaN too. */
+    if (act_quant == OBX_ACT_INT8_STATIC && !(act_scale > 0.0f && act_scale <= FLT_MAX)) {
+        obx_set_error(err, err_len, "act_quant = 2 needs a finite act_scale > 0, got %g", (double)act_scale);
         return -1;
     }
     const size_t positions = g->out_h * g->out_w;
     if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
+    if (act_quant == OBX_ACT_INT8_STATIC && (w->codes || w->channels_last)) {
+        obx_set_error(err, err_len, "act_quant = 2 is not supported yet by the depthwise and channels-last paths");
+        return -1;
+    }
     if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, y, par, runner, err, err_len);
     if (w->channels_last) return tconv_compute_channels_last(w, g, x, bias, act_quant, y, par, runner, err, err_len);
     size_t rows = OBX_MAX((size_t)1, TCONV_TILE_BYTES / (w->k * sizeof(float)));
@@ -275,7 +292,7 @@ OBX_API int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometr
         rows = OBX_MIN(rows, OBX_MAX((size_t)TCONV_MIN_TILE_ROWS,
                                      OBX_DIV_UP(positions, TCONV_PARALLEL_TILES / planes)));
     rows = OBX_MIN(rows, positions);
-    ConvJob job = {w, g, x, bias, y, act_quant, rows, OBX_DIV_UP(positions, rows), NULL, NULL, 0, ""};
+    ConvJob job = {w, g, x, bias, y, act_quant, act_scale, rows, OBX_DIV_UP(positions, rows), NULL, NULL, 0, ""};
     size_t tasks = planes * job.tiles_per_plane;
     if (par && tasks >= 2) {
         par(runner, run_tile, &job, tasks);

@@ -10,6 +10,7 @@
 
 #include "obx_common.h"
 #include "tmm_internal.h"
+#include "tmm_quantize_static.h"
 
 /* Weight x row products per task: large enough to amortize scheduling, small
  * enough to give many-core machines work at M = 1. */
@@ -22,7 +23,10 @@ struct tmm_job {
     const obx_tmm_weights *w;
     const struct tmm_kernels *kern;
     size_t m;
-    int act_quant;
+    int act_quant; /* OBX_ACT_NONE or OBX_ACT_INT8_TOKEN: the static mode runs as the latter */
+    /* > 0: act_quant = OBX_ACT_INT8_STATIC, every row quantized with this scale */
+    float act_scale;
+    tmm_quantize_static_fn quantize_static;
     size_t seg_elems; /* elements in one row's segment buffer */
     int8_t *q_seg;    /* int8 paths: m * seg_elems */
     float *a_seg;     /* float paths: m * seg_elems */
@@ -78,9 +82,11 @@ enum tmm_path {
  * and broadcasting weights costs more than the decoded dot products save. */
 #define TMM_GEMM_MIN_ROWS 8
 
-/* obx_tmm_compute on the given kernel table (arguments already checked). */
-int tmm_compute(const struct tmm_kernels *kern, const obx_tmm_weights *w, const float *a, size_t m,
-                const float *bias, int act_quant, float *y, obx_parallel_for_fn par,
+/* obx_tmm_compute_scaled on the given kernel table (arguments already
+ * checked; quantize_static is used for act_quant = OBX_ACT_INT8_STATIC). */
+int tmm_compute(const struct tmm_kernels *kern, tmm_quantize_static_fn quantize_static,
+                const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
+                int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                 void *runner, char *err, size_t err_len);
 
 enum tmm_path tmm_plan(const obx_tmm_weights *w, const struct tmm_kernels *kern, size_t m,

@@ -49,7 +49,8 @@ DEPTHWISE_FLOAT_ACTIVATIONS_NOTE = (
 
 
 def pack_ternary_conv(ctx: PassContext, base: str, *, precision: str, conv, packed_rows: np.ndarray,
-                      scales: np.ndarray, granularity: str, group_size: int, fmt: str, act_quant: int) -> PackedWeight:
+                      scales: np.ndarray, granularity: str, group_size: int, fmt: str, act_quant: int,
+                      act_scale: float | None = None) -> PackedWeight:
     op_scale = op_scales(scales, granularity)
     if not (np.isfinite(op_scale).all() and (op_scale > 0).all()):
         raise ValueError(f"weight '{base}': TernaryConv needs finite scales > 0 (min {float(op_scale.min())!r})")
@@ -59,6 +60,8 @@ def pack_ternary_conv(ctx: PassContext, base: str, *, precision: str, conv, pack
     attrs = {"weight_shape": list(conv.weight_shape), "format": fmt,
              "group_size": group_size if granularity == "group" else 0, "act_quant": int(act_quant),
              checksum.ATTRIBUTE: checksum.packed_weight_crc32c(packed_rows, op_scale)}
+    if act_quant == 2:
+        attrs["act_scale"] = float(np.float32(act_scale))
     return PackedWeight(precision=precision, storage=f"{OP}/{fmt}", constants=constants, attrs=attrs, k=k, n=m)
 
 
