@@ -1,24 +1,139 @@
-/* The "sparse" stream decoder (layout: onnxbit/sparse.h). The Python encoder
- * is onnxbit/sparse.py, the numpy reference decoder onnxbit/reference/sparse.py. */
+/* The "sparse" stream codec (layout: onnxbit/sparse.h). The numpy encoder and
+ * decoder the C code must equal are onnxbit/reference/sparse.py.
+ *
+ * As in codec_zero_runs.c, codes go through an int8 chunk of rows that the
+ * SIMD row codecs pack and unpack, with fast paths for groups of eight
+ * one-byte gaps. */
 #include "onnxbit/sparse.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 #include "codec_streams_internal.h"
 #include "obx_common.h"
+#include "onnxbit/codec.h"
 #include "onnxbit/formats.h"
 
-enum { SPARSE_VERSION = 1 };
+enum { SPARSE_VERSION = 1, GROUP = 8 };
 
 static const char *varint_problem(int status)
 {
     return status == -1 ? "is truncated" : "is longer than 9 bytes";
 }
 
+/* The sign bits of nonzeros placed .. placed + 7 (all < the nonzero count). */
+static unsigned eight_signs(const uint8_t *signs, size_t sign_bytes, uint64_t placed)
+{
+    size_t byte = (size_t)(placed >> 3);
+    unsigned bits = signs[byte];
+    if (byte + 1 < sign_bytes)
+        bits |= (unsigned)signs[byte + 1] << 8;
+    return (bits >> (placed & 7)) & 0xFF;
+}
+
+/* gap + 1 for a one-byte gap: added straight from memory (see codec_zero_runs.c). */
+static const uint64_t gap_advance[128] = {
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48,
+    49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71,
+    72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94,
+    95, 96, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113,
+    114, 115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127, 128
+};
+
+/* Eight sign bits -> the eight codes (+1 or -1) as the bytes of a word, the
+ * first code in the low byte. */
+static uint64_t codes_of_signs(unsigned bits)
+{
+    uint64_t spread = 0;
+    for (int j = 0; j < GROUP; j++)
+        spread |= (uint64_t)((bits >> j) & 1) << (8 * j);
+    /* 1 - 2 * bit in every byte: 0x01 or 0xFF */
+    return 0x0101010101010101ull + spread * (uint64_t)0xFE;
+}
+
+/* The fast path: groups of eight one-byte gaps (high bits clear) placed
+ * without a branch per gap while they stay inside the row; returns the gaps
+ * placed (a multiple of 8, at most `available`). Stores may go up to 8 x 128
+ * codes past the row (into the next rows or the chunk's slack); a group that
+ * does is corrupt, and the slow path reports it. */
+static size_t place_one_byte_groups(int8_t *restrict codes_row, size_t *col_io, size_t k,
+                                    const uint8_t *restrict src, size_t available,
+                                    const uint8_t *restrict signs, size_t sign_bytes, uint64_t placed)
+{
+    size_t col = *col_io, done = 0;
+    while (available - done >= GROUP) {
+        uint64_t word;
+        memcpy(&word, src + done, sizeof word);
+        if (word & 0x8080808080808080ull)
+            break;
+        uint64_t group_codes = codes_of_signs(eight_signs(signs, sign_bytes, placed + done));
+        size_t p = col;
+        for (int j = 0; j < GROUP; j++) {
+            p += gap_advance[src[done + j]];
+            codes_row[p - 1] = (int8_t)(uint8_t)(group_codes >> (8 * j));
+        }
+        if (p > k)
+            break;
+        col = p;
+        done += GROUP;
+    }
+    *col_io = col;
+    return done;
+}
+
+static int sign_of(const uint8_t *signs, uint64_t placed)
+{
+    return (signs[placed >> 3] >> (placed & 7)) & 1;
+}
+
+/* Places row `row`'s nonzeros in codes_row (k codes, zeros, with slack after). */
+static int place_row(int8_t *codes_row, size_t row, size_t k, const uint8_t *stream, size_t len,
+                     size_t *pos_io, const uint8_t *signs, size_t sign_bytes, uint64_t nonzeros,
+                     uint64_t *placed_io, char *err, size_t err_len)
+{
+    size_t pos = *pos_io;
+    uint64_t placed = *placed_io, count = 0;
+    int status = obx_read_varint(stream, len, &pos, &count);
+    if (status != 0)
+        return obx_stream_fail(err, err_len, "sparse stream: the count of row %zu %s", row, varint_problem(status));
+    if (count > k || count > nonzeros - placed)
+        return obx_stream_fail(err, err_len, "sparse stream: row %zu claims %llu nonzeros (K=%zu, "
+                               "%llu left of %llu)", row, (unsigned long long)count, k,
+                               (unsigned long long)(nonzeros - placed), (unsigned long long)nonzeros);
+    size_t col = 0; /* the next column a nonzero may take */
+    for (uint64_t i = 0; i < count;) {
+        size_t done = place_one_byte_groups(codes_row, &col, k, stream + pos,
+                                            (size_t)OBX_MIN(count - i, (uint64_t)(len - pos)), signs,
+                                            sign_bytes, placed);
+        pos += done;
+        i += done;
+        placed += done;
+        if (i == count)
+            break;
+        uint64_t gap = 0;
+        status = obx_read_varint(stream, len, &pos, &gap);
+        if (status != 0)
+            return obx_stream_fail(err, err_len, "sparse stream: position %llu of row %zu %s",
+                                   (unsigned long long)i, row, varint_problem(status));
+        if (gap >= k - col)
+            return obx_stream_fail(err, err_len, "sparse stream: position %llu of row %zu is past K=%zu",
+                                   (unsigned long long)i, row, k);
+        col += (size_t)gap;
+        codes_row[col++] = (int8_t)(1 - 2 * sign_of(signs, placed));
+        placed++;
+        i++;
+    }
+    *pos_io = pos;
+    *placed_io = placed;
+    return 0;
+}
+
 OBX_API int obx_sparse_decode_base3(const uint8_t *stream, size_t len, size_t n, size_t k,
                                     uint8_t *base3_out, char *err, size_t err_len)
 {
-    if (obx_stream_base3_zeros(n, k, base3_out, "sparse", err, err_len) != 0)
+    if (obx_stream_check_shape(n, k, "sparse", err, err_len) != 0)
         return -1;
-    const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
     const uint64_t total = (uint64_t)n * k;
     if (len < 1)
         return obx_stream_fail(err, err_len, "sparse stream is empty (needs a version byte)");
@@ -41,36 +156,136 @@ OBX_API int obx_sparse_decode_base3(const uint8_t *stream, size_t len, size_t n,
         return obx_stream_fail(err, err_len, "sparse stream has sign bits set past its %llu nonzeros",
                                (unsigned long long)nonzeros);
     pos += sign_bytes;
+    obx_code_chunks chunks;
+    if (obx_code_chunks_open(&chunks, n, k, base3_out, "sparse", err, err_len) != 0)
+        return -1;
     uint64_t placed = 0;
-    for (size_t row = 0; row < n; row++) {
-        uint64_t count = 0;
-        status = obx_read_varint(stream, len, &pos, &count);
-        if (status != 0)
-            return obx_stream_fail(err, err_len, "sparse stream: the count of row %zu %s", row,
-                                   varint_problem(status));
-        if (count > k || count > nonzeros - placed)
-            return obx_stream_fail(err, err_len, "sparse stream: row %zu claims %llu nonzeros (K=%zu, "
-                                   "%llu left of %llu)", row, (unsigned long long)count, k,
-                                   (unsigned long long)(nonzeros - placed), (unsigned long long)nonzeros);
-        uint64_t col = 0; /* the next column a nonzero may take */
-        for (uint64_t i = 0; i < count; i++, placed++) {
-            uint64_t gap = 0;
-            status = obx_read_varint(stream, len, &pos, &gap);
-            if (status != 0)
-                return obx_stream_fail(err, err_len, "sparse stream: position %llu of row %zu %s",
-                                       (unsigned long long)i, row, varint_problem(status));
-            if (gap >= k - col)
-                return obx_stream_fail(err, err_len, "sparse stream: position %llu of row %zu is past K=%zu",
-                                       (unsigned long long)i, row, k);
-            col += gap;
-            obx_base3_set_nonzero(base3_out, row_bytes, row, (size_t)col, (signs[placed / 8] >> (placed % 8)) & 1);
-            col++;
+    status = 0;
+    for (size_t row = 0; row < n && status == 0; row++) {
+        if (row - chunks.first_row >= chunks.chunk_codes / k)
+            obx_code_chunks_flush(&chunks);
+        int8_t *codes_row = chunks.codes + (row - chunks.first_row) * k;
+        status = place_row(codes_row, row, k, stream, len, &pos, signs, sign_bytes, nonzeros, &placed, err,
+                           err_len);
+    }
+    if (status == 0 && placed != nonzeros)
+        status = obx_stream_fail(err, err_len, "sparse stream: its rows hold %llu nonzeros, its header says %llu",
+                                 (unsigned long long)placed, (unsigned long long)nonzeros);
+    if (status == 0 && pos != len)
+        status = obx_stream_fail(err, err_len, "sparse stream has %zu bytes after its last row", len - pos);
+    if (status != 0) {
+        obx_code_chunks_close(&chunks);
+        return -1;
+    }
+    obx_code_chunks_finish(&chunks);
+    return 0;
+}
+
+OBX_API size_t obx_sparse_max_bytes(size_t n, size_t k)
+{
+    /* Header, sign bits, a count per row, and at most one byte a code for
+     * the gaps (a gap of g zeros takes at most g + 1 bytes). */
+    return 1 + OBX_VARINT_MAX_BYTES + (n * k + 7) / 8 + n * OBX_VARINT_MAX_BYTES + n * k;
+}
+
+/* Appends one row's count and gaps at out + *o and its sign bits from bit *placed_io. */
+static void append_row(const int8_t *restrict codes, size_t k, uint8_t *restrict out, size_t *o_io, uint8_t *signs,
+                       uint64_t *placed_io)
+{
+    size_t count = 0;
+    for (size_t j = 0; j < k; j++)
+        count += codes[j] != 0;
+    size_t o = *o_io + obx_write_varint(out + *o_io, count);
+    uint64_t placed = *placed_io, run = 0;
+    for (size_t j = 0; j < k;) {
+        if (j + GROUP <= k) {
+            uint64_t word;
+            memcpy(&word, codes + j, sizeof word);
+            if (word == 0) {
+                run += GROUP;
+                j += GROUP;
+                continue;
+            }
+            if (run + GROUP < 128) {
+                /* One-byte gaps: written for every code, kept for nonzeros. */
+                for (int t = 0; t < GROUP; t++) {
+                    int8_t v = codes[j + t];
+                    unsigned nonzero = v != 0;
+                    out[o] = (uint8_t)run;
+                    o += nonzero;
+                    signs[placed >> 3] |= (uint8_t)((unsigned)(v < 0) << (placed & 7));
+                    placed += nonzero;
+                    run = nonzero ? 0 : run + 1;
+                }
+                j += GROUP;
+                continue;
+            }
+        }
+        int8_t v = codes[j++];
+        if (v == 0) {
+            run++;
+            continue;
+        }
+        o += obx_write_varint(out + o, run);
+        signs[placed >> 3] |= (uint8_t)((unsigned)(v < 0) << (placed & 7));
+        placed++;
+        run = 0;
+    }
+    *o_io = o;
+    *placed_io = placed;
+}
+
+OBX_API size_t obx_sparse_encode_base3(const uint8_t *base3, size_t n, size_t k, uint8_t *out,
+                                       size_t out_cap, char *err, size_t err_len)
+{
+    if (obx_stream_check_shape(n, k, "sparse", err, err_len) != 0)
+        return 0;
+    if (out_cap < obx_sparse_max_bytes(n, k)) {
+        obx_set_error(err, err_len, "output buffer of %zu bytes is smaller than obx_sparse_max_bytes", out_cap);
+        return 0;
+    }
+    const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
+    const size_t rows_per_chunk = OBX_MAX(1, OBX_MIN(n, OBX_CHUNK_TARGET_CODES / k));
+    int8_t *codes = malloc(rows_per_chunk * k);
+    if (!codes) {
+        obx_set_error(err, err_len, "out of memory encoding a sparse stream");
+        return 0;
+    }
+    /* Two passes: the nonzero count and sign bits come before the rows. */
+    uint64_t nonzeros = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        uint8_t *signs = NULL;
+        size_t o = 0;
+        uint64_t placed = 0;
+        if (pass == 1) {
+            out[0] = SPARSE_VERSION;
+            o = 1 + obx_write_varint(out + 1, nonzeros);
+            signs = out + o;
+            memset(signs, 0, (size_t)((nonzeros + 7) / 8));
+            o += (size_t)((nonzeros + 7) / 8);
+        }
+        for (size_t row = 0; row < n; row += rows_per_chunk) {
+            size_t rows = OBX_MIN(rows_per_chunk, n - row), first_bad = 0;
+            int64_t bad = obx_decode_i8(OBX_FMT_BASE3, base3 + row * row_bytes, rows, k, codes, &first_bad);
+            if (bad != 0) {
+                obx_set_error(err, err_len, "base3 rows hold %lld invalid bytes, the first at code %zu",
+                              (long long)bad, row * k + first_bad);
+                free(codes);
+                return 0;
+            }
+            if (pass == 0) {
+                for (size_t j = 0; j < rows * k; j++)
+                    nonzeros += codes[j] != 0;
+                continue;
+            }
+            for (size_t r = 0; r < rows; r++)
+                append_row(codes + r * k, k, out, &o, signs, &placed);
+        }
+        if (pass == 1) {
+            free(codes);
+            return o;
         }
     }
-    if (placed != nonzeros)
-        return obx_stream_fail(err, err_len, "sparse stream: its rows hold %llu nonzeros, its header says %llu",
-                               (unsigned long long)placed, (unsigned long long)nonzeros);
-    if (pos != len)
-        return obx_stream_fail(err, err_len, "sparse stream has %zu bytes after its last row", len - pos);
+    free(codes);
     return 0;
 }
