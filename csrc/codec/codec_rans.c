@@ -209,7 +209,42 @@ OBX_API size_t obx_rans_encode_base3(const uint8_t *base3, size_t n, size_t k, s
 
 static int fail(char *err, size_t err_len, const char *message) { return obx_stream_fail(err, err_len, "%s", message); }
 
-/* Decodes one block's symbols (rows first_row .. end_row) from its bytes. */
+/* One decoding step of state *x: its symbol, the state advanced, with up to
+ * two bytes read back in. The checked form stops at limit (-1); the fast one
+ * may run only while at least two bytes a step are left. */
+static inline int step_checked(uint32_t *x, const rans_table *table, const uint8_t *slot_symbol,
+                               const uint8_t **p, const uint8_t *limit)
+{
+    uint32_t slot = *x & (RANS_TOTAL - 1);
+    uint8_t s = slot_symbol[slot];
+    *x = table->freq[s] * (*x >> RANS_PROB_BITS) + slot - table->cum[s];
+    while (*x < RANS_LOW) { /* at most two bytes */
+        if (*p == limit)
+            return -1;
+        *x = (*x << 8) | *(*p)++;
+    }
+    return s;
+}
+
+static inline uint8_t step_fast(uint32_t *x, const rans_table *table, const uint8_t *slot_symbol,
+                                const uint8_t **p)
+{
+    uint32_t slot = *x & (RANS_TOTAL - 1);
+    uint8_t s = slot_symbol[slot];
+    uint32_t v = table->freq[s] * (*x >> RANS_PROB_BITS) + slot - table->cum[s];
+    /* Branch-free renormalisation (whether bytes come in is data, not a
+     * pattern): v >= 2^7 after a step, so it takes n = 0, 1 or 2 bytes. */
+    uint32_t n = (uint32_t)(v < RANS_LOW) + (uint32_t)(v < (RANS_LOW >> 8));
+    uint32_t next_two = (uint32_t)(*p)[0] << 8 | (*p)[1];
+    v = (v << (8 * n)) | (next_two >> (16 - 8 * n));
+    *p += n;
+    *x = v;
+    return s;
+}
+
+/* Decodes one block's rows. x0 always holds the state of the next symbol
+ * (symbol i of the block uses state i % 4): a group of four steps x0..x3 in
+ * turn, and a single step rotates the states by one. */
 static int decode_block(const uint8_t *p, const uint8_t *limit, size_t b, size_t rows, size_t row_bytes,
                         const rans_table *main, const uint8_t *main_symbol, const rans_table *tail,
                         const uint8_t *tail_symbol, uint8_t *out, char *err, size_t err_len)
@@ -222,26 +257,25 @@ static int decode_block(const uint8_t *p, const uint8_t *limit, size_t b, size_t
             return obx_stream_fail(err, err_len, "rans block %zu: state %d starts at %u, outside [2^23, 2^31)",
                                    b, j, states[j]);
     }
-    size_t i = 0; /* symbol index in the block */
-    for (size_t r = 0; r < rows; r++) {
-        for (size_t j = 0; j < row_bytes; j++, i++) {
+    uint32_t x0 = states[0], x1 = states[1], x2 = states[2], x3 = states[3], t;
+    for (size_t r = 0; r < rows; r++, out += row_bytes) {
+        size_t j = 0;
+        for (; j + 4 < row_bytes && limit - p >= 8; j += 4) {
+            out[j] = step_fast(&x0, main, main_symbol, &p);
+            out[j + 1] = step_fast(&x1, main, main_symbol, &p);
+            out[j + 2] = step_fast(&x2, main, main_symbol, &p);
+            out[j + 3] = step_fast(&x3, main, main_symbol, &p);
+        }
+        for (; j < row_bytes; j++) {
             const int last = j + 1 == row_bytes;
-            const rans_table *table = last ? tail : main;
-            uint32_t *x = &states[i % RANS_STATES];
-            uint32_t slot = *x & (RANS_TOTAL - 1);
-            uint8_t s = (last ? tail_symbol : main_symbol)[slot];
-            *out++ = s;
-            *x = table->freq[s] * (*x >> RANS_PROB_BITS) + slot - table->cum[s];
-            while (*x < RANS_LOW) { /* at most two bytes */
-                if (p == limit)
-                    return obx_stream_fail(err, err_len, "rans block %zu runs out of bytes at row %zu", b, r);
-                *x = (*x << 8) | *p++;
-            }
+            int s = step_checked(&x0, last ? tail : main, last ? tail_symbol : main_symbol, &p, limit);
+            if (s < 0)
+                return obx_stream_fail(err, err_len, "rans block %zu runs out of bytes at row %zu", b, r);
+            out[j] = (uint8_t)s;
+            t = x0, x0 = x1, x1 = x2, x2 = x3, x3 = t;
         }
     }
-    int ended = p == limit;
-    for (int j = 0; j < RANS_STATES; j++) ended &= states[j] == RANS_LOW;
-    if (!ended)
+    if (p != limit || x0 != RANS_LOW || x1 != RANS_LOW || x2 != RANS_LOW || x3 != RANS_LOW)
         return obx_stream_fail(err, err_len, "rans block %zu is corrupt: it does not end in the initial states "
                                "with its bytes used up", b);
     return 0;

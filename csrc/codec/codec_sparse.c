@@ -42,15 +42,16 @@ static const uint64_t gap_advance[128] = {
 };
 
 /* Eight sign bits -> the eight codes (+1 or -1) as the bytes of a word, the
- * first code in the low byte. */
-static uint64_t codes_of_signs(unsigned bits)
-{
-    uint64_t spread = 0;
-    for (int j = 0; j < GROUP; j++)
-        spread |= (uint64_t)((bits >> j) & 1) << (8 * j);
-    /* 1 - 2 * bit in every byte: 0x01 or 0xFF */
-    return 0x0101010101010101ull + spread * (uint64_t)0xFE;
-}
+ * first code in the low byte: 1 - 2 * bit in every byte, 0x01 or 0xFF. */
+#define SIGN_BYTE(b, j) ((uint64_t)(((b) >> (j)) & 1 ? 0xFF : 0x01) << (8 * (j)))
+#define SIGN_CODES(b)                                                                                  \
+    (SIGN_BYTE(b, 0) | SIGN_BYTE(b, 1) | SIGN_BYTE(b, 2) | SIGN_BYTE(b, 3) | SIGN_BYTE(b, 4) |         \
+     SIGN_BYTE(b, 5) | SIGN_BYTE(b, 6) | SIGN_BYTE(b, 7))
+#define SIGN_CODES_4(b) SIGN_CODES(b), SIGN_CODES((b) + 1), SIGN_CODES((b) + 2), SIGN_CODES((b) + 3)
+#define SIGN_CODES_16(b) SIGN_CODES_4(b), SIGN_CODES_4((b) + 4), SIGN_CODES_4((b) + 8), SIGN_CODES_4((b) + 12)
+#define SIGN_CODES_64(b) SIGN_CODES_16(b), SIGN_CODES_16((b) + 16), SIGN_CODES_16((b) + 32), SIGN_CODES_16((b) + 48)
+static const uint64_t codes_of_signs[256] = {SIGN_CODES_64(0), SIGN_CODES_64(64), SIGN_CODES_64(128),
+                                             SIGN_CODES_64(192)};
 
 /* The fast path: groups of eight one-byte gaps (high bits clear) placed
  * without a branch per gap while they stay inside the row; returns the gaps
@@ -67,7 +68,7 @@ static size_t place_one_byte_groups(int8_t *restrict codes_row, size_t *col_io, 
         memcpy(&word, src + done, sizeof word);
         if (word & 0x8080808080808080ull)
             break;
-        uint64_t group_codes = codes_of_signs(eight_signs(signs, sign_bytes, placed + done));
+        uint64_t group_codes = codes_of_signs[eight_signs(signs, sign_bytes, placed + done)];
         size_t p = col;
         for (int j = 0; j < GROUP; j++) {
             p += gap_advance[src[done + j]];
