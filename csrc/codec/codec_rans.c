@@ -146,10 +146,29 @@ OBX_API size_t obx_rans_encode_base3(const uint8_t *base3, size_t n, size_t k, s
     const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
     const int tail_digits = (int)(k % DIGITS);
     block_rows = block_rows_for(block_rows, row_bytes);
+    /* -1 and +1 codes of every full byte, from a table. */
+    uint8_t byte_minus[RANS_SYMBOLS], byte_plus[RANS_SYMBOLS];
+    for (int s = 0; s < RANS_SYMBOLS; s++) {
+        uint64_t m = 0, p = 0;
+        count_byte((uint8_t)s, DIGITS, &m, &p);
+        byte_minus[s] = (uint8_t)m;
+        byte_plus[s] = (uint8_t)p;
+    }
     uint64_t minus = 0, plus = 0;
     for (size_t r = 0; r < n; r++) {
-        for (size_t j = 0; j < row_bytes; j++) {
+        const uint8_t *row = base3 + r * row_bytes;
+        unsigned invalid = 0;
+        for (size_t j = 0; j + 1 < row_bytes; j++) {
+            uint8_t byte = row[j];
+            invalid |= byte >= RANS_SYMBOLS;
+            byte = byte < RANS_SYMBOLS ? byte : 0;
+            minus += byte_minus[byte];
+            plus += byte_plus[byte];
+        }
+        for (size_t j = invalid ? 0 : row_bytes - 1; j < row_bytes; j++) {
             int digits = j + 1 == row_bytes && tail_digits ? tail_digits : DIGITS;
+            if (j + 1 < row_bytes && row[j] < RANS_SYMBOLS)
+                continue; /* counted above: looking for the invalid byte */
             if (count_byte(base3[r * row_bytes + j], digits, &minus, &plus) != 0) {
                 obx_set_error(err, err_len, "byte %zu of row %zu is %u: not a base3 byte of %d codes "
                               "(< 243, padding digits 0)", j, r, base3[r * row_bytes + j], digits);

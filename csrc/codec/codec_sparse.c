@@ -216,7 +216,7 @@ static void append_row(const int8_t *restrict codes, size_t k, uint8_t *restrict
                     o += nonzero;
                     signs[placed >> 3] |= (uint8_t)((unsigned)(v < 0) << (placed & 7));
                     placed += nonzero;
-                    run = nonzero ? 0 : run + 1;
+                    run = (run + 1) & ((uint64_t)nonzero - 1); /* 0 after a nonzero; a mask, not a branch */
                 }
                 j += GROUP;
                 continue;

@@ -177,7 +177,7 @@ static void append_entries(const int8_t *restrict codes, size_t m, uint8_t *rest
                     out[o] = (uint8_t)((run << 1) | (unsigned)(v < 0));
                     o += nonzero;
                     count += nonzero;
-                    run = nonzero ? 0 : run + 1;
+                    run = (run + 1) & ((uint64_t)nonzero - 1); /* 0 after a nonzero; a mask, not a branch */
                 }
                 j += GROUP;
                 continue;
