@@ -87,3 +87,27 @@ void obx_code_chunks_close(obx_code_chunks *c)
     free(c->codes);
     c->codes = NULL;
 }
+
+void obx_base3_runs_table(obx_base3_runs table[256])
+{
+    for (int b = 0; b < 256; b++) {
+        obx_base3_runs *e = &table[b];
+        memset(e, 0, sizeof *e);
+        e->valid = b < 243;
+        unsigned zeros = 0;
+        for (int j = 0, rest = b; j < 5 && e->valid; j++, rest /= 3) {
+            int d = rest % 3; /* code d - 1 */
+            if (d == 1) {
+                zeros++;
+                continue;
+            }
+            e->entries |= (uint64_t)((zeros << 1) | (d == 0)) << (8 * e->count);
+            e->gaps |= (uint64_t)zeros << (8 * e->count);
+            e->negative |= (uint8_t)((d == 0) << e->count);
+            e->count++;
+            zeros = 0;
+        }
+        e->trail = (uint8_t)(e->valid ? zeros : 5);
+        e->keep_run = e->count ? 0 : ~(uint64_t)0;
+    }
+}

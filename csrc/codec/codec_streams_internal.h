@@ -6,6 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The fast paths move bytes of codes and entries as little-endian words. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the stream codecs assume a little-endian CPU"
+#endif
+
 enum { OBX_VARINT_MAX_BYTES = 9 };
 
 /* Formats err, returns -1. */
@@ -42,6 +47,20 @@ void obx_code_chunks_flush(obx_code_chunks *c);
 /* Flushes every chunk left (all-zero rows after the last code) and frees the buffer. */
 void obx_code_chunks_finish(obx_code_chunks *c);
 void obx_code_chunks_close(obx_code_chunks *c);
+
+/* What one base3 byte holds for the run-length encoders, so they handle five
+ * codes with one table load instead of five digits: its nonzero codes in
+ * order as zeroruns entries ((zeros before it in the byte << 1) | code is
+ * -1, one byte each in `entries`, the first in the low byte) and as sparse
+ * gaps (`gaps`), their signs (`negative`, bit i for nonzero i), how many
+ * there are, and the zeros after the last one (`trail`; 5 when none, and
+ * then keep_run is all ones: the run goes on). Bytes >= 243 are invalid and
+ * look like five zeros. */
+typedef struct {
+    uint64_t entries, gaps, keep_run;
+    uint8_t count, trail, negative, valid;
+} obx_base3_runs;
+void obx_base3_runs_table(obx_base3_runs table[256]);
 
 /* Writes value as LEB128 at out, returns its length. */
 static inline size_t obx_write_varint(uint8_t *out, uint64_t value)

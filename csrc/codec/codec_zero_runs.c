@@ -16,6 +16,7 @@
 #include "onnxbit/formats.h"
 
 enum { ZERO_RUNS_VERSION = 1, GROUP = 8 };
+#define ZERO_BYTES 0x7979797979797979ull /* eight base3 bytes of five zero codes */
 
 static const char *varint_problem(int status)
 {
@@ -145,56 +146,65 @@ OBX_API int obx_zero_runs_decode_base3(const uint8_t *stream, size_t len, size_t
 OBX_API size_t obx_zero_runs_max_bytes(size_t n, size_t k)
 {
     /* An entry after z zeros takes at most z + 1 bytes (a varint of L bytes
-     * needs 2z + 1 >= 128^(L-1)), so the entries fit in one byte a code. */
-    return 1 + OBX_VARINT_MAX_BYTES + n * k;
+     * needs 2z + 1 >= 128^(L-1)), so the entries fit in one byte a code;
+     * plus 8 for the encoder's word stores. */
+    return 1 + OBX_VARINT_MAX_BYTES + n * k + 8;
 }
 
-/* Appends the entries of m codes at out + *o; `run` carries the zeros since
- * the last nonzero across calls. */
-static void append_entries(const int8_t *restrict codes, size_t m, uint8_t *restrict out, size_t *o_io,
-                           uint64_t *run_io,
-                           uint64_t *count_io)
+typedef struct {
+    uint8_t *out;
+    size_t o;
+    uint64_t run, count;
+} entry_writer;
+
+/* The codes of one base3 byte's first `digits` digits, one at a time. */
+static void append_digits(entry_writer *w, uint8_t byte, int digits)
 {
-    size_t o = *o_io;
-    uint64_t run = *run_io, count = *count_io;
-    for (size_t j = 0; j < m;) {
-        if (j + GROUP <= m) {
-            uint64_t word;
-            memcpy(&word, codes + j, sizeof word);
-            if (word == 0) {
-                run += GROUP;
-                j += GROUP;
-                continue;
-            }
-            if (run + GROUP < 64) {
-                /* Every entry of the group is one byte: write one per code,
-                 * keep it (advance) only for a nonzero; no branch per code.
-                 * A dropped byte is at most the next entry's slot, inside
-                 * the bound of obx_zero_runs_max_bytes. */
-                for (int t = 0; t < GROUP; t++) {
-                    int8_t v = codes[j + t];
-                    unsigned nonzero = v != 0;
-                    out[o] = (uint8_t)((run << 1) | (unsigned)(v < 0));
-                    o += nonzero;
-                    count += nonzero;
-                    run = (run + 1) & ((uint64_t)nonzero - 1); /* 0 after a nonzero; a mask, not a branch */
-                }
-                j += GROUP;
-                continue;
-            }
-        }
-        int8_t v = codes[j++];
-        if (v == 0) {
-            run++;
+    for (int j = 0; j < digits; j++, byte /= 3) {
+        int d = byte % 3;
+        if (d == 1) {
+            w->run++;
             continue;
         }
-        o += obx_write_varint(out + o, (run << 1) | (uint64_t)(v < 0));
-        run = 0;
-        count++;
+        w->o += obx_write_varint(w->out + w->o, (w->run << 1) | (uint64_t)(d == 0));
+        w->run = 0;
+        w->count++;
     }
-    *o_io = o;
-    *run_io = run;
-    *count_io = count;
+}
+
+/* Appends the entries of m full base3 bytes (five codes each). While the
+ * run is under 60 every entry of a byte is one byte: the table's entries
+ * word, the run added to its first, stored whole (the stream advances by
+ * the byte's nonzeros). */
+static void append_bytes(entry_writer *restrict w, const uint8_t *restrict bytes, size_t m,
+                         const obx_base3_runs *restrict table)
+{
+    uint8_t *restrict out = w->out;
+    size_t o = w->o;
+    uint64_t run = w->run, count = w->count;
+    for (size_t j = 0; j < m; j++) {
+        const obx_base3_runs *e = &table[bytes[j]];
+        if (run < 60) {
+            uint64_t word = e->entries + (run << 1);
+            memcpy(out + o, &word, sizeof word);
+            o += e->count;
+            count += e->count;
+            run = (run & e->keep_run) + e->trail;
+        } else if (e->count == 0) {
+            /* A long run goes on: eight zero bytes (121 = five zero codes) at a time. */
+            uint64_t eight;
+            while (j + 9 <= m && (memcpy(&eight, bytes + j + 1, sizeof eight), eight == ZERO_BYTES)) {
+                run += 40;
+                j += 8;
+            }
+            run += 5;
+        } else {
+            w->o = o, w->run = run, w->count = count;
+            append_digits(w, bytes[j], 5);
+            o = w->o, run = w->run, count = w->count;
+        }
+    }
+    w->o = o, w->run = run, w->count = count;
 }
 
 OBX_API size_t obx_zero_runs_encode_base3(const uint8_t *base3, size_t n, size_t k, uint8_t *out,
@@ -206,31 +216,33 @@ OBX_API size_t obx_zero_runs_encode_base3(const uint8_t *base3, size_t n, size_t
         obx_set_error(err, err_len, "output buffer of %zu bytes is smaller than obx_zero_runs_max_bytes", out_cap);
         return 0;
     }
+    obx_base3_runs table[256];
+    obx_base3_runs_table(table);
     const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
-    const size_t rows_per_chunk = OBX_MAX(1, OBX_MIN(n, OBX_CHUNK_TARGET_CODES / k));
-    int8_t *codes = malloc(rows_per_chunk * k);
-    if (!codes) {
-        obx_set_error(err, err_len, "out of memory encoding a zeroruns stream");
-        return 0;
-    }
+    const size_t full_bytes = k / 5;
+    const int tail_digits = (int)(k % 5);
     /* Entries go after room for the largest header, then move down to it. */
     const size_t entries_at = 1 + OBX_VARINT_MAX_BYTES;
-    size_t o = entries_at;
-    uint64_t run = 0, count = 0;
-    for (size_t row = 0; row < n; row += rows_per_chunk) {
-        size_t rows = OBX_MIN(rows_per_chunk, n - row), first_bad = 0;
-        int64_t bad = obx_decode_i8(OBX_FMT_BASE3, base3 + row * row_bytes, rows, k, codes, &first_bad);
-        if (bad != 0) {
-            obx_set_error(err, err_len, "base3 rows hold %lld invalid bytes, the first at code %zu",
-                          (long long)bad, row * k + first_bad);
-            free(codes);
-            return 0;
+    entry_writer w = {out, entries_at, 0, 0};
+    uint64_t invalid = 0;
+    size_t first_invalid = 0;
+    for (size_t r = 0; r < n; r++) {
+        const uint8_t *row = base3 + r * row_bytes;
+        for (size_t j = 0; j < row_bytes; j++) {
+            if (row[j] >= 243 && invalid++ == 0)
+                first_invalid = r * k + 5 * j;
         }
-        append_entries(codes, rows * k, out, &o, &run, &count);
+        append_bytes(&w, row, full_bytes, table);
+        if (tail_digits)
+            append_digits(&w, row[full_bytes] < 243 ? row[full_bytes] : 121, tail_digits);
     }
-    free(codes);
+    if (invalid) {
+        obx_set_error(err, err_len, "base3 rows hold %llu invalid bytes, the first at code %zu",
+                      (unsigned long long)invalid, first_invalid);
+        return 0;
+    }
     out[0] = ZERO_RUNS_VERSION;
-    size_t header = 1 + obx_write_varint(out + 1, count);
-    memmove(out + header, out + entries_at, o - entries_at);
-    return header + o - entries_at;
+    size_t header = 1 + obx_write_varint(out + 1, w.count);
+    memmove(out + header, out + entries_at, w.o - entries_at);
+    return header + w.o - entries_at;
 }
