@@ -11,7 +11,6 @@
 
 #include "codec_streams_internal.h"
 #include "obx_common.h"
-#include "onnxbit/codec.h"
 #include "onnxbit/formats.h"
 
 enum { SPARSE_VERSION = 1, GROUP = 8 };
@@ -184,56 +183,90 @@ OBX_API int obx_sparse_decode_base3(const uint8_t *stream, size_t len, size_t n,
 
 OBX_API size_t obx_sparse_max_bytes(size_t n, size_t k)
 {
-    /* Header, sign bits, a count per row, and at most one byte a code for
-     * the gaps (a gap of g zeros takes at most g + 1 bytes). */
-    return 1 + OBX_VARINT_MAX_BYTES + (n * k + 7) / 8 + n * OBX_VARINT_MAX_BYTES + n * k;
+    /* Header, sign bits, a count per row, at most one byte a code for the
+     * gaps (a gap of g zeros takes at most g + 1 bytes), and 8 for the
+     * encoder's word stores. */
+    return 1 + OBX_VARINT_MAX_BYTES + (n * k + 7) / 8 + n * OBX_VARINT_MAX_BYTES + n * k + 8;
 }
 
-/* Appends one row's count and gaps at out + *o and its sign bits from bit *placed_io. */
-static void append_row(const int8_t *restrict codes, size_t k, uint8_t *restrict out, size_t *o_io, uint8_t *signs,
-                       uint64_t *placed_io)
+#define ZERO_BYTES 0x7979797979797979ull /* eight base3 bytes of five zero codes */
+
+typedef struct {
+    uint8_t *out, *signs;
+    size_t o;
+    uint64_t run, placed;
+} gap_writer;
+
+static void set_signs(gap_writer *w, unsigned negative, unsigned count)
 {
-    size_t count = 0;
-    for (size_t j = 0; j < k; j++)
-        count += codes[j] != 0;
-    size_t o = *o_io + obx_write_varint(out + *o_io, count);
-    uint64_t placed = *placed_io, run = 0;
-    for (size_t j = 0; j < k;) {
-        if (j + GROUP <= k) {
-            uint64_t word;
-            memcpy(&word, codes + j, sizeof word);
-            if (word == 0) {
-                run += GROUP;
-                j += GROUP;
-                continue;
-            }
-            if (run + GROUP < 128) {
-                /* One-byte gaps: written for every code, kept for nonzeros. */
-                for (int t = 0; t < GROUP; t++) {
-                    int8_t v = codes[j + t];
-                    unsigned nonzero = v != 0;
-                    out[o] = (uint8_t)run;
-                    o += nonzero;
-                    signs[placed >> 3] |= (uint8_t)((unsigned)(v < 0) << (placed & 7));
-                    placed += nonzero;
-                    run = (run + 1) & ((uint64_t)nonzero - 1); /* 0 after a nonzero; a mask, not a branch */
-                }
-                j += GROUP;
-                continue;
-            }
-        }
-        int8_t v = codes[j++];
-        if (v == 0) {
-            run++;
+    /* Up to five bits at bit `placed`: into one or two bytes of the sign array. */
+    unsigned shifted = negative << (w->placed & 7);
+    w->signs[w->placed >> 3] |= (uint8_t)shifted;
+    if (shifted >> 8)
+        w->signs[(w->placed >> 3) + 1] |= (uint8_t)(shifted >> 8);
+    w->placed += count;
+}
+
+/* The codes of one base3 byte's first `digits` digits, one at a time. */
+static void append_digits(gap_writer *w, uint8_t byte, int digits)
+{
+    for (int j = 0; j < digits; j++, byte /= 3) {
+        int d = byte % 3;
+        if (d == 1) {
+            w->run++;
             continue;
         }
-        o += obx_write_varint(out + o, run);
-        signs[placed >> 3] |= (uint8_t)((unsigned)(v < 0) << (placed & 7));
-        placed++;
-        run = 0;
+        w->o += obx_write_varint(w->out + w->o, w->run);
+        set_signs(w, d == 0, 1);
+        w->run = 0;
     }
-    *o_io = o;
-    *placed_io = placed;
+}
+
+/* Appends the gaps of m full base3 bytes: while the run is under 124 each
+ * gap is one byte, the table's gaps word stored whole, and the signs go in
+ * with two ORs, no branch (see codec_zero_runs.c). Locals, not w's fields:
+ * byte stores may alias those. */
+static void append_bytes(gap_writer *w, const uint8_t *restrict bytes, size_t m, const obx_base3_runs *restrict table)
+{
+    uint8_t *out = w->out, *signs = w->signs; /* the same buffer: no restrict */
+    size_t o = w->o;
+    uint64_t run = w->run, placed = w->placed;
+    for (size_t j = 0; j < m; j++) {
+        const obx_base3_runs *e = &table[bytes[j]];
+        if (run < 124) {
+            uint64_t word = e->gaps + run;
+            memcpy(out + o, &word, sizeof word);
+            o += e->count;
+            /* Bits past the sign array are only ever 0 ORed into bytes already written. */
+            unsigned shifted = (unsigned)e->negative << (placed & 7);
+            signs[placed >> 3] |= (uint8_t)shifted;
+            signs[(placed >> 3) + 1] |= (uint8_t)(shifted >> 8);
+            placed += e->count;
+            run = (run & e->keep_run) + e->trail;
+        } else if (e->count == 0) {
+            uint64_t eight;
+            while (j + 9 <= m && (memcpy(&eight, bytes + j + 1, sizeof eight), eight == ZERO_BYTES)) {
+                run += 40;
+                j += 8;
+            }
+            run += 5;
+        } else {
+            w->o = o, w->run = run, w->placed = placed;
+            append_digits(w, bytes[j], 5);
+            o = w->o, run = w->run, placed = w->placed;
+        }
+    }
+    w->o = o, w->run = run, w->placed = placed;
+}
+
+static size_t row_nonzeros(const uint8_t *row, size_t full_bytes, int tail_digits, const obx_base3_runs *table)
+{
+    size_t count = 0;
+    for (size_t j = 0; j < full_bytes; j++)
+        count += table[row[j]].count;
+    for (int j = 0, rest = row[full_bytes] < 243 ? row[full_bytes] : 121; j < tail_digits; j++, rest /= 3)
+        count += rest % 3 != 1;
+    return count;
 }
 
 OBX_API size_t obx_sparse_encode_base3(const uint8_t *base3, size_t n, size_t k, uint8_t *out,
@@ -245,48 +278,40 @@ OBX_API size_t obx_sparse_encode_base3(const uint8_t *base3, size_t n, size_t k,
         obx_set_error(err, err_len, "output buffer of %zu bytes is smaller than obx_sparse_max_bytes", out_cap);
         return 0;
     }
+    obx_base3_runs table[256];
+    obx_base3_runs_table(table);
     const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
-    const size_t rows_per_chunk = OBX_MAX(1, OBX_MIN(n, OBX_CHUNK_TARGET_CODES / k));
-    int8_t *codes = malloc(rows_per_chunk * k);
-    if (!codes) {
-        obx_set_error(err, err_len, "out of memory encoding a sparse stream");
+    const size_t full_bytes = k / 5;
+    const int tail_digits = (int)(k % 5);
+    /* Pass one: invalid bytes and the nonzero count, which comes first. */
+    uint64_t invalid = 0, nonzeros = 0;
+    size_t first_invalid = 0;
+    for (size_t r = 0; r < n; r++) {
+        const uint8_t *row = base3 + r * row_bytes;
+        for (size_t j = 0; j < row_bytes; j++) {
+            if (row[j] >= 243 && invalid++ == 0)
+                first_invalid = r * k + 5 * j;
+        }
+        nonzeros += row_nonzeros(row, full_bytes, tail_digits, table);
+    }
+    if (invalid) {
+        obx_set_error(err, err_len, "base3 rows hold %llu invalid bytes, the first at code %zu",
+                      (unsigned long long)invalid, first_invalid);
         return 0;
     }
-    /* Two passes: the nonzero count and sign bits come before the rows. */
-    uint64_t nonzeros = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        uint8_t *signs = NULL;
-        size_t o = 0;
-        uint64_t placed = 0;
-        if (pass == 1) {
-            out[0] = SPARSE_VERSION;
-            o = 1 + obx_write_varint(out + 1, nonzeros);
-            signs = out + o;
-            memset(signs, 0, (size_t)((nonzeros + 7) / 8));
-            o += (size_t)((nonzeros + 7) / 8);
-        }
-        for (size_t row = 0; row < n; row += rows_per_chunk) {
-            size_t rows = OBX_MIN(rows_per_chunk, n - row), first_bad = 0;
-            int64_t bad = obx_decode_i8(OBX_FMT_BASE3, base3 + row * row_bytes, rows, k, codes, &first_bad);
-            if (bad != 0) {
-                obx_set_error(err, err_len, "base3 rows hold %lld invalid bytes, the first at code %zu",
-                              (long long)bad, row * k + first_bad);
-                free(codes);
-                return 0;
-            }
-            if (pass == 0) {
-                for (size_t j = 0; j < rows * k; j++)
-                    nonzeros += codes[j] != 0;
-                continue;
-            }
-            for (size_t r = 0; r < rows; r++)
-                append_row(codes + r * k, k, out, &o, signs, &placed);
-        }
-        if (pass == 1) {
-            free(codes);
-            return o;
-        }
+    out[0] = SPARSE_VERSION;
+    size_t o = 1 + obx_write_varint(out + 1, nonzeros);
+    const size_t sign_bytes = (size_t)((nonzeros + 7) / 8);
+    gap_writer w = {out, out + o, o + sign_bytes, 0, 0};
+    memset(w.signs, 0, sign_bytes);
+    /* Pass two: per row its count, then its gaps and their signs. */
+    for (size_t r = 0; r < n; r++) {
+        const uint8_t *row = base3 + r * row_bytes;
+        w.o += obx_write_varint(out + w.o, row_nonzeros(row, full_bytes, tail_digits, table));
+        w.run = 0;
+        append_bytes(&w, row, full_bytes, table);
+        if (tail_digits)
+            append_digits(&w, row[full_bytes], tail_digits);
     }
-    free(codes);
-    return 0;
+    return w.o;
 }
