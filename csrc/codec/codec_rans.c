@@ -202,11 +202,14 @@ OBX_API size_t obx_rans_encode_base3(const uint8_t *base3, size_t n, size_t k, s
                 const rans_table *table = j + 1 == row_bytes ? &tail : &main;
                 uint32_t *x = &states[((r - first_row) * row_bytes + j) % RANS_STATES];
                 uint32_t f = table->freq[row[j]];
-                uint32_t x_max = ((RANS_LOW >> RANS_PROB_BITS) << 8) * f;
-                while (*x >= x_max) {
-                    scratch[used++] = (uint8_t)*x;
-                    *x >>= 8;
-                }
+                uint64_t x_max = (uint64_t)((RANS_LOW >> RANS_PROB_BITS) << 8) * f;
+                /* Renormalise without a branch: 0, 1 or 2 low bytes out (x < 2^31
+                 * <= x_max << 16), both written, kept as many as go out. */
+                unsigned out_bytes = (unsigned)(*x >= x_max) + (unsigned)(*x >= x_max << 8);
+                scratch[used] = (uint8_t)*x;
+                scratch[used + 1] = (uint8_t)(*x >> 8);
+                used += out_bytes;
+                *x >>= 8 * out_bytes;
                 *x = ((*x / f) << RANS_PROB_BITS) + (*x % f) + table->cum[row[j]];
             }
         }
