@@ -264,6 +264,8 @@ static size_t row_nonzeros(const uint8_t *row, size_t full_bytes, int tail_digit
     size_t count = 0;
     for (size_t j = 0; j < full_bytes; j++)
         count += table[row[j]].count;
+    if (tail_digits == 0) /* no last, partial byte: row[full_bytes] is the next row */
+        return count;
     for (int j = 0, rest = row[full_bytes] < 243 ? row[full_bytes] : 121; j < tail_digits; j++, rest /= 3)
         count += rest % 3 != 1;
     return count;
