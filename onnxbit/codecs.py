@@ -250,3 +250,29 @@ def decode_stream_base3(name: str, stream, n: int, k: int, error: type[Exception
     if status != 0:
         raise error(ffi.string(err).decode())
     return out
+
+
+# The library's stream encoders by format: (worst-case size, encoder), both named obx_<prefix>_*.
+_STREAM_ENCODERS = {formats.ZERO_RUNS: "zero_runs", formats.SPARSE: "sparse"}
+
+
+def encode_stream_base3(name: str, rows, k: int) -> np.ndarray:
+    """base3 rows [N, row_bytes] of K codes -> the 1-D uint8 stream of format `name`
+    (zeroruns or sparse), with the library's encoder; ValueError for invalid rows."""
+    prefix = _STREAM_ENCODERS.get(name)
+    if prefix is None:
+        raise ValueError(f"no library encoder for stream format {name!r}; expected one of {tuple(_STREAM_ENCODERS)}")
+    data = np.ascontiguousarray(np.atleast_2d(np.asarray(rows, dtype=np.uint8)))
+    n = data.shape[0]
+    if data.shape[1] != formats.get(formats.STREAM_ROW_FORMAT).row_bytes(k):
+        raise ValueError(f"base3 rows of {data.shape[1]} bytes do not hold K={k} codes")
+    ffi, lib = _kernels()
+    capacity = int(getattr(lib, f"obx_{prefix}_max_bytes")(n, k))
+    out = np.empty(max(capacity, 1), dtype=np.uint8)
+    err = ffi.new("char[256]")
+    written = getattr(lib, f"obx_{prefix}_encode_base3")(ffi.from_buffer("uint8_t[]", data), n, k,
+                                                         ffi.from_buffer("uint8_t[]", out, require_writable=True),
+                                                         capacity, err, 256)
+    if written == 0:
+        raise ValueError(ffi.string(err).decode())
+    return out[:written].copy()

@@ -12,25 +12,28 @@ from onnxbit import codecs, formats, native
 
 NAME = "rans"
 ROW_FORMAT = formats.RANS_ROW_FORMAT  # what the stream codes, and what sessions repack from
-DEFAULT_BLOCK_ROWS = 64
+DEFAULT_BLOCK_ROWS = 0  # blocks of about 64 KiB of base3 bytes
 
 
 class CorruptStreamError(ValueError):
     """A rans stream that is malformed, truncated or corrupt."""
 
 
-def encode_base3(rows: np.ndarray, block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
+def encode_base3(rows: np.ndarray, k: int, block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
+    """base3 rows [N, row_bytes] of K codes -> the rans stream (block_rows 0: automatic)."""
     data = np.ascontiguousarray(rows, dtype=np.uint8)
     if data.ndim != 2:
         raise ValueError(f"base3 rows must be 2-D [N, row_bytes], got shape {data.shape}")
     n, row_bytes = data.shape
+    if k <= 0 or row_bytes != formats.get(ROW_FORMAT).row_bytes(k):
+        raise ValueError(f"base3 rows of {row_bytes} bytes do not hold K={k} codes")
+    if block_rows < 0:
+        raise ValueError(f"block_rows={block_rows} must be >= 0 (0: automatic)")
     ffi, lib = native.ffi(), native.lib()
-    capacity = int(lib.obx_rans_max_bytes(n, row_bytes, block_rows))
-    if capacity == 0:
-        raise ValueError(f"block_rows={block_rows} must be in [1, 65535]")
+    capacity = int(lib.obx_rans_max_bytes(n, k, block_rows))
     out = np.empty(capacity, dtype=np.uint8)
     err = ffi.new("char[256]")
-    written = lib.obx_rans_encode_base3(ffi.from_buffer("uint8_t[]", data), n, row_bytes, block_rows,
+    written = lib.obx_rans_encode_base3(ffi.from_buffer("uint8_t[]", data), n, k, block_rows,
                                         ffi.from_buffer("uint8_t[]", out, require_writable=True), capacity, err, 256)
     if written == 0:
         raise ValueError(ffi.string(err).decode())
@@ -51,7 +54,8 @@ def decode_base3(stream, n: int, row_bytes: int) -> np.ndarray:
 
 def pack_rans(codes_nk: np.ndarray, block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
     """int8 codes [N, K] -> the rans stream (uint8, 1-D)."""
-    return encode_base3(codecs.pack_ternary(np.atleast_2d(codes_nk), ROW_FORMAT), block_rows)
+    codes_nk = np.atleast_2d(codes_nk)
+    return encode_base3(codecs.pack_ternary(codes_nk, ROW_FORMAT), codes_nk.shape[1], block_rows)
 
 
 def unpack_rans(stream, k: int, n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ CORRUPT_STREAM_ERRORS = (rans.CorruptStreamError, zero_runs.CorruptStreamError, 
 def encode(name: str, rows: np.ndarray, k: int) -> np.ndarray:
     """base3 rows [N, row_bytes] of K codes -> the 1-D uint8 stream of format `name`."""
     if name == formats.RANS:
-        return rans.encode_base3(rows)
+        return rans.encode_base3(rows, k)
     if name == formats.ZERO_RUNS:
         return zero_runs.encode_base3(rows, k)
     if name == formats.SPARSE:

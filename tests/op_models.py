@@ -124,15 +124,16 @@ def ternary_conv_model(codes: np.ndarray, scales: np.ndarray, bias: np.ndarray |
     m = codes.shape[0]
     rows_mk = np.ascontiguousarray(codes.reshape(m, -1))
     if fmt == "rans":  # the numpy encoder's stream of base3 rows, so C decodes what C did not write
-        packed = np.frombuffer(rans_reference.encode(pack_ternary(rows_mk, "base3"), block_rows=4), np.uint8).copy()
-    elif fmt == "zeroruns":  # its encoder is numpy already
-        from onnxbit.zero_runs import pack_zero_runs
+        packed = np.frombuffer(rans_reference.encode(pack_ternary(rows_mk, "base3"), rows_mk.shape[1], block_rows=4),
+                               np.uint8).copy()
+    elif fmt == "zeroruns":  # the numpy encoders' streams too
+        from onnxbit.reference.zero_runs import encode as encode_zero_runs
 
-        packed = pack_zero_runs(rows_mk)
+        packed = encode_zero_runs(rows_mk)
     elif fmt == "sparse":
-        from onnxbit.sparse import pack_sparse
+        from onnxbit.reference.sparse import encode as encode_sparse
 
-        packed = pack_sparse(rows_mk)
+        packed = encode_sparse(rows_mk)
     else:
         packed = pack_ternary(rows_mk, fmt)
     attrs: dict[str, Any] = {"weight_shape": list(codes.shape), "format": fmt, **(conv_attrs or {})}

@@ -1,12 +1,13 @@
 /* Helpers of the stream decoders (codec_streams_internal.h). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codec_streams_internal.h"
+#include "onnxbit/codec.h"
 #include "onnxbit/formats.h"
-
-const uint8_t obx_base3_digit_weight[OBX_BASE3_CODES_PER_BYTE] = {1, 3, 9, 27, 81};
+#include "obx_common.h"
 
 int obx_stream_fail(char *err, size_t err_len, const char *fmt, ...)
 {
@@ -35,24 +36,78 @@ int obx_read_varint(const uint8_t *stream, size_t len, size_t *pos, uint64_t *va
     return -2;
 }
 
-int obx_stream_base3_zeros(size_t n, size_t k, uint8_t *base3_out, const char *format, char *err,
-                           size_t err_len)
+int obx_stream_check_shape(size_t n, size_t k, const char *format, char *err, size_t err_len)
 {
     if (k == 0 || n == 0)
         return obx_stream_fail(err, err_len, "%s stream: N=%zu and K=%zu must be > 0", format, n, k);
-    if ((uint64_t)n * k / n != k)
+    if ((uint64_t)n * k / n != k || (uint64_t)n * k > SIZE_MAX / 2)
         return obx_stream_fail(err, err_len, "%s stream: N=%zu x K=%zu codes overflow", format, n, k);
-    const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
-    const size_t tail = k % OBX_BASE3_CODES_PER_BYTE;
-    uint8_t last_byte = 121; /* 1 + 3 + 9 + 27 + 81: five zero codes */
-    if (tail) {
-        last_byte = 0;
-        for (size_t j = 0; j < tail; j++)
-            last_byte += obx_base3_digit_weight[j];
-    }
-    for (size_t r = 0; r < n; r++) {
-        memset(base3_out + r * row_bytes, 121, row_bytes);
-        base3_out[r * row_bytes + row_bytes - 1] = last_byte;
-    }
     return 0;
+}
+
+int obx_code_chunks_open(obx_code_chunks *c, size_t n, size_t k, uint8_t *base3_out, const char *format,
+                         char *err, size_t err_len)
+{
+    c->base3_out = base3_out;
+    c->n = n;
+    c->k = k;
+    c->row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
+    c->rows_per_chunk = k >= OBX_CHUNK_TARGET_CODES ? 1 : OBX_CHUNK_TARGET_CODES / k;
+    if (c->rows_per_chunk > n)
+        c->rows_per_chunk = n;
+    c->first_row = 0;
+    c->chunk_codes = c->rows_per_chunk * k;
+    c->codes = calloc(c->chunk_codes + OBX_CHUNK_SLACK, 1);
+    if (!c->codes)
+        return obx_stream_fail(err, err_len, "out of memory decoding a %s stream", format);
+    return 0;
+}
+
+void obx_code_chunks_flush(obx_code_chunks *c)
+{
+    if (c->first_row >= c->n)
+        return;
+    size_t rows = c->chunk_codes / c->k, first_bad = 0;
+    /* Codes are in {-1, 0, 1} by construction: the encoder finds nothing invalid. */
+    obx_encode_i8(OBX_FMT_BASE3, c->codes, rows, c->k, c->base3_out + c->first_row * c->row_bytes, &first_bad);
+    memset(c->codes, 0, c->chunk_codes + OBX_CHUNK_SLACK);
+    c->first_row += rows;
+    c->chunk_codes = OBX_MIN(c->rows_per_chunk, c->n - c->first_row) * c->k;
+}
+
+void obx_code_chunks_finish(obx_code_chunks *c)
+{
+    while (c->first_row < c->n)
+        obx_code_chunks_flush(c);
+    obx_code_chunks_close(c);
+}
+
+void obx_code_chunks_close(obx_code_chunks *c)
+{
+    free(c->codes);
+    c->codes = NULL;
+}
+
+void obx_base3_runs_table(obx_base3_runs table[256])
+{
+    for (int b = 0; b < 256; b++) {
+        obx_base3_runs *e = &table[b];
+        memset(e, 0, sizeof *e);
+        e->valid = b < 243;
+        unsigned zeros = 0;
+        for (int j = 0, rest = b; j < 5 && e->valid; j++, rest /= 3) {
+            int d = rest % 3; /* code d - 1 */
+            if (d == 1) {
+                zeros++;
+                continue;
+            }
+            e->entries |= (uint64_t)((zeros << 1) | (d == 0)) << (8 * e->count);
+            e->gaps |= (uint64_t)zeros << (8 * e->count);
+            e->negative |= (uint8_t)((d == 0) << e->count);
+            e->count++;
+            zeros = 0;
+        }
+        e->trail = (uint8_t)(e->valid ? zeros : 5);
+        e->keep_run = e->count ? 0 : ~(uint64_t)0;
+    }
 }

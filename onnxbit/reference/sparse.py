@@ -1,15 +1,34 @@
-"""The "sparse" format decoded in pure Python/numpy (layout:
-csrc/include/onnxbit/sparse.h): the reference the C decoder
-(csrc/codec/codec_sparse.c) must match, output and accept/reject alike."""
+"""The "sparse" format in pure Python/numpy (layout:
+csrc/include/onnxbit/sparse.h): the references the C encoder and decoder
+(csrc/codec/codec_sparse.c) must match, byte for byte and accept/reject
+alike."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from onnxbit.reference.codecs import pack_ternary
-from onnxbit.reference.zero_runs import _varint
+from onnxbit.reference.zero_runs import _varint, varints
 
 VERSION = 1
+
+
+def encode(codes_nk: np.ndarray) -> np.ndarray:
+    """int8 codes [N, K] in {-1, 0, 1} -> the sparse stream (uint8, 1-D)."""
+    codes = np.atleast_2d(np.asarray(codes_nk, dtype=np.int8))
+    if codes.size and (codes.min() < -1 or codes.max() > 1):
+        raise ValueError("sparse codes must be in {-1, 0, 1}")
+    rows, cols = np.nonzero(codes)  # row-major: rows ascending, columns ascending within a row
+    counts = np.bincount(rows, minlength=codes.shape[0])
+    first_in_row = np.ones(rows.size, dtype=bool)
+    first_in_row[1:] = rows[1:] != rows[:-1]
+    previous = np.concatenate([[-1], cols[:-1]]).astype(np.int64)
+    gaps = np.where(first_in_row, cols, cols - previous - 1)
+    signs = np.packbits(codes[rows, cols] < 0, bitorder="little")
+    # Each row: its count, then its gaps; rows concatenated.
+    pieces = np.split(gaps, np.cumsum(counts)[:-1])
+    body = [np.concatenate([varints([count]), varints(piece)]) for count, piece in zip(counts, pieces)]
+    return np.concatenate([np.array([VERSION], np.uint8), varints([rows.size]), signs, *body])
 
 
 def decode_codes(stream: bytes, n: int, k: int) -> np.ndarray:

@@ -38,6 +38,13 @@ extern "C" {
  * a message in err for any malformed stream. */
 int obx_sparse_decode_base3(const uint8_t *stream, size_t len, size_t n, size_t k,
                             uint8_t *base3_out, char *err, size_t err_len);
+/* Largest stream obx_sparse_encode_base3 writes for n rows of k codes. */
+size_t obx_sparse_max_bytes(size_t n, size_t k);
+/* Encodes n base3 rows of k codes; returns the bytes written to out (which
+ * holds at least obx_sparse_max_bytes), or 0 with a message in err for an
+ * invalid base3 byte or shape. */
+size_t obx_sparse_encode_base3(const uint8_t *base3, size_t n, size_t k, uint8_t *out,
+                               size_t out_cap, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,13 @@ extern "C" {
  * success, -1 with a message in err for any malformed stream. */
 int obx_zero_runs_decode_base3(const uint8_t *stream, size_t len, size_t n, size_t k,
                                uint8_t *base3_out, char *err, size_t err_len);
+/* Largest stream obx_zero_runs_encode_base3 writes for n rows of k codes. */
+size_t obx_zero_runs_max_bytes(size_t n, size_t k);
+/* Encodes n base3 rows of k codes; returns the bytes written to out (which
+ * holds at least obx_zero_runs_max_bytes), or 0 with a message in err for an
+ * invalid base3 byte or shape. */
+size_t obx_zero_runs_encode_base3(const uint8_t *base3, size_t n, size_t k, uint8_t *out,
+                                  size_t out_cap, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }
