@@ -75,6 +75,10 @@ class LayerSettings:
     # that runs faster (int8 weights: DynamicQuantizeLinear + MatMulInteger;
     # 2/4-bit MatMulNBits: accuracy_level 4); "float" keeps them float.
     activations: str = "float"
+    # int precisions: an .npz written by `onnxbit calibrate` holding this
+    # layer's codes, chosen with error compensation on calibration data
+    # (onnxbit.calibration.codes); None = round the weight at conversion.
+    codes: str | None = None
 
     def validate(self, where: str) -> None:
         if self.precision not in PRECISIONS:
@@ -90,6 +94,9 @@ class LayerSettings:
                               f"{', '.join(formats.STORAGE_CHOICES)}")
         if self.activations not in ACTIVATIONS:
             raise ConfigError(f"{where}: activations must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")
+        if self.codes is not None and (not isinstance(self.codes, str) or not self.precision.startswith("int")):
+            raise ConfigError(f"{where}: codes (a calibration codes file) applies to int precisions only, "
+                              f"got codes={self.codes!r} with precision {self.precision!r}")
         if self.act_quant not in (0, 1):
             raise ConfigError(f"{where}: act_quant must be 0 or 1, got {self.act_quant!r}")
 

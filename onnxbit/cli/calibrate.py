@@ -19,11 +19,14 @@ from onnxbit.cli.groups import main
 @click.option("--samples", type=click.IntRange(2), help="Use at most this many samples (every 5th is held out).")
 @click.option("--precisions", default="ternary,int4,int8", show_default=True,
               help="Precisions the search may give a layer (float is always allowed).")
+@click.option("--method", type=click.Choice(["gptq", "rtn"]), default="gptq", show_default=True,
+              help="gptq: 4/8-bit codes chosen with error compensation on the samples' activations (kept in "
+                   "OUTPUT's .codes.npz next to it); rtn: weights rounded to nearest at conversion.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration file to write; `onnxbit quantize --calibration FILE` applies it.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML page: error per layer and precision, the size/accuracy path.")
-def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | None, precisions: str,
+def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | None, precisions: str, method: str,
                       output: Path, html_path: Path | None) -> None:
     """Measure each layer's sensitivity on MODEL and pick the smallest precisions meeting --budget."""
     from rich.console import Console
@@ -38,7 +41,7 @@ def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | 
     try:
         with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("sensitivity", total=None)
-            result = calibrate(model, data_path, budget, precisions=chosen, samples=samples,
+            result = calibrate(model, data_path, budget, precisions=chosen, samples=samples, method=method,
                                progress=lambda what, done, total: bar.update(task, completed=done, total=total,
                                                                              description=what))
         result.write_json(output)
