@@ -51,6 +51,8 @@ METHODS = ("gptq", "rtn")  # error compensation, or round to nearest
 TERNARY_METHODS = ("absmean", "mse", "adaptive")
 BATCH = 32  # samples stacked into one onnxruntime run when the model allows it
 MAX_SEARCH_SAMPLES = 128  # calibration samples the search runs on (the held-out check uses all)
+SENSITIVITY_SAMPLES = 16  # samples ranking the layers (each layer x precision is one run over them)
+SCREEN_SAMPLES = 8  # the hardest samples a cosine budget is checked on before all of them
 
 
 @dataclass
@@ -93,6 +95,8 @@ class CalibrationResult:
     samples: tuple[int, int]  # (calibration, held out)
     # (weight size ratio, budget metric on calibration samples) after each accepted change of the search
     trajectory: list[tuple[float, float]] = field(default_factory=list)
+    preset: str | None = None  # a preset keeping float weights float: the config is that preset
+
 
     @property
     def met(self) -> bool:
@@ -106,6 +110,8 @@ class CalibrationResult:
     def config(self, codes_file: str | None = None) -> dict[str, Any]:
         """The config `onnxbit quantize --calibration` applies. `codes_file`:
         where the compensated layers' codes are (`write_json` writes them)."""
+        if self.preset is not None:
+            return {"preset": self.preset, "calibrated": str(self.budget)}
         rules = []
         for l in self.layers:
             if l.precision == "fp32":
@@ -297,11 +303,14 @@ class _Probe:
 
 def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData | Any, budget: str | Budget,
               precisions: Sequence[str] = LADDER[:-1], samples: int | None = None,
-              progress: Callable[[str, int, int], None] | None = None, method: str = "gptq") -> CalibrationResult:
+              progress: Callable[[str, int, int], None] | None = None, method: str = "gptq",
+              preset: str | None = None) -> CalibrationResult:
     """Choose per-layer precisions (from `precisions`, plus float) meeting
     `budget` on held-out samples with the smallest weights the greedy search finds.
     method "gptq": int codes chosen with error compensation on the calibration
-    samples' activations (stored in the codes file); "rtn": rounded to nearest."""
+    samples' activations (stored in the codes file); "rtn": rounded to nearest.
+    preset: a preset that keeps float weights float (bitnet) leaves nothing
+    to search: the result applies that preset, whose QAT folds are exact."""
     from onnxbit.convert import load_model
 
     budget = parse_budget(budget)
@@ -318,15 +327,32 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     if not isinstance(data, CalibrationData):
         data = load_calibration_data(data, inputs, samples)
     layers, skipped, transposed, weights = _candidate_layers(proto)
+    if preset is not None:
+        from onnxbit.config import PRESETS
+
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if PRESETS[preset].get("float_weights") == "keep":
+            why = (f"the {preset} preset keeps float weights float; QAT-proven ternary layers are folded exactly "
+                   "by the conversion")
+            skipped = {**skipped, **{l.node: why for l in layers}}
+            perfect = budget.measure([[np.ones(1)]], [[np.ones(1)]])
+            return CalibrationResult(budget, [], skipped, perfect, perfect, [], (len(data.calibration),
+                                     len(data.holdout)), [(1.0, perfect)], preset=preset)
     if not layers:
         raise ConfigError("no layer to calibrate: " + ("; ".join(f"{k}: {v}" for k, v in skipped.items())
-                                                       or "the model has no MatMul/Gemm with a constant weight"))
+                                                       or "the model has no MatMul/Gemm with a constant weight")
+                          + " (a QAT export's fake-quant layers are folded exactly: calibrate with --preset bitnet "
+                            "or convert with `onnxbit quantize`)")
     probe = _Probe(proto, layers, transposed, weights)
     float_assignment = {l.node: "fp32" for l in layers}
     calib = data.calibration[:MAX_SEARCH_SAMPLES]
     if method == "gptq":
         _compensate(proto, layers, probe, calib)
     reference = probe.run(float_assignment, calib)
+    # Sensitivity ranks layers; a few samples do that, the budget checks below use all.
+    sensitivity_feeds = calib[:SENSITIVITY_SAMPLES]
+    sensitivity_reference = reference[:len(sensitivity_feeds)]
     total = len(layers) * (len(ladder) - 1)
     done = 0
     for layer in layers:
@@ -334,8 +360,8 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
             for method in (TERNARY_METHODS if precision == "ternary" else ("",)):
                 if method:
                     layer.ternary_method = method
-                outputs = probe.run({**float_assignment, layer.node: precision}, calib)
-                error = budget.shortfall(budget.measure(reference, outputs))
+                outputs = probe.run({**float_assignment, layer.node: precision}, sensitivity_feeds)
+                error = budget.shortfall(budget.measure(sensitivity_reference, outputs))
                 if method:
                     layer.method_errors[method] = error
             if precision == "ternary":
@@ -346,28 +372,57 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
             if progress is not None:
                 progress(f"{layer.node} @ {precision}", done, total)
 
-    assignment = dict(float_assignment)
     adjustments: list[dict[str, str]] = []
     fp32_bytes = sum(l.weight_bytes("fp32") for l in layers)
 
     def size_of(chosen: dict[str, str]) -> float:
         return sum(l.weight_bytes(chosen[l.node]) for l in layers) / fp32_bytes
 
+    check = _BudgetCheck(budget, probe, calib, reference)
     trajectory = [(1.0, budget.measure(reference, reference))]
     moves = sorted(((layer, p) for layer in layers for p in ladder[:-1]),
                    key=lambda m: m[0].sensitivity[m[1]] / (m[0].weight_bytes("fp32") - m[0].weight_bytes(m[1])))
-    for layer, precision in moves:
+
+    def after(count: int) -> dict[str, str]:
+        """Every layer at the lowest precision among the first `count` moves."""
+        chosen = dict(float_assignment)
+        for layer, precision in moves[:count]:
+            if ladder.index(precision) < ladder.index(chosen[layer.node]):
+                chosen[layer.node] = precision
+        return chosen
+
+    # 1. The longest run of cheapest moves that fits, by bisection (the error
+    # grows with the run), instead of one model run per move.
+    fits, misses = 0, len(moves) + 1
+    probe_count = len(moves)
+    while misses - fits > 1:
+        value = check(after(probe_count))
+        if value is not None:
+            fits = probe_count
+            trajectory.append((size_of(after(fits)), value))
+        else:
+            misses = probe_count
+        probe_count = (fits + misses) // 2
+    assignment = after(fits)
+    for layer in layers:
+        if assignment[layer.node] != "fp32":
+            adjustments.append({"layer": layer.node, "from": "fp32", "to": assignment[layer.node],
+                                "why": f"among the {fits} cheapest moves (error per byte saved) that fit the budget "
+                                       f"together on calibration samples (alone: error "
+                                       f"{layer.sensitivity[assignment[layer.node]]:.2e})"})
+    # 2. Then each further move on its own, kept when the budget still holds.
+    for layer, precision in moves[fits:]:
         if ladder.index(precision) >= ladder.index(assignment[layer.node]):
             continue  # already at this precision or lower
         trial = {**assignment, layer.node: precision}
-        value = budget.measure(reference, probe.run(trial, calib))
-        if budget.met(value):
+        value = check(trial)
+        if value is not None:
             trajectory.append((size_of(trial), value))
             adjustments.append({"layer": layer.node, "from": assignment[layer.node], "to": precision,
                                 "why": f"fits the budget on calibration samples (alone: error "
                                        f"{layer.sensitivity[precision]:.2e})"})
             assignment = trial
-    calibration_value = budget.measure(reference, probe.run(assignment, calib))
+    calibration_value = check.value(assignment)
 
     holdout_reference = probe.run(float_assignment, data.holdout)
     holdout_value = budget.measure(holdout_reference, probe.run(assignment, data.holdout))
@@ -388,6 +443,36 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
             layer.quantized = probe.quantized(layer.node, layer.precision)
     return CalibrationResult(budget, layers, skipped, calibration_value, holdout_value, adjustments,
                              (len(calib), len(data.holdout)), trajectory)
+
+
+class _BudgetCheck:
+    """Whether an assignment meets the budget on the calibration samples.
+
+    A cosine budget holds the worst sample to a bound, so a trial that misses
+    it on the samples hardest so far misses it on all: those few run first
+    and most rejected trials cost a few samples instead of all of them."""
+
+    def __init__(self, budget: Budget, probe: _Probe, feeds, reference):
+        self.budget, self.probe, self.feeds, self.reference = budget, probe, list(feeds), reference
+        self.hardest = list(range(min(SCREEN_SAMPLES, len(self.feeds)))) if budget.metric == "cosine" else []
+
+    def value(self, assignment: dict[str, str]) -> float:
+        return self.budget.measure(self.reference, self.probe.run(assignment, self.feeds))
+
+    def __call__(self, assignment: dict[str, str]) -> float | None:
+        """The metric on all samples when the budget holds, else None."""
+        if self.hardest:
+            outputs = self.probe.run(assignment, [self.feeds[i] for i in self.hardest])
+            if not self.budget.met(self.budget.measure([self.reference[i] for i in self.hardest], outputs)):
+                return None
+        outputs = self.probe.run(assignment, self.feeds)
+        value = self.budget.measure(self.reference, outputs)
+        if not self.budget.met(value):
+            return None
+        if self.hardest:  # the samples closest to the bound under the accepted assignment go first next time
+            per_sample = [self.budget.measure([r], [o]) for r, o in zip(self.reference, outputs)]
+            self.hardest = sorted(range(len(per_sample)), key=per_sample.__getitem__)[:SCREEN_SAMPLES]
+        return value
 
 
 def _compensate(model: onnx.ModelProto, layers: list[CalibratedLayer], probe: _Probe,
