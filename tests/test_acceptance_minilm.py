@@ -77,3 +77,17 @@ def test_calibration_meets_cosine_099_at_022x_of_float_weights(minilm, tmp_path)
     # ... and on sentences calibration never saw.
     unseen = {n: v[100:] for n, v in np.load(data).items()}
     assert _cosines(_embeddings(model, unseen), _embeddings(out, unseen)).min() >= 0.985
+
+
+def test_default_conversion_keeps_the_float_model_and_says_why(minilm, tmp_path):
+    from onnxbit.convert import convert
+
+    model, data = minilm
+    out = tmp_path / "default.onnx"
+    report = convert(model, output_path=out, progress=False, write_noop=True).report  # the bitnet preset
+    reasons = {r.node: r.reason for r in report.layers if r.op_type == "MatMul" and r.bytes_before}
+    assert len(reasons) == 36 and not report.converted
+    assert all(reason.startswith("kept float") for reason in reasons.values())
+    assert any("float layer(s) kept float" in note and "--preset int8" in note for note in report.notes)
+    feeds = {n: v[:8] for n, v in np.load(data).items()}
+    np.testing.assert_array_equal(_embeddings(out, feeds), _embeddings(model, feeds))

@@ -104,7 +104,9 @@ class CalibrationResult:
 
     @property
     def size_ratio(self) -> float:
-        """Calibrated layers' weight bytes over their float bytes."""
+        """Calibrated layers' weight bytes over their float bytes (1 with none)."""
+        if not self.layers:
+            return 1.0
         return sum(l.weight_bytes() for l in self.layers) / max(1, sum(l.weight_bytes("fp32") for l in self.layers))
 
     def config(self, codes_file: str | None = None) -> dict[str, Any]:
@@ -186,6 +188,9 @@ class CalibrationResult:
                       f"{self.size_ratio:.3f}x of float", soft_wrap=True)
         for node, why in self.skipped.items():
             console.print(f"not calibrated: {node}: {why}", soft_wrap=True)
+        if self.preset is not None:
+            console.print(f"the calibration applies the {self.preset} preset as it is (float weights stay float; "
+                          "QAT fake-quant layers are folded exactly by the conversion)", soft_wrap=True)
 
 
 def weight_bytes(precision: str, k: int, n: int) -> int:
