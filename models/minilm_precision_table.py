@@ -23,9 +23,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
-from onnxbit.calibration import calibrate, load_calibration_data
+from onnxbit.calibration import load_calibration_data
 from onnxbit.calibration.search import load_calibration
 from onnxbit.convert import convert
 
@@ -74,6 +75,30 @@ def row(name: str, model: Path, config, folder: Path, sets: dict[str, dict[str, 
     return entry
 
 
+def gptq_everywhere(model: Path, feeds, precision: str, scratch: Path) -> dict:
+    """A config putting every layer at `precision` with GPTQ codes computed
+    on the calibration split, as calibration does."""
+    from onnxbit.calibration.codes import codes_bytes, weight_digest
+    from onnxbit.calibration.hessians import layer_hessians
+    from onnxbit.calibration.search import SETTINGS, _candidate_layers, _literal_glob
+    from onnxbit.quant.gptq import quantize_int_gptq
+
+    proto = onnx.load(str(model))
+    layers, _, _, weights = _candidate_layers(proto)
+    hessians = layer_hessians(proto, [l.activation for l in layers], feeds)
+    settings = SETTINGS[precision]
+    codes, rules = {}, []
+    for layer in layers:
+        w = weights[layer.node]
+        q = quantize_int_gptq(w, hessians[layer.activation], int(precision[3:]), symmetric=settings["symmetric"],
+                              granularity=settings["granularity"], group_size=settings.get("group_size"))
+        codes[layer.weight] = (q, weight_digest(w))
+        rules.append({"match": {"name": _literal_glob(layer.node)}, **settings,
+                      "codes": str(scratch / f"{precision}.codes.npz")})
+    (scratch / f"{precision}.codes.npz").write_bytes(codes_bytes(codes))
+    return {"default": {"precision": "fp32"}, "rules": rules}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="the folder export_minilm.py wrote")
@@ -95,12 +120,9 @@ def main() -> None:
         scratch = Path(scratch)
         configs = [(name, {"default": settings}) for name, settings in UNIFORM.items()]
         if args.gptq_uniform:
-            for precision in ("int8", "int4"):  # any budget is met: every layer goes to that precision
-                result = calibrate(model, folder / "calibration.npz", "cosine>=-1", precisions=[precision],
-                                   samples=100)
-                result.write_json(scratch / f"{precision}.json")
-                configs.append((f"{precision} GPTQ (calibration's settings)",
-                                load_calibration(scratch / f"{precision}.json")))
+            for precision in ("int8", "int4"):
+                configs.append((f"{precision} GPTQ ({'per channel' if precision == 'int8' else 'blocks of 32'})",
+                                gptq_everywhere(model, split.calibration, precision, scratch)))
         for path in args.calibration:
             saved = json.loads(path.read_text())
             configs.append((f"calibrated {saved['budget']} ({path.name})", load_calibration(path)))

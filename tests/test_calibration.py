@@ -118,10 +118,17 @@ def test_calibrate_and_quantize_from_the_command_line(pixels, tmp_path):
 def test_ternary_threshold_rule_is_chosen_by_output_error(pixels):
     from onnxbit.calibration.search import TERNARY_METHODS
 
-    result = calibrate(MODEL, pixels, "cosine>=0.9", samples=40)
+    result = calibrate(MODEL, pixels, "cosine>=0.9", samples=40, method="rtn")
     for layer in result.layers:
         assert set(layer.method_errors) == set(TERNARY_METHODS)
         assert layer.sensitivity["ternary"] == min(layer.method_errors.values())
         assert layer.method_errors[layer.ternary_method] == layer.sensitivity["ternary"]
-    ternary_rules = [r for r in result.config("calib.codes.npz")["rules"] if r["precision"] == "ternary"]
+    # With the activations' X^T X known, the layer's own output error picks the rule.
+    compensated = calibrate(MODEL, pixels, "cosine>=0.9", samples=40)
+    for layer in compensated.layers:
+        assert set(layer.method_errors) == set(TERNARY_METHODS) and all(0 < e < 1 for e in
+                                                                        layer.method_errors.values())
+        assert layer.method_errors[layer.ternary_method] == min(layer.method_errors.values())
+        assert layer.sensitivity["ternary"] > 0
+    ternary_rules = [r for r in compensated.config("calib.codes.npz")["rules"] if r["precision"] == "ternary"]
     assert all(r["method"] in TERNARY_METHODS for r in ternary_rules)

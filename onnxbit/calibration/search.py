@@ -64,7 +64,9 @@ class CalibratedLayer:
     precision: str = "fp32"
     sensitivity: dict[str, float] = field(default_factory=dict)  # precision -> output error, this layer alone
     ternary_method: str = "absmean"  # the threshold rule with the smallest output error
-    method_errors: dict[str, float] = field(default_factory=dict)  # ternary method -> output error
+    # ternary method -> the model's output error (rtn), or the layer's own relative
+    # output error on the calibration inputs (gptq: X^T X known, no model runs)
+    method_errors: dict[str, float] = field(default_factory=dict)
     activation: str | None = None  # the layer's input; its X^T X drives error compensation (None: not possible)
     compensated: bool = False  # int precisions quantized with GPTQ error compensation
     quantized: Any = field(default=None, repr=False)  # QuantResult at the chosen precision (compensated layers)
@@ -257,6 +259,14 @@ class _Probe:
                                                    group_size=s.get("group_size"))
         return self._results[key]
 
+    def layer_error(self, node: str, ternary_method: str) -> float:
+        """tr(dW^T H dW) / tr(W^T H W): the layer's own relative output error
+        on the calibration inputs with ternary weights from that rule."""
+        w, h = self.weights[node], self.hessians[node]
+        delta = (dequantized(w, {**SETTINGS["ternary"], "method": ternary_method}) - w).astype(np.float64)
+        w = w.astype(np.float64)
+        return float(np.einsum("kn,kn->", delta, h @ delta) / max(np.einsum("kn,kn->", w, h @ w), 1e-30))
+
     def stored(self, node: str, precision: str) -> np.ndarray:
         layer = self.layers[node]
         settings = layer.settings(precision)
@@ -362,14 +372,21 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     done = 0
     for layer in layers:
         for precision in ladder[:-1]:
-            for method in (TERNARY_METHODS if precision == "ternary" else ("",)):
+            if precision == "ternary" and layer.node in probe.hessians:
+                # The layer's own output error picks the threshold rule (no model runs), then one run.
+                layer.method_errors = {m: probe.layer_error(layer.node, m) for m in TERNARY_METHODS}
+                layer.ternary_method = min(layer.method_errors, key=layer.method_errors.get)
+                methods: tuple[str, ...] = ("",)
+            else:
+                methods = TERNARY_METHODS if precision == "ternary" else ("",)
+            for method in methods:
                 if method:
                     layer.ternary_method = method
                 outputs = probe.run({**float_assignment, layer.node: precision}, sensitivity_feeds)
                 error = budget.shortfall(budget.measure(sensitivity_reference, outputs))
                 if method:
                     layer.method_errors[method] = error
-            if precision == "ternary":
+            if methods != ("",):
                 layer.ternary_method = min(layer.method_errors, key=layer.method_errors.get)
                 error = layer.method_errors[layer.ternary_method]
             layer.sensitivity[precision] = error
