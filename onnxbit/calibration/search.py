@@ -99,7 +99,6 @@ class CalibrationResult:
     trajectory: list[tuple[float, float]] = field(default_factory=list)
     preset: str | None = None  # a preset keeping float weights float: the config is that preset
 
-
     @property
     def met(self) -> bool:
         return self.budget.met(self.holdout_value)
