@@ -106,6 +106,7 @@ def main() -> None:
                         help="a calibration file to add as a row (repeatable)")
     parser.add_argument("--gptq-uniform", action="store_true",
                         help="also rows for every layer at int4 / int8 with GPTQ codes")
+    parser.add_argument("--skip-uniform", action="store_true", help="only the --calibration rows")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
     folder = Path(args.folder)
@@ -118,7 +119,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        configs = [(name, {"default": settings}) for name, settings in UNIFORM.items()]
+        configs = [] if args.skip_uniform else [(name, {"default": settings}) for name, settings in UNIFORM.items()]
         if args.gptq_uniform:
             for precision in ("int8", "int4"):
                 configs.append((f"{precision} GPTQ ({'per channel' if precision == 'int8' else 'blocks of 32'})",
