@@ -118,3 +118,7 @@ def test_conversion_stores_the_codes_file_and_computes_with_them(tmp_path, targe
     missing = {**config, "rules": [{**rule, "codes": str(tmp_path / "nope.npz")}]}
     with pytest.raises(OnnxbitError, match="does not exist"):
         convert(model, config=missing, target=target, output_path=tmp_path / "x.onnx", progress=False)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    bad = {**config, "rules": [{**rule, "codes": str(tmp_path / "bad.npz")}]}
+    with pytest.raises(OnnxbitError, match="is not a readable .npz file"):
+        convert(model, config=bad, target=target, output_path=tmp_path / "x.onnx", progress=False)

@@ -46,10 +46,10 @@ def codes_bytes(layers: dict[str, tuple[QuantResult, str]]) -> bytes:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
+def _load(path: str, mtime_ns: int):
+    """The open .npz: members are read when asked for, one layer at a time."""
     try:
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
+        return np.load(path)
     except Exception as exc:  # numpy raises several kinds for a bad file
         raise ConfigError(f"codes file {path} is not a readable .npz file: {exc}") from None
 
@@ -62,14 +62,14 @@ def load_codes(path: str | Path, weight_name: str, weight: np.ndarray, bits: int
     if not path.is_file():
         raise ConfigError(f"codes file {path} (named by the calibration) does not exist")
     data = _load(str(path), path.stat().st_mtime_ns)
-    if f"{weight_name}|codes" not in data:
+    if f"{weight_name}|codes" not in data.files:
         raise ConfigError(f"codes file {path} holds no codes for weight {weight_name!r}")
     if str(data[f"{weight_name}|sha256"]) != weight_digest(weight):
         raise ConfigError(f"codes file {path}: weight {weight_name!r} differs from the one calibration quantized; "
                           "calibrate this model again")
     codes = data[f"{weight_name}|codes"]
     scales = data[f"{weight_name}|scales"]
-    zeros = data.get(f"{weight_name}|zero_points")
+    zeros = data[f"{weight_name}|zero_points"] if f"{weight_name}|zero_points" in data.files else None
     k, n = weight.shape
     groups = -(-k // group_size) if granularity == "group" else 1
     expected_scales = (groups, n) if granularity == "group" else (n,)
