@@ -21,6 +21,9 @@ Presets:
             cost on models not trained for it.
 ``int4``    4-bit, asymmetric, groups of 32 along K (the common LLM recipe).
 ``int8``    8-bit, symmetric, one scale per output channel.
+``accuracy`` / ``balanced`` / ``memory`` / ``performance``  goal presets for
+            float models (see PRESETS and CALIBRATION_PRESETS below, and the
+            README's preset table).
 
 ``float_weights``: "quantize" (default for configs) quantizes float weights
 at the layer's precision; "keep" leaves every weight float that no QAT fold
@@ -89,6 +92,10 @@ class LayerSettings:
     # act_percentile is the percentile of |x| the "percentile" range clips at.
     act_range: str = "minmax"
     act_percentile: float = 99.99
+    # int precisions: an .npz written by `onnxbit calibrate` holding this
+    # layer's codes, chosen with error compensation on calibration data
+    # (onnxbit.calibration.codes); None = round the weight at conversion.
+    codes: str | None = None
 
     def validate(self, where: str) -> None:
         if self.precision not in PRECISIONS:
@@ -104,6 +111,9 @@ class LayerSettings:
                               f"{', '.join(formats.STORAGE_CHOICES)}")
         if self.activations not in ACTIVATIONS:
             raise ConfigError(f"{where}: activations must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")
+        if self.codes is not None and (not isinstance(self.codes, str) or not self.precision.startswith("int")):
+            raise ConfigError(f"{where}: codes (a calibration codes file) applies to int precisions only, "
+                              f"got codes={self.codes!r} with precision {self.precision!r}")
         if self.act_quant not in (0, 1):
             raise ConfigError(f"{where}: act_quant must be 0 or 1, got {self.act_quant!r}")
         self._validate_static_activations(where)
@@ -226,6 +236,38 @@ PRESETS: dict[str, dict[str, Any]] = {
     "int4": {"default": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False,
                          "activations": "int8"}},
     "int8": {"default": {"precision": "int8", "granularity": "channel", "symmetric": True, "activations": "int8"}},
+    # Goal presets for float models. Each is a plain config (so a config file
+    # can name it and refine it) and, for `onnxbit calibrate --preset`, a
+    # budget and the precisions the search may use (CALIBRATION_PRESETS).
+    # accuracy: int8 per output channel with float activations, the smallest
+    # change (a MiniLM embedder keeps cosine 0.999).
+    "accuracy": {"default": {"precision": "int8", "granularity": "channel", "symmetric": True}},
+    # balanced: 4-bit blocks of 32 (MatMulNBits' layout), the first and last
+    # layers at int8 (they see the raw embedding and produce the output).
+    "balanced": {"default": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False},
+                 "rules": [{"match": {"position": "first"}, "precision": "int8", "granularity": "channel",
+                            "group_size": 0, "symmetric": True},
+                           {"match": {"position": "last"}, "precision": "int8", "granularity": "channel",
+                            "group_size": 0, "symmetric": True}]},
+    # memory: 4-bit blocks of 128, symmetric (0.53 bytes per weight, 0.13x of
+    # float); with data, calibration may go to ternary where a looser budget holds.
+    "memory": {"default": {"precision": "int4", "granularity": "group", "group_size": 128, "symmetric": True}},
+    # performance: what measured fastest on this CPU for float transformers
+    # (README, `onnxbit bench model`): int8 weights with int8 activations
+    # (DynamicQuantizeLinear + MatMulInteger), 1.6-2.1x faster than float at
+    # 16 and 128 tokens; 4-bit MatMulNBits was slower than float at prefill.
+    "performance": {"default": {"precision": "int8", "granularity": "channel", "symmetric": True,
+                                "activations": "int8"}},
+}
+
+# What `onnxbit calibrate --preset NAME` searches under: the budget on held-out
+# samples and the precisions the search may give a layer (float always allowed).
+CALIBRATION_PRESETS: dict[str, dict[str, Any]] = {
+    "accuracy": {"budget": "cosine>=0.999", "precisions": ("int8",)},
+    "balanced": {"budget": "cosine>=0.99", "precisions": ("int4", "int8")},
+    "memory": {"budget": "cosine>=0.98", "precisions": ("ternary", "int4", "int8")},
+    # Float weights stay float: the calibration applies the preset as it is.
+    "bitnet": {"budget": "cosine>=0.99", "precisions": ("ternary", "int4", "int8")},
 }
 
 

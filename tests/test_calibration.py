@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from onnxbit.calibration import calibrate, load_calibration_data, parse_budget
-from onnxbit.calibration.search import weight_bytes
+from onnxbit.calibration.search import load_calibration, weight_bytes
 from onnxbit.cli.main import main
 from onnxbit.convert import convert
 from onnxbit.errors import ConfigError
@@ -68,8 +68,12 @@ def test_calibration_meets_the_budget_on_held_out_data_and_the_conversion_matche
     assert all(set(layer.sensitivity) == {"ternary", "int4", "int8"} for layer in result.layers)
     assert sum(l.weight_bytes() for l in result.layers) < sum(weight_bytes("int8", l.k, l.n) for l in result.layers)
 
+    assert any(l.uses_codes() for l in result.layers)  # GPTQ codes, carried by the codes file
+    result.write_json(tmp_path / "calib.json")
+    assert (tmp_path / "calib.codes.npz").is_file()
     out = tmp_path / "calibrated.onnx"
-    converted = convert(MODEL, config=result.config(), target="onnx", output_path=out, progress=False)
+    converted = convert(MODEL, config=load_calibration(tmp_path / "calib.json"), target="onnx", output_path=out,
+                        progress=False)
     assert not converted.report.flagged  # calibration measured the outputs
     stored = {r.node: r.precision for r in converted.report.layers if r.action == "converted"}
     assert stored == {l.node: l.precision for l in result.layers if l.precision != "fp32"}
@@ -114,10 +118,17 @@ def test_calibrate_and_quantize_from_the_command_line(pixels, tmp_path):
 def test_ternary_threshold_rule_is_chosen_by_output_error(pixels):
     from onnxbit.calibration.search import TERNARY_METHODS
 
-    result = calibrate(MODEL, pixels, "cosine>=0.9", samples=40)
+    result = calibrate(MODEL, pixels, "cosine>=0.9", samples=40, method="rtn")
     for layer in result.layers:
         assert set(layer.method_errors) == set(TERNARY_METHODS)
         assert layer.sensitivity["ternary"] == min(layer.method_errors.values())
         assert layer.method_errors[layer.ternary_method] == layer.sensitivity["ternary"]
-    ternary_rules = [r for r in result.config()["rules"] if r["precision"] == "ternary"]
+    # With the activations' X^T X known, the layer's own output error picks the rule.
+    compensated = calibrate(MODEL, pixels, "cosine>=0.9", samples=40)
+    for layer in compensated.layers:
+        assert set(layer.method_errors) == set(TERNARY_METHODS) and all(0 < e < 1 for e in
+                                                                        layer.method_errors.values())
+        assert layer.method_errors[layer.ternary_method] == min(layer.method_errors.values())
+        assert layer.sensitivity["ternary"] > 0
+    ternary_rules = [r for r in compensated.config("calib.codes.npz")["rules"] if r["precision"] == "ternary"]
     assert all(r["method"] in TERNARY_METHODS for r in ternary_rules)

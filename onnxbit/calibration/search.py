@@ -42,10 +42,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "int8": {"precision": "int8", "granularity": "channel", "symmetric": True},
     "fp32": {"precision": "fp32"},
 }
+# Precisions whose codes GPTQ error compensation chooses (with the layer's
+# activations' X^T X), stored in the calibration's codes file.
+COMPENSATED = ("int4", "int8")
+METHODS = ("gptq", "rtn")  # error compensation, or round to nearest
 # Ternary threshold rules tried per layer; the one with the smallest output
 # error on the calibration samples is kept (not the smallest weight error).
 TERNARY_METHODS = ("absmean", "mse", "adaptive")
+BATCH = 32  # samples stacked into one onnxruntime run when the model allows it
 MAX_SEARCH_SAMPLES = 128  # calibration samples the search runs on (the held-out check uses all)
+SENSITIVITY_SAMPLES = 16  # samples ranking the layers (each layer x precision is one run over them)
+SCREEN_SAMPLES = 8  # the hardest samples a cosine budget is checked on before all of them
 
 
 @dataclass
@@ -57,7 +64,13 @@ class CalibratedLayer:
     precision: str = "fp32"
     sensitivity: dict[str, float] = field(default_factory=dict)  # precision -> output error, this layer alone
     ternary_method: str = "absmean"  # the threshold rule with the smallest output error
-    method_errors: dict[str, float] = field(default_factory=dict)  # ternary method -> output error
+    # ternary method -> the model's output error (rtn), or the layer's own relative
+    # output error on the calibration inputs (gptq: X^T X known, no model runs)
+    method_errors: dict[str, float] = field(default_factory=dict)
+    activation: str | None = None  # the layer's input; its X^T X drives error compensation (None: not possible)
+    compensated: bool = False  # int precisions quantized with GPTQ error compensation
+    quantized: Any = field(default=None, repr=False)  # QuantResult at the chosen precision (compensated layers)
+    digest: str = ""  # SHA-256 of the float weight the codes were computed from
 
     def weight_bytes(self, precision: str | None = None) -> int:
         return weight_bytes(precision or self.precision, self.k, self.n)
@@ -67,6 +80,10 @@ class CalibratedLayer:
         if precision == "ternary":
             return {**SETTINGS["ternary"], "method": self.ternary_method}
         return dict(SETTINGS[precision])
+
+    def uses_codes(self, precision: str | None = None) -> bool:
+        """Its codes come from calibration (error compensation), not from rounding at conversion."""
+        return self.compensated and (precision or self.precision) in COMPENSATED
 
 
 @dataclass
@@ -86,6 +103,7 @@ class CalibrationResult:
     activation_statistics: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the int8-or-float activations decision (calibration.activations.check_static_activations)
     activation_choice: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None  # a preset keeping float weights float: the config is that preset
 
     @property
     def met(self) -> bool:
@@ -93,17 +111,32 @@ class CalibrationResult:
 
     @property
     def size_ratio(self) -> float:
-        """Calibrated layers' weight bytes over their float bytes."""
+        """Calibrated layers' weight bytes over their float bytes (1 with none)."""
+        if not self.layers:
+            return 1.0
         return sum(l.weight_bytes() for l in self.layers) / max(1, sum(l.weight_bytes("fp32") for l in self.layers))
 
-    def config(self) -> dict[str, Any]:
-        """The config `onnxbit quantize --calibration` applies."""
-        rules = [{"match": {"name": _literal_glob(l.node)}, **l.settings(), **self.activations.get(l.node, {})}
-                 for l in self.layers if l.precision != "fp32"]
+    def config(self, codes_file: str | None = None) -> dict[str, Any]:
+        """The config `onnxbit quantize --calibration` applies. `codes_file`:
+        where the compensated layers' codes are (`write_json` writes them)."""
+        if self.preset is not None:
+            return {"preset": self.preset, "calibrated": str(self.budget)}
+        rules = []
+        for l in self.layers:
+            if l.precision == "fp32":
+                continue
+            rule = {"match": {"name": _literal_glob(l.node)}, **l.settings(), **self.activations.get(l.node, {})}
+            if l.uses_codes():
+                if codes_file is None:
+                    raise ConfigError("layers quantized with error compensation need their codes file: "
+                                      "write the calibration with write_json(path) and load it with "
+                                      "load_calibration(path)")
+                rule["codes"] = codes_file
+            rules.append(rule)
         return {"float_weights": "quantize", "calibrated": str(self.budget), "default": {"precision": "fp32"},
                 "rules": rules}
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, codes_file: str | None = None) -> dict[str, Any]:
         return {
             "budget": str(self.budget),
             "budget_met_on_holdout": self.met,
@@ -114,20 +147,30 @@ class CalibrationResult:
             "layers": [{"node": l.node, "weight": l.weight, "k": l.k, "n": l.n, "precision": l.precision,
                         "bytes": l.weight_bytes(), "bytes_fp32": l.weight_bytes("fp32"),
                         "sensitivity": l.sensitivity, "ternary_method": l.ternary_method,
-                        "ternary_method_errors": l.method_errors} for l in self.layers],
+                        "ternary_method_errors": l.method_errors, "compensated": l.uses_codes()}
+                       for l in self.layers],
             "skipped": self.skipped,
             "adjustments": self.adjustments,
             "trajectory": [{"size_ratio": r, "value": v} for r, v in self.trajectory],
             "activation_statistics": self.activation_statistics,
             "activation_choice": self.activation_choice,
-            "config": self.config(),
+            "config": self.config(codes_file),
         }
 
     def write_json(self, path: str | os.PathLike) -> None:
+        """The calibration file, and next to it (NAME.codes.npz) the codes of
+        the layers quantized with error compensation, if any."""
+        from onnxbit.calibration.codes import codes_bytes
         from onnxbit.modelio.publish import Publication
 
+        path = Path(path)
+        compensated = {l.weight: (l.quantized, l.digest) for l in self.layers if l.uses_codes()}
+        codes_path = path.with_name(path.stem + ".codes.npz") if compensated else None
         with Publication() as publication:
-            publication.write_bytes(Path(path), (json.dumps(self.to_json(), indent=2) + "\n").encode())
+            text = json.dumps(self.to_json(codes_path.name if codes_path else None), indent=2) + "\n"
+            publication.write_bytes(path, text.encode())
+            if codes_path is not None:
+                publication.write_bytes(codes_path, codes_bytes(compensated))
             publication.commit()
 
     def render(self, console=None) -> None:
@@ -154,6 +197,9 @@ class CalibrationResult:
                       f"{self.size_ratio:.3f}x of float", soft_wrap=True)
         for node, why in self.skipped.items():
             console.print(f"not calibrated: {node}: {why}", soft_wrap=True)
+        if self.preset is not None:
+            console.print(f"the calibration applies the {self.preset} preset as it is (float weights stay float; "
+                          "QAT fake-quant layers are folded exactly by the conversion)", soft_wrap=True)
 
 
 def weight_bytes(precision: str, k: int, n: int) -> int:
@@ -204,31 +250,97 @@ class _Probe:
         self.stored_transposed = stored_transposed
         self.weights = weights  # node -> float32 [K, N]
         self._cache: dict[tuple[str, str, str], np.ndarray] = {}
+        self.batch: bool | None = None  # stack samples into one run (None: not tried yet)
+        self.hessians: dict[str, np.ndarray] = {}  # node -> X^T X of its input (compensated layers)
+        self._results: dict[tuple[str, str], Any] = {}
+
+    def quantized(self, node: str, precision: str):
+        """The compensated layer's QuantResult at an int precision (cached)."""
+        from onnxbit.quant.gptq import quantize_int_gptq
+
+        key = (node, precision)
+        if key not in self._results:
+            s = self.layers[node].settings(precision)
+            self._results[key] = quantize_int_gptq(self.weights[node], self.hessians[node], int(precision[3:]),
+                                                   symmetric=s["symmetric"], granularity=s["granularity"],
+                                                   group_size=s.get("group_size"))
+        return self._results[key]
+
+    def layer_error(self, node: str, ternary_method: str) -> float:
+        """tr(dW^T H dW) / tr(W^T H W): the layer's own relative output error
+        on the calibration inputs with ternary weights from that rule."""
+        w, h = self.weights[node], self.hessians[node]
+        delta = (dequantized(w, {**SETTINGS["ternary"], "method": ternary_method}) - w).astype(np.float64)
+        w = w.astype(np.float64)
+        return float(np.einsum("kn,kn->", delta, h @ delta) / max(np.einsum("kn,kn->", w, h @ w), 1e-30))
 
     def stored(self, node: str, precision: str) -> np.ndarray:
-        settings = self.layers[node].settings(precision)
+        layer = self.layers[node]
+        settings = layer.settings(precision)
         key = (node, precision, settings.get("method", ""))
         if key not in self._cache:
-            values = dequantized(self.weights[node], settings).astype(np.float32)
+            if layer.uses_codes(precision):
+                values = self.quantized(node, precision).dequantize()
+            else:
+                values = dequantized(self.weights[node], settings).astype(np.float32)
             self._cache[key] = np.ascontiguousarray(values.T if self.stored_transposed[node] else values)
         return self._cache[key]
 
     def run(self, assignment: dict[str, str], feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
         weights = {self.layers[node].weight: self.stored(node, precision) for node, precision in assignment.items()}
+        if self.batch is not False:
+            batched = self._run_batched(weights, feeds)
+            if batched is not None:
+                return batched
         return [self.session.run(None, {**feed, **weights}) for feed in feeds]
+
+    def _run_batched(self, weights: dict[str, np.ndarray], feeds: Sequence[dict[str, np.ndarray]]):
+        """Samples stacked along axis 0, BATCH at a time: one run instead of
+        BATCH (the search runs the model thousands of times). Used when every
+        output keeps the samples along axis 0 and matches the one-sample runs;
+        otherwise (a fixed batch, outputs without a batch axis) None."""
+        shapes = {tuple((k, v.shape) for k, v in sorted(feed.items())) for feed in feeds}
+        if len(shapes) != 1 or any(v.ndim == 0 or v.shape[0] != 1 for v in feeds[0].values()):
+            return None
+        outputs: list[list[np.ndarray]] = []
+        try:
+            for start in range(0, len(feeds), BATCH):
+                chunk = feeds[start:start + BATCH]
+                stacked = {name: np.concatenate([f[name] for f in chunk]) for name in chunk[0]}
+                result = self.session.run(None, {**stacked, **weights})
+                if any(np.ndim(r) == 0 or r.shape[0] != len(chunk) for r in result):
+                    raise ValueError("an output has no batch axis")
+                outputs.extend([r[i:i + 1] for r in result] for i in range(len(chunk)))
+        except Exception:  # the model does not take stacked samples: run them one by one from now on
+            self.batch = False
+            return None
+        if self.batch is None:  # first time: check stacking changes nothing beyond float rounding
+            single = self.session.run(None, {**feeds[0], **weights})
+            if not all(np.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(single, outputs[0])):
+                self.batch = False
+                return None
+            self.batch = True
+        return outputs
 
 
 def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData | Any, budget: str | Budget,
               precisions: Sequence[str] = LADDER[:-1], samples: int | None = None,
-              progress: Callable[[str, int, int], None] | None = None) -> CalibrationResult:
+              progress: Callable[[str, int, int], None] | None = None, method: str = "gptq",
+              preset: str | None = None) -> CalibrationResult:
     """Choose per-layer precisions (from `precisions`, plus float) meeting
-    `budget` on held-out samples with the smallest weights the greedy search finds."""
+    `budget` on held-out samples with the smallest weights the greedy search finds.
+    method "gptq": int codes chosen with error compensation on the calibration
+    samples' activations (stored in the codes file); "rtn": rounded to nearest.
+    preset: a preset that keeps float weights float (bitnet) leaves nothing
+    to search: the result applies that preset, whose QAT folds are exact."""
     from onnxbit.convert import load_model
 
     budget = parse_budget(budget)
     unknown = [p for p in precisions if p not in LADDER[:-1]]
     if unknown:
         raise ConfigError(f"unknown calibration precision(s) {unknown}; choose from {', '.join(LADDER[:-1])}")
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
     ladder = [p for p in LADDER if p in precisions or p == "fp32"]
     proto, path = load_model(model)
     if path is not None and any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
@@ -237,25 +349,51 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     if not isinstance(data, CalibrationData):
         data = load_calibration_data(data, inputs, samples)
     layers, skipped, transposed, weights = _candidate_layers(proto)
+    if preset is not None:
+        from onnxbit.config import PRESETS
+
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if PRESETS[preset].get("float_weights") == "keep":
+            why = (f"the {preset} preset keeps float weights float; QAT-proven ternary layers are folded exactly "
+                   "by the conversion")
+            skipped = {**skipped, **{l.node: why for l in layers}}
+            perfect = budget.measure([[np.ones(1)]], [[np.ones(1)]])
+            return CalibrationResult(budget, [], skipped, perfect, perfect, [], (len(data.calibration),
+                                     len(data.holdout)), [(1.0, perfect)], preset=preset)
     if not layers:
         raise ConfigError("no layer to calibrate: " + ("; ".join(f"{k}: {v}" for k, v in skipped.items())
-                                                       or "the model has no MatMul/Gemm with a constant weight"))
+                                                       or "the model has no MatMul/Gemm with a constant weight")
+                          + " (a QAT export's fake-quant layers are folded exactly: calibrate with --preset bitnet "
+                            "or convert with `onnxbit quantize`)")
     probe = _Probe(proto, layers, transposed, weights)
     float_assignment = {l.node: "fp32" for l in layers}
     calib = data.calibration[:MAX_SEARCH_SAMPLES]
+    if method == "gptq":
+        _compensate(proto, layers, probe, calib)
     reference = probe.run(float_assignment, calib)
+    # Sensitivity ranks layers; a few samples do that, the budget checks below use all.
+    sensitivity_feeds = calib[:SENSITIVITY_SAMPLES]
+    sensitivity_reference = reference[:len(sensitivity_feeds)]
     total = len(layers) * (len(ladder) - 1)
     done = 0
     for layer in layers:
         for precision in ladder[:-1]:
-            for method in (TERNARY_METHODS if precision == "ternary" else ("",)):
+            if precision == "ternary" and layer.node in probe.hessians:
+                # The layer's own output error picks the threshold rule (no model runs), then one run.
+                layer.method_errors = {m: probe.layer_error(layer.node, m) for m in TERNARY_METHODS}
+                layer.ternary_method = min(layer.method_errors, key=layer.method_errors.get)
+                methods: tuple[str, ...] = ("",)
+            else:
+                methods = TERNARY_METHODS if precision == "ternary" else ("",)
+            for method in methods:
                 if method:
                     layer.ternary_method = method
-                outputs = probe.run({**float_assignment, layer.node: precision}, calib)
-                error = budget.shortfall(budget.measure(reference, outputs))
+                outputs = probe.run({**float_assignment, layer.node: precision}, sensitivity_feeds)
+                error = budget.shortfall(budget.measure(sensitivity_reference, outputs))
                 if method:
                     layer.method_errors[method] = error
-            if precision == "ternary":
+            if methods != ("",):
                 layer.ternary_method = min(layer.method_errors, key=layer.method_errors.get)
                 error = layer.method_errors[layer.ternary_method]
             layer.sensitivity[precision] = error
@@ -263,28 +401,57 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
             if progress is not None:
                 progress(f"{layer.node} @ {precision}", done, total)
 
-    assignment = dict(float_assignment)
     adjustments: list[dict[str, str]] = []
     fp32_bytes = sum(l.weight_bytes("fp32") for l in layers)
 
     def size_of(chosen: dict[str, str]) -> float:
         return sum(l.weight_bytes(chosen[l.node]) for l in layers) / fp32_bytes
 
+    check = _BudgetCheck(budget, probe, calib, reference)
     trajectory = [(1.0, budget.measure(reference, reference))]
     moves = sorted(((layer, p) for layer in layers for p in ladder[:-1]),
                    key=lambda m: m[0].sensitivity[m[1]] / (m[0].weight_bytes("fp32") - m[0].weight_bytes(m[1])))
-    for layer, precision in moves:
+
+    def after(count: int) -> dict[str, str]:
+        """Every layer at the lowest precision among the first `count` moves."""
+        chosen = dict(float_assignment)
+        for layer, precision in moves[:count]:
+            if ladder.index(precision) < ladder.index(chosen[layer.node]):
+                chosen[layer.node] = precision
+        return chosen
+
+    # 1. The longest run of cheapest moves that fits, by bisection (the error
+    # grows with the run), instead of one model run per move.
+    fits, misses = 0, len(moves) + 1
+    probe_count = len(moves)
+    while misses - fits > 1:
+        value = check(after(probe_count))
+        if value is not None:
+            fits = probe_count
+            trajectory.append((size_of(after(fits)), value))
+        else:
+            misses = probe_count
+        probe_count = (fits + misses) // 2
+    assignment = after(fits)
+    for layer in layers:
+        if assignment[layer.node] != "fp32":
+            adjustments.append({"layer": layer.node, "from": "fp32", "to": assignment[layer.node],
+                                "why": f"among the {fits} cheapest moves (error per byte saved) that fit the budget "
+                                       f"together on calibration samples (alone: error "
+                                       f"{layer.sensitivity[assignment[layer.node]]:.2e})"})
+    # 2. Then each further move on its own, kept when the budget still holds.
+    for layer, precision in moves[fits:]:
         if ladder.index(precision) >= ladder.index(assignment[layer.node]):
             continue  # already at this precision or lower
         trial = {**assignment, layer.node: precision}
-        value = budget.measure(reference, probe.run(trial, calib))
-        if budget.met(value):
+        value = check(trial)
+        if value is not None:
             trajectory.append((size_of(trial), value))
             adjustments.append({"layer": layer.node, "from": assignment[layer.node], "to": precision,
                                 "why": f"fits the budget on calibration samples (alone: error "
                                        f"{layer.sensitivity[precision]:.2e})"})
             assignment = trial
-    calibration_value = budget.measure(reference, probe.run(assignment, calib))
+    calibration_value = check.value(assignment)
 
     holdout_reference = probe.run(float_assignment, data.holdout)
     holdout_value = budget.measure(holdout_reference, probe.run(assignment, data.holdout))
@@ -301,8 +468,55 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
         holdout_value = budget.measure(holdout_reference, probe.run(assignment, data.holdout))
     for layer in layers:
         layer.precision = assignment[layer.node]
+        if layer.uses_codes():
+            layer.quantized = probe.quantized(layer.node, layer.precision)
     return CalibrationResult(budget, layers, skipped, calibration_value, holdout_value, adjustments,
                              (len(calib), len(data.holdout)), trajectory)
+
+
+class _BudgetCheck:
+    """Whether an assignment meets the budget on the calibration samples.
+
+    A cosine budget holds the worst sample to a bound, so a trial that misses
+    it on the samples hardest so far misses it on all: those few run first
+    and most rejected trials cost a few samples instead of all of them."""
+
+    def __init__(self, budget: Budget, probe: _Probe, feeds, reference):
+        self.budget, self.probe, self.feeds, self.reference = budget, probe, list(feeds), reference
+        self.hardest = list(range(min(SCREEN_SAMPLES, len(self.feeds)))) if budget.metric == "cosine" else []
+
+    def value(self, assignment: dict[str, str]) -> float:
+        return self.budget.measure(self.reference, self.probe.run(assignment, self.feeds))
+
+    def __call__(self, assignment: dict[str, str]) -> float | None:
+        """The metric on all samples when the budget holds, else None."""
+        if self.hardest:
+            outputs = self.probe.run(assignment, [self.feeds[i] for i in self.hardest])
+            if not self.budget.met(self.budget.measure([self.reference[i] for i in self.hardest], outputs)):
+                return None
+        outputs = self.probe.run(assignment, self.feeds)
+        value = self.budget.measure(self.reference, outputs)
+        if not self.budget.met(value):
+            return None
+        if self.hardest:  # the samples closest to the bound under the accepted assignment go first next time
+            per_sample = [self.budget.measure([r], [o]) for r, o in zip(self.reference, outputs)]
+            self.hardest = sorted(range(len(per_sample)), key=per_sample.__getitem__)[:SCREEN_SAMPLES]
+        return value
+
+
+def _compensate(model: onnx.ModelProto, layers: list[CalibratedLayer], probe: _Probe,
+                feeds: Sequence[dict[str, np.ndarray]]) -> None:
+    """Mark the layers whose input X^T X could be measured as compensated."""
+    from onnxbit.calibration.codes import weight_digest
+    from onnxbit.calibration.hessians import layer_hessians
+
+    hessians = layer_hessians(model, [l.activation for l in layers if l.activation], feeds)
+    for layer in layers:
+        h = hessians.get(layer.activation)
+        if h is not None and h.shape == (layer.k, layer.k) and np.isfinite(h).all():
+            layer.compensated = True
+            layer.digest = weight_digest(probe.weights[layer.node])
+            probe.hessians[layer.node] = h
 
 
 def _candidate_layers(model: onnx.ModelProto):
@@ -334,7 +548,9 @@ def _candidate_layers(model: onnx.ModelProto):
         if any(l.weight == name for l in layers):
             skipped[site.node.name] = f"shares weight {name} with another layer"
             continue
-        layers.append(CalibratedLayer(site.node.name, name, site.k, site.n))
+        trans_a = site.node.op == "Gemm" and int(site.node.attrs.get("transA", 0)) != 0
+        activation = None if trans_a or not site.node.inputs else site.node.inputs[0].name
+        layers.append(CalibratedLayer(site.node.name, name, site.k, site.n, activation=activation))
         transposed[site.node.name] = site.weight_key.endswith("|transpose:[1, 0]")
         weights[site.node.name] = np.ascontiguousarray(site.weight, dtype=np.float32)
     return layers, skipped, transposed, weights
@@ -357,4 +573,8 @@ def load_calibration(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"calibration file {path} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
         raise ConfigError(f"{path} holds no 'config': write it with `onnxbit calibrate ... -o {path}`")
-    return raw["config"]
+    config = raw["config"]
+    for rule in config.get("rules", []):  # codes files are named relative to the calibration file
+        if isinstance(rule, dict) and isinstance(rule.get("codes"), str):
+            rule["codes"] = str(Path(path).parent / rule["codes"])
+    return config

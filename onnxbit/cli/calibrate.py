@@ -8,17 +8,25 @@ from pathlib import Path
 import click
 
 from onnxbit.cli.groups import main
+from onnxbit.config import CALIBRATION_PRESETS, PRESETS
 
 
 @main.command("calibrate")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
               help=".npz with arrays named after the model inputs (samples along axis 0), or a folder of them.")
-@click.option("--budget", default="cosine>=0.99", show_default=True,
-              help="Accuracy to keep: cosine>=X, max_rel<=X or top1>=X, against the float model's outputs.")
+@click.option("--preset", type=click.Choice(sorted(CALIBRATION_PRESETS)),
+              help="Goal: accuracy (int8, cosine>=0.999), balanced (int4/int8, cosine>=0.99) or memory "
+                   "(ternary/int4/int8, cosine>=0.98); bitnet keeps float weights float (the result converts as "
+                   "--preset bitnet does); --budget and --precisions override it.")
+@click.option("--budget", help="Accuracy to keep: cosine>=X, max_rel<=X or top1>=X, against the float model's "
+                               "outputs.  [default: the preset's, else cosine>=0.99]")
 @click.option("--samples", type=click.IntRange(2), help="Use at most this many samples (every 5th is held out).")
-@click.option("--precisions", default="ternary,int4,int8", show_default=True,
-              help="Precisions the search may give a layer (float is always allowed).")
+@click.option("--precisions", help="Precisions the search may give a layer (float is always allowed).  "
+                                   "[default: the preset's, else ternary,int4,int8]")
+@click.option("--method", type=click.Choice(["gptq", "rtn"]), default="gptq", show_default=True,
+              help="gptq: 4/8-bit codes chosen with error compensation on the samples' activations (kept in "
+                   "OUTPUT's .codes.npz next to it); rtn: weights rounded to nearest at conversion.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration file to write; `onnxbit quantize --calibration FILE` applies it.")
 @click.option("--activations", type=click.Choice(["float", "static"]), default="float", show_default=True,
@@ -30,9 +38,9 @@ from onnxbit.cli.groups import main
               help="The percentile of |x| that --act-range percentile clips at.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML page: error per layer and precision, the size/accuracy path.")
-def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | None, precisions: str,
-                      output: Path, activations: str, act_range: str, act_percentile: float,
-                      html_path: Path | None) -> None:
+def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: str | None, samples: int | None,
+                      precisions: str | None, method: str, output: Path, activations: str, act_range: str,
+                      act_percentile: float, html_path: Path | None) -> None:
     """Measure each layer's sensitivity on MODEL and pick the smallest precisions meeting --budget."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -40,14 +48,17 @@ def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | 
     from onnxbit.calibration import calibrate
     from onnxbit.errors import OnnxbitError
 
-    chosen = [p.strip() for p in precisions.split(",") if p.strip()]
+    goal = CALIBRATION_PRESETS.get(preset, {"budget": "cosine>=0.99", "precisions": ("ternary", "int4", "int8")})
+    budget = budget or goal["budget"]
+    chosen = [p.strip() for p in precisions.split(",") if p.strip()] if precisions else list(goal["precisions"])
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
         with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("sensitivity", total=None)
             data = _calibration_data(model, data_path, samples)
-            result = calibrate(model, data, budget, precisions=chosen, samples=samples,
+            result = calibrate(model, data, budget, precisions=chosen, samples=samples, method=method,
+                               preset=preset if preset in PRESETS else None,
                                progress=lambda what, done, total: bar.update(task, completed=done, total=total,
                                                                              description=what))
             if activations == "static":

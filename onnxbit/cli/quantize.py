@@ -18,7 +18,8 @@ from onnxbit.config import PRESETS, TARGETS
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="bitnet", show_default=True,
               help="Precision recipe used when no --config is given: bitnet converts only QAT-proven ternary "
                    "layers (float weights stay float); int8, int4 quantize float weights; ternary "
-                   "ternarizes them (large accuracy loss without ternary training).")
+                   "ternarizes them (large accuracy loss without ternary training); accuracy, balanced, memory and "
+                   "performance are goal presets for float models (README).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON or TOML per-layer precision config (see onnxbit.config).")
 @click.option("--calibration", "calibration_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -191,6 +191,12 @@ def quantize_site(site: WeightSite, s: LayerSettings, fused_format: str | None) 
         result = quantize_ternary(site.weight, method=s.method, granularity=s.granularity, group_size=group)
     elif s.precision == "binary":
         result = quantize_binary(site.weight, granularity=s.granularity, group_size=group)
+    elif s.codes is not None:  # chosen by calibration with error compensation
+        from onnxbit.calibration.codes import load_codes
+
+        codes, scales, zeros = load_codes(s.codes, _base_name(site), site.weight, s.bits, s.symmetric,
+                                          s.granularity, group)
+        return QuantizedWeight("int", k, n, codes, scales, zeros, s.granularity, group or 0)
     else:
         result = quantize_int(site.weight, s.bits, symmetric=s.symmetric, granularity=s.granularity,
                               group_size=group)
