@@ -37,7 +37,8 @@ def kept_float_note(count: int, preset: str | None) -> str:
     return (f"{count} float layer(s) kept float: {by} converts only layers a QAT fold proves ternary, and "
             "this model's weights are float; for a float model use --preset int8 (near-lossless, 4x smaller "
             "weights) or --preset int4 (8x), or --preset ternary (16x, large accuracy loss without ternary "
-            "training)")
+            "training); or let `onnxbit calibrate MODEL --data SAMPLES --budget \"cosine>=0.99\" -o calib.json` "
+            "pick each layer's precision on your data, then quantize with --calibration calib.json")
 
 
 class PackWeightsPass(Pass):
