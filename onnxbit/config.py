@@ -266,6 +266,9 @@ CALIBRATION_PRESETS: dict[str, dict[str, Any]] = {
     "accuracy": {"budget": "cosine>=0.999", "precisions": ("int8",)},
     "balanced": {"budget": "cosine>=0.99", "precisions": ("int4", "int8")},
     "memory": {"budget": "cosine>=0.98", "precisions": ("ternary", "int4", "int8")},
+    # performance: each layer's representations are timed against float for its
+    # shape on this CPU (calibration.speed); slower ones are not considered.
+    "performance": {"budget": "cosine>=0.99", "precisions": ("ternary", "int4", "int8"), "speed": True},
     # Float weights stay float: the calibration applies the preset as it is.
     "bitnet": {"budget": "cosine>=0.99", "precisions": ("ternary", "int4", "int8")},
 }

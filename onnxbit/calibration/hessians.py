@@ -21,9 +21,18 @@ def layer_hessians(model: onnx.ModelProto, activations: Sequence[str],
                    feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """activation name -> float64 [K, K] sum of x x^T over every row of it
     (all leading axes: samples, tokens) in the given samples."""
+    names = list(dict.fromkeys(activations))
+    session = output_session(model, names)
+    try:
+        return _sums(session, names, _chunks(feeds))
+    except Exception:  # the model does not take stacked samples
+        return _sums(session, names, feeds)
+
+
+def output_session(model: onnx.ModelProto, names: Sequence[str]):
+    """An onnxruntime session of a copy of `model` that also outputs `names`."""
     import onnxruntime as ort
 
-    names = list(dict.fromkeys(activations))
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     present = {o.name for o in probe.graph.output}
@@ -32,11 +41,15 @@ def layer_hessians(model: onnx.ModelProto, activations: Sequence[str],
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    try:
-        return _sums(session, names, _chunks(feeds))
-    except Exception:  # the model does not take stacked samples
-        return _sums(session, names, feeds)
+    return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def layer_rows(model: onnx.ModelProto, activations: Sequence[str], feed: dict[str, np.ndarray]) -> dict[str, int]:
+    """activation name -> rows it has in one sample (all axes but the last:
+    tokens), the M a layer multiplies per call."""
+    names = list(dict.fromkeys(activations))
+    values = output_session(model, names).run(names, feed)
+    return {name: int(np.prod(value.shape[:-1])) if value.ndim > 1 else 1 for name, value in zip(names, values)}
 
 
 def _sums(session, names: list[str], chunks) -> dict[str, np.ndarray]:

@@ -104,6 +104,8 @@ class CalibrationResult:
     # the int8-or-float activations decision (calibration.activations.check_static_activations)
     activation_choice: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None  # a preset keeping float weights float: the config is that preset
+    # node -> {"rows": M, precision: times faster than float, ...}, measured when speed counts (performance)
+    speed: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def met(self) -> bool:
@@ -152,6 +154,7 @@ class CalibrationResult:
             "skipped": self.skipped,
             "adjustments": self.adjustments,
             "trajectory": [{"size_ratio": r, "value": v} for r, v in self.trajectory],
+            "speed": self.speed,
             "activation_statistics": self.activation_statistics,
             "activation_choice": self.activation_choice,
             "config": self.config(codes_file),
@@ -172,6 +175,19 @@ class CalibrationResult:
             if codes_path is not None:
                 publication.write_bytes(codes_path, codes_bytes(compensated))
             publication.commit()
+
+    def speed_lines(self) -> list[str]:
+        """One line per measured layer shape: each precision's speed vs float,
+        and which ones the search left out for being slower."""
+        shapes: dict[tuple[int, int, int], dict[str, float]] = {}
+        for l in self.layers:
+            if l.node in self.speed:
+                measured = self.speed[l.node]
+                shapes[(int(measured["rows"]), l.k, l.n)] = {p: r for p, r in measured.items() if p != "rows"}
+        return [f"speed vs float at {m} x {k} x {n} (rows x K x N): "
+                + ", ".join(f"{p} {r:.2f}x" + ("" if r >= 1.0 else " (slower: not considered)")
+                            for p, r in ratios.items())
+                for (m, k, n), ratios in shapes.items()]
 
     def render(self, console=None) -> None:
         from rich.console import Console
@@ -197,6 +213,8 @@ class CalibrationResult:
                       f"{self.size_ratio:.3f}x of float", soft_wrap=True)
         for node, why in self.skipped.items():
             console.print(f"not calibrated: {node}: {why}", soft_wrap=True)
+        for line in self.speed_lines():
+            console.print(line, soft_wrap=True)
         if self.preset is not None:
             console.print(f"the calibration applies the {self.preset} preset as it is (float weights stay float; "
                           "QAT fake-quant layers are folded exactly by the conversion)", soft_wrap=True)
@@ -326,13 +344,17 @@ class _Probe:
 def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData | Any, budget: str | Budget,
               precisions: Sequence[str] = LADDER[:-1], samples: int | None = None,
               progress: Callable[[str, int, int], None] | None = None, method: str = "gptq",
-              preset: str | None = None) -> CalibrationResult:
+              preset: str | None = None, speed: Callable[[dict, int, int, int], float] | None = None
+              ) -> CalibrationResult:
     """Choose per-layer precisions (from `precisions`, plus float) meeting
     `budget` on held-out samples with the smallest weights the greedy search finds.
     method "gptq": int codes chosen with error compensation on the calibration
     samples' activations (stored in the codes file); "rtn": rounded to nearest.
     preset: a preset that keeps float weights float (bitnet) leaves nothing
-    to search: the result applies that preset, whose QAT folds are exact."""
+    to search: the result applies that preset, whose QAT folds are exact.
+    speed: (settings, k, n, rows) -> times faster than float (calibration.speed.LayerSpeed);
+    given, a precision measured slower than float for a layer's shape is not
+    considered for that layer (the `performance` goal)."""
     from onnxbit.convert import load_model
 
     budget = parse_budget(budget)
@@ -372,6 +394,10 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     if method == "gptq":
         _compensate(proto, layers, probe, calib)
     reference = probe.run(float_assignment, calib)
+    allowed = {l.node: set(ladder[:-1]) for l in layers}
+    speedups: dict[str, dict[str, float]] = {}
+    if speed is not None:
+        allowed, speedups = _fast_enough(proto, layers, ladder[:-1], speed, calib[0], progress)
     # Sensitivity ranks layers; a few samples do that, the budget checks below use all.
     sensitivity_feeds = calib[:SENSITIVITY_SAMPLES]
     sensitivity_reference = reference[:len(sensitivity_feeds)]
@@ -379,6 +405,9 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     done = 0
     for layer in layers:
         for precision in ladder[:-1]:
+            if precision not in allowed[layer.node]:
+                done += 1
+                continue
             if precision == "ternary" and layer.node in probe.hessians:
                 # The layer's own output error picks the threshold rule (no model runs), then one run.
                 layer.method_errors = {m: probe.layer_error(layer.node, m) for m in TERNARY_METHODS}
@@ -409,7 +438,7 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
 
     check = _BudgetCheck(budget, probe, calib, reference)
     trajectory = [(1.0, budget.measure(reference, reference))]
-    moves = sorted(((layer, p) for layer in layers for p in ladder[:-1]),
+    moves = sorted(((layer, p) for layer in layers for p in ladder[:-1] if p in allowed[layer.node]),
                    key=lambda m: m[0].sensitivity[m[1]] / (m[0].weight_bytes("fp32") - m[0].weight_bytes(m[1])))
 
     def after(count: int) -> dict[str, str]:
@@ -460,7 +489,8 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
         if not lowered:
             break
         worst = max(lowered, key=lambda l: l.sensitivity[assignment[l.node]])
-        higher = ladder[ladder.index(assignment[worst.node]) + 1]
+        higher = next(p for p in ladder[ladder.index(assignment[worst.node]) + 1:]
+                      if p == "fp32" or p in allowed[worst.node])
         adjustments.append({"layer": worst.node, "from": assignment[worst.node], "to": higher,
                             "why": f"held-out {budget.metric} {holdout_value:.5g} missed the budget; the most "
                                    "sensitive lowered layer goes up one step"})
@@ -471,7 +501,27 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
         if layer.uses_codes():
             layer.quantized = probe.quantized(layer.node, layer.precision)
     return CalibrationResult(budget, layers, skipped, calibration_value, holdout_value, adjustments,
-                             (len(calib), len(data.holdout)), trajectory)
+                             (len(calib), len(data.holdout)), trajectory, speed=speedups)
+
+
+def _fast_enough(proto: onnx.ModelProto, layers: list[CalibratedLayer], precisions: Sequence[str],
+                 speed: Callable[[dict, int, int, int], float], feed: dict[str, np.ndarray],
+                 progress: Callable[[str, int, int], None] | None
+                 ) -> tuple[dict[str, set[str]], dict[str, dict[str, float]]]:
+    """Per layer, the precisions measured at least as fast as float for its
+    shape (rows: its input's rows in one calibration sample), and the measurements."""
+    from onnxbit.calibration.hessians import layer_rows
+
+    rows = layer_rows(proto, [l.activation for l in layers if l.activation], feed)
+    allowed, speedups = {}, {}
+    for done, layer in enumerate(layers, 1):
+        m = rows.get(layer.activation, 1)
+        ratios = {p: float(speed(layer.settings(p), layer.k, layer.n, m)) for p in precisions}
+        speedups[layer.node] = {"rows": m, **ratios}
+        allowed[layer.node] = {p for p, ratio in ratios.items() if ratio >= 1.0}
+        if progress is not None:
+            progress(f"speed of {layer.node}", done, len(layers))
+    return allowed, speedups
 
 
 class _BudgetCheck:

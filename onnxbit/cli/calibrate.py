@@ -16,8 +16,9 @@ from onnxbit.config import CALIBRATION_PRESETS, PRESETS
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
               help=".npz with arrays named after the model inputs (samples along axis 0), or a folder of them.")
 @click.option("--preset", type=click.Choice(sorted(CALIBRATION_PRESETS)),
-              help="Goal: accuracy (int8, cosine>=0.999), balanced (int4/int8, cosine>=0.99) or memory "
-                   "(ternary/int4/int8, cosine>=0.98); bitnet keeps float weights float (the result converts as "
+              help="Goal: accuracy (int8, cosine>=0.999), balanced (int4/int8, cosine>=0.99), memory "
+                   "(ternary/int4/int8, cosine>=0.98) or performance (cosine>=0.99, only representations "
+                   "measured at least as fast as float for each layer's shape on this CPU); bitnet keeps float weights float (the result converts as "
                    "--preset bitnet does); --budget and --precisions override it.")
 @click.option("--budget", help="Accuracy to keep: cosine>=X, max_rel<=X or top1>=X, against the float model's "
                                "outputs.  [default: the preset's, else cosine>=0.99]")
@@ -36,11 +37,15 @@ from onnxbit.config import CALIBRATION_PRESETS, PRESETS
               show_default=True, help="How --activations static picks each layer's clipping range.")
 @click.option("--act-percentile", type=click.FloatRange(0, 100, min_open=True), default=99.99, show_default=True,
               help="The percentile of |x| that --act-range percentile clips at.")
+@click.option("--target", type=click.Choice(["onnxbit", "ort", "onnx"]), default="onnxbit", show_default=True,
+              help="With --preset performance: the target whose ops are timed (convert with the same one).")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="With --preset performance: onnxruntime threads the timings use.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML page: error per layer and precision, the size/accuracy path.")
 def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: str | None, samples: int | None,
                       precisions: str | None, method: str, output: Path, activations: str, act_range: str,
-                      act_percentile: float, html_path: Path | None) -> None:
+                      act_percentile: float, target: str, threads: int, html_path: Path | None) -> None:
     """Measure each layer's sensitivity on MODEL and pick the smallest precisions meeting --budget."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -51,6 +56,11 @@ def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: 
     goal = CALIBRATION_PRESETS.get(preset, {"budget": "cosine>=0.99", "precisions": ("ternary", "int4", "int8")})
     budget = budget or goal["budget"]
     chosen = [p.strip() for p in precisions.split(",") if p.strip()] if precisions else list(goal["precisions"])
+    speed = None
+    if goal.get("speed"):
+        from onnxbit.calibration.speed import LayerSpeed
+
+        speed = LayerSpeed(target, threads)
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
@@ -58,7 +68,7 @@ def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: 
             task = bar.add_task("sensitivity", total=None)
             data = _calibration_data(model, data_path, samples)
             result = calibrate(model, data, budget, precisions=chosen, samples=samples, method=method,
-                               preset=preset if preset in PRESETS else None,
+                               preset=preset if preset in PRESETS else None, speed=speed,
                                progress=lambda what, done, total: bar.update(task, completed=done, total=total,
                                                                              description=what))
             if activations == "static":

@@ -1,0 +1,139 @@
+"""Measured speed of one layer's representations, for the `performance` goal.
+
+A representation that runs slower than the float MatMul for a layer's shape
+on this CPU is not worth its accuracy loss when speed is the goal. Whether it
+does depends on the shape, the rows per call (tokens), the target's op and
+the CPU, so it is measured, not guessed: a one-MatMul float model of the
+layer's shape [M, K] x [K, N] (random weights: the time does not depend on
+their values) is converted with the exact settings calibration would write,
+and the two run interleaved in onnxruntime, with medians.
+
+Results are cached per CPU, onnxruntime and onnxbit version, ISA, target,
+threads, settings and shape in a JSON file (`ONNXBIT_CACHE_DIR`, default
+~/.cache/onnxbit), so a shape is measured once per machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+ROUNDS = 9  # interleaved rounds per measurement; the median is kept
+MIN_ROUND_SECONDS = 0.004  # calls per round are batched up to about this long
+
+# (settings, k, n, m) -> float time / converted time
+Measure = Callable[[Mapping[str, Any], int, int, int], float]
+
+
+def cache_path() -> Path:
+    root = os.environ.get("ONNXBIT_CACHE_DIR") or Path.home() / ".cache" / "onnxbit"
+    return Path(root) / "layer_speed.json"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class LayerSpeed:
+    """speed(settings, k, n, m): how many times faster than float the layer
+    runs with `settings` on `target` (below 1: slower), measured once per key."""
+
+    def __init__(self, target: str = "onnxbit", threads: int = 1, path: Path | None = None):
+        import onnxruntime
+
+        from onnxbit import __version__, native
+
+        self.target, self.threads = target, threads
+        self.path = path or cache_path()
+        self.machine = "|".join([_cpu_name(), f"onnxruntime {onnxruntime.__version__}", f"onnxbit {__version__}",
+                                 f"isa {native.isa()}", f"target {target}", f"threads {threads}"])
+        self._cache = self._read()
+
+    def _read(self) -> dict[str, float]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))} if isinstance(raw, dict) else {}
+
+    def _write(self) -> None:
+        from onnxbit.modelio.publish import Publication
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with Publication() as publication:
+                publication.write_bytes(self.path, (json.dumps(self._cache, indent=1, sort_keys=True) + "\n").encode())
+                publication.commit()
+        except OSError:
+            pass  # a read-only home only costs measuring again next time
+
+    def __call__(self, settings: Mapping[str, Any], k: int, n: int, m: int) -> float:
+        key = f"{self.machine}|{json.dumps(dict(settings), sort_keys=True)}|{m}x{k}x{n}"
+        if key not in self._cache:
+            self._cache[key] = measure_speedup(settings, k, n, m, self.target, self.threads)
+            self._write()
+        return self._cache[key]
+
+
+def one_layer_model(k: int, n: int, seed: int = 0) -> onnx.ModelProto:
+    """A float model Y = X @ W with X [M, K] (M symbolic) and W [K, N]."""
+    weight = (np.random.default_rng(seed).standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"], name="layer")], "layer_speed",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["M", k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])],
+        [onnx.numpy_helper.from_array(weight, "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def measure_speedup(settings: Mapping[str, Any], k: int, n: int, m: int, target: str = "onnxbit",
+                    threads: int = 1, rounds: int = ROUNDS) -> float:
+    """Median float time over median converted time, interleaved."""
+    import time
+
+    from onnxbit import runtime
+    from onnxbit.bench.timing import interleave, median_ms
+    from onnxbit.convert import convert
+
+    original = one_layer_model(k, n)
+    config = {"float_weights": "quantize", "default": dict(settings)}
+    converted = convert(original, config=config, target=target, progress=False, measure_error=False).model
+    sessions = {}
+    for name, model in (("float", original), ("converted", converted)):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        sessions[name] = runtime.InferenceSession(model, options)
+    feed = {"X": np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)}
+    for session in sessions.values():
+        session.run(None, feed)  # warm-up: prepacking, page faults
+    start = time.perf_counter()
+    sessions["float"].run(None, feed)
+    calls = max(1, int(MIN_ROUND_SECONDS / max(time.perf_counter() - start, 1e-6)))
+
+    def probe(session):
+        def run() -> dict[str, float]:
+            begin = time.perf_counter_ns()
+            for _ in range(calls):
+                session.run(None, feed)
+            return {"t": (time.perf_counter_ns() - begin) / calls}
+        return run
+
+    samples = interleave({name: probe(s) for name, s in sessions.items()}, rounds)
+    return median_ms(samples["float"]["t"]) / median_ms(samples["converted"]["t"])
