@@ -406,16 +406,24 @@ REPO = Path(__file__).resolve().parents[1]
 NATIVE_TESTS = REPO / "tests" / "native"
 
 
-def _build_and_run(compiler, flags, sources, exe, runner=()):
+def _build(compiler, flags, sources, exe):
     build = subprocess.run([compiler, "-std=gnu11", "-O2", "-ffp-contract=off",
                             f"-I{REPO / 'csrc' / 'include'}", f"-I{REPO / 'csrc'}",
                             f"-I{NATIVE_TESTS}", *flags, *map(str, sources), "-lm", "-o", str(exe)],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
+
+
+def _run(exe, runner=()):
     run = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert " 0 mismatches" in run.stdout
     return run.stdout
+
+
+def _build_and_run(compiler, flags, sources, exe, runner=()):
+    _build(compiler, flags, sources, exe)
+    return _run(exe, runner)
 
 
 @pytest.mark.skipif("avx2" not in native.available_isas() or not shutil.which("gcc"),
@@ -436,13 +444,18 @@ def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
 
 
 def test_neon_path_under_qemu(tmp_path, aarch64_tools):
-    """The NEON kernels, cross-compiled and run under qemu, against the scalar path."""
+    """The NEON kernels, cross-compiled and run under qemu, against the scalar path:
+    on a CPU with the dot-product extension (-cpu max) the selected table has the
+    SDOT integer kernel and the plain one runs too (forced baseline); on a Cortex-A53,
+    which has no SDOT (qemu raises SIGILL on it), the selection must fall back."""
     # The whole compute core but the x86 files: the platform table links every family.
     sources = [p for p in (REPO / "csrc").rglob("*.c") if "_avx" not in p.name]
-    _build_and_run("aarch64-linux-gnu-gcc", ["-DONNXBIT_ARM64=1", "-pthread"],
-                   [NATIVE_TESTS / "check_neon_against_scalar.c", *sources],
-                   tmp_path / "check_neon",
-                   runner=("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
+    exe = tmp_path / "check_neon"
+    _build("aarch64-linux-gnu-gcc", ["-DONNXBIT_ARM64=1", "-pthread"],
+           [NATIVE_TESTS / "check_neon_against_scalar.c", *sources], exe)
+    for cpu, dotprod in (("max", 1), ("cortex-a53", 0)):
+        out = _run(exe, runner=("qemu-aarch64", "-cpu", cpu, "-L", "/usr/aarch64-linux-gnu"))
+        assert out.splitlines()[0] == f"dotprod: {dotprod}", (cpu, out)
 
 
 def test_activation_scale_is_rounded_as_pytorch_rounds_it(isa):

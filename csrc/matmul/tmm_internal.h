@@ -248,6 +248,13 @@ void tmm_gemv_avx2(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
 #endif
 #if defined(ONNXBIT_ARM64)
 extern const struct tmm_kernels tmm_kernels_neon;
+/* Integer kernel on SDOT (Armv8.2-A dot product), the rest shared with NEON. */
+extern const struct tmm_kernels tmm_kernels_neon_dotprod;
+void tmm_f32_kernel_neon(const uint8_t *panel, size_t kblocks, size_t rows,
+                         const float *const *a, size_t chunk_begin, size_t chunk_end,
+                         float *sums);
+void tmm_f32_gemm_decode_neon(const uint8_t *block, float *wdec);
+void tmm_f32_gemm_neon(const float *wdec, const float *at, size_t width, float *acc);
 #endif
 
 /* Validates b's codes and the scale values and repacks them for the shape
