@@ -429,7 +429,8 @@ def _build_and_run(compiler, flags, sources, exe, runner=()):
 @pytest.mark.skipif("avx2" not in native.available_isas() or not shutil.which("gcc"),
                     reason="needs an AVX2 CPU and gcc")
 def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
-    """The AVX-512 and AVX-VNNI kernels cannot run on this CPU: compiled on stand-ins for
+    """Where the CPU lacks AVX-512 or AVX-VNNI the `isa` fixture cannot run those kernels
+    (test_isa.py checks it runs every one the CPU has): compiled on stand-ins for
     their intrinsics (tests/native/emulated_x86_intrinsics.h), they must give the scalar
     kernel's sums bit for bit, full-magnitude K = 65536 included."""
     matmul = REPO / "csrc" / "matmul"
