@@ -388,6 +388,30 @@ def test_parallel_for_runs_tasks_in_any_order_on_threads(rng, act):
     assert np.array_equal(y, serial)
 
 
+def test_concurrent_calls_reuse_their_threads_scratch_safely(isa, rng):
+    """Every call takes its buffers from its thread's scratch cache (tmm_scratch.c): calls
+    on four threads at once, each alternating sizes that grow, shrink and switch paths
+    (the cache reuses, replaces and nests blocks), give the serial results bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    w_kn, scales, gs = make_case(rng, 700, 257, "channel")
+    weights = build(w_kn, scales, gs)
+    cases = [(rng.standard_normal((m, 700)).astype(np.float32), act)
+             for m in (1, 9, 130, 37) for act in (ACT_NONE, ACT_INT8_TOKEN)]
+    serial = [weights.matmul(a, act) for a, act in cases]
+
+    def worker(shift):
+        for step in range(3 * len(cases)):
+            index = (step + shift) % len(cases)
+            a, act = cases[index]
+            if not np.array_equal(weights.matmul(a, act), serial[index]):
+                return index
+        return None
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(worker, range(4))) == [None] * 4
+
+
 @pytest.mark.parametrize("fmt", ["2bit", "base3"])
 def test_prepack_reads_what_the_codec_writes(rng, fmt):
     """Packed bytes from the library's own encoder (onnxbit.codecs) and from the
