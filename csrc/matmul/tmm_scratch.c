@@ -11,8 +11,10 @@
 /* Blocks one thread holds at once at most: a call nests three (the
  * activation buffer, the GEMM path's transposed rows and a task's sums). */
 #define SCRATCH_SLOTS 4
-/* Larger blocks are not kept: a rare huge call should not pin its memory. */
-#define SCRATCH_KEEP_MAX ((size_t)64 << 20)
+/* Larger blocks are not kept: a rare huge call should not pin its memory
+ * (16 MiB covers M = 128 at K = 4096 several times over; at most
+ * SCRATCH_SLOTS such blocks stay per calling thread). */
+#define SCRATCH_KEEP_MAX ((size_t)16 << 20)
 
 struct scratch_slot {
     void *block;
