@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,10 @@ FORMATS = formats.NAMES
 TARGETS = ("onnxbit", "ort", "onnx")  # onnxbit.targets.NAMES (tests/test_targets.py checks they agree)
 POSITIONS = ("first", "last")
 FLOAT_WEIGHTS = ("quantize", "keep")
-ACTIVATIONS = ("float", "int8")
+ACTIVATIONS = ("float", "int8", "static")
+# How `onnxbit calibrate` turns a layer's activation statistics into its static
+# scale (onnxbit.calibration.statistics.RANGE_METHODS; a test checks they agree).
+ACT_RANGES = ("minmax", "percentile", "entropy", "mse")
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,17 @@ class LayerSettings:
     # "int8": the target may quantize this layer's activations to int8 where
     # that runs faster (int8 weights: DynamicQuantizeLinear + MatMulInteger;
     # 2/4-bit MatMulNBits: accuracy_level 4); "float" keeps them float.
+    # "static": int8 activations with one fixed scale per layer (act_scale),
+    # which `onnxbit calibrate` measures: TernaryMatMul act_quant=2 (target
+    # onnxbit, ternary/binary layers).
     activations: str = "float"
+    # The static activation scale, q = clamp(round(x * act_scale), -128, 127);
+    # written per layer by calibration (activations "static" only).
+    act_scale: float | None = None
+    # How calibration picks act_scale from the layer's statistics: ACT_RANGES;
+    # act_percentile is the percentile of |x| the "percentile" range clips at.
+    act_range: str = "minmax"
+    act_percentile: float = 99.99
 
     def validate(self, where: str) -> None:
         if self.precision not in PRECISIONS:
@@ -92,6 +106,25 @@ class LayerSettings:
             raise ConfigError(f"{where}: activations must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")
         if self.act_quant not in (0, 1):
             raise ConfigError(f"{where}: act_quant must be 0 or 1, got {self.act_quant!r}")
+        self._validate_static_activations(where)
+
+    def _validate_static_activations(self, where: str) -> None:
+        if self.act_range not in ACT_RANGES:
+            raise ConfigError(f"{where}: act_range must be one of {', '.join(ACT_RANGES)}, got {self.act_range!r}")
+        if isinstance(self.act_percentile, bool) or not isinstance(self.act_percentile, (int, float)) \
+                or not 0 < self.act_percentile <= 100:
+            raise ConfigError(f"{where}: act_percentile must be a number in (0, 100], got {self.act_percentile!r}")
+        if self.activations == "static" and self.act_quant:
+            raise ConfigError(f"{where}: activations 'static' (one calibrated scale per layer) and act_quant=1 "
+                              "(a scale per token) contradict each other; choose one")
+        if self.act_scale is None:
+            return
+        if self.activations != "static":
+            raise ConfigError(f"{where}: act_scale is only used with activations 'static', "
+                              f"not {self.activations!r}")
+        if isinstance(self.act_scale, bool) or not isinstance(self.act_scale, (int, float)) \
+                or not math.isfinite(self.act_scale) or self.act_scale <= 0:
+            raise ConfigError(f"{where}: act_scale must be a finite number > 0, got {self.act_scale!r}")
 
     @property
     def bits(self) -> int:

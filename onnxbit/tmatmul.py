@@ -17,6 +17,7 @@ from onnxbit import native
 _ERR_LEN = 512
 ACT_NONE = 0
 ACT_INT8_TOKEN = 1
+ACT_INT8_STATIC = 2
 
 
 def formats() -> dict[str, int]:
@@ -103,8 +104,10 @@ class TernaryWeights:
         finally:
             self._release()
 
-    def matmul(self, a, act_quant: int = ACT_NONE, bias=None) -> np.ndarray:
-        """a: float32 [..., K] -> float32 [..., N] (serial; onnxruntime threads the op)."""
+    def matmul(self, a, act_quant: int = ACT_NONE, bias=None, act_scale: float = 0.0) -> np.ndarray:
+        """a: float32 [..., K] -> float32 [..., N] (serial; onnxruntime threads the op).
+
+        act_scale is the fixed activation scale act_quant = ACT_INT8_STATIC needs."""
         ffi, lib = native.ffi(), native.lib()
         a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
         if a.ndim == 0 or a.shape[-1] != self.k:
@@ -121,8 +124,8 @@ class TernaryWeights:
         err = ffi.new("char[]", _ERR_LEN)
         handle = self._acquire()
         try:
-            status = lib.obx_tmm_compute(
-                handle, ffi.from_buffer("float[]", a), m, bias_ptr, act_quant,
+            status = lib.obx_tmm_compute_scaled(
+                handle, ffi.from_buffer("float[]", a), m, bias_ptr, act_quant, float(act_scale),
                 ffi.from_buffer("float[]", y), ffi.NULL, ffi.NULL, err, _ERR_LEN)
         finally:
             self._release()

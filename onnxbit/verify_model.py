@@ -17,6 +17,7 @@ a warning: corruption that still decodes to valid codes would go unnoticed.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,9 +34,9 @@ from onnxbit.model_check import model_problems, read_model
 
 DOMAIN = "com.onnxbit"
 DOMAIN_VERSION = 1
-TERNARY_MATMUL_ATTRIBUTES = {"K", "N", "format", "group_size", "act_quant", checksum.ATTRIBUTE}
+TERNARY_MATMUL_ATTRIBUTES = {"K", "N", "format", "group_size", "act_quant", "act_scale", checksum.ATTRIBUTE}
 # TernaryConv's conv geometry (group, strides, ...) is checked by the op against X's shape when it runs.
-TERNARY_CONV_ATTRIBUTES = {"weight_shape", "format", "group_size", "act_quant", checksum.ATTRIBUTE,
+TERNARY_CONV_ATTRIBUTES = {"weight_shape", "format", "group_size", "act_quant", "act_scale", checksum.ATTRIBUTE,
                            "group", "strides", "pads", "dilations", "auto_pad"}
 KNOWN_ATTRIBUTES = {"TernaryMatMul": TERNARY_MATMUL_ATTRIBUTES, "TernaryConv": TERNARY_CONV_ATTRIBUTES}
 ERROR, WARNING = "error", "warning"
@@ -208,6 +209,23 @@ def _int_attribute(attrs, name: str, where: str, report: IntegrityReport, *, def
     return int(attr.i)
 
 
+def _check_act_scale(where: str, attrs, act_quant: int | None, report: IntegrityReport) -> None:
+    """act_scale: a finite float > 0 with act_quant=2, absent otherwise (the op's own rules)."""
+    attr = attrs.get("act_scale")
+    if act_quant != 2:
+        if attr is not None:
+            report.findings.append(Finding(where, ERROR, f"attribute act_scale is only used with act_quant=2, "
+                                                         f"but act_quant={act_quant}"))
+        return
+    if attr is None:
+        report.findings.append(Finding(where, ERROR, "attribute act_scale is missing (act_quant=2 needs it)"))
+    elif attr.type != onnx.AttributeProto.FLOAT:
+        report.findings.append(Finding(where, ERROR, "attribute act_scale must be a float, got "
+                                                     f"{onnx.AttributeProto.AttributeType.Name(attr.type)}"))
+    elif not (math.isfinite(attr.f) and attr.f > 0):
+        report.findings.append(Finding(where, ERROR, f"attribute act_scale={attr.f} must be finite and > 0"))
+
+
 def _conv_rows(attrs, where: str, report: IntegrityReport) -> tuple[int | None, int | None]:
     """TernaryConv's weight_shape [M, C/group, (kH,) kW] as (K, N) = (C/group * kH * kW, M)."""
     attr = attrs.get("weight_shape")
@@ -242,8 +260,9 @@ def _check_attributes(where: str, node: onnx.NodeProto, report: IntegrityReport)
     if group_size is not None and group_size < 0:
         report.findings.append(Finding(where, ERROR, f"attribute group_size={group_size} must be >= 0"))
         bad = True
-    if act_quant is not None and act_quant not in (0, 1):
-        report.findings.append(Finding(where, ERROR, f"attribute act_quant={act_quant} must be 0 or 1"))
+    if act_quant is not None and act_quant not in (0, 1, 2):
+        report.findings.append(Finding(where, ERROR, f"attribute act_quant={act_quant} must be 0, 1 or 2"))
+    _check_act_scale(where, attrs, act_quant, report)
     if crc is not None and not 0 <= crc <= 0xFFFFFFFF:
         report.findings.append(Finding(where, ERROR, f"attribute crc32c={crc} is not a CRC32C (0 .. 2^32 - 1)"))
         crc = INVALID_CHECKSUM

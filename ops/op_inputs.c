@@ -1,6 +1,7 @@
 /* Reading a node's inputs and attributes (op_inputs.h). */
 #include "op_inputs.h"
 
+#include <float.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "onnxbit/checksum.h"
 #include "onnxbit/formats.h"
 #include "onnxbit/streams.h"
+#include "onnxbit/tmatmul.h"
 #include "op_status.h"
 
 OrtStatus *obx_node_error(const ObxOpKernel *kernel, OrtErrorCode code, const char *fmt, ...)
@@ -133,9 +135,11 @@ static int attribute_has_other_type(const ObxOpKernel *kernel, const OrtKernelIn
         present |= status == NULL;
         obx_status_discard(api, status);
     }
-    status = api->KernelInfoGetAttribute_float(info, name, &as_float);
-    present |= status == NULL;
-    obx_status_discard(api, status);
+    if (wanted != ORT_OP_ATTR_FLOAT) {
+        status = api->KernelInfoGetAttribute_float(info, name, &as_float);
+        present |= status == NULL;
+        obx_status_discard(api, status);
+    }
     if (wanted != ORT_OP_ATTR_STRING) {
         status = api->KernelInfoGetAttribute_string(info, name, NULL, &string_size);
         present |= status == NULL;
@@ -157,6 +161,44 @@ OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo
         return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
                               "required attribute '%s' (int) is missing", name);
     *out = fallback;
+    return NULL;
+}
+
+OrtStatus *obx_read_float_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                    const char *name, int required, float fallback, float *out)
+{
+    OrtStatus *status = kernel->api->KernelInfoGetAttribute_float(info, name, out);
+    if (!status)
+        return NULL;
+    obx_status_discard(kernel->api, status);
+    if (attribute_has_other_type(kernel, info, name, ORT_OP_ATTR_FLOAT))
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT, "attribute '%s' must be a float", name);
+    if (required)
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "required attribute '%s' (float) is missing", name);
+    *out = fallback;
+    return NULL;
+}
+
+OrtStatus *obx_read_act_scale_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                        int act_quant, float *act_scale)
+{
+    *act_scale = 0.0f;
+    if (act_quant != OBX_ACT_INT8_STATIC)
+        return obx_has_attribute(kernel, info, "act_scale")
+                   ? obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                                    "attribute act_scale is only used with act_quant=2, "
+                                    "but act_quant=%d",
+                                    act_quant)
+                   : NULL;
+    OrtStatus *status = obx_read_float_attribute(kernel, info, "act_scale", 1, 0.0f, act_scale);
+    if (status)
+        return status;
+    /* The negated form refuses NaN as well. */
+    if (!(*act_scale > 0.0f && *act_scale <= FLT_MAX))
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT,
+                              "attribute act_scale=%g must be finite and > 0 (act_quant=2)",
+                              (double)*act_scale);
     return NULL;
 }
 

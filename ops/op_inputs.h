@@ -47,6 +47,14 @@ OrtStatus *obx_get_input(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_
 /* An int attribute; `required` ones must be present, others default to fallback. */
 OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
                                   const char *name, int required, int64_t fallback, int64_t *out);
+/* A float attribute; `required` ones must be present, others default to fallback. */
+OrtStatus *obx_read_float_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                    const char *name, int required, float fallback, float *out);
+/* act_scale, the static activation scale of act_quant = 2 (TernaryMatMul and
+ * TernaryConv): required, finite and > 0 there; refused with other modes (a
+ * scale that would silently be ignored is a mistake). 0 when absent. */
+OrtStatus *obx_read_act_scale_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,
+                                        int act_quant, float *act_scale);
 /* An ints attribute of at most `capacity` values; when absent, *count = 0
  * (the caller applies its defaults). */
 OrtStatus *obx_read_ints_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,

@@ -11,7 +11,8 @@
  * [M, ceil(K / group_size)]; bias float32 [M], optional.
  * Attributes: weight_shape (required ints, rank 3 or 4), format (required),
  * group_size, act_quant (as TernaryMatMul; act_quant = 1 shares one
- * activation scale per im2col row), group, strides, pads, dilations,
+ * activation scale per im2col row, act_quant = 2 uses the static act_scale
+ * for every value), act_scale (as TernaryMatMul), group, strides, pads, dilations,
  * auto_pad (as Conv), crc32c (optional, as TernaryMatMul: CRC32C of B's bytes
  * as stored, a stream undecoded, then the scales' bytes). Constant B and
  * scales are checked and prepacked at kernel creation. */
@@ -35,6 +36,7 @@ typedef struct TernaryConvKernel {
     int stream; /* B is a stream (streams.h) of base3 rows, or -1 */
     int64_t group_size;
     int act_quant;
+    float act_scale; /* act_quant 2 only */
     int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
     obx_tconv_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryConvKernel;
@@ -184,11 +186,16 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
         status = obx_read_format_attribute(head, info, &kernel->fmt, &kernel->stream);
     if (status)
         return status;
-    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN)
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN &&
+        act_quant != OBX_ACT_INT8_STATIC)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                              "attribute act_quant=%lld must be 0 (float activations) or 1 "
-                              "(int8 per im2col row)", (long long)act_quant);
+                              "attribute act_quant=%lld must be 0 (float activations), 1 "
+                              "(int8 per im2col row) or 2 (int8 with the static act_scale)",
+                              (long long)act_quant);
     kernel->act_quant = (int)act_quant;
+    status = obx_read_act_scale_attribute(head, info, kernel->act_quant, &kernel->act_scale);
+    if (status)
+        return status;
     if (kernel->group_size < 0)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "attribute group_size=%lld must be >= 0",
                               (long long)kernel->group_size);
@@ -248,8 +255,8 @@ static OrtStatus *run(const TernaryConvKernel *kernel, OrtKernelContext *ctx,
         return obx_node_wrap(head, status, "allocating output Y");
     ObxOrtRunner runner;
     obx_parallel_for_fn parallel_for = obx_op_parallel_for(head, ctx, &runner);
-    if (obx_tconv_compute(weights, &geometry, x->data, bias, kernel->act_quant, y, parallel_for,
-                          &runner, err, sizeof err) != 0)
+    if (obx_tconv_compute_scaled(weights, &geometry, x->data, bias, kernel->act_quant,
+                                 kernel->act_scale, y, parallel_for, &runner, err, sizeof err) != 0)
         return obx_node_error(head, ORT_FAIL, "compute failed: %s", err);
     return NULL;
 }

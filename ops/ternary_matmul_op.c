@@ -7,7 +7,9 @@
  * scales float32 [1] or [N] (group_size 0) or [N, ceil(K / group_size)];
  * bias float32 [N], optional.
  * Attributes: K, N (required ints > 0), format (required: a name of
- * formats.h), group_size (int >= 0, default 0), act_quant (0 | 1, default 0),
+ * formats.h), group_size (int >= 0, default 0), act_quant (0 | 1 | 2, default 0),
+ * act_scale (float, finite and > 0: required with act_quant 2, the static
+ * activation scale of tmatmul.h's OBX_ACT_INT8_STATIC; refused otherwise),
  * crc32c (optional, 0 .. 2^32 - 1: CRC32C of B's bytes followed by the
  * scales' bytes, checked before prepacking unless the session config entry
  * onnxbit.verify_checksums is "0").
@@ -35,6 +37,7 @@ typedef struct TernaryMatMulKernel {
     ObxOpKernel head;
     obx_tmm_shape shape;
     int act_quant;
+    float act_scale; /* act_quant 2 only */
     int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
     int stream; /* B is a stream (streams.h) of shape.fmt (base3) rows, or -1 */
     obx_tmm_weights *constant_weights; /* prepacked at creation, or NULL */
@@ -156,7 +159,6 @@ static OrtStatus *prepack_weights(const TernaryMatMulKernel *kernel, const OrtVa
 
 /* ---- kernel creation --------------------------------------------------- */
 
-
 static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
 {
     TernaryMatMulKernel *kernel = (TernaryMatMulKernel *)head;
@@ -179,12 +181,16 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
     if (n <= 0)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "attribute N=%lld must be in [1, %d]",
                               (long long)n, OBX_TMM_MAX_N);
-    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN)
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN &&
+        act_quant != OBX_ACT_INT8_STATIC)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                              "attribute act_quant=%lld must be 0 (float activations) or 1 "
-                              "(per-token int8)",
+                              "attribute act_quant=%lld must be 0 (float activations), 1 "
+                              "(per-token int8) or 2 (int8 with the static act_scale)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
+    status = obx_read_act_scale_attribute(head, info, kernel->act_quant, &kernel->act_scale);
+    if (status)
+        return status;
     status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);
     if (status)
         return status;
@@ -251,8 +257,8 @@ static OrtStatus *compute_with_weights(const TernaryMatMulKernel *kernel, OrtKer
     ObxOrtRunner runner;
     obx_parallel_for_fn parallel_for = obx_op_parallel_for(head, ctx, &runner);
     char err[OBX_OP_ERR_LEN] = "";
-    if (obx_tmm_compute(weights, a->data, m, bias, kernel->act_quant, y, parallel_for, &runner,
-                        err, sizeof err) != 0)
+    if (obx_tmm_compute_scaled(weights, a->data, m, bias, kernel->act_quant, kernel->act_scale, y,
+                               parallel_for, &runner, err, sizeof err) != 0)
         return obx_node_error(head, ORT_FAIL, "compute failed: %s", err);
     return NULL;
 }

@@ -83,7 +83,7 @@ def build_model(packed: np.ndarray, scales: np.ndarray, bias: np.ndarray | None 
 
 def ternary_matmul_model(codes_kn: np.ndarray, scales: np.ndarray, bias: np.ndarray | None = None,
                          *, fmt: str = "2bit", group_size: int = 0, act_quant: int = 0,
-                         constant: bool = True, b_2d: bool = True,
+                         act_scale: float | None = None, constant: bool = True, b_2d: bool = True,
                          a_shape: Sequence[Any] | None = ("m", "k"),
                          node_name: str = NODE_NAME) -> OpModel:
     """A valid model computing A @ (codes_kn * scales) (+ bias)."""
@@ -96,6 +96,8 @@ def ternary_matmul_model(codes_kn: np.ndarray, scales: np.ndarray, bias: np.ndar
         attrs["group_size"] = group_size
     if act_quant:
         attrs["act_quant"] = act_quant
+    if act_scale is not None:
+        attrs["act_scale"] = float(act_scale)
     return build_model(packed, scales, bias, attrs=attrs, a_shape=a_shape, constant=constant,
                        node_name=node_name)
 
@@ -114,6 +116,7 @@ def random_scales(rng: np.random.Generator, kind: str, k: int, n: int,
 
 def ternary_conv_model(codes: np.ndarray, scales: np.ndarray, bias: np.ndarray | None = None, *,
                        fmt: str = "2bit", group_size: int = 0, act_quant: int = 0, constant: bool = True,
+                       act_scale: float | None = None,
                        conv_attrs: dict[str, Any] | None = None, node_name: str = "tconv_under_test",
                        x_rank: int | None = None) -> OpModel:
     """One TernaryConv node computing Conv(X, codes * scales) (+ bias); codes
@@ -137,6 +140,8 @@ def ternary_conv_model(codes: np.ndarray, scales: np.ndarray, bias: np.ndarray |
         attrs["group_size"] = group_size
     if act_quant:
         attrs["act_quant"] = act_quant
+    if act_scale is not None:
+        attrs["act_scale"] = float(act_scale)
     weights = {"B": packed, "scales": np.asarray(scales)}
     if bias is not None:
         weights["bias"] = np.asarray(bias)

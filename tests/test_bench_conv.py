@@ -7,7 +7,7 @@ import numpy as np
 from click.testing import CliRunner
 
 import onnxbit
-from onnxbit.bench.conv import QUICK_SHAPES, variant_models
+from onnxbit.bench.conv import QUICK_SHAPES, run_benchmark, variant_models
 from onnxbit.cli.main import main as cli
 
 
@@ -29,3 +29,10 @@ def test_cli_quick_run(tmp_path):
     result = CliRunner().invoke(cli, ["bench", "conv", "--quick", "--threads", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "ternary_a8" in result.output and out.exists()
+
+
+def test_cpu_time_clock_times_one_thread_runs_only():
+    result = run_benchmark(QUICK_SHAPES[:1], threads=(1, 2), rounds=1, variants=("fp32", "ternary_a8"),
+                           cpu_time=True)
+    assert [(run["threads"], run["clock"]) for run in result["runs"]] == [(1, "thread cpu"), (2, "wall")]
+    assert all(ms > 0 for run in result["runs"] for ms in run["ms"].values())

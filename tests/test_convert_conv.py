@@ -18,6 +18,7 @@ from onnxbit.convert import convert
 from onnxbit.inspect_model import inspect_model
 from onnxbit.layers.conv import ConvSpec
 from onnxbit.quant import quantize_int, quantize_ternary
+from onnxbit.targets import ternary_conv
 from conv_models import INPUT_SHAPE, LAYERS, conv_chain_model
 
 CONFIGS = {
@@ -80,11 +81,22 @@ def test_ternary_act_quant_conv_runs_int8_per_im2col_row(rng):
         y = onnxbit.InferenceSession(result.model).run(None, {"X": x})[0]
         assert np.isfinite(y).all()
         if target == "onnxbit":
-            attrs = [a for n in result.model.graph.node if n.op_type == "TernaryConv" for a in n.attribute
-                     if a.name == "act_quant"]
-            assert attrs and all(a.i == 1 for a in attrs)
+            act_quant = {n.name: a.i for n in result.model.graph.node if n.op_type == "TernaryConv"
+                         for a in n.attribute if a.name == "act_quant"}
+            # Depthwise layers not QAT-folded take float activations (int8 per window is 2-3x slower there).
+            assert act_quant and act_quant == {name: int(name != "depthwise") for name in act_quant}
+            assert ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE in result.report.notes
         else:
             assert any("float32 activations" in note for note in result.report.notes)
+
+
+def test_only_depthwise_convs_not_qat_folded_drop_int8_activations():
+    depthwise = ConvSpec("Conv", (8, 1, 3, 3), 8)
+    assert ternary_conv.activation_quant(depthwise, 1, proven=False) == 0
+    assert ternary_conv.activation_quant(depthwise, 1, proven=True) == 1  # the fold's graph quantized them
+    assert ternary_conv.activation_quant(depthwise, 0, proven=False) == 0
+    assert ternary_conv.activation_quant(ConvSpec("Conv", (8, 4, 3, 3), 2), 1, proven=False) == 1  # grouped
+    assert ternary_conv.activation_quant(ConvSpec("Conv", (8, 8, 1, 1), 1), 1, proven=False) == 1
 
 
 def _single(nodes, inputs, inits, outputs=("Y",)):

@@ -63,7 +63,16 @@ def run_error(op, a=None) -> str:
     ({**VALID_ATTRS, "act_quant": 1.0}, r"attribute 'act_quant' must be an int"),
     ({"K": K, "N": N, "format": "3bit"},
      r"format='3bit' is not a known format; expected one of: 2bit, base3"),
-    ({**VALID_ATTRS, "act_quant": 2}, r"act_quant=2 must be 0 .* or 1"),
+    ({**VALID_ATTRS, "act_quant": 3}, r"act_quant=3 must be 0 .*, 1 .* or 2"),
+    ({**VALID_ATTRS, "act_quant": 2}, r"required attribute 'act_scale' \(float\) is missing"),
+    ({**VALID_ATTRS, "act_quant": 2, "act_scale": 0.0}, r"act_scale=0 must be finite and > 0"),
+    ({**VALID_ATTRS, "act_quant": 2, "act_scale": -1.5}, r"act_scale=-1.5 must be finite and > 0"),
+    ({**VALID_ATTRS, "act_quant": 2, "act_scale": float("nan")}, r"act_scale=nan must be finite"),
+    ({**VALID_ATTRS, "act_quant": 2, "act_scale": float("inf")}, r"act_scale=inf must be finite"),
+    ({**VALID_ATTRS, "act_quant": 2, "act_scale": 3}, r"attribute 'act_scale' must be a float"),
+    ({**VALID_ATTRS, "act_quant": 1, "act_scale": 2.0},
+     r"act_scale is only used with act_quant=2, but act_quant=1"),
+    ({**VALID_ATTRS, "act_scale": 2.0}, r"act_scale is only used with act_quant=2, but act_quant=0"),
     ({**VALID_ATTRS, "group_size": -8}, r"group_size=-8 must be 0 \(not grouped\) or positive"),
 ])
 def test_bad_attributes_fail_session_creation(packed, attrs, problem):

@@ -57,6 +57,23 @@ CASES = {
     "grouped_scales": ((1, 8, 6, 6), (10, 8, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 32),
     "depthwise_grouped_scales": ((1, 4, 6, 6), (4, 1, 3, 3), {"group": 4}, "group", 4),
     "many_positions": ((1, 32, 40, 40), (32, 32, 3, 3), {"pads": [1, 1, 1, 1]}, "channel", 0),
+    # Channels-last path (C/group >= 8; fewer take the (c, kh, kw) im2col): runs of C/group that do not
+    # fill a 32-code chunk or a 128-code K-block, rows crossing K-blocks, pointwise convs it must not read
+    # in place (groups, stride), one K-group as scales.
+    "odd_channels_stride2": ((1, 37, 9, 8), (19, 37, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "channel", 0),
+    "wide_k_dilated": ((2, 70, 10, 10), (9, 70, 3, 3), {"dilations": [2, 2], "pads": [2, 1, 2, 3]}, "tensor", 0),
+    "pointwise_groups": ((1, 20, 6, 6), (8, 10, 1, 1), {"group": 2}, "channel", 0),
+    "pointwise_stride2_pad": ((1, 12, 7, 7), (10, 12, 1, 1), {"strides": [2, 2], "pads": [1, 0, 0, 1]}, "channel", 0),
+    "groups_odd": ((1, 63, 8, 9), (14, 9, 3, 2), {"group": 7, "pads": [1, 0, 1, 1]}, "tensor", 0),
+    "one_k_group": ((1, 9, 5, 5), (7, 9, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 128),
+    # Depthwise rows of 32 outputs or more at stride 1 run plane by plane (vector blocks, scalar edges).
+    "depthwise_wide": ((1, 5, 9, 41), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, "channel", 0),
+    "depthwise_wide_dilated_mult2": ((2, 3, 6, 45), (6, 1, 3, 5), {"group": 3, "dilations": [1, 2],
+                                                                   "pads": [1, 3, 2, 4]}, "tensor", 0),
+    "depthwise_wide_stride2": ((1, 4, 7, 75), (4, 1, 3, 3), {"group": 4, "strides": [2, 2],
+                                                             "pads": [1, 1, 1, 1]}, "channel", 0),
+    "depthwise_wide_stride2_even": ((1, 3, 6, 64), (3, 1, 3, 3), {"group": 3, "strides": [1, 2],
+                                                                  "pads": [0, 1, 1, 0]}, "channel", 0),
 }
 
 
@@ -109,9 +126,10 @@ def test_int8_path_is_close_to_float_conv(rng):
 
 
 def test_non_finite_window_gives_nan_only_where_it_reads(isa, rng):
-    for name in ("depthwise", "3x3_pad1"):
+    for name in ("depthwise", "3x3_pad1", "groups_odd", "depthwise_wide"):
         codes, scales, bias, x, attrs, _ = _case(rng, name)
         x[0, 0, 4, 4] = np.inf
+        x[0, -1, 1, 6] = np.nan  # in the last group (groups_odd): the other groups' windows stay finite
         op = ternary_conv_model(codes, scales, bias, act_quant=1, conv_attrs=attrs)
         y = _session(op.model).run(None, op.feeds(x))[0]
         expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
@@ -164,7 +182,10 @@ def test_schema_infers_output_shape(rng):
     ({"auto_pad": "SAME"}, (1, 3, 9, 9), "auto_pad='SAME'"),
     ({"group": 3}, (1, 3, 9, 9), "group = 3 must be positive and divide M"),
     ({"strides": [1, 1, 1]}, (1, 3, 9, 9), "'strides' has 3 values"),
-    ({"act_quant": 2}, (1, 3, 9, 9), "act_quant=2"),
+    ({"act_quant": 3}, (1, 3, 9, 9), "act_quant=3"),
+    ({"act_quant": 2}, (1, 3, 9, 9), "required attribute 'act_scale' (float) is missing"),
+    ({"act_quant": 2, "act_scale": -2.0}, (1, 3, 9, 9), "act_scale=-2 must be finite and > 0"),
+    ({"act_scale": 2.0}, (1, 3, 9, 9), "act_scale is only used with act_quant=2"),
     ({}, (1, 4, 9, 9), "X has 4 channels"),
     ({}, (1, 3, 9), "X has rank 3"),
     ({}, (1, 3, 2, 2), "the dilated kernel spans 3"),
@@ -197,18 +218,45 @@ def test_corrupt_weights_fail_session_creation(rng):
             _session(op.model)
 
 
-def test_depthwise_float_path_is_bit_exact_across_isas(rng):
-    """The depthwise row kernels are elementwise: every ISA build must give the scalar build's bits."""
+def _depthwise_float_spec(x, codes, scales, bias, attrs):
+    """The float depthwise arithmetic step by step in float32: per output, 0 plus x * w
+    for each tap in (kh, kw) order (a padding tap adds 0), times the scale, plus the bias."""
+    m, _, kh, kw = codes.shape
+    group = attrs["group"]
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    top, left, bottom, right = attrs["pads"]
+    padded = np.pad(x, [(0, 0), (0, 0), (top, bottom), (left, right)])
+    out_h = (padded.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    out_w = (padded.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    planes = np.repeat(padded, m // group, axis=1)  # output channel o reads input channel o // multiplier
+    acc = np.zeros((x.shape[0], m, out_h, out_w), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            window = planes[:, :, i * dh: i * dh + (out_h - 1) * sh + 1: sh, j * dw: j * dw + (out_w - 1) * sw + 1: sw]
+            acc = (acc + window * codes[:, 0, i, j].astype(np.float32)[None, :, None, None]).astype(np.float32)
+    y = (acc * np.broadcast_to(scales.reshape(-1), (m,))[None, :, None, None]).astype(np.float32)
+    return (y + bias[None, :, None, None]).astype(np.float32) if bias is not None else y
+
+
+@pytest.mark.parametrize("name", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide",
+                                  "depthwise_wide_dilated_mult2", "depthwise_wide_stride2",
+                                  "depthwise_wide_stride2_even"])
+def test_depthwise_float_path_is_bit_exact(rng, name):
+    """Both depthwise float kernels (channels-last, and plane by plane for wide rows) compute the
+    documented order of operations, on every ISA: the bits of _depthwise_float_spec."""
     from onnxbit import native
 
-    codes, scales, bias, x, attrs, _ = _case(rng, "depthwise_stride2_mult2")
+    codes, scales, bias, x, attrs, _ = _case(rng, name)
+    x[0, 1, 3, 7] = np.inf  # Inf * 0 is NaN, Inf * -1 is -Inf: as in the float Conv
     op = ternary_conv_model(codes, scales, bias, conv_attrs=attrs)
-    results = {}
-    for name in native.available_isas():
-        with native.forced_isa(name):
-            results[name] = _session(op.model).run(None, op.feeds(x))[0]
-    for name, y in results.items():
-        np.testing.assert_array_equal(y, results["scalar"], err_msg=name)
+    with np.errstate(invalid="ignore"):
+        expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
+    assert np.isinf(expected).any() or np.isnan(expected).any()
+    for isa in native.available_isas():
+        with native.forced_isa(isa):
+            np.testing.assert_array_equal(_session(op.model, threads=2).run(None, op.feeds(x))[0], expected,
+                                          err_msg=isa)
 
 
 @pytest.mark.parametrize("name", ["3x3_pad1", "1d", "groups", "depthwise", "grouped_scales"])

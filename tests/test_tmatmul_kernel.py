@@ -313,7 +313,9 @@ def test_prepack_errors(kwargs, message):
 def test_compute_errors(rng):
     w_kn, scales, gs = make_case(rng, 8, 3, "tensor")
     weights = build(w_kn, scales, gs)
-    with pytest.raises(ValueError, match=r"unknown act_quant 2"):
+    with pytest.raises(ValueError, match=r"unknown act_quant 3"):
+        weights.matmul(np.ones((1, 8), np.float32), act_quant=3)
+    with pytest.raises(ValueError, match=r"act_quant 2 needs a finite act_scale > 0"):
         weights.matmul(np.ones((1, 8), np.float32), act_quant=2)
     with pytest.raises(ValueError, match=r"shape \[\.\.\., 8\]"):
         weights.matmul(np.ones((1, 7), np.float32))

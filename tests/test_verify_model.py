@@ -174,7 +174,12 @@ def _node_model(rng, **attr_changes):
     ({"K": 0}, "attribute K=0 must be > 0"),
     ({"N": None}, "attribute N is missing"),
     ({"format": "4bit"}, "format='4bit' is not one of"),
-    ({"act_quant": 2}, "act_quant=2 must be 0 or 1"),
+    ({"act_quant": 3}, "act_quant=3 must be 0, 1 or 2"),
+    ({"act_quant": 2}, "attribute act_scale is missing (act_quant=2 needs it)"),
+    ({"act_quant": 2, "act_scale": 0.0}, "act_scale=0.0 must be finite and > 0"),
+    ({"act_quant": 2, "act_scale": float("inf")}, "act_scale=inf must be finite and > 0"),
+    ({"act_quant": 2, "act_scale": 5}, "act_scale must be a float, got INT"),
+    ({"act_quant": 1, "act_scale": 5.0}, "act_scale is only used with act_quant=2, but act_quant=1"),
     ({"group_size": -1}, "group_size=-1 must be >= 0"),
     ({"crc32c": 2 ** 32}, "is not a CRC32C"),
     ({"crc32c": 12345}, "checksum mismatch"),
@@ -184,6 +189,11 @@ def test_attribute_and_shape_problems_are_errors_naming_the_node(rng, changes, f
     report = verify_model(_node_model(rng, **changes))
     assert not report.ok
     assert any(f.where == NODE_NAME and fragment in f.message for f in _errors(report)), report.findings
+
+
+def test_a_static_act_scale_node_is_ok(rng):
+    report = verify_model(_node_model(rng, act_quant=2, act_scale=42.5))
+    assert report.ok and not _errors(report), report.findings
 
 
 def test_a_node_without_checksum_is_a_warning_only(rng):

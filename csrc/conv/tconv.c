@@ -1,9 +1,11 @@
-/* Ternary convolution: prepacking and the im2col path over the TernaryMatMul
- * kernels (tconv.h). The im2col matrix is never built whole: each task fills
- * a tile of output positions (bounded scratch), multiplies it by its group's
- * prepacked weights and writes the tile back in NCHW order. */
+/* Ternary convolution: prepacking, the choice of path (tconv.h), and the
+ * im2col path in (c, kh, kw) order that weights with K-grouped scales take
+ * (the others: tconv_channels_last.c, tconv_depthwise.c). The im2col matrix
+ * is never built whole: each task fills a tile of output positions (bounded
+ * scratch), multiplies it by its group's prepacked weights and writes the
+ * tile back in NCHW order. */
+#include <float.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +16,7 @@
 
 /* Bytes of one im2col tile: small enough for L2, large enough that a tile
  * amortizes streaming the group's weights. */
-enum { TCONV_TILE_BYTES = 256 * 1024, TCONV_MIN_TILE_ROWS = 8, TCONV_PARALLEL_TILES = 4 };
+enum { TCONV_TILE_BYTES = 256 * 1024, TCONV_MIN_TILE_ROWS = 8, TCONV_PARALLEL_TILES = 4, TCONV_CHANNELS_LAST_MIN = 8 };
 
 OBX_API void obx_tconv_free(obx_tconv_weights *w) {
     if (!w) return;
@@ -22,6 +24,7 @@ OBX_API void obx_tconv_free(obx_tconv_weights *w) {
         for (size_t g = 0; g < w->group; g++) obx_tmm_free(w->groups[g]);
     free(w->groups);
     free(w->codes);
+    free(w->weights);
     free(w->scales);
     free(w);
 }
@@ -30,19 +33,30 @@ OBX_API int obx_tconv_is_depthwise(const obx_tconv_weights *w) { return w && w->
 
 static int prepack_depthwise(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
                              size_t n_scales, char *err, size_t err_len) {
-    w->codes = malloc(w->m * w->k);
+    int8_t *rows = malloc(w->m * w->k + 1); /* [m][taps] as stored */
+    w->codes = malloc(w->m * w->k * sizeof(int32_t) + 1);
+    w->weights = malloc(w->m * w->k * sizeof(float) + 1);
     w->scales = malloc(w->m * sizeof(float));
-    if (!w->codes || !w->scales) {
+    if (!rows || !w->codes || !w->weights || !w->scales) {
+        free(rows);
         obx_set_error(err, err_len, "out of memory");
         return -1;
     }
     size_t first_bad = 0;
-    int64_t bad = obx_decode_i8(fmt, b, w->m, w->k, w->codes, &first_bad);
+    int64_t bad = obx_decode_i8(fmt, b, w->m, w->k, rows, &first_bad);
     if (bad != 0) {
+        free(rows);
         obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
                       first_bad);
         return -1;
     }
+    /* Tap-major: the depthwise kernel combines one tap of every channel at once. */
+    for (size_t o = 0; o < w->m; o++)
+        for (size_t t = 0; t < w->k; t++) {
+            w->codes[t * w->m + o] = rows[o * w->k + t];
+            w->weights[t * w->m + o] = (float)rows[o * w->k + t];
+        }
+    free(rows);
     for (size_t i = 0; i < w->m; i++) {
         float s = scales[n_scales == 1 ? 0 : i];
         if (!(isfinite(s) && s > 0.0f)) {
@@ -92,20 +106,40 @@ OBX_API obx_tconv_weights *obx_tconv_prepack(int fmt, const uint8_t *b, size_t b
         obx_tconv_free(w);
         return NULL;
     }
+    /* One scale group along K: K can be reordered to (kh, kw, c) for the
+     * channels-last path (K-groups would be cut apart). Its rows are channel
+     * runs, one call each: runs of fewer than TCONV_CHANNELS_LAST_MIN values
+     * cost more than they save (a 7x7 stem conv on 3 channels measured 1.4x
+     * slower that way, 8 channels even, 16 and up faster). */
+    uint8_t *reordered = NULL;
+    size_t row_bytes = shape.row_bytes;
+    if (shape.n_groups == 1 && cg >= TCONV_CHANNELS_LAST_MIN) {
+        reordered = tconv_taps_first_2bit(fmt, b, m, cg, positions, err, err_len);
+        if (!reordered) {
+            obx_tconv_free(w);
+            return NULL;
+        }
+        w->channels_last = 1;
+        b = reordered;
+        fmt = OBX_FMT_2BIT;
+        row_bytes = OBX_DIV_UP(w->k, 4);
+    }
     size_t scales_per_group = n_scales == 1 ? 1 : w->m_per_group * shape.n_groups;
     for (size_t g = 0; g < w->group; g++) {
         const float *group_scales = n_scales == 1 ? scales : scales + g * scales_per_group;
         char inner[384] = "";
-        w->groups[g] = obx_tmm_prepack(fmt, b + g * w->m_per_group * shape.row_bytes,
-                                       w->m_per_group * shape.row_bytes, (int64_t)w->k, (int64_t)w->m_per_group,
+        w->groups[g] = obx_tmm_prepack(fmt, b + g * w->m_per_group * row_bytes,
+                                       w->m_per_group * row_bytes, (int64_t)w->k, (int64_t)w->m_per_group,
                                        group_scales, scales_per_group, group_size, inner, sizeof inner);
         if (!w->groups[g]) {
             obx_set_error(err, err_len, "group %zu (output channels %zu..%zu): %s", g, g * w->m_per_group,
                           (g + 1) * w->m_per_group - 1, inner);
+            free(reordered);
             obx_tconv_free(w);
             return NULL;
         }
     }
+    free(reordered);
     return w;
 }
 
@@ -118,6 +152,7 @@ typedef struct ConvJob {
     const float *bias;
     float *y;
     int act_quant;
+    float act_scale; /* act_quant 2 */
     size_t tile_rows, tiles_per_plane;
     obx_parallel_for_fn inner_par; /* used when the tasks are too few to share the threads */
     void *inner_runner;
@@ -178,44 +213,6 @@ static void fill_pointwise_tile(const float *group_x, size_t cg, size_t position
     }
 }
 
-/* Each thread keeps its tile buffer between tasks and calls: a fresh
- * allocation of this size is a new mapping whose pages fault in on every
- * task (measured: the page faults cost more than the im2col copies). It is
- * freed when the thread exits. */
-typedef struct TileBuffer {
-    float *data;
-    size_t capacity; /* floats */
-} TileBuffer;
-
-static pthread_key_t tile_key;
-static pthread_once_t tile_key_once = PTHREAD_ONCE_INIT;
-
-static void free_tile_buffer(void *buffer) {
-    TileBuffer *tile = buffer;
-    free(tile->data);
-    free(tile);
-}
-
-static void create_tile_key(void) { (void)pthread_key_create(&tile_key, free_tile_buffer); }
-
-static float *thread_tile(size_t floats) {
-    pthread_once(&tile_key_once, create_tile_key);
-    TileBuffer *tile = pthread_getspecific(tile_key);
-    if (!tile) {
-        tile = calloc(1, sizeof *tile);
-        if (!tile || pthread_setspecific(tile_key, tile) != 0) {
-            free(tile);
-            return NULL;
-        }
-    }
-    if (tile->capacity < floats) {
-        free(tile->data);
-        tile->data = malloc(floats * sizeof(float));
-        tile->capacity = tile->data ? floats : 0;
-    }
-    return tile->data;
-}
-
 static void run_tile(void *arg, size_t index) {
     ConvJob *job = arg;
     const obx_tconv_weights *w = job->w;
@@ -225,7 +222,7 @@ static void run_tile(void *arg, size_t index) {
     const size_t image = plane / w->group, grp = plane % w->group;
     const size_t first = (index % job->tiles_per_plane) * job->tile_rows;
     const size_t rows = OBX_MIN(job->tile_rows, positions - first);
-    float *tile = thread_tile(rows * w->k + rows * w->m_per_group);
+    float *tile = tconv_thread_buffer(TCONV_BUFFER_TILE, rows * w->k + rows * w->m_per_group);
     if (!tile) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
@@ -242,8 +239,8 @@ static void run_tile(void *arg, size_t index) {
     }
     char err[256] = "";
     const float *bias = job->bias ? job->bias + grp * w->m_per_group : NULL;
-    if (obx_tmm_compute(w->groups[grp], tile, rows, bias, job->act_quant, out, job->inner_par, job->inner_runner,
-                        err, sizeof err) != 0) {
+    if (obx_tmm_compute_scaled(w->groups[grp], tile, rows, bias, job->act_quant, job->act_scale, out,
+                               job->inner_par, job->inner_runner, err, sizeof err) != 0) {
         if (!__atomic_exchange_n(&job->failed, 1, __ATOMIC_RELAXED)) memcpy(job->err, err, sizeof err);
         return;
     }
@@ -253,34 +250,6 @@ static void run_tile(void *arg, size_t index) {
         for (size_t r = 0; r < rows; r++) y[o * positions + r] = out[r * w->m_per_group + o];
 }
 
-/* ---- depthwise path ------------------------------------------------------- */
-
-typedef struct DepthwiseJob {
-    const obx_tconv_weights *w;
-    const obx_conv_geometry *g;
-    const float *x;
-    const float *bias;
-    float *y;
-    int act_quant;
-    int failed;
-} DepthwiseJob;
-
-static void run_depthwise_plane(void *arg, size_t index) {
-    DepthwiseJob *job = arg;
-    const size_t positions = job->g->out_h * job->g->out_w;
-    void *scratch = NULL;
-    if (job->act_quant) {
-        scratch = malloc(3 * positions * sizeof(float) + 1);
-        if (!scratch) {
-            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
-            return;
-        }
-    }
-    obx_tconv_depthwise_plane(job->w, job->g, job->x, job->bias, job->act_quant, job->y, index / job->w->m,
-                              index % job->w->m, scratch);
-    free(scratch);
-}
-
 static void run_serially(obx_task_fn fn, void *arg, size_t count) {
     for (size_t i = 0; i < count; i++) fn(arg, i);
 }
@@ -288,28 +257,34 @@ static void run_serially(obx_task_fn fn, void *arg, size_t count) {
 OBX_API int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                               const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
                               char *err, size_t err_len) {
+    return obx_tconv_compute_scaled(w, g, x, bias, act_quant, 0.0f, y, par, runner, err, err_len);
+}
+
+OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                     const float *bias, int act_quant, float act_scale, float *y,
+                                     obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     if (g->out_channels != w->m || g->channels != w->cg * w->group ||
         g->kernel_h * g->kernel_w != w->kernel_positions) {
         obx_set_error(err, err_len, "the geometry does not match the prepacked weights");
         return -1;
     }
-    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN) {
-        obx_set_error(err, err_len, "act_quant = %d must be 0 or 1", act_quant);
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC) {
+        obx_set_error(err, err_len, "act_quant = %d must be 0, 1 or 2", act_quant);
+        return -1;
+    }
+    /* The negated form refuses NaN too. */
+    if (act_quant == OBX_ACT_INT8_STATIC && !(act_scale > 0.0f && act_scale <= FLT_MAX)) {
+        obx_set_error(err, err_len, "act_quant = 2 needs a finite act_scale > 0, got %g", (double)act_scale);
         return -1;
     }
     const size_t positions = g->out_h * g->out_w;
     if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
-    if (w->codes) {
-        DepthwiseJob job = {w, g, x, bias, y, act_quant, 0};
-        size_t planes = g->batch * w->m;
-        if (par) par(runner, run_depthwise_plane, &job, planes);
-        else run_serially(run_depthwise_plane, &job, planes);
-        if (job.failed) {
-            obx_set_error(err, err_len, "out of memory for the depthwise scratch planes");
-            return -1;
-        }
-        return 0;
+    if (act_quant == OBX_ACT_INT8_STATIC && (w->codes || w->channels_last)) {
+        obx_set_error(err, err_len, "act_quant = 2 is not supported yet by the depthwise and channels-last paths");
+        return -1;
     }
+    if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, y, par, runner, err, err_len);
+    if (w->channels_last) return tconv_compute_channels_last(w, g, x, bias, act_quant, y, par, runner, err, err_len);
     size_t rows = OBX_MAX((size_t)1, TCONV_TILE_BYTES / (w->k * sizeof(float)));
     /* Enough tiles for the threads to share when the batch and groups are few. */
     size_t planes = g->batch * w->group;
@@ -317,7 +292,7 @@ OBX_API int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometr
         rows = OBX_MIN(rows, OBX_MAX((size_t)TCONV_MIN_TILE_ROWS,
                                      OBX_DIV_UP(positions, TCONV_PARALLEL_TILES / planes)));
     rows = OBX_MIN(rows, positions);
-    ConvJob job = {w, g, x, bias, y, act_quant, rows, OBX_DIV_UP(positions, rows), NULL, NULL, 0, ""};
+    ConvJob job = {w, g, x, bias, y, act_quant, act_scale, rows, OBX_DIV_UP(positions, rows), NULL, NULL, 0, ""};
     size_t tasks = planes * job.tiles_per_plane;
     if (par && tasks >= 2) {
         par(runner, run_tile, &job, tasks);

@@ -1,139 +1,178 @@
-/* Direct depthwise ternary convolution (C / group == 1): each output channel
- * reads one input plane in place, one kernel tap at a time over whole output
- * rows (the row kernels of tconv_rows.h, built per ISA). im2col would copy
- * every input value kH * kW times for a K of only kH * kW.
+/* Direct depthwise ternary convolution (C / group == 1), channels-last: X is
+ * copied once per image to [pixel][output channel] (an output channel reads
+ * input channel o / multiplier), then each output pixel is its kernel taps'
+ * channel runs combined elementwise (tconv_rows.h), a tile of pixels at a
+ * time, and the tile is transposed back to NCHW. Across channels every
+ * kernel tap is one long vector operation; the earlier plane-at-a-time
+ * kernel ran one short row call per tap and output row (14 values at 14x14)
+ * and was 0.26x onnxruntime's fp32 Conv on 576 channels at 14x14.
  *
  * Arithmetic per output value, as obx_tmm_compute computes one im2col row:
  * float: (sum over taps, in (kh, kw) order, of x * w) * scale + bias;
  * act_quant: the window's absmax scale s, q = clamp(rint(x * s)), exact int32
- * sum, then (isum * scale) / s + bias, NaN when the window holds NaN or Inf. */
-#include <math.h>
+ * sum, then (isum * scale) / s + bias, NaN when the window holds NaN or Inf.
+ * Taps in the padding are skipped (they add 0 and do not raise the absmax). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "conv/tconv_internal.h"
 #include "isa/platform.h"
 #include "obx_common.h"
 
-/* Output columns [lo, hi) whose input column ow * stride + offset is inside [0, in_w). */
-static void valid_columns(ptrdiff_t offset, size_t stride, size_t in_w, size_t out_w, size_t *lo, size_t *hi) {
-    ptrdiff_t s = (ptrdiff_t)stride;
-    ptrdiff_t first = offset >= 0 ? 0 : (-offset + s - 1) / s;
-    ptrdiff_t last = (ptrdiff_t)in_w - 1 - offset; /* ow * stride <= last */
-    ptrdiff_t end = last < 0 ? 0 : last / s + 1;
-    if (end > (ptrdiff_t)out_w) end = (ptrdiff_t)out_w;
-    if (first > end) first = end;
-    *lo = (size_t)first;
-    *hi = (size_t)end;
-}
+/* Output pixels per task: their tile (32 x M floats) stays in L2 and is
+ * transposed back in whole cache lines. */
+enum { DW_TILE_PIXELS = 32, DW_COPY_PIXELS = 64, DW_PLANE_MIN_WIDTH = 32 };
 
-/* The input row a tap reads for output row oh, or NULL when it is padding. */
-static const float *tap_row(const obx_conv_geometry *g, const float *plane, size_t oh, size_t i) {
-    ptrdiff_t ih = (ptrdiff_t)(oh * g->stride_h + i * g->dilation_h) - (ptrdiff_t)g->pad_top;
-    return ih < 0 || ih >= (ptrdiff_t)g->in_h ? NULL : plane + ih * (ptrdiff_t)g->in_w;
-}
-
-/* One tap over every output row: fn(context, destination offset, source row, count). */
-typedef void (*tap_visit_fn)(void *context, size_t out_offset, const float *src, size_t count);
-
-static void for_each_tap_row(const obx_conv_geometry *g, const float *plane, size_t i, size_t j, tap_visit_fn fn,
-                             void *context) {
-    ptrdiff_t offset = (ptrdiff_t)(j * g->dilation_w) - (ptrdiff_t)g->pad_left;
-    size_t lo, hi;
-    valid_columns(offset, g->stride_w, g->in_w, g->out_w, &lo, &hi);
-    if (lo >= hi) return;
-    for (size_t oh = 0; oh < g->out_h; oh++) {
-        const float *row = tap_row(g, plane, oh, i);
-        if (row) fn(context, oh * g->out_w + lo, row + offset + (ptrdiff_t)(lo * g->stride_w), hi - lo);
-    }
-}
-
-typedef struct TapContext {
+typedef struct DwJob {
+    const obx_tconv_weights *w;
+    const obx_conv_geometry *g;
     const struct tconv_row_kernels *rows;
-    size_t stride;
-    float weight;
-    int32_t code;
-    float *out;
-    int32_t *ints;
-    const float *scale;
-} TapContext;
+    const float *x;  /* this image, NCHW */
+    float *xt;       /* this image, [pixel][output channel] */
+    const float *bias;
+    float *y;        /* this image, NCHW */
+    int act_quant;
+    int failed;
+} DwJob;
 
-static void visit_f32(void *context, size_t at, const float *src, size_t count) {
-    TapContext *c = context;
-    c->rows->accumulate_f32(c->out + at, src, c->stride, c->weight, count);
-}
-
-static void visit_absmax(void *context, size_t at, const float *src, size_t count) {
-    TapContext *c = context;
-    c->rows->absmax_bits(c->ints + at, src, c->stride, count);
-}
-
-static void visit_i8(void *context, size_t at, const float *src, size_t count) {
-    TapContext *c = context;
-    c->rows->accumulate_i8(c->ints + at, src, c->stride, c->scale + at, c->code, count);
-}
-
-static void depthwise_f32(const obx_conv_geometry *g, const float *plane, const int8_t *codes, float *out) {
-    TapContext c = {obx_platform()->conv_rows, g->stride_w, 0.0f, 0, out, NULL, NULL};
-    memset(out, 0, g->out_h * g->out_w * sizeof *out);
-    for (size_t i = 0; i < g->kernel_h; i++) {
-        for (size_t j = 0; j < g->kernel_w; j++) {
-            c.weight = (float)codes[i * g->kernel_w + j]; /* zero codes too: Inf * 0 is NaN, as in a matmul */
-            for_each_tap_row(g, plane, i, j, visit_f32, &c);
-        }
-    }
-}
-
-/* Per output position: the int8 scale of its window (scale) and whether the
- * window holds NaN or Inf (bad). The absmax runs on IEEE bit patterns: for
- * non-negative floats they order as the values do, with Inf above every
- * finite value and NaN above Inf. */
-static void window_scales(const obx_conv_geometry *g, const float *plane, float *scale, uint8_t *bad) {
-    const size_t positions = g->out_h * g->out_w;
-    int32_t *magnitude = (int32_t *)scale; /* bit patterns first, scales after */
-    memset(magnitude, 0, positions * sizeof *magnitude);
-    TapContext c = {obx_platform()->conv_rows, g->stride_w, 0.0f, 0, NULL, magnitude, NULL};
-    for (size_t i = 0; i < g->kernel_h; i++)
-        for (size_t j = 0; j < g->kernel_w; j++) for_each_tap_row(g, plane, i, j, visit_absmax, &c);
-    c.rows->window_scales(scale, bad, positions);
-}
-
-static void depthwise_i8(const obx_conv_geometry *g, const float *plane, const int8_t *codes, float weight_scale,
-                         const float *bias, float *out, void *scratch) {
-    const size_t positions = g->out_h * g->out_w;
-    float *scale = scratch;
-    int32_t *isum = (int32_t *)(scale + positions);
-    uint8_t *bad = (uint8_t *)(isum + positions);
-    window_scales(g, plane, scale, bad);
-    memset(isum, 0, positions * sizeof *isum);
-    TapContext c = {obx_platform()->conv_rows, g->stride_w, 0.0f, 0, NULL, isum, scale};
-    for (size_t i = 0; i < g->kernel_h; i++) {
-        for (size_t j = 0; j < g->kernel_w; j++) {
-            c.code = codes[i * g->kernel_w + j];
-            if (c.code != 0) for_each_tap_row(g, plane, i, j, visit_i8, &c); /* exact: the sum is integer */
-        }
-    }
-    /* The bias is added only when given, as obx_tmm_compute does (keeps -0.0f). */
-    c.rows->finish_i8(out, isum, scale, bad, weight_scale, bias, positions);
-}
-
-void obx_tconv_depthwise_plane(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                               const float *bias, int act_quant, float *y, size_t image, size_t channel,
-                               void *scratch) {
-    const size_t positions = g->out_h * g->out_w;
-    const size_t input_channel = channel / w->m_per_group;
-    const float *plane = x + (image * g->channels + input_channel) * g->in_h * g->in_w;
-    const int8_t *codes = w->codes + channel * w->kernel_positions;
-    float *out = y + (image * w->m + channel) * positions;
-    if (act_quant == OBX_ACT_INT8_TOKEN) {
-        depthwise_i8(g, plane, codes, w->scales[channel], bias ? bias + channel : NULL, out, scratch);
+static void copy_task(void *arg, size_t index) {
+    const DwJob *job = arg;
+    const obx_conv_geometry *g = job->g;
+    const size_t pixels = g->in_h * g->in_w, m = job->w->m, multiplier = job->w->m_per_group;
+    const size_t p0 = index * DW_COPY_PIXELS, n = OBX_MIN((size_t)DW_COPY_PIXELS, pixels - p0);
+    if (multiplier == 1) {
+        job->rows->transpose(job->x + p0, m, n, pixels, job->xt + p0 * m, m);
         return;
     }
-    depthwise_f32(g, plane, codes, out);
-    const float s = w->scales[channel];
-    if (bias) {
-        const float b = bias[channel];
-        for (size_t p = 0; p < positions; p++) out[p] = out[p] * s + b;
-    } else {
-        for (size_t p = 0; p < positions; p++) out[p] = out[p] * s;
+    for (size_t o = 0; o < m; o++) {
+        const float *plane = job->x + (o / multiplier) * pixels + p0;
+        for (size_t p = 0; p < n; p++) job->xt[(p0 + p) * m + o] = plane[p];
     }
+}
+
+/* The input pixel each tap of output position p reads, in (kh, kw) order;
+ * padding taps left out. Returns how many there are. */
+static size_t window_pixels(const obx_conv_geometry *g, size_t p, size_t *tap, size_t *pixel) {
+    const ptrdiff_t h0 = (ptrdiff_t)((p / g->out_w) * g->stride_h) - (ptrdiff_t)g->pad_top;
+    const ptrdiff_t w0 = (ptrdiff_t)((p % g->out_w) * g->stride_w) - (ptrdiff_t)g->pad_left;
+    size_t n = 0;
+    for (size_t i = 0; i < g->kernel_h; i++) {
+        const ptrdiff_t ih = h0 + (ptrdiff_t)(i * g->dilation_h);
+        if (ih < 0 || ih >= (ptrdiff_t)g->in_h) continue;
+        for (size_t j = 0; j < g->kernel_w; j++) {
+            const ptrdiff_t iw = w0 + (ptrdiff_t)(j * g->dilation_w);
+            if (iw < 0 || iw >= (ptrdiff_t)g->in_w) continue;
+            tap[n] = i * g->kernel_w + j;
+            pixel[n++] = (size_t)(ih * (ptrdiff_t)g->in_w + iw);
+        }
+    }
+    return n;
+}
+
+static void tile_task(void *arg, size_t index) {
+    DwJob *job = arg;
+    const obx_tconv_weights *w = job->w;
+    const obx_conv_geometry *g = job->g;
+    const struct tconv_row_kernels *rows = job->rows;
+    const size_t m = w->m, taps = w->kernel_positions, positions = g->out_h * g->out_w;
+    const size_t first = index * DW_TILE_PIXELS, count = OBX_MIN((size_t)DW_TILE_PIXELS, positions - first);
+    /* tap and pixel indices, source pointers, the tile */
+    size_t floats = 3 * taps * sizeof(size_t) / sizeof(float) + count * m;
+    size_t *tap = (size_t *)tconv_thread_buffer(TCONV_BUFFER_TILE, floats);
+    if (!tap) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    size_t *pixel = tap + taps;
+    const float **src = (const float **)(pixel + taps);
+    float *tile = (float *)(src + taps);
+    for (size_t r = 0; r < count; r++) {
+        const size_t n = window_pixels(g, first + r, tap, pixel);
+        float *out = tile + r * m;
+        for (size_t t = 0; t < n; t++) src[t] = job->xt + pixel[t] * m;
+        if (!job->act_quant) {
+            rows->depthwise_pixel_f32(out, src, w->weights, tap, n, m, w->scales, job->bias);
+            continue;
+        }
+        rows->depthwise_pixel_i8(out, src, w->codes, tap, n, m, w->scales, job->bias);
+    }
+    rows->transpose(tile, count, m, m, job->y + first, positions);
+}
+
+/* Float activations on wide planes: one output row at a time straight from
+ * the NCHW plane (tconv_rows.h depthwise_row_f32), no copies. */
+static void plane_task(void *arg, size_t index) {
+    DwJob *job = arg;
+    const obx_tconv_weights *w = job->w;
+    const obx_conv_geometry *g = job->g;
+    const size_t taps = w->kernel_positions, o = index, pixels = g->in_h * g->in_w;
+    const float *plane = job->x + (o / w->m_per_group) * pixels;
+    float *out = job->y + o * g->out_h * g->out_w;
+    const float **src = (const float **)tconv_thread_buffer(
+        TCONV_BUFFER_TILE, taps * (sizeof(float *) + sizeof(ptrdiff_t) + sizeof(float)) / sizeof(float) + 1);
+    if (!src) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    ptrdiff_t *column = (ptrdiff_t *)(src + taps);
+    float *weight = (float *)(column + taps);
+    for (size_t t = 0; t < taps; t++) {
+        column[t] = (ptrdiff_t)((t % g->kernel_w) * g->dilation_w) - (ptrdiff_t)g->pad_left;
+        weight[t] = w->weights[t * w->m + o];
+    }
+    const float *bias = job->bias ? job->bias + o : NULL;
+    for (size_t oh = 0; oh < g->out_h; oh++) {
+        for (size_t t = 0; t < taps; t++) {
+            ptrdiff_t ih = (ptrdiff_t)(oh * g->stride_h + (t / g->kernel_w) * g->dilation_h) - (ptrdiff_t)g->pad_top;
+            src[t] = ih < 0 || ih >= (ptrdiff_t)g->in_h ? NULL : plane + ih * (ptrdiff_t)g->in_w;
+        }
+        job->rows->depthwise_row_f32(out + oh * g->out_w, g->out_w, src, column, weight, taps, g->stride_w, g->in_w,
+                                     w->scales[o], bias);
+    }
+}
+
+static void run(DwJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
+    if (par && count >= 2) par(runner, fn, job, count);
+    else
+        for (size_t i = 0; i < count; i++) fn(job, i);
+}
+
+int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                            const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
+                            char *err, size_t err_len) {
+    const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
+    if (!act_quant && g->stride_w <= 2 && g->out_w >= DW_PLANE_MIN_WIDTH) {
+        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, 0};
+        for (size_t image = 0; image < g->batch && !job.failed; image++) {
+            job.x = x + image * g->channels * pixels;
+            job.y = y + image * w->m * positions;
+            run(&job, plane_task, w->m, par, runner);
+        }
+        if (job.failed) {
+            obx_set_error(err, err_len, "out of memory for a depthwise row");
+            return -1;
+        }
+        return 0;
+    }
+    if (pixels > SIZE_MAX / sizeof(float) / w->m) {
+        obx_set_error(err, err_len, "the input is too large for its channels-last copy");
+        return -1;
+    }
+    float *xt = tconv_thread_buffer(TCONV_BUFFER_IMAGE, pixels * w->m + 1);
+    if (!xt) {
+        obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
+        return -1;
+    }
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, act_quant, 0};
+    for (size_t image = 0; image < g->batch && !job.failed; image++) {
+        job.x = x + image * g->channels * pixels;
+        job.y = y + image * w->m * positions;
+        run(&job, copy_task, OBX_DIV_UP(pixels, DW_COPY_PIXELS), par, runner);
+        run(&job, tile_task, OBX_DIV_UP(positions, DW_TILE_PIXELS), par, runner);
+    }
+    if (job.failed) {
+        obx_set_error(err, err_len, "out of memory for a depthwise tile");
+        return -1;
+    }
+    return 0;
 }

@@ -8,14 +8,31 @@ struct obx_tconv_weights {
     size_t m, cg, group, m_per_group, k; /* k = cg * kernel positions */
     size_t kernel_positions;
     obx_tmm_weights **groups; /* im2col path: one prepacked matrix per conv group */
-    int8_t *codes;            /* depthwise path: [m, kernel_positions] */
+    int channels_last;        /* im2col path with K in (kh, kw, c) order (tconv_channels_last.c) */
+    int32_t *codes;           /* depthwise path: [kernel_positions][m] (int32: vector lanes as wide as the sums) */
+    float *weights;           /* depthwise path: the codes as floats, [kernel_positions][m] */
     float *scales;            /* depthwise path: m per-channel scales */
 };
 
-/* The direct depthwise kernel for one (image, output channel) plane; scratch
- * holds 3 * out_h * out_w * 4 bytes (used with act_quant only). */
-void obx_tconv_depthwise_plane(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                               const float *bias, int act_quant, float *y, size_t image, size_t channel,
-                               void *scratch);
+/* The direct depthwise path (tconv_depthwise.c). */
+int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                            const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
+                            char *err, size_t err_len);
+
+/* M rows of K = cg * taps codes in (c, tap) order, format fmt -> the same
+ * codes in (tap, c) order as 2bit rows (ceil(K / 4) bytes each); NULL with a
+ * message for an invalid code or no memory. */
+uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, size_t taps, char *err,
+                               size_t err_len);
+
+/* The im2col path for weights prepacked channels_last. */
+int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
+                                char *err, size_t err_len);
+
+/* This thread's buffer `which` of at least `floats` floats, kept between
+ * calls (tconv_thread_buffers.c); NULL when out of memory. */
+enum tconv_buffer { TCONV_BUFFER_TILE, TCONV_BUFFER_IMAGE, TCONV_BUFFER_COUNT };
+float *tconv_thread_buffer(enum tconv_buffer which, size_t floats);
 
 #endif

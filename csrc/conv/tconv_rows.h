@@ -1,6 +1,8 @@
-/* Row kernels of the direct depthwise convolution (tconv_depthwise.c): one
- * kernel tap over a run of output columns. Elementwise only (no reductions),
- * so every ISA build of tconv_rows_body.h computes bit-identical results; the
+/* Row kernels of the channels-last conv paths: the direct depthwise kernel
+ * (tconv_depthwise.c), where a row is one output pixel's run of channels and
+ * each call handles one kernel tap of it, and the im2col rows
+ * (tconv_channels_last.c). Elementwise only (no float reductions), so every
+ * ISA build of tconv_rows_body.h computes bit-identical results; the
  * platform table (isa/platform.h) picks the build for the active ISA. */
 #ifndef ONNXBIT_TCONV_ROWS_H
 #define ONNXBIT_TCONV_ROWS_H
@@ -9,25 +11,49 @@
 #include <stdint.h>
 
 struct tconv_row_kernels {
-    /* dst[i] += src[i * stride] * w */
-    void (*accumulate_f32)(float *dst, const float *src, size_t stride, float w, size_t n);
-    /* acc[i] += code * clamp(rint(src[i * stride] * scale[i]), -128, 127), code in {-1, 1} */
-    void (*accumulate_i8)(int32_t *acc, const float *src, size_t stride, const float *scale, int32_t code,
-                          size_t n);
+    /* acc[i] += code[i] * clamp(rint(src[i] * scale[i]), -128, 127), code in {-1, 0, 1} */
+    void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int32_t *code, size_t n);
     /* magnitude[i] = max(magnitude[i], bits of |src[i * stride]|) */
     void (*absmax_bits)(int32_t *magnitude, const float *src, size_t stride, size_t n);
     /* In place: absmax bit patterns -> scale[i] = 127 * (1 / max(absmax, 1e-5)), and
      * bad[i] = 1 where the absmax is Inf or NaN (then scale[i] = 127) */
     void (*window_scales)(float *scale_bits, uint8_t *bad, size_t n);
-    /* out[i] = ((float)isum[i] * weight_scale) / scale[i] (+ *bias when bias), NaN where bad[i] */
-    void (*finish_i8)(float *out, const int32_t *isum, const float *scale, const uint8_t *bad, float weight_scale,
-                      const float *bias, size_t n);
+    /* out[i] = ((float)isum[i] * weight_scale[i]) / scale[i] (+ bias[i] when bias), NaN where bad[i] */
+    void (*finish_i8)(float *out, const int32_t *isum, const float *scale, const uint8_t *bad,
+                      const float *weight_scale, const float *bias, size_t n);
+    /* q[i] = clamp(rint(src[i] * scale), -128, 127) (round half to even, as
+     * tmm_quantize_row_scalar); returns the sum of q (|sum| <= 128 n) */
+    int32_t (*quantize_run)(int8_t *q, const float *src, float scale, size_t n);
+    /* One output row of a depthwise plane, float activations: for ow < out_w,
+     *   out[ow] = (sum over taps t in order, skipping those whose row src[t] is
+     *   NULL or whose column ow * stride + column[t] is outside [0, in_w), of
+     *   src[t][ow * stride + column[t]] * w[t]) * scale (+ *bias when bias) */
+    void (*depthwise_row_f32)(float *out, size_t out_w, const float *const *src, const ptrdiff_t *column,
+                              const float *w, size_t taps, size_t stride, size_t in_w, float scale,
+                              const float *bias);
+    /* One output pixel of the channels-last depthwise path, float activations:
+     * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]
+     * (+ bias[c] when bias), w[t] = weights + tap[t] * m */
+    void (*depthwise_pixel_f32)(float *out, const float *const *src, const float *weights, const size_t *tap,
+                                size_t taps, size_t m, const float *scale, const float *bias);
+    /* The same with act_quant = 1 (the arithmetic of absmax_bits, window_scales,
+     * accumulate_i8 and finish_i8 over the pixel's taps, codes [.][m]):
+     * out[c] = ((float)isum * weight_scale[c]) / s + bias[c], NaN for a window with NaN or Inf */
+    void (*depthwise_pixel_i8)(float *out, const float *const *src, const int32_t *codes, const size_t *tap,
+                               size_t taps, size_t m, const float *weight_scale, const float *bias);
+    /* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols:
+     * NCHW <-> channels-last */
+    void (*transpose)(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
+                      size_t dst_stride);
 };
 
 extern const struct tconv_row_kernels tconv_rows_scalar;
 #if defined(ONNXBIT_X86)
 extern const struct tconv_row_kernels tconv_rows_avx2;
 extern const struct tconv_row_kernels tconv_rows_avx512;
+/* The 8 x 8 register transpose of tconv_rows_avx2.c, also in the AVX-512 table. */
+void tconv_transpose_avx2(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
+                          size_t dst_stride);
 #endif
 
 #endif

@@ -1,9 +1,10 @@
-/* The depthwise row kernels, compiled once per ISA file (tconv_rows_*.c) with
+/* The conv row kernels (tconv_rows.h), compiled once per ISA file (tconv_rows_*.c) with
  * that file's flags: the includer defines TCONV_ROWS_TABLE, the table's name.
  * Plain C the compiler vectorizes; restrict pointers rule out aliasing. */
 #include <string.h>
 
 #include "conv/tconv_rows.h"
+#include "obx_common.h"
 
 /* clamp(rintf(v), -128, 127) for the default rounding mode, without a
  * float-to-int conversion (inline, vectorizable, defined for any input):
@@ -23,22 +24,9 @@ static inline int32_t round_to_i8(float v) {
     return q > -128 ? q : -128;
 }
 
-static void accumulate_f32(float *restrict dst, const float *restrict src, size_t stride, float w, size_t n) {
-    if (stride == 1) {
-        for (size_t i = 0; i < n; i++) dst[i] += src[i] * w;
-    } else {
-        for (size_t i = 0; i < n; i++) dst[i] += src[i * stride] * w;
-    }
-}
-
-static void accumulate_i8(int32_t *restrict acc, const float *restrict src, size_t stride,
-                          const float *restrict scale, int32_t code, size_t n) {
-    const int32_t flip = code < 0 ? -1 : 0; /* q * code as (q ^ flip) - flip: no int32 multiply */
-    if (stride == 1) {
-        for (size_t i = 0; i < n; i++) acc[i] += (round_to_i8(src[i] * scale[i]) ^ flip) - flip;
-    } else {
-        for (size_t i = 0; i < n; i++) acc[i] += (round_to_i8(src[i * stride] * scale[i]) ^ flip) - flip;
-    }
+static void accumulate_i8(int32_t *restrict acc, const float *restrict src, const float *restrict scale,
+                          const int32_t *restrict code, size_t n) {
+    for (size_t i = 0; i < n; i++) acc[i] += round_to_i8(src[i] * scale[i]) * code[i];
 }
 
 /* For non-negative floats the IEEE bit patterns order as the values do, Inf
@@ -82,14 +70,221 @@ static inline float nan_where(float y, uint8_t bad) {
 }
 
 static void finish_i8(float *restrict out, const int32_t *restrict isum, const float *restrict scale,
-                      const uint8_t *restrict bad, float weight_scale, const float *bias, size_t n) {
+                      const uint8_t *restrict bad, const float *restrict weight_scale, const float *restrict bias,
+                      size_t n) {
     if (bias) {
-        const float b = *bias;
-        for (size_t i = 0; i < n; i++) out[i] = nan_where(((float)isum[i] * weight_scale) / scale[i] + b, bad[i]);
+        for (size_t i = 0; i < n; i++)
+            out[i] = nan_where(((float)isum[i] * weight_scale[i]) / scale[i] + bias[i], bad[i]);
     } else {
-        for (size_t i = 0; i < n; i++) out[i] = nan_where(((float)isum[i] * weight_scale) / scale[i], bad[i]);
+        for (size_t i = 0; i < n; i++) out[i] = nan_where(((float)isum[i] * weight_scale[i]) / scale[i], bad[i]);
     }
 }
 
-const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_f32, accumulate_i8, absmax_bits, window_scales,
-                                                   finish_i8};
+/* The integer sum is exact in any order, so the vectorized reduction gives
+ * every ISA the scalar build's result. */
+static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float scale, size_t n) {
+    int32_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t v = round_to_i8(src[i] * scale);
+        q[i] = (int8_t)v;
+        sum += v;
+    }
+    return sum;
+}
+
+/* Unaligned float vectors (GCC/Clang vector extensions): one register of
+ * the file's ISA (or two or four narrower ones), which the compiler's own
+ * vectorizer did not manage for the block below (scalar multiplies, 0.17x
+ * fp32 Conv). */
+typedef float tconv_v16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float tconv_v8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float tconv_v4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef float tconv_f16 __attribute__((vector_size(64)));
+typedef int32_t tconv_i16 __attribute__((vector_size(64)));
+typedef uint32_t tconv_u16 __attribute__((vector_size(64)));
+
+/* Outputs [ow0, ow0 + lanes of VT) of a stride-1 depthwise row whose every
+ * tap is inside: accumulated in one vector over the taps, in tap order (no
+ * contraction: -ffp-contract=off), the scalar edge path's arithmetic. */
+#define DEPTHWISE_BLOCK(VT)                                                          \
+    do {                                                                             \
+        VT acc = {0};                                                                \
+        for (size_t t = 0; t < taps; t++) {                                          \
+            if (!src[t]) continue;                                                   \
+            acc += *(const VT *)(src[t] + column[t] + (ptrdiff_t)ow0) * w[t];        \
+        }                                                                            \
+        acc = bias ? acc * scale + *bias : acc * scale;                              \
+        *(VT *)(out + ow0) = acc;                                                    \
+        ow0 += sizeof(VT) / sizeof(float);                                           \
+    } while (0)
+
+/* The even lanes of a:b (lanes 0, 2, .. 30 of the 32 floats). */
+#if defined(__clang__)
+#define EVEN_LANES(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#else
+#define EVEN_LANES(a, b) \
+    __builtin_shuffle(a, b, (tconv_i16){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30})
+#endif
+
+/* DEPTHWISE_BLOCK for stride 2, 16 outputs: two loads, their even lanes. */
+#define DEPTHWISE_BLOCK_STRIDE2()                                                    \
+    do {                                                                             \
+        tconv_f16 acc = {0};                                                         \
+        for (size_t t = 0; t < taps; t++) {                                          \
+            if (!src[t]) continue;                                                   \
+            const float *in = src[t] + column[t] + 2 * (ptrdiff_t)ow0;               \
+            tconv_f16 lo = *(const tconv_v16 *)in, hi16 = *(const tconv_v16 *)(in + 16); \
+            acc += EVEN_LANES(lo, hi16) * w[t];                                      \
+        }                                                                            \
+        acc = bias ? acc * scale + *bias : acc * scale;                              \
+        *(tconv_v16 *)(out + ow0) = acc;                                             \
+        ow0 += 16;                                                                   \
+    } while (0)
+
+static inline float finish_value(float acc, float scale, const float *bias) {
+    return bias ? acc * scale + *bias : acc * scale;
+}
+
+/* One output, checking each tap's column (the row's edges). */
+static inline float depthwise_edge(size_t ow, const float *const *src, const ptrdiff_t *column, const float *w,
+                                   size_t taps, size_t stride, size_t in_w) {
+    float acc = 0.0f;
+    for (size_t t = 0; t < taps; t++) {
+        ptrdiff_t iw = (ptrdiff_t)(ow * stride) + column[t];
+        if (src[t] && iw >= 0 && iw < (ptrdiff_t)in_w) acc += src[t][iw] * w[t];
+    }
+    return acc;
+}
+
+static void depthwise_row_f32(float *restrict out, size_t out_w, const float *const *src, const ptrdiff_t *column,
+                              const float *w, size_t taps, size_t stride, size_t in_w, float scale,
+                              const float *bias) {
+    /* [lo, hi): the outputs every tap reads inside the row */
+    ptrdiff_t min_column = 0, max_column = 0;
+    for (size_t t = 0; t < taps; t++) {
+        if (t == 0 || column[t] < min_column) min_column = column[t];
+        if (t == 0 || column[t] > max_column) max_column = column[t];
+    }
+    const ptrdiff_t s = (ptrdiff_t)stride;
+    size_t lo = min_column >= 0 ? 0 : (size_t)((-min_column + s - 1) / s);
+    ptrdiff_t last = (ptrdiff_t)in_w - 1 - max_column; /* ow * stride <= last */
+    size_t hi = last < 0 ? 0 : OBX_MIN(out_w, (size_t)(last / s + 1));
+    if (lo > hi) lo = hi;
+    for (size_t ow = 0; ow < lo; ow++)
+        out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
+    size_t ow0 = lo;
+    if (stride == 1) {
+        while (ow0 + 16 <= hi) DEPTHWISE_BLOCK(tconv_v16);
+        if (ow0 + 8 <= hi) DEPTHWISE_BLOCK(tconv_v8);
+        if (ow0 + 4 <= hi) DEPTHWISE_BLOCK(tconv_v4);
+    } else if (stride == 2) {
+        /* 16 outputs read 32 inputs; the block's last load ends at input
+         * 2 (ow0 + 15) + column + 1, one past the last input an output reads:
+         * stop a block early so it stays inside the row. */
+        while (ow0 + 16 <= hi && (ptrdiff_t)(2 * (ow0 + 15)) + max_column + 2 <= (ptrdiff_t)in_w) DEPTHWISE_BLOCK_STRIDE2();
+    }
+    for (size_t ow = ow0; ow < out_w; ow++)
+        out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
+}
+
+/* Channels [c, c + lanes of VT) of one depthwise output pixel, in one
+ * vector over the taps (the scalar tail's arithmetic, in the same order). */
+#define DEPTHWISE_PIXEL_BLOCK(VT)                                                    \
+    do {                                                                             \
+        VT acc = {0};                                                                \
+        for (size_t t = 0; t < taps; t++)                                            \
+            acc += *(const VT *)(src[t] + c) * *(const VT *)(weights + tap[t] * m + c); \
+        acc *= *(const VT *)(scale + c);                                             \
+        if (bias) acc += *(const VT *)(bias + c);                                    \
+        *(VT *)(out + c) = acc;                                                      \
+        c += sizeof(VT) / sizeof(float);                                             \
+    } while (0)
+
+static void depthwise_pixel_f32(float *restrict out, const float *const *src, const float *weights,
+                                const size_t *tap, size_t taps, size_t m, const float *scale, const float *bias) {
+    size_t c = 0;
+    while (c + 16 <= m) DEPTHWISE_PIXEL_BLOCK(tconv_v16);
+    if (c + 8 <= m) DEPTHWISE_PIXEL_BLOCK(tconv_v8);
+    if (c + 4 <= m) DEPTHWISE_PIXEL_BLOCK(tconv_v4);
+    for (; c < m; c++) {
+        float acc = 0.0f;
+        for (size_t t = 0; t < taps; t++) acc += src[t][c] * weights[tap[t] * m + c];
+        acc *= scale[c];
+        out[c] = bias ? acc + bias[c] : acc;
+    }
+}
+
+
+typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias));
+
+/* a > b ? a : b on int32 lanes (C vector extensions have no ?: in C); a
+ * macro, since a function taking 64-byte vectors has an ISA-dependent ABI. */
+#define MAX_I16(a, b) (((a) & ((a) > (b))) | ((b) & ~((a) > (b))))
+
+static void depthwise_pixel_i8(float *restrict out, const float *const *src, const int32_t *codes, const size_t *tap,
+                               size_t taps, size_t m, const float *weight_scale, const float *bias) {
+    const float floor_value = 1e-5f, magic = 12582912.0f;
+    int32_t floor_bits, magic_bits;
+    memcpy(&floor_bits, &floor_value, sizeof floor_bits);
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    size_t c = 0;
+    for (; c + 16 <= m; c += 16) {
+        tconv_i16 amax = {0};
+        for (size_t t = 0; t < taps; t++)
+            amax = MAX_I16(amax, (tconv_i16)(tconv_f16)(*(const tconv_v16 *)(src[t] + c)) & 0x7fffffff);
+        const tconv_i16 bad = amax >= 0x7f800000;
+        amax = MAX_I16((amax & ~bad) | (floor_bits & bad), floor_bits + (tconv_i16){0});
+        const tconv_f16 s = 127.0f * (1.0f / (tconv_f16)amax);
+        tconv_i16 isum = {0};
+        for (size_t t = 0; t < taps; t++) {
+            tconv_f16 shifted = (tconv_f16)(*(const tconv_v16 *)(src[t] + c)) * s + magic;
+            tconv_i16 q = (tconv_i16)((tconv_u16)shifted - (uint32_t)magic_bits); /* round_to_i8's wrap */
+            q = -MAX_I16(-MAX_I16(q, -128 + (tconv_i16){0}), -127 + (tconv_i16){0}); /* clamp to [-128, 127] */
+            isum += q * *(const tconv_i16u *)(codes + tap[t] * m + c);
+        }
+        tconv_f16 y = (__builtin_convertvector(isum, tconv_f16) * (tconv_f16)(*(const tconv_v16 *)(weight_scale + c))) / s;
+        if (bias) y += (tconv_f16)(*(const tconv_v16 *)(bias + c));
+        *(tconv_v16 *)(out + c) = (tconv_v16)((tconv_i16)y | (bad & 0x7fc00000));
+    }
+    for (; c < m; c++) { /* the row kernels' scalar arithmetic, one channel */
+        int32_t bits = 0, isum = 0;
+        for (size_t t = 0; t < taps; t++) absmax_bits(&bits, src[t] + c, 1, 1);
+        float s;
+        uint8_t bad;
+        memcpy(&s, &bits, sizeof s);
+        window_scales(&s, &bad, 1);
+        for (size_t t = 0; t < taps; t++) accumulate_i8(&isum, src[t] + c, &s, codes + tap[t] * m + c, 1);
+        finish_i8(out + c, &isum, &s, &bad, weight_scale + c, bias ? bias + c : NULL, 1);
+    }
+}
+
+/* An ISA file may bring its own transpose (TCONV_ROWS_TRANSPOSE). */
+#ifndef TCONV_ROWS_TRANSPOSE
+enum { SQUARE = 16 }; /* 16 floats: one cache line */
+
+/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols,
+ * in SQUARE squares: each reads and writes SQUARE whole cache lines. */
+static void transpose_blocked(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
+                      size_t dst_stride) {
+    for (size_t i0 = 0; i0 < rows; i0 += SQUARE) {
+        const size_t ni = OBX_MIN((size_t)SQUARE, rows - i0);
+        for (size_t j0 = 0; j0 < cols; j0 += SQUARE) {
+            const size_t nj = OBX_MIN((size_t)SQUARE, cols - j0);
+            const float *s = src + i0 * src_stride + j0;
+            float *d = dst + j0 * dst_stride + i0;
+            if (ni == SQUARE && nj == SQUARE) {
+                for (size_t j = 0; j < SQUARE; j++)
+                    for (size_t i = 0; i < SQUARE; i++) d[j * dst_stride + i] = s[i * src_stride + j];
+            } else {
+                for (size_t j = 0; j < nj; j++)
+                    for (size_t i = 0; i < ni; i++) d[j * dst_stride + i] = s[i * src_stride + j];
+            }
+        }
+    }
+}
+#define TCONV_ROWS_TRANSPOSE transpose_blocked
+#endif
+
+const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         window_scales,
+                                                   finish_i8,         quantize_run,        depthwise_row_f32,
+                                                   depthwise_pixel_f32, depthwise_pixel_i8, TCONV_ROWS_TRANSPOSE};

@@ -10,6 +10,7 @@
 #include "conv/tconv_rows.h"
 #include "integrity/crc32c_internal.h"
 #include "matmul/tmm_internal.h"
+#include "matmul/tmm_quantize_static.h"
 
 struct obx_platform {
     int isa; /* OBX_ISA_* served; -1 when ONNXBIT_ISA named what cannot run */
@@ -18,6 +19,7 @@ struct obx_platform {
     const struct tmm_kernels *tmm;  /* ternary matmul, with optional slots */
     const struct tconv_row_kernels *conv_rows; /* direct depthwise convolution */
     obx_crc32c_fn crc32c;           /* checksums of packed weights */
+    tmm_quantize_static_fn quantize_static; /* act_quant = 2: rows to int8 by a fixed scale */
 };
 
 /* The table in use (never NULL). When selection failed it holds the scalar

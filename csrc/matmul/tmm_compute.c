@@ -28,8 +28,8 @@ static void prepare_row_i8(const struct tmm_job *job, size_t row, int8_t *q_tmp)
     int32_t *qsum = job->qsum + row * w->n_groups;
     memset(seg, 0, job->seg_elems);
     int8_t *q = w->segments_are_row ? seg : q_tmp;
-    float s = 1.0f;
-    int ok = job->kern->quantize(a, w->k, q, &s);
+    float s = job->act_scale;
+    int ok = s > 0.0f ? job->quantize_static(a, w->k, s, q) : job->kern->quantize(a, w->k, q, &s);
     job->row_ok[row] = (uint8_t)ok;
     job->row_scale[row] = s;
     if (!ok) {
@@ -119,18 +119,28 @@ void tmm_run_panels(const struct tmm_job *job, enum tmm_path path, size_t row_be
 
 /* ---- one call ------------------------------------------------------------ */
 
-int tmm_compute(const struct tmm_kernels *kern, const obx_tmm_weights *w, const float *a, size_t m,
-                const float *bias, int act_quant, float *y, obx_parallel_for_fn par,
+int tmm_compute(const struct tmm_kernels *kern, tmm_quantize_static_fn quantize_static,
+                const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
+                int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                 void *runner, char *err, size_t err_len) {
     struct tmm_job job;
     memset(&job, 0, sizeof job);
     job.w = w;
     job.kern = kern;
     job.m = m;
+    /* The static mode differs only in how rows become int8 (prepare_row_i8):
+     * every path and the epilogue then run as for per-token scales. */
+    if (act_quant == OBX_ACT_INT8_STATIC) {
+        act_quant = OBX_ACT_INT8_TOKEN;
+        job.act_scale = act_scale;
+        job.quantize_static = quantize_static;
+    }
     job.act_quant = act_quant;
     job.a = a;
     job.bias = bias;
     job.y = y;
+    job.y_row_stride = w->n;
+    job.y_col_stride = 1;
     job.par = par;
     job.runner = runner;
 

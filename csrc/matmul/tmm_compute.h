@@ -10,6 +10,7 @@
 
 #include "obx_common.h"
 #include "tmm_internal.h"
+#include "tmm_quantize_static.h"
 
 /* Weight x row products per task: large enough to amortize scheduling, small
  * enough to give many-core machines work at M = 1. */
@@ -22,7 +23,10 @@ struct tmm_job {
     const obx_tmm_weights *w;
     const struct tmm_kernels *kern;
     size_t m;
-    int act_quant;
+    int act_quant; /* OBX_ACT_NONE or OBX_ACT_INT8_TOKEN: the static mode runs as the latter */
+    /* > 0: act_quant = OBX_ACT_INT8_STATIC, every row quantized with this scale */
+    float act_scale;
+    tmm_quantize_static_fn quantize_static;
     size_t seg_elems; /* elements in one row's segment buffer */
     int8_t *q_seg;    /* int8 paths: m * seg_elems */
     float *a_seg;     /* float paths: m * seg_elems */
@@ -33,6 +37,7 @@ struct tmm_job {
     const float *a;
     const float *bias;
     float *y;
+    size_t y_row_stride, y_col_stride; /* y[row][col] at y + row * y_row_stride + col * y_col_stride */
     obx_parallel_for_fn par;
     void *runner;
 };
@@ -77,9 +82,11 @@ enum tmm_path {
  * and broadcasting weights costs more than the decoded dot products save. */
 #define TMM_GEMM_MIN_ROWS 8
 
-/* obx_tmm_compute on the given kernel table (arguments already checked). */
-int tmm_compute(const struct tmm_kernels *kern, const obx_tmm_weights *w, const float *a, size_t m,
-                const float *bias, int act_quant, float *y, obx_parallel_for_fn par,
+/* obx_tmm_compute_scaled on the given kernel table (arguments already
+ * checked; quantize_static is used for act_quant = OBX_ACT_INT8_STATIC). */
+int tmm_compute(const struct tmm_kernels *kern, tmm_quantize_static_fn quantize_static,
+                const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
+                int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                 void *runner, char *err, size_t err_len);
 
 enum tmm_path tmm_plan(const obx_tmm_weights *w, const struct tmm_kernels *kern, size_t m,
@@ -110,6 +117,26 @@ void tmm_panel_i8_grouped(const struct tmm_job *job, size_t p, size_t row_begin,
 void tmm_panel_f32_decoded(const struct tmm_job *job, size_t p, size_t row_begin, size_t row_end);
 void tmm_panel_f32_scaled(const struct tmm_job *job, size_t p, size_t row_begin, size_t row_end);
 
+/* Rows quantized by the caller, exactly as tmm_prepare_rows would have
+ * (weights with one scale group and segments_are_row only): row i's int8
+ * values at q + i * tmm_quantized_row_stride(w), zero from k to the stride,
+ * 64-byte aligned; qsum[i] their sum, scale[i] the row's s, ok[i] 0 for a
+ * row that held NaN or Inf (its q then all zero). */
+struct tmm_quantized_rows {
+    int8_t *q;
+    int32_t *qsum;
+    float *scale;
+    uint8_t *ok;
+};
+size_t tmm_quantized_row_stride(const obx_tmm_weights *w);
+/* y = rows x weights for act_quant = 1, the same bits as tmm_compute on the
+ * float rows these were quantized from (tmm_path_prequantized.c); output
+ * (row, col) at y + row * y_row_stride + col * y_col_stride (a conv writes
+ * NCHW planes straight away: 1, positions). */
+void tmm_compute_quantized(const struct tmm_kernels *kern, const obx_tmm_weights *w,
+                           const struct tmm_quantized_rows *rows, size_t m, const float *bias, float *y,
+                           size_t y_row_stride, size_t y_col_stride, obx_parallel_for_fn par, void *runner);
+
 /* ---- the epilogue (tmatmul.h), written once ------------------------------ */
 
 /* One scale group's integer sum into a float accumulator, in the contract's
@@ -123,21 +150,22 @@ static inline float tmm_add_group(float acc, int32_t isum, float scale) {
  * row holding NaN or Inf) or y = acc for float activations, then + bias. */
 static inline void tmm_store_row(const struct tmm_job *job, size_t row, size_t col0,
                                  size_t cols, const float *acc) {
-    float *y = job->y + row * job->w->n + col0;
+    const size_t cs = job->y_col_stride;
+    float *y = job->y + row * job->y_row_stride + col0 * cs;
     const float *bias = job->bias ? job->bias + col0 : NULL;
     if (job->act_quant == OBX_ACT_INT8_TOKEN) {
         if (!job->row_ok[row]) {
-            for (size_t c = 0; c < cols; c++) y[c] = NAN;
+            for (size_t c = 0; c < cols; c++) y[c * cs] = NAN;
             return;
         }
         float s = job->row_scale[row];
         for (size_t c = 0; c < cols; c++) {
             float v = acc[c] / s;
-            y[c] = bias ? v + bias[c] : v;
+            y[c * cs] = bias ? v + bias[c] : v;
         }
         return;
     }
-    for (size_t c = 0; c < cols; c++) y[c] = bias ? acc[c] + bias[c] : acc[c];
+    for (size_t c = 0; c < cols; c++) y[c * cs] = bias ? acc[c] + bias[c] : acc[c];
 }
 
 /* tmm_store_row for rows [row_begin, row_end) of panel p, whose

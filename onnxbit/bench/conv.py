@@ -11,7 +11,9 @@ Variants (one single-node model each, weights as initializers):
                onnxruntime's integer conv with dynamic activation quantization
 Runs are interleaved round-robin; medians are reported, one thread count per
 session (intra_op_num_threads, worker spinning off so that the sessions'
-pools do not compete for the cores).
+pools do not compete for the cores). With cpu_time, one-thread runs are timed
+in the thread's CPU time (steady on a shared machine; two-thread runs stay
+wall time).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxbit.bench.timing import interleave, median_ms, time_ns
+from onnxbit.bench.timing import interleave, median_ms, thread_time_ns, time_ns
 
 VARIANTS = ("fp32", "ternary_a8", "ternary_f32", "dq_int8", "dq_int4", "convinteger")
 
@@ -58,6 +60,8 @@ SHAPES = (
     ConvShape("mobilenet", 144, 24, 56, 1),
     ConvShape("mobilenet", 576, 576, 14, 3, group=576),
     ConvShape("mobilenet", 576, 96, 14, 1),
+    ConvShape("mobilenet", 96, 96, 112, 3, group=96, stride=2),
+    ConvShape("mobilenet", 512, 512, 14, 3, group=512, stride=2),
 )
 QUICK_SHAPES = (ConvShape("resnet", 32, 32, 14, 3), ConvShape("mobilenet", 32, 32, 14, 3, group=32))
 
@@ -110,7 +114,7 @@ def variant_models(shape: ConvShape, rng: np.random.Generator) -> dict[str, onnx
 
 
 def run_benchmark(shapes=SHAPES, threads=(1, 2), rounds: int = 7, variants=VARIANTS, seed: int = 0,
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  progress: Callable[[str], None] | None = None, cpu_time: bool = False) -> dict:
     import onnxruntime as ort
 
     from onnxbit.runtime import InferenceSession
@@ -131,11 +135,13 @@ def run_benchmark(shapes=SHAPES, threads=(1, 2), rounds: int = 7, variants=VARIA
             sessions = {name: InferenceSession(model, sess_options=options) for name, model in models.items()}
             for session in sessions.values():
                 session.run(None, {"X": x})  # warm-up: first-run allocations
-            probes = {name: (lambda s=session: {"ms": time_ns(lambda: s.run(None, {"X": x}))})
+            clock = thread_time_ns if cpu_time and count == 1 else time_ns
+            probes = {name: (lambda s=session: {"ms": clock(lambda: s.run(None, {"X": x}))})
                       for name, session in sessions.items()}
             samples = interleave(probes, rounds)
             times = {name: median_ms(samples[name]["ms"]) for name in sessions}
             runs.append({"shape": shape.describe(), "threads": count, "ms": times,
+                         "clock": "thread cpu" if clock is thread_time_ns else "wall",
                          "speedup_vs_fp32": {name: times["fp32"] / t for name, t in times.items()}})
     return {"variants": list(variants), "runs": runs}
 
@@ -146,6 +152,7 @@ def render(result: dict, console) -> None:
     table = Table(title="Conv layers: median ms (speed-up vs fp32 Conv)")
     table.add_column("layer")
     table.add_column("threads", justify="right")
+    table.add_column("clock")
     for name in result["variants"]:
         table.add_column(name, justify="right")
     for run in result["runs"]:
@@ -153,5 +160,5 @@ def render(result: dict, console) -> None:
         for name in result["variants"]:
             ms = run["ms"].get(name)
             cells.append("" if ms is None else f"{ms:.3g} ({run['speedup_vs_fp32'][name]:.2f}x)")
-        table.add_row(run["shape"], str(run["threads"]), *cells)
+        table.add_row(run["shape"], str(run["threads"]), run.get("clock", "wall"), *cells)
     console.print(table)

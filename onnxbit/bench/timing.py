@@ -27,6 +27,16 @@ def time_ns(fn: Callable[[], object]) -> int:
     return time.perf_counter_ns() - start
 
 
+def thread_time_ns(fn: Callable[[], object]) -> int:
+    """CPU time of the calling thread over one call: on a loaded machine it
+    leaves out the time other processes held the core. It covers all the work
+    only when the call runs on this thread alone (onnxruntime with one intra-op
+    thread runs its kernels on the caller)."""
+    start = time.thread_time_ns()
+    fn()
+    return time.thread_time_ns() - start
+
+
 def rotation(names: Sequence[str], round_index: int) -> list[str]:
     """The round-robin order of one round: every name once, starting at a
     different one each round so no variant always follows the same neighbour."""

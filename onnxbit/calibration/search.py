@@ -80,6 +80,12 @@ class CalibrationResult:
     samples: tuple[int, int]  # (calibration, held out)
     # (weight size ratio, budget metric on calibration samples) after each accepted change of the search
     trajectory: list[tuple[float, float]] = field(default_factory=list)
+    # node -> activation settings added to its rule (calibration.activations: static int8 scales)
+    activations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # node -> the activation statistics those settings came from
+    activation_statistics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the int8-or-float activations decision (calibration.activations.check_static_activations)
+    activation_choice: dict[str, Any] = field(default_factory=dict)
 
     @property
     def met(self) -> bool:
@@ -92,7 +98,8 @@ class CalibrationResult:
 
     def config(self) -> dict[str, Any]:
         """The config `onnxbit quantize --calibration` applies."""
-        rules = [{"match": {"name": _literal_glob(l.node)}, **l.settings()} for l in self.layers if l.precision != "fp32"]
+        rules = [{"match": {"name": _literal_glob(l.node)}, **l.settings(), **self.activations.get(l.node, {})}
+                 for l in self.layers if l.precision != "fp32"]
         return {"float_weights": "quantize", "calibrated": str(self.budget), "default": {"precision": "fp32"},
                 "rules": rules}
 
@@ -111,6 +118,8 @@ class CalibrationResult:
             "skipped": self.skipped,
             "adjustments": self.adjustments,
             "trajectory": [{"size_ratio": r, "value": v} for r, v in self.trajectory],
+            "activation_statistics": self.activation_statistics,
+            "activation_choice": self.activation_choice,
             "config": self.config(),
         }
 

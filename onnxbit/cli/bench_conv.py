@@ -19,7 +19,9 @@ from onnxbit.cli.groups import bench
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the results as JSON to this file.")
 @click.option("--quick", is_flag=True, help="Two small shapes, 3 rounds: a smoke run, not a measurement.")
-def bench_conv(threads: str, rounds: int, json_path: Path | None, quick: bool) -> None:
+@click.option("--cpu-time", is_flag=True,
+              help="Time one-thread runs in thread CPU time (steady on a loaded machine); others stay wall time.")
+def bench_conv(threads: str, rounds: int, json_path: Path | None, quick: bool, cpu_time: bool) -> None:
     """Time com.onnxbit::TernaryConv (int8 and float activations), DequantizeLinear
     int8/int4 + Conv and ConvInteger against fp32 Conv."""
     from onnxbit.bench.conv import QUICK_SHAPES, SHAPES, render, run_benchmark
@@ -31,7 +33,7 @@ def bench_conv(threads: str, rounds: int, json_path: Path | None, quick: bool) -
     if not counts or min(counts) < 1:
         raise click.BadParameter(f"--threads must be positive, got {threads!r}")
     result = run_benchmark(QUICK_SHAPES if quick else SHAPES, counts, 3 if quick else rounds,
-                           progress=lambda msg: click.echo(msg, err=True))
+                           progress=lambda msg: click.echo(msg, err=True), cpu_time=cpu_time)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 170))

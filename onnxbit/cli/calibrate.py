@@ -21,10 +21,18 @@ from onnxbit.cli.groups import main
               help="Precisions the search may give a layer (float is always allowed).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration file to write; `onnxbit quantize --calibration FILE` applies it.")
+@click.option("--activations", type=click.Choice(["float", "static"]), default="float", show_default=True,
+              help="static: give every ternary MatMul/Gemm layer a fixed int8 activation scale measured on the "
+                   "calibration samples (TernaryMatMul act_quant=2) instead of float activations.")
+@click.option("--act-range", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="mse",
+              show_default=True, help="How --activations static picks each layer's clipping range.")
+@click.option("--act-percentile", type=click.FloatRange(0, 100, min_open=True), default=99.99, show_default=True,
+              help="The percentile of |x| that --act-range percentile clips at.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML page: error per layer and precision, the size/accuracy path.")
 def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | None, precisions: str,
-                      output: Path, html_path: Path | None) -> None:
+                      output: Path, activations: str, act_range: str, act_percentile: float,
+                      html_path: Path | None) -> None:
     """Measure each layer's sensitivity on MODEL and pick the smallest precisions meeting --budget."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -38,9 +46,18 @@ def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | 
     try:
         with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("sensitivity", total=None)
-            result = calibrate(model, data_path, budget, precisions=chosen, samples=samples,
+            data = _calibration_data(model, data_path, samples)
+            result = calibrate(model, data, budget, precisions=chosen, samples=samples,
                                progress=lambda what, done, total: bar.update(task, completed=done, total=total,
                                                                              description=what))
+            if activations == "static":
+                from onnxbit.calibration.activations import add_static_activations, check_static_activations
+
+                bar.update(task, description="activation statistics")
+                add_static_activations(model, result, data, act_range, act_percentile)
+                check_static_activations(model, result, data,
+                                         progress=lambda what, done, total: bar.update(
+                                             task, completed=done, total=total, description=what))
         result.write_json(output)
         if html_path is not None:
             from onnxbit.calibration.html import render_html
@@ -52,9 +69,27 @@ def calibrate_command(model: Path, data_path: Path, budget: str, samples: int | 
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
     result.render()
+    if result.activation_choice:
+        choice = result.activation_choice
+        for step in choice["reverted"]:
+            click.echo(f"{step['layer']}: static int8 activations -> float ({step['why']})")
+        click.echo(f"static int8 activations on {len(result.activations)} layer(s): {result.budget.metric} "
+                   f"{choice['calibration_value']:.5g} on calibration samples, {choice['holdout_value']:.5g} "
+                   "held out (the converted model, run in onnxruntime)")
     click.echo(f"wrote {output}")
     if html_path is not None:
         click.echo(f"wrote {html_path}")
     if not result.met:
         raise click.ClickException(f"the budget {result.budget} is not met on the held-out samples even with "
                                    "every layer float")
+
+
+def _calibration_data(model: Path, data_path: Path, samples: int | None):
+    """The calibration/held-out split, loaded once for the search and the statistics."""
+    from onnxbit.calibration import load_calibration_data
+    from onnxbit.convert import load_model
+
+    proto, _ = load_model(model)
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i.name for i in proto.graph.input if i.name not in initializers]
+    return load_calibration_data(data_path, inputs, samples)

@@ -34,13 +34,24 @@ def _decode_stream(fmt: str, packed: np.ndarray, k: int, n: int) -> np.ndarray:
     return unpack_ternary(rans_decode(packed.tobytes(), n, packed_row_bytes(k, ROW_FORMAT)), k, ROW_FORMAT)
 
 
+def _check_act_scale(name: str, act_quant: int, act_scale) -> None:
+    """act_scale: required, finite and > 0 with act_quant 2; refused otherwise (as the C ops)."""
+    if act_quant == 2:
+        if act_scale is None:
+            raise ValueError(f"{name}: required attribute act_scale is missing (act_quant=2)")
+        if not (np.isfinite(np.float32(act_scale)) and np.float32(act_scale) > 0):
+            raise ValueError(f"{name}: attribute act_scale={act_scale} must be finite and > 0")
+    elif act_scale is not None:
+        raise ValueError(f"{name}: attribute act_scale is only used with act_quant=2, but act_quant={act_quant}")
+
+
 class TernaryMatMul(OpRun):
     """com.onnxbit::TernaryMatMul (contract: onnxbit/ops/schemas.py)."""
 
     op_domain = DOMAIN
 
     def _run(self, A, B, scales, bias=None, K=None, N=None, format=None,  # noqa: A002 (ONNX name)
-             group_size=0, act_quant=0, crc32c=None):
+             group_size=0, act_quant=0, act_scale=None, crc32c=None):
         name = f"TernaryMatMul node {self.onnx_node.name!r}"
         fmt = format.decode() if isinstance(format, bytes) else format
         if K is None or N is None or fmt is None:
@@ -52,9 +63,10 @@ class TernaryMatMul(OpRun):
             raise ValueError(f"{name}: K={k} and N={n} must be positive")
         if fmt not in FORMATS:
             raise ValueError(f"{name}: format={fmt!r} is not one of {', '.join(FORMATS)}")
-        if group_size < 0 or act_quant not in (0, 1):
+        if group_size < 0 or act_quant not in (0, 1, 2):
             raise ValueError(f"{name}: group_size={group_size} must be >= 0 and "
-                             f"act_quant={act_quant} 0 or 1")
+                             f"act_quant={act_quant} 0, 1 or 2")
+        _check_act_scale(name, act_quant, act_scale)
         a = np.asarray(A)
         if a.dtype != np.float32 or a.ndim == 0 or a.shape[-1] != k:
             raise ValueError(f"{name}: A must be float32 [..., K={k}], got {a.dtype} {a.shape}")
@@ -84,7 +96,8 @@ class TernaryMatMul(OpRun):
         except ValueError as error:
             raise ValueError(f"{name}: invalid weights (format {fmt}): {error}") from error
         y = ternary_matmul_reference(a, codes_kn, scales, group_size, act_quant,
-                                     None if bias is None else np.asarray(bias, dtype=np.float32))
+                                     None if bias is None else np.asarray(bias, dtype=np.float32),
+                                     act_scale=act_scale)
         return (y.astype(np.float32),)
 
 
@@ -95,13 +108,14 @@ class TernaryConv(OpRun):
 
     def _run(self, X, B, scales, bias=None, weight_shape=None, format=None,  # noqa: A002 (ONNX name)
              group_size=0, act_quant=0, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET",
-             crc32c=None):
+             crc32c=None, act_scale=None):
         name = f"TernaryConv node {self.onnx_node.name!r}"
         fmt = format.decode() if isinstance(format, bytes) else format
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else (auto_pad or "NOTSET")
         if weight_shape is None or fmt not in FORMATS:
             raise ValueError(f"{name}: attributes weight_shape and format (one of {', '.join(FORMATS)}) are required")
         weight_shape = [int(d) for d in weight_shape]
+        _check_act_scale(name, int(act_quant or 0), act_scale)
         m, k = weight_shape[0], int(np.prod(weight_shape[1:]))
         packed = np.asarray(B)
         if fmt in STREAMS:
@@ -122,7 +136,7 @@ class TernaryConv(OpRun):
         y = ternary_conv_reference(np.asarray(X), codes, np.asarray(scales), weight_shape=weight_shape,
                                    group=int(group or 1), group_size=int(group_size or 0),
                                    act_quant=int(act_quant or 0), bias=bias, strides=strides, pads=pads,
-                                   dilations=dilations, auto_pad=auto_pad)
+                                   dilations=dilations, auto_pad=auto_pad, act_scale=act_scale)
         return (y,)
 
 

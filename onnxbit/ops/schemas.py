@@ -37,7 +37,10 @@ zero run before each nonzero with its sign, .../zero_runs.h) or "sparse"
 is [1] (per tensor), [N] (per output channel) or, with group_size > 0,
 [N, ceil(K / group_size)] (per group along K); every scale is finite and > 0.
 act_quant = 1 quantizes each row of A to int8 first (BitNet per-token absmax)
-and runs an exact integer core. crc32c (optional) is the CRC32C of B's bytes
+and runs an exact integer core. act_quant = 2 does the same with one fixed,
+calibrated scale for every row, the float attribute act_scale (finite, > 0):
+q = clamp(round_half_even(a * act_scale), -128, 127), Y = int_dot * weight
+scale / act_scale (+ bias), a row holding NaN or Inf gives NaN, as in mode 1. crc32c (optional) is the CRC32C of B's bytes
 followed by the scales' bytes, checked when the session is created.
 """
 
@@ -95,7 +98,11 @@ def _ternary_matmul_schema() -> OpSchema:
             attr("group_size", onnx.helper.make_attribute("group_size", 0),
                  "scale group length along K; 0 = not grouped"),
             attr("act_quant", onnx.helper.make_attribute("act_quant", 0),
-                 "1 = BitNet per-token int8 activations, 0 = float32"),
+                 "1 = BitNet per-token int8 activations, 2 = int8 with the static act_scale, "
+                 "0 = float32"),
+            attr("act_scale", OpSchema.AttrType.FLOAT,
+                 "act_quant = 2 only: the fixed activation scale (finite, > 0), "
+                 "q = clamp(round_half_even(a * act_scale), -128, 127)", required=False),
             attr("crc32c", int_type, "optional CRC32C of B's bytes followed by the scales' bytes "
                  "(onnxbit.checksum); checked when the session is created", required=False),
         ],
@@ -116,7 +123,8 @@ when the session is created. scales is
 [1], [M] or [M, ceil(K / group_size)]. act_quant = 1 quantizes each im2col
 row (one output position of one group: its C/group channels times the kernel
 window, padding as 0) to int8 with its own absmax scale, as TernaryMatMul does
-per row of A, and runs an exact integer core.
+per row of A, and runs an exact integer core. act_quant = 2 uses the static
+act_scale for every row instead, as TernaryMatMul's act_quant = 2.
 """
 
 
@@ -183,7 +191,9 @@ def _ternary_conv_schema() -> OpSchema:
             attr("group_size", onnx.helper.make_attribute("group_size", 0),
                  "scale group length along K; 0 = not grouped"),
             attr("act_quant", onnx.helper.make_attribute("act_quant", 0),
-                 "1 = int8 activations per im2col row, 0 = float32"),
+                 "1 = int8 activations per im2col row, 2 = int8 with the static act_scale, 0 = float32"),
+            attr("act_scale", OpSchema.AttrType.FLOAT,
+                 "act_quant = 2 only: the fixed activation scale (finite, > 0)", required=False),
             attr("group", onnx.helper.make_attribute("group", 1), "as Conv"),
             attr("strides", ints_type, "as Conv (default 1s)", required=False),
             attr("pads", ints_type, "as Conv (default 0s)", required=False),

@@ -183,7 +183,7 @@ def quantize_site(site: WeightSite, s: LayerSettings, fused_format: str | None) 
         if codes.shape != (k, n):
             raise ValueError(f"the QAT fold recorded codes of shape {codes.shape} for a weight of shape {(k, n)}")
         scales = np.asarray(proven.scales, dtype=np.float32).reshape(-1)
-        return QuantizedWeight("ternary", k, n, codes, scales, None, s.granularity, 0)
+        return QuantizedWeight("ternary", k, n, codes, scales, None, s.granularity, 0, proven=True)
     if s.precision == "ternary":
         if fused_format is not None and s.method == "absmean" and s.granularity in ("tensor", "channel"):
             packed_rows, scales = quantize_pack_absmean(site.weight, fmt=fused_format, granularity=s.granularity)

@@ -78,9 +78,10 @@ def im2col(x: np.ndarray, kernel, strides, dilations, geometry: ConvGeometry, gr
 
 def ternary_conv_reference(x, codes, scales, *, weight_shape, group: int = 1, group_size: int = 0,
                            act_quant: int = 0, bias=None, strides=None, pads=None, dilations=None,
-                           auto_pad: str = "NOTSET") -> np.ndarray:
+                           auto_pad: str = "NOTSET", act_scale=None) -> np.ndarray:
     """Y = Conv(X, codes * scales) (+ bias) for ternary codes of shape
-    weight_shape [M, C/group, *kernel] (or [M, K]); scales [1], [M] or [M, groups]."""
+    weight_shape [M, C/group, *kernel] (or [M, K]); scales [1], [M] or [M, groups].
+    act_scale: the static activation scale of act_quant = 2."""
     x = np.asarray(x, dtype=np.float32)
     weight_shape = tuple(int(d) for d in weight_shape)
     m, cg, kernel = weight_shape[0], weight_shape[1], weight_shape[2:]
@@ -105,5 +106,6 @@ def ternary_conv_reference(x, codes, scales, *, weight_shape, group: int = 1, gr
         group_bias = None if bias is None else np.asarray(bias, np.float32)[channels]
         for image in range(x.shape[0]):
             y[image, channels] = ternary_matmul_reference(cols[image, g], rows[channels].T, group_scales,
-                                                          group_size, act_quant, group_bias).T
+                                                          group_size, act_quant, group_bias,
+                                                          act_scale=act_scale).T
     return y.reshape(x.shape[0], m, *geometry.out)

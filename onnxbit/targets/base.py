@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxbit.errors import ConfigError
 from onnxbit.graph.gs_adapter import constant_nbytes
 
 
@@ -40,6 +41,7 @@ class QuantizedWeight:
     group_size: int
     packed_rows: np.ndarray | None = None
     conv: Any = None  # the site's ConvSpec for Conv/ConvTranspose (codes are then its [K, N] view)
+    proven: bool = False  # codes of a QAT fold (its act_quant is then part of what the graph computed)
 
 
 @dataclass
@@ -155,6 +157,11 @@ class Target(abc.ABC):
         """A Conv/ConvTranspose weight as DequantizeLinear + the node's own op
         (ternary and binary as INT2); targets with a conv op of their own override this."""
         from onnxbit.targets.dequantize_conv import pack_dequantize_conv
+
+        if settings.activations == "static":
+            raise ConfigError(f"weight '{base}': activations 'static' for Conv layers runs in TernaryConv "
+                              "(act_quant=2: ternary/binary weights, target onnxbit, 1-D and 2-D Conv); this "
+                              "layer is stored as DequantizeLinear + Conv: give it activations 'float'")
 
         if weight.codes is None:  # the fused absmean path packed the rows already
             from onnxbit import codecs

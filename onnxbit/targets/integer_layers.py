@@ -17,6 +17,7 @@ table and in the accuracy-level note below).
 
 from __future__ import annotations
 
+from onnxbit.errors import ConfigError
 from onnxbit.targets import dequantize, matmul_integer, matmulnbits
 from onnxbit.targets.base import PackedWeight, QuantizedWeight
 
@@ -27,7 +28,7 @@ def nbits_accuracy_level(settings) -> int:
 
 
 def uses_matmul_integer(settings) -> bool:
-    return settings.activations == "int8" and matmul_integer.supports(settings)
+    return settings.activations in ("int8", "static") and matmul_integer.supports(settings)
 
 
 def int8_opsets(settings) -> dict[str, int]:
@@ -38,8 +39,16 @@ def int8_opsets(settings) -> dict[str, int]:
 
 def pack_int8(ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
     if uses_matmul_integer(settings):
+        act_scale = None
+        if settings.activations == "static":
+            if settings.act_scale is None:
+                raise ConfigError(f"weight '{base}': activations 'static' needs the layer's act_scale, which "
+                                  "calibration measures: run `onnxbit calibrate MODEL --data ... --activations "
+                                  "static -o calib.json`, then `onnxbit quantize --calibration calib.json`")
+            act_scale = settings.act_scale
         return matmul_integer.pack_matmul_integer(ctx, base, codes=weight.codes, scales=weight.scales,
-                                                  zero_points=weight.zero_points, granularity=weight.granularity)
+                                                  zero_points=weight.zero_points, granularity=weight.granularity,
+                                                  act_scale=act_scale)
     return dequantize.pack_dequantize(ctx, base, precision=settings.precision, codes=weight.codes, bits=8,
                                       signed=weight.zero_points is None, scales=weight.scales,
                                       zero_points=weight.zero_points, granularity=weight.granularity,

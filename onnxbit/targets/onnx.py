@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from onnxbit.targets import dequantize, integer_layers
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
-from onnxbit.targets.checks import check_act_quant, check_two_bit_storage, is_ternary
+from onnxbit.targets.checks import check_act_quant, check_static_activations, check_two_bit_storage, is_ternary
 
 
 
@@ -19,6 +19,7 @@ class OnnxTarget(Target):
             return
         check_two_bit_storage(settings, self.name, where)
         check_act_quant(settings, where)
+        check_static_activations(settings, self.name, where)
 
     def required_opsets(self, settings) -> dict[str, int]:
         if settings.precision == "fp32":

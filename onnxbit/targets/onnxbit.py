@@ -10,7 +10,7 @@ import numpy as np
 from onnxbit import formats
 from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
-from onnxbit.targets.checks import check_act_quant, check_block_size, is_ternary
+from onnxbit.targets.checks import check_act_quant, check_static_activations, check_block_size, is_ternary
 
 
 class OnnxbitTarget(Target):
@@ -21,6 +21,7 @@ class OnnxbitTarget(Target):
         if settings.precision == "fp32":
             return
         check_act_quant(settings, where)
+        check_static_activations(settings, self.name, where)
         if settings.granularity == "group" and settings.precision in ("int2", "int4"):
             check_block_size(settings.group_size, where)
 
@@ -58,7 +59,7 @@ class OnnxbitTarget(Target):
             return ternary_matmul.pack_ternary_matmul(
                 ctx, base, precision=settings.precision, k=k, n=n, packed_rows=rows, scales=weight.scales,
                 granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
-                act_quant=settings.act_quant)
+                **ternary_matmul.activation_attributes(settings, base))
         return integer_layers.pack_integer(ctx, base, weight, settings)
 
     def emit(self, ctx, site, packed: PackedWeight):
@@ -81,10 +82,18 @@ class OnnxbitTarget(Target):
         if weight.kind not in ("ternary", "binary") or not ternary_conv.supports(weight.conv):
             return super().pack_conv(ctx, base, weight, settings)
         rows, fmt = self._stored_rows(weight, settings)
+        activation = ternary_matmul.activation_attributes(settings, base)
+        if activation["act_quant"] != ternary_matmul.ACT_INT8_STATIC:
+            activation["act_quant"] = ternary_conv.activation_quant(weight.conv, activation["act_quant"],
+                                                                    weight.proven)
         return ternary_conv.pack_ternary_conv(
             ctx, base, precision=settings.precision, conv=weight.conv, packed_rows=rows, scales=weight.scales,
-            granularity=weight.granularity, group_size=weight.group_size, fmt=fmt,
-            act_quant=settings.act_quant)
+            granularity=weight.granularity, group_size=weight.group_size, fmt=fmt, **activation)
+
+    def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
+        if packed.storage.startswith(ternary_conv.OP + "/") and settings.act_quant and not packed.attrs["act_quant"]:
+            return [ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE]
+        return super().conv_notes(settings, packed)
 
     def emit_conv(self, ctx, site, packed: PackedWeight):
         if packed.storage.startswith(ternary_conv.OP + "/"):

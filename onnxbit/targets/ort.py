@@ -8,7 +8,7 @@ import numpy as np
 
 from onnxbit.targets import dequantize, integer_layers, matmulnbits
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
-from onnxbit.targets.checks import check_act_quant, check_block_size, check_two_bit_storage
+from onnxbit.targets.checks import check_act_quant, check_static_activations, check_block_size, check_two_bit_storage
 
 ACT_QUANT_NOTE = (
     "target 'ort': BitNet per-token int8 activations are approximated by MatMulNBits accuracy_level=4, which "
@@ -26,6 +26,7 @@ class OrtTarget(Target):
             return
         check_two_bit_storage(settings, self.name, where)
         check_act_quant(settings, where)
+        check_static_activations(settings, self.name, where)
         if settings.granularity == "group" and settings.precision != "int8":
             check_block_size(settings.group_size, where)
 

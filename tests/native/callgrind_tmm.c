@@ -10,8 +10,9 @@
  * Build (from the repository root, against a Release build in build/NAME):
  *     gcc -O2 -Icsrc/include -Icsrc tests/native/callgrind_tmm.c \
  *         -Lbuild/NAME -lonnxbit -Wl,-rpath,$PWD/build/NAME -o /tmp/callgrind_tmm
- * Arguments: runs to do, each M followed by i (act_quant = 1, int8) or f
- * (act_quant = 0, float), e.g. `8i 1f`; default 1i 1f 8i 8f. */
+ * Arguments: runs to do, each M followed by i (act_quant = 1, int8), s
+ * (act_quant = 2, int8 with the static scale 25) or f (act_quant = 0, float),
+ * e.g. `8i 8s 1f`; default 1i 1f 8i 8f. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -34,7 +35,7 @@ static int run(const obx_tmm_weights *w, size_t m, int act_quant) {
     if (!a || !y) return 1;
     for (size_t i = 0; i < m * DIM; i++) a[i] = (float)(next_random() % 2001 - 1000.0f) / 250.0f;
     char err[256];
-    int rc = obx_tmm_compute(w, a, m, NULL, act_quant, y, NULL, NULL, err, sizeof err);
+    int rc = obx_tmm_compute_scaled(w, a, m, NULL, act_quant, 25.0f, y, NULL, NULL, err, sizeof err);
     if (rc != 0) printf("compute failed: %s\n", err);
     else printf("m=%zu act_quant=%d y[0]=%g\n", m, act_quant, (double)y[0]);
     free(a);
@@ -66,11 +67,12 @@ int main(int argc, char **argv) {
         const char *spec = argc > 1 ? argv[i + 1] : defaults[i];
         char *end = NULL;
         long m = strtol(spec, &end, 10);
-        if (m <= 0 || (*end != 'i' && *end != 'f') || end[1] != '\0') {
-            printf("bad run '%s': expected M then i or f, e.g. 8i\n", spec);
+        if (m <= 0 || (*end != 'i' && *end != 's' && *end != 'f') || end[1] != '\0') {
+            printf("bad run '%s': expected M then i, s or f, e.g. 8i\n", spec);
             return 2;
         }
-        bad |= run(w, (size_t)m, *end == 'i' ? OBX_ACT_INT8_TOKEN : OBX_ACT_NONE);
+        bad |= run(w, (size_t)m,
+                   *end == 'i' ? OBX_ACT_INT8_TOKEN : *end == 's' ? OBX_ACT_INT8_STATIC : OBX_ACT_NONE);
     }
     obx_tmm_free(w);
     free(b);

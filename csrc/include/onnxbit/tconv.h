@@ -11,11 +11,17 @@
  * exactly as obx_tmm_compute computes a row: with act_quant =
  * OBX_ACT_INT8_TOKEN one activation scale is shared by the K values of one
  * im2col row, i.e. per (image, group, output position) over that group's
- * channels and kernel window.
+ * channels and kernel window; with OBX_ACT_INT8_STATIC (obx_tconv_compute_scaled)
+ * every row uses the fixed act_scale instead, as obx_tmm_compute_scaled does.
  *
- * Paths: per group, im2col into bounded tiles of output positions times the
- * TernaryMatMul kernels; when C / group == 1 (depthwise) and scales are not
- * grouped along K, a direct kernel that reads X in place. */
+ * Paths: with one scale group along K and C / group >= 8, channels-last im2col (the weights' K
+ * reordered to (kh, kw, c) at prepack, X copied once per call to
+ * channels-last, each tile's rows built from whole channel runs, int8 rows
+ * quantized straight from X) over the TernaryMatMul kernels; with K-grouped
+ * scales or fewer channels, im2col in (c, kh, kw) order; when C / group == 1 (depthwise) and
+ * scales are not grouped along K, a direct kernel (channels-last, or plane by
+ * plane for float activations on rows of 32 outputs or more). Every path
+ * computes the arithmetic above; the order of a float sum may differ. */
 #ifndef ONNXBIT_TCONV_H
 #define ONNXBIT_TCONV_H
 
@@ -77,6 +83,12 @@ int obx_tconv_is_depthwise(const obx_tconv_weights *w);
 int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometry *geometry,
                       const float *x, const float *bias, int act_quant, float *y,
                       obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
+/* obx_tconv_compute with the static activation scale act_quant =
+ * OBX_ACT_INT8_STATIC needs (finite, > 0; ignored by the other modes). */
+int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry *geometry,
+                             const float *x, const float *bias, int act_quant, float act_scale,
+                             float *y, obx_parallel_for_fn par, void *runner, char *err,
+                             size_t err_len);
 
 #ifdef __cplusplus
 }

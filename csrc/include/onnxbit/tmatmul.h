@@ -26,6 +26,11 @@
  *   acc = 0.0f; for g in 0..G-1: acc = acc + (float) isum_g * scale[n,g]
  *   y[m,n] = acc / s, then y = y + bias[n] when bias is given (all float32)
  *   A row holding NaN or Inf gives a row of NaN.
+ * act_quant = OBX_ACT_INT8_STATIC (obx_tmm_compute_scaled only): as
+ *   OBX_ACT_INT8_TOKEN with s = act_scale, one calibrated scale for every row,
+ *   instead of each row's absmax scale (no absmax pass):
+ *   q[k] = (int8) clamp(rint(a[m,k] * act_scale), -128, 127), y = acc / act_scale
+ *   (+ bias), NaN rows for rows holding NaN or Inf. act_scale is finite and > 0.
  * |isum_g| <= 128 * K, so int32 is exact for any K below 2^24.
  *
  * This header is parsed by cffi: keep declarations free of macros. */
@@ -39,7 +44,7 @@
 extern "C" {
 #endif
 
-enum { OBX_ACT_NONE = 0, OBX_ACT_INT8_TOKEN = 1 };
+enum { OBX_ACT_NONE = 0, OBX_ACT_INT8_TOKEN = 1, OBX_ACT_INT8_STATIC = 2 };
 
 typedef struct obx_tmm_weights obx_tmm_weights;
 
@@ -88,6 +93,12 @@ void obx_tmm_free(obx_tmm_weights *w);
 int obx_tmm_compute(const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
                     int act_quant, float *y, obx_parallel_for_fn par, void *runner, char *err,
                     size_t err_len);
+
+/* obx_tmm_compute with act_scale, the fixed activation scale that act_quant =
+ * OBX_ACT_INT8_STATIC needs (finite, > 0; ignored by the other modes). */
+int obx_tmm_compute_scaled(const obx_tmm_weights *w, const float *a, size_t m, const float *bias,
+                           int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
+                           void *runner, char *err, size_t err_len);
 
 /* The name of the compute path obx_tmm_compute takes for m rows with the
  * active ISA's kernels ("i8_gemv", "i8_lut", "i8_grouped", "i8_multiply",
