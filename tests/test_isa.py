@@ -57,3 +57,47 @@ def test_unsupported_isa_is_refused_before_any_kernel_runs(name):
     result = run_with_isa(name, code)
     assert result.returncode == 0, result.stderr
     assert f"error: ONNXBIT_ISA={name} is not supported by this CPU or build" in result.stdout
+
+
+@pytest.mark.parametrize("name, level, cpu_has", [("avxvnni", "avx2", "obx_cpu_has_avxvnni"),
+                                                  ("neon_dotprod", "neon", "obx_cpu_has_neon_dotprod")])
+def test_refinement_names_select_their_level_or_are_refused(name, level, cpu_has):
+    """ONNXBIT_ISA=avxvnni / neon_dotprod select the level with its refinement, and are
+    refused (not silently downgraded) where the CPU lacks the refinement."""
+    code = ("from onnxbit import native\n"
+            "try:\n    print(native.isa())\n"
+            "except native.NativeLibraryError as err:\n    print('error:', err)")
+    result = run_with_isa(name, code)
+    assert result.returncode == 0, result.stderr
+    if level in native.available_isas() and getattr(native.lib(), cpu_has)():
+        assert result.stdout.strip() == level
+    else:
+        assert result.stdout.strip() == f"error: ONNXBIT_ISA={name} is not supported by this CPU or build"
+
+
+def _cpuinfo_flags():
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key = line.split(":")[0].strip()
+        if key in ("flags", "Features"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+@pytest.mark.skipif(_cpuinfo_flags() is None, reason="no /proc/cpuinfo flags (not Linux)")
+def test_every_simd_path_the_cpu_reports_is_available():
+    """What the kernel says this CPU has must be what the library detects, so the `isa`
+    fixture (which runs every available path) never skips a path this CPU could test."""
+    flags, lib = _cpuinfo_flags(), native.lib()
+    if {"avx2", "fma", "bmi2"} <= flags:
+        assert "avx2" in native.available_isas()
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni", "avx2", "fma", "bmi2"} <= flags:
+        assert "avx512" in native.available_isas()
+    if {"avx_vnni", "avx2", "fma", "bmi2"} <= flags:
+        assert lib.obx_cpu_has_avxvnni() == 1
+    if "asimd" in flags:
+        assert "neon" in native.available_isas()
+        assert lib.obx_cpu_has_neon_dotprod() == ("asimddp" in flags)

@@ -390,6 +390,30 @@ def test_parallel_for_runs_tasks_in_any_order_on_threads(rng, act):
     assert np.array_equal(y, serial)
 
 
+def test_concurrent_calls_reuse_their_threads_scratch_safely(isa, rng):
+    """Every call takes its buffers from its thread's scratch cache (tmm_scratch.c): calls
+    on four threads at once, each alternating sizes that grow, shrink and switch paths
+    (the cache reuses, replaces and nests blocks), give the serial results bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    w_kn, scales, gs = make_case(rng, 700, 257, "channel")
+    weights = build(w_kn, scales, gs)
+    cases = [(rng.standard_normal((m, 700)).astype(np.float32), act)
+             for m in (1, 9, 130, 37) for act in (ACT_NONE, ACT_INT8_TOKEN)]
+    serial = [weights.matmul(a, act) for a, act in cases]
+
+    def worker(shift):
+        for step in range(3 * len(cases)):
+            index = (step + shift) % len(cases)
+            a, act = cases[index]
+            if not np.array_equal(weights.matmul(a, act), serial[index]):
+                return index
+        return None
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(worker, range(4))) == [None] * 4
+
+
 @pytest.mark.parametrize("fmt", ["2bit", "base3"])
 def test_prepack_reads_what_the_codec_writes(rng, fmt):
     """Packed bytes from the library's own encoder (onnxbit.codecs) and from the
@@ -408,22 +432,31 @@ REPO = Path(__file__).resolve().parents[1]
 NATIVE_TESTS = REPO / "tests" / "native"
 
 
-def _build_and_run(compiler, flags, sources, exe, runner=()):
+def _build(compiler, flags, sources, exe):
     build = subprocess.run([compiler, "-std=gnu11", "-O2", "-ffp-contract=off",
                             f"-I{REPO / 'csrc' / 'include'}", f"-I{REPO / 'csrc'}",
                             f"-I{NATIVE_TESTS}", *flags, *map(str, sources), "-lm", "-o", str(exe)],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
+
+
+def _run(exe, runner=()):
     run = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert " 0 mismatches" in run.stdout
     return run.stdout
 
 
+def _build_and_run(compiler, flags, sources, exe, runner=()):
+    _build(compiler, flags, sources, exe)
+    return _run(exe, runner)
+
+
 @pytest.mark.skipif("avx2" not in native.available_isas() or not shutil.which("gcc"),
                     reason="needs an AVX2 CPU and gcc")
 def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
-    """The AVX-512 and AVX-VNNI kernels cannot run on this CPU: compiled on stand-ins for
+    """Where the CPU lacks AVX-512 or AVX-VNNI the `isa` fixture cannot run those kernels
+    (test_isa.py checks it runs every one the CPU has): compiled on stand-ins for
     their intrinsics (tests/native/emulated_x86_intrinsics.h), they must give the scalar
     kernel's sums bit for bit, full-magnitude K = 65536 included."""
     matmul = REPO / "csrc" / "matmul"
@@ -438,13 +471,18 @@ def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
 
 
 def test_neon_path_under_qemu(tmp_path, aarch64_tools):
-    """The NEON kernels, cross-compiled and run under qemu, against the scalar path."""
+    """The NEON kernels, cross-compiled and run under qemu, against the scalar path:
+    on a CPU with the dot-product extension (-cpu max) the selected table has the
+    SDOT integer kernel and the plain one runs too (forced baseline); on a Cortex-A53,
+    which has no SDOT (qemu raises SIGILL on it), the selection must fall back."""
     # The whole compute core but the x86 files: the platform table links every family.
     sources = [p for p in (REPO / "csrc").rglob("*.c") if "_avx" not in p.name]
-    _build_and_run("aarch64-linux-gnu-gcc", ["-DONNXBIT_ARM64=1", "-pthread"],
-                   [NATIVE_TESTS / "check_neon_against_scalar.c", *sources],
-                   tmp_path / "check_neon",
-                   runner=("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
+    exe = tmp_path / "check_neon"
+    _build("aarch64-linux-gnu-gcc", ["-DONNXBIT_ARM64=1", "-pthread"],
+           [NATIVE_TESTS / "check_neon_against_scalar.c", *sources], exe)
+    for cpu, dotprod in (("max", 1), ("cortex-a53", 0)):
+        out = _run(exe, runner=("qemu-aarch64", "-cpu", cpu, "-L", "/usr/aarch64-linux-gnu"))
+        assert out.splitlines()[0] == f"dotprod: {dotprod}", (cpu, out)
 
 
 def test_activation_scale_is_rounded_as_pytorch_rounds_it(isa):

@@ -8,6 +8,14 @@
 #include <cpuid.h>
 #include <pthread.h>
 #endif
+#if defined(ONNXBIT_ARM64) && defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20) /* Linux arch/arm64 uapi hwcap bit of SDOT/UDOT */
+#endif
+#elif defined(ONNXBIT_ARM64) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 #include "obx_common.h"
 
@@ -74,6 +82,20 @@ OBX_API int obx_isa_supported(int isa) {
 OBX_API int obx_cpu_has_avxvnni(void) {
 #if defined(ONNXBIT_X86)
     return detect_x86().avxvnni;
+#else
+    return 0;
+#endif
+}
+
+OBX_API int obx_cpu_has_neon_dotprod(void) {
+#if defined(ONNXBIT_ARM64) && defined(__aarch64__) && defined(__linux__)
+    /* The kernel reports what user space may execute (what qemu-user emulates
+     * for its -cpu, too); getauxval is a cached read, no syscall. */
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(ONNXBIT_ARM64) && defined(__APPLE__)
+    int value = 0;
+    size_t size = sizeof value;
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &value, &size, NULL, 0) == 0 && value;
 #else
     return 0;
 #endif

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "obx_common.h"
 #include "onnxbit/isa.h"
@@ -39,6 +40,11 @@ static const struct obx_platform platform_neon = {
     OBX_ISA_NEON, &obx_codec_kernels_neon, obx_cols_gather_scalar,
     &tmm_kernels_neon, &tconv_rows_scalar, obx_crc32c_scalar,
     tmm_quantize_static_scalar};
+/* NEON with the dot-product extension: only the integer matmul kernels differ. */
+static const struct obx_platform platform_neon_dotprod = {
+    OBX_ISA_NEON, &obx_codec_kernels_neon, obx_cols_gather_scalar,
+    &tmm_kernels_neon_dotprod, &tconv_rows_scalar, obx_crc32c_scalar,
+    tmm_quantize_static_scalar};
 #endif
 
 static _Atomic(const struct obx_platform *) active;
@@ -46,7 +52,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static char selection_error[160];
 
 /* The table of a supported ISA; with_extensions adds the optional
- * refinements of its level (AVX-VNNI within AVX2). */
+ * refinements of its level (AVX-VNNI within AVX2, SDOT within NEON). */
 static const struct obx_platform *table_for(int isa, int with_extensions) {
     switch (isa) {
 #if defined(ONNXBIT_X86)
@@ -55,7 +61,9 @@ static const struct obx_platform *table_for(int isa, int with_extensions) {
     case OBX_ISA_AVX512: return &platform_avx512;
 #endif
 #if defined(ONNXBIT_ARM64) && defined(__aarch64__)
-    case OBX_ISA_NEON: return &platform_neon;
+    case OBX_ISA_NEON:
+        return with_extensions && obx_cpu_has_neon_dotprod() ? &platform_neon_dotprod
+                                                              : &platform_neon;
 #endif
     default: return &platform_scalar;
     }
@@ -67,16 +75,41 @@ static int best_supported(void) {
     return OBX_ISA_SCALAR;
 }
 
+/* ONNXBIT_ISA names of a level with its refinement, refused where the CPU
+ * lacks the refinement (a plain level name takes it only where present). */
+static const struct {
+    const char *name;
+    int isa;
+    int (*cpu_has)(void);
+} refinements[] = {
+    {"avxvnni", OBX_ISA_AVX2, obx_cpu_has_avxvnni},
+    {"neon_dotprod", OBX_ISA_NEON, obx_cpu_has_neon_dotprod},
+};
+
+/* The level a name selects, or -1 (unknown name: -2). */
+static int level_from_name(const char *name) {
+    for (size_t i = 0; i < sizeof refinements / sizeof refinements[0]; i++)
+        if (strcmp(name, refinements[i].name) == 0)
+            return obx_isa_supported(refinements[i].isa) && refinements[i].cpu_has()
+                       ? refinements[i].isa
+                       : -1;
+    int isa = obx_isa_from_name(name);
+    if (isa < 0) return -2;
+    return obx_isa_supported(isa) ? isa : -1;
+}
+
 static void select_at_start(void) {
     const char *requested = getenv("ONNXBIT_ISA");
     int isa = best_supported();
     if (requested && *requested) {
-        isa = obx_isa_from_name(requested);
-        if (isa < 0) {
+        isa = level_from_name(requested);
+        if (isa == -2) {
             snprintf(selection_error, sizeof selection_error,
-                     "ONNXBIT_ISA=%.40s is not an ISA name (use scalar, avx2, avx512 or neon)",
+                     "ONNXBIT_ISA=%.40s is not an ISA name (use scalar, avx2, avxvnni, avx512, "
+                     "neon or neon_dotprod)",
                      requested);
-        } else if (!obx_isa_supported(isa)) {
+            isa = -1;
+        } else if (isa < 0) {
             snprintf(selection_error, sizeof selection_error,
                      "ONNXBIT_ISA=%.40s is not supported by this CPU or build", requested);
             isa = -1;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tmm_compute.h"
+#include "tmm_scratch.h"
 
 /* Rows per activation-preparation task. */
 #define TMM_PREP_ROWS 8
@@ -155,7 +156,7 @@ int tmm_compute(const struct tmm_kernels *kern, tmm_quantize_static_fn quantize_
         return -1;
     }
     size_t total = m * row_bytes + m * (extra_per_row + 16) + tmp_bytes + TMM_ALIGN;
-    uint8_t *scratch = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(total, TMM_ALIGN) * TMM_ALIGN);
+    uint8_t *scratch = tmm_scratch_get(total);
     if (!scratch) {
         obx_set_error(err, err_len, "out of memory for %zu activation rows", m);
         return -1;
@@ -182,6 +183,6 @@ int tmm_compute(const struct tmm_kernels *kern, tmm_quantize_static_fn quantize_
     if (path == TMM_PATH_I8_GEMV) rows_done = tmm_run_gemv(&job);
     else if (path == TMM_PATH_I8_LUT) rows_done = tmm_run_lut(&job);
     if (rows_done < m) tmm_run_panels(&job, path, rows_done);
-    free(scratch);
+    tmm_scratch_put(scratch);
     return 0;
 }

@@ -39,8 +39,10 @@ static ALWAYS_INLINE void i8_tile(const uint8_t *panel, const int8_t *const *q, 
         const uint8_t *block = panel + (c / 4) * TMM_NR * 32;
         size_t qoff = (c - c0) * TMM_CHUNK;
         __m512i bits[COL_PAIRS];
-        for (int p = 0; p < COL_PAIRS; p++)
+        for (int p = 0; p < COL_PAIRS; p++) {
+            _mm_prefetch((const char *)(block + p * 64 + TMM_CODE_PREFETCH), _MM_HINT_T0);
             bits[p] = _mm512_load_si512((const void *)(block + p * 64));
+        }
         if ((c % 4 == 0) && (c + 4 <= c1)) {
             for (int s = 0; s < 4; s++) {
                 __m512i qb[4];

@@ -30,6 +30,9 @@ static ALWAYS_INLINE void i8_tile(const uint8_t *panel, const int8_t *const *q, 
         size_t qoff = (c - c0) * TMM_CHUNK;
         if ((c % 4 == 0) && (c + 4 <= c1)) {
             for (int r = 0; r < COLS; r++) {
+                /* As the AVX-512 kernel (tmm_internal.h, TMM_CODE_PREFETCH). */
+                _mm_prefetch((const char *)(block + (col0 + r) * 32 + TMM_CODE_PREFETCH),
+                             _MM_HINT_T0);
                 __m256i bits = _mm256_load_si256((const __m256i *)(block + (col0 + r) * 32));
                 for (int s = 0; s < 4; s++) {
                     __m256i u = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * s), mask);

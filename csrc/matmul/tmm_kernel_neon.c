@@ -1,4 +1,5 @@
-/* AArch64 NEON kernels (baseline Armv8-A, no dot-product extension needed).
+/* AArch64 NEON kernels (baseline Armv8-A, no dot-product extension needed;
+ * tmm_kernel_neon_dotprod.c refines the integer kernel where SDOT exists).
  *
  * Integer path: per 16 codes, a variable shift and a mask give u in {0,1,2};
  * vmull_s8 + vmlal_high_s8 add two products into each int16 lane
@@ -40,7 +41,7 @@ static void i8_kernel_neon(const uint8_t *panel, size_t kblocks, size_t rows,
     }
 }
 
-static void f32_kernel_neon(const uint8_t *panel, size_t kblocks, size_t rows,
+void tmm_f32_kernel_neon(const uint8_t *panel, size_t kblocks, size_t rows,
                             const float *const *a, size_t chunk_begin, size_t chunk_end,
                             float *sums) {
     (void)kblocks;
@@ -74,7 +75,7 @@ static void f32_kernel_neon(const uint8_t *panel, size_t kblocks, size_t rows,
 
 /* ---- float GEMM (TMM_PATH_F32_GEMM) --------------------------------------- */
 
-static void f32_gemm_decode_neon(const uint8_t *block, float *wdec) {
+void tmm_f32_gemm_decode_neon(const uint8_t *block, float *wdec) {
     const uint8x16_t mask = vdupq_n_u8(3);
     const float32x4_t one = vdupq_n_f32(1.0f);
     for (size_t r = 0; r < TMM_NR; r++)
@@ -111,7 +112,7 @@ static inline __attribute__((always_inline)) void f32_gemm_tile(const float *wde
         for (int v = 0; v < VECS; v++) vst1q_f32(acc + r * width + 4 * v, c[r][v]);
 }
 
-static void f32_gemm_neon(const float *wdec, const float *at, size_t width, float *acc) {
+void tmm_f32_gemm_neon(const float *wdec, const float *at, size_t width, float *acc) {
     switch (width / 4) {
     case 1: f32_gemm_tile(wdec, at, width, acc, 1); break;
     case 2: f32_gemm_tile(wdec, at, width, acc, 2); break;
@@ -121,10 +122,10 @@ static void f32_gemm_neon(const float *wdec, const float *at, size_t width, floa
 
 const struct tmm_kernels tmm_kernels_neon = {
     .i8 = i8_kernel_neon,
-    .f32 = f32_kernel_neon,
+    .f32 = tmm_f32_kernel_neon,
     .quantize = tmm_quantize_row_scalar,
-    .f32_gemm_decode = f32_gemm_decode_neon,
-    .f32_gemm = f32_gemm_neon,
+    .f32_gemm_decode = tmm_f32_gemm_decode_neon,
+    .f32_gemm = tmm_f32_gemm_neon,
     .f32_gemm_lanes = 4,
     .f32_gemm_width = 12,
 };

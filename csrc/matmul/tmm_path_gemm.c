@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "tmm_compute.h"
+#include "tmm_scratch.h"
 
 /* Most rows one task covers: their accumulators stay on the stack and their
  * activations of one K-block (144 x 512 bytes) in L2 while the decoded block
@@ -152,8 +153,7 @@ size_t tmm_run_gemm(struct tmm_job *job) {
     gj.kpad = w->kblocks * TMM_KBLOCK;
     size_t blocks = OBX_DIV_UP(job->m, gj.width);
     if (w->kblocks == 0 || gj.kpad > SIZE_MAX / sizeof(float) / gj.width / blocks) return 0;
-    gj.at = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(blocks * gj.width * gj.kpad * sizeof(float),
-                                                TMM_ALIGN) * TMM_ALIGN);
+    gj.at = tmm_scratch_get(blocks * gj.width * gj.kpad * sizeof(float));
     if (!gj.at) return 0;
 
     gj.rows_per_task = OBX_MAX(1, TMM_GEMM_TASK_ROWS / gj.width) * gj.width;
@@ -165,10 +165,9 @@ size_t tmm_run_gemm(struct tmm_job *job) {
     size_t tasks = gj.row_tasks * OBX_DIV_UP(w->n_panels, gj.panels_per_task);
     /* (n_panels + TMM_GEMM_TASK_PANELS) x (m + TMM_GEMM_TASK_ROWS) x TMM_NR floats
      * at most: a small multiple of the output y, which exists, so no overflow. */
-    gj.acc = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(tasks * gj.panels_per_task * gj.task_rows *
-                                                     TMM_NR * sizeof(float), TMM_ALIGN) * TMM_ALIGN);
+    gj.acc = tmm_scratch_get(tasks * gj.panels_per_task * gj.task_rows * TMM_NR * sizeof(float));
     if (!gj.acc) {
-        free(gj.at);
+        tmm_scratch_put(gj.at);
         return 0;
     }
     gj.pairs = job->kern->f32_gemm_pair && job->m <= job->kern->f32_gemm_lanes / 2;
@@ -179,7 +178,7 @@ size_t tmm_run_gemm(struct tmm_job *job) {
         tmm_run_tasks(job, transpose_task, &gj, blocks);
         tmm_run_tasks(job, gemm_task, &gj, tasks);
     }
-    free(gj.acc);
-    free(gj.at);
+    tmm_scratch_put(gj.acc);
+    tmm_scratch_put(gj.at);
     return job->m;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "tmm_compute.h"
+#include "tmm_scratch.h"
 
 struct gemv_job {
     const struct tmm_job *job;
@@ -42,7 +43,7 @@ size_t tmm_run_gemv(struct tmm_job *job) {
     const obx_tmm_weights *w = job->w;
     struct gemv_job gemv = {job, NULL, 0};
     size_t bytes = job->m * table_bytes(w);
-    gemv.tables = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(bytes, TMM_ALIGN) * TMM_ALIGN);
+    gemv.tables = tmm_scratch_get(bytes);
     /* Out of memory for the tables: the multiply path needs none. */
     if (!gemv.tables) return 0;
     for (size_t row = 0; row < job->m; row++)
@@ -52,6 +53,6 @@ size_t tmm_run_gemv(struct tmm_job *job) {
     size_t block_work = job->m * OBX_MAX(w->k, 1) * TMM_GEMV_COLS;
     gemv.task_cblocks = OBX_MAX(1, OBX_MIN(TMM_GEMV_TASK_CBLOCKS, TMM_TASK_WORK / block_work));
     tmm_run_tasks(job, gemv_task, &gemv, OBX_DIV_UP(w->gemv_cblocks, gemv.task_cblocks));
-    free(gemv.tables);
+    tmm_scratch_put(gemv.tables);
     return job->m;
 }

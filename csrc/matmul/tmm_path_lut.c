@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "tmm_compute.h"
+#include "tmm_scratch.h"
 
 /* The lookup kernel takes rows in groups of TMM_LUT_ROWS = 16, then, for the
  * 1..15 rows left: 12..15 as one zero-padded group of 16; 8..11 as a group of
@@ -96,11 +97,11 @@ size_t tmm_run_lut(struct tmm_job *job) {
     plan_groups(&lut, job->m);
     if (lut.groups == 0) return 0;
     size_t qt_bytes = lut.groups * TMM_LUT_ROWS * k_padded(w) * sizeof(int16_t);
-    lut.qt = aligned_alloc(TMM_ALIGN, OBX_DIV_UP(qt_bytes, TMM_ALIGN) * TMM_ALIGN);
+    lut.qt = tmm_scratch_get(qt_bytes);
     /* Out of memory for the transposed rows: the multiply kernels need none. */
     if (!lut.qt) return 0;
     tmm_run_tasks(job, transpose_task, &lut, lut.groups);
     tmm_run_tasks(job, lookup_task, &lut, lut.groups * OBX_DIV_UP(w->n_panels, TMM_LUT_PANELS));
-    free(lut.qt);
+    tmm_scratch_put(lut.qt);
     return lut.rows_done;
 }

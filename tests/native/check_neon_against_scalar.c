@@ -1,8 +1,12 @@
-/* Runs the NEON path against the scalar one through the public API on random
+/* Runs the NEON paths against the scalar one through the public API on random
  * shapes and group sizes, a NaN row and a full-magnitude K = 65536 case (built
  * for AArch64 and run under qemu on other hosts). Exit status 0 when they
  * agree: bit for bit for act_quant = 1 and for the float GEMM path (one scale
- * group, M >= 8: the same fmaf chain on every ISA), closely otherwise. */
+ * group, M >= 8: the same fmaf chain on every ISA), closely otherwise.
+ * Both NEON tables run: the plain one (obx_isa_force_baseline) and the one the
+ * CPU selects, which has SDOT kernels where HWCAP_ASIMDDP says so; the first
+ * line printed says which ("dotprod: 1" or "dotprod: 0"), so the caller can
+ * check the run-time choice against the emulated CPU. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,9 +16,11 @@
 #include "onnxbit/isa.h"
 #include "onnxbit/tmatmul.h"
 
-static void compute(int isa, const obx_tmm_weights *w, const float *a, size_t m, int act, float *y) {
+static void compute(int isa, int baseline, const obx_tmm_weights *w, const float *a, size_t m,
+                    int act, float *y) {
     char err[256];
-    obx_isa_force(isa);
+    if (baseline) obx_isa_force_baseline(isa);
+    else obx_isa_force(isa);
     if (obx_tmm_compute(w, a, m, NULL, act, y, NULL, NULL, err, sizeof err) != 0) {
         printf("compute failed: %s\n", err);
         exit(2);
@@ -32,6 +38,7 @@ int main(void) {
         printf("NEON is not supported here\n");
         return 2;
     }
+    printf("dotprod: %d\n", obx_cpu_has_neon_dotprod());
     const size_t group_sizes[] = {0, 7, 32, 33, 128, 100};
     int bad = 0, cases = 0;
     srand(7);
@@ -59,17 +66,21 @@ int main(void) {
         for (size_t i = 0; i < m * k; i++) a[i] = extreme ? 0.5f : (float)(rand() % 2001 - 1000) / 300.0f;
         if (t == 5) a[3] = NAN;
         for (int act = 0; act < 2; act++) {
-            compute(OBX_ISA_SCALAR, w, a, m, act, expected);
-            compute(OBX_ISA_NEON, w, a, m, act, got);
-            for (size_t i = 0; i < m * n; i++) {
-                if (!agree(expected[i], got[i], act || (gs == 0 && m >= 8))) {
-                    if (bad < 10)
-                        printf("case %d act_quant %d (m=%zu k=%zu n=%zu gs=%zu) element %zu: "
-                               "scalar %g, neon %g\n", t, act, m, k, n, gs, i, expected[i], got[i]);
-                    bad++;
+            compute(OBX_ISA_SCALAR, 0, w, a, m, act, expected);
+            for (int baseline = 0; baseline < 2; baseline++) {
+                compute(OBX_ISA_NEON, baseline, w, a, m, act, got);
+                for (size_t i = 0; i < m * n; i++) {
+                    if (!agree(expected[i], got[i], act || (gs == 0 && m >= 8))) {
+                        if (bad < 10)
+                            printf("case %d act_quant %d %s (m=%zu k=%zu n=%zu gs=%zu) element "
+                                   "%zu: scalar %g, neon %g\n", t, act,
+                                   baseline ? "baseline" : "selected", m, k, n, gs, i,
+                                   expected[i], got[i]);
+                        bad++;
+                    }
                 }
+                cases++;
             }
-            cases++;
         }
         obx_tmm_free(w);
         free(b);

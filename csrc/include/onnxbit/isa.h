@@ -2,7 +2,8 @@
  *
  * The active ISA is chosen once, on first use: the best one the CPU supports,
  * or the one named by the environment variable ONNXBIT_ISA
- * (scalar|avx2|avx512|neon). The choice fills one table of every kernel
+ * (scalar|avx2|avx512|neon, or avxvnni|neon_dotprod for a level with its
+ * refinement). The choice fills one table of every kernel
  * family's entry points (csrc/isa/platform.h).
  *
  * This header is parsed by cffi: keep declarations free of macros. */
@@ -42,8 +43,12 @@ int obx_isa_force(int isa);
 /* As obx_isa_force, without the optional extensions of the ISA's level
  * (AVX-VNNI within AVX2), so a CPU that has them can test the plain kernels. */
 int obx_isa_force_baseline(int isa);
-/* Extra CPU features that refine a path: AVX-VNNI within AVX2. */
+/* Extra CPU features that refine a path: AVX-VNNI within AVX2, the
+ * dot-product extension (SDOT, HWCAP_ASIMDDP) within NEON. ONNXBIT_ISA also
+ * takes "avxvnni" and "neon_dotprod": the level with its refinement, refused
+ * where the CPU lacks it. */
 int obx_cpu_has_avxvnni(void);
+int obx_cpu_has_neon_dotprod(void);
 /* Version of the library, "MAJOR.MINOR.PATCH". */
 const char *obx_version(void);
 
