@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
@@ -94,3 +95,46 @@ def test_unknown_cache_content_is_measured_again(tmp_path, monkeypatch, bad):
     path.write_text("not json" if bad is None else json.dumps({"k": bad}))
     monkeypatch.setattr(speed_module, "measure_speedup", lambda *a: 1.25)
     assert LayerSpeed("onnxbit", 1, path)({"precision": "int4"}, 8, 8, 1) == 1.25
+
+
+def _all_fast(settings, k, n, m):
+    return 2.0
+
+
+def test_int8_activations_are_checked_on_the_converted_model(tmp_path):
+    data = tmp_path / "pixels.npz"
+    np.savez(data, pixels=PIXELS[:60])
+    result = calibrate(str(FLOAT_MLP), str(data), "cosine>=0.995", precisions=("int8",), method="rtn",
+                       speed=_all_fast, int8_activations=True)
+    lowered = [l for l in result.layers if l.precision != "fp32"]
+    assert lowered and result.met
+    rules = result.config()["rules"]
+    assert rules and all(rule["activations"] == "int8" for rule in rules)
+    # What quantize --calibration writes: int8 weights with int8 activations (MatMulInteger),
+    # and the held-out value the search reports is the converted model's own.
+    from onnxbit.calibration.converted import converted_outputs
+    from onnxbit.calibration.data import load_calibration_data
+    from onnxbit.convert import convert
+
+    converted = convert(str(FLOAT_MLP), config=result.config(), progress=False, measure_error=False).model
+    assert "MatMulInteger" in {node.op_type for node in converted.graph.node}
+    split = load_calibration_data(str(data), ["pixels"], None)
+    session = ort.InferenceSession(str(FLOAT_MLP), providers=["CPUExecutionProvider"])
+    reference = [session.run(None, feed) for feed in split.holdout]
+    assert result.holdout_value == pytest.approx(
+        result.budget.measure(reference, converted_outputs(str(FLOAT_MLP), result, split.holdout)), abs=1e-9)
+
+
+def test_a_budget_the_converted_model_misses_raises_layers(tmp_path):
+    """int8 weights pass this budget in the float-activation simulation; with
+    int8 activations the converted model misses it, so layers go back up."""
+    data = tmp_path / "pixels.npz"
+    np.savez(data, pixels=PIXELS[:60])
+    budget = "max_rel<=0.0045"  # simulated: 0.0040 with every layer int8; converted: 0.0049
+    simulated = calibrate(str(FLOAT_MLP), str(data), budget, precisions=("int8",), method="rtn")
+    assert any(l.precision == "int8" for l in simulated.layers)
+    result = calibrate(str(FLOAT_MLP), str(data), budget, precisions=("int8",), method="rtn",
+                       speed=_all_fast, int8_activations=True)
+    raised = [a for a in result.adjustments if "converted model (int8 activations)" in a["why"]]
+    assert raised and all(a["to"] == "fp32" for a in raised)
+    assert result.met

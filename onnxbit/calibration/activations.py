@@ -19,8 +19,6 @@ budget on the held-out samples.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -73,21 +71,14 @@ def _outputs(model, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndar
 
 def _converted_outputs(model, result, feeds, static: set[str]) -> list[list[np.ndarray]]:
     """Outputs of the model converted with result's config, static scales kept for `static` only."""
-    from onnxbit.convert import convert
-
-    from onnxbit.calibration.search import load_calibration
+    from onnxbit.calibration.converted import converted_outputs
 
     kept = dict(result.activations)
     result.activations = {node: settings for node, settings in kept.items() if node in static}
-    # Through a calibration file, so error-compensated layers take their codes file as quantize would.
-    with tempfile.TemporaryDirectory(prefix="onnxbit-static-") as folder:
-        try:
-            result.write_json(Path(folder) / "calibration.json")
-        finally:
-            result.activations = kept
-        config = load_calibration(Path(folder) / "calibration.json")
-        converted = convert(model, config=config, progress=False, measure_error=False).model
-    return _outputs(converted, feeds)
+    try:
+        return converted_outputs(model, result, feeds)
+    finally:
+        result.activations = kept
 
 
 def check_static_activations(model, result, data: CalibrationData,

@@ -71,15 +71,22 @@ class CalibratedLayer:
     compensated: bool = False  # int precisions quantized with GPTQ error compensation
     quantized: Any = field(default=None, repr=False)  # QuantResult at the chosen precision (compensated layers)
     digest: str = ""  # SHA-256 of the float weight the codes were computed from
+    # the converted layer quantizes its activations to int8 (per token / dynamic):
+    # the fast integer ops; the search's simulation does not see that error, the
+    # converted-model check (check_converted) does
+    int8_activations: bool = False
 
     def weight_bytes(self, precision: str | None = None) -> int:
         return weight_bytes(precision or self.precision, self.k, self.n)
 
     def settings(self, precision: str | None = None) -> dict[str, Any]:
         precision = precision or self.precision
+        settings = dict(SETTINGS[precision])
         if precision == "ternary":
-            return {**SETTINGS["ternary"], "method": self.ternary_method}
-        return dict(SETTINGS[precision])
+            settings["method"] = self.ternary_method
+        if self.int8_activations and precision != "fp32":
+            settings.update({"act_quant": 1} if precision == "ternary" else {"activations": "int8"})
+        return settings
 
     def uses_codes(self, precision: str | None = None) -> bool:
         """Its codes come from calibration (error compensation), not from rounding at conversion."""
@@ -344,8 +351,8 @@ class _Probe:
 def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData | Any, budget: str | Budget,
               precisions: Sequence[str] = LADDER[:-1], samples: int | None = None,
               progress: Callable[[str, int, int], None] | None = None, method: str = "gptq",
-              preset: str | None = None, speed: Callable[[dict, int, int, int], float] | None = None
-              ) -> CalibrationResult:
+              preset: str | None = None, speed: Callable[[dict, int, int, int], float] | None = None,
+              int8_activations: bool = False) -> CalibrationResult:
     """Choose per-layer precisions (from `precisions`, plus float) meeting
     `budget` on held-out samples with the smallest weights the greedy search finds.
     method "gptq": int codes chosen with error compensation on the calibration
@@ -354,7 +361,10 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     to search: the result applies that preset, whose QAT folds are exact.
     speed: (settings, k, n, rows) -> times faster than float (calibration.speed.LayerSpeed);
     given, a precision measured slower than float for a layer's shape is not
-    considered for that layer (the `performance` goal)."""
+    considered for that layer (the `performance` goal).
+    int8_activations: converted layers quantize their activations to int8 (the
+    fast integer ops); the budget is then also checked on the converted model
+    run in onnxruntime, on the held-out samples, raising layers until it holds."""
     from onnxbit.convert import load_model
 
     budget = parse_budget(budget)
@@ -388,6 +398,8 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
                                                        or "the model has no MatMul/Gemm with a constant weight")
                           + " (a QAT export's fake-quant layers are folded exactly: calibrate with --preset bitnet "
                             "or convert with `onnxbit quantize`)")
+    for layer in layers:
+        layer.int8_activations = int8_activations
     probe = _Probe(proto, layers, transposed, weights)
     float_assignment = {l.node: "fp32" for l in layers}
     calib = data.calibration[:MAX_SEARCH_SAMPLES]
@@ -496,12 +508,45 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
                                    "sensitive lowered layer goes up one step"})
         assignment[worst.node] = higher
         holdout_value = budget.measure(holdout_reference, probe.run(assignment, data.holdout))
+    def set_precision(layer: CalibratedLayer, precision: str) -> None:
+        layer.precision = precision
+        layer.quantized = probe.quantized(layer.node, precision) if layer.uses_codes() else None
+
     for layer in layers:
-        layer.precision = assignment[layer.node]
-        if layer.uses_codes():
-            layer.quantized = probe.quantized(layer.node, layer.precision)
+        set_precision(layer, assignment[layer.node])
+    if int8_activations:
+        holdout_value = _check_converted(model, layers, budget, holdout_reference, data.holdout, ladder, allowed,
+                                         adjustments, set_precision)
     return CalibrationResult(budget, layers, skipped, calibration_value, holdout_value, adjustments,
                              (len(calib), len(data.holdout)), trajectory, speed=speedups)
+
+
+def _check_converted(model, layers: list[CalibratedLayer], budget: Budget, reference: list[list[np.ndarray]],
+                     feeds: Sequence[dict[str, np.ndarray]], ladder: Sequence[str], allowed: dict[str, set[str]],
+                     adjustments: list[dict[str, str]],
+                     set_precision: Callable[[CalibratedLayer, str], None]) -> float:
+    """The budget on `feeds` measured on the model converted with the layers'
+    precisions (their real ops: int8 activations included); while it misses,
+    the most sensitive lowered layer goes up one step. Returns the final value."""
+    from onnxbit.calibration.converted import converted_outputs
+
+    def measure() -> float:
+        interim = CalibrationResult(budget, layers, {}, 0.0, 0.0, [], (0, 0))
+        return budget.measure(reference, converted_outputs(model, interim, feeds))
+
+    value = measure()
+    while not budget.met(value):
+        lowered = [l for l in layers if l.precision != "fp32"]
+        if not lowered:
+            break
+        worst = max(lowered, key=lambda l: l.sensitivity[l.precision])
+        higher = next(p for p in ladder[ladder.index(worst.precision) + 1:] if p == "fp32" or p in allowed[worst.node])
+        adjustments.append({"layer": worst.node, "from": worst.precision, "to": higher,
+                            "why": f"the converted model (int8 activations) gave held-out {budget.metric} "
+                                   f"{value:.5g}; the most sensitive lowered layer goes up one step"})
+        set_precision(worst, higher)
+        value = measure()
+    return value
 
 
 def _fast_enough(proto: onnx.ModelProto, layers: list[CalibratedLayer], precisions: Sequence[str],

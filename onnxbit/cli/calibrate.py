@@ -69,6 +69,7 @@ def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: 
             data = _calibration_data(model, data_path, samples)
             result = calibrate(model, data, budget, precisions=chosen, samples=samples, method=method,
                                preset=preset if preset in PRESETS else None, speed=speed,
+                               int8_activations=goal.get("activations") == "int8" and activations != "static",
                                progress=lambda what, done, total: bar.update(task, completed=done, total=total,
                                                                              description=what))
             if activations == "static":
