@@ -57,3 +57,15 @@ def test_a_model_without_a_kv_cache_is_a_one_line_error(tmp_path):
         raise AssertionError("an MLP passed as a KV-cache LM")
     bad = CliRunner().invoke(main, ["bench", "llm", str(MODEL), "--converted", "nonsense"])
     assert bad.exit_code != 0 and "NAME=PATH" in bad.output
+
+
+def test_decode_profile_splits_decode_node_time_by_op_type(tmp_path):
+    from onnxbit.bench.llm_profile import decode_profile
+    from onnxbit.convert import convert
+
+    converted = tmp_path / "ternary.onnx"
+    convert(MODEL, output_path=converted, progress=False)
+    shares = decode_profile(converted, threads=1, prompt_tokens=4, steps=3)
+    ops = {op: share for op, share in shares.items() if not op.startswith("_")}
+    assert "TernaryMatMul" in ops and "MatMul" in ops  # lm_head stays a float MatMul
+    assert abs(sum(ops.values()) - 1.0) < 1e-9 and shares["_per_token_ms"] > 0

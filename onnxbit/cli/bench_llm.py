@@ -37,11 +37,13 @@ def _named_paths(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
               help="Prefill + decode runs of each variant per thread count (interleaved; medians shown).")
 @click.option("--no-memory", is_flag=True, help="Skip the per-variant peak-memory processes.")
+@click.option("--profile", is_flag=True,
+              help="Also profile decode (1 thread, onnxruntime's profiler) and show each variant's time by op type.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the measurements as JSON.")
 def bench_llm_command(model: Path, converted: tuple[str, ...], out_dir: Path | None, threads: str,
                       prompt_tokens: int, decode_steps: int, rounds: int, no_memory: bool,
-                      json_path: Path | None) -> None:
+                      profile: bool, json_path: Path | None) -> None:
     """Prefill and decode tokens/s (batch 1) of MODEL (a KV-cache causal LM), its int4 MatMulNBits conversion
     and its ternary conversion, at each thread count, with file sizes and peak memory."""
     from onnxbit.bench.llm import bench_llm, render
@@ -61,5 +63,13 @@ def bench_llm_command(model: Path, converted: tuple[str, ...], out_dir: Path | N
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
     render(result)
+    saved = result.to_json()
+    if profile:
+        from onnxbit.bench.llm_profile import decode_profile, render_profiles
+
+        profiles = {name: decode_profile(Path(path), 1, prompt_tokens, decode_steps)
+                    for name, path in result.files.items()}
+        render_profiles(profiles)
+        saved["decode_profile"] = profiles
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        json_path.write_text(json.dumps(saved, indent=2) + "\n")
