@@ -124,18 +124,23 @@ def generate(session, layout: CacheLayout, ids: np.ndarray, steps: int) -> tuple
     return (np.concatenate(tokens, axis=1) if tokens else np.zeros((ids.shape[0], 0), np.int64)), logits
 
 
-def open_session(path: Path, threads: int):
-    import onnxruntime as ort
-
+def uses_library(path: Path) -> bool:
     from onnxbit.verify import needs_library
+
+    return needs_library(onnx.load(str(path), load_external_data=False))
+
+
+def open_session(path: Path, threads: int, library: bool | None = None):
+    """library: whether the model needs the onnxbit ops (None: read the model to find out;
+    the memory runner passes it in, since reading a single-file model loads all its weights)."""
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # Variants alternate in one process: spinning thread pools would steal each other's cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    proto = onnx.load(str(path), load_external_data=False)
-    if needs_library(proto):
+    if uses_library(path) if library is None else library:
         from onnxbit.runtime import InferenceSession
 
         return InferenceSession(str(path), sess_options=options)
@@ -188,14 +193,18 @@ def time_variants(models: dict[str, Path], threads: int, prompt_tokens: int, dec
                           statistics.median(decode[name]) / 1e6) for name in models]
 
 
+# The parent reads the layout: onnx.load of a single-file model would load every weight
+# into this process and count them in its peak.
 _MEMORY_RUNNER = """
 import json, sys
 from pathlib import Path
 from onnxbit.bench.llm import CacheLayout, generate, open_session, prompt, own_peak_rss
 path, threads, prompt_tokens, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-layout = CacheLayout.of(path)
+described = json.loads(sys.argv[5])
+layout = CacheLayout(tuple(described["past"]), tuple(described["present"]), described["kv_heads"],
+                     described["head_dim"], described["vocab"])
 before = own_peak_rss()
-session = open_session(path, threads)
+session = open_session(path, threads, library=described["library"])
 loaded = own_peak_rss()
 generate(session, layout, prompt(layout, prompt_tokens), steps)
 print(json.dumps({"baseline": before, "loaded": loaded, "peak": own_peak_rss()}))
@@ -223,8 +232,9 @@ class VariantMemory:
 
 def measure_memory(name: str, path: Path, threads: int, prompt_tokens: int, steps: int) -> VariantMemory:
     """Peak RSS of one variant, in a fresh process so no other variant's pages count."""
+    described = dict(asdict(CacheLayout.of(path)), library=uses_library(path))
     done = subprocess.run([sys.executable, "-c", _MEMORY_RUNNER, str(path), str(threads), str(prompt_tokens),
-                           str(steps)], capture_output=True, text=True, env=dict(os.environ))
+                           str(steps), json.dumps(described)], capture_output=True, text=True, env=dict(os.environ))
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise LlmModelError(f"the {name} model failed in its memory-measuring process: {tail[0]}")
