@@ -11,3 +11,4 @@ from onnxbit.cli import bench_conv  # noqa: F401
 from onnxbit.cli import bench_model  # noqa: F401
 from onnxbit.cli import calibrate  # noqa: F401
 from onnxbit.cli import bench_formats  # noqa: F401
+from onnxbit.cli import bench_llm  # noqa: F401

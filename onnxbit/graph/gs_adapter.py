@@ -75,7 +75,7 @@ class TernaryValues(RestorableValues):
                  stored_shape: tuple[int, ...] | None = None):
         self.proof = proof
         self.stored_transposed = stored_transposed
-        k, n = proof.codes.shape
+        k, n = proof.shape
         self.stored_shape = stored_shape or ((n, k) if stored_transposed else (k, n))
         super().__init__(_shape_only_proto(name, self.stored_shape))
 

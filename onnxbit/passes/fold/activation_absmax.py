@@ -22,7 +22,6 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxbit.graph.gs_adapter import proof_of, ternary_constant
-from onnxbit.graph.ternary import TernaryProof
 
 from ..base import Pass, PassContext, PassResult
 from .constant_weight import weight_slots
@@ -352,7 +351,7 @@ class ActivationAbsmaxFold(Pass):
     @staticmethod
     def _fold_weight_scale(ctx: PassContext, node: gs.Node, post: _PostDivision) -> str | None:
         record = proof_of(node.inputs[1])
-        n = record.codes.shape[1]
+        n = record.shape[1]
         if node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2].name:
             return "the Gemm adds C before the division, so the division cannot move into the op"
         if post.weight_scale.size not in (1, n):
@@ -362,7 +361,7 @@ class ActivationAbsmaxFold(Pass):
         if scales.size > 1 and np.all(scales == scales[0]):
             scales = scales[:1]
         stored_transposed = node.op == "Gemm" and bool(node.attrs.get("transB", 0))
-        rescaled = TernaryProof(codes=record.codes, scales=scales, act_quant=record.act_quant, source=record.source)
+        rescaled = record.with_changes(scales=scales)
         node.inputs[1] = ternary_constant(f"{node.name}.ternary_weight_rescaled", rescaled, stored_transposed)
         output = post.last.outputs[0]
         post.last.outputs.clear()
@@ -380,5 +379,5 @@ def _give_act_quant(ctx: PassContext, node: gs.Node) -> None:
         proof.act_quant = 1
         return
     stored_transposed = node.op == "Gemm" and bool(node.attrs.get("transB", 0))
-    own = TernaryProof(codes=proof.codes, scales=proof.scales, act_quant=1, source=proof.source)
+    own = proof.with_changes(act_quant=1)
     node.inputs[1] = ternary_constant(ctx.fresh_name(f"{node.name}.ternary_weight"), own, stored_transposed)
