@@ -279,12 +279,9 @@ OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_
     }
     const size_t positions = g->out_h * g->out_w;
     if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
-    if (act_quant == OBX_ACT_INT8_STATIC && (w->codes || w->channels_last)) {
-        obx_set_error(err, err_len, "act_quant = 2 is not supported yet by the depthwise and channels-last paths");
-        return -1;
-    }
-    if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, y, par, runner, err, err_len);
-    if (w->channels_last) return tconv_compute_channels_last(w, g, x, bias, act_quant, y, par, runner, err, err_len);
+    if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
+    if (w->channels_last)
+        return tconv_compute_channels_last(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
     size_t rows = OBX_MAX((size_t)1, TCONV_TILE_BYTES / (w->k * sizeof(float)));
     /* Enough tiles for the threads to share when the batch and groups are few. */
     size_t planes = g->batch * w->group;

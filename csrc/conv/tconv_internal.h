@@ -16,8 +16,8 @@ struct obx_tconv_weights {
 
 /* The direct depthwise path (tconv_depthwise.c). */
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                            const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
-                            char *err, size_t err_len);
+                            const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
+                            void *runner, char *err, size_t err_len);
 
 /* M rows of K = cg * taps codes in (c, tap) order, format fmt -> the same
  * codes in (tap, c) order as 2bit rows (ceil(K / 4) bytes each); NULL with a
@@ -27,8 +27,8 @@ uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, s
 
 /* The im2col path for weights prepacked channels_last. */
 int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
-                                char *err, size_t err_len);
+                                const float *bias, int act_quant, float act_scale, float *y,
+                                obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* This thread's buffer `which` of at least `floats` floats, kept between
  * calls (tconv_thread_buffers.c); NULL when out of memory. */
