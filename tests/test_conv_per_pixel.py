@@ -73,11 +73,9 @@ def test_non_finite_pixels_make_their_windows_nan(isa, rng):
 def test_reference_is_the_float_conv_of_the_fake_quantized_input(rng):
     """q * (1 / s) per pixel, then an ordinary float conv: equal up to float rounding."""
     codes, scales, bias, x, attrs, _ = conv_case(rng, "groups")
-    q, inverse = quantize_pixels(x, attrs["group"])
+    q, inverse = quantize_pixels(x)
     group = attrs["group"]
-    n, c = x.shape[:2]
-    fake = (q.reshape(n, group, c // group, *x.shape[2:]).astype(np.float32)
-            * inverse[:, :, None]).reshape(x.shape)
+    fake = (q.astype(np.float32) * inverse).astype(np.float32)  # one scale per pixel, over all channels
     weights = (codes.astype(np.float32) * np.asarray(scales, np.float32).reshape(-1, 1, 1, 1)).astype(np.float32)
     float_conv = ort.InferenceSession(float_conv_model(weights, bias, attrs).SerializeToString(),
                                       providers=["CPUExecutionProvider"])

@@ -47,6 +47,19 @@ def test_qat_cnn_folds_exactly_and_keeps_every_prediction(test_split, target):
     assert np.abs(converted - original).max() < 0.05
     shown = {layer.node: layer.storage for layer in inspect_model(result.model).layers}
     assert all(shown[record.node] == record.storage for record in convs)
+    # The per-pixel activation fake-quant in front of the second and third conv: folded into
+    # TernaryConv act_quant=3 on target onnxbit (no float ops left), kept as standard ops elsewhere.
+    fake_quant = {"Abs", "ReduceMax", "Round", "Reciprocal", "Div"}
+    ops = [node.op_type for node in result.model.graph.node]
+    if target == "onnxbit":
+        assert not fake_quant & set(ops), ops
+        act_quant = {node.name: next((a.i for a in node.attribute if a.name == "act_quant"), 0)
+                     for node in result.model.graph.node if node.op_type == "TernaryConv"}
+        assert sorted(act_quant.values()) == [0, 3, 3]
+        inspected = {layer.node: layer.details for layer in inspect_model(result.model).layers}
+        assert {name: inspected[name]["act_quant"] for name in act_quant} == act_quant  # inspect shows it
+    else:
+        assert ops.count("ReduceMax") == 2
 
 
 def test_qat_cnn_shrinks(tmp_path):

@@ -1,9 +1,10 @@
 /* act_quant = 3 (OBX_ACT_INT8_PIXEL, tconv.h): one int8 scale per input pixel
- * over its group's channels, as a QAT CNN fake-quantizes activations before
- * a Conv. Per call, each image is copied once to channels-last and every
- * (pixel, group) run quantized once: s = 127 * (1 / max(absmax, 1e-5)),
- * q = clamp(rint(x * s), -128, 127), r = 1 / s (NaN when the run holds NaN or
- * Inf, so every window reading it gives NaN). An output position is
+ * over all its channels, as a QAT CNN fake-quantizes activations before a
+ * Conv (torch's amax over dim 1 spans every channel whatever the conv's
+ * groups). Per call, each image is copied once to channels-last and every
+ * pixel quantized once: s = 127 * (1 / max(absmax, 1e-5)),
+ * q = clamp(rint(x * s), -128, 127), r = 1 / s (NaN when the pixel holds NaN
+ * or Inf, so every window reading it gives NaN). An output position is
  *     acc = 0; for each tap in (kh, kw) order, padding skipped:
  *         acc = acc + (float)dot(q_tap, codes_tap) * r_tap
  *     y = acc * weight_scale + bias
@@ -86,7 +87,7 @@ typedef struct PixelJob {
     float *xt;       /* this image, [pixel][channel] */
     int8_t *q;       /* [pixel][channel] */
     int32_t *qsum;   /* [pixel][group] */
-    float *inverse;  /* [pixel][group]: 1 / s, NaN for a run holding NaN or Inf */
+    float *inverse;  /* [pixel]: 1 / s, NaN for a pixel holding NaN or Inf */
     const float *bias;
     float *y;        /* this image, NCHW */
     size_t tile_rows, tiles_per_group, q_stride;
@@ -103,25 +104,24 @@ static void quantize_task(void *arg, size_t index) {
     const size_t pixels = g->in_h * g->in_w, channels = g->channels, cg = job->w->cg, groups = job->w->group;
     const size_t p0 = index * PP_COPY_PIXELS, n = OBX_MIN((size_t)PP_COPY_PIXELS, pixels - p0);
     rows->transpose(job->x + p0, channels, n, pixels, job->xt + p0 * channels, channels);
-    for (size_t grp = 0; grp < groups; grp++) {
-        int32_t amax_bits[PP_COPY_PIXELS] = {0}; /* the block's pixel absmaxes, one NCHW plane at a time */
-        for (size_t c = grp * cg; c < (grp + 1) * cg; c++) rows->absmax_bits(amax_bits, job->x + c * pixels + p0, 1, n);
-        for (size_t p = p0; p < p0 + n; p++) {
-            const float *src = job->xt + p * channels + grp * cg;
-            int8_t *q = job->q + p * channels + grp * cg;
-            const int32_t bits = amax_bits[p - p0];
-            if (bits >= 0x7f800000) { /* Inf or NaN in the run */
-                memset(q, 0, cg);
-                job->qsum[p * groups + grp] = 0;
-                job->inverse[p * groups + grp] = NAN;
-                continue;
-            }
-            float amax;
-            memcpy(&amax, &bits, sizeof amax);
-            const float s = 127.0f * (1.0f / fmaxf(amax, 1e-5f)); /* act_quant = 1's expression */
-            job->qsum[p * groups + grp] = rows->quantize_run(q, src, s, cg);
-            job->inverse[p * groups + grp] = 1.0f / s;
+    int32_t amax_bits[PP_COPY_PIXELS] = {0}; /* the block's pixel absmaxes, one NCHW plane at a time */
+    for (size_t c = 0; c < channels; c++) rows->absmax_bits(amax_bits, job->x + c * pixels + p0, 1, n);
+    for (size_t p = p0; p < p0 + n; p++) {
+        const float *src = job->xt + p * channels;
+        int8_t *q = job->q + p * channels;
+        const int32_t bits = amax_bits[p - p0];
+        if (bits >= 0x7f800000) { /* Inf or NaN in the pixel */
+            memset(q, 0, channels);
+            for (size_t grp = 0; grp < groups; grp++) job->qsum[p * groups + grp] = 0;
+            job->inverse[p] = NAN;
+            continue;
         }
+        float amax;
+        memcpy(&amax, &bits, sizeof amax);
+        const float s = 127.0f * (1.0f / fmaxf(amax, 1e-5f)); /* act_quant = 1's expression */
+        for (size_t grp = 0; grp < groups; grp++) /* each group's sum: the integer kernels' correction */
+            job->qsum[p * groups + grp] = rows->quantize_run(q + grp * cg, src + grp * cg, s, cg);
+        job->inverse[p] = 1.0f / s;
     }
 }
 
@@ -195,7 +195,7 @@ static void tile_task(void *arg, size_t index) {
         for (size_t r = 0; r < rows; r++) {
             const ptrdiff_t p = pixel[r * taps + t];
             if (p < 0) continue;
-            const float inverse = job->inverse[(size_t)p * groups + grp];
+            const float inverse = job->inverse[p];
             float *a = acc + r * mg;
             const float *d = dots + r * mg;
             for (size_t o = 0; o < mg; o++) a[o] = a[o] + d[o] * inverse;
@@ -223,7 +223,7 @@ int tconv_compute_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry 
                             const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
                             size_t err_len) {
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w, channels = g->channels;
-    /* xt floats, q bytes, then qsum and 1 / s per (pixel, group) */
+    /* xt floats, qsum per (pixel, group), 1 / s per pixel, q bytes */
     if (pixels > SIZE_MAX / sizeof(float) / (2 * channels + 2 * w->group + 1)) {
         obx_set_error(err, err_len, "the input is too large for its channels-last copy");
         return -1;

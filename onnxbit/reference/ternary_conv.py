@@ -79,21 +79,19 @@ def im2col(x: np.ndarray, kernel, strides, dilations, geometry: ConvGeometry, gr
 ACT_INT8_PIXEL = 3
 
 
-def quantize_pixels(x: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+def quantize_pixels(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """act_quant = 3's quantizer: x [N, C, *spatial] -> (q int8 of x's shape,
-    inverse float32 [N, group, *spatial] = 1 / s per pixel and group), with
-    s = 127 * (1 / max(absmax over the group's channels, 1e-5)) as
-    quantize_activations computes it; a pixel run holding NaN or Inf gets
-    q = 0 and inverse = NaN."""
-    n, c = x.shape[:2]
-    runs = x.reshape(n, group, c // group, *x.shape[2:])
-    finite = np.all(np.isfinite(runs), axis=2, keepdims=True)
-    safe = np.where(finite, runs, np.float32(0))
-    amax = np.max(np.abs(safe), axis=2, keepdims=True).astype(np.float32)
+    inverse float32 [N, 1, *spatial] = 1 / s per pixel), with
+    s = 127 * (1 / max(absmax over all C channels, 1e-5)) as
+    quantize_activations computes it; a pixel holding NaN or Inf gets q = 0
+    and inverse = NaN."""
+    finite = np.all(np.isfinite(x), axis=1, keepdims=True)
+    safe = np.where(finite, x, np.float32(0))
+    amax = np.max(np.abs(safe), axis=1, keepdims=True).astype(np.float32)
     s = (np.float32(127.0) * (np.float32(1.0) / np.maximum(amax, np.float32(1e-5)))).astype(np.float32)
     q = np.clip(np.rint((safe * s).astype(np.float32)), np.float32(-128), np.float32(127)).astype(np.int8)
     inverse = np.where(finite, (np.float32(1.0) / s).astype(np.float32), np.float32(np.nan))
-    return q.reshape(x.shape), inverse[:, :, 0]
+    return q, inverse
 
 
 def _tap_windows(values: np.ndarray, kernel, strides, dilations, geometry: ConvGeometry, fill):
@@ -117,17 +115,18 @@ def _tap_windows(values: np.ndarray, kernel, strides, dilations, geometry: ConvG
 
 def per_pixel_conv(x, rows, scales, bias, kernel, strides, dilations, geometry: ConvGeometry,
                    group: int) -> np.ndarray:
-    """act_quant = 3 (tconv.h): y [N, M, positions]. Per output position and
-    channel, in float32: acc = 0; for each tap in (k...) order whose pixel is
-    not padding, acc = acc + float32(exact integer dot over the group's channels
-    of the pixel's q with the tap's codes) * inverse[pixel]; then
-    y = acc * scale (+ bias)."""
+    """act_quant = 3 (tconv.h): y [N, M, positions]. Each input pixel is
+    quantized once over all its C channels (quantize_pixels). Per output
+    position and channel, in float32: acc = 0; for each tap in (k...) order
+    whose pixel is not padding, acc = acc + float32(exact integer dot over the
+    group's channels of the pixel's q with the tap's codes) * inverse[pixel];
+    then y = acc * scale (+ bias)."""
     n, c = x.shape[:2]
     m, cg = rows.shape[0], c // group
     per_group = m // group
     taps = int(np.prod(kernel))
     codes = rows.reshape(m, cg, taps).astype(np.int64)
-    q, inverse = quantize_pixels(x, group)
+    q, inverse = quantize_pixels(x)
     inside = np.ones((n, 1, *x.shape[2:]), np.float32)
     q_taps = _tap_windows(q, kernel, strides, dilations, geometry, 0)
     inverse_taps = _tap_windows(inverse, kernel, strides, dilations, geometry, 0)
@@ -139,7 +138,7 @@ def per_pixel_conv(x, rows, scales, bias, kernel, strides, dilations, geometry: 
         for g in range(group):
             channels = slice(g * per_group, (g + 1) * per_group)
             dot = np.einsum("ncp,mc->nmp", qt[:, g * cg:(g + 1) * cg].astype(np.int64), codes[channels, :, t])
-            term = (dot.astype(np.float32) * it[:, g][:, None, :]).astype(np.float32)
+            term = (dot.astype(np.float32) * it[:, 0][:, None, :]).astype(np.float32)
             acc[:, channels] = np.where(valid, (acc[:, channels] + term).astype(np.float32), acc[:, channels])
     scales = np.asarray(scales, np.float32).reshape(-1)
     if scales.size not in (1, m):

@@ -15,7 +15,8 @@
  * every row uses the fixed act_scale instead, as obx_tmm_compute_scaled does.
  *
  * act_quant = OBX_ACT_INT8_PIXEL (3) quantizes each input pixel once instead,
- * one scale per (image, pixel, group) over the group's C / group channels:
+ * one scale per (image, pixel) over all C channels (whatever the groups: a
+ * QAT CNN's per-pixel fake-quant before a grouped conv spans every channel):
  * s = 127 * (1 / max(absmax, 1e-5)), q = clamp(rint(x * s), -128, 127); an
  * output value is acc = 0, then for each kernel tap in (kh, kw) order
  * (padding taps skipped) acc = acc + (float)(integer dot of the tap pixel's q
