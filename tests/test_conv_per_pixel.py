@@ -99,3 +99,15 @@ def test_ternary_matmul_refuses_act_quant_3(rng):
     op = ternary_matmul_model(codes, np.ones(1, np.float32), act_quant=3)
     with pytest.raises(Exception, match="act_quant=3 .*TernaryConv's only"):
         _session(op.model)
+
+
+def test_verify_model_checks_act_quant_3(rng):
+    from onnxbit.verify_model import verify_model
+
+    codes, scales, bias, x, attrs, group_size = conv_case(rng, "grouped_scales")
+    grouped = ternary_conv_model(codes, scales, bias, group_size=group_size, act_quant=3, conv_attrs=attrs)
+    assert any("act_quant=3 (int8 per input pixel) needs one scale group" in f.message
+               for f in verify_model(grouped.model).findings)
+    codes, scales, bias, x, attrs, _ = conv_case(rng, "3x3_pad1")
+    fine = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs)
+    assert not [f for f in verify_model(fine.model).findings if "act_quant" in f.message]
