@@ -260,8 +260,14 @@ def _check_attributes(where: str, node: onnx.NodeProto, report: IntegrityReport)
     if group_size is not None and group_size < 0:
         report.findings.append(Finding(where, ERROR, f"attribute group_size={group_size} must be >= 0"))
         bad = True
-    if act_quant is not None and act_quant not in (0, 1, 2):
-        report.findings.append(Finding(where, ERROR, f"attribute act_quant={act_quant} must be 0, 1 or 2"))
+    if node.op_type == "TernaryConv" and act_quant == 3:
+        if group_size and k is not None and group_size < k:
+            report.findings.append(Finding(where, ERROR, f"act_quant=3 (int8 per input pixel) needs one scale group "
+                                                         f"along K={k}, but group_size={group_size}"))
+    elif act_quant is not None and act_quant not in (0, 1, 2):
+        allowed = "0, 1 or 2 (3, per input pixel, is TernaryConv's only)" if node.op_type != "TernaryConv" \
+            else "0, 1, 2 or 3"
+        report.findings.append(Finding(where, ERROR, f"attribute act_quant={act_quant} must be {allowed}"))
     _check_act_scale(where, attrs, act_quant, report)
     if crc is not None and not 0 <= crc <= 0xFFFFFFFF:
         report.findings.append(Finding(where, ERROR, f"attribute crc32c={crc} is not a CRC32C (0 .. 2^32 - 1)"))

@@ -12,7 +12,8 @@
  * Attributes: weight_shape (required ints, rank 3 or 4), format (required),
  * group_size, act_quant (as TernaryMatMul; act_quant = 1 shares one
  * activation scale per im2col row, act_quant = 2 uses the static act_scale
- * for every value), act_scale (as TernaryMatMul), group, strides, pads, dilations,
+ * for every value, act_quant = 3 one scale per input pixel over its group's
+ * channels, tconv.h), act_scale (as TernaryMatMul), group, strides, pads, dilations,
  * auto_pad (as Conv), crc32c (optional, as TernaryMatMul: CRC32C of B's bytes
  * as stored, a stream undecoded, then the scales' bytes). Constant B and
  * scales are checked and prepacked at kernel creation. */
@@ -99,8 +100,8 @@ static OrtStatus *prepack(const TernaryConvKernel *kernel, const OrtValue *b_val
                               "need %zu", b.count, (long long)p->weight_shape[0], k,
                               obx_format_name(kernel->fmt), expected);
     char err[OBX_OP_ERR_LEN] = "";
-    *out = obx_tconv_prepack(kernel->fmt, rows, expected, p, scales.data, scales.count,
-                             kernel->group_size, err, sizeof err);
+    *out = obx_tconv_prepack_act(kernel->fmt, rows, expected, p, scales.data, scales.count,
+                                 kernel->group_size, kernel->act_quant, err, sizeof err);
     free(decoded);
     if (!*out)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "invalid weights (format %s): %s",
@@ -187,10 +188,11 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
     if (status)
         return status;
     if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN &&
-        act_quant != OBX_ACT_INT8_STATIC)
+        act_quant != OBX_ACT_INT8_STATIC && act_quant != OBX_ACT_INT8_PIXEL)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "attribute act_quant=%lld must be 0 (float activations), 1 "
-                              "(int8 per im2col row) or 2 (int8 with the static act_scale)",
+                              "(int8 per im2col row), 2 (int8 with the static act_scale) or 3 "
+                              "(int8 per input pixel)",
                               (long long)act_quant);
     kernel->act_quant = (int)act_quant;
     status = obx_read_act_scale_attribute(head, info, kernel->act_quant, &kernel->act_scale);

@@ -181,6 +181,10 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
     if (n <= 0)
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "attribute N=%lld must be in [1, %d]",
                               (long long)n, OBX_TMM_MAX_N);
+    if (act_quant == OBX_ACT_INT8_PIXEL)
+        return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                              "attribute act_quant=3 (int8 per input pixel) is TernaryConv's only: "
+                              "a matmul row has no pixels; use 1 (per-token int8) or 2 (static)");
     if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN &&
         act_quant != OBX_ACT_INT8_STATIC)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,

@@ -15,6 +15,7 @@ import pytest
 import onnxbit
 from onnxbit.convert import convert
 from onnxbit.inspect_model import inspect_model
+from onnxbit.verify_model import verify_model
 
 FIXTURES = Path(__file__).resolve().parent.parent / "models" / "fixtures"
 MODEL = FIXTURES / "digits_qat_cnn.onnx"
@@ -47,6 +48,21 @@ def test_qat_cnn_folds_exactly_and_keeps_every_prediction(test_split, target):
     assert np.abs(converted - original).max() < 0.05
     shown = {layer.node: layer.storage for layer in inspect_model(result.model).layers}
     assert all(shown[record.node] == record.storage for record in convs)
+    # The per-pixel activation fake-quant in front of the second and third conv: folded into
+    # TernaryConv act_quant=3 on target onnxbit (no float ops left), kept as standard ops elsewhere.
+    fake_quant = {"Abs", "ReduceMax", "Round", "Reciprocal", "Div"}
+    ops = [node.op_type for node in result.model.graph.node]
+    if target == "onnxbit":
+        assert not fake_quant & set(ops), ops
+        act_quant = {node.name: next((a.i for a in node.attribute if a.name == "act_quant"), 0)
+                     for node in result.model.graph.node if node.op_type == "TernaryConv"}
+        assert sorted(act_quant.values()) == [0, 3, 3]
+        inspected = {layer.node: layer.details for layer in inspect_model(result.model).layers}
+        assert {name: inspected[name]["act_quant"] for name in act_quant} == act_quant  # inspect shows it
+        report = verify_model(result.model)
+        assert report.ok and not [f for f in report.findings if "act_quant" in f.message], report.findings
+    else:
+        assert ops.count("ReduceMax") == 2
 
 
 def test_qat_cnn_shrinks(tmp_path):
@@ -56,3 +72,19 @@ def test_qat_cnn_shrinks(tmp_path):
     after = sum(r.bytes_after for r in result.report.converted)
     assert after * 10 < before
     assert result.report.model_bytes_after == out.stat().st_size < MODEL.stat().st_size
+
+
+def test_a_folded_conv_kept_float_gets_its_per_pixel_chain_back(test_split):
+    """A rule keeping a per-pixel-folded conv float restores its activation
+    fake-quant (axis 1, q / s before the Conv) in standard ops."""
+    x, _ = test_split
+    config = {"default": {"precision": "ternary"},
+              "rules": [{"match": {"position": "last"}, "precision": "fp32"},
+                        {"match": {"name": "/features/features.2/Conv"}, "precision": "fp32"}]}
+    result = convert(MODEL, config=config, target="onnxbit", progress=False)
+    ops = [node.op_type for node in result.model.graph.node]
+    assert ops.count("ReduceMax") == 1 and ops.count("Conv") == 1 and ops.count("TernaryConv") == 2
+    original = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"]).run(None, {"pixels": x})[0]
+    converted = onnxbit.InferenceSession(result.model).run(None, {"pixels": x})[0]
+    np.testing.assert_array_equal(converted.argmax(1), original.argmax(1))
+    assert np.abs(converted - original).max() < 0.05

@@ -182,7 +182,7 @@ def test_schema_infers_output_shape(rng):
     ({"auto_pad": "SAME"}, (1, 3, 9, 9), "auto_pad='SAME'"),
     ({"group": 3}, (1, 3, 9, 9), "group = 3 must be positive and divide M"),
     ({"strides": [1, 1, 1]}, (1, 3, 9, 9), "'strides' has 3 values"),
-    ({"act_quant": 3}, (1, 3, 9, 9), "act_quant=3"),
+    ({"act_quant": 4}, (1, 3, 9, 9), "act_quant=4 must be 0 (float activations), 1 (int8 per im2col row), 2 "),
     ({"act_quant": 2}, (1, 3, 9, 9), "required attribute 'act_scale' (float) is missing"),
     ({"act_quant": 2, "act_scale": -2.0}, (1, 3, 9, 9), "act_scale=-2 must be finite and > 0"),
     ({"act_scale": 2.0}, (1, 3, 9, 9), "act_scale is only used with act_quant=2"),

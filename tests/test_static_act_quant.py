@@ -163,3 +163,28 @@ def test_ternary_conv_matches_reference_on_every_isa(isa, rng, name):
         assert np.isnan(y[0, 3]).any() and not np.isnan(y[0, 4]).any()
     evaluated = ReferenceEvaluator(op.model, new_ops=CUSTOM_OPS).run(None, op.feeds(x))[0]
     np.testing.assert_array_equal(evaluated, expected)
+
+
+# A static scale can take x * act_scale far past the int8 range (a per-row
+# absmax scale never does): values around -1.5 * 2^23 and beyond must clamp
+# to -128, not wrap; Inf and NaN make their windows NaN, on the channels-last
+# and depthwise paths alike.
+@pytest.mark.parametrize("name", ["3x3_pad1", "depthwise"])
+def test_ternary_conv_static_scale_far_values_and_non_finite(isa, rng, name):
+    codes, scales, bias, x, attrs, group_size = conv_case(rng, name)
+    act_scale = 127.0 / 4.0
+    far = np.float32([-1e30, -3e8, -2e7, -1.3e7, -4e6, 4e6, 2e7, 3e8, 1e30]) / np.float32(act_scale)
+    flat = x.reshape(-1)
+    flat[: far.size] = far
+    flat[far.size: 2 * far.size] = -far[::-1]
+    x[0, 1, 6, 6] = np.inf
+    x[-1, -1, 2, 3] = np.nan
+    op = ternary_conv_model(codes, scales, bias, group_size=group_size, act_quant=2, act_scale=act_scale,
+                            conv_attrs=attrs)
+    y = runtime.InferenceSession(op.model).run(None, op.feeds(x))[0]
+    expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
+                                      group_size=group_size, act_quant=2, bias=bias, strides=attrs.get("strides"),
+                                      pads=attrs.get("pads"), dilations=attrs.get("dilations"),
+                                      auto_pad=attrs.get("auto_pad", "NOTSET"), act_scale=act_scale)
+    np.testing.assert_array_equal(y, expected)
+    assert np.isnan(y).any() and not np.isnan(y).all()

@@ -22,7 +22,10 @@ OBX_API void obx_tconv_free(obx_tconv_weights *w) {
     if (!w) return;
     if (w->groups)
         for (size_t g = 0; g < w->group; g++) obx_tmm_free(w->groups[g]);
+    if (w->taps)
+        for (size_t i = 0; i < w->group * w->kernel_positions; i++) obx_tmm_free(w->taps[i]);
     free(w->groups);
+    free(w->taps);
     free(w->codes);
     free(w->weights);
     free(w->scales);
@@ -72,6 +75,13 @@ static int prepack_depthwise(obx_tconv_weights *w, int fmt, const uint8_t *b, co
 OBX_API obx_tconv_weights *obx_tconv_prepack(int fmt, const uint8_t *b, size_t b_bytes,
                                              const obx_conv_params *params, const float *scales,
                                              size_t n_scales, int64_t group_size, char *err, size_t err_len) {
+    return obx_tconv_prepack_act(fmt, b, b_bytes, params, scales, n_scales, group_size, OBX_ACT_NONE, err, err_len);
+}
+
+OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size_t b_bytes,
+                                                 const obx_conv_params *params, const float *scales,
+                                                 size_t n_scales, int64_t group_size, int act_quant, char *err,
+                                                 size_t err_len) {
     if (obx_conv_params_check(params, err, err_len) != 0) return NULL;
     size_t positions = 1;
     for (size_t i = 0; i < params->spatial_rank; i++) positions *= (size_t)params->weight_shape[2 + i];
@@ -91,6 +101,21 @@ OBX_API obx_tconv_weights *obx_tconv_prepack(int fmt, const uint8_t *b, size_t b
     w->m_per_group = m / w->group;
     w->kernel_positions = positions;
     w->k = cg * positions;
+    if (act_quant == OBX_ACT_INT8_PIXEL) {
+        if (shape.n_groups != 1) {
+            obx_set_error(err, err_len,
+                          "act_quant = 3 (per input pixel) needs one weight scale group along K, got "
+                          "group_size = %lld for K = %zu",
+                          (long long)group_size, w->k);
+            obx_tconv_free(w);
+            return NULL;
+        }
+        if (tconv_prepack_per_pixel(w, fmt, b, scales, n_scales, err, err_len) != 0) {
+            obx_tconv_free(w);
+            return NULL;
+        }
+        return w;
+    }
     /* Depthwise: one input channel per output channel; the direct kernel
      * applies one scale per channel, so K-grouped scales take the im2col path. */
     if (cg == 1 && w->group > 1 && shape.n_groups == 1) {
@@ -268,8 +293,15 @@ OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_
         obx_set_error(err, err_len, "the geometry does not match the prepacked weights");
         return -1;
     }
-    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC) {
-        obx_set_error(err, err_len, "act_quant = %d must be 0, 1 or 2", act_quant);
+    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC &&
+        act_quant != OBX_ACT_INT8_PIXEL) {
+        obx_set_error(err, err_len, "act_quant = %d must be 0, 1, 2 or 3", act_quant);
+        return -1;
+    }
+    if ((act_quant == OBX_ACT_INT8_PIXEL) != (w->taps != NULL)) {
+        obx_set_error(err, err_len, w->taps ? "these weights were prepacked for act_quant = 3 only, not %d"
+                                            : "act_quant = %d needs weights prepacked for it (obx_tconv_prepack_act)",
+                      act_quant);
         return -1;
     }
     /* The negated form refuses NaN too. */
@@ -279,12 +311,10 @@ OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_
     }
     const size_t positions = g->out_h * g->out_w;
     if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
-    if (act_quant == OBX_ACT_INT8_STATIC && (w->codes || w->channels_last)) {
-        obx_set_error(err, err_len, "act_quant = 2 is not supported yet by the depthwise and channels-last paths");
-        return -1;
-    }
-    if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, y, par, runner, err, err_len);
-    if (w->channels_last) return tconv_compute_channels_last(w, g, x, bias, act_quant, y, par, runner, err, err_len);
+    if (w->taps) return tconv_compute_per_pixel(w, g, x, bias, y, par, runner, err, err_len);
+    if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
+    if (w->channels_last)
+        return tconv_compute_channels_last(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
     size_t rows = OBX_MAX((size_t)1, TCONV_TILE_BYTES / (w->k * sizeof(float)));
     /* Enough tiles for the threads to share when the batch and groups are few. */
     size_t planes = g->batch * w->group;

@@ -6,7 +6,8 @@
  * then each task builds a tile of rows from those runs: as int8 straight
  * away for act_quant = 1 (the row's scale is the maximum of its taps'
  * pixel absmaxes, padding 0: the absmax over the row, as tmatmul.h defines
- * it), as float copies otherwise (none at all for a pointwise conv, whose
+ * it) and 2 (the static act_scale; the pixel absmaxes still find the rows
+ * holding NaN or Inf), as float copies otherwise (none at all for a pointwise conv, whose
  * rows are the channels-last pixels). Measured on a 64-channel 3x3 conv at
  * 56x56 the old per-value im2col and its float quantization cost twice the
  * integer kernel (perf); these runs are memcpy / one vector pass long.
@@ -72,6 +73,7 @@ typedef struct ClJob {
     const float *bias;
     float *y;         /* this image, NCHW */
     int act_quant;
+    float act_scale; /* act_quant 2: every row's scale */
     size_t tile_rows, tiles_per_group, q_stride;
     obx_parallel_for_fn inner_par; /* used when the tiles are too few to share the threads */
     void *inner_runner;
@@ -145,7 +147,9 @@ static void quantized_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, 
     }
     float value;
     memcpy(&value, &bits, sizeof value);
-    const float s = 127.0f * (1.0f / fmaxf(value, 1e-5f)); /* tmm_quantize_row_scalar's expression */
+    const float s = job->act_quant == OBX_ACT_INT8_STATIC
+                        ? job->act_scale
+                        : 127.0f * (1.0f / fmaxf(value, 1e-5f)); /* tmm_quantize_row_scalar's expression */
     int32_t sum = 0;
     for (size_t t = 0; t < taps; t++, q += cg) {
         if (pixel[t] < 0) memset(q, 0, cg);
@@ -215,8 +219,8 @@ static void run(const ClJob *job, obx_task_fn fn, size_t count, obx_parallel_for
 }
 
 int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
-                                char *err, size_t err_len) {
+                                const float *bias, int act_quant, float act_scale, float *y,
+                                obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     if (pixels > SIZE_MAX / sizeof(float) / (g->channels + w->group)) {
         obx_set_error(err, err_len, "the input is too large for its channels-last copy");
@@ -237,6 +241,7 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
     job.xt = xt;
     job.amax = amax;
     job.act_quant = act_quant;
+    job.act_scale = act_scale;
     job.q_stride = tmm_quantized_row_stride(w->groups[0]);
     size_t row_bytes = act_quant ? job.q_stride : w->k * sizeof(float);
     size_t rows = OBX_MAX((size_t)1, CL_TILE_BYTES / row_bytes);

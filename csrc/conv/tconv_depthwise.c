@@ -10,7 +10,8 @@
  * Arithmetic per output value, as obx_tmm_compute computes one im2col row:
  * float: (sum over taps, in (kh, kw) order, of x * w) * scale + bias;
  * act_quant: the window's absmax scale s, q = clamp(rint(x * s)), exact int32
- * sum, then (isum * scale) / s + bias, NaN when the window holds NaN or Inf.
+ * sum, then (isum * scale) / s + bias, NaN when the window holds NaN or Inf;
+ * act_quant 2: the same with s = act_scale for every window.
  * Taps in the padding are skipped (they add 0 and do not raise the absmax). */
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ typedef struct DwJob {
     const float *bias;
     float *y;        /* this image, NCHW */
     int act_quant;
+    float static_scale; /* act_quant 2: every window's scale; 0 otherwise */
     int failed;
 } DwJob;
 
@@ -94,7 +96,7 @@ static void tile_task(void *arg, size_t index) {
             rows->depthwise_pixel_f32(out, src, w->weights, tap, n, m, w->scales, job->bias);
             continue;
         }
-        rows->depthwise_pixel_i8(out, src, w->codes, tap, n, m, w->scales, job->bias);
+        rows->depthwise_pixel_i8(out, src, w->codes, tap, n, m, job->static_scale, w->scales, job->bias);
     }
     rows->transpose(tile, count, m, m, job->y + first, positions);
 }
@@ -138,11 +140,12 @@ static void run(DwJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn pa
 }
 
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                            const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
-                            char *err, size_t err_len) {
+                            const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
+                            void *runner, char *err, size_t err_len) {
+    const float static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     if (!act_quant && g->stride_w <= 2 && g->out_w >= DW_PLANE_MIN_WIDTH) {
-        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, 0};
+        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0};
         for (size_t image = 0; image < g->batch && !job.failed; image++) {
             job.x = x + image * g->channels * pixels;
             job.y = y + image * w->m * positions;
@@ -163,7 +166,7 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
         obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
         return -1;
     }
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, act_quant, 0};
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, act_quant, static_scale, 0};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;

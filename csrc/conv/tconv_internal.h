@@ -11,13 +11,22 @@ struct obx_tconv_weights {
     int channels_last;        /* im2col path with K in (kh, kw, c) order (tconv_channels_last.c) */
     int32_t *codes;           /* depthwise path: [kernel_positions][m] (int32: vector lanes as wide as the sums) */
     float *weights;           /* depthwise path: the codes as floats, [kernel_positions][m] */
-    float *scales;            /* depthwise path: m per-channel scales */
+    float *scales;            /* depthwise and per-pixel paths: m per-channel scales */
+    obx_tmm_weights **taps;   /* per-pixel path (act_quant 3): [group][kernel_positions], K = cg, scale 1 */
 };
+
+/* act_quant = 3 (tconv_per_pixel.c): fills w->taps and w->scales from B
+ * (w's sizes set, one scale group along K); 0, or -1 with a message. */
+int tconv_prepack_per_pixel(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales, size_t n_scales,
+                            char *err, size_t err_len);
+int tconv_compute_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                            const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                            size_t err_len);
 
 /* The direct depthwise path (tconv_depthwise.c). */
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                            const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
-                            char *err, size_t err_len);
+                            const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
+                            void *runner, char *err, size_t err_len);
 
 /* M rows of K = cg * taps codes in (c, tap) order, format fmt -> the same
  * codes in (tap, c) order as 2bit rows (ceil(K / 4) bytes each); NULL with a
@@ -27,8 +36,8 @@ uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, s
 
 /* The im2col path for weights prepacked channels_last. */
 int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
-                                char *err, size_t err_len);
+                                const float *bias, int act_quant, float act_scale, float *y,
+                                obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* This thread's buffer `which` of at least `floats` floats, kept between
  * calls (tconv_thread_buffers.c); NULL when out of memory. */

@@ -38,9 +38,11 @@ struct tconv_row_kernels {
                                 size_t taps, size_t m, const float *scale, const float *bias);
     /* The same with act_quant = 1 (the arithmetic of absmax_bits, window_scales,
      * accumulate_i8 and finish_i8 over the pixel's taps, codes [.][m]):
-     * out[c] = ((float)isum * weight_scale[c]) / s + bias[c], NaN for a window with NaN or Inf */
+     * out[c] = ((float)isum * weight_scale[c]) / s + bias[c], NaN for a window with NaN or Inf;
+     * static_scale > 0 (act_quant = 2) replaces every window's s (NaN windows stay NaN) */
     void (*depthwise_pixel_i8)(float *out, const float *const *src, const int32_t *codes, const size_t *tap,
-                               size_t taps, size_t m, const float *weight_scale, const float *bias);
+                               size_t taps, size_t m, float static_scale, const float *weight_scale,
+                               const float *bias);
     /* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols:
      * NCHW <-> channels-last */
     void (*transpose)(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,

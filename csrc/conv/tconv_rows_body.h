@@ -21,7 +21,11 @@ static inline int32_t round_to_i8(float v) {
     /* Unsigned: far-out and NaN inputs wrap (no signed overflow), then clamp. */
     int32_t q = (int32_t)(bits - magic_bits);
     q = q < 127 ? q : 127;
-    return q > -128 ? q : -128;
+    q = q > -128 ? q : -128;
+    /* A negative sum means v < -1.5 * 2^23, whose wrapped difference is
+     * positive: -128 (a static act_scale can scale that far). */
+    const int32_t negative = (int32_t)bits >> 31;
+    return (q & ~negative) | (-128 & negative);
 }
 
 static void accumulate_i8(int32_t *restrict acc, const float *restrict src, const float *restrict scale,
@@ -222,7 +226,8 @@ typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias
 #define MAX_I16(a, b) (((a) & ((a) > (b))) | ((b) & ~((a) > (b))))
 
 static void depthwise_pixel_i8(float *restrict out, const float *const *src, const int32_t *codes, const size_t *tap,
-                               size_t taps, size_t m, const float *weight_scale, const float *bias) {
+                               size_t taps, size_t m, float static_scale, const float *weight_scale,
+                               const float *bias) {
     const float floor_value = 1e-5f, magic = 12582912.0f;
     int32_t floor_bits, magic_bits;
     memcpy(&floor_bits, &floor_value, sizeof floor_bits);
@@ -234,12 +239,14 @@ static void depthwise_pixel_i8(float *restrict out, const float *const *src, con
             amax = MAX_I16(amax, (tconv_i16)(tconv_f16)(*(const tconv_v16 *)(src[t] + c)) & 0x7fffffff);
         const tconv_i16 bad = amax >= 0x7f800000;
         amax = MAX_I16((amax & ~bad) | (floor_bits & bad), floor_bits + (tconv_i16){0});
-        const tconv_f16 s = 127.0f * (1.0f / (tconv_f16)amax);
+        const tconv_f16 s = static_scale > 0.0f ? static_scale + (tconv_f16){0} : 127.0f * (1.0f / (tconv_f16)amax);
         tconv_i16 isum = {0};
         for (size_t t = 0; t < taps; t++) {
             tconv_f16 shifted = (tconv_f16)(*(const tconv_v16 *)(src[t] + c)) * s + magic;
             tconv_i16 q = (tconv_i16)((tconv_u16)shifted - (uint32_t)magic_bits); /* round_to_i8's wrap */
             q = -MAX_I16(-MAX_I16(q, -128 + (tconv_i16){0}), -127 + (tconv_i16){0}); /* clamp to [-128, 127] */
+            const tconv_i16 negative = (tconv_i16)shifted >> 31;                  /* round_to_i8's far negatives */
+            q = (q & ~negative) | (-128 & negative);
             isum += q * *(const tconv_i16u *)(codes + tap[t] * m + c);
         }
         tconv_f16 y = (__builtin_convertvector(isum, tconv_f16) * (tconv_f16)(*(const tconv_v16 *)(weight_scale + c))) / s;
@@ -253,6 +260,7 @@ static void depthwise_pixel_i8(float *restrict out, const float *const *src, con
         uint8_t bad;
         memcpy(&s, &bits, sizeof s);
         window_scales(&s, &bad, 1);
+        if (static_scale > 0.0f) s = static_scale;
         for (size_t t = 0; t < taps; t++) accumulate_i8(&isum, src[t] + c, &s, codes + tap[t] * m + c, 1);
         finish_i8(out + c, &isum, &s, &bad, weight_scale + c, bias ? bias + c : NULL, 1);
     }

@@ -4,6 +4,7 @@ onnxruntime's fp32 Conv on ResNet-like and MobileNet-like layer shapes.
 Variants (one single-node model each, weights as initializers):
   fp32         Conv with float weights (the baseline)
   ternary_a8   TernaryConv act_quant=1 (int8 activations per im2col row)
+  ternary_a8px TernaryConv act_quant=3 (int8 activations per input pixel, quantized once)
   ternary_f32  TernaryConv act_quant=0
   dq_int8      DequantizeLinear(INT8 per channel) + Conv: what onnxbit emits for int8
   dq_int4      DequantizeLinear(INT4 per channel) + Conv: what onnxbit emits for int4
@@ -27,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxbit.bench.timing import interleave, median_ms, thread_time_ns, time_ns
 
-VARIANTS = ("fp32", "ternary_a8", "ternary_f32", "dq_int8", "dq_int4", "convinteger")
+VARIANTS = ("fp32", "ternary_a8", "ternary_a8px", "ternary_f32", "dq_int8", "dq_int4", "convinteger")
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def variant_models(shape: ConvShape, rng: np.random.Generator) -> dict[str, onnx
     models = {"fp32": _model([helper.make_node("Conv", ["X", "W"], ["Y"], **conv_attrs)],
                              [numpy_helper.from_array(weight, "W")])}
     packed = pack_ternary(np.ascontiguousarray(codes.reshape(m, -1)), "2bit")
-    for act_quant, name in ((1, "ternary_a8"), (0, "ternary_f32")):
+    for act_quant, name in ((1, "ternary_a8"), (3, "ternary_a8px"), (0, "ternary_f32")):
         node = helper.make_node("TernaryConv", ["X", "B", "S"], ["Y"], domain="com.onnxbit",
                                 weight_shape=list(codes.shape), format="2bit", act_quant=act_quant, **conv_attrs)
         models[name] = _model([node], [numpy_helper.from_array(packed, "B"), numpy_helper.from_array(scales, "S")],

@@ -61,7 +61,8 @@ class TernaryProof:
     scales: float32 [1] or [N]. The weight the original graph used is
     codes * scales (per output column).
     act_quant: 1 when the BitNet per-token int8 activation chain in front of
-    the layer was removed and must be applied by the op.
+    the layer was removed and must be applied by the op; 3 when a Conv's
+    per-pixel chain (absmax over the channels) was (TernaryConv act_quant=3).
     source: the pass that proved it, for the report.
 
     ``codes`` returns a fresh array each time when the codes were spilled;

@@ -125,6 +125,12 @@ row (one output position of one group: its C/group channels times the kernel
 window, padding as 0) to int8 with its own absmax scale, as TernaryMatMul does
 per row of A, and runs an exact integer core. act_quant = 2 uses the static
 act_scale for every row instead, as TernaryMatMul's act_quant = 2.
+act_quant = 3 quantizes each input pixel once, with one absmax scale s over
+all its C channels (s = 127 * (1 / max(absmax, 1e-5)), as a QAT CNN
+fake-quantizes activations per pixel before a Conv); an output value sums,
+in (kh, kw) tap order in float32, each tap's exact integer dot times 1 / s of
+its pixel (padding taps skipped), then times the weight scale, plus bias.
+It needs scales [1] or [M]; a pixel holding NaN or Inf makes its windows NaN.
 """
 
 
@@ -191,7 +197,8 @@ def _ternary_conv_schema() -> OpSchema:
             attr("group_size", onnx.helper.make_attribute("group_size", 0),
                  "scale group length along K; 0 = not grouped"),
             attr("act_quant", onnx.helper.make_attribute("act_quant", 0),
-                 "1 = int8 activations per im2col row, 2 = int8 with the static act_scale, 0 = float32"),
+                 "1 = int8 activations per im2col row, 2 = int8 with the static act_scale, "
+                 "3 = int8 per input pixel, 0 = float32"),
             attr("act_scale", OpSchema.AttrType.FLOAT,
                  "act_quant = 2 only: the fixed activation scale (finite, > 0)", required=False),
             attr("group", onnx.helper.make_attribute("group", 1), "as Conv"),

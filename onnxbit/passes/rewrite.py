@@ -24,9 +24,10 @@ def _intermediate(ctx: PassContext, site: WeightSite, suffix: str, dtype=np.floa
     return gs.Variable(ctx.fresh_name(f"{site.output.name}_{suffix}"), dtype=dtype)
 
 
-def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor]:
+def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor, axis: int = -1) -> tuple[gs.Tensor, gs.Tensor]:
     """BitNet's per-token activation quantization in standard ops:
     s = 127 * (1 / max(max|x| over the last axis, 1e-5)); q = clip(round(x * s), -128, 127),
+    (axis 1: a Conv input's per-pixel form, TernaryConv act_quant=3),
     rounded step by step as PyTorch and the TernaryMatMul op do.
     Returns (q as float32, s); the matmul result divided by s is the op's output."""
     layer = site.node.name
@@ -41,9 +42,9 @@ def per_token_int8(ctx: PassContext, site: WeightSite, x: gs.Tensor) -> tuple[gs
 
     magnitude = step("Abs", [x], "abs")
     if ctx.graph.opset >= 18:  # ReduceMax takes axes as an input from opset 18 on
-        amax = step("ReduceMax", [magnitude, const("axes", np.array([-1], np.int64))], "absmax", keepdims=1)
+        amax = step("ReduceMax", [magnitude, const("axes", np.array([axis], np.int64))], "absmax", keepdims=1)
     else:
-        amax = step("ReduceMax", [magnitude], "absmax", axes=[-1], keepdims=1)
+        amax = step("ReduceMax", [magnitude], "absmax", axes=[axis], keepdims=1)
     reciprocal = step("Reciprocal", [step("Max", [amax, const("eps", np.float32(1e-5))], "clamped")], "reciprocal")
     scale = step("Mul", [reciprocal, const("numerator", np.float32(127.0))], "scale")
     rounded = step("Round", [step("Mul", [x, scale], "scaled")], "round")
@@ -132,7 +133,14 @@ def replace_node(ctx: PassContext, site: WeightSite, op: str, domain: str, input
 
 def requantize_float_layer(ctx: PassContext, site: WeightSite) -> None:
     """Keep site.node in float but restore the per-token int8 activation
-    quantization a QAT fold removed from in front of it: A -> q, y -> y / s."""
+    quantization a QAT fold removed from in front of it: A -> q, y -> y / s
+    (a Conv's per-pixel act_quant=3: X -> q / s, its scale varying over the pixels)."""
+    if site.proof is not None and site.proof.act_quant == 3:
+        quantized, scale = per_token_int8(ctx, site, site.activation, axis=1)
+        dequantized = _intermediate(ctx, site, "act_dequantized")
+        _node(ctx, site, site.node.name, "Div", [quantized, scale], [dequantized], "act_dequantize")
+        site.node.inputs[0] = dequantized
+        return
     quantized, scale = per_token_int8(ctx, site, site.activation)
     site.node.inputs[0] = quantized
     product = _intermediate(ctx, site, "unscaled")

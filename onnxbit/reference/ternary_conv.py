@@ -76,12 +76,86 @@ def im2col(x: np.ndarray, kernel, strides, dilations, geometry: ConvGeometry, gr
                                 dtype=np.float32)
 
 
+ACT_INT8_PIXEL = 3
+
+
+def quantize_pixels(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """act_quant = 3's quantizer: x [N, C, *spatial] -> (q int8 of x's shape,
+    inverse float32 [N, 1, *spatial] = 1 / s per pixel), with
+    s = 127 * (1 / max(absmax over all C channels, 1e-5)) as
+    quantize_activations computes it; a pixel holding NaN or Inf gets q = 0
+    and inverse = NaN."""
+    finite = np.all(np.isfinite(x), axis=1, keepdims=True)
+    safe = np.where(finite, x, np.float32(0))
+    amax = np.max(np.abs(safe), axis=1, keepdims=True).astype(np.float32)
+    s = (np.float32(127.0) * (np.float32(1.0) / np.maximum(amax, np.float32(1e-5)))).astype(np.float32)
+    q = np.clip(np.rint((safe * s).astype(np.float32)), np.float32(-128), np.float32(127)).astype(np.int8)
+    inverse = np.where(finite, (np.float32(1.0) / s).astype(np.float32), np.float32(np.nan))
+    return q, inverse
+
+
+def _tap_windows(values: np.ndarray, kernel, strides, dilations, geometry: ConvGeometry, fill):
+    """Per kernel tap in (k...) order: values [N, C, *spatial] read at that tap
+    of every output position, [N, C, positions], padding read as fill."""
+    rank = values.ndim - 2
+    pads = [(0, 0), (0, 0)]
+    for axis in range(rank):
+        need = (geometry.out[axis] - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1
+        lead = geometry.pad_begin[axis]
+        pads.append((lead, max(0, need - lead - values.shape[2 + axis])))
+    padded = np.pad(values, pads, constant_values=fill)
+    positions = int(np.prod(geometry.out))
+    for offsets in np.ndindex(*kernel):
+        index = [slice(None), slice(None)]
+        for axis in range(rank):
+            start = offsets[axis] * dilations[axis]
+            index.append(slice(start, start + (geometry.out[axis] - 1) * strides[axis] + 1, strides[axis]))
+        yield padded[tuple(index)].reshape(values.shape[0], values.shape[1], positions)
+
+
+def per_pixel_conv(x, rows, scales, bias, kernel, strides, dilations, geometry: ConvGeometry,
+                   group: int) -> np.ndarray:
+    """act_quant = 3 (tconv.h): y [N, M, positions]. Each input pixel is
+    quantized once over all its C channels (quantize_pixels). Per output
+    position and channel, in float32: acc = 0; for each tap in (k...) order
+    whose pixel is not padding, acc = acc + float32(exact integer dot over the
+    group's channels of the pixel's q with the tap's codes) * inverse[pixel];
+    then y = acc * scale (+ bias)."""
+    n, c = x.shape[:2]
+    m, cg = rows.shape[0], c // group
+    per_group = m // group
+    taps = int(np.prod(kernel))
+    codes = rows.reshape(m, cg, taps).astype(np.int64)
+    q, inverse = quantize_pixels(x)
+    inside = np.ones((n, 1, *x.shape[2:]), np.float32)
+    q_taps = _tap_windows(q, kernel, strides, dilations, geometry, 0)
+    inverse_taps = _tap_windows(inverse, kernel, strides, dilations, geometry, 0)
+    inside_taps = _tap_windows(inside, kernel, strides, dilations, geometry, 0)
+    positions = int(np.prod(geometry.out))
+    acc = np.zeros((n, m, positions), np.float32)
+    for t, (qt, it, valid) in enumerate(zip(q_taps, inverse_taps, inside_taps)):
+        valid = valid[:, 0][:, None, :] != 0  # [N, 1, positions]
+        for g in range(group):
+            channels = slice(g * per_group, (g + 1) * per_group)
+            dot = np.einsum("ncp,mc->nmp", qt[:, g * cg:(g + 1) * cg].astype(np.int64), codes[channels, :, t])
+            term = (dot.astype(np.float32) * it[:, 0][:, None, :]).astype(np.float32)
+            acc[:, channels] = np.where(valid, (acc[:, channels] + term).astype(np.float32), acc[:, channels])
+    scales = np.asarray(scales, np.float32).reshape(-1)
+    if scales.size not in (1, m):
+        raise ValueError(f"act_quant 3 needs scales [1] or [M = {m}] (one group along K), got {scales.size}")
+    y = (acc * np.broadcast_to(scales, (m,))[None, :, None]).astype(np.float32)
+    if bias is not None:
+        y = (y + np.asarray(bias, np.float32)[None, :, None]).astype(np.float32)
+    return y
+
+
 def ternary_conv_reference(x, codes, scales, *, weight_shape, group: int = 1, group_size: int = 0,
                            act_quant: int = 0, bias=None, strides=None, pads=None, dilations=None,
                            auto_pad: str = "NOTSET", act_scale=None) -> np.ndarray:
     """Y = Conv(X, codes * scales) (+ bias) for ternary codes of shape
     weight_shape [M, C/group, *kernel] (or [M, K]); scales [1], [M] or [M, groups].
-    act_scale: the static activation scale of act_quant = 2."""
+    act_scale: the static activation scale of act_quant = 2; act_quant = 3 is
+    per_pixel_conv (one scale per input pixel)."""
     x = np.asarray(x, dtype=np.float32)
     weight_shape = tuple(int(d) for d in weight_shape)
     m, cg, kernel = weight_shape[0], weight_shape[1], weight_shape[2:]
@@ -93,9 +167,15 @@ def ternary_conv_reference(x, codes, scales, *, weight_shape, group: int = 1, gr
     dilations = list(dilations or [1] * rank)
     pads = list(pads or [0] * (2 * rank))
     geometry = conv_geometry(x.shape[2:], kernel, strides, pads, dilations, auto_pad)
-    cols = im2col(x, kernel, strides, dilations, geometry, group)
     rows = np.asarray(codes, dtype=np.int8).reshape(m, -1)
     scales = np.asarray(scales, dtype=np.float32)
+    if act_quant == ACT_INT8_PIXEL:
+        if group_size and group_size < rows.shape[1]:
+            raise ValueError(f"act_quant 3 needs one scale group along K = {rows.shape[1]}, got group_size "
+                             f"{group_size}")
+        y = per_pixel_conv(x, rows, scales, bias, kernel, strides, dilations, geometry, group)
+        return y.reshape(x.shape[0], m, *geometry.out)
+    cols = im2col(x, kernel, strides, dilations, geometry, group)
     per_group = m // group
     y = np.empty((x.shape[0], m, cols.shape[2]), dtype=np.float32)
     for g in range(group):

@@ -14,6 +14,16 @@
  * channels and kernel window; with OBX_ACT_INT8_STATIC (obx_tconv_compute_scaled)
  * every row uses the fixed act_scale instead, as obx_tmm_compute_scaled does.
  *
+ * act_quant = OBX_ACT_INT8_PIXEL (3) quantizes each input pixel once instead,
+ * one scale per (image, pixel) over all C channels (whatever the groups: a
+ * QAT CNN's per-pixel fake-quant before a grouped conv spans every channel):
+ * s = 127 * (1 / max(absmax, 1e-5)), q = clamp(rint(x * s), -128, 127); an
+ * output value is acc = 0, then for each kernel tap in (kh, kw) order
+ * (padding taps skipped) acc = acc + (float)(integer dot of the tap pixel's q
+ * with the tap's codes) * (1 / s_pixel), then acc * scale (+ bias); a pixel
+ * holding NaN or Inf makes every window reading it NaN. Its weights must be
+ * prepacked for it (obx_tconv_prepack_act) and have one scale group along K.
+ *
  * Paths: with one scale group along K and C / group >= 8, channels-last im2col (the weights' K
  * reordered to (kh, kw, c) at prepack, X copied once per call to
  * channels-last, each tile's rows built from whole channel runs, int8 rows
@@ -74,6 +84,14 @@ obx_tconv_weights *obx_tconv_prepack(int fmt, const uint8_t *b, size_t b_bytes,
                                      const obx_conv_params *params, const float *scales,
                                      size_t n_scales, int64_t group_size, char *err,
                                      size_t err_len);
+/* obx_tconv_prepack for the activation mode the weights will run with:
+ * act_quant = OBX_ACT_INT8_PIXEL prepacks one matrix per (group, kernel tap)
+ * and only that mode can compute with them; any other value is
+ * obx_tconv_prepack. */
+obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size_t b_bytes,
+                                         const obx_conv_params *params, const float *scales,
+                                         size_t n_scales, int64_t group_size, int act_quant, char *err,
+                                         size_t err_len);
 void obx_tconv_free(obx_tconv_weights *w);
 /* 1 when the direct depthwise kernel computes these weights. */
 int obx_tconv_is_depthwise(const obx_tconv_weights *w);

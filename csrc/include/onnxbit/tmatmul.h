@@ -44,7 +44,8 @@
 extern "C" {
 #endif
 
-enum { OBX_ACT_NONE = 0, OBX_ACT_INT8_TOKEN = 1, OBX_ACT_INT8_STATIC = 2 };
+/* OBX_ACT_INT8_PIXEL: TernaryConv only (tconv.h), one scale per input pixel. */
+enum { OBX_ACT_NONE = 0, OBX_ACT_INT8_TOKEN = 1, OBX_ACT_INT8_STATIC = 2, OBX_ACT_INT8_PIXEL = 3 };
 
 typedef struct obx_tmm_weights obx_tmm_weights;
 

@@ -29,6 +29,8 @@ from .matching import (clip_bounds, constant_value, describe, equals_float32, eq
                        has_unknown_axes, is_float32, producer, reduce_axes,
                        scalar_value, skip_transparent, transparent_consumers)
 
+ACT_INT8_PIXEL = 3  # TernaryConv: one int8 scale per input pixel
+
 # Casts that keep every value of round(...) clipped to [-128, 127].
 _EXACT_CAST_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
                      onnx.TensorProto.INT64, onnx.TensorProto.FLOAT}
@@ -187,9 +189,10 @@ def _match_quantized(q: gs.Tensor, output: gs.Tensor, integer: bool) -> Activati
     return None
 
 
-def check_activation_chain(chain: ActivationChain) -> str | None:
-    """The check: None when the chain is exactly what act_quant=1 computes,
-    else why not."""
+def check_activation_chain(chain: ActivationChain, per_pixel: bool = False, rank: int | None = None) -> str | None:
+    """The check: None when the chain is exactly what act_quant=1 computes
+    (per_pixel: what TernaryConv's act_quant=3 computes, the absmax over the
+    channel axis of an NCHW input), else why not."""
     if not equals_float32(chain.numerator, 127.0):
         return f"scale numerator is {describe(chain.numerator)}, act_quant=1 uses 127"
     if not equals_float32(chain.eps, 1e-5):
@@ -199,7 +202,8 @@ def check_activation_chain(chain: ActivationChain) -> str | None:
     if not (equals_float32(chain.clip_low, -128.0) and equals_float32(chain.clip_high, 127.0)):
         return (f"q is clipped to [{describe(chain.clip_low)}, {describe(chain.clip_high)}], "
                 "act_quant=1 clips to [-128, 127]")
-    axes_problem = _axes_problem(chain.reduce, chain.x)
+    axes_problem = (_pixel_axes_problem(chain.reduce, chain.x, rank) if per_pixel
+                    else _axes_problem(chain.reduce, chain.x))
     if axes_problem:
         return axes_problem
     if not equivalent(chain.scaled, chain.x):
@@ -225,6 +229,24 @@ def _axes_problem(reduce: gs.Node, x: gs.Tensor) -> str | None:
         shown = ", ".join(str(a) for a in axes)
         where = f" of a rank-{rank} tensor" if rank else ""
         return f"ReduceMax over axis {shown}{where}; act_quant=1 reduces over the last axis (-1)"
+    return None
+
+
+def _pixel_axes_problem(reduce: gs.Node, x: gs.Tensor, rank: int | None = None) -> str | None:
+    """None when ReduceMax reduces exactly the channel axis (1) of an NCHW / NCW
+    input with keepdims: one scale per pixel, TernaryConv's act_quant=3. rank:
+    the Conv's (its weight's), when x's own shape is unknown."""
+    if not int(reduce.attrs.get("keepdims", 1)):
+        return "ReduceMax drops the reduced axis (keepdims=0); per-pixel scales need keepdims=1"
+    if has_unknown_axes(reduce):
+        return "ReduceMax axes are computed at run time; cannot prove a per-pixel (channel axis) reduction"
+    axes = reduce_axes(reduce)
+    rank = len(x.shape) if x.shape is not None else rank
+    if rank not in (3, 4):
+        return f"the Conv input has rank {rank}; TernaryConv's act_quant=3 needs a known rank 3 or 4"
+    if axes is None or len(axes) != 1 or axes[0] not in (1, 1 - rank):
+        shown = "all axes" if axes is None else "axis " + ", ".join(str(a) for a in axes)
+        return f"ReduceMax over {shown} of a rank-{rank} Conv input; act_quant=3 reduces over the channels (axis 1)"
     return None
 
 
@@ -302,7 +324,10 @@ class ActivationAbsmaxFold(Pass):
         "MatMuls. Each consumer whose weight is recorded ternary reads x directly and gets "
         "act_quant=1 (and, for the integer form, the division is removed and 1/weight_scale "
         "joins its scales). Consumers that are not such MatMuls keep the chain. Skips, with the "
-        "reason, chains whose constants or axis differ from BitNet's."
+        "reason, chains whose constants or axis differ from BitNet's. On target onnxbit, the same "
+        "chain reducing over the channels (axis 1) in front of a 1-D/2-D Conv with a "
+        "ternary weight (a QAT CNN's per-pixel fake-quant, dequantized q/s form) folds into "
+        "TernaryConv act_quant=3 the same way."
     )
 
     def run(self, ctx: PassContext) -> PassResult:
@@ -311,6 +336,19 @@ class ActivationAbsmaxFold(Pass):
             node = slot.node
             chain = match_activation_chain(node.inputs[0])
             if chain is None:
+                continue
+            if node.op == "Conv":
+                reason = self._per_pixel_refusal(ctx, node, chain)
+                if reason is not None:
+                    ctx.record(node=node.name, op_type=node.op, action="skipped", pass_name=self.name,
+                               reason=f"activation quantizer kept: {reason}")
+                    continue
+                node.inputs[0] = chain.x
+                _give_act_quant(ctx, node, ACT_INT8_PIXEL)
+                ctx.record(node=node.name, op_type=node.op, action="folded", pass_name=self.name,
+                           precision="ternary",
+                           reason="per-pixel absmax int8 activation chain (q/s, channel axis) -> act_quant=3")
+                folded += 1
                 continue
             reason = self._refusal(ctx, node, chain)
             if reason is None and chain.integer:
@@ -335,7 +373,7 @@ class ActivationAbsmaxFold(Pass):
                        precision="ternary", reason=reason)
             folded += 1
         ctx.graph.cleanup()
-        return PassResult(folded > 0, f"{folded} MatMul(s) given act_quant=1")
+        return PassResult(folded > 0, f"{folded} layer(s) given act_quant=1 (MatMul/Gemm) or 3 (Conv)")
 
     @staticmethod
     def _refusal(ctx: PassContext, node: gs.Node, chain: ActivationChain) -> str | None:
@@ -347,6 +385,23 @@ class ActivationAbsmaxFold(Pass):
         if node.op == "Gemm" and (node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0):
             return "Gemm with transA or alpha is not a plain A @ W"
         return check_activation_chain(chain)
+
+    @staticmethod
+    def _per_pixel_refusal(ctx: PassContext, node: gs.Node, chain: ActivationChain) -> str | None:
+        record = proof_of(node.inputs[1])
+        if record is None:
+            return "the Conv weight is not proven ternary"
+        if record.act_quant:
+            return f"the Conv already has act_quant={record.act_quant}"
+        target = getattr(ctx.target, "name", ctx.target)
+        if target != "onnxbit":
+            return f"target {target!r} has no per-pixel int8 Conv (TernaryConv act_quant=3, target onnxbit)"
+        if chain.integer:
+            return "the Conv reads the integer q: a per-pixel scale cannot be divided out after a Conv"
+        weight_shape = node.inputs[1].shape
+        if weight_shape is None or len(weight_shape) not in (3, 4):
+            return "TernaryConv's act_quant=3 computes 1-D and 2-D convs only"
+        return check_activation_chain(chain, per_pixel=True, rank=len(weight_shape))
 
     @staticmethod
     def _fold_weight_scale(ctx: PassContext, node: gs.Node, post: _PostDivision) -> str | None:
@@ -369,15 +424,15 @@ class ActivationAbsmaxFold(Pass):
         return None
 
 
-def _give_act_quant(ctx: PassContext, node: gs.Node) -> None:
-    """Mark the node's ternary weight act_quant=1. The proof belongs to the
-    weight constant: when other nodes read the same constant (and keep their
-    activation chains), this node gets a constant of its own."""
+def _give_act_quant(ctx: PassContext, node: gs.Node, act_quant: int = 1) -> None:
+    """Mark the node's ternary weight act_quant (1, or 3 for a Conv). The proof
+    belongs to the weight constant: when other nodes read the same constant
+    (and keep their activation chains), this node gets a constant of its own."""
     weight = node.inputs[1]
     proof = proof_of(weight)
     if all(user is node for user in weight.outputs):
-        proof.act_quant = 1
+        proof.act_quant = act_quant
         return
     stored_transposed = node.op == "Gemm" and bool(node.attrs.get("transB", 0))
-    own = proof.with_changes(act_quant=1)
+    own = proof.with_changes(act_quant=act_quant)
     node.inputs[1] = ternary_constant(ctx.fresh_name(f"{node.name}.ternary_weight"), own, stored_transposed)

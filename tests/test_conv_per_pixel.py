@@ -1,0 +1,113 @@
+"""TernaryConv act_quant = 3: one int8 scale per input pixel over its group's
+channels (tconv.h). The C op on every ISA must equal the numpy reference
+(onnxbit/reference/ternary_conv.py per_pixel_conv) bit for bit; the reference
+itself is checked against the float conv of the fake-quantized input, which is
+what a QAT CNN computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from onnxbit import runtime
+from onnxbit.ops.reference import CUSTOM_OPS
+from onnxbit.reference.ternary_conv import ACT_INT8_PIXEL, quantize_pixels, ternary_conv_reference
+from op_models import float_conv_model, ternary_conv_model, ternary_matmul_model
+from test_op_ternary_conv import CASES
+from test_op_ternary_conv import _case as conv_case
+
+# Every geometry whose weights have one scale group along K (mode 3 refuses K-groups).
+PIXEL_CASES = [name for name, case in CASES.items()
+               if case[3] != "group" or case[4] >= int(np.prod(case[1][1:]))]
+
+
+def _session(model, threads=1):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return runtime.InferenceSession(model, sess_options=options)
+
+
+def _reference(x, codes, scales, bias, attrs, group_size=0):
+    return ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
+                                  group_size=group_size, act_quant=ACT_INT8_PIXEL, bias=bias,
+                                  strides=attrs.get("strides"), pads=attrs.get("pads"),
+                                  dilations=attrs.get("dilations"), auto_pad=attrs.get("auto_pad", "NOTSET"))
+
+
+@pytest.mark.parametrize("name", PIXEL_CASES)
+def test_c_op_equals_reference_on_every_isa(isa, rng, name):
+    codes, scales, bias, x, attrs, group_size = conv_case(rng, name)
+    x[..., 0] *= 30  # pixels with one large channel: the others quantize coarsely
+    op = ternary_conv_model(codes, scales, bias, group_size=group_size, act_quant=3, conv_attrs=attrs)
+    expected = _reference(x, codes, scales, bias, attrs, group_size)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(_session(op.model, threads).run(None, op.feeds(x))[0], expected)
+    np.testing.assert_array_equal(ReferenceEvaluator(op.model, new_ops=CUSTOM_OPS).run(None, op.feeds(x))[0],
+                                  expected)
+
+
+@pytest.mark.parametrize("name", ["3x3_pad1", "groups", "batch3"])
+def test_weights_given_at_run_time(isa, rng, name):
+    codes, scales, bias, x, attrs, group_size = conv_case(rng, name)
+    op = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs, constant=False)
+    np.testing.assert_array_equal(_session(op.model).run(None, op.feeds(x))[0],
+                                  _reference(x, codes, scales, bias, attrs))
+
+
+def test_non_finite_pixels_make_their_windows_nan(isa, rng):
+    codes, scales, bias, x, attrs, _ = conv_case(rng, "3x3_pad1")  # 3x3, pads 1, 9x9 input
+    x[0, 2, 4, 4] = np.nan
+    x[0, 5, 0, 8] = np.inf
+    op = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs)
+    y = _session(op.model).run(None, op.feeds(x))[0]
+    np.testing.assert_array_equal(y, _reference(x, codes, scales, bias, attrs))
+    nan = np.isnan(y[0]).all(axis=0)
+    expected = np.zeros((9, 9), bool)
+    expected[3:6, 3:6] = True  # every window that reads (4, 4)
+    expected[0:2, 7:9] = True  # and (0, 8)
+    np.testing.assert_array_equal(nan, expected)
+
+
+def test_reference_is_the_float_conv_of_the_fake_quantized_input(rng):
+    """q * (1 / s) per pixel, then an ordinary float conv: equal up to float rounding."""
+    codes, scales, bias, x, attrs, _ = conv_case(rng, "groups")
+    q, inverse = quantize_pixels(x)
+    group = attrs["group"]
+    fake = (q.astype(np.float32) * inverse).astype(np.float32)  # one scale per pixel, over all channels
+    weights = (codes.astype(np.float32) * np.asarray(scales, np.float32).reshape(-1, 1, 1, 1)).astype(np.float32)
+    float_conv = ort.InferenceSession(float_conv_model(weights, bias, attrs).SerializeToString(),
+                                      providers=["CPUExecutionProvider"])
+    expected = float_conv.run(None, {"X": fake})[0]
+    np.testing.assert_allclose(_reference(x, codes, scales, bias, attrs), expected, rtol=1e-5, atol=1e-5)
+    # and it differs from the per-im2col-row mode: the scale really is per pixel
+    per_row = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=group, act_quant=1,
+                                     bias=bias, pads=attrs["pads"])
+    assert not np.array_equal(per_row, _reference(x, codes, scales, bias, attrs))
+
+
+def test_k_grouped_scales_are_refused(rng):
+    codes, scales, bias, x, attrs, group_size = conv_case(rng, "grouped_scales")
+    op = ternary_conv_model(codes, scales, bias, group_size=group_size, act_quant=3, conv_attrs=attrs)
+    with pytest.raises(Exception, match="act_quant = 3 .*one weight scale group along K"):
+        _session(op.model)
+
+
+def test_ternary_matmul_refuses_act_quant_3(rng):
+    codes = rng.integers(-1, 2, size=(16, 8)).astype(np.int8)
+    op = ternary_matmul_model(codes, np.ones(1, np.float32), act_quant=3)
+    with pytest.raises(Exception, match="act_quant=3 .*TernaryConv's only"):
+        _session(op.model)
+
+
+def test_verify_model_checks_act_quant_3(rng):
+    from onnxbit.verify_model import verify_model
+
+    codes, scales, bias, x, attrs, group_size = conv_case(rng, "grouped_scales")
+    grouped = ternary_conv_model(codes, scales, bias, group_size=group_size, act_quant=3, conv_attrs=attrs)
+    assert any("act_quant=3 (int8 per input pixel) needs one scale group" in f.message
+               for f in verify_model(grouped.model).findings)
+    codes, scales, bias, x, attrs, _ = conv_case(rng, "3x3_pad1")
+    fine = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs)
+    assert not [f for f in verify_model(fine.model).findings if "act_quant" in f.message]
