@@ -19,24 +19,21 @@ LABEL_LIMIT = 36  # characters of a layer label; longer names keep their tail
 
 def render_png(result: CalibrationResult, title: str = "onnxbit calibration") -> bytes:
     """The PNG bytes of both charts. ConfigError naming the extra without matplotlib."""
-    pyplot = _pyplot()
+    figure_class = require_matplotlib()
     rows = len(result.layers)
     # Each layer gets a fixed height so labels never overlap, however many there are.
     chart_height = max(3.2, 0.15 * rows * max(1, len(_precisions(result))) + 1.2)
-    figure = pyplot.figure(figsize=(14, chart_height + 1.6), dpi=100, layout="constrained")
-    try:
-        grid = figure.add_gridspec(1, 2, width_ratios=(1.45, 1))
-        _sensitivity_axes(figure.add_subplot(grid[0]), result)
-        # Many layers make a tall error chart: the search chart keeps about 5 inches, at the top.
-        trajectory_height = min(chart_height, 5.0)
-        right = grid[1].subgridspec(2, 1, height_ratios=(trajectory_height, chart_height - trajectory_height + 1e-3))
-        _trajectory_axes(figure.add_subplot(right[0]), result)
-        figure.suptitle(f"{title}\n{_summary(result)}", fontsize=12)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", facecolor="white")
-        return buffer.getvalue()
-    finally:
-        pyplot.close(figure)
+    figure = figure_class(figsize=(14, chart_height + 1.6), dpi=100, layout="constrained")
+    grid = figure.add_gridspec(1, 2, width_ratios=(1.45, 1))
+    _sensitivity_axes(figure.add_subplot(grid[0]), result)
+    # Many layers make a tall error chart: the search chart keeps about 5 inches, at the top.
+    trajectory_height = min(chart_height, 5.0)
+    right = grid[1].subgridspec(2, 1, height_ratios=(trajectory_height, chart_height - trajectory_height + 1e-3))
+    _trajectory_axes(figure.add_subplot(right[0]), result)
+    figure.suptitle(f"{title}\n{_summary(result)}", fontsize=12)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", facecolor="white")
+    return buffer.getvalue()
 
 
 def short_labels(names: list[str], limit: int = LABEL_LIMIT) -> list[str]:
@@ -56,15 +53,15 @@ def short_labels(names: list[str], limit: int = LABEL_LIMIT) -> list[str]:
     return labels
 
 
-def _pyplot():
+def require_matplotlib():
+    """matplotlib's Figure class; ConfigError naming the extra when matplotlib is missing.
+    A bare Figure draws with Agg and leaves pyplot's global state (the user's
+    backend, open windows) alone."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise ConfigError(f"writing a PNG needs matplotlib, which is not installed: {INSTALL_HINT}") from None
-    matplotlib.use("Agg", force=True)  # never a window, whatever the user's default backend
-    import matplotlib.pyplot as pyplot
-
-    return pyplot
+    return Figure
 
 
 def _precisions(result: CalibrationResult) -> list[str]:
@@ -95,12 +92,16 @@ def _sensitivity_axes(axes, result: CalibrationResult) -> None:
             # An error of 0 has no place on a log axis: it is drawn as a stub at the axis' left end.
             widths.append(max(layer.sensitivity[precision], low * 1.05))
             edges.append("black" if chosen else "none")
+            if layer.sensitivity[precision] <= 0:
+                axes.annotate("0", (low, ys[-1]), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
             lines.append(1.6 if chosen else 0)
         axes.barh(ys, [w - low for w in widths], left=low, height=bar * 0.92, color=COLORS[precision],
                   edgecolor=edges, linewidth=lines, label=precision)
     names = short_labels([l.node for l in result.layers])
     axes.set_yticks(range(len(names)), names, fontsize=9, family="monospace")
-    axes.set_ylim(len(names) - 0.5, -0.5)  # first layer at the top, as in the model
+    axes.set_ylim(max(1, len(names)) - 0.5, -0.5)  # first layer at the top, as in the model
+    if not names:
+        axes.text(0.5, 0.5, "no layer was calibrated", transform=axes.transAxes, ha="center", va="center")
     axes.set_xscale("log")
     axes.set_xlim(low, high)
     axes.grid(axis="x", which="major", color="#dddddd", linewidth=0.8)
