@@ -97,3 +97,20 @@ def test_layer_labels_are_short_and_distinct():
     # Names that only differ in the part shortening would drop stay whole.
     twins = ["/a/block/left/x/MatMul", "/a/block/right/x/MatMul", "/b/block/x/MatMul"]
     assert short_labels(twins, limit=16) == twins
+
+
+@pytest.mark.parametrize("case", ["no layers", "every error 0", "max_rel, float kept, not met"])
+def test_unusual_results_still_draw(case):
+    pytest.importorskip("matplotlib")
+    from onnxbit.calibration import parse_budget
+    from onnxbit.calibration.search import CalibratedLayer, CalibrationResult
+
+    layers = [CalibratedLayer(f"/m/layer.{i}/MatMul", f"w{i}", 64, 32, precision,
+                              {"ternary": 0.0, "int4": 0.0, "int8": 0.0} if case == "every error 0" else
+                              {"ternary": 0.3, "int4": 1e-3, "int8": 0.0})
+              for i, precision in enumerate(("int4", "fp32"))]
+    budget = parse_budget("max_rel<=0.05" if case.startswith("max_rel") else "top1>=0.99")
+    result = CalibrationResult(budget, [] if case == "no layers" else layers, {}, 0.04, 0.06 if case.startswith(
+        "max_rel") else 1.0, [], (16, 4), [] if case == "no layers" else [(1.0, 0.0), (0.3, 0.04)])
+    width, height = png_size(render_png(result, case))
+    assert width > 800 and height > 300

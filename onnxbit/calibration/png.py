@@ -100,8 +100,12 @@ def _sensitivity_axes(axes, result: CalibrationResult) -> None:
     names = short_labels([l.node for l in result.layers])
     axes.set_yticks(range(len(names)), names, fontsize=9, family="monospace")
     axes.set_ylim(max(1, len(names)) - 0.5, -0.5)  # first layer at the top, as in the model
-    if not names:
-        axes.text(0.5, 0.5, "no layer was calibrated", transform=axes.transAxes, ha="center", va="center")
+    if not names or not errors:
+        # top1 on a few samples often does not move for one layer: say so rather than show empty bars.
+        note = ("no layer was calibrated" if not names else
+                f"every error is 0: no layer alone changes {result.budget.metric}\non the calibration samples")
+        axes.text(0.5, 0.5, note, transform=axes.transAxes, ha="center", va="center", fontsize=10,
+                  bbox={"facecolor": "white", "edgecolor": "#bbbbbb"})
     axes.set_xscale("log")
     axes.set_xlim(low, high)
     axes.grid(axis="x", which="major", color="#dddddd", linewidth=0.8)
@@ -131,8 +135,9 @@ def _trajectory_axes(axes, result: CalibrationResult) -> None:
               label=f"result on held-out samples ({result.holdout_value:.5g})")
     axes.axhline(result.budget.bound, color="#d62728", linestyle="--", linewidth=1.2, label=f"budget {result.budget}")
     axes.annotate("float", (sizes[0], values[0]), xytext=(-6, 6), textcoords="offset points", ha="right", fontsize=8)
-    axes.annotate(f"{sizes[-1]:.3f}x", (sizes[-1], values[-1]), xytext=(6, 6), textcoords="offset points",
-                  fontsize=8)
+    # The held-out check may raise layers after the search: the result's size is the star's, not the last step's.
+    axes.annotate(f"result {result.size_ratio:.3f}x", (result.size_ratio, result.holdout_value), xytext=(8, -3),
+                  textcoords="offset points", fontsize=8, va="top")
     axes.set_xlim(0, 1.05)
     bounds = (-1e9, result.budget.bound) if result.budget.met(math.inf) else (result.budget.bound, 1e9)
     axes.axhspan(*bounds, color="#d62728", alpha=0.06, linewidth=0)  # the side that misses the budget
