@@ -43,9 +43,12 @@ from onnxbit.config import CALIBRATION_PRESETS, PRESETS
               help="With --preset performance: onnxruntime threads the timings use.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML page: error per layer and precision, the size/accuracy path.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the same two charts as a PNG picture (needs matplotlib: pip install 'onnxbit[plot]').")
 def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: str | None, samples: int | None,
                       precisions: str | None, method: str, output: Path, activations: str, act_range: str,
-                      act_percentile: float, target: str, threads: int, html_path: Path | None) -> None:
+                      act_percentile: float, target: str, threads: int, html_path: Path | None,
+                      png_path: Path | None) -> None:
     """Measure each layer's sensitivity on MODEL and pick the smallest precisions meeting --budget."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -64,6 +67,13 @@ def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: 
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
+        # Before the search, which can take minutes: a bad output path or a missing
+        # matplotlib fails now, with nothing written.
+        _check_output_paths(model, {"-o": output, "--html": html_path, "--png": png_path})
+        if png_path is not None:
+            from onnxbit.calibration.png import require_matplotlib
+
+            require_matplotlib()
         with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("sensitivity", total=None)
             data = _calibration_data(model, data_path, samples)
@@ -81,13 +91,7 @@ def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: 
                                          progress=lambda what, done, total: bar.update(
                                              task, completed=done, total=total, description=what))
         result.write_json(output)
-        if html_path is not None:
-            from onnxbit.calibration.html import render_html
-            from onnxbit.modelio.publish import Publication
-
-            with Publication() as publication:
-                publication.write_bytes(html_path, render_html(result, f"onnxbit calibration of {model.name}").encode())
-                publication.commit()
+        _write_pictures(result, f"onnxbit calibration of {model.name}", html_path, png_path)
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
     result.render()
@@ -99,11 +103,45 @@ def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: 
                    f"{choice['calibration_value']:.5g} on calibration samples, {choice['holdout_value']:.5g} "
                    "held out (the converted model, run in onnxruntime)")
     click.echo(f"wrote {output}")
-    if html_path is not None:
-        click.echo(f"wrote {html_path}")
+    for picture in (html_path, png_path):
+        if picture is not None:
+            click.echo(f"wrote {picture}")
     if not result.met:
         raise click.ClickException(f"the budget {result.budget} is not met on the held-out samples even with "
                                    "every layer float")
+
+
+def _check_output_paths(model: Path, outputs: dict[str, Path | None]) -> None:
+    """OutputPathError when an output is the input model (or its external data) or another output."""
+    import onnx
+
+    from onnxbit.modelio.paths import check_outputs, input_files
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:
+        proto = onnx.ModelProto()  # unreadable: the search names the problem; still never write over it
+    check_outputs(input_files(model, proto), {role: path for role, path in outputs.items() if path is not None})
+
+
+def _write_pictures(result, title: str, html_path: Path | None, png_path: Path | None) -> None:
+    """The HTML page and the PNG, published together: both or neither."""
+    from onnxbit.modelio.publish import Publication
+
+    pictures = {}
+    if html_path is not None:
+        from onnxbit.calibration.html import render_html
+
+        pictures[html_path] = render_html(result, title).encode()
+    if png_path is not None:
+        from onnxbit.calibration.png import render_png
+
+        pictures[png_path] = render_png(result, title)
+    if pictures:
+        with Publication() as publication:
+            for path, data in pictures.items():
+                publication.write_bytes(path, data)
+            publication.commit()
 
 
 def _calibration_data(model: Path, data_path: Path, samples: int | None):
