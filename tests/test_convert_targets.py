@@ -66,6 +66,10 @@ def test_output_equals_matmul_with_dequantized_weights(rng, target, case):
     expected_storage = EXPECTED_STORAGE[target][settings["precision"]]
     if target == "onnx" and settings["precision"] == "int4" and settings.get("symmetric") is False:
         expected_storage = "DequantizeLinear/UINT4"
+    two_bit = settings["precision"] in ("ternary", "binary", "int2")
+    if target == "onnx" and two_bit and (settings["granularity"] == "group" or settings.get("symmetric") is False):
+        # onnxruntime miscomputes fused 2-bit blocks / zero points: a 4-bit container (targets/dequantize.py)
+        expected_storage = "DequantizeLinear/UINT4" if settings.get("symmetric") is False else "DequantizeLinear/INT4"
     assert layers["fc1"].storage == expected_storage
     assert all(r.bytes_after < r.bytes_before / 2.5 for r in layers.values())
 

@@ -60,10 +60,14 @@ class PackedWeight:
     act_quant: int = 0  # DequantizeLinear path: emit the per-token int8 activation chain
     weight_error: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # DequantizeLinear path: per-column scales applied by a Mul after the
+    # MatMul instead of inside DequantizeLinear (dequantize.pack_dequantize says why)
+    column_scale: gs.Constant | None = None
 
     @property
     def bytes_after(self) -> int:
-        return sum(constant_nbytes(c) for c in self.constants)
+        extra = [self.column_scale] if self.column_scale is not None else []
+        return sum(constant_nbytes(c) for c in [*self.constants, *extra])
 
     @property
     def bits_per_weight(self) -> float:

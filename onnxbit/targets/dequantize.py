@@ -29,7 +29,7 @@ FUSION_NOTE = (
 
 def notes(packed: PackedWeight) -> list[str]:
     """What a user should know about running a layer emitted here."""
-    return [FUSION_NOTE] if packed.storage.startswith("DequantizeLinear/") else []
+    return ([FUSION_NOTE] + list(packed.notes)) if packed.storage.startswith("DequantizeLinear/") else []
 
 
 _BITS_OF_TYPE = {"INT2": 2, "UINT2": 2, "INT4": 4, "UINT4": 4, "INT8": 8, "UINT8": 8}
@@ -70,6 +70,10 @@ def pack_dequantize(ctx: PassContext, base: str, *, precision: str, codes: np.nd
     act_quant=1 puts BitNet's per-token int8 activation quantization in front
     of the MatMul, written in standard ops."""
     k, n = codes.shape
+    if bits == 2 and granularity != "tensor":
+        return _pack_two_bit_unfusable(ctx, base, precision=precision, codes=codes, signed=signed, scales=scales,
+                                       zero_points=zero_points, granularity=granularity, group_size=group_size,
+                                       act_quant=act_quant)
     attrs: dict = {}
     if granularity == "tensor":
         scale = np.asarray(scales, np.float32).reshape(())
@@ -94,6 +98,38 @@ def pack_dequantize(ctx: PassContext, base: str, *, precision: str, codes: np.nd
     return packed
 
 
+# onnxruntime (seen in 1.32, at its default optimization level) fuses
+# DequantizeLinear of 2-bit weights + MatMul into MatMulNBits and then
+# computes wrong results whenever the scales are per channel or per block
+# (max error 7-31 on the digits MLP's logits; ONNX's reference evaluator and
+# onnxruntime with the fusion off agree with each other). Per-tensor 2-bit
+# weights are computed right. So 2-bit codes with per-channel scales and no
+# zero points are stored as INT2 with scale 1, their scales applied by a Mul
+# after the MatMul (the same product, 2 bits per weight); other 2-bit layouts
+# (blocks, zero points) go in a 4-bit container, which onnxruntime fuses correctly.
+TWO_BIT_CONTAINER_NOTE = (
+    "2-bit codes with block scales or zero points are stored as 4-bit on target onnx: onnxruntime (1.32) "
+    "miscomputes 2-bit DequantizeLinear + MatMul with per-channel or block scales when it fuses them into "
+    "MatMulNBits; --target ort or onnxbit keep 2 bits")
+
+
+def _pack_two_bit_unfusable(ctx: PassContext, base: str, *, precision: str, codes: np.ndarray, signed: bool,
+                            scales: np.ndarray, zero_points: np.ndarray | None, granularity: str, group_size: int,
+                            act_quant: int) -> PackedWeight:
+    k, n = codes.shape
+    if granularity == "channel" and zero_points is None:
+        packed = pack_dequantize(ctx, base, precision=precision, codes=codes, bits=2, signed=signed,
+                                 scales=np.ones(1, np.float32), zero_points=None, granularity="tensor",
+                                 group_size=0, act_quant=act_quant)
+        packed.column_scale = array_constant(ctx, f"{base}_column_scale", np.asarray(scales, np.float32).reshape(n))
+        return packed
+    packed = pack_dequantize(ctx, base, precision=precision, codes=codes, bits=4, signed=signed, scales=scales,
+                             zero_points=zero_points, granularity=granularity, group_size=group_size,
+                             act_quant=act_quant)
+    packed.notes.append(TWO_BIT_CONTAINER_NOTE)
+    return packed
+
+
 def emit_dequantize(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
     attrs = dict(packed.attrs)
     ctx.require_opset("", packed.min_default_opset)
@@ -103,10 +139,12 @@ def emit_dequantize(ctx: PassContext, site: WeightSite, packed: PackedWeight) ->
                  inputs=list(packed.constants), outputs=[weight])
     site.graph.nodes.append(dq)
     activation = activation_for(ctx, site)
+    then = [("Mul", packed.column_scale, {}, "column_scale")] if packed.column_scale is not None else None
     if not packed.act_quant:
-        return replace_node(ctx, site, "MatMul", "", [activation, weight], {}, bias_input=None)
+        return replace_node(ctx, site, "MatMul", "", [activation, weight], {}, bias_input=None, then=then)
     quantized, scale = per_token_int8(ctx, site, activation)
-    return replace_node(ctx, site, "MatMul", "", [quantized, weight], {}, bias_input=None, divide_output_by=scale)
+    return replace_node(ctx, site, "MatMul", "", [quantized, weight], {}, bias_input=None, divide_output_by=scale,
+                        then=then)
 
 
 def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:
