@@ -9,7 +9,8 @@ import math
 
 from onnxbit.calibration.search import LADDER, CalibrationResult
 
-COLORS = {"ternary": "#d62728", "int4": "#ff7f0e", "int8": "#2ca02c", "fp32": "#1f77b4"}
+COLORS = {"binary": "#9467bd", "ternary": "#d62728", "int2": "#8c564b", "int4": "#ff7f0e", "int8": "#2ca02c",
+          "fp32": "#1f77b4"}
 
 
 def render_html(result: CalibrationResult, title: str = "onnxbit calibration") -> str:

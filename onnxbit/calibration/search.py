@@ -32,19 +32,25 @@ import onnx
 from onnxbit.calibration.budget import Budget, parse_budget
 from onnxbit.calibration.data import CalibrationData, load_calibration_data
 from onnxbit.errors import ConfigError
-from onnxbit.quant import quantize_int, quantize_ternary
+from onnxbit.quant import quantize_binary, quantize_int, quantize_ternary
 
 # Smallest first. Settings are what the converted layers get (float activations).
-LADDER = ("ternary", "int4", "int8", "fp32")
+LADDER = ("binary", "ternary", "int2", "int4", "int8", "fp32")
+# What the search may use unless told otherwise: binary and int2 cost float
+# models far more error per byte saved than ternary and int4 (MiniLM: int2
+# blocks of 32 give cosine 0.57 against int4's 0.98), so they are opt-in.
+DEFAULT_PRECISIONS = ("ternary", "int4", "int8")
 SETTINGS: dict[str, dict[str, Any]] = {
+    "binary": {"precision": "binary", "granularity": "channel"},
     "ternary": {"precision": "ternary", "granularity": "channel", "method": "absmean"},
+    "int2": {"precision": "int2", "granularity": "group", "group_size": 32, "symmetric": False},
     "int4": {"precision": "int4", "granularity": "group", "group_size": 32, "symmetric": False},
     "int8": {"precision": "int8", "granularity": "channel", "symmetric": True},
     "fp32": {"precision": "fp32"},
 }
 # Precisions whose codes GPTQ error compensation chooses (with the layer's
 # activations' X^T X), stored in the calibration's codes file.
-COMPENSATED = ("int4", "int8")
+COMPENSATED = ("int2", "int4", "int8")
 METHODS = ("gptq", "rtn")  # error compensation, or round to nearest
 # Ternary threshold rules tried per layer; the one with the smallest output
 # error on the calibration samples is kept (not the smallest weight error).
@@ -204,11 +210,12 @@ class CalibrationResult:
 
         console = console or Console()
         table = Table(title=f"calibration for {self.budget}")
-        for column in ("layer", "K x N", "precision", *(f"error @{p}" for p in LADDER[:-1]), "bytes"):
+        measured = [p for p in LADDER[:-1] if any(p in l.sensitivity for l in self.layers)]
+        for column in ("layer", "K x N", "precision", *(f"error @{p}" for p in measured), "bytes"):
             table.add_column(column, justify="left" if column in ("layer", "precision") else "right")
         for l in self.layers:
             table.add_row(l.node, f"{l.k} x {l.n}", l.precision,
-                          *(f"{l.sensitivity[p]:.2e}" if p in l.sensitivity else "" for p in LADDER[:-1]),
+                          *(f"{l.sensitivity[p]:.2e}" if p in l.sensitivity else "" for p in measured),
                           human_bytes(l.weight_bytes()))
         console.print(table)
         for adjustment in self.adjustments:
@@ -231,11 +238,13 @@ def weight_bytes(precision: str, k: int, n: int) -> int:
     """Stored bytes of a [K, N] weight at a precision with SETTINGS (scales included)."""
     if precision == "fp32":
         return 4 * k * n
+    if precision == "binary":
+        return -(-k * n // 8) + 4 * n
     if precision == "ternary":
         return -(-k * n // 4) + 4 * n
-    if precision == "int4":
-        groups = -(-k // 32)
-        return -(-k * n // 2) + groups * n * 4 + -(-groups * n // 2)
+    if precision in ("int2", "int4"):
+        bits, groups = int(precision[3:]), -(-k // 32)
+        return -(-k * n * bits // 8) + groups * n * 4 + -(-groups * n * bits // 8)
     return k * n + 4 * n
 
 
@@ -247,6 +256,8 @@ def dequantized(weight: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
         return weight
     if precision == "ternary":
         return quantize_ternary(weight, method=s["method"], granularity=s["granularity"]).dequantize()
+    if precision == "binary":
+        return quantize_binary(weight, granularity=s["granularity"]).dequantize()
     return quantize_int(weight, int(precision[3:]), symmetric=s["symmetric"], granularity=s["granularity"],
                         group_size=s.get("group_size")).dequantize()
 
@@ -349,7 +360,7 @@ class _Probe:
 
 
 def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData | Any, budget: str | Budget,
-              precisions: Sequence[str] = LADDER[:-1], samples: int | None = None,
+              precisions: Sequence[str] = DEFAULT_PRECISIONS, samples: int | None = None,
               progress: Callable[[str, int, int], None] | None = None, method: str = "gptq",
               preset: str | None = None, speed: Callable[[dict, int, int, int], float] | None = None,
               int8_activations: bool = False) -> CalibrationResult:

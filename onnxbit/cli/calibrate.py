@@ -23,7 +23,8 @@ from onnxbit.config import CALIBRATION_PRESETS, PRESETS
 @click.option("--budget", help="Accuracy to keep: cosine>=X, max_rel<=X or top1>=X, against the float model's "
                                "outputs.  [default: the preset's, else cosine>=0.99]")
 @click.option("--samples", type=click.IntRange(2), help="Use at most this many samples (every 5th is held out).")
-@click.option("--precisions", help="Precisions the search may give a layer (float is always allowed).  "
+@click.option("--precisions", help="Precisions the search may give a layer, from binary, ternary, int2, int4, int8 "
+                                   "(float is always allowed).  "
                                    "[default: the preset's, else ternary,int4,int8]")
 @click.option("--method", type=click.Choice(["gptq", "rtn"]), default="gptq", show_default=True,
               help="gptq: 4/8-bit codes chosen with error compensation on the samples' activations (kept in "
@@ -54,9 +55,10 @@ def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from onnxbit.calibration import calibrate
+    from onnxbit.calibration.search import DEFAULT_PRECISIONS
     from onnxbit.errors import OnnxbitError
 
-    goal = CALIBRATION_PRESETS.get(preset, {"budget": "cosine>=0.99", "precisions": ("ternary", "int4", "int8")})
+    goal = CALIBRATION_PRESETS.get(preset, {"budget": "cosine>=0.99", "precisions": DEFAULT_PRECISIONS})
     budget = budget or goal["budget"]
     chosen = [p.strip() for p in precisions.split(",") if p.strip()] if precisions else list(goal["precisions"])
     speed = None
