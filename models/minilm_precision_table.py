@@ -27,7 +27,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxbit.calibration import load_calibration_data
-from onnxbit.calibration.search import load_calibration
+from onnxbit.calibration.result import load_calibration
 from onnxbit.convert import convert
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -80,7 +80,8 @@ def gptq_everywhere(model: Path, feeds, precision: str, scratch: Path) -> dict:
     on the calibration split, as calibration does."""
     from onnxbit.calibration.codes import codes_bytes, weight_digest
     from onnxbit.calibration.hessians import layer_hessians
-    from onnxbit.calibration.search import SETTINGS, _candidate_layers, _literal_glob
+    from onnxbit.calibration.result import SETTINGS, literal_glob
+    from onnxbit.calibration.search import _candidate_layers
     from onnxbit.quant.gptq import quantize_int_gptq
 
     proto = onnx.load(str(model))
@@ -93,7 +94,7 @@ def gptq_everywhere(model: Path, feeds, precision: str, scratch: Path) -> dict:
         q = quantize_int_gptq(w, hessians[layer.activation], int(precision[3:]), symmetric=settings["symmetric"],
                               granularity=settings["granularity"], group_size=settings.get("group_size"))
         codes[layer.weight] = (q, weight_digest(w))
-        rules.append({"match": {"name": _literal_glob(layer.node)}, **settings,
+        rules.append({"match": {"name": literal_glob(layer.node)}, **settings,
                       "codes": str(scratch / f"{precision}.codes.npz")})
     (scratch / f"{precision}.codes.npz").write_bytes(codes_bytes(codes))
     return {"default": {"precision": "fp32"}, "rules": rules}

@@ -57,7 +57,7 @@ def _cosines(a, b):
 
 def test_calibration_meets_cosine_099_at_022x_of_float_weights(minilm, tmp_path):
     from onnxbit.calibration import calibrate, load_calibration_data
-    from onnxbit.calibration.search import load_calibration
+    from onnxbit.calibration.result import load_calibration
     from onnxbit.convert import convert
 
     model, data = minilm

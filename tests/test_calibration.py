@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from onnxbit.calibration import calibrate, load_calibration_data, parse_budget
-from onnxbit.calibration.search import load_calibration, weight_bytes
+from onnxbit.calibration.result import load_calibration, weight_bytes
 from onnxbit.cli.main import main
 from onnxbit.convert import convert
 from onnxbit.errors import ConfigError

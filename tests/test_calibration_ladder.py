@@ -12,7 +12,7 @@ import pytest
 from onnxbit import runtime
 from onnxbit.calibration import calibrate
 from onnxbit.calibration.data import load_calibration_data
-from onnxbit.calibration.search import DEFAULT_PRECISIONS, LADDER, load_calibration, weight_bytes
+from onnxbit.calibration.result import DEFAULT_PRECISIONS, LADDER, load_calibration, weight_bytes
 from onnxbit.convert import convert
 
 FIXTURES = Path(__file__).resolve().parent.parent / "models" / "fixtures"

@@ -103,7 +103,7 @@ def test_layer_labels_are_short_and_distinct():
 def test_unusual_results_still_draw(case):
     pytest.importorskip("matplotlib")
     from onnxbit.calibration import parse_budget
-    from onnxbit.calibration.search import CalibratedLayer, CalibrationResult
+    from onnxbit.calibration.result import CalibratedLayer, CalibrationResult
 
     layers = [CalibratedLayer(f"/m/layer.{i}/MatMul", f"w{i}", 64, 32, precision,
                               {"ternary": 0.0, "int4": 0.0, "int8": 0.0} if case == "every error 0" else

@@ -4,7 +4,6 @@ the four range methods on known distributions, and the collection in onnxruntime
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from onnxbit.calibration.search import CalibrationResult
+    from onnxbit.calibration.result import CalibrationResult
 
 
 def converted_outputs(model, result: "CalibrationResult", feeds: Sequence[dict[str, np.ndarray]]
@@ -20,7 +20,7 @@ def converted_outputs(model, result: "CalibrationResult", feeds: Sequence[dict[s
     error-compensated layers take their codes as `quantize --calibration`
     would), then run on every feed."""
     from onnxbit import runtime
-    from onnxbit.calibration.search import load_calibration
+    from onnxbit.calibration.result import load_calibration
     from onnxbit.convert import convert
 
     with tempfile.TemporaryDirectory(prefix="onnxbit-calibration-") as folder:

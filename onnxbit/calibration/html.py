@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import math
 
-from onnxbit.calibration.search import LADDER, CalibrationResult
+from onnxbit.calibration.result import LADDER, CalibrationResult
 
 COLORS = {"binary": "#9467bd", "ternary": "#d62728", "int2": "#8c564b", "int4": "#ff7f0e", "int8": "#2ca02c",
           "fp32": "#1f77b4"}

@@ -10,7 +10,7 @@ import io
 import math
 
 from onnxbit.calibration.html import COLORS
-from onnxbit.calibration.search import LADDER, CalibrationResult
+from onnxbit.calibration.result import LADDER, CalibrationResult
 from onnxbit.errors import ConfigError
 
 INSTALL_HINT = "pip install 'onnxbit[plot]'"

@@ -55,7 +55,7 @@ def calibrate_command(model: Path, data_path: Path, preset: str | None, budget: 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from onnxbit.calibration import calibrate
-    from onnxbit.calibration.search import DEFAULT_PRECISIONS
+    from onnxbit.calibration.result import DEFAULT_PRECISIONS
     from onnxbit.errors import OnnxbitError
 
     goal = CALIBRATION_PRESETS.get(preset, {"budget": "cosine>=0.99", "precisions": DEFAULT_PRECISIONS})

@@ -61,7 +61,7 @@ def quantize_command(model: Path, output: Path, preset: str, config_path: Path |
         if calibration_path is not None:
             if config_path is not None:
                 raise click.UsageError("give --config or --calibration, not both")
-            from onnxbit.calibration.search import load_calibration
+            from onnxbit.calibration.result import load_calibration
 
             config = load_calibration(calibration_path)
         result = convert(model, config=config, preset=preset, target=target, output_path=output,

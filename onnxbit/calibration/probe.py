@@ -1,0 +1,126 @@
+"""The search's model runs: one onnxruntime session over the model with the
+candidate layers' weights as inputs, fed the dequantized values the
+converter will store, so any mix of precisions runs without rebuilding."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from onnxbit.calibration.result import SETTINGS, CalibratedLayer
+from onnxbit.quant import quantize_binary, quantize_int, quantize_ternary
+
+BATCH = 32  # samples stacked into one onnxruntime run when the model allows it
+
+
+def dequantized(weight: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    """The float32 [K, N] weight a layer converted with `settings` computes with."""
+    s = settings
+    precision = s["precision"]
+    if precision == "fp32":
+        return weight
+    if precision == "ternary":
+        return quantize_ternary(weight, method=s["method"], granularity=s["granularity"]).dequantize()
+    if precision == "binary":
+        return quantize_binary(weight, granularity=s["granularity"]).dequantize()
+    return quantize_int(weight, int(precision[3:]), symmetric=s["symmetric"], granularity=s["granularity"],
+                        group_size=s.get("group_size")).dequantize()
+
+
+class Probe:
+    """One session over the model with the candidate weights as inputs."""
+
+    def __init__(self, model: onnx.ModelProto, layers: list[CalibratedLayer], stored_transposed: dict[str, bool],
+                 weights: dict[str, np.ndarray]):
+        import onnxruntime as ort
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        names = {l.weight for l in layers}
+        kept = [t for t in probe.graph.initializer if t.name not in names]
+        for tensor in probe.graph.initializer:
+            if tensor.name in names:
+                probe.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
+                                                                            list(tensor.dims)))
+        del probe.graph.initializer[:]
+        probe.graph.initializer.extend(kept)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.layers = {l.node: l for l in layers}
+        self.stored_transposed = stored_transposed
+        self.weights = weights  # node -> float32 [K, N]
+        self._cache: dict[tuple[str, str, str], np.ndarray] = {}
+        self.batch: bool | None = None  # stack samples into one run (None: not tried yet)
+        self.hessians: dict[str, np.ndarray] = {}  # node -> X^T X of its input (compensated layers)
+        self._results: dict[tuple[str, str], Any] = {}
+
+    def quantized(self, node: str, precision: str):
+        """The compensated layer's QuantResult at an int precision (cached)."""
+        from onnxbit.quant.gptq import quantize_int_gptq
+
+        key = (node, precision)
+        if key not in self._results:
+            s = self.layers[node].settings(precision)
+            self._results[key] = quantize_int_gptq(self.weights[node], self.hessians[node], int(precision[3:]),
+                                                   symmetric=s["symmetric"], granularity=s["granularity"],
+                                                   group_size=s.get("group_size"))
+        return self._results[key]
+
+    def layer_error(self, node: str, ternary_method: str) -> float:
+        """tr(dW^T H dW) / tr(W^T H W): the layer's own relative output error
+        on the calibration inputs with ternary weights from that rule."""
+        w, h = self.weights[node], self.hessians[node]
+        delta = (dequantized(w, {**SETTINGS["ternary"], "method": ternary_method}) - w).astype(np.float64)
+        w = w.astype(np.float64)
+        return float(np.einsum("kn,kn->", delta, h @ delta) / max(np.einsum("kn,kn->", w, h @ w), 1e-30))
+
+    def stored(self, node: str, precision: str) -> np.ndarray:
+        layer = self.layers[node]
+        settings = layer.settings(precision)
+        key = (node, precision, settings.get("method", ""))
+        if key not in self._cache:
+            if layer.uses_codes(precision):
+                values = self.quantized(node, precision).dequantize()
+            else:
+                values = dequantized(self.weights[node], settings).astype(np.float32)
+            self._cache[key] = np.ascontiguousarray(values.T if self.stored_transposed[node] else values)
+        return self._cache[key]
+
+    def run(self, assignment: dict[str, str], feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        weights = {self.layers[node].weight: self.stored(node, precision) for node, precision in assignment.items()}
+        if self.batch is not False:
+            batched = self._run_batched(weights, feeds)
+            if batched is not None:
+                return batched
+        return [self.session.run(None, {**feed, **weights}) for feed in feeds]
+
+    def _run_batched(self, weights: dict[str, np.ndarray], feeds: Sequence[dict[str, np.ndarray]]):
+        """Samples stacked along axis 0, BATCH at a time: one run instead of
+        BATCH (the search runs the model thousands of times). Used when every
+        output keeps the samples along axis 0 and matches the one-sample runs;
+        otherwise (a fixed batch, outputs without a batch axis) None."""
+        shapes = {tuple((k, v.shape) for k, v in sorted(feed.items())) for feed in feeds}
+        if len(shapes) != 1 or any(v.ndim == 0 or v.shape[0] != 1 for v in feeds[0].values()):
+            return None
+        outputs: list[list[np.ndarray]] = []
+        try:
+            for start in range(0, len(feeds), BATCH):
+                chunk = feeds[start:start + BATCH]
+                stacked = {name: np.concatenate([f[name] for f in chunk]) for name in chunk[0]}
+                result = self.session.run(None, {**stacked, **weights})
+                if any(np.ndim(r) == 0 or r.shape[0] != len(chunk) for r in result):
+                    raise ValueError("an output has no batch axis")
+                outputs.extend([r[i:i + 1] for r in result] for i in range(len(chunk)))
+        except Exception:  # the model does not take stacked samples: run them one by one from now on
+            self.batch = False
+            return None
+        if self.batch is None:  # first time: check stacking changes nothing beyond float rounding
+            single = self.session.run(None, {**feeds[0], **weights})
+            if not all(np.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(single, outputs[0])):
+                self.batch = False
+                return None
+            self.batch = True
+        return outputs
