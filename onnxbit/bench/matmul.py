@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 
 from onnxbit.bench import peers
-from onnxbit.bench.timing import (dram_read_bandwidth, interleave, median_ms, quartiles_ms,
+from onnxbit.bench.timing import (cpu_name, dram_read_bandwidth, interleave, median_ms, quartiles_ms,
                                   rounds_for_budget, time_ns)
 from onnxbit.reference.ternary_matmul import quantize_activations
 
@@ -406,16 +406,6 @@ def last_level_cache_bytes() -> int | None:
     return best[1] if best else None
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load_average() -> float | None:
     """Other processes' demand for the cores, which skews multi-thread timings."""
     try:
@@ -464,7 +454,7 @@ def run_benchmark(options: BenchOptions, progress: Callable[[str], None] = _log)
     cold_bytes = options.cold_bytes or max(64 << 20, 8 * (llc or 0))
     progress(f"measuring DRAM read bandwidth ({options.bandwidth_bytes >> 20} MB numpy sum)")
     bandwidth = dram_read_bandwidth(options.bandwidth_bytes)
-    machine = {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "last_level_cache_bytes": llc,
+    machine = {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "last_level_cache_bytes": llc,
                "load_average_1min_at_start": _load_average(),
                "dram_read_gb_per_s": bandwidth.gb_per_s, "dram_probe_bytes": bandwidth.nbytes,
                "onnxruntime": ort.__version__, "python": platform.python_version(),

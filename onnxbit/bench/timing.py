@@ -8,9 +8,11 @@ summarised by medians, which ignore the occasional preempted run.
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -18,6 +20,17 @@ import numpy as np
 # A probe runs one round of one variant and returns its named samples in
 # nanoseconds, e.g. {"cold": 1.2e6, "hot": 0.4e6}.
 Probe = Callable[[], Mapping[str, float]]
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for benchmark headers and per-machine caches."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def time_ns(fn: Callable[[], object]) -> int:

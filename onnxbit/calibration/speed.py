@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,16 +36,6 @@ def cache_path() -> Path:
     return Path(root) / "layer_speed.json"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 class LayerSpeed:
     """speed(settings, k, n, m): how many times faster than float the layer
     runs with `settings` on `target` (below 1: slower), measured once per key."""
@@ -55,10 +44,11 @@ class LayerSpeed:
         import onnxruntime
 
         from onnxbit import __version__, native
+        from onnxbit.bench.timing import cpu_name
 
         self.target, self.threads = target, threads
         self.path = path or cache_path()
-        self.machine = "|".join([_cpu_name(), f"onnxruntime {onnxruntime.__version__}", f"onnxbit {__version__}",
+        self.machine = "|".join([cpu_name(), f"onnxruntime {onnxruntime.__version__}", f"onnxbit {__version__}",
                                  f"isa {native.isa()}", f"target {target}", f"threads {threads}"])
         self._cache = self._read()
 
