@@ -50,6 +50,7 @@ from typing import Any
 
 from onnxbit import formats
 from onnxbit.errors import ConfigError  # noqa: F401  (re-exported)
+from onnxbit.quant.ternary import SCALES as TERNARY_SCALES
 
 PRECISIONS = ("ternary", "binary", "int2", "int4", "int8", "fp32")
 GRANULARITIES = ("tensor", "channel", "group")
@@ -71,6 +72,10 @@ class LayerSettings:
     granularity: str = "tensor"
     group_size: int = 0  # used when granularity == "group"
     method: str = "absmean"  # ternary/binary scale rule, passed to onnxbit.quant
+    # ternary: how each block's scale is chosen once the codes are: "absmean"
+    # (mean |w| over the nonzero codes' weights) or "lsq" (least squares);
+    # None = the method's own (onnxbit.quant.ternary)
+    scale: str | None = None
     symmetric: bool = True  # int precisions: symmetric codes or codes + zero points
     # 1 = BitNet per-token int8 activations (ternary/binary): exact in TernaryMatMul,
     # standard ops on target onnx, per-block int8 (MatMulNBits accuracy_level 4) on target ort.
@@ -106,6 +111,10 @@ class LayerSettings:
             raise ConfigError(f"{where}: granularity 'group' needs a positive group_size")
         if self.granularity != "group" and self.group_size not in (0, None):
             raise ConfigError(f"{where}: group_size={self.group_size} is only meaningful with granularity 'group'")
+        if self.scale is not None and self.scale not in TERNARY_SCALES:
+            raise ConfigError(f"{where}: unknown scale {self.scale!r}; choose one of {', '.join(TERNARY_SCALES)}")
+        if self.scale is not None and self.precision != "ternary":
+            raise ConfigError(f"{where}: scale applies to ternary layers only, not {self.precision!r}")
         if self.format is not None and self.format not in formats.STORAGE_CHOICES:
             raise ConfigError(f"{where}: unknown format {self.format!r}; choose one of "
                               f"{', '.join(formats.STORAGE_CHOICES)}")

@@ -124,11 +124,35 @@ def test_ternary_threshold_rule_is_chosen_by_output_error(pixels):
         assert layer.sensitivity["ternary"] == min(layer.method_errors.values())
         assert layer.method_errors[layer.ternary_method] == layer.sensitivity["ternary"]
     # With the activations' X^T X known, the layer's own output error picks the rule.
+    # Every threshold rule x scale rule x granularity is tried that way (no model runs).
+    from onnxbit.calibration.search import TERNARY_CANDIDATES
+
     compensated = calibrate(MODEL, pixels, "cosine>=0.9", samples=40)
     for layer in compensated.layers:
-        assert set(layer.method_errors) == set(TERNARY_METHODS) and all(0 < e < 1 for e in
-                                                                        layer.method_errors.values())
-        assert layer.method_errors[layer.ternary_method] == min(layer.method_errors.values())
+        assert set(layer.method_errors) == {"/".join(c) for c in TERNARY_CANDIDATES}
+        assert all(0 < e < 1 for e in layer.method_errors.values())
+        chosen = f"{layer.ternary_method}/{layer.ternary_scale}/{layer.ternary_granularity}"
+        assert layer.method_errors[chosen] == min(layer.method_errors.values())
         assert layer.sensitivity["ternary"] > 0
     ternary_rules = [r for r in compensated.config("calib.codes.npz")["rules"] if r["precision"] == "ternary"]
-    assert all(r["method"] in TERNARY_METHODS for r in ternary_rules)
+    for rule in ternary_rules:
+        assert (rule["method"], rule["scale"], rule["granularity"]) in TERNARY_CANDIDATES
+
+
+def test_the_chosen_ternary_settings_convert_to_what_was_measured(pixels):
+    """A calibrated ternary layer's rule (method, scale, granularity) gives the
+    converted model the weights the search simulated: its held-out value is
+    the one the search reported."""
+    from onnxbit import runtime
+    from onnxbit.calibration.data import load_calibration_data
+    from onnxbit.convert import convert
+
+    result = calibrate(MODEL, pixels, "cosine>=0.5", samples=40, precisions=("ternary",))
+    chosen = {(l.ternary_scale, l.ternary_granularity) for l in result.layers if l.precision == "ternary"}
+    assert chosen
+    converted = convert(MODEL, config=result.config(), target="onnx", progress=False, measure_error=False).model
+    split = load_calibration_data(pixels, ["pixels"], 40)
+    original, session = runtime.InferenceSession(str(MODEL)), runtime.InferenceSession(converted)
+    reference = [original.run(None, feed) for feed in split.holdout]
+    outputs = [session.run(None, feed) for feed in split.holdout]
+    assert result.budget.measure(reference, outputs) == pytest.approx(result.holdout_value, abs=1e-5)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from onnxbit.config import ConfigError, LayerSettings, config_from_dict, load_config, preset
@@ -84,3 +85,33 @@ def test_toml_config_files(tmp_path):
     path.write_text('[default]\nprecison = "int8"\n')
     with pytest.raises(ConfigError, match="default: unknown setting\\(s\\) \\['precison'\\]; known: .*'precision'"):
         load_config(str(path))
+
+
+@pytest.mark.parametrize("scale", ["absmean", "lsq"])
+def test_a_ternary_scale_rule_reaches_the_quantizer(scale):
+    """"scale" in a rule is the scale rule the converted weights carry: the
+    converted model equals the float model with those dequantized weights."""
+    from pathlib import Path
+
+    import onnx
+    import onnxruntime as ort
+
+    from onnxbit.convert import convert
+    from onnxbit.quant import quantize_ternary
+
+    fixtures = Path(__file__).resolve().parent.parent / "models" / "fixtures"
+    model = onnx.load(fixtures / "digits_float_mlp.onnx")  # Gemm transB=1: weights stored [N, K]
+    settings = {"precision": "ternary", "granularity": "channel", "method": "median-factor", "scale": scale}
+    converted = convert(model, config={"float_weights": "quantize", "default": settings}, target="onnx",
+                        progress=False, measure_error=False).model
+    expected = onnx.ModelProto()
+    expected.CopyFrom(model)
+    for tensor in expected.graph.initializer:
+        if tensor.name.endswith(".weight"):
+            w = onnx.numpy_helper.to_array(tensor)
+            q = quantize_ternary(w.T, method="median-factor", granularity="channel", scale=scale).dequantize()
+            tensor.CopyFrom(onnx.numpy_helper.from_array(q.T.astype(np.float32), tensor.name))
+    x = np.load(fixtures / "digits_test.npz")["X_test"].astype(np.float32)[:30]
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"pixels": x})[0]
+    np.testing.assert_allclose(run(converted), run(expected), rtol=1e-4, atol=1e-4)

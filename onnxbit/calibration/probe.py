@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from onnxbit.calibration.result import SETTINGS, CalibratedLayer
+from onnxbit.calibration.result import CalibratedLayer
 from onnxbit.quant import quantize_binary, quantize_int, quantize_ternary
 
 BATCH = 32  # samples stacked into one onnxruntime run when the model allows it
@@ -22,7 +22,8 @@ def dequantized(weight: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
     if precision == "fp32":
         return weight
     if precision == "ternary":
-        return quantize_ternary(weight, method=s["method"], granularity=s["granularity"]).dequantize()
+        return quantize_ternary(weight, method=s["method"], granularity=s["granularity"],
+                                scale=s.get("scale")).dequantize()
     if precision == "binary":
         return quantize_binary(weight, granularity=s["granularity"]).dequantize()
     return quantize_int(weight, int(precision[3:]), symmetric=s["symmetric"], granularity=s["granularity"],
@@ -69,18 +70,18 @@ class Probe:
                                                    group_size=s.get("group_size"))
         return self._results[key]
 
-    def layer_error(self, node: str, ternary_method: str) -> float:
+    def layer_error(self, node: str, settings: dict[str, Any]) -> float:
         """tr(dW^T H dW) / tr(W^T H W): the layer's own relative output error
-        on the calibration inputs with ternary weights from that rule."""
+        on the calibration inputs with its weight quantized with `settings`."""
         w, h = self.weights[node], self.hessians[node]
-        delta = (dequantized(w, {**SETTINGS["ternary"], "method": ternary_method}) - w).astype(np.float64)
+        delta = (dequantized(w, settings) - w).astype(np.float64)
         w = w.astype(np.float64)
         return float(np.einsum("kn,kn->", delta, h @ delta) / max(np.einsum("kn,kn->", w, h @ w), 1e-30))
 
     def stored(self, node: str, precision: str) -> np.ndarray:
         layer = self.layers[node]
         settings = layer.settings(precision)
-        key = (node, precision, settings.get("method", ""))
+        key = (node, precision, repr(sorted(settings.items())))
         if key not in self._cache:
             if layer.uses_codes(precision):
                 values = self.quantized(node, precision).dequantize()

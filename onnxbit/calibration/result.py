@@ -43,8 +43,11 @@ class CalibratedLayer:
     precision: str = "fp32"
     sensitivity: dict[str, float] = field(default_factory=dict)  # precision -> output error, this layer alone
     ternary_method: str = "absmean"  # the threshold rule with the smallest output error
-    # ternary method -> the model's output error (rtn), or the layer's own relative
-    # output error on the calibration inputs (gptq: X^T X known, no model runs)
+    ternary_scale: str | None = None  # and its scale rule (None: the method's own)
+    ternary_granularity: str = "channel"  # and its scale granularity
+    # ternary candidate -> the model's output error (rtn: each threshold rule,
+    # "method"), or the layer's own relative output error on the calibration
+    # inputs (gptq: X^T X known, no model runs; "method/scale/granularity")
     method_errors: dict[str, float] = field(default_factory=dict)
     activation: str | None = None  # the layer's input; its X^T X drives error compensation (None: not possible)
     compensated: bool = False  # int precisions quantized with GPTQ error compensation
@@ -62,7 +65,9 @@ class CalibratedLayer:
         precision = precision or self.precision
         settings = dict(SETTINGS[precision])
         if precision == "ternary":
-            settings["method"] = self.ternary_method
+            settings.update(method=self.ternary_method, granularity=self.ternary_granularity)
+            if self.ternary_scale is not None:
+                settings["scale"] = self.ternary_scale
         if self.int8_activations and precision != "fp32":
             settings.update({"act_quant": 1} if precision == "ternary" else {"activations": "int8"})
         return settings
@@ -135,6 +140,7 @@ class CalibrationResult:
             "layers": [{"node": l.node, "weight": l.weight, "k": l.k, "n": l.n, "precision": l.precision,
                         "bytes": l.weight_bytes(), "bytes_fp32": l.weight_bytes("fp32"),
                         "sensitivity": l.sensitivity, "ternary_method": l.ternary_method,
+                        "ternary_scale": l.ternary_scale, "ternary_granularity": l.ternary_granularity,
                         "ternary_method_errors": l.method_errors, "compensated": l.uses_codes()}
                        for l in self.layers],
             "skipped": self.skipped,

@@ -39,6 +39,12 @@ METHODS = ("gptq", "rtn")  # error compensation, or round to nearest
 # Ternary threshold rules tried per layer; the one with the smallest output
 # error on the calibration samples is kept (not the smallest weight error).
 TERNARY_METHODS = ("absmean", "mse", "adaptive")
+# With X^T X known a candidate costs no model run, so more are tried: every
+# threshold rule x scale rule x granularity (one scale per tensor or per
+# output channel: the same bytes to within 4 per column).
+TERNARY_CANDIDATES = tuple((method, scale, granularity)
+                           for method in ("absmean", "median-factor", "adaptive", "mse")
+                           for scale in ("absmean", "lsq") for granularity in ("tensor", "channel"))
 MAX_SEARCH_SAMPLES = 128  # calibration samples the search runs on (the held-out check uses all)
 SENSITIVITY_SAMPLES = 16  # samples ranking the layers (each layer x precision is one run over them)
 SCREEN_SAMPLES = 8  # the hardest samples a cosine budget is checked on before all of them
@@ -117,9 +123,14 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
                 done += 1
                 continue
             if precision == "ternary" and layer.node in probe.hessians:
-                # The layer's own output error picks the threshold rule (no model runs), then one run.
-                layer.method_errors = {m: probe.layer_error(layer.node, m) for m in TERNARY_METHODS}
-                layer.ternary_method = min(layer.method_errors, key=layer.method_errors.get)
+                # The layer's own output error picks the rule, scale and granularity (no model runs),
+                # then one run.
+                layer.method_errors = {
+                    f"{m}/{sc}/{g}": probe.layer_error(layer.node, {**SETTINGS["ternary"], "method": m, "scale": sc,
+                                                                     "granularity": g})
+                    for m, sc, g in TERNARY_CANDIDATES}
+                best = min(layer.method_errors, key=layer.method_errors.get)
+                layer.ternary_method, layer.ternary_scale, layer.ternary_granularity = best.split("/")
                 methods: tuple[str, ...] = ("",)
             else:
                 methods = TERNARY_METHODS if precision == "ternary" else ("",)

@@ -189,7 +189,8 @@ def quantize_site(site: WeightSite, s: LayerSettings, fused_format: str | None) 
         if fused_format is not None and s.method == "absmean" and s.granularity in ("tensor", "channel"):
             packed_rows, scales = quantize_pack_absmean(site.weight, fmt=fused_format, granularity=s.granularity)
             return QuantizedWeight("ternary", k, n, None, scales, None, s.granularity, 0, packed_rows=packed_rows)
-        result = quantize_ternary(site.weight, method=s.method, granularity=s.granularity, group_size=group)
+        result = quantize_ternary(site.weight, method=s.method, granularity=s.granularity, group_size=group,
+                                  scale=s.scale)
     elif s.precision == "binary":
         result = quantize_binary(site.weight, granularity=s.granularity, group_size=group)
     elif s.codes is not None:  # chosen by calibration with error compensation
