@@ -186,6 +186,23 @@ typedef void (*tmm_f32_gemm_fn)(const float *wdec, const float *at, size_t width
 typedef void (*tmm_f32_gemm_pair_decode_fn)(const uint8_t *block0, const uint8_t *block1,
                                             float *wdec2);
 typedef void (*tmm_f32_gemm_pair_fn)(const float *wdec2, const float *at2, float *acc2);
+/* Register-blocked integer GEMM (TMM_PATH_I8_GEMM, one scale group), for
+ * tiles of TMM_I8_GEMM_PANELS panels: i8_gemm_decode writes the codes of
+ * panels [0, panels) (panel v at panel0 + v * kblocks * TMM_NR * 32; panels
+ * past `panels` as u = 0) as bytes, one 64-byte vector per 8 consecutive k
+ * (t8) and panel v:
+ *     wdec[(t8 * TMM_I8_GEMM_PANELS + v) * 64 + 8 r + j] = u(8 t8 + j, column r of panel v)
+ * for t8 < kblocks * 16. i8_gemm then gives, for rows i < rows (1..
+ * TMM_I8_GEMM_ROWS), panels v and columns r,
+ *     usum[(i * TMM_I8_GEMM_PANELS + v) * TMM_NR + r] = sum_{t8 < t8_count, j < 8}
+ *         wdec[(t8 * TMM_I8_GEMM_PANELS + v) * 64 + 8 r + j] * q[i][8 t8 + j]
+ * modulo 2^32, as the i8 kernel. */
+#define TMM_I8_GEMM_PANELS 4
+#define TMM_I8_GEMM_ROWS 6
+typedef void (*tmm_i8_gemm_decode_fn)(const uint8_t *panel0, size_t kblocks, size_t panels,
+                                      uint8_t *wdec);
+typedef void (*tmm_i8_gemm_fn)(const uint8_t *wdec, size_t t8_count, size_t rows,
+                               const int8_t *const *q, uint32_t *usum);
 typedef void (*tmm_gemv_tables_fn)(const int8_t *q, size_t kblocks, uint8_t *tables);
 typedef void (*tmm_gemv_fn)(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
                             const uint8_t *tables, size_t cb_begin, size_t cb_end,
@@ -217,6 +234,9 @@ struct tmm_kernels {
     /* Optional (NULL: few rows take a padded row block). */
     tmm_f32_gemm_pair_decode_fn f32_gemm_pair_decode;
     tmm_f32_gemm_pair_fn f32_gemm_pair;
+    /* Optional (NULL: many token rows take the lookup or multiply kernels). */
+    tmm_i8_gemm_decode_fn i8_gemm_decode;
+    tmm_i8_gemm_fn i8_gemm;
 };
 
 /* Chunks decoded at once on the many-row float path: TMM_NR * 16 * 32 floats

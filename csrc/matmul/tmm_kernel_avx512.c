@@ -85,6 +85,94 @@ static void i8_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,
     }
 }
 
+/* ---- integer GEMM (TMM_PATH_I8_GEMM) -------------------------------------- */
+
+/* A panel's K-block is 8 columns x 32 bytes, byte 8 t + j of a column holding
+ * k = 32 s + 8 t + j in bits 2 s. Two qword permutes per pair of stages turn
+ * the four 64-byte loads into four vectors "qword t of every column"; each
+ * then gives, per bit field s, the vector of t8 = 4 s + t. */
+static void i8_gemm_decode_avx512(const uint8_t *panel0, size_t kblocks, size_t panels,
+                                  uint8_t *wdec) {
+    const __m512i mask = _mm512_set1_epi8(3);
+    const __m512i pick_t01 = _mm512_setr_epi64(0, 4, 8, 12, 1, 5, 9, 13);
+    const __m512i pick_t23 = _mm512_setr_epi64(2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i low_halves = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11);
+    const __m512i high_halves = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
+    const size_t panel_bytes = kblocks * TMM_NR * 32;
+    for (size_t v = 0; v < TMM_I8_GEMM_PANELS; v++) {
+        uint8_t *out = wdec + v * 64;
+        const size_t step = TMM_I8_GEMM_PANELS * 64; /* bytes from one t8 to the next */
+        if (v >= panels) {
+            for (size_t t8 = 0; t8 < kblocks * 16; t8++)
+                _mm512_store_si512((void *)(out + t8 * step), _mm512_setzero_si512());
+            continue;
+        }
+        const uint8_t *panel = panel0 + v * panel_bytes;
+        for (size_t b = 0; b < kblocks; b++) {
+            const uint8_t *blk = panel + b * TMM_NR * 32;
+            __m512i z0 = _mm512_load_si512((const void *)blk);
+            __m512i z1 = _mm512_load_si512((const void *)(blk + 64));
+            __m512i z2 = _mm512_load_si512((const void *)(blk + 128));
+            __m512i z3 = _mm512_load_si512((const void *)(blk + 192));
+            /* columns 0-3 (4-7), qwords t = 0, 1 and t = 2, 3 */
+            __m512i a01 = _mm512_permutex2var_epi64(z0, pick_t01, z1);
+            __m512i a23 = _mm512_permutex2var_epi64(z0, pick_t23, z1);
+            __m512i b01 = _mm512_permutex2var_epi64(z2, pick_t01, z3);
+            __m512i b23 = _mm512_permutex2var_epi64(z2, pick_t23, z3);
+            __m512i by_t[4] = {_mm512_permutex2var_epi64(a01, low_halves, b01),
+                               _mm512_permutex2var_epi64(a01, high_halves, b01),
+                               _mm512_permutex2var_epi64(a23, low_halves, b23),
+                               _mm512_permutex2var_epi64(a23, high_halves, b23)};
+            for (int s = 0; s < 4; s++)
+                for (int t = 0; t < 4; t++) {
+                    __m512i u = _mm512_and_si512(_mm512_srli_epi16(by_t[t], 2 * s), mask);
+                    _mm512_store_si512((void *)(out + (b * 16 + 4 * s + t) * step), u);
+                }
+        }
+    }
+}
+
+/* ROWS x 4 accumulators, lane 2 r + h of panel v's holding column r's sum
+ * over the k = 8 t8 + 4 h .. + 3 (one broadcast qword of activations feeds
+ * both halves); the halves are added once, after the loop. */
+static ALWAYS_INLINE void i8_gemm_tile(const uint8_t *wdec, size_t t8_count,
+                                       const int8_t *const *q, uint32_t *usum, int ROWS) {
+    __m512i acc[TMM_I8_GEMM_ROWS][TMM_I8_GEMM_PANELS];
+    for (int i = 0; i < ROWS; i++)
+        for (int v = 0; v < TMM_I8_GEMM_PANELS; v++) acc[i][v] = _mm512_setzero_si512();
+    for (size_t t = 0; t < t8_count; t++) {
+        const uint8_t *wt = wdec + t * TMM_I8_GEMM_PANELS * 64;
+        __m512i wv[TMM_I8_GEMM_PANELS];
+        for (int v = 0; v < TMM_I8_GEMM_PANELS; v++)
+            wv[v] = _mm512_load_si512((const void *)(wt + 64 * v));
+        for (int i = 0; i < ROWS; i++) {
+            int64_t eight;
+            memcpy(&eight, q[i] + 8 * t, sizeof eight);
+            __m512i a = _mm512_set1_epi64(eight);
+            for (int v = 0; v < TMM_I8_GEMM_PANELS; v++)
+                acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], wv[v], a);
+        }
+    }
+    for (int i = 0; i < ROWS; i++)
+        for (int v = 0; v < TMM_I8_GEMM_PANELS; v++) {
+            __m512i pairs = _mm512_add_epi32(acc[i][v], _mm512_srli_epi64(acc[i][v], 32));
+            _mm256_storeu_si256((__m256i *)(usum + (i * TMM_I8_GEMM_PANELS + v) * TMM_NR),
+                                _mm512_cvtepi64_epi32(pairs));
+        }
+}
+
+static void i8_gemm_avx512(const uint8_t *wdec, size_t t8_count, size_t rows,
+                           const int8_t *const *q, uint32_t *usum) {
+    switch (rows) {
+    case 1: i8_gemm_tile(wdec, t8_count, q, usum, 1); break;
+    case 2: i8_gemm_tile(wdec, t8_count, q, usum, 2); break;
+    case 3: i8_gemm_tile(wdec, t8_count, q, usum, 3); break;
+    case 4: i8_gemm_tile(wdec, t8_count, q, usum, 4); break;
+    case 5: i8_gemm_tile(wdec, t8_count, q, usum, 5); break;
+    default: i8_gemm_tile(wdec, t8_count, q, usum, 6); break;
+    }
+}
+
 /* ---- float kernel, one row ----------------------------------------------- */
 
 /* One activation row against the panel, 16 codes per instruction (the AVX2
@@ -261,4 +349,6 @@ const struct tmm_kernels tmm_kernels_avx512 = {
     .f32_gemm_width = 48,
     .f32_gemm_pair_decode = f32_gemm_pair_decode_avx512,
     .f32_gemm_pair = f32_gemm_pair_avx512,
+    .i8_gemm_decode = i8_gemm_decode_avx512,
+    .i8_gemm = i8_gemm_avx512,
 };
