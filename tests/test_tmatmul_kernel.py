@@ -561,3 +561,31 @@ def test_token_rows_on_the_plain_avx2_level(rng, fmt):
                 expected = ternary_matmul_reference(a, w_kn, scales, gs, 1, bias)
                 assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN, bias), expected,
                                       equal_nan=True), (k, n, m)
+
+
+# M from the path's first row (48) over row-tile tails (6 rows a kernel call:
+# 49, 53) and several tasks (256 rows); N over panel-tile tails (32 columns:
+# 3, 33, 257 leave 1..3 panels or part of one); K off the 128 blocks and the
+# 8-byte steps (5, 255, 1000).
+@pytest.mark.skipif("avx512" not in native.available_isas(), reason="needs an AVX-512 VNNI CPU")
+@pytest.mark.parametrize("m,k,n", [(48, 5, 3), (49, 255, 33), (53, 1000, 257), (130, 4096, 64),
+                                   (300, 200, 40)])
+def test_avx512_integer_gemm_path_is_exact(rng, m, k, n):
+    w_kn, scales, gs = make_case(rng, k, n, "channel")
+    weights = build(w_kn, scales, gs)
+    bias = rng.standard_normal(n).astype(np.float32)
+    a = rng.standard_normal((m, k)).astype(np.float32) * 3
+    a[m // 2, k - 1] = np.inf  # a row of NaN from a non-finite activation
+    a[m - 1] *= 1e-30  # a row whose scale is at the 1e-5 floor
+    expected = ternary_matmul_reference(a, w_kn, scales, gs, 1, bias)
+    with native.forced_isa("scalar"):
+        scalar = weights.matmul(a, ACT_INT8_TOKEN, bias)
+    assert np.array_equal(scalar, expected, equal_nan=True)
+    with native.forced_isa("avx512"):
+        assert weights.compute_path(m, ACT_INT8_TOKEN) == "i8_gemm"
+        assert weights.compute_path(47, ACT_INT8_TOKEN) != "i8_gemm"
+        assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN, bias), expected, equal_nan=True)
+        # rows past a task's first 256 and in the last partial row tile, alone
+        tail = a[m - 48:]
+        assert np.array_equal(weights.matmul(tail, ACT_INT8_TOKEN, bias), expected[m - 48:],
+                              equal_nan=True)

@@ -84,7 +84,7 @@ enum tmm_path {
 
 /* Fewest rows the integer GEMM path serves: below, decoding the codes to
  * bytes costs more than the rows save (measured, see tmm_path_i8_gemm.c). */
-#define TMM_I8_GEMM_MIN_ROWS 16
+#define TMM_I8_GEMM_MIN_ROWS 48
 
 /* Fewest rows the float GEMM path serves: below, transposing the activations
  * and broadcasting weights costs more than the decoded dot products save. */

@@ -132,46 +132,47 @@ static void i8_gemm_decode_avx512(const uint8_t *panel0, size_t kblocks, size_t 
     }
 }
 
-/* 6 rows x 4 panels: 24 accumulators, named (GCC shuffled an array of them
- * through the stack). Lane 2 r + h of panel v's accumulator holds column r's
- * sum over k = 8 t8 + 4 h .. + 3 (one broadcast qword of activations feeds
- * both halves); the halves are added once, after the loop. Fewer rows repeat
- * the last one (its sums are dropped). */
 /* vpdpbusd in place through asm: GCC 12 copied the intrinsic's accumulators
  * between registers and the stack on every step (2.3x slower at M = 128). */
 static ALWAYS_INLINE void dpbusd_in_place(__m512i *acc, __m512i u8, __m512i s8) {
+#ifdef ONNXBIT_TEST_EMULATED_X86_INTRINSICS_H /* tests/native: intrinsics stand-ins, no asm */
+    *acc = _mm512_dpbusd_epi32(*acc, u8, s8);
+#else
     __asm__("vpdpbusd %2, %1, %0" : "+v"(*acc) : "v"(u8), "v"(s8));
+#endif
 }
 
+/* ROWS (<= 6) rows x 4 panels: up to 24 accumulators, named (GCC shuffled an
+ * array of them through the stack); the rows past ROWS compile away. Lane
+ * 2 r + h of panel v's accumulator holds column r's sum over
+ * k = 8 t8 + 4 h .. + 3 (one broadcast qword of activations feeds both
+ * halves); the halves are added once, after the loop. */
 #define GEMM_ROW_STEP(i)                                                       \
-    do {                                                                       \
+    if (i < ROWS) {                                                            \
         int64_t eight;                                                         \
-        memcpy(&eight, q##i + 8 * t, sizeof eight);                            \
+        memcpy(&eight, q[i] + 8 * t, sizeof eight);                            \
         __m512i a = _mm512_set1_epi64(eight);                                  \
-        dpbusd_in_place(&c##i##0, w0, a);                         \
-        dpbusd_in_place(&c##i##1, w1, a);                         \
-        dpbusd_in_place(&c##i##2, w2, a);                         \
-        dpbusd_in_place(&c##i##3, w3, a);                         \
-    } while (0)
+        dpbusd_in_place(&c##i##0, w0, a);                                      \
+        dpbusd_in_place(&c##i##1, w1, a);                                      \
+        dpbusd_in_place(&c##i##2, w2, a);                                      \
+        dpbusd_in_place(&c##i##3, w3, a);                                      \
+    }
 #define GEMM_ROW_STORE(i)                                                      \
-    do {                                                                       \
-        uint32_t *dst = tile + i * TMM_I8_GEMM_PANELS * TMM_NR;                \
+    if (i < ROWS) {                                                            \
+        uint32_t *dst = usum + i * TMM_I8_GEMM_PANELS * TMM_NR;                \
         add_halves(dst, c##i##0);                                              \
         add_halves(dst + TMM_NR, c##i##1);                                     \
         add_halves(dst + 2 * TMM_NR, c##i##2);                                 \
         add_halves(dst + 3 * TMM_NR, c##i##3);                                 \
-    } while (0)
+    }
 
 static ALWAYS_INLINE void add_halves(uint32_t *dst, __m512i acc) {
     __m512i pairs = _mm512_add_epi32(acc, _mm512_srli_epi64(acc, 32));
     _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi64_epi32(pairs));
 }
 
-static void i8_gemm_avx512(const uint8_t *wdec, size_t t8_count, size_t rows,
-                           const int8_t *const *q, uint32_t *usum) {
-    const int8_t *qr[TMM_I8_GEMM_ROWS];
-    for (size_t i = 0; i < TMM_I8_GEMM_ROWS; i++) qr[i] = q[i < rows ? i : rows - 1];
-    const int8_t *q0 = qr[0], *q1 = qr[1], *q2 = qr[2], *q3 = qr[3], *q4 = qr[4], *q5 = qr[5];
+static ALWAYS_INLINE void i8_gemm_tile(const uint8_t *wdec, size_t t8_count,
+                                       const int8_t *const *q, uint32_t *usum, int ROWS) {
     const __m512i z = _mm512_setzero_si512();
     __m512i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
     __m512i c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
@@ -182,21 +183,31 @@ static void i8_gemm_avx512(const uint8_t *wdec, size_t t8_count, size_t rows,
         __m512i w1 = _mm512_load_si512((const void *)(wt + 64));
         __m512i w2 = _mm512_load_si512((const void *)(wt + 128));
         __m512i w3 = _mm512_load_si512((const void *)(wt + 192));
-        GEMM_ROW_STEP(0);
-        GEMM_ROW_STEP(1);
-        GEMM_ROW_STEP(2);
-        GEMM_ROW_STEP(3);
-        GEMM_ROW_STEP(4);
-        GEMM_ROW_STEP(5);
+        GEMM_ROW_STEP(0)
+        GEMM_ROW_STEP(1)
+        GEMM_ROW_STEP(2)
+        GEMM_ROW_STEP(3)
+        GEMM_ROW_STEP(4)
+        GEMM_ROW_STEP(5)
     }
-    uint32_t tile[TMM_I8_GEMM_ROWS * TMM_I8_GEMM_PANELS * TMM_NR];
-    GEMM_ROW_STORE(0);
-    GEMM_ROW_STORE(1);
-    GEMM_ROW_STORE(2);
-    GEMM_ROW_STORE(3);
-    GEMM_ROW_STORE(4);
-    GEMM_ROW_STORE(5);
-    memcpy(usum, tile, rows * TMM_I8_GEMM_PANELS * TMM_NR * sizeof(uint32_t));
+    GEMM_ROW_STORE(0)
+    GEMM_ROW_STORE(1)
+    GEMM_ROW_STORE(2)
+    GEMM_ROW_STORE(3)
+    GEMM_ROW_STORE(4)
+    GEMM_ROW_STORE(5)
+}
+
+static void i8_gemm_avx512(const uint8_t *wdec, size_t t8_count, size_t rows,
+                           const int8_t *const *q, uint32_t *usum) {
+    switch (rows) {
+    case 1: i8_gemm_tile(wdec, t8_count, q, usum, 1); break;
+    case 2: i8_gemm_tile(wdec, t8_count, q, usum, 2); break;
+    case 3: i8_gemm_tile(wdec, t8_count, q, usum, 3); break;
+    case 4: i8_gemm_tile(wdec, t8_count, q, usum, 4); break;
+    case 5: i8_gemm_tile(wdec, t8_count, q, usum, 5); break;
+    default: i8_gemm_tile(wdec, t8_count, q, usum, 6); break;
+    }
 }
 
 /* ---- float kernel, one row ----------------------------------------------- */
