@@ -91,8 +91,8 @@ static void i8_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,
  * k = 32 s + 8 t + j in bits 2 s. Two qword permutes per pair of stages turn
  * the four 64-byte loads into four vectors "qword t of every column"; each
  * then gives, per bit field s, the vector of t8 = 4 s + t. */
-static void i8_gemm_decode_avx512(const uint8_t *panel0, size_t kblocks, size_t panels,
-                                  uint8_t *wdec) {
+static void i8_gemm_decode_avx512(const uint8_t *panel0, size_t kblocks, size_t b_begin,
+                                  size_t b_end, size_t panels, uint8_t *wdec) {
     const __m512i mask = _mm512_set1_epi8(3);
     const __m512i pick_t01 = _mm512_setr_epi64(0, 4, 8, 12, 1, 5, 9, 13);
     const __m512i pick_t23 = _mm512_setr_epi64(2, 6, 10, 14, 3, 7, 11, 15);
@@ -103,13 +103,13 @@ static void i8_gemm_decode_avx512(const uint8_t *panel0, size_t kblocks, size_t 
         uint8_t *out = wdec + v * 64;
         const size_t step = TMM_I8_GEMM_PANELS * 64; /* bytes from one t8 to the next */
         if (v >= panels) {
-            for (size_t t8 = 0; t8 < kblocks * 16; t8++)
+            for (size_t t8 = 0; t8 < (b_end - b_begin) * 16; t8++)
                 _mm512_store_si512((void *)(out + t8 * step), _mm512_setzero_si512());
             continue;
         }
         const uint8_t *panel = panel0 + v * panel_bytes;
-        for (size_t b = 0; b < kblocks; b++) {
-            const uint8_t *blk = panel + b * TMM_NR * 32;
+        for (size_t b = 0; b < b_end - b_begin; b++) {
+            const uint8_t *blk = panel + (b_begin + b) * TMM_NR * 32;
             __m512i z0 = _mm512_load_si512((const void *)blk);
             __m512i z1 = _mm512_load_si512((const void *)(blk + 64));
             __m512i z2 = _mm512_load_si512((const void *)(blk + 128));
@@ -157,13 +157,27 @@ static ALWAYS_INLINE void dpbusd_in_place(__m512i *acc, __m512i u8, __m512i s8) 
         dpbusd_in_place(&c##i##2, w2, a);                                      \
         dpbusd_in_place(&c##i##3, w3, a);                                      \
     }
+#define GEMM_ROW_LOAD(i)                                                       \
+    if (i < ROWS && !first) {                                                  \
+        const int32_t *src = carry + i * TMM_I8_GEMM_PANELS * 16;              \
+        c##i##0 = _mm512_load_si512((const void *)src);                        \
+        c##i##1 = _mm512_load_si512((const void *)(src + 16));                 \
+        c##i##2 = _mm512_load_si512((const void *)(src + 32));                 \
+        c##i##3 = _mm512_load_si512((const void *)(src + 48));                 \
+    }
 #define GEMM_ROW_STORE(i)                                                      \
-    if (i < ROWS) {                                                            \
+    if (i < ROWS && usum) {                                                    \
         uint32_t *dst = usum + i * TMM_I8_GEMM_PANELS * TMM_NR;                \
         add_halves(dst, c##i##0);                                              \
         add_halves(dst + TMM_NR, c##i##1);                                     \
         add_halves(dst + 2 * TMM_NR, c##i##2);                                 \
         add_halves(dst + 3 * TMM_NR, c##i##3);                                 \
+    } else if (i < ROWS) {                                                     \
+        int32_t *dst = carry + i * TMM_I8_GEMM_PANELS * 16;                    \
+        _mm512_store_si512((void *)dst, c##i##0);                              \
+        _mm512_store_si512((void *)(dst + 16), c##i##1);                       \
+        _mm512_store_si512((void *)(dst + 32), c##i##2);                       \
+        _mm512_store_si512((void *)(dst + 48), c##i##3);                       \
     }
 
 static ALWAYS_INLINE void add_halves(uint32_t *dst, __m512i acc) {
@@ -172,11 +186,18 @@ static ALWAYS_INLINE void add_halves(uint32_t *dst, __m512i acc) {
 }
 
 static ALWAYS_INLINE void i8_gemm_tile(const uint8_t *wdec, size_t t8_count,
-                                       const int8_t *const *q, uint32_t *usum, int ROWS) {
+                                       const int8_t *const *q, int32_t *carry, int first,
+                                       uint32_t *usum, int ROWS) {
     const __m512i z = _mm512_setzero_si512();
     __m512i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
     __m512i c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
     __m512i c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
+    GEMM_ROW_LOAD(0)
+    GEMM_ROW_LOAD(1)
+    GEMM_ROW_LOAD(2)
+    GEMM_ROW_LOAD(3)
+    GEMM_ROW_LOAD(4)
+    GEMM_ROW_LOAD(5)
     for (size_t t = 0; t < t8_count; t++) {
         const uint8_t *wt = wdec + t * TMM_I8_GEMM_PANELS * 64;
         __m512i w0 = _mm512_load_si512((const void *)wt);
@@ -199,14 +220,14 @@ static ALWAYS_INLINE void i8_gemm_tile(const uint8_t *wdec, size_t t8_count,
 }
 
 static void i8_gemm_avx512(const uint8_t *wdec, size_t t8_count, size_t rows,
-                           const int8_t *const *q, uint32_t *usum) {
+                           const int8_t *const *q, int32_t *carry, int first, uint32_t *usum) {
     switch (rows) {
-    case 1: i8_gemm_tile(wdec, t8_count, q, usum, 1); break;
-    case 2: i8_gemm_tile(wdec, t8_count, q, usum, 2); break;
-    case 3: i8_gemm_tile(wdec, t8_count, q, usum, 3); break;
-    case 4: i8_gemm_tile(wdec, t8_count, q, usum, 4); break;
-    case 5: i8_gemm_tile(wdec, t8_count, q, usum, 5); break;
-    default: i8_gemm_tile(wdec, t8_count, q, usum, 6); break;
+    case 1: i8_gemm_tile(wdec, t8_count, q, carry, first, usum, 1); break;
+    case 2: i8_gemm_tile(wdec, t8_count, q, carry, first, usum, 2); break;
+    case 3: i8_gemm_tile(wdec, t8_count, q, carry, first, usum, 3); break;
+    case 4: i8_gemm_tile(wdec, t8_count, q, carry, first, usum, 4); break;
+    case 5: i8_gemm_tile(wdec, t8_count, q, carry, first, usum, 5); break;
+    default: i8_gemm_tile(wdec, t8_count, q, carry, first, usum, 6); break;
     }
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "matmul/tmm_internal.h"
+#include "obx_common.h"
 #include "onnxbit/formats.h"
 
 extern const struct tmm_kernels emulated_tmm_kernels_avx512, emulated_tmm_kernels_avxvnni;
@@ -151,9 +152,17 @@ int main(void) {
                 q[i][j] = extreme ? -128 : (int8_t)(rand() % 256 - 128);
         }
         uint8_t *wdec = aligned_alloc(64, w->kblocks * 16 * TMM_I8_GEMM_PANELS * 64);
+        static int32_t carry[TMM_I8_GEMM_CARRY] __attribute__((aligned(64)));
         uint32_t got[TMM_I8_GEMM_ROWS * TMM_I8_GEMM_PANELS * TMM_NR], expected[TMM_MR * TMM_NR];
-        kern->i8_gemm_decode(w->packed, w->kblocks, w->n_panels, wdec);
-        kern->i8_gemm(wdec, chunks * 4, rows, (const int8_t *const *)q, got);
+        /* every K-block its own slab, the sums carried between them */
+        for (size_t b0 = 0; b0 < w->kblocks; b0++) {
+            size_t t8_count = OBX_MIN((size_t)16, chunks * 4 - b0 * 16);
+            const int8_t *qs[TMM_I8_GEMM_ROWS];
+            for (size_t i = 0; i < rows; i++) qs[i] = q[i] + b0 * TMM_KBLOCK;
+            kern->i8_gemm_decode(w->packed, w->kblocks, b0, b0 + 1, w->n_panels, wdec);
+            kern->i8_gemm(wdec, t8_count, rows, qs, carry, b0 == 0,
+                          b0 + 1 == w->kblocks ? got : NULL);
+        }
         for (size_t p = 0; p < w->n_panels; p++)
             for (size_t i = 0; i < rows; i++) {
                 const int8_t *qi[1] = {q[i]};
