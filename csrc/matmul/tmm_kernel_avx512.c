@@ -110,6 +110,10 @@ static void i8_gemm_decode_avx512(const uint8_t *panel0, size_t kblocks, size_t 
         const uint8_t *panel = panel0 + v * panel_bytes;
         for (size_t b = 0; b < b_end - b_begin; b++) {
             const uint8_t *blk = panel + (b_begin + b) * TMM_NR * 32;
+            /* The codes come from DRAM when the weights are cold: read ahead
+             * as the multiply kernel does. */
+            for (int line = 0; line < 4; line++)
+                _mm_prefetch((const char *)(blk + 64 * line + TMM_CODE_PREFETCH), _MM_HINT_T0);
             __m512i z0 = _mm512_load_si512((const void *)blk);
             __m512i z1 = _mm512_load_si512((const void *)(blk + 64));
             __m512i z2 = _mm512_load_si512((const void *)(blk + 128));
