@@ -61,6 +61,10 @@ CASES = [
     (130, 64, 3, "base3", "group", 5, 1, False, False),
     (17, 1, 257, "base3", "channel", 0, 1, True, True),
     (2, 4096, 1, "2bit", "tensor", 0, 0, False, True),
+    # the AVX-512 integer GEMM path (M >= 24): row tile (6), panel tile (32
+    # columns), K-block (128) and task (256 rows) tails
+    (53, 1000, 33, "2bit", "channel", 0, 1, True, True),
+    (300, 255, 257, "base3", "tensor", 0, 1, False, False),
 ]
 
 

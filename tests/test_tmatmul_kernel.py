@@ -561,3 +561,36 @@ def test_token_rows_on_the_plain_avx2_level(rng, fmt):
                 expected = ternary_matmul_reference(a, w_kn, scales, gs, 1, bias)
                 assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN, bias), expected,
                                       equal_nan=True), (k, n, m)
+
+
+# M from the path's first row (24) over row-tile tails (6 rows a kernel call:
+# 25, 49, 53) and several tasks (256 rows); N over panel-tile tails (32 columns:
+# 3, 33, 257 leave 1..3 panels or part of one); K off the 128 blocks and the
+# 8-byte steps (5, 255, 1000), over slabs of 8 K-blocks (1024 one slab, 1025
+# and 4096 several, the sums carried between them) and K = 0 (bias only).
+@pytest.mark.skipif("avx512" not in native.available_isas(), reason="needs an AVX-512 VNNI CPU")
+@pytest.mark.parametrize("m,k,n", [(24, 5, 3), (25, 77, 8), (49, 255, 33), (53, 1000, 257),
+                                   (130, 4096, 64),
+                                   (300, 200, 40), (60, 1024, 20), (61, 1025, 40), (50, 0, 9)])
+def test_avx512_integer_gemm_path_is_exact(rng, m, k, n):
+    w_kn, scales, gs = make_case(rng, k, n, "channel")
+    weights = build(w_kn, scales, gs)
+    bias = rng.standard_normal(n).astype(np.float32)
+    a = rng.standard_normal((m, k)).astype(np.float32) * 3
+    if k:
+        a[m // 2, k - 1] = np.inf  # a row of NaN from a non-finite activation
+        a[m - 1] *= 1e-30  # a row whose scale is at the 1e-5 floor
+    # (the numpy reference takes no K = 0: every sum is empty, y is the bias)
+    expected = (ternary_matmul_reference(a, w_kn, scales, gs, 1, bias) if k
+                else np.tile(bias, (m, 1)))
+    with native.forced_isa("scalar"):
+        scalar = weights.matmul(a, ACT_INT8_TOKEN, bias)
+    assert np.array_equal(scalar, expected, equal_nan=True)
+    with native.forced_isa("avx512"):
+        assert weights.compute_path(m, ACT_INT8_TOKEN) == "i8_gemm"
+        assert weights.compute_path(23, ACT_INT8_TOKEN) != "i8_gemm"
+        assert np.array_equal(weights.matmul(a, ACT_INT8_TOKEN, bias), expected, equal_nan=True)
+        # rows past a task's first 256 and in the last partial row tile, alone
+        tail = a[m - 24:]
+        assert np.array_equal(weights.matmul(tail, ACT_INT8_TOKEN, bias), expected[m - 24:],
+                              equal_nan=True)

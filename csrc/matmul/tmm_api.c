@@ -67,7 +67,7 @@ OBX_API int obx_tmm_compute_scaled(const obx_tmm_weights *w, const float *a, siz
 
 OBX_API const char *obx_tmm_path_name(const obx_tmm_weights *w, size_t m, int act_quant) {
     static const char *const names[] = {
-        [TMM_PATH_I8_GEMV] = "i8_gemv",         [TMM_PATH_I8_LUT] = "i8_lut",
+        [TMM_PATH_I8_GEMV] = "i8_gemv",         [TMM_PATH_I8_LUT] = "i8_lut", [TMM_PATH_I8_GEMM] = "i8_gemm",
         [TMM_PATH_I8_GROUPED] = "i8_grouped",   [TMM_PATH_I8_MULTIPLY] = "i8_multiply",
         [TMM_PATH_F32_GEMM] = "f32_gemm",       [TMM_PATH_F32_SCALED] = "f32_scaled",
         [TMM_PATH_F32_DECODED] = "f32_decoded", [TMM_PATH_F32_MULTIPLY] = "f32_multiply",

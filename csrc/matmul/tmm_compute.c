@@ -182,6 +182,7 @@ int tmm_compute(const struct tmm_kernels *kern, tmm_quantize_static_fn quantize_
     if (rows_done < m) tmm_prepare_rows(&job);
     if (path == TMM_PATH_I8_GEMV) rows_done = tmm_run_gemv(&job);
     else if (path == TMM_PATH_I8_LUT) rows_done = tmm_run_lut(&job);
+    else if (path == TMM_PATH_I8_GEMM) rows_done = tmm_run_i8_gemm(&job);
     if (rows_done < m) tmm_run_panels(&job, path, rows_done);
     tmm_scratch_put(scratch);
     return 0;

@@ -47,6 +47,10 @@ enum tmm_path {
     /* act_quant = 1, one scale group, M <= TMM_GEMV_MAX_ROWS, kernels with
      * GEMV slots and weights with the column-block layout: single-row lookup. */
     TMM_PATH_I8_GEMV,
+    /* act_quant = 1, one scale group, at least TMM_I8_GEMM_MIN_ROWS rows,
+     * kernels with i8_gemm: each tile of panels decoded to bytes once per task,
+     * then register-blocked vpdpbusd-style sums over rows (tmm_path_i8_gemm.c). */
+    TMM_PATH_I8_GEMM,
     /* act_quant = 1, one scale group, kernels with i8_lut: rows in lookup
      * groups of 8 or 16, the rows left over through TMM_PATH_I8_MULTIPLY. */
     TMM_PATH_I8_LUT,
@@ -78,6 +82,13 @@ enum tmm_path {
  * L2 for the second and later rows. */
 #define TMM_GEMV_MAX_ROWS 5
 
+/* Fewest rows the integer GEMM path serves: below, decoding the codes to
+ * bytes costs more than the rows save. Against the multiply path at
+ * K = N = 4096, one thread, Sapphire Rapids (time ratio to onnxruntime's
+ * MatMulInteger in the same process, `onnxbit bench matmul`): M = 16 1.45
+ * vs 1.6 (multiply better), 24 1.4 vs 1.3, 32 1.4 vs 1.25, 128 1.1 vs 0.95. */
+#define TMM_I8_GEMM_MIN_ROWS 24
+
 /* Fewest rows the float GEMM path serves: below, transposing the activations
  * and broadcasting weights costs more than the decoded dot products save. */
 #define TMM_GEMM_MIN_ROWS 8
@@ -105,6 +116,7 @@ void tmm_run_tasks(const struct tmm_job *job, obx_task_fn fn, void *arg, size_t 
 size_t tmm_run_gemv(struct tmm_job *job);
 size_t tmm_run_lut(struct tmm_job *job);
 size_t tmm_run_gemm(struct tmm_job *job);
+size_t tmm_run_i8_gemm(struct tmm_job *job);
 void tmm_run_panels(const struct tmm_job *job, enum tmm_path path, size_t row_begin);
 
 /* Panel functions of the panel-walking paths: rows [row_begin, row_end) of

@@ -186,6 +186,28 @@ typedef void (*tmm_f32_gemm_fn)(const float *wdec, const float *at, size_t width
 typedef void (*tmm_f32_gemm_pair_decode_fn)(const uint8_t *block0, const uint8_t *block1,
                                             float *wdec2);
 typedef void (*tmm_f32_gemm_pair_fn)(const float *wdec2, const float *at2, float *acc2);
+/* Register-blocked integer GEMM (TMM_PATH_I8_GEMM, one scale group), for
+ * tiles of TMM_I8_GEMM_PANELS panels and a slab of K-blocks [b_begin, b_end):
+ * i8_gemm_decode writes the codes of panels [0, panels) (panel v at
+ * panel0 + v * kblocks * TMM_NR * 32; panels past `panels` as u = 0) as
+ * bytes, one 64-byte vector per 8 consecutive k (t8) and panel v:
+ *     wdec[((t8 - 16 b_begin) * TMM_I8_GEMM_PANELS + v) * 64 + 8 r + j]
+ *         = u(8 t8 + j, column r of panel v)
+ * for t8 in [16 b_begin, 16 b_end). i8_gemm then adds, for rows i < rows (1..
+ * TMM_I8_GEMM_ROWS), panels v and columns r, the slab's
+ *     sum_{t8 < t8_count, j < 8} wdec[(t8 * TMM_I8_GEMM_PANELS + v) * 64 + 8 r + j] * q[i][8 t8 + j]
+ * modulo 2^32 to its running sums: those start at 0 when `first`, else from
+ * carry (TMM_I8_GEMM_CARRY int32 in the kernel's own layout, 64-byte
+ * aligned); with usum NULL the sums go back to carry for the next slab,
+ * otherwise usum[(i * TMM_I8_GEMM_PANELS + v) * TMM_NR + r] receives them. */
+#define TMM_I8_GEMM_PANELS 4
+#define TMM_I8_GEMM_ROWS 6
+#define TMM_I8_GEMM_CARRY (TMM_I8_GEMM_ROWS * TMM_I8_GEMM_PANELS * 16)
+typedef void (*tmm_i8_gemm_decode_fn)(const uint8_t *panel0, size_t kblocks, size_t b_begin,
+                                      size_t b_end, size_t panels, uint8_t *wdec);
+typedef void (*tmm_i8_gemm_fn)(const uint8_t *wdec, size_t t8_count, size_t rows,
+                               const int8_t *const *q, int32_t *carry, int first,
+                               uint32_t *usum);
 typedef void (*tmm_gemv_tables_fn)(const int8_t *q, size_t kblocks, uint8_t *tables);
 typedef void (*tmm_gemv_fn)(const uint8_t *gemv_packed, size_t kblocks, size_t cblocks,
                             const uint8_t *tables, size_t cb_begin, size_t cb_end,
@@ -217,6 +239,9 @@ struct tmm_kernels {
     /* Optional (NULL: few rows take a padded row block). */
     tmm_f32_gemm_pair_decode_fn f32_gemm_pair_decode;
     tmm_f32_gemm_pair_fn f32_gemm_pair;
+    /* Optional (NULL: many token rows take the lookup or multiply kernels). */
+    tmm_i8_gemm_decode_fn i8_gemm_decode;
+    tmm_i8_gemm_fn i8_gemm;
 };
 
 /* Chunks decoded at once on the many-row float path: TMM_NR * 16 * 32 floats

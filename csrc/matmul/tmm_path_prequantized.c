@@ -34,5 +34,6 @@ void tmm_compute_quantized(const struct tmm_kernels *kern, const obx_tmm_weights
     size_t rows_done = 0;
     if (path == TMM_PATH_I8_GEMV) rows_done = tmm_run_gemv(&job);
     else if (path == TMM_PATH_I8_LUT) rows_done = tmm_run_lut(&job);
+    else if (path == TMM_PATH_I8_GEMM) rows_done = tmm_run_i8_gemm(&job);
     if (rows_done < m) tmm_run_panels(&job, path, rows_done);
 }

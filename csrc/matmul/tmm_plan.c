@@ -9,6 +9,7 @@ enum tmm_path tmm_plan(const obx_tmm_weights *w, const struct tmm_kernels *kern,
         int one_group = w->n_groups == 1 && w->segments_are_row;
         if (one_group && kern->gemv && w->gemv_packed && m <= TMM_GEMV_MAX_ROWS)
             return TMM_PATH_I8_GEMV;
+        if (one_group && kern->i8_gemm && m >= TMM_I8_GEMM_MIN_ROWS) return TMM_PATH_I8_GEMM;
         if (one_group && kern->i8_lut) return TMM_PATH_I8_LUT;
         if (w->n_groups > 1 && kern->i8_groups) return TMM_PATH_I8_GROUPED;
         return TMM_PATH_I8_MULTIPLY;

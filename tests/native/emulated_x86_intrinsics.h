@@ -135,6 +135,47 @@ static inline emu512 emu_set1_pd_as_ps(double v) {
     emu512 r; for (int i = 0; i < 8; i++) memcpy(r.f + 2 * i, &v, 8); return r;
 }
 
+/* The integer GEMM kernel's qword and dword operations. */
+static inline emu512i emu_setr_epi64(int64_t e0, int64_t e1, int64_t e2, int64_t e3, int64_t e4,
+                                     int64_t e5, int64_t e6, int64_t e7) {
+    int64_t v[8] = {e0, e1, e2, e3, e4, e5, e6, e7};
+    emu512i r; memcpy(r.b, v, 64); return r;
+}
+static inline emu512i emu_set1_epi64(int64_t v) {
+    emu512i r; for (int i = 0; i < 8; i++) memcpy(r.b + 8 * i, &v, 8); return r;
+}
+static inline emu512i emu_permutex2var_epi64(emu512i a, emu512i idx, emu512i b) {
+    uint64_t x[16], ix[8], r[8];
+    memcpy(x, a.b, 64); memcpy(x + 8, b.b, 64); memcpy(ix, idx.b, 64);
+    for (int i = 0; i < 8; i++) r[i] = x[ix[i] & 15];
+    emu512i out; memcpy(out.b, r, 64); return out;
+}
+static inline emu512i emu_srli_epi64(emu512i a, unsigned n) {
+    uint64_t x[8]; memcpy(x, a.b, 64);
+    for (int i = 0; i < 8; i++) x[i] = n > 63 ? 0 : x[i] >> n;
+    memcpy(a.b, x, 64); return a;
+}
+static inline emu512i emu_add_epi32(emu512i a, emu512i b) {
+    uint32_t x[16], y[16]; memcpy(x, a.b, 64); memcpy(y, b.b, 64);
+    for (int i = 0; i < 16; i++) x[i] += y[i];
+    memcpy(a.b, x, 64); return a;
+}
+static inline __m256i emu_cvtepi64_epi32(emu512i a) {
+    uint64_t x[8]; uint32_t r[8]; memcpy(x, a.b, 64);
+    for (int i = 0; i < 8; i++) r[i] = (uint32_t)x[i];
+    __m256i out; memcpy(&out, r, 32); return out;
+}
+static inline void emu_store_si512(void *p, emu512i v) {
+    if ((uintptr_t)p % 64) abort(); /* the real instruction would fault */
+    memcpy(p, v.b, 64);
+}
+#define _mm512_setr_epi64 emu_setr_epi64
+#define _mm512_set1_epi64 emu_set1_epi64
+#define _mm512_permutex2var_epi64 emu_permutex2var_epi64
+#define _mm512_srli_epi64 emu_srli_epi64
+#define _mm512_add_epi32 emu_add_epi32
+#define _mm512_cvtepi64_epi32 emu_cvtepi64_epi32
+#define _mm512_store_si512 emu_store_si512
 #define __m512 emu512
 #define _mm512_permutex2var_ps emu_permutex2var_ps
 #define _mm512_set1_pd emu_set1_pd_as_ps
