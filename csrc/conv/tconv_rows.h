@@ -15,6 +15,8 @@ struct tconv_row_kernels {
     void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int32_t *code, size_t n);
     /* magnitude[i] = max(magnitude[i], bits of |src[i * stride]|) */
     void (*absmax_bits)(int32_t *magnitude, const float *src, size_t stride, size_t n);
+    /* max over i < n of the bits of |src[i]| (0 when n = 0): a pixel row's absmax */
+    int32_t (*absmax_run)(const float *src, size_t n);
     /* In place: absmax bit patterns -> scale[i] = 127 * (1 / max(absmax, 1e-5)), and
      * bad[i] = 1 where the absmax is Inf or NaN (then scale[i] = 127) */
     void (*window_scales)(float *scale_bits, uint8_t *bad, size_t n);

@@ -45,6 +45,18 @@ static void absmax_bits(int32_t *restrict magnitude, const float *restrict src, 
     }
 }
 
+/* The same ordering as a reduction: a max is exact in any order. */
+static int32_t absmax_run(const float *restrict src, size_t n) {
+    int32_t magnitude = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t bits;
+        memcpy(&bits, &src[i], sizeof bits);
+        bits &= 0x7fffffff;
+        magnitude = bits > magnitude ? bits : magnitude;
+    }
+    return magnitude;
+}
+
 /* Selects on bit patterns rather than float compares, so the loops vectorize
  * (a float compare may trap, which keeps the compiler from if-converting it). */
 static void window_scales(float *restrict scale_bits, uint8_t *restrict bad, size_t n) {
@@ -293,6 +305,6 @@ static void transpose_blocked(const float *src, size_t rows, size_t cols, size_t
 #define TCONV_ROWS_TRANSPOSE transpose_blocked
 #endif
 
-const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         window_scales,
+const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         absmax_run,          window_scales,
                                                    finish_i8,         quantize_run,        depthwise_row_f32,
                                                    depthwise_pixel_f32, depthwise_pixel_i8, TCONV_ROWS_TRANSPOSE};
