@@ -118,6 +118,7 @@ typedef float tconv_v4 __attribute__((vector_size(16), aligned(4), may_alias));
 typedef float tconv_f16 __attribute__((vector_size(64)));
 typedef int32_t tconv_i16 __attribute__((vector_size(64)));
 typedef uint32_t tconv_u16 __attribute__((vector_size(64)));
+typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias));
 
 /* Outputs [ow0, ow0 + lanes of VT) of a stride-1 depthwise row whose every
  * tap is inside: accumulated in one vector over the taps, in tap order (no
@@ -203,6 +204,38 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
 }
 
+/* A small plane as one flat run: every tap is one long vector pass over the
+ * plane (a 14-wide row is too short for per-row vectors). Padding taps keep
+ * the sum by a bit select rather than adding 0 (x * w + 0 would turn a -0
+ * sum into +0, and a padding read may be any value), so the result is the
+ * per-row kernel's bit for bit. */
+static void depthwise_plane_f32(float *restrict out, const float *restrict x, size_t positions, size_t pixels,
+                                const ptrdiff_t *offset, const int32_t *restrict valid, const float *w,
+                                size_t taps, float scale, const float *bias) {
+    for (size_t p = 0; p < positions; p++) out[p] = 0.0f;
+    for (size_t t = 0; t < taps; t++) {
+        /* [lo, hi): the outputs whose read p + offset lies inside X (a valid tap always does) */
+        const ptrdiff_t off = offset[t];
+        const size_t lo = off < 0 ? OBX_MIN(positions, (size_t)-off) : 0;
+        const size_t hi = off > 0 ? (pixels > (size_t)off ? OBX_MIN(positions, pixels - (size_t)off) : 0)
+                                  : OBX_MIN(positions, pixels + (size_t)-off);
+        const int32_t *restrict mask = valid + t * positions;
+        const float wt = w[t];
+        for (size_t p = lo; p < hi; p++) {
+            float sum = out[p] + x[(ptrdiff_t)p + off] * wt;
+            int32_t sum_bits, old_bits;
+            memcpy(&sum_bits, &sum, sizeof sum_bits);
+            memcpy(&old_bits, &out[p], sizeof old_bits);
+            old_bits = (sum_bits & mask[p]) | (old_bits & ~mask[p]);
+            memcpy(&out[p], &old_bits, sizeof old_bits);
+        }
+    }
+    if (bias)
+        for (size_t p = 0; p < positions; p++) out[p] = out[p] * scale + *bias;
+    else
+        for (size_t p = 0; p < positions; p++) out[p] = out[p] * scale;
+}
+
 /* Channels [c, c + lanes of VT) of one depthwise output pixel, in one
  * vector over the taps (the scalar tail's arithmetic, in the same order). */
 #define DEPTHWISE_PIXEL_BLOCK(VT)                                                    \
@@ -231,7 +264,6 @@ static void depthwise_pixel_f32(float *restrict out, const float *const *src, co
 }
 
 
-typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias));
 
 /* a > b ? a : b on int32 lanes (C vector extensions have no ?: in C); a
  * macro, since a function taking 64-byte vectors has an ISA-dependent ABI. */
@@ -306,5 +338,5 @@ static void transpose_blocked(const float *src, size_t rows, size_t cols, size_t
 #endif
 
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         absmax_run,          window_scales,
-                                                   finish_i8,         quantize_run,        depthwise_row_f32,
+                                                   finish_i8,         quantize_run,        depthwise_row_f32,   depthwise_plane_f32,
                                                    depthwise_pixel_f32, depthwise_pixel_i8, TCONV_ROWS_TRANSPOSE};
