@@ -34,12 +34,13 @@ struct tconv_row_kernels {
                               const float *w, size_t taps, size_t stride, size_t in_w, float scale,
                               const float *bias);
     /* One depthwise plane, float activations, stride 1 and out_w = in_w: output
-     * p (of `positions`) reads input p + offset[t] (of `pixels`) for tap t,
-     * valid[t * positions + p] = -1 where that tap is inside X, 0 in the padding:
+     * p reads x[p + offset[t]] for tap t, which must be readable for every p
+     * below positions rounded up to 16; valid[t * valid_stride + p] = -1 where
+     * that tap is inside X, 0 in the padding (and past positions):
      *   out[p] = (sum over valid taps t in order of x[p + offset[t]] * w[t]) * scale
      *   (+ *bias when bias), the arithmetic of depthwise_row_f32 */
-    void (*depthwise_plane_f32)(float *out, const float *x, size_t positions, size_t pixels,
-                                const ptrdiff_t *offset, const int32_t *valid, const float *w, size_t taps,
+    void (*depthwise_plane_f32)(float *out, const float *x, size_t positions, const ptrdiff_t *offset,
+                                const int32_t *valid, size_t valid_stride, const float *w, size_t taps,
                                 float scale, const float *bias);
     /* One output pixel of the channels-last depthwise path, float activations:
      * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]

@@ -204,37 +204,57 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
 }
 
-/* A small plane as one flat run: every tap is one long vector pass over the
- * plane (a 14-wide row is too short for per-row vectors). Padding taps keep
- * the sum by a bit select rather than adding 0 (x * w + 0 would turn a -0
- * sum into +0, and a padding read may be any value), so the result is the
+/* A small plane as one flat run, 16 outputs a register over every tap (a
+ * 14-wide row is too short for per-row vectors, and a pass per tap over the
+ * plane reloaded its partial sums at shifting offsets, which store
+ * forwarding cannot serve). Padding taps keep the sum by a bit select rather
+ * than adding 0 (the read there may be any value), so the result is the
  * per-row kernel's bit for bit. */
-static void depthwise_plane_f32(float *restrict out, const float *restrict x, size_t positions, size_t pixels,
-                                const ptrdiff_t *offset, const int32_t *restrict valid, const float *w,
-                                size_t taps, float scale, const float *bias) {
-    for (size_t p = 0; p < positions; p++) out[p] = 0.0f;
-    for (size_t t = 0; t < taps; t++) {
-        /* [lo, hi): the outputs whose read p + offset lies inside X (a valid tap always does) */
-        const ptrdiff_t off = offset[t];
-        const size_t lo = off < 0 ? OBX_MIN(positions, (size_t)-off) : 0;
-        const size_t hi = off > 0 ? (pixels > (size_t)off ? OBX_MIN(positions, pixels - (size_t)off) : 0)
-                                  : OBX_MIN(positions, pixels + (size_t)-off);
-        const int32_t *restrict mask = valid + t * positions;
-        const float wt = w[t];
-        for (size_t p = lo; p < hi; p++) {
-            float sum = out[p] + x[(ptrdiff_t)p + off] * wt;
-            int32_t sum_bits, old_bits;
-            memcpy(&sum_bits, &sum, sizeof sum_bits);
-            memcpy(&old_bits, &out[p], sizeof old_bits);
-            old_bits = (sum_bits & mask[p]) | (old_bits & ~mask[p]);
-            memcpy(&out[p], &old_bits, sizeof old_bits);
+/* acc plus tap t's product over outputs [p, p + 16), kept where the tap is in padding. */
+#define PLANE_TAP(acc, p)                                                                           \
+    do {                                                                                            \
+        const tconv_f16 sum_ = acc + *(const tconv_v16 *)(x + (ptrdiff_t)(p) + offset[t]) * w[t];  \
+        const tconv_i16 mask_ = *(const tconv_i16u *)(valid + t * valid_stride + (p));             \
+        acc = (tconv_f16)(((tconv_i16)sum_ & mask_) | ((tconv_i16)acc & ~mask_));                  \
+    } while (0)
+
+static void depthwise_plane_f32(float *restrict out, const float *x, size_t positions, const ptrdiff_t *offset,
+                                const int32_t *restrict valid, size_t valid_stride, const float *w, size_t taps,
+                                float scale, const float *bias) {
+    size_t p = 0;
+    /* Four blocks at once: one block's taps form a chain of dependent adds. */
+    for (; p + 64 <= positions; p += 64) {
+        tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (size_t t = 0; t < taps; t++) {
+            PLANE_TAP(a0, p);
+            PLANE_TAP(a1, p + 16);
+            PLANE_TAP(a2, p + 32);
+            PLANE_TAP(a3, p + 48);
+        }
+        if (bias) {
+            a0 = a0 * scale + *bias, a1 = a1 * scale + *bias, a2 = a2 * scale + *bias, a3 = a3 * scale + *bias;
+        } else {
+            a0 = a0 * scale, a1 = a1 * scale, a2 = a2 * scale, a3 = a3 * scale;
+        }
+        *(tconv_v16 *)(out + p) = a0;
+        *(tconv_v16 *)(out + p + 16) = a1;
+        *(tconv_v16 *)(out + p + 32) = a2;
+        *(tconv_v16 *)(out + p + 48) = a3;
+    }
+    for (; p < positions; p += 16) {
+        tconv_f16 acc = {0};
+        for (size_t t = 0; t < taps; t++) PLANE_TAP(acc, p);
+        acc = bias ? acc * scale + *bias : acc * scale;
+        if (p + 16 <= positions) {
+            *(tconv_v16 *)(out + p) = acc;
+        } else {
+            float last[16];
+            memcpy(last, &acc, sizeof last);
+            memcpy(out + p, last, (positions - p) * sizeof *out);
         }
     }
-    if (bias)
-        for (size_t p = 0; p < positions; p++) out[p] = out[p] * scale + *bias;
-    else
-        for (size_t p = 0; p < positions; p++) out[p] = out[p] * scale;
 }
+#undef PLANE_TAP
 
 /* Channels [c, c + lanes of VT) of one depthwise output pixel, in one
  * vector over the taps (the scalar tail's arithmetic, in the same order). */
