@@ -74,12 +74,14 @@ CASES = {
                                                              "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide_stride2_even": ((1, 3, 6, 64), (3, 1, 3, 3), {"group": 3, "strides": [1, 2],
                                                                   "pads": [0, 1, 1, 0]}, "channel", 0),
-    # Small depthwise planes at stride 1 with out_w = in_w run flat (one masked pass per tap):
+    # Small depthwise planes at stride 1 run flat (one masked pass per tap):
     # dilation, a channel multiplier, uneven pads (out_h != in_h), batch 2; and a 5x5 kernel
     # wider than the plane's rows, whose taps' in-range runs are short or empty.
     "depthwise_flat_dilated_mult2": ((2, 6, 10, 11), (12, 1, 3, 3), {"group": 6, "dilations": [2, 2],
                                                                     "pads": [1, 2, 3, 2]}, "tensor", 0),
     "depthwise_flat_5x5": ((1, 7, 4, 8), (7, 1, 5, 5), {"group": 7, "pads": [2, 2, 2, 2]}, "channel", 0),
+    # out_w < in_w: the outputs are picked from the flat grid
+    "depthwise_flat_narrow": ((2, 5, 7, 9), (5, 1, 3, 3), {"group": 5, "pads": [0, 0, 1, 1]}, "channel", 0),
     # Pointwise int8 rows quantized from X in pixel blocks: pixel counts not a multiple of the
     # block, odd channel counts, batch 2, and channels so many that a block is 8 pixels.
     "pointwise_odd_blocks": ((2, 37, 9, 11), (19, 37, 1, 1), {}, "channel", 0),
@@ -252,7 +254,7 @@ def _depthwise_float_spec(x, codes, scales, bias, attrs):
 @pytest.mark.parametrize("name", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide",
                                   "depthwise_wide_dilated_mult2", "depthwise_wide_stride2",
                                   "depthwise_wide_stride2_even", "depthwise_flat_dilated_mult2",
-                                  "depthwise_flat_5x5"])
+                                  "depthwise_flat_5x5", "depthwise_flat_narrow"])
 def test_depthwise_float_path_is_bit_exact(rng, name):
     """Both depthwise float kernels (channels-last, and plane by plane for wide rows) compute the
     documented order of operations, on every ISA: the bits of _depthwise_float_spec."""

@@ -41,7 +41,9 @@ typedef struct DwJob {
     int failed;
     const ptrdiff_t *offset; /* flat planes: each tap's input offset from its output position */
     const int32_t *valid;    /* flat planes: [tap][position] -1 inside X, 0 in the padding */
-    size_t valid_stride;     /* flat planes: positions rounded up to 16 */
+    size_t flat_positions;   /* flat planes: outputs of the grid, out_h rows of in_w */
+    size_t valid_stride;     /* flat planes: flat_positions rounded up to 16 */
+    int compact;             /* flat planes: out_w < in_w, outputs picked from the grid */
     size_t margin_before, margin_after; /* flat planes: zeros around each plane's copy */
     size_t channels_per_task;
 } DwJob;
@@ -142,50 +144,58 @@ static void plane_task(void *arg, size_t index) {
     }
 }
 
-/* Float activations on small planes (stride 1, out_w = in_w), a few
- * channels a task, NCHW to NCHW with no transposes (at 576 x 14x14 the
- * channels-last path's two transposes took as long as its arithmetic): each
- * plane is copied between zero margins, so that every tap of every block of
- * 16 outputs reads inside the copy, then computed flat. */
+/* Float activations on small planes, a few channels a task, NCHW to NCHW
+ * with no transposes (at 576 x 14x14 the channels-last path's two
+ * transposes took as long as its arithmetic). Each plane is copied between
+ * zero margins, so that every tap of every block of 16 outputs reads inside
+ * the copy, then computed flat: the stride-1 outputs of rows as wide as X's,
+ * output (r, c) reading input (r, c) + the tap's offset. That grid is the
+ * output when out_w = in_w; a narrower output is picked from it. (Stride 2
+ * that way computes 4x the outputs: measured 1.4x slower than the
+ * channels-last path on 512 x 14x14.) */
 static void flat_task(void *arg, size_t index) {
     DwJob *job = arg;
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     const size_t staged = job->margin_before + pixels + job->margin_after;
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + staged);
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + staged + (job->compact ? job->valid_stride : 0));
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
     float *plane = weight + taps + job->margin_before;
+    float *grid = weight + taps + staged;
     memset(weight + taps, 0, job->margin_before * sizeof(float));
     memset(plane + pixels, 0, job->margin_after * sizeof(float));
     const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
     for (size_t o = index * job->channels_per_task; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
         memcpy(plane, job->x + (o / w->m_per_group) * pixels, pixels * sizeof(float));
-        job->rows->depthwise_plane_f32(job->y + o * positions, plane, positions, job->offset, job->valid,
-                                       job->valid_stride, weight, taps, w->scales[o],
+        float *out = job->y + o * positions;
+        job->rows->depthwise_plane_f32(job->compact ? grid : out, plane, job->flat_positions, job->offset,
+                                       job->valid, job->valid_stride, weight, taps, w->scales[o],
                                        job->bias ? job->bias + o : NULL);
+        if (job->compact)
+            for (size_t oh = 0; oh < g->out_h; oh++) {
+                const float *row = grid + oh * g->stride_h * g->in_w;
+                for (size_t ow = 0; ow < g->out_w; ow++) out[oh * g->out_w + ow] = row[ow * g->stride_w];
+            }
     }
 }
 
 /* flat_task's tables: each tap's flat input offset, and its masks over the
- * output positions rounded up to 16 (0 past the last). */
-static void flat_tables(const obx_conv_geometry *g, size_t taps, size_t stride, ptrdiff_t *offset,
+ * grid's outputs rounded up to `stride` (0 past the last). */
+static void flat_tables(const obx_conv_geometry *g, size_t taps, size_t grid, size_t stride, ptrdiff_t *offset,
                         int32_t *valid) {
-    const size_t positions = g->out_h * g->out_w;
     for (size_t t = 0; t < taps; t++) {
         const ptrdiff_t dh = (ptrdiff_t)((t / g->kernel_w) * g->dilation_h) - (ptrdiff_t)g->pad_top;
         const ptrdiff_t dw = (ptrdiff_t)((t % g->kernel_w) * g->dilation_w) - (ptrdiff_t)g->pad_left;
         offset[t] = dh * (ptrdiff_t)g->in_w + dw;
         for (size_t p = 0; p < stride; p++) {
-            const ptrdiff_t ih = (ptrdiff_t)(p / g->out_w) + dh, iw = (ptrdiff_t)(p % g->out_w) + dw;
-            valid[t * stride + p] = p < positions && ih >= 0 && ih < (ptrdiff_t)g->in_h && iw >= 0 &&
-                                            iw < (ptrdiff_t)g->in_w
-                                        ? -1
-                                        : 0;
+            const ptrdiff_t ih = (ptrdiff_t)(p / g->in_w) + dh, iw = (ptrdiff_t)(p % g->in_w) + dw;
+            valid[t * stride + p] =
+                p < grid && ih >= 0 && ih < (ptrdiff_t)g->in_h && iw >= 0 && iw < (ptrdiff_t)g->in_w ? -1 : 0;
         }
     }
 }
@@ -202,7 +212,7 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
     const float static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     if (!act_quant && g->stride_w <= 2 && g->out_w >= DW_PLANE_MIN_WIDTH) {
-        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0, NULL, NULL, 0, 0, 0, 0};
+        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0, NULL, NULL, 0, 0, 0, 0, 0, 0};
         for (size_t image = 0; image < g->batch && !job.failed; image++) {
             job.x = x + image * g->channels * pixels;
             job.y = y + image * w->m * positions;
@@ -214,9 +224,11 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
         }
         return 0;
     }
-    if (!act_quant && g->stride_h == 1 && g->stride_w == 1 && g->out_w == g->in_w &&
-        positions <= DW_FLAT_MAX_POSITIONS) {
-        const size_t taps = w->kernel_positions, stride = OBX_DIV_UP(positions, 16) * 16;
+    /* The flat grid: rows of in_w outputs, enough of them for the last output row. */
+    const size_t grid = ((g->out_h - 1) * g->stride_h + 1) * g->in_w;
+    if (!act_quant && g->stride_h == 1 && g->stride_w == 1 && g->out_w <= g->in_w &&
+        grid <= DW_FLAT_MAX_POSITIONS) {
+        const size_t taps = w->kernel_positions, stride = OBX_DIV_UP(grid, 16) * 16;
         ptrdiff_t *offset = (ptrdiff_t *)tconv_thread_buffer(
             TCONV_BUFFER_IMAGE, taps * (sizeof(ptrdiff_t) + stride * sizeof(int32_t)) / sizeof(float) + 1);
         if (!offset) {
@@ -224,7 +236,7 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
             return -1;
         }
         int32_t *valid = (int32_t *)(offset + taps);
-        flat_tables(g, taps, stride, offset, valid);
+        flat_tables(g, taps, grid, stride, offset, valid);
         /* Reads reach p + offset for p < stride: margins cover the lowest and highest. */
         ptrdiff_t lowest = 0, highest = (ptrdiff_t)pixels;
         for (size_t t = 0; t < taps; t++) {
@@ -232,8 +244,9 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
             highest = OBX_MAX(highest, (ptrdiff_t)stride + offset[t]);
         }
         DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0,
-                     offset, valid, stride, (size_t)-lowest, (size_t)highest - pixels,
-                     OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / positions)};
+                     offset, valid, grid, stride,
+                     !(g->stride_h == 1 && g->stride_w == 1 && g->out_w == g->in_w),
+                     (size_t)-lowest, (size_t)highest - pixels, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
         const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
         for (size_t image = 0; image < g->batch && !job.failed; image++) {
             job.x = x + image * g->channels * pixels;
@@ -255,7 +268,7 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
         obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
         return -1;
     }
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, act_quant, static_scale, 0, NULL, NULL, 0, 0, 0, 0};
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, act_quant, static_scale, 0, NULL, NULL, 0, 0, 0, 0, 0, 0};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
