@@ -243,8 +243,12 @@ static void tile_task(void *arg, size_t index) {
         else
             for (size_t r = 0; r < rows; r++)
                 quantized_row(job, grp, pixel, tap_pixels(g, first + r, pixel), &q, r);
-        tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, y, 1, positions, job->inner_par,
+        /* Rows into the tile, then one blocked transpose to the NCHW planes:
+         * storing each output straight into its plane (a stride of `positions`
+         * floats per column) cost more than the transpose. */
+        tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, out, mg, 1, job->inner_par,
                               job->inner_runner);
+        job->platform->conv_rows->transpose(out, rows, mg, mg, y, positions);
         return;
     }
     const float *a = job->xt + first * g->channels;
