@@ -66,7 +66,9 @@ CASES = {
     "pointwise_stride2_pad": ((1, 12, 7, 7), (10, 12, 1, 1), {"strides": [2, 2], "pads": [1, 0, 0, 1]}, "channel", 0),
     "groups_odd": ((1, 63, 8, 9), (14, 9, 3, 2), {"group": 7, "pads": [1, 0, 1, 1]}, "tensor", 0),
     "one_k_group": ((1, 9, 5, 5), (7, 9, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 128),
-    # Depthwise rows of 32 outputs or more at stride 1 run plane by plane (vector blocks, scalar edges).
+    # Depthwise rows of 32 outputs or more run plane by plane (vector blocks, scalar edges), at stride 1
+    # only on planes too large to run flat (more than 4096 outputs).
+    "depthwise_wide_large_plane": ((1, 2, 40, 110), (2, 1, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide": ((1, 5, 9, 41), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide_dilated_mult2": ((2, 3, 6, 45), (6, 1, 3, 5), {"group": 3, "dilations": [1, 2],
                                                                    "pads": [1, 3, 2, 4]}, "tensor", 0),
@@ -251,7 +253,7 @@ def _depthwise_float_spec(x, codes, scales, bias, attrs):
     return (y + bias[None, :, None, None]).astype(np.float32) if bias is not None else y
 
 
-@pytest.mark.parametrize("name", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide",
+@pytest.mark.parametrize("name", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide", "depthwise_wide_large_plane",
                                   "depthwise_wide_dilated_mult2", "depthwise_wide_stride2",
                                   "depthwise_wide_stride2_even", "depthwise_flat_dilated_mult2",
                                   "depthwise_flat_5x5", "depthwise_flat_narrow"])
