@@ -45,12 +45,10 @@ typedef struct DwJob {
     int act_quant;
     float static_scale; /* act_quant 2: every window's scale; 0 otherwise */
     int failed;
-    const ptrdiff_t *offset; /* flat planes: each tap's input offset from its output position */
-    const int32_t *valid;    /* flat planes: [tap][position] -1 inside X, 0 in the padding */
-    size_t flat_positions;   /* flat planes: outputs of the grid, out_h rows of in_w */
-    size_t valid_stride;     /* flat planes: flat_positions rounded up to 16 */
-    int compact;             /* flat planes: out_w < in_w, outputs picked from the grid */
-    size_t margin_before, margin_after; /* flat planes: zeros around each plane's copy */
+    const size_t *offset;    /* flat planes: each tap's offset in the padded plane from its output's corner */
+    size_t padded_w;         /* flat planes: the padded row, out_w + (kW - 1) dW = pad_left + in_w + pad_right */
+    size_t staged;           /* flat planes: floats of the padded plane and the reads past its end */
+    size_t grid;             /* flat planes: out_h rows of padded_w outputs, rounded up to 16 */
     size_t channels_per_task;
 } DwJob;
 
@@ -150,58 +148,39 @@ static void plane_task(void *arg, size_t index) {
     }
 }
 
-/* Float activations on small planes, a few channels a task, NCHW to NCHW
- * with no transposes (at 576 x 14x14 the channels-last path's two
- * transposes took as long as its arithmetic). Each plane is copied between
- * zero margins, so that every tap of every block of 16 outputs reads inside
- * the copy, then computed flat: the stride-1 outputs of rows as wide as X's,
- * output (r, c) reading input (r, c) + the tap's offset. That grid is the
- * output when out_w = in_w; a narrower output is picked from it. (Stride 2
- * that way computes 4x the outputs: measured 1.4x slower than the
- * channels-last path on 512 x 14x14.) */
+/* Float activations on small planes at stride 1, a few channels a task,
+ * NCHW to NCHW with no transposes (at 576 x 14x14 the channels-last path's
+ * two transposes took as long as its arithmetic). Each plane is copied into
+ * a zero-padded plane, then computed flat: output (r, c) of a grid with the
+ * padded plane's row width reads padded (r, c) + the tap's offset, so every
+ * tap of a block of 16 outputs is one vector load, with no masks and no
+ * edge cases; the out_w real outputs of each grid row are then copied out.
+ * A padding tap adds x * w = +-0, as the documented order says (a sum that
+ * starts at +0 never becomes -0, so that is the skipped tap too). */
 static void flat_task(void *arg, size_t index) {
     DwJob *job = arg;
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
-    const size_t staged = job->margin_before + pixels + job->margin_after;
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + staged + (job->compact ? job->valid_stride : 0));
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
-    float *plane = weight + taps + job->margin_before;
-    float *grid = weight + taps + staged;
-    memset(weight + taps, 0, job->margin_before * sizeof(float));
-    memset(plane + pixels, 0, job->margin_after * sizeof(float));
+    float *padded = weight + taps, *grid = padded + job->staged;
+    memset(padded, 0, job->staged * sizeof(float)); /* the padding stays 0: only the inside is rewritten */
+    float *inside = padded + g->pad_top * job->padded_w + g->pad_left;
     const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
     for (size_t o = index * job->channels_per_task; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
-        memcpy(plane, job->x + (o / w->m_per_group) * pixels, pixels * sizeof(float));
-        float *out = job->y + o * positions;
-        job->rows->depthwise_plane_f32(job->compact ? grid : out, plane, job->flat_positions, job->offset,
-                                       job->valid, job->valid_stride, weight, taps, w->scales[o],
+        const float *plane = job->x + (o / w->m_per_group) * pixels;
+        for (size_t r = 0; r < g->in_h; r++)
+            memcpy(inside + r * job->padded_w, plane + r * g->in_w, g->in_w * sizeof(float));
+        job->rows->depthwise_plane_f32(grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
                                        job->bias ? job->bias + o : NULL);
-        if (job->compact)
-            for (size_t oh = 0; oh < g->out_h; oh++) {
-                memcpy(out + oh * g->out_w, grid + oh * g->in_w, g->out_w * sizeof(float));
-            }
-    }
-}
-
-/* flat_task's tables: each tap's flat input offset, and its masks over the
- * grid's outputs rounded up to `stride` (0 past the last). */
-static void flat_tables(const obx_conv_geometry *g, size_t taps, size_t grid, size_t stride, ptrdiff_t *offset,
-                        int32_t *valid) {
-    for (size_t t = 0; t < taps; t++) {
-        const ptrdiff_t dh = (ptrdiff_t)((t / g->kernel_w) * g->dilation_h) - (ptrdiff_t)g->pad_top;
-        const ptrdiff_t dw = (ptrdiff_t)((t % g->kernel_w) * g->dilation_w) - (ptrdiff_t)g->pad_left;
-        offset[t] = dh * (ptrdiff_t)g->in_w + dw;
-        for (size_t p = 0; p < stride; p++) {
-            const ptrdiff_t ih = (ptrdiff_t)(p / g->in_w) + dh, iw = (ptrdiff_t)(p % g->in_w) + dw;
-            valid[t * stride + p] =
-                p < grid && ih >= 0 && ih < (ptrdiff_t)g->in_h && iw >= 0 && iw < (ptrdiff_t)g->in_w ? -1 : 0;
-        }
+        float *out = job->y + o * positions;
+        for (size_t r = 0; r < g->out_h; r++)
+            memcpy(out + r * g->out_w, grid + r * job->padded_w, g->out_w * sizeof(float));
     }
 }
 
@@ -216,12 +195,11 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
                             void *runner, char *err, size_t err_len) {
     const float static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
-    /* The flat grid (flat_task): rows of in_w outputs, out_h of them. */
-    const size_t grid = g->out_h * g->in_w;
-    const int flat = !act_quant && g->stride_h == 1 && g->stride_w == 1 && g->out_w <= g->in_w &&
-                     grid <= DW_FLAT_MAX_POSITIONS;
+    /* The flat grid (flat_task): out_h rows of the padded width. */
+    const size_t grid = g->out_h * (g->out_w + (g->kernel_w - 1) * g->dilation_w);
+    const int flat = !act_quant && g->stride_h == 1 && g->stride_w == 1 && grid <= DW_FLAT_MAX_POSITIONS;
     if (!act_quant && !flat && g->stride_w <= 2 && g->out_w >= DW_PLANE_MIN_WIDTH) {
-        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0, NULL, NULL, 0, 0, 0, 0, 0, 0};
+        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0, NULL, 0, 0, 0, 0};
         for (size_t image = 0; image < g->batch && !job.failed; image++) {
             job.x = x + image * g->channels * pixels;
             job.y = y + image * w->m * positions;
@@ -234,25 +212,21 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
         return 0;
     }
     if (flat) {
-        const size_t taps = w->kernel_positions, stride = OBX_DIV_UP(grid, 16) * 16;
-        ptrdiff_t *offset = (ptrdiff_t *)tconv_thread_buffer(
-            TCONV_BUFFER_IMAGE, taps * (sizeof(ptrdiff_t) + stride * sizeof(int32_t)) / sizeof(float) + 1);
+        const size_t taps = w->kernel_positions;
+        size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
         if (!offset) {
-            obx_set_error(err, err_len, "out of memory for the depthwise plane tables");
+            obx_set_error(err, err_len, "out of memory for the depthwise tap offsets");
             return -1;
         }
-        int32_t *valid = (int32_t *)(offset + taps);
-        flat_tables(g, taps, grid, stride, offset, valid);
-        /* Reads reach p + offset for p < stride: margins cover the lowest and highest. */
-        ptrdiff_t lowest = 0, highest = (ptrdiff_t)pixels;
-        for (size_t t = 0; t < taps; t++) {
-            lowest = OBX_MIN(lowest, offset[t]);
-            highest = OBX_MAX(highest, (ptrdiff_t)stride + offset[t]);
-        }
+        const size_t padded_w = g->out_w + (g->kernel_w - 1) * g->dilation_w;
+        const size_t padded_h = g->out_h + (g->kernel_h - 1) * g->dilation_h;
+        for (size_t t = 0; t < taps; t++)
+            offset[t] = (t / g->kernel_w) * g->dilation_h * padded_w + (t % g->kernel_w) * g->dilation_w;
+        const size_t grid_outputs = OBX_DIV_UP(grid, 16) * 16;
+        /* The last block reads up to grid_outputs - 1 + the last tap's offset. */
+        const size_t staged = OBX_MAX(padded_h * padded_w, grid_outputs + offset[taps - 1]);
         DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0,
-                     offset, valid, grid, stride,
-                     !(g->stride_h == 1 && g->stride_w == 1 && g->out_w == g->in_w),
-                     (size_t)-lowest, (size_t)highest - pixels, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
+                     offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
         const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
         for (size_t image = 0; image < g->batch && !job.failed; image++) {
             job.x = x + image * g->channels * pixels;
@@ -274,7 +248,7 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
         obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
         return -1;
     }
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, act_quant, static_scale, 0, NULL, NULL, 0, 0, 0, 0, 0, 0};
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, act_quant, static_scale, 0, NULL, 0, 0, 0, 0};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;

@@ -33,15 +33,12 @@ struct tconv_row_kernels {
     void (*depthwise_row_f32)(float *out, size_t out_w, const float *const *src, const ptrdiff_t *column,
                               const float *w, size_t taps, size_t stride, size_t in_w, float scale,
                               const float *bias);
-    /* One depthwise plane, float activations, stride 1 and out_w = in_w: output
-     * p reads x[p + offset[t]] for tap t, which must be readable for every p
-     * below positions rounded up to 16; valid[t * valid_stride + p] = -1 where
-     * that tap is inside X, 0 in the padding (and past positions):
-     *   out[p] = (sum over valid taps t in order of x[p + offset[t]] * w[t]) * scale
-     *   (+ *bias when bias), the arithmetic of depthwise_row_f32 */
-    void (*depthwise_plane_f32)(float *out, const float *x, size_t positions, const ptrdiff_t *offset,
-                                const int32_t *valid, size_t valid_stride, const float *w, size_t taps,
-                                float scale, const float *bias);
+    /* A depthwise plane, float activations, stride 1, from a zero-padded copy:
+     * for p < n (a multiple of 16), with x readable up to n - 1 + offset[taps - 1],
+     *   out[p] = (sum over taps t in order of x[p + offset[t]] * w[t]) * scale
+     *   (+ *bias when bias) */
+    void (*depthwise_plane_f32)(float *out, const float *x, size_t n, const size_t *offset, const float *w,
+                                size_t taps, float scale, const float *bias);
     /* One output pixel of the channels-last depthwise path, float activations:
      * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]
      * (+ bias[c] when bias), w[t] = weights + tap[t] * m */

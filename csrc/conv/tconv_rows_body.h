@@ -204,26 +204,15 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
 }
 
-/* A small plane as one flat run, 16 outputs a register over every tap (a
- * 14-wide row is too short for per-row vectors, and a pass per tap over the
- * plane reloaded its partial sums at shifting offsets, which store
- * forwarding cannot serve). Padding taps keep the sum by a bit select rather
- * than adding 0 (the read there may be any value), so the result is the
- * per-row kernel's bit for bit. */
-/* acc plus tap t's product over outputs [p, p + 16), kept where the tap is in padding. */
-#define PLANE_TAP(acc, p)                                                                           \
-    do {                                                                                            \
-        const tconv_f16 sum_ = acc + *(const tconv_v16 *)(x + (ptrdiff_t)(p) + offset[t]) * w[t];  \
-        const tconv_i16 mask_ = *(const tconv_i16u *)(valid + t * valid_stride + (p));             \
-        acc = (tconv_f16)(((tconv_i16)sum_ & mask_) | ((tconv_i16)acc & ~mask_));                  \
-    } while (0)
+/* A small plane as one flat run, 16 outputs a register over every tap, four
+ * registers at once (one block's taps are a chain of dependent adds; a
+ * 14-wide row is too short for per-row vectors). */
+#define PLANE_TAP(acc, p) (acc += *(const tconv_v16 *)(x + (p) + offset[t]) * w[t])
 
-static void depthwise_plane_f32(float *restrict out, const float *x, size_t positions, const ptrdiff_t *offset,
-                                const int32_t *restrict valid, size_t valid_stride, const float *w, size_t taps,
-                                float scale, const float *bias) {
+static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, const size_t *offset,
+                                const float *w, size_t taps, float scale, const float *bias) {
     size_t p = 0;
-    /* Four blocks at once: one block's taps form a chain of dependent adds. */
-    for (; p + 64 <= positions; p += 64) {
+    for (; p + 64 <= n; p += 64) {
         tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
         for (size_t t = 0; t < taps; t++) {
             PLANE_TAP(a0, p);
@@ -241,17 +230,10 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t posi
         *(tconv_v16 *)(out + p + 32) = a2;
         *(tconv_v16 *)(out + p + 48) = a3;
     }
-    for (; p < positions; p += 16) {
+    for (; p < n; p += 16) {
         tconv_f16 acc = {0};
         for (size_t t = 0; t < taps; t++) PLANE_TAP(acc, p);
-        acc = bias ? acc * scale + *bias : acc * scale;
-        if (p + 16 <= positions) {
-            *(tconv_v16 *)(out + p) = acc;
-        } else {
-            float last[16];
-            memcpy(last, &acc, sizeof last);
-            memcpy(out + p, last, (positions - p) * sizeof *out);
-        }
+        *(tconv_v16 *)(out + p) = bias ? acc * scale + *bias : acc * scale;
     }
 }
 #undef PLANE_TAP
