@@ -243,9 +243,14 @@ static void tile_task(void *arg, size_t index) {
         else
             for (size_t r = 0; r < rows; r++)
                 quantized_row(job, grp, pixel, tap_pixels(g, first + r, pixel), &q, r);
-        /* Rows into the tile, then one blocked transpose to the NCHW planes:
-         * storing each output straight into its plane (a stride of `positions`
-         * floats per column) cost more than the transpose. */
+        if (!job->fused) { /* straight into the NCHW planes */
+            tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, y, 1, positions, job->inner_par,
+                                  job->inner_runner);
+            return;
+        }
+        /* Pointwise: rows into the tile, then one blocked transpose to the
+         * NCHW planes (storing each output straight into its plane, a stride
+         * of `positions` floats per column, cost more there). */
         tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, out, mg, 1, job->inner_par,
                               job->inner_runner);
         job->platform->conv_rows->transpose(out, rows, mg, mg, y, positions);
