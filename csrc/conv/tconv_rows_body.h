@@ -6,6 +6,18 @@
 #include "conv/tconv_rows.h"
 #include "obx_common.h"
 
+/* Unaligned float vectors (GCC/Clang vector extensions): one register of
+ * the file's ISA (or two or four narrower ones), which the compiler's own
+ * vectorizer did not manage for the block below (scalar multiplies, 0.17x
+ * fp32 Conv). */
+typedef float tconv_v16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float tconv_v8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float tconv_v4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef float tconv_f16 __attribute__((vector_size(64)));
+typedef int32_t tconv_i16 __attribute__((vector_size(64)));
+typedef uint32_t tconv_u16 __attribute__((vector_size(64)));
+typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias));
+
 /* clamp(rintf(v), -128, 127) for the default rounding mode, without a
  * float-to-int conversion (inline, vectorizable, defined for any input):
  * adding 1.5 * 2^23 rounds v half to even into the low mantissa bits. Exact
@@ -100,7 +112,34 @@ static void finish_i8(float *restrict out, const int32_t *restrict isum, const f
  * every ISA the scalar build's result. */
 static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float scale, size_t n) {
     int32_t sum = 0;
-    for (size_t i = 0; i < n; i++) {
+    /* The compiler vectorizes this loop 64 values a step, with a scalar tail
+     * of up to 63 (a third of the time at 144 channels): the rest goes in
+     * blocks of 16 in vector types, round_to_i8 lane by lane. */
+    const size_t bulk = n - n % 64;
+    for (size_t k = 0; k < bulk; k++) {
+        int32_t v = round_to_i8(src[k] * scale);
+        q[k] = (int8_t)v;
+        sum += v;
+    }
+    size_t i = bulk;
+    typedef int8_t i8x16 __attribute__((vector_size(16), aligned(1), may_alias));
+    const float magic = 12582912.0f;
+    int32_t magic_bits;
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    tconv_i16 total = {0};
+    for (; i + 16 <= n; i += 16) {
+        const tconv_f16 shifted = *(const tconv_v16 *)(src + i) * scale + magic;
+        const tconv_i16 bits = (tconv_i16)shifted;
+        tconv_i16 v = (tconv_i16)((tconv_u16)bits - (uint32_t)magic_bits);
+        v = (v & (v < 127)) | (127 & ~(v < 127));
+        v = (v & (v > -128)) | (-128 & ~(v > -128));
+        const tconv_i16 negative = bits >> 31;
+        v = (v & ~negative) | (-128 & negative);
+        *(i8x16 *)(q + i) = __builtin_convertvector(v, i8x16);
+        total += v;
+    }
+    for (int j = 0; j < 16; j++) sum += total[j];
+    for (; i < n; i++) {
         int32_t v = round_to_i8(src[i] * scale);
         q[i] = (int8_t)v;
         sum += v;
@@ -108,17 +147,6 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
     return sum;
 }
 
-/* Unaligned float vectors (GCC/Clang vector extensions): one register of
- * the file's ISA (or two or four narrower ones), which the compiler's own
- * vectorizer did not manage for the block below (scalar multiplies, 0.17x
- * fp32 Conv). */
-typedef float tconv_v16 __attribute__((vector_size(64), aligned(4), may_alias));
-typedef float tconv_v8 __attribute__((vector_size(32), aligned(4), may_alias));
-typedef float tconv_v4 __attribute__((vector_size(16), aligned(4), may_alias));
-typedef float tconv_f16 __attribute__((vector_size(64)));
-typedef int32_t tconv_i16 __attribute__((vector_size(64)));
-typedef uint32_t tconv_u16 __attribute__((vector_size(64)));
-typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias));
 
 /* Outputs [ow0, ow0 + lanes of VT) of a stride-1 depthwise row whose every
  * tap is inside: accumulated in one vector over the taps, in tap order (no
