@@ -47,9 +47,9 @@ typedef struct DwJob {
     float static_scale; /* act_quant 2: every window's scale; 0 otherwise */
     int failed;
     const size_t *offset;    /* flat planes: each tap's offset in the padded plane from its output's corner */
-    size_t padded_w;         /* flat planes: the padded row, out_w + (kW - 1) dW = pad_left + in_w + pad_right */
+    size_t padded_w;         /* flat planes: the padded row: pad_left + in_w, or more for the last output's taps */
     size_t staged;           /* flat planes: floats of the padded plane and the reads past its end */
-    size_t grid;             /* flat planes: out_h rows of padded_w outputs, rounded up to 16 */
+    size_t grid;             /* flat planes: (out_h - 1) stride_h + 1 rows of padded_w outputs, rounded up to 16 */
     size_t channels_per_task;
 } DwJob;
 

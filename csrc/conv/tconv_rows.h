@@ -33,7 +33,7 @@ struct tconv_row_kernels {
     void (*depthwise_row_f32)(float *out, size_t out_w, const float *const *src, const ptrdiff_t *column,
                               const float *w, size_t taps, size_t stride, size_t in_w, float scale,
                               const float *bias);
-    /* A depthwise plane, float activations, stride 1, from a zero-padded copy:
+    /* A depthwise plane's stride-1 outputs, float activations, from a zero-padded copy:
      * for p < n (a multiple of 16), with x readable up to n - 1 + offset[taps - 1],
      *   out[p] = (sum over taps t in order of x[p + offset[t]] * w[t]) * scale
      *   (+ *bias when bias) */
