@@ -66,7 +66,12 @@ CASES = {
     "pointwise_stride2_pad": ((1, 12, 7, 7), (10, 12, 1, 1), {"strides": [2, 2], "pads": [1, 0, 0, 1]}, "channel", 0),
     "groups_odd": ((1, 63, 8, 9), (14, 9, 3, 2), {"group": 7, "pads": [1, 0, 1, 1]}, "tensor", 0),
     "one_k_group": ((1, 9, 5, 5), (7, 9, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 128),
-    # Depthwise rows of 32 outputs or more at stride 1 run plane by plane (vector blocks, scalar edges).
+    # Depthwise rows of 32 outputs or more run plane by plane (vector blocks, scalar edges) on planes
+    # too large to run flat (more than 16384 outputs at stride 1, 4096 at stride 2).
+    "depthwise_wide_large_plane": ((1, 2, 150, 112), (2, 1, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]},
+                                   "channel", 0),
+    "depthwise_wide_large_plane_stride2": ((1, 2, 41, 150), (4, 1, 3, 3), {"group": 2, "strides": [2, 2],
+                                                                          "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide": ((1, 5, 9, 41), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide_dilated_mult2": ((2, 3, 6, 45), (6, 1, 3, 5), {"group": 3, "dilations": [1, 2],
                                                                    "pads": [1, 3, 2, 4]}, "tensor", 0),
@@ -74,6 +79,20 @@ CASES = {
                                                              "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide_stride2_even": ((1, 3, 6, 64), (3, 1, 3, 3), {"group": 3, "strides": [1, 2],
                                                                   "pads": [0, 1, 1, 0]}, "channel", 0),
+    # Depthwise planes at strides 1 and 2 run flat from a zero-padded copy: dilation, a channel
+    # multiplier, uneven pads (out_h != in_h), batch 2; a 5x5 kernel taller than the plane; stride 2
+    # whose last input row and column no output reads (the padded plane is then wider than the grid).
+    "depthwise_flat_dilated_mult2": ((2, 6, 10, 11), (12, 1, 3, 3), {"group": 6, "dilations": [2, 2],
+                                                                    "pads": [1, 2, 3, 2]}, "tensor", 0),
+    "depthwise_flat_5x5": ((1, 7, 4, 8), (7, 1, 5, 5), {"group": 7, "pads": [2, 2, 2, 2]}, "channel", 0),
+    "depthwise_flat_stride2_odd": ((1, 3, 9, 11), (3, 1, 3, 3), {"group": 3, "strides": [2, 2],
+                                                                "pads": [1, 1, 0, 0]}, "channel", 0),
+    # out_w < in_w: the outputs are picked from the flat grid
+    "depthwise_flat_narrow": ((2, 5, 7, 9), (5, 1, 3, 3), {"group": 5, "pads": [0, 0, 1, 1]}, "channel", 0),
+    # Pointwise int8 rows quantized from X in pixel blocks: pixel counts not a multiple of the
+    # block, odd channel counts, batch 2, and channels so many that a block is 8 pixels.
+    "pointwise_odd_blocks": ((2, 37, 9, 11), (19, 37, 1, 1), {}, "channel", 0),
+    "pointwise_many_channels": ((1, 1030, 3, 5), (9, 1030, 1, 1), {}, "tensor", 0),
 }
 
 
@@ -239,9 +258,12 @@ def _depthwise_float_spec(x, codes, scales, bias, attrs):
     return (y + bias[None, :, None, None]).astype(np.float32) if bias is not None else y
 
 
-@pytest.mark.parametrize("name", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide",
+@pytest.mark.parametrize("name", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide", "depthwise_wide_large_plane",
+                                  "depthwise_wide_large_plane_stride2",
                                   "depthwise_wide_dilated_mult2", "depthwise_wide_stride2",
-                                  "depthwise_wide_stride2_even"])
+                                  "depthwise_wide_stride2_even", "depthwise_flat_dilated_mult2",
+                                  "depthwise_flat_5x5", "depthwise_flat_narrow",
+                                  "depthwise_flat_stride2_odd"])
 def test_depthwise_float_path_is_bit_exact(rng, name):
     """Both depthwise float kernels (channels-last, and plane by plane for wide rows) compute the
     documented order of operations, on every ISA: the bits of _depthwise_float_spec."""

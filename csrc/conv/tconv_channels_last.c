@@ -74,6 +74,7 @@ typedef struct ClJob {
     float *y;         /* this image, NCHW */
     int act_quant;
     float act_scale; /* act_quant 2: every row's scale */
+    int fused;       /* pointwise with int8 rows: quantized from X directly (pointwise_rows) */
     size_t tile_rows, tiles_per_group, q_stride;
     obx_parallel_for_fn inner_par; /* used when the tiles are too few to share the threads */
     void *inner_runner;
@@ -128,28 +129,38 @@ static void float_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, size
     }
 }
 
-/* Row r of the tile as tmm_prepare_rows would quantize the float row. */
-static void quantized_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, size_t taps,
-                          const struct tmm_quantized_rows *rows, size_t r) {
-    const obx_conv_geometry *g = job->g;
-    const size_t cg = job->w->cg, pixels = g->in_h * g->in_w;
-    const int32_t *amax = job->amax + grp * pixels;
-    int8_t *q = rows->q + r * job->q_stride;
-    int32_t bits = 0; /* padding reads 0 */
-    for (size_t t = 0; t < taps; t++)
-        if (pixel[t] >= 0 && amax[pixel[t]] > bits) bits = amax[pixel[t]];
+/* Row r's scale and ok flag from the absmax bits of its values, as
+ * tmm_prepare_rows sets them; returns the scale, 0 for a row holding NaN or
+ * Inf (its q row is then cleared and its sum 0). */
+static float row_scale(const ClJob *job, int32_t bits, const struct tmm_quantized_rows *rows, size_t r) {
     rows->qsum[r] = 0;
     rows->scale[r] = 1.0f;
-    rows->ok[r] = bits < 0x7f800000; /* Inf or NaN somewhere in the window */
+    rows->ok[r] = bits < 0x7f800000; /* Inf or NaN somewhere in the row */
     if (!rows->ok[r]) {
-        memset(q, 0, job->q_stride);
-        return;
+        memset(rows->q + r * job->q_stride, 0, job->q_stride);
+        return 0.0f;
     }
     float value;
     memcpy(&value, &bits, sizeof value);
     const float s = job->act_quant == OBX_ACT_INT8_STATIC
                         ? job->act_scale
                         : 127.0f * (1.0f / fmaxf(value, 1e-5f)); /* tmm_quantize_row_scalar's expression */
+    rows->scale[r] = s;
+    return s;
+}
+
+/* Row r of the tile as tmm_prepare_rows would quantize the float row. */
+static void quantized_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, size_t taps,
+                          const struct tmm_quantized_rows *rows, size_t r) {
+    const obx_conv_geometry *g = job->g;
+    const size_t cg = job->w->cg, pixels = g->in_h * g->in_w;
+    const int32_t *amax = job->amax + grp * pixels;
+    int32_t bits = 0; /* padding reads 0 */
+    for (size_t t = 0; t < taps; t++)
+        if (pixel[t] >= 0 && amax[pixel[t]] > bits) bits = amax[pixel[t]];
+    const float s = row_scale(job, bits, rows, r);
+    if (s == 0.0f) return;
+    int8_t *q = rows->q + r * job->q_stride;
     int32_t sum = 0;
     for (size_t t = 0; t < taps; t++, q += cg) {
         if (pixel[t] < 0) memset(q, 0, cg);
@@ -157,7 +168,40 @@ static void quantized_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, 
     }
     memset(q, 0, job->q_stride - taps * cg); /* the zero padding up to the stride */
     rows->qsum[r] = sum;
-    rows->scale[r] = s;
+}
+
+/* Pixels per block of pointwise_rows: the block's floats (pixels x C / group)
+ * stay in L1 between its transpose and its quantization. */
+static size_t pointwise_block_pixels(size_t cg) {
+    enum { BLOCK_FLOATS = 8192, MIN_PIXELS = 8, MAX_PIXELS = 64 };
+    size_t n = BLOCK_FLOATS / cg / 8 * 8;
+    return OBX_MIN((size_t)MAX_PIXELS, OBX_MAX((size_t)MIN_PIXELS, n));
+}
+
+/* A pointwise conv's int8 rows are X's pixels: each block of pixels is
+ * transposed from the NCHW planes into `block`, then each pixel's absmax
+ * is taken and the pixel quantized straight into its tile row. X is read
+ * once, with no channels-last copy of the image (measured: that copy and
+ * its second read cost as much as the integer matmul on 256->64 at 56x56). */
+static void pointwise_rows(const ClJob *job, size_t grp, size_t first, size_t rows, float *block,
+                           const struct tmm_quantized_rows *q) {
+    const struct tconv_row_kernels *k = job->platform->conv_rows;
+    const size_t cg = job->w->cg, pixels = job->g->in_h * job->g->in_w;
+    const size_t step = pointwise_block_pixels(cg);
+    const float *x = job->x + grp * cg * pixels + first;
+    for (size_t b0 = 0; b0 < rows; b0 += step) {
+        const size_t n = OBX_MIN(step, rows - b0);
+        k->transpose(x + b0, cg, n, pixels, block, cg);
+        for (size_t i = 0; i < n; i++) {
+            const size_t r = b0 + i;
+            const float *row = block + i * cg;
+            const float s = row_scale(job, k->absmax_run(row, cg), q, r);
+            if (s == 0.0f) continue;
+            int8_t *dst = q->q + r * job->q_stride;
+            q->qsum[r] = k->quantize_run(dst, row, s, cg);
+            memset(dst + cg, 0, job->q_stride - cg); /* the zero padding up to the stride */
+        }
+    }
 }
 
 static void fail(ClJob *job, const char *message) {
@@ -173,14 +217,17 @@ static void tile_task(void *arg, size_t index) {
     const size_t first = (index % job->tiles_per_group) * job->tile_rows;
     const size_t rows = OBX_MIN(job->tile_rows, positions - first);
     const size_t in_bytes = job->act_quant ? rows * (job->q_stride + 2 * sizeof(float) + 1) : rows * w->k * sizeof(float);
+    const size_t block_floats = job->fused ? pointwise_block_pixels(w->cg) * w->cg : 0;
     /* + TMM_ALIGN: the int8 rows start 64-byte aligned */
     float *buffer = tconv_thread_buffer(
-        TCONV_BUFFER_TILE, rows * mg + OBX_DIV_UP(w->kernel_positions * sizeof(ptrdiff_t) + in_bytes + TMM_ALIGN, sizeof(float)));
+        TCONV_BUFFER_TILE, block_floats + rows * mg +
+                               OBX_DIV_UP(w->kernel_positions * sizeof(ptrdiff_t) + in_bytes + TMM_ALIGN, sizeof(float)));
     if (!buffer) {
         fail(job, "out of memory for an im2col tile");
         return;
     }
-    ptrdiff_t *pixel = (ptrdiff_t *)buffer; /* malloc alignment suits every type */
+    float *block = buffer; /* pointwise_rows' pixel block (fused only) */
+    ptrdiff_t *pixel = (ptrdiff_t *)(buffer + block_floats); /* malloc alignment suits every type */
     float *out = (float *)(pixel + w->kernel_positions);
     uint8_t *in = (uint8_t *)(out + rows * mg);
     const float *bias = job->bias ? job->bias + grp * mg : NULL;
@@ -191,10 +238,22 @@ static void tile_task(void *arg, size_t index) {
         struct tmm_quantized_rows q = {(int8_t *)aligned, (int32_t *)(aligned + rows * job->q_stride), NULL, NULL};
         q.scale = (float *)(q.qsum + rows);
         q.ok = (uint8_t *)(q.scale + rows);
-        for (size_t r = 0; r < rows; r++)
-            quantized_row(job, grp, pixel, tap_pixels(g, first + r, pixel), &q, r);
-        tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, y, 1, positions, job->inner_par,
+        if (job->fused)
+            pointwise_rows(job, grp, first, rows, block, &q);
+        else
+            for (size_t r = 0; r < rows; r++)
+                quantized_row(job, grp, pixel, tap_pixels(g, first + r, pixel), &q, r);
+        if (!job->fused) { /* straight into the NCHW planes */
+            tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, y, 1, positions, job->inner_par,
+                                  job->inner_runner);
+            return;
+        }
+        /* Pointwise: rows into the tile, then one blocked transpose to the
+         * NCHW planes (storing each output straight into its plane, a stride
+         * of `positions` floats per column, cost more there). */
+        tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, out, mg, 1, job->inner_par,
                               job->inner_runner);
+        job->platform->conv_rows->transpose(out, rows, mg, mg, y, positions);
         return;
     }
     const float *a = job->xt + first * g->channels;
@@ -226,13 +285,19 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
         obx_set_error(err, err_len, "the input is too large for its channels-last copy");
         return -1;
     }
-    /* xt, then (act_quant) the pixel absmaxes: int32 and float share alignment */
-    float *xt = tconv_thread_buffer(TCONV_BUFFER_IMAGE, pixels * (g->channels + (act_quant ? w->group : 0)) + 1);
-    if (!xt) {
-        obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
-        return -1;
+    /* A pointwise conv with int8 rows needs no channels-last copy. */
+    const int fused = act_quant != OBX_ACT_NONE && is_pointwise(g);
+    float *xt = NULL;
+    int32_t *amax = NULL;
+    if (!fused) {
+        /* xt, then (act_quant) the pixel absmaxes: int32 and float share alignment */
+        xt = tconv_thread_buffer(TCONV_BUFFER_IMAGE, pixels * (g->channels + (act_quant ? w->group : 0)) + 1);
+        if (!xt) {
+            obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
+            return -1;
+        }
+        amax = act_quant ? (int32_t *)(xt + pixels * g->channels) : NULL;
     }
-    int32_t *amax = act_quant ? (int32_t *)(xt + pixels * g->channels) : NULL;
     ClJob job;
     memset(&job, 0, sizeof job);
     job.w = w;
@@ -242,6 +307,7 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
     job.amax = amax;
     job.act_quant = act_quant;
     job.act_scale = act_scale;
+    job.fused = fused;
     job.q_stride = tmm_quantized_row_stride(w->groups[0]);
     size_t row_bytes = act_quant ? job.q_stride : w->k * sizeof(float);
     size_t rows = OBX_MAX((size_t)1, CL_TILE_BYTES / row_bytes);
@@ -259,7 +325,7 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
         job.bias = bias;
-        run(&job, copy_task, OBX_DIV_UP(pixels, CL_COPY_PIXELS), par, runner);
+        if (!fused) run(&job, copy_task, OBX_DIV_UP(pixels, CL_COPY_PIXELS), par, runner);
         run(&job, tile_task, tiles, par, runner);
     }
     if (job.failed) {

@@ -15,6 +15,8 @@ struct tconv_row_kernels {
     void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int32_t *code, size_t n);
     /* magnitude[i] = max(magnitude[i], bits of |src[i * stride]|) */
     void (*absmax_bits)(int32_t *magnitude, const float *src, size_t stride, size_t n);
+    /* max over i < n of the bits of |src[i]| (0 when n = 0): a pixel row's absmax */
+    int32_t (*absmax_run)(const float *src, size_t n);
     /* In place: absmax bit patterns -> scale[i] = 127 * (1 / max(absmax, 1e-5)), and
      * bad[i] = 1 where the absmax is Inf or NaN (then scale[i] = 127) */
     void (*window_scales)(float *scale_bits, uint8_t *bad, size_t n);
@@ -31,6 +33,12 @@ struct tconv_row_kernels {
     void (*depthwise_row_f32)(float *out, size_t out_w, const float *const *src, const ptrdiff_t *column,
                               const float *w, size_t taps, size_t stride, size_t in_w, float scale,
                               const float *bias);
+    /* A depthwise plane's stride-1 outputs, float activations, from a zero-padded copy:
+     * for p < n (a multiple of 16), with x readable up to n - 1 + offset[taps - 1],
+     *   out[p] = (sum over taps t in order of x[p + offset[t]] * w[t]) * scale
+     *   (+ *bias when bias) */
+    void (*depthwise_plane_f32)(float *out, const float *x, size_t n, const size_t *offset, const float *w,
+                                size_t taps, float scale, const float *bias);
     /* One output pixel of the channels-last depthwise path, float activations:
      * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]
      * (+ bias[c] when bias), w[t] = weights + tap[t] * m */

@@ -17,11 +17,21 @@
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define COL_PAIRS (TMM_NR / 2)
 
-static ALWAYS_INLINE uint32_t hsum_epi32_256(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return (uint32_t)_mm_cvtsi128_si32(s);
+/* The 8 column sums of one row from its four column-pair accumulators (low
+ * 256 bits column 2p, high 256 bits column 2p + 1), reduced together: one
+ * horizontal sum per column cost more than the products at K = 256 (a 1x1
+ * conv's 256 -> 64). Integer adds, exact in any order. */
+static ALWAYS_INLINE __m256i row_sums(const __m512i *a) {
+    /* within each 128-bit lane L: [a0 L0+L2, a1 L0+L2, a0 L1+L3, a1 L1+L3] */
+    __m512i s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpackhi_epi32(a[0], a[1]));
+    __m512i s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2], a[3]), _mm512_unpackhi_epi32(a[2], a[3]));
+    /* within each 128-bit lane: the lane's sum of a0, a1, a2, a3 */
+    __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(s01, s23), _mm512_unpackhi_epi64(s01, s23));
+    /* lanes 0 + 1 (columns 2p), lanes 2 + 3 (columns 2p + 1) */
+    __m512i lanes02 = _mm512_shuffle_i32x4(t, t, _MM_SHUFFLE(2, 0, 2, 0));
+    __m512i lanes13 = _mm512_shuffle_i32x4(t, t, _MM_SHUFFLE(3, 1, 3, 1));
+    __m256i sums = _mm512_castsi512_si256(_mm512_add_epi32(lanes02, lanes13)); /* c0 c2 c4 c6 c1 c3 c5 c7 */
+    return _mm256_permutevar8x32_epi32(sums, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 static ALWAYS_INLINE __m512i broadcast_chunk(const int8_t *q) {
@@ -66,11 +76,7 @@ static ALWAYS_INLINE void i8_tile(const uint8_t *panel, const int8_t *const *q, 
             c += 1;
         }
     }
-    for (int i = 0; i < ROWS; i++)
-        for (int p = 0; p < COL_PAIRS; p++) {
-            usum[i * TMM_NR + 2 * p] = hsum_epi32_256(_mm512_castsi512_si256(acc[i][p]));
-            usum[i * TMM_NR + 2 * p + 1] = hsum_epi32_256(_mm512_extracti64x4_epi64(acc[i][p], 1));
-        }
+    for (int i = 0; i < ROWS; i++) _mm256_storeu_si256((__m256i *)(usum + i * TMM_NR), row_sums(acc[i]));
 }
 
 static void i8_kernel_avx512(const uint8_t *panel, size_t kblocks, size_t rows,

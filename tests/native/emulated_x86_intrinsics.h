@@ -49,6 +49,40 @@ static inline emu512i emu_dpbusd_epi32(emu512i acc, emu512i u, emu512i s) {
     memcpy(acc.b, d, 64);
     return acc;
 }
+/* The row-sum reduction of the integer kernel: int32 adds (wrapping), the
+ * per-128-bit-lane unpacks and the 128-bit lane shuffle. */
+static inline emu512i emu_add_epi32(emu512i a, emu512i b) {
+    uint32_t x[16], y[16];
+    memcpy(x, a.b, 64);
+    memcpy(y, b.b, 64);
+    for (int i = 0; i < 16; i++) x[i] += y[i];
+    memcpy(a.b, x, 64);
+    return a;
+}
+/* Per 128-bit lane, elements of `bytes` bytes: lo interleaves the lane's low
+ * halves of a and b, hi its high halves. */
+static inline emu512i emu_unpack(emu512i a, emu512i b, int bytes, int high) {
+    emu512i r;
+    const int per_half = 8 / bytes;
+    for (int lane = 0; lane < 4; lane++)
+        for (int i = 0; i < per_half; i++) {
+            const int from = lane * 16 + (high * per_half + i) * bytes;
+            memcpy(r.b + lane * 16 + 2 * i * bytes, a.b + from, bytes);
+            memcpy(r.b + lane * 16 + (2 * i + 1) * bytes, b.b + from, bytes);
+        }
+    return r;
+}
+static inline emu512i emu_unpacklo_epi32(emu512i a, emu512i b) { return emu_unpack(a, b, 4, 0); }
+static inline emu512i emu_unpackhi_epi32(emu512i a, emu512i b) { return emu_unpack(a, b, 4, 1); }
+static inline emu512i emu_unpacklo_epi64(emu512i a, emu512i b) { return emu_unpack(a, b, 8, 0); }
+static inline emu512i emu_unpackhi_epi64(emu512i a, emu512i b) { return emu_unpack(a, b, 8, 1); }
+/* Result lanes 0, 1 from a, lanes 2, 3 from b, each chosen by two bits of imm. */
+static inline emu512i emu_shuffle_i32x4(emu512i a, emu512i b, int imm) {
+    emu512i r;
+    for (int lane = 0; lane < 4; lane++)
+        memcpy(r.b + lane * 16, (lane < 2 ? a : b).b + ((imm >> (2 * lane)) & 3) * 16, 16);
+    return r;
+}
 static inline __m256i emu_castsi512_si256(emu512i a) { __m256i r; memcpy(&r, a.b, 32); return r; }
 static inline __m256i emu_extracti64x4_epi64(emu512i a, int half) {
     __m256i r; memcpy(&r, a.b + 32 * (half & 1), 32); return r;
@@ -204,6 +238,12 @@ static inline void emu_store_si512(void *p, emu512i v) {
 #define _mm512_srl_epi16 emu_srl_epi16
 #define _mm512_dpbusd_epi32 emu_dpbusd_epi32
 #define _mm512_castsi512_si256 emu_castsi512_si256
+#define _mm512_add_epi32 emu_add_epi32
+#define _mm512_unpacklo_epi32 emu_unpacklo_epi32
+#define _mm512_unpackhi_epi32 emu_unpackhi_epi32
+#define _mm512_unpacklo_epi64 emu_unpacklo_epi64
+#define _mm512_unpackhi_epi64 emu_unpackhi_epi64
+#define _mm512_shuffle_i32x4 emu_shuffle_i32x4
 #define _mm512_extracti64x4_epi64 emu_extracti64x4_epi64
 #define _mm256_dpbusd_avx_epi32 emu_dpbusd_avx_epi32
 #endif
