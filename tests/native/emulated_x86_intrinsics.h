@@ -189,11 +189,6 @@ static inline emu512i emu_srli_epi64(emu512i a, unsigned n) {
     for (int i = 0; i < 8; i++) x[i] = n > 63 ? 0 : x[i] >> n;
     memcpy(a.b, x, 64); return a;
 }
-static inline emu512i emu_add_epi32(emu512i a, emu512i b) {
-    uint32_t x[16], y[16]; memcpy(x, a.b, 64); memcpy(y, b.b, 64);
-    for (int i = 0; i < 16; i++) x[i] += y[i];
-    memcpy(a.b, x, 64); return a;
-}
 static inline __m256i emu_cvtepi64_epi32(emu512i a) {
     uint64_t x[8]; uint32_t r[8]; memcpy(x, a.b, 64);
     for (int i = 0; i < 8; i++) r[i] = (uint32_t)x[i];
@@ -207,7 +202,6 @@ static inline void emu_store_si512(void *p, emu512i v) {
 #define _mm512_set1_epi64 emu_set1_epi64
 #define _mm512_permutex2var_epi64 emu_permutex2var_epi64
 #define _mm512_srli_epi64 emu_srli_epi64
-#define _mm512_add_epi32 emu_add_epi32
 #define _mm512_cvtepi64_epi32 emu_cvtepi64_epi32
 #define _mm512_store_si512 emu_store_si512
 #define __m512 emu512
