@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import onnx
@@ -26,10 +26,6 @@ from onnx import TensorProto, helper
 
 ROUNDS = 9  # interleaved rounds per measurement; the median is kept
 MIN_ROUND_SECONDS = 0.004  # calls per round are batched up to about this long
-
-# (settings, k, n, m) -> float time / converted time
-Measure = Callable[[Mapping[str, Any], int, int, int], float]
-
 
 def cache_path() -> Path:
     root = os.environ.get("ONNXBIT_CACHE_DIR") or Path.home() / ".cache" / "onnxbit"
@@ -94,6 +90,8 @@ def measure_speedup(settings: Mapping[str, Any], k: int, n: int, m: int, target:
     """Median float time over median converted time, interleaved."""
     import time
 
+    import onnxruntime as ort
+
     from onnxbit import runtime
     from onnxbit.bench.timing import interleave, median_ms
     from onnxbit.convert import convert
@@ -103,8 +101,6 @@ def measure_speedup(settings: Mapping[str, Any], k: int, n: int, m: int, target:
     converted = convert(original, config=config, target=target, progress=False, measure_error=False).model
     sessions = {}
     for name, model in (("float", original), ("converted", converted)):
-        import onnxruntime as ort
-
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
