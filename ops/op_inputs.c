@@ -119,6 +119,57 @@ OrtStatus *obx_get_input(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_
     return status ? obx_node_wrap(kernel, status, "reading inputs") : NULL;
 }
 
+OrtStatus *obx_get_inputs(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_t count,
+                          const OrtValue **values, size_t *input_count)
+{
+    OrtStatus *status = kernel->api->KernelContext_GetInputCount(ctx, input_count);
+    if (status)
+        return obx_node_wrap(kernel, status, "reading inputs");
+    for (size_t i = 0; i < count; i++) {
+        status = obx_get_input(kernel, ctx, *input_count, i, &values[i]);
+        if (status)
+            return status;
+    }
+    return NULL;
+}
+
+OrtStatus *obx_read_float_tensor(const ObxOpKernel *kernel, const OrtValue *value,
+                                 const char *input_name, ObxTensorView *view)
+{
+    OrtStatus *status = obx_read_tensor(kernel, value, input_name, view);
+    if (!status)
+        status = obx_require_dtype(kernel, view, input_name, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    return status;
+}
+
+OrtStatus *obx_read_bias(const ObxOpKernel *kernel, const OrtValue *value, size_t length,
+                         const char *axis, const float **bias)
+{
+    *bias = NULL;
+    if (!value)
+        return NULL;
+    ObxTensorView view;
+    OrtStatus *status = obx_read_float_tensor(kernel, value, "bias", &view);
+    if (status)
+        return status;
+    char text[256];
+    if (view.rank != 1 || (size_t)view.dims[0] != length)
+        return obx_node_error(kernel, ORT_INVALID_ARGUMENT, "bias has shape %s; it must be [%s] = [%zu]",
+                              obx_shape_text(&view, text, sizeof text), axis, length);
+    *bias = view.data;
+    return NULL;
+}
+
+OrtStatus *obx_allocate_output(const ObxOpKernel *kernel, OrtKernelContext *ctx, const int64_t *dims,
+                               size_t rank, void **data)
+{
+    OrtValue *value = NULL;
+    OrtStatus *status = kernel->api->KernelContext_GetOutput(ctx, 0, dims, rank, &value);
+    if (!status)
+        status = kernel->api->GetTensorMutableData(value, data);
+    return status ? obx_node_wrap(kernel, status, "allocating output Y") : NULL;
+}
+
 /* Whether an attribute exists with a type other than `wanted` (onnxruntime
  * reports a missing attribute and a mistyped one alike). */
 static int attribute_has_other_type(const ObxOpKernel *kernel, const OrtKernelInfo *info,

@@ -43,6 +43,19 @@ OrtStatus *obx_require_dtype(const ObxOpKernel *kernel, const ObxTensorView *vie
 /* Input `index` of a run, or NULL when the node has fewer inputs. */
 OrtStatus *obx_get_input(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_t input_count,
                          size_t index, const OrtValue **out);
+/* The first `count` inputs of a run (absent ones NULL) and how many the node has. */
+OrtStatus *obx_get_inputs(const ObxOpKernel *kernel, OrtKernelContext *ctx, size_t count,
+                          const OrtValue **values, size_t *input_count);
+/* A float32 input as a view (the error names `input_name`). */
+OrtStatus *obx_read_float_tensor(const ObxOpKernel *kernel, const OrtValue *value,
+                                 const char *input_name, ObxTensorView *view);
+/* An optional bias: *bias stays NULL without one, else it must be float32
+ * [length]; `axis` names that length in the message ("M", "N"). */
+OrtStatus *obx_read_bias(const ObxOpKernel *kernel, const OrtValue *value, size_t length,
+                         const char *axis, const float **bias);
+/* Output 0 of a run with these dimensions, and its data. */
+OrtStatus *obx_allocate_output(const ObxOpKernel *kernel, OrtKernelContext *ctx, const int64_t *dims,
+                               size_t rank, void **data);
 
 /* An int attribute; `required` ones must be present, others default to fallback. */
 OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,

@@ -222,7 +222,6 @@ static OrtStatus *run(const TernaryConvKernel *kernel, OrtKernelContext *ctx,
                       const OrtValue *bias_value)
 {
     const ObxOpKernel *head = &kernel->head;
-    const OrtApi *api = head->api;
     char err[OBX_OP_ERR_LEN] = "";
     char text[256];
     obx_conv_geometry geometry;
@@ -230,31 +229,17 @@ static OrtStatus *run(const TernaryConvKernel *kernel, OrtKernelContext *ctx,
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "input X has shape %s: %s",
                               obx_shape_text(x, text, sizeof text), err);
     const float *bias = NULL;
-    if (bias_value) {
-        ObxTensorView view;
-        OrtStatus *status = obx_read_tensor(head, bias_value, "bias", &view);
-        if (!status)
-            status = obx_require_dtype(head, &view, "bias", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
-        if (status)
-            return status;
-        if (view.rank != 1 || (size_t)view.dims[0] != geometry.out_channels)
-            return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                                  "bias has shape %s; it must be [M] = [%zu]",
-                                  obx_shape_text(&view, text, sizeof text), geometry.out_channels);
-        bias = view.data;
-    }
+    OrtStatus *status = obx_read_bias(head, bias_value, geometry.out_channels, "M", &bias);
+    if (status)
+        return status;
     int64_t y_dims[4] = {(int64_t)geometry.batch, (int64_t)geometry.out_channels,
                          (int64_t)geometry.out_h, (int64_t)geometry.out_w};
     if (kernel->params.spatial_rank == 1)
         y_dims[2] = (int64_t)geometry.out_w;
-    OrtValue *y_value = NULL;
-    OrtStatus *status =
-        api->KernelContext_GetOutput(ctx, 0, y_dims, kernel->params.spatial_rank + 2, &y_value);
     void *y = NULL;
-    if (!status)
-        status = api->GetTensorMutableData(y_value, &y);
+    status = obx_allocate_output(head, ctx, y_dims, kernel->params.spatial_rank + 2, &y);
     if (status)
-        return obx_node_wrap(head, status, "allocating output Y");
+        return status;
     ObxOrtRunner runner;
     obx_parallel_for_fn parallel_for = obx_op_parallel_for(head, ctx, &runner);
     if (obx_tconv_compute_scaled(weights, &geometry, x->data, bias, kernel->act_quant,
@@ -267,21 +252,14 @@ static OrtStatus *compute(const ObxOpKernel *head, OrtKernelContext *ctx)
 {
     const TernaryConvKernel *kernel = (const TernaryConvKernel *)head;
     size_t input_count = 0;
-    OrtStatus *status = head->api->KernelContext_GetInputCount(ctx, &input_count);
-    if (status)
-        return obx_node_wrap(head, status, "reading inputs");
     const OrtValue *values[CONV_INPUTS];
-    for (size_t i = 0; i < CONV_INPUTS; i++) {
-        status = obx_get_input(head, ctx, input_count, i, &values[i]);
-        if (status)
-            return status;
-    }
+    OrtStatus *status = obx_get_inputs(head, ctx, CONV_INPUTS, values, &input_count);
+    if (status)
+        return status;
     if (!values[CONV_INPUT_X] || !values[CONV_INPUT_B] || !values[CONV_INPUT_SCALES])
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "inputs X, B and scales are required");
     ObxTensorView x;
-    status = obx_read_tensor(head, values[CONV_INPUT_X], "X", &x);
-    if (!status)
-        status = obx_require_dtype(head, &x, "X", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    status = obx_read_float_tensor(head, values[CONV_INPUT_X], "X", &x);
     if (status)
         return status;
     if (kernel->constant_weights)

@@ -225,35 +225,19 @@ static OrtStatus *compute_with_weights(const TernaryMatMulKernel *kernel, OrtKer
                                        const OrtValue *bias_value)
 {
     const ObxOpKernel *head = &kernel->head;
-    const OrtApi *api = head->api;
     const size_t n = kernel->shape.n;
     const float *bias = NULL;
-    if (bias_value) {
-        ObxTensorView view;
-        OrtStatus *status = obx_read_tensor(head, bias_value, "bias", &view);
-        if (!status)
-            status = obx_require_dtype(head, &view, "bias", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
-        if (status)
-            return status;
-        char text[256];
-        if (view.rank != 1 || (size_t)view.dims[0] != n)
-            return obx_node_error(head, ORT_INVALID_ARGUMENT,
-                                  "bias has shape %s; it must be [N] = [%zu]",
-                                  obx_shape_text(&view, text, sizeof text), n);
-        bias = view.data;
-    }
+    OrtStatus *status = obx_read_bias(head, bias_value, n, "N", &bias);
+    if (status)
+        return status;
 
     int64_t y_dims[OBX_OP_MAX_RANK];
     memcpy(y_dims, a->dims, a->rank * sizeof y_dims[0]);
     y_dims[a->rank - 1] = (int64_t)n;
-    OrtValue *y_value = NULL;
-    OrtStatus *status = api->KernelContext_GetOutput(ctx, 0, y_dims, a->rank, &y_value);
-    if (status)
-        return obx_node_wrap(head, status, "allocating output Y");
     void *y = NULL;
-    status = api->GetTensorMutableData(y_value, &y);
+    status = obx_allocate_output(head, ctx, y_dims, a->rank, &y);
     if (status)
-        return obx_node_wrap(head, status, "allocating output Y");
+        return status;
 
     size_t m = a->count / kernel->shape.k;
     if (m == 0)
@@ -271,27 +255,19 @@ static OrtStatus *compute(const ObxOpKernel *head, OrtKernelContext *ctx)
 {
     const TernaryMatMulKernel *kernel = (const TernaryMatMulKernel *)head;
     size_t input_count = 0;
-    OrtStatus *status = head->api->KernelContext_GetInputCount(ctx, &input_count);
+    const OrtValue *values[TMM_INPUTS];
+    OrtStatus *status = obx_get_inputs(head, ctx, TMM_INPUTS, values, &input_count);
     if (status)
-        return obx_node_wrap(head, status, "reading inputs");
+        return status;
     if (input_count < TMM_INPUT_BIAS)
         return obx_node_error(head, ORT_INVALID_ARGUMENT,
                               "needs inputs A, B and scales (bias optional), got %zu inputs",
                               input_count);
-
-    const OrtValue *values[TMM_INPUTS];
-    for (size_t i = 0; i < TMM_INPUTS; i++) {
-        status = obx_get_input(head, ctx, input_count, i, &values[i]);
-        if (status)
-            return status;
-    }
     if (!values[TMM_INPUT_A] || !values[TMM_INPUT_B] || !values[TMM_INPUT_SCALES])
         return obx_node_error(head, ORT_INVALID_ARGUMENT, "inputs A, B and scales are required");
 
     ObxTensorView a;
-    status = obx_read_tensor(head, values[TMM_INPUT_A], "A", &a);
-    if (!status)
-        status = obx_require_dtype(head, &a, "A", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+    status = obx_read_float_tensor(head, values[TMM_INPUT_A], "A", &a);
     if (status)
         return status;
     char text[256];
