@@ -303,11 +303,6 @@ static int decode_block(const uint8_t *p, const uint8_t *limit, size_t b, size_t
     return 0;
 }
 
-static const char *varint_problem(int status)
-{
-    return status == -1 ? "is truncated" : "is longer than 9 bytes";
-}
-
 OBX_API int obx_rans_decode_base3(const uint8_t *stream, size_t len, size_t n, size_t row_bytes,
                                   uint8_t *base3_out, char *err, size_t err_len)
 {
@@ -330,7 +325,7 @@ OBX_API int obx_rans_decode_base3(const uint8_t *stream, size_t len, size_t n, s
     for (int f = 0; f < 3; f++) {
         int status = obx_read_varint(stream, len, &pos, &fields[f]);
         if (status != 0)
-            return obx_stream_fail(err, err_len, "rans stream: its %s %s", field_names[f], varint_problem(status));
+            return obx_stream_fail(err, err_len, "rans stream: its %s %s", field_names[f], obx_varint_problem(status));
     }
     const uint64_t block_rows = fields[0], minus = fields[1], plus = fields[2];
     if (block_rows == 0)
@@ -346,7 +341,7 @@ OBX_API int obx_rans_decode_base3(const uint8_t *stream, size_t len, size_t n, s
         uint64_t length = 0;
         int status = obx_read_varint(stream, len, &pos, &length);
         if (status != 0)
-            return obx_stream_fail(err, err_len, "rans stream: the length of block %zu %s", b, varint_problem(status));
+            return obx_stream_fail(err, err_len, "rans stream: the length of block %zu %s", b, obx_varint_problem(status));
         if (length < 4 * RANS_STATES || length > len)
             return obx_stream_fail(err, err_len, "rans block %zu has %llu bytes, outside [%d, %zu]", b,
                                    (unsigned long long)length, 4 * RANS_STATES, len);

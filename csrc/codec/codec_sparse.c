@@ -15,11 +15,6 @@
 
 enum { SPARSE_VERSION = 1, GROUP = 8 };
 
-static const char *varint_problem(int status)
-{
-    return status == -1 ? "is truncated" : "is longer than 9 bytes";
-}
-
 /* The sign bits of nonzeros placed .. placed + 7 (all < the nonzero count). */
 static unsigned eight_signs(const uint8_t *signs, size_t sign_bytes, uint64_t placed)
 {
@@ -96,7 +91,7 @@ static int place_row(int8_t *codes_row, size_t row, size_t k, const uint8_t *str
     uint64_t placed = *placed_io, count = 0;
     int status = obx_read_varint(stream, len, &pos, &count);
     if (status != 0)
-        return obx_stream_fail(err, err_len, "sparse stream: the count of row %zu %s", row, varint_problem(status));
+        return obx_stream_fail(err, err_len, "sparse stream: the count of row %zu %s", row, obx_varint_problem(status));
     if (count > k || count > nonzeros - placed)
         return obx_stream_fail(err, err_len, "sparse stream: row %zu claims %llu nonzeros (K=%zu, "
                                "%llu left of %llu)", row, (unsigned long long)count, k,
@@ -115,7 +110,7 @@ static int place_row(int8_t *codes_row, size_t row, size_t k, const uint8_t *str
         status = obx_read_varint(stream, len, &pos, &gap);
         if (status != 0)
             return obx_stream_fail(err, err_len, "sparse stream: position %llu of row %zu %s",
-                                   (unsigned long long)i, row, varint_problem(status));
+                                   (unsigned long long)i, row, obx_varint_problem(status));
         if (gap >= k - col)
             return obx_stream_fail(err, err_len, "sparse stream: position %llu of row %zu is past K=%zu",
                                    (unsigned long long)i, row, k);
@@ -132,22 +127,11 @@ static int place_row(int8_t *codes_row, size_t row, size_t k, const uint8_t *str
 OBX_API int obx_sparse_decode_base3(const uint8_t *stream, size_t len, size_t n, size_t k,
                                     uint8_t *base3_out, char *err, size_t err_len)
 {
-    if (obx_stream_check_shape(n, k, "sparse", err, err_len) != 0)
-        return -1;
-    const uint64_t total = (uint64_t)n * k;
-    if (len < 1)
-        return obx_stream_fail(err, err_len, "sparse stream is empty (needs a version byte)");
-    if (stream[0] != SPARSE_VERSION)
-        return obx_stream_fail(err, err_len, "sparse stream has version %u; this library reads version %d",
-                               stream[0], SPARSE_VERSION);
-    size_t pos = 1;
+    size_t pos = 0;
     uint64_t nonzeros = 0;
-    int status = obx_read_varint(stream, len, &pos, &nonzeros);
-    if (status != 0)
-        return obx_stream_fail(err, err_len, "sparse stream: nonzero count %s", varint_problem(status));
-    if (nonzeros > total)
-        return obx_stream_fail(err, err_len, "sparse stream claims %llu nonzeros in %llu codes",
-                               (unsigned long long)nonzeros, (unsigned long long)total);
+    if (obx_stream_read_count_header(stream, len, n, k, "sparse", SPARSE_VERSION, &pos, &nonzeros, err,
+                                     err_len) != 0)
+        return -1;
     const size_t sign_bytes = (size_t)((nonzeros + 7) / 8);
     if (sign_bytes > len - pos)
         return obx_stream_fail(err, err_len, "sparse stream is truncated in its %zu sign bytes", sign_bytes);
@@ -160,7 +144,7 @@ OBX_API int obx_sparse_decode_base3(const uint8_t *stream, size_t len, size_t n,
     if (obx_code_chunks_open(&chunks, n, k, base3_out, "sparse", err, err_len) != 0)
         return -1;
     uint64_t placed = 0;
-    status = 0;
+    int status = 0;
     for (size_t row = 0; row < n && status == 0; row++) {
         if (row - chunks.first_row >= chunks.chunk_codes / k)
             obx_code_chunks_flush(&chunks);
@@ -285,22 +269,12 @@ OBX_API size_t obx_sparse_encode_base3(const uint8_t *base3, size_t n, size_t k,
     const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
     const size_t full_bytes = k / 5;
     const int tail_digits = (int)(k % 5);
-    /* Pass one: invalid bytes and the nonzero count, which comes first. */
-    uint64_t invalid = 0, nonzeros = 0;
-    size_t first_invalid = 0;
-    for (size_t r = 0; r < n; r++) {
-        const uint8_t *row = base3 + r * row_bytes;
-        for (size_t j = 0; j < row_bytes; j++) {
-            if (row[j] >= 243 && invalid++ == 0)
-                first_invalid = r * k + 5 * j;
-        }
-        nonzeros += row_nonzeros(row, full_bytes, tail_digits, table);
-    }
-    if (invalid) {
-        obx_set_error(err, err_len, "base3 rows hold %llu invalid bytes, the first at code %zu",
-                      (unsigned long long)invalid, first_invalid);
+    if (obx_base3_rows_check(base3, n, k, err, err_len) != 0)
         return 0;
-    }
+    /* Pass one: the nonzero count, which comes first. */
+    uint64_t nonzeros = 0;
+    for (size_t r = 0; r < n; r++)
+        nonzeros += row_nonzeros(base3 + r * row_bytes, full_bytes, tail_digits, table);
     out[0] = SPARSE_VERSION;
     size_t o = 1 + obx_write_varint(out + 1, nonzeros);
     const size_t sign_bytes = (size_t)((nonzeros + 7) / 8);

@@ -45,6 +45,51 @@ int obx_stream_check_shape(size_t n, size_t k, const char *format, char *err, si
     return 0;
 }
 
+const char *obx_varint_problem(int status)
+{
+    return status == -1 ? "is truncated" : "is longer than 9 bytes";
+}
+
+int obx_stream_read_count_header(const uint8_t *stream, size_t len, size_t n, size_t k, const char *format,
+                                 int version, size_t *pos, uint64_t *nonzeros, char *err, size_t err_len)
+{
+    if (obx_stream_check_shape(n, k, format, err, err_len) != 0)
+        return -1;
+    if (len < 1)
+        return obx_stream_fail(err, err_len, "%s stream is empty (needs a version byte)", format);
+    if (stream[0] != version)
+        return obx_stream_fail(err, err_len, "%s stream has version %u; this library reads version %d", format,
+                               stream[0], version);
+    *pos = 1;
+    int status = obx_read_varint(stream, len, pos, nonzeros);
+    if (status != 0)
+        return obx_stream_fail(err, err_len, "%s stream: nonzero count %s", format, obx_varint_problem(status));
+    const uint64_t total = (uint64_t)n * k;
+    if (*nonzeros > total)
+        return obx_stream_fail(err, err_len, "%s stream claims %llu nonzeros in %llu codes", format,
+                               (unsigned long long)*nonzeros, (unsigned long long)total);
+    return 0;
+}
+
+int obx_base3_rows_check(const uint8_t *base3, size_t n, size_t k, char *err, size_t err_len)
+{
+    const size_t row_bytes = (k + 4) / 5;
+    uint64_t invalid = 0;
+    size_t first_invalid = 0;
+    for (size_t r = 0; r < n; r++) {
+        const uint8_t *row = base3 + r * row_bytes;
+        for (size_t j = 0; j < row_bytes; j++) {
+            if (row[j] >= 243 && invalid++ == 0)
+                first_invalid = r * k + 5 * j;
+        }
+    }
+    if (!invalid)
+        return 0;
+    obx_set_error(err, err_len, "base3 rows hold %llu invalid bytes, the first at code %zu",
+                  (unsigned long long)invalid, first_invalid);
+    return -1;
+}
+
 int obx_code_chunks_open(obx_code_chunks *c, size_t n, size_t k, uint8_t *base3_out, const char *format,
                          char *err, size_t err_len)
 {

@@ -22,6 +22,16 @@ int obx_stream_fail(char *err, size_t err_len, const char *fmt, ...)
 int obx_read_varint(const uint8_t *stream, size_t len, size_t *pos, uint64_t *value);
 /* -1 with a message naming `format` unless n and k are > 0 and n * k fits. */
 int obx_stream_check_shape(size_t n, size_t k, const char *format, char *err, size_t err_len);
+/* What went wrong with a varint, from obx_read_varint's status, for messages. */
+const char *obx_varint_problem(int status);
+/* The header the zeroruns and sparse streams share: the shape check, a
+ * version byte equal to `version`, then the varint count of nonzero codes
+ * (at most n * k). Sets *pos past it; -1 with a message naming `format`. */
+int obx_stream_read_count_header(const uint8_t *stream, size_t len, size_t n, size_t k, const char *format,
+                                 int version, size_t *pos, uint64_t *nonzeros, char *err, size_t err_len);
+/* -1 with the count and first position of bytes >= 243 (not base3) in n
+ * rows of k codes, as the stream encoders refuse them. */
+int obx_base3_rows_check(const uint8_t *base3, size_t n, size_t k, char *err, size_t err_len);
 
 /* Stream decoders place codes in an int8 buffer of a few whole rows (a
  * chunk) and pack each finished chunk to base3 with the SIMD row encoder:

@@ -18,11 +18,6 @@
 enum { ZERO_RUNS_VERSION = 1, GROUP = 8 };
 #define ZERO_BYTES 0x7979797979797979ull /* eight base3 bytes of five zero codes */
 
-static const char *varint_problem(int status)
-{
-    return status == -1 ? "is truncated" : "is longer than 9 bytes";
-}
-
 /* Per one-byte entry e (< 128): how far it moves the position, (e >> 1) + 1,
  * and the code it places, 1 - 2 * (e & 1). Tables, so that placing an entry
  * is four instructions (load e, add, load code, store): a wide advance adds
@@ -92,7 +87,7 @@ static int place_entries(obx_code_chunks *c, const uint8_t *stream, size_t len, 
         if (status != 0)
             return obx_stream_fail(err, err_len, "zeroruns stream: entry %llu of %llu %s at byte %zu",
                                    (unsigned long long)i, (unsigned long long)nonzeros,
-                                   varint_problem(status), pos);
+                                   obx_varint_problem(status), pos);
         uint64_t position = chunk_start + at, zeros = entry >> 1;
         if (zeros >= total - position)
             return obx_stream_fail(err, err_len, "zeroruns stream: entry %llu runs past the %llu codes",
@@ -113,26 +108,15 @@ static int place_entries(obx_code_chunks *c, const uint8_t *stream, size_t len, 
 OBX_API int obx_zero_runs_decode_base3(const uint8_t *stream, size_t len, size_t n, size_t k,
                                        uint8_t *base3_out, char *err, size_t err_len)
 {
-    if (obx_stream_check_shape(n, k, "zeroruns", err, err_len) != 0)
-        return -1;
-    const uint64_t total = (uint64_t)n * k;
-    if (len < 1)
-        return obx_stream_fail(err, err_len, "zeroruns stream is empty (needs a version byte)");
-    if (stream[0] != ZERO_RUNS_VERSION)
-        return obx_stream_fail(err, err_len, "zeroruns stream has version %u; this library reads version %d",
-                               stream[0], ZERO_RUNS_VERSION);
-    size_t pos = 1;
+    size_t pos = 0;
     uint64_t nonzeros = 0;
-    int status = obx_read_varint(stream, len, &pos, &nonzeros);
-    if (status != 0)
-        return obx_stream_fail(err, err_len, "zeroruns stream: nonzero count %s", varint_problem(status));
-    if (nonzeros > total)
-        return obx_stream_fail(err, err_len, "zeroruns stream claims %llu nonzeros in %llu codes",
-                               (unsigned long long)nonzeros, (unsigned long long)total);
+    if (obx_stream_read_count_header(stream, len, n, k, "zeroruns", ZERO_RUNS_VERSION, &pos, &nonzeros, err,
+                                     err_len) != 0)
+        return -1;
     obx_code_chunks chunks;
     if (obx_code_chunks_open(&chunks, n, k, base3_out, "zeroruns", err, err_len) != 0)
         return -1;
-    status = place_entries(&chunks, stream, len, &pos, nonzeros, err, err_len);
+    int status = place_entries(&chunks, stream, len, &pos, nonzeros, err, err_len);
     if (status == 0 && pos != len)
         status = obx_stream_fail(err, err_len, "zeroruns stream has %zu bytes after its last nonzero", len - pos);
     if (status != 0) {
@@ -223,23 +207,14 @@ OBX_API size_t obx_zero_runs_encode_base3(const uint8_t *base3, size_t n, size_t
     const int tail_digits = (int)(k % 5);
     /* Entries go after room for the largest header, then move down to it. */
     const size_t entries_at = 1 + OBX_VARINT_MAX_BYTES;
+    if (obx_base3_rows_check(base3, n, k, err, err_len) != 0)
+        return 0;
     entry_writer w = {out, entries_at, 0, 0};
-    uint64_t invalid = 0;
-    size_t first_invalid = 0;
     for (size_t r = 0; r < n; r++) {
         const uint8_t *row = base3 + r * row_bytes;
-        for (size_t j = 0; j < row_bytes; j++) {
-            if (row[j] >= 243 && invalid++ == 0)
-                first_invalid = r * k + 5 * j;
-        }
         append_bytes(&w, row, full_bytes, table);
         if (tail_digits)
-            append_digits(&w, row[full_bytes] < 243 ? row[full_bytes] : 121, tail_digits);
-    }
-    if (invalid) {
-        obx_set_error(err, err_len, "base3 rows hold %llu invalid bytes, the first at code %zu",
-                      (unsigned long long)invalid, first_invalid);
-        return 0;
+            append_digits(&w, row[full_bytes], tail_digits);
     }
     out[0] = ZERO_RUNS_VERSION;
     size_t header = 1 + obx_write_varint(out + 1, w.count);
