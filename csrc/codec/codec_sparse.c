@@ -173,7 +173,6 @@ OBX_API size_t obx_sparse_max_bytes(size_t n, size_t k)
     return 1 + OBX_VARINT_MAX_BYTES + (n * k + 7) / 8 + n * OBX_VARINT_MAX_BYTES + n * k + 8;
 }
 
-#define ZERO_BYTES 0x7979797979797979ull /* eight base3 bytes of five zero codes */
 
 typedef struct {
     uint8_t *out, *signs;
@@ -228,12 +227,7 @@ static void append_bytes(gap_writer *w, const uint8_t *restrict bytes, size_t m,
             placed += e->count;
             run = (run & e->keep_run) + e->trail;
         } else if (e->count == 0) {
-            uint64_t eight;
-            while (j + 9 <= m && (memcpy(&eight, bytes + j + 1, sizeof eight), eight == ZERO_BYTES)) {
-                run += 40;
-                j += 8;
-            }
-            run += 5;
+            run += obx_skip_zero_byte_groups(bytes, m, &j) + 5;
         } else {
             w->o = o, w->run = run, w->placed = placed;
             append_digits(w, bytes[j], 5);
@@ -250,7 +244,7 @@ static size_t row_nonzeros(const uint8_t *row, size_t full_bytes, int tail_digit
         count += table[row[j]].count;
     if (tail_digits == 0) /* no last, partial byte: row[full_bytes] is the next row */
         return count;
-    for (int j = 0, rest = row[full_bytes] < 243 ? row[full_bytes] : 121; j < tail_digits; j++, rest /= 3)
+    for (int j = 0, rest = row[full_bytes]; j < tail_digits; j++, rest /= 3)
         count += rest % 3 != 1;
     return count;
 }

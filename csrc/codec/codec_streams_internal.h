@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* The fast paths move bytes of codes and entries as little-endian words. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -22,6 +23,20 @@ int obx_stream_fail(char *err, size_t err_len, const char *fmt, ...)
 int obx_read_varint(const uint8_t *stream, size_t len, size_t *pos, uint64_t *value);
 /* -1 with a message naming `format` unless n and k are > 0 and n * k fits. */
 int obx_stream_check_shape(size_t n, size_t k, const char *format, char *err, size_t err_len);
+/* The stream encoders' long runs of zero codes: while the eight base3 bytes
+ * after byte *j (of m) are all 121 (five zero codes each), step *j over
+ * them; returns the zero codes stepped over (40 a group). */
+static inline uint64_t obx_skip_zero_byte_groups(const uint8_t *bytes, size_t m, size_t *j)
+{
+    const uint64_t zero_bytes = 0x7979797979797979ull;
+    uint64_t eight, zeros = 0;
+    while (*j + 9 <= m && (memcpy(&eight, bytes + *j + 1, sizeof eight), eight == zero_bytes)) {
+        zeros += 40;
+        *j += 8;
+    }
+    return zeros;
+}
+
 /* What went wrong with a varint, from obx_read_varint's status, for messages. */
 const char *obx_varint_problem(int status);
 /* The header the zeroruns and sparse streams share: the shape check, a

@@ -16,7 +16,6 @@
 #include "onnxbit/formats.h"
 
 enum { ZERO_RUNS_VERSION = 1, GROUP = 8 };
-#define ZERO_BYTES 0x7979797979797979ull /* eight base3 bytes of five zero codes */
 
 /* Per one-byte entry e (< 128): how far it moves the position, (e >> 1) + 1,
  * and the code it places, 1 - 2 * (e & 1). Tables, so that placing an entry
@@ -176,12 +175,7 @@ static void append_bytes(entry_writer *restrict w, const uint8_t *restrict bytes
             run = (run & e->keep_run) + e->trail;
         } else if (e->count == 0) {
             /* A long run goes on: eight zero bytes (121 = five zero codes) at a time. */
-            uint64_t eight;
-            while (j + 9 <= m && (memcpy(&eight, bytes + j + 1, sizeof eight), eight == ZERO_BYTES)) {
-                run += 40;
-                j += 8;
-            }
-            run += 5;
+            run += obx_skip_zero_byte_groups(bytes, m, &j) + 5;
         } else {
             w->o = o, w->run = run, w->count = count;
             append_digits(w, bytes[j], 5);
