@@ -33,9 +33,9 @@ enum { CL_COPY_PIXELS = 64, CL_TILE_BYTES = 256 * 1024, CL_MIN_TILE_ROWS = 16, C
 uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, size_t taps, char *err,
                                size_t err_len) {
     const size_t k = cg * taps, row_bytes = OBX_DIV_UP(k, 4);
-    int8_t *codes = malloc(m * k + 1), *row = malloc(k + 1);
-    uint8_t *packed = calloc(m * row_bytes + 1, 1);
-    if (!codes || !row || !packed) {
+    int8_t *codes = malloc(m * k + 1), *reordered = malloc(m * k + 1);
+    uint8_t *packed = malloc(m * row_bytes + 1);
+    if (!codes || !reordered || !packed) {
         obx_set_error(err, err_len, "out of memory");
         goto fail;
     }
@@ -48,17 +48,17 @@ uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, s
     }
     for (size_t o = 0; o < m; o++) {
         const int8_t *src = codes + o * k;
+        int8_t *row = reordered + o * k;
         for (size_t c = 0; c < cg; c++)
             for (size_t t = 0; t < taps; t++) row[t * cg + c] = src[c * taps + t];
-        uint8_t *dst = packed + o * row_bytes; /* 2bit: code w + 1, four a byte, least significant first */
-        for (size_t i = 0; i < k; i++) dst[i / 4] |= (uint8_t)((row[i] + 1) << (2 * (i % 4)));
     }
+    obx_encode_i8(OBX_FMT_2BIT, reordered, m, k, packed, &first_bad); /* codes checked by the decode above */
     free(codes);
-    free(row);
+    free(reordered);
     return packed;
 fail:
     free(codes);
-    free(row);
+    free(reordered);
     free(packed);
     return NULL;
 }
@@ -102,23 +102,6 @@ static void copy_task(void *arg, size_t index) {
         for (size_t c = grp * cg; c < (grp + 1) * cg; c++)
             job->platform->conv_rows->absmax_bits(amax, job->x + c * pixels + p0, 1, n);
     }
-}
-
-/* Input pixel of every kernel tap of output position p (-1 in the padding),
- * in (kh, kw) order; returns the number of taps. */
-static size_t tap_pixels(const obx_conv_geometry *g, size_t p, ptrdiff_t *pixel) {
-    const ptrdiff_t h0 = (ptrdiff_t)((p / g->out_w) * g->stride_h) - (ptrdiff_t)g->pad_top;
-    const ptrdiff_t w0 = (ptrdiff_t)((p % g->out_w) * g->stride_w) - (ptrdiff_t)g->pad_left;
-    size_t t = 0;
-    for (size_t i = 0; i < g->kernel_h; i++) {
-        const ptrdiff_t ih = h0 + (ptrdiff_t)(i * g->dilation_h);
-        const int row_inside = ih >= 0 && ih < (ptrdiff_t)g->in_h;
-        for (size_t j = 0; j < g->kernel_w; j++, t++) {
-            const ptrdiff_t iw = w0 + (ptrdiff_t)(j * g->dilation_w);
-            pixel[t] = row_inside && iw >= 0 && iw < (ptrdiff_t)g->in_w ? ih * (ptrdiff_t)g->in_w + iw : -1;
-        }
-    }
-    return t;
 }
 
 static void float_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, size_t taps, float *row) {
@@ -242,7 +225,7 @@ static void tile_task(void *arg, size_t index) {
             pointwise_rows(job, grp, first, rows, block, &q);
         else
             for (size_t r = 0; r < rows; r++)
-                quantized_row(job, grp, pixel, tap_pixels(g, first + r, pixel), &q, r);
+                quantized_row(job, grp, pixel, tconv_tap_pixels(g, first + r, pixel), &q, r);
         if (!job->fused) { /* straight into the NCHW planes */
             tmm_compute_quantized(job->platform->tmm, weights, &q, rows, bias, y, 1, positions, job->inner_par,
                                   job->inner_runner);
@@ -259,7 +242,7 @@ static void tile_task(void *arg, size_t index) {
     const float *a = job->xt + first * g->channels;
     if (!(is_pointwise(g) && w->group == 1)) {
         float *tile = (float *)in;
-        for (size_t r = 0; r < rows; r++) float_row(job, grp, pixel, tap_pixels(g, first + r, pixel), tile + r * w->k);
+        for (size_t r = 0; r < rows; r++) float_row(job, grp, pixel, tconv_tap_pixels(g, first + r, pixel), tile + r * w->k);
         a = tile;
     }
     char err[256] = "";

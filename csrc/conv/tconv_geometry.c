@@ -121,3 +121,18 @@ OBX_API int obx_conv_geometry_init(obx_conv_geometry *g, const obx_conv_params *
     }
     return 0;
 }
+
+size_t tconv_tap_pixels(const obx_conv_geometry *g, size_t p, ptrdiff_t *pixel) {
+    const ptrdiff_t h0 = (ptrdiff_t)((p / g->out_w) * g->stride_h) - (ptrdiff_t)g->pad_top;
+    const ptrdiff_t w0 = (ptrdiff_t)((p % g->out_w) * g->stride_w) - (ptrdiff_t)g->pad_left;
+    size_t t = 0;
+    for (size_t i = 0; i < g->kernel_h; i++) {
+        const ptrdiff_t ih = h0 + (ptrdiff_t)(i * g->dilation_h);
+        const int row_inside = ih >= 0 && ih < (ptrdiff_t)g->in_h;
+        for (size_t j = 0; j < g->kernel_w; j++, t++) {
+            const ptrdiff_t iw = w0 + (ptrdiff_t)(j * g->dilation_w);
+            pixel[t] = row_inside && iw >= 0 && iw < (ptrdiff_t)g->in_w ? ih * (ptrdiff_t)g->in_w + iw : -1;
+        }
+    }
+    return t;
+}

@@ -34,6 +34,10 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
 uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, size_t taps, char *err,
                                size_t err_len);
 
+/* Input pixel (h * in_w + w) of every kernel tap of output position p, -1
+ * in the padding, in (kh, kw) order; returns the number of taps. */
+size_t tconv_tap_pixels(const obx_conv_geometry *g, size_t p, ptrdiff_t *pixel);
+
 /* The im2col path for weights prepacked channels_last. */
 int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                 const float *bias, int act_quant, float act_scale, float *y,

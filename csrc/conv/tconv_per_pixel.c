@@ -31,12 +31,12 @@ enum { PP_COPY_PIXELS = 64, PP_TILE_ROWS = 256, PP_PARALLEL_TILES = 4 };
 int tconv_prepack_per_pixel(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales, size_t n_scales,
                             char *err, size_t err_len) {
     const size_t taps = w->kernel_positions, cg = w->cg, mg = w->m_per_group, row_bytes = OBX_DIV_UP(cg, 4);
-    int8_t *codes = malloc(w->m * w->k + 1);
+    int8_t *codes = malloc(w->m * w->k + 1), *tap_codes = malloc(mg * cg + 1);
     uint8_t *packed = malloc(mg * row_bytes + 1);
     w->taps = calloc(w->group * taps, sizeof *w->taps);
     w->scales = malloc(w->m * sizeof(float) + 1);
     int rc = -1;
-    if (!codes || !packed || !w->taps || !w->scales) {
+    if (!codes || !tap_codes || !packed || !w->taps || !w->scales) {
         obx_set_error(err, err_len, "out of memory");
         goto done;
     }
@@ -58,12 +58,11 @@ int tconv_prepack_per_pixel(obx_tconv_weights *w, int fmt, const uint8_t *b, con
     const float one = 1.0f;
     for (size_t grp = 0; grp < w->group; grp++)
         for (size_t t = 0; t < taps; t++) {
-            memset(packed, 0, mg * row_bytes);
-            for (size_t o = 0; o < mg; o++) { /* 2bit: code + 1, four a byte, least significant first */
+            for (size_t o = 0; o < mg; o++) { /* this tap's codes: [output channel][input channel] */
                 const int8_t *row = codes + (grp * mg + o) * w->k;
-                for (size_t c = 0; c < cg; c++)
-                    packed[o * row_bytes + c / 4] |= (uint8_t)((row[c * taps + t] + 1) << (2 * (c % 4)));
+                for (size_t c = 0; c < cg; c++) tap_codes[o * cg + c] = row[c * taps + t];
             }
+            obx_encode_i8(OBX_FMT_2BIT, tap_codes, mg, cg, packed, &first_bad); /* checked by the decode above */
             char inner[384] = "";
             w->taps[grp * taps + t] = obx_tmm_prepack(OBX_FMT_2BIT, packed, mg * row_bytes, (int64_t)cg,
                                                       (int64_t)mg, &one, 1, 0, inner, sizeof inner);
@@ -75,6 +74,7 @@ int tconv_prepack_per_pixel(obx_tconv_weights *w, int fmt, const uint8_t *b, con
     rc = 0;
 done:
     free(codes);
+    free(tap_codes);
     free(packed);
     return rc;
 }
@@ -125,21 +125,6 @@ static void quantize_task(void *arg, size_t index) {
     }
 }
 
-/* Input pixel of every tap of output position p (-1 in the padding), (kh, kw) order. */
-static void tap_pixels(const obx_conv_geometry *g, size_t p, ptrdiff_t *pixel) {
-    const ptrdiff_t h0 = (ptrdiff_t)((p / g->out_w) * g->stride_h) - (ptrdiff_t)g->pad_top;
-    const ptrdiff_t w0 = (ptrdiff_t)((p % g->out_w) * g->stride_w) - (ptrdiff_t)g->pad_left;
-    size_t t = 0;
-    for (size_t i = 0; i < g->kernel_h; i++) {
-        const ptrdiff_t ih = h0 + (ptrdiff_t)(i * g->dilation_h);
-        const int row_inside = ih >= 0 && ih < (ptrdiff_t)g->in_h;
-        for (size_t j = 0; j < g->kernel_w; j++, t++) {
-            const ptrdiff_t iw = w0 + (ptrdiff_t)(j * g->dilation_w);
-            pixel[t] = row_inside && iw >= 0 && iw < (ptrdiff_t)g->in_w ? ih * (ptrdiff_t)g->in_w + iw : -1;
-        }
-    }
-}
-
 static void fail(PixelJob *job, const char *message) {
     if (!__atomic_exchange_n(&job->failed, 1, __ATOMIC_RELAXED)) snprintf(job->err, sizeof job->err, "%s", message);
 }
@@ -170,7 +155,7 @@ static void tile_task(void *arg, size_t index) {
     q.ok = (uint8_t *)(q.scale + rows);
     memset(q.q, 0, rows * job->q_stride); /* the padding past cg stays 0 */
     for (size_t r = 0; r < rows; r++) {
-        tap_pixels(g, first + r, pixel + r * taps);
+        tconv_tap_pixels(g, first + r, pixel + r * taps);
         q.scale[r] = 1.0f;
         q.ok[r] = 1;
     }
