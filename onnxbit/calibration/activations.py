@@ -19,6 +19,7 @@ budget on the held-out samples.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -73,12 +74,8 @@ def _converted_outputs(model, result, feeds, static: set[str]) -> list[list[np.n
     """Outputs of the model converted with result's config, static scales kept for `static` only."""
     from onnxbit.calibration.converted import converted_outputs
 
-    kept = dict(result.activations)
-    result.activations = {node: settings for node, settings in kept.items() if node in static}
-    try:
-        return converted_outputs(model, result, feeds)
-    finally:
-        result.activations = kept
+    kept = {node: settings for node, settings in result.activations.items() if node in static}
+    return converted_outputs(model, dataclasses.replace(result, activations=kept), feeds)
 
 
 def check_static_activations(model, result, data: CalibrationData,
