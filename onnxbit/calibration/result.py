@@ -202,8 +202,8 @@ class CalibrationResult:
                           soft_wrap=True)
         verdict = "met" if self.met else "[bold red]NOT met[/]"
         console.print(f"{self.budget}: {self.calibration_value:.5g} on {self.samples[0]} calibration sample(s), "
-                      f"{self.holdout_value:.5g} on {self.samples[1]} held-out sample(s): {verdict}; weights "
-                      f"{self.size_ratio:.3f}x of float", soft_wrap=True)
+                      f"{self.holdout_value:.5g} on {self.samples[1]} held-out sample(s): {verdict}; calibrated "
+                      f"layers' weights {self.size_ratio:.3f}x of float", soft_wrap=True)
         for node, why in self.skipped.items():
             console.print(f"not calibrated: {node}: {why}", soft_wrap=True)
         for line in self.speed_lines():

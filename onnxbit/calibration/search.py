@@ -341,6 +341,10 @@ def _candidate_layers(model: onnx.ModelProto):
         skipped[record.node] = record.reason
     for site in ctx.weight_sites:
         name = site.weight_name
+        if site.node.op in ("Conv", "ConvTranspose"):
+            skipped[site.node.name] = (f"{site.node.op} layers are not calibrated (MatMul and Gemm are): it stays "
+                                       "float in the calibrated config; a config rule or --preset int8 converts it")
+            continue
         if site.in_subgraph or name not in initializers:
             skipped[site.node.name] = "the weight is not a main-graph initializer"
             continue
