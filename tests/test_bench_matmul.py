@@ -181,6 +181,29 @@ def test_quick_run_table_and_json(tmp_path):
     assert first["tmm_base3_a8"] < first["tmm_2bit_a8"] < first["nbits2"] < first["nbits4"] < first["int8"] < first["fp32"]
 
 
+def test_scaling_table_divides_single_thread_by_multi_thread_times():
+    from rich.console import Console
+
+    from onnxbit.bench.render_matmul import render
+
+    def run(threads, fp32_ms, tmm_ms):
+        rows = [{"name": name, "label": label, "weight_bytes": 1e6, "copies": 2, "cold_ms": ms,
+                 "cold_quartiles_ms": [ms, ms], "hot_ms": ms, "cold_gb_per_s": 1e6 / (ms * 1e6),
+                 "speedup_cold": {}, "accurate": True}
+                for name, label, ms in (("fp32", "fp32 MatMul", fp32_ms), ("tmm_2bit_a8", "Ternary a8", tmm_ms))]
+        return {"threads": threads, "shape": {"m": 8, "k": 64, "n": 32}, "rounds": 1, "variants": rows}
+
+    result = {"machine": {"cpu": "test", "logical_cpus": 2, "dram_read_gb_per_s": 2.0, "dram_probe_bytes": 1 << 20,
+                          "onnxruntime": "x"},
+              "cold_bytes_per_variant": 1 << 20, "runs": [run(1, 3.0, 1.0), run(2, 2.0, 0.8)]}
+    console = Console(record=True, width=200)
+    render(result, console)
+    text = console.export_text()
+    assert "thread scaling" in text
+    assert "1.50x" in text and "1.25x" in text  # 3.0 / 2.0 and 1.0 / 0.8
+    assert "% DRAM" in text and "50%" in text  # 1 GB/s of a 2 GB/s roofline, 1-thread table only
+
+
 def test_a_failing_worker_is_reported(tmp_path, capfd):
     config = matmul.WorkerConfig(threads=1, shapes=[(1, 32, 32)], variants=["fp32"], repeat=1,
                                  budget_seconds=1.0, min_rounds=1, max_rounds=1, cold_bytes=1,

@@ -452,7 +452,7 @@ def run_benchmark(options: BenchOptions, progress: Callable[[str], None] = _log)
 
     llc = last_level_cache_bytes()
     cold_bytes = options.cold_bytes or max(64 << 20, 8 * (llc or 0))
-    progress(f"measuring DRAM read bandwidth ({options.bandwidth_bytes >> 20} MB numpy sum)")
+    progress(f"measuring DRAM read bandwidth ({options.bandwidth_bytes >> 20} MB numpy max)")
     bandwidth = dram_read_bandwidth(options.bandwidth_bytes)
     machine = {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "last_level_cache_bytes": llc,
                "load_average_1min_at_start": _load_average(),

@@ -30,7 +30,7 @@ def render(result: dict, console: Console) -> None:
     console.print(f"[bold]onnxbit bench matmul[/]  {machine['cpu']}, {machine['logical_cpus']} logical CPUs"
                   + (f", last-level cache {llc >> 20} MB" if llc else ""))
     console.print(f"DRAM read bandwidth ~{machine['dram_read_gb_per_s']:.1f} GB/s "
-                  f"(1 thread, numpy sum of {machine['dram_probe_bytes'] >> 20} MB, median)  "
+                  f"(1 thread, numpy max over {machine['dram_probe_bytes'] >> 20} MB, median)  "
                   f"onnxruntime {machine['onnxruntime']}"
                   + (f"  onnxbit ISA {machine['onnxbit_isa']}" if machine.get("onnxbit_isa") else ""))
     start, end = machine.get("load_average_1min_at_start"), machine.get("load_average_1min_at_end")
@@ -54,6 +54,10 @@ def render(result: dict, console: Console) -> None:
         table.add_column("variant", no_wrap=True)
         for header in ("weight MB", "copies", "cold ms", "spread", "hot ms", "cold GB/s"):
             table.add_column(header, justify="right")
+        # The roofline of a weight-streaming call: the probe is single-threaded.
+        roofline = run["threads"] == 1 and machine.get("dram_read_gb_per_s")
+        if roofline:
+            table.add_column("% DRAM", justify="right")
         for name in peers_here:
             table.add_column(f"vs {_PEER_SHORT[name]}", justify="right")
         table.add_column("check")
@@ -64,5 +68,28 @@ def render(result: dict, console: Console) -> None:
             table.add_row(row["label"], f"{row['weight_bytes'] / 1e6:.3g}", str(row["copies"]),
                           _ms(row["cold_ms"]), _spread(row["cold_quartiles_ms"], row["cold_ms"]),
                           _ms(row["hot_ms"]), f"{row['cold_gb_per_s']:.2f}",
+                          *([f"{100 * row['cold_gb_per_s'] / roofline:.0f}%"] if roofline else []),
                           *speedups, check)
         console.print(table)
+    _render_scaling(result["runs"], console)
+
+
+def _render_scaling(runs: list[dict], console: Console) -> None:
+    """Cold time at 1 thread / cold time at N threads, per shape and variant,
+    onnxruntime's own ops beside ours: what the machine lets any kernel gain
+    from more threads. Thread counts run one after another, not interleaved."""
+    single = {(tuple(r["shape"].values()), v["name"]): v["cold_ms"]
+              for r in runs if r["threads"] == 1 for v in r["variants"]}
+    rows = [(r, v) for r in runs if r["threads"] > 1 for v in r["variants"]
+            if (tuple(r["shape"].values()), v["name"]) in single]
+    if not rows:
+        return
+    table = Table(title="thread scaling: cold ms at 1 thread / cold ms at N threads (ideal = N)",
+                  title_justify="left")
+    for header in ("shape", "threads", "variant", "scaling"):
+        table.add_column(header, justify="right" if header in ("threads", "scaling") else "left")
+    for run, row in rows:
+        shape = run["shape"]
+        ratio = single[(tuple(shape.values()), row["name"])] / row["cold_ms"]
+        table.add_row(f"{shape['m']}x{shape['k']}x{shape['n']}", str(run["threads"]), row["label"], f"{ratio:.2f}x")
+    console.print(table)
