@@ -2,8 +2,8 @@
  * the AVX2 one against the scalar kernel on random panels, chunk ranges and
  * row counts, plus full-magnitude cases at K = 65536, and the float GEMM
  * kernels (decode and fused multiply-add tile) of the same tables against
- * the scalar ones bit for bit, and the AVX-512 integer GEMM (decode and
- * register-blocked tile) against the scalar integer kernel. Prints the count of mismatches; exit status 0
+ * the scalar ones bit for bit, and the AVX-512 and AVX-VNNI integer GEMMs
+ * (decode and register-blocked tile) against the scalar integer kernel. Prints the count of mismatches; exit status 0
  * when there are none. */
 #include <math.h>
 #include <stdio.h>
@@ -124,17 +124,18 @@ int main(void) {
         }
         runs++;
     }
-    /* Integer GEMM of the AVX-512 table: a tile of 1..4 panels (N off the
-     * tile), 1..6 rows, K off the blocks, against the scalar kernel panel by
-     * panel over the same chunks. */
-    for (int t = 0; t < 30; t++) {
-        const struct tmm_kernels *kern = &emulated_tmm_kernels_avx512;
-        int extreme = t < 2;
+    /* Integer GEMM of the AVX-512 and AVX-VNNI tables in turn (the AVX2 one
+     * has none): a tile of 1..4 panels (N off the tile), 1..6 rows, K off the
+     * blocks, against the scalar kernel panel by panel over the same chunks. */
+    for (int t = 0; t < 60; t++) {
+        const int v = t % 2;
+        const struct tmm_kernels *kern = tables[v];
+        int extreme = t < 4;
         size_t k = extreme ? 4096 : 1 + (size_t)(rand() % 700);
         size_t n = 1 + (size_t)(rand() % (TMM_I8_GEMM_PANELS * TMM_NR)), rb = (k + 3) / 4;
         uint8_t *b = malloc(n * rb);
         for (size_t i = 0; i < n * rb; i++)
-            b[i] = extreme ? (t ? 0xAA : 0x00)
+            b[i] = extreme ? (t >= 2 ? 0xAA : 0x00)
                            : (uint8_t)(rand() % 3 | (rand() % 3) << 2 | (rand() % 3) << 4 | (rand() % 3) << 6);
         float *scales = malloc(n * sizeof(float));
         for (size_t i = 0; i < n; i++) scales[i] = 1.0f;
@@ -170,7 +171,8 @@ int main(void) {
                 if (memcmp(expected, got + (i * TMM_I8_GEMM_PANELS + p) * TMM_NR,
                            TMM_NR * sizeof(uint32_t)) != 0) {
                     if (bad < 5)
-                        printf("avx512 integer gemm differs from scalar: k=%zu n=%zu rows=%zu\n", k, n, rows);
+                        printf("%s integer gemm differs from scalar: k=%zu n=%zu rows=%zu\n", names[v], k, n,
+                               rows);
                     bad++;
                 }
             }
