@@ -49,6 +49,13 @@ static inline emu512i emu_dpbusd_epi32(emu512i acc, emu512i u, emu512i s) {
     memcpy(acc.b, d, 64);
     return acc;
 }
+static inline emu512i emu_srai_epi32(emu512i a, unsigned n) {
+    int32_t d[16];
+    memcpy(d, a.b, 64);
+    for (int i = 0; i < 16; i++) d[i] = d[i] >> (n > 31 ? 31 : n); /* gcc: arithmetic on signed */
+    memcpy(a.b, d, 64);
+    return a;
+}
 /* The row-sum reduction of the integer kernel: int32 adds (wrapping), the
  * per-128-bit-lane unpacks and the 128-bit lane shuffle. */
 static inline emu512i emu_add_epi32(emu512i a, emu512i b) {
@@ -230,6 +237,7 @@ static inline void emu_store_si512(void *p, emu512i v) {
 #define _mm512_and_si512 emu_and_si512
 #define _mm512_srli_epi16 emu_srli_epi16
 #define _mm512_srl_epi16 emu_srl_epi16
+#define _mm512_srai_epi32 emu_srai_epi32
 #define _mm512_dpbusd_epi32 emu_dpbusd_epi32
 #define _mm512_castsi512_si256 emu_castsi512_si256
 #define _mm512_add_epi32 emu_add_epi32
