@@ -108,6 +108,10 @@ int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry
                              float *y, obx_parallel_for_fn par, void *runner, char *err,
                              size_t err_len);
 
+/* Calls the pixel-lanes path has computed in this process (a debug query:
+ * tests check that the path they mean to cover really ran). */
+size_t obx_tconv_pixel_lanes_runs(void);
+
 #ifdef __cplusplus
 }
 #endif
