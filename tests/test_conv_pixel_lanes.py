@@ -24,6 +24,7 @@ from op_models import random_scales, ternary_conv_model
 SHAPES = {
     "1x1": ((1, 16, 5, 7), (24, 16, 1, 1), {}),
     "1x1_odd_channels_tail": ((1, 37, 9, 11), (19, 37, 1, 1), {}),  # 99 pixels: a partial last tile read in place
+    "1x1_batch2_tail": ((2, 9, 5, 5), (7, 9, 1, 1), {}),  # image 0's partial tile reads on into image 1
     "1x1_exact_tiles": ((1, 8, 8, 16), (6, 8, 1, 1), {}),  # 128 pixels, two full tiles
     "1x1_padded": ((1, 12, 7, 7), (10, 12, 1, 1), {"pads": [1, 0, 0, 2]}),
     "3x3_pad1": ((1, 8, 9, 9), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
@@ -118,17 +119,23 @@ def test_static_scale_clips(isa, rng, monkeypatch):
     _check(isa, codes, scales, bias, x, attrs, 2, monkeypatch)
 
 
-def test_size_rule_alone_takes_large_planes(rng, monkeypatch):
-    """Without the override the size rule picks the path for a ResNet-like layer."""
+@pytest.mark.parametrize("size, kernel, channels, taken", [
+    (28, 3, 32, True),   # a large plane
+    (7, 3, 32, False),   # a 3x3 conv on a 7x7 plane keeps the channels-last path
+    (7, 1, 32, True),    # a 1x1 conv takes it on any plane
+    (7, 3, 4, True),     # without the channels-last layout (C < 8) the alternative is slower
+])
+def test_size_rule(rng, monkeypatch, size, kernel, channels, taken):
+    """Without the override the size rule (tconv_pixel_lanes_applies) picks the path."""
     if "avx512" not in native.available_isas():
         pytest.skip("the path needs AVX-512 VNNI")
     monkeypatch.delenv("ONNXBIT_CONV_PATH", raising=False)
-    codes = rng.integers(-1, 2, size=(32, 32, 3, 3)).astype(np.int8)
-    x = rng.standard_normal((1, 32, 28, 28)).astype(np.float32)
-    attrs = {"pads": [1, 1, 1, 1]}
+    codes = rng.integers(-1, 2, size=(16, channels, kernel, kernel)).astype(np.int8)
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    attrs = {"pads": [kernel // 2] * 4}
     op = ternary_conv_model(codes, np.ones(1, np.float32), None, act_quant=1, conv_attrs=attrs)
     with native.forced_isa("avx512"):
         before = _runs()
         y = _session(op.model, 2).run(None, op.feeds(x))[0]
-        assert _runs() > before
+        assert (_runs() > before) == taken
     np.testing.assert_array_equal(y, _reference(x, codes, np.ones(1, np.float32), None, attrs, 1))

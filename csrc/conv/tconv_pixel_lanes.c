@@ -24,10 +24,15 @@
 #include "obx_common.h"
 #include "onnxbit/codec.h"
 
-/* Copy tasks take this many padded rows; tile tasks are at least
- * LANES_MIN_TASKS per image (two threads, some balance), splitting the
- * output channels of an image with few tiles. */
-enum { LANES_COPY_ROWS = 4, LANES_MIN_TASKS = 8, LANES_CHANNEL_STEP = 6 };
+/* Copy tasks take this many padded rows. Tile tasks are strips of
+ * consecutive tiles, LANES_STRIPS or more per image where the tiles allow
+ * (two threads: one strip is at most 1/16 of the imbalance); an image with
+ * fewer than LANES_MIN_TASKS strips splits its output channels too, but only
+ * that far: each part quantizes its tile again. */
+enum { LANES_COPY_ROWS = 4, LANES_STRIPS = 16, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
+/* Output pixels per image below which multi-tap convs keep the
+ * channels-last path (tconv_pixel_lanes_applies has the measurements). */
+enum { LANES_MIN_MULTI_TAP_OUTPUTS = 144 };
 /* Kernel taps the path takes (larger kernels keep the channels-last path). */
 enum { LANES_MAX_TAPS = 64 };
 
@@ -81,12 +86,13 @@ typedef struct LanesJob {
     tconv_lanes_fn kernel;
     const struct tconv_row_kernels *rows;
     const float *x; /* this image */
+    const float *x_end; /* past the last image */
     float *y;
     const float *bias;
     float static_scale;
     int in_place; /* 1x1 without padding: X's planes are the flat planes */
     /* length: floats per flat plane, with the zero tail the last tile's shifted lanes read */
-    size_t flat_w, flat_h, length, flat_outputs, tiles, parts, part_m;
+    size_t flat_w, flat_h, length, flat_outputs, tiles, strip_tiles, strips, parts, part_m;
     size_t offset[LANES_MAX_TAPS]; /* flat shift of each kernel tap, (kh, kw) order */
     float *planes;  /* [C][length] padded copy (not in_place) */
     int32_t *amax;  /* [length] pixel absmax bits (not in_place) */
@@ -124,36 +130,29 @@ static void copy_task(void *arg, size_t index) {
     }
 }
 
-static void tile_task(void *arg, size_t index) {
-    LanesJob *job = arg;
+static int run_tile(LanesJob *job, size_t tile, size_t m0, size_t m, int prefetch_next) {
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
-    const size_t tile = index / job->parts, part = index % job->parts;
-    const size_t m0 = part * job->part_m, m = OBX_MIN(job->part_m, w->m - m0);
     const size_t quads = OBX_DIV_UP(w->cg, 4), taps = w->kernel_positions;
     const size_t p0 = tile * TCONV_LANES_TILE, pixels = OBX_MIN((size_t)TCONV_LANES_TILE, job->flat_outputs - p0);
-    /* A partial last tile of an in-place conv reads its pixels from a
-     * zero-padded copy: past X's last plane there may be no memory. */
-    const int copy_tail = job->in_place && pixels < TCONV_LANES_TILE;
+    /* A partial last tile of an in-place conv reads on into the next
+     * plane (its lanes there are dropped), but past X's very last plane
+     * there may be no memory: that one run comes from a zero-padded copy. */
+    const int copy_tail = job->in_place && job->x + g->channels * job->flat_outputs + p0 + TCONV_LANES_TILE > job->x_end;
     const size_t tile_bytes = TCONV_LANES_TILE * 4 * taps * quads; /* a byte per (pixel, tap, channel) */
-    const size_t bytes = 64 + tile_bytes + 4 * quads * sizeof(float *) +
-                         (copy_tail ? g->channels * TCONV_LANES_TILE * sizeof(float) : 0);
+    const size_t bytes = 64 + tile_bytes + 4 * quads * sizeof(float *) + TCONV_LANES_TILE * sizeof(float);
     float *buffer = tconv_thread_buffer(TCONV_BUFFER_TILE, OBX_DIV_UP(bytes, sizeof(float)));
-    if (!buffer) {
-        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
-        return;
-    }
+    if (!buffer) return -1;
     uint8_t *aligned = (uint8_t *)(OBX_DIV_UP((uintptr_t)buffer, 64) * 64);
     const float **src = (const float **)(aligned + tile_bytes); /* tile_bytes is a multiple of 64 */
     float *tail = (float *)(src + 4 * quads);
-    for (size_t c = 0; c < g->channels; c++) {
-        if (copy_tail) {
-            memcpy(tail + c * TCONV_LANES_TILE, job->x + c * job->flat_outputs + p0, pixels * sizeof(float));
-            memset(tail + c * TCONV_LANES_TILE + pixels, 0, (TCONV_LANES_TILE - pixels) * sizeof(float));
-            src[c] = tail + c * TCONV_LANES_TILE;
-        } else {
-            src[c] = (job->in_place ? job->x + c * job->flat_outputs : job->planes + c * job->length) + p0;
-        }
+    for (size_t c = 0; c < g->channels; c++)
+        src[c] = (job->in_place ? job->x + c * job->flat_outputs : job->planes + c * job->length) + p0;
+    if (copy_tail) {
+        const size_t last = g->channels - 1;
+        memcpy(tail, src[last], pixels * sizeof(float));
+        memset(tail + pixels, 0, (TCONV_LANES_TILE - pixels) * sizeof(float));
+        src[last] = tail;
     }
     for (size_t c = g->channels; c < 4 * quads; c++) src[c] = src[0]; /* codes 0: any finite data */
     const size_t k4 = taps * quads;
@@ -165,6 +164,7 @@ static void tile_task(void *arg, size_t index) {
         .channels = g->channels,
         .window_amax = job->in_place ? NULL : job->amax + p0,
         .static_scale = job->static_scale,
+        .prefetch_next = prefetch_next,
         .pixels = pixels,
         .p0 = p0,
         .flat_w = job->flat_w,
@@ -179,6 +179,20 @@ static void tile_task(void *arg, size_t index) {
         .tile = aligned,
     };
     job->kernel(&task);
+    return 0;
+}
+
+/* A strip of consecutive tiles for one part of the output channels. */
+static void strip_task(void *arg, size_t index) {
+    LanesJob *job = arg;
+    const size_t strip = index / job->parts, part = index % job->parts;
+    const size_t m0 = part * job->part_m, m = OBX_MIN(job->part_m, job->w->m - m0);
+    const size_t first = strip * job->strip_tiles, last = OBX_MIN(job->tiles, first + job->strip_tiles);
+    for (size_t tile = first; tile < last; tile++)
+        if (run_tile(job, tile, m0, m, tile + 1 < last) != 0) {
+            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
 }
 
 static void run(LanesJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
@@ -213,6 +227,17 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
         return 0;
     int forced = path_override();
     if (forced >= 0) return forced;
+    /* The size rule, from one-thread CPU time against the channels-last path
+     * (interleaved medians, this path's time / that one's): 1x1 convs win
+     * everywhere measured (256->64 @56 0.48, 144->24 @56 0.43, 576->96 @14
+     * 0.76, 1024->256 @14 0.79, 512->128 @7 0.88, 128->512 @7 0.48); 3x3
+     * convs win on large planes (64 @56 0.60, 128 @28 0.73, 256 @14 0.92)
+     * but not on small ones, where the padded columns are 2/9 of the lanes
+     * and the few tiles are quantized once per channel part (512 @7 0.99,
+     * 256 @7 1.11, 256 @10 0.99, 128 @10 0.98). Without the channels-last
+     * layout (C < 8) the alternative is the generic im2col: always faster
+     * here (3->32 @112 8x, 16->16 @28 3x). */
+    if (w->kernel_positions > 1 && w->channels_last && g->out_h * g->out_w < LANES_MIN_MULTI_TAP_OUTPUTS) return 0;
     return 1;
 }
 
@@ -228,6 +253,7 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     job.bias = bias;
     job.static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
     job.in_place = is_in_place(g);
+    job.x_end = x + g->batch * g->channels * g->in_h * g->in_w;
     job.flat_w = g->out_w + (g->kernel_w - 1) * g->dilation_w;
     job.flat_h = g->out_h + (g->kernel_h - 1) * g->dilation_h;
     for (size_t i = 0, t = 0; i < g->kernel_h; i++)
@@ -249,17 +275,19 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
         }
         job.amax = (int32_t *)(job.planes + job.length * g->channels); /* int32 and float share alignment */
     }
-    /* Few tiles: split the output channels too (each part quantizes the tile again). */
+    /* Strips of consecutive tiles: a tile reads the next one's input ahead. */
+    job.strip_tiles = OBX_MAX((size_t)1, job.tiles / LANES_STRIPS);
+    job.strips = OBX_DIV_UP(job.tiles, job.strip_tiles);
     job.parts = 1;
-    if (job.tiles < LANES_MIN_TASKS)
-        job.parts = OBX_MIN(OBX_DIV_UP(LANES_MIN_TASKS, job.tiles), OBX_DIV_UP(w->m, LANES_CHANNEL_STEP));
+    if (job.strips < LANES_MIN_TASKS)
+        job.parts = OBX_MIN(OBX_DIV_UP(LANES_MIN_TASKS, job.strips), OBX_DIV_UP(w->m, LANES_CHANNEL_STEP));
     job.part_m = OBX_DIV_UP(OBX_DIV_UP(w->m, job.parts), LANES_CHANNEL_STEP) * LANES_CHANNEL_STEP;
     job.parts = OBX_DIV_UP(w->m, job.part_m);
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * g->in_h * g->in_w;
         job.y = y + image * w->m * g->out_h * g->out_w;
         if (!job.in_place) run(&job, copy_task, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS), par, runner);
-        run(&job, tile_task, job.tiles * job.parts, par, runner);
+        run(&job, strip_task, job.strips * job.parts, par, runner);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a pixel-lanes tile");

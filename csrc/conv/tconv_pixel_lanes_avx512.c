@@ -39,26 +39,38 @@ struct lane_scales {
 static void window_scales(const struct tconv_lanes_task *t, size_t vectors, struct lane_scales *out) {
     const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), inf_bits = _mm512_set1_epi32(0x7f800000);
     const __m512i floor_bits = _mm512_castps_si512(_mm512_set1_ps(1e-5f));
-    for (size_t v = 0; v < vectors; v++) {
-        __m512i bits = _mm512_setzero_si512(); /* padding reads 0 */
-        if (t->window_amax) {
+    __m512i bits[NV];
+    for (size_t v = 0; v < NV; v++) bits[v] = _mm512_setzero_si512(); /* padding reads 0 */
+    if (t->window_amax) {
+        for (size_t v = 0; v < vectors; v++)
             for (size_t k = 0; k < t->taps; k++)
-                bits = _mm512_max_epi32(bits, _mm512_loadu_si512(t->window_amax + t->offset[k] + 16 * v));
-        } else {
-            for (size_t c = 0; c < t->channels; c++)
-                bits = _mm512_max_epi32(bits, _mm512_and_si512(_mm512_loadu_si512(t->src[c] + 16 * v), magnitude));
+                bits[v] = _mm512_max_epi32(bits[v], _mm512_loadu_si512(t->window_amax + t->offset[k] + 16 * v));
+    } else {
+        /* Every tile of a 1x1 conv has TCONV_LANES_TILE readable lanes
+         * (tconv_pixel_lanes.c): four named maxima (an indexed array went
+         * through the stack), channel by channel, its lines in order. */
+        __m512i b0 = bits[0], b1 = bits[1], b2 = bits[2], b3 = bits[3];
+        for (size_t c = 0; c < t->channels; c++) {
+            const float *x = t->src[c];
+            b0 = _mm512_max_epi32(b0, _mm512_and_si512(_mm512_loadu_si512(x), magnitude));
+            b1 = _mm512_max_epi32(b1, _mm512_and_si512(_mm512_loadu_si512(x + 16), magnitude));
+            b2 = _mm512_max_epi32(b2, _mm512_and_si512(_mm512_loadu_si512(x + 32), magnitude));
+            b3 = _mm512_max_epi32(b3, _mm512_and_si512(_mm512_loadu_si512(x + 48), magnitude));
         }
+        bits[0] = b0, bits[1] = b1, bits[2] = b2, bits[3] = b3;
+    }
+    for (size_t v = 0; v < vectors; v++) {
         /* NaN and Inf order above every finite magnitude as integers. */
-        out->bad[v] = _mm512_cmpge_epi32_mask(bits, inf_bits);
+        out->bad[v] = _mm512_cmpge_epi32_mask(bits[v], inf_bits);
         if (t->static_scale > 0.0f) {
             out->scale[v] = _mm512_set1_ps(t->static_scale);
             continue;
         }
         /* max(amax, 1e-5) on bit patterns (non-negative floats order as
          * integers); a bad lane takes any finite value. */
-        bits = _mm512_max_epi32(_mm512_mask_mov_epi32(bits, out->bad[v], floor_bits), floor_bits);
+        const __m512i clamped = _mm512_max_epi32(_mm512_mask_mov_epi32(bits[v], out->bad[v], floor_bits), floor_bits);
         out->scale[v] = _mm512_mul_ps(_mm512_set1_ps(127.0f),
-                                      _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_castsi512_ps(bits)));
+                                      _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_castsi512_ps(clamped)));
     }
 }
 
@@ -97,6 +109,24 @@ static void quantize_tile(const struct tconv_lanes_task *t, size_t vectors, cons
                 _mm512_store_si512(out++, quantize_quad(x0 + 16 * v, x1 + 16 * v, x2 + 16 * v, x3 + 16 * v,
                                                         ls->scale[v], clamp));
         }
+    }
+}
+
+/* Reads the next tile's input ahead, one line per step of the integer
+ * loop: a 1x1 conv's tile reads C short runs of X from L3, too many streams
+ * for the hardware prefetchers, and one burst of misses would wait on the
+ * fill buffers; spread over the dot products they overlap them. */
+struct next_tile_lines {
+    const float *const *src;
+    size_t c, v, channels, vectors;
+};
+
+static ALWAYS_INLINE void prefetch_step(struct next_tile_lines *n) {
+    if (n->c >= n->channels) return;
+    _mm_prefetch((const char *)(n->src[n->c] + TCONV_LANES_TILE + 16 * n->v), _MM_HINT_T0);
+    if (++n->v == n->vectors) {
+        n->v = 0;
+        n->c++;
     }
 }
 
@@ -159,7 +189,8 @@ static ALWAYS_INLINE void finish(const struct tconv_lanes_task *t, size_t o, int
 
 /* Output channels [o0, o0 + MB) over VECS pixel vectors (compile-time constants). */
 static ALWAYS_INLINE void channel_block(const struct tconv_lanes_task *t, size_t o0, const struct lane_scales *ls,
-                                        const struct lane_stores *st, const int MB, const int VECS) {
+                                        const struct lane_stores *st, struct next_tile_lines *next, const int MB,
+                                        const int VECS) {
     const __m512i z = _mm512_setzero_si512();
     __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
     __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
@@ -173,6 +204,7 @@ static ALWAYS_INLINE void channel_block(const struct tconv_lanes_task *t, size_t
         const __m512i x1 = VECS > 1 ? _mm512_load_si512(x + 1) : z;
         const __m512i x2 = VECS > 2 ? _mm512_load_si512(x + 2) : z;
         const __m512i x3 = VECS > 3 ? _mm512_load_si512(x + 3) : z;
+        prefetch_step(next);
         LANES_STEP(0)
         LANES_STEP(1)
         LANES_STEP(2)
@@ -190,14 +222,17 @@ static ALWAYS_INLINE void channel_block(const struct tconv_lanes_task *t, size_t
 
 #define VEC_CASES(MB)                                                                                          \
     switch (vectors) {                                                                                         \
-    case 1: channel_block(t, o0, ls, st, MB, 1); break;                                                        \
-    case 2: channel_block(t, o0, ls, st, MB, 2); break;                                                        \
-    case 3: channel_block(t, o0, ls, st, MB, 3); break;                                                        \
-    default: channel_block(t, o0, ls, st, MB, 4); break;                                                       \
+    case 1: channel_block(t, o0, ls, st, next, MB, 1); break;                                                        \
+    case 2: channel_block(t, o0, ls, st, next, MB, 2); break;                                                        \
+    case 3: channel_block(t, o0, ls, st, next, MB, 3); break;                                                        \
+    default: channel_block(t, o0, ls, st, next, MB, 4); break;                                                       \
     }
 
 static void channel_blocks(const struct tconv_lanes_task *t, size_t vectors, const struct lane_scales *ls,
                            const struct lane_stores *st) {
+    /* The padded planes' tiles overlap their neighbours' rows: mostly cached already. */
+    struct next_tile_lines lines = {t->src, 0, 0, t->prefetch_next && !t->window_amax ? t->channels : 0, NV};
+    struct next_tile_lines *next = &lines;
     size_t o0 = 0;
     for (; o0 + BLOCK_M <= t->m; o0 += BLOCK_M) VEC_CASES(BLOCK_M)
     switch (t->m - o0) {
