@@ -138,7 +138,8 @@ static int run_tile(LanesJob *job, size_t tile, size_t m0, size_t m, int prefetc
     /* A partial last tile of an in-place conv reads on into the next
      * plane (its lanes there are dropped), but past X's very last plane
      * there may be no memory: that one run comes from a zero-padded copy. */
-    const int copy_tail = job->in_place && job->x + g->channels * job->flat_outputs + p0 + TCONV_LANES_TILE > job->x_end;
+    const int copy_tail =
+        job->in_place && (size_t)(job->x_end - job->x) < g->channels * job->flat_outputs + p0 + TCONV_LANES_TILE;
     const size_t tile_bytes = TCONV_LANES_TILE * 4 * taps * quads; /* a byte per (pixel, tap, channel) */
     const size_t bytes = 64 + tile_bytes + 4 * quads * sizeof(float *) + TCONV_LANES_TILE * sizeof(float);
     float *buffer = tconv_thread_buffer(TCONV_BUFFER_TILE, OBX_DIV_UP(bytes, sizeof(float)));

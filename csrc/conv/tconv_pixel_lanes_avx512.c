@@ -196,8 +196,10 @@ static ALWAYS_INLINE void channel_block(const struct tconv_lanes_task *t, size_t
     __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
     __m512i a40 = z, a41 = z, a42 = z, a43 = z, a50 = z, a51 = z, a52 = z, a53 = z;
     const size_t k4 = t->taps * t->quads;
+    /* rows past MB are never read (nor pointed past the array) */
     const int32_t *w0 = t->codes + o0 * k4;
-    const int32_t *w1 = w0 + k4, *w2 = w1 + k4, *w3 = w2 + k4, *w4 = w3 + k4, *w5 = w4 + k4;
+    const int32_t *w1 = MB > 1 ? w0 + k4 : w0, *w2 = MB > 2 ? w1 + k4 : w1, *w3 = MB > 3 ? w2 + k4 : w2;
+    const int32_t *w4 = MB > 4 ? w3 + k4 : w3, *w5 = MB > 5 ? w4 + k4 : w4;
     const __m512i *x = (const __m512i *)t->tile;
     for (size_t k = 0; k < k4; k++, x += VECS) {
         const __m512i x0 = _mm512_load_si512(x);
