@@ -115,18 +115,22 @@ static void quantize_tile(const struct tconv_lanes_task *t, size_t vectors, cons
 /* Reads the next tile's input ahead, one line per step of the integer
  * loop: a 1x1 conv's tile reads C short runs of X from L3, too many streams
  * for the hardware prefetchers, and one burst of misses would wait on the
- * fill buffers; spread over the dot products they overlap them. */
+ * fill buffers; spread over the dot products they overlap them (measured,
+ * one thread, time against the channels-last path: 144->24 @56 2.35x with
+ * it, 2.11x without; 256->64 @56 2.02x, 1.88x). */
 struct next_tile_lines {
     const float *const *src;
     size_t c, v, channels, vectors;
+    size_t per_step; /* lines per step: all of them within this tile's steps */
 };
 
 static ALWAYS_INLINE void prefetch_step(struct next_tile_lines *n) {
-    if (n->c >= n->channels) return;
-    _mm_prefetch((const char *)(n->src[n->c] + TCONV_LANES_TILE + 16 * n->v), _MM_HINT_T0);
-    if (++n->v == n->vectors) {
-        n->v = 0;
-        n->c++;
+    for (size_t i = 0; i < n->per_step && n->c < n->channels; i++) {
+        _mm_prefetch((const char *)(n->src[n->c] + TCONV_LANES_TILE + 16 * n->v), _MM_HINT_T0);
+        if (++n->v == n->vectors) {
+            n->v = 0;
+            n->c++;
+        }
     }
 }
 
@@ -233,7 +237,9 @@ static ALWAYS_INLINE void channel_block(const struct tconv_lanes_task *t, size_t
 static void channel_blocks(const struct tconv_lanes_task *t, size_t vectors, const struct lane_scales *ls,
                            const struct lane_stores *st) {
     /* The padded planes' tiles overlap their neighbours' rows: mostly cached already. */
-    struct next_tile_lines lines = {t->src, 0, 0, t->prefetch_next && !t->window_amax ? t->channels : 0, NV};
+    const size_t steps = OBX_DIV_UP(t->m, BLOCK_M) * t->taps * t->quads;
+    struct next_tile_lines lines = {t->src, 0, 0, t->prefetch_next && !t->window_amax ? t->channels : 0, NV,
+                                    OBX_DIV_UP(t->channels * NV, OBX_MAX(steps, (size_t)1))};
     struct next_tile_lines *next = &lines;
     size_t o0 = 0;
     for (; o0 + BLOCK_M <= t->m; o0 += BLOCK_M) VEC_CASES(BLOCK_M)
