@@ -119,6 +119,26 @@ def test_static_scale_clips(isa, rng, monkeypatch):
     _check(isa, codes, scales, bias, x, attrs, 2, monkeypatch)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 3, 12, 12), (4, 3, 9, 9), {"pads": [4, 4, 4, 4]}),  # 81 taps: more than the path takes
+    ((1, 4100, 3, 3), (3, 4100, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 36900: a tile would outgrow L2
+    ((1, 6, 9, 9), (4, 6, 3, 3), {"strides": [2, 2]}),  # stride 2
+    ((1, 8, 6, 6), (4, 4, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),  # groups
+])
+def test_shapes_the_path_does_not_take(isa, rng, monkeypatch, x_shape, w_shape, attrs):
+    codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
+    scales = random_scales(rng, "channel", int(np.prod(w_shape[1:])), w_shape[0], 0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    op = ternary_conv_model(codes, scales, None, act_quant=1, conv_attrs=attrs)
+    monkeypatch.setenv("ONNXBIT_CONV_PATH", "pixel_lanes")
+    before = _runs()
+    y = _session(op.model, 2).run(None, op.feeds(x))[0]
+    assert _runs() == before
+    np.testing.assert_array_equal(y, ternary_conv_reference(
+        x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1), act_quant=1,
+        strides=attrs.get("strides"), pads=attrs.get("pads")))
+
+
 @pytest.mark.parametrize("size, kernel, channels, taken", [
     (28, 3, 32, True),   # a large plane
     (7, 3, 32, False),   # a 3x3 conv on a 7x7 plane keeps the channels-last path

@@ -33,8 +33,9 @@ enum { LANES_COPY_ROWS = 4, LANES_STRIPS = 16, LANES_MIN_TASKS = 4, LANES_CHANNE
 /* Output pixels per image below which multi-tap convs keep the
  * channels-last path (tconv_pixel_lanes_applies has the measurements). */
 enum { LANES_MIN_MULTI_TAP_OUTPUTS = 144 };
-/* Kernel taps the path takes (larger kernels keep the channels-last path). */
-enum { LANES_MAX_TAPS = 64 };
+/* Kernel taps and padded K (taps x channels rounded up to 4) the path takes:
+ * the tile of 64 pixels is 64 K bytes, at most 2 MiB. */
+enum { LANES_MAX_TAPS = 64, LANES_MAX_K = 32768 };
 
 static atomic_size_t lanes_runs;
 
@@ -43,6 +44,10 @@ OBX_API size_t obx_tconv_pixel_lanes_runs(void) { return atomic_load(&lanes_runs
 int tconv_prepack_pixel_lanes(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
                               size_t n_scales, char *err, size_t err_len) {
     const size_t m = w->m, c = w->cg, taps = w->kernel_positions, quads = OBX_DIV_UP(c, 4);
+    /* Not for kernels the path never takes, nor for K so long that a tile
+     * (a byte per pixel and K value) outgrows L2: those keep the other paths
+     * and skip this layout (a byte per weight). */
+    if (taps > LANES_MAX_TAPS || taps * quads * 4 > LANES_MAX_K) return 0;
     int8_t *codes = malloc(m * w->k + 1);
     int8_t *lanes = calloc(m * taps * quads * 4 + 1, 1);
     w->lane_correction = malloc(m * sizeof(int32_t) + 1);
@@ -221,7 +226,6 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
     if (!w->lane_codes || !obx_platform()->conv_lanes) return 0;
     if (act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC) return 0;
     if (g->stride_h != 1 || g->stride_w != 1 || w->group != 1) return 0;
-    if (w->kernel_positions > LANES_MAX_TAPS) return 0;
     /* The padded plane holds the input: trailing pads are >= 0. */
     if (g->out_h + (g->kernel_h - 1) * g->dilation_h < g->pad_top + g->in_h ||
         g->out_w + (g->kernel_w - 1) * g->dilation_w < g->pad_left + g->in_w)
