@@ -141,24 +141,30 @@ static int run_tile(LanesJob *job, size_t tile, size_t m0, size_t m, int prefetc
     const size_t quads = OBX_DIV_UP(w->cg, 4), taps = w->kernel_positions;
     const size_t p0 = tile * TCONV_LANES_TILE, pixels = OBX_MIN((size_t)TCONV_LANES_TILE, job->flat_outputs - p0);
     /* A partial last tile of an in-place conv reads on into the next
-     * plane (its lanes there are dropped), but past X's very last plane
-     * there may be no memory: that one run comes from a zero-padded copy. */
-    const int copy_tail =
-        job->in_place && (size_t)(job->x_end - job->x) < g->channels * job->flat_outputs + p0 + TCONV_LANES_TILE;
+     * plane (its lanes there are dropped), but past X's last runs there may
+     * be no memory: the runs that would end past it come from zero-padded
+     * copies (those of the last channels of the last image). */
+    size_t first_copied = g->channels;
+    if (job->in_place) {
+        const size_t available = (size_t)(job->x_end - job->x);
+        while (first_copied > 0 && (first_copied - 1) * job->flat_outputs + p0 + TCONV_LANES_TILE > available)
+            first_copied--;
+    }
     const size_t tile_bytes = TCONV_LANES_TILE * 4 * taps * quads; /* a byte per (pixel, tap, channel) */
-    const size_t bytes = 64 + tile_bytes + 4 * quads * sizeof(float *) + TCONV_LANES_TILE * sizeof(float);
+    const size_t bytes = 64 + tile_bytes + 4 * quads * sizeof(float *) +
+                         (g->channels - first_copied) * TCONV_LANES_TILE * sizeof(float);
     float *buffer = tconv_thread_buffer(TCONV_BUFFER_TILE, OBX_DIV_UP(bytes, sizeof(float)));
     if (!buffer) return -1;
     uint8_t *aligned = (uint8_t *)(OBX_DIV_UP((uintptr_t)buffer, 64) * 64);
     const float **src = (const float **)(aligned + tile_bytes); /* tile_bytes is a multiple of 64 */
-    float *tail = (float *)(src + 4 * quads);
+    float *copies = (float *)(src + 4 * quads);
     for (size_t c = 0; c < g->channels; c++)
         src[c] = (job->in_place ? job->x + c * job->flat_outputs : job->planes + c * job->length) + p0;
-    if (copy_tail) {
-        const size_t last = g->channels - 1;
-        memcpy(tail, src[last], pixels * sizeof(float));
-        memset(tail + pixels, 0, (TCONV_LANES_TILE - pixels) * sizeof(float));
-        src[last] = tail;
+    for (size_t c = first_copied; c < g->channels; c++) {
+        float *copy = copies + (c - first_copied) * TCONV_LANES_TILE;
+        memcpy(copy, src[c], pixels * sizeof(float));
+        memset(copy + pixels, 0, (TCONV_LANES_TILE - pixels) * sizeof(float));
+        src[c] = copy;
     }
     for (size_t c = g->channels; c < 4 * quads; c++) src[c] = src[0]; /* codes 0: any finite data */
     const size_t k4 = taps * quads;
