@@ -1,5 +1,5 @@
-"""TernaryConv's pixel-lanes path (csrc/conv/tconv_pixel_lanes*.c): stride-1,
-group-1 convs with act_quant 1 or 2 on AVX-512 VNNI, output pixels in the
+"""TernaryConv's pixel-lanes path (csrc/conv/tconv_pixel_lanes*.c): stride-1
+convs with act_quant 1 or 2 (group by group) on AVX-512 VNNI, output pixels in the
 vector lanes. It must equal the numpy reference bit for bit on every shape it
 takes (kernel sizes, asymmetric pads, dilation, channel counts that are not a
 multiple of 4, widths that are not a multiple of 16, tiny planes, batches,
@@ -42,6 +42,11 @@ SHAPES = {
     # many tiles and output channels: several channel blocks of 6 and a remainder, channels split in parts
     "many_tiles": ((1, 33, 20, 23), (50, 33, 3, 3), {"pads": [1, 1, 1, 1]}),
     "few_tiles_many_channels": ((1, 64, 7, 7), (71, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+    # groups: each with its own window scales (absmax over the group's channels) and output channels
+    "groups_3x3": ((1, 24, 9, 11), (18, 8, 3, 3), {"group": 3, "pads": [1, 0, 1, 2]}),
+    "groups_odd_channels": ((2, 20, 6, 7), (12, 5, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
+    "groups_1x1_tail": ((2, 12, 3, 5), (8, 6, 1, 1), {"group": 2}),
+    "groups_many_channels": ((1, 128, 14, 14), (64, 32, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
 }
 STATIC_SCALE = np.float32(127.0 / 2.5)  # clips the tails of a standard normal input
 
@@ -70,7 +75,8 @@ def _case(rng, name, with_bias):
 
 
 def _reference(x, codes, scales, bias, attrs, act_quant):
-    return ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, act_quant=act_quant, bias=bias,
+    return ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
+                                  act_quant=act_quant, bias=bias,
                                   pads=attrs.get("pads"), dilations=attrs.get("dilations"),
                                   act_scale=STATIC_SCALE if act_quant == 2 else None)
 
@@ -123,7 +129,7 @@ def test_static_scale_clips(isa, rng, monkeypatch):
     ((1, 3, 12, 12), (4, 3, 9, 9), {"pads": [4, 4, 4, 4]}),  # 81 taps: more than the path takes
     ((1, 4100, 3, 3), (3, 4100, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 36900: a tile would outgrow L2
     ((1, 6, 9, 9), (4, 6, 3, 3), {"strides": [2, 2]}),  # stride 2
-    ((1, 8, 6, 6), (4, 4, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),  # groups
+    ((1, 8, 6, 6), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),  # depthwise: its own direct kernel
 ])
 def test_shapes_the_path_does_not_take(isa, rng, monkeypatch, x_shape, w_shape, attrs):
     codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
@@ -139,20 +145,21 @@ def test_shapes_the_path_does_not_take(isa, rng, monkeypatch, x_shape, w_shape, 
         strides=attrs.get("strides"), pads=attrs.get("pads")))
 
 
-@pytest.mark.parametrize("size, kernel, channels, taken", [
-    (28, 3, 32, True),   # a large plane
-    (7, 3, 32, False),   # a 3x3 conv on a 7x7 plane keeps the channels-last path
-    (7, 1, 32, True),    # a 1x1 conv takes it on any plane
-    (7, 3, 4, True),     # without the channels-last layout (C < 8) the alternative is slower
+@pytest.mark.parametrize("size, kernel, channels, group, taken", [
+    (28, 3, 32, 1, True),   # a large plane
+    (7, 3, 32, 1, False),   # a 3x3 conv on a 7x7 plane keeps the channels-last path
+    (7, 1, 32, 1, True),    # a 1x1 conv takes it on any plane
+    (7, 3, 4, 1, True),     # without the channels-last layout (C < 8) the alternative is slower
+    (7, 3, 32, 2, True),    # and so is the channels-last path of a grouped conv
 ])
-def test_size_rule(rng, monkeypatch, size, kernel, channels, taken):
+def test_size_rule(rng, monkeypatch, size, kernel, channels, group, taken):
     """Without the override the size rule (tconv_pixel_lanes_applies) picks the path."""
     if "avx512" not in native.available_isas():
         pytest.skip("the path needs AVX-512 VNNI")
     monkeypatch.delenv("ONNXBIT_CONV_PATH", raising=False)
-    codes = rng.integers(-1, 2, size=(16, channels, kernel, kernel)).astype(np.int8)
+    codes = rng.integers(-1, 2, size=(16, channels // group, kernel, kernel)).astype(np.int8)
     x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
-    attrs = {"pads": [kernel // 2] * 4}
+    attrs = {"pads": [kernel // 2] * 4, "group": group}
     op = ternary_conv_model(codes, np.ones(1, np.float32), None, act_quant=1, conv_attrs=attrs)
     with native.forced_isa("avx512"):
         before = _runs()

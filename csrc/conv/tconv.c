@@ -140,9 +140,9 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
      * runs, one call each: runs of fewer than TCONV_CHANNELS_LAST_MIN values
      * cost more than they save (a 7x7 stem conv on 3 channels measured 1.4x
      * slower that way, 8 channels even, 16 and up faster). */
-    /* The pixel-lanes path (int8 activations, one group, one K group) needs its
-     * own layout, kept beside the others (another ISA may be forced later). */
-    if ((act_quant == OBX_ACT_INT8_TOKEN || act_quant == OBX_ACT_INT8_STATIC) && w->group == 1 &&
+    /* The pixel-lanes path (int8 activations, one K group) needs its own
+     * layout, kept beside the others (another ISA may be forced later). */
+    if ((act_quant == OBX_ACT_INT8_TOKEN || act_quant == OBX_ACT_INT8_STATIC) &&
         shape.n_groups == 1 && obx_isa_supported(OBX_ISA_AVX512) &&
         tconv_prepack_pixel_lanes(w, fmt, b, scales, n_scales, err, err_len) != 0) {
         obx_tconv_free(w);

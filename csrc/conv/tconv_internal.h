@@ -28,7 +28,7 @@ int tconv_compute_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry 
                             const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
                             size_t err_len);
 
-/* The pixel-lanes path (group 1, one scale group along K): fills
+/* The pixel-lanes path (one scale group along K, not depthwise): fills
  * w->lane_* from B (w's sizes set); 0, or -1 with a message. */
 int tconv_prepack_pixel_lanes(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
                               size_t n_scales, char *err, size_t err_len);

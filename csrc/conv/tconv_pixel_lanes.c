@@ -1,6 +1,8 @@
 /* The pixel-lanes path (tconv_pixel_lanes.h): TernaryConv with act_quant 1
- * or 2, group 1, one weight scale group along K and stride 1, where the
- * platform has the kernel (AVX-512 VNNI). Output pixels are the vector
+ * or 2, one weight scale group along K and stride 1, where the platform has
+ * the kernel (AVX-512 VNNI); groups run one after another in the same tasks
+ * (each its own window scales over its channels), depthwise convs keep
+ * their direct kernel. Output pixels are the vector
  * lanes, so X is read from its NCHW planes and Y written to them, with no
  * transposes (on 1x1 256->64 at 56x56 the channels-last path spent 36% of
  * its time transposing).
@@ -104,15 +106,17 @@ typedef struct LanesJob {
     int failed;
 } LanesJob;
 
-/* Padded rows [r0, r1) of every channel, and their absmaxes. */
+/* Padded rows [r0, r1) of every channel, and their absmaxes over each
+ * group's channels. */
 static void copy_task(void *arg, size_t index) {
     const LanesJob *job = arg;
     const obx_conv_geometry *g = job->g;
     const size_t fw = job->flat_w, r0 = index * LANES_COPY_ROWS;
     const size_t r1 = OBX_MIN(job->flat_h, r0 + LANES_COPY_ROWS);
-    int32_t *amax = job->amax + r0 * fw;
-    memset(amax, 0, (r1 - r0) * fw * sizeof *amax);
+    for (size_t grp = 0; grp < job->w->group; grp++)
+        memset(job->amax + grp * job->length + r0 * fw, 0, (r1 - r0) * fw * sizeof *job->amax);
     for (size_t c = 0; c < g->channels; c++) {
+        int32_t *amax = job->amax + c / job->w->cg * job->length + r0 * fw;
         float *plane = job->planes + c * job->length;
         const float *src = job->x + c * g->in_h * g->in_w;
         for (size_t r = r0; r < r1; r++) {
@@ -129,13 +133,15 @@ static void copy_task(void *arg, size_t index) {
     }
     if (r1 == job->flat_h) { /* the tail past the padded image, read by the last tile's shifted lanes */
         const size_t used = job->flat_h * fw;
-        memset(job->amax + used, 0, (job->length - used) * sizeof *job->amax);
+        for (size_t grp = 0; grp < job->w->group; grp++)
+            memset(job->amax + grp * job->length + used, 0, (job->length - used) * sizeof *job->amax);
         for (size_t c = 0; c < g->channels; c++)
             memset(job->planes + c * job->length + used, 0, (job->length - used) * sizeof(float));
     }
 }
 
-static int run_tile(LanesJob *job, size_t tile, size_t m0, size_t m, int prefetch_next) {
+/* Output channels [m0, m0 + m) of group grp over one tile. */
+static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m, int prefetch_next) {
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
     const size_t quads = OBX_DIV_UP(w->cg, 4), taps = w->kernel_positions;
@@ -144,37 +150,38 @@ static int run_tile(LanesJob *job, size_t tile, size_t m0, size_t m, int prefetc
      * plane (its lanes there are dropped), but past X's last runs there may
      * be no memory: the runs that would end past it come from zero-padded
      * copies (those of the last channels of the last image). */
-    size_t first_copied = g->channels;
+    const size_t cg = w->cg, c0 = grp * cg; /* the group's channels */
+    size_t first_copied = cg;
     if (job->in_place) {
         const size_t available = (size_t)(job->x_end - job->x);
-        while (first_copied > 0 && (first_copied - 1) * job->flat_outputs + p0 + TCONV_LANES_TILE > available)
+        while (first_copied > 0 && (c0 + first_copied - 1) * job->flat_outputs + p0 + TCONV_LANES_TILE > available)
             first_copied--;
     }
     const size_t tile_bytes = TCONV_LANES_TILE * 4 * taps * quads; /* a byte per (pixel, tap, channel) */
     const size_t bytes = 64 + tile_bytes + 4 * quads * sizeof(float *) +
-                         (g->channels - first_copied) * TCONV_LANES_TILE * sizeof(float);
+                         (cg - first_copied) * TCONV_LANES_TILE * sizeof(float);
     float *buffer = tconv_thread_buffer(TCONV_BUFFER_TILE, OBX_DIV_UP(bytes, sizeof(float)));
     if (!buffer) return -1;
     uint8_t *aligned = (uint8_t *)(OBX_DIV_UP((uintptr_t)buffer, 64) * 64);
     const float **src = (const float **)(aligned + tile_bytes); /* tile_bytes is a multiple of 64 */
     float *copies = (float *)(src + 4 * quads);
-    for (size_t c = 0; c < g->channels; c++)
-        src[c] = (job->in_place ? job->x + c * job->flat_outputs : job->planes + c * job->length) + p0;
-    for (size_t c = first_copied; c < g->channels; c++) {
+    for (size_t c = 0; c < cg; c++)
+        src[c] = (job->in_place ? job->x + (c0 + c) * job->flat_outputs : job->planes + (c0 + c) * job->length) + p0;
+    for (size_t c = first_copied; c < cg; c++) {
         float *copy = copies + (c - first_copied) * TCONV_LANES_TILE;
         memcpy(copy, src[c], pixels * sizeof(float));
         memset(copy + pixels, 0, (TCONV_LANES_TILE - pixels) * sizeof(float));
         src[c] = copy;
     }
-    for (size_t c = g->channels; c < 4 * quads; c++) src[c] = src[0]; /* codes 0: any finite data */
+    for (size_t c = cg; c < 4 * quads; c++) src[c] = src[0]; /* codes 0: any finite data */
     const size_t k4 = taps * quads;
     struct tconv_lanes_task task = {
         .src = src,
         .offset = job->offset,
         .taps = taps,
         .quads = quads,
-        .channels = g->channels,
-        .window_amax = job->in_place ? NULL : job->amax + p0,
+        .channels = cg,
+        .window_amax = job->in_place ? NULL : job->amax + grp * job->length + p0,
         .static_scale = job->static_scale,
         .prefetch_next = prefetch_next,
         .pixels = pixels,
@@ -194,14 +201,15 @@ static int run_tile(LanesJob *job, size_t tile, size_t m0, size_t m, int prefetc
     return 0;
 }
 
-/* A strip of consecutive tiles for one part of the output channels. */
+/* A strip of consecutive tiles for one part of one group's output channels. */
 static void strip_task(void *arg, size_t index) {
     LanesJob *job = arg;
-    const size_t strip = index / job->parts, part = index % job->parts;
-    const size_t m0 = part * job->part_m, m = OBX_MIN(job->part_m, job->w->m - m0);
+    const size_t mg = job->w->m_per_group, parts = job->parts * job->w->group;
+    const size_t strip = index / parts, grp = index % parts / job->parts, part = index % job->parts;
+    const size_t m0 = part * job->part_m, m = OBX_MIN(job->part_m, mg - m0);
     const size_t first = strip * job->strip_tiles, last = OBX_MIN(job->tiles, first + job->strip_tiles);
     for (size_t tile = first; tile < last; tile++)
-        if (run_tile(job, tile, m0, m, tile + 1 < last) != 0) {
+        if (run_tile(job, grp, tile, grp * mg + m0, m, tile + 1 < last) != 0) {
             __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
             return;
         }
@@ -231,7 +239,7 @@ static int path_override(void) {
 int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometry *g, int act_quant) {
     if (!w->lane_codes || !obx_platform()->conv_lanes) return 0;
     if (act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC) return 0;
-    if (g->stride_h != 1 || g->stride_w != 1 || w->group != 1) return 0;
+    if (g->stride_h != 1 || g->stride_w != 1) return 0;
     /* The padded plane holds the input: trailing pads are >= 0. */
     if (g->out_h + (g->kernel_h - 1) * g->dilation_h < g->pad_top + g->in_h ||
         g->out_w + (g->kernel_w - 1) * g->dilation_w < g->pad_left + g->in_w)
@@ -246,9 +254,14 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
      * but not on small ones, where the padded columns are 2/9 of the lanes
      * and the few tiles are quantized once per channel part (512 @7 0.99,
      * 256 @7 1.11, 256 @10 0.99, 128 @10 0.98). Without the channels-last
-     * layout (C < 8) the alternative is the generic im2col: always faster
-     * here (3->32 @112 8x, 16->16 @28 3x). */
-    if (w->kernel_positions > 1 && w->channels_last && g->out_h * g->out_w < LANES_MIN_MULTI_TAP_OUTPUTS) return 0;
+     * layout (C / group < 8) the alternative is the generic im2col: always
+     * slower (3->32 @112 8x, 16->16 @28 3x, 128 @28 in 32 groups 7.4x), and
+     * so are grouped convs on the channels-last path, one small matmul per
+     * group (256 @7 in 8 groups 1.33x, 512 @7 in 32 groups 2.1x, 128 @28 in
+     * 4 groups 2.2x, 1x1 256 @28 in 8 groups 2.6x). */
+    if (w->kernel_positions > 1 && w->channels_last && w->group == 1 &&
+        g->out_h * g->out_w < LANES_MIN_MULTI_TAP_OUTPUTS)
+        return 0;
     return 1;
 }
 
@@ -275,30 +288,32 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     const size_t last_read = job.tiles * TCONV_LANES_TILE + job.offset[w->kernel_positions - 1];
     job.length = OBX_DIV_UP(OBX_MAX(last_read, job.flat_h * job.flat_w), 16) * 16;
     if (!job.in_place) {
-        if (job.length > SIZE_MAX / sizeof(float) / (g->channels + 1)) {
+        if (job.length > SIZE_MAX / sizeof(float) / (g->channels + w->group)) {
             obx_set_error(err, err_len, "the input is too large for its padded copy");
             return -1;
         }
-        job.planes = tconv_thread_buffer(TCONV_BUFFER_IMAGE, job.length * (g->channels + 1));
+        job.planes = tconv_thread_buffer(TCONV_BUFFER_IMAGE, job.length * (g->channels + w->group));
         if (!job.planes) {
             obx_set_error(err, err_len, "out of memory for the padded copy of X");
             return -1;
         }
-        job.amax = (int32_t *)(job.planes + job.length * g->channels); /* int32 and float share alignment */
+        /* then each group's pixel absmaxes: int32 and float share alignment */
+        job.amax = (int32_t *)(job.planes + job.length * g->channels);
     }
     /* Strips of consecutive tiles: a tile reads the next one's input ahead. */
     job.strip_tiles = OBX_MAX((size_t)1, job.tiles / LANES_STRIPS);
     job.strips = OBX_DIV_UP(job.tiles, job.strip_tiles);
-    job.parts = 1;
-    if (job.strips < LANES_MIN_TASKS)
-        job.parts = OBX_MIN(OBX_DIV_UP(LANES_MIN_TASKS, job.strips), OBX_DIV_UP(w->m, LANES_CHANNEL_STEP));
-    job.part_m = OBX_DIV_UP(OBX_DIV_UP(w->m, job.parts), LANES_CHANNEL_STEP) * LANES_CHANNEL_STEP;
-    job.parts = OBX_DIV_UP(w->m, job.part_m);
+    const size_t mg = w->m_per_group;
+    job.parts = 1; /* per group */
+    if (job.strips * w->group < LANES_MIN_TASKS)
+        job.parts = OBX_MIN(OBX_DIV_UP(LANES_MIN_TASKS, job.strips * w->group), OBX_DIV_UP(mg, LANES_CHANNEL_STEP));
+    job.part_m = OBX_DIV_UP(OBX_DIV_UP(mg, job.parts), LANES_CHANNEL_STEP) * LANES_CHANNEL_STEP;
+    job.parts = OBX_DIV_UP(mg, job.part_m);
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * g->in_h * g->in_w;
         job.y = y + image * w->m * g->out_h * g->out_w;
         if (!job.in_place) run(&job, copy_task, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS), par, runner);
-        run(&job, strip_task, job.strips * job.parts, par, runner);
+        run(&job, strip_task, job.strips * w->group * job.parts, par, runner);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a pixel-lanes tile");

@@ -31,10 +31,11 @@
  * scales or fewer channels, im2col in (c, kh, kw) order; when C / group == 1 (depthwise) and
  * scales are not grouped along K, a direct kernel (channels-last, or plane by
  * plane for float activations on rows of 32 outputs or more). With
- * act_quant 1 or 2, group 1, one scale group along K and stride 1, CPUs
- * with AVX-512 VNNI take the pixel-lanes path instead (16 output pixels per
- * vector, straight from the NCHW planes to the NCHW output; multi-tap convs
- * only on planes of 144 outputs or more; the environment variable
+ * act_quant 1 or 2, one scale group along K and stride 1 (depthwise
+ * excepted), CPUs with AVX-512 VNNI take the pixel-lanes path instead (16
+ * output pixels per vector, straight from the NCHW planes to the NCHW
+ * output; ungrouped multi-tap convs only on planes of 144 outputs or more;
+ * the environment variable
  * ONNXBIT_CONV_PATH=pixel_lanes or channels_last overrides that choice, for
  * tests and measurements). Every path computes the arithmetic above; the
  * order of a float sum may differ. */
