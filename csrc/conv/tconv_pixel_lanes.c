@@ -1,11 +1,10 @@
 /* The pixel-lanes path (tconv_pixel_lanes.h): TernaryConv with act_quant 1
  * or 2, one weight scale group along K and stride 1, where the platform has
- * the kernel (AVX-512 VNNI); groups run one after another in the same tasks
- * (each its own window scales over its channels), depthwise convs keep
- * their direct kernel. Output pixels are the vector
- * lanes, so X is read from its NCHW planes and Y written to them, with no
- * transposes (on 1x1 256->64 at 56x56 the channels-last path spent 36% of
- * its time transposing).
+ * the kernel (AVX-512 VNNI); a grouped conv runs group by group (each with
+ * window scales over its own channels), a depthwise one keeps its direct
+ * kernel. Output pixels are the vector lanes, so X is read from its NCHW
+ * planes and Y written to them, with no transposes (on 1x1 256->64 at 56x56
+ * the channels-last path spent 36% of its time transposing).
  *
  * Stride 1 makes a kernel tap a constant shift on a flat plane: each image
  * is copied once into zero-padded planes of width flat_w = out_w + (kW - 1)
@@ -102,7 +101,7 @@ typedef struct LanesJob {
     size_t flat_w, flat_h, length, flat_outputs, tiles, strip_tiles, strips, parts, part_m;
     size_t offset[LANES_MAX_TAPS]; /* flat shift of each kernel tap, (kh, kw) order */
     float *planes;  /* [C][length] padded copy (not in_place) */
-    int32_t *amax;  /* [length] pixel absmax bits (not in_place) */
+    int32_t *amax;  /* [group][length] pixel absmax bits over the group's channels (not in_place) */
     int failed;
 } LanesJob;
 
