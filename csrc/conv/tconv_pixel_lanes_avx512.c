@@ -112,7 +112,7 @@ static void quantize_tile(const struct tconv_lanes_task *t, size_t vectors, cons
     }
 }
 
-/* Reads the next tile's input ahead, one line per step of the integer
+/* Reads the next tile's input ahead, a few lines per step of the integer
  * loop: a 1x1 conv's tile reads C short runs of X from L3, too many streams
  * for the hardware prefetchers, and one burst of misses would wait on the
  * fill buffers; spread over the dot products they overlap them (measured,
