@@ -42,6 +42,9 @@ SHAPES = {
     # many tiles and output channels: several channel blocks of 6 and a remainder, channels split in parts
     "many_tiles": ((1, 33, 20, 23), (50, 33, 3, 3), {"pads": [1, 1, 1, 1]}),
     "few_tiles_many_channels": ((1, 64, 7, 7), (71, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+    # long K (a tile larger than L1) with 4, 2 and 1 pixel vectors
+    "3x3_many_slabs": ((1, 130, 8, 9), (8, 130, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "1x1_long_k_one_vector": ((2, 1601, 2, 5), (7, 1601, 1, 1), {}),
     # groups: each with its own window scales (absmax over the group's channels) and output channels
     "groups_3x3": ((1, 24, 9, 11), (18, 8, 3, 3), {"group": 3, "pads": [1, 0, 1, 2]}),
     "groups_odd_channels": ((2, 20, 6, 7), (12, 5, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
