@@ -33,7 +33,7 @@
 enum { LANES_COPY_ROWS = 4, LANES_STRIPS = 16, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
 /* Output pixels per image below which multi-tap convs keep the
  * channels-last path (tconv_pixel_lanes_applies has the measurements). */
-enum { LANES_MIN_MULTI_TAP_OUTPUTS = 144 };
+enum { LANES_MIN_MULTI_TAP_OUTPUTS = 196 };
 /* Kernel taps and padded K (taps x channels rounded up to 4) the path takes:
  * the tile of 64 pixels is 64 K bytes, at most 2 MiB. */
 enum { LANES_MAX_TAPS = 64, LANES_MAX_K = 32768 };
@@ -252,7 +252,8 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
      * convs win on large planes (64 @56 0.60, 128 @28 0.73, 256 @14 0.92)
      * but not on small ones, where the padded columns are 2/9 of the lanes
      * and the few tiles are quantized once per channel part (512 @7 0.99,
-     * 256 @7 1.11, 256 @10 0.99, 128 @10 0.98). Without the channels-last
+     * 256 @7 1.11, 256 @10 0.99, 128 @10 0.98, 256 @12 1.03 and at two
+     * threads 1.12; 256 @14 0.96 and 0.93 in the same runs). Without the channels-last
      * layout (C / group < 8) the alternative is the generic im2col: always
      * slower (3->32 @112 8x, 16->16 @28 3x, 128 @28 in 32 groups 7.4x), and
      * so are grouped convs on the channels-last path, one small matmul per

@@ -34,7 +34,7 @@
  * act_quant 1 or 2, one scale group along K and stride 1 (depthwise
  * excepted), CPUs with AVX-512 VNNI take the pixel-lanes path instead (16
  * output pixels per vector, straight from the NCHW planes to the NCHW
- * output; ungrouped multi-tap convs only on planes of 144 outputs or more;
+ * output; ungrouped multi-tap convs only on planes of 196 outputs or more;
  * the environment variable
  * ONNXBIT_CONV_PATH=pixel_lanes or channels_last overrides that choice, for
  * tests and measurements). Every path computes the arithmetic above; the
