@@ -17,7 +17,9 @@
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* Output channels per register block: BLOCK_M x 4 accumulators + 4 tile
- * vectors + a broadcast fit the 32 vector registers without spills. */
+ * vectors + a broadcast fit the 32 vector registers without spills (8
+ * channels x 3 vectors measured no faster: against the channels-last path
+ * 1x1 256->64 @56 1.86x vs 1.94x, 144->24 2.17x vs 2.39x, 3x3 64 @56 even). */
 enum { BLOCK_M = 6, NV = TCONV_LANES_VECTORS };
 
 /* vpdpbusd in place through asm: GCC 12 moves the intrinsic's accumulators
