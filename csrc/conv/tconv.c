@@ -13,6 +13,7 @@
 #include "obx_common.h"
 #include "onnxbit/codec.h"
 #include "onnxbit/formats.h"
+#include "onnxbit/isa.h"
 
 /* Bytes of one im2col tile: small enough for L2, large enough that a tile
  * amortizes streaming the group's weights. */
@@ -29,6 +30,9 @@ OBX_API void obx_tconv_free(obx_tconv_weights *w) {
     free(w->codes);
     free(w->weights);
     free(w->scales);
+    free(w->lane_codes);
+    free(w->lane_correction);
+    free(w->lane_scales);
     free(w);
 }
 
@@ -136,6 +140,14 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
      * runs, one call each: runs of fewer than TCONV_CHANNELS_LAST_MIN values
      * cost more than they save (a 7x7 stem conv on 3 channels measured 1.4x
      * slower that way, 8 channels even, 16 and up faster). */
+    /* The pixel-lanes path (int8 activations, one K group) needs its own
+     * layout, kept beside the others (another ISA may be forced later). */
+    if ((act_quant == OBX_ACT_INT8_TOKEN || act_quant == OBX_ACT_INT8_STATIC) &&
+        shape.n_groups == 1 && obx_isa_supported(OBX_ISA_AVX512) &&
+        tconv_prepack_pixel_lanes(w, fmt, b, scales, n_scales, err, err_len) != 0) {
+        obx_tconv_free(w);
+        return NULL;
+    }
     uint8_t *reordered = NULL;
     size_t row_bytes = shape.row_bytes;
     if (shape.n_groups == 1 && cg >= TCONV_CHANNELS_LAST_MIN) {
@@ -313,6 +325,8 @@ OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_
     if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
     if (w->taps) return tconv_compute_per_pixel(w, g, x, bias, y, par, runner, err, err_len);
     if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
+    if (tconv_pixel_lanes_applies(w, g, act_quant))
+        return tconv_compute_pixel_lanes(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
     if (w->channels_last)
         return tconv_compute_channels_last(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
     size_t rows = OBX_MAX((size_t)1, TCONV_TILE_BYTES / (w->k * sizeof(float)));

@@ -13,6 +13,11 @@ struct obx_tconv_weights {
     float *weights;           /* depthwise path: the codes as floats, [kernel_positions][m] */
     float *scales;            /* depthwise and per-pixel paths: m per-channel scales */
     obx_tmm_weights **taps;   /* per-pixel path (act_quant 3): [group][kernel_positions], K = cg, scale 1 */
+    /* pixel-lanes path (tconv_pixel_lanes.c), also prepacked for act_quant 1 and 2 on CPUs that can run it:
+     * [m][kernel_positions][ceil(cg / 4)] dwords of 4 codes, 128 * each row's code sum, m scales */
+    int32_t *lane_codes;
+    int32_t *lane_correction;
+    float *lane_scales;
 };
 
 /* act_quant = 3 (tconv_per_pixel.c): fills w->taps and w->scales from B
@@ -22,6 +27,18 @@ int tconv_prepack_per_pixel(obx_tconv_weights *w, int fmt, const uint8_t *b, con
 int tconv_compute_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
                             size_t err_len);
+
+/* The pixel-lanes path (one scale group along K, not depthwise): fills
+ * w->lane_* from B (w's sizes set); 0, or -1 with a message. */
+int tconv_prepack_pixel_lanes(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
+                              size_t n_scales, char *err, size_t err_len);
+/* 1 when the pixel-lanes path computes this call (ISA, shape, mode and the
+ * size rule; ONNXBIT_CONV_PATH=pixel_lanes or channels_last overrides the
+ * rule), else 0. */
+int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometry *g, int act_quant);
+int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                              const float *bias, int act_quant, float act_scale, float *y,
+                              obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* The direct depthwise path (tconv_depthwise.c). */
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,

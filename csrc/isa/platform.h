@@ -7,6 +7,7 @@
 
 #include "codec/codec_columns.h"
 #include "codec/codec_internal.h"
+#include "conv/tconv_pixel_lanes.h"
 #include "conv/tconv_rows.h"
 #include "integrity/crc32c_internal.h"
 #include "matmul/tmm_internal.h"
@@ -20,6 +21,7 @@ struct obx_platform {
     const struct tconv_row_kernels *conv_rows; /* direct depthwise convolution */
     obx_crc32c_fn crc32c;           /* checksums of packed weights */
     tmm_quantize_static_fn quantize_static; /* act_quant = 2: rows to int8 by a fixed scale */
+    tconv_lanes_fn conv_lanes;      /* pixel-lanes conv tiles (NULL: the path is not taken) */
 };
 
 /* The table in use (never NULL). When selection failed it holds the scalar

@@ -30,8 +30,15 @@
  * quantized straight from X) over the TernaryMatMul kernels; with K-grouped
  * scales or fewer channels, im2col in (c, kh, kw) order; when C / group == 1 (depthwise) and
  * scales are not grouped along K, a direct kernel (channels-last, or plane by
- * plane for float activations on rows of 32 outputs or more). Every path
- * computes the arithmetic above; the order of a float sum may differ. */
+ * plane for float activations on rows of 32 outputs or more). With
+ * act_quant 1 or 2, one scale group along K and stride 1 (depthwise
+ * excepted), CPUs with AVX-512 VNNI take the pixel-lanes path instead (16
+ * output pixels per vector, straight from the NCHW planes to the NCHW
+ * output; ungrouped multi-tap convs only on planes of 196 outputs or more;
+ * the environment variable
+ * ONNXBIT_CONV_PATH=pixel_lanes or channels_last overrides that choice, for
+ * tests and measurements). Every path computes the arithmetic above; the
+ * order of a float sum may differ. */
 #ifndef ONNXBIT_TCONV_H
 #define ONNXBIT_TCONV_H
 
@@ -107,6 +114,10 @@ int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry
                              const float *x, const float *bias, int act_quant, float act_scale,
                              float *y, obx_parallel_for_fn par, void *runner, char *err,
                              size_t err_len);
+
+/* Calls the pixel-lanes path has computed in this process (a debug query:
+ * tests check that the path they mean to cover really ran). */
+size_t obx_tconv_pixel_lanes_runs(void);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,324 @@
+/* The pixel-lanes path (tconv_pixel_lanes.h): TernaryConv with act_quant 1
+ * or 2, one weight scale group along K and stride 1, where the platform has
+ * the kernel (AVX-512 VNNI); a grouped conv runs group by group (each with
+ * window scales over its own channels), a depthwise one keeps its direct
+ * kernel. Output pixels are the vector lanes, so X is read from its NCHW
+ * planes and Y written to them, with no transposes (on 1x1 256->64 at 56x56
+ * the channels-last path spent 36% of its time transposing).
+ *
+ * Stride 1 makes a kernel tap a constant shift on a flat plane: each image
+ * is copied once into zero-padded planes of width flat_w = out_w + (kW - 1)
+ * dW, the outputs are computed on that wider grid (the extra columns are
+ * dropped when storing), and tap (i, j) of flat output p reads flat input
+ * p + i dH flat_w + j dW. The same pass records each flat pixel's absmax over
+ * the channels; a lane's window scale is the max over its taps, which is the
+ * absmax of its im2col row (padding 0), so the quantization is the one
+ * tmatmul.h defines for that row. A 1x1 conv without padding reads X in
+ * place. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv/tconv_internal.h"
+#include "conv/tconv_pixel_lanes.h"
+#include "isa/platform.h"
+#include "obx_common.h"
+#include "onnxbit/codec.h"
+
+/* Copy tasks take this many padded rows. Tile tasks are strips of
+ * consecutive tiles, LANES_STRIPS or more per image where the tiles allow
+ * (two threads: one strip is at most 1/16 of the imbalance); an image with
+ * fewer than LANES_MIN_TASKS strips splits its output channels too, but only
+ * that far: each part quantizes its tile again. */
+enum { LANES_COPY_ROWS = 4, LANES_STRIPS = 16, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
+/* Output pixels per image below which multi-tap convs keep the
+ * channels-last path (tconv_pixel_lanes_applies has the measurements). */
+enum { LANES_MIN_MULTI_TAP_OUTPUTS = 196 };
+/* Kernel taps and padded K (taps x channels rounded up to 4) the path takes:
+ * the tile of 64 pixels is 64 K bytes, at most 2 MiB. */
+enum { LANES_MAX_TAPS = 64, LANES_MAX_K = 32768 };
+
+static atomic_size_t lanes_runs;
+
+OBX_API size_t obx_tconv_pixel_lanes_runs(void) { return atomic_load(&lanes_runs); }
+
+int tconv_prepack_pixel_lanes(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
+                              size_t n_scales, char *err, size_t err_len) {
+    const size_t m = w->m, c = w->cg, taps = w->kernel_positions, quads = OBX_DIV_UP(c, 4);
+    /* Not for kernels the path never takes, nor for K so long that a tile
+     * (a byte per pixel and K value) outgrows L2: those keep the other paths
+     * and skip this layout (a byte per weight). */
+    if (taps > LANES_MAX_TAPS || taps * quads * 4 > LANES_MAX_K) return 0;
+    int8_t *codes = malloc(m * w->k + 1);
+    int8_t *lanes = calloc(m * taps * quads * 4 + 1, 1);
+    w->lane_correction = malloc(m * sizeof(int32_t) + 1);
+    w->lane_scales = malloc(m * sizeof(float) + 1);
+    if (!codes || !lanes || !w->lane_correction || !w->lane_scales) {
+        free(codes);
+        free(lanes);
+        obx_set_error(err, err_len, "out of memory");
+        return -1;
+    }
+    size_t first_bad = 0;
+    int64_t bad = obx_decode_i8(fmt, b, m, w->k, codes, &first_bad);
+    if (bad != 0) {
+        free(codes);
+        free(lanes);
+        obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
+                      first_bad);
+        return -1;
+    }
+    /* (c, tap) -> [tap][quad][4]: the kernel takes one dword per (tap, quad);
+     * the channels past C stay 0 */
+    for (size_t o = 0; o < m; o++) {
+        int32_t sum = 0;
+        for (size_t ch = 0; ch < c; ch++)
+            for (size_t t = 0; t < taps; t++) {
+                const int8_t code = codes[o * w->k + ch * taps + t];
+                lanes[((o * taps + t) * quads + ch / 4) * 4 + ch % 4] = code;
+                sum += code;
+            }
+        w->lane_correction[o] = 128 * sum; /* the activations go in as q + 128 */
+        w->lane_scales[o] = scales[n_scales == 1 ? 0 : o];
+    }
+    free(codes);
+    w->lane_codes = (int32_t *)lanes; /* malloc alignment suits int32 */
+    return 0;
+}
+
+typedef struct LanesJob {
+    const obx_tconv_weights *w;
+    const obx_conv_geometry *g;
+    tconv_lanes_fn kernel;
+    const struct tconv_row_kernels *rows;
+    const float *x; /* this image */
+    const float *x_end; /* past the last image */
+    float *y;
+    const float *bias;
+    float static_scale;
+    int in_place; /* 1x1 without padding: X's planes are the flat planes */
+    /* length: floats per flat plane, with the zero tail the last tile's shifted lanes read */
+    size_t flat_w, flat_h, length, flat_outputs, tiles, strip_tiles, strips, parts, part_m;
+    size_t offset[LANES_MAX_TAPS]; /* flat shift of each kernel tap, (kh, kw) order */
+    float *planes;  /* [C][length] padded copy (not in_place) */
+    int32_t *amax;  /* [group][length] pixel absmax bits over the group's channels (not in_place) */
+    int failed;
+} LanesJob;
+
+/* Padded rows [r0, r1) of every channel, and their absmaxes over each
+ * group's channels. */
+static void copy_task(void *arg, size_t index) {
+    const LanesJob *job = arg;
+    const obx_conv_geometry *g = job->g;
+    const size_t fw = job->flat_w, r0 = index * LANES_COPY_ROWS;
+    const size_t r1 = OBX_MIN(job->flat_h, r0 + LANES_COPY_ROWS);
+    for (size_t grp = 0; grp < job->w->group; grp++)
+        memset(job->amax + grp * job->length + r0 * fw, 0, (r1 - r0) * fw * sizeof *job->amax);
+    for (size_t c = 0; c < g->channels; c++) {
+        int32_t *amax = job->amax + c / job->w->cg * job->length + r0 * fw;
+        float *plane = job->planes + c * job->length;
+        const float *src = job->x + c * g->in_h * g->in_w;
+        for (size_t r = r0; r < r1; r++) {
+            float *row = plane + r * fw;
+            if (r < g->pad_top || r >= g->pad_top + g->in_h) {
+                memset(row, 0, fw * sizeof *row);
+                continue;
+            }
+            memset(row, 0, g->pad_left * sizeof *row);
+            memcpy(row + g->pad_left, src + (r - g->pad_top) * g->in_w, g->in_w * sizeof *row);
+            memset(row + g->pad_left + g->in_w, 0, (fw - g->pad_left - g->in_w) * sizeof *row);
+        }
+        job->rows->absmax_bits(amax, plane + r0 * fw, 1, (r1 - r0) * fw);
+    }
+    if (r1 == job->flat_h) { /* the tail past the padded image, read by the last tile's shifted lanes */
+        const size_t used = job->flat_h * fw;
+        for (size_t grp = 0; grp < job->w->group; grp++)
+            memset(job->amax + grp * job->length + used, 0, (job->length - used) * sizeof *job->amax);
+        for (size_t c = 0; c < g->channels; c++)
+            memset(job->planes + c * job->length + used, 0, (job->length - used) * sizeof(float));
+    }
+}
+
+/* Output channels [m0, m0 + m) of group grp over one tile. */
+static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m, int prefetch_next) {
+    const obx_tconv_weights *w = job->w;
+    const obx_conv_geometry *g = job->g;
+    const size_t quads = OBX_DIV_UP(w->cg, 4), taps = w->kernel_positions;
+    const size_t p0 = tile * TCONV_LANES_TILE, pixels = OBX_MIN((size_t)TCONV_LANES_TILE, job->flat_outputs - p0);
+    /* A partial last tile of an in-place conv reads on into the next
+     * plane (its lanes there are dropped), but past X's last runs there may
+     * be no memory: the runs that would end past it come from zero-padded
+     * copies (those of the last channels of the last image). */
+    const size_t cg = w->cg, c0 = grp * cg; /* the group's channels */
+    size_t first_copied = cg;
+    if (job->in_place) {
+        const size_t available = (size_t)(job->x_end - job->x);
+        while (first_copied > 0 && (c0 + first_copied - 1) * job->flat_outputs + p0 + TCONV_LANES_TILE > available)
+            first_copied--;
+    }
+    const size_t tile_bytes = TCONV_LANES_TILE * 4 * taps * quads; /* a byte per (pixel, tap, channel) */
+    const size_t bytes = 64 + tile_bytes + 4 * quads * sizeof(float *) +
+                         (cg - first_copied) * TCONV_LANES_TILE * sizeof(float);
+    float *buffer = tconv_thread_buffer(TCONV_BUFFER_TILE, OBX_DIV_UP(bytes, sizeof(float)));
+    if (!buffer) return -1;
+    uint8_t *aligned = (uint8_t *)(OBX_DIV_UP((uintptr_t)buffer, 64) * 64);
+    const float **src = (const float **)(aligned + tile_bytes); /* tile_bytes is a multiple of 64 */
+    float *copies = (float *)(src + 4 * quads);
+    for (size_t c = 0; c < cg; c++)
+        src[c] = (job->in_place ? job->x + (c0 + c) * job->flat_outputs : job->planes + (c0 + c) * job->length) + p0;
+    for (size_t c = first_copied; c < cg; c++) {
+        float *copy = copies + (c - first_copied) * TCONV_LANES_TILE;
+        memcpy(copy, src[c], pixels * sizeof(float));
+        memset(copy + pixels, 0, (TCONV_LANES_TILE - pixels) * sizeof(float));
+        src[c] = copy;
+    }
+    for (size_t c = cg; c < 4 * quads; c++) src[c] = src[0]; /* codes 0: any finite data */
+    const size_t k4 = taps * quads;
+    struct tconv_lanes_task task = {
+        .src = src,
+        .offset = job->offset,
+        .taps = taps,
+        .quads = quads,
+        .channels = cg,
+        .window_amax = job->in_place ? NULL : job->amax + grp * job->length + p0,
+        .static_scale = job->static_scale,
+        .prefetch_next = prefetch_next,
+        .pixels = pixels,
+        .p0 = p0,
+        .flat_w = job->flat_w,
+        .out_w = g->out_w,
+        .plane = g->out_h * g->out_w,
+        .codes = w->lane_codes + m0 * k4,
+        .correction = w->lane_correction + m0,
+        .weight_scale = w->lane_scales + m0,
+        .bias = job->bias ? job->bias + m0 : NULL,
+        .m = m,
+        .y = job->y + m0 * g->out_h * g->out_w,
+        .tile = aligned,
+    };
+    job->kernel(&task);
+    return 0;
+}
+
+/* A strip of consecutive tiles for one part of one group's output channels. */
+static void strip_task(void *arg, size_t index) {
+    LanesJob *job = arg;
+    const size_t mg = job->w->m_per_group, parts = job->parts * job->w->group;
+    const size_t strip = index / parts, grp = index % parts / job->parts, part = index % job->parts;
+    const size_t m0 = part * job->part_m, m = OBX_MIN(job->part_m, mg - m0);
+    const size_t first = strip * job->strip_tiles, last = OBX_MIN(job->tiles, first + job->strip_tiles);
+    for (size_t tile = first; tile < last; tile++)
+        if (run_tile(job, grp, tile, grp * mg + m0, m, tile + 1 < last) != 0) {
+            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
+}
+
+static void run(LanesJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
+    if (par && count >= 2) par(runner, fn, job, count);
+    else
+        for (size_t i = 0; i < count; i++) fn(job, i);
+}
+
+static int is_in_place(const obx_conv_geometry *g) {
+    return g->kernel_h == 1 && g->kernel_w == 1 && g->pad_top == 0 && g->pad_left == 0 && g->out_h == g->in_h &&
+           g->out_w == g->in_w;
+}
+
+/* 1 (pixel lanes), 0 (the channels-last path) or -1 (no preference) from
+ * ONNXBIT_CONV_PATH, which tests use to run both paths on any shape. */
+static int path_override(void) {
+    const char *name = getenv("ONNXBIT_CONV_PATH");
+    if (!name) return -1;
+    if (strcmp(name, "pixel_lanes") == 0) return 1;
+    if (strcmp(name, "channels_last") == 0) return 0;
+    return -1;
+}
+
+int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometry *g, int act_quant) {
+    if (!w->lane_codes || !obx_platform()->conv_lanes) return 0;
+    if (act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC) return 0;
+    if (g->stride_h != 1 || g->stride_w != 1) return 0;
+    /* The padded plane holds the input: trailing pads are >= 0. */
+    if (g->out_h + (g->kernel_h - 1) * g->dilation_h < g->pad_top + g->in_h ||
+        g->out_w + (g->kernel_w - 1) * g->dilation_w < g->pad_left + g->in_w)
+        return 0;
+    int forced = path_override();
+    if (forced >= 0) return forced;
+    /* The size rule, from one-thread CPU time against the channels-last path
+     * (interleaved medians, this path's time / that one's): 1x1 convs win
+     * everywhere measured (256->64 @56 0.48, 144->24 @56 0.43, 576->96 @14
+     * 0.76, 1024->256 @14 0.79, 512->128 @7 0.88, 128->512 @7 0.48); 3x3
+     * convs win on large planes (64 @56 0.60, 128 @28 0.73, 256 @14 0.92)
+     * but not on small ones, where the padded columns are 2/9 of the lanes
+     * and the few tiles are quantized once per channel part (512 @7 0.99,
+     * 256 @7 1.11, 256 @10 0.99, 128 @10 0.98, 256 @12 1.03 and at two
+     * threads 1.12; 256 @14 0.96 and 0.93 in the same runs). Without the channels-last
+     * layout (C / group < 8) the alternative is the generic im2col: always
+     * slower (3->32 @112 8x, 16->16 @28 3x, 128 @28 in 32 groups 7.4x), and
+     * so are grouped convs on the channels-last path, one small matmul per
+     * group (256 @7 in 8 groups 1.33x, 512 @7 in 32 groups 2.1x, 128 @28 in
+     * 4 groups 2.2x, 1x1 256 @28 in 8 groups 2.6x). */
+    if (w->kernel_positions > 1 && w->channels_last && w->group == 1 &&
+        g->out_h * g->out_w < LANES_MIN_MULTI_TAP_OUTPUTS)
+        return 0;
+    return 1;
+}
+
+int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                              const float *bias, int act_quant, float act_scale, float *y,
+                              obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+    LanesJob job;
+    memset(&job, 0, sizeof job);
+    job.w = w;
+    job.g = g;
+    job.kernel = obx_platform()->conv_lanes;
+    job.rows = obx_platform()->conv_rows;
+    job.bias = bias;
+    job.static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
+    job.in_place = is_in_place(g);
+    job.x_end = x + g->batch * g->channels * g->in_h * g->in_w;
+    job.flat_w = g->out_w + (g->kernel_w - 1) * g->dilation_w;
+    job.flat_h = g->out_h + (g->kernel_h - 1) * g->dilation_h;
+    for (size_t i = 0, t = 0; i < g->kernel_h; i++)
+        for (size_t j = 0; j < g->kernel_w; j++) job.offset[t++] = i * g->dilation_h * job.flat_w + j * g->dilation_w;
+    /* The last row's padding columns are not outputs: the grid ends at its last output. */
+    job.flat_outputs = (g->out_h - 1) * job.flat_w + g->out_w;
+    job.tiles = OBX_DIV_UP(job.flat_outputs, TCONV_LANES_TILE);
+    const size_t last_read = job.tiles * TCONV_LANES_TILE + job.offset[w->kernel_positions - 1];
+    job.length = OBX_DIV_UP(OBX_MAX(last_read, job.flat_h * job.flat_w), 16) * 16;
+    if (!job.in_place) {
+        if (job.length > SIZE_MAX / sizeof(float) / (g->channels + w->group)) {
+            obx_set_error(err, err_len, "the input is too large for its padded copy");
+            return -1;
+        }
+        job.planes = tconv_thread_buffer(TCONV_BUFFER_IMAGE, job.length * (g->channels + w->group));
+        if (!job.planes) {
+            obx_set_error(err, err_len, "out of memory for the padded copy of X");
+            return -1;
+        }
+        /* then each group's pixel absmaxes: int32 and float share alignment */
+        job.amax = (int32_t *)(job.planes + job.length * g->channels);
+    }
+    /* Strips of consecutive tiles: a tile reads the next one's input ahead. */
+    job.strip_tiles = OBX_MAX((size_t)1, job.tiles / LANES_STRIPS);
+    job.strips = OBX_DIV_UP(job.tiles, job.strip_tiles);
+    const size_t mg = w->m_per_group;
+    job.parts = 1; /* per group */
+    if (job.strips * w->group < LANES_MIN_TASKS)
+        job.parts = OBX_MIN(OBX_DIV_UP(LANES_MIN_TASKS, job.strips * w->group), OBX_DIV_UP(mg, LANES_CHANNEL_STEP));
+    job.part_m = OBX_DIV_UP(OBX_DIV_UP(mg, job.parts), LANES_CHANNEL_STEP) * LANES_CHANNEL_STEP;
+    job.parts = OBX_DIV_UP(mg, job.part_m);
+    for (size_t image = 0; image < g->batch && !job.failed; image++) {
+        job.x = x + image * g->channels * g->in_h * g->in_w;
+        job.y = y + image * w->m * g->out_h * g->out_w;
+        if (!job.in_place) run(&job, copy_task, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS), par, runner);
+        run(&job, strip_task, job.strips * w->group * job.parts, par, runner);
+    }
+    if (job.failed) {
+        obx_set_error(err, err_len, "out of memory for a pixel-lanes tile");
+        return -1;
+    }
+    atomic_fetch_add(&lanes_runs, 1);
+    return 0;
+}

@@ -1,0 +1,62 @@
+/* The pixel-lanes conv kernel (tconv_pixel_lanes.c drives it): stride-1
+ * convs with act_quant 1 or 2 computed straight from NCHW planes, with 16
+ * consecutive output pixels in the lanes of a vector, so neither the input
+ * nor the output is ever transposed. Only ISAs with a 4-way u8 x s8 dot
+ * product fill the platform slot (isa/platform.h); the others keep the
+ * channels-last path. */
+#ifndef ONNXBIT_TCONV_PIXEL_LANES_H
+#define ONNXBIT_TCONV_PIXEL_LANES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Output pixels per tile: LANES_VECTORS vectors of 16. */
+enum { TCONV_LANES_VECTORS = 4, TCONV_LANES_TILE = 16 * TCONV_LANES_VECTORS };
+
+/* One task: `pixels` (1..TCONV_LANES_TILE) consecutive positions p0.. of the
+ * output grid laid on the input's flat (zero-padded) plane of width
+ * flat_w, for output channels [0, m) of the arrays given (already offset).
+ *
+ * Input: src[c] (c < 4 * quads; channels past C point at any readable plane:
+ * their codes are 0) is channel c's flat plane at p0; tap t reads
+ * src[c][offset[t] + lane]. Window absmax: window_amax (at p0) holds each
+ * flat pixel's absmax bit pattern over the channels, and a lane's window
+ * takes the max over the taps; window_amax NULL means a 1-tap conv whose
+ * absmax comes from src[0 .. channels) directly.
+ *
+ * Weights: codes [m][taps][quads] dwords of 4 int8 codes (channel 4 j + i in
+ * byte i), correction[o] = 128 * sum of row o's codes (the activations go
+ * in as q + 128, unsigned), weight_scale[o], bias (NULL: none).
+ *
+ * Output: lane p (flat position p0 + p, p < pixels) is output pixel
+ * (p / flat_w, p % flat_w) when p % flat_w < out_w (the columns past it are
+ * the padding's and are dropped); y[o * plane + oh * out_w + ow]. Each value
+ * is computed as the TernaryMatMul epilogue does (tmm_compute.h):
+ * ((0 + (float)isum * weight_scale) / s) + bias, NaN for a window holding
+ * NaN or Inf; s = 127 * (1 / max(window absmax, 1e-5)), or static_scale when
+ * it is > 0 (act_quant 2); q = clamp(rint(x * s), -128, 127). */
+struct tconv_lanes_task {
+    const float *const *src;
+    const size_t *offset;
+    size_t taps, quads, channels;
+    const int32_t *window_amax;
+    float static_scale;
+    int prefetch_next; /* the same task computes the next tile: read its first tap's input ahead */
+    size_t pixels, p0, flat_w, out_w, plane;
+    const int32_t *codes;
+    const int32_t *correction;
+    const float *weight_scale;
+    const float *bias;
+    size_t m;
+    float *y;
+    /* Scratch, 64-byte aligned: TCONV_LANES_TILE * taps * 4 * quads bytes. */
+    uint8_t *tile;
+};
+
+typedef void (*tconv_lanes_fn)(const struct tconv_lanes_task *task);
+
+#if defined(ONNXBIT_X86)
+void tconv_lanes_avx512(const struct tconv_lanes_task *task);
+#endif
+
+#endif

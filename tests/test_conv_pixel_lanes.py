@@ -1,0 +1,171 @@
+"""TernaryConv's pixel-lanes path (csrc/conv/tconv_pixel_lanes*.c): stride-1
+convs with act_quant 1 or 2 (group by group) on AVX-512 VNNI, output pixels in the
+vector lanes. It must equal the numpy reference bit for bit on every shape it
+takes (kernel sizes, asymmetric pads, dilation, channel counts that are not a
+multiple of 4, widths that are not a multiple of 16, tiny planes, batches,
+NaN and Inf windows, with and without bias); ONNXBIT_CONV_PATH=pixel_lanes
+makes it take every eligible call whatever its size rule, and the library's
+run counter shows it really ran (only on AVX-512, every other ISA keeps its
+paths and must stay exact too)."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from onnxbit import native, runtime
+from onnxbit.reference.ternary_conv import ternary_conv_reference
+from op_models import random_scales, ternary_conv_model
+
+# name: (x shape, weight shape [M, C, *kernel], conv attributes)
+SHAPES = {
+    "1x1": ((1, 16, 5, 7), (24, 16, 1, 1), {}),
+    "1x1_odd_channels_tail": ((1, 37, 9, 11), (19, 37, 1, 1), {}),  # 99 pixels: a partial last tile read in place
+    "1x1_batch2_tail": ((2, 9, 5, 5), (7, 9, 1, 1), {}),  # image 0's partial tile reads on into image 1
+    "1x1_exact_tiles": ((1, 8, 8, 16), (6, 8, 1, 1), {}),  # 128 pixels, two full tiles
+    "1x1_padded": ((1, 12, 7, 7), (10, 12, 1, 1), {"pads": [1, 0, 0, 2]}),
+    "3x3_pad1": ((1, 8, 9, 9), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "3x3_no_pad": ((1, 5, 10, 21), (7, 5, 3, 3), {}),
+    "3x3_asym_pads": ((1, 6, 12, 13), (13, 6, 3, 3), {"pads": [0, 1, 2, 0]}),
+    "5x5": ((1, 7, 11, 19), (9, 7, 5, 5), {"pads": [2, 2, 2, 2]}),
+    "3x1": ((1, 9, 13, 6), (11, 9, 3, 1), {"pads": [1, 0, 1, 0]}),
+    "1x3_wide": ((1, 3, 4, 70), (5, 3, 1, 3), {"pads": [0, 1, 0, 1]}),
+    "dilation": ((1, 3, 13, 12), (4, 3, 3, 3), {"dilations": [2, 3], "pads": [2, 3, 2, 3]}),
+    "tiny_plane": ((1, 4, 1, 1), (3, 4, 1, 1), {}),
+    "tiny_plane_padded": ((1, 2, 2, 3), (7, 2, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "one_channel": ((1, 1, 6, 9), (5, 1, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "batch3": ((3, 10, 6, 6), (12, 10, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "1d": ((2, 7, 40), (9, 7, 3), {"pads": [1, 2]}),
+    # many tiles and output channels: several channel blocks of 6 and a remainder, channels split in parts
+    "many_tiles": ((1, 33, 20, 23), (50, 33, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "few_tiles_many_channels": ((1, 64, 7, 7), (71, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+    # long K (a tile larger than L1) with 4, 2 and 1 pixel vectors
+    "3x3_many_slabs": ((1, 130, 8, 9), (8, 130, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "1x1_long_k_one_vector": ((2, 1601, 2, 5), (7, 1601, 1, 1), {}),
+    # groups: each with its own window scales (absmax over the group's channels) and output channels
+    "groups_3x3": ((1, 24, 9, 11), (18, 8, 3, 3), {"group": 3, "pads": [1, 0, 1, 2]}),
+    "groups_odd_channels": ((2, 20, 6, 7), (12, 5, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
+    "groups_1x1_tail": ((2, 12, 3, 5), (8, 6, 1, 1), {"group": 2}),
+    "groups_many_channels": ((1, 128, 14, 14), (64, 32, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
+}
+STATIC_SCALE = np.float32(127.0 / 2.5)  # clips the tails of a standard normal input
+
+
+def _session(model, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return runtime.InferenceSession(model, sess_options=options)
+
+
+def _runs() -> int:
+    library = ctypes.CDLL(native.library_path())  # the same loaded library onnxruntime uses
+    library.obx_tconv_pixel_lanes_runs.restype = ctypes.c_size_t
+    return library.obx_tconv_pixel_lanes_runs()
+
+
+def _case(rng, name, with_bias):
+    x_shape, w_shape, attrs = SHAPES[name]
+    codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
+    m, k = w_shape[0], int(np.prod(w_shape[1:]))
+    scales = random_scales(rng, "channel" if m % 2 else "tensor", k, m, 0)
+    bias = rng.standard_normal(m).astype(np.float32) if with_bias else None
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    x[..., ::3] *= 20  # pixels of very different ranges: windows get distinct scales
+    return codes, scales, bias, x, attrs
+
+
+def _reference(x, codes, scales, bias, attrs, act_quant):
+    return ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
+                                  act_quant=act_quant, bias=bias,
+                                  pads=attrs.get("pads"), dilations=attrs.get("dilations"),
+                                  act_scale=STATIC_SCALE if act_quant == 2 else None)
+
+
+def _check(isa, codes, scales, bias, x, attrs, act_quant, monkeypatch):
+    op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs,
+                            act_scale=STATIC_SCALE if act_quant == 2 else None)
+    expected = _reference(x, codes, scales, bias, attrs, act_quant)
+    monkeypatch.setenv("ONNXBIT_CONV_PATH", "pixel_lanes")
+    for threads in (1, 2):
+        before = _runs()
+        y = _session(op.model, threads).run(None, op.feeds(x))[0]
+        np.testing.assert_array_equal(y, expected)
+        # taken on AVX-512 (which has VNNI here), never elsewhere
+        assert (_runs() > before) == (isa == "avx512"), (isa, _runs() - before)
+    # the channels-last / im2col paths compute the same bits
+    monkeypatch.setenv("ONNXBIT_CONV_PATH", "channels_last")
+    before = _runs()
+    np.testing.assert_array_equal(_session(op.model, 2).run(None, op.feeds(x))[0], expected)
+    assert _runs() == before
+    return expected
+
+
+@pytest.mark.parametrize("act_quant", [1, 2])
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_equals_reference_on_every_isa(isa, rng, monkeypatch, name, act_quant):
+    codes, scales, bias, x, attrs = _case(rng, name, with_bias=act_quant == 1 or name.startswith("3x3"))
+    _check(isa, codes, scales, bias, x, attrs, act_quant, monkeypatch)
+
+
+@pytest.mark.parametrize("act_quant", [1, 2])
+def test_non_finite_pixels_make_their_windows_nan(isa, rng, monkeypatch, act_quant):
+    codes, scales, bias, x, attrs = _case(rng, "3x3_asym_pads", with_bias=True)  # out 14 x 12
+    x[0, 2, 4, 4] = np.nan
+    x[0, 5, 0, 12] = np.inf
+    x[0, 1, 11, 0] = -np.inf
+    y = _check(isa, codes, scales, bias, x, attrs, act_quant, monkeypatch)
+    nan = np.isnan(y[0]).all(axis=0)
+    assert nan.sum() == 9 + 4 + 3 and not np.isnan(y[0][:, ~nan]).any()
+
+
+def test_static_scale_clips(isa, rng, monkeypatch):
+    """Values far beyond 127 / act_scale clamp to -128 and 127 (not wrap)."""
+    codes, scales, bias, x, attrs = _case(rng, "1x1_odd_channels_tail", with_bias=False)
+    x *= 1000
+    _check(isa, codes, scales, bias, x, attrs, 2, monkeypatch)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 3, 12, 12), (4, 3, 9, 9), {"pads": [4, 4, 4, 4]}),  # 81 taps: more than the path takes
+    ((1, 4100, 3, 3), (3, 4100, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 36900: a tile would outgrow L2
+    ((1, 6, 9, 9), (4, 6, 3, 3), {"strides": [2, 2]}),  # stride 2
+    ((1, 8, 6, 6), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),  # depthwise: its own direct kernel
+])
+def test_shapes_the_path_does_not_take(isa, rng, monkeypatch, x_shape, w_shape, attrs):
+    codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
+    scales = random_scales(rng, "channel", int(np.prod(w_shape[1:])), w_shape[0], 0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    op = ternary_conv_model(codes, scales, None, act_quant=1, conv_attrs=attrs)
+    monkeypatch.setenv("ONNXBIT_CONV_PATH", "pixel_lanes")
+    before = _runs()
+    y = _session(op.model, 2).run(None, op.feeds(x))[0]
+    assert _runs() == before
+    np.testing.assert_array_equal(y, ternary_conv_reference(
+        x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1), act_quant=1,
+        strides=attrs.get("strides"), pads=attrs.get("pads")))
+
+
+@pytest.mark.parametrize("size, kernel, channels, group, taken", [
+    (28, 3, 32, 1, True),   # a large plane
+    (7, 3, 32, 1, False),   # a 3x3 conv on a 7x7 plane keeps the channels-last path
+    (7, 1, 32, 1, True),    # a 1x1 conv takes it on any plane
+    (7, 3, 4, 1, True),     # without the channels-last layout (C < 8) the alternative is slower
+    (7, 3, 32, 2, True),    # and so is the channels-last path of a grouped conv
+])
+def test_size_rule(rng, monkeypatch, size, kernel, channels, group, taken):
+    """Without the override the size rule (tconv_pixel_lanes_applies) picks the path."""
+    if "avx512" not in native.available_isas():
+        pytest.skip("the path needs AVX-512 VNNI")
+    monkeypatch.delenv("ONNXBIT_CONV_PATH", raising=False)
+    codes = rng.integers(-1, 2, size=(16, channels // group, kernel, kernel)).astype(np.int8)
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    attrs = {"pads": [kernel // 2] * 4, "group": group}
+    op = ternary_conv_model(codes, np.ones(1, np.float32), None, act_quant=1, conv_attrs=attrs)
+    with native.forced_isa("avx512"):
+        before = _runs()
+        y = _session(op.model, 2).run(None, op.feeds(x))[0]
+        assert (_runs() > before) == taken
+    np.testing.assert_array_equal(y, _reference(x, codes, np.ones(1, np.float32), None, attrs, 1))
