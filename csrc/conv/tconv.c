@@ -135,11 +135,6 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
         obx_tconv_free(w);
         return NULL;
     }
-    /* One scale group along K: K can be reordered to (kh, kw, c) for the
-     * channels-last path (K-groups would be cut apart). Its rows are channel
-     * runs, one call each: runs of fewer than TCONV_CHANNELS_LAST_MIN values
-     * cost more than they save (a 7x7 stem conv on 3 channels measured 1.4x
-     * slower that way, 8 channels even, 16 and up faster). */
     /* The pixel-lanes path (int8 activations, one K group) needs its own
      * layout, kept beside the others (another ISA may be forced later). */
     if ((act_quant == OBX_ACT_INT8_TOKEN || act_quant == OBX_ACT_INT8_STATIC) &&
@@ -148,6 +143,11 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
         obx_tconv_free(w);
         return NULL;
     }
+    /* One scale group along K: K can be reordered to (kh, kw, c) for the
+     * channels-last path (K-groups would be cut apart). Its rows are channel
+     * runs, one call each: runs of fewer than TCONV_CHANNELS_LAST_MIN values
+     * cost more than they save (a 7x7 stem conv on 3 channels measured 1.4x
+     * slower that way, 8 channels even, 16 and up faster). */
     uint8_t *reordered = NULL;
     size_t row_bytes = shape.row_bytes;
     if (shape.n_groups == 1 && cg >= TCONV_CHANNELS_LAST_MIN) {
