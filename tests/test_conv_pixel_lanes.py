@@ -6,7 +6,8 @@ multiple of 4, widths that are not a multiple of 16, tiny planes, batches,
 NaN and Inf windows, with and without bias); ONNXBIT_CONV_PATH=pixel_lanes
 makes it take every eligible call whatever its size rule, and the library's
 run counter shows it really ran (only on AVX-512, every other ISA keeps its
-paths and must stay exact too)."""
+paths and must stay exact too). On any x86 CPU with AVX2 the kernel also runs
+on stand-ins for its intrinsics (tests/native), against the channels-last path."""
 
 from __future__ import annotations
 
@@ -197,6 +198,24 @@ def test_avx512_kernel_on_emulated_intrinsics(tmp_path):
                             f"-I{native_tests}", str(native_tests / "check_emulated_pixel_lanes.c"),
                             str(native_tests / "emulated_avx512_pixel_lanes.c"), *map(str, core),
                             "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert " 0 mismatches" in run.stdout, run.stdout
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc")
+                    or "avx512" not in native.available_isas(), reason="needs an AVX-512 VNNI CPU and gcc")
+def test_stand_ins_equal_the_avx512_instructions(tmp_path):
+    """The stand-ins the test above runs the kernel on, each against its instruction on
+    random and edge values, bit for bit: what never reaches a conv output (the
+    saturating packs of a NaN lane's indefinite integer, say) is checked here."""
+    native_tests = REPO / "tests" / "native"
+    exe = tmp_path / "check_stand_ins_against_avx512"
+    build = subprocess.run(["gcc", "-std=gnu11", "-O1", "-ffp-contract=off", "-mavx512f", "-mavx512bw",
+                            "-mavx512vl", "-mavx512vnni", "-mavx2", f"-I{native_tests}",
+                            str(native_tests / "check_stand_ins_against_avx512.c"), "-lm", "-o", str(exe)],
+                           capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
