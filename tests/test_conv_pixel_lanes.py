@@ -6,11 +6,17 @@ multiple of 4, widths that are not a multiple of 16, tiny planes, batches,
 NaN and Inf windows, with and without bias); ONNXBIT_CONV_PATH=pixel_lanes
 makes it take every eligible call whatever its size rule, and the library's
 run counter shows it really ran (only on AVX-512, every other ISA keeps its
-paths and must stay exact too)."""
+paths and must stay exact too). On any x86 CPU with AVX2 the kernel also runs
+on stand-ins for its intrinsics (tests/native), against the channels-last path."""
 
 from __future__ import annotations
 
 import ctypes
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -52,6 +58,7 @@ SHAPES = {
     "groups_many_channels": ((1, 128, 14, 14), (64, 32, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
 }
 STATIC_SCALE = np.float32(127.0 / 2.5)  # clips the tails of a standard normal input
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _session(model, threads):
@@ -169,3 +176,48 @@ def test_size_rule(rng, monkeypatch, size, kernel, channels, group, taken):
         y = _session(op.model, 2).run(None, op.feeds(x))[0]
         assert (_runs() > before) == taken
     np.testing.assert_array_equal(y, _reference(x, codes, np.ones(1, np.float32), None, attrs, 1))
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc")
+                    or "avx2" not in native.available_isas(), reason="needs an x86 CPU with AVX2 and gcc")
+def test_avx512_kernel_on_emulated_intrinsics(tmp_path):
+    """Where the CPU lacks AVX-512 the tests above never run the kernel. Compiled on
+    stand-ins for its intrinsics (tests/native/emulated_x86_intrinsics.h) and linked
+    with the compute core under a platform table that holds it (the harness replaces
+    csrc/isa/platform.c), it must give the channels-last / im2col path's outputs bit for
+    bit on random 1x1 and 3x3 convs (tests/native/check_emulated_pixel_lanes.c)."""
+    native_tests = REPO / "tests" / "native"
+    core = sorted(p for p in (REPO / "csrc").rglob("*.c")
+                  if not re.search(r"_(avx2|avx512|avxvnni|neon|neon_dotprod)\.c$", p.name)
+                  and p.name != "platform.c")
+    exe = tmp_path / "check_emulated_pixel_lanes"
+    # -O1 -fno-inline: inlining the stand-ins into the kernel's 24 register-block
+    # variants, gcc took 53 s on the kernel's file at -O2 and 14 s at -O1; not
+    # inlining them, 4.6 s (the whole build ~8 s).
+    build = subprocess.run(["gcc", "-std=gnu11", "-O1", "-fno-inline", "-ffp-contract=off", "-pthread",
+                            "-mavx2", "-DONNXBIT_X86=1", f"-I{REPO / 'csrc' / 'include'}", f"-I{REPO / 'csrc'}",
+                            f"-I{native_tests}", str(native_tests / "check_emulated_pixel_lanes.c"),
+                            str(native_tests / "emulated_avx512_pixel_lanes.c"), *map(str, core),
+                            "-lm", "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert " 0 mismatches" in run.stdout, run.stdout
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc")
+                    or "avx512" not in native.available_isas(), reason="needs an AVX-512 VNNI CPU and gcc")
+def test_stand_ins_equal_the_avx512_instructions(tmp_path):
+    """The stand-ins the test above runs the kernel on, each against its instruction on
+    random and edge values, bit for bit: what never reaches a conv output (the
+    saturating packs of a NaN lane's indefinite integer, say) is checked here."""
+    native_tests = REPO / "tests" / "native"
+    exe = tmp_path / "check_stand_ins_against_avx512"
+    build = subprocess.run(["gcc", "-std=gnu11", "-O1", "-ffp-contract=off", "-mavx512f", "-mavx512bw",
+                            "-mavx512vl", "-mavx512vnni", "-mavx2", f"-I{native_tests}",
+                            str(native_tests / "check_stand_ins_against_avx512.c"), "-lm", "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert " 0 mismatches" in run.stdout, run.stdout

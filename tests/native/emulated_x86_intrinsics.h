@@ -2,7 +2,8 @@
  * (integer and float GEMM) use, written on plain byte arrays, so tmm_kernel_avx512.c and
  * tmm_kernel_avxvnni.c can be compiled for and run on an AVX2-only CPU. Each
  * function follows the instruction's definition (vpdpbusd: four u8 x s8
- * products added into each int32 lane, wrapping). */
+ * products added into each int32 lane, wrapping). The pixel-lanes conv kernel
+ * (tconv_pixel_lanes_avx512.c) runs on them too. */
 #ifndef ONNXBIT_TEST_EMULATED_X86_INTRINSICS_H
 #define ONNXBIT_TEST_EMULATED_X86_INTRINSICS_H
 #include <immintrin.h>
@@ -205,6 +206,165 @@ static inline void emu_store_si512(void *p, emu512i v) {
     if ((uintptr_t)p % 64) abort(); /* the real instruction would fault */
     memcpy(p, v.b, 64);
 }
+/* The pixel-lanes conv kernel (tconv_pixel_lanes_avx512.c): signed dword
+ * compares and masks, the float epilogue, and the quantization of floats to
+ * bytes (round to nearest even, saturating packs, per-128-bit-lane byte
+ * shuffle), each as the instruction defines it. */
+static inline emu512i emu_loadu_si512(const void *p) { emu512i r; memcpy(r.b, p, 64); return r; }
+static inline emu512i emu_xor_si512(emu512i a, emu512i b) {
+    for (int i = 0; i < 64; i++) a.b[i] ^= b.b[i];
+    return a;
+}
+static inline emu512i emu_sub_epi32(emu512i a, emu512i b) {
+    uint32_t x[16], y[16];
+    memcpy(x, a.b, 64);
+    memcpy(y, b.b, 64);
+    for (int i = 0; i < 16; i++) x[i] -= y[i];
+    memcpy(a.b, x, 64);
+    return a;
+}
+static inline emu512i emu_max_epi32(emu512i a, emu512i b) {
+    int32_t x[16], y[16];
+    memcpy(x, a.b, 64);
+    memcpy(y, b.b, 64);
+    for (int i = 0; i < 16; i++) x[i] = x[i] > y[i] ? x[i] : y[i];
+    memcpy(a.b, x, 64);
+    return a;
+}
+static inline __mmask16 emu_cmpge_epi32_mask(emu512i a, emu512i b) {
+    int32_t x[16], y[16];
+    unsigned k = 0;
+    memcpy(x, a.b, 64);
+    memcpy(y, b.b, 64);
+    for (int i = 0; i < 16; i++) k |= (unsigned)(x[i] >= y[i]) << i;
+    return (__mmask16)k;
+}
+/* Lanes whose mask bit is set come from a, the others from src. */
+static inline emu512i emu_mask_mov_epi32(emu512i src, __mmask16 k, emu512i a) {
+    for (int i = 0; i < 16; i++)
+        if (k >> i & 1) memcpy(src.b + 4 * i, a.b + 4 * i, 4);
+    return src;
+}
+static inline emu512 emu_mask_mov_ps(emu512 src, __mmask16 k, emu512 a) {
+    for (int i = 0; i < 16; i++)
+        if (k >> i & 1) src.f[i] = a.f[i];
+    return src;
+}
+static inline emu512i emu_castps_si512(emu512 a) { emu512i r; memcpy(r.b, a.f, 64); return r; }
+static inline emu512 emu_castsi512_ps(emu512i a) { emu512 r; memcpy(r.f, a.b, 64); return r; }
+static inline emu512 emu_div_ps(emu512 a, emu512 b) {
+    for (int i = 0; i < 16; i++) a.f[i] /= b.f[i];
+    return a;
+}
+/* vmaxps / vminps: the second operand when either is NaN (or both are zeros). */
+static inline emu512 emu_max_ps(emu512 a, emu512 b) {
+    for (int i = 0; i < 16; i++) a.f[i] = a.f[i] > b.f[i] ? a.f[i] : b.f[i];
+    return a;
+}
+static inline emu512 emu_min_ps(emu512 a, emu512 b) {
+    for (int i = 0; i < 16; i++) a.f[i] = a.f[i] < b.f[i] ? a.f[i] : b.f[i];
+    return a;
+}
+/* vcvtps2dq under the default MXCSR: round to nearest, ties to even, worked
+ * out here rather than by rintf (the reference rounds with rintf); NaN and
+ * values outside the int32 range give the integer indefinite 0x80000000. */
+static inline int32_t emu_round_to_int32(float v) {
+    if (!(v >= -2147483648.0f && v < 2147483648.0f)) return INT32_MIN;
+    const float whole = truncf(v), fraction = fabsf(v - whole); /* both exact */
+    int64_t r = (int64_t)whole;
+    const int64_t away = v < 0 ? -1 : 1;
+    if (fraction > 0.5f || (fraction == 0.5f && (r & 1))) r += away;
+    return (int32_t)r;
+}
+static inline emu512i emu_cvtps_epi32(emu512 a) {
+    int32_t d[16];
+    emu512i r;
+    for (int i = 0; i < 16; i++) d[i] = emu_round_to_int32(a.f[i]);
+    memcpy(r.b, d, 64);
+    return r;
+}
+static inline int16_t emu_saturate_int16(int32_t v) { return (int16_t)(v < -32768 ? -32768 : v > 32767 ? 32767 : v); }
+static inline int8_t emu_saturate_int8(int16_t v) { return (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v); }
+/* vpackssdw: per 128-bit lane, a's four dwords then b's, as saturated words. */
+static inline emu512i emu_packs_epi32(emu512i a, emu512i b) {
+    int32_t x[16], y[16];
+    int16_t w[32];
+    emu512i r;
+    memcpy(x, a.b, 64);
+    memcpy(y, b.b, 64);
+    for (int lane = 0; lane < 4; lane++)
+        for (int i = 0; i < 4; i++) {
+            w[8 * lane + i] = emu_saturate_int16(x[4 * lane + i]);
+            w[8 * lane + 4 + i] = emu_saturate_int16(y[4 * lane + i]);
+        }
+    memcpy(r.b, w, 64);
+    return r;
+}
+/* vpacksswb: per 128-bit lane, a's eight words then b's, as saturated bytes. */
+static inline emu512i emu_packs_epi16(emu512i a, emu512i b) {
+    int16_t x[32], y[32];
+    int8_t v[64];
+    emu512i r;
+    memcpy(x, a.b, 64);
+    memcpy(y, b.b, 64);
+    for (int lane = 0; lane < 4; lane++)
+        for (int i = 0; i < 8; i++) {
+            v[16 * lane + i] = emu_saturate_int8(x[8 * lane + i]);
+            v[16 * lane + 8 + i] = emu_saturate_int8(y[8 * lane + i]);
+        }
+    memcpy(r.b, v, 64);
+    return r;
+}
+static inline emu512i emu_broadcast_i32x4(__m128i v) {
+    emu512i r;
+    for (int lane = 0; lane < 4; lane++) memcpy(r.b + 16 * lane, &v, 16);
+    return r;
+}
+/* vpshufb: within each 128-bit lane, byte i = a's byte (idx[i] & 15) of that
+ * lane, or 0 when idx[i] has its top bit set. */
+static inline emu512i emu_shuffle_epi8(emu512i a, emu512i idx) {
+    emu512i r;
+    for (int lane = 0; lane < 4; lane++)
+        for (int i = 0; i < 16; i++) {
+            const uint8_t s = idx.b[16 * lane + i];
+            r.b[16 * lane + i] = s & 0x80 ? 0 : a.b[16 * lane + (s & 15)];
+        }
+    return r;
+}
+/* vcompressps, zero-masking: the lanes selected by k, in order, then zeros. */
+static inline emu512 emu_maskz_compress_ps(__mmask16 k, emu512 a) {
+    emu512 r;
+    int n = 0;
+    memset(r.f, 0, sizeof r.f);
+    for (int i = 0; i < 16; i++)
+        if (k >> i & 1) r.f[n++] = a.f[i];
+    return r;
+}
+/* Masked store: only the selected lanes touch memory (the others may lie
+ * past the end of the buffer: the instruction suppresses their faults). */
+static inline void emu_mask_storeu_ps(float *p, __mmask16 k, emu512 a) {
+    for (int i = 0; i < 16; i++)
+        if (k >> i & 1) memcpy(p + i, &a.f[i], sizeof(float));
+}
+#define _mm512_loadu_si512 emu_loadu_si512
+#define _mm512_xor_si512 emu_xor_si512
+#define _mm512_sub_epi32 emu_sub_epi32
+#define _mm512_max_epi32 emu_max_epi32
+#define _mm512_cmpge_epi32_mask emu_cmpge_epi32_mask
+#define _mm512_mask_mov_epi32 emu_mask_mov_epi32
+#define _mm512_mask_mov_ps emu_mask_mov_ps
+#define _mm512_castps_si512 emu_castps_si512
+#define _mm512_castsi512_ps emu_castsi512_ps
+#define _mm512_div_ps emu_div_ps
+#define _mm512_max_ps emu_max_ps
+#define _mm512_min_ps emu_min_ps
+#define _mm512_cvtps_epi32 emu_cvtps_epi32
+#define _mm512_packs_epi32 emu_packs_epi32
+#define _mm512_packs_epi16 emu_packs_epi16
+#define _mm512_broadcast_i32x4 emu_broadcast_i32x4
+#define _mm512_shuffle_epi8 emu_shuffle_epi8
+#define _mm512_maskz_compress_ps emu_maskz_compress_ps
+#define _mm512_mask_storeu_ps emu_mask_storeu_ps
 #define _mm512_setr_epi64 emu_setr_epi64
 #define _mm512_set1_epi64 emu_set1_epi64
 #define _mm512_permutex2var_epi64 emu_permutex2var_epi64
