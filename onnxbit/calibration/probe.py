@@ -1,6 +1,11 @@
 """The search's model runs: one onnxruntime session over the model with the
 candidate layers' weights as inputs, fed the dequantized values the
-converter will store, so any mix of precisions runs without rebuilding."""
+converter will store, so any mix of precisions runs without rebuilding.
+
+The quantizers work on a layer's [K, N] view; the value fed is that view
+put back in the initializer's own layout: as it is (MatMul, Gemm), transposed
+(Gemm transB) or, for a Conv, its rows [N = M, K] reshaped to the weight's
+[M, C/group, *kernel] (onnxruntime's Conv takes a non-constant weight)."""
 
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class Probe:
 
     def __init__(self, model: onnx.ModelProto, layers: list[CalibratedLayer], stored_transposed: dict[str, bool],
                  weights: dict[str, np.ndarray]):
+        """stored_transposed: node -> its initializer holds the [K, N] view
+        transposed (Gemm transB; Conv layers are known by layer.conv)."""
         import onnxruntime as ort
 
         probe = onnx.ModelProto()
@@ -87,7 +94,11 @@ class Probe:
                 values = self.quantized(node, precision).dequantize()
             else:
                 values = dequantized(self.weights[node], settings).astype(np.float32)
-            self._cache[key] = np.ascontiguousarray(values.T if self.stored_transposed[node] else values)
+            if layer.conv is not None:
+                values = values.T.reshape(layer.conv.weight_shape)
+            elif self.stored_transposed[node]:
+                values = values.T
+            self._cache[key] = np.ascontiguousarray(values, dtype=np.float32)
         return self._cache[key]
 
     def run(self, assignment: dict[str, str], feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
