@@ -96,12 +96,17 @@ def conv_gram(x: np.ndarray, spec: ConvSpec, chunk_bytes: int = CHUNK_BYTES) -> 
     return gram
 
 
-def output_positions(spec: ConvSpec, spatial: tuple[int, ...]) -> int:
-    """Output positions per sample and channel of the Conv on an input of `spatial` size."""
+def output_size(spec: ConvSpec, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """The Conv's output spatial size on an input of `spatial` size."""
     rank = len(spatial)
     kernel = spec.weight_shape[2:]
     strides = list(spec.attrs.get("strides") or [1] * rank)
     dilations = list(spec.attrs.get("dilations") or [1] * rank)
     begin, end = conv_pads(spec, spatial)
-    return int(np.prod([(size + b + e - (k - 1) * d - 1) // s + 1
-                        for size, b, e, k, s, d in zip(spatial, begin, end, kernel, strides, dilations)]))
+    return tuple((size + b + e - (k - 1) * d - 1) // s + 1
+                 for size, b, e, k, s, d in zip(spatial, begin, end, kernel, strides, dilations))
+
+
+def output_positions(spec: ConvSpec, spatial: tuple[int, ...]) -> int:
+    """Output positions per sample and channel of the Conv on an input of `spatial` size."""
+    return int(np.prod(output_size(spec, spatial)))

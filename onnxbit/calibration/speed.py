@@ -106,6 +106,8 @@ def one_layer_model(k: int, n: int, seed: int = 0) -> onnx.ModelProto:
 
 def one_conv_model(conv, input_shape: Sequence[int], seed: int = 0) -> onnx.ModelProto:
     """A float model Y = Conv(X, W) with the layer's weight shape and attributes, X of input_shape."""
+    from onnxbit.calibration.conv_rows import output_size
+
     shape = tuple(conv.weight_shape)
     fan_in = int(np.prod(shape[1:]))
     weight = (np.random.default_rng(seed).standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
@@ -113,7 +115,8 @@ def one_conv_model(conv, input_shape: Sequence[int], seed: int = 0) -> onnx.Mode
     graph = helper.make_graph(
         [helper.make_node("Conv", ["X", "W"], ["Y"], name="layer", **attrs)], "conv_speed",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [int(d) for d in input_shape])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [int(input_shape[0]), shape[0],
+                                                               *output_size(conv, tuple(input_shape[2:]))])],
         [onnx.numpy_helper.from_array(weight, "W")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
