@@ -257,3 +257,48 @@ def test_conv_speed_is_measured_for_the_performance_goal(cnn, tmp_path):
     ratio = speed.conv(stem.settings("ternary"), stem.conv, (1, 3, 16, 16))
     assert math.isfinite(ratio) and ratio > 0
     assert len(json.loads((tmp_path / "speed.json").read_text())) == 1
+
+
+def _with_constant_node_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every initializer moved into an (unnamed) Constant node, as paddle2onnx exports."""
+    moved = onnx.ModelProto()
+    moved.CopyFrom(model)
+    constants = [helper.make_node("Constant", [], [t.name], value=t) for t in moved.graph.initializer]
+    del moved.graph.initializer[:]
+    nodes = constants + list(moved.graph.node)
+    del moved.graph.node[:]
+    moved.graph.node.extend(nodes)
+    return moved
+
+
+def test_weights_held_by_constant_nodes_are_calibrated_too(cnn, tmp_path):
+    model_path, images = cnn
+    path = tmp_path / "constants.onnx"
+    onnx.save(_with_constant_node_weights(onnx.load(model_path)), path)
+    result = calibrate(str(path), str(images), "cosine>=0.97", precisions=("int4",))
+    assert [l.node for l in result.layers] == ["stem", "depthwise", "pointwise", "head"] and not result.skipped
+    # GPTQ codes of the Conv layers, keyed by the Constant's output name in the codes file
+    assert {"stem", "pointwise"} <= {l.node for l in result.layers if l.uses_codes()}
+    data = load_calibration_data(str(images), ["X"])
+    _, outputs, predicted = _converted_and_predicted(path, result, tmp_path, data.holdout[:6])
+    for mine, probe in zip(outputs, predicted):
+        np.testing.assert_allclose(mine[0], probe[0], rtol=1e-4, atol=1e-5)
+
+
+def test_ternary_conv_layers_take_static_activation_scales(cnn):
+    from onnxbit.calibration.activations import add_static_activations, check_static_activations
+
+    model_path, images = cnn
+    data = load_calibration_data(str(images), ["X"])
+    result = calibrate(str(model_path), data, "cosine>=0.9", precisions=("ternary",))
+    ternary_convs = {l.node for l in result.layers if l.op == "Conv" and l.precision == "ternary"}
+    assert ternary_convs
+    static = add_static_activations(str(model_path), result, data, "mse")
+    assert ternary_convs <= set(static)
+    check_static_activations(str(model_path), result, data)
+    converted = convert(str(model_path), config=result.config(), progress=False, measure_error=False).model
+    for node in converted.graph.node:
+        if node.op_type == "TernaryConv" and node.name in result.activations:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            assert attrs["act_quant"] == 2
+            assert attrs["act_scale"] == pytest.approx(result.activations[node.name]["act_scale"])

@@ -54,6 +54,13 @@ class Probe:
                                                                             list(tensor.dims)))
         del probe.graph.initializer[:]
         probe.graph.initializer.extend(kept)
+        # Weights held by main-graph Constant nodes (exporters such as paddle2onnx write them so) become inputs too.
+        constants = [n for n in probe.graph.node if n.op_type == "Constant" and n.output[0] in names]
+        for node in constants:
+            value = next(a.t for a in node.attribute if a.name == "value")
+            probe.graph.input.append(onnx.helper.make_tensor_value_info(node.output[0], value.data_type,
+                                                                        list(value.dims)))
+            probe.graph.node.remove(node)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -368,10 +368,18 @@ def _single_group_gram(x: np.ndarray, spec) -> np.ndarray:
     return conv_gram(x, spec)[0]
 
 
+def _constant_node_name(tensor) -> str | None:
+    """The name of the Constant node (with a dense value) that `tensor` is the output of, else None."""
+    producer = tensor.inputs[0] if tensor.inputs else None
+    if producer is None or producer.op != "Constant" or "value" not in producer.attrs:
+        return None
+    return producer.name
+
+
 def _candidate_layers(model: onnx.ModelProto):
-    """Main-graph MatMul/Gemm layers whose weight is an initializer read as
-    it is (Gemm transB allowed, alpha 1), and Conv layers whose weight is an
-    initializer: what a weight input can stand in for."""
+    """Main-graph MatMul/Gemm layers whose weight is an initializer or a
+    Constant node's value read as it is (Gemm transB allowed, alpha 1), and
+    Conv layers whose weight is one: what a weight input can stand in for."""
     import onnx_graphsurgeon as gs
 
     from onnxbit.passes.base import PassContext
@@ -393,11 +401,12 @@ def _candidate_layers(model: onnx.ModelProto):
             skipped[site.node.name] = ("ConvTranspose layers are not calibrated (MatMul, Gemm and Conv are): it stays "
                                        "float in the calibrated config; a config rule or --preset int8 converts it")
             continue
-        if site.in_subgraph or name not in initializers:
-            skipped[site.node.name] = "the weight is not a main-graph initializer"
+        source = name if name in initializers else _constant_node_name(site.node.inputs[1])
+        if site.in_subgraph or source is None:
+            skipped[site.node.name] = "the weight is not a main-graph initializer or Constant node"
             continue
-        read_as_is = ((f"{name}|Conv-rows:{site.conv.group}",) if site.conv is not None
-                      else (name, f"{name}|transpose:[1, 0]"))
+        read_as_is = ((f"{source}|Conv-rows:{site.conv.group}",) if site.conv is not None
+                      else (source, f"{source}|transpose:[1, 0]"))
         if site.weight_key not in read_as_is:
             skipped[site.node.name] = f"the weight is transformed before use ({site.weight_key})"
             continue
