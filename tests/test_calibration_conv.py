@@ -97,6 +97,24 @@ def test_one_dimensional_conv_rows():
         next(im2col_chunks(np.zeros((1, 5, 17), np.float32), spec))
 
 
+def test_grouped_gptq_quantizes_each_column_block_with_its_own_inputs():
+    from onnxbit.quant.gptq import quantize_int_gptq, quantize_int_gptq_column_groups
+
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((40, 6)).astype(np.float32)
+    xs = [rng.standard_normal((200, 40)) * rng.uniform(0.1, 3, 40) for _ in range(3)]
+    hs = np.stack([x.T @ x for x in xs])
+    grouped = quantize_int_gptq_column_groups(w, hs, 4, symmetric=False, granularity="group", group_size=32)
+    for g, h in enumerate(hs):
+        alone = quantize_int_gptq(w[:, 2 * g:2 * g + 2], h, 4, symmetric=False, granularity="group", group_size=32)
+        np.testing.assert_array_equal(grouped.codes[:, 2 * g:2 * g + 2], alone.codes)
+        np.testing.assert_array_equal(grouped.scales[:, 2 * g:2 * g + 2], alone.scales)
+        np.testing.assert_array_equal(grouped.zero_points[:, 2 * g:2 * g + 2], alone.zero_points)
+    assert grouped.scales.shape == (2, 6) and grouped.dequantize().shape == (40, 6)
+    with pytest.raises(ValueError, match="groups dividing 6"):
+        quantize_int_gptq_column_groups(w, np.concatenate([hs, hs[:1]]), 4)
+
+
 def small_cnn(rng: np.random.Generator, wide: int = 0) -> onnx.ModelProto:
     """[n, 3, 16, 16] -> Conv s2 -> depthwise -> pointwise -> global pool -> Gemm [n, 10].
     wide: channels of an extra 3x3 Conv whose K (wide * 9) can exceed MAX_GRAM_K."""
@@ -168,10 +186,9 @@ def test_a_small_cnn_calibrates_and_converts_to_what_the_probe_predicted(cnn, tm
     assert [l.node for l in convs] == ["stem", "depthwise", "pointwise"]
     assert all(set(l.sensitivity) == set(precisions) for l in convs)
     assert any(l.precision != "fp32" for l in convs)
-    # group 1 convs are error-compensated with their im2col X^T X; the depthwise one says why it is not
+    # Convs are error-compensated with their im2col X^T X (the depthwise one: one per group)
     by_name = {l.node: l for l in result.layers}
-    assert by_name["stem"].compensated and by_name["pointwise"].compensated
-    assert not by_name["depthwise"].compensated and "group=16" in by_name["depthwise"].notes[0]
+    assert all(by_name[n].compensated for n in ("stem", "depthwise", "pointwise"))
     assert (by_name["stem"].k, by_name["stem"].n) == (27, 16)
     assert "stem" not in result.skipped and result.met
     data = load_calibration_data(str(images), ["X"])
@@ -278,7 +295,7 @@ def test_weights_held_by_constant_nodes_are_calibrated_too(cnn, tmp_path):
     result = calibrate(str(path), str(images), "cosine>=0.97", precisions=("int4",))
     assert [l.node for l in result.layers] == ["stem", "depthwise", "pointwise", "head"] and not result.skipped
     # GPTQ codes of the Conv layers, keyed by the Constant's output name in the codes file
-    assert {"stem", "pointwise"} <= {l.node for l in result.layers if l.uses_codes()}
+    assert {"stem", "depthwise", "pointwise"} <= {l.node for l in result.layers if l.uses_codes()}
     data = load_calibration_data(str(images), ["X"])
     _, outputs, predicted = _converted_and_predicted(path, result, tmp_path, data.holdout[:6])
     for mine, probe in zip(outputs, predicted):

@@ -19,7 +19,8 @@ import numpy as np
 from onnxbit.layers.conv import ConvSpec
 
 # Above this K a float64 K x K matrix (and GPTQ's inverse of it) costs too much
-# memory and time per layer (4608 = 512 channels x 3 x 3: 170 MB per matrix).
+# memory and time per layer (4608 = 512 channels x 3 x 3: 170 MB per matrix);
+# a grouped Conv's group x K x K matrices are held to the same total.
 MAX_GRAM_K = 4608
 CHUNK_BYTES = 64 << 20  # float64 im2col rows unfolded at once
 
@@ -47,10 +48,10 @@ def conv_pads(spec: ConvSpec, spatial: tuple[int, ...]) -> tuple[list[int], list
     return [int(p) for p in pads[:rank]], [int(p) for p in pads[rank:]]
 
 
-def im2col_chunks(x: np.ndarray, spec: ConvSpec, chunk_bytes: int = CHUNK_BYTES
-                  ) -> Iterator[tuple[int, np.ndarray]]:
-    """(group, float64 rows [R, K]) covering every output position of every
-    sample in x [B, C, *spatial], a bounded number of rows at a time."""
+def im2col_chunks(x: np.ndarray, spec: ConvSpec, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """float64 rows [group, R, K] (each group's rows for the same R output
+    positions) covering every output position of every sample in x
+    [B, C, *spatial], a bounded number of rows at a time."""
     if spec.op != "Conv":
         raise ValueError(f"im2col rows are defined for Conv, not {spec.op}")
     x = np.asarray(x)
@@ -74,25 +75,24 @@ def im2col_chunks(x: np.ndarray, spec: ConvSpec, chunk_bytes: int = CHUNK_BYTES
                        *(slice(None, None, d) for d in dilations))]
     k = per_group * int(np.prod(kernel))
     positions = windows.shape[2:2 + rank]
+    windows = windows.reshape(x.shape[0], group, per_group, *windows.shape[2:])
     # Chunks run along the first spatial output axis: rows of that many positions each.
     per_line = int(np.prod(positions[1:]))
-    lines = max(1, chunk_bytes // max(1, 8 * k * per_line))
-    # [B, *positions, C, *kernel]: each output position's window, channels first, as the weight's rows are
+    lines = max(1, chunk_bytes // max(1, 8 * group * k * per_line))
+    # [group, *positions, C/group, *kernel]: each output position's window, channels first, as the weight's rows are
     order = (0, *range(2, 2 + rank), 1, *range(2 + rank, 2 + 2 * rank))
     for sample in range(x.shape[0]):
-        for g in range(group):
-            channels = windows[sample:sample + 1, g * per_group:(g + 1) * per_group]
-            for start in range(0, positions[0], lines):
-                piece = channels[:, :, start:start + lines].transpose(order)
-                yield g, piece.reshape(-1, k).astype(np.float64)
+        for start in range(0, positions[0], lines):
+            piece = windows[sample, :, :, start:start + lines].transpose(order)
+            yield piece.reshape(group, -1, k).astype(np.float64)
 
 
 def conv_gram(x: np.ndarray, spec: ConvSpec, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """float64 [group, K, K]: each group's sum of r r^T over the im2col rows r of x."""
     k = spec.weight_shape[1] * int(np.prod(spec.weight_shape[2:]))
     gram = np.zeros((spec.group, k, k))
-    for g, rows in im2col_chunks(x, spec, chunk_bytes):
-        gram[g] += rows.T @ rows
+    for rows in im2col_chunks(x, spec, chunk_bytes):
+        gram += np.matmul(rows.transpose(0, 2, 1), rows)
     return gram
 
 

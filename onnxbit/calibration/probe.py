@@ -69,19 +69,21 @@ class Probe:
         self.weights = weights  # node -> float32 [K, N]
         self._cache: dict[tuple[str, str, str], np.ndarray] = {}
         self.batch: bool | None = None  # stack samples into one run (None: not tried yet)
-        self.hessians: dict[str, np.ndarray] = {}  # node -> X^T X of its input (compensated layers)
+        # node -> X^T X of its input (compensated layers): [K, K], or [group, K, K] for a grouped Conv
+        self.hessians: dict[str, np.ndarray] = {}
         self._results: dict[tuple[str, str], Any] = {}
 
     def quantized(self, node: str, precision: str):
         """The compensated layer's QuantResult at an int precision (cached)."""
-        from onnxbit.quant.gptq import quantize_int_gptq
+        from onnxbit.quant.gptq import quantize_int_gptq, quantize_int_gptq_column_groups
 
         key = (node, precision)
         if key not in self._results:
             s = self.layers[node].settings(precision)
-            self._results[key] = quantize_int_gptq(self.weights[node], self.hessians[node], int(precision[3:]),
-                                                   symmetric=s["symmetric"], granularity=s["granularity"],
-                                                   group_size=s.get("group_size"))
+            h = self.hessians[node]
+            quantize = quantize_int_gptq if h.ndim == 2 else quantize_int_gptq_column_groups
+            self._results[key] = quantize(self.weights[node], h, int(precision[3:]), symmetric=s["symmetric"],
+                                          granularity=s["granularity"], group_size=s.get("group_size"))
         return self._results[key]
 
     def layer_error(self, node: str, settings: dict[str, Any]) -> float:
@@ -90,6 +92,11 @@ class Probe:
         w, h = self.weights[node], self.hessians[node]
         delta = (dequantized(w, settings) - w).astype(np.float64)
         w = w.astype(np.float64)
+        if h.ndim == 3:  # a grouped Conv: column block g reads inputs whose X^T X is h[g]
+            blocks = h.shape[0]
+            delta = delta.reshape(delta.shape[0], blocks, -1).transpose(1, 0, 2)
+            w = w.reshape(w.shape[0], blocks, -1).transpose(1, 0, 2)
+            return float(np.einsum("gkn,gkn->", delta, h @ delta) / max(np.einsum("gkn,gkn->", w, h @ w), 1e-30))
         return float(np.einsum("kn,kn->", delta, h @ delta) / max(np.einsum("kn,kn->", w, h @ w), 1e-30))
 
     def stored(self, node: str, precision: str) -> np.ndarray:

@@ -329,11 +329,12 @@ class _BudgetCheck:
 def _compensate(model: onnx.ModelProto, layers: list[CalibratedLayer], probe: Probe,
                 feeds: Sequence[dict[str, np.ndarray]]) -> None:
     """Mark the layers whose input X^T X could be measured as compensated
-    (a Conv's: its im2col rows', for group 1 and K up to MAX_GRAM_K)."""
+    (a Conv's: its im2col rows', one X^T X per group, while they fit in
+    MAX_GRAM_K x MAX_GRAM_K values)."""
     from functools import partial
 
     from onnxbit.calibration.codes import weight_digest
-    from onnxbit.calibration.conv_rows import MAX_GRAM_K
+    from onnxbit.calibration.conv_rows import MAX_GRAM_K, conv_gram
     from onnxbit.calibration.hessians import input_grams
     from onnxbit.quant.gptq import hessian
 
@@ -343,29 +344,25 @@ def _compensate(model: onnx.ModelProto, layers: list[CalibratedLayer], probe: Pr
             continue
         if layer.conv is None:
             sources[f"rows of {layer.activation}"] = (layer.activation, hessian)
-        elif layer.conv.group != 1:
-            layer.notes.append(f"not error-compensated: group={layer.conv.group} gives each group of output channels "
-                               "its own input X^T X (int codes are rounded to nearest; ternary rules are compared on "
-                               "the model's outputs)")
-        elif layer.k > MAX_GRAM_K:
-            layer.notes.append(f"not error-compensated: K={layer.k} im2col rows need a {layer.k} x {layer.k} X^T X, "
-                               f"over the {MAX_GRAM_K} kept in memory (int codes are rounded to nearest)")
+        elif layer.conv.group * layer.k * layer.k > MAX_GRAM_K * MAX_GRAM_K:
+            layer.notes.append(f"not error-compensated: its im2col rows (K={layer.k}, group={layer.conv.group}) need "
+                               f"{layer.conv.group} x {layer.k} x {layer.k} X^T X values, over the {MAX_GRAM_K} x "
+                               f"{MAX_GRAM_K} kept in memory (int codes are rounded to nearest; ternary rules are "
+                               "compared on the model's outputs)")
         else:
-            sources[f"im2col rows of {layer.node}"] = (layer.activation, partial(_single_group_gram, spec=layer.conv))
+            sources[f"im2col rows of {layer.node}"] = (layer.activation, partial(conv_gram, spec=layer.conv))
     grams = input_grams(model, sources, feeds)
     for layer in layers:
         key = f"rows of {layer.activation}" if layer.conv is None else f"im2col rows of {layer.node}"
         h = grams.get(key)
-        if h is not None and h.shape == (layer.k, layer.k) and np.isfinite(h).all():
+        if layer.conv is not None and h is not None and h.shape[0] == 1:
+            h = h[0]  # group 1: one X^T X for every column, as a MatMul's
+        expected = (layer.k, layer.k) if layer.conv is None or layer.conv.group == 1 else (layer.conv.group, layer.k,
+                                                                                           layer.k)
+        if h is not None and h.shape == expected and np.isfinite(h).all():
             layer.compensated = True
             layer.digest = weight_digest(probe.weights[layer.node])
             probe.hessians[layer.node] = h
-
-
-def _single_group_gram(x: np.ndarray, spec) -> np.ndarray:
-    from onnxbit.calibration.conv_rows import conv_gram
-
-    return conv_gram(x, spec)[0]
 
 
 def _constant_node_name(tensor) -> str | None:
