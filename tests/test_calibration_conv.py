@@ -170,7 +170,8 @@ def _converted_and_predicted(model_path, result, tmp_path, feeds):
     layers, _, transposed, weights = _candidate_layers(proto)
     chosen = {l.node: l for l in result.layers}
     for layer in layers:  # the probe of the calibrated layers: their chosen settings and codes
-        for field in ("precision", "ternary_method", "ternary_scale", "ternary_granularity", "compensated", "quantized"):
+        for field in ("precision", "ternary_method", "ternary_scale", "ternary_granularity", "compensated",
+                      "quantized"):
             setattr(layer, field, getattr(chosen[layer.node], field))
     probe = Probe(proto, layers, transposed, weights)
     probe._results.update({(l.node, l.precision): l.quantized for l in layers if l.uses_codes()})

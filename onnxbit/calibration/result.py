@@ -181,7 +181,8 @@ class CalibrationResult:
         for l in self.layers:
             if l.node in self.speed:
                 measured = self.speed[l.node]
-                rows = "rows" if l.conv is None else f"{l.op} {'x'.join(map(str, l.conv.weight_shape))} output positions"
+                shape = "x".join(map(str, l.conv.weight_shape)) if l.conv is not None else ""
+                rows = f"{l.op} {shape} output positions" if shape else "rows"
                 shapes[(rows, int(measured["rows"]), l.k, l.n)] = {p: r for p, r in measured.items() if p != "rows"}
         return [f"speed vs float at {m} x {k} x {n} ({rows} x K x N): "
                 + ", ".join(f"{p} {r:.2f}x" + ("" if r >= 1.0 else " (slower: not considered)")
