@@ -1,6 +1,11 @@
 """The search's model runs: one onnxruntime session over the model with the
 candidate layers' weights as inputs, fed the dequantized values the
-converter will store, so any mix of precisions runs without rebuilding."""
+converter will store, so any mix of precisions runs without rebuilding.
+
+The quantizers work on a layer's [K, N] view; the value fed is that view
+put back in the initializer's own layout: as it is (MatMul, Gemm), transposed
+(Gemm transB) or, for a Conv, its rows [N = M, K] reshaped to the weight's
+[M, C/group, *kernel] (onnxruntime's Conv takes a non-constant weight)."""
 
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class Probe:
 
     def __init__(self, model: onnx.ModelProto, layers: list[CalibratedLayer], stored_transposed: dict[str, bool],
                  weights: dict[str, np.ndarray]):
+        """stored_transposed: node -> its initializer holds the [K, N] view
+        transposed (Gemm transB; Conv layers are known by layer.conv)."""
         import onnxruntime as ort
 
         probe = onnx.ModelProto()
@@ -47,6 +54,13 @@ class Probe:
                                                                             list(tensor.dims)))
         del probe.graph.initializer[:]
         probe.graph.initializer.extend(kept)
+        # Weights held by main-graph Constant nodes (exporters such as paddle2onnx write them so) become inputs too.
+        constants = [n for n in probe.graph.node if n.op_type == "Constant" and n.output[0] in names]
+        for node in constants:
+            value = next(a.t for a in node.attribute if a.name == "value")
+            probe.graph.input.append(onnx.helper.make_tensor_value_info(node.output[0], value.data_type,
+                                                                        list(value.dims)))
+            probe.graph.node.remove(node)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -55,19 +69,21 @@ class Probe:
         self.weights = weights  # node -> float32 [K, N]
         self._cache: dict[tuple[str, str, str], np.ndarray] = {}
         self.batch: bool | None = None  # stack samples into one run (None: not tried yet)
-        self.hessians: dict[str, np.ndarray] = {}  # node -> X^T X of its input (compensated layers)
+        # node -> X^T X of its input (compensated layers): [K, K], or [group, K, K] for a grouped Conv
+        self.hessians: dict[str, np.ndarray] = {}
         self._results: dict[tuple[str, str], Any] = {}
 
     def quantized(self, node: str, precision: str):
         """The compensated layer's QuantResult at an int precision (cached)."""
-        from onnxbit.quant.gptq import quantize_int_gptq
+        from onnxbit.quant.gptq import quantize_int_gptq, quantize_int_gptq_column_groups
 
         key = (node, precision)
         if key not in self._results:
             s = self.layers[node].settings(precision)
-            self._results[key] = quantize_int_gptq(self.weights[node], self.hessians[node], int(precision[3:]),
-                                                   symmetric=s["symmetric"], granularity=s["granularity"],
-                                                   group_size=s.get("group_size"))
+            h = self.hessians[node]
+            quantize = quantize_int_gptq if h.ndim == 2 else quantize_int_gptq_column_groups
+            self._results[key] = quantize(self.weights[node], h, int(precision[3:]), symmetric=s["symmetric"],
+                                          granularity=s["granularity"], group_size=s.get("group_size"))
         return self._results[key]
 
     def layer_error(self, node: str, settings: dict[str, Any]) -> float:
@@ -76,6 +92,11 @@ class Probe:
         w, h = self.weights[node], self.hessians[node]
         delta = (dequantized(w, settings) - w).astype(np.float64)
         w = w.astype(np.float64)
+        if h.ndim == 3:  # a grouped Conv: column block g reads inputs whose X^T X is h[g]
+            blocks = h.shape[0]
+            delta = delta.reshape(delta.shape[0], blocks, -1).transpose(1, 0, 2)
+            w = w.reshape(w.shape[0], blocks, -1).transpose(1, 0, 2)
+            return float(np.einsum("gkn,gkn->", delta, h @ delta) / max(np.einsum("gkn,gkn->", w, h @ w), 1e-30))
         return float(np.einsum("kn,kn->", delta, h @ delta) / max(np.einsum("kn,kn->", w, h @ w), 1e-30))
 
     def stored(self, node: str, precision: str) -> np.ndarray:
@@ -87,7 +108,11 @@ class Probe:
                 values = self.quantized(node, precision).dequantize()
             else:
                 values = dequantized(self.weights[node], settings).astype(np.float32)
-            self._cache[key] = np.ascontiguousarray(values.T if self.stored_transposed[node] else values)
+            if layer.conv is not None:
+                values = values.T.reshape(layer.conv.weight_shape)
+            elif self.stored_transposed[node]:
+                values = values.T
+            self._cache[key] = np.ascontiguousarray(values, dtype=np.float32)
         return self._cache[key]
 
     def run(self, assignment: dict[str, str], feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:

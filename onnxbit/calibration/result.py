@@ -57,6 +57,10 @@ class CalibratedLayer:
     # the fast integer ops; the search's simulation does not see that error, the
     # converted-model check (check_converted) does
     int8_activations: bool = False
+    op: str = "MatMul"  # the node's op type (MatMul, Gemm, Conv)
+    # Conv: the weight's shape and attributes (onnxbit.layers.conv.ConvSpec); the [K, N] view is its rows transposed
+    conv: Any = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)  # what calibration could not do for this layer, and why
 
     def weight_bytes(self, precision: str | None = None) -> int:
         return weight_bytes(precision or self.precision, self.k, self.n)
@@ -137,11 +141,13 @@ class CalibrationResult:
             "holdout_value": self.holdout_value,
             "samples": {"calibration": self.samples[0], "holdout": self.samples[1]},
             "size_ratio": self.size_ratio,
-            "layers": [{"node": l.node, "weight": l.weight, "k": l.k, "n": l.n, "precision": l.precision,
+            "layers": [{"node": l.node, "op": l.op, "weight": l.weight, "k": l.k, "n": l.n, "precision": l.precision,
                         "bytes": l.weight_bytes(), "bytes_fp32": l.weight_bytes("fp32"),
                         "sensitivity": l.sensitivity, "ternary_method": l.ternary_method,
                         "ternary_scale": l.ternary_scale, "ternary_granularity": l.ternary_granularity,
-                        "ternary_method_errors": l.method_errors, "compensated": l.uses_codes()}
+                        "ternary_method_errors": l.method_errors, "compensated": l.uses_codes(),
+                        **({"weight_shape": list(l.conv.weight_shape)} if l.conv is not None else {}),
+                        **({"notes": l.notes} if l.notes else {})}
                        for l in self.layers],
             "skipped": self.skipped,
             "adjustments": self.adjustments,
@@ -171,15 +177,17 @@ class CalibrationResult:
     def speed_lines(self) -> list[str]:
         """One line per measured layer shape: each precision's speed vs float,
         and which ones the search left out for being slower."""
-        shapes: dict[tuple[int, int, int], dict[str, float]] = {}
+        shapes: dict[tuple[str, int, int, int], dict[str, float]] = {}
         for l in self.layers:
             if l.node in self.speed:
                 measured = self.speed[l.node]
-                shapes[(int(measured["rows"]), l.k, l.n)] = {p: r for p, r in measured.items() if p != "rows"}
-        return [f"speed vs float at {m} x {k} x {n} (rows x K x N): "
+                shape = "x".join(map(str, l.conv.weight_shape)) if l.conv is not None else ""
+                rows = f"{l.op} {shape} output positions" if shape else "rows"
+                shapes[(rows, int(measured["rows"]), l.k, l.n)] = {p: r for p, r in measured.items() if p != "rows"}
+        return [f"speed vs float at {m} x {k} x {n} ({rows} x K x N): "
                 + ", ".join(f"{p} {r:.2f}x" + ("" if r >= 1.0 else " (slower: not considered)")
                             for p, r in ratios.items())
-                for (m, k, n), ratios in shapes.items()]
+                for (rows, m, k, n), ratios in shapes.items()]
 
     def render(self, console=None) -> None:
         from rich.console import Console
@@ -204,6 +212,9 @@ class CalibrationResult:
         console.print(f"{self.budget}: {self.calibration_value:.5g} on {self.samples[0]} calibration sample(s), "
                       f"{self.holdout_value:.5g} on {self.samples[1]} held-out sample(s): {verdict}; calibrated "
                       f"layers' weights {self.size_ratio:.3f}x of float", soft_wrap=True)
+        for l in self.layers:
+            for note in l.notes:
+                console.print(f"{l.node}: {note}", soft_wrap=True)
         for node, why in self.skipped.items():
             console.print(f"not calibrated: {node}: {why}", soft_wrap=True)
         for line in self.speed_lines():

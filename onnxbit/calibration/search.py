@@ -97,7 +97,7 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
                                      len(data.holdout)), [(1.0, perfect)], preset=preset)
     if not layers:
         raise ConfigError("no layer to calibrate: " + ("; ".join(f"{k}: {v}" for k, v in skipped.items())
-                                                       or "the model has no MatMul/Gemm with a constant weight")
+                                                       or "the model has no MatMul/Gemm/Conv with a constant weight")
                           + " (a QAT export's fake-quant layers are folded exactly: calibrate with --preset bitnet "
                             "or convert with `onnxbit quantize`)")
     for layer in layers:
@@ -261,14 +261,34 @@ def _fast_enough(proto: onnx.ModelProto, layers: list[CalibratedLayer], precisio
                  progress: Callable[[str, int, int], None] | None
                  ) -> tuple[dict[str, set[str]], dict[str, dict[str, float]]]:
     """Per layer, the precisions measured at least as fast as float for its
-    shape (rows: its input's rows in one calibration sample), and the measurements."""
-    from onnxbit.calibration.hessians import layer_rows
+    shape (rows: its input's rows in one calibration sample; a Conv: its
+    geometry on one sample's input, timed by speed.conv), and the measurements.
+    A Conv layer whose speed cannot be measured (a speed function without
+    .conv) keeps every precision, and its notes say so."""
+    from onnxbit.calibration.conv_rows import output_positions
+    from onnxbit.calibration.hessians import layer_rows, output_session
 
-    rows = layer_rows(proto, [l.activation for l in layers if l.activation], feed)
+    matmuls = [l for l in layers if l.conv is None]
+    convs = [l for l in layers if l.conv is not None and l.activation]
+    rows = layer_rows(proto, [l.activation for l in matmuls if l.activation], feed)
+    shapes = {}
+    if convs:
+        names = list(dict.fromkeys(l.activation for l in convs))
+        shapes = {name: value.shape for name, value in zip(names, output_session(proto, names).run(names, feed))}
     allowed, speedups = {}, {}
     for done, layer in enumerate(layers, 1):
-        m = rows.get(layer.activation, 1)
-        ratios = {p: float(speed(layer.settings(p), layer.k, layer.n, m)) for p in precisions}
+        if layer.conv is None:
+            m = rows.get(layer.activation, 1)
+            ratios = {p: float(speed(layer.settings(p), layer.k, layer.n, m)) for p in precisions}
+        elif layer.activation in shapes and hasattr(speed, "conv"):
+            shape = (1, *shapes[layer.activation][1:])  # one sample, as the layers' rows are counted
+            m = output_positions(layer.conv, tuple(shape[2:]))
+            ratios = {p: float(speed.conv(layer.settings(p), layer.conv, shape)) for p in precisions}
+        else:
+            allowed[layer.node] = set(precisions)
+            layer.notes.append("speed not measured (the speed function times MatMul shapes only): every precision "
+                               "was considered, chosen on accuracy and size alone")
+            continue
         speedups[layer.node] = {"rows": m, **ratios}
         allowed[layer.node] = {p for p, ratio in ratios.items() if ratio >= 1.0}
         if progress is not None:
@@ -308,22 +328,55 @@ class _BudgetCheck:
 
 def _compensate(model: onnx.ModelProto, layers: list[CalibratedLayer], probe: Probe,
                 feeds: Sequence[dict[str, np.ndarray]]) -> None:
-    """Mark the layers whose input X^T X could be measured as compensated."""
-    from onnxbit.calibration.codes import weight_digest
-    from onnxbit.calibration.hessians import layer_hessians
+    """Mark the layers whose input X^T X could be measured as compensated
+    (a Conv's: its im2col rows', one X^T X per group, while they fit in
+    MAX_GRAM_K x MAX_GRAM_K values)."""
+    from functools import partial
 
-    hessians = layer_hessians(model, [l.activation for l in layers if l.activation], feeds)
+    from onnxbit.calibration.codes import weight_digest
+    from onnxbit.calibration.conv_rows import MAX_GRAM_K, conv_gram
+    from onnxbit.calibration.hessians import input_grams
+    from onnxbit.quant.gptq import hessian
+
+    sources = {}
     for layer in layers:
-        h = hessians.get(layer.activation)
-        if h is not None and h.shape == (layer.k, layer.k) and np.isfinite(h).all():
+        if not layer.activation:
+            continue
+        if layer.conv is None:
+            sources[f"rows of {layer.activation}"] = (layer.activation, hessian)
+        elif layer.conv.group * layer.k * layer.k > MAX_GRAM_K * MAX_GRAM_K:
+            layer.notes.append(f"not error-compensated: its im2col rows (K={layer.k}, group={layer.conv.group}) need "
+                               f"{layer.conv.group} x {layer.k} x {layer.k} X^T X values, over the {MAX_GRAM_K} x "
+                               f"{MAX_GRAM_K} kept in memory (int codes are rounded to nearest; ternary rules are "
+                               "compared on the model's outputs)")
+        else:
+            sources[f"im2col rows of {layer.node}"] = (layer.activation, partial(conv_gram, spec=layer.conv))
+    grams = input_grams(model, sources, feeds)
+    for layer in layers:
+        key = f"rows of {layer.activation}" if layer.conv is None else f"im2col rows of {layer.node}"
+        h = grams.get(key)
+        if layer.conv is not None and h is not None and h.shape[0] == 1:
+            h = h[0]  # group 1: one X^T X for every column, as a MatMul's
+        expected = (layer.k, layer.k) if layer.conv is None or layer.conv.group == 1 else (layer.conv.group, layer.k,
+                                                                                           layer.k)
+        if h is not None and h.shape == expected and np.isfinite(h).all():
             layer.compensated = True
             layer.digest = weight_digest(probe.weights[layer.node])
             probe.hessians[layer.node] = h
 
 
+def _constant_node_name(tensor) -> str | None:
+    """The name of the Constant node (with a dense value) that `tensor` is the output of, else None."""
+    producer = tensor.inputs[0] if tensor.inputs else None
+    if producer is None or producer.op != "Constant" or "value" not in producer.attrs:
+        return None
+    return producer.name
+
+
 def _candidate_layers(model: onnx.ModelProto):
-    """Main-graph MatMul/Gemm layers whose weight is an initializer read as
-    it is (Gemm transB allowed, alpha 1): what a weight input can stand in for."""
+    """Main-graph MatMul/Gemm layers whose weight is an initializer or a
+    Constant node's value read as it is (Gemm transB allowed, alpha 1), and
+    Conv layers whose weight is one: what a weight input can stand in for."""
     import onnx_graphsurgeon as gs
 
     from onnxbit.passes.base import PassContext
@@ -341,14 +394,17 @@ def _candidate_layers(model: onnx.ModelProto):
         skipped[record.node] = record.reason
     for site in ctx.weight_sites:
         name = site.weight_name
-        if site.node.op in ("Conv", "ConvTranspose"):
-            skipped[site.node.name] = (f"{site.node.op} layers are not calibrated (MatMul and Gemm are): it stays "
+        if site.node.op == "ConvTranspose":
+            skipped[site.node.name] = ("ConvTranspose layers are not calibrated (MatMul, Gemm and Conv are): it stays "
                                        "float in the calibrated config; a config rule or --preset int8 converts it")
             continue
-        if site.in_subgraph or name not in initializers:
-            skipped[site.node.name] = "the weight is not a main-graph initializer"
+        source = name if name in initializers else _constant_node_name(site.node.inputs[1])
+        if site.in_subgraph or source is None:
+            skipped[site.node.name] = "the weight is not a main-graph initializer or Constant node"
             continue
-        if site.weight_key not in (name, f"{name}|transpose:[1, 0]"):
+        read_as_is = ((f"{source}|Conv-rows:{site.conv.group}",) if site.conv is not None
+                      else (source, f"{source}|transpose:[1, 0]"))
+        if site.weight_key not in read_as_is:
             skipped[site.node.name] = f"the weight is transformed before use ({site.weight_key})"
             continue
         if any(l.weight == name for l in layers):
@@ -356,7 +412,8 @@ def _candidate_layers(model: onnx.ModelProto):
             continue
         trans_a = site.node.op == "Gemm" and int(site.node.attrs.get("transA", 0)) != 0
         activation = None if trans_a or not site.node.inputs else site.node.inputs[0].name
-        layers.append(CalibratedLayer(site.node.name, name, site.k, site.n, activation=activation))
+        layers.append(CalibratedLayer(site.node.name, name, site.k, site.n, activation=activation, op=site.node.op,
+                                      conv=site.conv))
         transposed[site.node.name] = site.weight_key.endswith("|transpose:[1, 0]")
         weights[site.node.name] = np.ascontiguousarray(site.weight, dtype=np.float32)
     return layers, skipped, transposed, weights

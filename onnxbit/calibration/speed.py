@@ -6,7 +6,10 @@ does depends on the shape, the rows per call (tokens), the target's op and
 the CPU, so it is measured, not guessed: a one-MatMul float model of the
 layer's shape [M, K] x [K, N] (random weights: the time does not depend on
 their values) is converted with the exact settings calibration would write,
-and the two run interleaved in onnxruntime, with medians.
+and the two run interleaved in onnxruntime, with medians. A Conv layer is
+timed the same way as a one-Conv model of its weight shape, attributes and
+input size (one calibration sample's), against onnxruntime's fp32 Conv:
+what the converter emits for it (TernaryConv, DequantizeLinear + Conv).
 
 Results are cached per CPU, onnxruntime and onnxbit version, ISA, target,
 threads, settings and shape in a JSON file (`ONNXBIT_CACHE_DIR`, default
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -73,6 +76,22 @@ class LayerSpeed:
             self._write()
         return self._cache[key]
 
+    def conv(self, settings: Mapping[str, Any], conv, input_shape: Sequence[int]) -> float:
+        """The same for a Conv layer (conv: its ConvSpec) on one input of input_shape [1, C, *spatial]."""
+        geometry = json.dumps({"weight": list(conv.weight_shape), "attrs": _plain(conv.attrs),
+                               "input": [int(d) for d in input_shape]}, sort_keys=True)
+        key = f"{self.machine}|{json.dumps(dict(settings), sort_keys=True)}|Conv {geometry}"
+        if key not in self._cache:
+            self._cache[key] = measure_conv_speedup(settings, conv, input_shape, self.target, self.threads)
+            self._write()
+        return self._cache[key]
+
+
+def _plain(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Conv attributes as JSON values (auto_pad may be bytes)."""
+    return {k: (v.decode() if isinstance(v, bytes) else list(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in attrs.items()}
+
 
 def one_layer_model(k: int, n: int, seed: int = 0) -> onnx.ModelProto:
     """A float model Y = X @ W with X [M, K] (M symbolic) and W [K, N]."""
@@ -85,9 +104,40 @@ def one_layer_model(k: int, n: int, seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def one_conv_model(conv, input_shape: Sequence[int], seed: int = 0) -> onnx.ModelProto:
+    """A float model Y = Conv(X, W) with the layer's weight shape and attributes, X of input_shape."""
+    from onnxbit.calibration.conv_rows import output_size
+
+    shape = tuple(conv.weight_shape)
+    fan_in = int(np.prod(shape[1:]))
+    weight = (np.random.default_rng(seed).standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+    attrs = {k: v for k, v in _plain(conv.attrs).items() if k in ("auto_pad", "dilations", "group", "pads", "strides")}
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["X", "W"], ["Y"], name="layer", **attrs)], "conv_speed",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [int(d) for d in input_shape])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [int(input_shape[0]), shape[0],
+                                                               *output_size(conv, tuple(input_shape[2:]))])],
+        [onnx.numpy_helper.from_array(weight, "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def measure_speedup(settings: Mapping[str, Any], k: int, n: int, m: int, target: str = "onnxbit",
                     threads: int = 1, rounds: int = ROUNDS) -> float:
     """Median float time over median converted time, interleaved."""
+    feed = {"X": np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)}
+    return _speedup(one_layer_model(k, n), settings, feed, target, threads, rounds)
+
+
+def measure_conv_speedup(settings: Mapping[str, Any], conv, input_shape: Sequence[int], target: str = "onnxbit",
+                         threads: int = 1, rounds: int = ROUNDS) -> float:
+    """measure_speedup for a Conv layer of that geometry on one input of input_shape."""
+    feed = {"X": np.random.default_rng(1).standard_normal([int(d) for d in input_shape]).astype(np.float32)}
+    return _speedup(one_conv_model(conv, input_shape), settings, feed, target, threads, rounds)
+
+
+def _speedup(original: onnx.ModelProto, settings: Mapping[str, Any], feed: dict[str, np.ndarray], target: str,
+             threads: int, rounds: int) -> float:
+    """original converted with settings; float median time over converted median time, interleaved."""
     import time
 
     import onnxruntime as ort
@@ -96,7 +146,6 @@ def measure_speedup(settings: Mapping[str, Any], k: int, n: int, m: int, target:
     from onnxbit.bench.timing import interleave, median_ms
     from onnxbit.convert import convert
 
-    original = one_layer_model(k, n)
     config = {"float_weights": "quantize", "default": dict(settings)}
     converted = convert(original, config=config, target=target, progress=False, measure_error=False).model
     sessions = {}
@@ -106,7 +155,6 @@ def measure_speedup(settings: Mapping[str, Any], k: int, n: int, m: int, target:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         sessions[name] = runtime.InferenceSession(model, options)
-    feed = {"X": np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)}
     for session in sessions.values():
         session.run(None, feed)  # warm-up: prepacking, page faults
     start = time.perf_counter()

@@ -106,3 +106,27 @@ def quantize_int_gptq(w, h: np.ndarray, bits: int = 4, *, symmetric: bool = True
                        zero_points=layout.assemble_scales([zeros]) if zeros is not None else None,
                        granularity=granularity, group_size=layout.group_size,
                        method="gptq-symmetric" if symmetric else "gptq-asymmetric", original=w)
+
+
+def quantize_int_gptq_column_groups(w, hs: np.ndarray, bits: int = 4, *, symmetric: bool = True,
+                                    granularity: str = "channel", group_size: int | None = None,
+                                    damping: float = DAMPING) -> QuantResult:
+    """quantize_int_gptq for a [K, N] weight whose columns fall in len(hs)
+    equal consecutive blocks, block g reading inputs whose X^T X is hs[g]
+    (a grouped Conv: each group of output channels has its own input).
+    Scales are per column or per K-group of a column, so the blocks are
+    quantized independently and put side by side."""
+    w = validate_weight(w)
+    hs = np.asarray(hs, dtype=np.float64)
+    k, n = w.shape
+    if hs.ndim != 3 or hs.shape[1:] != (k, k) or n % hs.shape[0]:
+        raise ValueError(f"X^T X per column group must be [groups, {k}, {k}] with groups dividing {n}, got {hs.shape}")
+    width = n // hs.shape[0]
+    parts = [quantize_int_gptq(w[:, g * width:(g + 1) * width], h, bits, symmetric=symmetric,
+                               granularity=granularity, group_size=group_size, damping=damping)
+             for g, h in enumerate(hs)]
+    return QuantResult(kind="int", bits=bits, codes=np.concatenate([p.codes for p in parts], axis=1),
+                       scales=np.concatenate([p.scales for p in parts], axis=-1),
+                       zero_points=(np.concatenate([p.zero_points for p in parts], axis=-1)
+                                    if parts[0].zero_points is not None else None),
+                       granularity=granularity, group_size=parts[0].group_size, method=parts[0].method, original=w)
