@@ -133,8 +133,17 @@ def test_a_budget_the_converted_model_misses_raises_layers(tmp_path):
     budget = "max_rel<=0.0045"  # simulated: 0.0040 with every layer int8; converted: 0.0049
     simulated = calibrate(str(FLOAT_MLP), str(data), budget, precisions=("int8",), method="rtn")
     assert any(l.precision == "int8" for l in simulated.layers)
+    # Float activations too: the held-out value reported is the converted model's own.
+    from onnxbit.calibration.converted import converted_outputs
+    from onnxbit.calibration.data import load_calibration_data
+
+    split = load_calibration_data(str(data), ["pixels"], None)
+    session = ort.InferenceSession(str(FLOAT_MLP), providers=["CPUExecutionProvider"])
+    reference = [session.run(None, feed) for feed in split.holdout]
+    assert simulated.holdout_value == pytest.approx(
+        simulated.budget.measure(reference, converted_outputs(str(FLOAT_MLP), simulated, split.holdout)), abs=1e-9)
     result = calibrate(str(FLOAT_MLP), str(data), budget, precisions=("int8",), method="rtn",
                        speed=_all_fast, int8_activations=True)
-    raised = [a for a in result.adjustments if "converted model (int8 activations)" in a["why"]]
+    raised = [a for a in result.adjustments if "converted model, as onnxruntime runs it" in a["why"]]
     assert raised and all(a["to"] == "fp32" for a in raised)
     assert result.met
