@@ -105,6 +105,7 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
     w->m_per_group = m / w->group;
     w->kernel_positions = positions;
     w->k = cg * positions;
+    const int depthwise = cg == 1 && w->group > 1 && shape.n_groups == 1;
     if (act_quant == OBX_ACT_INT8_PIXEL) {
         if (shape.n_groups != 1) {
             obx_set_error(err, err_len,
@@ -114,7 +115,14 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
             obx_tconv_free(w);
             return NULL;
         }
-        if (tconv_prepack_per_pixel(w, fmt, b, scales, n_scales, err, err_len) != 0) {
+        /* A depthwise conv's per-tap integer dots are single products: the
+         * direct float kernel on X quantized and dequantized per pixel gives
+         * the same bits (tconv_depthwise_pixel.c) at a fraction of the
+         * cost of one tiny matmul per tap (144 channels at 56x56: 99 ms
+         * against 1 ms for fp32 Conv). */
+        w->pixel_depthwise = depthwise;
+        if ((depthwise ? prepack_depthwise(w, fmt, b, scales, n_scales, err, err_len)
+                       : tconv_prepack_per_pixel(w, fmt, b, scales, n_scales, err, err_len)) != 0) {
             obx_tconv_free(w);
             return NULL;
         }
@@ -122,7 +130,7 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
     }
     /* Depthwise: one input channel per output channel; the direct kernel
      * applies one scale per channel, so K-grouped scales take the im2col path. */
-    if (cg == 1 && w->group > 1 && shape.n_groups == 1) {
+    if (depthwise) {
         if (prepack_depthwise(w, fmt, b, scales, n_scales, err, err_len) != 0) {
             obx_tconv_free(w);
             return NULL;
@@ -310,9 +318,10 @@ OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_
         obx_set_error(err, err_len, "act_quant = %d must be 0, 1, 2 or 3", act_quant);
         return -1;
     }
-    if ((act_quant == OBX_ACT_INT8_PIXEL) != (w->taps != NULL)) {
-        obx_set_error(err, err_len, w->taps ? "these weights were prepacked for act_quant = 3 only, not %d"
-                                            : "act_quant = %d needs weights prepacked for it (obx_tconv_prepack_act)",
+    const int per_pixel = w->taps != NULL || w->pixel_depthwise;
+    if ((act_quant == OBX_ACT_INT8_PIXEL) != per_pixel) {
+        obx_set_error(err, err_len, per_pixel ? "these weights were prepacked for act_quant = 3 only, not %d"
+                                              : "act_quant = %d needs weights prepacked for it (obx_tconv_prepack_act)",
                       act_quant);
         return -1;
     }
@@ -324,6 +333,7 @@ OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_
     const size_t positions = g->out_h * g->out_w;
     if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
     if (w->taps) return tconv_compute_per_pixel(w, g, x, bias, y, par, runner, err, err_len);
+    if (w->pixel_depthwise) return tconv_compute_depthwise_per_pixel(w, g, x, bias, y, par, runner, err, err_len);
     if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
     if (tconv_pixel_lanes_applies(w, g, act_quant))
         return tconv_compute_pixel_lanes(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);

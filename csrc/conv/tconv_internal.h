@@ -13,6 +13,7 @@ struct obx_tconv_weights {
     float *weights;           /* depthwise path: the codes as floats, [kernel_positions][m] */
     float *scales;            /* depthwise and per-pixel paths: m per-channel scales */
     obx_tmm_weights **taps;   /* per-pixel path (act_quant 3): [group][kernel_positions], K = cg, scale 1 */
+    int pixel_depthwise;      /* act_quant 3 on a depthwise conv: the depthwise layout, X dequantized per pixel */
     /* pixel-lanes path (tconv_pixel_lanes.c), also prepacked for act_quant 1 and 2 on CPUs that can run it:
      * [m][kernel_positions][ceil(cg / 4)] dwords of 4 codes, 128 * each row's code sum, m scales */
     int32_t *lane_codes;
@@ -40,6 +41,11 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
                               const float *bias, int act_quant, float act_scale, float *y,
                               obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
+/* act_quant = 3 on weights prepacked depthwise (tconv_depthwise_pixel.c). */
+int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                      const float *bias, float *y, obx_parallel_for_fn par, void *runner,
+                                      char *err, size_t err_len);
+
 /* The direct depthwise path (tconv_depthwise.c). */
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
@@ -62,7 +68,7 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
 
 /* This thread's buffer `which` of at least `floats` floats, kept between
  * calls (tconv_thread_buffers.c); NULL when out of memory. */
-enum tconv_buffer { TCONV_BUFFER_TILE, TCONV_BUFFER_IMAGE, TCONV_BUFFER_COUNT };
+enum tconv_buffer { TCONV_BUFFER_TILE, TCONV_BUFFER_IMAGE, TCONV_BUFFER_DEQUANTIZED, TCONV_BUFFER_COUNT };
 float *tconv_thread_buffer(enum tconv_buffer which, size_t floats);
 
 #endif

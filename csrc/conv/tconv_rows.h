@@ -55,6 +55,9 @@ struct tconv_row_kernels {
      * NCHW <-> channels-last */
     void (*transpose)(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
                       size_t dst_stride);
+    /* act_quant = 3 on a depthwise conv: out[i] = (float)clamp(rint(src[i] * scale[i]), -128, 127)
+     * * inverse[i], a channel's run of pixels quantized with each pixel's scale and dequantized */
+    void (*dequantize_pixels)(float *out, const float *src, const float *scale, const float *inverse, size_t n);
 };
 
 extern const struct tconv_row_kernels tconv_rows_scalar;

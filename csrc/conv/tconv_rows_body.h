@@ -367,6 +367,12 @@ static void transpose_blocked(const float *src, size_t rows, size_t cols, size_t
 #define TCONV_ROWS_TRANSPOSE transpose_blocked
 #endif
 
+static void dequantize_pixels(float *restrict out, const float *restrict src, const float *restrict scale,
+                              const float *restrict inverse, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = (float)round_to_i8(src[i] * scale[i]) * inverse[i];
+}
+
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         absmax_run,          window_scales,
                                                    finish_i8,         quantize_run,        depthwise_row_f32,   depthwise_plane_f32,
-                                                   depthwise_pixel_f32, depthwise_pixel_i8, TCONV_ROWS_TRANSPOSE};
+                                                   depthwise_pixel_f32, depthwise_pixel_i8, TCONV_ROWS_TRANSPOSE,
+                                                   dequantize_pixels};
