@@ -38,6 +38,16 @@ static ALWAYS_INLINE __m512i broadcast_chunk(const int8_t *q) {
     return _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i *)q));
 }
 
+/* A K-block's column pairs, with the codes ahead requested into L1 and L2
+ * (tmm_internal.h, TMM_CODE_PREFETCH). */
+static ALWAYS_INLINE void load_block(const uint8_t *block, __m512i *bits) {
+    for (int p = 0; p < COL_PAIRS; p++) {
+        _mm_prefetch((const char *)(block + p * 64 + TMM_CODE_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(block + p * 64 + TMM_CODE_PREFETCH_L2), _MM_HINT_T1);
+        bits[p] = _mm512_load_si512((const void *)(block + p * 64));
+    }
+}
+
 static ALWAYS_INLINE void i8_tile(const uint8_t *panel, const int8_t *const *q, size_t c0,
                                   size_t c1, int ROWS, uint32_t *usum) {
     const __m512i mask = _mm512_set1_epi8(3);
@@ -49,11 +59,7 @@ static ALWAYS_INLINE void i8_tile(const uint8_t *panel, const int8_t *const *q, 
         const uint8_t *block = panel + (c / 4) * TMM_NR * 32;
         size_t qoff = (c - c0) * TMM_CHUNK;
         __m512i bits[COL_PAIRS];
-        for (int p = 0; p < COL_PAIRS; p++) {
-            _mm_prefetch((const char *)(block + p * 64 + TMM_CODE_PREFETCH), _MM_HINT_T0);
-            _mm_prefetch((const char *)(block + p * 64 + TMM_CODE_PREFETCH_L2), _MM_HINT_T1);
-            bits[p] = _mm512_load_si512((const void *)(block + p * 64));
-        }
+        load_block(block, bits);
         if ((c % 4 == 0) && (c + 4 <= c1)) {
             for (int s = 0; s < 4; s++) {
                 __m512i qb[4];
@@ -102,11 +108,7 @@ static ALWAYS_INLINE void i8_row_fields(const uint8_t *panel, const int8_t *q, s
         const uint8_t *block = panel + (c / 4) * TMM_NR * 32;
         const int8_t *qc = q + (c - c0) * TMM_CHUNK;
         __m512i bits[COL_PAIRS];
-        for (int p = 0; p < COL_PAIRS; p++) {
-            _mm_prefetch((const char *)(block + p * 64 + TMM_CODE_PREFETCH), _MM_HINT_T0);
-            _mm_prefetch((const char *)(block + p * 64 + TMM_CODE_PREFETCH_L2), _MM_HINT_T1);
-            bits[p] = _mm512_load_si512((const void *)(block + p * 64));
-        }
+        load_block(block, bits);
         if ((c % 4 == 0) && (c + 4 <= c1)) {
             for (int s = 0; s < 4; s++) {
                 const __m512i field = _mm512_set1_epi8((char)(3 << (2 * s)));
