@@ -90,6 +90,16 @@ def test_ternary_act_quant_conv_runs_int8_per_im2col_row(rng):
             assert any("float32 activations" in note for note in result.report.notes)
 
 
+def test_dense_ternary_convs_with_float_activations_say_they_may_be_slower():
+    model = conv_chain_model(np.random.default_rng(7))
+    notes = {}
+    for act_quant in (0, 1):
+        config = {"default": {"precision": "ternary", "granularity": "tensor", "act_quant": act_quant}}
+        notes[act_quant] = convert(model, config=config, target="onnxbit", progress=False).report.notes
+    assert ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE in notes[0]
+    assert ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE not in notes[1]  # only its depthwise layer is float there
+
+
 def test_only_depthwise_convs_not_qat_folded_drop_int8_activations():
     depthwise = ConvSpec("Conv", (8, 1, 3, 3), 8)
     assert ternary_conv.activation_quant(depthwise, 1, proven=False) == 0

@@ -91,8 +91,12 @@ class OnnxbitTarget(Target):
             granularity=weight.granularity, group_size=weight.group_size, fmt=fmt, **activation)
 
     def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
-        if packed.storage.startswith(ternary_conv.OP + "/") and settings.act_quant and not packed.attrs["act_quant"]:
-            return [ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE]
+        if packed.storage.startswith(ternary_conv.OP + "/"):
+            if ternary_conv.dense_float_activations(packed):
+                return [ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE]
+            if settings.act_quant and not packed.attrs["act_quant"]:
+                return [ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE]
+            return []
         return super().conv_notes(settings, packed)
 
     def emit_conv(self, ctx, site, packed: PackedWeight):

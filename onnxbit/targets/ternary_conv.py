@@ -43,6 +43,20 @@ def activation_quant(conv, act_quant: int, proven: bool) -> int:
     return int(act_quant)
 
 
+DENSE_FLOAT_ACTIVATIONS_NOTE = (
+    "TernaryConv layers with float activations (act_quant=0) that are not depthwise ran at 0.33-0.69x of "
+    "onnxruntime's fp32 Conv (`onnxbit bench conv`, ternary_f32, 2-vCPU Sapphire Rapids): the converted model "
+    "can be slower than the original (PP-OCRv4 detector, 2 threads: 241 ms against 120 ms); act_quant=1 (int8 "
+    "activations per im2col row) ran those layers 1.8-2.7x faster than fp32 Conv (the detector: 112 ms), at some "
+    "accuracy cost (check with `onnxbit verify`)")
+
+
+def dense_float_activations(packed) -> bool:
+    """A TernaryConv with float activations reading more than one input channel per output."""
+    shape = packed.attrs.get("weight_shape") or [0, 0]
+    return not packed.attrs.get("act_quant") and int(shape[1]) > 1
+
+
 DEPTHWISE_FLOAT_ACTIVATIONS_NOTE = (
     "depthwise TernaryConv layers that were not QAT-folded take float activations (act_quant=0): int8 "
     "activations per 3x3 window measured 1.6-2.8x slower than float ones there")
