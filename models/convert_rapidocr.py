@@ -29,6 +29,8 @@ import numpy as np
 
 CONFIGS = {
     "ternary": {"default": {"precision": "ternary", "granularity": "channel"}},
+    # int8 activations per im2col row: TernaryConv's fast path (target onnxbit; the others keep float ones)
+    "ternary-a8": {"default": {"precision": "ternary", "granularity": "channel", "act_quant": 1}},
     "int8": {"preset": "int8"},
     "int4": {"default": {"precision": "int4", "granularity": "channel", "symmetric": False}},
 }
