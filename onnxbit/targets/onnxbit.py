@@ -94,6 +94,8 @@ class OnnxbitTarget(Target):
         if packed.storage.startswith(ternary_conv.OP + "/"):
             if ternary_conv.dense_float_activations(packed):
                 return [ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE]
+            if ternary_conv.per_pixel_dense(packed):
+                return [ternary_conv.PER_PIXEL_DENSE_NOTE]
             if settings.act_quant and not packed.attrs["act_quant"]:
                 return [ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE]
             return []

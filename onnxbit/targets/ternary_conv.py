@@ -57,6 +57,19 @@ def dense_float_activations(packed) -> bool:
     return not packed.attrs.get("act_quant") and int(shape[1]) > 1
 
 
+PER_PIXEL_DENSE_NOTE = (
+    "TernaryConv layers folded from per-pixel activation fake-quant (act_quant=3, exact to the QAT graph) that "
+    "are not depthwise run one integer matmul per kernel tap: 0.5-0.95x of onnxruntime's fp32 Conv on wide "
+    "layers (3x3 64@56x56, 1x1 256->64 and 144->24 @56x56) and 1.3-2.2x on deep ones (`onnxbit bench conv`, "
+    "ternary_a8px, 2-vCPU Sapphire Rapids); depthwise ones run at fp32 speed")
+
+
+def per_pixel_dense(packed) -> bool:
+    """A TernaryConv with act_quant=3 reading more than one input channel per output."""
+    shape = packed.attrs.get("weight_shape") or [0, 0]
+    return packed.attrs.get("act_quant") == 3 and int(shape[1]) > 1
+
+
 DEPTHWISE_FLOAT_ACTIVATIONS_NOTE = (
     "depthwise TernaryConv layers that were not QAT-folded take float activations (act_quant=0): int8 "
     "activations per 3x3 window measured 1.6-2.8x slower than float ones there")
