@@ -90,7 +90,7 @@ static ALWAYS_INLINE void i8_tile(const uint8_t *panel, const int8_t *const *q, 
  * is masked in place instead of shifted down, so field s reads as u 4^s into
  * its own accumulators, divided by 4^s at the end (an exact arithmetic
  * shift: every term is a multiple of 4^s): a third fewer vector operations
- * per code byte. With the L2 prefetch below, a cold 4096 x 4096 call went
+ * per code byte. With the L2 prefetch (load_block), a cold 4096 x 4096 call went
  * from 0.385 to 0.350 ms (medians of 8 alternating runs over 1.2 GB of
  * weight copies; the prefetch alone gave 0.365). Exact while
  * no accumulator can overflow: a lane adds at most 4 x 2 x 64 x 128 per

@@ -146,8 +146,8 @@ static ALWAYS_INLINE void store_column_sums(uint32_t *dst, __m256i lo, __m256i h
 
 /* Rows row0 .. row0 + ROWS - 1 (ROWS 1 or 2) x panels v0, v0 + 1. */
 static ALWAYS_INLINE void i8_gemm_pass(const uint8_t *wdec, size_t t8_count, const int8_t *const *q,
-                                             size_t row0, size_t v0, int32_t *carry, int first,
-                                             uint32_t *usum, int ROWS) {
+                                       size_t row0, size_t v0, int32_t *carry, int first, uint32_t *usum,
+                                       int ROWS) {
     __m256i a00, a01, a02, a03, a10, a11, a12, a13; /* row, (panel, half) */
     int32_t *c0 = carry + (row0 * TMM_I8_GEMM_PANELS + v0) * 16;
     int32_t *c1 = c0 + TMM_I8_GEMM_PANELS * 16;
@@ -213,7 +213,7 @@ static ALWAYS_INLINE void i8_gemm_pass(const uint8_t *wdec, size_t t8_count, con
 }
 
 static void i8_gemm_avxvnni(const uint8_t *wdec, size_t t8_count, size_t rows, const int8_t *const *q,
-                               int32_t *carry, int first, uint32_t *usum) {
+                            int32_t *carry, int first, uint32_t *usum) {
     for (size_t row0 = 0; row0 < rows; row0 += 2)
         for (size_t v0 = 0; v0 < TMM_I8_GEMM_PANELS; v0 += 2) {
             if (rows - row0 >= 2) i8_gemm_pass(wdec, t8_count, q, row0, v0, carry, first, usum, 2);
