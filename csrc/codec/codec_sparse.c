@@ -252,19 +252,14 @@ static size_t row_nonzeros(const uint8_t *row, size_t full_bytes, int tail_digit
 OBX_API size_t obx_sparse_encode_base3(const uint8_t *base3, size_t n, size_t k, uint8_t *out,
                                        size_t out_cap, char *err, size_t err_len)
 {
-    if (obx_stream_check_shape(n, k, "sparse", err, err_len) != 0)
+    if (obx_stream_encode_check(base3, n, k, out_cap, obx_sparse_max_bytes, "sparse", "obx_sparse_max_bytes",
+                                err, err_len) != 0)
         return 0;
-    if (out_cap < obx_sparse_max_bytes(n, k)) {
-        obx_set_error(err, err_len, "output buffer of %zu bytes is smaller than obx_sparse_max_bytes", out_cap);
-        return 0;
-    }
     obx_base3_runs table[256];
     obx_base3_runs_table(table);
     const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
     const size_t full_bytes = k / 5;
     const int tail_digits = (int)(k % 5);
-    if (obx_base3_rows_check(base3, n, k, err, err_len) != 0)
-        return 0;
     /* Pass one: the nonzero count, which comes first. */
     uint64_t nonzeros = 0;
     for (size_t r = 0; r < n; r++)

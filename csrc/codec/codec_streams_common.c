@@ -90,6 +90,19 @@ int obx_base3_rows_check(const uint8_t *base3, size_t n, size_t k, char *err, si
     return -1;
 }
 
+int obx_stream_encode_check(const uint8_t *base3, size_t n, size_t k, size_t out_cap,
+                            size_t (*max_bytes)(size_t n, size_t k), const char *format, const char *max_name,
+                            char *err, size_t err_len)
+{
+    if (obx_stream_check_shape(n, k, format, err, err_len) != 0)
+        return -1;
+    if (out_cap < max_bytes(n, k)) {
+        obx_set_error(err, err_len, "output buffer of %zu bytes is smaller than %s", out_cap, max_name);
+        return -1;
+    }
+    return obx_base3_rows_check(base3, n, k, err, err_len);
+}
+
 int obx_code_chunks_open(obx_code_chunks *c, size_t n, size_t k, uint8_t *base3_out, const char *format,
                          char *err, size_t err_len)
 {

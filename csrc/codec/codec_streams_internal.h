@@ -47,6 +47,12 @@ int obx_stream_read_count_header(const uint8_t *stream, size_t len, size_t n, si
 /* -1 with the count and first position of bytes >= 243 (not base3) in n
  * rows of k codes, as the stream encoders refuse them. */
 int obx_base3_rows_check(const uint8_t *base3, size_t n, size_t k, char *err, size_t err_len);
+/* What the zeroruns and sparse encoders check before writing, in this order:
+ * the shape, out_cap against max_bytes(n, k) (named max_name in the
+ * message), then the base3 rows. 0, or -1 with a message. */
+int obx_stream_encode_check(const uint8_t *base3, size_t n, size_t k, size_t out_cap,
+                            size_t (*max_bytes)(size_t n, size_t k), const char *format, const char *max_name,
+                            char *err, size_t err_len);
 
 /* Stream decoders place codes in an int8 buffer of a few whole rows (a
  * chunk) and pack each finished chunk to base3 with the SIMD row encoder:

@@ -188,12 +188,9 @@ static void append_bytes(entry_writer *restrict w, const uint8_t *restrict bytes
 OBX_API size_t obx_zero_runs_encode_base3(const uint8_t *base3, size_t n, size_t k, uint8_t *out,
                                           size_t out_cap, char *err, size_t err_len)
 {
-    if (obx_stream_check_shape(n, k, "zeroruns", err, err_len) != 0)
+    if (obx_stream_encode_check(base3, n, k, out_cap, obx_zero_runs_max_bytes, "zeroruns",
+                                "obx_zero_runs_max_bytes", err, err_len) != 0)
         return 0;
-    if (out_cap < obx_zero_runs_max_bytes(n, k)) {
-        obx_set_error(err, err_len, "output buffer of %zu bytes is smaller than obx_zero_runs_max_bytes", out_cap);
-        return 0;
-    }
     obx_base3_runs table[256];
     obx_base3_runs_table(table);
     const size_t row_bytes = obx_packed_row_bytes(OBX_FMT_BASE3, k);
@@ -201,8 +198,6 @@ OBX_API size_t obx_zero_runs_encode_base3(const uint8_t *base3, size_t n, size_t
     const int tail_digits = (int)(k % 5);
     /* Entries go after room for the largest header, then move down to it. */
     const size_t entries_at = 1 + OBX_VARINT_MAX_BYTES;
-    if (obx_base3_rows_check(base3, n, k, err, err_len) != 0)
-        return 0;
     entry_writer w = {out, entries_at, 0, 0};
     for (size_t r = 0; r < n; r++) {
         const uint8_t *row = base3 + r * row_bytes;

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 
 from onnxbit.cli.groups import bench
+from onnxbit.cli.values import positive_ints
 
 
 @bench.command("conv")
@@ -26,12 +27,7 @@ def bench_conv(threads: str, rounds: int, json_path: Path | None, quick: bool, c
     int8/int4 + Conv and ConvInteger against fp32 Conv."""
     from onnxbit.bench.conv import QUICK_SHAPES, SHAPES, render, run_benchmark
 
-    try:
-        counts = [int(t) for t in threads.split(",") if t.strip()]
-    except ValueError:
-        raise click.BadParameter(f"--threads must be comma-separated integers, got {threads!r}") from None
-    if not counts or min(counts) < 1:
-        raise click.BadParameter(f"--threads must be positive, got {threads!r}")
+    counts = positive_ints(threads, "--threads")
     result = run_benchmark(QUICK_SHAPES if quick else SHAPES, counts, 3 if quick else rounds,
                            progress=lambda msg: click.echo(msg, err=True), cpu_time=cpu_time)
     console = Console()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from onnxbit.cli.groups import bench
+from onnxbit.cli.values import positive_ints
 
 
 def _named_paths(values: tuple[str, ...]) -> dict[str, Path]:
@@ -49,12 +50,7 @@ def bench_llm_command(model: Path, converted: tuple[str, ...], out_dir: Path | N
     from onnxbit.bench.llm import bench_llm, render
     from onnxbit.errors import OnnxbitError
 
-    try:
-        counts = tuple(int(t) for t in threads.split(",") if t.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {threads!r}", param_hint="--threads")
-    if not counts or min(counts) < 1:
-        raise click.BadParameter("thread counts must be >= 1", param_hint="--threads")
+    counts = tuple(positive_ints(threads, "--threads"))
     directory = out_dir if out_dir is not None else model.parent
     directory.mkdir(parents=True, exist_ok=True)
     try:

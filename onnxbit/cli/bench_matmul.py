@@ -12,19 +12,10 @@ from onnxbit.bench.matmul import (VARIANT_NAMES, BenchmarkError, BenchOptions,
                                   MatMulShape, run_benchmark)
 from onnxbit.bench.render_matmul import format_speedup, render  # noqa: F401  (format_speedup re-exported)
 from onnxbit.cli.groups import bench
+from onnxbit.cli.values import positive_ints
 
 # Tables stay readable when piped (rich assumes 80 columns without a terminal).
 _MIN_WIDTH = 140
-
-
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise click.BadParameter(f"{what} must be positive integers, got {text!r}")
-    return values
 
 
 @bench.command("matmul")
@@ -48,7 +39,7 @@ def bench_matmul(shapes: str | None, threads: str, repeat: int | None, variants:
     try:
         if shapes:
             options.shapes = [MatMulShape.parse(s) for s in shapes.split(",") if s.strip()]
-        options.threads = _int_list(threads, "--threads")
+        options.threads = positive_ints(threads, "--threads")
         if repeat:
             options.repeat = repeat
         if variants:

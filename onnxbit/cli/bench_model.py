@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from onnxbit.cli.groups import bench
+from onnxbit.cli.values import positive_ints
 
 
 @bench.command("model")
@@ -25,12 +26,7 @@ def bench_model_command(original: Path, converted: Path, inputs: Path | None, th
     from onnxbit.feeds import load_feeds
     from onnxbit.verify import read_model
 
-    try:
-        counts = tuple(int(t) for t in threads.split(",") if t.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {threads!r}", param_hint="--threads")
-    if not counts or min(counts) < 1:
-        raise click.BadParameter("thread counts must be >= 1", param_hint="--threads")
+    counts = tuple(positive_ints(threads, "--threads"))
     try:
         feeds = None
         if inputs is not None:

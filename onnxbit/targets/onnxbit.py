@@ -92,9 +92,9 @@ class OnnxbitTarget(Target):
 
     def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
         if packed.storage.startswith(ternary_conv.OP + "/"):
-            if ternary_conv.dense_float_activations(packed):
+            if ternary_conv.dense_with_act_quant(packed, 0):
                 return [ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE]
-            if ternary_conv.per_pixel_dense(packed):
+            if ternary_conv.dense_with_act_quant(packed, 3):
                 return [ternary_conv.PER_PIXEL_DENSE_NOTE]
             if settings.act_quant and not packed.attrs["act_quant"]:
                 return [ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE]

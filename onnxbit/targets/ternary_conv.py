@@ -51,10 +51,10 @@ DENSE_FLOAT_ACTIVATIONS_NOTE = (
     "accuracy cost (check with `onnxbit verify`)")
 
 
-def dense_float_activations(packed) -> bool:
-    """A TernaryConv with float activations reading more than one input channel per output."""
+def dense_with_act_quant(packed, act_quant: int) -> bool:
+    """A TernaryConv with this act_quant reading more than one input channel per output (not depthwise)."""
     shape = packed.attrs.get("weight_shape") or [0, 0]
-    return not packed.attrs.get("act_quant") and int(shape[1]) > 1
+    return int(packed.attrs.get("act_quant") or 0) == act_quant and int(shape[1]) > 1
 
 
 PER_PIXEL_DENSE_NOTE = (
@@ -62,12 +62,6 @@ PER_PIXEL_DENSE_NOTE = (
     "are not depthwise run one integer matmul per kernel tap: 0.5-0.95x of onnxruntime's fp32 Conv on wide "
     "layers (3x3 64@56x56, 1x1 256->64 and 144->24 @56x56) and 1.3-2.2x on deep ones (`onnxbit bench conv`, "
     "ternary_a8px, 2-vCPU Sapphire Rapids); depthwise ones run at fp32 speed")
-
-
-def per_pixel_dense(packed) -> bool:
-    """A TernaryConv with act_quant=3 reading more than one input channel per output."""
-    shape = packed.attrs.get("weight_shape") or [0, 0]
-    return packed.attrs.get("act_quant") == 3 and int(shape[1]) > 1
 
 
 DEPTHWISE_FLOAT_ACTIVATIONS_NOTE = (

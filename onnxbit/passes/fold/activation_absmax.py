@@ -339,41 +339,41 @@ class ActivationAbsmaxFold(Pass):
                 continue
             if node.op == "Conv":
                 reason = self._per_pixel_refusal(ctx, node, chain)
-                if reason is not None:
-                    ctx.record(node=node.name, op_type=node.op, action="skipped", pass_name=self.name,
-                               reason=f"activation quantizer kept: {reason}")
-                    continue
-                node.inputs[0] = chain.x
-                _give_act_quant(ctx, node, ACT_INT8_PIXEL)
-                ctx.record(node=node.name, op_type=node.op, action="folded", pass_name=self.name,
-                           precision="ternary",
-                           reason="per-pixel absmax int8 activation chain (q/s, channel axis) -> act_quant=3")
-                folded += 1
-                continue
-            reason = self._refusal(ctx, node, chain)
-            if reason is None and chain.integer:
-                post = match_post_division(ctx.graph, node, chain.scale)
-                if isinstance(post, str):
-                    reason = post
-                else:
-                    reason = self._fold_weight_scale(ctx, node, post)
+                act_quant = ACT_INT8_PIXEL
+                done = "per-pixel absmax int8 activation chain (q/s, channel axis) -> act_quant=3"
+            else:
+                reason = self._token_refusal(ctx, node, chain)
+                act_quant = 1
+                done = self._token_fold_reason(chain)
             if reason is not None:
                 ctx.record(node=node.name, op_type=node.op, action="skipped", pass_name=self.name,
                            reason=f"activation quantizer kept: {reason}")
                 continue
             node.inputs[0] = chain.x
-            _give_act_quant(ctx, node)
-            form = "integer q with post-division" if chain.integer else "q/s"
-            reason = f"per-token absmax int8 activation chain ({form}) -> act_quant=1"
-            if _produced_by(chain.scale, "Mul") is None:
-                # The op rounds s as torch does, 127 * (1/m); a graph dividing
-                # 127 / m directly can differ by 1 ulp in s.
-                reason += "; the graph computes s as 127 / max|x| in one rounding, the op as 127 * (1/max|x|)"
+            _give_act_quant(ctx, node, act_quant)
             ctx.record(node=node.name, op_type=node.op, action="folded", pass_name=self.name,
-                       precision="ternary", reason=reason)
+                       precision="ternary", reason=done)
             folded += 1
         ctx.graph.cleanup()
         return PassResult(folded > 0, f"{folded} layer(s) given act_quant=1 (MatMul/Gemm) or 3 (Conv)")
+
+    def _token_refusal(self, ctx: PassContext, node: gs.Node, chain: ActivationChain) -> str | None:
+        """Why a MatMul/Gemm chain stays, else None (an integer q's post-division is folded here)."""
+        reason = self._refusal(ctx, node, chain)
+        if reason is None and chain.integer:
+            post = match_post_division(ctx.graph, node, chain.scale)
+            reason = post if isinstance(post, str) else self._fold_weight_scale(ctx, node, post)
+        return reason
+
+    @staticmethod
+    def _token_fold_reason(chain: ActivationChain) -> str:
+        form = "integer q with post-division" if chain.integer else "q/s"
+        reason = f"per-token absmax int8 activation chain ({form}) -> act_quant=1"
+        if _produced_by(chain.scale, "Mul") is None:
+            # The op rounds s as torch does, 127 * (1/m); a graph dividing
+            # 127 / m directly can differ by 1 ulp in s.
+            reason += "; the graph computes s as 127 / max|x| in one rounding, the op as 127 * (1/max|x|)"
+        return reason
 
     @staticmethod
     def _refusal(ctx: PassContext, node: gs.Node, chain: ActivationChain) -> str | None:
