@@ -38,23 +38,33 @@ OBX_API void obx_tconv_free(obx_tconv_weights *w) {
 
 OBX_API int obx_tconv_is_depthwise(const obx_tconv_weights *w) { return w && w->codes != NULL; }
 
+int8_t *tconv_decode_codes(int fmt, const uint8_t *b, size_t m, size_t k, char *err, size_t err_len) {
+    int8_t *codes = malloc(m * k + 1);
+    if (!codes) {
+        obx_set_error(err, err_len, "out of memory");
+        return NULL;
+    }
+    size_t first_bad = 0;
+    int64_t bad = obx_decode_i8(fmt, b, m, k, codes, &first_bad);
+    if (bad != 0) {
+        obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
+                      first_bad);
+        free(codes);
+        return NULL;
+    }
+    return codes;
+}
+
 static int prepack_depthwise(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
                              size_t n_scales, char *err, size_t err_len) {
-    int8_t *rows = malloc(w->m * w->k + 1); /* [m][taps] as stored */
+    int8_t *rows = tconv_decode_codes(fmt, b, w->m, w->k, err, err_len); /* [m][taps] as stored */
+    if (!rows) return -1;
     w->codes = malloc(w->m * w->k * sizeof(int32_t) + 1);
     w->weights = malloc(w->m * w->k * sizeof(float) + 1);
     w->scales = malloc(w->m * sizeof(float));
-    if (!rows || !w->codes || !w->weights || !w->scales) {
+    if (!w->codes || !w->weights || !w->scales) {
         free(rows);
         obx_set_error(err, err_len, "out of memory");
-        return -1;
-    }
-    size_t first_bad = 0;
-    int64_t bad = obx_decode_i8(fmt, b, w->m, w->k, rows, &first_bad);
-    if (bad != 0) {
-        free(rows);
-        obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
-                      first_bad);
         return -1;
     }
     /* Tap-major: the depthwise kernel combines one tap of every channel at once. */
@@ -145,22 +155,31 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
     }
     /* The pixel-lanes path (int8 activations, one K group) needs its own
      * layout, kept beside the others (another ISA may be forced later). */
-    if ((act_quant == OBX_ACT_INT8_TOKEN || act_quant == OBX_ACT_INT8_STATIC) &&
-        shape.n_groups == 1 && obx_isa_supported(OBX_ISA_AVX512) &&
-        tconv_prepack_pixel_lanes(w, fmt, b, scales, n_scales, err, err_len) != 0) {
-        obx_tconv_free(w);
-        return NULL;
-    }
+    const int lanes = (act_quant == OBX_ACT_INT8_TOKEN || act_quant == OBX_ACT_INT8_STATIC) &&
+                      shape.n_groups == 1 && obx_isa_supported(OBX_ISA_AVX512);
     /* One scale group along K: K can be reordered to (kh, kw, c) for the
      * channels-last path (K-groups would be cut apart). Its rows are channel
      * runs, one call each: runs of fewer than TCONV_CHANNELS_LAST_MIN values
      * cost more than they save (a 7x7 stem conv on 3 channels measured 1.4x
      * slower that way, 8 channels even, 16 and up faster). */
+    const int channels_last = shape.n_groups == 1 && cg >= TCONV_CHANNELS_LAST_MIN;
+    /* Both layouts start from the codes, decoded once. */
+    int8_t *codes = lanes || channels_last ? tconv_decode_codes(fmt, b, m, w->k, err, err_len) : NULL;
+    if ((lanes || channels_last) && !codes) {
+        obx_tconv_free(w);
+        return NULL;
+    }
+    if (lanes && tconv_prepack_pixel_lanes(w, codes, scales, n_scales, err, err_len) != 0) {
+        free(codes);
+        obx_tconv_free(w);
+        return NULL;
+    }
     uint8_t *reordered = NULL;
     size_t row_bytes = shape.row_bytes;
-    if (shape.n_groups == 1 && cg >= TCONV_CHANNELS_LAST_MIN) {
-        reordered = tconv_taps_first_2bit(fmt, b, m, cg, positions, err, err_len);
+    if (channels_last) {
+        reordered = tconv_taps_first_2bit(codes, m, cg, positions, err, err_len);
         if (!reordered) {
+            free(codes);
             obx_tconv_free(w);
             return NULL;
         }
@@ -169,6 +188,7 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
         fmt = OBX_FMT_2BIT;
         row_bytes = OBX_DIV_UP(w->k, 4);
     }
+    free(codes);
     size_t scales_per_group = n_scales == 1 ? 1 : w->m_per_group * shape.n_groups;
     for (size_t g = 0; g < w->group; g++) {
         const float *group_scales = n_scales == 1 ? scales : scales + g * scales_per_group;

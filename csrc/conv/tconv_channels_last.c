@@ -30,21 +30,15 @@
  * (64 * C * 4 bytes) stays in L2 while the channel planes stream in. */
 enum { CL_COPY_PIXELS = 64, CL_TILE_BYTES = 256 * 1024, CL_MIN_TILE_ROWS = 16, CL_PARALLEL_TILES = 4 };
 
-uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, size_t taps, char *err,
-                               size_t err_len) {
+uint8_t *tconv_taps_first_2bit(const int8_t *codes, size_t m, size_t cg, size_t taps, char *err, size_t err_len) {
     const size_t k = cg * taps, row_bytes = OBX_DIV_UP(k, 4);
-    int8_t *codes = malloc(m * k + 1), *reordered = malloc(m * k + 1);
+    int8_t *reordered = malloc(m * k + 1);
     uint8_t *packed = malloc(m * row_bytes + 1);
-    if (!codes || !reordered || !packed) {
+    if (!reordered || !packed) {
         obx_set_error(err, err_len, "out of memory");
-        goto fail;
-    }
-    size_t first_bad = 0;
-    int64_t bad = obx_decode_i8(fmt, b, m, k, codes, &first_bad);
-    if (bad != 0) {
-        obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
-                      first_bad);
-        goto fail;
+        free(reordered);
+        free(packed);
+        return NULL;
     }
     for (size_t o = 0; o < m; o++) {
         const int8_t *src = codes + o * k;
@@ -52,15 +46,10 @@ uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, s
         for (size_t c = 0; c < cg; c++)
             for (size_t t = 0; t < taps; t++) row[t * cg + c] = src[c * taps + t];
     }
-    obx_encode_i8(OBX_FMT_2BIT, reordered, m, k, packed, &first_bad); /* codes checked by the decode above */
-    free(codes);
+    size_t first_bad = 0;
+    obx_encode_i8(OBX_FMT_2BIT, reordered, m, k, packed, &first_bad); /* decoded codes: all valid */
     free(reordered);
     return packed;
-fail:
-    free(codes);
-    free(reordered);
-    free(packed);
-    return NULL;
 }
 
 typedef struct ClJob {

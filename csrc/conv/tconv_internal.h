@@ -29,10 +29,14 @@ int tconv_compute_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry 
                             const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
                             size_t err_len);
 
+/* B's M rows of K codes as int8 (-1, 0, 1); NULL with a message naming the
+ * first invalid code, or when out of memory. */
+int8_t *tconv_decode_codes(int fmt, const uint8_t *b, size_t m, size_t k, char *err, size_t err_len);
+
 /* The pixel-lanes path (one scale group along K, not depthwise): fills
- * w->lane_* from B (w's sizes set); 0, or -1 with a message. */
-int tconv_prepack_pixel_lanes(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
-                              size_t n_scales, char *err, size_t err_len);
+ * w->lane_* from the decoded codes (w's sizes set); 0, or -1 with a message. */
+int tconv_prepack_pixel_lanes(obx_tconv_weights *w, const int8_t *codes, const float *scales, size_t n_scales,
+                              char *err, size_t err_len);
 /* 1 when the pixel-lanes path computes this call (ISA, shape, mode and the
  * size rule; ONNXBIT_CONV_PATH=pixel_lanes or channels_last overrides the
  * rule), else 0. */
@@ -51,11 +55,10 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len);
 
-/* M rows of K = cg * taps codes in (c, tap) order, format fmt -> the same
- * codes in (tap, c) order as 2bit rows (ceil(K / 4) bytes each); NULL with a
- * message for an invalid code or no memory. */
-uint8_t *tconv_taps_first_2bit(int fmt, const uint8_t *b, size_t m, size_t cg, size_t taps, char *err,
-                               size_t err_len);
+/* M rows of K = cg * taps decoded codes in (c, tap) order -> the same
+ * codes in (tap, c) order as 2bit rows (ceil(K / 4) bytes each); NULL with
+ * a message when out of memory. */
+uint8_t *tconv_taps_first_2bit(const int8_t *codes, size_t m, size_t cg, size_t taps, char *err, size_t err_len);
 
 /* Input pixel (h * in_w + w) of every kernel tap of output position p, -1
  * in the padding, in (kh, kw) order; returns the number of taps. */

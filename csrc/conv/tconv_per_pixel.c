@@ -31,20 +31,15 @@ enum { PP_COPY_PIXELS = 64, PP_TILE_ROWS = 256, PP_PARALLEL_TILES = 4 };
 int tconv_prepack_per_pixel(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales, size_t n_scales,
                             char *err, size_t err_len) {
     const size_t taps = w->kernel_positions, cg = w->cg, mg = w->m_per_group, row_bytes = OBX_DIV_UP(cg, 4);
-    int8_t *codes = malloc(w->m * w->k + 1), *tap_codes = malloc(mg * cg + 1);
+    int8_t *codes = tconv_decode_codes(fmt, b, w->m, w->k, err, err_len), *tap_codes = malloc(mg * cg + 1);
     uint8_t *packed = malloc(mg * row_bytes + 1);
     w->taps = calloc(w->group * taps, sizeof *w->taps);
     w->scales = malloc(w->m * sizeof(float) + 1);
     int rc = -1;
-    if (!codes || !tap_codes || !packed || !w->taps || !w->scales) {
-        obx_set_error(err, err_len, "out of memory");
-        goto done;
-    }
     size_t first_bad = 0;
-    int64_t bad = obx_decode_i8(fmt, b, w->m, w->k, codes, &first_bad);
-    if (bad != 0) {
-        obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
-                      first_bad);
+    if (!codes) goto done; /* its message is set */
+    if (!tap_codes || !packed || !w->taps || !w->scales) {
+        obx_set_error(err, err_len, "out of memory");
         goto done;
     }
     for (size_t i = 0; i < w->m; i++) {

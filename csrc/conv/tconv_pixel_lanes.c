@@ -42,30 +42,19 @@ static atomic_size_t lanes_runs;
 
 OBX_API size_t obx_tconv_pixel_lanes_runs(void) { return atomic_load(&lanes_runs); }
 
-int tconv_prepack_pixel_lanes(obx_tconv_weights *w, int fmt, const uint8_t *b, const float *scales,
-                              size_t n_scales, char *err, size_t err_len) {
+int tconv_prepack_pixel_lanes(obx_tconv_weights *w, const int8_t *codes, const float *scales, size_t n_scales,
+                              char *err, size_t err_len) {
     const size_t m = w->m, c = w->cg, taps = w->kernel_positions, quads = OBX_DIV_UP(c, 4);
     /* Not for kernels the path never takes, nor for K so long that a tile
      * (a byte per pixel and K value) outgrows L2: those keep the other paths
      * and skip this layout (a byte per weight). */
     if (taps > LANES_MAX_TAPS || taps * quads * 4 > LANES_MAX_K) return 0;
-    int8_t *codes = malloc(m * w->k + 1);
     int8_t *lanes = calloc(m * taps * quads * 4 + 1, 1);
     w->lane_correction = malloc(m * sizeof(int32_t) + 1);
     w->lane_scales = malloc(m * sizeof(float) + 1);
-    if (!codes || !lanes || !w->lane_correction || !w->lane_scales) {
-        free(codes);
+    if (!lanes || !w->lane_correction || !w->lane_scales) {
         free(lanes);
         obx_set_error(err, err_len, "out of memory");
-        return -1;
-    }
-    size_t first_bad = 0;
-    int64_t bad = obx_decode_i8(fmt, b, m, w->k, codes, &first_bad);
-    if (bad != 0) {
-        free(codes);
-        free(lanes);
-        obx_set_error(err, err_len, "%lld invalid code(s) in B, the first at element %zu", (long long)bad,
-                      first_bad);
         return -1;
     }
     /* (c, tap) -> [tap][quad][4]: the kernel takes one dword per (tap, quad);
@@ -81,7 +70,6 @@ int tconv_prepack_pixel_lanes(obx_tconv_weights *w, int fmt, const uint8_t *b, c
         w->lane_correction[o] = 128 * sum; /* the activations go in as q + 128 */
         w->lane_scales[o] = scales[n_scales == 1 ? 0 : o];
     }
-    free(codes);
     w->lane_codes = (int32_t *)lanes; /* malloc alignment suits int32 */
     return 0;
 }

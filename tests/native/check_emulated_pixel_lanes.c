@@ -118,9 +118,13 @@ static long run_case(int t, const struct conv_case *c) {
     char err[256];
     obx_tconv_weights *w = obx_tconv_prepack(OBX_FMT_2BIT, b, m * row_bytes, p, scales, n_scales, 0, err, sizeof err);
     /* the library prepacks this layout only where the CPU has AVX-512 */
-    if (w && !w->lane_codes && tconv_prepack_pixel_lanes(w, OBX_FMT_2BIT, b, scales, n_scales, err, sizeof err) != 0) {
-        obx_tconv_free(w);
-        w = NULL;
+    if (w && !w->lane_codes) {
+        int8_t *codes = tconv_decode_codes(OBX_FMT_2BIT, b, m, w->k, err, sizeof err);
+        if (!codes || tconv_prepack_pixel_lanes(w, codes, scales, n_scales, err, sizeof err) != 0) {
+            obx_tconv_free(w);
+            w = NULL;
+        }
+        free(codes);
     }
     obx_conv_geometry g;
     const int64_t dims[4] = {(int64_t)c->batch, (int64_t)c->channels, (int64_t)c->in_h, (int64_t)c->in_w};
