@@ -67,11 +67,25 @@ CASES = {
     "groups_odd": ((1, 63, 8, 9), (14, 9, 3, 2), {"group": 7, "pads": [1, 0, 1, 1]}, "tensor", 0),
     "one_k_group": ((1, 9, 5, 5), (7, 9, 3, 3), {"pads": [1, 1, 1, 1]}, "group", 128),
     # Depthwise rows of 32 outputs or more run plane by plane (vector blocks, scalar edges) on planes
-    # too large to run flat (more than 16384 outputs at stride 1, 4096 at stride 2).
+    # too large to run flat (more than 16384 outputs at stride 1, phase planes over 1 MiB at stride 2).
     "depthwise_wide_large_plane": ((1, 2, 150, 112), (2, 1, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]},
                                    "channel", 0),
-    "depthwise_wide_large_plane_stride2": ((1, 2, 41, 150), (4, 1, 3, 3), {"group": 2, "strides": [2, 2],
-                                                                          "pads": [1, 1, 1, 1]}, "channel", 0),
+    "depthwise_wide_large_plane_stride2": ((1, 2, 401, 402), (4, 1, 3, 3), {"group": 2, "strides": [2, 2],
+                                                                           "pads": [1, 1, 1, 1]}, "channel", 0),
+    # Stride 2 runs on the input's four phase planes: even and odd pad_left (which plane an even
+    # column lands in), rows split by a vector block and a scalar tail, dilation 2 (every tap in
+    # plane (0, 0)), a 2x2 kernel, a channel multiplier, batch 2, outputs that read the bottom pad.
+    "depthwise_phases_pad0": ((1, 3, 12, 13), (3, 1, 3, 3), {"group": 3, "strides": [2, 2],
+                                                             "pads": [0, 0, 1, 1]}, "channel", 0),
+    "depthwise_phases_5x5_mult2": ((2, 3, 15, 40), (6, 1, 5, 5), {"group": 3, "strides": [2, 2],
+                                                                  "pads": [2, 2, 2, 2]}, "tensor", 0),
+    "depthwise_phases_dilated": ((1, 4, 17, 70), (4, 1, 3, 3), {"group": 4, "strides": [2, 2], "dilations": [2, 2],
+                                                                "pads": [1, 3, 1, 2]}, "channel", 0),
+    "depthwise_phases_2x2": ((1, 5, 9, 34), (5, 1, 2, 2), {"group": 5, "strides": [2, 2],
+                                                           "pads": [0, 0, 1, 1]}, "channel", 0),
+    # Channel blocks: a full block of 16 and a part one, batch 2, uneven pads.
+    "depthwise_blocks_batch2": ((2, 20, 9, 10), (20, 1, 3, 3), {"group": 20, "strides": [2, 2],
+                                                                 "pads": [1, 0, 2, 1]}, "channel", 0),
     "depthwise_wide": ((1, 5, 9, 41), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide_dilated_mult2": ((2, 3, 6, 45), (6, 1, 3, 5), {"group": 3, "dilations": [1, 2],
                                                                    "pads": [1, 3, 2, 4]}, "tensor", 0),
@@ -79,9 +93,9 @@ CASES = {
                                                              "pads": [1, 1, 1, 1]}, "channel", 0),
     "depthwise_wide_stride2_even": ((1, 3, 6, 64), (3, 1, 3, 3), {"group": 3, "strides": [1, 2],
                                                                   "pads": [0, 1, 1, 0]}, "channel", 0),
-    # Depthwise planes at strides 1 and 2 run flat from a zero-padded copy: dilation, a channel
-    # multiplier, uneven pads (out_h != in_h), batch 2; a 5x5 kernel taller than the plane; stride 2
-    # whose last input row and column no output reads (the padded plane is then wider than the grid).
+    # Depthwise planes at stride 1 run flat from a zero-padded copy: dilation, a channel multiplier,
+    # uneven pads (out_h != in_h), batch 2; a 5x5 kernel taller than the plane. Stride 2 whose last
+    # input row and column no output reads runs on phase planes.
     "depthwise_flat_dilated_mult2": ((2, 6, 10, 11), (12, 1, 3, 3), {"group": 6, "dilations": [2, 2],
                                                                     "pads": [1, 2, 3, 2]}, "tensor", 0),
     "depthwise_flat_5x5": ((1, 7, 4, 8), (7, 1, 5, 5), {"group": 7, "pads": [2, 2, 2, 2]}, "channel", 0),
@@ -258,17 +272,36 @@ def _depthwise_float_spec(x, codes, scales, bias, attrs):
     return (y + bias[None, :, None, None]).astype(np.float32) if bias is not None else y
 
 
-@pytest.mark.parametrize("name", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide", "depthwise_wide_large_plane",
-                                  "depthwise_wide_large_plane_stride2",
-                                  "depthwise_wide_dilated_mult2", "depthwise_wide_stride2",
-                                  "depthwise_wide_stride2_even", "depthwise_flat_dilated_mult2",
-                                  "depthwise_flat_5x5", "depthwise_flat_narrow",
-                                  "depthwise_flat_stride2_odd"])
-def test_depthwise_float_path_is_bit_exact(rng, name):
-    """Both depthwise float kernels (channels-last, and plane by plane for wide rows) compute the
-    documented order of operations, on every ISA: the bits of _depthwise_float_spec."""
+DEPTHWISE_FLOAT_CASES = ["depthwise", "depthwise_stride2_mult2", "depthwise_wide", "depthwise_wide_large_plane",
+                         "depthwise_wide_large_plane_stride2", "depthwise_wide_dilated_mult2", "depthwise_wide_stride2",
+                         "depthwise_wide_stride2_even", "depthwise_flat_dilated_mult2", "depthwise_flat_5x5",
+                         "depthwise_flat_narrow", "depthwise_flat_stride2_odd", "depthwise_phases_pad0",
+                         "depthwise_phases_5x5_mult2", "depthwise_phases_dilated", "depthwise_phases_2x2",
+                         "depthwise_blocks_batch2"]
+DEPTHWISE_FLOAT_PATHS = ("blocks", "phases", "flat", "rows", "channels_last")
+
+
+def _depthwise_path_runs(path: str) -> int:
+    import ctypes
+
     from onnxbit import native
 
+    library = ctypes.CDLL(native.library_path())  # the same loaded library onnxruntime uses
+    library.obx_tconv_depthwise_path_runs.restype = ctypes.c_size_t
+    library.obx_tconv_depthwise_path_runs.argtypes = [ctypes.c_char_p]
+    return library.obx_tconv_depthwise_path_runs(path.encode())
+
+
+@pytest.mark.parametrize("path", (None, *DEPTHWISE_FLOAT_PATHS))
+@pytest.mark.parametrize("name", DEPTHWISE_FLOAT_CASES)
+def test_depthwise_float_path_is_bit_exact(rng, monkeypatch, name, path):
+    """Every depthwise float kernel (channel blocks, phase, flat and row planes, channels-last),
+    forced where it fits and by the size rule otherwise, computes the documented order of
+    operations on every ISA: the bits of _depthwise_float_spec."""
+    from onnxbit import native
+
+    if path:
+        monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
     codes, scales, bias, x, attrs, _ = _case(rng, name)
     x[0, 1, 3, 7] = np.inf  # Inf * 0 is NaN, Inf * -1 is -Inf: as in the float Conv
     op = ternary_conv_model(codes, scales, bias, conv_attrs=attrs)
@@ -279,6 +312,26 @@ def test_depthwise_float_path_is_bit_exact(rng, name):
         with native.forced_isa(isa):
             np.testing.assert_array_equal(_session(op.model, threads=2).run(None, op.feeds(x))[0], expected,
                                           err_msg=isa)
+
+
+@pytest.mark.parametrize("path, names", [
+    ("blocks", ["depthwise", "depthwise_phases_pad0", "depthwise_wide", "depthwise_blocks_batch2"]),
+    ("phases", ["depthwise_phases_dilated", "depthwise_phases_2x2", "depthwise_wide_stride2"]),
+    ("flat", ["depthwise_flat_5x5", "depthwise_flat_narrow", "depthwise_wide_dilated_mult2"]),
+    ("rows", ["depthwise_wide_large_plane_stride2", "depthwise_wide_stride2_even", "depthwise_flat_dilated_mult2"]),
+    ("channels_last", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide_stride2_even"]),
+])
+def test_each_depthwise_float_path_runs_where_forced(rng, monkeypatch, path, names):
+    """The bit-exact test above covers a path only where it really ran: each forced path runs on
+    these cases (a channel multiplier, a dilation, stride (1, 2), a 5x5 kernel among them);
+    channel blocks need a multiplier of 1."""
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
+    for name in names:
+        codes, scales, bias, x, attrs, _ = _case(rng, name)
+        op = ternary_conv_model(codes, scales, bias, conv_attrs=attrs)
+        before = _depthwise_path_runs(path)
+        _session(op.model).run(None, op.feeds(x))
+        assert _depthwise_path_runs(path) == before + 1, name
 
 
 @pytest.mark.parametrize("name", ["3x3_pad1", "1d", "groups", "depthwise", "grouped_scales"])

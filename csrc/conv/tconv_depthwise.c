@@ -14,9 +14,12 @@
  * act_quant 2: the same with s = act_scale for every window.
  * Taps in the padding are skipped (they add 0 and do not raise the absmax).
  *
- * Float activations also take two NCHW paths without copies to
- * channels-last: flat planes (flat_task, strides 1 and 2) and, for larger
- * planes with rows of 32 outputs or more, row by row (plane_task). */
+ * Float activations take other paths (float_path chooses): 16-channel
+ * blocks on small planes (tconv_depthwise_blocks.c), and NCHW paths without
+ * copies to channels-last: at stride 2 the phase planes
+ * (tconv_depthwise_phases.c); at stride 1 flat planes (flat_task); for
+ * larger planes with rows of 32 outputs or more, row by row (plane_task). */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,13 +30,14 @@
 /* Output pixels per task: their tile (32 x M floats) stays in L2 and is
  * transposed back in whole cache lines. */
 enum { DW_TILE_PIXELS = 32, DW_COPY_PIXELS = 64, DW_PLANE_MIN_WIDTH = 32 };
-/* Flat planes (flat_task), by grid outputs: at stride 1 up to 16384 (the
- * padded plane and the grid stay in L2; measured faster than plane_task's
- * rows at 56x56 by 2x and at 112x112 by 1.3x); at stride 2, which computes
- * every stride-1 output, up to 4096 (512 x 14x14: 83 -> 60 us; at 112x112
- * the rows won, 0.83 against 0.70 ms). About 4096 outputs a task (a task
+/* Flat planes (flat_task, stride 1), up to 16384 grid outputs (the padded
+ * plane and the grid stay in L2; measured faster than plane_task's rows at
+ * 56x56 by 2x and at 112x112 by 1.3x). About 4096 outputs a task (a task
  * per 14x14 channel costs more in hand-offs than its arithmetic). */
-enum { DW_FLAT_MAX_STRIDE1 = 16384, DW_FLAT_MAX_STRIDE2 = 4096, DW_FLAT_TASK_VALUES = 4096 };
+enum { DW_FLAT_MAX_GRID = 16384, DW_FLAT_TASK_VALUES = 4096 };
+/* Channel blocks (tconv_depthwise_blocks.c) up to these input pixels: 14x14
+ * at stride 1, 32x32 at stride 2 (see float_path). */
+enum { DW_BLOCKS_MAX_PIXELS = 196, DW_BLOCKS_MAX_PIXELS_STRIDE2 = 1024 };
 
 typedef struct DwJob {
     const obx_tconv_weights *w;
@@ -149,14 +153,13 @@ static void plane_task(void *arg, size_t index) {
     }
 }
 
-/* Float activations on planes up to DW_FLAT_MAX_*, a few channels a task,
+/* Float activations at stride 1 on planes up to DW_FLAT_MAX_GRID, a few channels a task,
  * NCHW to NCHW with no transposes (at 576 x 14x14 the channels-last path's
  * two transposes took as long as its arithmetic). Each plane is copied into
  * a zero-padded plane, then computed flat: output (r, c) of a grid with the
  * padded plane's row width reads padded (r, c) + the tap's offset, so every
  * tap of a block of 16 outputs is one vector load, with no masks and no
- * edge cases. The grid holds every stride-1 output; the real outputs are
- * then picked from it (every row's first out_w at stride 1).
+ * edge cases; every grid row's first out_w are the outputs.
  * A padding tap adds x * w = +-0, as the documented order says (a sum that
  * starts at +0 never becomes -0, so that is the skipped tap too). */
 static void flat_task(void *arg, size_t index) {
@@ -181,14 +184,8 @@ static void flat_task(void *arg, size_t index) {
         job->rows->depthwise_plane_f32(grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
                                        job->bias ? job->bias + o : NULL);
         float *out = job->y + o * positions;
-        if (g->stride_w == 1)
-            for (size_t r = 0; r < g->out_h; r++)
-                memcpy(out + r * g->out_w, grid + r * g->stride_h * job->padded_w, g->out_w * sizeof(float));
-        else
-            for (size_t r = 0; r < g->out_h; r++) {
-                const float *row = grid + r * g->stride_h * job->padded_w;
-                for (size_t c = 0; c < g->out_w; c++) out[r * g->out_w + c] = row[c * g->stride_w];
-            }
+        for (size_t r = 0; r < g->out_h; r++)
+            memcpy(out + r * g->out_w, grid + r * job->padded_w, g->out_w * sizeof(float));
     }
 }
 
@@ -198,59 +195,116 @@ static void run(DwJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn pa
         for (size_t i = 0; i < count; i++) fn(job, i);
 }
 
+/* The float-activation paths; int8 activations take the channels-last one. */
+enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_PATH_COUNT };
+static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows", "flat", "phases", "blocks"};
+
+static atomic_size_t path_runs[DW_PATH_COUNT];
+
+OBX_API size_t obx_tconv_depthwise_path_runs(const char *path) {
+    for (int p = 0; p < DW_PATH_COUNT; p++)
+        if (path && strcmp(path, dw_path_names[p]) == 0) return atomic_load(&path_runs[p]);
+    return 0;
+}
+
+/* The flat grid (flat_task, stride 1): out_h rows of the padded width (at least pad_left + in_w). */
+static size_t flat_padded_w(const obx_conv_geometry *g) {
+    return OBX_MAX(g->out_w + (g->kernel_w - 1) * g->dilation_w, g->pad_left + g->in_w);
+}
+
+static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_conv_geometry *g) {
+    switch (path) {
+    case DW_CHANNELS_LAST: return 1;
+    case DW_ROWS: return g->stride_w <= 2;
+    case DW_FLAT: return g->stride_h == 1 && g->stride_w == 1 && g->out_h * flat_padded_w(g) <= DW_FLAT_MAX_GRID;
+    case DW_PHASES: return tconv_depthwise_phases_fit(g);
+    case DW_BLOCKS: return tconv_depthwise_blocks_fit(w, g);
+    default: return 0;
+    }
+}
+
+/* ONNXBIT_DEPTHWISE_PATH names a float path to take wherever it fits (tests
+ * run every path on every shape, benchmarks compare them). The rule, from
+ * one-thread times of each path on MobileNet shapes (3x3, us, blocks against
+ * the next choice): channel blocks on small planes (stride 1: 960 @7x7 50
+ * against flat 95, 576 @14x14 76 / 126, but 256 @16x16 69 / 68 and 192
+ * @28x28 229 / 126; stride 2: 512 @14x14 30 / phases 75, 192 @28x28 58 /
+ * 117, 144 @56x56 175-214 / 164-209), then phase planes at stride 2, flat
+ * planes at stride 1, rows on wide planes past those. */
+static enum dw_path float_path(const obx_tconv_weights *w, const obx_conv_geometry *g) {
+    const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
+    if (name)
+        for (int p = 0; p < DW_PATH_COUNT; p++)
+            if (strcmp(name, dw_path_names[p]) == 0 && path_fits((enum dw_path)p, w, g)) return (enum dw_path)p;
+    const size_t pixels = g->in_h * g->in_w;
+    const int stride2 = g->stride_h == 2 && g->stride_w == 2;
+    if (path_fits(DW_BLOCKS, w, g) && pixels <= (stride2 ? DW_BLOCKS_MAX_PIXELS_STRIDE2 : DW_BLOCKS_MAX_PIXELS))
+        return DW_BLOCKS;
+    if (path_fits(DW_PHASES, w, g)) return DW_PHASES;
+    if (path_fits(DW_FLAT, w, g)) return DW_FLAT;
+    if (path_fits(DW_ROWS, w, g) && g->out_w >= DW_PLANE_MIN_WIDTH) return DW_ROWS;
+    return DW_CHANNELS_LAST;
+}
+
+static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
+                        float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+    const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, 0, 0.0f, 0, NULL, 0, 0, 0, 0};
+    for (size_t image = 0; image < g->batch && !job.failed; image++) {
+        job.x = x + image * g->channels * pixels;
+        job.y = y + image * w->m * positions;
+        run(&job, plane_task, w->m, par, runner);
+    }
+    if (job.failed) {
+        obx_set_error(err, err_len, "out of memory for a depthwise row");
+        return -1;
+    }
+    return 0;
+}
+
+static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
+                        float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+    const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w, taps = w->kernel_positions;
+    const size_t padded_w = flat_padded_w(g), grid = g->out_h * padded_w;
+    size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
+    if (!offset) {
+        obx_set_error(err, err_len, "out of memory for the depthwise tap offsets");
+        return -1;
+    }
+    const size_t padded_h = OBX_MAX(g->out_h + (g->kernel_h - 1) * g->dilation_h, g->pad_top + g->in_h);
+    for (size_t t = 0; t < taps; t++)
+        offset[t] = (t / g->kernel_w) * g->dilation_h * padded_w + (t % g->kernel_w) * g->dilation_w;
+    const size_t grid_outputs = OBX_DIV_UP(grid, 16) * 16;
+    /* The last block reads up to grid_outputs - 1 + the last tap's offset. */
+    const size_t staged = OBX_MAX(padded_h * padded_w, grid_outputs + offset[taps - 1]);
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, 0, 0.0f, 0,
+                 offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
+    const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
+    for (size_t image = 0; image < g->batch && !job.failed; image++) {
+        job.x = x + image * g->channels * pixels;
+        job.y = y + image * w->m * positions;
+        run(&job, flat_task, tasks, par, runner);
+    }
+    if (job.failed) {
+        obx_set_error(err, err_len, "out of memory for a depthwise plane");
+        return -1;
+    }
+    return 0;
+}
+
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len) {
     const float static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
-    /* The flat grid (flat_task): the stride-1 outputs, (out_h - 1) stride_h + 1
-     * rows of the padded width (at least pad_left + in_w). */
-    const size_t padded_w = OBX_MAX((g->out_w - 1) * g->stride_w + 1 + (g->kernel_w - 1) * g->dilation_w,
-                                    g->pad_left + g->in_w);
-    const size_t grid = ((g->out_h - 1) * g->stride_h + 1) * padded_w;
-    const int stride1 = g->stride_h == 1 && g->stride_w == 1;
-    const int flat = !act_quant && g->stride_h <= 2 && g->stride_w <= 2 &&
-                     grid <= (stride1 ? DW_FLAT_MAX_STRIDE1 : DW_FLAT_MAX_STRIDE2);
-    if (!act_quant && !flat && g->stride_w <= 2 && g->out_w >= DW_PLANE_MIN_WIDTH) {
-        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0, NULL, 0, 0, 0, 0};
-        for (size_t image = 0; image < g->batch && !job.failed; image++) {
-            job.x = x + image * g->channels * pixels;
-            job.y = y + image * w->m * positions;
-            run(&job, plane_task, w->m, par, runner);
-        }
-        if (job.failed) {
-            obx_set_error(err, err_len, "out of memory for a depthwise row");
-            return -1;
-        }
-        return 0;
-    }
-    if (flat) {
-        const size_t taps = w->kernel_positions;
-        size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
-        if (!offset) {
-            obx_set_error(err, err_len, "out of memory for the depthwise tap offsets");
-            return -1;
-        }
-        const size_t padded_h = OBX_MAX((g->out_h - 1) * g->stride_h + 1 + (g->kernel_h - 1) * g->dilation_h,
-                                        g->pad_top + g->in_h);
-        for (size_t t = 0; t < taps; t++)
-            offset[t] = (t / g->kernel_w) * g->dilation_h * padded_w + (t % g->kernel_w) * g->dilation_w;
-        const size_t grid_outputs = OBX_DIV_UP(grid, 16) * 16;
-        /* The last block reads up to grid_outputs - 1 + the last tap's offset. */
-        const size_t staged = OBX_MAX(padded_h * padded_w, grid_outputs + offset[taps - 1]);
-        DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, act_quant, static_scale, 0,
-                     offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
-        const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
-        for (size_t image = 0; image < g->batch && !job.failed; image++) {
-            job.x = x + image * g->channels * pixels;
-            job.y = y + image * w->m * positions;
-            run(&job, flat_task, tasks, par, runner);
-        }
-        if (job.failed) {
-            obx_set_error(err, err_len, "out of memory for a depthwise plane");
-            return -1;
-        }
-        return 0;
+    const enum dw_path path = act_quant ? DW_CHANNELS_LAST : float_path(w, g);
+    atomic_fetch_add(&path_runs[path], 1);
+    switch (path) {
+    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, y, par, runner, err, err_len);
+    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, y, par, runner, err, err_len);
+    case DW_FLAT: return compute_flat(w, g, x, bias, y, par, runner, err, err_len);
+    case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
+    default: break;
     }
     if (pixels > SIZE_MAX / sizeof(float) / w->m) {
         obx_set_error(err, err_len, "the input is too large for its channels-last copy");

@@ -50,6 +50,20 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len);
 
+/* Depthwise convs with float activations, channel multiplier 1, on input
+ * planes up to 4096 pixels (tconv_depthwise_blocks.c): 1 when they fit. */
+int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g);
+int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                                   size_t err_len);
+
+/* Stride-2 depthwise convs with float activations on planes up to about
+ * 1 MiB of phase planes (tconv_depthwise_phases.c): 1 when they fit. */
+int tconv_depthwise_phases_fit(const obx_conv_geometry *g);
+int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                                   size_t err_len);
+
 /* The direct depthwise path (tconv_depthwise.c). */
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,

@@ -39,6 +39,13 @@ struct tconv_row_kernels {
      *   (+ *bias when bias) */
     void (*depthwise_plane_f32)(float *out, const float *x, size_t n, const size_t *offset, const float *w,
                                 size_t taps, float scale, const float *bias);
+    /* n output pixels of a 16-channel block of a depthwise conv, float
+     * activations, from its channels-last tile x ([pixel][16]); index[p * taps + t]
+     * is the tile pixel tap t of output p reads (a pixel of zeros for a padding tap):
+     *   out[p * 16 + l] = (sum over taps t in order of x[index[p * taps + t] * 16 + l]
+     *   * w[t * 16 + l]) * scale[l] (+ bias[l] when bias) */
+    void (*depthwise_block_f32)(float *out, const float *x, size_t n, const uint32_t *index, const float *w,
+                                size_t taps, const float *scale, const float *bias);
     /* One output pixel of the channels-last depthwise path, float activations:
      * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]
      * (+ bias[c] when bias), w[t] = weights + tap[t] * m */
@@ -55,6 +62,9 @@ struct tconv_row_kernels {
      * NCHW <-> channels-last */
     void (*transpose)(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
                       size_t dst_stride);
+    /* even[k] = src[2k] for k < n_even, odd[k] = src[2k + 1] for k < n_odd: an
+     * input row split into the column phases of a stride-2 depthwise conv */
+    void (*deinterleave)(float *even, size_t n_even, float *odd, size_t n_odd, const float *src);
     /* act_quant = 3 on a depthwise conv: out[i] = (float)clamp(rint(src[i] * scale[i]), -128, 127)
      * * inverse[i], a channel's run of pixels quantized with each pixel's scale and dequantized */
     void (*dequantize_pixels)(float *out, const float *src, const float *scale, const float *inverse, size_t n);

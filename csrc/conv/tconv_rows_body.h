@@ -266,6 +266,71 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
 }
 #undef PLANE_TAP
 
+/* The odd lanes of a:b (lanes 1, 3, .. 31). */
+#if defined(__clang__)
+#define ODD_LANES(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
+#else
+#define ODD_LANES(a, b) \
+    __builtin_shuffle(a, b, (tconv_i16){1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31})
+#endif
+
+static void deinterleave(float *restrict even, size_t n_even, float *restrict odd, size_t n_odd,
+                         const float *src) {
+    size_t k = 0;
+    /* a block reads src[2k .. 2k + 31]: inside, since k + 15 < n_odd means 2k + 31 < 2 n_odd */
+    for (; k + 16 <= n_even && k + 16 <= n_odd; k += 16) {
+        tconv_f16 lo = *(const tconv_v16 *)(src + 2 * k), hi = *(const tconv_v16 *)(src + 2 * k + 16);
+        *(tconv_v16 *)(even + k) = EVEN_LANES(lo, hi);
+        *(tconv_v16 *)(odd + k) = ODD_LANES(lo, hi);
+    }
+    for (size_t j = k; j < n_even; j++) even[j] = src[2 * j];
+    for (size_t j = k; j < n_odd; j++) odd[j] = src[2 * j + 1];
+}
+
+/* Output pixel p + i of a channel block: one tap. */
+#define BLOCK_TAP(acc, i) (acc += *(const tconv_v16 *)(x + (size_t)at[(i) * taps + t] * 16) * wt)
+
+static void depthwise_block_f32(float *restrict out, const float *x, size_t n, const uint32_t *index, const float *w,
+                                size_t taps, const float *scale, const float *bias) {
+    const tconv_f16 s = *(const tconv_v16 *)scale;
+    tconv_f16 b = {0};
+    if (bias) b = *(const tconv_v16 *)bias;
+    size_t p = 0;
+    /* four pixels at once: four independent chains of adds */
+    for (; p + 4 <= n; p += 4) {
+        const uint32_t *at = index + p * taps;
+        tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (size_t t = 0; t < taps; t++) {
+            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
+            BLOCK_TAP(a0, 0);
+            BLOCK_TAP(a1, 1);
+            BLOCK_TAP(a2, 2);
+            BLOCK_TAP(a3, 3);
+        }
+        if (bias) {
+            a0 = a0 * s + b, a1 = a1 * s + b, a2 = a2 * s + b, a3 = a3 * s + b;
+        } else {
+            a0 = a0 * s, a1 = a1 * s, a2 = a2 * s, a3 = a3 * s;
+        }
+        *(tconv_v16 *)(out + p * 16) = a0;
+        *(tconv_v16 *)(out + p * 16 + 16) = a1;
+        *(tconv_v16 *)(out + p * 16 + 32) = a2;
+        *(tconv_v16 *)(out + p * 16 + 48) = a3;
+    }
+    for (; p < n; p++) {
+        const uint32_t *at = index + p * taps;
+        tconv_f16 a0 = {0};
+        for (size_t t = 0; t < taps; t++) {
+            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
+            BLOCK_TAP(a0, 0);
+        }
+        if (bias) a0 = a0 * s + b;
+        else a0 = a0 * s;
+        *(tconv_v16 *)(out + p * 16) = a0;
+    }
+}
+#undef BLOCK_TAP
+
 /* Channels [c, c + lanes of VT) of one depthwise output pixel, in one
  * vector over the taps (the scalar tail's arithmetic, in the same order). */
 #define DEPTHWISE_PIXEL_BLOCK(VT)                                                    \
@@ -374,5 +439,6 @@ static void dequantize_pixels(float *restrict out, const float *restrict src, co
 
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         absmax_run,          window_scales,
                                                    finish_i8,         quantize_run,        depthwise_row_f32,   depthwise_plane_f32,
+                                                   depthwise_block_f32,
                                                    depthwise_pixel_f32, depthwise_pixel_i8, TCONV_ROWS_TRANSPOSE,
-                                                   dequantize_pixels};
+                                                   deinterleave,        dequantize_pixels};

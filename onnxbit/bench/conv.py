@@ -97,6 +97,7 @@ def variant_models(shape: ConvShape, rng: np.random.Generator) -> dict[str, onnx
     for bits in (8, 4):
         limit = (1 << (bits - 1)) - 1
         step = np.abs(weight).reshape(m, -1).max(axis=1) / limit
+        step[step == 0] = 1.0  # an all-zero filter (likely among many 3x3 depthwise ones)
         q = np.clip(np.rint(weight / step[:, None, None, None]), -limit, limit).astype(np.int8)
         nodes = [helper.make_node("DequantizeLinear", ["Wq", "Ws"], ["W"], axis=0),
                  helper.make_node("Conv", ["X", "W"], ["Y"], **conv_attrs)]

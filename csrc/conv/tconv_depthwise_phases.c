@@ -1,0 +1,135 @@
+/* Stride-2 depthwise convolution with float activations, from the input's
+ * four phase planes. Padded row 2i + a, column 2j + b of a channel is phase
+ * plane (a, b) at (i, j); an output (r, c) then reads, for a tap at padded
+ * offset (u, v) from its window's corner, plane (u & 1, v & 1) at
+ * (r + u / 2, c + v / 2): a stride-1 read. So the planes, stacked in one
+ * buffer, run flat like the stride-1 planes (depthwise_plane_f32), 16
+ * outputs a vector load per tap and no edge cases, on a grid of
+ * out_h x phase_w with phase_w = out_w + (the widest tap offset) / 2.
+ *
+ * The stride-2 planes ran flat on the stride-1 grid before (four times the
+ * outputs, then every second one picked) and, on wide rows, row by row with
+ * scalar edges: 0.51x and 0.74x onnxruntime's fp32 Conv on 512 x 14x14 and
+ * 96 x 112x112 (one thread). Splitting a row into its phases is one pair of
+ * shuffles per 32 inputs (deinterleave); per element it cost more than the
+ * saved outputs (tried before).
+ *
+ * Arithmetic: the documented float order (tconv_depthwise.c), a padding tap
+ * adding x * w = +-0 (a sum that starts at +0 never becomes -0). */
+#include <string.h>
+
+#include "conv/tconv_internal.h"
+#include "isa/platform.h"
+#include "obx_common.h"
+
+/* About 4096 grid outputs a task (a task per 7x7 channel costs more in
+ * hand-offs than its arithmetic). Planes up to 2^18 staged floats (1 MiB,
+ * an L2) run here; larger ones take the row path. */
+enum { PHASE_TASK_VALUES = 4096, PHASE_MAX_STAGED = 1 << 18 };
+
+typedef struct PhaseJob {
+    const obx_tconv_weights *w;
+    const obx_conv_geometry *g;
+    const struct tconv_row_kernels *rows;
+    const float *x; /* this image, NCHW */
+    const float *bias;
+    float *y;       /* this image, NCHW */
+    const size_t *offset; /* each tap's offset in the stacked planes from its output's grid position */
+    size_t phase_h, phase_w, plane; /* one phase plane: phase_h rows of phase_w floats */
+    size_t staged;                  /* the four planes and the reads past their end */
+    size_t grid;                    /* out_h rows of phase_w outputs, rounded up to 16 */
+    size_t channels_per_task;
+    int failed;
+} PhaseJob;
+
+/* One phase plane: rows r + u / 2 for every output row r and tap row u. */
+static void phase_size(const obx_conv_geometry *g, size_t *phase_h, size_t *phase_w) {
+    *phase_h = g->out_h + ((g->kernel_h - 1) * g->dilation_h) / 2;
+    *phase_w = g->out_w + ((g->kernel_w - 1) * g->dilation_w) / 2;
+}
+
+int tconv_depthwise_phases_fit(const obx_conv_geometry *g) {
+    if (g->stride_h != 2 || g->stride_w != 2) return 0;
+    size_t phase_h, phase_w;
+    phase_size(g, &phase_h, &phase_w);
+    /* The stacked planes with the reads past them (under 5 planes and a
+     * block) and the grid (a plane and a block). */
+    return phase_h * phase_w <= PHASE_MAX_STAGED / 7 - 16;
+}
+
+static void phase_task(void *arg, size_t index) {
+    PhaseJob *job = arg;
+    const obx_tconv_weights *w = job->w;
+    const obx_conv_geometry *g = job->g;
+    const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
+    const size_t pw = job->phase_w;
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid);
+    if (!weight) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    float *phases = weight + taps, *grid = phases + job->staged;
+    /* The padding stays 0: every channel rewrites the same inside positions. */
+    memset(phases, 0, job->staged * sizeof(float));
+    /* Input column 2k is padded column 2k + pad_left: plane b = pad_left & 1,
+     * column k + pad_left / 2; column 2k + 1 follows. Columns past phase_w
+     * are read by no output. */
+    const size_t even_b = g->pad_left & 1, even_col = g->pad_left / 2;
+    const size_t odd_b = (g->pad_left + 1) & 1, odd_col = (g->pad_left + 1) / 2;
+    const size_t n_even = even_col < pw ? OBX_MIN((g->in_w + 1) / 2, pw - even_col) : 0;
+    const size_t n_odd = odd_col < pw ? OBX_MIN(g->in_w / 2, pw - odd_col) : 0;
+    const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
+    for (size_t o = index * job->channels_per_task; o < o1; o++) {
+        for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
+        const float *plane = job->x + (o / w->m_per_group) * pixels;
+        for (size_t ih = 0; ih < g->in_h; ih++) {
+            const size_t padded_row = ih + g->pad_top, i = padded_row / 2;
+            if (i >= job->phase_h) break;
+            float *row = phases + (padded_row & 1) * 2 * job->plane + i * pw;
+            job->rows->deinterleave(row + even_b * job->plane + even_col, n_even, row + odd_b * job->plane + odd_col,
+                                    n_odd, plane + ih * g->in_w);
+        }
+        job->rows->depthwise_plane_f32(grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
+                                       job->bias ? job->bias + o : NULL);
+        float *out = job->y + o * positions;
+        for (size_t r = 0; r < g->out_h; r++)
+            memcpy(out + r * g->out_w, grid + r * pw, g->out_w * sizeof(float));
+    }
+}
+
+int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                                   size_t err_len) {
+    const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
+    size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
+    if (!offset) {
+        obx_set_error(err, err_len, "out of memory for the depthwise tap offsets");
+        return -1;
+    }
+    size_t phase_h, phase_w;
+    phase_size(g, &phase_h, &phase_w);
+    const size_t plane = phase_h * phase_w, grid = OBX_DIV_UP(g->out_h * phase_w, 16) * 16;
+    /* A tap at padded (u, v) from its window's corner reads plane (u & 1, v & 1),
+     * u / 2 rows and v / 2 columns on from its output's grid position. */
+    size_t reach = 0;
+    for (size_t t = 0; t < taps; t++) {
+        const size_t u = (t / g->kernel_w) * g->dilation_h, v = (t % g->kernel_w) * g->dilation_w;
+        offset[t] = ((u & 1) * 2 + (v & 1)) * plane + (u / 2) * phase_w + v / 2;
+        reach = OBX_MAX(reach, offset[t]);
+    }
+    PhaseJob job = {w, g, obx_platform()->conv_rows, NULL, bias, NULL, offset, phase_h, phase_w, plane,
+                    OBX_MAX(4 * plane, grid + reach), grid, OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid), 0};
+    const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
+    for (size_t image = 0; image < g->batch && !job.failed; image++) {
+        job.x = x + image * g->channels * pixels;
+        job.y = y + image * w->m * positions;
+        if (par && tasks >= 2) par(runner, phase_task, &job, tasks);
+        else
+            for (size_t i = 0; i < tasks; i++) phase_task(&job, i);
+    }
+    if (job.failed) {
+        obx_set_error(err, err_len, "out of memory for the depthwise phase planes");
+        return -1;
+    }
+    return 0;
+}
