@@ -1,6 +1,6 @@
 """TernaryConv's pixel-lanes path (csrc/conv/tconv_pixel_lanes*.c): stride-1
-convs with act_quant 1 or 2 (group by group) on AVX-512 VNNI, output pixels in the
-vector lanes. It must equal the numpy reference bit for bit on every shape it
+convs with act_quant 1 or 2 (group by group) or 3 (ungrouped) on AVX-512 VNNI,
+output pixels in the vector lanes. It must equal the numpy reference bit for bit on every shape it
 takes (kernel sizes, asymmetric pads, dilation, channel counts that are not a
 multiple of 4, widths that are not a multiple of 16, tiny planes, batches,
 NaN and Inf windows, with and without bias); ONNXBIT_CONV_PATH=pixel_lanes
@@ -95,14 +95,16 @@ def _check(isa, codes, scales, bias, x, attrs, act_quant, monkeypatch):
     op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs,
                             act_scale=STATIC_SCALE if act_quant == 2 else None)
     expected = _reference(x, codes, scales, bias, attrs, act_quant)
+    # act_quant 3 scales a pixel over all channels: grouped convs keep their per-tap matmuls
+    lanes = isa == "avx512" and (act_quant != 3 or attrs.get("group", 1) == 1)
     monkeypatch.setenv("ONNXBIT_CONV_PATH", "pixel_lanes")
     for threads in (1, 2):
         before = _runs()
         y = _session(op.model, threads).run(None, op.feeds(x))[0]
         np.testing.assert_array_equal(y, expected)
         # taken on AVX-512 (which has VNNI here), never elsewhere
-        assert (_runs() > before) == (isa == "avx512"), (isa, _runs() - before)
-    # the channels-last / im2col paths compute the same bits
+        assert (_runs() > before) == lanes, (isa, _runs() - before)
+    # the channels-last / im2col paths (per-tap matmuls for act_quant 3) compute the same bits
     monkeypatch.setenv("ONNXBIT_CONV_PATH", "channels_last")
     before = _runs()
     np.testing.assert_array_equal(_session(op.model, 2).run(None, op.feeds(x))[0], expected)
@@ -110,14 +112,14 @@ def _check(isa, codes, scales, bias, x, attrs, act_quant, monkeypatch):
     return expected
 
 
-@pytest.mark.parametrize("act_quant", [1, 2])
+@pytest.mark.parametrize("act_quant", [1, 2, 3])
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_equals_reference_on_every_isa(isa, rng, monkeypatch, name, act_quant):
     codes, scales, bias, x, attrs = _case(rng, name, with_bias=act_quant == 1 or name.startswith("3x3"))
     _check(isa, codes, scales, bias, x, attrs, act_quant, monkeypatch)
 
 
-@pytest.mark.parametrize("act_quant", [1, 2])
+@pytest.mark.parametrize("act_quant", [1, 2, 3])
 def test_non_finite_pixels_make_their_windows_nan(isa, rng, monkeypatch, act_quant):
     codes, scales, bias, x, attrs = _case(rng, "3x3_asym_pads", with_bias=True)  # out 14 x 12
     x[0, 2, 4, 4] = np.nan

@@ -32,6 +32,7 @@ OBX_API void obx_tconv_free(obx_tconv_weights *w) {
     free(w->scales);
     free(w->lane_codes);
     free(w->lane_correction);
+    free(w->lane_tap_correction);
     free(w->lane_scales);
     free(w);
 }
@@ -135,6 +136,17 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
                        : tconv_prepack_per_pixel(w, fmt, b, scales, n_scales, err, err_len)) != 0) {
             obx_tconv_free(w);
             return NULL;
+        }
+        /* Ungrouped convs also run on the pixel-lanes kernel where the CPU has it
+         * (stride 1), the per-tap matmuls staying for the other ISAs and shapes. */
+        if (!depthwise && w->group == 1 && obx_isa_supported(OBX_ISA_AVX512)) {
+            int8_t *codes = tconv_decode_codes(fmt, b, m, w->k, err, err_len);
+            if (!codes || tconv_prepack_pixel_lanes(w, codes, scales, n_scales, err, err_len) != 0) {
+                free(codes);
+                obx_tconv_free(w);
+                return NULL;
+            }
+            free(codes);
         }
         return w;
     }
@@ -352,7 +364,11 @@ OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_
     }
     const size_t positions = g->out_h * g->out_w;
     if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
-    if (w->taps) return tconv_compute_per_pixel(w, g, x, bias, y, par, runner, err, err_len);
+    if (w->taps) {
+        if (tconv_pixel_lanes_applies(w, g, act_quant))
+            return tconv_compute_pixel_lanes(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
+        return tconv_compute_per_pixel(w, g, x, bias, y, par, runner, err, err_len);
+    }
     if (w->pixel_depthwise) return tconv_compute_depthwise_per_pixel(w, g, x, bias, y, par, runner, err, err_len);
     if (w->codes) return tconv_compute_depthwise(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
     if (tconv_pixel_lanes_applies(w, g, act_quant))

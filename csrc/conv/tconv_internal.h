@@ -18,6 +18,7 @@ struct obx_tconv_weights {
      * [m][kernel_positions][ceil(cg / 4)] dwords of 4 codes, 128 * each row's code sum, m scales */
     int32_t *lane_codes;
     int32_t *lane_correction;
+    int32_t *lane_tap_correction; /* [m][kernel_positions]: 128 * each tap's code sum (act_quant 3) */
     float *lane_scales;
 };
 

@@ -51,8 +51,9 @@ int tconv_prepack_pixel_lanes(obx_tconv_weights *w, const int8_t *codes, const f
     if (taps > LANES_MAX_TAPS || taps * quads * 4 > LANES_MAX_K) return 0;
     int8_t *lanes = calloc(m * taps * quads * 4 + 1, 1);
     w->lane_correction = malloc(m * sizeof(int32_t) + 1);
+    w->lane_tap_correction = calloc(m * taps + 1, sizeof(int32_t));
     w->lane_scales = malloc(m * sizeof(float) + 1);
-    if (!lanes || !w->lane_correction || !w->lane_scales) {
+    if (!lanes || !w->lane_correction || !w->lane_tap_correction || !w->lane_scales) {
         free(lanes);
         obx_set_error(err, err_len, "out of memory");
         return -1;
@@ -66,6 +67,7 @@ int tconv_prepack_pixel_lanes(obx_tconv_weights *w, const int8_t *codes, const f
                 const int8_t code = codes[o * w->k + ch * taps + t];
                 lanes[((o * taps + t) * quads + ch / 4) * 4 + ch % 4] = code;
                 sum += code;
+                w->lane_tap_correction[o * taps + t] += 128 * code; /* act_quant 3 sums tap by tap */
             }
         w->lane_correction[o] = 128 * sum; /* the activations go in as q + 128 */
         w->lane_scales[o] = scales[n_scales == 1 ? 0 : o];
@@ -84,6 +86,7 @@ typedef struct LanesJob {
     float *y;
     const float *bias;
     float static_scale;
+    int per_pixel; /* act_quant 3 */
     int in_place; /* 1x1 without padding: X's planes are the flat planes */
     /* length: floats per flat plane, with the zero tail the last tile's shifted lanes read */
     size_t flat_w, flat_h, length, flat_outputs, tiles, strip_tiles, strips, parts, part_m;
@@ -144,7 +147,9 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
         while (first_copied > 0 && (c0 + first_copied - 1) * job->flat_outputs + p0 + TCONV_LANES_TILE > available)
             first_copied--;
     }
-    const size_t tile_bytes = TCONV_LANES_TILE * 4 * taps * quads; /* a byte per (pixel, tap, channel) */
+    /* a byte per (pixel, tap, channel); act_quant 3: per (pixel, channel) of the span, and its r */
+    const size_t tile_bytes = job->per_pixel ? tconv_lanes_span(job->offset[taps - 1]) * (4 * quads + 4)
+                                             : TCONV_LANES_TILE * 4 * taps * quads;
     const size_t bytes = 64 + tile_bytes + 4 * quads * sizeof(float *) +
                          (cg - first_copied) * TCONV_LANES_TILE * sizeof(float);
     float *buffer = tconv_thread_buffer(TCONV_BUFFER_TILE, OBX_DIV_UP(bytes, sizeof(float)));
@@ -182,6 +187,8 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
         .bias = job->bias ? job->bias + m0 : NULL,
         .m = m,
         .y = job->y + m0 * g->out_h * g->out_w,
+        .per_pixel = job->per_pixel,
+        .tap_correction = w->lane_tap_correction + m0 * taps,
         .tile = aligned,
     };
     job->kernel(&task);
@@ -225,14 +232,22 @@ static int path_override(void) {
 
 int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometry *g, int act_quant) {
     if (!w->lane_codes || !obx_platform()->conv_lanes) return 0;
-    if (act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC) return 0;
+    if (act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC && act_quant != OBX_ACT_INT8_PIXEL)
+        return 0;
     if (g->stride_h != 1 || g->stride_w != 1) return 0;
     /* The padded plane holds the input: trailing pads are >= 0. */
     if (g->out_h + (g->kernel_h - 1) * g->dilation_h < g->pad_top + g->in_h ||
         g->out_w + (g->kernel_w - 1) * g->dilation_w < g->pad_left + g->in_w)
         return 0;
+    /* act_quant 3 scales a pixel over all channels: one group's absmaxes. */
+    if (act_quant == OBX_ACT_INT8_PIXEL && w->group != 1) return 0;
     int forced = path_override();
     if (forced >= 0) return forced;
+    /* act_quant 3 otherwise runs one small matmul per tap (tconv_per_pixel.c),
+     * slower everywhere measured (one thread, that path's time / this one's:
+     * 3x3 64 @56 3.0 / 0.8 ms as act_quant 1 runs here, 1x1 144->24 @56 1.0 /
+     * 0.32). */
+    if (act_quant == OBX_ACT_INT8_PIXEL) return 1;
     /* The size rule, from one-thread CPU time against the channels-last path
      * (interleaved medians, this path's time / that one's): 1x1 convs win
      * everywhere measured (256->64 @56 0.48, 144->24 @56 0.43, 576->96 @14
@@ -264,6 +279,7 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     job.rows = obx_platform()->conv_rows;
     job.bias = bias;
     job.static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
+    job.per_pixel = act_quant == OBX_ACT_INT8_PIXEL;
     job.in_place = is_in_place(g);
     job.x_end = x + g->batch * g->channels * g->in_h * g->in_w;
     job.flat_w = g->out_w + (g->kernel_w - 1) * g->dilation_w;

@@ -34,7 +34,17 @@ enum { TCONV_LANES_VECTORS = 4, TCONV_LANES_TILE = 16 * TCONV_LANES_VECTORS };
  * is computed as the TernaryMatMul epilogue does (tmm_compute.h):
  * ((0 + (float)isum * weight_scale) / s) + bias, NaN for a window holding
  * NaN or Inf; s = 127 * (1 / max(window absmax, 1e-5)), or static_scale when
- * it is > 0 (act_quant 2); q = clamp(rint(x * s), -128, 127). */
+ * it is > 0 (act_quant 2); q = clamp(rint(x * s), -128, 127).
+ *
+ * per_pixel (act_quant 3, tconv_per_pixel.c has the arithmetic): every flat
+ * pixel the tile reads (p0 + [0, span), span = TCONV_LANES_TILE + the last
+ * tap's offset, rounded up to 16) is quantized once with its own scale s =
+ * 127 * (1 / max(absmax, 1e-5)) over all channels (window_amax holds those
+ * absmaxes, or NULL for a 1x1 conv as above) and r = 1 / s (NaN for a pixel
+ * holding NaN or Inf); per output lane, acc = 0, then per tap in order
+ * acc = acc + (float)(isum_tap) * r[lane + offset[tap]], with
+ * tap_correction[o * taps + tap] = 128 * the tap's code sum; y = acc *
+ * weight_scale + bias. A padding pixel (x = 0) adds +0. */
 struct tconv_lanes_task {
     const float *const *src;
     const size_t *offset;
@@ -49,9 +59,17 @@ struct tconv_lanes_task {
     const float *bias;
     size_t m;
     float *y;
-    /* Scratch, 64-byte aligned: TCONV_LANES_TILE * taps * 4 * quads bytes. */
+    int per_pixel;
+    const int32_t *tap_correction; /* per_pixel: [m][taps] */
+    /* Scratch, 64-byte aligned: TCONV_LANES_TILE * taps * 4 * quads bytes;
+     * per_pixel: span * (4 * quads + 4) bytes (tconv_lanes_span). */
     uint8_t *tile;
 };
+
+/* per_pixel: the flat pixels a tile reads, from its first. */
+static inline size_t tconv_lanes_span(size_t last_offset) {
+    return (TCONV_LANES_TILE + last_offset + 15) / 16 * 16;
+}
 
 typedef void (*tconv_lanes_fn)(const struct tconv_lanes_task *task);
 

@@ -255,12 +255,160 @@ static void channel_blocks(const struct tconv_lanes_task *t, size_t vectors, con
     }
 }
 
+/* ---- act_quant 3: one scale per input pixel ---------------------------- */
+
+/* The span's pixels quantized once each: [quad][span] dwords of 4 channels
+ * as q + 128 at the tile, then each pixel's r = 1 / s (NaN for a pixel
+ * holding NaN or Inf, whose q are then any bytes: every term reading them is
+ * NaN). Returns r. */
+static const float *quantize_span(const struct tconv_lanes_task *t, size_t span) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), inf_bits = _mm512_set1_epi32(0x7f800000);
+    const __m512i floor_bits = _mm512_castps_si512(_mm512_set1_ps(1e-5f));
+    const __m512 one = _mm512_set1_ps(1.0f), nan = _mm512_set1_ps(__builtin_nanf(""));
+    const size_t vectors = span / 16;
+    __m512i *out = (__m512i *)t->tile;
+    float *r = (float *)(t->tile + span * 4 * t->quads);
+    for (size_t v = 0; v < vectors; v++) {
+        __m512i bits = _mm512_setzero_si512();
+        if (t->window_amax) {
+            bits = _mm512_loadu_si512(t->window_amax + 16 * v);
+        } else { /* a 1x1 conv: the span is the tile, TCONV_LANES_TILE readable lanes */
+            for (size_t c = 0; c < t->channels; c++)
+                bits = _mm512_max_epi32(bits, _mm512_and_si512(_mm512_loadu_si512(t->src[c] + 16 * v), magnitude));
+        }
+        /* NaN and Inf order above every finite magnitude as integers; max(amax,
+         * 1e-5) on bit patterns, a bad pixel taking any finite value. */
+        const __mmask16 bad = _mm512_cmpge_epi32_mask(bits, inf_bits);
+        const __m512i clamped = _mm512_max_epi32(_mm512_mask_mov_epi32(bits, bad, floor_bits), floor_bits);
+        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(127.0f), _mm512_div_ps(one, _mm512_castsi512_ps(clamped)));
+        _mm512_storeu_ps(r + 16 * v, _mm512_mask_mov_ps(_mm512_div_ps(one, scale), bad, nan));
+        for (size_t q = 0; q < t->quads; q++)
+            _mm512_store_si512(out + q * vectors + v,
+                               quantize_quad(t->src[4 * q] + 16 * v, t->src[4 * q + 1] + 16 * v,
+                                             t->src[4 * q + 2] + 16 * v, t->src[4 * q + 3] + 16 * v, scale, 0));
+    }
+    return r;
+}
+
+/* Accumulator (i, v) as in channel_block, restarted per tap at minus the
+ * tap's correction; the float sums f[i][v] carry across taps. */
+#define PIXEL_START(i)                                                                                         \
+    if (i < MB) {                                                                                              \
+        a##i##0 = a##i##1 = a##i##2 = a##i##3 = _mm512_set1_epi32(-t->tap_correction[(o0 + i) * t->taps + k]); \
+    }
+#define PIXEL_STEP(i)                                                                                          \
+    if (i < MB) {                                                                                              \
+        const __m512i wb = _mm512_set1_epi32(w##i[j]);                                                         \
+        dpbusd_in_place(&a##i##0, x0, wb);                                                                     \
+        if (VECS > 1) dpbusd_in_place(&a##i##1, x1, wb);                                                       \
+        if (VECS > 2) dpbusd_in_place(&a##i##2, x2, wb);                                                       \
+        if (VECS > 3) dpbusd_in_place(&a##i##3, x3, wb);                                                       \
+    }
+/* acc = acc + (float)isum * r: a multiply and an add, each rounded */
+#define PIXEL_TERM(i, v, rv) (f[i][v] = _mm512_add_ps(f[i][v], _mm512_mul_ps(_mm512_cvtepi32_ps(a##i##v), rv)))
+#define PIXEL_END(i)                                                                                           \
+    if (i < MB) {                                                                                              \
+        PIXEL_TERM(i, 0, r0);                                                                                  \
+        if (VECS > 1) PIXEL_TERM(i, 1, r1);                                                                    \
+        if (VECS > 2) PIXEL_TERM(i, 2, r2);                                                                    \
+        if (VECS > 3) PIXEL_TERM(i, 3, r3);                                                                    \
+    }
+
+/* y = acc * weight_scale + bias for one output vector, stored as finish does. */
+static ALWAYS_INLINE void finish_pixel(const struct tconv_lanes_task *t, size_t o, int v, __m512 acc,
+                                       const struct lane_stores *st) {
+    __m512 f = _mm512_mul_ps(acc, _mm512_set1_ps(t->weight_scale[o]));
+    if (t->bias) f = _mm512_add_ps(f, _mm512_set1_ps(t->bias[o]));
+    if (st->keep[v] != st->first_n[v]) f = _mm512_maskz_compress_ps(st->keep[v], f);
+    _mm512_mask_storeu_ps(t->y + o * t->plane + st->dst[v], st->first_n[v], f);
+}
+
+static ALWAYS_INLINE void pixel_channel_block(const struct tconv_lanes_task *t, size_t o0, size_t span,
+                                              const float *r, const struct lane_stores *st, const int MB,
+                                              const int VECS) {
+    const __m512i z = _mm512_setzero_si512();
+    __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    __m512i a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    __m512i a40 = z, a41 = z, a42 = z, a43 = z, a50 = z, a51 = z, a52 = z, a53 = z;
+    __m512 f[BLOCK_M][NV];
+    for (int i = 0; i < MB; i++)
+        for (int v = 0; v < VECS; v++) f[i][v] = _mm512_setzero_ps();
+    const size_t quads = t->quads, k4 = t->taps * quads;
+    const int32_t *tile = (const int32_t *)t->tile;
+    for (size_t k = 0; k < t->taps; k++) {
+        const size_t shift = t->offset[k];
+        /* rows past MB are never read (nor pointed past the array) */
+        const int32_t *w0 = t->codes + o0 * k4 + k * quads;
+        const int32_t *w1 = MB > 1 ? w0 + k4 : w0, *w2 = MB > 2 ? w1 + k4 : w1, *w3 = MB > 3 ? w2 + k4 : w2;
+        const int32_t *w4 = MB > 4 ? w3 + k4 : w3, *w5 = MB > 5 ? w4 + k4 : w4;
+        PIXEL_START(0)
+        PIXEL_START(1)
+        PIXEL_START(2)
+        PIXEL_START(3)
+        PIXEL_START(4)
+        PIXEL_START(5)
+        const int32_t *x = tile + shift;
+        for (size_t j = 0; j < quads; j++, x += span) {
+            const __m512i x0 = _mm512_loadu_si512(x);
+            const __m512i x1 = VECS > 1 ? _mm512_loadu_si512(x + 16) : z;
+            const __m512i x2 = VECS > 2 ? _mm512_loadu_si512(x + 32) : z;
+            const __m512i x3 = VECS > 3 ? _mm512_loadu_si512(x + 48) : z;
+            PIXEL_STEP(0)
+            PIXEL_STEP(1)
+            PIXEL_STEP(2)
+            PIXEL_STEP(3)
+            PIXEL_STEP(4)
+            PIXEL_STEP(5)
+        }
+        const __m512 r0 = _mm512_loadu_ps(r + shift);
+        const __m512 r1 = VECS > 1 ? _mm512_loadu_ps(r + shift + 16) : r0;
+        const __m512 r2 = VECS > 2 ? _mm512_loadu_ps(r + shift + 32) : r0;
+        const __m512 r3 = VECS > 3 ? _mm512_loadu_ps(r + shift + 48) : r0;
+        PIXEL_END(0)
+        PIXEL_END(1)
+        PIXEL_END(2)
+        PIXEL_END(3)
+        PIXEL_END(4)
+        PIXEL_END(5)
+    }
+    for (int i = 0; i < MB; i++)
+        for (int v = 0; v < VECS; v++) finish_pixel(t, o0 + (size_t)i, v, f[i][v], st);
+}
+
+#define PIXEL_VEC_CASES(MB)                                                                                    \
+    switch (vectors) {                                                                                         \
+    case 1: pixel_channel_block(t, o0, span, r, st, MB, 1); break;                                             \
+    case 2: pixel_channel_block(t, o0, span, r, st, MB, 2); break;                                             \
+    case 3: pixel_channel_block(t, o0, span, r, st, MB, 3); break;                                             \
+    default: pixel_channel_block(t, o0, span, r, st, MB, 4); break;                                            \
+    }
+
+static void pixel_channel_blocks(const struct tconv_lanes_task *t, size_t vectors, size_t span, const float *r,
+                                 const struct lane_stores *st) {
+    size_t o0 = 0;
+    for (; o0 + BLOCK_M <= t->m; o0 += BLOCK_M) PIXEL_VEC_CASES(BLOCK_M)
+    switch (t->m - o0) {
+    case 0: break;
+    case 1: PIXEL_VEC_CASES(1) break;
+    case 2: PIXEL_VEC_CASES(2) break;
+    case 3: PIXEL_VEC_CASES(3) break;
+    case 4: PIXEL_VEC_CASES(4) break;
+    default: PIXEL_VEC_CASES(5) break;
+    }
+}
+
 void tconv_lanes_avx512(const struct tconv_lanes_task *t) {
     const size_t vectors = OBX_DIV_UP(t->pixels, 16);
-    struct lane_scales ls;
     struct lane_stores st;
+    lane_stores(t, vectors, &st);
+    if (t->per_pixel) {
+        const size_t span = tconv_lanes_span(t->offset[t->taps - 1]);
+        const float *r = quantize_span(t, span);
+        pixel_channel_blocks(t, vectors, span, r, &st);
+        return;
+    }
+    struct lane_scales ls;
     window_scales(t, vectors, &ls);
     quantize_tile(t, vectors, &ls);
-    lane_stores(t, vectors, &st);
     channel_blocks(t, vectors, &ls, &st);
 }

@@ -4,7 +4,8 @@
  * random stride-1 convs: 1x1 (read in place or padded) and 3x3 (pads,
  * sometimes dilated), channel counts off multiples of 4, widths off
  * multiples of 16, batches, groups, act_quant 1 and 2 (a static scale that
- * clips and one that makes rounding ties), all-zero windows, windows
+ * clips and one that makes rounding ties) and 3 (ungrouped, against its
+ * per-tap matmuls), all-zero windows, windows
  * holding NaN or Inf, with and without bias. Both paths go through
  * obx_tconv_compute_scaled; ONNXBIT_CONV_PATH picks the path and the
  * library's run counter proves the pixel-lanes one ran. Prints the count of
@@ -70,7 +71,10 @@ static struct conv_case random_case(int t) {
     /* widths off (and sometimes on) multiples of 16, the window always fits */
     c.in_h = pick(span > 2 ? span - 2 : 1, 9) + (three_by_three ? 2 : 0);
     c.in_w = rand() % 6 == 0 ? 16 * pick(1, 2) : pick(span, 37);
-    c.act_quant = rand() % 2 ? OBX_ACT_INT8_TOKEN : OBX_ACT_INT8_STATIC;
+    /* act_quant 3 (per input pixel) on ungrouped convs, against its per-tap matmuls */
+    c.act_quant = group == 1 && rand() % 3 == 0 ? OBX_ACT_INT8_PIXEL
+                  : rand() % 2                  ? OBX_ACT_INT8_TOKEN
+                                                : OBX_ACT_INT8_STATIC;
     c.ties = c.act_quant == OBX_ACT_INT8_STATIC && rand() % 2;
     c.static_scale = c.ties ? 2.0f : 127.0f / 2.5f; /* 127 / 2.5 clips the largest inputs */
     c.non_finite = rand() % 4 == 0;
@@ -116,7 +120,8 @@ static long run_case(int t, const struct conv_case *c) {
     for (size_t i = 0; i < n_scales; i++) scales[i] = 0.05f + (float)pick(0, 100) / 37.0f;
     for (size_t i = 0; i < m; i++) bias[i] = (float)((int)pick(0, 200) - 100) / 13.0f;
     char err[256];
-    obx_tconv_weights *w = obx_tconv_prepack(OBX_FMT_2BIT, b, m * row_bytes, p, scales, n_scales, 0, err, sizeof err);
+    obx_tconv_weights *w = obx_tconv_prepack_act(OBX_FMT_2BIT, b, m * row_bytes, p, scales, n_scales, 0,
+                                                 c->act_quant, err, sizeof err);
     /* the library prepacks this layout only where the CPU has AVX-512 */
     if (w && !w->lane_codes) {
         int8_t *codes = tconv_decode_codes(OBX_FMT_2BIT, b, m, w->k, err, sizeof err);
