@@ -243,12 +243,6 @@ static void tile_task(void *arg, size_t index) {
     job->platform->conv_rows->transpose(out, rows, mg, mg, y, positions);
 }
 
-static void run(const ClJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
-    if (par && count >= 2) par(runner, fn, (void *)job, count);
-    else
-        for (size_t i = 0; i < count; i++) fn((void *)job, i);
-}
-
 int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                 const float *bias, int act_quant, float act_scale, float *y,
                                 obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
@@ -297,8 +291,8 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
         job.bias = bias;
-        if (!fused) run(&job, copy_task, OBX_DIV_UP(pixels, CL_COPY_PIXELS), par, runner);
-        run(&job, tile_task, tiles, par, runner);
+        if (!fused) tconv_run(par, runner, copy_task, &job, OBX_DIV_UP(pixels, CL_COPY_PIXELS));
+        tconv_run(par, runner, tile_task, &job, tiles);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "%s", job.err);

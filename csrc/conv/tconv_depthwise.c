@@ -189,12 +189,6 @@ static void flat_task(void *arg, size_t index) {
     }
 }
 
-static void run(DwJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
-    if (par && count >= 2) par(runner, fn, job, count);
-    else
-        for (size_t i = 0; i < count; i++) fn(job, i);
-}
-
 /* The float-activation paths; int8 activations take the channels-last one. */
 enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_PATH_COUNT };
 static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows", "flat", "phases", "blocks"};
@@ -253,7 +247,7 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
-        run(&job, plane_task, w->m, par, runner);
+        tconv_run(par, runner, plane_task, &job, w->m);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise row");
@@ -283,7 +277,7 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
-        run(&job, flat_task, tasks, par, runner);
+        tconv_run(par, runner, flat_task, &job, tasks);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise plane");
@@ -319,8 +313,8 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
-        run(&job, copy_task, OBX_DIV_UP(pixels, DW_COPY_PIXELS), par, runner);
-        run(&job, tile_task, OBX_DIV_UP(positions, DW_TILE_PIXELS), par, runner);
+        tconv_run(par, runner, copy_task, &job, OBX_DIV_UP(pixels, DW_COPY_PIXELS));
+        tconv_run(par, runner, tile_task, &job, OBX_DIV_UP(positions, DW_TILE_PIXELS));
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise tile");

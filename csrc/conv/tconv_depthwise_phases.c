@@ -123,9 +123,7 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
-        if (par && tasks >= 2) par(runner, phase_task, &job, tasks);
-        else
-            for (size_t i = 0; i < tasks; i++) phase_task(&job, i);
+        tconv_run(par, runner, phase_task, &job, tasks);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for the depthwise phase planes");

@@ -45,12 +45,6 @@ static void dequantize_task(void *arg, size_t index) {
                                      job->pixels);
 }
 
-static void run(DequantizeJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
-    if (par && count >= 2) par(runner, fn, job, count);
-    else
-        for (size_t i = 0; i < count; i++) fn(job, i);
-}
-
 int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len) {
@@ -71,8 +65,8 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
     for (size_t n = 0; n < g->batch; n++) {
         job.x = x + n * image;
         job.xq = xq + n * image;
-        run(&job, scale_task, OBX_DIV_UP(pixels, DP_SCALE_PIXELS), par, runner);
-        run(&job, dequantize_task, OBX_DIV_UP(channels, DP_CHANNELS), par, runner);
+        tconv_run(par, runner, scale_task, &job, OBX_DIV_UP(pixels, DP_SCALE_PIXELS));
+        tconv_run(par, runner, dequantize_task, &job, OBX_DIV_UP(channels, DP_CHANNELS));
     }
     return tconv_compute_depthwise(w, g, xq, bias, OBX_ACT_NONE, 0.0f, y, par, runner, err, err_len);
 }

@@ -84,6 +84,14 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
                                 const float *bias, int act_quant, float act_scale, float *y,
                                 obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
+/* fn(arg, i) for i < count: on the parallel-for callback when there is one
+ * and more than one task, else on this thread. */
+static inline void tconv_run(obx_parallel_for_fn par, void *runner, obx_task_fn fn, void *arg, size_t count) {
+    if (par && count >= 2) par(runner, fn, arg, count);
+    else
+        for (size_t i = 0; i < count; i++) fn(arg, i);
+}
+
 /* This thread's buffer `which` of at least `floats` floats, kept between
  * calls (tconv_thread_buffers.c); NULL when out of memory. */
 enum tconv_buffer { TCONV_BUFFER_TILE, TCONV_BUFFER_IMAGE, TCONV_BUFFER_DEQUANTIZED, TCONV_BUFFER_COUNT };

@@ -193,12 +193,6 @@ static void tile_task(void *arg, size_t index) {
     job->platform->conv_rows->transpose(acc, rows, mg, mg, job->y + grp * mg * positions + first, positions);
 }
 
-static void run(PixelJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
-    if (par && count >= 2) par(runner, fn, job, count);
-    else
-        for (size_t i = 0; i < count; i++) fn(job, i);
-}
-
 int tconv_compute_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
                             size_t err_len) {
@@ -237,8 +231,8 @@ int tconv_compute_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry 
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * channels * pixels;
         job.y = y + image * w->m * positions;
-        run(&job, quantize_task, OBX_DIV_UP(pixels, PP_COPY_PIXELS), par, runner);
-        run(&job, tile_task, tiles, par, runner);
+        tconv_run(par, runner, quantize_task, &job, OBX_DIV_UP(pixels, PP_COPY_PIXELS));
+        tconv_run(par, runner, tile_task, &job, tiles);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "%s", job.err);

@@ -209,12 +209,6 @@ static void strip_task(void *arg, size_t index) {
         }
 }
 
-static void run(LanesJob *job, obx_task_fn fn, size_t count, obx_parallel_for_fn par, void *runner) {
-    if (par && count >= 2) par(runner, fn, job, count);
-    else
-        for (size_t i = 0; i < count; i++) fn(job, i);
-}
-
 static int is_in_place(const obx_conv_geometry *g) {
     return g->kernel_h == 1 && g->kernel_w == 1 && g->pad_top == 0 && g->pad_left == 0 && g->out_h == g->in_h &&
            g->out_w == g->in_w;
@@ -316,8 +310,8 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * g->in_h * g->in_w;
         job.y = y + image * w->m * g->out_h * g->out_w;
-        if (!job.in_place) run(&job, copy_task, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS), par, runner);
-        run(&job, strip_task, job.strips * w->group * job.parts, par, runner);
+        if (!job.in_place) tconv_run(par, runner, copy_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
+        tconv_run(par, runner, strip_task, &job, job.strips * w->group * job.parts);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a pixel-lanes tile");
