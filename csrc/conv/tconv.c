@@ -117,6 +117,11 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
     w->kernel_positions = positions;
     w->k = cg * positions;
     const int depthwise = cg == 1 && w->group > 1 && shape.n_groups == 1;
+    /* The pixel-lanes path takes stride-1 convs on CPUs with AVX-512 VNNI; its
+     * layout (a byte per weight) is kept beside the others there (another ISA
+     * may be forced later). */
+    int lanes_cpu = obx_isa_supported(OBX_ISA_AVX512);
+    for (size_t i = 0; i < params->spatial_rank; i++) lanes_cpu = lanes_cpu && params->strides[i] == 1;
     if (act_quant == OBX_ACT_INT8_PIXEL) {
         if (shape.n_groups != 1) {
             obx_set_error(err, err_len,
@@ -137,9 +142,9 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
             obx_tconv_free(w);
             return NULL;
         }
-        /* Ungrouped convs also run on the pixel-lanes kernel where the CPU has it
-         * (stride 1), the per-tap matmuls staying for the other ISAs and shapes. */
-        if (!depthwise && w->group == 1 && obx_isa_supported(OBX_ISA_AVX512)) {
+        /* Ungrouped convs also run on the pixel-lanes kernel, the per-tap
+         * matmuls staying for the other ISAs. */
+        if (!depthwise && w->group == 1 && lanes_cpu) {
             int8_t *codes = tconv_decode_codes(fmt, b, m, w->k, err, err_len);
             if (!codes || tconv_prepack_pixel_lanes(w, codes, scales, n_scales, err, err_len) != 0) {
                 free(codes);
@@ -165,10 +170,9 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
         obx_tconv_free(w);
         return NULL;
     }
-    /* The pixel-lanes path (int8 activations, one K group) needs its own
-     * layout, kept beside the others (another ISA may be forced later). */
+    /* The pixel-lanes layout (int8 activations, one K group). */
     const int lanes = (act_quant == OBX_ACT_INT8_TOKEN || act_quant == OBX_ACT_INT8_STATIC) &&
-                      shape.n_groups == 1 && obx_isa_supported(OBX_ISA_AVX512);
+                      shape.n_groups == 1 && lanes_cpu;
     /* One scale group along K: K can be reordered to (kh, kw, c) for the
      * channels-last path (K-groups would be cut apart). Its rows are channel
      * runs, one call each: runs of fewer than TCONV_CHANNELS_LAST_MIN values
