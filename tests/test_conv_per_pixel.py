@@ -111,3 +111,25 @@ def test_verify_model_checks_act_quant_3(rng):
     codes, scales, bias, x, attrs, _ = conv_case(rng, "3x3_pad1")
     fine = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs)
     assert not [f for f in verify_model(fine.model).findings if "act_quant" in f.message]
+
+
+@pytest.mark.parametrize("path", ["blocks", "phases", "flat", "rows", "channels_last"])
+def test_depthwise_equals_reference_on_every_float_path(isa, rng, monkeypatch, path):
+    """act_quant 3 on a depthwise conv runs the float depthwise paths on X dequantized per pixel:
+    the staging paths (blocks, phases, flat) as they stage X, the others on a dequantized copy.
+    Each forced path, where it fits, gives the reference's bits (NaN and Inf pixels included)."""
+    from test_op_ternary_conv import DEPTHWISE_FLOAT_CASES, _depthwise_path_runs
+
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
+    ran = 0
+    for name in DEPTHWISE_FLOAT_CASES:
+        codes, scales, bias, x, attrs, group_size = conv_case(rng, name)
+        x[..., 0] *= 30
+        x[0, 1, 3, 7] = np.nan
+        x[0, 0, 2, 2] = -np.inf
+        op = ternary_conv_model(codes, scales, bias, group_size=group_size, act_quant=3, conv_attrs=attrs)
+        before = _depthwise_path_runs(path)
+        np.testing.assert_array_equal(_session(op.model, 2).run(None, op.feeds(x))[0],
+                                      _reference(x, codes, scales, bias, attrs, group_size), err_msg=name)
+        ran += _depthwise_path_runs(path) > before
+    assert ran >= 3, (path, ran)  # the path really ran on several cases

@@ -47,6 +47,7 @@ typedef struct DwJob {
     float *xt;       /* this image, [pixel][output channel] */
     const float *bias;
     float *y;        /* this image, NCHW */
+    const float *dq_scale, *dq_inverse; /* this image's per-pixel dequantization (flat planes), or NULL */
     int act_quant;
     float static_scale; /* act_quant 2: every window's scale; 0 otherwise */
     int failed;
@@ -179,8 +180,13 @@ static void flat_task(void *arg, size_t index) {
     for (size_t o = index * job->channels_per_task; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
         const float *plane = job->x + (o / w->m_per_group) * pixels;
-        for (size_t r = 0; r < g->in_h; r++)
-            memcpy(inside + r * job->padded_w, plane + r * g->in_w, g->in_w * sizeof(float));
+        for (size_t r = 0; r < g->in_h; r++) {
+            if (job->dq_scale)
+                job->rows->dequantize_pixels(inside + r * job->padded_w, plane + r * g->in_w,
+                                             job->dq_scale + r * g->in_w, job->dq_inverse + r * g->in_w, g->in_w);
+            else
+                memcpy(inside + r * job->padded_w, plane + r * g->in_w, g->in_w * sizeof(float));
+        }
         job->rows->depthwise_plane_f32(grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
                                        job->bias ? job->bias + o : NULL);
         float *out = job->y + o * positions;
@@ -243,7 +249,7 @@ static enum dw_path float_path(const obx_tconv_weights *w, const obx_conv_geomet
 static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, 0, 0.0f, 0, NULL, 0, 0, 0, 0};
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, NULL, NULL, 0, 0.0f, 0, NULL, 0, 0, 0, 0};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
@@ -257,7 +263,8 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
 }
 
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
-                        float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+                        const tconv_pixel_dequant *dq, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                        size_t err_len) {
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w, taps = w->kernel_positions;
     const size_t padded_w = flat_padded_w(g), grid = g->out_h * padded_w;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
@@ -271,12 +278,16 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     const size_t grid_outputs = OBX_DIV_UP(grid, 16) * 16;
     /* The last block reads up to grid_outputs - 1 + the last tap's offset. */
     const size_t staged = OBX_MAX(padded_h * padded_w, grid_outputs + offset[taps - 1]);
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, 0, 0.0f, 0,
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, NULL, NULL, 0, 0.0f, 0,
                  offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
     const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
+        if (dq) {
+            job.dq_scale = dq->scale + image * pixels;
+            job.dq_inverse = dq->inverse + image * pixels;
+        }
         tconv_run(par, runner, flat_task, &job, tasks);
     }
     if (job.failed) {
@@ -284,6 +295,24 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
         return -1;
     }
     return 0;
+}
+
+int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                        const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+    const enum dw_path path = float_path(w, g);
+    switch (path) {
+    case DW_BLOCKS:
+        atomic_fetch_add(&path_runs[path], 1);
+        return tconv_compute_depthwise_blocks(w, g, x, bias, dq, y, par, runner, err, err_len);
+    case DW_PHASES:
+        atomic_fetch_add(&path_runs[path], 1);
+        return tconv_compute_depthwise_phases(w, g, x, bias, dq, y, par, runner, err, err_len);
+    case DW_FLAT:
+        atomic_fetch_add(&path_runs[path], 1);
+        return compute_flat(w, g, x, bias, dq, y, par, runner, err, err_len);
+    default: return 1;
+    }
 }
 
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
@@ -294,9 +323,9 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
     const enum dw_path path = act_quant ? DW_CHANNELS_LAST : float_path(w, g);
     atomic_fetch_add(&path_runs[path], 1);
     switch (path) {
-    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, y, par, runner, err, err_len);
-    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, y, par, runner, err, err_len);
-    case DW_FLAT: return compute_flat(w, g, x, bias, y, par, runner, err, err_len);
+    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, NULL, y, par, runner, err, err_len);
+    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, NULL, y, par, runner, err, err_len);
+    case DW_FLAT: return compute_flat(w, g, x, bias, NULL, y, par, runner, err, err_len);
     case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
     default: break;
     }
@@ -309,7 +338,7 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
         obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
         return -1;
     }
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, act_quant, static_scale, 0, NULL, 0, 0, 0, 0};
+    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, NULL, NULL, act_quant, static_scale, 0, NULL, 0, 0, 0, 0};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;

@@ -31,6 +31,7 @@ typedef struct BlockJob {
     const float *x; /* this image, NCHW */
     const float *bias;
     float *y;       /* this image, NCHW */
+    const float *dq_scale, *dq_inverse; /* this image's per-pixel dequantization, or NULL */
     const uint32_t *index; /* [output pixel][tap]: the tile pixel read, `pixels` (the zeros) in the padding */
     int failed;
 } BlockJob;
@@ -46,8 +47,10 @@ static void block_task(void *arg, size_t index) {
     const size_t lanes = DW_BLOCK_LANES, taps = w->kernel_positions;
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     const size_t o0 = index * lanes, count = OBX_MIN(lanes, w->m - o0);
-    /* weights, scales, bias; the tile and its pixel of zeros; the outputs */
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, (taps + 3 + pixels + positions) * lanes);
+    /* weights, scales, bias; the tile and its pixel of zeros; the outputs; the
+     * dequantized planes (act_quant 3) */
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE,
+                                        (taps + 3 + pixels + positions + (job->dq_scale ? pixels : 0)) * lanes);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
@@ -62,14 +65,22 @@ static void block_task(void *arg, size_t index) {
     for (size_t t = 0; t < taps; t++) memcpy(weight + t * lanes, w->weights + t * w->m + o0, count * sizeof(float));
     memcpy(scale, w->scales + o0, count * sizeof(float));
     if (job->bias) memcpy(bias, job->bias + o0, count * sizeof(float));
-    job->rows->transpose(job->x + o0 * pixels, count, pixels, pixels, tile, lanes);
+    const float *planes = job->x + o0 * pixels;
+    if (job->dq_scale) {
+        float *dequantized = out + positions * lanes;
+        for (size_t c = 0; c < count; c++)
+            job->rows->dequantize_pixels(dequantized + c * pixels, planes + c * pixels, job->dq_scale, job->dq_inverse,
+                                         pixels);
+        planes = dequantized;
+    }
+    job->rows->transpose(planes, count, pixels, pixels, tile, lanes);
     job->rows->depthwise_block_f32(out, tile, positions, job->index, weight, taps, scale, job->bias ? bias : NULL);
     job->rows->transpose(out, positions, count, lanes, job->y + o0 * positions, positions);
 }
 
 int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
-                                   size_t err_len) {
+                                   const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     if (positions > SIZE_MAX / sizeof(ptrdiff_t) / (taps + 1)) {
         obx_set_error(err, err_len, "the output is too large for its depthwise tap table");
@@ -87,11 +98,15 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
         tconv_tap_pixels(g, p, pixel);
         for (size_t t = 0; t < taps; t++) table[p * taps + t] = (uint32_t)(pixel[t] < 0 ? pixels : (size_t)pixel[t]);
     }
-    BlockJob job = {w, g, obx_platform()->conv_rows, NULL, bias, NULL, table, 0};
+    BlockJob job = {w, g, obx_platform()->conv_rows, NULL, bias, NULL, NULL, NULL, table, 0};
     const size_t tasks = OBX_DIV_UP(w->m, (size_t)DW_BLOCK_LANES);
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
+        if (dq) {
+            job.dq_scale = dq->scale + image * pixels;
+            job.dq_inverse = dq->inverse + image * pixels;
+        }
         tconv_run(par, runner, block_task, &job, tasks);
     }
     if (job.failed) {

@@ -23,9 +23,11 @@
 #include "obx_common.h"
 
 /* About 4096 grid outputs a task (a task per 7x7 channel costs more in
- * hand-offs than its arithmetic). Planes up to 2^18 staged floats (1 MiB,
- * an L2) run here; larger ones take the row path. */
-enum { PHASE_TASK_VALUES = 4096, PHASE_MAX_STAGED = 1 << 18 };
+ * hand-offs than its arithmetic), and at most PHASE_TASKS tasks (a task
+ * clears its planes once: per 112x112 channel that was 4% of the time).
+ * Planes up to 2^18 staged floats (1 MiB, an L2) run here; larger ones take
+ * the row path. */
+enum { PHASE_TASK_VALUES = 4096, PHASE_TASKS = 32, PHASE_MAX_STAGED = 1 << 18 };
 
 typedef struct PhaseJob {
     const obx_tconv_weights *w;
@@ -34,6 +36,7 @@ typedef struct PhaseJob {
     const float *x; /* this image, NCHW */
     const float *bias;
     float *y;       /* this image, NCHW */
+    const float *dq_scale, *dq_inverse; /* this image's per-pixel dequantization, or NULL */
     const size_t *offset; /* each tap's offset in the stacked planes from its output's grid position */
     size_t phase_h, phase_w, plane; /* one phase plane: phase_h rows of phase_w floats */
     size_t staged;                  /* the four planes and the reads past their end */
@@ -63,12 +66,12 @@ static void phase_task(void *arg, size_t index) {
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     const size_t pw = job->phase_w;
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid);
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid + g->in_w);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
-    float *phases = weight + taps, *grid = phases + job->staged;
+    float *phases = weight + taps, *grid = phases + job->staged, *dequantized = grid + job->grid;
     /* The padding stays 0: every channel rewrites the same inside positions. */
     memset(phases, 0, job->staged * sizeof(float));
     /* Input column 2k is padded column 2k + pad_left: plane b = pad_left & 1,
@@ -86,8 +89,14 @@ static void phase_task(void *arg, size_t index) {
             const size_t padded_row = ih + g->pad_top, i = padded_row / 2;
             if (i >= job->phase_h) break;
             float *row = phases + (padded_row & 1) * 2 * job->plane + i * pw;
+            const float *src = plane + ih * g->in_w;
+            if (job->dq_scale) {
+                job->rows->dequantize_pixels(dequantized, src, job->dq_scale + ih * g->in_w,
+                                             job->dq_inverse + ih * g->in_w, g->in_w);
+                src = dequantized;
+            }
             job->rows->deinterleave(row + even_b * job->plane + even_col, n_even, row + odd_b * job->plane + odd_col,
-                                    n_odd, plane + ih * g->in_w);
+                                    n_odd, src);
         }
         job->rows->depthwise_plane_f32(grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
                                        job->bias ? job->bias + o : NULL);
@@ -98,8 +107,8 @@ static void phase_task(void *arg, size_t index) {
 }
 
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
-                                   size_t err_len) {
+                                   const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
@@ -117,12 +126,17 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
         offset[t] = ((u & 1) * 2 + (v & 1)) * plane + (u / 2) * phase_w + v / 2;
         reach = OBX_MAX(reach, offset[t]);
     }
-    PhaseJob job = {w, g, obx_platform()->conv_rows, NULL, bias, NULL, offset, phase_h, phase_w, plane,
-                    OBX_MAX(4 * plane, grid + reach), grid, OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid), 0};
+    PhaseJob job = {w, g, obx_platform()->conv_rows, NULL, bias, NULL, NULL, NULL, offset, phase_h, phase_w, plane,
+                    OBX_MAX(4 * plane, grid + reach), grid,
+                    OBX_MAX(OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid), OBX_DIV_UP(w->m, (size_t)PHASE_TASKS)), 0};
     const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
+        if (dq) {
+            job.dq_scale = dq->scale + image * pixels;
+            job.dq_inverse = dq->inverse + image * pixels;
+        }
         tconv_run(par, runner, phase_task, &job, tasks);
     }
     if (job.failed) {

@@ -5,7 +5,10 @@
  * code * ((float)q * r) to the bit (negation is exact, 0 * r = +0, and a
  * NaN r makes every product NaN). So X is quantized and dequantized once,
  * x' = (float)q * r, and the float depthwise path runs on x': the same sum
- * over taps in the same order, the same scale and bias. */
+ * over taps in the same order, the same scale and bias. The float paths
+ * that stage X anyway (channel blocks, phase and flat planes) dequantize it
+ * as they stage it, from each pixel's s and 1 / s; the others get a
+ * dequantized copy. */
 #include <math.h>
 #include <string.h>
 
@@ -13,60 +16,81 @@
 #include "isa/platform.h"
 #include "obx_common.h"
 
-/* Pixels per task of the scale pass; channels per task of the dequantize pass. */
-enum { DP_SCALE_PIXELS = 1024, DP_CHANNELS = 8 };
+/* Pixels per task: with a copy to make, their values over all channels
+ * (C x 4 KiB) stay in L2 between the absmax pass and the dequantize pass,
+ * so X is read from memory once there. */
+enum { DP_PIXELS = 1024 };
 
 typedef struct DequantizeJob {
     const struct tconv_row_kernels *rows;
     const float *x;  /* one image, NCHW */
-    float *xq;       /* its dequantized copy */
+    float *xq;       /* its dequantized copy, or NULL: only the scales */
     float *scale;    /* [pixel]: s, from the absmax bits in place */
     float *inverse;  /* [pixel]: 1 / s, NaN where the pixel holds NaN or Inf */
     uint8_t *bad;    /* [pixel] */
     size_t channels, pixels;
 } DequantizeJob;
 
-/* s = 127 * (1 / max(absmax over the pixel's channels, 1e-5)), as tconv_per_pixel.c computes it. */
-static void scale_task(void *arg, size_t index) {
+/* A block of pixels: s = 127 * (1 / max(absmax over the pixel's channels,
+ * 1e-5)), as tconv_per_pixel.c computes it, then (with a copy to make)
+ * every channel's values. */
+static void dequantize_task(void *arg, size_t index) {
     const DequantizeJob *job = arg;
-    const size_t p0 = index * DP_SCALE_PIXELS, n = OBX_MIN((size_t)DP_SCALE_PIXELS, job->pixels - p0);
+    const size_t p0 = index * DP_PIXELS, n = OBX_MIN((size_t)DP_PIXELS, job->pixels - p0);
     int32_t *bits = (int32_t *)(job->scale + p0);
     memset(bits, 0, n * sizeof *bits);
     for (size_t c = 0; c < job->channels; c++) job->rows->absmax_bits(bits, job->x + c * job->pixels + p0, 1, n);
     job->rows->window_scales(job->scale + p0, job->bad + p0, n);
     for (size_t p = p0; p < p0 + n; p++) job->inverse[p] = job->bad[p] ? NAN : 1.0f / job->scale[p];
-}
-
-static void dequantize_task(void *arg, size_t index) {
-    const DequantizeJob *job = arg;
-    const size_t c1 = OBX_MIN(job->channels, (index + 1) * DP_CHANNELS);
-    for (size_t c = index * DP_CHANNELS; c < c1; c++)
-        job->rows->dequantize_pixels(job->xq + c * job->pixels, job->x + c * job->pixels, job->scale, job->inverse,
-                                     job->pixels);
+    if (!job->xq) return;
+    for (size_t c = 0; c < job->channels; c++)
+        job->rows->dequantize_pixels(job->xq + c * job->pixels + p0, job->x + c * job->pixels + p0, job->scale + p0,
+                                     job->inverse + p0, n);
 }
 
 int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len) {
     const size_t pixels = g->in_h * g->in_w, channels = g->channels, image = channels * pixels;
-    /* the dequantized batch, then per pixel: scale, inverse and the bad flag */
-    if (g->batch > (SIZE_MAX / sizeof(float) - 3 * pixels) / OBX_MAX(image, (size_t)1)) {
+    /* per image and pixel: scale, inverse and the bad flag; then the dequantized batch when a copy is made */
+    if (g->batch > SIZE_MAX / sizeof(float) / (3 * pixels + image)) {
         obx_set_error(err, err_len, "the input is too large for its dequantized copy");
         return -1;
     }
-    float *xq = tconv_thread_buffer(TCONV_BUFFER_DEQUANTIZED, g->batch * image + 3 * pixels);
-    if (!xq) {
+    float *scales = tconv_thread_buffer(TCONV_BUFFER_DEQUANTIZED, g->batch * 3 * pixels);
+    if (!scales) {
+        obx_set_error(err, err_len, "out of memory for the pixel scales of X");
+        return -1;
+    }
+    float *inverse = scales + g->batch * pixels;
+    uint8_t *bad = (uint8_t *)(inverse + g->batch * pixels);
+    DequantizeJob job = {obx_platform()->conv_rows, NULL, NULL, NULL, NULL, NULL, channels, pixels};
+    for (size_t n = 0; n < g->batch; n++) {
+        job.x = x + n * image;
+        job.scale = scales + n * pixels;
+        job.inverse = inverse + n * pixels;
+        job.bad = bad + n * pixels;
+        tconv_run(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, DP_PIXELS));
+    }
+    const tconv_pixel_dequant dq = {scales, inverse};
+    const int staged = tconv_compute_depthwise_dequantized(w, g, x, bias, &dq, y, par, runner, err, err_len);
+    if (staged != 1) return staged;
+    /* The chosen path reads X as it is: a dequantized copy (the scales again, in the same pass). */
+    scales = tconv_thread_buffer(TCONV_BUFFER_DEQUANTIZED, g->batch * (3 * pixels + image));
+    if (!scales) {
         obx_set_error(err, err_len, "out of memory for the dequantized copy of X");
         return -1;
     }
-    DequantizeJob job = {obx_platform()->conv_rows, NULL, NULL, xq + g->batch * image,
-                         xq + g->batch * image + pixels, (uint8_t *)(xq + g->batch * image + 2 * pixels),
-                         channels, pixels};
+    float *xq = scales + g->batch * 3 * pixels;
+    inverse = scales + g->batch * pixels;
+    bad = (uint8_t *)(inverse + g->batch * pixels);
     for (size_t n = 0; n < g->batch; n++) {
         job.x = x + n * image;
         job.xq = xq + n * image;
-        tconv_run(par, runner, scale_task, &job, OBX_DIV_UP(pixels, DP_SCALE_PIXELS));
-        tconv_run(par, runner, dequantize_task, &job, OBX_DIV_UP(channels, DP_CHANNELS));
+        job.scale = scales + n * pixels;
+        job.inverse = inverse + n * pixels;
+        job.bad = bad + n * pixels;
+        tconv_run(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, DP_PIXELS));
     }
     return tconv_compute_depthwise(w, g, xq, bias, OBX_ACT_NONE, 0.0f, y, par, runner, err, err_len);
 }

@@ -51,24 +51,38 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len);
 
+/* act_quant 3 on a depthwise conv, for the float paths that stage X (channel
+ * blocks, phase planes, flat planes): each value is dequantized as it is
+ * staged, x' = (float)clamp(rint(x * scale[p]), -128, 127) * inverse[p]
+ * (tconv_depthwise_pixel.c), planes [batch][in_h * in_w]. NULL: X as is. */
+typedef struct tconv_pixel_dequant {
+    const float *scale, *inverse;
+} tconv_pixel_dequant;
+
 /* Depthwise convs with float activations, channel multiplier 1, on input
  * planes up to 4096 pixels (tconv_depthwise_blocks.c): 1 when they fit. */
 int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g);
 int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
-                                   size_t err_len);
+                                   const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* Stride-2 depthwise convs with float activations on planes up to about
  * 1 MiB of phase planes (tconv_depthwise_phases.c): 1 when they fit. */
 int tconv_depthwise_phases_fit(const obx_conv_geometry *g);
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
-                                   size_t err_len);
+                                   const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* The direct depthwise path (tconv_depthwise.c). */
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len);
+/* Its float paths on X dequantized per pixel as it is staged; returns 1
+ * without computing when the path chosen for g does not stage X (the
+ * caller then dequantizes a copy), else 0 or -1 with a message. */
+int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                        const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* M rows of K = cg * taps decoded codes in (c, tap) order -> the same
  * codes in (tap, c) order as 2bit rows (ceil(K / 4) bytes each); NULL with
