@@ -35,9 +35,9 @@ def activation_quant(conv, act_quant: int, proven: bool) -> int:
     """The act_quant a TernaryConv gets. A QAT fold's is kept (the graph quantized its activations so).
     Otherwise act_quant=1 is only a speed choice, and a depthwise layer gets float activations instead:
     its int8 scale is per output (a 3x3 window), so every output pays an absmax, a division and nine
-    roundings for nine products. Measured (`onnxbit bench conv --cpu-time`, 1 thread, loaded 2-vCPU
-    Sapphire Rapids), speed vs fp32 Conv, int8 / float activations: dw 144@56x56 0.34x / 0.96x,
-    96@112x112 stride 2 0.40x / 1.09x, 576@14x14 0.48x / 0.81x, 512@14x14 stride 2 0.43x / 0.68x."""
+    roundings for nine products. Measured (`onnxbit bench conv --rounds 11`, 1 thread, 2-vCPU Sapphire
+    Rapids), speed vs fp32 Conv, int8 / float activations: dw 144@56x56 0.33x / 1.44x, 96@112x112
+    stride 2 0.40x / 1.62x, 576@14x14 0.47x / 1.72x, 512@14x14 stride 2 0.52x / 1.47x."""
     if act_quant and not proven and is_depthwise(conv):
         return 0
     return int(act_quant)
