@@ -157,6 +157,22 @@ def test_shapes_the_path_does_not_take(isa, rng, monkeypatch, x_shape, w_shape, 
         strides=attrs.get("strides"), pads=attrs.get("pads")))
 
 
+def test_act_quant_3_keeps_per_tap_matmuls_for_a_tall_dilated_window(isa, rng, monkeypatch):
+    """A tile quantizes every pixel its taps read: a window 21 rows tall on a 300-wide plane spans
+    about 6000 pixels per 64 outputs, more than its taps' windows, so act_quant 3 keeps the per-tap
+    matmuls there (and computes the same bits)."""
+    codes = rng.integers(-1, 2, size=(6, 8, 3, 3)).astype(np.int8)
+    scales = random_scales(rng, "channel", 72, 6, 0)
+    x = rng.standard_normal((1, 8, 30, 300)).astype(np.float32)
+    attrs = {"dilations": [10, 1], "pads": [10, 1, 10, 1]}
+    op = ternary_conv_model(codes, scales, None, act_quant=3, conv_attrs=attrs)
+    monkeypatch.setenv("ONNXBIT_CONV_PATH", "pixel_lanes")
+    before = _runs()
+    y = _session(op.model, 2).run(None, op.feeds(x))[0]
+    assert _runs() == before
+    np.testing.assert_array_equal(y, _reference(x, codes, scales, None, attrs, 3))
+
+
 @pytest.mark.parametrize("size, kernel, channels, group, taken", [
     (28, 3, 32, 1, True),   # a large plane
     (7, 3, 32, 1, False),   # a 3x3 conv on a 7x7 plane keeps the channels-last path

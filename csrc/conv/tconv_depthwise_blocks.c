@@ -37,7 +37,9 @@ typedef struct BlockJob {
 } BlockJob;
 
 int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g) {
-    return w->m_per_group == 1 && g->in_h * g->in_w <= DW_BLOCK_MAX_PIXELS;
+    /* outputs bounded too: large pads make more of them than pixels (a tile row each) */
+    return w->m_per_group == 1 && g->in_h * g->in_w <= DW_BLOCK_MAX_PIXELS &&
+           g->out_h * g->out_w <= 2 * DW_BLOCK_MAX_PIXELS;
 }
 
 static void block_task(void *arg, size_t index) {

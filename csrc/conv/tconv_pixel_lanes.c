@@ -233,8 +233,15 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
     if (g->out_h + (g->kernel_h - 1) * g->dilation_h < g->pad_top + g->in_h ||
         g->out_w + (g->kernel_w - 1) * g->dilation_w < g->pad_left + g->in_w)
         return 0;
-    /* act_quant 3 scales a pixel over all channels: one group's absmaxes. */
-    if (act_quant == OBX_ACT_INT8_PIXEL && w->group != 1) return 0;
+    /* act_quant 3 scales a pixel over all channels: one group's absmaxes. A
+     * tile quantizes the span its taps read, which a tall dilated window on a
+     * wide plane makes larger than its taps' windows (taps x 64 pixels): the
+     * per-tap matmuls quantize less there. */
+    if (act_quant == OBX_ACT_INT8_PIXEL) {
+        const size_t flat_w = g->out_w + (g->kernel_w - 1) * g->dilation_w;
+        const size_t last = (g->kernel_h - 1) * g->dilation_h * flat_w + (g->kernel_w - 1) * g->dilation_w;
+        if (w->group != 1 || tconv_lanes_span(last) > TCONV_LANES_TILE * w->kernel_positions) return 0;
+    }
     int forced = path_override();
     if (forced >= 0) return forced;
     /* act_quant 3 otherwise runs one small matmul per tap (tconv_per_pixel.c),
