@@ -20,7 +20,7 @@ def test_variant_models_agree_with_fp32():
         reference = outputs.pop("fp32")
         for name, y in outputs.items():
             assert y.shape == reference.shape, name
-            tolerance = 0.05 if name in ("ternary_a8", "ternary_a8px", "convinteger", "dq_int4") else 1e-4
+            tolerance = 0.05 if name in ("ternary_a8", "ternary_a8px", "convinteger", "int4") else 1e-4
             assert np.abs(y - reference).max() <= tolerance * np.abs(reference).max(), name
 
 

@@ -46,6 +46,35 @@ def _dequantized_weights(model: onnx.ModelProto, quantize) -> dict[str, np.ndarr
     return out
 
 
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+@pytest.mark.parametrize("precision, granularity, symmetric", [
+    ("ternary", "channel", True), ("int8", "channel", True), ("int4", "tensor", False), ("int8", "group", True)])
+def test_onnxruntime_folds_the_integer_conv_weights_once(tmp_path, target, precision, granularity, symmetric):
+    """Per-tensor and per-channel Conv weights are stored as integer codes, Cast (- zero point) * scale:
+    onnxruntime's constant folding turns that into a float initializer when the session loads, so each
+    Conv runs on a constant weight, as fast as the original (dequantize_conv.py has the timings).
+    DequantizeLinear, kept for K-group scales, is not folded: its Conv dequantizes on every run."""
+    config = {"precision": precision, "granularity": granularity, "symmetric": symmetric}
+    if granularity == "group":
+        config["group_size"] = 16
+    result = convert(conv_chain_model(np.random.default_rng(7)), config={"default": config}, target=target,
+                     progress=False)
+    storages = {r.storage.split("/")[0] for r in result.report.layers if r.action == "converted"}
+    assert storages == ({"DequantizeLinear"} if granularity == "group" else {"Cast+Mul"})
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(result.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    initializers = {t.name for t in optimized.graph.initializer}
+    convs = [n for n in optimized.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert len(convs) == len(LAYERS)
+    folded = [n.input[1] in initializers for n in convs]
+    assert all(folded) if granularity != "group" else not any(folded), folded
+    left = {n.op_type for n in optimized.graph.node} & {"Cast", "Mul", "Sub", "DequantizeLinear"}
+    assert left == (set() if granularity != "group" else {"DequantizeLinear"}), left
+
+
 @pytest.mark.parametrize("target", ["onnxbit", "ort", "onnx"])
 @pytest.mark.parametrize("precision", list(CONFIGS))
 def test_converted_convs_compute_with_the_quantized_weights(rng, target, precision):

@@ -40,7 +40,7 @@ def test_qat_cnn_folds_exactly_and_keeps_every_prediction(test_split, target):
     for record in convs:
         assert record.precision == "ternary"
         assert record.weight_error["mse"] == 0.0  # the fold's codes * scales are the graph's weight
-        assert record.storage == ("TernaryConv/base3" if target == "onnxbit" else "DequantizeLinear/INT2")
+        assert record.storage == ("TernaryConv/base3" if target == "onnxbit" else "Cast+Mul/INT2")
     assert {r.node for r in result.report.layers if r.action == "folded"} == {r.node for r in convs}
     converted = onnxbit.InferenceSession(result.model).run(None, {"pixels": x})[0]
     np.testing.assert_array_equal(converted.argmax(1), original.argmax(1))

@@ -6,8 +6,11 @@ Variants (one single-node model each, weights as initializers):
   ternary_a8   TernaryConv act_quant=1 (int8 activations per im2col row)
   ternary_a8px TernaryConv act_quant=3 (int8 activations per input pixel, quantized once)
   ternary_f32  TernaryConv act_quant=0
-  dq_int8      DequantizeLinear(INT8 per channel) + Conv: what onnxbit emits for int8
-  dq_int4      DequantizeLinear(INT4 per channel) + Conv: what onnxbit emits for int4
+  int8         Cast(INT8) * per-channel scale + Conv: what onnxbit emits for int8
+               (onnxruntime folds the weight once at load)
+  int4         the same with INT4 codes
+  dq_int8      DequantizeLinear(INT8 per channel) + Conv: what it emitted before (and
+               still for K-group scales); onnxruntime dequantizes on every run
   convinteger  DynamicQuantizeLinear + ConvInteger (uint8 x int8) + rescale:
                onnxruntime's integer conv with dynamic activation quantization
 Runs are interleaved round-robin; medians are reported, one thread count per
@@ -28,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxbit.bench.timing import interleave, median_ms, thread_time_ns, time_ns
 
-VARIANTS = ("fp32", "ternary_a8", "ternary_a8px", "ternary_f32", "dq_int8", "dq_int4", "convinteger")
+VARIANTS = ("fp32", "ternary_a8", "ternary_a8px", "ternary_f32", "int8", "int4", "dq_int8", "convinteger")
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,17 @@ def variant_models(shape: ConvShape, rng: np.random.Generator) -> dict[str, onnx
         limit = (1 << (bits - 1)) - 1
         step = np.abs(weight).reshape(m, -1).max(axis=1) / limit
         step[step == 0] = 1.0  # an all-zero filter (likely among many 3x3 depthwise ones)
+        step = step.astype(np.float32)
         q = np.clip(np.rint(weight / step[:, None, None, None]), -limit, limit).astype(np.int8)
-        nodes = [helper.make_node("DequantizeLinear", ["Wq", "Ws"], ["W"], axis=0),
+        nodes = [helper.make_node("Cast", ["Wq"], ["Wf"], to=TensorProto.FLOAT),
+                 helper.make_node("Mul", ["Wf", "Ws"], ["W"]),
                  helper.make_node("Conv", ["X", "W"], ["Y"], **conv_attrs)]
-        models[f"dq_int{bits}"] = _model(nodes, [subbyte_proto("Wq", q, bits, True),
-                                                 numpy_helper.from_array(step.astype(np.float32), "Ws")])
+        models[f"int{bits}"] = _model(nodes, [subbyte_proto("Wq", q, bits, True),
+                                              numpy_helper.from_array(step.reshape(m, 1, 1, 1), "Ws")])
+        if bits == 8:
+            nodes = [helper.make_node("DequantizeLinear", ["Wq", "Ws"], ["W"], axis=0),
+                     helper.make_node("Conv", ["X", "W"], ["Y"], **conv_attrs)]
+            models["dq_int8"] = _model(nodes, [subbyte_proto("Wq", q, bits, True), numpy_helper.from_array(step, "Ws")])
     step = np.abs(weight).max() / 127
     q8 = np.clip(np.rint(weight / step), -127, 127).astype(np.int8)
     nodes = [helper.make_node("DynamicQuantizeLinear", ["X"], ["Xq", "Xs", "Xz"]),

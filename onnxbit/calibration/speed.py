@@ -9,9 +9,10 @@ their values) is converted with the exact settings calibration would write,
 and the two run interleaved in onnxruntime, with medians. A Conv layer is
 timed the same way as a one-Conv model of its weight shape, attributes and
 input size (one calibration sample's), against onnxruntime's fp32 Conv:
-what the converter emits for it (TernaryConv, DequantizeLinear + Conv).
+what the converter emits for it (TernaryConv, or integer weights + Conv).
 
-Results are cached per CPU, onnxruntime and onnxbit version, ISA, target,
+Results are cached per CPU, onnxruntime and onnxbit version (and
+SPEED_REVISION), ISA, target,
 threads, settings and shape in a JSON file (`ONNXBIT_CACHE_DIR`, default
 ~/.cache/onnxbit), so a shape is measured once per machine.
 """
@@ -28,6 +29,12 @@ import onnx
 from onnx import TensorProto, helper
 
 ROUNDS = 9  # interleaved rounds per measurement; the median is kept
+# Part of every cache key: bumped when what the converter emits for a layer, or
+# how fast the library's kernels run it, changes (the package version does not
+# move with each change, and a stale timing would keep a now-fast layer float).
+# 2: integer Conv weights as Cast + Mul; TernaryConv act_quant=3 on the pixel
+# lanes; the depthwise channel blocks and phase planes.
+SPEED_REVISION = 2
 MIN_ROUND_SECONDS = 0.004  # calls per round are batched up to about this long
 
 def cache_path() -> Path:
@@ -47,7 +54,8 @@ class LayerSpeed:
 
         self.target, self.threads = target, threads
         self.path = path or cache_path()
-        self.machine = "|".join([cpu_name(), f"onnxruntime {onnxruntime.__version__}", f"onnxbit {__version__}",
+        self.machine = "|".join([cpu_name(), f"onnxruntime {onnxruntime.__version__}",
+                                 f"onnxbit {__version__} r{SPEED_REVISION}",
                                  f"isa {native.isa()}", f"target {target}", f"threads {threads}"])
         self._cache = self._read()
 

@@ -158,14 +158,15 @@ class Target(abc.ABC):
                                    settings.granularity)}
 
     def pack_conv(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
-        """A Conv/ConvTranspose weight as DequantizeLinear + the node's own op
-        (ternary and binary as INT2); targets with a conv op of their own override this."""
+        """A Conv/ConvTranspose weight as integer codes turned into the float weight in the graph (Cast + Mul,
+        DequantizeLinear for K-group scales; dequantize_conv.py) + the node's own op (ternary and binary as
+        INT2); targets with a conv op of their own override this."""
         from onnxbit.targets.dequantize_conv import pack_dequantize_conv
 
         if settings.activations == "static":
             raise ConfigError(f"weight '{base}': activations 'static' for Conv layers runs in TernaryConv "
                               "(act_quant=2: ternary/binary weights, target onnxbit, 1-D and 2-D Conv); this "
-                              "layer is stored as DequantizeLinear + Conv: give it activations 'float'")
+                              "layer is stored as integer weights + Conv: give it activations 'float'")
 
         if weight.codes is None:  # the fused absmean path packed the rows already
             from onnxbit import codecs
@@ -186,13 +187,15 @@ class Target(abc.ABC):
         return emit_dequantize_conv(ctx, site, packed)
 
     def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
-        if not packed.storage.startswith("DequantizeLinear/"):
-            return []
-        from onnxbit.targets.dequantize_conv import CONV_QDQ_NOTE
+        from onnxbit.targets.dequantize_conv import CAST_STORAGE, CONV_QDQ_NOTE
 
-        return [CONV_QDQ_NOTE] + ([CONV_FLOAT_ACTIVATIONS_NOTE] if settings.act_quant else [])
+        notes = [CONV_QDQ_NOTE] if packed.storage.startswith("DequantizeLinear/") else []
+        if packed.storage.startswith(("DequantizeLinear/", CAST_STORAGE + "/")) and settings.act_quant:
+            notes.append(CONV_FLOAT_ACTIVATIONS_NOTE)
+        return notes
 
 
 CONV_FLOAT_ACTIVATIONS_NOTE = (
-    "Conv layers stored as DequantizeLinear + Conv compute with float32 activations: act_quant=1 (int8 "
-    "activations per im2col row) exists only in com.onnxbit::TernaryConv (target 'onnxbit')")
+    "Conv layers stored as integer weights + Conv (Cast + Mul or DequantizeLinear) compute with float32 "
+    "activations: act_quant=1 (int8 activations per im2col row) exists only in com.onnxbit::TernaryConv "
+    "(target 'onnxbit')")

@@ -32,7 +32,7 @@ def notes(packed: PackedWeight) -> list[str]:
     return ([FUSION_NOTE] + list(packed.notes)) if packed.storage.startswith("DequantizeLinear/") else []
 
 
-_BITS_OF_TYPE = {"INT2": 2, "UINT2": 2, "INT4": 4, "UINT4": 4, "INT8": 8, "UINT8": 8}
+BITS_OF_TYPE = {"INT2": 2, "UINT2": 2, "INT4": 4, "UINT4": 4, "INT8": 8, "UINT8": 8}
 
 
 def required_opset(bits: int, granularity: str) -> int:
@@ -166,7 +166,7 @@ def dequantized_layer(node: onnx.NodeProto, dq: onnx.NodeProto | None, index: Mo
         type_name = onnx.TensorProto.DataType.Name(q.data_type)
     except ValueError:
         type_name = f"type{q.data_type}"
-    bits = _BITS_OF_TYPE.get(type_name)
+    bits = BITS_OF_TYPE.get(type_name)
     size = index.constant_bytes([i for i in dq.input if i])
     k, n = (int(q.dims[0]), int(q.dims[1])) if len(q.dims) == 2 and node.op_type in ("MatMul", "Gemm") else (None, None)
     count = 1

@@ -1,22 +1,32 @@
-"""DequantizeLinear on an INT2 / INT4 / INT8 weight, then the node's own Conv
-or ConvTranspose: standard ONNX (targets "ort" and "onnx", and "onnxbit" for
-integer precisions and for layers TernaryConv does not compute).
+"""Integer Conv / ConvTranspose weights in standard ONNX (targets "ort" and
+"onnx", and "onnxbit" for integer precisions and for layers TernaryConv does
+not compute): an INT2 / INT4 / INT8 (UINT* with zero points) initializer
+turned into the float weight in the graph, then the node's own op.
 
 The codes are stored as the weight's [M, K] rows (one per output channel, the
-layer kind's view), so per-channel scales dequantize along axis 0 and K-group
-scales in blocks along axis 1, the same layouts as for MatMul; Reshape (and
-for ConvTranspose a Transpose) turn the rows back into the node's weight
-layout. A plain Conv with per-tensor or per-channel scales stores its codes
-in the weight's own shape instead, so the float weight needs no reshaping.
+layer kind's view); Reshape (and for ConvTranspose a Transpose) turn them
+back into the node's weight layout. A plain Conv stores its codes in the
+weight's own shape instead, so the float weight needs no reshaping.
+
+Per-tensor and per-channel scales: Cast to float (Sub of the zero point),
+then Mul by the scale. onnxruntime folds that constant subgraph once when the
+session loads, so the Conv runs on a constant float weight, prepacked, at
+fp32 Conv speed, and computes exactly what DequantizeLinear + Conv does on
+the dequantized weight ((q - zero) * scale, one rounding). DequantizeLinear
+is not folded (onnxruntime keeps QDQ nodes for its quantization passes): it
+dequantized the weight on every run and its Conv lost the prepacked weight,
+measured with onnxruntime 1.32, 2-vCPU Sapphire Rapids, one thread: 3x3
+64@56x56 2.37 ms against fp32 Conv's 1.57 and 1.54 for Cast + Mul (int8;
+int4 2.39 / 1.55), 3x3 256@14x14 2.38 / 1.62 / 1.61 (int4 2.98 / 1.62). The
+session then holds the float weight, as the original model did; the file
+keeps the integer codes. K-group scales keep DequantizeLinear (blocked,
+axis 1), with CONV_QDQ_NOTE.
 
 Why not the integer conv ops: measured with onnxruntime 1.32 on a shared
 2-core Sapphire Rapids (`onnxbit bench conv`, ResNet/MobileNet layer shapes),
 ConvInteger with DynamicQuantizeLinear activations ran 3-10x slower than fp32
 Conv, and QLinearConv needs a static output scale that a float model does not
-have. DequantizeLinear + Conv runs onnxruntime's fp32 Conv; onnxruntime
-dequantizes the weight on every run (0.3-1x fp32 speed) unless the session
-sets session.disable_quant_qdq=1, which lets it fold the constant weight once
-(then fp32 speed): the report says so (CONV_QDQ_NOTE).
+have.
 """
 
 from __future__ import annotations
@@ -29,14 +39,18 @@ from onnxbit.graph.gs_adapter import proto_constant
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import activation_for, array_constant, replace_node
-from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight
-from onnxbit.targets.dequantize import dequantized_layer, required_opset, subbyte_proto
+from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
+from onnxbit.targets.dequantize import BITS_OF_TYPE, dequantized_layer, required_opset, subbyte_proto
 
 
 CONV_QDQ_NOTE = (
-    "Conv layers stored as DequantizeLinear + Conv: onnxruntime dequantizes their weights on every run unless the "
-    "session sets the config entry session.disable_quant_qdq=1, which folds them once at load time (fp32 Conv "
-    "speed); on target 'onnx', that entry also stops the DequantizeLinear + MatMul fusion into MatMulNBits")
+    "Conv layers with K-group scales are stored as DequantizeLinear + Conv: onnxruntime dequantizes their weights "
+    "on every run (1.5-1.8x slower than fp32 Conv on 3x3 layers) unless the session sets the config entry "
+    "session.disable_quant_qdq=1, which folds them once at load time (fp32 Conv speed); on target 'onnx', that "
+    "entry also stops the DequantizeLinear + MatMul fusion into MatMulNBits. Per-channel scales avoid it: those "
+    "layers are stored as Cast + Mul, which onnxruntime folds by default")
+
+CAST_STORAGE = "Cast+Mul"
 
 
 def pack_dequantize_conv(ctx: PassContext, base: str, *, precision: str, conv, codes: np.ndarray, bits: int,
@@ -45,6 +59,9 @@ def pack_dequantize_conv(ctx: PassContext, base: str, *, precision: str, conv, c
     """codes [K, N] as the layer kind's view; scales / zero points as QuantResult holds them."""
     m, k = conv.rows_shape
     rows = np.ascontiguousarray(np.asarray(codes).T)  # [M, K]
+    if granularity in ("tensor", "channel"):
+        return _pack_cast_conv(ctx, base, precision=precision, conv=conv, rows=rows, bits=bits, signed=signed,
+                               scales=scales, zero_points=zero_points, granularity=granularity)
     attrs: dict = {}
     zero = None
     if granularity == "tensor":
@@ -70,14 +87,51 @@ def pack_dequantize_conv(ctx: PassContext, base: str, *, precision: str, conv, c
                         k=k, n=m, min_default_opset=required_opset(bits, granularity))
 
 
+def _pack_cast_conv(ctx: PassContext, base: str, *, precision: str, conv, rows: np.ndarray, bits: int, signed: bool,
+                    scales: np.ndarray, zero_points: np.ndarray | None, granularity: str) -> PackedWeight:
+    """Per-tensor / per-channel codes for Cast (- zero point) * scale: the codes in the Conv weight's own
+    shape (plain Conv) or as [M, K] rows, the scale and zero point shaped to broadcast over them."""
+    m, k = conv.rows_shape
+    stored = rows.reshape(conv.weight_shape) if conv.op == "Conv" else rows
+    shape = () if granularity == "tensor" else (m,) + (1,) * (stored.ndim - 1)
+    constants = [proto_constant(subbyte_proto(ctx.fresh_name(f"{base}_{'' if signed else 'u'}int{bits}"), stored, bits,
+                                              signed)),
+                 array_constant(ctx, f"{base}_scale", np.asarray(scales, np.float32).reshape(shape))]
+    if zero_points is not None:
+        constants.append(array_constant(ctx, f"{base}_zero_point", np.asarray(zero_points).astype(np.float32)
+                                        .reshape(shape)))
+    kind = ("INT" if signed else "UINT") + str(bits)
+    return PackedWeight(precision=precision, storage=f"{CAST_STORAGE}/{kind}", constants=constants, attrs={},
+                        k=k, n=m, min_default_opset=required_opset(bits, granularity))
+
+
+def _float_weight(ctx: PassContext, site: WeightSite, packed: PackedWeight, stored_shape: list[int]) -> gs.Variable:
+    """The float weight in the stored layout: DequantizeLinear, or Cast (- zero point) * scale."""
+    name = site.node.name
+    out = gs.Variable(ctx.fresh_name(f"{name}_dequantized_weight"), dtype=np.float32, shape=stored_shape)
+    if packed.storage.startswith("DequantizeLinear/"):
+        site.graph.nodes.append(gs.Node("DequantizeLinear", ctx.fresh_name(f"{name}_dequantize"),
+                                        attrs=dict(packed.attrs), inputs=list(packed.constants), outputs=[out]))
+        return out
+    codes, scale, *zero = packed.constants
+    current = gs.Variable(ctx.fresh_name(f"{name}_weight_codes"), dtype=np.float32, shape=stored_shape)
+    site.graph.nodes.append(gs.Node("Cast", ctx.fresh_name(f"{name}_weight_cast"), attrs={"to": onnx.TensorProto.FLOAT},
+                                    inputs=[codes], outputs=[current]))
+    if zero:
+        centered = gs.Variable(ctx.fresh_name(f"{name}_weight_centered"), dtype=np.float32, shape=stored_shape)
+        site.graph.nodes.append(gs.Node("Sub", ctx.fresh_name(f"{name}_weight_zero"), inputs=[current, zero[0]],
+                                        outputs=[centered]))
+        current = centered
+    site.graph.nodes.append(gs.Node("Mul", ctx.fresh_name(f"{name}_weight_scale"), inputs=[current, scale],
+                                    outputs=[out]))
+    return out
+
+
 def emit_dequantize_conv(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
     conv = site.conv
     ctx.require_opset("", packed.min_default_opset)
     stored_shape = list(packed.constants[0].shape)
-    current = gs.Variable(ctx.fresh_name(f"{site.node.name}_dequantized_weight"), dtype=np.float32,
-                          shape=stored_shape)
-    site.graph.nodes.append(gs.Node("DequantizeLinear", ctx.fresh_name(f"{site.node.name}_dequantize"),
-                                    attrs=dict(packed.attrs), inputs=list(packed.constants), outputs=[current]))
+    current = _float_weight(ctx, site, packed, stored_shape)
     if tuple(stored_shape) != tuple(conv.weight_shape):
         for step, value in conv.layout_from_rows():
             out = gs.Variable(ctx.fresh_name(f"{site.node.name}_weight_{step}"), dtype=np.float32)
@@ -95,11 +149,45 @@ def emit_dequantize_conv(ctx: PassContext, site: WeightSite, packed: PackedWeigh
 
 
 def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:
-    """A Conv/ConvTranspose whose weight is DequantizeLinear of a constant,
-    possibly through Reshape/Transpose."""
+    """A Conv/ConvTranspose whose weight is DequantizeLinear of a constant, or
+    Cast of an integer constant (minus a constant) times a constant, possibly
+    through Reshape/Transpose."""
     if node.domain not in ("", "ai.onnx") or node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2:
         return None
     producer = index.producer(node.input[1])
     while producer is not None and producer.op_type in ("Reshape", "Transpose") and producer.input:
         producer = index.producer(producer.input[0])
-    return dequantized_layer(node, producer, index)
+    return dequantized_layer(node, producer, index) or _cast_layer(node, producer, index)
+
+
+def _cast_layer(node: onnx.NodeProto, mul: onnx.NodeProto | None, index: ModelIndex) -> LayerInfo | None:
+    if mul is None or mul.op_type != "Mul" or len(mul.input) != 2:
+        return None
+    for codes_side, scale in ((0, mul.input[1]), (1, mul.input[0])):
+        if index.constant_tensor(scale) is None:
+            continue
+        source = index.producer(mul.input[codes_side])
+        constants = [scale]
+        if source is not None and source.op_type == "Sub" and len(source.input) == 2 \
+                and index.constant_tensor(source.input[1]) is not None:
+            constants.append(source.input[1])
+            source = index.producer(source.input[0])
+        if source is None or source.op_type != "Cast" or not source.input:
+            continue
+        q = index.constant_tensor(source.input[0])
+        if q is None:
+            continue
+        try:
+            type_name = onnx.TensorProto.DataType.Name(q.data_type)
+        except ValueError:
+            continue
+        bits = BITS_OF_TYPE.get(type_name)
+        if bits is None:
+            continue
+        size = index.constant_bytes([source.input[0], *constants])
+        count = 1
+        for d in q.dims:
+            count *= int(d)
+        return LayerInfo(node.name, node.op_type, f"int{bits}", f"{CAST_STORAGE}/{type_name}", None, None, size,
+                         bits_per_weight(size, count), {"shape": [int(d) for d in q.dims]})
+    return None

@@ -76,9 +76,10 @@ class OnnxbitTarget(Target):
         return super().required_conv_opsets(settings, op_type, spatial_rank)
 
     def pack_conv(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
-        # Integer precisions: DequantizeLinear + Conv (the base class), which
-        # measured faster in onnxruntime than ConvInteger / QLinearConv with
-        # dynamic activation quantization (targets/dequantize_conv.py).
+        # Integer precisions: integer codes made float in the graph + Conv (the
+        # base class), which onnxruntime folds once and runs at fp32 Conv speed;
+        # ConvInteger / QLinearConv with dynamic activation quantization measured
+        # slower (targets/dequantize_conv.py).
         if weight.kind not in ("ternary", "binary") or not ternary_conv.supports(weight.conv):
             return super().pack_conv(ctx, base, weight, settings)
         rows, fmt = self._stored_rows(weight, settings)
