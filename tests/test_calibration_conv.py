@@ -197,7 +197,9 @@ def test_a_small_cnn_calibrates_and_converts_to_what_the_probe_predicted(cnn, tm
     ops = {n.name: n.op_type for n in converted.graph.node}
     for layer in convs:
         if layer.precision in ("ternary", "binary"):
-            assert ops[layer.node] == "TernaryConv"  # the real compiled op
+            # the real compiled op where it is the faster one (depthwise); onnxruntime's Conv on the folded
+            # INT2 weight for dense layers with float activations (ternary_conv.float_dense_as_standard)
+            assert ops[layer.node] == ("TernaryConv" if layer.node == "depthwise" else "Conv")
     for mine, probe in zip(outputs, predicted):
         np.testing.assert_allclose(mine[0], probe[0], rtol=1e-4, atol=1e-5)
     # The budget holds on the converted model on the held-out samples, at the value reported.

@@ -84,7 +84,9 @@ def test_converted_convs_compute_with_the_quantized_weights(rng, target, precisi
     converted = {r.node: r for r in result.report.layers if r.action == "converted"}
     assert set(converted) == {name for name, *_ in LAYERS}
     if target == "onnxbit" and precision == "ternary":
-        assert {converted[n].storage for n in ("conv3x3", "depthwise", "grouped", "pointwise")} == {"TernaryConv/base3"}
+        # float activations: depthwise in TernaryConv, dense convs on onnxruntime's Conv (folded INT2 weight)
+        assert converted["depthwise"].storage == "TernaryConv/base3"
+        assert {converted[n].storage for n in ("conv3x3", "grouped", "pointwise")} == {"Cast+Mul/INT2"}
     ops = {n.op_type for n in result.model.graph.node}
     assert ("TernaryConv" in ops) == (target == "onnxbit" and precision == "ternary")
     # DequantizeLinear + Conv layers come with the note on how onnxruntime folds them.
@@ -119,14 +121,28 @@ def test_ternary_act_quant_conv_runs_int8_per_im2col_row(rng):
             assert any("float32 activations" in note for note in result.report.notes)
 
 
-def test_dense_ternary_convs_with_float_activations_say_they_may_be_slower():
+def test_dense_ternary_convs_with_float_activations_take_the_faster_op_and_say_so():
+    """Float activations: dense ternary convs become INT2 + Cast * scale + Conv (onnxruntime folds the weight;
+    TernaryConv's float path ran them at 0.33-0.69x of fp32), and the report says why and what act_quant=1
+    would give; where TernaryConv still runs them float (K-group scales, or an explicit storage format), the
+    report says they may be slower than the original."""
     model = conv_chain_model(np.random.default_rng(7))
-    notes = {}
-    for act_quant in (0, 1):
-        config = {"default": {"precision": "ternary", "granularity": "tensor", "act_quant": act_quant}}
-        notes[act_quant] = convert(model, config=config, target="onnxbit", progress=False).report.notes
-    assert ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE in notes[0]
-    assert ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE not in notes[1]  # only its depthwise layer is float there
+    runs = {"float": {"precision": "ternary", "granularity": "tensor", "act_quant": 0},
+            "int8": {"precision": "ternary", "granularity": "tensor", "act_quant": 1},
+            "groups": {"precision": "ternary", "granularity": "group", "group_size": 16, "act_quant": 0},
+            "format": {"precision": "ternary", "granularity": "tensor", "act_quant": 0, "format": "base3"}}
+    results = {name: convert(model, config={"default": config}, target="onnxbit", progress=False)
+               for name, config in runs.items()}
+    dense = ("conv3x3", "grouped", "pointwise")
+    for name, result in results.items():
+        storage = {r.node: r.storage for r in result.report.layers if r.action == "converted"}
+        standard = name == "float"
+        assert all(storage[n].startswith("Cast+Mul/" if standard else "TernaryConv/") for n in dense), storage
+        assert storage["depthwise"].startswith("TernaryConv/")
+        notes = result.report.notes
+        # and its ConvTranspose, stored so on every run but "groups" (K-group scales: DequantizeLinear)
+        assert (ternary_conv.DENSE_AS_STANDARD_NOTE in notes) == (name != "groups"), name
+        assert (ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE in notes) == (name in ("groups", "format")), name
 
 
 def test_only_depthwise_convs_not_qat_folded_drop_int8_activations():

@@ -72,7 +72,10 @@ class OnnxbitTarget(Target):
 
     def required_conv_opsets(self, settings, op_type: str, spatial_rank: int) -> dict[str, int]:
         if is_ternary(settings) and op_type == "Conv" and spatial_rank in (1, 2):
-            return {ternary_matmul.DOMAIN: ternary_matmul.OPSET}
+            opsets = {ternary_matmul.DOMAIN: ternary_matmul.OPSET}
+            if not settings.act_quant and settings.activations != "static":  # dense layers may take INT2 + Conv
+                opsets.update(super().required_conv_opsets(settings, op_type, spatial_rank))
+            return opsets
         return super().required_conv_opsets(settings, op_type, spatial_rank)
 
     def pack_conv(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
@@ -82,16 +85,23 @@ class OnnxbitTarget(Target):
         # slower (targets/dequantize_conv.py).
         if weight.kind not in ("ternary", "binary") or not ternary_conv.supports(weight.conv):
             return super().pack_conv(ctx, base, weight, settings)
-        rows, fmt = self._stored_rows(weight, settings)
         activation = ternary_matmul.activation_attributes(settings, base)
         if activation["act_quant"] != ternary_matmul.ACT_INT8_STATIC:
             activation["act_quant"] = ternary_conv.activation_quant(weight.conv, activation["act_quant"],
                                                                     weight.proven)
+        if ternary_conv.float_dense_as_standard(weight.conv, activation["act_quant"], weight.granularity,
+                                                settings.format):
+            return super().pack_conv(ctx, base, weight, settings)
+        rows, fmt = self._stored_rows(weight, settings)
         return ternary_conv.pack_ternary_conv(
             ctx, base, precision=settings.precision, conv=weight.conv, packed_rows=rows, scales=weight.scales,
             granularity=weight.granularity, group_size=weight.group_size, fmt=fmt, **activation)
 
     def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
+        from onnxbit.targets.dequantize_conv import CAST_STORAGE
+
+        if packed.precision in ("ternary", "binary") and packed.storage.startswith(CAST_STORAGE + "/"):
+            return [ternary_conv.DENSE_AS_STANDARD_NOTE] + super().conv_notes(settings, packed)
         if packed.storage.startswith(ternary_conv.OP + "/"):
             if ternary_conv.dense_with_act_quant(packed, 0):
                 return [ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE]

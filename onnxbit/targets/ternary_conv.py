@@ -43,6 +43,24 @@ def activation_quant(conv, act_quant: int, proven: bool) -> int:
     return int(act_quant)
 
 
+def float_dense_as_standard(conv, act_quant: int, granularity: str, fmt: str | None) -> bool:
+    """A ternary Conv that TernaryConv would run with float activations and is not depthwise: stored as INT2
+    codes, Cast * scale, and onnxruntime's own Conv instead (dequantize_conv.py). onnxruntime folds that weight
+    at load and runs its fp32 Conv on it, exactly the ternary weight times its scale; TernaryConv's float path
+    there ran at 0.33-0.69x of fp32 Conv (`onnxbit bench conv`, ternary_f32, 2-vCPU Sapphire Rapids), and the
+    PP-OCRv4 detector converted so took 2.2-2.4x the original's time. Depthwise layers keep TernaryConv (its
+    direct kernels ran 1.0-1.5x fp32). Kept too: K-group scales (DequantizeLinear would not fold) and an
+    explicit storage format (the file size asked for; INT2 is 2 bits per weight against base3's 1.6)."""
+    return (not act_quant and not is_depthwise(conv) and granularity in ("tensor", "channel") and fmt is None)
+
+
+DENSE_AS_STANDARD_NOTE = (
+    "ternary layers stored as INT2 codes + Cast * scale + onnxruntime's own Conv / ConvTranspose (ConvTranspose "
+    "always; Conv when TernaryConv would run it with float activations and it is not depthwise) have their "
+    "weight folded at load and run at fp32 speed (TernaryConv's float path ran dense convs at 0.33-0.69x of fp32 "
+    "Conv); act_quant=1 (int8 activations per im2col row) runs Convs in TernaryConv 1.7-2.8x faster than fp32 "
+    "Conv, at some accuracy cost (check with `onnxbit verify`)")
+
 DENSE_FLOAT_ACTIVATIONS_NOTE = (
     "TernaryConv layers with float activations (act_quant=0) that are not depthwise ran at 0.33-0.69x of "
     "onnxruntime's fp32 Conv (`onnxbit bench conv`, ternary_f32, 2-vCPU Sapphire Rapids): the converted model "
