@@ -21,8 +21,9 @@
 #include "isa/platform.h"
 #include "obx_common.h"
 
-/* Input planes up to this many pixels (a 16-lane tile of 256 KiB, in L2). */
-enum { DW_BLOCK_MAX_PIXELS = 1024, DW_BLOCK_LANES = 16 };
+/* Input planes up to this many pixels (a 16-lane tile of 64 KiB); the size
+ * rule (tconv_depthwise.c float_path) takes smaller ones still. */
+enum { BLOCK_MAX_PIXELS = 1024, DW_BLOCK_LANES = 16 };
 
 typedef struct BlockJob {
     const obx_tconv_weights *w;
@@ -38,8 +39,8 @@ typedef struct BlockJob {
 
 int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g) {
     /* outputs bounded too: large pads make more of them than pixels (a tile row each) */
-    return w->m_per_group == 1 && g->in_h * g->in_w <= DW_BLOCK_MAX_PIXELS &&
-           g->out_h * g->out_w <= 2 * DW_BLOCK_MAX_PIXELS;
+    return w->m_per_group == 1 && g->in_h * g->in_w <= BLOCK_MAX_PIXELS &&
+           g->out_h * g->out_w <= 2 * BLOCK_MAX_PIXELS;
 }
 
 static void block_task(void *arg, size_t index) {

@@ -11,8 +11,8 @@
  * outputs, then every second one picked) and, on wide rows, row by row with
  * scalar edges: 0.51x and 0.74x onnxruntime's fp32 Conv on 512 x 14x14 and
  * 96 x 112x112 (one thread). Splitting a row into its phases is one pair of
- * shuffles per 32 inputs (deinterleave); per element it cost more than the
- * saved outputs (tried before).
+ * shuffles per 32 inputs (deinterleave); an earlier split element by element
+ * cost more than the outputs it saved.
  *
  * Arithmetic: the documented float order (tconv_depthwise.c), a padding tap
  * adding x * w = +-0 (a sum that starts at +0 never becomes -0). */

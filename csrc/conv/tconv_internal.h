@@ -60,7 +60,7 @@ typedef struct tconv_pixel_dequant {
 } tconv_pixel_dequant;
 
 /* Depthwise convs with float activations, channel multiplier 1, on input
- * planes up to 4096 pixels (tconv_depthwise_blocks.c): 1 when they fit. */
+ * planes up to 1024 pixels (tconv_depthwise_blocks.c): 1 when they fit. */
 int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g);
 int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                    const float *bias, const tconv_pixel_dequant *dq, float *y,

@@ -1,8 +1,8 @@
 /* The pixel-lanes path (tconv_pixel_lanes.h): TernaryConv with act_quant 1
- * or 2, one weight scale group along K and stride 1, where the platform has
- * the kernel (AVX-512 VNNI); a grouped conv runs group by group (each with
- * window scales over its own channels), a depthwise one keeps its direct
- * kernel. Output pixels are the vector lanes, so X is read from its NCHW
+ * or 2, or 3 without groups, one weight scale group along K and stride 1,
+ * where the platform has the kernel (AVX-512 VNNI); a grouped conv runs group
+ * by group (each with window scales over its own channels), a depthwise one
+ * keeps its direct kernel. Output pixels are the vector lanes, so X is read from its NCHW
  * planes and Y written to them, with no transposes (on 1x1 256->64 at 56x56
  * the channels-last path spent 36% of its time transposing).
  *

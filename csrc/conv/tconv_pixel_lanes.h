@@ -1,5 +1,5 @@
 /* The pixel-lanes conv kernel (tconv_pixel_lanes.c drives it): stride-1
- * convs with act_quant 1 or 2 computed straight from NCHW planes, with 16
+ * convs with act_quant 1, 2 or 3 computed straight from NCHW planes, with 16
  * consecutive output pixels in the lanes of a vector, so neither the input
  * nor the output is ever transposed. Only ISAs with a 4-way u8 x s8 dot
  * product fill the platform slot (isa/platform.h); the others keep the

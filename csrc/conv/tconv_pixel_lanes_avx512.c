@@ -7,7 +7,13 @@
  * of 4 signed codes) over the whole K = taps * quads, in registers; the
  * sum over the +128 is one constant per output channel, taken off at the
  * end. Integer sums are exact and the epilogue is the TernaryMatMul one,
- * so the results are those of every other path bit for bit. */
+ * so the results are those of every other path bit for bit.
+ *
+ * act_quant 3 (per_pixel) quantizes each pixel the tile reads once, with its
+ * own scale, as [quad][span] dwords; a tap's vectors are then unaligned
+ * loads at the tap's shift. The integer sums restart per tap (at minus its
+ * correction) and go into float sums tap by tap, times the 1 / s of the
+ * pixel each lane's tap reads: per_pixel_conv's order. */
 #include <immintrin.h>
 #include <string.h>
 
