@@ -43,11 +43,9 @@ typedef struct DwJob {
     const obx_tconv_weights *w;
     const obx_conv_geometry *g;
     const struct tconv_row_kernels *rows;
-    const float *x;  /* this image, NCHW */
+    tconv_image img; /* this image (per-pixel dequantization: flat planes only) */
     float *xt;       /* this image, [pixel][output channel] */
     const float *bias;
-    float *y;        /* this image, NCHW */
-    const float *dq_scale, *dq_inverse; /* this image's per-pixel dequantization (flat planes), or NULL */
     int act_quant;
     float static_scale; /* act_quant 2: every window's scale; 0 otherwise */
     int failed;
@@ -64,11 +62,11 @@ static void copy_task(void *arg, size_t index) {
     const size_t pixels = g->in_h * g->in_w, m = job->w->m, multiplier = job->w->m_per_group;
     const size_t p0 = index * DW_COPY_PIXELS, n = OBX_MIN((size_t)DW_COPY_PIXELS, pixels - p0);
     if (multiplier == 1) {
-        job->rows->transpose(job->x + p0, m, n, pixels, job->xt + p0 * m, m);
+        job->rows->transpose(job->img.x + p0, m, n, pixels, job->xt + p0 * m, m);
         return;
     }
     for (size_t o = 0; o < m; o++) {
-        const float *plane = job->x + (o / multiplier) * pixels + p0;
+        const float *plane = job->img.x + (o / multiplier) * pixels + p0;
         for (size_t p = 0; p < n; p++) job->xt[(p0 + p) * m + o] = plane[p];
     }
 }
@@ -119,7 +117,7 @@ static void tile_task(void *arg, size_t index) {
         }
         rows->depthwise_pixel_i8(out, src, w->codes, tap, n, m, job->static_scale, w->scales, job->bias);
     }
-    rows->transpose(tile, count, m, m, job->y + first, positions);
+    rows->transpose(tile, count, m, m, job->img.y + first, positions);
 }
 
 /* Float activations on wide planes: one output row at a time straight from
@@ -129,8 +127,8 @@ static void plane_task(void *arg, size_t index) {
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, o = index, pixels = g->in_h * g->in_w;
-    const float *plane = job->x + (o / w->m_per_group) * pixels;
-    float *out = job->y + o * g->out_h * g->out_w;
+    const float *plane = job->img.x + (o / w->m_per_group) * pixels;
+    float *out = job->img.y + o * g->out_h * g->out_w;
     const float **src = (const float **)tconv_thread_buffer(
         TCONV_BUFFER_TILE, taps * (sizeof(float *) + sizeof(ptrdiff_t) + sizeof(float)) / sizeof(float) + 1);
     if (!src) {
@@ -179,17 +177,17 @@ static void flat_task(void *arg, size_t index) {
     const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
     for (size_t o = index * job->channels_per_task; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
-        const float *plane = job->x + (o / w->m_per_group) * pixels;
+        const float *plane = job->img.x + (o / w->m_per_group) * pixels;
         for (size_t r = 0; r < g->in_h; r++) {
-            if (job->dq_scale)
+            if (job->img.dq_scale)
                 job->rows->dequantize_pixels(inside + r * job->padded_w, plane + r * g->in_w,
-                                             job->dq_scale + r * g->in_w, job->dq_inverse + r * g->in_w, g->in_w);
+                                             job->img.dq_scale + r * g->in_w, job->img.dq_inverse + r * g->in_w, g->in_w);
             else
                 memcpy(inside + r * job->padded_w, plane + r * g->in_w, g->in_w * sizeof(float));
         }
         job->rows->depthwise_plane_f32(grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
                                        job->bias ? job->bias + o : NULL);
-        float *out = job->y + o * positions;
+        float *out = job->img.y + o * positions;
         for (size_t r = 0; r < g->out_h; r++)
             memcpy(out + r * g->out_w, grid + r * job->padded_w, g->out_w * sizeof(float));
     }
@@ -248,13 +246,8 @@ static enum dw_path float_path(const obx_tconv_weights *w, const obx_conv_geomet
 
 static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, NULL, NULL, 0, 0.0f, 0, NULL, 0, 0, 0, 0};
-    for (size_t image = 0; image < g->batch && !job.failed; image++) {
-        job.x = x + image * g->channels * pixels;
-        job.y = y + image * w->m * positions;
-        tconv_run(par, runner, plane_task, &job, w->m);
-    }
+    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, 0, 0.0f, 0, NULL, 0, 0, 0, 0};
+    tconv_run_images(g, w->m, x, y, NULL, &job.img, &job.failed, par, runner, plane_task, &job, w->m);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise row");
         return -1;
@@ -265,8 +258,7 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         const tconv_pixel_dequant *dq, float *y, obx_parallel_for_fn par, void *runner, char *err,
                         size_t err_len) {
-    const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w, taps = w->kernel_positions;
-    const size_t padded_w = flat_padded_w(g), grid = g->out_h * padded_w;
+    const size_t taps = w->kernel_positions, padded_w = flat_padded_w(g), grid = g->out_h * padded_w;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
         obx_set_error(err, err_len, "out of memory for the depthwise tap offsets");
@@ -278,18 +270,10 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     const size_t grid_outputs = OBX_DIV_UP(grid, 16) * 16;
     /* The last block reads up to grid_outputs - 1 + the last tap's offset. */
     const size_t staged = OBX_MAX(padded_h * padded_w, grid_outputs + offset[taps - 1]);
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, NULL, bias, NULL, NULL, NULL, 0, 0.0f, 0,
+    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, 0, 0.0f, 0,
                  offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
     const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
-    for (size_t image = 0; image < g->batch && !job.failed; image++) {
-        job.x = x + image * g->channels * pixels;
-        job.y = y + image * w->m * positions;
-        if (dq) {
-            job.dq_scale = dq->scale + image * pixels;
-            job.dq_inverse = dq->inverse + image * pixels;
-        }
-        tconv_run(par, runner, flat_task, &job, tasks);
-    }
+    tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, flat_task, &job, tasks);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise plane");
         return -1;
@@ -338,10 +322,10 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
         obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
         return -1;
     }
-    DwJob job = {w, g, obx_platform()->conv_rows, NULL, xt, bias, NULL, NULL, NULL, act_quant, static_scale, 0, NULL, 0, 0, 0, 0};
+    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, xt, bias, act_quant, static_scale, 0, NULL, 0, 0, 0, 0};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
-        job.x = x + image * g->channels * pixels;
-        job.y = y + image * w->m * positions;
+        job.img.x = x + image * g->channels * pixels;
+        job.img.y = y + image * w->m * positions;
         tconv_run(par, runner, copy_task, &job, OBX_DIV_UP(pixels, DW_COPY_PIXELS));
         tconv_run(par, runner, tile_task, &job, OBX_DIV_UP(positions, DW_TILE_PIXELS));
     }

@@ -29,10 +29,8 @@ typedef struct BlockJob {
     const obx_tconv_weights *w;
     const obx_conv_geometry *g;
     const struct tconv_row_kernels *rows;
-    const float *x; /* this image, NCHW */
+    tconv_image img; /* this image */
     const float *bias;
-    float *y;       /* this image, NCHW */
-    const float *dq_scale, *dq_inverse; /* this image's per-pixel dequantization, or NULL */
     const uint32_t *index; /* [output pixel][tap]: the tile pixel read, `pixels` (the zeros) in the padding */
     int failed;
 } BlockJob;
@@ -53,7 +51,7 @@ static void block_task(void *arg, size_t index) {
     /* weights, scales, bias; the tile and its pixel of zeros; the outputs; the
      * dequantized planes (act_quant 3) */
     float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE,
-                                        (taps + 3 + pixels + positions + (job->dq_scale ? pixels : 0)) * lanes);
+                                        (taps + 3 + pixels + positions + (job->img.dq_scale ? pixels : 0)) * lanes);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
@@ -68,17 +66,17 @@ static void block_task(void *arg, size_t index) {
     for (size_t t = 0; t < taps; t++) memcpy(weight + t * lanes, w->weights + t * w->m + o0, count * sizeof(float));
     memcpy(scale, w->scales + o0, count * sizeof(float));
     if (job->bias) memcpy(bias, job->bias + o0, count * sizeof(float));
-    const float *planes = job->x + o0 * pixels;
-    if (job->dq_scale) {
+    const float *planes = job->img.x + o0 * pixels;
+    if (job->img.dq_scale) {
         float *dequantized = out + positions * lanes;
         for (size_t c = 0; c < count; c++)
-            job->rows->dequantize_pixels(dequantized + c * pixels, planes + c * pixels, job->dq_scale, job->dq_inverse,
+            job->rows->dequantize_pixels(dequantized + c * pixels, planes + c * pixels, job->img.dq_scale, job->img.dq_inverse,
                                          pixels);
         planes = dequantized;
     }
     job->rows->transpose(planes, count, pixels, pixels, tile, lanes);
     job->rows->depthwise_block_f32(out, tile, positions, job->index, weight, taps, scale, job->bias ? bias : NULL);
-    job->rows->transpose(out, positions, count, lanes, job->y + o0 * positions, positions);
+    job->rows->transpose(out, positions, count, lanes, job->img.y + o0 * positions, positions);
 }
 
 int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
@@ -101,17 +99,9 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
         tconv_tap_pixels(g, p, pixel);
         for (size_t t = 0; t < taps; t++) table[p * taps + t] = (uint32_t)(pixel[t] < 0 ? pixels : (size_t)pixel[t]);
     }
-    BlockJob job = {w, g, obx_platform()->conv_rows, NULL, bias, NULL, NULL, NULL, table, 0};
+    BlockJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, bias, table, 0};
     const size_t tasks = OBX_DIV_UP(w->m, (size_t)DW_BLOCK_LANES);
-    for (size_t image = 0; image < g->batch && !job.failed; image++) {
-        job.x = x + image * g->channels * pixels;
-        job.y = y + image * w->m * positions;
-        if (dq) {
-            job.dq_scale = dq->scale + image * pixels;
-            job.dq_inverse = dq->inverse + image * pixels;
-        }
-        tconv_run(par, runner, block_task, &job, tasks);
-    }
+    tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, block_task, &job, tasks);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise channel block");
         return -1;

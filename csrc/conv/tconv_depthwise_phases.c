@@ -33,10 +33,8 @@ typedef struct PhaseJob {
     const obx_tconv_weights *w;
     const obx_conv_geometry *g;
     const struct tconv_row_kernels *rows;
-    const float *x; /* this image, NCHW */
+    tconv_image img; /* this image */
     const float *bias;
-    float *y;       /* this image, NCHW */
-    const float *dq_scale, *dq_inverse; /* this image's per-pixel dequantization, or NULL */
     const size_t *offset; /* each tap's offset in the stacked planes from its output's grid position */
     size_t phase_h, phase_w, plane; /* one phase plane: phase_h rows of phase_w floats */
     size_t staged;                  /* the four planes and the reads past their end */
@@ -84,15 +82,15 @@ static void phase_task(void *arg, size_t index) {
     const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
     for (size_t o = index * job->channels_per_task; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
-        const float *plane = job->x + (o / w->m_per_group) * pixels;
+        const float *plane = job->img.x + (o / w->m_per_group) * pixels;
         for (size_t ih = 0; ih < g->in_h; ih++) {
             const size_t padded_row = ih + g->pad_top, i = padded_row / 2;
             if (i >= job->phase_h) break;
             float *row = phases + (padded_row & 1) * 2 * job->plane + i * pw;
             const float *src = plane + ih * g->in_w;
-            if (job->dq_scale) {
-                job->rows->dequantize_pixels(dequantized, src, job->dq_scale + ih * g->in_w,
-                                             job->dq_inverse + ih * g->in_w, g->in_w);
+            if (job->img.dq_scale) {
+                job->rows->dequantize_pixels(dequantized, src, job->img.dq_scale + ih * g->in_w,
+                                             job->img.dq_inverse + ih * g->in_w, g->in_w);
                 src = dequantized;
             }
             job->rows->deinterleave(row + even_b * job->plane + even_col, n_even, row + odd_b * job->plane + odd_col,
@@ -100,7 +98,7 @@ static void phase_task(void *arg, size_t index) {
         }
         job->rows->depthwise_plane_f32(grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
                                        job->bias ? job->bias + o : NULL);
-        float *out = job->y + o * positions;
+        float *out = job->img.y + o * positions;
         for (size_t r = 0; r < g->out_h; r++)
             memcpy(out + r * g->out_w, grid + r * pw, g->out_w * sizeof(float));
     }
@@ -109,7 +107,7 @@ static void phase_task(void *arg, size_t index) {
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                    const float *bias, const tconv_pixel_dequant *dq, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
+    const size_t taps = w->kernel_positions;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
         obx_set_error(err, err_len, "out of memory for the depthwise tap offsets");
@@ -126,19 +124,11 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
         offset[t] = ((u & 1) * 2 + (v & 1)) * plane + (u / 2) * phase_w + v / 2;
         reach = OBX_MAX(reach, offset[t]);
     }
-    PhaseJob job = {w, g, obx_platform()->conv_rows, NULL, bias, NULL, NULL, NULL, offset, phase_h, phase_w, plane,
+    PhaseJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, bias, offset, phase_h, phase_w, plane,
                     OBX_MAX(4 * plane, grid + reach), grid,
                     OBX_MAX(OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid), OBX_DIV_UP(w->m, (size_t)PHASE_TASKS)), 0};
     const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
-    for (size_t image = 0; image < g->batch && !job.failed; image++) {
-        job.x = x + image * g->channels * pixels;
-        job.y = y + image * w->m * positions;
-        if (dq) {
-            job.dq_scale = dq->scale + image * pixels;
-            job.dq_inverse = dq->inverse + image * pixels;
-        }
-        tconv_run(par, runner, phase_task, &job, tasks);
-    }
+    tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, phase_task, &job, tasks);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for the depthwise phase planes");
         return -1;

@@ -59,6 +59,14 @@ typedef struct tconv_pixel_dequant {
     const float *scale, *inverse;
 } tconv_pixel_dequant;
 
+/* One image of a call for a depthwise path's tasks: its X and Y, and its
+ * per-pixel dequantization planes (NULL without). */
+typedef struct tconv_image {
+    const float *x;
+    float *y;
+    const float *dq_scale, *dq_inverse;
+} tconv_image;
+
 /* Depthwise convs with float activations, channel multiplier 1, on input
  * planes up to 1024 pixels (tconv_depthwise_blocks.c): 1 when they fit. */
 int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g);
@@ -104,6 +112,22 @@ static inline void tconv_run(obx_parallel_for_fn par, void *runner, obx_task_fn 
     if (par && count >= 2) par(runner, fn, arg, count);
     else
         for (size_t i = 0; i < count; i++) fn(arg, i);
+}
+
+/* fn(arg, i) for i < tasks, for each image of the batch in turn with
+ * `image` pointing at it; stops once *failed is set. */
+static inline void tconv_run_images(const obx_conv_geometry *g, size_t out_channels, const float *x, float *y,
+                                    const tconv_pixel_dequant *dq, tconv_image *image, const int *failed,
+                                    obx_parallel_for_fn par, void *runner, obx_task_fn fn, void *arg,
+                                    size_t tasks) {
+    const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
+    for (size_t n = 0; n < g->batch && !*failed; n++) {
+        image->x = x + n * g->channels * pixels;
+        image->y = y + n * out_channels * positions;
+        image->dq_scale = dq ? dq->scale + n * pixels : NULL;
+        image->dq_inverse = dq ? dq->inverse + n * pixels : NULL;
+        tconv_run(par, runner, fn, arg, tasks);
+    }
 }
 
 /* This thread's buffer `which` of at least `floats` floats, kept between
