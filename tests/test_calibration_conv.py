@@ -198,7 +198,7 @@ def test_a_small_cnn_calibrates_and_converts_to_what_the_probe_predicted(cnn, tm
     for layer in convs:
         if layer.precision in ("ternary", "binary"):
             # the real compiled op where it is the faster one (depthwise); onnxruntime's Conv on the folded
-            # INT2 weight for dense layers with float activations (ternary_conv.float_dense_as_standard)
+            # INT2 weight for dense layers with float activations (ternary_conv.float_as_standard)
             assert ops[layer.node] == ("TernaryConv" if layer.node == "depthwise" else "Conv")
     for mine, probe in zip(outputs, predicted):
         np.testing.assert_allclose(mine[0], probe[0], rtol=1e-4, atol=1e-5)

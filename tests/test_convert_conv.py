@@ -145,6 +145,20 @@ def test_dense_ternary_convs_with_float_activations_take_the_faster_op_and_say_s
         assert (ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE in notes) == (name in ("groups", "format")), name
 
 
+def test_which_ternary_convs_run_on_onnxruntimes_conv():
+    """Float activations: dense convs and depthwise ones larger than 3x3 (where TernaryConv's float paths
+    were slower than fp32 Conv) take INT2 + Cast * scale + Conv; 3x3 depthwise ones, int8 activations,
+    K-group scales and an explicit storage format keep TernaryConv."""
+    dense = ConvSpec("Conv", (8, 4, 3, 3), 1)
+    dw3, dw5 = ConvSpec("Conv", (8, 1, 3, 3), 8), ConvSpec("Conv", (8, 1, 5, 5), 8)
+    assert ternary_conv.float_as_standard(dense, 0, "channel", None)
+    assert ternary_conv.float_as_standard(dw5, 0, "tensor", None)
+    assert not ternary_conv.float_as_standard(dw3, 0, "channel", None)
+    assert not ternary_conv.float_as_standard(dense, 1, "channel", None)
+    assert not ternary_conv.float_as_standard(dense, 0, "group", None)
+    assert not ternary_conv.float_as_standard(dw5, 0, "channel", "base3")
+
+
 def test_only_depthwise_convs_not_qat_folded_drop_int8_activations():
     depthwise = ConvSpec("Conv", (8, 1, 3, 3), 8)
     assert ternary_conv.activation_quant(depthwise, 1, proven=False) == 0

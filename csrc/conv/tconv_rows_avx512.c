@@ -55,6 +55,10 @@ static void transpose_avx512(const float *src, size_t rows, size_t cols, size_t 
         tconv_transpose_avx2(src + rows16 * src_stride, rows - rows16, cols, src_stride, dst + rows16, dst_stride);
 }
 
+/* A depthwise tap as one FMA (tconv_rows_body.h says why that is exact). */
+#define TCONV_TAP16(acc, x, w) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), _mm512_set1_ps(w), (__m512)(acc)))
+#define TCONV_TAP16V(acc, x, wv) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), (__m512)(wv), (__m512)(acc)))
+
 #define TCONV_ROWS_TABLE tconv_rows_avx512
 #define TCONV_ROWS_TRANSPOSE transpose_avx512
 #include "conv/tconv_rows_body.h"

@@ -43,23 +43,27 @@ def activation_quant(conv, act_quant: int, proven: bool) -> int:
     return int(act_quant)
 
 
-def float_dense_as_standard(conv, act_quant: int, granularity: str, fmt: str | None) -> bool:
-    """A ternary Conv that TernaryConv would run with float activations and is not depthwise: stored as INT2
-    codes, Cast * scale, and onnxruntime's own Conv instead (dequantize_conv.py). onnxruntime folds that weight
-    at load and runs its fp32 Conv on it, exactly the ternary weight times its scale; TernaryConv's float path
-    there ran at 0.33-0.69x of fp32 Conv (`onnxbit bench conv`, ternary_f32, 2-vCPU Sapphire Rapids), and the
-    PP-OCRv4 detector converted so took 2.2-2.4x the original's time. Depthwise layers keep TernaryConv (its
-    direct kernels ran 1.0-1.5x fp32). Kept too: K-group scales (DequantizeLinear would not fold) and an
-    explicit storage format (the file size asked for; INT2 is 2 bits per weight against base3's 1.6)."""
-    return (not act_quant and not is_depthwise(conv) and granularity in ("tensor", "channel") and fmt is None)
+def float_as_standard(conv, act_quant: int, granularity: str, fmt: str | None) -> bool:
+    """A ternary Conv that TernaryConv would run with float activations, where onnxruntime's own Conv is
+    faster: stored as INT2 codes, Cast * scale, and that Conv instead (dequantize_conv.py). onnxruntime folds
+    the weight at load and runs its fp32 Conv on it, exactly the ternary weight times its scale. Measured
+    against fp32 Conv, one thread, 2-vCPU Sapphire Rapids: TernaryConv's float path ran dense convs at
+    0.33-0.69x (`onnxbit bench conv`, ternary_f32; the PP-OCRv4 detector converted so took 2.2-2.4x the
+    original's time) and 5x5 depthwise ones at 0.70-0.91x (120@28x28, 576@7x7, 72@56x56 stride 2, 104@3x96);
+    3x3 depthwise ones keep TernaryConv (0.9-1.1x at one thread, 1.1-1.5x at two). Kept too: K-group scales
+    (DequantizeLinear would not fold) and an explicit storage format (the file size asked for; INT2 is 2 bits
+    per weight against base3's 1.6)."""
+    small_depthwise = is_depthwise(conv) and int(np.prod(conv.weight_shape[2:])) <= 9
+    return not act_quant and not small_depthwise and granularity in ("tensor", "channel") and fmt is None
 
 
 DENSE_AS_STANDARD_NOTE = (
     "ternary layers stored as INT2 codes + Cast * scale + onnxruntime's own Conv / ConvTranspose (ConvTranspose "
-    "always; Conv when TernaryConv would run it with float activations and it is not depthwise) have their "
-    "weight folded at load and run at fp32 speed (TernaryConv's float path ran dense convs at 0.33-0.69x of fp32 "
-    "Conv); act_quant=1 (int8 activations per im2col row) runs Convs in TernaryConv 1.7-2.8x faster than fp32 "
-    "Conv, at some accuracy cost (check with `onnxbit verify`)")
+    "always; a Conv when TernaryConv would run it with float activations and it is not a 3x3-or-smaller "
+    "depthwise one) have their weight folded at load and run at fp32 speed (TernaryConv's float path ran dense "
+    "convs at 0.33-0.69x of fp32 Conv, 5x5 depthwise ones at 0.70-0.91x); act_quant=1 (int8 activations per "
+    "im2col row) runs dense Convs in TernaryConv 1.7-2.8x faster than fp32 Conv, at some accuracy cost (check "
+    "with `onnxbit verify`)")
 
 DENSE_FLOAT_ACTIVATIONS_NOTE = (
     "TernaryConv layers with float activations (act_quant=0) that are not depthwise ran at 0.33-0.69x of "
