@@ -152,15 +152,14 @@ class Target(abc.ABC):
         """Domain -> version the ops emitted for a Conv/ConvTranspose layer need."""
         if settings.precision == "fp32":
             return {}
-        from onnxbit.targets.dequantize import required_opset
+        from onnxbit.targets.dequantize_conv import cast_opset
 
-        return {"": required_opset(2 if settings.precision in ("ternary", "binary") else settings.bits,
-                                   settings.granularity)}
+        return {"": cast_opset(2 if settings.precision in ("ternary", "binary") else settings.bits)}
 
     def pack_conv(self, ctx, base: str, weight: QuantizedWeight, settings) -> PackedWeight:
         """A Conv/ConvTranspose weight as integer codes turned into the float weight in the graph (Cast + Mul,
-        DequantizeLinear for K-group scales; dequantize_conv.py) + the node's own op (ternary and binary as
-        INT2); targets with a conv op of their own override this."""
+        dequantize_conv.py) + the node's own op (ternary and binary as INT2); targets with a conv op of their
+        own override this."""
         from onnxbit.targets.dequantize_conv import pack_dequantize_conv
 
         if settings.activations == "static":
@@ -187,15 +186,13 @@ class Target(abc.ABC):
         return emit_dequantize_conv(ctx, site, packed)
 
     def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
-        from onnxbit.targets.dequantize_conv import CAST_STORAGE, CONV_QDQ_NOTE
+        from onnxbit.targets.dequantize_conv import CAST_STORAGE
 
-        notes = [CONV_QDQ_NOTE] if packed.storage.startswith("DequantizeLinear/") else []
-        if packed.storage.startswith(("DequantizeLinear/", CAST_STORAGE + "/")) and settings.act_quant:
-            notes.append(CONV_FLOAT_ACTIVATIONS_NOTE)
-        return notes
+        return [CONV_FLOAT_ACTIVATIONS_NOTE] if packed.storage.startswith(CAST_STORAGE + "/") and settings.act_quant \
+            else []
 
 
 CONV_FLOAT_ACTIVATIONS_NOTE = (
-    "Conv layers stored as integer weights + Conv (Cast + Mul or DequantizeLinear) compute with float32 "
+    "Conv layers stored as integer weights + Conv (Cast + Mul) compute with float32 "
     "activations: act_quant=1 (int8 activations per im2col row) exists only in com.onnxbit::TernaryConv "
     "(target 'onnxbit')")

@@ -89,8 +89,7 @@ class OnnxbitTarget(Target):
         if activation["act_quant"] != ternary_matmul.ACT_INT8_STATIC:
             activation["act_quant"] = ternary_conv.activation_quant(weight.conv, activation["act_quant"],
                                                                     weight.proven)
-        if ternary_conv.float_as_standard(weight.conv, activation["act_quant"], weight.granularity,
-                                          settings.format):
+        if ternary_conv.float_as_standard(weight.conv, activation["act_quant"], settings.format):
             return super().pack_conv(ctx, base, weight, settings)
         rows, fmt = self._stored_rows(weight, settings)
         return ternary_conv.pack_ternary_conv(

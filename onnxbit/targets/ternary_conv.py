@@ -43,18 +43,17 @@ def activation_quant(conv, act_quant: int, proven: bool) -> int:
     return int(act_quant)
 
 
-def float_as_standard(conv, act_quant: int, granularity: str, fmt: str | None) -> bool:
+def float_as_standard(conv, act_quant: int, fmt: str | None) -> bool:
     """A ternary Conv that TernaryConv would run with float activations, where onnxruntime's own Conv is
     faster: stored as INT2 codes, Cast * scale, and that Conv instead (dequantize_conv.py). onnxruntime folds
     the weight at load and runs its fp32 Conv on it, exactly the ternary weight times its scale. Measured
     against fp32 Conv, one thread, 2-vCPU Sapphire Rapids: TernaryConv's float path ran dense convs at
     0.33-0.69x (`onnxbit bench conv`, ternary_f32; the PP-OCRv4 detector converted so took 2.2-2.4x the
     original's time) and 5x5 depthwise ones at 0.70-0.91x (120@28x28, 576@7x7, 72@56x56 stride 2, 104@3x96);
-    3x3 depthwise ones keep TernaryConv (0.9-1.1x at one thread, 1.1-1.5x at two). Kept too: K-group scales
-    (DequantizeLinear would not fold) and an explicit storage format (the file size asked for; INT2 is 2 bits
-    per weight against base3's 1.6)."""
+    3x3 depthwise ones keep TernaryConv (0.9-1.1x at one thread, 1.1-1.5x at two). Kept too: an explicit
+    storage format (the file size asked for; INT2 is 2 bits per weight against base3's 1.6)."""
     small_depthwise = is_depthwise(conv) and int(np.prod(conv.weight_shape[2:])) <= 9
-    return not act_quant and not small_depthwise and granularity in ("tensor", "channel") and fmt is None
+    return not act_quant and not small_depthwise and fmt is None
 
 
 DENSE_AS_STANDARD_NOTE = (
