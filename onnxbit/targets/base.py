@@ -160,7 +160,7 @@ class Target(abc.ABC):
         """A Conv/ConvTranspose weight as integer codes turned into the float weight in the graph (Cast + Mul,
         dequantize_conv.py) + the node's own op (ternary and binary as INT2); targets with a conv op of their
         own override this."""
-        from onnxbit.targets.dequantize_conv import pack_dequantize_conv
+        from onnxbit.targets.dequantize_conv import pack_integer_conv
 
         if settings.activations == "static":
             raise ConfigError(f"weight '{base}': activations 'static' for Conv layers runs in TernaryConv "
@@ -172,18 +172,18 @@ class Target(abc.ABC):
 
             weight.codes = codecs.unpack_ternary(weight.packed_rows, weight.k, self.fused_format(settings)).T
         if weight.kind in ("ternary", "binary"):
-            return pack_dequantize_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
+            return pack_integer_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
                                         bits=2, signed=True, scales=weight.scales, zero_points=None,
                                         granularity=weight.granularity, group_size=weight.group_size)
-        return pack_dequantize_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
+        return pack_integer_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
                                     bits=settings.bits, signed=weight.zero_points is None, scales=weight.scales,
                                     zero_points=weight.zero_points, granularity=weight.granularity,
                                     group_size=weight.group_size)
 
     def emit_conv(self, ctx, site, packed: PackedWeight) -> gs.Node:
-        from onnxbit.targets.dequantize_conv import emit_dequantize_conv
+        from onnxbit.targets.dequantize_conv import emit_integer_conv
 
-        return emit_dequantize_conv(ctx, site, packed)
+        return emit_integer_conv(ctx, site, packed)
 
     def conv_notes(self, settings, packed: PackedWeight) -> list[str]:
         from onnxbit.targets.dequantize_conv import CAST_STORAGE

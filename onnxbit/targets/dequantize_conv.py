@@ -48,7 +48,7 @@ from onnxbit.targets.dequantize import BITS_OF_TYPE, dequantized_layer, required
 CAST_STORAGE = "Cast+Mul"
 
 
-def pack_dequantize_conv(ctx: PassContext, base: str, *, precision: str, conv, codes: np.ndarray, bits: int,
+def pack_integer_conv(ctx: PassContext, base: str, *, precision: str, conv, codes: np.ndarray, bits: int,
                          signed: bool, scales: np.ndarray, zero_points: np.ndarray | None, granularity: str,
                          group_size: int) -> PackedWeight:
     """codes [K, N] as the layer kind's view; scales / zero points as QuantResult holds them."""
@@ -131,7 +131,7 @@ def _float_weight(ctx: PassContext, site: WeightSite, packed: PackedWeight,
     return cut, [m, k]
 
 
-def emit_dequantize_conv(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
+def emit_integer_conv(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
     conv = site.conv
     ctx.require_opset("", packed.min_default_opset)
     current, shape = _float_weight(ctx, site, packed, list(packed.constants[0].shape))
