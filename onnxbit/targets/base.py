@@ -173,12 +173,12 @@ class Target(abc.ABC):
             weight.codes = codecs.unpack_ternary(weight.packed_rows, weight.k, self.fused_format(settings)).T
         if weight.kind in ("ternary", "binary"):
             return pack_integer_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
-                                        bits=2, signed=True, scales=weight.scales, zero_points=None,
-                                        granularity=weight.granularity, group_size=weight.group_size)
+                                     bits=2, signed=True, scales=weight.scales, zero_points=None,
+                                     granularity=weight.granularity, group_size=weight.group_size)
         return pack_integer_conv(ctx, base, precision=settings.precision, conv=weight.conv, codes=weight.codes,
-                                    bits=settings.bits, signed=weight.zero_points is None, scales=weight.scales,
-                                    zero_points=weight.zero_points, granularity=weight.granularity,
-                                    group_size=weight.group_size)
+                                 bits=settings.bits, signed=weight.zero_points is None, scales=weight.scales,
+                                 zero_points=weight.zero_points, granularity=weight.granularity,
+                                 group_size=weight.group_size)
 
     def emit_conv(self, ctx, site, packed: PackedWeight) -> gs.Node:
         from onnxbit.targets.dequantize_conv import emit_integer_conv
