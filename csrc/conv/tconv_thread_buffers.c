@@ -2,38 +2,33 @@
  * calls: a fresh allocation of tile size is a new mapping whose pages fault
  * in on every use (measured: the page faults cost more than the im2col
  * copies; the channels-last copy of a 64x56x56 input spent 8% of its call
- * clearing fresh pages). Freed when the thread exits. */
-#include <pthread.h>
+ * clearing fresh pages). Freed when the thread exits or the library is
+ * unloaded. */
 #include <stdlib.h>
 
 #include "conv/tconv_internal.h"
+#include "obx_thread_state.h"
 
 typedef struct ThreadBuffers {
     float *data[TCONV_BUFFER_COUNT];
     size_t capacity[TCONV_BUFFER_COUNT]; /* floats */
 } ThreadBuffers;
 
-static pthread_key_t buffers_key;
-static pthread_once_t buffers_key_once = PTHREAD_ONCE_INIT;
-
 static void free_buffers(void *arg) {
     ThreadBuffers *buffers = arg;
     for (int i = 0; i < TCONV_BUFFER_COUNT; i++) free(buffers->data[i]);
-    free(buffers);
 }
 
-static void create_buffers_key(void) { (void)pthread_key_create(&buffers_key, free_buffers); }
+static obx_thread_state thread_buffers = OBX_THREAD_STATE_INIT(free_buffers, sizeof(ThreadBuffers));
+
+/* Every thread's buffers go with the library (obx_thread_state.h says why). */
+__attribute__((destructor)) static void release_thread_buffers(void) {
+    obx_thread_state_release_all(&thread_buffers);
+}
 
 float *tconv_thread_buffer(enum tconv_buffer which, size_t floats) {
-    pthread_once(&buffers_key_once, create_buffers_key);
-    ThreadBuffers *buffers = pthread_getspecific(buffers_key);
-    if (!buffers) {
-        buffers = calloc(1, sizeof *buffers);
-        if (!buffers || pthread_setspecific(buffers_key, buffers) != 0) {
-            free(buffers);
-            return NULL;
-        }
-    }
+    ThreadBuffers *buffers = obx_thread_state_get(&thread_buffers);
+    if (!buffers) return NULL;
     if (buffers->capacity[which] < floats) {
         free(buffers->data[which]);
         buffers->data[which] = malloc(floats * sizeof(float));

@@ -1,11 +1,12 @@
 /* Per-thread scratch cache (tmm_scratch.h): a few slots per thread, each a
- * block kept after use; the thread's blocks are freed when it exits. */
+ * block kept after use; the thread's blocks are freed when it exits or the
+ * library is unloaded. */
 #include "tmm_scratch.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 
 #include "obx_common.h"
+#include "obx_thread_state.h"
 #include "tmm_internal.h"
 
 /* Blocks one thread holds at once at most: a call nests three (the
@@ -26,31 +27,17 @@ struct scratch_cache {
     struct scratch_slot slots[SCRATCH_SLOTS];
 };
 
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-static int cache_key_ok;
-
 static void free_cache(void *arg) {
     struct scratch_cache *cache = arg;
     for (int i = 0; i < SCRATCH_SLOTS; i++) free(cache->slots[i].block);
-    free(cache);
 }
 
-static void make_key(void) { cache_key_ok = pthread_key_create(&cache_key, free_cache) == 0; }
+static obx_thread_state caches = OBX_THREAD_STATE_INIT(free_cache, sizeof(struct scratch_cache));
 
-static struct scratch_cache *thread_cache(void) {
-    pthread_once(&cache_once, make_key);
-    if (!cache_key_ok) return NULL;
-    struct scratch_cache *cache = pthread_getspecific(cache_key);
-    if (!cache) {
-        cache = calloc(1, sizeof *cache);
-        if (cache && pthread_setspecific(cache_key, cache) != 0) {
-            free(cache);
-            cache = NULL;
-        }
-    }
-    return cache;
-}
+/* Every thread's blocks go with the library (obx_thread_state.h says why). */
+__attribute__((destructor)) static void release_caches(void) { obx_thread_state_release_all(&caches); }
+
+static struct scratch_cache *thread_cache(void) { return obx_thread_state_get(&caches); }
 
 static void *allocate(size_t bytes) {
     return aligned_alloc(TMM_ALIGN, OBX_DIV_UP(OBX_MAX(bytes, 1), TMM_ALIGN) * TMM_ALIGN);
@@ -82,8 +69,7 @@ void *tmm_scratch_get(size_t bytes) {
 
 void tmm_scratch_put(void *block) {
     if (!block) return;
-    pthread_once(&cache_once, make_key);
-    struct scratch_cache *cache = cache_key_ok ? pthread_getspecific(cache_key) : NULL;
+    struct scratch_cache *cache = thread_cache();
     if (cache)
         for (int i = 0; i < SCRATCH_SLOTS; i++)
             if (cache->slots[i].block == block && cache->slots[i].in_use) {
