@@ -1,0 +1,61 @@
+"""Depthwise TernaryConv on random geometries (kernels 1-7 high and wide, strides
+1-3 per axis, dilations 1-3, uneven pads, channel multipliers, batches, an Inf
+now and then), every float path forced in turn and the size rule's own choice,
+with float activations (the documented order, bit for bit) and act_quant 3
+(the numpy reference, bit for bit). A longer run of this found the heap
+corruption that test_library_reload.py pins down."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxbit.reference.ternary_conv import ternary_conv_reference
+from op_models import ternary_conv_model
+from test_op_ternary_conv import DEPTHWISE_FLOAT_PATHS, _depthwise_float_spec, _session
+
+
+def _geometries(rng, count):
+    made = 0
+    while made < count:
+        c = int(rng.integers(1, 40))
+        m = c * int(rng.choice([1, 1, 1, 2]))
+        kh, kw = int(rng.choice([1, 2, 3, 5, 7])), int(rng.choice([1, 3, 5]))
+        h, w = int(rng.integers(1, 40)), int(rng.integers(1, 70))
+        strides = [int(rng.choice([1, 2, 2, 3])), int(rng.choice([1, 2, 3]))]
+        dilations = [int(rng.choice([1, 1, 2, 3]))] * 2
+        pads = [int(rng.integers(0, 4)) for _ in range(4)]
+        if h + pads[0] + pads[2] < (kh - 1) * dilations[0] + 1 or w + pads[1] + pads[3] < (kw - 1) * dilations[1] + 1:
+            continue
+        made += 1
+        yield (int(rng.integers(1, 3)), c, h, w), (m, 1, kh, kw), {"group": c, "strides": strides,
+                                                                   "dilations": dilations, "pads": pads}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_depthwise_geometries_on_every_path(monkeypatch, seed):
+    rng = np.random.default_rng(seed)
+    for x_shape, w_shape, attrs in _geometries(rng, 12):
+        codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
+        scales = rng.uniform(0.5, 2, w_shape[0]).astype(np.float32)
+        bias = rng.standard_normal(w_shape[0]).astype(np.float32)
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        if rng.random() < 0.3:
+            x.reshape(-1)[int(rng.integers(0, x.size))] = np.inf
+        for act_quant in (0, 3):
+            op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+            if act_quant == 0:
+                with np.errstate(invalid="ignore"):
+                    expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
+            else:
+                expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs["group"],
+                                                  act_quant=3, bias=bias, strides=attrs["strides"],
+                                                  pads=attrs["pads"], dilations=attrs["dilations"])
+            for path in (*DEPTHWISE_FLOAT_PATHS, None):
+                if path:
+                    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
+                else:
+                    monkeypatch.delenv("ONNXBIT_DEPTHWISE_PATH", raising=False)
+                y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
+                np.testing.assert_array_equal(y, expected, err_msg=f"{path} act_quant={act_quant} {x_shape} "
+                                                                    f"{w_shape} {attrs}")
