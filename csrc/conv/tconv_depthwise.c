@@ -281,38 +281,13 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     return 0;
 }
 
-int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                        const float *bias, const tconv_pixel_dequant *dq, float *y,
-                                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    const enum dw_path path = float_path(w, g);
-    switch (path) {
-    case DW_BLOCKS:
-        atomic_fetch_add(&path_runs[path], 1);
-        return tconv_compute_depthwise_blocks(w, g, x, bias, dq, y, par, runner, err, err_len);
-    case DW_PHASES:
-        atomic_fetch_add(&path_runs[path], 1);
-        return tconv_compute_depthwise_phases(w, g, x, bias, dq, y, par, runner, err, err_len);
-    case DW_FLAT:
-        atomic_fetch_add(&path_runs[path], 1);
-        return compute_flat(w, g, x, bias, dq, y, par, runner, err, err_len);
-    default: return 1;
-    }
-}
-
-int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                            const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
-                            void *runner, char *err, size_t err_len) {
+/* int8 activations, and float ones where no other path fits: X copied to
+ * [pixel][channel], tiles of output pixels, transposed back. */
+static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                 const float *bias, int act_quant, float act_scale, float *y,
+                                 obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const float static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
-    const enum dw_path path = act_quant ? DW_CHANNELS_LAST : float_path(w, g);
-    atomic_fetch_add(&path_runs[path], 1);
-    switch (path) {
-    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, NULL, y, par, runner, err, err_len);
-    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, NULL, y, par, runner, err, err_len);
-    case DW_FLAT: return compute_flat(w, g, x, bias, NULL, y, par, runner, err, err_len);
-    case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
-    default: break;
-    }
     if (pixels > SIZE_MAX / sizeof(float) / w->m) {
         obx_set_error(err, err_len, "the input is too large for its channels-last copy");
         return -1;
@@ -334,4 +309,37 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
         return -1;
     }
     return 0;
+}
+
+/* The paths that copy X into their own layout anyway. */
+static int stages_x(enum dw_path path) { return path == DW_BLOCKS || path == DW_PHASES || path == DW_FLAT; }
+
+int tconv_depthwise_stages_x(const obx_tconv_weights *w, const obx_conv_geometry *g) {
+    return stages_x(float_path(w, g));
+}
+
+int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                        const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+    const enum dw_path path = float_path(w, g);
+    if (dq && !stages_x(path)) {
+        obx_set_error(err, err_len, "the depthwise path chosen does not dequantize as it stages X");
+        return -1;
+    }
+    atomic_fetch_add(&path_runs[path], 1);
+    switch (path) {
+    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, dq, y, par, runner, err, err_len);
+    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, dq, y, par, runner, err, err_len);
+    case DW_FLAT: return compute_flat(w, g, x, bias, dq, y, par, runner, err, err_len);
+    case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
+    default: return compute_channels_last(w, g, x, bias, 0, 0.0f, y, par, runner, err, err_len);
+    }
+}
+
+int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                            const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
+                            void *runner, char *err, size_t err_len) {
+    if (!act_quant) return tconv_compute_depthwise_dequantized(w, g, x, bias, NULL, y, par, runner, err, err_len);
+    atomic_fetch_add(&path_runs[DW_CHANNELS_LAST], 1);
+    return compute_channels_last(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
 }

@@ -52,45 +52,31 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len) {
     const size_t pixels = g->in_h * g->in_w, channels = g->channels, image = channels * pixels;
-    /* per image and pixel: scale, inverse and the bad flag; then the dequantized batch when a copy is made */
-    if (g->batch > SIZE_MAX / sizeof(float) / (3 * pixels + image)) {
+    /* A path that stages X dequantizes it on the way; the others read a dequantized copy. */
+    const int staged = tconv_depthwise_stages_x(w, g);
+    const size_t copy = staged ? 0 : image;
+    /* per image and pixel: scale, inverse and the bad flag; then the copy */
+    if (g->batch > SIZE_MAX / sizeof(float) / (3 * pixels + copy)) {
         obx_set_error(err, err_len, "the input is too large for its dequantized copy");
         return -1;
     }
-    float *scales = tconv_thread_buffer(TCONV_BUFFER_DEQUANTIZED, g->batch * 3 * pixels);
+    float *scales = tconv_thread_buffer(TCONV_BUFFER_DEQUANTIZED, g->batch * (3 * pixels + copy));
     if (!scales) {
         obx_set_error(err, err_len, "out of memory for the pixel scales of X");
         return -1;
     }
-    float *inverse = scales + g->batch * pixels;
+    float *inverse = scales + g->batch * pixels, *xq = staged ? NULL : scales + g->batch * 3 * pixels;
     uint8_t *bad = (uint8_t *)(inverse + g->batch * pixels);
     DequantizeJob job = {obx_platform()->conv_rows, NULL, NULL, NULL, NULL, NULL, channels, pixels};
     for (size_t n = 0; n < g->batch; n++) {
         job.x = x + n * image;
+        job.xq = xq ? xq + n * image : NULL;
         job.scale = scales + n * pixels;
         job.inverse = inverse + n * pixels;
         job.bad = bad + n * pixels;
         tconv_run(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, DP_PIXELS));
     }
+    if (!staged) return tconv_compute_depthwise(w, g, xq, bias, OBX_ACT_NONE, 0.0f, y, par, runner, err, err_len);
     const tconv_pixel_dequant dq = {scales, inverse};
-    const int staged = tconv_compute_depthwise_dequantized(w, g, x, bias, &dq, y, par, runner, err, err_len);
-    if (staged != 1) return staged;
-    /* The chosen path reads X as it is: a dequantized copy (the scales again, in the same pass). */
-    scales = tconv_thread_buffer(TCONV_BUFFER_DEQUANTIZED, g->batch * (3 * pixels + image));
-    if (!scales) {
-        obx_set_error(err, err_len, "out of memory for the dequantized copy of X");
-        return -1;
-    }
-    float *xq = scales + g->batch * 3 * pixels;
-    inverse = scales + g->batch * pixels;
-    bad = (uint8_t *)(inverse + g->batch * pixels);
-    for (size_t n = 0; n < g->batch; n++) {
-        job.x = x + n * image;
-        job.xq = xq + n * image;
-        job.scale = scales + n * pixels;
-        job.inverse = inverse + n * pixels;
-        job.bad = bad + n * pixels;
-        tconv_run(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, DP_PIXELS));
-    }
-    return tconv_compute_depthwise(w, g, xq, bias, OBX_ACT_NONE, 0.0f, y, par, runner, err, err_len);
+    return tconv_compute_depthwise_dequantized(w, g, x, bias, &dq, y, par, runner, err, err_len);
 }

@@ -85,9 +85,11 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len);
-/* Its float paths on X dequantized per pixel as it is staged; returns 1
- * without computing when the path chosen for g does not stage X (the
- * caller then dequantizes a copy), else 0 or -1 with a message. */
+/* 1 when the float path chosen for g copies X into its own layout (and so
+ * can dequantize it per pixel on the way). */
+int tconv_depthwise_stages_x(const obx_tconv_weights *w, const obx_conv_geometry *g);
+/* The float paths; with dq (only where tconv_depthwise_stages_x), on X
+ * dequantized per pixel as it is staged. 0, or -1 with a message. */
 int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                         const float *bias, const tconv_pixel_dequant *dq, float *y,
                                         obx_parallel_for_fn par, void *runner, char *err, size_t err_len);

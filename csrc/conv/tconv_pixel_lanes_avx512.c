@@ -234,12 +234,25 @@ static ALWAYS_INLINE void channel_block(const struct tconv_lanes_task *t, size_t
     LANES_FINISH(5)
 }
 
-#define VEC_CASES(MB)                                                                                          \
+/* Every block of BLOCK_M output channels, then the remainder, each through
+ * CALL(MB, VECS) with the compile-time sizes the kernels are specialized on
+ * (needs t, vectors and a size_t o0 in scope). */
+#define VEC_CASES(CALL, MB)                                                                                    \
     switch (vectors) {                                                                                         \
-    case 1: channel_block(t, o0, ls, st, next, MB, 1); break;                                                        \
-    case 2: channel_block(t, o0, ls, st, next, MB, 2); break;                                                        \
-    case 3: channel_block(t, o0, ls, st, next, MB, 3); break;                                                        \
-    default: channel_block(t, o0, ls, st, next, MB, 4); break;                                                       \
+    case 1: CALL(MB, 1); break;                                                                                \
+    case 2: CALL(MB, 2); break;                                                                                \
+    case 3: CALL(MB, 3); break;                                                                                \
+    default: CALL(MB, 4); break;                                                                               \
+    }
+#define CHANNEL_BLOCKS(CALL)                                                                                   \
+    for (o0 = 0; o0 + BLOCK_M <= t->m; o0 += BLOCK_M) VEC_CASES(CALL, BLOCK_M)                                  \
+    switch (t->m - o0) {                                                                                       \
+    case 0: break;                                                                                             \
+    case 1: VEC_CASES(CALL, 1) break;                                                                          \
+    case 2: VEC_CASES(CALL, 2) break;                                                                          \
+    case 3: VEC_CASES(CALL, 3) break;                                                                          \
+    case 4: VEC_CASES(CALL, 4) break;                                                                          \
+    default: VEC_CASES(CALL, 5) break;                                                                         \
     }
 
 static void channel_blocks(const struct tconv_lanes_task *t, size_t vectors, const struct lane_scales *ls,
@@ -249,16 +262,10 @@ static void channel_blocks(const struct tconv_lanes_task *t, size_t vectors, con
     struct next_tile_lines lines = {t->src, 0, 0, t->prefetch_next && !t->window_amax ? t->channels : 0, NV,
                                     OBX_DIV_UP(t->channels * NV, OBX_MAX(steps, (size_t)1))};
     struct next_tile_lines *next = &lines;
-    size_t o0 = 0;
-    for (; o0 + BLOCK_M <= t->m; o0 += BLOCK_M) VEC_CASES(BLOCK_M)
-    switch (t->m - o0) {
-    case 0: break;
-    case 1: VEC_CASES(1) break;
-    case 2: VEC_CASES(2) break;
-    case 3: VEC_CASES(3) break;
-    case 4: VEC_CASES(4) break;
-    default: VEC_CASES(5) break;
-    }
+    size_t o0;
+#define INT_BLOCK(MB, VECS) channel_block(t, o0, ls, st, next, MB, VECS)
+    CHANNEL_BLOCKS(INT_BLOCK)
+#undef INT_BLOCK
 }
 
 /* ---- act_quant 3: one scale per input pixel ---------------------------- */
@@ -381,26 +388,12 @@ static ALWAYS_INLINE void pixel_channel_block(const struct tconv_lanes_task *t, 
         for (int v = 0; v < VECS; v++) finish_pixel(t, o0 + (size_t)i, v, f[i][v], st);
 }
 
-#define PIXEL_VEC_CASES(MB)                                                                                    \
-    switch (vectors) {                                                                                         \
-    case 1: pixel_channel_block(t, o0, span, r, st, MB, 1); break;                                             \
-    case 2: pixel_channel_block(t, o0, span, r, st, MB, 2); break;                                             \
-    case 3: pixel_channel_block(t, o0, span, r, st, MB, 3); break;                                             \
-    default: pixel_channel_block(t, o0, span, r, st, MB, 4); break;                                            \
-    }
-
 static void pixel_channel_blocks(const struct tconv_lanes_task *t, size_t vectors, size_t span, const float *r,
                                  const struct lane_stores *st) {
-    size_t o0 = 0;
-    for (; o0 + BLOCK_M <= t->m; o0 += BLOCK_M) PIXEL_VEC_CASES(BLOCK_M)
-    switch (t->m - o0) {
-    case 0: break;
-    case 1: PIXEL_VEC_CASES(1) break;
-    case 2: PIXEL_VEC_CASES(2) break;
-    case 3: PIXEL_VEC_CASES(3) break;
-    case 4: PIXEL_VEC_CASES(4) break;
-    default: PIXEL_VEC_CASES(5) break;
-    }
+    size_t o0;
+#define PIXEL_BLOCK(MB, VECS) pixel_channel_block(t, o0, span, r, st, MB, VECS)
+    CHANNEL_BLOCKS(PIXEL_BLOCK)
+#undef PIXEL_BLOCK
 }
 
 void tconv_lanes_avx512(const struct tconv_lanes_task *t) {
