@@ -8,9 +8,9 @@ lowest precision found among the converted model's ops (subgraphs included):
 | class | found | default rtol |
 | --- | --- | --- |
 | ``exact`` | no low-bit op; or ternary / 2-bit weights while the original is a QAT export (it has fake-quant ``Round`` nodes): the weights were folded losslessly | 1e-4 |
-| ``int8`` | ``MatMulNBits`` with bits 5..8, or with ``accuracy_level=4`` (int8 activations, what ``--target ort`` emits for BitNet's per-token activation quantization); ``DequantizeLinear`` on an INT8/UINT8 initializer; ``MatMulInteger`` / ``QLinearMatMul`` / ``DynamicQuantizeMatMul`` and friends | 5e-2 |
-| ``int4`` | ``MatMulNBits`` with bits 3..4 (4 when the attribute is absent); ``DequantizeLinear`` on an INT4/UINT4 initializer | 0.2 |
-| ``2bit`` | ternary / binary / 2-bit weights quantized after training (``com.onnxbit::TernaryMatMul``, ``MatMulNBits`` bits <= 2, ``DequantizeLinear`` on INT2/UINT2) when the original has no fake-quant nodes | 1.0 |
+| ``int8`` | ``MatMulNBits`` with bits 5..8, or with ``accuracy_level=4`` (int8 activations, what ``--target ort`` emits for BitNet's per-token activation quantization); ``DequantizeLinear`` or ``Cast`` (integer Conv weights) on an INT8/UINT8 initializer; ``MatMulInteger`` / ``QLinearMatMul`` / ``DynamicQuantizeMatMul`` and friends | 5e-2 |
+| ``int4`` | ``MatMulNBits`` with bits 3..4 (4 when the attribute is absent); ``DequantizeLinear`` or ``Cast`` on an INT4/UINT4 initializer | 0.2 |
+| ``2bit`` | ternary / binary / 2-bit weights quantized after training (``com.onnxbit::TernaryMatMul`` / ``TernaryConv``, ``MatMulNBits`` bits <= 2, ``DequantizeLinear`` or ``Cast`` on INT2/UINT2) when the original has no fake-quant nodes | 1.0 |
 
 Measured on the committed fixtures (`models/fixtures`): BitNet folds 4e-7 to
 7e-7 (``onnxbit`` and ``onnx`` targets), 0.019 on ``ort`` (int8 activations);
@@ -58,8 +58,8 @@ def default_tolerance(converted: onnx.ModelProto, original: onnx.ModelProto | No
     found: Counter[tuple[str, str]] = Counter()
     for node, constants in _nodes(converted.graph):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.domain == "com.onnxbit" and node.op_type == "TernaryMatMul":
-            label = "TernaryMatMul" + (" act_quant=1" if attrs.get("act_quant", 0) else "")
+        if node.domain == "com.onnxbit" and node.op_type in ("TernaryMatMul", "TernaryConv"):
+            label = node.op_type + (f" act_quant={attrs['act_quant']}" if attrs.get("act_quant", 0) else "")
             found[("exact" if qat else "2bit", label + (" (QAT fold)" if qat else ""))] += 1
         elif node.domain == "com.microsoft" and node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
             bits = int(attrs.get("bits", 4))
@@ -68,12 +68,13 @@ def default_tolerance(converted: onnx.ModelProto, original: onnx.ModelProto | No
             if attrs.get("accuracy_level", 0) == _ACCURACY_INT8 and _ORDER.index(precision) < _ORDER.index("int8"):
                 precision, label = "int8", label + " with int8 activations"
             found[(precision, label)] += 1
-        elif node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx") and node.input:
+        elif node.op_type in ("DequantizeLinear", "Cast") and node.domain in ("", "ai.onnx") and node.input:
+            # Cast of integer codes: how every target stores integer Conv weights (Cast * scale)
             data_type = constants.get(node.input[0])
             bits = _DQ_BITS.get(data_type)
             if bits is not None:
                 kind = onnx.TensorProto.DataType.Name(data_type)
-                found[(_by_bits(bits, qat), f"DequantizeLinear {kind}" + (" (QAT fold)" if bits <= 2 and qat
+                found[(_by_bits(bits, qat), f"{node.op_type} {kind}" + (" (QAT fold)" if bits <= 2 and qat
                                                                           else ""))] += 1
         elif node.op_type in _INT8_OPS:
             found[("int8", node.op_type)] += 1

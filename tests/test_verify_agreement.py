@@ -189,6 +189,23 @@ def test_tolerance_classes_of_fixture_conversions():
     assert default_tolerance(read_model(float_mlp), read_model(float_mlp)).rtol == 1e-4
 
 
+def test_tolerance_classes_of_conv_conversions():
+    """Integer Conv weights are Cast * scale (and ternary ones TernaryConv on target onnxbit): their
+    precision sets the default tolerance as DequantizeLinear and TernaryMatMul do."""
+    from conv_models import conv_chain_model
+
+    model = conv_chain_model(np.random.default_rng(7))
+    cases = [("int8", "ort", "int8"), ("int4", "onnx", "int4"), ("ternary", "ort", "2bit"),
+             ("ternary", "onnxbit", "2bit")]
+    for preset, target, expected in cases:
+        result = convert(model, preset=preset, target=target, progress=False)
+        assert default_tolerance(result.model, model).precision == expected, (preset, target)
+    qat_cnn = FIXTURES / "digits_qat_cnn.onnx"
+    for target in ("onnxbit", "ort"):  # folded losslessly: exact
+        result = convert(qat_cnn, target=target, progress=False)
+        assert default_tolerance(result.model, read_model(qat_cnn)).precision == "exact", target
+
+
 def test_ternary_post_training_quantization_passes_its_loose_default(tmp_path):
     original = FIXTURES / "digits_float_mlp.onnx"
     ternary = tmp_path / "ternary.onnx"
