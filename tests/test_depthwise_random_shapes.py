@@ -1,8 +1,8 @@
 """Depthwise TernaryConv on random geometries (kernels 1-7 high and wide, strides
 1-3 per axis, dilations 1-3, uneven pads, channel multipliers, batches, an Inf
 now and then), every float path forced in turn and the size rule's own choice,
-with float activations (the documented order, bit for bit) and act_quant 3
-(the numpy reference, bit for bit). A longer run of this found the heap
+with float activations (the documented order, bit for bit) and act_quant 1, 2
+and 3 (the numpy reference, bit for bit). A longer run of this found the heap
 corruption that test_library_reload.py pins down."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from onnxbit.reference.ternary_conv import ternary_conv_reference
 from op_models import ternary_conv_model
-from test_op_ternary_conv import DEPTHWISE_FLOAT_PATHS, _depthwise_float_spec, _session
+from test_op_ternary_conv import DEPTHWISE_FLOAT_PATHS, DEPTHWISE_INT8_PATHS, _depthwise_float_spec, _session
 
 
 def _geometries(rng, count):
@@ -42,16 +42,18 @@ def test_random_depthwise_geometries_on_every_path(monkeypatch, seed):
         x = rng.standard_normal(x_shape).astype(np.float32)
         if rng.random() < 0.3:
             x.reshape(-1)[int(rng.integers(0, x.size))] = np.inf
-        for act_quant in (0, 3):
-            op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+        for act_quant in (0, 1, 2, 3):
+            act_scale = 127.0 / 2.5 if act_quant == 2 else None
+            op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, act_scale=act_scale, conv_attrs=attrs)
             if act_quant == 0:
                 with np.errstate(invalid="ignore"):
                     expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
             else:
                 expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs["group"],
-                                                  act_quant=3, bias=bias, strides=attrs["strides"],
-                                                  pads=attrs["pads"], dilations=attrs["dilations"])
-            for path in (*DEPTHWISE_FLOAT_PATHS, None):
+                                                  act_quant=act_quant, act_scale=act_scale, bias=bias,
+                                                  strides=attrs["strides"], pads=attrs["pads"],
+                                                  dilations=attrs["dilations"])
+            for path in (*(DEPTHWISE_INT8_PATHS if act_quant in (1, 2) else DEPTHWISE_FLOAT_PATHS), None):
                 if path:
                     monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
                 else:

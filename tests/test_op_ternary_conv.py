@@ -334,6 +334,67 @@ def test_each_depthwise_float_path_runs_where_forced(rng, monkeypatch, path, nam
         assert _depthwise_path_runs(path) == before + 1, name
 
 
+DEPTHWISE_INT8_PATHS = ("blocks", "phases", "flat", "channels_last")  # the rows have no int8 kernel
+
+
+@pytest.mark.parametrize("path", (None, *DEPTHWISE_INT8_PATHS))
+@pytest.mark.parametrize("name", DEPTHWISE_FLOAT_CASES)
+def test_depthwise_int8_path_is_bit_exact(rng, monkeypatch, name, path):
+    """int8 activations per window (act_quant 1, and 2 with a static scale small enough that
+    q clamps) on every depthwise path that has them, forced where it fits and by the size rule
+    otherwise, on every ISA: the numpy reference's bits, NaN for windows with NaN or Inf."""
+    from onnxbit import native
+
+    if path:
+        monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
+    codes, scales, bias, x, attrs, _ = _case(rng, name)
+    x[0, 1, 3, 7] = np.inf
+    x[-1, -1, 1, 2] = np.nan
+    x[0, 0, 0, :] *= 40  # past the static scale's clip
+    for act_quant, act_scale in ((1, None), (2, 127.0 / 3.0)):
+        op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, act_scale=act_scale, conv_attrs=attrs)
+        expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs["group"],
+                                          act_quant=act_quant, act_scale=act_scale, bias=bias,
+                                          strides=attrs.get("strides"), pads=attrs["pads"],
+                                          dilations=attrs.get("dilations"))
+        assert np.isnan(expected).any() and not np.isnan(expected).all()
+        for isa in native.available_isas():
+            with native.forced_isa(isa):
+                np.testing.assert_array_equal(_session(op.model, threads=2).run(None, op.feeds(x))[0], expected,
+                                              err_msg=f"{isa} act_quant={act_quant}")
+
+
+@pytest.mark.parametrize("path, names", [
+    ("blocks", ["depthwise", "depthwise_phases_pad0", "depthwise_blocks_batch2"]),
+    ("phases", ["depthwise_phases_dilated", "depthwise_phases_5x5_mult2", "depthwise_wide_stride2"]),
+    ("flat", ["depthwise_flat_5x5", "depthwise_flat_narrow", "depthwise_wide_dilated_mult2"]),
+    ("channels_last", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide_stride2_even"]),
+])
+def test_each_depthwise_int8_path_runs_where_forced(rng, monkeypatch, path, names):
+    """The int8 test above covers a path only where it really ran."""
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
+    for name in names:
+        codes, scales, bias, x, attrs, _ = _case(rng, name)
+        op = ternary_conv_model(codes, scales, bias, act_quant=1, conv_attrs=attrs)
+        before = _depthwise_path_runs(path)
+        _session(op.model).run(None, op.feeds(x))
+        assert _depthwise_path_runs(path) == before + 1, name
+
+
+def test_depthwise_int8_rule_leaves_the_rows_out(rng, monkeypatch):
+    """A plane too large for the flat and phase planes takes the rows with float activations and
+    the channels-last tiles with int8 ones (the rows have no int8 kernel), forced or not."""
+    codes, scales, bias, x, attrs, _ = _case(rng, "depthwise_wide_large_plane")
+    for forced in (None, "rows"):
+        if forced:
+            monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", forced)
+        for act_quant, path in ((0, "rows"), (1, "channels_last")):
+            op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+            before = _depthwise_path_runs(path)
+            _session(op.model).run(None, op.feeds(x))
+            assert _depthwise_path_runs(path) == before + 1, (forced, act_quant)
+
+
 @pytest.mark.parametrize("name", ["3x3_pad1", "1d", "groups", "depthwise", "grouped_scales"])
 @pytest.mark.parametrize("constant", [True, False])
 def test_rans_computes_bit_identically_to_base3(isa, rng, name, constant):

@@ -14,11 +14,11 @@
  * act_quant 2: the same with s = act_scale for every window.
  * Taps in the padding are skipped (they add 0 and do not raise the absmax).
  *
- * Float activations take other paths (float_path chooses): 16-channel
- * blocks on small planes (tconv_depthwise_blocks.c), and NCHW paths without
- * copies to channels-last: at stride 2 the phase planes
- * (tconv_depthwise_phases.c); at stride 1 flat planes (flat_task); for
- * larger planes with rows of 32 outputs or more, row by row (plane_task). */
+ * Other paths take most shapes (choose_path): 16-channel blocks on small
+ * planes (tconv_depthwise_blocks.c), and NCHW paths without copies to
+ * channels-last: at stride 2 the phase planes (tconv_depthwise_phases.c); at
+ * stride 1 flat planes (flat_task); with float activations, for larger
+ * planes with rows of 32 outputs or more, row by row (plane_task). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +54,7 @@ typedef struct DwJob {
     size_t staged;           /* flat planes: floats of the padded plane and the reads past its end */
     size_t grid;             /* flat planes: (out_h - 1) stride_h + 1 rows of padded_w outputs, rounded up to 16 */
     size_t channels_per_task;
+    const tconv_window_quant *wq; /* flat planes: int8 activations per window, or NULL */
 } DwJob;
 
 static void copy_task(void *arg, size_t index) {
@@ -185,8 +186,12 @@ static void flat_task(void *arg, size_t index) {
             else
                 memcpy(inside + r * job->padded_w, plane + r * g->in_w, g->in_w * sizeof(float));
         }
-        job->rows->depthwise_plane_f32(grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
-                                       job->bias ? job->bias + o : NULL);
+        if (job->wq)
+            job->rows->depthwise_plane_i8(grid, padded, job->grid, job->offset, weight, taps, job->wq->static_scale,
+                                          w->scales[o], job->bias ? job->bias + o : NULL);
+        else
+            job->rows->depthwise_plane_f32(grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
+                                           job->bias ? job->bias + o : NULL);
         float *out = job->img.y + o * positions;
         for (size_t r = 0; r < g->out_h; r++)
             memcpy(out + r * g->out_w, grid + r * job->padded_w, g->out_w * sizeof(float));
@@ -221,32 +226,44 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
     }
 }
 
-/* ONNXBIT_DEPTHWISE_PATH names a float path to take wherever it fits (tests
- * run every path on every shape, benchmarks compare them). The rule, from
+/* ONNXBIT_DEPTHWISE_PATH names a path to take wherever it fits (tests run
+ * every path on every shape, benchmarks compare them). The rule, from
  * one-thread times of each path on MobileNet shapes (3x3, us, blocks against
  * the next choice): channel blocks on small planes (stride 1: 960 @7x7 50
  * against flat 95, 576 @14x14 76 / 126, but 256 @16x16 69 / 68 and 192
  * @28x28 229 / 126; stride 2: 512 @14x14 30 / phases 75, 192 @28x28 58 /
  * 117, 144 @56x56 175-214 / 164-209), then phase planes at stride 2, flat
- * planes at stride 1, rows on wide planes past those. */
-static enum dw_path float_path(const obx_tconv_weights *w, const obx_conv_geometry *g) {
+ * planes at stride 1, rows on wide planes past those. int8 activations per
+ * window (act_quant 1 and 2) take the same rule with the rows left out (they
+ * have no int8 kernel). One thread against onnxruntime's fp32 Conv
+ * (`onnxbit bench conv` shapes), the channels-last tiles, their only path
+ * before / these: 144 @56x56 0.24-0.40x / 0.65x, 96 @112x112 stride 2
+ * 0.36-0.41x / 0.97-1.01x, 576 @14x14 0.29-0.49x / 0.60-0.61x, 512 @14x14
+ * stride 2 0.27-0.40x / 0.68x. What remains is mostly the two divisions
+ * per output the definition asks for (1 / absmax and the final / s). */
+static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, int int8) {
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
     if (name)
         for (int p = 0; p < DW_PATH_COUNT; p++)
-            if (strcmp(name, dw_path_names[p]) == 0 && path_fits((enum dw_path)p, w, g)) return (enum dw_path)p;
+            if (strcmp(name, dw_path_names[p]) == 0 && path_fits((enum dw_path)p, w, g) && !(int8 && p == DW_ROWS))
+                return (enum dw_path)p;
     const size_t pixels = g->in_h * g->in_w;
     const int stride2 = g->stride_h == 2 && g->stride_w == 2;
     if (path_fits(DW_BLOCKS, w, g) && pixels <= (stride2 ? DW_BLOCKS_MAX_PIXELS_STRIDE2 : DW_BLOCKS_MAX_PIXELS))
         return DW_BLOCKS;
     if (path_fits(DW_PHASES, w, g)) return DW_PHASES;
     if (path_fits(DW_FLAT, w, g)) return DW_FLAT;
-    if (path_fits(DW_ROWS, w, g) && g->out_w >= DW_PLANE_MIN_WIDTH) return DW_ROWS;
+    if (!int8 && path_fits(DW_ROWS, w, g) && g->out_w >= DW_PLANE_MIN_WIDTH) return DW_ROWS;
     return DW_CHANNELS_LAST;
+}
+
+static enum dw_path float_path(const obx_tconv_weights *w, const obx_conv_geometry *g) {
+    return choose_path(w, g, 0);
 }
 
 static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, 0, 0.0f, 0, NULL, 0, 0, 0, 0};
+    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, 0, 0.0f, 0, NULL, 0, 0, 0, 0, NULL};
     tconv_run_images(g, w->m, x, y, NULL, &job.img, &job.failed, par, runner, plane_task, &job, w->m);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise row");
@@ -256,7 +273,7 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
 }
 
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
-                        const tconv_pixel_dequant *dq, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                        const tconv_pixel_dequant *dq, const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner, char *err,
                         size_t err_len) {
     const size_t taps = w->kernel_positions, padded_w = flat_padded_w(g), grid = g->out_h * padded_w;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
@@ -271,7 +288,7 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     /* The last block reads up to grid_outputs - 1 + the last tap's offset. */
     const size_t staged = OBX_MAX(padded_h * padded_w, grid_outputs + offset[taps - 1]);
     DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, 0, 0.0f, 0,
-                 offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
+                 offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid), wq};
     const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
     tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, flat_task, &job, tasks);
     if (job.failed) {
@@ -281,7 +298,7 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     return 0;
 }
 
-/* int8 activations, and float ones where no other path fits: X copied to
+/* Where no other path fits (and where forced): X copied to
  * [pixel][channel], tiles of output pixels, transposed back. */
 static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                  const float *bias, int act_quant, float act_scale, float *y,
@@ -297,7 +314,8 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
         obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
         return -1;
     }
-    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, xt, bias, act_quant, static_scale, 0, NULL, 0, 0, 0, 0};
+    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, xt, bias, act_quant, static_scale, 0,
+                 NULL, 0, 0, 0, 0, NULL};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.img.x = x + image * g->channels * pixels;
         job.img.y = y + image * w->m * positions;
@@ -328,9 +346,9 @@ int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_co
     }
     atomic_fetch_add(&path_runs[path], 1);
     switch (path) {
-    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, dq, y, par, runner, err, err_len);
-    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, dq, y, par, runner, err, err_len);
-    case DW_FLAT: return compute_flat(w, g, x, bias, dq, y, par, runner, err, err_len);
+    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
+    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
+    case DW_FLAT: return compute_flat(w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
     case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
     default: return compute_channels_last(w, g, x, bias, 0, 0.0f, y, par, runner, err, err_len);
     }
@@ -340,6 +358,13 @@ int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry 
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len) {
     if (!act_quant) return tconv_compute_depthwise_dequantized(w, g, x, bias, NULL, y, par, runner, err, err_len);
-    atomic_fetch_add(&path_runs[DW_CHANNELS_LAST], 1);
-    return compute_channels_last(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
+    const enum dw_path path = choose_path(w, g, 1);
+    const tconv_window_quant wq = {act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f};
+    atomic_fetch_add(&path_runs[path], 1);
+    switch (path) {
+    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
+    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
+    case DW_FLAT: return compute_flat(w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
+    default: return compute_channels_last(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
+    }
 }

@@ -1,4 +1,5 @@
-/* Depthwise convolution with float activations on small planes, 16 channels
+/* Depthwise convolution with float activations (or int8 ones per window,
+ * tconv_window_quant) on small planes, 16 channels
  * at a time as the lanes of a vector (channel multiplier 1). A task
  * transposes its 16 planes to a channels-last tile with one pixel of zeros
  * after it, runs every output pixel over its taps with each tap's 16 weights
@@ -32,6 +33,7 @@ typedef struct BlockJob {
     tconv_image img; /* this image */
     const float *bias;
     const uint32_t *index; /* [output pixel][tap]: the tile pixel read, `pixels` (the zeros) in the padding */
+    const tconv_window_quant *wq; /* int8 activations per window, or NULL */
     int failed;
 } BlockJob;
 
@@ -75,13 +77,18 @@ static void block_task(void *arg, size_t index) {
         planes = dequantized;
     }
     job->rows->transpose(planes, count, pixels, pixels, tile, lanes);
-    job->rows->depthwise_block_f32(out, tile, positions, job->index, weight, taps, scale, job->bias ? bias : NULL);
+    if (job->wq)
+        job->rows->depthwise_block_i8(out, tile, positions, job->index, weight, taps, job->wq->static_scale, scale,
+                                      job->bias ? bias : NULL);
+    else
+        job->rows->depthwise_block_f32(out, tile, positions, job->index, weight, taps, scale, job->bias ? bias : NULL);
     job->rows->transpose(out, positions, count, lanes, job->img.y + o0 * positions, positions);
 }
 
 int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, const tconv_pixel_dequant *dq, float *y,
-                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+                                   const float *bias, const tconv_pixel_dequant *dq,
+                                   const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner,
+                                   char *err, size_t err_len) {
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     if (positions > SIZE_MAX / sizeof(ptrdiff_t) / (taps + 1)) {
         obx_set_error(err, err_len, "the output is too large for its depthwise tap table");
@@ -99,7 +106,7 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
         tconv_tap_pixels(g, p, pixel);
         for (size_t t = 0; t < taps; t++) table[p * taps + t] = (uint32_t)(pixel[t] < 0 ? pixels : (size_t)pixel[t]);
     }
-    BlockJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, bias, table, 0};
+    BlockJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, bias, table, wq, 0};
     const size_t tasks = OBX_DIV_UP(w->m, (size_t)DW_BLOCK_LANES);
     tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, block_task, &job, tasks);
     if (job.failed) {

@@ -1,4 +1,5 @@
-/* Stride-2 depthwise convolution with float activations, from the input's
+/* Stride-2 depthwise convolution with float activations (or int8 ones per
+ * window, tconv_window_quant), from the input's
  * four phase planes. Padded row 2i + a, column 2j + b of a channel is phase
  * plane (a, b) at (i, j); an output (r, c) then reads, for a tap at padded
  * offset (u, v) from its window's corner, plane (u & 1, v & 1) at
@@ -40,6 +41,7 @@ typedef struct PhaseJob {
     size_t staged;                  /* the four planes and the reads past their end */
     size_t grid;                    /* out_h rows of phase_w outputs, rounded up to 16 */
     size_t channels_per_task;
+    const tconv_window_quant *wq; /* int8 activations per window, or NULL */
     int failed;
 } PhaseJob;
 
@@ -96,8 +98,12 @@ static void phase_task(void *arg, size_t index) {
             job->rows->deinterleave(row + even_b * job->plane + even_col, n_even, row + odd_b * job->plane + odd_col,
                                     n_odd, src);
         }
-        job->rows->depthwise_plane_f32(grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
-                                       job->bias ? job->bias + o : NULL);
+        if (job->wq)
+            job->rows->depthwise_plane_i8(grid, phases, job->grid, job->offset, weight, taps, job->wq->static_scale,
+                                          w->scales[o], job->bias ? job->bias + o : NULL);
+        else
+            job->rows->depthwise_plane_f32(grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
+                                           job->bias ? job->bias + o : NULL);
         float *out = job->img.y + o * positions;
         for (size_t r = 0; r < g->out_h; r++)
             memcpy(out + r * g->out_w, grid + r * pw, g->out_w * sizeof(float));
@@ -105,8 +111,9 @@ static void phase_task(void *arg, size_t index) {
 }
 
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, const tconv_pixel_dequant *dq, float *y,
-                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+                                   const float *bias, const tconv_pixel_dequant *dq,
+                                   const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner,
+                                   char *err, size_t err_len) {
     const size_t taps = w->kernel_positions;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
@@ -126,7 +133,7 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
     }
     PhaseJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, bias, offset, phase_h, phase_w, plane,
                     OBX_MAX(4 * plane, grid + reach), grid,
-                    OBX_MAX(OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid), OBX_DIV_UP(w->m, (size_t)PHASE_TASKS)), 0};
+                    OBX_MAX(OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid), OBX_DIV_UP(w->m, (size_t)PHASE_TASKS)), wq, 0};
     const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
     tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, phase_task, &job, tasks);
     if (job.failed) {

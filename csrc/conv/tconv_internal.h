@@ -59,6 +59,14 @@ typedef struct tconv_pixel_dequant {
     const float *scale, *inverse;
 } tconv_pixel_dequant;
 
+/* act_quant 1 or 2 on the depthwise paths that stage X (channel blocks,
+ * phase planes, flat planes): each output's window quantized to int8 as
+ * tconv_rows.h depthwise_plane_i8 and depthwise_block_i8 do, with its own absmax scale
+ * (static_scale 0) or static_scale (act_quant 2). NULL: float activations. */
+typedef struct tconv_window_quant {
+    float static_scale;
+} tconv_window_quant;
+
 /* One image of a call for a depthwise path's tasks: its X and Y, and its
  * per-pixel dequantization planes (NULL without). */
 typedef struct tconv_image {
@@ -67,18 +75,22 @@ typedef struct tconv_image {
     const float *dq_scale, *dq_inverse;
 } tconv_image;
 
-/* Depthwise convs with float activations, channel multiplier 1, on input
+/* Depthwise convs with float activations (or int8 ones per window with wq),
+ * channel multiplier 1, on input
  * planes up to 1024 pixels (tconv_depthwise_blocks.c): 1 when they fit. */
 int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g);
 int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                   const float *bias, const tconv_pixel_dequant *dq,
+                                   const tconv_window_quant *wq, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
-/* Stride-2 depthwise convs with float activations on planes up to about
+/* Stride-2 depthwise convs (float activations, or int8 ones per window with
+ * wq) on planes up to about
  * 1 MiB of phase planes (tconv_depthwise_phases.c): 1 when they fit. */
 int tconv_depthwise_phases_fit(const obx_conv_geometry *g);
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                   const float *bias, const tconv_pixel_dequant *dq,
+                                   const tconv_window_quant *wq, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* The direct depthwise path (tconv_depthwise.c). */

@@ -58,6 +58,17 @@ struct tconv_row_kernels {
     void (*depthwise_pixel_i8)(float *out, const float *const *src, const int32_t *codes, const size_t *tap,
                                size_t taps, size_t m, float static_scale, const float *weight_scale,
                                const float *bias);
+    /* act_quant 1 or 2 on a depthwise plane, the lanes of depthwise_plane_f32 (out[p]
+     * reads x[p + offset[t]] for each tap t, n a multiple of 16), the arithmetic of
+     * depthwise_pixel_i8 over each output's taps (a 0 read from the padding neither
+     * raises the absmax nor adds), codes w[t] as floats, one weight_scale */
+    void (*depthwise_plane_i8)(float *out, const float *x, size_t n, const size_t *offset, const float *w,
+                               size_t taps, float static_scale, float weight_scale, const float *bias);
+    /* The same for a 16-channel block, the layout of depthwise_block_f32 (the
+     * pixel of zeros a padding tap reads neither raises the absmax nor adds),
+     * codes w[t * 16 + l] as floats, 16 weight scales and biases */
+    void (*depthwise_block_i8)(float *out, const float *x, size_t n, const uint32_t *index, const float *w,
+                               size_t taps, float static_scale, const float *weight_scale, const float *bias);
     /* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols:
      * NCHW <-> channels-last */
     void (*transpose)(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,

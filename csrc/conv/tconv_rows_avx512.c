@@ -59,6 +59,14 @@ static void transpose_avx512(const float *src, size_t rows, size_t cols, size_t 
 #define TCONV_TAP16(acc, x, w) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), _mm512_set1_ps(w), (__m512)(acc)))
 #define TCONV_TAP16V(acc, x, wv) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), (__m512)(wv), (__m512)(acc)))
 
+/* a rounding conversion, max and a clamp in one instruction each (the generic forms take two
+ * to four). A NaN lane's clamp may differ: its window's output is NaN. */
+#define TCONV_ROUND_I16(v) \
+    ((tconv_i16)_mm512_cvt_roundps_epi32((__m512)(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+#define TCONV_MAX_I16(a, b) ((tconv_i16)_mm512_max_epi32((__m512i)(a), (__m512i)(b)))
+#define TCONV_CLAMP16(a, lo, hi) \
+    ((tconv_f16)_mm512_min_ps(_mm512_max_ps((__m512)(a), _mm512_set1_ps(lo)), _mm512_set1_ps(hi)))
+
 #define TCONV_ROWS_TABLE tconv_rows_avx512
 #define TCONV_ROWS_TRANSPOSE transpose_avx512
 #include "conv/tconv_rows_body.h"

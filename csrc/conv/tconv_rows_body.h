@@ -417,6 +417,191 @@ static void depthwise_pixel_i8(float *restrict out, const float *const *src, con
     }
 }
 
+/* max on int32 lanes, and a float clamp; an ISA file may bring single
+ * instructions (the generic forms compile to compares and blends). */
+#ifndef TCONV_MAX_I16
+#define TCONV_MAX_I16(a, b) MAX_I16(a, b)
+#define TCONV_CLAMP16(a, lo, hi)                                                                  \
+    ({                                                                                            \
+        const tconv_f16 clamped_ = (a), low_ = (tconv_f16){0} + (lo), high_ = (tconv_f16){0} + (hi); \
+        const tconv_i16 below_ = clamped_ < low_, above_ = clamped_ > high_;                      \
+        (tconv_f16)(((tconv_i16)clamped_ & ~(below_ | above_)) | ((tconv_i16)low_ & below_) |      \
+                    ((tconv_i16)high_ & above_));                                                 \
+    })
+#endif
+
+/* clamp(rint(v), -128, 127) of 16 lanes as int32, half to even; an ISA
+ * file may bring a rounding conversion (here: add and take away 1.5 * 2^23
+ * and read the low bits, exact for |v| < 2^22: callers clamp first where v
+ * can be larger). */
+#ifndef TCONV_ROUND_I16
+#define TCONV_ROUND_I16(v)                                                                          \
+    ({                                                                                              \
+        const float magic_ = 12582912.0f;                                                           \
+        int32_t magic_bits_;                                                                        \
+        memcpy(&magic_bits_, &magic_, sizeof magic_bits_);                                          \
+        (tconv_i16)((tconv_u16)((v) + magic_) - (uint32_t)magic_bits_);                             \
+    })
+#endif
+
+#define ABS_BITS16(p) ((tconv_i16)(tconv_f16)(*(const tconv_v16 *)(p)) & 0x7fffffff)
+#define QUANTIZED16(p, s, clamp)                                                                  \
+    ({                                                                                            \
+        tconv_f16 scaled_ = (tconv_f16)(*(const tconv_v16 *)(p)) * (s);                           \
+        TCONV_ROUND_I16((clamp) ? TCONV_CLAMP16(scaled_, -128.0f, 127.0f) : scaled_);             \
+    })
+
+/* depthwise_plane_i8 over taps (a constant where inlined so: the absmax pass
+ * then unrolls). clamp: static scales can take q past the int8 range (rint
+ * and the clamp commute, the bounds being integers), window scales cannot
+ * (|x * s| <= 127 (1 + 2^-24)^3 < 127.5). The codes are one channel's, the
+ * same for every lane: the sum adds the q of taps coded +1, takes away those
+ * of taps coded -1 (exact int32) and skips the 0s. */
+static inline __attribute__((always_inline)) void plane_i8(float *restrict out, const float *x, size_t n,
+                                                           const size_t *offset, const float *w, size_t taps,
+                                                           float static_scale, float weight_scale, const float *bias,
+                                                           int clamp) {
+    const float floor_value = 1e-5f;
+    int32_t floor_bits;
+    memcpy(&floor_bits, &floor_value, sizeof floor_bits);
+    size_t signed_offset[taps + 1], n_plus = 0, n_minus = 0; /* +1 taps from the front, -1 taps from the back */
+    for (size_t t = 0; t < taps; t++) {
+        if (w[t] > 0.0f) signed_offset[n_plus++] = offset[t];
+        else if (w[t] < 0.0f) signed_offset[taps - ++n_minus] = offset[t];
+    }
+    const size_t *plus = signed_offset, *minus = signed_offset + taps - n_minus;
+    size_t p = 0;
+#define BLOCK_SCALE(at, s, bad)                                                                      \
+    do {                                                                                             \
+        tconv_i16 m0 = {0}, m1 = {0};                                                                \
+        size_t t = 0;                                                                                \
+        for (; t + 2 <= taps; t += 2) {                                                              \
+            m0 = TCONV_MAX_I16(m0, ABS_BITS16(at + offset[t]));                                      \
+            m1 = TCONV_MAX_I16(m1, ABS_BITS16(at + offset[t + 1]));                                  \
+        }                                                                                            \
+        if (t < taps) m0 = TCONV_MAX_I16(m0, ABS_BITS16(at + offset[t]));                            \
+        tconv_i16 amax = TCONV_MAX_I16(m0, m1);                                                      \
+        bad = amax >= 0x7f800000;                                                                    \
+        amax = TCONV_MAX_I16((amax & ~bad) | (floor_bits & bad), floor_bits + (tconv_i16){0});       \
+        s = clamp ? static_scale + (tconv_f16){0} : 127.0f * (1.0f / (tconv_f16)amax);               \
+    } while (0)
+#define BLOCK_OUT(s, bad, sum_plus, sum_minus, dst)                                                  \
+    do {                                                                                             \
+        tconv_f16 y = (__builtin_convertvector(sum_plus - sum_minus, tconv_f16) * weight_scale) / s; \
+        if (bias) y += *bias;                                                                        \
+        *(tconv_v16 *)(dst) = (tconv_v16)((tconv_i16)y | (bad & 0x7fc00000));                        \
+    } while (0)
+    for (; p + 32 <= n; p += 32) { /* two blocks at once: each is a chain of dependent steps */
+        const float *at0 = x + p, *at1 = x + p + 16;
+        tconv_f16 s0, s1;
+        tconv_i16 bad0, bad1;
+        BLOCK_SCALE(at0, s0, bad0);
+        BLOCK_SCALE(at1, s1, bad1);
+        tconv_i16 plus0 = {0}, minus0 = {0}, plus1 = {0}, minus1 = {0};
+        for (size_t i = 0; i < n_plus; i++) {
+            plus0 += QUANTIZED16(at0 + plus[i], s0, clamp);
+            plus1 += QUANTIZED16(at1 + plus[i], s1, clamp);
+        }
+        for (size_t i = 0; i < n_minus; i++) {
+            minus0 += QUANTIZED16(at0 + minus[i], s0, clamp);
+            minus1 += QUANTIZED16(at1 + minus[i], s1, clamp);
+        }
+        BLOCK_OUT(s0, bad0, plus0, minus0, out + p);
+        BLOCK_OUT(s1, bad1, plus1, minus1, out + p + 16);
+    }
+    if (p < n) {
+        const float *at0 = x + p;
+        tconv_f16 s0;
+        tconv_i16 bad0, plus0 = {0}, minus0 = {0};
+        BLOCK_SCALE(at0, s0, bad0);
+        for (size_t i = 0; i < n_plus; i++) plus0 += QUANTIZED16(at0 + plus[i], s0, clamp);
+        for (size_t i = 0; i < n_minus; i++) minus0 += QUANTIZED16(at0 + minus[i], s0, clamp);
+        BLOCK_OUT(s0, bad0, plus0, minus0, out + p);
+    }
+#undef BLOCK_SCALE
+#undef BLOCK_OUT
+}
+#undef ABS_BITS16
+#undef QUANTIZED16
+
+/* act_quant 1 (static_scale 0) or 2 on a flat plane, the lanes of
+ * depthwise_plane_f32 and the arithmetic of depthwise_pixel_i8 per output;
+ * 3x3 kernels have their own copy. */
+static void depthwise_plane_i8(float *restrict out, const float *x, size_t n, const size_t *offset, const float *w,
+                               size_t taps, float static_scale, float weight_scale, const float *bias) {
+    const int clamp = static_scale > 0.0f;
+    if (taps == 9 && !clamp) plane_i8(out, x, n, offset, w, 9, static_scale, weight_scale, bias, 0);
+    else if (clamp) plane_i8(out, x, n, offset, w, taps, static_scale, weight_scale, bias, 1);
+    else plane_i8(out, x, n, offset, w, taps, static_scale, weight_scale, bias, 0);
+}
+
+/* act_quant 1 (static_scale 0) or 2 on a 16-channel block, the layout of
+ * depthwise_block_f32 (x[index[p * taps + t] * 16 + l]), per lane the
+ * arithmetic of depthwise_pixel_i8 over output pixel p's taps (the pixel of
+ * zeros a padding tap reads neither raises the absmax nor adds); codes
+ * w[t * 16 + l] as floats, 16 weight scales and biases. The codes differ
+ * from lane to lane: q * w is an exact product of small integers, summed
+ * exactly in float. Two pixels at once. */
+#define BLOCK_I8_LOAD(i, t) ((tconv_f16)(*(const tconv_v16 *)(x + (size_t)at[(i) * taps + (t)] * 16)))
+#define BLOCK_I8_SCALE(i, s, bad)                                                                    \
+    do {                                                                                             \
+        tconv_i16 amax = {0};                                                                        \
+        for (size_t t = 0; t < taps; t++) amax = TCONV_MAX_I16(amax, (tconv_i16)BLOCK_I8_LOAD(i, t) & 0x7fffffff); \
+        bad = amax >= 0x7f800000;                                                                    \
+        amax = TCONV_MAX_I16((amax & ~bad) | (floor_bits & bad), floor_bits + (tconv_i16){0});       \
+        s = clamp ? static_scale + (tconv_f16){0} : 127.0f * (1.0f / (tconv_f16)amax);               \
+    } while (0)
+#define BLOCK_I8_TAP(acc, i, s, t)                                                                   \
+    do {                                                                                             \
+        tconv_f16 scaled_ = BLOCK_I8_LOAD(i, t) * (s);                                               \
+        if (clamp) scaled_ = TCONV_CLAMP16(scaled_, -128.0f, 127.0f);                                \
+        acc = TCONV_TAP16V(acc, __builtin_convertvector(TCONV_ROUND_I16(scaled_), tconv_f16),        \
+                           (tconv_f16)(*(const tconv_v16 *)(w + (t) * 16)));                         \
+    } while (0)
+#define BLOCK_I8_OUT(acc, s, bad, i)                                                                 \
+    do {                                                                                             \
+        tconv_f16 y_ = ((acc) * ws) / (s);                                                           \
+        if (bias) y_ += b;                                                                           \
+        *(tconv_v16 *)(out + (p + (i)) * 16) = (tconv_v16)((tconv_i16)y_ | ((bad) & 0x7fc00000));    \
+    } while (0)
+
+static void depthwise_block_i8(float *restrict out, const float *x, size_t n, const uint32_t *index, const float *w,
+                               size_t taps, float static_scale, const float *weight_scale, const float *bias) {
+    const float floor_value = 1e-5f;
+    int32_t floor_bits;
+    memcpy(&floor_bits, &floor_value, sizeof floor_bits);
+    const int clamp = static_scale > 0.0f;
+    const tconv_f16 ws = *(const tconv_v16 *)weight_scale;
+    tconv_f16 b = {0};
+    if (bias) b = *(const tconv_v16 *)bias;
+    size_t p = 0;
+    for (; p + 2 <= n; p += 2) {
+        const uint32_t *at = index + p * taps;
+        tconv_f16 s0, s1, a0 = {0}, a1 = {0};
+        tconv_i16 bad0, bad1;
+        BLOCK_I8_SCALE(0, s0, bad0);
+        BLOCK_I8_SCALE(1, s1, bad1);
+        for (size_t t = 0; t < taps; t++) {
+            BLOCK_I8_TAP(a0, 0, s0, t);
+            BLOCK_I8_TAP(a1, 1, s1, t);
+        }
+        BLOCK_I8_OUT(a0, s0, bad0, 0);
+        BLOCK_I8_OUT(a1, s1, bad1, 1);
+    }
+    if (p < n) {
+        const uint32_t *at = index + p * taps;
+        tconv_f16 s0, a0 = {0};
+        tconv_i16 bad0;
+        BLOCK_I8_SCALE(0, s0, bad0);
+        for (size_t t = 0; t < taps; t++) BLOCK_I8_TAP(a0, 0, s0, t);
+        BLOCK_I8_OUT(a0, s0, bad0, 0);
+    }
+}
+#undef BLOCK_I8_LOAD
+#undef BLOCK_I8_SCALE
+#undef BLOCK_I8_TAP
+#undef BLOCK_I8_OUT
+
 /* An ISA file may bring its own transpose (TCONV_ROWS_TRANSPOSE). */
 #ifndef TCONV_ROWS_TRANSPOSE
 enum { SQUARE = 16 }; /* 16 floats: one cache line */
@@ -452,5 +637,6 @@ static void dequantize_pixels(float *restrict out, const float *restrict src, co
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         absmax_run,          window_scales,
                                                    finish_i8,         quantize_run,        depthwise_row_f32,   depthwise_plane_f32,
                                                    depthwise_block_f32,
-                                                   depthwise_pixel_f32, depthwise_pixel_i8, TCONV_ROWS_TRANSPOSE,
+                                                   depthwise_pixel_f32, depthwise_pixel_i8, depthwise_plane_i8, depthwise_block_i8,
+                                                   TCONV_ROWS_TRANSPOSE,
                                                    deinterleave,        dequantize_pixels};
