@@ -115,9 +115,14 @@ def test_ternary_act_quant_conv_runs_int8_per_im2col_row(rng):
         if target == "onnxbit":
             act_quant = {n.name: a.i for n in result.model.graph.node if n.op_type == "TernaryConv"
                          for a in n.attribute if a.name == "act_quant"}
-            # Depthwise layers not QAT-folded take float activations (int8 per window is 2-3x slower there).
-            assert act_quant and act_quant == {name: int(name != "depthwise") for name in act_quant}
-            assert ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE in result.report.notes
+            # Layers not QAT-folded whose int8 path is the slower one take float activations: depthwise ones
+            # (int8 per window) stay in TernaryConv; those reading fewer than 8 channels per group (conv3x3: 6,
+            # grouped: 4) run as INT2 + Cast * scale + Conv; pointwise (15 channels) keeps int8 activations.
+            assert act_quant == {"depthwise": 0, "pointwise": 1}
+            storage = {r.node: r.storage for r in result.report.layers if r.action == "converted"}
+            assert storage["conv3x3"].startswith("Cast+Mul/") and storage["grouped"].startswith("Cast+Mul/")
+            assert ternary_conv.FLOAT_ACTIVATIONS_CHOSEN_NOTE in result.report.notes
+            assert not any("exists only in com.onnxbit::TernaryConv" in note for note in result.report.notes)
         else:
             assert any("float32 activations" in note for note in result.report.notes)
 
@@ -137,8 +142,9 @@ def test_dense_ternary_convs_with_float_activations_take_the_faster_op_and_say_s
     dense = ("conv3x3", "grouped", "pointwise")
     for name, result in results.items():
         storage = {r.node: r.storage for r in result.report.layers if r.action == "converted"}
-        standard = name in ("float", "groups")
-        assert all(storage[n].startswith("Cast+Mul/" if standard else "TernaryConv/") for n in dense), storage
+        # int8 activations: conv3x3 and grouped read fewer than 8 channels a group and take float ones
+        standard = {n: name in ("float", "groups") or (name == "int8" and n != "pointwise") for n in dense}
+        assert all(storage[n].startswith("Cast+Mul/" if standard[n] else "TernaryConv/") for n in dense), storage
         assert storage["depthwise"].startswith("TernaryConv/")
         notes = result.report.notes
         # and its ConvTranspose, stored so on every run
@@ -159,13 +165,17 @@ def test_which_ternary_convs_run_on_onnxruntimes_conv():
     assert not ternary_conv.float_as_standard(dw5, 0, "base3")
 
 
-def test_only_depthwise_convs_not_qat_folded_drop_int8_activations():
-    depthwise = ConvSpec("Conv", (8, 1, 3, 3), 8)
-    assert ternary_conv.activation_quant(depthwise, 1, proven=False) == 0
-    assert ternary_conv.activation_quant(depthwise, 1, proven=True) == 1  # the fold's graph quantized them
-    assert ternary_conv.activation_quant(depthwise, 0, proven=False) == 0
-    assert ternary_conv.activation_quant(ConvSpec("Conv", (8, 4, 3, 3), 2), 1, proven=False) == 1  # grouped
+def test_only_convs_whose_int8_path_is_slower_drop_int8_activations_unless_qat_folded():
+    depthwise, stem = ConvSpec("Conv", (8, 1, 3, 3), 8), ConvSpec("Conv", (32, 3, 3, 3), 1)
+    for slower in (depthwise, stem, ConvSpec("Conv", (8, 4, 3, 3), 2)):  # grouped, 4 channels a group
+        assert ternary_conv.activation_quant(slower, 1, proven=False) == 0
+        assert ternary_conv.activation_quant(slower, 1, proven=True) == 1  # the fold's graph quantized them
+        assert ternary_conv.activation_quant(slower, 0, proven=False) == 0
+    assert ternary_conv.activation_quant(ConvSpec("Conv", (16, 8, 3, 3), 2), 1, proven=False) == 1  # 8 a group
     assert ternary_conv.activation_quant(ConvSpec("Conv", (8, 8, 1, 1), 1), 1, proven=False) == 1
+    # and then the stem runs on onnxruntime's Conv (a float-activation dense conv), the depthwise in TernaryConv
+    assert ternary_conv.float_as_standard(stem, ternary_conv.activation_quant(stem, 1, proven=False), None)
+    assert not ternary_conv.float_as_standard(depthwise, 0, None)
 
 
 def _single(nodes, inputs, inits, outputs=("Y",)):

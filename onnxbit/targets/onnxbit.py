@@ -73,7 +73,9 @@ class OnnxbitTarget(Target):
     def required_conv_opsets(self, settings, op_type: str, spatial_rank: int) -> dict[str, int]:
         if is_ternary(settings) and op_type == "Conv" and spatial_rank in (1, 2):
             opsets = {ternary_matmul.DOMAIN: ternary_matmul.OPSET}
-            if not settings.act_quant and settings.activations != "static":  # dense layers may take INT2 + Conv
+            # Layers may take INT2 + Cast + Conv: dense ones with float activations, and (act_quant=1, not
+            # QAT-folded) few-channel and large depthwise ones (ternary_conv.activation_quant).
+            if settings.activations != "static":
                 opsets.update(super().required_conv_opsets(settings, op_type, spatial_rank))
             return opsets
         return super().required_conv_opsets(settings, op_type, spatial_rank)
@@ -100,14 +102,17 @@ class OnnxbitTarget(Target):
         from onnxbit.targets.dequantize_conv import CAST_STORAGE
 
         if packed.precision in ("ternary", "binary") and packed.storage.startswith(CAST_STORAGE + "/"):
-            return [ternary_conv.DENSE_AS_STANDARD_NOTE] + super().conv_notes(settings, packed)
+            # int8 activations asked for and not given: activation_quant chose float ones (the base class's
+            # note, that only TernaryConv has them, would mislead here)
+            chosen = [ternary_conv.FLOAT_ACTIVATIONS_CHOSEN_NOTE] if settings.act_quant else []
+            return [ternary_conv.DENSE_AS_STANDARD_NOTE, *chosen]
         if packed.storage.startswith(ternary_conv.OP + "/"):
+            if settings.act_quant and not packed.attrs["act_quant"]:
+                return [ternary_conv.FLOAT_ACTIVATIONS_CHOSEN_NOTE]
             if ternary_conv.dense_with_act_quant(packed, 0):
                 return [ternary_conv.DENSE_FLOAT_ACTIVATIONS_NOTE]
             if ternary_conv.dense_with_act_quant(packed, 3):
                 return [ternary_conv.PER_PIXEL_DENSE_NOTE]
-            if settings.act_quant and not packed.attrs["act_quant"]:
-                return [ternary_conv.DEPTHWISE_FLOAT_ACTIVATIONS_NOTE]
             return []
         return super().conv_notes(settings, packed)
 

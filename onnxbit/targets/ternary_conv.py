@@ -31,16 +31,31 @@ def is_depthwise(conv) -> bool:
     return conv.op == "Conv" and conv.group > 1 and conv.weight_shape[1] == 1
 
 
+# Input channels per group below which TernaryConv has no channels-last layout and its int8 path is the
+# generic im2col (tconv.c TCONV_CHANNELS_LAST_MIN).
+INT8_MIN_CHANNELS = 8
+
+
 def activation_quant(conv, act_quant: int, proven: bool) -> int:
     """The act_quant a TernaryConv gets. A QAT fold's is kept (the graph quantized its activations so).
-    Otherwise act_quant=1 is only a speed choice, and a depthwise layer gets float activations instead:
-    its int8 scale is per output (a 3x3 window), so every output pays an absmax, a division and nine
-    roundings for nine products. Measured (`onnxbit bench conv --rounds 11`, 1 thread, 2-vCPU Sapphire
-    Rapids), speed vs fp32 Conv, int8 / float activations: dw 144@56x56 0.33x / 1.44x, 96@112x112
-    stride 2 0.40x / 1.62x, 576@14x14 0.47x / 1.72x, 512@14x14 stride 2 0.52x / 1.47x."""
-    if act_quant and not proven and is_depthwise(conv):
+    Otherwise act_quant=1 is only a speed choice, and layers whose int8 path is the slower one get float
+    activations instead (and then run as INT2 + Cast * scale + onnxruntime's Conv where float_as_standard
+    says so). Measured (`onnxbit bench conv`, 2-vCPU Sapphire Rapids, one thread, against fp32 Conv):
+    - depthwise layers, whose int8 scale is per output (a 3x3 window: an absmax, two divisions and nine
+      roundings for nine products): int8 / float activations 144@56x56 0.65x / 1.06x, 96@112x112 stride 2
+      0.97x / 1.27x, 576@14x14 0.61x / 1.14x, 512@14x14 stride 2 0.68x / 0.97x;
+    - layers reading fewer than INT8_MIN_CHANNELS channels per group (stem convs), whose int8 path is the
+      generic im2col: 3->8 3x3 stride 2 @96x96 0.13x, 3->32 @112x112 0.14x, 3->64 7x7 stride 2 @224x224
+      0.39x, where INT2 + Cast + Conv runs at 0.93-1.12x. (On AVX-512 at stride 1 the pixel-lanes path
+      takes them at about 1.05x; other CPUs and strides have only the im2col.)"""
+    if act_quant and not proven and (is_depthwise(conv) or few_channels(conv)):
         return 0
     return int(act_quant)
+
+
+def few_channels(conv) -> bool:
+    """Fewer than INT8_MIN_CHANNELS input channels per group (not depthwise)."""
+    return conv.op == "Conv" and not is_depthwise(conv) and conv.weight_shape[1] < INT8_MIN_CHANNELS
 
 
 def float_as_standard(conv, act_quant: int, fmt: str | None) -> bool:
@@ -86,9 +101,12 @@ PER_PIXEL_DENSE_NOTE = (
     "(3x3 64@56x56, 1x1 256->64 and 144->24 @56x56) and 1.3-2.2x on deep ones; depthwise ones run at fp32 speed")
 
 
-DEPTHWISE_FLOAT_ACTIVATIONS_NOTE = (
-    "depthwise TernaryConv layers that were not QAT-folded take float activations (act_quant=0): int8 "
-    "activations per 3x3 window measured 1.6-2.8x slower than float ones there")
+FLOAT_ACTIVATIONS_CHOSEN_NOTE = (
+    "ternary Conv layers that were not QAT-folded take float activations (act_quant=0) where TernaryConv's int8 "
+    "activations (act_quant=1) ran slower (`onnxbit bench conv`, one thread, 2-vCPU Sapphire Rapids): depthwise "
+    "ones (int8 per window 1.3-1.9x slower than float) and ones reading fewer than 8 channels per group, such as "
+    "stem convs (int8 through the generic im2col 0.13-0.39x of fp32 Conv; as INT2 + Cast * scale + onnxruntime's "
+    "Conv they run at fp32 speed)")
 
 
 def pack_ternary_conv(ctx: PassContext, base: str, *, precision: str, conv, packed_rows: np.ndarray,
