@@ -56,7 +56,10 @@ def default_tolerance(converted: onnx.ModelProto, original: onnx.ModelProto | No
     Both models may be loaded without external data."""
     qat = original is not None and any(node.op_type == "Round" for node, _ in _nodes(original.graph))
     found: Counter[tuple[str, str]] = Counter()
-    for node, constants in _nodes(converted.graph):
+    nodes = list(_nodes(converted.graph))
+    # A zero point stored as codes and Cast too is subtracted (Sub input 1): one layer, one count.
+    subtrahends = {node.input[1] for node, _ in nodes if node.op_type == "Sub" and len(node.input) > 1}
+    for node, constants in nodes:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.domain == "com.onnxbit" and node.op_type in ("TernaryMatMul", "TernaryConv"):
             label = node.op_type + (f" act_quant={attrs['act_quant']}" if attrs.get("act_quant", 0) else "")
@@ -68,7 +71,8 @@ def default_tolerance(converted: onnx.ModelProto, original: onnx.ModelProto | No
             if attrs.get("accuracy_level", 0) == _ACCURACY_INT8 and _ORDER.index(precision) < _ORDER.index("int8"):
                 precision, label = "int8", label + " with int8 activations"
             found[(precision, label)] += 1
-        elif node.op_type in ("DequantizeLinear", "Cast") and node.domain in ("", "ai.onnx") and node.input:
+        elif node.op_type in ("DequantizeLinear", "Cast") and node.domain in ("", "ai.onnx") and node.input \
+                and not (node.op_type == "Cast" and node.output and node.output[0] in subtrahends):
             # Cast of integer codes: how every target stores integer Conv weights (Cast * scale)
             data_type = constants.get(node.input[0])
             bits = _DQ_BITS.get(data_type)
