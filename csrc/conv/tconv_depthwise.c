@@ -186,12 +186,8 @@ static void flat_task(void *arg, size_t index) {
             else
                 memcpy(inside + r * job->padded_w, plane + r * g->in_w, g->in_w * sizeof(float));
         }
-        if (job->wq)
-            job->rows->depthwise_plane_i8(grid, padded, job->grid, job->offset, weight, taps, job->wq->static_scale,
-                                          w->scales[o], job->bias ? job->bias + o : NULL);
-        else
-            job->rows->depthwise_plane_f32(grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
-                                           job->bias ? job->bias + o : NULL);
+        tconv_depthwise_plane(job->rows, job->wq, grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
+                              job->bias ? job->bias + o : NULL);
         float *out = job->img.y + o * positions;
         for (size_t r = 0; r < g->out_h; r++)
             memcpy(out + r * g->out_w, grid + r * job->padded_w, g->out_w * sizeof(float));

@@ -98,12 +98,8 @@ static void phase_task(void *arg, size_t index) {
             job->rows->deinterleave(row + even_b * job->plane + even_col, n_even, row + odd_b * job->plane + odd_col,
                                     n_odd, src);
         }
-        if (job->wq)
-            job->rows->depthwise_plane_i8(grid, phases, job->grid, job->offset, weight, taps, job->wq->static_scale,
-                                          w->scales[o], job->bias ? job->bias + o : NULL);
-        else
-            job->rows->depthwise_plane_f32(grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
-                                           job->bias ? job->bias + o : NULL);
+        tconv_depthwise_plane(job->rows, job->wq, grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
+                              job->bias ? job->bias + o : NULL);
         float *out = job->img.y + o * positions;
         for (size_t r = 0; r < g->out_h; r++)
             memcpy(out + r * g->out_w, grid + r * pw, g->out_w * sizeof(float));

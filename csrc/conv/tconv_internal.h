@@ -2,6 +2,7 @@
 #ifndef ONNXBIT_TCONV_INTERNAL_H
 #define ONNXBIT_TCONV_INTERNAL_H
 
+#include "conv/tconv_rows.h"
 #include "onnxbit/tconv.h"
 
 struct obx_tconv_weights {
@@ -66,6 +67,16 @@ typedef struct tconv_pixel_dequant {
 typedef struct tconv_window_quant {
     float static_scale;
 } tconv_window_quant;
+
+/* One channel's flat plane of a depthwise conv (phase planes, flat planes):
+ * float activations, or int8 ones per window with wq (tconv_rows.h
+ * depthwise_plane_f32 / depthwise_plane_i8). */
+static inline void tconv_depthwise_plane(const struct tconv_row_kernels *rows, const tconv_window_quant *wq,
+                                         float *out, const float *x, size_t n, const size_t *offset,
+                                         const float *w, size_t taps, float scale, const float *bias) {
+    if (wq) rows->depthwise_plane_i8(out, x, n, offset, w, taps, wq->static_scale, scale, bias);
+    else rows->depthwise_plane_f32(out, x, n, offset, w, taps, scale, bias);
+}
 
 /* One image of a call for a depthwise path's tasks: its X and Y, and its
  * per-pixel dequantization planes (NULL without). */
