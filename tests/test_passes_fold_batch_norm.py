@@ -131,3 +131,39 @@ def test_runs_first_in_the_default_pipeline_and_in_conversions(rng):
     y = onnxbit.InferenceSession(result.model).run(None, feeds)[0]
     expected = _run(model, feeds, optimized=True)
     assert np.abs(y - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_calibration_sees_the_folded_weights_the_conversion_quantizes(tmp_path, rng):
+    """Calibration folds BatchNormalization as the conversion does, so its error-compensated codes
+    are for the weights the converted model holds: the conversion loads them (their digests match)
+    and the budget holds on the converted model."""
+    from onnxbit.calibration import calibrate, load_calibration_data
+    from onnxbit.calibration.result import load_calibration
+
+    n1, i1, y1 = _conv_bn(rng, "first", "X", 3, 16, bias=True)
+    n2, i2, y2 = _conv_bn(rng, "second", "first_relu", 16, 16, bias=False)
+    head = (rng.standard_normal((16, 10)) * 0.3).astype(np.float32)
+    nodes = [*n1, helper.make_node("Relu", [y1], ["first_relu"]), *n2, helper.make_node("Relu", [y2], ["second_relu"]),
+             helper.make_node("GlobalAveragePool", ["second_relu"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]), helper.make_node("MatMul", ["flat", "head"], ["Y"])]
+    graph = helper.make_graph(nodes, "cnn_bn", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", 3, 12, 12])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["n", 10])],
+                              initializer=[*i1, *i2, numpy_helper.from_array(head, "head")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "cnn.onnx")
+    np.savez(tmp_path / "x.npz", X=rng.standard_normal((40, 3, 12, 12)).astype(np.float32))
+    result = calibrate(str(tmp_path / "cnn.onnx"), str(tmp_path / "x.npz"), "cosine>=0.98",
+                       precisions=("int4", "int8"), method="gptq")
+    assert {l.node for l in result.layers if l.compensated} >= {"first", "second"}
+    assert any(l.precision != "fp32" for l in result.layers if l.op == "Conv")
+    result.write_json(tmp_path / "calib.json")
+    converted = convert(str(tmp_path / "cnn.onnx"), config=load_calibration(tmp_path / "calib.json"),
+                        progress=False).model
+    assert "BatchNormalization" not in _ops(converted)
+    data = load_calibration_data(str(tmp_path / "x.npz"), ["X"])
+    session = onnxbit.InferenceSession(converted)
+    original = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    value = result.budget.measure([original.run(None, f) for f in data.holdout],
+                                  [session.run(None, f) for f in data.holdout])
+    assert result.budget.met(value) and value == pytest.approx(result.holdout_value, abs=1e-4)

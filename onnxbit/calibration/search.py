@@ -83,6 +83,12 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike, data: CalibrationData 
     inputs = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     if not isinstance(data, CalibrationData):
         data = load_calibration_data(data, inputs, samples)
+    # The conversion folds BatchNormalization into Convs before it quantizes: measure (and choose codes
+    # for) those folded weights, under the names the conversion gives them.
+    from onnxbit.passes.fold_batch_norm import fold_batch_norms
+
+    if any(node.op_type == "BatchNormalization" for node in proto.graph.node):
+        proto = fold_batch_norms(proto)
     layers, skipped, transposed, weights = _candidate_layers(proto)
     if preset is not None:
         from onnxbit.config import PRESETS

@@ -132,3 +132,12 @@ class FoldBatchNormPass(Pass):
             ctx.notes.append(f"{len(kept)} BatchNormalization node(s) after a Conv left as they are, e.g. "
                              f"{name!r}: {why}")
         return PassResult(folded > 0, f"{folded} BatchNormalization(s) folded, {len(kept)} kept")
+
+
+def fold_batch_norms(model):
+    """The model with this pass applied (a float model computing the same): what calibration measures,
+    so that its layers, weights and codes are the ones the conversion then quantizes."""
+    from onnxbit.passes.manager import PassManager
+
+    folded, _ = PassManager([FoldBatchNormPass()]).run(model)
+    return folded
