@@ -34,7 +34,9 @@ ROUNDS = 9  # interleaved rounds per measurement; the median is kept
 # move with each change, and a stale timing would keep a now-fast layer float).
 # 2: integer Conv weights as Cast + Mul; TernaryConv act_quant=3 on the pixel
 # lanes; the depthwise channel blocks and phase planes.
-SPEED_REVISION = 2
+# 3: few-channel ternary Convs take float activations (INT2 + Cast + Conv);
+# depthwise int8 activations on the staged paths; BatchNormalization folded.
+SPEED_REVISION = 3
 MIN_ROUND_SECONDS = 0.004  # calls per round are batched up to about this long
 
 def cache_path() -> Path:
