@@ -46,15 +46,13 @@ typedef struct DwJob {
     tconv_image img; /* this image (per-pixel dequantization: flat planes only) */
     float *xt;       /* this image, [pixel][output channel] */
     const float *bias;
-    int act_quant;
-    float static_scale; /* act_quant 2: every window's scale; 0 otherwise */
+    const tconv_window_quant *wq; /* int8 activations per window (channels-last tiles, flat planes), or NULL */
     int failed;
     const size_t *offset;    /* flat planes: each tap's offset in the padded plane from its output's corner */
     size_t padded_w;         /* flat planes: the padded row: pad_left + in_w, or more for the last output's taps */
     size_t staged;           /* flat planes: floats of the padded plane and the reads past its end */
     size_t grid;             /* flat planes: (out_h - 1) stride_h + 1 rows of padded_w outputs, rounded up to 16 */
     size_t channels_per_task;
-    const tconv_window_quant *wq; /* flat planes: int8 activations per window, or NULL */
 } DwJob;
 
 static void copy_task(void *arg, size_t index) {
@@ -112,11 +110,11 @@ static void tile_task(void *arg, size_t index) {
         const size_t n = window_pixels(g, first + r, tap, pixel);
         float *out = tile + r * m;
         for (size_t t = 0; t < n; t++) src[t] = job->xt + pixel[t] * m;
-        if (!job->act_quant) {
+        if (!job->wq) {
             rows->depthwise_pixel_f32(out, src, w->weights, tap, n, m, w->scales, job->bias);
             continue;
         }
-        rows->depthwise_pixel_i8(out, src, w->codes, tap, n, m, job->static_scale, w->scales, job->bias);
+        rows->depthwise_pixel_i8(out, src, w->codes, tap, n, m, job->wq->static_scale, w->scales, job->bias);
     }
     rows->transpose(tile, count, m, m, job->img.y + first, positions);
 }
@@ -194,7 +192,7 @@ static void flat_task(void *arg, size_t index) {
     }
 }
 
-/* The float-activation paths; int8 activations take the channels-last one. */
+/* The depthwise paths (choose_path picks one; rows have no int8 kernel). */
 enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_PATH_COUNT };
 static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows", "flat", "phases", "blocks"};
 
@@ -259,7 +257,7 @@ static enum dw_path float_path(const obx_tconv_weights *w, const obx_conv_geomet
 
 static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, 0, 0.0f, 0, NULL, 0, 0, 0, 0, NULL};
+    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, NULL, 0, NULL, 0, 0, 0, 0};
     tconv_run_images(g, w->m, x, y, NULL, &job.img, &job.failed, par, runner, plane_task, &job, w->m);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise row");
@@ -269,8 +267,8 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
 }
 
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
-                        const tconv_pixel_dequant *dq, const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner, char *err,
-                        size_t err_len) {
+                        const tconv_pixel_dequant *dq, const tconv_window_quant *wq, float *y,
+                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const size_t taps = w->kernel_positions, padded_w = flat_padded_w(g), grid = g->out_h * padded_w;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
@@ -283,8 +281,8 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     const size_t grid_outputs = OBX_DIV_UP(grid, 16) * 16;
     /* The last block reads up to grid_outputs - 1 + the last tap's offset. */
     const size_t staged = OBX_MAX(padded_h * padded_w, grid_outputs + offset[taps - 1]);
-    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, 0, 0.0f, 0,
-                 offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid), wq};
+    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, wq, 0,
+                 offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
     const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
     tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, flat_task, &job, tasks);
     if (job.failed) {
@@ -297,9 +295,8 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
 /* Where no other path fits (and where forced): X copied to
  * [pixel][channel], tiles of output pixels, transposed back. */
 static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                 const float *bias, int act_quant, float act_scale, float *y,
+                                 const float *bias, const tconv_window_quant *wq, float *y,
                                  obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    const float static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     if (pixels > SIZE_MAX / sizeof(float) / w->m) {
         obx_set_error(err, err_len, "the input is too large for its channels-last copy");
@@ -310,8 +307,7 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
         obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
         return -1;
     }
-    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, xt, bias, act_quant, static_scale, 0,
-                 NULL, 0, 0, 0, 0, NULL};
+    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, xt, bias, wq, 0, NULL, 0, 0, 0, 0};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.img.x = x + image * g->channels * pixels;
         job.img.y = y + image * w->m * positions;
@@ -332,6 +328,21 @@ int tconv_depthwise_stages_x(const obx_tconv_weights *w, const obx_conv_geometry
     return stages_x(float_path(w, g));
 }
 
+/* One path on X as it is, dequantized per pixel as it is staged (dq), or
+ * with int8 activations per window (wq). */
+static int compute_path(enum dw_path path, const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                        const float *bias, const tconv_pixel_dequant *dq, const tconv_window_quant *wq, float *y,
+                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+    atomic_fetch_add(&path_runs[path], 1);
+    switch (path) {
+    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
+    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
+    case DW_FLAT: return compute_flat(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
+    case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
+    default: return compute_channels_last(w, g, x, bias, wq, y, par, runner, err, err_len);
+    }
+}
+
 int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                         const float *bias, const tconv_pixel_dequant *dq, float *y,
                                         obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
@@ -340,27 +351,13 @@ int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_co
         obx_set_error(err, err_len, "the depthwise path chosen does not dequantize as it stages X");
         return -1;
     }
-    atomic_fetch_add(&path_runs[path], 1);
-    switch (path) {
-    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
-    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
-    case DW_FLAT: return compute_flat(w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
-    case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
-    default: return compute_channels_last(w, g, x, bias, 0, 0.0f, y, par, runner, err, err_len);
-    }
+    return compute_path(path, w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
 }
 
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len) {
     if (!act_quant) return tconv_compute_depthwise_dequantized(w, g, x, bias, NULL, y, par, runner, err, err_len);
-    const enum dw_path path = choose_path(w, g, 1);
     const tconv_window_quant wq = {act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f};
-    atomic_fetch_add(&path_runs[path], 1);
-    switch (path) {
-    case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
-    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
-    case DW_FLAT: return compute_flat(w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
-    default: return compute_channels_last(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);
-    }
+    return compute_path(choose_path(w, g, 1), w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
 }

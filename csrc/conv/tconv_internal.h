@@ -60,10 +60,10 @@ typedef struct tconv_pixel_dequant {
     const float *scale, *inverse;
 } tconv_pixel_dequant;
 
-/* act_quant 1 or 2 on the depthwise paths that stage X (channel blocks,
- * phase planes, flat planes): each output's window quantized to int8 as
- * tconv_rows.h depthwise_plane_i8 and depthwise_block_i8 do, with its own absmax scale
- * (static_scale 0) or static_scale (act_quant 2). NULL: float activations. */
+/* act_quant 1 or 2 on a depthwise path: each output's window quantized to
+ * int8 (tconv_rows.h depthwise_plane_i8, depthwise_block_i8,
+ * depthwise_pixel_i8) with its own absmax scale (static_scale 0) or
+ * static_scale (act_quant 2). NULL: float activations. */
 typedef struct tconv_window_quant {
     float static_scale;
 } tconv_window_quant;
@@ -87,8 +87,8 @@ typedef struct tconv_image {
 } tconv_image;
 
 /* Depthwise convs with float activations (or int8 ones per window with wq),
- * channel multiplier 1, on input
- * planes up to 1024 pixels (tconv_depthwise_blocks.c): 1 when they fit. */
+ * channel multiplier 1, on input planes up to 1024 pixels
+ * (tconv_depthwise_blocks.c): 1 when they fit. */
 int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g);
 int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                    const float *bias, const tconv_pixel_dequant *dq,
@@ -96,8 +96,8 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* Stride-2 depthwise convs (float activations, or int8 ones per window with
- * wq) on planes up to about
- * 1 MiB of phase planes (tconv_depthwise_phases.c): 1 when they fit. */
+ * wq) on planes up to about 1 MiB of phase planes (tconv_depthwise_phases.c):
+ * 1 when they fit. */
 int tconv_depthwise_phases_fit(const obx_conv_geometry *g);
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                    const float *bias, const tconv_pixel_dequant *dq,

@@ -168,15 +168,17 @@ static void lane_stores(const struct tconv_lanes_task *t, size_t vectors, struct
 
 /* Accumulator (i, v): output channel o0 + i, pixel vector v; named, not an
  * array (GCC kept an array of them on the stack); the ones past MB x VECS
- * compile away. */
-#define LANES_STEP(i)                                                                                          \
+ * compile away. One step adds output channel o0 + i's 4 codes `word` times
+ * the pixel vectors' 4 activations. */
+#define DPBUSD_ROW(i, word)                                                                                    \
     if (i < MB) {                                                                                              \
-        const __m512i wb = _mm512_set1_epi32(w##i[k]);                                                         \
+        const __m512i wb = _mm512_set1_epi32(word);                                                            \
         dpbusd_in_place(&a##i##0, x0, wb);                                                                     \
         if (VECS > 1) dpbusd_in_place(&a##i##1, x1, wb);                                                       \
         if (VECS > 2) dpbusd_in_place(&a##i##2, x2, wb);                                                       \
         if (VECS > 3) dpbusd_in_place(&a##i##3, x3, wb);                                                       \
     }
+#define LANES_STEP(i) DPBUSD_ROW(i, w##i[k])
 #define LANES_FINISH(i)                                                                                        \
     if (i < MB) {                                                                                              \
         finish(t, o0 + i, 0, a##i##0, ls, st);                                                                 \
@@ -309,14 +311,7 @@ static const float *quantize_span(const struct tconv_lanes_task *t, size_t span)
     if (i < MB) {                                                                                              \
         a##i##0 = a##i##1 = a##i##2 = a##i##3 = _mm512_set1_epi32(-t->tap_correction[(o0 + i) * t->taps + k]); \
     }
-#define PIXEL_STEP(i)                                                                                          \
-    if (i < MB) {                                                                                              \
-        const __m512i wb = _mm512_set1_epi32(w##i[j]);                                                         \
-        dpbusd_in_place(&a##i##0, x0, wb);                                                                     \
-        if (VECS > 1) dpbusd_in_place(&a##i##1, x1, wb);                                                       \
-        if (VECS > 2) dpbusd_in_place(&a##i##2, x2, wb);                                                       \
-        if (VECS > 3) dpbusd_in_place(&a##i##3, x3, wb);                                                       \
-    }
+#define PIXEL_STEP(i) DPBUSD_ROW(i, w##i[j])
 /* acc = acc + (float)isum * r: a multiply and an add, each rounded */
 #define PIXEL_TERM(i, v, rv) (f[i][v] = _mm512_add_ps(f[i][v], _mm512_mul_ps(_mm512_cvtepi32_ps(a##i##v), rv)))
 #define PIXEL_END(i)                                                                                           \

@@ -376,47 +376,6 @@ static void depthwise_pixel_f32(float *restrict out, const float *const *src, co
  * macro, since a function taking 64-byte vectors has an ISA-dependent ABI. */
 #define MAX_I16(a, b) (((a) & ((a) > (b))) | ((b) & ~((a) > (b))))
 
-static void depthwise_pixel_i8(float *restrict out, const float *const *src, const int32_t *codes, const size_t *tap,
-                               size_t taps, size_t m, float static_scale, const float *weight_scale,
-                               const float *bias) {
-    const float floor_value = 1e-5f, magic = 12582912.0f;
-    int32_t floor_bits, magic_bits;
-    memcpy(&floor_bits, &floor_value, sizeof floor_bits);
-    memcpy(&magic_bits, &magic, sizeof magic_bits);
-    size_t c = 0;
-    for (; c + 16 <= m; c += 16) {
-        tconv_i16 amax = {0};
-        for (size_t t = 0; t < taps; t++)
-            amax = MAX_I16(amax, (tconv_i16)(tconv_f16)(*(const tconv_v16 *)(src[t] + c)) & 0x7fffffff);
-        const tconv_i16 bad = amax >= 0x7f800000;
-        amax = MAX_I16((amax & ~bad) | (floor_bits & bad), floor_bits + (tconv_i16){0});
-        const tconv_f16 s = static_scale > 0.0f ? static_scale + (tconv_f16){0} : 127.0f * (1.0f / (tconv_f16)amax);
-        tconv_i16 isum = {0};
-        for (size_t t = 0; t < taps; t++) {
-            tconv_f16 shifted = (tconv_f16)(*(const tconv_v16 *)(src[t] + c)) * s + magic;
-            tconv_i16 q = (tconv_i16)((tconv_u16)shifted - (uint32_t)magic_bits); /* round_to_i8's wrap */
-            q = -MAX_I16(-MAX_I16(q, -128 + (tconv_i16){0}), -127 + (tconv_i16){0}); /* clamp to [-128, 127] */
-            const tconv_i16 negative = (tconv_i16)shifted >> 31;                  /* round_to_i8's far negatives */
-            q = (q & ~negative) | (-128 & negative);
-            isum += q * *(const tconv_i16u *)(codes + tap[t] * m + c);
-        }
-        tconv_f16 y = (__builtin_convertvector(isum, tconv_f16) * (tconv_f16)(*(const tconv_v16 *)(weight_scale + c))) / s;
-        if (bias) y += (tconv_f16)(*(const tconv_v16 *)(bias + c));
-        *(tconv_v16 *)(out + c) = (tconv_v16)((tconv_i16)y | (bad & 0x7fc00000));
-    }
-    for (; c < m; c++) { /* the row kernels' scalar arithmetic, one channel */
-        int32_t bits = 0, isum = 0;
-        for (size_t t = 0; t < taps; t++) absmax_bits(&bits, src[t] + c, 1, 1);
-        float s;
-        uint8_t bad;
-        memcpy(&s, &bits, sizeof s);
-        window_scales(&s, &bad, 1);
-        if (static_scale > 0.0f) s = static_scale;
-        for (size_t t = 0; t < taps; t++) accumulate_i8(&isum, src[t] + c, &s, codes + tap[t] * m + c, 1);
-        finish_i8(out + c, &isum, &s, &bad, weight_scale + c, bias ? bias + c : NULL, 1);
-    }
-}
-
 /* max on int32 lanes, and a float clamp; an ISA file may bring single
  * instructions (the generic forms compile to compares and blends). */
 #ifndef TCONV_MAX_I16
@@ -430,10 +389,9 @@ static void depthwise_pixel_i8(float *restrict out, const float *const *src, con
     })
 #endif
 
-/* clamp(rint(v), -128, 127) of 16 lanes as int32, half to even; an ISA
- * file may bring a rounding conversion (here: add and take away 1.5 * 2^23
- * and read the low bits, exact for |v| < 2^22: callers clamp first where v
- * can be larger). */
+/* rint(v) of 16 lanes as int32, half to even; an ISA file may bring a
+ * rounding conversion (here: add and take away 1.5 * 2^23 and read the low
+ * bits, exact for |v| < 2^22: callers clamp first where v can be larger). */
 #ifndef TCONV_ROUND_I16
 #define TCONV_ROUND_I16(v)                                                                          \
     ({                                                                                              \
@@ -443,6 +401,70 @@ static void depthwise_pixel_i8(float *restrict out, const float *const *src, con
         (tconv_i16)((tconv_u16)((v) + magic_) - (uint32_t)magic_bits_);                             \
     })
 #endif
+
+/* A window's scale from the bit pattern of its absmax, 16 lanes, as
+ * window_scales computes it: bad where the window holds Inf or NaN (any
+ * finite scale will do there: the output is NaN), the absmax floored at
+ * 1e-5, s = 127 * (1 / absmax); static_scale > 0 (act_quant 2) replaces s. */
+#define WINDOW_SCALE16(amax, static_scale, s, bad)                                                  \
+    do {                                                                                            \
+        const float floor_value_ = 1e-5f;                                                           \
+        int32_t floor_bits_;                                                                        \
+        memcpy(&floor_bits_, &floor_value_, sizeof floor_bits_);                                    \
+        bad = (amax) >= 0x7f800000;                                                                 \
+        const tconv_i16 floored_ =                                                                  \
+            TCONV_MAX_I16(((amax) & ~(bad)) | (floor_bits_ & (bad)), floor_bits_ + (tconv_i16){0}); \
+        s = (static_scale) > 0.0f ? (static_scale) + (tconv_f16){0} : 127.0f * (1.0f / (tconv_f16)floored_); \
+    } while (0)
+
+/* 16 outputs from their exact integer sums (as floats), as finish_i8
+ * computes them: (sum * weight_scale) / s (+ bias when has_bias), NaN where
+ * bad (bias is evaluated only with has_bias). */
+#define WINDOW_OUTPUT16(dst, sum, weight_scale, s, bad, has_bias, bias)                             \
+    do {                                                                                            \
+        tconv_f16 y_ = ((sum) * (weight_scale)) / (s);                                              \
+        if (has_bias) y_ += (bias);                                                                 \
+        *(tconv_v16 *)(dst) = (tconv_v16)((tconv_i16)y_ | ((bad) & 0x7fc00000));                    \
+    } while (0)
+
+static void depthwise_pixel_i8(float *restrict out, const float *const *src, const int32_t *codes, const size_t *tap,
+                               size_t taps, size_t m, float static_scale, const float *weight_scale,
+                               const float *bias) {
+    const float magic = 12582912.0f;
+    int32_t magic_bits;
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    size_t c = 0;
+    for (; c + 16 <= m; c += 16) {
+        tconv_i16 amax = {0}, bad;
+        tconv_f16 s;
+        for (size_t t = 0; t < taps; t++)
+            amax = TCONV_MAX_I16(amax, (tconv_i16)(tconv_f16)(*(const tconv_v16 *)(src[t] + c)) & 0x7fffffff);
+        WINDOW_SCALE16(amax, static_scale, s, bad);
+        tconv_i16 isum = {0};
+        for (size_t t = 0; t < taps; t++) {
+            tconv_f16 shifted = (tconv_f16)(*(const tconv_v16 *)(src[t] + c)) * s + magic;
+            tconv_i16 q = (tconv_i16)((tconv_u16)shifted - (uint32_t)magic_bits); /* round_to_i8's wrap */
+            q = -MAX_I16(-MAX_I16(q, -128 + (tconv_i16){0}), -127 + (tconv_i16){0}); /* clamp to [-128, 127] */
+            const tconv_i16 negative = (tconv_i16)shifted >> 31;                  /* round_to_i8's far negatives */
+            q = (q & ~negative) | (-128 & negative);
+            isum += q * *(const tconv_i16u *)(codes + tap[t] * m + c);
+        }
+        WINDOW_OUTPUT16(out + c, __builtin_convertvector(isum, tconv_f16),
+                        (tconv_f16)(*(const tconv_v16 *)(weight_scale + c)), s, bad, bias != NULL,
+                        (tconv_f16)(*(const tconv_v16 *)(bias + c)));
+    }
+    for (; c < m; c++) { /* the row kernels' scalar arithmetic, one channel */
+        int32_t bits = 0, isum = 0;
+        for (size_t t = 0; t < taps; t++) absmax_bits(&bits, src[t] + c, 1, 1);
+        float s;
+        uint8_t bad;
+        memcpy(&s, &bits, sizeof s);
+        window_scales(&s, &bad, 1);
+        if (static_scale > 0.0f) s = static_scale;
+        for (size_t t = 0; t < taps; t++) accumulate_i8(&isum, src[t] + c, &s, codes + tap[t] * m + c, 1);
+        finish_i8(out + c, &isum, &s, &bad, weight_scale + c, bias ? bias + c : NULL, 1);
+    }
+}
 
 #define ABS_BITS16(p) ((tconv_i16)(tconv_f16)(*(const tconv_v16 *)(p)) & 0x7fffffff)
 #define QUANTIZED16(p, s, clamp)                                                                  \
@@ -461,9 +483,6 @@ static inline __attribute__((always_inline)) void plane_i8(float *restrict out, 
                                                            const size_t *offset, const float *w, size_t taps,
                                                            float static_scale, float weight_scale, const float *bias,
                                                            int clamp) {
-    const float floor_value = 1e-5f;
-    int32_t floor_bits;
-    memcpy(&floor_bits, &floor_value, sizeof floor_bits);
     size_t signed_offset[taps + 1], n_plus = 0, n_minus = 0; /* +1 taps from the front, -1 taps from the back */
     for (size_t t = 0; t < taps; t++) {
         if (w[t] > 0.0f) signed_offset[n_plus++] = offset[t];
@@ -480,17 +499,12 @@ static inline __attribute__((always_inline)) void plane_i8(float *restrict out, 
             m1 = TCONV_MAX_I16(m1, ABS_BITS16(at + offset[t + 1]));                                  \
         }                                                                                            \
         if (t < taps) m0 = TCONV_MAX_I16(m0, ABS_BITS16(at + offset[t]));                            \
-        tconv_i16 amax = TCONV_MAX_I16(m0, m1);                                                      \
-        bad = amax >= 0x7f800000;                                                                    \
-        amax = TCONV_MAX_I16((amax & ~bad) | (floor_bits & bad), floor_bits + (tconv_i16){0});       \
-        s = clamp ? static_scale + (tconv_f16){0} : 127.0f * (1.0f / (tconv_f16)amax);               \
+        const tconv_i16 amax = TCONV_MAX_I16(m0, m1);                                                \
+        WINDOW_SCALE16(amax, static_scale, s, bad);                                                  \
     } while (0)
 #define BLOCK_OUT(s, bad, sum_plus, sum_minus, dst)                                                  \
-    do {                                                                                             \
-        tconv_f16 y = (__builtin_convertvector(sum_plus - sum_minus, tconv_f16) * weight_scale) / s; \
-        if (bias) y += *bias;                                                                        \
-        *(tconv_v16 *)(dst) = (tconv_v16)((tconv_i16)y | (bad & 0x7fc00000));                        \
-    } while (0)
+    WINDOW_OUTPUT16(dst, __builtin_convertvector(sum_plus - sum_minus, tconv_f16), weight_scale, s, bad, \
+                    bias != NULL, *bias)
     for (; p + 32 <= n; p += 32) { /* two blocks at once: each is a chain of dependent steps */
         const float *at0 = x + p, *at1 = x + p + 16;
         tconv_f16 s0, s1;
@@ -547,9 +561,7 @@ static void depthwise_plane_i8(float *restrict out, const float *x, size_t n, co
     do {                                                                                             \
         tconv_i16 amax = {0};                                                                        \
         for (size_t t = 0; t < taps; t++) amax = TCONV_MAX_I16(amax, (tconv_i16)BLOCK_I8_LOAD(i, t) & 0x7fffffff); \
-        bad = amax >= 0x7f800000;                                                                    \
-        amax = TCONV_MAX_I16((amax & ~bad) | (floor_bits & bad), floor_bits + (tconv_i16){0});       \
-        s = clamp ? static_scale + (tconv_f16){0} : 127.0f * (1.0f / (tconv_f16)amax);               \
+        WINDOW_SCALE16(amax, static_scale, s, bad);                                                  \
     } while (0)
 #define BLOCK_I8_TAP(acc, i, s, t)                                                                   \
     do {                                                                                             \
@@ -558,18 +570,10 @@ static void depthwise_plane_i8(float *restrict out, const float *x, size_t n, co
         acc = TCONV_TAP16V(acc, __builtin_convertvector(TCONV_ROUND_I16(scaled_), tconv_f16),        \
                            (tconv_f16)(*(const tconv_v16 *)(w + (t) * 16)));                         \
     } while (0)
-#define BLOCK_I8_OUT(acc, s, bad, i)                                                                 \
-    do {                                                                                             \
-        tconv_f16 y_ = ((acc) * ws) / (s);                                                           \
-        if (bias) y_ += b;                                                                           \
-        *(tconv_v16 *)(out + (p + (i)) * 16) = (tconv_v16)((tconv_i16)y_ | ((bad) & 0x7fc00000));    \
-    } while (0)
+#define BLOCK_I8_OUT(acc, s, bad, i) WINDOW_OUTPUT16(out + (p + (i)) * 16, acc, ws, s, bad, bias != NULL, b)
 
 static void depthwise_block_i8(float *restrict out, const float *x, size_t n, const uint32_t *index, const float *w,
                                size_t taps, float static_scale, const float *weight_scale, const float *bias) {
-    const float floor_value = 1e-5f;
-    int32_t floor_bits;
-    memcpy(&floor_bits, &floor_value, sizeof floor_bits);
     const int clamp = static_scale > 0.0f;
     const tconv_f16 ws = *(const tconv_v16 *)weight_scale;
     tconv_f16 b = {0};
@@ -601,6 +605,8 @@ static void depthwise_block_i8(float *restrict out, const float *x, size_t n, co
 #undef BLOCK_I8_SCALE
 #undef BLOCK_I8_TAP
 #undef BLOCK_I8_OUT
+#undef WINDOW_SCALE16
+#undef WINDOW_OUTPUT16
 
 /* An ISA file may bring its own transpose (TCONV_ROWS_TRANSPOSE). */
 #ifndef TCONV_ROWS_TRANSPOSE

@@ -10,11 +10,13 @@ taking 9.7 ms in all. Folding first quantizes the weight the original runs and
 leaves no node behind.
 
 Pattern, check and rewrite as three plain functions: `pattern` finds the Conv
-feeding a BatchNormalization, `problem` says why one cannot fold (or None),
-`rewrite` folds it.
+feeding a BatchNormalization, `check` resolves the constants it needs or says
+why one cannot fold, `rewrite` folds it with them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -22,6 +24,7 @@ import onnx_graphsurgeon as gs
 from onnxbit.graph.queries import NotConstant, iter_graphs, resolve_constant
 
 from .base import Pass, PassContext, PassResult
+from .fold.exact_ternary import NotTernaryError, split_exact_ternary
 
 
 def pattern(bn: gs.Node) -> gs.Node | None:
@@ -42,11 +45,24 @@ def float_value(tensor: gs.Tensor) -> np.ndarray | None:
     return value if value.dtype == np.float32 else None
 
 
-def problem(bn: gs.Node, conv: gs.Node, graph: gs.Graph) -> str | None:
-    """Why this BatchNormalization cannot be folded into conv, or None."""
+@dataclass
+class Operands:
+    """The constants a fold reads, each resolved once."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    scale: np.ndarray
+    beta: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+
+
+def check(bn: gs.Node, conv: gs.Node, graph: gs.Graph) -> Operands | str:
+    """The operands of this fold, or why this BatchNormalization cannot be folded into conv."""
     if len([out for out in bn.outputs if out.name]) != 1 or int(bn.attrs.get("training_mode", 0)):
         return "training-mode BatchNormalization (running statistics as outputs)"
-    if len(bn.inputs) != 5 or any(float_value(t) is None for t in bn.inputs[1:]):
+    statistics = [float_value(t) for t in bn.inputs[1:]] if len(bn.inputs) == 5 else [None]
+    if any(value is None for value in statistics):
         return "scale, bias, mean or variance is not a float32 constant"
     middle = bn.inputs[0]
     if len(middle.outputs) != 1 or middle in graph.outputs:
@@ -54,37 +70,41 @@ def problem(bn: gs.Node, conv: gs.Node, graph: gs.Graph) -> str | None:
     weight = float_value(conv.inputs[1]) if len(conv.inputs) > 1 else None
     if weight is None:
         return "the Conv weight is not a float32 constant (a QAT chain, or a graph input)"
-    if len(conv.inputs) > 2 and conv.inputs[2].name and float_value(conv.inputs[2]) is None:
+    has_bias = len(conv.inputs) > 2 and conv.inputs[2].name
+    bias = float_value(conv.inputs[2]) if has_bias else None
+    if has_bias and bias is None:
         return "the Conv bias is not a float32 constant"
-    if any(float_value(t).size != weight.shape[0] for t in bn.inputs[1:]):
+    if any(value.size != weight.shape[0] for value in statistics):
         return f"the statistics do not have the Conv's {weight.shape[0]} output channels"
-    if exactly_ternary(weight):
+    if per_tensor_ternary(weight):
         return "the Conv weight is exactly ternary already (folding would give each channel its own scale)"
-    return None
+    return Operands(weight, bias, *(value.reshape(-1) for value in statistics))
 
 
-def exactly_ternary(weight: np.ndarray) -> bool:
-    """{-s, 0, +s} with one s for the whole weight: a per-tensor ternary proof folding would break."""
-    magnitudes = np.abs(weight).reshape(-1)
-    top = magnitudes.max(initial=0.0)
-    return bool(top > 0 and np.all((magnitudes == 0) | (magnitudes == top)))
+def per_tensor_ternary(weight: np.ndarray) -> bool:
+    """{-s, 0, +s} with one s > 0 for the whole weight (split_exact_ternary's per-tensor case): a
+    proof folding would break."""
+    if not weight.any():
+        return False
+    try:
+        return not split_exact_ternary(weight.reshape(weight.shape[0], -1).T).per_channel
+    except NotTernaryError:
+        return False
 
 
-def rewrite(ctx: PassContext, graph: gs.Graph, bn: gs.Node, conv: gs.Node) -> None:
+def rewrite(ctx: PassContext, graph: gs.Graph, bn: gs.Node, conv: gs.Node, operands: Operands) -> None:
     """W' = W * g per output channel, B' = (B - mean) * g + beta, g = scale / sqrt(var + epsilon), in
     float32 as onnxruntime's fusion computes them; the Conv then writes the BatchNormalization's output."""
-    scale, beta, mean, var = (float_value(t) for t in bn.inputs[1:])
+    o = operands
     epsilon = np.float32(bn.attrs.get("epsilon", 1e-5))
-    g = (scale / np.sqrt(var + epsilon)).astype(np.float32)
-    weight = float_value(conv.inputs[1])
-    folded_w = (weight * g.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
-    has_bias = len(conv.inputs) > 2 and conv.inputs[2].name
-    bias = float_value(conv.inputs[2]) if has_bias else np.zeros_like(mean)
-    folded_b = ((bias - mean) * g + beta).astype(np.float32)
+    g = (o.scale / np.sqrt(o.var + epsilon)).astype(np.float32)
+    folded_w = (o.weight * g.reshape(-1, *([1] * (o.weight.ndim - 1)))).astype(np.float32)
+    bias = o.bias if o.bias is not None else np.zeros_like(o.mean)
+    folded_b = ((bias - o.mean) * g + o.beta).astype(np.float32)
     new_w = gs.Constant(ctx.fresh_name(f"{conv.inputs[1].name}_bn_folded"), np.ascontiguousarray(folded_w))
     new_b = gs.Constant(ctx.fresh_name(f"{conv.name}_bias_bn_folded"), folded_b)
     conv.inputs[1] = new_w
-    if has_bias:
+    if o.bias is not None:
         conv.inputs[2] = new_b
     else:
         while len(conv.inputs) > 2:  # an empty-named optional input
@@ -117,12 +137,12 @@ class FoldBatchNormPass(Pass):
                 conv = pattern(bn)
                 if conv is None:
                     continue
-                why = problem(bn, conv, graph)
-                if why is None:
-                    rewrite(ctx, graph, bn, conv)
-                    folded += 1
+                operands = check(bn, conv, graph)
+                if isinstance(operands, str):
+                    kept[bn.name] = operands
                 else:
-                    kept[bn.name] = why
+                    rewrite(ctx, graph, bn, conv, operands)
+                    folded += 1
         if folded:
             ctx.notes.append(f"{folded} BatchNormalization node(s) folded into the Conv in front of them (as "
                              "onnxruntime does for the original when it loads it): the weights quantized are the "
