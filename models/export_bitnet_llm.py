@@ -3,9 +3,10 @@
 The model is transformers' own ``BitNetForCausalLM`` built from a ``BitNetConfig`` whose
 default size is that of the released 0.7B BitNet b1.58 ("bitnet_b1_58-large": hidden 1536,
 24 layers, intermediate 4096, 16 heads, vocab 32000, about 0.73B parameters). Weights are
-random (seeded). Every linear except ``lm_head`` is transformers' ``AutoBitLinear`` in online
-mode, which fake-quantises in forward exactly as the released models compute: absmean ternary
-weights and per-token absmax int8 activations.
+random (seeded) and, as in the released checkpoints (stored in bfloat16), bfloat16 numbers held
+in float32 (``--weights fp32`` keeps the random float32 values). Every linear except ``lm_head``
+is transformers' ``AutoBitLinear`` in online mode, which fake-quantises in forward exactly as the
+released models compute: absmean ternary weights and per-token absmax int8 activations.
 
 The ONNX graph (TorchScript exporter, opset 18) has a KV cache:
 
@@ -78,12 +79,18 @@ def bitnet_config(args) -> BitNetConfig:
     )
 
 
-def online_bitnet_model(config: BitNetConfig, form: str = "qat") -> BitNetForCausalLM:
+def online_bitnet_model(config: BitNetConfig, form: str = "qat", weights: str = "bf16") -> BitNetForCausalLM:
     """Random BitNetForCausalLM whose linears (all but lm_head) are online AutoBitLinear
     (form "qat"), or the same random model with plain float linears (form "float": the
-    float LLM a 4-bit MatMulNBits conversion is compared on)."""
+    float LLM a 4-bit MatMulNBits conversion is compared on). weights "bf16" rounds every
+    parameter to the nearest bfloat16 number (what a float32 model loaded from a bf16
+    checkpoint holds)."""
     torch.manual_seed(SEED)
     model = BitNetForCausalLM(config).eval()
+    if weights == "bf16":
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.copy_(parameter.to(torch.bfloat16).to(torch.float32))
     if form == "float":
         return model
     originals = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -262,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--form", choices=("qat", "float"), default="qat",
                         help="qat: BitNet fake-quant in every linear (default); float: the same weights as plain "
                              "float linears")
+    parser.add_argument("--weights", choices=("bf16", "fp32"), default="bf16",
+                        help="bf16: random weights rounded to bfloat16 numbers, as the released checkpoints store "
+                             "them (default); fp32: the random float32 values")
     parser.add_argument("--check-steps", type=int, default=4, help="decode steps checked in onnxruntime")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -276,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     strip_torch_compile_from_bitnet_helpers()
     config = bitnet_config(args)
     started = time.perf_counter()
-    wrapper = WithKVCache(online_bitnet_model(config, args.form)).eval()
+    wrapper = WithKVCache(online_bitnet_model(config, args.form, args.weights)).eval()
     parameters = sum(p.numel() for p in wrapper.parameters())
     external = args.external_data or parameters * 4 > PROTOBUF_LIMIT - 2**24
     export(wrapper, config, args.out, external)
@@ -286,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     files = [args.out] + ([args.out.with_name(args.out.name + ".data")] if external else [])
     report = {
         "file": args.out.name, "bytes": sum(f.stat().st_size for f in files), "external_data": external,
-        "parameters": parameters, "form": args.form, "export_seconds": round(export_seconds, 1), **stats,
+        "parameters": parameters, "form": args.form, "weights": args.weights, "export_seconds": round(export_seconds, 1), **stats,
         "config": config.to_diff_dict(), "seed": SEED,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "onnx": onnx.__version__, "onnxruntime": ort.__version__},

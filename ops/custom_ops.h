@@ -9,5 +9,6 @@
 
 extern const ObxOpDefinition obx_ternary_matmul_definition; /* ternary_matmul_op.c */
 extern const ObxOpDefinition obx_ternary_conv_definition;   /* ternary_conv_op.c */
+extern const ObxOpDefinition obx_bf16_matmul_definition;    /* bf16_matmul_op.c */
 
 #endif

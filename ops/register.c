@@ -15,6 +15,7 @@
 static const ObxOpDefinition *const op_definitions[] = {
     &obx_ternary_matmul_definition,
     &obx_ternary_conv_definition,
+    &obx_bf16_matmul_definition,
 };
 enum { OP_COUNT = sizeof op_definitions / sizeof op_definitions[0] };
 

@@ -29,6 +29,7 @@
 #include "onnxbit/tmatmul.h"
 #include "op_inputs.h"
 #include "op_kernel.h"
+#include "op_shapes.h"
 #include "op_status.h"
 
 enum { TMM_INPUT_A = 0, TMM_INPUT_B = 1, TMM_INPUT_SCALES = 2, TMM_INPUT_BIAS = 3, TMM_INPUTS = 4 };
@@ -295,9 +296,7 @@ static OrtStatus *compute(const ObxOpKernel *head, OrtKernelContext *ctx)
 
 /* ---- shape inference ----------------------------------------------------- */
 
-/* Y = A's shape with the last dimension replaced by N, keeping A's symbolic
- * dimensions. Best effort: when A's shape or N is unknown nothing is set, and
- * the kernel reports bad attributes with the node's name. */
+/* Y = A's shape with the last dimension replaced by the attribute N. */
 static void infer_output_shape(const OrtApi *api, OrtShapeInferContext *ctx)
 {
     const OrtOpAttr *n_attr = NULL;
@@ -310,52 +309,7 @@ static void infer_output_shape(const OrtApi *api, OrtShapeInferContext *ctx)
         obx_status_discard(api, status);
         return;
     }
-
-    OrtTensorTypeAndShapeInfo *a_info = NULL; /* owned by ctx */
-    size_t rank = 0;
-    status = api->ShapeInferContext_GetInputTypeShape(ctx, TMM_INPUT_A, &a_info);
-    if (!status)
-        status = api->GetDimensionsCount(a_info, &rank);
-    /* Rank 0 is how an unknown shape arrives; a real scalar A is an error the
-     * kernel reports. */
-    if (status || rank == 0 || rank > OBX_OP_MAX_RANK) {
-        obx_status_discard(api, status);
-        return;
-    }
-    int64_t dims[OBX_OP_MAX_RANK];
-    const char *symbols[OBX_OP_MAX_RANK];
-    status = api->GetDimensions(a_info, dims, rank);
-    if (!status)
-        status = api->GetSymbolicDimensions(a_info, symbols, rank);
-    if (status) {
-        obx_status_discard(api, status);
-        return;
-    }
-    /* An unknown dimension without a name cannot be expressed: onnxruntime
-     * would read -1 as a concrete size and constant-fold Shape(Y) to it. Say
-     * nothing then and let the runtime learn Y's shape when it runs. */
-    for (size_t i = 0; i + 1 < rank; i++) {
-        if (dims[i] < 0 && (symbols[i] == NULL || symbols[i][0] == '\0'))
-            return;
-    }
-    dims[rank - 1] = n;
-    symbols[rank - 1] = "";
-
-    OrtTensorTypeAndShapeInfo *y_info = NULL;
-    status = api->CreateTensorTypeAndShapeInfo(&y_info);
-    if (status) {
-        obx_status_discard(api, status);
-        return;
-    }
-    status = api->SetTensorElementType(y_info, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
-    if (!status)
-        status = api->SetDimensions(y_info, dims, rank);
-    if (!status)
-        status = api->SetSymbolicDimensions(y_info, symbols, rank);
-    if (!status)
-        status = api->ShapeInferContext_SetOutputTypeShape(ctx, 0, y_info);
-    obx_status_discard(api, status);
-    api->ReleaseTensorTypeAndShapeInfo(y_info);
+    obx_infer_last_dimension(api, ctx, TMM_INPUT_A, n);
 }
 
 static const ONNXTensorElementDataType input_types[TMM_INPUTS] = {

@@ -14,37 +14,37 @@
 static const struct obx_platform platform_scalar = {
     OBX_ISA_SCALAR, &obx_codec_kernels_scalar, obx_cols_gather_scalar,
     &tmm_kernels_scalar, &tconv_rows_scalar, obx_crc32c_scalar,
-    tmm_quantize_static_scalar, NULL};
+    tmm_quantize_static_scalar, NULL, &bf16_kernels_scalar};
 /* Scalar kernels standing in after a refused ONNXBIT_ISA. */
 static const struct obx_platform platform_refused = {
     -1, &obx_codec_kernels_scalar, obx_cols_gather_scalar,
     &tmm_kernels_scalar, &tconv_rows_scalar, obx_crc32c_scalar,
-    tmm_quantize_static_scalar, NULL};
+    tmm_quantize_static_scalar, NULL, &bf16_kernels_scalar};
 #if defined(ONNXBIT_X86)
 static const struct obx_platform platform_avx2 = {
     OBX_ISA_AVX2, &obx_codec_kernels_avx2, obx_cols_gather_avx2,
     &tmm_kernels_avx2, &tconv_rows_avx2, obx_crc32c_avx2,
-    tmm_quantize_static_avx2, NULL};
+    tmm_quantize_static_avx2, NULL, &bf16_kernels_avx2};
 /* AVX2 with AVX-VNNI: only the integer matmul kernels differ. */
 static const struct obx_platform platform_avx2_vnni = {
     OBX_ISA_AVX2, &obx_codec_kernels_avx2, obx_cols_gather_avx2,
     &tmm_kernels_avxvnni, &tconv_rows_avx2, obx_crc32c_avx2,
-    tmm_quantize_static_avx2, NULL};
+    tmm_quantize_static_avx2, NULL, &bf16_kernels_avx2};
 static const struct obx_platform platform_avx512 = {
     OBX_ISA_AVX512, &obx_codec_kernels_avx512, obx_cols_gather_avx2,
     &tmm_kernels_avx512, &tconv_rows_avx512, obx_crc32c_avx2,
-    tmm_quantize_static_avx512, tconv_lanes_avx512};
+    tmm_quantize_static_avx512, tconv_lanes_avx512, &bf16_kernels_avx512};
 #endif
 #if defined(ONNXBIT_ARM64) && defined(__aarch64__)
 static const struct obx_platform platform_neon = {
     OBX_ISA_NEON, &obx_codec_kernels_neon, obx_cols_gather_scalar,
     &tmm_kernels_neon, &tconv_rows_scalar, obx_crc32c_scalar,
-    tmm_quantize_static_scalar, NULL};
+    tmm_quantize_static_scalar, NULL, &bf16_kernels_neon};
 /* NEON with the dot-product extension: only the integer matmul kernels differ. */
 static const struct obx_platform platform_neon_dotprod = {
     OBX_ISA_NEON, &obx_codec_kernels_neon, obx_cols_gather_scalar,
     &tmm_kernels_neon_dotprod, &tconv_rows_scalar, obx_crc32c_scalar,
-    tmm_quantize_static_scalar, NULL};
+    tmm_quantize_static_scalar, NULL, &bf16_kernels_neon};
 #endif
 
 static _Atomic(const struct obx_platform *) active;

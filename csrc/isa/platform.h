@@ -5,6 +5,7 @@
 #ifndef ONNXBIT_PLATFORM_H
 #define ONNXBIT_PLATFORM_H
 
+#include "bf16/bf16_internal.h"
 #include "codec/codec_columns.h"
 #include "codec/codec_internal.h"
 #include "conv/tconv_pixel_lanes.h"
@@ -22,6 +23,7 @@ struct obx_platform {
     obx_crc32c_fn crc32c;           /* checksums of packed weights */
     tmm_quantize_static_fn quantize_static; /* act_quant = 2: rows to int8 by a fixed scale */
     tconv_lanes_fn conv_lanes;      /* pixel-lanes conv tiles (NULL: the path is not taken) */
+    const struct bf16_kernels *bf16; /* bfloat16-weight matmul tiles */
 };
 
 /* The table in use (never NULL). When selection failed it holds the scalar

@@ -21,6 +21,7 @@ from onnxbit.formats import SPARSE, STREAMS, ZERO_RUNS
 from onnxbit.reference.crc32c import packed_weight_crc32c
 from onnxbit.reference import sparse, zero_runs
 from onnxbit.reference.rans import decode as rans_decode
+from onnxbit.reference.bf16_matmul import bf16_matmul_reference
 from onnxbit.reference.ternary_conv import ternary_conv_reference
 from onnxbit.reference.ternary_matmul import ternary_matmul_reference
 
@@ -140,6 +141,22 @@ class TernaryConv(OpRun):
         return (y,)
 
 
-CUSTOM_OPS = [TernaryMatMul, TernaryConv]
+class BFloat16MatMul(OpRun):
+    """com.onnxbit::BFloat16MatMul (contract: onnxbit/ops/schemas.py)."""
+
+    op_domain = DOMAIN
+
+    def _run(self, A, B, bias=None):
+        name = f"BFloat16MatMul node {self.onnx_node.name!r}"
+        a, b = np.asarray(A), np.asarray(B)
+        if b.ndim != 2 or b.dtype.itemsize != 2 or b.dtype == np.float16:
+            raise ValueError(f"{name}: B must be bfloat16 [K, N], got {b.dtype} {b.shape}")
+        if a.dtype != np.float32 or a.ndim == 0 or a.shape[-1] != b.shape[0]:
+            raise ValueError(f"{name}: A must be float32 [..., K={b.shape[0]}], got {a.dtype} {a.shape}")
+        # onnx hands bfloat16 tensors over as ml_dtypes.bfloat16 (or raw uint16 bits)
+        return (bf16_matmul_reference(a, b.view(np.uint16), None if bias is None else np.asarray(bias)),)
+
+
+CUSTOM_OPS = [TernaryMatMul, TernaryConv, BFloat16MatMul]
 
 register_schemas()

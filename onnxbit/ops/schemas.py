@@ -1,7 +1,7 @@
 """ONNX operator schemas of the com.onnxbit custom ops, registered from Python.
 
-With them registered, ``onnx.checker.check_model`` validates TernaryMatMul
-nodes (inputs, types, attributes) and ``onnx.shape_inference`` infers Y's
+With them registered, ``onnx.checker.check_model`` validates TernaryMatMul,
+TernaryConv and BFloat16MatMul nodes (inputs, types, attributes) and ``onnx.shape_inference`` infers Y's
 shape, instead of rejecting or skipping an unknown op. onnxruntime does not
 use these: it builds its own schema from the compiled library.
 """
@@ -20,6 +20,7 @@ DOMAIN = "com.onnxbit"
 OPSET_VERSION = 1
 TERNARY_MATMUL = "TernaryMatMul"
 TERNARY_CONV = "TernaryConv"
+BF16_MATMUL = "BFloat16MatMul"
 
 _lock = threading.Lock()
 
@@ -216,15 +217,71 @@ def _ternary_conv_schema() -> OpSchema:
     return schema
 
 
+_BF16_MATMUL_DOC = """\
+Y = A @ float32(B) (+ bias): ONNX MatMul with its weight stored as bfloat16.
+
+B is bfloat16 [K, N]. Each output is computed in float32 from the exact float32
+values of B, as one fused multiply-add chain over K in order (acc = 0; acc =
+fma(a[m, k], b[k, n], acc)), then + bias[n]. For float weights that are
+bfloat16 numbers (a bf16 checkpoint exported to float32) this is the original
+layer with half its weight bytes.
+"""
+
+
+def _infer_bf16_matmul(ctx) -> None:
+    """Y: float32, A's shape with the last dimension replaced by B's second one."""
+    y_type = onnx.helper.make_tensor_type_proto(TensorProto.FLOAT, shape=None)
+    a_type = ctx.get_input_type(0) if ctx.has_input(0) else None
+    b_type = ctx.get_input_type(1) if ctx.has_input(1) else None
+    if (a_type is not None and b_type is not None and a_type.tensor_type.HasField("shape")
+            and b_type.tensor_type.HasField("shape")):
+        dims, b_dims = list(a_type.tensor_type.shape.dim), list(b_type.tensor_type.shape.dim)
+        where = _display_name(ctx)
+        if len(b_dims) != 2:
+            raise onnx.shape_inference.InferenceError(f"{where}: B must be 2-D [K, N], got rank {len(b_dims)}")
+        if not dims:
+            raise onnx.shape_inference.InferenceError(f"{where}: input A is a scalar; it must have shape [..., K]")
+        last, k = dims[-1], b_dims[0]
+        if last.HasField("dim_value") and k.HasField("dim_value") and last.dim_value != k.dim_value:
+            raise onnx.shape_inference.InferenceError(
+                f"{where}: the last dimension of A is {last.dim_value}, B has K = {k.dim_value} rows")
+        shape = y_type.tensor_type.shape
+        for dim in dims[:-1]:
+            shape.dim.add().CopyFrom(dim)
+        shape.dim.add().CopyFrom(b_dims[1])
+    ctx.set_output_type(0, y_type)
+
+
+def _bf16_matmul_schema() -> OpSchema:
+    schema = OpSchema(
+        BF16_MATMUL, DOMAIN, OPSET_VERSION, _BF16_MATMUL_DOC,
+        inputs=[
+            OpSchema.FormalParameter("A", "T", "activations [..., K]"),
+            OpSchema.FormalParameter("B", "TB", "weight [K, N]"),
+            OpSchema.FormalParameter("bias", "T", "[N]", param_option=OpSchema.FormalParameterOption.Optional),
+        ],
+        outputs=[OpSchema.FormalParameter("Y", "T", "[..., N]")],
+        type_constraints=[
+            ("T", ["tensor(float)"], "activations, bias and output are float32"),
+            ("TB", ["tensor(bfloat16)"], "the weight"),
+        ],
+    )
+    if hasattr(schema, "set_type_and_shape_inference_function"):
+        schema.set_type_and_shape_inference_function(_infer_bf16_matmul)
+    return schema
+
+
+_SCHEMAS = ((TERNARY_MATMUL, _ternary_matmul_schema), (TERNARY_CONV, _ternary_conv_schema),
+            (BF16_MATMUL, _bf16_matmul_schema))
+
+
 def is_registered() -> bool:
-    return onnx.defs.has(TERNARY_MATMUL, OPSET_VERSION, DOMAIN) and onnx.defs.has(TERNARY_CONV, OPSET_VERSION,
-                                                                                  DOMAIN)
+    return all(onnx.defs.has(name, OPSET_VERSION, DOMAIN) for name, _ in _SCHEMAS)
 
 
 def register_schemas() -> None:
     """Register the com.onnxbit schemas with onnx (idempotent, thread safe)."""
     with _lock:
-        if not onnx.defs.has(TERNARY_MATMUL, OPSET_VERSION, DOMAIN):
-            onnx.defs.register_schema(_ternary_matmul_schema())
-        if not onnx.defs.has(TERNARY_CONV, OPSET_VERSION, DOMAIN):
-            onnx.defs.register_schema(_ternary_conv_schema())
+        for name, make in _SCHEMAS:
+            if not onnx.defs.has(name, OPSET_VERSION, DOMAIN):
+                onnx.defs.register_schema(make())

@@ -50,7 +50,8 @@ class PackWeightsPass(Pass):
         "For each WeightSite: picks the layer's settings (a QAT-proven ternary weight is packed from the codes its "
         "proof carries, never re-quantized); checks the target can express them (ConfigError otherwise); "
         "quantizes and packs once per distinct weight; replaces the node by the target's op; records each layer. "
-        "Layers whose precision is fp32, or whose weight holds NaN/Inf, are left unchanged with the reason."
+        "Layers whose weight holds NaN/Inf are left unchanged with the reason; so are fp32 layers, unless the "
+        "target stores their weight losslessly in fewer bytes (target onnxbit: bfloat16 values as bfloat16)."
     )
 
     def __init__(self, measure_error: bool = True):
@@ -76,12 +77,25 @@ class PackWeightsPass(Pass):
                            reason=f"weight holds {non_finite} NaN/Inf value(s); kept float",
                            bytes_before=site.source_bytes, bytes_after=site.source_bytes, bits_per_weight=32.0)
             elif settings.precision == "fp32":
+                kept_float += origin == KEPT_FLOAT
                 if proven is not None and proven.act_quant:
                     requantize_float_layer(ctx, site)
-                kept_float += origin == KEPT_FLOAT
-                ctx.record(node=name, op_type=site.node.op, action="skipped", reason=f"kept float ({origin})",
-                           pass_name=self.name, precision="fp32", bytes_before=site.source_bytes,
-                           bytes_after=site.source_bytes, bits_per_weight=32.0)
+                    stored, shared_with = None, None
+                else:
+                    stored, shared_with = self._store_float(ctx, site, cache)
+                if stored is not None:
+                    ctx.record(node=name, op_type=site.node.op, action="converted", pass_name=self.name,
+                               reason=f"shares the stored weight of '{shared_with}'" if shared_with else
+                               f"kept float ({origin}); {stored.notes[0]}", precision=stored.precision,
+                               storage=stored.storage, bits_per_weight=stored.bits_per_weight,
+                               bytes_before=0 if shared_with else site.source_bytes,
+                               bytes_after=0 if shared_with else stored.bytes_after,
+                               weight_error=dict(stored.weight_error))
+                    converted += 1
+                else:
+                    ctx.record(node=name, op_type=site.node.op, action="skipped", reason=f"kept float ({origin})",
+                               pass_name=self.name, precision="fp32", bytes_before=site.source_bytes,
+                               bytes_after=site.source_bytes, bits_per_weight=32.0)
             else:
                 target.check(settings, f"layer '{name}'")
                 key = (site.weight_key, settings, proven is not None)
@@ -130,6 +144,21 @@ class PackWeightsPass(Pass):
             ctx.notes.append(f"precisions chosen by `onnxbit calibrate` for {config.calibrated} on sample data "
                              "(the model's output error was measured, so low weight SQNR is not flagged)")
         return PassResult(modified=converted > 0, summary=f"{converted}/{total} layer(s) converted")
+
+    def _store_float(self, ctx: PassContext, site: WeightSite, cache: dict) -> tuple[PackedWeight | None, str | None]:
+        """A float layer in the target's lossless smaller form (bfloat16 weights on
+        target onnxbit), emitted, and the layer whose stored weight it shares (a
+        weight several nodes read is stored once); (None, None) leaves the node as it is."""
+        key = (site.weight_key, "float")
+        shared_with = None
+        if key in cache:
+            packed, shared_with = cache[key]
+        else:
+            packed = ctx.target.pack_float(ctx, _base_name(site), site)
+            cache[key] = (packed, site.node.name)
+        if packed is not None:
+            ctx.target.emit(ctx, site, packed)
+        return packed, shared_with
 
     def _pack(self, ctx: PassContext, site: WeightSite, settings: LayerSettings) -> PackedWeight:
         q = quantize_site(site, settings, ctx.target.fused_format(settings))

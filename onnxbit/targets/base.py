@@ -143,6 +143,11 @@ class Target(abc.ABC):
     def emit(self, ctx, site, packed: PackedWeight) -> gs.Node:
         """Rewrite site's node to compute with `packed`; returns the new node."""
 
+    def pack_float(self, ctx, base: str, site) -> PackedWeight | None:
+        """A float layer's weight stored losslessly in fewer bytes (and emitted with
+        emit), or None to leave the layer as it is."""
+        return None
+
     def notes(self, settings, packed: PackedWeight) -> list[str]:
         """Model-level remarks a layer converted this way calls for (each
         reported once)."""

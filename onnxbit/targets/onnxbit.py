@@ -1,14 +1,15 @@
 """Target "onnxbit": com.onnxbit::TernaryMatMul for ternary and binary
 weights (needs this library at run time), onnxruntime's MatMulNBits for
-2/4-bit integer weights, and for 8-bit ones the fastest standard ops
-(integer_layers)."""
+2/4-bit integer weights, for 8-bit ones the fastest standard ops
+(integer_layers), and com.onnxbit::BFloat16MatMul for float layers whose
+weights are bfloat16 numbers (bf16_matmul)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from onnxbit import formats
-from onnxbit.targets import dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
+from onnxbit.targets import bf16_matmul, dequantize, integer_layers, matmulnbits, ternary_conv, ternary_matmul
 from onnxbit.targets.base import PackedWeight, QuantizedWeight, Target
 from onnxbit.targets.checks import check_act_quant, check_static_activations, check_block_size, is_ternary
 
@@ -62,7 +63,15 @@ class OnnxbitTarget(Target):
                 **ternary_matmul.activation_attributes(settings, base))
         return integer_layers.pack_integer(ctx, base, weight, settings)
 
+    def pack_float(self, ctx, base: str, site) -> PackedWeight | None:
+        if not bf16_matmul.applies(site):
+            return None
+        ctx.require_opset(bf16_matmul.DOMAIN, bf16_matmul.OPSET)
+        return bf16_matmul.pack_bf16_matmul(ctx, base, site.weight)
+
     def emit(self, ctx, site, packed: PackedWeight):
+        if packed.storage == bf16_matmul.STORAGE:
+            return bf16_matmul.emit_bf16_matmul(ctx, site, packed)
         if packed.storage.startswith("TernaryMatMul/"):
             return ternary_matmul.emit_ternary_matmul(ctx, site, packed)
         return integer_layers.emit_integer(ctx, site, packed)

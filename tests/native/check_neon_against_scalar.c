@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "onnxbit/bf16matmul.h"
 #include "onnxbit/formats.h"
 #include "onnxbit/isa.h"
 #include "onnxbit/tmatmul.h"
@@ -31,6 +32,55 @@ static int agree(float x, float y, int exact) {
     if (isnan(x) || isnan(y)) return isnan(x) && isnan(y);
     if (exact) return memcmp(&x, &y, sizeof x) == 0;
     return fabsf(x - y) <= 1e-4f * (1.0f + fabsf(x));
+}
+
+/* The bfloat16 matmul: NEON against scalar, bit for bit (both are one fused
+ * multiply-add chain per output), on shapes with column tails, K blocks and
+ * every tile height; the first case holds NaN, Inf and -0 weights. */
+static void check_bf16(int *cases, int *bad) {
+    for (int t = 0; t < 24; t++) {
+        size_t m = 1 + (size_t)(rand() % 13), k = t == 1 ? 1100 : 1 + (size_t)(rand() % 600);
+        size_t n = 1 + (size_t)(rand() % 300);
+        uint16_t *w = malloc(k * n * sizeof(uint16_t));
+        for (size_t i = 0; i < k * n; i++) {
+            float v = (float)(rand() % 2001 - 1000) / 700.0f;
+            uint32_t bits;
+            memcpy(&bits, &v, sizeof bits);
+            w[i] = (uint16_t)(bits >> 16);
+        }
+        if (t == 0) {
+            w[0] = 0x7FC0; /* NaN */
+            w[k * n - 1] = 0xFF80; /* -Inf */
+            w[n / 2] = 0x8000; /* -0 */
+        }
+        float *a = malloc(m * k * sizeof(float));
+        float *expected = malloc(m * n * sizeof(float)), *got = malloc(m * n * sizeof(float));
+        for (size_t i = 0; i < m * k; i++) a[i] = (float)(rand() % 2001 - 1000) / 300.0f;
+        char err[256];
+        obx_bf16_weights *packed[2];
+        float *out[2] = {expected, got};
+        for (int i = 0; i < 2; i++) {
+            obx_isa_force(i ? OBX_ISA_NEON : OBX_ISA_SCALAR);
+            packed[i] = obx_bf16_prepack(w, k * n, (int64_t)k, (int64_t)n, err, sizeof err);
+            if (!packed[i] || obx_bf16_compute(packed[i], a, m, NULL, out[i], NULL, NULL, err, sizeof err)) {
+                printf("bf16 case %d failed: %s\n", t, err);
+                exit(2);
+            }
+            obx_bf16_free(packed[i]);
+        }
+        for (size_t i = 0; i < m * n; i++)
+            if (!agree(expected[i], got[i], 1)) {
+                if (*bad < 10)
+                    printf("bf16 case %d (m=%zu k=%zu n=%zu) element %zu: scalar %g, neon %g\n", t, m, k,
+                           n, i, expected[i], got[i]);
+                (*bad)++;
+            }
+        (*cases)++;
+        free(w);
+        free(a);
+        free(expected);
+        free(got);
+    }
 }
 
 int main(void) {
@@ -89,6 +139,7 @@ int main(void) {
         free(expected);
         free(got);
     }
+    check_bf16(&cases, &bad);
     printf("%d cases, %d mismatches\n", cases, bad);
     return bad != 0;
 }

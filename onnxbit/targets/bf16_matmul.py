@@ -1,0 +1,80 @@
+"""com.onnxbit::BFloat16MatMul (target "onnxbit") for float layers whose weights
+are all bfloat16 numbers: a bf16 checkpoint exported to a float32 model (every
+released BitNet model; its output layer stays float). The weight is stored in
+its bfloat16 bits, losslessly, and multiplied as the same float32 values: half
+the bytes on disk and, what sets an LLM's decode speed, half the bytes read.
+
+Measured with the op against onnxruntime's fp32 MatMul on the same weights
+(4096 x 32000, one thread / two threads, Xeon with AVX-512): M=1 1.7x / 1.6-2.0x
+faster (both memory bound), M=8 1.6x / 2.3x, M=128 0.87x / 1.0x (compute bound:
+MLAS packs its operands, this kernel only the weight)."""
+
+from __future__ import annotations
+
+import ml_dtypes  # numpy's bfloat16 dtype, which onnx itself reads and writes bfloat16 tensors with
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxbit.graph.queries import VALUE_PRESERVING_OPS
+from onnxbit.layers.base import WeightSite
+from onnxbit.passes.base import PassContext
+from onnxbit.passes.rewrite import emit_op
+from onnxbit.reference.bf16_matmul import bf16_bits, is_exact_bf16
+from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
+
+DOMAIN = "com.onnxbit"
+OPSET = 1
+OP = "BFloat16MatMul"
+STORAGE = f"{OP}/bf16"
+
+
+def applies(site: WeightSite) -> bool:
+    """A MatMul/Gemm (not a Conv) whose effective weight holds only bfloat16 numbers and
+    is read by MatMul/Gemm nodes alone: a table an embedding Gather reads too (tied
+    weights) would stay in float32 beside the bfloat16 copy and grow the file."""
+    return site.conv is None and _read_by_matmuls_only(site.node.inputs[1]) and is_exact_bf16(site.weight)
+
+
+def _read_by_matmuls_only(tensor: gs.Tensor) -> bool:
+    """Every node that reads the constant behind `tensor` (through the value-preserving ops
+    exporters put in front of weights) is a MatMul or Gemm reading it as its weight."""
+    root = tensor
+    while root.inputs and root.inputs[0].op in (*VALUE_PRESERVING_OPS, "Constant"):
+        if root.inputs[0].op == "Constant" or not root.inputs[0].inputs:
+            break
+        root = root.inputs[0].inputs[0]
+    pending = [root]
+    while pending:
+        current = pending.pop()
+        for node in current.outputs:
+            if node.op in VALUE_PRESERVING_OPS and node.inputs and node.inputs[0] is current:
+                pending.extend(node.outputs)
+            elif node.op not in ("MatMul", "Gemm") or len(node.inputs) < 2 or node.inputs[1] is not current:
+                return False
+    return True
+
+
+def pack_bf16_matmul(ctx: PassContext, base: str, weight: np.ndarray) -> PackedWeight:
+    """weight: the layer's float32 [K, N], every value a bfloat16 number."""
+    k, n = weight.shape
+    constant = gs.Constant(ctx.fresh_name(f"{base}_bf16"), bf16_bits(weight).view(ml_dtypes.bfloat16))
+    packed = PackedWeight(precision="bf16", storage=STORAGE, constants=[constant], attrs={}, k=k, n=n)
+    packed.weight_error = {"mse": 0.0, "sqnr_db": float("inf"), "cosine": 1.0}
+    packed.notes.append("its weight holds only bfloat16 values: stored as bfloat16 (lossless, half the bytes) "
+                        "and run by BFloat16MatMul")
+    return packed
+
+
+def emit_bf16_matmul(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:
+    return emit_op(ctx, site, packed, OP, DOMAIN, OPSET, bias_input=2)
+
+
+def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:
+    if node.domain != DOMAIN or node.op_type != OP:
+        return None
+    weight = index.constant_tensor(node.input[1]) if len(node.input) > 1 else None
+    k, n = (int(weight.dims[0]), int(weight.dims[1])) if weight is not None and len(weight.dims) == 2 else (None, None)
+    size = index.constant_bytes(node.input[1:2])
+    return LayerInfo(node.name, node.op_type, "bf16", STORAGE, k, n, size,
+                     bits_per_weight(size, k * n if k and n else None))

@@ -1,0 +1,89 @@
+"""Float layers whose weights are bfloat16 numbers (a bf16 checkpoint exported to
+float32) are stored as bfloat16 on target onnxbit and run by BFloat16MatMul: the same
+values in half the bytes, the same outputs up to float32 summation order."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from onnx_models import init, make_model, mlp, value
+from onnxbit.convert import convert
+from onnxbit.inspect_model import inspect_model
+from onnxbit.runtime import InferenceSession
+
+
+def to_bf16_values(w: np.ndarray) -> np.ndarray:
+    """w rounded to the nearest bfloat16 numbers, kept as float32."""
+    bits = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x8000)) & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+def bf16_mlp(rng) -> onnx.ModelProto:
+    model, _ = mlp(rng)
+    for tensor in model.graph.initializer:
+        tensor.CopyFrom(numpy_helper.from_array(to_bf16_values(numpy_helper.to_array(tensor)), tensor.name))
+    return model
+
+
+def ops(model: onnx.ModelProto) -> list[str]:
+    return [node.op_type for node in model.graph.node]
+
+
+def test_bf16_float_layers_become_bfloat16_matmul_on_target_onnxbit(rng, tmp_path):
+    model = bf16_mlp(rng)
+    result = convert(model, preset="bitnet", progress=False)  # keeps float layers float
+    assert ops(result.model) == ["BFloat16MatMul", "Relu", "BFloat16MatMul"]
+    stored = {r.node: r for r in result.report.layers}
+    assert {r.precision for r in stored.values()} == {"bf16"}
+    assert all(r.action == "converted" and "lossless" in r.reason for r in stored.values())
+    assert stored["fc1"].bytes_after * 2 == stored["fc1"].bytes_before
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    expected = InferenceSession(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(InferenceSession(result.model).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
+    # The Gemm's alpha 0.5 and its C travel with the layer; inspect reads the layers back.
+    onnx.save(result.model, tmp_path / "out.onnx")
+    layers = {layer.node: layer for layer in inspect_model(str(tmp_path / "out.onnx")).layers}
+    assert (layers["fc2"].precision, layers["fc2"].k, layers["fc2"].n) == ("bf16", 48, 32)
+    assert layers["fc1"].bits_per_weight == 16.0
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_targets_without_the_library_leave_float_layers_alone(rng, target):
+    result = convert(bf16_mlp(rng), preset="bitnet", target=target, progress=False)
+    assert ops(result.model) == ["MatMul", "Relu", "Gemm"]
+
+
+def test_weights_that_are_not_bfloat16_stay_float(rng):
+    model, _ = mlp(rng)
+    result = convert(model, preset="bitnet", progress=False)
+    assert ops(result.model) == ["MatMul", "Relu", "Gemm"]
+    assert {r.action for r in result.report.layers} == {"skipped"}
+
+
+def test_a_table_an_embedding_gather_reads_too_stays_float(rng):
+    """Tied input and output embeddings: storing the MatMul's copy in bfloat16 would
+    leave the float32 table for the Gather and grow the file."""
+    table = to_bf16_values(rng.standard_normal((50, 16)))
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["h"], name="embed"),
+             helper.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0], name="tie"),
+             helper.make_node("MatMul", ["h", "table_t"], ["logits"], name="lm_head")]
+    model = make_model(nodes, [value("ids", [1, 4], onnx.TensorProto.INT64)], [value("logits", [1, 4, 50])],
+                       [init("table", table)])
+    result = convert(model, preset="bitnet", progress=False)
+    assert "BFloat16MatMul" not in ops(result.model)
+
+
+def test_a_weight_two_layers_share_is_stored_once(rng):
+    w = to_bf16_values(rng.standard_normal((32, 16)))
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y1"], name="a"),
+             helper.make_node("MatMul", ["x", "W"], ["y2"], name="b")]
+    model = make_model(nodes, [value("x", [2, 32])], [value("y1", [2, 16]), value("y2", [2, 16])], [init("W", w)])
+    result = convert(model, preset="bitnet", progress=False)
+    assert ops(result.model) == ["BFloat16MatMul", "BFloat16MatMul"]
+    assert len(result.model.graph.initializer) == 1
+    assert result.model.graph.initializer[0].data_type == onnx.TensorProto.BFLOAT16
+    records = {r.node: r for r in result.report.layers}
+    assert records["b"].reason == "shares the stored weight of 'a'" and records["b"].bytes_after == 0
