@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
@@ -51,19 +52,35 @@ def test_bf16_float_layers_become_bfloat16_matmul_on_target_onnxbit(rng, tmp_pat
 
 
 @pytest.mark.parametrize("target", ["ort", "onnx"])
-def test_targets_without_the_library_leave_float_layers_alone(rng, target):
-    result = convert(bf16_mlp(rng), preset="bitnet", target=target, progress=False)
-    assert ops(result.model) == ["MatMul", "Relu", "Gemm"]
+def test_other_targets_store_bfloat16_and_a_cast_that_gives_the_original_bits(rng, target, tmp_path):
+    model = bf16_mlp(rng)
+    result = convert(model, preset="bitnet", target=target, progress=False)
+    assert sorted(ops(result.model)) == ["Cast", "Cast", "Gemm", "MatMul", "Relu"]  # the nodes unchanged, weights cast
+    assert sorted(t.data_type for t in result.model.graph.initializer) == \
+        [onnx.TensorProto.FLOAT, onnx.TensorProto.BFLOAT16, onnx.TensorProto.BFLOAT16]  # C stays float
+    assert {(r.precision, r.storage) for r in result.report.layers} == {("bf16", "Cast/BFLOAT16")}
+    assert any("onnxruntime folds the Cast" in note for note in result.report.notes)
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert np.array_equal(session.run(None, {"x": x})[0], expected[0])
+    onnx.save(result.model, tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx").stat().st_size < model.ByteSize() * 0.6
+    layers = {layer.node: layer for layer in inspect_model(str(tmp_path / "out.onnx")).layers}
+    assert {(layer.precision, layer.storage, layer.k, layer.n) for layer in layers.values()} == \
+        {("bf16", "Cast/BFLOAT16", 64, 48), ("bf16", "Cast/BFLOAT16", 48, 32)}
 
 
-def test_weights_that_are_not_bfloat16_stay_float(rng):
+@pytest.mark.parametrize("target", ["onnxbit", "ort", "onnx"])
+def test_weights_that_are_not_bfloat16_stay_float(rng, target):
     model, _ = mlp(rng)
-    result = convert(model, preset="bitnet", progress=False)
+    result = convert(model, preset="bitnet", target=target, progress=False)
     assert ops(result.model) == ["MatMul", "Relu", "Gemm"]
     assert {r.action for r in result.report.layers} == {"skipped"}
 
 
-def test_a_table_an_embedding_gather_reads_too_stays_float(rng):
+@pytest.mark.parametrize("target", ["onnxbit", "ort"])
+def test_a_table_an_embedding_gather_reads_too_stays_float(rng, target):
     """Tied input and output embeddings: storing the MatMul's copy in bfloat16 would
     leave the float32 table for the Gather and grow the file."""
     table = to_bf16_values(rng.standard_normal((50, 16)))
@@ -72,8 +89,8 @@ def test_a_table_an_embedding_gather_reads_too_stays_float(rng):
              helper.make_node("MatMul", ["h", "table_t"], ["logits"], name="lm_head")]
     model = make_model(nodes, [value("ids", [1, 4], onnx.TensorProto.INT64)], [value("logits", [1, 4, 50])],
                        [init("table", table)])
-    result = convert(model, preset="bitnet", progress=False)
-    assert "BFloat16MatMul" not in ops(result.model)
+    result = convert(model, preset="bitnet", target=target, progress=False)
+    assert ops(result.model) == ["Gather", "Transpose", "MatMul"]
 
 
 def test_a_weight_two_layers_share_is_stored_once(rng):

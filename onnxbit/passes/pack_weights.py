@@ -51,7 +51,8 @@ class PackWeightsPass(Pass):
         "proof carries, never re-quantized); checks the target can express them (ConfigError otherwise); "
         "quantizes and packs once per distinct weight; replaces the node by the target's op; records each layer. "
         "Layers whose weight holds NaN/Inf are left unchanged with the reason; so are fp32 layers, unless the "
-        "target stores their weight losslessly in fewer bytes (target onnxbit: bfloat16 values as bfloat16)."
+        "target stores their weight losslessly in fewer bytes (bfloat16 values as bfloat16: BFloat16MatMul on "
+        "target onnxbit, bfloat16 + Cast on the others)."
     )
 
     def __init__(self, measure_error: bool = True):
@@ -157,7 +158,7 @@ class PackWeightsPass(Pass):
             packed = ctx.target.pack_float(ctx, _base_name(site), site)
             cache[key] = (packed, site.node.name)
         if packed is not None:
-            ctx.target.emit(ctx, site, packed)
+            ctx.target.emit_float(ctx, site, packed)
         return packed, shared_with
 
     def _pack(self, ctx: PassContext, site: WeightSite, settings: LayerSettings) -> PackedWeight:

@@ -24,11 +24,11 @@ def get_target(target: "str | Target") -> Target:
 
 def recognizers():
     """Functions reading one converted layer back, one per emitted op (for inspect)."""
-    from onnxbit.targets import (bf16_matmul, dequantize, dequantize_conv, matmul_integer, matmulnbits,
+    from onnxbit.targets import (bf16_cast, bf16_matmul, dequantize, dequantize_conv, matmul_integer, matmulnbits,
                                  ternary_conv, ternary_matmul)
 
-    return (ternary_matmul.recognize, ternary_conv.recognize, bf16_matmul.recognize, matmulnbits.recognize,
-            matmul_integer.recognize, dequantize.recognize, dequantize_conv.recognize)
+    return (ternary_matmul.recognize, ternary_conv.recognize, bf16_matmul.recognize, bf16_cast.recognize,
+            matmulnbits.recognize, matmul_integer.recognize, dequantize.recognize, dequantize_conv.recognize)
 
 
 __all__ = ["NAMES", "TARGETS", "LayerInfo", "PackedWeight", "QuantizedWeight", "Target", "get_target",

@@ -144,9 +144,17 @@ class Target(abc.ABC):
         """Rewrite site's node to compute with `packed`; returns the new node."""
 
     def pack_float(self, ctx, base: str, site) -> PackedWeight | None:
-        """A float layer's weight stored losslessly in fewer bytes (and emitted with
-        emit), or None to leave the layer as it is."""
-        return None
+        """A float layer's weight stored losslessly in fewer bytes (emitted with
+        emit_float), or None to leave the layer as it is. Any runtime: bfloat16
+        values as bfloat16 + Cast (bf16_cast), which onnxruntime folds at load."""
+        from onnxbit.targets.bf16_cast import pack_bf16_cast
+
+        return pack_bf16_cast(ctx, base, site)
+
+    def emit_float(self, ctx, site, packed: PackedWeight) -> gs.Node:
+        from onnxbit.targets.bf16_cast import emit_bf16_cast
+
+        return emit_bf16_cast(ctx, site, packed)
 
     def notes(self, settings, packed: PackedWeight) -> list[str]:
         """Model-level remarks a layer converted this way calls for (each

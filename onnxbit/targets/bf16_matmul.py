@@ -11,16 +11,15 @@ MLAS packs its operands, this kernel only the weight)."""
 
 from __future__ import annotations
 
-import ml_dtypes  # numpy's bfloat16 dtype, which onnx itself reads and writes bfloat16 tensors with
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxbit.graph.queries import VALUE_PRESERVING_OPS
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import emit_op
-from onnxbit.reference.bf16_matmul import bf16_bits, is_exact_bf16
+from onnxbit.reference.bf16_matmul import is_exact_bf16
+from onnxbit.targets.bf16_cast import bf16_constant, lossless, read_by_weight_inputs_only
 from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
 
 DOMAIN = "com.onnxbit"
@@ -31,39 +30,17 @@ STORAGE = f"{OP}/bf16"
 
 def applies(site: WeightSite) -> bool:
     """A MatMul/Gemm (not a Conv) whose effective weight holds only bfloat16 numbers and
-    is read by MatMul/Gemm nodes alone: a table an embedding Gather reads too (tied
-    weights) would stay in float32 beside the bfloat16 copy and grow the file."""
-    return site.conv is None and _read_by_matmuls_only(site.node.inputs[1]) and is_exact_bf16(site.weight)
-
-
-def _read_by_matmuls_only(tensor: gs.Tensor) -> bool:
-    """Every node that reads the constant behind `tensor` (through the value-preserving ops
-    exporters put in front of weights) is a MatMul or Gemm reading it as its weight."""
-    root = tensor
-    while root.inputs and root.inputs[0].op in (*VALUE_PRESERVING_OPS, "Constant"):
-        if root.inputs[0].op == "Constant" or not root.inputs[0].inputs:
-            break
-        root = root.inputs[0].inputs[0]
-    pending = [root]
-    while pending:
-        current = pending.pop()
-        for node in current.outputs:
-            if node.op in VALUE_PRESERVING_OPS and node.inputs and node.inputs[0] is current:
-                pending.extend(node.outputs)
-            elif node.op not in ("MatMul", "Gemm") or len(node.inputs) < 2 or node.inputs[1] is not current:
-                return False
-    return True
+    is read by MatMul/Gemm nodes alone (bf16_cast.read_by_weight_inputs_only)."""
+    return site.conv is None and read_by_weight_inputs_only(site.node.inputs[1]) and is_exact_bf16(site.weight)
 
 
 def pack_bf16_matmul(ctx: PassContext, base: str, weight: np.ndarray) -> PackedWeight:
     """weight: the layer's float32 [K, N], every value a bfloat16 number."""
     k, n = weight.shape
-    constant = gs.Constant(ctx.fresh_name(f"{base}_bf16"), bf16_bits(weight).view(ml_dtypes.bfloat16))
-    packed = PackedWeight(precision="bf16", storage=STORAGE, constants=[constant], attrs={}, k=k, n=n)
-    packed.weight_error = {"mse": 0.0, "sqnr_db": float("inf"), "cosine": 1.0}
-    packed.notes.append("its weight holds only bfloat16 values: stored as bfloat16 (lossless, half the bytes) "
-                        "and run by BFloat16MatMul")
-    return packed
+    packed = PackedWeight(precision="bf16", storage=STORAGE, constants=[bf16_constant(ctx, base, weight)], attrs={},
+                          k=k, n=n)
+    return lossless(packed, "its weight holds only bfloat16 values: stored as bfloat16 (lossless, half the bytes) "
+                            "and run by BFloat16MatMul")
 
 
 def emit_bf16_matmul(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> gs.Node:

@@ -64,14 +64,16 @@ class OnnxbitTarget(Target):
         return integer_layers.pack_integer(ctx, base, weight, settings)
 
     def pack_float(self, ctx, base: str, site) -> PackedWeight | None:
+        """bfloat16 weights run by BFloat16MatMul: half the bytes read, not only stored."""
         if not bf16_matmul.applies(site):
             return None
         ctx.require_opset(bf16_matmul.DOMAIN, bf16_matmul.OPSET)
         return bf16_matmul.pack_bf16_matmul(ctx, base, site.weight)
 
+    def emit_float(self, ctx, site, packed: PackedWeight):
+        return bf16_matmul.emit_bf16_matmul(ctx, site, packed)
+
     def emit(self, ctx, site, packed: PackedWeight):
-        if packed.storage == bf16_matmul.STORAGE:
-            return bf16_matmul.emit_bf16_matmul(ctx, site, packed)
         if packed.storage.startswith("TernaryMatMul/"):
             return ternary_matmul.emit_ternary_matmul(ctx, site, packed)
         return integer_layers.emit_integer(ctx, site, packed)
