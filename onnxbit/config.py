@@ -29,6 +29,14 @@ Presets:
 at the layer's precision; "keep" leaves every weight float that no QAT fold
 proved ternary.
 
+``float_storage``: how layers that stay float are stored when their weights
+are all bfloat16 numbers (a bf16 checkpoint exported to float32). "bf16"
+(default): in 16 bits, losslessly: BFloat16MatMul on target onnxbit (faster
+at one row, a little slower at many: README), bfloat16 + Cast elsewhere;
+"bf16-cast": bfloat16 + Cast on every target (half the bytes, the
+original's speed once onnxruntime folds the Cast); "fp32": as they are.
+Embedding tables only Gathers read follow "bf16" and "bf16-cast" too.
+
 A config is a plain dict (or a JSON or TOML file holding one)::
 
     {"preset": "bitnet",
@@ -58,6 +66,7 @@ FORMATS = formats.NAMES
 TARGETS = ("onnxbit", "ort", "onnx")  # onnxbit.targets.NAMES (tests/test_targets.py checks they agree)
 POSITIONS = ("first", "last")
 FLOAT_WEIGHTS = ("quantize", "keep")
+FLOAT_STORAGE = ("bf16", "bf16-cast", "fp32")
 ACTIVATIONS = ("float", "int8", "static")
 # How `onnxbit calibrate` turns a layer's activation statistics into its static
 # scale (onnxbit.calibration.statistics.RANGE_METHODS; a test checks they agree).
@@ -196,6 +205,7 @@ class QuantConfig:
     min_params: int = 0
     preset: str | None = None
     float_weights: str = "quantize"  # or "keep": only QAT-proven layers convert
+    float_storage: str = "bf16"  # FLOAT_STORAGE: bfloat16-exact float layers in 16 bits, or "fp32" as they are
     calibrated: str | None = None  # the budget `onnxbit calibrate` chose these precisions for
 
     def matching_rule(self, node_name: str, op_type: str, position: set[str], params: int) -> LayerRule | None:
@@ -317,7 +327,7 @@ def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
     other keys refine it ("rules" given here come before the preset's)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is an object, got {type(raw).__name__}")
-    known = ("calibrated", "default", "float_weights", "min_params", "preset", "rules")
+    known = ("calibrated", "default", "float_storage", "float_weights", "min_params", "preset", "rules")
     unknown = set(raw) - set(known)
     if unknown:
         raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: {', '.join(known)}")
@@ -336,11 +346,14 @@ def config_from_dict(raw: dict[str, Any]) -> QuantConfig:
     float_weights = raw.get("float_weights", base.get("float_weights", "quantize"))
     if float_weights not in FLOAT_WEIGHTS:
         raise ConfigError(f"float_weights must be one of {', '.join(FLOAT_WEIGHTS)}, got {float_weights!r}")
+    float_storage = raw.get("float_storage", base.get("float_storage", "bf16"))
+    if float_storage not in FLOAT_STORAGE:
+        raise ConfigError(f"float_storage must be one of {', '.join(FLOAT_STORAGE)}, got {float_storage!r}")
     calibrated = raw.get("calibrated")
     if calibrated is not None and not isinstance(calibrated, str):
         raise ConfigError(f"calibrated must be the budget string calibration used, got {calibrated!r}")
     return QuantConfig(default=default, rules=rules, min_params=min_params, preset=preset_name,
-                       float_weights=float_weights, calibrated=calibrated)
+                       float_weights=float_weights, float_storage=float_storage, calibrated=calibrated)
 
 
 def preset(name: str) -> QuantConfig:

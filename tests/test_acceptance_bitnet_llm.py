@@ -90,3 +90,18 @@ def test_the_converted_model_decodes_the_same_tokens_as_the_exported_graph(conve
             # the tolerance of tests/test_acceptance_bitnet.py: the fold is exact up to float summation order
             assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
             np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_on_target_onnx_the_bf16_head_and_embedding_decode_the_same_tokens(tmp_path, layout):
+    """Standard ops only: the head and the token embedding stored as bfloat16 (+ Cast),
+    the ternary layers as INT2 DequantizeLinear; greedy decoding keeps every token."""
+    out = tmp_path / "onnx.onnx"
+    report = convert(MODEL, target="onnx", output_path=out, progress=False).report
+    stored = {r.node: r.storage for r in report.layers if r.precision == "bf16"}
+    assert sorted(stored.values()) == ["Cast/BFLOAT16", "Gather/BFLOAT16"], stored
+    original = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for ids in prompts():
+        expected_tokens, _ = generate(original, layout, ids, STEPS)
+        tokens, _ = generate(session, layout, ids, STEPS)
+        np.testing.assert_array_equal(tokens, expected_tokens)

@@ -104,3 +104,15 @@ def test_a_weight_two_layers_share_is_stored_once(rng):
     assert result.model.graph.initializer[0].data_type == onnx.TensorProto.BFLOAT16
     records = {r.node: r for r in result.report.layers}
     assert records["b"].reason == "shares the stored weight of 'a'" and records["b"].bytes_after == 0
+
+
+def test_float_storage_chooses_the_form_or_leaves_float_layers_as_they_are(rng):
+    model = bf16_mlp(rng)
+    default = convert(model, preset="bitnet", progress=False)
+    assert any("0.75-0.95x at 16-128 rows" in note for note in default.report.notes)  # the op's cost is said
+    cast = convert(model, config={"preset": "bitnet", "float_storage": "bf16-cast"}, progress=False)
+    assert sorted(ops(cast.model)) == ["Cast", "Cast", "Gemm", "MatMul", "Relu"]
+    kept = convert(model, config={"preset": "bitnet", "float_storage": "fp32"}, progress=False, write_noop=True)
+    assert ops(kept.model) == ["MatMul", "Relu", "Gemm"]
+    with pytest.raises(ValueError, match="float_storage must be one of bf16, bf16-cast, fp32"):
+        convert(model, config={"preset": "bitnet", "float_storage": "fp16"}, progress=False)

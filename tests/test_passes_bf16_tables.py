@@ -58,3 +58,9 @@ def test_a_table_the_output_layer_also_reads_stays_float32(rng):
     result = convert(model, preset="bitnet", progress=False)
     assert [t.data_type for t in result.model.graph.initializer] == [TensorProto.FLOAT]
     assert "Cast" not in {n.op_type for n in result.model.graph.node}
+
+
+def test_float_storage_fp32_keeps_tables_float32(rng):
+    model = embedding_model(to_bf16_values(rng.standard_normal((500, 16))))
+    result = convert(model, config={"preset": "bitnet", "float_storage": "fp32"}, progress=False, write_noop=True)
+    assert [t.data_type for t in result.model.graph.initializer] == [TensorProto.FLOAT]

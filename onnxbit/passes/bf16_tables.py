@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 
 from onnxbit.graph.gs_adapter import read_constant
 from onnxbit.graph.queries import iter_graphs
-from onnxbit.reference.bf16_matmul import bf16_bits
+from onnxbit.reference.bf16_matmul import bf16_bits, exact_bf16_count
 
 from .base import Pass, PassContext, PassResult
 
@@ -41,9 +41,8 @@ def check(table: gs.Constant, readers: list[tuple[gs.Node, int]]) -> str | np.nd
         return "not a float32 table"
     if any(node.op != "Gather" or index != 0 for node, index in readers):
         return "the table is also read by other nodes (e.g. a tied output layer)"
-    values = np.ascontiguousarray(read_constant(table))
-    bits = values.view(np.uint32)
-    if np.count_nonzero(bits & np.uint32(0xFFFF)):
+    values = read_constant(table)
+    if exact_bf16_count(values):
         return "its values are not all bfloat16 numbers"
     return bf16_bits(values)
 
@@ -71,10 +70,12 @@ class StoreBf16TablesPass(Pass):
         "For each constant float32 table (>= 2-D, >= 256 values) that only Gathers read, as their data, and whose "
         "values are all bfloat16 numbers: stores it as bfloat16 and casts each Gather's output to float32 (exact, "
         "same floats). Marks those Gathers' records converted (bf16); leaves every other table as it is. Needs "
-        "ai.onnx opset 13."
+        "ai.onnx opset 13; config float_storage 'fp32' turns it off."
     )
 
     def run(self, ctx: PassContext) -> PassResult:
+        if ctx.config is not None and getattr(ctx.config, "float_storage", "bf16") == "fp32":
+            return PassResult(modified=False, summary="float_storage fp32: tables stay float32")
         if ctx.graph.opset < MIN_OPSET:
             return PassResult(modified=False, summary=f"opset {ctx.graph.opset} < {MIN_OPSET}: tables stay float32")
         readers: dict[str, list[tuple[gs.Node, int]]] = {}

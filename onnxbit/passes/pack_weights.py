@@ -83,7 +83,7 @@ class PackWeightsPass(Pass):
                     requantize_float_layer(ctx, site)
                     stored, shared_with = None, None
                 else:
-                    stored, shared_with = self._store_float(ctx, site, cache)
+                    stored, shared_with = self._store_float(ctx, site, cache, config.float_storage)
                 if stored is not None:
                     ctx.record(node=name, op_type=site.node.op, action="converted", pass_name=self.name,
                                reason=f"shares the stored weight of '{shared_with}'" if shared_with else
@@ -146,19 +146,29 @@ class PackWeightsPass(Pass):
                              "(the model's output error was measured, so low weight SQNR is not flagged)")
         return PassResult(modified=converted > 0, summary=f"{converted}/{total} layer(s) converted")
 
-    def _store_float(self, ctx: PassContext, site: WeightSite, cache: dict) -> tuple[PackedWeight | None, str | None]:
-        """A float layer in the target's lossless smaller form (bfloat16 weights on
-        target onnxbit), emitted, and the layer whose stored weight it shares (a
-        weight several nodes read is stored once); (None, None) leaves the node as it is."""
+    def _store_float(self, ctx: PassContext, site: WeightSite, cache: dict,
+                     storage: str) -> tuple[PackedWeight | None, str | None]:
+        """A float layer in a lossless smaller form (config float_storage: "bf16" the
+        target's, "bf16-cast" bfloat16 + Cast on any target), emitted, and the layer whose
+        stored weight it shares (a weight several nodes read is stored once); (None, None)
+        leaves the node as it is ("fp32", or weights that are not bfloat16 numbers)."""
+        if storage == "fp32":
+            return None, None
+        from onnxbit.targets.base import Target
+
+        # "bf16-cast": the base class's form, whatever the target's own is
+        pack, emit = ((ctx.target.pack_float, ctx.target.emit_float) if storage == "bf16" else
+                      (lambda *args: Target.pack_float(ctx.target, *args),
+                       lambda *args: Target.emit_float(ctx.target, *args)))
         key = (site.weight_key, "float")
         shared_with = None
         if key in cache:
             packed, shared_with = cache[key]
         else:
-            packed = ctx.target.pack_float(ctx, _base_name(site), site)
+            packed = pack(ctx, _base_name(site), site)
             cache[key] = (packed, site.node.name)
         if packed is not None:
-            ctx.target.emit_float(ctx, site, packed)
+            emit(ctx, site, packed)
         return packed, shared_with
 
     def _pack(self, ctx: PassContext, site: WeightSite, settings: LayerSettings) -> PackedWeight:

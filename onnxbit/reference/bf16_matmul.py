@@ -16,7 +16,8 @@ import numpy as np
 def exact_bf16_count(weight: np.ndarray, band_elements: int = 1 << 22) -> int:
     """How many values of a float32 array are not bfloat16 numbers (low 16 bits set),
     counted a band at a time (no full-size temporary)."""
-    flat = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1).view(np.uint32)
+    weight = np.asarray(weight, dtype=np.float32)
+    flat = weight.ravel(order="K").view(np.uint32)  # a view for either memory order
     inexact = 0
     for start in range(0, flat.size, band_elements):
         inexact += int(np.count_nonzero(flat[start:start + band_elements] & np.uint32(0xFFFF)))
@@ -27,12 +28,17 @@ def is_exact_bf16(weight: np.ndarray) -> bool:
     return weight.dtype == np.float32 and exact_bf16_count(weight) == 0
 
 
-def bf16_bits(weight: np.ndarray) -> np.ndarray:
-    """The uint16 bfloat16 bits of a float32 array whose values are all bfloat16 numbers."""
-    bits = np.ascontiguousarray(weight, dtype=np.float32).view(np.uint32)
-    if np.count_nonzero(bits & np.uint32(0xFFFF)):
-        raise ValueError("the array holds values that are not bfloat16 numbers (low 16 bits set)")
-    return (bits >> np.uint32(16)).astype(np.uint16)
+def bf16_bits(weight: np.ndarray, band_elements: int = 1 << 22) -> np.ndarray:
+    """The uint16 bfloat16 bits of a float32 array whose values are all bfloat16 numbers
+    (in its shape), made a band at a time: no full-size temporary beside the result."""
+    flat = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1).view(np.uint32)
+    out = np.empty(flat.size, dtype=np.uint16)
+    for start in range(0, flat.size, band_elements):
+        band = flat[start:start + band_elements]
+        if np.count_nonzero(band & np.uint32(0xFFFF)):
+            raise ValueError("the array holds values that are not bfloat16 numbers (low 16 bits set)")
+        out[start:start + band_elements] = band >> np.uint32(16)
+    return out.reshape(np.shape(weight))
 
 
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
