@@ -64,3 +64,22 @@ def test_float_storage_fp32_keeps_tables_float32(rng):
     model = embedding_model(to_bf16_values(rng.standard_normal((500, 16))))
     result = convert(model, config={"preset": "bitnet", "float_storage": "fp32"}, progress=False, write_noop=True)
     assert [t.data_type for t in result.model.graph.initializer] == [TensorProto.FLOAT]
+
+
+def test_a_table_in_external_data_is_scanned_from_the_file_and_nothing_is_printed(rng, tmp_path, capfd):
+    """The table is read a chunk at a time from the input's data file (gs_adapter.float32_chunks),
+    and onnx-graphsurgeon's warning that bfloat16 has no numpy type does not reach the user."""
+    from onnxbit.graph.gs_adapter import float32_chunks  # noqa: F401  (the path under test)
+
+    model = embedding_model(to_bf16_values(rng.standard_normal((5000, 64))))
+    source = tmp_path / "in.onnx"
+    stored = onnx.ModelProto()
+    stored.CopyFrom(model)  # onnx.save points the tensors it externalizes at the file
+    onnx.save(stored, source, save_as_external_data=True, all_tensors_to_one_file=True, location="in.onnx.data",
+              size_threshold=0)
+    result = convert(source, preset="bitnet", output_path=tmp_path / "out.onnx", progress=False)
+    assert [r.precision for r in result.report.layers if r.node == "embed"] == ["bf16"]
+    ids = np.array([[4999, 0, 17]], np.int64)
+    assert np.array_equal(run(onnx.load(tmp_path / "out.onnx"), ids), run(model, ids))
+    captured = capfd.readouterr()
+    assert "[W]" not in captured.out + captured.err

@@ -18,14 +18,17 @@ onnx-graphsurgeon, so an upgrade that changes one fails there, by name.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import weakref
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxbit.graph.ternary import TernaryProof
 from onnxbit.modelio.payloads import Payload
@@ -36,15 +39,34 @@ RAW_DTYPES = {
     onnx.TensorProto.INT8: np.int8, onnx.TensorProto.INT16: np.int16, onnx.TensorProto.INT32: np.int32,
     onnx.TensorProto.INT64: np.int64, onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.UINT16: np.uint16,
     onnx.TensorProto.UINT32: np.uint32, onnx.TensorProto.UINT64: np.uint64, onnx.TensorProto.BOOL: np.bool_,
+    # ml_dtypes' bfloat16, onnx's own numpy type for it: bfloat16 weights are streamed like the others
+    # (onnx's exporter would otherwise copy them through float32 temporaries: +685 MB converting a 0.7B LLM)
+    onnx.TensorProto.BFLOAT16: ml_dtypes.bfloat16,
 }
 BY_NUMPY = {np.dtype(v): k for k, v in RAW_DTYPES.items()}
 LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+@contextlib.contextmanager
+def _without_type_warnings():
+    """onnx-graphsurgeon warns, on stdout, that it has no numpy type for BFLOAT16 and keeps
+    the ONNX type, which is what the bfloat16 weights need: not a message for users."""
+    severity = G_LOGGER.severity
+    G_LOGGER.severity = max(severity, G_LOGGER.ERROR)
+    try:
+        yield
+    finally:
+        G_LOGGER.severity = severity
 
 
 class RestorableValues(LazyValues):
     """Lazy values that can be handed back after a pass loaded them: every
     array load() returns is remembered (weakly), so release_loaded can put
     this object back in place of an unchanged array."""
+
+    def __init__(self, tensor: onnx.TensorProto):
+        with _without_type_warnings():
+            super().__init__(tensor)
 
     def remember(self, array: np.ndarray) -> np.ndarray:
         key = id(array)
@@ -64,6 +86,29 @@ class BorrowedValues(RestorableValues):
         dtype = np.dtype(RAW_DTYPES[self.tensor.data_type])
         shape = tuple(int(d) for d in self.tensor.dims)
         return self.remember(self.payload.array(dtype, shape))  # read-only
+
+
+def float32_chunks(tensor: gs.Tensor):
+    """The float32 values of a constant whose bytes are borrowed (read from the input
+    model or its data file), one chunk of the payload at a time, so that a pass can
+    scan a large table without holding a float32 copy of it; None for any other tensor."""
+    if not isinstance(tensor, gs.Constant):
+        return None
+    values = tensor._values
+    if not isinstance(values, BorrowedValues) or values.tensor.data_type != onnx.TensorProto.FLOAT:
+        return None
+
+    def chunks():
+        carry = b""
+        for chunk in values.payload.chunks():
+            data = carry + bytes(chunk) if carry else chunk
+            whole = len(data) - len(data) % 4
+            carry = bytes(data[whole:])
+            yield np.frombuffer(data, dtype=np.float32, count=whole // 4)
+        if carry:
+            raise ValueError(f"constant '{tensor.name}' holds a partial float32 value")
+
+    return chunks()
 
 
 class TernaryValues(RestorableValues):
@@ -139,12 +184,14 @@ def lazy_proto(tensor: gs.Constant) -> onnx.TensorProto | None:
 
 def stand_in_values(proto: onnx.TensorProto) -> LazyValues:
     """Lazy values over a data-less stand-in: exported as the stand-in itself."""
-    return LazyValues(proto)
+    with _without_type_warnings():
+        return LazyValues(proto)
 
 
 def proto_constant(proto: onnx.TensorProto) -> gs.Constant:
     """A graph constant exported exactly as `proto` (INT2/INT4 data, which numpy cannot hold)."""
-    return gs.Constant(proto.name, LazyValues(proto))
+    with _without_type_warnings():
+        return gs.Constant(proto.name, LazyValues(proto))
 
 
 def ternary_constant(name: str, proof: TernaryProof, stored_transposed: bool = False,
@@ -218,7 +265,8 @@ def import_with_own_domains(model: onnx.ModelProto) -> gs.Graph:
     appends the domains of new nodes to it at export, in set order (which
     changes between processes): the graph gets a detached copy, and the pass
     manager adds the domains the passes asked for, sorted."""
-    graph = gs.import_onnx(model)
+    with _without_type_warnings():
+        graph = gs.import_onnx(model)
     graph.import_domains = [onnx.helper.make_opsetid(i.domain, i.version) for i in model.opset_import]
     return graph
 

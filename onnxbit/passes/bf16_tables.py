@@ -17,9 +17,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxbit.graph.gs_adapter import read_constant
 from onnxbit.graph.queries import iter_graphs
-from onnxbit.reference.bf16_matmul import bf16_bits, exact_bf16_count
+from onnxbit.targets.bf16_cast import bf16_constant, stored_bits
 
 from .base import Pass, PassContext, PassResult
 
@@ -41,10 +40,8 @@ def check(table: gs.Constant, readers: list[tuple[gs.Node, int]]) -> str | np.nd
         return "not a float32 table"
     if any(node.op != "Gather" or index != 0 for node, index in readers):
         return "the table is also read by other nodes (e.g. a tied output layer)"
-    values = read_constant(table)
-    if exact_bf16_count(values):
-        return "its values are not all bfloat16 numbers"
-    return bf16_bits(values)
+    bits = stored_bits(table)
+    return "its values are not all bfloat16 numbers" if bits is None else bits
 
 
 def rewrite(ctx: PassContext, table: gs.Constant, bits: np.ndarray, readers: list[tuple[gs.Node, int]],
@@ -52,7 +49,7 @@ def rewrite(ctx: PassContext, table: gs.Constant, bits: np.ndarray, readers: lis
     """Every reader gathers from the bfloat16 table and casts its output to float32."""
     import ml_dtypes  # numpy's bfloat16 dtype, which onnx reads and writes bfloat16 tensors with
 
-    stored = gs.Constant(ctx.fresh_name(f"{table.name}_bf16"), bits.view(ml_dtypes.bfloat16))
+    stored = bf16_constant(ctx, table.name, bits)
     for node, _ in readers:
         output = node.outputs[0]
         rows = gs.Variable(ctx.fresh_name(f"{output.name}_bf16"), dtype=ml_dtypes.bfloat16, shape=output.shape)

@@ -41,6 +41,20 @@ def bf16_bits(weight: np.ndarray, band_elements: int = 1 << 22) -> np.ndarray:
     return out.reshape(np.shape(weight))
 
 
+def bf16_bits_of_chunks(chunks, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The bfloat16 bits (in `shape`) of float32 values given a chunk at a time, or None
+    as soon as a value is not a bfloat16 number."""
+    out = np.empty(int(np.prod(shape)), dtype=np.uint16)
+    done = 0
+    for chunk in chunks:
+        bits = np.asarray(chunk, dtype=np.float32).view(np.uint32)
+        if done + bits.size > out.size or np.count_nonzero(bits & np.uint32(0xFFFF)):
+            return None
+        out[done:done + bits.size] = bits >> np.uint32(16)
+        done += bits.size
+    return out.reshape(shape) if done == out.size else None
+
+
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     """uint16 bfloat16 bits -> the float32 values they are (exact)."""
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)

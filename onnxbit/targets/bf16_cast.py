@@ -13,10 +13,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxbit.graph.gs_adapter import float32_chunks
 from onnxbit.graph.queries import NotConstant, resolve_constant
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
-from onnxbit.reference.bf16_matmul import bf16_bits, is_exact_bf16
+from onnxbit.reference.bf16_matmul import bf16_bits, bf16_bits_of_chunks, is_exact_bf16
 from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
 
 STORAGE = "Cast/BFLOAT16"
@@ -47,8 +48,27 @@ def read_by_weight_inputs_only(tensor: gs.Tensor) -> bool:
     return True
 
 
-def bf16_constant(ctx: PassContext, base: str, values: np.ndarray) -> gs.Constant:
-    return gs.Constant(ctx.fresh_name(f"{base}_bf16"), bf16_bits(values).view(ml_dtypes.bfloat16))
+def bf16_constant(ctx: PassContext, base: str, bits: np.ndarray) -> gs.Constant:
+    """A BFLOAT16 constant of uint16 bfloat16 bits."""
+    return gs.Constant(ctx.fresh_name(f"{base}_bf16"), bits.view(ml_dtypes.bfloat16))
+
+
+def stored_bits(tensor: gs.Tensor) -> np.ndarray | None:
+    """The bfloat16 bits of the float32 constant a node reads through `tensor` (in its
+    shape), or None when it is not constant or not all bfloat16 numbers. A borrowed
+    weight is scanned straight from its payload a chunk at a time: a 0.7B LLM's head and
+    embedding (197 MB each) never exist as float32 copies in the conversion."""
+    chunks = float32_chunks(tensor)
+    if chunks is not None:
+        return bf16_bits_of_chunks(chunks, tuple(int(d) for d in tensor.shape))
+    try:
+        values, _ = resolve_constant(tensor)
+    except NotConstant:
+        return None
+    values = np.asarray(values)
+    if values.dtype != np.float32 or not is_exact_bf16(values):
+        return None
+    return bf16_bits(values)
 
 
 def lossless(packed: PackedWeight, note: str) -> PackedWeight:
@@ -61,14 +81,10 @@ def pack_bf16_cast(ctx: PassContext, base: str, site: WeightSite) -> PackedWeigh
     """The weight tensor the node reads, as bfloat16, when all its values are bfloat16 numbers."""
     if site.conv is not None or ctx.graph.opset < MIN_OPSET or not read_by_weight_inputs_only(site.node.inputs[1]):
         return None
-    try:
-        values, _ = resolve_constant(site.node.inputs[1])
-    except NotConstant:
+    bits = stored_bits(site.node.inputs[1])
+    if bits is None:
         return None
-    values = np.asarray(values)
-    if values.dtype != np.float32 or not is_exact_bf16(values):
-        return None
-    packed = PackedWeight(precision="bf16", storage=STORAGE, constants=[bf16_constant(ctx, base, values)], attrs={},
+    packed = PackedWeight(precision="bf16", storage=STORAGE, constants=[bf16_constant(ctx, base, bits)], attrs={},
                           k=site.k, n=site.n)
     if NOTE not in ctx.notes:
         ctx.notes.append(NOTE)

@@ -18,8 +18,8 @@ import onnx_graphsurgeon as gs
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import emit_op
-from onnxbit.reference.bf16_matmul import is_exact_bf16
-from onnxbit.targets.bf16_cast import bf16_constant, lossless, read_by_weight_inputs_only
+from onnxbit.reference.bf16_matmul import bf16_bits, is_exact_bf16
+from onnxbit.targets.bf16_cast import bf16_constant, lossless, read_by_weight_inputs_only, stored_bits
 from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
 
 DOMAIN = "com.onnxbit"
@@ -31,16 +31,22 @@ SPEED_NOTE = ("float layers whose weights are bfloat16 numbers run as BFloat16Ma
               "long-prompt work set \"float_storage\": \"bf16-cast\" (the same file size, the original's speed)")
 
 
-def applies(site: WeightSite) -> bool:
-    """A MatMul/Gemm (not a Conv) whose effective weight holds only bfloat16 numbers and
-    is read by MatMul/Gemm nodes alone (bf16_cast.read_by_weight_inputs_only)."""
-    return site.conv is None and read_by_weight_inputs_only(site.node.inputs[1]) and is_exact_bf16(site.weight)
+def weight_bits(site: WeightSite) -> np.ndarray | None:
+    """The bfloat16 bits of the layer's effective [K, N] weight, or None: not a MatMul/Gemm,
+    a table a Gather reads too (bf16_cast.read_by_weight_inputs_only), or values that are
+    not all bfloat16 numbers. A MatMul reads its weight as the op stores it, so that is
+    scanned without a float32 copy; a Gemm's (transB, alpha) is computed first."""
+    if site.conv is not None or not read_by_weight_inputs_only(site.node.inputs[1]):
+        return None
+    if site.node.op == "MatMul":
+        return stored_bits(site.node.inputs[1])
+    return bf16_bits(site.weight) if is_exact_bf16(site.weight) else None
 
 
-def pack_bf16_matmul(ctx: PassContext, base: str, weight: np.ndarray) -> PackedWeight:
-    """weight: the layer's float32 [K, N], every value a bfloat16 number."""
-    k, n = weight.shape
-    packed = PackedWeight(precision="bf16", storage=STORAGE, constants=[bf16_constant(ctx, base, weight)], attrs={},
+def pack_bf16_matmul(ctx: PassContext, base: str, bits: np.ndarray) -> PackedWeight:
+    """bits: the bfloat16 bits of the layer's [K, N] weight."""
+    k, n = bits.shape
+    packed = PackedWeight(precision="bf16", storage=STORAGE, constants=[bf16_constant(ctx, base, bits)], attrs={},
                           k=k, n=n)
     if SPEED_NOTE not in ctx.notes:
         ctx.notes.append(SPEED_NOTE)

@@ -65,10 +65,11 @@ class OnnxbitTarget(Target):
 
     def pack_float(self, ctx, base: str, site) -> PackedWeight | None:
         """bfloat16 weights run by BFloat16MatMul: half the bytes read, not only stored."""
-        if not bf16_matmul.applies(site):
+        bits = bf16_matmul.weight_bits(site)
+        if bits is None:
             return None
         ctx.require_opset(bf16_matmul.DOMAIN, bf16_matmul.OPSET)
-        return bf16_matmul.pack_bf16_matmul(ctx, base, site.weight)
+        return bf16_matmul.pack_bf16_matmul(ctx, base, bits)
 
     def emit_float(self, ctx, site, packed: PackedWeight):
         return bf16_matmul.emit_bf16_matmul(ctx, site, packed)
