@@ -14,7 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxbit.graph.gs_adapter import float32_chunks
-from onnxbit.graph.queries import NotConstant, resolve_constant
+from onnxbit.graph.queries import VALUE_PRESERVING_OPS, NotConstant, resolve_constant
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.reference.bf16_matmul import bf16_bits, bf16_bits_of_chunks, is_exact_bf16
@@ -32,8 +32,6 @@ def read_by_weight_inputs_only(tensor: gs.Tensor) -> bool:
     exporters put in front of weights) is a MatMul or Gemm reading it as its weight: a table
     an embedding Gather reads too (tied weights) would stay in float32 beside the bfloat16
     copy and grow the file."""
-    from onnxbit.graph.queries import VALUE_PRESERVING_OPS
-
     root = tensor
     while root.inputs and root.inputs[0].op in VALUE_PRESERVING_OPS and root.inputs[0].inputs:
         root = root.inputs[0].inputs[0]
