@@ -23,4 +23,13 @@ static inline void obx_set_error(char *err, size_t err_len, const char *fmt_text
     va_end(args);
 }
 
+/* 0 when a compute call's buffers are usable (a may be NULL only when k is
+ * 0), else -1 with a message naming the NULL one. */
+static inline int obx_check_operands(const void *a, const void *y, size_t k, char *err,
+                                     size_t err_len) {
+    if (y && (a || k == 0)) return 0;
+    obx_set_error(err, err_len, "%s is NULL", y ? "activation pointer a" : "output pointer y");
+    return -1;
+}
+
 #endif

@@ -34,12 +34,7 @@ class BFloat16Weights:
             raise ValueError(f"a must have shape [..., {self.k}], got {a.shape}")
         lead = a.shape[:-1]
         y = np.empty((*lead, self.n), dtype=np.float32)
-        bias_ptr = ffi.NULL
-        if bias is not None:
-            bias = np.ascontiguousarray(np.asarray(bias, dtype=np.float32))
-            if bias.shape != (self.n,):
-                raise ValueError(f"bias must have shape ({self.n},), got {bias.shape}")
-            bias_ptr = ffi.from_buffer("float[]", bias)
+        bias_ptr, bias = native.optional_float_vector(bias, self.n, "bias")
         err = ffi.new("char[]", _ERR_LEN)
         status = lib.obx_bf16_compute(self._handle, ffi.from_buffer("float[]", a), int(np.prod(lead, dtype=np.int64)),
                                       bias_ptr, ffi.from_buffer("float[]", y), ffi.NULL, ffi.NULL, err, _ERR_LEN)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 import cffi
+import numpy as np
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # In dependency order: cffi parses each on top of the ones before it.
@@ -155,3 +156,14 @@ def forced_isa(name: str, baseline: bool = False) -> Iterator[None]:
 
 def version() -> str:
     return ffi().string(lib().obx_version()).decode()
+
+
+def optional_float_vector(values, length: int, name: str):
+    """(cffi pointer, the float32 array it points into) for an optional [length] argument
+    such as a bias; (NULL, None) for None. Keep the array alive while the pointer is used."""
+    if values is None:
+        return ffi().NULL, None
+    array = np.ascontiguousarray(np.asarray(values, dtype=np.float32))
+    if array.shape != (length,):
+        raise ValueError(f"{name} must have shape ({length},), got {array.shape}")
+    return ffi().from_buffer("float[]", array), array

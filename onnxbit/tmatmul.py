@@ -115,12 +115,7 @@ class TernaryWeights:
         lead = a.shape[:-1]
         m = int(np.prod(lead, dtype=np.int64))
         y = np.empty((*lead, self.n), dtype=np.float32)
-        bias_ptr = ffi.NULL
-        if bias is not None:
-            bias = np.ascontiguousarray(np.asarray(bias, dtype=np.float32))
-            if bias.shape != (self.n,):
-                raise ValueError(f"bias must have shape ({self.n},), got {bias.shape}")
-            bias_ptr = ffi.from_buffer("float[]", bias)
+        bias_ptr, bias = native.optional_float_vector(bias, self.n, "bias")
         err = ffi.new("char[]", _ERR_LEN)
         handle = self._acquire()
         try:

@@ -7,7 +7,6 @@
 #include "isa/platform.h"
 #include "obx_common.h"
 #include "onnxbit/bf16matmul.h"
-#include "onnxbit/isa.h"
 
 /* K steps per kernel call: a quad's block (512 * 256 bytes) stays in L2 while
  * the row tiles of a task pass over it. */
@@ -118,17 +117,10 @@ OBX_API int obx_bf16_compute(const obx_bf16_weights *w, const float *a, size_t m
         obx_set_error(err, err_len, "weights handle is NULL");
         return -1;
     }
-    /* Read once: a concurrent obx_isa_force does not switch kernels mid-call. */
-    const struct obx_platform *platform = obx_platform();
-    if (platform->isa < 0) {
-        obx_set_error(err, err_len, "%s", obx_isa_error());
-        return -1;
-    }
+    const struct obx_platform *platform = obx_platform_for_call(err, err_len);
+    if (!platform) return -1;
     if (m == 0 || w->n == 0) return 0;
-    if (!y || (!a && w->k > 0)) {
-        obx_set_error(err, err_len, "%s is NULL", y ? "activation pointer a" : "output pointer y");
-        return -1;
-    }
+    if (obx_check_operands(a, y, w->k, err, err_len) != 0) return -1;
     struct bf16_job job = {platform->bf16, w, a, bias, y, m, OBX_DIV_UP(m, BF16_TASK_ROWS)};
     size_t tasks = w->quads * job.row_chunks;
     if (par && tasks > 1)

@@ -13,6 +13,8 @@
 #include "integrity/crc32c_internal.h"
 #include "matmul/tmm_internal.h"
 #include "matmul/tmm_quantize_static.h"
+#include "obx_common.h"
+#include "onnxbit/isa.h"
 
 struct obx_platform {
     int isa; /* OBX_ISA_* served; -1 when ONNXBIT_ISA named what cannot run */
@@ -29,5 +31,15 @@ struct obx_platform {
 /* The table in use (never NULL). When selection failed it holds the scalar
  * kernels and isa = -1, so C callers still compute; Python refuses to run. */
 const struct obx_platform *obx_platform(void);
+
+/* The table one compute call uses, read once (a concurrent obx_isa_force does
+ * not switch kernels mid-call); NULL with the selection error in err when
+ * ONNXBIT_ISA named what cannot run. */
+static inline const struct obx_platform *obx_platform_for_call(char *err, size_t err_len) {
+    const struct obx_platform *platform = obx_platform();
+    if (platform->isa >= 0) return platform;
+    obx_set_error(err, err_len, "%s", obx_isa_error());
+    return NULL;
+}
 
 #endif

@@ -5,7 +5,6 @@
 
 #include "isa/platform.h"
 #include "obx_common.h"
-#include "onnxbit/isa.h"
 #include "tmm_compute.h"
 
 OBX_API obx_tmm_weights *obx_tmm_prepack(int fmt, const uint8_t *b, size_t b_bytes, int64_t k,
@@ -50,17 +49,10 @@ OBX_API int obx_tmm_compute_scaled(const obx_tmm_weights *w, const float *a, siz
                       OBX_ACT_INT8_STATIC, (double)act_scale);
         return -1;
     }
-    /* Read once: a concurrent obx_isa_force does not switch kernels mid-call. */
-    const struct obx_platform *platform = obx_platform();
-    if (platform->isa < 0) {
-        obx_set_error(err, err_len, "%s", obx_isa_error());
-        return -1;
-    }
+    const struct obx_platform *platform = obx_platform_for_call(err, err_len);
+    if (!platform) return -1;
     if (m == 0 || w->n == 0) return 0;
-    if (!y || (!a && w->k > 0)) {
-        obx_set_error(err, err_len, "%s is NULL", y ? "activation pointer a" : "output pointer y");
-        return -1;
-    }
+    if (obx_check_operands(a, y, w->k, err, err_len) != 0) return -1;
     return tmm_compute(platform->tmm, platform->quantize_static, w, a, m, bias, act_quant,
                        act_scale, y, par, runner, err, err_len);
 }

@@ -27,7 +27,7 @@ void emulated_tconv_lanes_avx512(const struct tconv_lanes_task *task);
 static const struct obx_platform emulated_platform = {
     OBX_ISA_SCALAR, &obx_codec_kernels_scalar, obx_cols_gather_scalar,
     &tmm_kernels_scalar, &tconv_rows_scalar, obx_crc32c_scalar,
-    tmm_quantize_static_scalar, emulated_tconv_lanes_avx512};
+    tmm_quantize_static_scalar, emulated_tconv_lanes_avx512, &bf16_kernels_scalar};
 
 const struct obx_platform *obx_platform(void) { return &emulated_platform; }
 const char *obx_isa_error(void) { return ""; }
