@@ -109,7 +109,7 @@ def test_a_weight_two_layers_share_is_stored_once(rng):
 def test_float_storage_chooses_the_form_or_leaves_float_layers_as_they_are(rng):
     model = bf16_mlp(rng)
     default = convert(model, preset="bitnet", progress=False)
-    assert any("0.75-0.95x at 16-128 rows" in note for note in default.report.notes)  # the op's cost is said
+    assert any("0.88-1.01x at 16-128 rows" in note for note in default.report.notes)  # the op's cost is said
     cast = convert(model, config={"preset": "bitnet", "float_storage": "bf16-cast"}, progress=False)
     assert sorted(ops(cast.model)) == ["Cast", "Cast", "Gemm", "MatMul", "Relu"]
     kept = convert(model, config={"preset": "bitnet", "float_storage": "fp32"}, progress=False, write_noop=True)
