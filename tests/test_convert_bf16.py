@@ -41,6 +41,9 @@ def test_bf16_float_layers_become_bfloat16_matmul_on_target_onnxbit(rng, tmp_pat
     assert {r.precision for r in stored.values()} == {"bf16"}
     assert all(r.action == "converted" and "lossless" in r.reason for r in stored.values())
     assert stored["fc1"].bytes_after * 2 == stored["fc1"].bytes_before
+    # fc1 was kept float by the preset (fc2, the last layer, by its rule): the note says how it was stored
+    assert any("1 float layer(s) kept float (1 of them stored as bfloat16, losslessly)" in note
+               for note in result.report.notes)
     x = rng.standard_normal((5, 64)).astype(np.float32)
     expected = InferenceSession(model).run(None, {"x": x})[0]
     np.testing.assert_allclose(InferenceSession(result.model).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
@@ -116,3 +119,24 @@ def test_float_storage_chooses_the_form_or_leaves_float_layers_as_they_are(rng):
     assert ops(kept.model) == ["MatMul", "Relu", "Gemm"]
     with pytest.raises(ValueError, match="float_storage must be one of bf16, bf16-cast, fp32"):
         convert(model, config={"preset": "bitnet", "float_storage": "fp16"}, progress=False)
+
+
+@pytest.mark.parametrize("target", ["onnxbit", "ort"])
+def test_conv_weights_of_bfloat16_values_are_stored_as_bfloat16_and_cast(rng, target, tmp_path):
+    """No bfloat16 conv op: every target stores a Conv's bfloat16 weight with a Cast in front,
+    which onnxruntime folds, so the Conv computes the original's outputs bit for bit."""
+    from op_models import float_conv_model
+
+    model = float_conv_model(to_bf16_values(rng.standard_normal((16, 8, 3, 3))), to_bf16_values(rng.standard_normal(16)),
+                             {"pads": [1, 1, 1, 1]})
+    result = convert(model, preset="bitnet", target=target, progress=False)
+    assert sorted(ops(result.model)) == ["Cast", "Conv"]
+    (record,) = [r for r in result.report.layers if r.op_type == "Conv"]
+    assert (record.action, record.precision, record.storage) == ("converted", "bf16", "Cast/BFLOAT16")
+    x = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    original = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    converted = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(converted.run(None, {"X": x})[0], original.run(None, {"X": x})[0])
+    onnx.save(result.model, tmp_path / "out.onnx")
+    (layer,) = inspect_model(str(tmp_path / "out.onnx")).layers
+    assert (layer.precision, layer.storage, layer.details["shape"]) == ("bf16", "Cast/BFLOAT16", [16, 8, 3, 3])

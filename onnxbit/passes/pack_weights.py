@@ -31,10 +31,12 @@ KEPT_FLOAT = "float weight, not proven ternary by a QAT fold"
 LOW_SQNR_DB = 15.0
 
 
-def kept_float_note(count: int, preset: str | None) -> str:
-    """What a user converting a float model with a QAT-only config should run instead."""
+def kept_float_note(count: int, preset: str | None, as_bf16: int = 0) -> str:
+    """What a user converting a float model with a QAT-only config should run instead
+    (as_bf16 of the layers kept float were stored as bfloat16, their values unchanged)."""
     by = f"the {preset} preset" if preset else "float_weights=\"keep\""
-    return (f"{count} float layer(s) kept float: {by} converts only layers a QAT fold proves ternary, and "
+    stored = f" ({as_bf16} of them stored as bfloat16, losslessly)" if as_bf16 else ""
+    return (f"{count} float layer(s) kept float{stored}: {by} converts only layers a QAT fold proves ternary, and "
             "this model's weights are float; for a float model use --preset int8 (near-lossless, 4x smaller "
             "weights) or --preset int4 (8x), or --preset ternary (16x, large accuracy loss without ternary "
             "training); or let `onnxbit calibrate MODEL --data SAMPLES --budget \"cosine>=0.99\" -o calib.json` "
@@ -63,7 +65,7 @@ class PackWeightsPass(Pass):
         target = ctx.target
         cache: dict[tuple, tuple[PackedWeight, str]] = {}
         converted = 0
-        kept_float = 0
+        kept_float = kept_as_bf16 = 0
         total = len(ctx.weight_sites)
         for index, site in enumerate(ctx.weight_sites):
             name = site.node.name
@@ -85,6 +87,7 @@ class PackWeightsPass(Pass):
                 else:
                     stored, shared_with = self._store_float(ctx, site, cache, config.float_storage)
                 if stored is not None:
+                    kept_as_bf16 += origin == KEPT_FLOAT
                     ctx.record(node=name, op_type=site.node.op, action="converted", pass_name=self.name,
                                reason=f"shares the stored weight of '{shared_with}'" if shared_with else
                                f"kept float ({origin}); {stored.notes[0]}", precision=stored.precision,
@@ -140,7 +143,7 @@ class PackWeightsPass(Pass):
             if ctx.progress is not None:
                 ctx.progress(name, index + 1, total)
         if kept_float:
-            ctx.notes.append(kept_float_note(kept_float, config.preset))
+            ctx.notes.append(kept_float_note(kept_float, config.preset, kept_as_bf16))
         if config.calibrated is not None:
             ctx.notes.append(f"precisions chosen by `onnxbit calibrate` for {config.calibrated} on sample data "
                              "(the model's output error was measured, so low weight SQNR is not flagged)")

@@ -27,11 +27,14 @@ NOTE = ("float layers whose weights are bfloat16 numbers are stored as bfloat16 
         "optimizations disabled the Cast would run on every call)")
 
 
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")  # ops reading their weight as input 1
+
+
 def read_by_weight_inputs_only(tensor: gs.Tensor) -> bool:
     """Every node that reads the constant behind `tensor` (through the value-preserving ops
-    exporters put in front of weights) is a MatMul or Gemm reading it as its weight: a table
-    an embedding Gather reads too (tied weights) would stay in float32 beside the bfloat16
-    copy and grow the file."""
+    exporters put in front of weights) is a MatMul, Gemm, Conv or ConvTranspose reading it
+    as its weight: a table an embedding Gather reads too (tied weights) would stay in
+    float32 beside the bfloat16 copy and grow the file."""
     root = tensor
     while root.inputs and root.inputs[0].op in VALUE_PRESERVING_OPS and root.inputs[0].inputs:
         root = root.inputs[0].inputs[0]
@@ -41,7 +44,7 @@ def read_by_weight_inputs_only(tensor: gs.Tensor) -> bool:
         for node in current.outputs:
             if node.op in VALUE_PRESERVING_OPS and node.inputs and node.inputs[0] is current:
                 pending.extend(node.outputs)
-            elif node.op not in ("MatMul", "Gemm") or len(node.inputs) < 2 or node.inputs[1] is not current:
+            elif node.op not in WEIGHT_OPS or len(node.inputs) < 2 or node.inputs[1] is not current:
                 return False
     return True
 
@@ -76,8 +79,9 @@ def lossless(packed: PackedWeight, note: str) -> PackedWeight:
 
 
 def pack_bf16_cast(ctx: PassContext, base: str, site: WeightSite) -> PackedWeight | None:
-    """The weight tensor the node reads, as bfloat16, when all its values are bfloat16 numbers."""
-    if site.conv is not None or ctx.graph.opset < MIN_OPSET or not read_by_weight_inputs_only(site.node.inputs[1]):
+    """The weight tensor the node reads (a MatMul's, Gemm's or Conv's), as bfloat16, when
+    all its values are bfloat16 numbers."""
+    if ctx.graph.opset < MIN_OPSET or not read_by_weight_inputs_only(site.node.inputs[1]):
         return None
     bits = stored_bits(site.node.inputs[1])
     if bits is None:
@@ -102,8 +106,8 @@ def emit_bf16_cast(ctx: PassContext, site: WeightSite, packed: PackedWeight) -> 
 
 
 def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo | None:
-    """A MatMul/Gemm whose weight is Cast(to=float) of a bfloat16 constant."""
-    if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+    """A MatMul/Gemm/Conv/ConvTranspose whose weight is Cast(to=float) of a bfloat16 constant."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHT_OPS or len(node.input) < 2:
         return None
     cast = index.producer(node.input[1])
     if cast is None or cast.op_type != "Cast" or not cast.input:
@@ -111,10 +115,14 @@ def recognize(node: onnx.NodeProto, attrs: dict, index: ModelIndex) -> LayerInfo
     if any(a.name == "to" and a.i != onnx.TensorProto.FLOAT for a in cast.attribute):
         return None
     weight = index.constant_tensor(cast.input[0])
-    if weight is None or weight.data_type != onnx.TensorProto.BFLOAT16 or len(weight.dims) != 2:
+    if weight is None or weight.data_type != onnx.TensorProto.BFLOAT16:
         return None
-    rows, cols = int(weight.dims[0]), int(weight.dims[1])
-    trans_b = node.op_type == "Gemm" and attrs.get("transB", 0) == 1
-    k, n = (cols, rows) if trans_b else (rows, cols)
+    dims = [int(d) for d in weight.dims]
+    count = int(np.prod(dims)) if dims else 1
     size = index.constant_bytes([cast.input[0]])
-    return LayerInfo(node.name, node.op_type, "bf16", STORAGE, k, n, size, bits_per_weight(size, k * n))
+    if node.op_type in ("MatMul", "Gemm") and len(dims) == 2:
+        trans_b = node.op_type == "Gemm" and attrs.get("transB", 0) == 1
+        k, n = (dims[1], dims[0]) if trans_b else (dims[0], dims[1])
+        return LayerInfo(node.name, node.op_type, "bf16", STORAGE, k, n, size, bits_per_weight(size, count))
+    return LayerInfo(node.name, node.op_type, "bf16", STORAGE, None, None, size, bits_per_weight(size, count),
+                     {"shape": dims})

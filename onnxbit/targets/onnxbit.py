@@ -64,7 +64,10 @@ class OnnxbitTarget(Target):
         return integer_layers.pack_integer(ctx, base, weight, settings)
 
     def pack_float(self, ctx, base: str, site) -> PackedWeight | None:
-        """bfloat16 weights run by BFloat16MatMul: half the bytes read, not only stored."""
+        """bfloat16 weights run by BFloat16MatMul: half the bytes read, not only stored.
+        Convs (no bfloat16 conv op) take the base class's bfloat16 + Cast."""
+        if site.conv is not None:
+            return super().pack_float(ctx, base, site)
         bits = bf16_matmul.weight_bits(site)
         if bits is None:
             return None
@@ -72,7 +75,9 @@ class OnnxbitTarget(Target):
         return bf16_matmul.pack_bf16_matmul(ctx, base, bits)
 
     def emit_float(self, ctx, site, packed: PackedWeight):
-        return bf16_matmul.emit_bf16_matmul(ctx, site, packed)
+        if packed.storage == bf16_matmul.STORAGE:
+            return bf16_matmul.emit_bf16_matmul(ctx, site, packed)
+        return super().emit_float(ctx, site, packed)
 
     def emit(self, ctx, site, packed: PackedWeight):
         if packed.storage.startswith("TernaryMatMul/"):
