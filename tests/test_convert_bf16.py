@@ -33,7 +33,16 @@ def ops(model: onnx.ModelProto) -> list[str]:
     return [node.op_type for node in model.graph.node]
 
 
-def test_bf16_float_layers_become_bfloat16_matmul_on_target_onnxbit(rng, tmp_path):
+@pytest.fixture
+def op_for_every_size(monkeypatch):
+    """BFloat16MatMul for these small test layers too (by default only weights of 16 MiB or
+    more run as the op; smaller ones are stored as bfloat16 + Cast)."""
+    from onnxbit.targets import bf16_matmul
+
+    monkeypatch.setattr(bf16_matmul, "MIN_WEIGHT_BYTES", 0)
+
+
+def test_bf16_float_layers_become_bfloat16_matmul_on_target_onnxbit(rng, tmp_path, op_for_every_size):
     model = bf16_mlp(rng)
     result = convert(model, preset="bitnet", progress=False)  # keeps float layers float
     assert ops(result.model) == ["BFloat16MatMul", "Relu", "BFloat16MatMul"]
@@ -96,7 +105,7 @@ def test_a_table_an_embedding_gather_reads_too_stays_float(rng, target):
     assert ops(result.model) == ["Gather", "Transpose", "MatMul"]
 
 
-def test_a_weight_two_layers_share_is_stored_once(rng):
+def test_a_weight_two_layers_share_is_stored_once(rng, op_for_every_size):
     w = to_bf16_values(rng.standard_normal((32, 16)))
     nodes = [helper.make_node("MatMul", ["x", "W"], ["y1"], name="a"),
              helper.make_node("MatMul", ["x", "W"], ["y2"], name="b")]
@@ -109,7 +118,7 @@ def test_a_weight_two_layers_share_is_stored_once(rng):
     assert records["b"].reason == "shares the stored weight of 'a'" and records["b"].bytes_after == 0
 
 
-def test_float_storage_chooses_the_form_or_leaves_float_layers_as_they_are(rng):
+def test_float_storage_chooses_the_form_or_leaves_float_layers_as_they_are(rng, op_for_every_size):
     model = bf16_mlp(rng)
     default = convert(model, preset="bitnet", progress=False)
     assert any("0.88-1.01x at 16-128 rows" in note for note in default.report.notes)  # the op's cost is said
@@ -140,3 +149,11 @@ def test_conv_weights_of_bfloat16_values_are_stored_as_bfloat16_and_cast(rng, ta
     onnx.save(result.model, tmp_path / "out.onnx")
     (layer,) = inspect_model(str(tmp_path / "out.onnx")).layers
     assert (layer.precision, layer.storage, layer.details["shape"]) == ("bf16", "Cast/BFLOAT16", [16, 8, 3, 3])
+
+
+def test_small_layers_on_target_onnxbit_are_stored_as_bfloat16_and_cast(rng):
+    """Weights under 16 MiB stay in cache and their layers are bound by compute, where
+    onnxruntime's MatMul is faster than BFloat16MatMul: they keep the original's op."""
+    result = convert(bf16_mlp(rng), preset="bitnet", progress=False)
+    assert sorted(ops(result.model)) == ["Cast", "Cast", "Gemm", "MatMul", "Relu"]
+    assert not any("run as BFloat16MatMul" in note for note in result.report.notes)

@@ -27,10 +27,21 @@ DOMAIN = "com.onnxbit"
 OPSET = 1
 OP = "BFloat16MatMul"
 STORAGE = f"{OP}/bf16"
-SPEED_NOTE = ("float layers whose weights are bfloat16 numbers run as BFloat16MatMul: 1.5-2.4x faster than fp32 MatMul "
-              "at one row (LLM decode) but 0.88-1.01x at 16-128 rows on BERT-sized layers at one thread, down to 0.65x "
-              "at two; for batch or long-prompt work set \"float_storage\": \"bf16-cast\" (the same file size, the "
+# BFloat16MatMul where reading the weight bounds the layer: its float32 weight is at least
+# this big (an LLM's output head: 1536 x 32000 is 188 MiB). Smaller weights stay in cache,
+# the layer is bound by compute, where MLAS is faster (magika's 64 KiB and 428 KiB Dense
+# layers ran 1.02-1.10x slower as the op, 1.01x slower to 1.08x faster as bfloat16 + Cast):
+# they get the base class's bfloat16 + Cast.
+MIN_WEIGHT_BYTES = 16 << 20
+SPEED_NOTE = ("float layers of 16 MiB or more whose weights are bfloat16 numbers run as BFloat16MatMul: 1.5-2.4x faster "
+              "than fp32 MatMul at one row (LLM decode) but 0.88-1.01x at 16-128 rows at one thread, down to 0.65x at "
+              "two; for batch or long-prompt work set \"float_storage\": \"bf16-cast\" (the same file size, the "
               "original's speed)")
+
+
+def runs_as_op(site: WeightSite) -> bool:
+    """A MatMul/Gemm whose float32 weight is big enough for the op to pay (MIN_WEIGHT_BYTES)."""
+    return site.conv is None and site.k * site.n * 4 >= MIN_WEIGHT_BYTES
 
 
 def weight_bits(site: WeightSite) -> np.ndarray | None:

@@ -64,9 +64,10 @@ class OnnxbitTarget(Target):
         return integer_layers.pack_integer(ctx, base, weight, settings)
 
     def pack_float(self, ctx, base: str, site) -> PackedWeight | None:
-        """bfloat16 weights run by BFloat16MatMul: half the bytes read, not only stored.
-        Convs (no bfloat16 conv op) take the base class's bfloat16 + Cast."""
-        if site.conv is not None:
+        """Large bfloat16 weights run by BFloat16MatMul: half the bytes read, not only stored.
+        Smaller ones (bf16_matmul.MIN_WEIGHT_BYTES) and Convs (no bfloat16 conv op) take the
+        base class's bfloat16 + Cast."""
+        if not bf16_matmul.runs_as_op(site):
             return super().pack_float(ctx, base, site)
         bits = bf16_matmul.weight_bits(site)
         if bits is None:
