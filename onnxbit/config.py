@@ -31,8 +31,9 @@ proved ternary.
 
 ``float_storage``: how layers that stay float are stored when their weights
 are all bfloat16 numbers (a bf16 checkpoint exported to float32). "bf16"
-(default): in 16 bits, losslessly: BFloat16MatMul on target onnxbit (faster
-at one row, a little slower at many: README), bfloat16 + Cast elsewhere;
+(default): in 16 bits, losslessly: BFloat16MatMul on target onnxbit for
+weights of 16 MiB or more (faster at one row, a little slower at many:
+README), bfloat16 + Cast for the rest and on the other targets;
 "bf16-cast": bfloat16 + Cast on every target (half the bytes, the
 original's speed once onnxruntime folds the Cast); "fp32": as they are.
 Embedding tables only Gathers read follow "bf16" and "bf16-cast" too.
