@@ -502,23 +502,25 @@ static inline __attribute__((always_inline)) void plane_i8(float *restrict out, 
         const tconv_i16 amax = TCONV_MAX_I16(m0, m1);                                                \
         WINDOW_SCALE16(amax, static_scale, s, bad);                                                  \
     } while (0)
+/* The sums are unsigned: in a window holding NaN or Inf (bad, output NaN) the
+ * codes are garbage and signed sums could overflow, which C leaves undefined. */
 #define BLOCK_OUT(s, bad, sum_plus, sum_minus, dst)                                                  \
-    WINDOW_OUTPUT16(dst, __builtin_convertvector(sum_plus - sum_minus, tconv_f16), weight_scale, s, bad, \
-                    bias != NULL, *bias)
+    WINDOW_OUTPUT16(dst, __builtin_convertvector((tconv_i16)(sum_plus - sum_minus), tconv_f16), weight_scale, \
+                    s, bad, bias != NULL, *bias)
     for (; p + 32 <= n; p += 32) { /* two blocks at once: each is a chain of dependent steps */
         const float *at0 = x + p, *at1 = x + p + 16;
         tconv_f16 s0, s1;
         tconv_i16 bad0, bad1;
         BLOCK_SCALE(at0, s0, bad0);
         BLOCK_SCALE(at1, s1, bad1);
-        tconv_i16 plus0 = {0}, minus0 = {0}, plus1 = {0}, minus1 = {0};
+        tconv_u16 plus0 = {0}, minus0 = {0}, plus1 = {0}, minus1 = {0};
         for (size_t i = 0; i < n_plus; i++) {
-            plus0 += QUANTIZED16(at0 + plus[i], s0, clamp);
-            plus1 += QUANTIZED16(at1 + plus[i], s1, clamp);
+            plus0 += (tconv_u16)QUANTIZED16(at0 + plus[i], s0, clamp);
+            plus1 += (tconv_u16)QUANTIZED16(at1 + plus[i], s1, clamp);
         }
         for (size_t i = 0; i < n_minus; i++) {
-            minus0 += QUANTIZED16(at0 + minus[i], s0, clamp);
-            minus1 += QUANTIZED16(at1 + minus[i], s1, clamp);
+            minus0 += (tconv_u16)QUANTIZED16(at0 + minus[i], s0, clamp);
+            minus1 += (tconv_u16)QUANTIZED16(at1 + minus[i], s1, clamp);
         }
         BLOCK_OUT(s0, bad0, plus0, minus0, out + p);
         BLOCK_OUT(s1, bad1, plus1, minus1, out + p + 16);
@@ -526,10 +528,11 @@ static inline __attribute__((always_inline)) void plane_i8(float *restrict out, 
     if (p < n) {
         const float *at0 = x + p;
         tconv_f16 s0;
-        tconv_i16 bad0, plus0 = {0}, minus0 = {0};
+        tconv_i16 bad0;
+        tconv_u16 plus0 = {0}, minus0 = {0};
         BLOCK_SCALE(at0, s0, bad0);
-        for (size_t i = 0; i < n_plus; i++) plus0 += QUANTIZED16(at0 + plus[i], s0, clamp);
-        for (size_t i = 0; i < n_minus; i++) minus0 += QUANTIZED16(at0 + minus[i], s0, clamp);
+        for (size_t i = 0; i < n_plus; i++) plus0 += (tconv_u16)QUANTIZED16(at0 + plus[i], s0, clamp);
+        for (size_t i = 0; i < n_minus; i++) minus0 += (tconv_u16)QUANTIZED16(at0 + minus[i], s0, clamp);
         BLOCK_OUT(s0, bad0, plus0, minus0, out + p);
     }
 #undef BLOCK_SCALE
