@@ -157,12 +157,11 @@ class PackWeightsPass(Pass):
         leaves the node as it is ("fp32", or weights that are not bfloat16 numbers)."""
         if storage == "fp32":
             return None, None
-        from onnxbit.targets.base import Target
+        from onnxbit.targets import bf16_cast
 
-        # "bf16-cast": the base class's form, whatever the target's own is
+        # "bf16-cast": bfloat16 + Cast, whatever the target's own form is
         pack, emit = ((ctx.target.pack_float, ctx.target.emit_float) if storage == "bf16" else
-                      (lambda *args: Target.pack_float(ctx.target, *args),
-                       lambda *args: Target.emit_float(ctx.target, *args)))
+                      (bf16_cast.pack_bf16_cast, bf16_cast.emit_bf16_cast))
         key = (site.weight_key, "float")
         shared_with = None
         if key in cache:

@@ -24,21 +24,13 @@ def exact_bf16_count(weight: np.ndarray, band_elements: int = 1 << 22) -> int:
     return inexact
 
 
-def is_exact_bf16(weight: np.ndarray) -> bool:
-    return weight.dtype == np.float32 and exact_bf16_count(weight) == 0
-
-
-def bf16_bits(weight: np.ndarray, band_elements: int = 1 << 22) -> np.ndarray:
-    """The uint16 bfloat16 bits of a float32 array whose values are all bfloat16 numbers
-    (in its shape), made a band at a time: no full-size temporary beside the result."""
-    flat = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1).view(np.uint32)
-    out = np.empty(flat.size, dtype=np.uint16)
-    for start in range(0, flat.size, band_elements):
-        band = flat[start:start + band_elements]
-        if np.count_nonzero(band & np.uint32(0xFFFF)):
-            raise ValueError("the array holds values that are not bfloat16 numbers (low 16 bits set)")
-        out[start:start + band_elements] = band >> np.uint32(16)
-    return out.reshape(np.shape(weight))
+def _float32_bands(values: np.ndarray, band_elements: int = 1 << 22):
+    """values (float32) in row order, a band of whole rows at a time: a transposed view
+    is copied a band at a time, never whole."""
+    rows = values.reshape(values.shape[0], -1) if values.ndim >= 2 else values.reshape(1, -1)
+    step = max(1, band_elements // max(1, rows.shape[1]))
+    for start in range(0, rows.shape[0], step):
+        yield np.ascontiguousarray(rows[start:start + step]).reshape(-1)
 
 
 def bf16_bits_of_chunks(chunks, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -53,6 +45,23 @@ def bf16_bits_of_chunks(chunks, shape: tuple[int, ...]) -> np.ndarray | None:
         out[done:done + bits.size] = bits >> np.uint32(16)
         done += bits.size
     return out.reshape(shape) if done == out.size else None
+
+
+def bf16_bits_or_none(values: np.ndarray) -> np.ndarray | None:
+    """The bfloat16 bits of a float32 array (in its shape), or None when it is not float32
+    or holds a value that is not a bfloat16 number; one pass, a band at a time."""
+    values = np.asarray(values)
+    if values.dtype != np.float32:
+        return None
+    return bf16_bits_of_chunks(_float32_bands(values), values.shape)
+
+
+def bf16_bits(weight: np.ndarray) -> np.ndarray:
+    """bf16_bits_or_none for an array that must be all bfloat16 numbers (ValueError otherwise)."""
+    bits = bf16_bits_or_none(np.asarray(weight, dtype=np.float32))
+    if bits is None:
+        raise ValueError("the array holds values that are not bfloat16 numbers (low 16 bits set)")
+    return bits
 
 
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from onnxbit.graph.gs_adapter import float32_chunks
 from onnxbit.graph.queries import VALUE_PRESERVING_OPS, NotConstant, resolve_constant
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
-from onnxbit.reference.bf16_matmul import bf16_bits, bf16_bits_of_chunks, is_exact_bf16
+from onnxbit.reference.bf16_matmul import bf16_bits_of_chunks, bf16_bits_or_none
 from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
 
 STORAGE = "Cast/BFLOAT16"
@@ -66,10 +66,7 @@ def stored_bits(tensor: gs.Tensor) -> np.ndarray | None:
         values, _ = resolve_constant(tensor)
     except NotConstant:
         return None
-    values = np.asarray(values)
-    if values.dtype != np.float32 or not is_exact_bf16(values):
-        return None
-    return bf16_bits(values)
+    return bf16_bits_or_none(values)
 
 
 def lossless(packed: PackedWeight, note: str) -> PackedWeight:

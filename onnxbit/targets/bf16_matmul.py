@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 from onnxbit.layers.base import WeightSite
 from onnxbit.passes.base import PassContext
 from onnxbit.passes.rewrite import emit_op
-from onnxbit.reference.bf16_matmul import bf16_bits, is_exact_bf16
+from onnxbit.reference.bf16_matmul import bf16_bits_or_none
 from onnxbit.targets.bf16_cast import bf16_constant, lossless, read_by_weight_inputs_only, stored_bits
 from onnxbit.targets.base import LayerInfo, ModelIndex, PackedWeight, bits_per_weight
 
@@ -45,15 +45,15 @@ def runs_as_op(site: WeightSite) -> bool:
 
 
 def weight_bits(site: WeightSite) -> np.ndarray | None:
-    """The bfloat16 bits of the layer's effective [K, N] weight, or None: not a MatMul/Gemm,
-    a table a Gather reads too (bf16_cast.read_by_weight_inputs_only), or values that are
+    """The bfloat16 bits of a MatMul/Gemm layer's (runs_as_op) effective [K, N] weight, or
+    None: a table a Gather reads too (bf16_cast.read_by_weight_inputs_only), or values that are
     not all bfloat16 numbers. A MatMul reads its weight as the op stores it, so that is
     scanned without a float32 copy; a Gemm's (transB, alpha) is computed first."""
-    if site.conv is not None or not read_by_weight_inputs_only(site.node.inputs[1]):
+    if not read_by_weight_inputs_only(site.node.inputs[1]):
         return None
     if site.node.op == "MatMul":
         return stored_bits(site.node.inputs[1])
-    return bf16_bits(site.weight) if is_exact_bf16(site.weight) else None
+    return bf16_bits_or_none(site.weight)
 
 
 def pack_bf16_matmul(ctx: PassContext, base: str, bits: np.ndarray) -> PackedWeight:
