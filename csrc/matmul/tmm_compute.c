@@ -112,7 +112,7 @@ void tmm_run_panels(const struct tmm_job *job, enum tmm_path path, size_t row_be
     struct panel_job pj = {job, panel_function(path), row_begin, 0, 0, 0};
     pj.rows_per_task = OBX_MIN(job->m - row_begin, (size_t)TMM_TASK_ROWS);
     size_t row_work = pj.rows_per_task * OBX_MAX(w->k, 1) * TMM_NR;
-    pj.panels_per_task = OBX_MAX(1, OBX_MIN(w->n_panels, TMM_TASK_WORK / row_work));
+    pj.panels_per_task = tmm_units_per_task(w->n_panels, row_work, w->n_panels);
     pj.row_blocks = OBX_DIV_UP(job->m - row_begin, pj.rows_per_task);
     tmm_run_tasks(job, panel_task, &pj, pj.row_blocks * OBX_DIV_UP(w->n_panels, pj.panels_per_task));
 }

@@ -18,6 +18,24 @@
 /* Rows of A a panel task covers at most; the rows' activations stay
  * cache-resident while the task walks its panels. */
 #define TMM_TASK_ROWS 64
+/* Tasks a call is cut into at least (where it has that many units), in a
+ * multiple of which it is cut, and equal in size: 2, 4 or 8 threads then
+ * finish together. Work-sized tasks alone cut a 1536 x 1536 layer at M = 1
+ * into 85 + 85 + 22 panels, and one of two threads did 107 while the other
+ * waited after 85. */
+#define TMM_TASK_QUANTUM 8
+
+/* Units (panels, column blocks) per task for `units` units of `unit_work`
+ * products each, at most max_per_task: about TMM_TASK_WORK products a task,
+ * the task count rounded up to a multiple of TMM_TASK_QUANTUM, then the units
+ * spread evenly over them. */
+static inline size_t tmm_units_per_task(size_t units, size_t unit_work, size_t max_per_task) {
+    if (units == 0) return 1;
+    size_t per = OBX_MAX(1, TMM_TASK_WORK / OBX_MAX(unit_work, 1));
+    size_t tasks = OBX_DIV_UP(OBX_DIV_UP(units, per), TMM_TASK_QUANTUM) * TMM_TASK_QUANTUM;
+    per = OBX_DIV_UP(units, OBX_MIN(tasks, units));
+    return OBX_MAX(OBX_DIV_UP(units, OBX_DIV_UP(units, OBX_MIN(per, max_per_task))), 1);
+}
 
 struct tmm_job {
     const obx_tmm_weights *w;

@@ -49,9 +49,9 @@ size_t tmm_run_gemv(struct tmm_job *job) {
     for (size_t row = 0; row < job->m; row++)
         job->kern->gemv_tables(job->q_seg + row * job->seg_elems, w->kblocks,
                                gemv.tables + row * table_bytes(w));
-    /* About TMM_TASK_WORK products a task, as on the multiply paths. */
+    /* Sized and balanced as on the multiply paths. */
     size_t block_work = job->m * OBX_MAX(w->k, 1) * TMM_GEMV_COLS;
-    gemv.task_cblocks = OBX_MAX(1, OBX_MIN(TMM_GEMV_TASK_CBLOCKS, TMM_TASK_WORK / block_work));
+    gemv.task_cblocks = tmm_units_per_task(w->gemv_cblocks, block_work, TMM_GEMV_TASK_CBLOCKS);
     tmm_run_tasks(job, gemv_task, &gemv, OBX_DIV_UP(w->gemv_cblocks, gemv.task_cblocks));
     tmm_scratch_put(gemv.tables);
     return job->m;
