@@ -20,7 +20,7 @@ import numpy as np
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # In dependency order: cffi parses each on top of the ones before it.
-_HEADERS = ("isa.h", "formats.h", "codec.h", "tmatmul.h", "bf16matmul.h", "checksum.h", "rans.h", "zero_runs.h", "sparse.h", "streams.h")
+_HEADERS = ("isa.h", "formats.h", "codec.h", "tmatmul.h", "bf16matmul.h", "checksum.h", "rans.h", "zero_runs.h", "sparse.h", "streams.h", "weight_memory.h")
 _LIB_NAMES = ("libonnxbit.so", "libonnxbit.dylib", "onnxbit.dll")
 
 

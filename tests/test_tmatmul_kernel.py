@@ -466,7 +466,8 @@ def test_avx512_and_avxvnni_integer_kernels_on_emulated_intrinsics(tmp_path):
                     NATIVE_TESTS / "emulated_avxvnni_kernels.c",
                     matmul / "tmm_kernel_avx2.c", matmul / "tmm_gemv_avx2.c",
                     matmul / "tmm_kernel_scalar.c", matmul / "tmm_prepack.c",
-                    matmul / "tmm_shape.c", REPO / "csrc" / "codec" / "formats.c"],
+                    matmul / "tmm_shape.c", REPO / "csrc" / "codec" / "formats.c",
+                    REPO / "csrc" / "memory" / "weight_memory.c"],
                    tmp_path / "check_emulated")
 
 

@@ -7,6 +7,7 @@
 #include "isa/platform.h"
 #include "obx_common.h"
 #include "onnxbit/bf16matmul.h"
+#include "onnxbit/weight_memory.h"
 
 /* K steps per kernel call: a quad's block (512 * 256 bytes) stays in L2 while
  * the row tiles of a task pass over it. */
@@ -41,7 +42,7 @@ OBX_API obx_bf16_weights *obx_bf16_prepack(const uint16_t *w, size_t w_count, in
     out->quads = OBX_DIV_UP(out->n, BF16_QUAD_COLS);
     size_t panels = out->quads * BF16_QUAD_PANELS;
     size_t bytes = OBX_MAX(panels * out->k * BF16_PANEL_WORDS * sizeof(uint32_t), 64);
-    out->words = aligned_alloc(64, OBX_DIV_UP(bytes, 64) * 64);
+    out->words = obx_weight_alloc(bytes);
     if (!out->words) {
         free(out);
         obx_set_error(err, err_len, "out of memory repacking %zu bytes of weights", bytes);
@@ -65,7 +66,7 @@ OBX_API obx_bf16_weights *obx_bf16_prepack(const uint16_t *w, size_t w_count, in
 
 OBX_API void obx_bf16_free(obx_bf16_weights *w) {
     if (!w) return;
-    free(w->words);
+    obx_weight_free(w->words);
     free(w);
 }
 

@@ -10,6 +10,7 @@
 #include "obx_common.h"
 #include "tmm_internal.h"
 #include "onnxbit/formats.h"
+#include "onnxbit/weight_memory.h"
 
 /* Decodes one file row into u = w + 1 codes. Returns the column of the first
  * invalid code, or k when the row is valid. The 2bit loop has no early exit
@@ -39,21 +40,14 @@ static size_t decode_row_codes(int fmt, const uint8_t *row, size_t k, uint8_t *c
     return k;
 }
 
-static void *aligned_zalloc(size_t bytes) {
-    size_t rounded = OBX_DIV_UP(bytes ? bytes : 1, TMM_ALIGN) * TMM_ALIGN;
-    void *p = aligned_alloc(TMM_ALIGN, rounded);
-    if (p) memset(p, 0, rounded);
-    return p;
-}
-
 OBX_API void obx_tmm_free(obx_tmm_weights *w) {
     if (!w) return;
-    free(w->packed);
+    obx_weight_free(w->packed);
     free(w->scales);
-    free(w->scales_pg);
+    obx_weight_free(w->scales_pg);
     free(w->chunk_group);
     free(w->groups);
-    free(w->gemv_packed);
+    obx_weight_free(w->gemv_packed);
     free(w);
 }
 
@@ -114,7 +108,7 @@ static int alloc_gemv_layout(obx_tmm_weights *w, const struct tmm_kernels *kern)
     if (w->n_groups != 1 || !kern->gemv) return 0;
     w->gemv_cblocks = OBX_DIV_UP(w->n, TMM_GEMV_COLS);
     size_t bytes = w->gemv_cblocks * w->kblocks * TMM_GEMV_COLS * 32;
-    w->gemv_packed = aligned_zalloc(bytes);
+    w->gemv_packed = obx_weight_alloc(bytes);
     if (!w->gemv_packed) return -1;
     memset(w->gemv_packed, 0x44, bytes);
     return 0;
@@ -152,9 +146,9 @@ obx_tmm_weights *tmm_prepack(const obx_tmm_shape *shape, const struct tmm_kernel
     w->n_groups = n_groups;
     size_t n_padded = w->n_panels * TMM_NR;
     size_t packed_bytes = w->n_panels * w->kblocks * TMM_NR * 32;
-    w->packed = aligned_zalloc(packed_bytes);
+    w->packed = obx_weight_alloc(packed_bytes);
     w->scales = malloc((n_padded * n_groups + 1) * sizeof(float));
-    w->scales_pg = aligned_zalloc((n_padded * n_groups + 1) * sizeof(float));
+    w->scales_pg = obx_weight_alloc((n_padded * n_groups + 1) * sizeof(float));
     w->groups = calloc(n_groups + 1, sizeof(struct tmm_group));
     w->chunk_group = calloc(w->kblocks * TMM_CHUNKS_PER_BLOCK + 1, sizeof(uint32_t));
     /* Codes of one row, padded with u = 1 (w = 0) to whole K blocks. */
