@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import onnx
+import pytest
 from click.testing import CliRunner
 
 from onnxbit.bench.llm import CacheLayout, LlmModelError, bench_llm, files_bytes
@@ -26,6 +27,22 @@ def test_bench_llm_measures_every_variant_at_every_thread_count(tmp_path):
     assert {m.variant for m in result.memory} == {"fp32", "int4-ort", "ternary"}
     assert all(m.peak_rss >= m.after_load_rss >= m.baseline_rss > 0 for m in result.memory)
     assert result.sizes["fp32"] == MODEL.stat().st_size > result.sizes["ternary"]
+
+
+def test_sessions_spin_as_deployed_and_rounds_pause_for_the_last_pool_to_park(monkeypatch):
+    """Decode is timed with onnxruntime's default spinning workers (with spinning off a
+    two-thread 0.7B decode step took 1.2-1.6x as long); a pause before each variant's round
+    keeps the previous session's still-spinning worker off its cores."""
+    from onnxbit.bench import llm
+
+    session = llm.open_session(MODEL, 2)
+    with pytest.raises(Exception, match="allow_spinning"):
+        session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    slept = []
+    monkeypatch.setattr(llm.time, "sleep", slept.append)
+    timings = llm.time_variants({"a": MODEL, "b": MODEL}, threads=2, prompt_tokens=4, decode_steps=1, rounds=3)
+    assert [t.variant for t in timings] == ["a", "b"]
+    assert slept == [llm.ROUND_PAUSE_S] * 6 and llm.ROUND_PAUSE_S >= 0.1
 
 
 def test_bench_llm_cli_prints_the_table_and_reuses_given_conversions(tmp_path):

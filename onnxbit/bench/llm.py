@@ -7,7 +7,12 @@ For each thread count it measures, per variant: the prefill of a prompt
 (default 128 tokens, batch 1) and greedy decode steps that feed the KV cache
 back (the `present` outputs become the next `past` inputs as OrtValues, so
 no cache copy is timed). Variants alternate round by round in one process
-(timing.interleave) and medians are reported. Peak memory is measured per
+and medians are reported. The sessions keep onnxruntime's default of
+spinning pool workers, as a deployed decoder runs: with spinning off, a
+two-thread decode step of the 0.7B BitNet model took 1.2-1.6x as long
+(every op's parallel section waits for a worker to wake). Before each
+variant's round the bench sleeps ROUND_PAUSE_S, so that the workers of the
+variant before have stopped spinning and do not take its cores. Peak memory is measured per
 variant in a fresh process (VmHWM after loading the session, one prefill
 and the decode steps), so the peaks do not mix.
 
@@ -26,6 +31,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +41,11 @@ import onnx
 
 from onnxbit.bench.timing import rotation
 from onnxbit.errors import OnnxbitError
+
+# An idle onnxruntime worker spins for up to about 50 ms after its pool's last
+# parallel section, then sleeps (its thread's CPU time, read from
+# /proc/self/task, stops growing within 50-100 ms). Twice that between rounds.
+ROUND_PAUSE_S = 0.1
 
 PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 
@@ -138,8 +149,6 @@ def open_session(path: Path, threads: int, library: bool | None = None):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Variants alternate in one process: spinning thread pools would steal each other's cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if uses_library(path) if library is None else library:
         from onnxbit.runtime import InferenceSession
 
@@ -174,10 +183,9 @@ def time_variants(models: dict[str, Path], threads: int, prompt_tokens: int, dec
         generate(sessions[name], layouts[name], ids[name], min(2, decode_steps))
     prefill: dict[str, list[float]] = {name: [] for name in models}
     decode: dict[str, list[float]] = {name: [] for name in models}
-    import time
-
     for round_index in range(rounds):
         for name in rotation(list(models), round_index):
+            time.sleep(ROUND_PAUSE_S)
             generator = Generator(sessions[name], layouts[name])
             start = time.perf_counter_ns()
             result, mask = generator.prefill(ids[name])
