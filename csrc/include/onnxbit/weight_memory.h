@@ -10,7 +10,9 @@
  *
  * Allocations of 2 MiB or more get a mapping of their own; smaller ones
  * share 32 MiB chunks, each returned to the system when its last
- * allocation is freed. Thread-safe.
+ * allocation is freed (pages are backed as they are written, so a model
+ * with little weight memory costs one 2 MiB page, not the chunk).
+ * Thread-safe.
  *
  * This header is parsed by cffi: keep declarations free of macros. */
 #ifndef ONNXBIT_WEIGHT_MEMORY_H
