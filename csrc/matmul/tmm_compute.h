@@ -26,15 +26,16 @@
 #define TMM_TASK_QUANTUM 8
 
 /* Units (panels, column blocks) per task for `units` units of `unit_work`
- * products each, at most max_per_task: about TMM_TASK_WORK products a task,
- * the task count rounded up to a multiple of TMM_TASK_QUANTUM, then the units
- * spread evenly over them. */
+ * products each, at most max_per_task: as many tasks as about TMM_TASK_WORK
+ * products each need, rounded up to a multiple of TMM_TASK_QUANTUM (but no
+ * more tasks than units, and enough for max_per_task), the units spread
+ * evenly over them. */
 static inline size_t tmm_units_per_task(size_t units, size_t unit_work, size_t max_per_task) {
     if (units == 0) return 1;
     size_t per = OBX_MAX(1, TMM_TASK_WORK / OBX_MAX(unit_work, 1));
     size_t tasks = OBX_DIV_UP(OBX_DIV_UP(units, per), TMM_TASK_QUANTUM) * TMM_TASK_QUANTUM;
-    per = OBX_DIV_UP(units, OBX_MIN(tasks, units));
-    return OBX_MAX(OBX_DIV_UP(units, OBX_DIV_UP(units, OBX_MIN(per, max_per_task))), 1);
+    tasks = OBX_MAX(OBX_MIN(tasks, units), OBX_DIV_UP(units, OBX_MAX(max_per_task, 1)));
+    return OBX_DIV_UP(units, tasks);
 }
 
 struct tmm_job {

@@ -5,9 +5,13 @@
  * BitNet model's layer shapes (24 x {4 x 1536x1536, 2 x 1536x4096,
  * 4096x1536}, 170 MB of 2-bit codes), M = 1, a 256 MiB array swept between
  * calls so the weights come from DRAM; medians of 30 calls, three
- * alternations of two builds: one thread 13.7-16.2 -> 12.2-12.5 ms (13.9
- * GB/s, 87% of the 16 GB/s numpy read probe, which numpy itself places on
- * huge pages); two threads 7.9-9.1 -> 7.1-7.6 ms.
+ * alternations of two builds, twice: one thread 12.5-16.2 -> 12.1-12.5 ms
+ * (13.9 GB/s, 87% of the 16 GB/s numpy read probe, which numpy itself
+ * places on huge pages); two threads 7.9-9.1 -> 7.1-8.1 ms. `onnxbit bench
+ * matmul`, M = 1, 4096 x 4096, cold: 0.302 ms, 86% of the probe (66-75%
+ * before). BFloat16MatMul 1536 x 32000 at M = 1, two threads: 4.12-4.51
+ * against 4.24-4.54 ms. The AVX2 lookup kernel (forced on this CPU) is
+ * bound by its shuffles and gained nothing measurable.
  *
  * Layout: every allocation is preceded by a 64-byte header naming its
  * mapping. One of 2 MiB or more maps its own region, starting on a 2 MiB
@@ -59,8 +63,7 @@ OBX_API size_t obx_weight_memory_mapped(void) { return 0; }
 struct mapping {
     size_t bytes;  /* of the whole mapping */
     size_t used;   /* chunks: bytes handed out, this header included */
-    size_t live;   /* chunks: allocations not yet freed */
-    int is_chunk;
+    size_t live;   /* allocations not yet freed */
 };
 
 /* Just before every pointer handed out. */
@@ -89,13 +92,12 @@ static void *map_aligned(size_t bytes) {
     return base;
 }
 
-static struct mapping *new_mapping(size_t bytes, int is_chunk) {
+static struct mapping *new_mapping(size_t bytes) {
     struct mapping *m = map_aligned(bytes);
     if (!m) return NULL;
     m->bytes = bytes;
     m->used = HEADER; /* the mapping's own record fills the first 64 bytes */
     m->live = 0;
-    m->is_chunk = is_chunk;
     mapped_bytes += bytes;
     return m;
 }
@@ -120,16 +122,15 @@ OBX_API void *obx_weight_alloc(size_t bytes) {
     void *p = NULL;
     if (bytes + 2 * HEADER >= HUGE_PAGE) {
         /* record + header + data, whole 4 KiB pages */
-        struct mapping *m = new_mapping(OBX_DIV_UP(2 * HEADER + bytes, 4096) * 4096, 0);
+        struct mapping *m = new_mapping(OBX_DIV_UP(2 * HEADER + bytes, 4096) * 4096);
         if (m) p = hand_out(m, 2 * HEADER);
     } else {
         size_t need = HEADER + OBX_DIV_UP(bytes, 64) * 64;
-        if (current_chunk && current_chunk->used + need > current_chunk->bytes) {
-            /* Retired: unmapped by the free of its last allocation, or now. */
-            if (current_chunk->live == 0) unmap(current_chunk);
-            current_chunk = NULL;
-        }
-        if (!current_chunk) current_chunk = new_mapping(CHUNK_BYTES, 1);
+        /* A full chunk is left to the free of its last allocation (a chunk
+         * whose allocations are all freed is unmapped at once, so this one
+         * still holds some). */
+        if (current_chunk && current_chunk->used + need > current_chunk->bytes) current_chunk = NULL;
+        if (!current_chunk) current_chunk = new_mapping(CHUNK_BYTES);
         if (current_chunk) {
             p = hand_out(current_chunk, current_chunk->used + HEADER);
             current_chunk->used += need;

@@ -12,9 +12,9 @@ spinning pool workers, as a deployed decoder runs: with spinning off, a
 two-thread decode step of the 0.7B BitNet model took 1.2-1.6x as long
 (every op's parallel section waits for a worker to wake). Before each
 variant's round the bench sleeps ROUND_PAUSE_S, so that the workers of the
-variant before have stopped spinning and do not take its cores. Peak memory is measured per
-variant in a fresh process (VmHWM after loading the session, one prefill
-and the decode steps), so the peaks do not mix.
+variant before have stopped spinning and do not take its cores. Peak memory
+is measured per variant in a fresh process (VmHWM after loading the
+session, one prefill and the decode steps), so the peaks do not mix.
 
 The model must follow the export convention of models/export_bitnet_llm.py
 (and of optimum's decoder exports): inputs `input_ids`, `attention_mask`
