@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 
-from onnxbit.bench.timing import interleave, median_ms, time_ns
+from onnxbit.bench.timing import interleave, interleave_spinning, median_ms, time_ns
 from onnxbit.errors import OnnxbitError
 from onnxbit.feeds import (FeedError, check_feeds, input_specs, load_feeds, one_line,  # noqa: F401 (re-exported)
                            synthesize_feeds, synthesize_working_feed)
@@ -172,9 +172,8 @@ def open_session(model: _Model, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Two sessions alternate in one process; spinning pools would steal each
-    # other's cores and distort both timings.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # onnxruntime's default spinning workers, as deployed; with several
+    # threads the timings alternate in blocks (timing.interleave_spinning).
     try:
         if needs_library(model.proto):
             from onnxbit.runtime import InferenceSession
@@ -248,7 +247,7 @@ def compare(original: Any, converted: Any,
               "converted": lambda: {"t": time_ns(lambda: after.run(None, first))}}
     for probe in probes.values():  # warm-up: first runs allocate and prepack
         probe()
-    samples = interleave(probes, rounds)
+    samples = interleave(probes, rounds) if threads == 1 else interleave_spinning(probes, rounds)
     try:
         sizes = (model_bytes(before_model.proto if before_model.path is None else before_model.path,
                              before_model.proto),

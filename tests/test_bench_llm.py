@@ -42,7 +42,7 @@ def test_sessions_spin_as_deployed_and_rounds_pause_for_the_last_pool_to_park(mo
     monkeypatch.setattr(llm.time, "sleep", slept.append)
     timings = llm.time_variants({"a": MODEL, "b": MODEL}, threads=2, prompt_tokens=4, decode_steps=1, rounds=3)
     assert [t.variant for t in timings] == ["a", "b"]
-    assert slept == [llm.ROUND_PAUSE_S] * 6 and llm.ROUND_PAUSE_S >= 0.1
+    assert slept == [llm.SPIN_SETTLE_S] * 6 and llm.SPIN_SETTLE_S >= 0.1
 
 
 def test_bench_llm_cli_prints_the_table_and_reuses_given_conversions(tmp_path):

@@ -117,6 +117,20 @@ def test_rotation_is_round_robin_starting_elsewhere_each_round():
         timing.interleave(probes, rounds=0)
 
 
+def test_spinning_sessions_alternate_in_blocks_after_a_pause(monkeypatch):
+    calls, slept = [], []
+    monkeypatch.setattr(timing.time, "sleep", lambda s: slept.append(s) or calls.append("|"))
+    probes = {name: (lambda name=name: calls.append(name) or {"t": float(len(calls))}) for name in "ab"}
+    samples = timing.interleave_spinning(probes, rounds=7, block=3)
+    # per block and variant: the pause, one untimed wake-up probe, then the timed ones
+    assert "".join(calls) == "|aaaa|bbbb" "|bbbb|aaaa" "|aa|bb"
+    assert slept == [timing.SPIN_SETTLE_S] * 6
+    assert {name: len(s["t"]) for name, s in samples.items()} == {"a": 7, "b": 7}
+    assert samples["a"]["t"][:3] == [3.0, 4.0, 5.0]  # the wake-up probe (2.0) is not a sample
+    with pytest.raises(ValueError, match="rounds"):
+        timing.interleave_spinning(probes, rounds=0)
+
+
 @given(per_round=st.floats(0, 100), budget=st.floats(0.1, 100),
        lo=st.integers(1, 10), extra=st.integers(0, 50))
 @settings(max_examples=50, deadline=None)

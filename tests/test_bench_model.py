@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from click.testing import CliRunner
 
 from onnx_models import mlp
@@ -40,6 +41,26 @@ def test_bench_model_times_both_models_on_each_input_and_thread_count(rng, tmp_p
     assert result.exit_code == 0, result.output
     assert "batch 128 (x [128, 64])" in result.output
     assert ("faster" in result.output) or ("slower" in result.output)
+
+
+def test_two_thread_timings_keep_spinning_workers_and_alternate_in_blocks(rng, tmp_path, monkeypatch):
+    from onnxbit.bench import timing
+    from onnxbit.verify import compare, open_model, open_session
+
+    model, _ = mlp(rng)
+    original = tmp_path / "m.onnx"
+    onnx.save(model, str(original))
+    session = open_session(open_model(original, "original"), 2)
+    with pytest.raises(Exception, match="allow_spinning"):  # not set: onnxruntime's default, spinning
+        session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    slept = []
+    monkeypatch.setattr(timing.time, "sleep", slept.append)
+    results = bench_models(original, original, threads=(1, 2), rounds=5)
+    assert [r.threads for r in results] == [1, 1, 2, 2]
+    assert slept == [timing.SPIN_SETTLE_S] * 4  # two workloads x two models, at two threads only
+    slept.clear()
+    compare(original, original, threads=2, rounds=5)
+    assert slept == [timing.SPIN_SETTLE_S] * 2
 
 
 def test_bench_model_errors_are_one_line(tmp_path):

@@ -11,7 +11,7 @@ and medians are reported. The sessions keep onnxruntime's default of
 spinning pool workers, as a deployed decoder runs: with spinning off, a
 two-thread decode step of the 0.7B BitNet model took 1.2-1.6x as long
 (every op's parallel section waits for a worker to wake). Before each
-variant's round the bench sleeps ROUND_PAUSE_S, so that the workers of the
+variant's round the bench sleeps SPIN_SETTLE_S, so that the workers of the
 variant before have stopped spinning and do not take its cores. Peak memory
 is measured per variant in a fresh process (VmHWM after loading the
 session, one prefill and the decode steps), so the peaks do not mix.
@@ -39,13 +39,8 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from onnxbit.bench.timing import rotation
+from onnxbit.bench.timing import SPIN_SETTLE_S, rotation
 from onnxbit.errors import OnnxbitError
-
-# An idle onnxruntime worker spins for up to about 50 ms after its pool's last
-# parallel section, then sleeps (its thread's CPU time, read from
-# /proc/self/task, stops growing within 50-100 ms). Twice that between rounds.
-ROUND_PAUSE_S = 0.1
 
 PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 
@@ -185,7 +180,7 @@ def time_variants(models: dict[str, Path], threads: int, prompt_tokens: int, dec
     decode: dict[str, list[float]] = {name: [] for name in models}
     for round_index in range(rounds):
         for name in rotation(list(models), round_index):
-            time.sleep(ROUND_PAUSE_S)
+            time.sleep(SPIN_SETTLE_S)
             generator = Generator(sessions[name], layouts[name])
             start = time.perf_counter_ns()
             result, mask = generator.prefill(ids[name])

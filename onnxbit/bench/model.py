@@ -1,8 +1,10 @@
 """`onnxbit bench model ORIGINAL CONVERTED`: how fast a user's converted model
 runs against the original, where it matters: one short input (batch 1) and
 a prefill-sized one (128 tokens, or 128 rows when the model has no sequence
-dimension), with 1 and 2 threads. The two models alternate run by run
-(timing.interleave) and the medians are compared; inputs are synthesized
+dimension), with 1 and 2 threads. The sessions keep onnxruntime's default
+spinning workers; the two models alternate run by run at one thread
+(timing.interleave) and in blocks after a pause at two
+(timing.interleave_spinning), and the medians are compared; inputs are synthesized
 from the graph as `verify` does, or given as an .npz."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from onnxbit.bench.timing import interleave, median_ms, time_ns
+from onnxbit.bench.timing import interleave, interleave_spinning, median_ms, time_ns
 from onnxbit.feeds import PROFILES, FeedError, plan_feeds
 from onnxbit.verify import open_model, open_session, run_model
 
@@ -66,7 +68,7 @@ def bench_models(original: Any, converted: Any, threads: tuple[int, ...] = (1, 2
                     raise FeedError(f"{exc}; pass --inputs FILE.npz") from None
             probes = {name: (lambda s=session, m=model: {"t": time_ns(lambda: s.run(None, dict(feed)))})
                       for name, (session, model) in sessions.items()}
-            samples = interleave(probes, rounds)
+            samples = interleave(probes, rounds) if count == 1 else interleave_spinning(probes, rounds)
             results.append(ModelTiming(workload, _shapes(feed), count, median_ms(samples["original"]["t"]),
                                        median_ms(samples["converted"]["t"])))
     return results

@@ -75,6 +75,35 @@ def interleave(probes: Mapping[str, Probe], rounds: int) -> dict[str, dict[str, 
     return samples
 
 
+# An idle onnxruntime pool worker spins for up to about 50 ms after its
+# pool's last parallel section, then sleeps (its thread's CPU time, read from
+# /proc/self/task, stops growing within 50-100 ms). Twice that lets it settle.
+SPIN_SETTLE_S = 0.1
+
+
+def interleave_spinning(probes: Mapping[str, Probe], rounds: int, block: int = 5,
+                        pause_s: float = SPIN_SETTLE_S) -> dict[str, dict[str, list[float]]]:
+    """:func:`interleave` for sessions with several threads that keep
+    onnxruntime's default spinning pool workers, as a deployment runs them.
+    Alternating call by call, one session's still-spinning worker would take
+    the cores of the next; so each variant runs `block` probes in a row, after
+    a pause of pause_s and one untimed probe (which wakes its own pool).
+    Returns `rounds` samples per variant, as interleave does."""
+    if rounds < 1 or block < 1:
+        raise ValueError(f"rounds and block must be >= 1, got {rounds}, {block}")
+    names = list(probes)
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    for block_index in range((rounds + block - 1) // block):
+        count = min(block, rounds - block_index * block)
+        for name in rotation(names, block_index):
+            time.sleep(pause_s)
+            probes[name]()
+            for _ in range(count):
+                for key, value in probes[name]().items():
+                    samples[name].setdefault(key, []).append(float(value))
+    return samples
+
+
 def median_ms(samples_ns: Sequence[float]) -> float:
     if not samples_ns:
         raise ValueError("no samples to take the median of")
