@@ -81,3 +81,10 @@ def test_known_slow_paths_are_named_in_the_report(rng):
     assert any("2-bit MatMulNBits with float activations (accuracy_level 0) is a slow path" in n for n in ternary_ort)
     fast = convert(model, preset="ternary", target="ort", progress=False).report.notes  # int8 activations
     assert not any("slow path" in n for n in fast)
+    for target in ("ort", "onnx"):  # MatMulNBits, or DequantizeLinear INT4 that onnxruntime fuses into it
+        int4 = convert(model, preset="int4", target=target, progress=False).report.notes
+        assert sum("slower on prefill-sized ones" in n and "int8 preset" in n for n in int4) == 1
+    assert any("slower on prefill-sized ones" in n for n in fast)
+    for quiet in (convert(model, preset="int8", target="ort", progress=False),
+                  convert(model, preset="ternary", target="onnxbit", progress=False)):
+        assert not any("prefill" in n for n in quiet.report.notes)

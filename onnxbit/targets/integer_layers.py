@@ -88,6 +88,21 @@ SLOW_NBITS2_NOTE = (
     "speed of the float model in this machine's measurements; target onnxbit (TernaryMatMul) or activations "
     "\"int8\" (accuracy_level 4) run it fast; check with `onnxbit bench model ORIGINAL CONVERTED`"
 )
+# Measured with `onnxbit bench model` (MiniLM-sized encoder, models/export_float_transformer.py,
+# two runs, 1 and 2 threads) and `onnxbit bench llm` (0.7B BitNet-shaped LM, three runs), 2-vCPU
+# Sapphire Rapids, onnxruntime 1.32: MLAS's float GEMM outruns MatMulNBits once a call has
+# many rows, whatever accuracy_level.
+SLOW_NBITS_PREFILL_NOTE = (
+    "4-bit and 2-bit weights run as onnxruntime's MatMulNBits (on target onnx too: onnxruntime fuses "
+    "DequantizeLinear + MatMul into it), which is faster than the float model on short inputs but slower on "
+    "prefill-sized ones in this machine's measurements: at 128 tokens a MiniLM-sized encoder ran 1.24-1.35x "
+    "slower with int4 (1.14-1.21x with 2-bit) and a 0.7B LM's prefill 1.09-1.25x slower, where 16 tokens ran "
+    "1.12-1.41x and LM decode 3.2x faster; for prefill-heavy use the int8 preset ran 1.6-2.1x faster than "
+    "float at 128 tokens, and target onnxbit runs ternary weights as TernaryMatMul (1.5-1.7x faster); check "
+    "with `onnxbit bench model ORIGINAL CONVERTED`"
+)
+NBITS_STORAGES = ("MatMulNBits/4bit", "MatMulNBits/2bit", "DequantizeLinear/INT4", "DequantizeLinear/UINT4",
+                  "DequantizeLinear/INT2", "DequantizeLinear/UINT2")
 
 
 def slowdown_notes(packed: PackedWeight) -> list[str]:
@@ -96,4 +111,6 @@ def slowdown_notes(packed: PackedWeight) -> list[str]:
         return [SLOW_INT8_NOTE]
     if packed.storage == "MatMulNBits/2bit" and packed.attrs.get("accuracy_level") == matmulnbits.ACCURACY_FP32:
         return [SLOW_NBITS2_NOTE]
+    if packed.storage in NBITS_STORAGES:
+        return [SLOW_NBITS_PREFILL_NOTE]
     return []
