@@ -4,8 +4,8 @@ a prefill-sized one (128 tokens, or 128 rows when the model has no sequence
 dimension), with 1 and 2 threads. The sessions keep onnxruntime's default
 spinning workers; the two models alternate run by run at one thread
 (timing.interleave) and in blocks after a pause at two
-(timing.interleave_spinning), and the medians are compared; inputs are synthesized
-from the graph as `verify` does, or given as an .npz."""
+(timing.interleave_spinning), and the medians are compared; inputs are
+synthesized from the graph as `verify` does, or given as an .npz."""
 
 from __future__ import annotations
 
