@@ -125,7 +125,15 @@ def test_large_weights_sit_on_huge_pages():
             pytest.skip("a sanitizer build: weights use the C allocator")
         _view(p, size)[:] = 1  # pages are backed when first written
         address = int(native.ffi().cast("uintptr_t", p))
+        ours = _huge_kib_at(address)
         # At least half of it: under memory pressure the kernel may fall back for some pages.
-        assert _huge_kib_at(address) >= (size >> 10) // 2
+        if ours < (size >> 10) // 2:
+            # numpy asks for huge pages for its large arrays too: if it got none either,
+            # the system has none to give right now, which says nothing about this allocator.
+            control = np.ones(size // 4, dtype=np.float32)
+            # its middle: numpy advises from the first whole page, so the first one is a VMA of its own
+            if _huge_kib_at(control.ctypes.data + control.nbytes // 2) == 0:
+                pytest.skip("the system grants no huge pages right now (numpy's array got none either)")
+        assert ours >= (size >> 10) // 2
     finally:
         native.lib().obx_weight_free(p)
