@@ -50,10 +50,8 @@ static void block_task(void *arg, size_t index) {
     const size_t lanes = DW_BLOCK_LANES, taps = w->kernel_positions;
     const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     const size_t o0 = index * lanes, count = OBX_MIN(lanes, w->m - o0);
-    /* weights, scales, bias; the tile and its pixel of zeros; the outputs; the
-     * dequantized planes (act_quant 3) */
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE,
-                                        (taps + 3 + pixels + positions + (job->img.dq_scale ? pixels : 0)) * lanes);
+    /* weights, scales, bias; the tile and its pixel of zeros; the outputs */
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, (taps + 3 + pixels + positions) * lanes);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
@@ -68,15 +66,14 @@ static void block_task(void *arg, size_t index) {
     for (size_t t = 0; t < taps; t++) memcpy(weight + t * lanes, w->weights + t * w->m + o0, count * sizeof(float));
     memcpy(scale, w->scales + o0, count * sizeof(float));
     if (job->bias) memcpy(bias, job->bias + o0, count * sizeof(float));
-    const float *planes = job->img.x + o0 * pixels;
-    if (job->img.dq_scale) {
-        float *dequantized = out + positions * lanes;
-        for (size_t c = 0; c < count; c++)
-            job->rows->dequantize_pixels(dequantized + c * pixels, planes + c * pixels, job->img.dq_scale, job->img.dq_inverse,
-                                         pixels);
-        planes = dequantized;
-    }
-    job->rows->transpose(planes, count, pixels, pixels, tile, lanes);
+    job->rows->transpose(job->img.x + o0 * pixels, count, pixels, pixels, tile, lanes);
+    /* act_quant 3: each pixel's 16 channels share its scale, so the tile is
+     * dequantized in place, a row per pixel, while it is in L1. (Dequantizing
+     * each plane before the transpose wrote and reread a copy of them and cost
+     * a fifth of a 512@14x14 stride-2 call.) Lanes past the last channel hold
+     * zeros, which stay zeros or become NaN (a pixel holding NaN or Inf) and are
+     * not written back. */
+    if (job->img.dq_scale) job->rows->dequantize_lanes(tile, pixels, lanes, job->img.dq_scale, job->img.dq_inverse);
     if (job->wq)
         job->rows->depthwise_block_i8(out, tile, positions, job->index, weight, taps, job->wq->static_scale, scale,
                                       job->bias ? bias : NULL);

@@ -79,6 +79,9 @@ struct tconv_row_kernels {
     /* act_quant = 3 on a depthwise conv: out[i] = (float)clamp(rint(src[i] * scale[i]), -128, 127)
      * * inverse[i], a channel's run of pixels quantized with each pixel's scale and dequantized */
     void (*dequantize_pixels)(float *out, const float *src, const float *scale, const float *inverse, size_t n);
+    /* The same on a channels-last tile in place: tile[p * lanes + l] for p < pixels, l < lanes,
+     * every lane of pixel p with scale[p] and inverse[p] */
+    void (*dequantize_lanes)(float *tile, size_t pixels, size_t lanes, const float *scale, const float *inverse);
 };
 
 extern const struct tconv_row_kernels tconv_rows_scalar;

@@ -643,9 +643,18 @@ static void dequantize_pixels(float *restrict out, const float *restrict src, co
     for (size_t i = 0; i < n; i++) out[i] = (float)round_to_i8(src[i] * scale[i]) * inverse[i];
 }
 
+static void dequantize_lanes(float *restrict tile, size_t pixels, size_t lanes, const float *restrict scale,
+                             const float *restrict inverse) {
+    for (size_t p = 0; p < pixels; p++) {
+        const float s = scale[p], r = inverse[p];
+        float *row = tile + p * lanes;
+        for (size_t l = 0; l < lanes; l++) row[l] = (float)round_to_i8(row[l] * s) * r;
+    }
+}
+
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         absmax_run,          window_scales,
                                                    finish_i8,         quantize_run,        depthwise_row_f32,   depthwise_plane_f32,
                                                    depthwise_block_f32,
                                                    depthwise_pixel_f32, depthwise_pixel_i8, depthwise_plane_i8, depthwise_block_i8,
                                                    TCONV_ROWS_TRANSPOSE,
-                                                   deinterleave,        dequantize_pixels};
+                                                   deinterleave,        dequantize_pixels,   dequantize_lanes};
