@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "onnxbit/tmatmul.h" /* obx_task_fn, obx_parallel_for_fn */
+
 /* Formats a message into the caller's error buffer (err may be NULL). */
 __attribute__((format(printf, 3, 4)))
 static inline void obx_set_error(char *err, size_t err_len, const char *fmt_text, ...) {
@@ -21,6 +23,16 @@ static inline void obx_set_error(char *err, size_t err_len, const char *fmt_text
     va_start(args, fmt_text);
     vsnprintf(err, err_len, fmt_text, args);
     va_end(args);
+}
+
+/* fn(arg, i) for i < count: through the caller's parallel-for when there is
+ * one and more than one task, else in this thread. */
+static inline void obx_run_tasks(obx_parallel_for_fn par, void *runner, obx_task_fn fn, void *arg,
+                                 size_t count) {
+    if (par && count > 1)
+        par(runner, fn, arg, count);
+    else
+        for (size_t i = 0; i < count; i++) fn(arg, i);
 }
 
 /* 0 when a compute call's buffers are usable (a may be NULL only when k is

@@ -7,8 +7,6 @@
  * half the bytes: the float layers of a bf16 checkpoint lose nothing); bias
  * float32 [N], optional. No attributes. A constant B is repacked once, at
  * kernel creation; otherwise each call repacks its own copy. */
-#include <stdlib.h>
-#include <string.h>
 
 #include "custom_ops.h"
 #include "onnxbit/bf16matmul.h"
@@ -71,11 +69,8 @@ static OrtStatus *compute_with_weights(const ObxOpKernel *head, OrtKernelContext
     OrtStatus *status = obx_read_bias(head, bias_value, n, "N", &bias);
     if (status)
         return status;
-    int64_t y_dims[OBX_OP_MAX_RANK];
-    memcpy(y_dims, a->dims, a->rank * sizeof y_dims[0]);
-    y_dims[a->rank - 1] = (int64_t)n;
     void *y = NULL;
-    status = obx_allocate_output(head, ctx, y_dims, a->rank, &y);
+    status = obx_allocate_matmul_output(head, ctx, a, n, &y);
     if (status)
         return status;
     size_t m = 1; /* rows: the leading dimensions (K may be 0) */

@@ -170,6 +170,15 @@ OrtStatus *obx_allocate_output(const ObxOpKernel *kernel, OrtKernelContext *ctx,
     return status ? obx_node_wrap(kernel, status, "allocating output Y") : NULL;
 }
 
+OrtStatus *obx_allocate_matmul_output(const ObxOpKernel *kernel, OrtKernelContext *ctx, const ObxTensorView *a,
+                                      size_t n, void **data)
+{
+    int64_t dims[OBX_OP_MAX_RANK];
+    memcpy(dims, a->dims, a->rank * sizeof dims[0]);
+    dims[a->rank - 1] = (int64_t)n;
+    return obx_allocate_output(kernel, ctx, dims, a->rank, data);
+}
+
 /* Whether an attribute exists with a type other than `wanted` (onnxruntime
  * reports a missing attribute and a mistyped one alike). */
 static int attribute_has_other_type(const ObxOpKernel *kernel, const OrtKernelInfo *info,

@@ -56,6 +56,9 @@ OrtStatus *obx_read_bias(const ObxOpKernel *kernel, const OrtValue *value, size_
 /* Output 0 of a run with these dimensions, and its data. */
 OrtStatus *obx_allocate_output(const ObxOpKernel *kernel, OrtKernelContext *ctx, const int64_t *dims,
                                size_t rank, void **data);
+/* Output 0 of a matmul-like op: A's shape with its last dimension replaced by n. */
+OrtStatus *obx_allocate_matmul_output(const ObxOpKernel *kernel, OrtKernelContext *ctx, const ObxTensorView *a,
+                                      size_t n, void **data);
 
 /* An int attribute; `required` ones must be present, others default to fallback. */
 OrtStatus *obx_read_int_attribute(const ObxOpKernel *kernel, const OrtKernelInfo *info,

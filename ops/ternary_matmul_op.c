@@ -21,7 +21,6 @@
  * creation); otherwise each call prepacks its own copy. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "custom_ops.h"
 #include "onnxbit/formats.h"
@@ -232,11 +231,8 @@ static OrtStatus *compute_with_weights(const TernaryMatMulKernel *kernel, OrtKer
     if (status)
         return status;
 
-    int64_t y_dims[OBX_OP_MAX_RANK];
-    memcpy(y_dims, a->dims, a->rank * sizeof y_dims[0]);
-    y_dims[a->rank - 1] = (int64_t)n;
     void *y = NULL;
-    status = obx_allocate_output(head, ctx, y_dims, a->rank, &y);
+    status = obx_allocate_matmul_output(head, ctx, a, n, &y);
     if (status)
         return status;
 

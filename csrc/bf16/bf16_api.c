@@ -123,10 +123,6 @@ OBX_API int obx_bf16_compute(const obx_bf16_weights *w, const float *a, size_t m
     if (m == 0 || w->n == 0) return 0;
     if (obx_check_operands(a, y, w->k, err, err_len) != 0) return -1;
     struct bf16_job job = {platform->bf16, w, a, bias, y, m, OBX_DIV_UP(m, BF16_TASK_ROWS)};
-    size_t tasks = w->quads * job.row_chunks;
-    if (par && tasks > 1)
-        par(runner, run_task, &job, tasks);
-    else
-        for (size_t t = 0; t < tasks; t++) run_task(&job, t);
+    obx_run_tasks(par, runner, run_task, &job, w->quads * job.row_chunks);
     return 0;
 }

@@ -291,8 +291,8 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
         job.x = x + image * g->channels * pixels;
         job.y = y + image * w->m * positions;
         job.bias = bias;
-        if (!fused) tconv_run(par, runner, copy_task, &job, OBX_DIV_UP(pixels, CL_COPY_PIXELS));
-        tconv_run(par, runner, tile_task, &job, tiles);
+        if (!fused) obx_run_tasks(par, runner, copy_task, &job, OBX_DIV_UP(pixels, CL_COPY_PIXELS));
+        obx_run_tasks(par, runner, tile_task, &job, tiles);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "%s", job.err);

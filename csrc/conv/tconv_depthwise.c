@@ -311,8 +311,8 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.img.x = x + image * g->channels * pixels;
         job.img.y = y + image * w->m * positions;
-        tconv_run(par, runner, copy_task, &job, OBX_DIV_UP(pixels, DW_COPY_PIXELS));
-        tconv_run(par, runner, tile_task, &job, OBX_DIV_UP(positions, DW_TILE_PIXELS));
+        obx_run_tasks(par, runner, copy_task, &job, OBX_DIV_UP(pixels, DW_COPY_PIXELS));
+        obx_run_tasks(par, runner, tile_task, &job, OBX_DIV_UP(positions, DW_TILE_PIXELS));
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise tile");

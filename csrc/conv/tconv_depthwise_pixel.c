@@ -74,7 +74,7 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
         job.scale = scales + n * pixels;
         job.inverse = inverse + n * pixels;
         job.bad = bad + n * pixels;
-        tconv_run(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, DP_PIXELS));
+        obx_run_tasks(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, DP_PIXELS));
     }
     if (!staged) return tconv_compute_depthwise(w, g, xq, bias, OBX_ACT_NONE, 0.0f, y, par, runner, err, err_len);
     const tconv_pixel_dequant dq = {scales, inverse};

@@ -3,6 +3,7 @@
 #define ONNXBIT_TCONV_INTERNAL_H
 
 #include "conv/tconv_rows.h"
+#include "obx_common.h"
 #include "onnxbit/tconv.h"
 
 struct obx_tconv_weights {
@@ -131,14 +132,6 @@ int tconv_compute_channels_last(const obx_tconv_weights *w, const obx_conv_geome
                                 const float *bias, int act_quant, float act_scale, float *y,
                                 obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
-/* fn(arg, i) for i < count: on the parallel-for callback when there is one
- * and more than one task, else on this thread. */
-static inline void tconv_run(obx_parallel_for_fn par, void *runner, obx_task_fn fn, void *arg, size_t count) {
-    if (par && count >= 2) par(runner, fn, arg, count);
-    else
-        for (size_t i = 0; i < count; i++) fn(arg, i);
-}
-
 /* fn(arg, i) for i < tasks, for each image of the batch in turn with
  * `image` pointing at it; stops once *failed is set. */
 static inline void tconv_run_images(const obx_conv_geometry *g, size_t out_channels, const float *x, float *y,
@@ -151,7 +144,7 @@ static inline void tconv_run_images(const obx_conv_geometry *g, size_t out_chann
         image->y = y + n * out_channels * positions;
         image->dq_scale = dq ? dq->scale + n * pixels : NULL;
         image->dq_inverse = dq ? dq->inverse + n * pixels : NULL;
-        tconv_run(par, runner, fn, arg, tasks);
+        obx_run_tasks(par, runner, fn, arg, tasks);
     }
 }
 

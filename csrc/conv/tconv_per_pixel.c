@@ -231,8 +231,8 @@ int tconv_compute_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry 
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * channels * pixels;
         job.y = y + image * w->m * positions;
-        tconv_run(par, runner, quantize_task, &job, OBX_DIV_UP(pixels, PP_COPY_PIXELS));
-        tconv_run(par, runner, tile_task, &job, tiles);
+        obx_run_tasks(par, runner, quantize_task, &job, OBX_DIV_UP(pixels, PP_COPY_PIXELS));
+        obx_run_tasks(par, runner, tile_task, &job, tiles);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "%s", job.err);

@@ -317,8 +317,8 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * g->in_h * g->in_w;
         job.y = y + image * w->m * g->out_h * g->out_w;
-        if (!job.in_place) tconv_run(par, runner, copy_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
-        tconv_run(par, runner, strip_task, &job, job.strips * w->group * job.parts);
+        if (!job.in_place) obx_run_tasks(par, runner, copy_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
+        obx_run_tasks(par, runner, strip_task, &job, job.strips * w->group * job.parts);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a pixel-lanes tile");

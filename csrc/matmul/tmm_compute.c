@@ -11,12 +11,7 @@
 #define TMM_PREP_ROWS 8
 
 void tmm_run_tasks(const struct tmm_job *job, obx_task_fn fn, void *arg, size_t count) {
-    if (count == 0) return;
-    if (job->par && count > 1) {
-        job->par(job->runner, fn, arg, count);
-    } else {
-        for (size_t i = 0; i < count; i++) fn(arg, i);
-    }
+    obx_run_tasks(job->par, job->runner, fn, arg, count);
 }
 
 /* ---- activation preparation ------------------------------------------- */

@@ -14,11 +14,12 @@ stores it and casts each reader's output.
 
 from __future__ import annotations
 
+import ml_dtypes  # numpy's bfloat16 dtype, which onnx reads and writes bfloat16 tensors with
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxbit.graph.queries import iter_graphs
-from onnxbit.targets.bf16_cast import bf16_constant, stored_bits
+from onnxbit.targets.bf16_cast import LOSSLESS_ERROR, bf16_constant, stored_bits
 
 from .base import Pass, PassContext, PassResult
 
@@ -47,8 +48,6 @@ def check(table: gs.Constant, readers: list[tuple[gs.Node, int]]) -> str | np.nd
 def rewrite(ctx: PassContext, table: gs.Constant, bits: np.ndarray, readers: list[tuple[gs.Node, int]],
             graph_of: dict[int, gs.Graph]) -> None:
     """Every reader gathers from the bfloat16 table and casts its output to float32."""
-    import ml_dtypes  # numpy's bfloat16 dtype, which onnx reads and writes bfloat16 tensors with
-
     stored = bf16_constant(ctx, table.name, bits)
     for node, _ in readers:
         output = node.outputs[0]
@@ -102,7 +101,7 @@ class StoreBf16TablesPass(Pass):
                                      "(lossless, half the bytes)")
                     record.bits_per_weight = 16.0
                     record.bytes_before, record.bytes_after = before, before // 2
-                    record.weight_error = {"mse": 0.0, "sqnr_db": float("inf"), "cosine": 1.0}
+                    record.weight_error = dict(LOSSLESS_ERROR)
                     before = 0  # a table several Gathers read is counted once
             stored += 1
         return PassResult(modified=stored > 0, summary=f"{stored} table(s) stored as bfloat16")

@@ -69,8 +69,12 @@ def stored_bits(tensor: gs.Tensor) -> np.ndarray | None:
     return bf16_bits_or_none(values)
 
 
+# The weight error of a layer whose stored weight holds the original's values.
+LOSSLESS_ERROR = {"mse": 0.0, "sqnr_db": float("inf"), "cosine": 1.0}
+
+
 def lossless(packed: PackedWeight, note: str) -> PackedWeight:
-    packed.weight_error = {"mse": 0.0, "sqnr_db": float("inf"), "cosine": 1.0}
+    packed.weight_error = dict(LOSSLESS_ERROR)
     packed.notes.append(note)
     return packed
 
