@@ -113,7 +113,7 @@ def test_verify_model_checks_act_quant_3(rng):
     assert not [f for f in verify_model(fine.model).findings if "act_quant" in f.message]
 
 
-@pytest.mark.parametrize("path", ["blocks", "phases", "flat", "rows", "channels_last"])
+@pytest.mark.parametrize("path", ["blocks", "phases", "flat", "rows", "channels_last", "same"])
 def test_depthwise_equals_reference_on_every_float_path(isa, rng, monkeypatch, path):
     """act_quant 3 on a depthwise conv runs the float depthwise paths on X dequantized per pixel:
     the staging paths (blocks, phases, flat) as they stage X, the others on a dequantized copy.

@@ -101,6 +101,11 @@ CASES = {
     "depthwise_flat_5x5": ((1, 7, 4, 8), (7, 1, 5, 5), {"group": 7, "pads": [2, 2, 2, 2]}, "channel", 0),
     "depthwise_flat_stride2_odd": ((1, 3, 9, 11), (3, 1, 3, 3), {"group": 3, "strides": [2, 2],
                                                                 "pads": [1, 1, 0, 0]}, "channel", 0),
+    # Output planes the input's size run as flat runs of pixels: dilation, a channel multiplier and
+    # batch 2; pads all on one side.
+    "depthwise_same_dilated_mult2": ((2, 3, 9, 20), (6, 1, 3, 3), {"group": 3, "dilations": [2, 2],
+                                                                    "pads": [2, 2, 2, 2]}, "tensor", 0),
+    "depthwise_same_asymmetric": ((1, 4, 5, 9), (4, 1, 3, 3), {"group": 4, "pads": [0, 2, 2, 0]}, "channel", 0),
     # out_w < in_w: the outputs are picked from the flat grid
     "depthwise_flat_narrow": ((2, 5, 7, 9), (5, 1, 3, 3), {"group": 5, "pads": [0, 0, 1, 1]}, "channel", 0),
     # Pointwise int8 rows quantized from X in pixel blocks: pixel counts not a multiple of the
@@ -277,8 +282,8 @@ DEPTHWISE_FLOAT_CASES = ["depthwise", "depthwise_stride2_mult2", "depthwise_wide
                          "depthwise_wide_stride2_even", "depthwise_flat_dilated_mult2", "depthwise_flat_5x5",
                          "depthwise_flat_narrow", "depthwise_flat_stride2_odd", "depthwise_phases_pad0",
                          "depthwise_phases_5x5_mult2", "depthwise_phases_dilated", "depthwise_phases_2x2",
-                         "depthwise_blocks_batch2"]
-DEPTHWISE_FLOAT_PATHS = ("blocks", "phases", "flat", "rows", "channels_last")
+                         "depthwise_blocks_batch2", "depthwise_same_dilated_mult2", "depthwise_same_asymmetric"]
+DEPTHWISE_FLOAT_PATHS = ("blocks", "phases", "flat", "rows", "channels_last", "same")
 
 
 def _depthwise_path_runs(path: str) -> int:
@@ -295,7 +300,7 @@ def _depthwise_path_runs(path: str) -> int:
 @pytest.mark.parametrize("path", (None, *DEPTHWISE_FLOAT_PATHS))
 @pytest.mark.parametrize("name", DEPTHWISE_FLOAT_CASES)
 def test_depthwise_float_path_is_bit_exact(rng, monkeypatch, name, path):
-    """Every depthwise float kernel (channel blocks, phase, flat and row planes, channels-last),
+    """Every depthwise float kernel (channel blocks, phase, flat, same-size and row planes, channels-last),
     forced where it fits and by the size rule otherwise, computes the documented order of
     operations on every ISA: the bits of _depthwise_float_spec."""
     from onnxbit import native
@@ -320,6 +325,8 @@ def test_depthwise_float_path_is_bit_exact(rng, monkeypatch, name, path):
     ("flat", ["depthwise_flat_5x5", "depthwise_flat_narrow", "depthwise_wide_dilated_mult2"]),
     ("rows", ["depthwise_wide_large_plane_stride2", "depthwise_wide_stride2_even", "depthwise_flat_dilated_mult2"]),
     ("channels_last", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide_stride2_even"]),
+    ("same", ["depthwise", "depthwise_flat_5x5", "depthwise_wide", "depthwise_same_dilated_mult2",
+              "depthwise_same_asymmetric"]),
 ])
 def test_each_depthwise_float_path_runs_where_forced(rng, monkeypatch, path, names):
     """The bit-exact test above covers a path only where it really ran: each forced path runs on

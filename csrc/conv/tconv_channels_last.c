@@ -88,8 +88,7 @@ static void copy_task(void *arg, size_t index) {
     for (size_t grp = 0; grp < job->w->group; grp++) {
         int32_t *amax = job->amax + grp * pixels + p0;
         memset(amax, 0, n * sizeof *amax);
-        for (size_t c = grp * cg; c < (grp + 1) * cg; c++)
-            job->platform->conv_rows->absmax_bits(amax, job->x + c * pixels + p0, 1, n);
+        job->platform->conv_rows->absmax_planes(amax, job->x + grp * cg * pixels + p0, pixels, cg, n);
     }
 }
 

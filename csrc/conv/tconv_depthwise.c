@@ -38,6 +38,9 @@ enum { DW_FLAT_MAX_GRID = 16384, DW_FLAT_TASK_VALUES = 4096 };
 /* Channel blocks (tconv_depthwise_blocks.c) up to these input pixels: 14x14
  * at stride 1, 32x32 at stride 2 (see float_path). */
 enum { DW_BLOCKS_MAX_PIXELS = 196, DW_BLOCKS_MAX_PIXELS_STRIDE2 = 1024 };
+/* Same-size planes (tconv_depthwise_same.c) at stride 1 from 11x11 to 20x20
+ * (see choose_path). */
+enum { DW_SAME_MIN_PIXELS = 100, DW_SAME_MAX_PIXELS = 400 };
 
 typedef struct DwJob {
     const obx_tconv_weights *w;
@@ -193,8 +196,8 @@ static void flat_task(void *arg, size_t index) {
 }
 
 /* The depthwise paths (choose_path picks one; rows have no int8 kernel). */
-enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_PATH_COUNT };
-static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows", "flat", "phases", "blocks"};
+enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_SAME, DW_PATH_COUNT };
+static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows", "flat", "phases", "blocks", "same"};
 
 static atomic_size_t path_runs[DW_PATH_COUNT];
 
@@ -216,6 +219,7 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
     case DW_FLAT: return g->stride_h == 1 && g->stride_w == 1 && g->out_h * flat_padded_w(g) <= DW_FLAT_MAX_GRID;
     case DW_PHASES: return tconv_depthwise_phases_fit(g);
     case DW_BLOCKS: return tconv_depthwise_blocks_fit(w, g);
+    case DW_SAME: return tconv_depthwise_same_fits(g);
     default: return 0;
     }
 }
@@ -227,7 +231,13 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
  * against flat 95, 576 @14x14 76 / 126, but 256 @16x16 69 / 68 and 192
  * @28x28 229 / 126; stride 2: 512 @14x14 30 / phases 75, 192 @28x28 58 /
  * 117, 144 @56x56 175-214 / 164-209), then phase planes at stride 2, flat
- * planes at stride 1, rows on wide planes past those. int8 activations per
+ * planes at stride 1, rows on wide planes past those. Before all of them,
+ * same-size planes at stride 1 from 11x11 to 20x20 (one thread, same / blocks
+ * / flat, float and act_quant 3: 576 @14x14 107 / 106 / 103 and 122 / 141 /
+ * 148, 256 @16x16 64 / 71 / 67 and 65 / 79 / 74; not on 7x7, 960 channels
+ * 83 / 56 / 76, where a quarter of the last vector is past the plane, nor
+ * past 28x28, 192 channels 120 / 116 / 122 and 231 / 249 / 232, where the
+ * copies outgrow L1: at 56x56 same is 1.2-1.3x flat). int8 activations per
  * window (act_quant 1 and 2) take the same rule with the rows left out (they
  * have no int8 kernel). One thread against onnxruntime's fp32 Conv
  * (`onnxbit bench conv` shapes), the channels-last tiles, their only path
@@ -239,10 +249,13 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
     if (name)
         for (int p = 0; p < DW_PATH_COUNT; p++)
-            if (strcmp(name, dw_path_names[p]) == 0 && path_fits((enum dw_path)p, w, g) && !(int8 && p == DW_ROWS))
+            if (strcmp(name, dw_path_names[p]) == 0 && path_fits((enum dw_path)p, w, g) &&
+                !(int8 && (p == DW_ROWS || p == DW_SAME)))
                 return (enum dw_path)p;
     const size_t pixels = g->in_h * g->in_w;
     const int stride2 = g->stride_h == 2 && g->stride_w == 2;
+    if (!int8 && path_fits(DW_SAME, w, g) && pixels > DW_SAME_MIN_PIXELS && pixels <= DW_SAME_MAX_PIXELS)
+        return DW_SAME;
     if (path_fits(DW_BLOCKS, w, g) && pixels <= (stride2 ? DW_BLOCKS_MAX_PIXELS_STRIDE2 : DW_BLOCKS_MAX_PIXELS))
         return DW_BLOCKS;
     if (path_fits(DW_PHASES, w, g)) return DW_PHASES;
@@ -322,7 +335,9 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
 }
 
 /* The paths that copy X into their own layout anyway. */
-static int stages_x(enum dw_path path) { return path == DW_BLOCKS || path == DW_PHASES || path == DW_FLAT; }
+static int stages_x(enum dw_path path) {
+    return path == DW_BLOCKS || path == DW_PHASES || path == DW_FLAT || path == DW_SAME;
+}
 
 int tconv_depthwise_stages_x(const obx_tconv_weights *w, const obx_conv_geometry *g) {
     return stages_x(float_path(w, g));
@@ -338,6 +353,7 @@ static int compute_path(enum dw_path path, const obx_tconv_weights *w, const obx
     case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
     case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
     case DW_FLAT: return compute_flat(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
+    case DW_SAME: return tconv_compute_depthwise_same(w, g, x, bias, dq, y, par, runner, err, err_len);
     case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
     default: return compute_channels_last(w, g, x, bias, wq, y, par, runner, err, err_len);
     }

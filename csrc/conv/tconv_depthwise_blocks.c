@@ -3,8 +3,11 @@
  * at a time as the lanes of a vector (channel multiplier 1). A task
  * transposes its 16 planes to a channels-last tile with one pixel of zeros
  * after it, runs every output pixel over its taps with each tap's 16 weights
- * in one register (depthwise_block_f32; a padding tap reads the zeros), and
- * transposes the 16 output planes back. The tile stays in L1 or L2, at any
+ * in one register (depthwise_block_f32 from a table of the tile pixel each
+ * tap reads, a padding tap reading the zeros; with float activations the
+ * outputs whose taps all lie inside go in runs along their row at constant
+ * shifts instead, depthwise_block_run_f32), and transposes the 16 output
+ * planes back. The tile stays in L1 or L2, at any
  * stride or dilation; which tile pixel each tap reads is worked out once a
  * call, for all blocks.
  *
@@ -34,8 +37,56 @@ typedef struct BlockJob {
     const float *bias;
     const uint32_t *index; /* [output pixel][tap]: the tile pixel read, `pixels` (the zeros) in the padding */
     const tconv_window_quant *wq; /* int8 activations per window, or NULL */
+    /* Float activations: the outputs whose taps all lie inside, rows
+     * [inside_h0, inside_h1) x columns [inside_w0, inside_w1), run without the
+     * table (depthwise_block_run_f32); delta[t]: tap t's tile pixel from the
+     * window's corner. */
+    size_t inside_h0, inside_h1, inside_w0, inside_w1;
+    const size_t *delta;
     int failed;
 } BlockJob;
+
+/* The outputs along one axis whose taps all lie inside [0, in): [*first, *last). */
+static void inside_range(size_t out, size_t in, size_t stride, size_t pad, size_t kernel, size_t dilation,
+                         size_t *first, size_t *last) {
+    const size_t reach = (kernel - 1) * dilation; /* the window's last tap from its first */
+    *first = OBX_MIN(out, OBX_DIV_UP(pad, stride));
+    *last = *first;
+    if (in < reach + 1) return;
+    /* o * stride - pad + reach <= in - 1 */
+    const size_t limit = (in - 1 - reach + pad) / stride + 1;
+    *last = OBX_MAX(*first, OBX_MIN(out, limit));
+}
+
+/* Output row oh's pixels [from, to) with the table. */
+static void table_outputs(const BlockJob *job, float *out, const float *tile, size_t from, size_t to,
+                          const float *weight, const float *scale, const float *bias) {
+    const size_t taps = job->w->kernel_positions;
+    if (to > from)
+        job->rows->depthwise_block_f32(out + from * DW_BLOCK_LANES, tile, to - from, job->index + from * taps, weight,
+                                       taps, scale, bias);
+}
+
+/* Float activations: each output row's inside run without the table, its
+ * edges (and the rows with taps in the padding) with it. */
+static void float_outputs(const BlockJob *job, float *out, const float *tile, const float *weight, const float *scale,
+                          const float *bias) {
+    const obx_conv_geometry *g = job->g;
+    const size_t taps = job->w->kernel_positions, ow = g->out_w;
+    for (size_t oh = 0; oh < g->out_h; oh++) {
+        const size_t row = oh * ow;
+        if (oh < job->inside_h0 || oh >= job->inside_h1 || job->inside_w1 == job->inside_w0) {
+            table_outputs(job, out, tile, row, row + ow, weight, scale, bias);
+            continue;
+        }
+        table_outputs(job, out, tile, row, row + job->inside_w0, weight, scale, bias);
+        const size_t corner = (oh * g->stride_h - g->pad_top) * g->in_w + job->inside_w0 * g->stride_w - g->pad_left;
+        job->rows->depthwise_block_run_f32(out + (row + job->inside_w0) * DW_BLOCK_LANES, tile + corner * DW_BLOCK_LANES,
+                                           job->inside_w1 - job->inside_w0, g->stride_w, job->delta, weight, taps,
+                                           scale, bias);
+        table_outputs(job, out, tile, row + job->inside_w1, row + ow, weight, scale, bias);
+    }
+}
 
 int tconv_depthwise_blocks_fit(const obx_tconv_weights *w, const obx_conv_geometry *g) {
     /* outputs bounded too: large pads make more of them than pixels (a tile row each) */
@@ -58,27 +109,27 @@ static void block_task(void *arg, size_t index) {
     }
     float *scale = weight + taps * lanes, *bias = scale + lanes, *tile = bias + lanes, *out = tile + (pixels + 1) * lanes;
     /* Lanes past the last channel compute on zeros and are not written back. */
-    if (count < lanes) {
-        memset(weight, 0, (taps + 2) * lanes * sizeof(float));
-        memset(tile, 0, pixels * lanes * sizeof(float));
-    }
+    if (count < lanes) memset(weight, 0, (taps + 2) * lanes * sizeof(float));
     memset(tile + pixels * lanes, 0, lanes * sizeof(float));
     for (size_t t = 0; t < taps; t++) memcpy(weight + t * lanes, w->weights + t * w->m + o0, count * sizeof(float));
     memcpy(scale, w->scales + o0, count * sizeof(float));
     if (job->bias) memcpy(bias, job->bias + o0, count * sizeof(float));
-    job->rows->transpose(job->img.x + o0 * pixels, count, pixels, pixels, tile, lanes);
+    const float *planes = job->img.x + o0 * pixels;
     /* act_quant 3: each pixel's 16 channels share its scale, so the tile is
-     * dequantized in place, a row per pixel, while it is in L1. (Dequantizing
-     * each plane before the transpose wrote and reread a copy of them and cost
-     * a fifth of a 512@14x14 stride-2 call.) Lanes past the last channel hold
-     * zeros, which stay zeros or become NaN (a pixel holding NaN or Inf) and are
-     * not written back. */
-    if (job->img.dq_scale) job->rows->dequantize_lanes(tile, pixels, lanes, job->img.dq_scale, job->img.dq_inverse);
+     * dequantized as it is transposed (tconv_rows.h); dequantizing each plane
+     * first wrote and reread a copy of them and cost a fifth of a 512 @14x14
+     * stride-2 call. */
+    if (job->img.dq_scale) {
+        job->rows->block_tile_dequantized(tile, planes, count, pixels, pixels, job->img.dq_scale, job->img.dq_inverse);
+    } else {
+        if (count < lanes) memset(tile, 0, pixels * lanes * sizeof(float));
+        job->rows->transpose(planes, count, pixels, pixels, tile, lanes);
+    }
     if (job->wq)
         job->rows->depthwise_block_i8(out, tile, positions, job->index, weight, taps, job->wq->static_scale, scale,
                                       job->bias ? bias : NULL);
     else
-        job->rows->depthwise_block_f32(out, tile, positions, job->index, weight, taps, scale, job->bias ? bias : NULL);
+        float_outputs(job, out, tile, weight, scale, job->bias ? bias : NULL);
     job->rows->transpose(out, positions, count, lanes, job->img.y + o0 * positions, positions);
 }
 
@@ -91,9 +142,9 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
         obx_set_error(err, err_len, "the output is too large for its depthwise tap table");
         return -1;
     }
-    /* the tap table, then one output's pixels (tconv_tap_pixels) */
+    /* the tap table, then one output's pixels (tconv_tap_pixels), then the inside taps' deltas */
     uint32_t *table = (uint32_t *)tconv_thread_buffer(
-        TCONV_BUFFER_IMAGE, positions * taps + taps * sizeof(ptrdiff_t) / sizeof(float) + 2);
+        TCONV_BUFFER_IMAGE, positions * taps + 2 * taps * sizeof(ptrdiff_t) / sizeof(float) + 2);
     if (!table) {
         obx_set_error(err, err_len, "out of memory for the depthwise tap table");
         return -1;
@@ -103,7 +154,13 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
         tconv_tap_pixels(g, p, pixel);
         for (size_t t = 0; t < taps; t++) table[p * taps + t] = (uint32_t)(pixel[t] < 0 ? pixels : (size_t)pixel[t]);
     }
-    BlockJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, bias, table, wq, 0};
+    size_t *delta = (size_t *)(pixel + taps);
+    for (size_t t = 0; t < taps; t++)
+        delta[t] = (t / g->kernel_w) * g->dilation_h * g->in_w + (t % g->kernel_w) * g->dilation_w;
+    BlockJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias, .index = table, .wq = wq,
+                    .delta = delta};
+    inside_range(g->out_h, g->in_h, g->stride_h, g->pad_top, g->kernel_h, g->dilation_h, &job.inside_h0, &job.inside_h1);
+    inside_range(g->out_w, g->in_w, g->stride_w, g->pad_left, g->kernel_w, g->dilation_w, &job.inside_w0, &job.inside_w1);
     const size_t tasks = OBX_DIV_UP(w->m, (size_t)DW_BLOCK_LANES);
     tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, block_task, &job, tasks);
     if (job.failed) {

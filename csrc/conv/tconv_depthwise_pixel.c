@@ -39,7 +39,7 @@ static void dequantize_task(void *arg, size_t index) {
     const size_t p0 = index * DP_PIXELS, n = OBX_MIN((size_t)DP_PIXELS, job->pixels - p0);
     int32_t *bits = (int32_t *)(job->scale + p0);
     memset(bits, 0, n * sizeof *bits);
-    for (size_t c = 0; c < job->channels; c++) job->rows->absmax_bits(bits, job->x + c * job->pixels + p0, 1, n);
+    job->rows->absmax_planes(bits, job->x + p0, job->pixels, job->channels, n);
     job->rows->window_scales(job->scale + p0, job->bad + p0, n);
     for (size_t p = p0; p < p0 + n; p++) job->inverse[p] = job->bad[p] ? NAN : 1.0f / job->scale[p];
     if (!job->xq) return;

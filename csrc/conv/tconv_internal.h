@@ -105,6 +105,13 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
                                    const tconv_window_quant *wq, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
+/* Stride-1 depthwise convs with an output plane the input's size, float
+ * activations (tconv_depthwise_same.c): 1 when they fit. */
+int tconv_depthwise_same_fits(const obx_conv_geometry *g);
+int tconv_compute_depthwise_same(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                 const float *bias, const tconv_pixel_dequant *dq, float *y,
+                                 obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
+
 /* The direct depthwise path (tconv_depthwise.c). */
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,

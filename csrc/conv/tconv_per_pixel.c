@@ -100,7 +100,7 @@ static void quantize_task(void *arg, size_t index) {
     const size_t p0 = index * PP_COPY_PIXELS, n = OBX_MIN((size_t)PP_COPY_PIXELS, pixels - p0);
     rows->transpose(job->x + p0, channels, n, pixels, job->xt + p0 * channels, channels);
     int32_t amax_bits[PP_COPY_PIXELS] = {0}; /* the block's pixel absmaxes, one NCHW plane at a time */
-    for (size_t c = 0; c < channels; c++) rows->absmax_bits(amax_bits, job->x + c * pixels + p0, 1, n);
+    rows->absmax_planes(amax_bits, job->x + p0, pixels, channels, n);
     for (size_t p = p0; p < p0 + n; p++) {
         const float *src = job->xt + p * channels;
         int8_t *q = job->q + p * channels;

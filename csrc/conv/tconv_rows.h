@@ -15,6 +15,9 @@ struct tconv_row_kernels {
     void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int32_t *code, size_t n);
     /* magnitude[i] = max(magnitude[i], bits of |src[i * stride]|) */
     void (*absmax_bits)(int32_t *magnitude, const float *src, size_t stride, size_t n);
+    /* magnitude[i] = max(magnitude[i], bits of |src[c * plane_stride + i]| for c < planes):
+     * each pixel's absmax over NCHW planes, the planes taken a few at a time */
+    void (*absmax_planes)(int32_t *magnitude, const float *src, size_t plane_stride, size_t planes, size_t n);
     /* max over i < n of the bits of |src[i]| (0 when n = 0): a pixel row's absmax */
     int32_t (*absmax_run)(const float *src, size_t n);
     /* In place: absmax bit patterns -> scale[i] = 127 * (1 / max(absmax, 1e-5)), and
@@ -46,6 +49,13 @@ struct tconv_row_kernels {
      *   * w[t * 16 + l]) * scale[l] (+ bias[l] when bias) */
     void (*depthwise_block_f32)(float *out, const float *x, size_t n, const uint32_t *index, const float *w,
                                 size_t taps, const float *scale, const float *bias);
+    /* The same for n consecutive outputs of one output row whose taps all lie
+     * inside the image (no index table): output k's tap t reads tile pixel
+     * k * stride + delta[t], x pointing at the first output's window corner:
+     *   out[k * 16 + l] = (sum over taps t in order of x[(k * stride + delta[t]) * 16 + l]
+     *   * w[t * 16 + l]) * scale[l] (+ bias[l] when bias), the bits of depthwise_block_f32 */
+    void (*depthwise_block_run_f32)(float *out, const float *x, size_t n, size_t stride, const size_t *delta,
+                                    const float *w, size_t taps, const float *scale, const float *bias);
     /* One output pixel of the channels-last depthwise path, float activations:
      * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]
      * (+ bias[c] when bias), w[t] = weights + tap[t] * m */
@@ -73,15 +83,24 @@ struct tconv_row_kernels {
      * NCHW <-> channels-last */
     void (*transpose)(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
                       size_t dst_stride);
+    /* out[i] = src[i] where mask[i] is all ones, +0 where it is 0 (bitwise: Inf and NaN
+     * masked away too) */
+    void (*masked_copy)(float *out, const float *src, const int32_t *mask, size_t n);
     /* even[k] = src[2k] for k < n_even, odd[k] = src[2k + 1] for k < n_odd: an
      * input row split into the column phases of a stride-2 depthwise conv */
     void (*deinterleave)(float *even, size_t n_even, float *odd, size_t n_odd, const float *src);
     /* act_quant = 3 on a depthwise conv: out[i] = (float)clamp(rint(src[i] * scale[i]), -128, 127)
-     * * inverse[i], a channel's run of pixels quantized with each pixel's scale and dequantized */
+     * * inverse[i], a channel's run of pixels quantized with each pixel's scale and dequantized.
+     * The scales are the pixels' own absmax scales, so |src * scale| < 127.5 and the clamp never
+     * acts: computed as rint(src * scale) * inverse (a -0 where the other form gives +0, which
+     * no float path's sum can tell apart: each starts at +0). */
     void (*dequantize_pixels)(float *out, const float *src, const float *scale, const float *inverse, size_t n);
-    /* The same on a channels-last tile in place: tile[p * lanes + l] for p < pixels, l < lanes,
-     * every lane of pixel p with scale[p] and inverse[p] */
-    void (*dequantize_lanes)(float *tile, size_t pixels, size_t lanes, const float *scale, const float *inverse);
+    /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
+     * `channels` (<= 16) NCHW planes plane_stride apart, each value dequantized as
+     * dequantize_pixels does: tile[p * 16 + l] = dequantized x[l * plane_stride + p] (scale[p],
+     * inverse[p]) for p < pixels, l < channels; the lanes past `channels` are set to 0 */
+    void (*block_tile_dequantized)(float *tile, const float *x, size_t channels, size_t pixels,
+                                   size_t plane_stride, const float *scale, const float *inverse);
 };
 
 extern const struct tconv_row_kernels tconv_rows_scalar;

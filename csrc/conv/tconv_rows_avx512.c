@@ -9,9 +9,9 @@
 #include "conv/tconv_rows.h"
 #include "obx_common.h"
 
-static inline void transpose_16x16(const float *src, size_t src_stride, float *dst, size_t dst_stride) {
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * src_stride);
+/* r[i] (row i) -> r[j] (column j), in registers. */
+static inline void transpose_16x16_registers(__m512 r[16]) {
+    __m512 t[16];
     /* in each 128-bit lane: pairs of rows interleaved */
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -34,11 +34,18 @@ static inline void transpose_16x16(const float *src, size_t src_stride, float *d
         t[12 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xDD);
     }
     for (int m = 0; m < 4; m++) {
-        _mm512_storeu_ps(dst + m * dst_stride, _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88));
-        _mm512_storeu_ps(dst + (8 + m) * dst_stride, _mm512_shuffle_f32x4(t[m], t[8 + m], 0xDD));
-        _mm512_storeu_ps(dst + (4 + m) * dst_stride, _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0x88));
-        _mm512_storeu_ps(dst + (12 + m) * dst_stride, _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0xDD));
+        r[m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88);
+        r[8 + m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xDD);
+        r[4 + m] = _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0x88);
+        r[12 + m] = _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0xDD);
     }
+}
+
+static inline void transpose_16x16(const float *src, size_t src_stride, float *dst, size_t dst_stride) {
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * src_stride);
+    transpose_16x16_registers(r);
+    for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + j * dst_stride, r[j]);
 }
 
 static void transpose_avx512(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
@@ -55,6 +62,43 @@ static void transpose_avx512(const float *src, size_t rows, size_t cols, size_t 
         tconv_transpose_avx2(src + rows16 * src_stride, rows - rows16, cols, src_stride, dst + rows16, dst_stride);
 }
 
+/* tconv_rows.h block_tile_dequantized with the dequantization in the
+ * transpose's registers: a loaded row is 16 pixels of one channel, and each
+ * lane meets its own pixel's scale, so the tile is written once, already
+ * dequantized (the transpose followed by a pass over the tile's rows took a
+ * quarter of a 512 @14x14 stride-2 call). Masked loads cover the last
+ * pixels and channels with zeros. */
+static void block_tile_dequantized_avx512(float *tile, const float *x, size_t channels, size_t pixels,
+                                          size_t plane_stride, const float *scale, const float *inverse) {
+    for (size_t p0 = 0; p0 < pixels; p0 += 16) {
+        const size_t n = OBX_MIN((size_t)16, pixels - p0);
+        const __mmask16 lanes = (__mmask16)((1u << n) - 1);
+        const __m512 s = _mm512_maskz_loadu_ps(lanes, scale + p0), inv = _mm512_maskz_loadu_ps(lanes, inverse + p0);
+        __m512 r[16];
+        for (int i = 0; i < 16; i++) {
+            r[i] = _mm512_setzero_ps();
+            if ((size_t)i >= channels) continue;
+            const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x + i * plane_stride + p0), s);
+            r[i] = _mm512_mul_ps(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), inv);
+        }
+        transpose_16x16_registers(r);
+        for (size_t j = 0; j < n; j++) _mm512_storeu_ps(tile + (p0 + j) * 16, r[j]);
+    }
+}
+
+/* tconv_rows.h dequantize_pixels with a masked last vector: the flat
+ * planes dequantize a row at a time (56 values at 56x56), where the
+ * compiler's scalar epilogue took a third of the call. */
+static void dequantize_pixels_avx512(float *out, const float *src, const float *scale, const float *inverse,
+                                     size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 lanes = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, src + i), _mm512_maskz_loadu_ps(lanes, scale + i));
+        const __m512 q = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm512_mask_storeu_ps(out + i, lanes, _mm512_mul_ps(q, _mm512_maskz_loadu_ps(lanes, inverse + i)));
+    }
+}
+
 /* A depthwise tap as one FMA (tconv_rows_body.h says why that is exact). */
 #define TCONV_TAP16(acc, x, w) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), _mm512_set1_ps(w), (__m512)(acc)))
 #define TCONV_TAP16V(acc, x, wv) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), (__m512)(wv), (__m512)(acc)))
@@ -69,4 +113,6 @@ static void transpose_avx512(const float *src, size_t rows, size_t cols, size_t 
 
 #define TCONV_ROWS_TABLE tconv_rows_avx512
 #define TCONV_ROWS_TRANSPOSE transpose_avx512
+#define TCONV_ROWS_BLOCK_TILE_DEQUANTIZED block_tile_dequantized_avx512
+#define TCONV_ROWS_DEQUANTIZE_PIXELS dequantize_pixels_avx512
 #include "conv/tconv_rows_body.h"

@@ -1,6 +1,7 @@
 /* The conv row kernels (tconv_rows.h), compiled once per ISA file (tconv_rows_*.c) with
  * that file's flags: the includer defines TCONV_ROWS_TABLE, the table's name.
  * Plain C the compiler vectorizes; restrict pointers rule out aliasing. */
+#include <math.h>
 #include <string.h>
 
 #include "conv/tconv_rows.h"
@@ -55,6 +56,28 @@ static void absmax_bits(int32_t *restrict magnitude, const float *restrict src, 
         bits &= 0x7fffffff;
         magnitude[i] = bits > magnitude[i] ? bits : magnitude[i];
     }
+}
+
+/* absmax_bits over a few planes at a time: each pixel's running maximum stays
+ * in a register across them instead of a load and a store per plane. */
+static void absmax_planes(int32_t *restrict magnitude, const float *restrict src, size_t plane_stride,
+                          size_t planes, size_t n) {
+    enum { PLANES_AT_ONCE = 8 };
+    size_t c = 0;
+    for (; c + PLANES_AT_ONCE <= planes; c += PLANES_AT_ONCE) {
+        const float *s = src + c * plane_stride;
+        for (size_t i = 0; i < n; i++) {
+            int32_t m = magnitude[i];
+            for (size_t k = 0; k < PLANES_AT_ONCE; k++) {
+                int32_t bits;
+                memcpy(&bits, &s[k * plane_stride + i], sizeof bits);
+                bits &= 0x7fffffff;
+                m = bits > m ? bits : m;
+            }
+            magnitude[i] = m;
+        }
+    }
+    for (; c < planes; c++) absmax_bits(magnitude, src + c * plane_stride, 1, n);
 }
 
 /* The same ordering as a reduction: a max is exact in any order. */
@@ -342,6 +365,60 @@ static void depthwise_block_f32(float *restrict out, const float *x, size_t n, c
     }
 }
 #undef BLOCK_TAP
+
+/* depthwise_block_run_f32 at a constant stride: eight (or four) outputs of
+ * the run at once, each tap one load at a fixed displacement from the tap's pointer (no
+ * index table: the table kernel's index loads outnumbered its FMAs). */
+#define RUN_TAP(acc, i) (acc = TCONV_TAP16V(acc, *(const tconv_v16 *)(q + (i) * stride * 16), wt))
+#define RUN_OUT(acc, i) (*(tconv_v16 *)(out + (k + (i)) * 16) = bias ? acc * s + b : acc * s)
+static inline __attribute__((always_inline)) void block_run(float *restrict out, const float *x, size_t n,
+                                                            const size_t *delta, const float *w, size_t taps,
+                                                            const float *scale, const float *bias, const size_t stride) {
+    const tconv_f16 s = *(const tconv_v16 *)scale;
+    tconv_f16 b = {0};
+    if (bias) b = *(const tconv_v16 *)bias;
+    size_t k = 0;
+#if defined(__AVX512F__) /* eight accumulators fit 32 registers; two vectors each elsewhere would spill */
+    for (; k + 8 <= n; k += 8) {
+        tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+        for (size_t t = 0; t < taps; t++) {
+            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
+            const float *q = x + (k * stride + delta[t]) * 16;
+            RUN_TAP(a0, 0), RUN_TAP(a1, 1), RUN_TAP(a2, 2), RUN_TAP(a3, 3);
+            RUN_TAP(a4, 4), RUN_TAP(a5, 5), RUN_TAP(a6, 6), RUN_TAP(a7, 7);
+        }
+        RUN_OUT(a0, 0), RUN_OUT(a1, 1), RUN_OUT(a2, 2), RUN_OUT(a3, 3);
+        RUN_OUT(a4, 4), RUN_OUT(a5, 5), RUN_OUT(a6, 6), RUN_OUT(a7, 7);
+    }
+#endif
+    for (; k + 4 <= n; k += 4) {
+        tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (size_t t = 0; t < taps; t++) {
+            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
+            const float *q = x + (k * stride + delta[t]) * 16;
+            RUN_TAP(a0, 0), RUN_TAP(a1, 1), RUN_TAP(a2, 2), RUN_TAP(a3, 3);
+        }
+        RUN_OUT(a0, 0), RUN_OUT(a1, 1), RUN_OUT(a2, 2), RUN_OUT(a3, 3);
+    }
+    for (; k < n; k++) {
+        tconv_f16 a0 = {0};
+        for (size_t t = 0; t < taps; t++) {
+            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
+            const float *q = x + (k * stride + delta[t]) * 16;
+            RUN_TAP(a0, 0);
+        }
+        RUN_OUT(a0, 0);
+    }
+}
+#undef RUN_TAP
+#undef RUN_OUT
+
+static void depthwise_block_run_f32(float *restrict out, const float *x, size_t n, size_t stride, const size_t *delta,
+                                    const float *w, size_t taps, const float *scale, const float *bias) {
+    if (stride == 1) block_run(out, x, n, delta, w, taps, scale, bias, 1);
+    else if (stride == 2) block_run(out, x, n, delta, w, taps, scale, bias, 2);
+    else block_run(out, x, n, delta, w, taps, scale, bias, stride);
+}
 
 /* Channels [c, c + lanes of VT) of one depthwise output pixel, in one
  * vector over the taps (the scalar tail's arithmetic, in the same order). */
@@ -638,23 +715,62 @@ static void transpose_blocked(const float *src, size_t rows, size_t cols, size_t
 #define TCONV_ROWS_TRANSPOSE transpose_blocked
 #endif
 
-static void dequantize_pixels(float *restrict out, const float *restrict src, const float *restrict scale,
-                              const float *restrict inverse, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = (float)round_to_i8(src[i] * scale[i]) * inverse[i];
-}
-
-static void dequantize_lanes(float *restrict tile, size_t pixels, size_t lanes, const float *restrict scale,
-                             const float *restrict inverse) {
-    for (size_t p = 0; p < pixels; p++) {
-        const float s = scale[p], r = inverse[p];
-        float *row = tile + p * lanes;
-        for (size_t l = 0; l < lanes; l++) row[l] = (float)round_to_i8(row[l] * s) * r;
+static void masked_copy(float *restrict out, const float *restrict src, const int32_t *restrict mask, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        int32_t bits;
+        memcpy(&bits, &src[i], sizeof bits);
+        bits &= mask[i];
+        memcpy(&out[i], &bits, sizeof bits);
     }
 }
 
-const struct tconv_row_kernels TCONV_ROWS_TABLE = {accumulate_i8,     absmax_bits,         absmax_run,          window_scales,
-                                                   finish_i8,         quantize_run,        depthwise_row_f32,   depthwise_plane_f32,
-                                                   depthwise_block_f32,
-                                                   depthwise_pixel_f32, depthwise_pixel_i8, depthwise_plane_i8, depthwise_block_i8,
-                                                   TCONV_ROWS_TRANSPOSE,
-                                                   deinterleave,        dequantize_pixels,   dequantize_lanes};
+/* rintf: one rounding instruction where the ISA has one (tconv_rows.h says
+ * why no clamp is needed). An ISA file may bring its own
+ * (TCONV_ROWS_DEQUANTIZE_PIXELS). */
+#ifndef TCONV_ROWS_DEQUANTIZE_PIXELS
+static void dequantize_pixels(float *restrict out, const float *restrict src, const float *restrict scale,
+                              const float *restrict inverse, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = rintf(src[i] * scale[i]) * inverse[i];
+}
+#define TCONV_ROWS_DEQUANTIZE_PIXELS dequantize_pixels
+#endif
+
+/* An ISA file may bring its own (TCONV_ROWS_BLOCK_TILE_DEQUANTIZED): here the
+ * transpose, then each tile row dequantized in place while it is in L1. */
+#ifndef TCONV_ROWS_BLOCK_TILE_DEQUANTIZED
+static void block_tile_dequantized(float *restrict tile, const float *restrict x, size_t channels, size_t pixels,
+                                   size_t plane_stride, const float *restrict scale, const float *restrict inverse) {
+    enum { LANES = 16 };
+    TCONV_ROWS_TRANSPOSE(x, channels, pixels, plane_stride, tile, LANES);
+    for (size_t p = 0; p < pixels; p++) {
+        float *row = tile + p * LANES;
+        const float s = scale[p], r = inverse[p];
+        for (size_t l = 0; l < channels; l++) row[l] = rintf(row[l] * s) * r;
+        for (size_t l = channels; l < LANES; l++) row[l] = 0.0f;
+    }
+}
+#define TCONV_ROWS_BLOCK_TILE_DEQUANTIZED block_tile_dequantized
+#endif
+
+const struct tconv_row_kernels TCONV_ROWS_TABLE = {
+    .accumulate_i8 = accumulate_i8,
+    .absmax_bits = absmax_bits,
+    .absmax_planes = absmax_planes,
+    .absmax_run = absmax_run,
+    .window_scales = window_scales,
+    .finish_i8 = finish_i8,
+    .quantize_run = quantize_run,
+    .depthwise_row_f32 = depthwise_row_f32,
+    .depthwise_plane_f32 = depthwise_plane_f32,
+    .depthwise_block_f32 = depthwise_block_f32,
+    .depthwise_block_run_f32 = depthwise_block_run_f32,
+    .depthwise_pixel_f32 = depthwise_pixel_f32,
+    .depthwise_pixel_i8 = depthwise_pixel_i8,
+    .depthwise_plane_i8 = depthwise_plane_i8,
+    .depthwise_block_i8 = depthwise_block_i8,
+    .transpose = TCONV_ROWS_TRANSPOSE,
+    .masked_copy = masked_copy,
+    .deinterleave = deinterleave,
+    .dequantize_pixels = TCONV_ROWS_DEQUANTIZE_PIXELS,
+    .block_tile_dequantized = TCONV_ROWS_BLOCK_TILE_DEQUANTIZED,
+};
