@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 
-from onnxbit.bench.timing import interleave, interleave_spinning, median_ms, time_ns
+from onnxbit.bench.timing import interleave_for_threads, median_ms, time_ns
 from onnxbit.errors import OnnxbitError
 from onnxbit.feeds import (FeedError, check_feeds, input_specs, load_feeds, one_line,  # noqa: F401 (re-exported)
                            synthesize_feeds, synthesize_working_feed)
@@ -247,7 +247,7 @@ def compare(original: Any, converted: Any,
               "converted": lambda: {"t": time_ns(lambda: after.run(None, first))}}
     for probe in probes.values():  # warm-up: first runs allocate and prepack
         probe()
-    samples = interleave(probes, rounds) if threads == 1 else interleave_spinning(probes, rounds)
+    samples = interleave_for_threads(probes, rounds, threads)
     try:
         sizes = (model_bytes(before_model.proto if before_model.path is None else before_model.path,
                              before_model.proto),

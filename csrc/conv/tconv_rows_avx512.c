@@ -62,6 +62,12 @@ static void transpose_avx512(const float *src, size_t rows, size_t cols, size_t 
         tconv_transpose_avx2(src + rows16 * src_stride, rows - rows16, cols, src_stride, dst + rows16, dst_stride);
 }
 
+/* rint(x * s) * inverse, 16 lanes (tconv_rows.h dequantize_pixels). */
+static inline __m512 dequantize16(__m512 x, __m512 s, __m512 inverse) {
+    const __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_mul_ps(q, inverse);
+}
+
 /* tconv_rows.h block_tile_dequantized with the dequantization in the
  * transpose's registers: a loaded row is 16 pixels of one channel, and each
  * lane meets its own pixel's scale, so the tile is written once, already
@@ -78,8 +84,7 @@ static void block_tile_dequantized_avx512(float *tile, const float *x, size_t ch
         for (int i = 0; i < 16; i++) {
             r[i] = _mm512_setzero_ps();
             if ((size_t)i >= channels) continue;
-            const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x + i * plane_stride + p0), s);
-            r[i] = _mm512_mul_ps(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), inv);
+            r[i] = dequantize16(_mm512_maskz_loadu_ps(lanes, x + i * plane_stride + p0), s, inv);
         }
         transpose_16x16_registers(r);
         for (size_t j = 0; j < n; j++) _mm512_storeu_ps(tile + (p0 + j) * 16, r[j]);
@@ -93,9 +98,9 @@ static void dequantize_pixels_avx512(float *out, const float *src, const float *
                                      size_t n) {
     for (size_t i = 0; i < n; i += 16) {
         const __mmask16 lanes = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, src + i), _mm512_maskz_loadu_ps(lanes, scale + i));
-        const __m512 q = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm512_mask_storeu_ps(out + i, lanes, _mm512_mul_ps(q, _mm512_maskz_loadu_ps(lanes, inverse + i)));
+        const __m512 v = dequantize16(_mm512_maskz_loadu_ps(lanes, src + i), _mm512_maskz_loadu_ps(lanes, scale + i),
+                                      _mm512_maskz_loadu_ps(lanes, inverse + i));
+        _mm512_mask_storeu_ps(out + i, lanes, v);
     }
 }
 

@@ -725,12 +725,14 @@ static void masked_copy(float *restrict out, const float *restrict src, const in
 }
 
 /* rintf: one rounding instruction where the ISA has one (tconv_rows.h says
- * why no clamp is needed). An ISA file may bring its own
- * (TCONV_ROWS_DEQUANTIZE_PIXELS). */
+ * why no clamp is needed). */
+static inline float dequantized(float x, float s, float inverse) { return rintf(x * s) * inverse; }
+
+/* An ISA file may bring its own (TCONV_ROWS_DEQUANTIZE_PIXELS). */
 #ifndef TCONV_ROWS_DEQUANTIZE_PIXELS
 static void dequantize_pixels(float *restrict out, const float *restrict src, const float *restrict scale,
                               const float *restrict inverse, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = rintf(src[i] * scale[i]) * inverse[i];
+    for (size_t i = 0; i < n; i++) out[i] = dequantized(src[i], scale[i], inverse[i]);
 }
 #define TCONV_ROWS_DEQUANTIZE_PIXELS dequantize_pixels
 #endif
@@ -745,7 +747,7 @@ static void block_tile_dequantized(float *restrict tile, const float *restrict x
     for (size_t p = 0; p < pixels; p++) {
         float *row = tile + p * LANES;
         const float s = scale[p], r = inverse[p];
-        for (size_t l = 0; l < channels; l++) row[l] = rintf(row[l] * s) * r;
+        for (size_t l = 0; l < channels; l++) row[l] = dequantized(row[l], s, r);
         for (size_t l = channels; l < LANES; l++) row[l] = 0.0f;
     }
 }

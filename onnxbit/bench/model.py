@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from onnxbit.bench.timing import interleave, interleave_spinning, median_ms, time_ns
+from onnxbit.bench.timing import interleave_for_threads, median_ms, time_ns
 from onnxbit.feeds import PROFILES, FeedError, plan_feeds
 from onnxbit.verify import open_model, open_session, run_model
 
@@ -68,7 +68,7 @@ def bench_models(original: Any, converted: Any, threads: tuple[int, ...] = (1, 2
                     raise FeedError(f"{exc}; pass --inputs FILE.npz") from None
             probes = {name: (lambda s=session, m=model: {"t": time_ns(lambda: s.run(None, dict(feed)))})
                       for name, (session, model) in sessions.items()}
-            samples = interleave(probes, rounds) if count == 1 else interleave_spinning(probes, rounds)
+            samples = interleave_for_threads(probes, rounds, count)
             results.append(ModelTiming(workload, _shapes(feed), count, median_ms(samples["original"]["t"]),
                                        median_ms(samples["converted"]["t"])))
     return results

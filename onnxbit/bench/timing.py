@@ -104,6 +104,14 @@ def interleave_spinning(probes: Mapping[str, Probe], rounds: int, block: int = 5
     return samples
 
 
+def interleave_for_threads(probes: Mapping[str, Probe], rounds: int,
+                           threads: int) -> dict[str, dict[str, list[float]]]:
+    """The interleaving for sessions with `threads` intra-op threads and
+    onnxruntime's default spinning workers: run by run at one thread (no pool
+    to spin), :func:`interleave_spinning` above that."""
+    return interleave(probes, rounds) if threads == 1 else interleave_spinning(probes, rounds)
+
+
 def median_ms(samples_ns: Sequence[float]) -> float:
     if not samples_ns:
         raise ValueError("no samples to take the median of")
