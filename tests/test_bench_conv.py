@@ -36,3 +36,33 @@ def test_cpu_time_clock_times_one_thread_runs_only():
                            cpu_time=True)
     assert [(run["threads"], run["clock"]) for run in result["runs"]] == [(1, "thread cpu"), (2, "wall")]
     assert all(ms > 0 for run in result["runs"] for ms in run["ms"].values())
+
+
+def test_sessions_keep_spinning_workers_and_two_threads_alternate_in_blocks(monkeypatch):
+    """Timed as deployed: onnxruntime's default spinning workers, variants alternating run by
+    run at one thread and in blocks after a pause at two (timing.interleave_for_threads)."""
+    import onnxruntime as ort
+
+    import onnxbit.runtime
+    from onnxbit.bench import timing
+
+    options_seen = []
+    original = onnxbit.runtime.InferenceSession  # run_benchmark imports it from here when it runs
+
+    def recording_session(model, sess_options=None, **kwargs):
+        options_seen.append(sess_options)
+        return original(model, sess_options=sess_options, **kwargs)
+
+    monkeypatch.setattr(onnxbit.runtime, "InferenceSession", recording_session)
+    slept = []
+    monkeypatch.setattr(timing.time, "sleep", slept.append)
+    result = run_benchmark(QUICK_SHAPES[:1], threads=(1, 2), rounds=5, variants=("fp32", "ternary_a8"))
+    assert [run["threads"] for run in result["runs"]] == [1, 2]
+    assert len(options_seen) == 4 and all(isinstance(o, ort.SessionOptions) for o in options_seen)
+    for options in options_seen:
+        try:
+            spinning = options.get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:
+            spinning = None  # not set: onnxruntime's default, spinning
+        assert spinning is None
+    assert slept == [timing.SPIN_SETTLE_S] * 2  # one block per variant, at two threads only

@@ -12,8 +12,8 @@
  * outputs, then every second one picked) and, on wide rows, row by row with
  * scalar edges: 0.51x and 0.74x onnxruntime's fp32 Conv on 512 x 14x14 and
  * 96 x 112x112 (one thread). Splitting a row into its phases is one pair of
- * shuffles per 32 inputs (deinterleave); an earlier split element by element
- * cost more than the outputs it saved.
+ * shuffles per 32 inputs (stage_phases, a channel a call); an earlier split
+ * element by element cost more than the outputs it saved.
  *
  * Arithmetic: the documented float order (tconv_depthwise.c), a padding tap
  * adding x * w = +-0 (a sum that starts at +0 never becomes -0). */
@@ -66,43 +66,38 @@ static void phase_task(void *arg, size_t index) {
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     const size_t pw = job->phase_w;
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid + g->in_w);
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
-    float *phases = weight + taps, *grid = phases + job->staged, *dequantized = grid + job->grid;
+    float *phases = weight + taps, *grid = phases + job->staged;
     /* The padding stays 0: every channel rewrites the same inside positions. */
     memset(phases, 0, job->staged * sizeof(float));
     /* Input column 2k is padded column 2k + pad_left: plane b = pad_left & 1,
      * column k + pad_left / 2; column 2k + 1 follows. Columns past phase_w
-     * are read by no output. */
+     * are read by no output, nor are rows past phase_h. */
     const size_t even_b = g->pad_left & 1, even_col = g->pad_left / 2;
     const size_t odd_b = (g->pad_left + 1) & 1, odd_col = (g->pad_left + 1) / 2;
-    const size_t n_even = even_col < pw ? OBX_MIN((g->in_w + 1) / 2, pw - even_col) : 0;
-    const size_t n_odd = odd_col < pw ? OBX_MIN(g->in_w / 2, pw - odd_col) : 0;
+    const struct tconv_phase_layout layout = {
+        .rows = OBX_MIN(g->in_h, 2 * job->phase_h > g->pad_top ? 2 * job->phase_h - g->pad_top : 0),
+        .in_w = g->in_w,
+        .pad_top = g->pad_top,
+        .phase_w = pw,
+        .plane = job->plane,
+        .even_at = even_b * job->plane + even_col,
+        .n_even = even_col < pw ? OBX_MIN((g->in_w + 1) / 2, pw - even_col) : 0,
+        .odd_at = odd_b * job->plane + odd_col,
+        .n_odd = odd_col < pw ? OBX_MIN(g->in_w / 2, pw - odd_col) : 0,
+    };
     const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
     for (size_t o = index * job->channels_per_task; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
         const float *plane = job->img.x + (o / w->m_per_group) * pixels;
-        for (size_t ih = 0; ih < g->in_h; ih++) {
-            const size_t padded_row = ih + g->pad_top, i = padded_row / 2;
-            if (i >= job->phase_h) break;
-            float *row = phases + (padded_row & 1) * 2 * job->plane + i * pw;
-            const float *src = plane + ih * g->in_w;
-            if (job->img.dq_scale) {
-                job->rows->dequantize_pixels(dequantized, src, job->img.dq_scale + ih * g->in_w,
-                                             job->img.dq_inverse + ih * g->in_w, g->in_w);
-                src = dequantized;
-            }
-            job->rows->deinterleave(row + even_b * job->plane + even_col, n_even, row + odd_b * job->plane + odd_col,
-                                    n_odd, src);
-        }
+        job->rows->stage_phases(phases, plane, &layout, job->img.dq_scale, job->img.dq_inverse);
         tconv_depthwise_plane(job->rows, job->wq, grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
                               job->bias ? job->bias + o : NULL);
-        float *out = job->img.y + o * positions;
-        for (size_t r = 0; r < g->out_h; r++)
-            memcpy(out + r * g->out_w, grid + r * pw, g->out_w * sizeof(float));
+        job->rows->copy_rows(job->img.y + o * positions, g->out_w, grid, pw, g->out_h, g->out_w, NULL, NULL);
     }
 }
 

@@ -16,10 +16,13 @@
 #include "isa/platform.h"
 #include "obx_common.h"
 
-/* Pixels per task: with a copy to make, their values over all channels
- * (C x 4 KiB) stay in L2 between the absmax pass and the dequantize pass,
- * so X is read from memory once there. */
-enum { DP_PIXELS = 1024 };
+/* Pixels per task: at most DP_MAX_PIXELS, so that with a copy to make their
+ * values over all channels (C x 4 KiB) stay in L2 between the absmax pass
+ * and the dequantize pass and X is read from memory once there; and at
+ * least DP_TASKS tasks where a plane has the pixels (whole vectors each), so
+ * that a small plane's absmax over many channels does not run on one thread
+ * (512 x 14x14 was one task of 196 pixels). */
+enum { DP_MAX_PIXELS = 1024, DP_TASKS = 8, DP_VECTOR = 16 };
 
 typedef struct DequantizeJob {
     const struct tconv_row_kernels *rows;
@@ -29,6 +32,7 @@ typedef struct DequantizeJob {
     float *inverse;  /* [pixel]: 1 / s, NaN where the pixel holds NaN or Inf */
     uint8_t *bad;    /* [pixel] */
     size_t channels, pixels;
+    size_t task_pixels;
 } DequantizeJob;
 
 /* A block of pixels: s = 127 * (1 / max(absmax over the pixel's channels,
@@ -36,7 +40,7 @@ typedef struct DequantizeJob {
  * every channel's values. */
 static void dequantize_task(void *arg, size_t index) {
     const DequantizeJob *job = arg;
-    const size_t p0 = index * DP_PIXELS, n = OBX_MIN((size_t)DP_PIXELS, job->pixels - p0);
+    const size_t p0 = index * job->task_pixels, n = OBX_MIN(job->task_pixels, job->pixels - p0);
     int32_t *bits = (int32_t *)(job->scale + p0);
     memset(bits, 0, n * sizeof *bits);
     job->rows->absmax_planes(bits, job->x + p0, job->pixels, job->channels, n);
@@ -67,14 +71,15 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
     }
     float *inverse = scales + g->batch * pixels, *xq = staged ? NULL : scales + g->batch * 3 * pixels;
     uint8_t *bad = (uint8_t *)(inverse + g->batch * pixels);
-    DequantizeJob job = {obx_platform()->conv_rows, NULL, NULL, NULL, NULL, NULL, channels, pixels};
+    const size_t task_pixels = OBX_MIN((size_t)DP_MAX_PIXELS, OBX_DIV_UP(OBX_DIV_UP(pixels, DP_TASKS), DP_VECTOR) * DP_VECTOR);
+    DequantizeJob job = {obx_platform()->conv_rows, NULL, NULL, NULL, NULL, NULL, channels, pixels, task_pixels};
     for (size_t n = 0; n < g->batch; n++) {
         job.x = x + n * image;
         job.xq = xq ? xq + n * image : NULL;
         job.scale = scales + n * pixels;
         job.inverse = inverse + n * pixels;
         job.bad = bad + n * pixels;
-        obx_run_tasks(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, DP_PIXELS));
+        obx_run_tasks(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, task_pixels));
     }
     if (!staged) return tconv_compute_depthwise(w, g, xq, bias, OBX_ACT_NONE, 0.0f, y, par, runner, err, err_len);
     const tconv_pixel_dequant dq = {scales, inverse};

@@ -25,12 +25,15 @@
 #include "obx_common.h"
 #include "onnxbit/codec.h"
 
-/* Copy tasks take this many padded rows. Tile tasks are strips of
- * consecutive tiles, LANES_STRIPS or more per image where the tiles allow
- * (two threads: one strip is at most 1/16 of the imbalance); an image with
- * fewer than LANES_MIN_TASKS strips splits its output channels too, but only
- * that far: each part quantizes its tile again. */
-enum { LANES_COPY_ROWS = 4, LANES_STRIPS = 16, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
+/* Copy tasks take this many padded rows. A tile task is one tile, the
+ * tiles of an image as even as 16-pixel vectors allow and the larger ones
+ * first: the pool hands tasks out in order, so the last ones, which decide
+ * how long the other thread waits, are the small ones (1x1 at 14x14 is 13
+ * vectors: tiles of 4, 4, 4, 1 left one thread 8 vectors against 5; 4, 3,
+ * 3, 3 leave 7 against 6). An image with fewer than LANES_MIN_TASKS tiles
+ * splits its output channels too, but only that far: each part quantizes its
+ * tile again. */
+enum { LANES_COPY_ROWS = 4, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
 /* Output pixels per image below which multi-tap convs keep the
  * channels-last path (tconv_pixel_lanes_applies has the measurements). */
 enum { LANES_MIN_MULTI_TAP_OUTPUTS = 196 };
@@ -89,7 +92,8 @@ typedef struct LanesJob {
     int per_pixel; /* act_quant 3 */
     int in_place; /* 1x1 without padding: X's planes are the flat planes */
     /* length: floats per flat plane, with the zero tail the last tile's shifted lanes read */
-    size_t flat_w, flat_h, length, flat_outputs, tiles, strip_tiles, strips, parts, part_m;
+    size_t flat_w, flat_h, length, flat_outputs, parts, part_m;
+    size_t tiles, tile_vectors, longer_tiles; /* the first longer_tiles tiles have one vector more */
     size_t offset[LANES_MAX_TAPS]; /* flat shift of each kernel tap, (kh, kw) order */
     float *planes;  /* [C][length] padded copy (not in_place) */
     int32_t *amax;  /* [group][length] pixel absmax bits over the group's channels (not in_place) */
@@ -106,7 +110,6 @@ static void copy_task(void *arg, size_t index) {
     for (size_t grp = 0; grp < job->w->group; grp++)
         memset(job->amax + grp * job->length + r0 * fw, 0, (r1 - r0) * fw * sizeof *job->amax);
     for (size_t c = 0; c < g->channels; c++) {
-        int32_t *amax = job->amax + c / job->w->cg * job->length + r0 * fw;
         float *plane = job->planes + c * job->length;
         const float *src = job->x + c * g->in_h * g->in_w;
         for (size_t r = r0; r < r1; r++) {
@@ -119,8 +122,13 @@ static void copy_task(void *arg, size_t index) {
             memcpy(row + g->pad_left, src + (r - g->pad_top) * g->in_w, g->in_w * sizeof *row);
             memset(row + g->pad_left + g->in_w, 0, (fw - g->pad_left - g->in_w) * sizeof *row);
         }
-        job->rows->absmax_bits(amax, plane + r0 * fw, 1, (r1 - r0) * fw);
     }
+    /* each group's absmaxes over its copied rows, a few planes a pass (one
+     * plane at a time reloaded and stored the running maxima per channel) */
+    const size_t cg = job->w->cg;
+    for (size_t grp = 0; grp < job->w->group; grp++)
+        job->rows->absmax_planes(job->amax + grp * job->length + r0 * fw, job->planes + grp * cg * job->length + r0 * fw,
+                                 job->length, cg, (r1 - r0) * fw);
     if (r1 == job->flat_h) { /* the tail past the padded image, read by the last tile's shifted lanes */
         const size_t used = job->flat_h * fw;
         for (size_t grp = 0; grp < job->w->group; grp++)
@@ -135,7 +143,8 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
     const size_t quads = OBX_DIV_UP(w->cg, 4), taps = w->kernel_positions;
-    const size_t p0 = tile * TCONV_LANES_TILE, pixels = OBX_MIN((size_t)TCONV_LANES_TILE, job->flat_outputs - p0);
+    const size_t p0 = 16 * (tile * job->tile_vectors + OBX_MIN(tile, job->longer_tiles));
+    const size_t pixels = OBX_MIN(16 * (job->tile_vectors + (tile < job->longer_tiles)), job->flat_outputs - p0);
     /* A partial last tile of an in-place conv reads on into the next
      * plane (its lanes there are dropped), but past X's last runs there may
      * be no memory: the runs that would end past it come from zero-padded
@@ -195,18 +204,15 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
     return 0;
 }
 
-/* A strip of consecutive tiles for one part of one group's output channels. */
-static void strip_task(void *arg, size_t index) {
+/* One tile for one part of one group's output channels; it reads the next
+ * tile's input ahead, which the same thread often computes next. */
+static void tile_task(void *arg, size_t index) {
     LanesJob *job = arg;
     const size_t mg = job->w->m_per_group, parts = job->parts * job->w->group;
-    const size_t strip = index / parts, grp = index % parts / job->parts, part = index % job->parts;
+    const size_t tile = index / parts, grp = index % parts / job->parts, part = index % job->parts;
     const size_t m0 = part * job->part_m, m = OBX_MIN(job->part_m, mg - m0);
-    const size_t first = strip * job->strip_tiles, last = OBX_MIN(job->tiles, first + job->strip_tiles);
-    for (size_t tile = first; tile < last; tile++)
-        if (run_tile(job, grp, tile, grp * mg + m0, m, tile + 1 < last) != 0) {
-            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
-            return;
-        }
+    if (run_tile(job, grp, tile, grp * mg + m0, m, tile + 1 < job->tiles) != 0)
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
 }
 
 static int is_in_place(const obx_conv_geometry *g) {
@@ -289,8 +295,13 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
         for (size_t j = 0; j < g->kernel_w; j++) job.offset[t++] = i * g->dilation_h * job.flat_w + j * g->dilation_w;
     /* The last row's padding columns are not outputs: the grid ends at its last output. */
     job.flat_outputs = (g->out_h - 1) * job.flat_w + g->out_w;
-    job.tiles = OBX_DIV_UP(job.flat_outputs, TCONV_LANES_TILE);
-    const size_t last_read = job.tiles * TCONV_LANES_TILE + job.offset[w->kernel_positions - 1];
+    const size_t vectors = OBX_DIV_UP(job.flat_outputs, 16);
+    job.tiles = OBX_DIV_UP(vectors, TCONV_LANES_VECTORS);
+    job.tile_vectors = vectors / job.tiles;
+    job.longer_tiles = vectors % job.tiles;
+    /* the last tile starts at vector (tiles - 1) tile_vectors + longer_tiles and reads a whole tile on */
+    const size_t last_p0 = 16 * ((job.tiles - 1) * job.tile_vectors + job.longer_tiles);
+    const size_t last_read = last_p0 + TCONV_LANES_TILE + job.offset[w->kernel_positions - 1];
     job.length = OBX_DIV_UP(OBX_MAX(last_read, job.flat_h * job.flat_w), 16) * 16;
     if (!job.in_place) {
         if (job.length > SIZE_MAX / sizeof(float) / (g->channels + w->group)) {
@@ -305,20 +316,17 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
         /* then each group's pixel absmaxes: int32 and float share alignment */
         job.amax = (int32_t *)(job.planes + job.length * g->channels);
     }
-    /* Strips of consecutive tiles: a tile reads the next one's input ahead. */
-    job.strip_tiles = OBX_MAX((size_t)1, job.tiles / LANES_STRIPS);
-    job.strips = OBX_DIV_UP(job.tiles, job.strip_tiles);
     const size_t mg = w->m_per_group;
     job.parts = 1; /* per group */
-    if (job.strips * w->group < LANES_MIN_TASKS)
-        job.parts = OBX_MIN(OBX_DIV_UP(LANES_MIN_TASKS, job.strips * w->group), OBX_DIV_UP(mg, LANES_CHANNEL_STEP));
+    if (job.tiles * w->group < LANES_MIN_TASKS)
+        job.parts = OBX_MIN(OBX_DIV_UP(LANES_MIN_TASKS, job.tiles * w->group), OBX_DIV_UP(mg, LANES_CHANNEL_STEP));
     job.part_m = OBX_DIV_UP(OBX_DIV_UP(mg, job.parts), LANES_CHANNEL_STEP) * LANES_CHANNEL_STEP;
     job.parts = OBX_DIV_UP(mg, job.part_m);
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * g->in_h * g->in_w;
         job.y = y + image * w->m * g->out_h * g->out_w;
         if (!job.in_place) obx_run_tasks(par, runner, copy_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
-        obx_run_tasks(par, runner, strip_task, &job, job.strips * w->group * job.parts);
+        obx_run_tasks(par, runner, tile_task, &job, job.tiles * w->group * job.parts);
     }
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a pixel-lanes tile");

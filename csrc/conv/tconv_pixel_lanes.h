@@ -51,7 +51,7 @@ struct tconv_lanes_task {
     size_t taps, quads, channels;
     const int32_t *window_amax;
     float static_scale;
-    int prefetch_next; /* the same task computes the next tile: read its first tap's input ahead */
+    int prefetch_next; /* a next tile exists, often computed next by the same thread: read its input ahead */
     size_t pixels, p0, flat_w, out_w, plane;
     const int32_t *codes;
     const int32_t *correction;

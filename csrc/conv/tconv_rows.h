@@ -10,6 +10,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Where stage_phases puts an input plane's rows (all sizes in floats). */
+struct tconv_phase_layout {
+    size_t rows, in_w, pad_top;
+    size_t phase_w, plane;
+    size_t even_at, n_even, odd_at, n_odd;
+};
+
 struct tconv_row_kernels {
     /* acc[i] += code[i] * clamp(rint(src[i] * scale[i]), -128, 127), code in {-1, 0, 1} */
     void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int32_t *code, size_t n);
@@ -86,15 +93,26 @@ struct tconv_row_kernels {
     /* out[i] = src[i] where mask[i] is all ones, +0 where it is 0 (bitwise: Inf and NaN
      * masked away too) */
     void (*masked_copy)(float *out, const float *src, const int32_t *mask, size_t n);
-    /* even[k] = src[2k] for k < n_even, odd[k] = src[2k + 1] for k < n_odd: an
-     * input row split into the column phases of a stride-2 depthwise conv */
-    void (*deinterleave)(float *even, size_t n_even, float *odd, size_t n_odd, const float *src);
+    /* One channel's input rows split into the four phase planes of a stride-2
+     * depthwise conv (tconv_depthwise_phases.c), each value dequantized first
+     * as dequantize_pixels does when scale (scale and inverse per pixel of the
+     * plane): input row r < l->rows is padded row u = r + pad_top, written to
+     * dst + (u & 1) * 2 * plane + (u / 2) * phase_w, its column 2k at even_at
+     * + k (k < n_even) and its column 2k + 1 at odd_at + k (k < n_odd). */
+    void (*stage_phases)(float *dst, const float *src, const struct tconv_phase_layout *l, const float *scale,
+                         const float *inverse);
     /* act_quant = 3 on a depthwise conv: out[i] = (float)clamp(rint(src[i] * scale[i]), -128, 127)
      * * inverse[i], a channel's run of pixels quantized with each pixel's scale and dequantized.
      * The scales are the pixels' own absmax scales, so |src * scale| < 127.5 and the clamp never
      * acts: computed as rint(src * scale) * inverse (a -0 where the other form gives +0, which
      * no float path's sum can tell apart: each starts at +0). */
     void (*dequantize_pixels)(float *out, const float *src, const float *scale, const float *inverse, size_t n);
+    /* dst[r * dst_stride + c] = src[r * src_stride + c] for r < rows, c < cols,
+     * dequantized as dequantize_pixels does (scale and inverse indexed as src)
+     * when scale: a plane's rows into a padded plane and back, in one call
+     * (a memcpy per 56-float row took a tenth of a 144 @56x56 depthwise call) */
+    void (*copy_rows)(float *dst, size_t dst_stride, const float *src, size_t src_stride, size_t rows,
+                      size_t cols, const float *scale, const float *inverse);
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
      * `channels` (<= 16) NCHW planes plane_stride apart, each value dequantized as
      * dequantize_pixels does: tile[p * 16 + l] = dequantized x[l * plane_stride + p] (scale[p],

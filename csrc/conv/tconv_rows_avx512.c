@@ -73,21 +73,34 @@ static inline __m512 dequantize16(__m512 x, __m512 s, __m512 inverse) {
  * lane meets its own pixel's scale, so the tile is written once, already
  * dequantized (the transpose followed by a pass over the tile's rows took a
  * quarter of a 512 @14x14 stride-2 call). Masked loads cover the last
- * pixels and channels with zeros. */
+ * pixels with zeros. rows is 16 or, for the last channels, fewer: a constant
+ * 16 lets the rows live in registers (with a run-time count GCC kept them on
+ * the stack, and the tile took a third of that call). */
+static inline __attribute__((always_inline)) void dequantized_block16(float *tile, const float *x, size_t rows,
+                                                                      size_t n, size_t plane_stride, __m512 s,
+                                                                      __m512 inv) {
+    const __mmask16 lanes = (__mmask16)((1u << n) - 1);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = (size_t)i < rows ? dequantize16(_mm512_maskz_loadu_ps(lanes, x + i * plane_stride), s, inv)
+                                : _mm512_setzero_ps();
+    transpose_16x16_registers(r);
+    for (int j = 0; j < 16; j++)
+        if ((size_t)j < n) _mm512_storeu_ps(tile + j * 16, r[j]);
+}
+
 static void block_tile_dequantized_avx512(float *tile, const float *x, size_t channels, size_t pixels,
                                           size_t plane_stride, const float *scale, const float *inverse) {
-    for (size_t p0 = 0; p0 < pixels; p0 += 16) {
+    size_t p0 = 0;
+    if (channels == 16)
+        for (; p0 + 16 <= pixels; p0 += 16)
+            dequantized_block16(tile + p0 * 16, x + p0, 16, 16, plane_stride, _mm512_loadu_ps(scale + p0),
+                                _mm512_loadu_ps(inverse + p0));
+    for (; p0 < pixels; p0 += 16) {
         const size_t n = OBX_MIN((size_t)16, pixels - p0);
         const __mmask16 lanes = (__mmask16)((1u << n) - 1);
-        const __m512 s = _mm512_maskz_loadu_ps(lanes, scale + p0), inv = _mm512_maskz_loadu_ps(lanes, inverse + p0);
-        __m512 r[16];
-        for (int i = 0; i < 16; i++) {
-            r[i] = _mm512_setzero_ps();
-            if ((size_t)i >= channels) continue;
-            r[i] = dequantize16(_mm512_maskz_loadu_ps(lanes, x + i * plane_stride + p0), s, inv);
-        }
-        transpose_16x16_registers(r);
-        for (size_t j = 0; j < n; j++) _mm512_storeu_ps(tile + (p0 + j) * 16, r[j]);
+        dequantized_block16(tile + p0 * 16, x + p0, channels, n, plane_stride,
+                            _mm512_maskz_loadu_ps(lanes, scale + p0), _mm512_maskz_loadu_ps(lanes, inverse + p0));
     }
 }
 
@@ -104,6 +117,92 @@ static void dequantize_pixels_avx512(float *out, const float *src, const float *
     }
 }
 
+/* tconv_rows.h copy_rows: masked vectors, the rows in one call. */
+static void copy_rows_avx512(float *dst, size_t dst_stride, const float *src, size_t src_stride, size_t rows,
+                             size_t cols, const float *scale, const float *inverse) {
+    for (size_t r = 0; r < rows; r++) {
+        const size_t at = r * src_stride;
+        float *out = dst + r * dst_stride;
+        for (size_t c = 0; c < cols; c += 16) {
+            const __mmask16 lanes = cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - c)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(lanes, src + at + c);
+            if (scale)
+                v = dequantize16(v, _mm512_maskz_loadu_ps(lanes, scale + at + c),
+                                 _mm512_maskz_loadu_ps(lanes, inverse + at + c));
+            _mm512_mask_storeu_ps(out + c, lanes, v);
+        }
+    }
+}
+
+/* Dequantized x when scale (dequantize16), masked loads. */
+static inline __m512 load_dequantized(const float *x, const float *scale, const float *inverse, __mmask16 lanes) {
+    const __m512 v = _mm512_maskz_loadu_ps(lanes, x);
+    if (!scale) return v;
+    return dequantize16(v, _mm512_maskz_loadu_ps(lanes, scale), _mm512_maskz_loadu_ps(lanes, inverse));
+}
+
+static inline __mmask16 first_lanes(size_t n) { return (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1); }
+
+/* A row's even columns to even (n_even of them) and its odd ones to odd,
+ * from `sorted`, whose lanes 0-7 hold the even columns and 8-15 the odd. */
+static inline void store_sorted_row(float *even, size_t n_even, float *odd, size_t n_odd, __m512 sorted) {
+    _mm512_mask_storeu_ps(even, first_lanes(n_even), sorted);
+    _mm256_mask_storeu_ps(odd, (__mmask8)first_lanes(n_odd), _mm512_extractf32x8_ps(sorted, 1));
+}
+
+/* tconv_rows.h stage_phases. Rows up to 16 wide go two at a time: they are
+ * adjacent in the plane, so two vector loads (and the scales') hold both, and
+ * one two-source permute per row sorts its columns into even and odd halves
+ * for two masked stores each. Wider rows go 32 columns a step, two permutes
+ * split them into 16 even and 16 odd columns. The generic form's short rows
+ * went element by element (a 14-wide row has no full block), and with its
+ * per-row calls the phase path took 3x the channel blocks' time on 512
+ * @14x14; a row a step here still took 2x. */
+static void stage_phases_avx512(float *dst, const float *src, const struct tconv_phase_layout *layout,
+                                const float *scale, const float *inverse) {
+    const struct tconv_phase_layout l = *layout; /* in registers: the stores could alias it */
+    const size_t w = l.in_w;
+    if (w <= 16) {
+        /* row r's columns (from 0) and row r + 1's (from w) as even | odd halves */
+        const __m512i sort0 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+        const __m512i sort1 = _mm512_min_epi32(_mm512_add_epi32(sort0, _mm512_set1_epi32((int)w)), _mm512_set1_epi32(31));
+        for (size_t r = 0; r < l.rows; r += 2) {
+            const size_t at = r * w, values = OBX_MIN((size_t)2, l.rows - r) * w;
+            const __mmask16 lo_lanes = first_lanes(values), hi_lanes = first_lanes(values > 16 ? values - 16 : 0);
+            const __m512 lo = load_dequantized(src + at, scale ? scale + at : NULL, inverse ? inverse + at : NULL,
+                                               lo_lanes);
+            const __m512 hi = load_dequantized(src + at + 16, scale ? scale + at + 16 : NULL,
+                                               inverse ? inverse + at + 16 : NULL, hi_lanes);
+            for (size_t i = 0; i < 2 && r + i < l.rows; i++) {
+                const size_t u = r + i + l.pad_top;
+                float *row = dst + (u & 1) * 2 * l.plane + (u / 2) * l.phase_w;
+                store_sorted_row(row + l.even_at, l.n_even, row + l.odd_at, l.n_odd,
+                                 _mm512_permutex2var_ps(lo, i ? sort1 : sort0, hi));
+            }
+        }
+        return;
+    }
+    const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (size_t r = 0; r < l.rows; r++) {
+        const size_t u = r + l.pad_top;
+        float *row = dst + (u & 1) * 2 * l.plane + (u / 2) * l.phase_w;
+        const size_t at = r * w;
+        for (size_t c0 = 0, k = 0; k < l.n_even || k < l.n_odd; c0 += 32, k += 16) {
+            const size_t left = w > c0 ? w - c0 : 0;
+            const __mmask16 lo_lanes = first_lanes(left), hi_lanes = first_lanes(left > 16 ? left - 16 : 0);
+            const size_t x0 = at + c0, x1 = at + c0 + 16;
+            const __m512 lo = load_dequantized(src + x0, scale ? scale + x0 : NULL, inverse ? inverse + x0 : NULL,
+                                               lo_lanes);
+            const __m512 hi = load_dequantized(src + x1, scale ? scale + x1 : NULL, inverse ? inverse + x1 : NULL,
+                                               hi_lanes);
+            const size_t n_even = l.n_even > k ? l.n_even - k : 0, n_odd = l.n_odd > k ? l.n_odd - k : 0;
+            _mm512_mask_storeu_ps(row + l.even_at + k, first_lanes(n_even), _mm512_permutex2var_ps(lo, even_lanes, hi));
+            _mm512_mask_storeu_ps(row + l.odd_at + k, first_lanes(n_odd), _mm512_permutex2var_ps(lo, odd_lanes, hi));
+        }
+    }
+}
+
 /* A depthwise tap as one FMA (tconv_rows_body.h says why that is exact). */
 #define TCONV_TAP16(acc, x, w) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), _mm512_set1_ps(w), (__m512)(acc)))
 #define TCONV_TAP16V(acc, x, wv) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), (__m512)(wv), (__m512)(acc)))
@@ -116,8 +215,12 @@ static void dequantize_pixels_avx512(float *out, const float *src, const float *
 #define TCONV_CLAMP16(a, lo, hi) \
     ((tconv_f16)_mm512_min_ps(_mm512_max_ps((__m512)(a), _mm512_set1_ps(lo)), _mm512_set1_ps(hi)))
 
+/* Eight chains of FMAs: two FMA ports at a latency of four. */
+#define TCONV_PLANE_VECTORS 8
 #define TCONV_ROWS_TABLE tconv_rows_avx512
 #define TCONV_ROWS_TRANSPOSE transpose_avx512
 #define TCONV_ROWS_BLOCK_TILE_DEQUANTIZED block_tile_dequantized_avx512
 #define TCONV_ROWS_DEQUANTIZE_PIXELS dequantize_pixels_avx512
+#define TCONV_ROWS_STAGE_PHASES stage_phases_avx512
+#define TCONV_ROWS_COPY_ROWS copy_rows_avx512
 #include "conv/tconv_rows_body.h"

@@ -267,39 +267,41 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
 }
 
-/* A small plane as one flat run, 16 outputs a register over every tap, four
- * registers at once (one block's taps are a chain of dependent adds; a
- * 14-wide row is too short for per-row vectors). */
+/* A small plane as one flat run, 16 outputs a register over every tap,
+ * TCONV_PLANE_VECTORS registers at once (one block's taps are a chain of
+ * dependent adds; a 14-wide row is too short for per-row vectors). An ISA
+ * file sets how many chains its FMA latency and registers call for. */
+#ifndef TCONV_PLANE_VECTORS
+#define TCONV_PLANE_VECTORS 4
+#endif
 #define PLANE_TAP(acc, p) (acc = TCONV_TAP16(acc, *(const tconv_v16 *)(x + (p) + offset[t]), w[t]))
+
+/* Outputs [p, p + 16 VECTORS) (a constant VECTORS: the sums stay in registers). */
+#define PLANE_BLOCK(VECTORS)                                                                                   \
+    do {                                                                                                       \
+        tconv_f16 a[VECTORS];                                                                                  \
+        for (int v = 0; v < (VECTORS); v++) a[v] = (tconv_f16){0};                                             \
+        for (size_t t = 0; t < taps; t++)                                                                      \
+            for (int v = 0; v < (VECTORS); v++) PLANE_TAP(a[v], p + 16 * v);                                   \
+        for (int v = 0; v < (VECTORS); v++)                                                                    \
+            *(tconv_v16 *)(out + p + 16 * v) = bias ? a[v] * scale + *bias : a[v] * scale;                     \
+    } while (0)
 
 static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, const size_t *offset,
                                 const float *w, size_t taps, float scale, const float *bias) {
     size_t p = 0;
-    for (; p + 64 <= n; p += 64) {
-        tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (size_t t = 0; t < taps; t++) {
-            PLANE_TAP(a0, p);
-            PLANE_TAP(a1, p + 16);
-            PLANE_TAP(a2, p + 32);
-            PLANE_TAP(a3, p + 48);
-        }
-        if (bias) {
-            a0 = a0 * scale + *bias, a1 = a1 * scale + *bias, a2 = a2 * scale + *bias, a3 = a3 * scale + *bias;
-        } else {
-            a0 = a0 * scale, a1 = a1 * scale, a2 = a2 * scale, a3 = a3 * scale;
-        }
-        *(tconv_v16 *)(out + p) = a0;
-        *(tconv_v16 *)(out + p + 16) = a1;
-        *(tconv_v16 *)(out + p + 32) = a2;
-        *(tconv_v16 *)(out + p + 48) = a3;
-    }
-    for (; p < n; p += 16) {
-        tconv_f16 acc = {0};
-        for (size_t t = 0; t < taps; t++) PLANE_TAP(acc, p);
-        *(tconv_v16 *)(out + p) = bias ? acc * scale + *bias : acc * scale;
-    }
+    for (; p + 16 * TCONV_PLANE_VECTORS <= n; p += 16 * TCONV_PLANE_VECTORS) PLANE_BLOCK(TCONV_PLANE_VECTORS);
+    if (TCONV_PLANE_VECTORS > 4)
+        for (; p + 64 <= n; p += 64) PLANE_BLOCK(4);
+    for (; p < n; p += 16) PLANE_BLOCK(1);
 }
+#undef PLANE_BLOCK
 #undef PLANE_TAP
+
+/* An ISA file may bring its own (TCONV_ROWS_STAGE_PHASES): here each row is
+ * deinterleaved, dequantized first a chunk of CHUNK columns at a time. */
+#ifndef TCONV_ROWS_STAGE_PHASES
+static inline float dequantized(float x, float s, float inverse);
 
 /* The odd lanes of a:b (lanes 1, 3, .. 31). */
 #if defined(__clang__)
@@ -321,6 +323,31 @@ static void deinterleave(float *restrict even, size_t n_even, float *restrict od
     for (size_t j = k; j < n_even; j++) even[j] = src[2 * j];
     for (size_t j = k; j < n_odd; j++) odd[j] = src[2 * j + 1];
 }
+
+static void stage_phases(float *restrict dst, const float *restrict src, const struct tconv_phase_layout *l,
+                         const float *scale, const float *inverse) {
+    enum { CHUNK = 64 }; /* even: its even columns are the row's */
+    for (size_t r = 0; r < l->rows; r++) {
+        const size_t u = r + l->pad_top;
+        float *row = dst + (u & 1) * 2 * l->plane + (u / 2) * l->phase_w;
+        const float *x = src + r * l->in_w;
+        if (!scale) {
+            deinterleave(row + l->even_at, l->n_even, row + l->odd_at, l->n_odd, x);
+            continue;
+        }
+        for (size_t c0 = 0; c0 < l->in_w; c0 += CHUNK) {
+            float chunk[CHUNK];
+            const size_t n = OBX_MIN((size_t)CHUNK, l->in_w - c0), k0 = c0 / 2;
+            for (size_t i = 0; i < n; i++)
+                chunk[i] = dequantized(x[c0 + i], scale[r * l->in_w + c0 + i], inverse[r * l->in_w + c0 + i]);
+            const size_t n_even = l->n_even > k0 ? OBX_MIN((size_t)CHUNK / 2, l->n_even - k0) : 0;
+            const size_t n_odd = l->n_odd > k0 ? OBX_MIN((size_t)CHUNK / 2, l->n_odd - k0) : 0;
+            deinterleave(row + l->even_at + k0, n_even, row + l->odd_at + k0, n_odd, chunk);
+        }
+    }
+}
+#define TCONV_ROWS_STAGE_PHASES stage_phases
+#endif
 
 /* Output pixel p + i of a channel block: one tap. */
 #define BLOCK_TAP(acc, i) (acc = TCONV_TAP16V(acc, *(const tconv_v16 *)(x + (size_t)at[(i) * taps + t] * 16), wt))
@@ -737,6 +764,21 @@ static void dequantize_pixels(float *restrict out, const float *restrict src, co
 #define TCONV_ROWS_DEQUANTIZE_PIXELS dequantize_pixels
 #endif
 
+/* An ISA file may bring its own (TCONV_ROWS_COPY_ROWS). */
+#ifndef TCONV_ROWS_COPY_ROWS
+static void copy_rows(float *dst, size_t dst_stride, const float *src, size_t src_stride, size_t rows, size_t cols,
+                      const float *scale, const float *inverse) {
+    for (size_t r = 0; r < rows; r++) {
+        if (scale)
+            TCONV_ROWS_DEQUANTIZE_PIXELS(dst + r * dst_stride, src + r * src_stride, scale + r * src_stride,
+                                         inverse + r * src_stride, cols);
+        else
+            memcpy(dst + r * dst_stride, src + r * src_stride, cols * sizeof(float));
+    }
+}
+#define TCONV_ROWS_COPY_ROWS copy_rows
+#endif
+
 /* An ISA file may bring its own (TCONV_ROWS_BLOCK_TILE_DEQUANTIZED): here the
  * transpose, then each tile row dequantized in place while it is in L1. */
 #ifndef TCONV_ROWS_BLOCK_TILE_DEQUANTIZED
@@ -772,7 +814,8 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .depthwise_block_i8 = depthwise_block_i8,
     .transpose = TCONV_ROWS_TRANSPOSE,
     .masked_copy = masked_copy,
-    .deinterleave = deinterleave,
+    .stage_phases = TCONV_ROWS_STAGE_PHASES,
     .dequantize_pixels = TCONV_ROWS_DEQUANTIZE_PIXELS,
+    .copy_rows = TCONV_ROWS_COPY_ROWS,
     .block_tile_dequantized = TCONV_ROWS_BLOCK_TILE_DEQUANTIZED,
 };

@@ -13,11 +13,15 @@ Variants (one single-node model each, weights as initializers):
                still for K-group scales); onnxruntime dequantizes on every run
   convinteger  DynamicQuantizeLinear + ConvInteger (uint8 x int8) + rescale:
                onnxruntime's integer conv with dynamic activation quantization
-Runs are interleaved round-robin; medians are reported, one thread count per
-session (intra_op_num_threads, worker spinning off so that the sessions'
-pools do not compete for the cores). With cpu_time, one-thread runs are timed
-in the thread's CPU time (steady on a shared machine; two-thread runs stay
-wall time).
+Medians of interleaved runs are reported, one thread count per session
+(intra_op_num_threads), with onnxruntime's default spinning pool workers as a
+deployment runs them: run by run at one thread, and at two in blocks after a
+pause that lets the previous variant's workers stop spinning
+(timing.interleave_for_threads, as `bench model` and `verify` time). With the
+workers' spinning off, every parallel section waited for a woken worker,
+which cost the ops with two sections (TernaryConv's copy pass and tiles) more
+than fp32 Conv. With cpu_time, one-thread runs are timed in the thread's CPU
+time (steady on a shared machine; two-thread runs stay wall time).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxbit.bench.timing import interleave, median_ms, thread_time_ns, time_ns
+from onnxbit.bench.timing import interleave_for_threads, median_ms, thread_time_ns, time_ns
 
 VARIANTS = ("fp32", "ternary_a8", "ternary_a8px", "ternary_f32", "int8", "int4", "dq_int8", "convinteger")
 
@@ -140,16 +144,13 @@ def run_benchmark(shapes=SHAPES, threads=(1, 2), rounds: int = 7, variants=VARIA
                 progress(f"{shape.describe()}, {count} thread(s)")
             options = ort.SessionOptions()
             options.intra_op_num_threads = count
-            # Each session has its own pool: spinning workers of one variant would steal the cores
-            # from the next one in the interleaved rounds.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sessions = {name: InferenceSession(model, sess_options=options) for name, model in models.items()}
             for session in sessions.values():
                 session.run(None, {"X": x})  # warm-up: first-run allocations
             clock = thread_time_ns if cpu_time and count == 1 else time_ns
             probes = {name: (lambda s=session: {"ms": clock(lambda: s.run(None, {"X": x}))})
                       for name, session in sessions.items()}
-            samples = interleave(probes, rounds)
+            samples = interleave_for_threads(probes, rounds, count)
             times = {name: median_ms(samples[name]["ms"]) for name in sessions}
             runs.append({"shape": shape.describe(), "threads": count, "ms": times,
                          "clock": "thread cpu" if clock is thread_time_ns else "wall",
