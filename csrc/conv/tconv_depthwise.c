@@ -46,16 +46,18 @@ typedef struct DwJob {
     const obx_tconv_weights *w;
     const obx_conv_geometry *g;
     const struct tconv_row_kernels *rows;
-    tconv_image img; /* this image (per-pixel dequantization: flat planes only) */
+    tconv_image img; /* this image */
     float *xt;       /* this image, [pixel][output channel] */
     const float *bias;
     const tconv_window_quant *wq; /* int8 activations per window (channels-last tiles, flat planes), or NULL */
     int failed;
     const size_t *offset;    /* flat planes: each tap's offset in the padded plane from its output's corner */
     size_t padded_w;         /* flat planes: the padded row: pad_left + in_w, or more for the last output's taps */
-    size_t staged;           /* flat planes: floats of the padded plane and the reads past its end */
-    size_t grid;             /* flat planes: (out_h - 1) stride_h + 1 rows of padded_w outputs, rounded up to 16 */
+    size_t band_rows;        /* flat planes: output rows a band (all of them without per_pixel) */
+    size_t staged;           /* flat planes: floats of a band's padded plane and the reads past its end */
+    size_t grid;             /* flat planes: a band's rows of padded_w outputs, rounded up to 16 */
     size_t channels_per_task;
+    int per_pixel;           /* flat planes, act_quant 3: a task is a band of all channels, with its own scales */
 } DwJob;
 
 static void copy_task(void *arg, size_t index) {
@@ -154,6 +156,21 @@ static void plane_task(void *arg, size_t index) {
     }
 }
 
+/* Zeroes all of plane[0, n) but the inside, rows [top, top + rows) x columns
+ * [left, left + cols) of rows `width` floats long (the whole plane each
+ * channel was 4% of a 144 @56x56 call, a channel a task). */
+static void zero_margins(float *plane, size_t n, size_t width, size_t top, size_t left, size_t rows, size_t cols) {
+    if (!rows || !cols) {
+        memset(plane, 0, n * sizeof(float));
+        return;
+    }
+    const size_t right = width - left - cols, end = (top + rows) * width - right;
+    memset(plane, 0, (top * width + left) * sizeof(float));
+    for (size_t r = 0; r + 1 < rows; r++) /* right margin of row r, left one of row r + 1 */
+        memset(plane + (top + r) * width + left + cols, 0, (right + left) * sizeof(float));
+    memset(plane + end, 0, (n - end) * sizeof(float));
+}
+
 /* Float activations at stride 1 on planes up to DW_FLAT_MAX_GRID, a few channels a task,
  * NCHW to NCHW with no transposes (at 576 x 14x14 the channels-last path's
  * two transposes took as long as its arithmetic). Each plane is copied into
@@ -162,35 +179,57 @@ static void plane_task(void *arg, size_t index) {
  * tap of a block of 16 outputs is one vector load, with no masks and no
  * edge cases; every grid row's first out_w are the outputs.
  * A padding tap adds x * w = +-0, as the documented order says (a sum that
- * starts at +0 never becomes -0, so that is the skipped tap too). */
+ * starts at +0 never becomes -0, so that is the skipped tap too).
+ *
+ * act_quant 3 (per_pixel) goes in bands of output rows instead, a task each:
+ * the band's input rows get their pixel scales over all channels, then each
+ * channel's band is dequantized as it is staged and computed the same way.
+ * The band's input stays in L2 between the two passes, so X is read from
+ * memory once; with one absmax pass over the whole image first it was read
+ * twice (the image is larger than L2 on these planes: 144 x 56x56 is 1.8 MB). */
 static void flat_task(void *arg, size_t index) {
     DwJob *job = arg;
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid);
+    const size_t pw = job->padded_w, reach_h = (g->kernel_h - 1) * g->dilation_h;
+    /* this task's output rows and channels */
+    const size_t band = job->per_pixel ? index : 0;
+    const size_t oh0 = band * job->band_rows, oh1 = OBX_MIN(g->out_h, oh0 + job->band_rows);
+    const size_t o0 = job->per_pixel ? 0 : index * job->channels_per_task;
+    const size_t o1 = job->per_pixel ? w->m : OBX_MIN(w->m, o0 + job->channels_per_task);
+    /* the input rows the band reads: padded rows [oh0, oh1 + reach_h), band row k being padded row oh0 + k */
+    const size_t ih0 = oh0 > g->pad_top ? oh0 - g->pad_top : 0;
+    const size_t ih1 = OBX_MIN(g->in_h, oh1 + reach_h > g->pad_top ? oh1 + reach_h - g->pad_top : 0);
+    const size_t in_rows = ih1 > ih0 ? ih1 - ih0 : 0, band_pixels = in_rows * g->in_w;
+    /* tap weights, the band's padded plane, its grid; per_pixel: the band's scales, inverses and flags */
+    const size_t scales = job->per_pixel ? 2 * band_pixels + OBX_DIV_UP(band_pixels, sizeof(float)) : 0;
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid + scales);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
     float *padded = weight + taps, *grid = padded + job->staged;
-    /* The padding stays 0: only the inside is rewritten. Zeroing just the
-     * margins: a whole plane a channel was 4% of a 144 @56x56 call. */
-    const size_t pw = job->padded_w, inside_end = (g->pad_top + g->in_h) * pw;
-    memset(padded, 0, (g->pad_top * pw + g->pad_left) * sizeof(float));
-    for (size_t r = 0; r + 1 < g->in_h; r++) /* right margin of row r, left one of row r + 1 */
-        memset(padded + (g->pad_top + r) * pw + g->pad_left + g->in_w, 0, (pw - g->in_w) * sizeof(float));
-    memset(padded + inside_end - (pw - g->pad_left - g->in_w), 0,
-           (job->staged - inside_end + pw - g->pad_left - g->in_w) * sizeof(float));
-    float *inside = padded + g->pad_top * pw + g->pad_left;
-    const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
-    for (size_t o = index * job->channels_per_task; o < o1; o++) {
+    float *scale = NULL, *inverse = NULL;
+    if (job->per_pixel) {
+        scale = grid + job->grid;
+        inverse = scale + band_pixels;
+        uint8_t *bad = (uint8_t *)(inverse + band_pixels);
+        tconv_pixel_scales(job->rows, job->img.x + ih0 * g->in_w, pixels, g->channels, band_pixels, scale, inverse,
+                           bad);
+    }
+    /* The padding stays 0: every channel rewrites the same inside positions. */
+    const size_t top = ih0 + g->pad_top - oh0;
+    zero_margins(padded, job->staged, pw, top, g->pad_left, in_rows, g->in_w);
+    float *inside = padded + top * pw + g->pad_left;
+    for (size_t o = o0; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
-        const float *plane = job->img.x + (o / w->m_per_group) * pixels;
-        job->rows->copy_rows(inside, pw, plane, g->in_w, g->in_h, g->in_w, job->img.dq_scale, job->img.dq_inverse);
+        const float *plane = job->img.x + (o / w->m_per_group) * pixels + ih0 * g->in_w;
+        job->rows->copy_rows(inside, pw, plane, g->in_w, in_rows, g->in_w, scale, inverse);
         tconv_depthwise_plane(job->rows, job->wq, grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
                               job->bias ? job->bias + o : NULL);
-        job->rows->copy_rows(job->img.y + o * positions, g->out_w, grid, pw, g->out_h, g->out_w, NULL, NULL);
+        job->rows->copy_rows(job->img.y + o * positions + oh0 * g->out_w, g->out_w, grid, pw, oh1 - oh0, g->out_w,
+                             NULL, NULL);
     }
 }
 
@@ -269,7 +308,7 @@ static enum dw_path float_path(const obx_tconv_weights *w, const obx_conv_geomet
 
 static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, NULL, 0, NULL, 0, 0, 0, 0};
+    DwJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias};
     tconv_run_images(g, w->m, x, y, NULL, &job.img, &job.failed, par, runner, plane_task, &job, w->m);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise row");
@@ -278,25 +317,41 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     return 0;
 }
 
+/* Output rows a band of the per-pixel flat path: bands enough for
+ * DW_FLAT_BANDS tasks, and few enough rows that a band's input over all
+ * channels (its rows and the window's reach) stays under DW_FLAT_BAND_BYTES. */
+enum { DW_FLAT_BANDS = 8, DW_FLAT_BAND_BYTES = 512 * 1024 };
+
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
-                        const tconv_pixel_dequant *dq, const tconv_window_quant *wq, float *y,
-                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    const size_t taps = w->kernel_positions, padded_w = flat_padded_w(g), grid = g->out_h * padded_w;
+                        int per_pixel, const tconv_window_quant *wq, float *y, obx_parallel_for_fn par,
+                        void *runner, char *err, size_t err_len) {
+    const size_t taps = w->kernel_positions, padded_w = flat_padded_w(g);
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
         obx_set_error(err, err_len, "out of memory for the depthwise tap offsets");
         return -1;
     }
-    const size_t padded_h = OBX_MAX(g->out_h + (g->kernel_h - 1) * g->dilation_h, g->pad_top + g->in_h);
+    const size_t reach_h = (g->kernel_h - 1) * g->dilation_h;
+    const size_t padded_h = OBX_MAX(g->out_h + reach_h, g->pad_top + g->in_h);
     for (size_t t = 0; t < taps; t++)
         offset[t] = (t / g->kernel_w) * g->dilation_h * padded_w + (t % g->kernel_w) * g->dilation_w;
-    const size_t grid_outputs = OBX_DIV_UP(grid, 16) * 16;
-    /* The last block reads up to grid_outputs - 1 + the last tap's offset. */
-    const size_t staged = OBX_MAX(padded_h * padded_w, grid_outputs + offset[taps - 1]);
-    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, NULL, bias, wq, 0,
-                 offset, padded_w, staged, grid_outputs, OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid)};
-    const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
-    tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, flat_task, &job, tasks);
+    size_t band_rows = g->out_h;
+    if (per_pixel) {
+        const size_t row_bytes = g->in_w * g->channels * sizeof(float);
+        const size_t fit = DW_FLAT_BAND_BYTES / row_bytes > reach_h + 1 ? DW_FLAT_BAND_BYTES / row_bytes - reach_h : 1;
+        band_rows = OBX_MAX((size_t)1, OBX_MIN(OBX_DIV_UP(g->out_h, DW_FLAT_BANDS), fit));
+    }
+    const size_t bands = OBX_DIV_UP(g->out_h, band_rows);
+    const size_t grid = OBX_DIV_UP(band_rows * padded_w, 16) * 16;
+    /* A band's plane: its padded rows (all of them for a single band), and the
+     * last block's reads up to grid - 1 + the last tap's offset. */
+    const size_t band_h = bands == 1 ? padded_h : band_rows + reach_h;
+    const size_t staged = OBX_MAX(band_h * padded_w, grid + offset[taps - 1]);
+    DwJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias, .wq = wq, .offset = offset,
+                 .padded_w = padded_w, .band_rows = band_rows, .staged = staged, .grid = grid,
+                 .channels_per_task = OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid), .per_pixel = per_pixel};
+    const size_t tasks = per_pixel ? bands : OBX_DIV_UP(w->m, job.channels_per_task);
+    tconv_run_images(g, w->m, x, y, NULL, &job.img, &job.failed, par, runner, flat_task, &job, tasks);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise plane");
         return -1;
@@ -319,7 +374,7 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
         obx_set_error(err, err_len, "out of memory for the channels-last copy of X");
         return -1;
     }
-    DwJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, xt, bias, wq, 0, NULL, 0, 0, 0, 0};
+    DwJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .xt = xt, .bias = bias, .wq = wq};
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.img.x = x + image * g->channels * pixels;
         job.img.y = y + image * w->m * positions;
@@ -333,9 +388,23 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
     return 0;
 }
 
-/* The paths that copy X into their own layout anyway. */
-static int stages_x(enum dw_path path) {
-    return path == DW_BLOCKS || path == DW_PHASES || path == DW_FLAT || path == DW_SAME;
+/* The paths that copy X into their own layout anyway and take pixel scales
+ * as they do (the flat and phase planes take theirs band by band instead:
+ * tconv_compute_depthwise_banded). */
+static int stages_x(enum dw_path path) { return path == DW_BLOCKS || path == DW_SAME; }
+
+int tconv_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g) {
+    const enum dw_path path = float_path(w, g);
+    return path == DW_FLAT || path == DW_PHASES;
+}
+
+int tconv_compute_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                                   size_t err_len) {
+    const enum dw_path path = float_path(w, g);
+    atomic_fetch_add(&path_runs[path], 1);
+    if (path == DW_PHASES) return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
+    return compute_flat(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
 }
 
 int tconv_depthwise_stages_x(const obx_tconv_weights *w, const obx_conv_geometry *g) {
@@ -350,8 +419,8 @@ static int compute_path(enum dw_path path, const obx_tconv_weights *w, const obx
     atomic_fetch_add(&path_runs[path], 1);
     switch (path) {
     case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
-    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
-    case DW_FLAT: return compute_flat(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
+    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, 0, wq, y, par, runner, err, err_len);
+    case DW_FLAT: return compute_flat(w, g, x, bias, 0, wq, y, par, runner, err, err_len);
     case DW_SAME: return tconv_compute_depthwise_same(w, g, x, bias, dq, y, par, runner, err, err_len);
     case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
     default: return compute_channels_last(w, g, x, bias, wq, y, par, runner, err, err_len);

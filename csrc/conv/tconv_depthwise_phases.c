@@ -37,11 +37,13 @@ typedef struct PhaseJob {
     tconv_image img; /* this image */
     const float *bias;
     const size_t *offset; /* each tap's offset in the stacked planes from its output's grid position */
-    size_t phase_h, phase_w, plane; /* one phase plane: phase_h rows of phase_w floats */
+    size_t band_rows;               /* output rows a band (all of them without per_pixel) */
+    size_t phase_h, phase_w, plane; /* a band's phase plane: phase_h rows of phase_w floats */
     size_t staged;                  /* the four planes and the reads past their end */
-    size_t grid;                    /* out_h rows of phase_w outputs, rounded up to 16 */
+    size_t grid;                    /* a band's rows of phase_w outputs, rounded up to 16 */
     size_t channels_per_task;
     const tconv_window_quant *wq; /* int8 activations per window, or NULL */
+    int per_pixel;                /* act_quant 3: a task is a band of all channels, with its own scales */
     int failed;
 } PhaseJob;
 
@@ -60,29 +62,51 @@ int tconv_depthwise_phases_fit(const obx_conv_geometry *g) {
     return phase_h * phase_w <= PHASE_MAX_STAGED / 7 - 16;
 }
 
+/* Channels [o0, o1) over output rows [oh0, oh1) (a band's phase rows start
+ * at row oh0 of the whole planes); per_pixel: the band's pixel scales first. */
 static void phase_task(void *arg, size_t index) {
     PhaseJob *job = arg;
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     const size_t pw = job->phase_w;
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid);
+    const size_t band = job->per_pixel ? index : 0;
+    const size_t oh0 = band * job->band_rows, oh1 = OBX_MIN(g->out_h, oh0 + job->band_rows);
+    const size_t o0 = job->per_pixel ? 0 : index * job->channels_per_task;
+    const size_t o1 = job->per_pixel ? w->m : OBX_MIN(w->m, o0 + job->channels_per_task);
+    /* The band's phase rows hold padded rows [2 oh0, 2 (oh0 + phase_h)): these input rows. */
+    const size_t ih0 = 2 * oh0 > g->pad_top ? 2 * oh0 - g->pad_top : 0;
+    const size_t end = 2 * (oh0 + job->phase_h);
+    const size_t ih1 = OBX_MIN(g->in_h, end > g->pad_top ? end - g->pad_top : 0);
+    const size_t in_rows = ih1 > ih0 ? ih1 - ih0 : 0, band_pixels = in_rows * g->in_w;
+    /* tap weights, the planes, the grid; per_pixel: the band's scales, inverses and flags */
+    const size_t scales = job->per_pixel ? 2 * band_pixels + OBX_DIV_UP(band_pixels, sizeof(float)) : 0;
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid + scales);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
     float *phases = weight + taps, *grid = phases + job->staged;
+    float *scale = NULL, *inverse = NULL;
+    if (job->per_pixel) {
+        scale = grid + job->grid;
+        inverse = scale + band_pixels;
+        uint8_t *bad = (uint8_t *)(inverse + band_pixels);
+        tconv_pixel_scales(job->rows, job->img.x + ih0 * g->in_w, pixels, g->channels, band_pixels, scale, inverse,
+                           bad);
+    }
     /* The padding stays 0: every channel rewrites the same inside positions. */
     memset(phases, 0, job->staged * sizeof(float));
     /* Input column 2k is padded column 2k + pad_left: plane b = pad_left & 1,
      * column k + pad_left / 2; column 2k + 1 follows. Columns past phase_w
-     * are read by no output, nor are rows past phase_h. */
+     * are read by no output, nor are rows past the band's. Input row ih0 is
+     * padded row ih0 + pad_top, from the band's first, 2 oh0 (even). */
     const size_t even_b = g->pad_left & 1, even_col = g->pad_left / 2;
     const size_t odd_b = (g->pad_left + 1) & 1, odd_col = (g->pad_left + 1) / 2;
     const struct tconv_phase_layout layout = {
-        .rows = OBX_MIN(g->in_h, 2 * job->phase_h > g->pad_top ? 2 * job->phase_h - g->pad_top : 0),
+        .rows = in_rows,
         .in_w = g->in_w,
-        .pad_top = g->pad_top,
+        .pad_top = ih0 + g->pad_top - 2 * oh0,
         .phase_w = pw,
         .plane = job->plane,
         .even_at = even_b * job->plane + even_col,
@@ -90,21 +114,25 @@ static void phase_task(void *arg, size_t index) {
         .odd_at = odd_b * job->plane + odd_col,
         .n_odd = odd_col < pw ? OBX_MIN(g->in_w / 2, pw - odd_col) : 0,
     };
-    const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
-    for (size_t o = index * job->channels_per_task; o < o1; o++) {
+    for (size_t o = o0; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
-        const float *plane = job->img.x + (o / w->m_per_group) * pixels;
-        job->rows->stage_phases(phases, plane, &layout, job->img.dq_scale, job->img.dq_inverse);
+        const float *plane = job->img.x + (o / w->m_per_group) * pixels + ih0 * g->in_w;
+        job->rows->stage_phases(phases, plane, &layout, scale, inverse);
         tconv_depthwise_plane(job->rows, job->wq, grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
                               job->bias ? job->bias + o : NULL);
-        job->rows->copy_rows(job->img.y + o * positions, g->out_w, grid, pw, g->out_h, g->out_w, NULL, NULL);
+        job->rows->copy_rows(job->img.y + o * positions + oh0 * g->out_w, g->out_w, grid, pw, oh1 - oh0, g->out_w,
+                             NULL, NULL);
     }
 }
 
+/* Output rows a band of act_quant 3: bands enough for PHASE_BANDS tasks, and
+ * few enough rows that a band's input over all channels stays under
+ * PHASE_BAND_BYTES (in L2 between the scales and the staging). */
+enum { PHASE_BANDS = 8, PHASE_BAND_BYTES = 512 * 1024 };
+
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, const tconv_pixel_dequant *dq,
-                                   const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner,
-                                   char *err, size_t err_len) {
+                                   const float *bias, int per_pixel, const tconv_window_quant *wq, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const size_t taps = w->kernel_positions;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
@@ -113,7 +141,15 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
     }
     size_t phase_h, phase_w;
     phase_size(g, &phase_h, &phase_w);
-    const size_t plane = phase_h * phase_w, grid = OBX_DIV_UP(g->out_h * phase_w, 16) * 16;
+    const size_t reach_rows = ((g->kernel_h - 1) * g->dilation_h) / 2; /* phase rows past a band's outputs */
+    size_t band_rows = g->out_h;
+    if (per_pixel) {
+        /* a band of r output rows reads about 2 r + 2 reach_rows input rows */
+        const size_t row_bytes = g->in_w * g->channels * sizeof(float), fit = PHASE_BAND_BYTES / row_bytes / 2;
+        band_rows = OBX_MAX((size_t)1, OBX_MIN(OBX_DIV_UP(g->out_h, PHASE_BANDS), fit > reach_rows ? fit - reach_rows : 1));
+        phase_h = OBX_MIN(phase_h, band_rows + reach_rows);
+    }
+    const size_t plane = phase_h * phase_w, grid = OBX_DIV_UP(band_rows * phase_w, 16) * 16;
     /* A tap at padded (u, v) from its window's corner reads plane (u & 1, v & 1),
      * u / 2 rows and v / 2 columns on from its output's grid position. */
     size_t reach = 0;
@@ -122,11 +158,14 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
         offset[t] = ((u & 1) * 2 + (v & 1)) * plane + (u / 2) * phase_w + v / 2;
         reach = OBX_MAX(reach, offset[t]);
     }
-    PhaseJob job = {w, g, obx_platform()->conv_rows, {NULL, NULL, NULL, NULL}, bias, offset, phase_h, phase_w, plane,
-                    OBX_MAX(4 * plane, grid + reach), grid,
-                    OBX_MAX(OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid), OBX_DIV_UP(w->m, (size_t)PHASE_TASKS)), wq, 0};
-    const size_t tasks = OBX_DIV_UP(w->m, job.channels_per_task);
-    tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, phase_task, &job, tasks);
+    PhaseJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias, .offset = offset,
+                    .band_rows = band_rows, .phase_h = phase_h, .phase_w = phase_w, .plane = plane,
+                    .staged = OBX_MAX(4 * plane, grid + reach), .grid = grid,
+                    .channels_per_task = OBX_MAX(OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid),
+                                                 OBX_DIV_UP(w->m, (size_t)PHASE_TASKS)),
+                    .wq = wq, .per_pixel = per_pixel};
+    const size_t tasks = per_pixel ? OBX_DIV_UP(g->out_h, band_rows) : OBX_DIV_UP(w->m, job.channels_per_task);
+    tconv_run_images(g, w->m, x, y, NULL, &job.img, &job.failed, par, runner, phase_task, &job, tasks);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for the depthwise phase planes");
         return -1;

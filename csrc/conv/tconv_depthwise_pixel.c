@@ -35,17 +35,21 @@ typedef struct DequantizeJob {
     size_t task_pixels;
 } DequantizeJob;
 
-/* A block of pixels: s = 127 * (1 / max(absmax over the pixel's channels,
- * 1e-5)), as tconv_per_pixel.c computes it, then (with a copy to make)
- * every channel's values. */
+void tconv_pixel_scales(const struct tconv_row_kernels *rows, const float *x, size_t plane_stride, size_t channels,
+                        size_t n, float *scale, float *inverse, uint8_t *bad) {
+    int32_t *bits = (int32_t *)scale;
+    memset(bits, 0, n * sizeof *bits);
+    rows->absmax_planes(bits, x, plane_stride, channels, n);
+    rows->window_scales(scale, bad, n);
+    for (size_t p = 0; p < n; p++) inverse[p] = bad[p] ? NAN : 1.0f / scale[p];
+}
+
+/* A block of pixels' scales, then (with a copy to make) every channel's values. */
 static void dequantize_task(void *arg, size_t index) {
     const DequantizeJob *job = arg;
     const size_t p0 = index * job->task_pixels, n = OBX_MIN(job->task_pixels, job->pixels - p0);
-    int32_t *bits = (int32_t *)(job->scale + p0);
-    memset(bits, 0, n * sizeof *bits);
-    job->rows->absmax_planes(bits, job->x + p0, job->pixels, job->channels, n);
-    job->rows->window_scales(job->scale + p0, job->bad + p0, n);
-    for (size_t p = p0; p < p0 + n; p++) job->inverse[p] = job->bad[p] ? NAN : 1.0f / job->scale[p];
+    tconv_pixel_scales(job->rows, job->x + p0, job->pixels, job->channels, n, job->scale + p0, job->inverse + p0,
+                       job->bad + p0);
     if (!job->xq) return;
     for (size_t c = 0; c < job->channels; c++)
         job->rows->dequantize_pixels(job->xq + c * job->pixels + p0, job->x + c * job->pixels + p0, job->scale + p0,
@@ -55,6 +59,8 @@ static void dequantize_task(void *arg, size_t index) {
 int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len) {
+    /* The flat and phase planes take their scales band by band themselves. */
+    if (tconv_depthwise_banded(w, g)) return tconv_compute_depthwise_banded(w, g, x, bias, y, par, runner, err, err_len);
     const size_t pixels = g->in_h * g->in_w, channels = g->channels, image = channels * pixels;
     /* A path that stages X dequantizes it on the way; the others read a dequantized copy. */
     const int staged = tconv_depthwise_stages_x(w, g);

@@ -53,8 +53,23 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len);
 
-/* act_quant 3 on a depthwise conv, for the float paths that stage X (channel
- * blocks, phase planes, flat planes): each value is dequantized as it is
+/* Pixel scales of act_quant 3 (tconv_depthwise_pixel.c) for n pixels: x
+ * points at the first in channel 0, plane_stride floats between channels;
+ * scale[p] = 127 * (1 / max(absmax over the channels, 1e-5)), inverse[p] =
+ * 1 / scale[p] (NaN where bad[p]: the pixel holds NaN or Inf). */
+void tconv_pixel_scales(const struct tconv_row_kernels *rows, const float *x, size_t plane_stride, size_t channels,
+                        size_t n, float *scale, float *inverse, uint8_t *bad);
+
+/* act_quant 3 on the flat and phase planes (tconv_depthwise.c): 1 when the
+ * float path for g is one of them; then tconv_compute_depthwise_banded
+ * computes it in bands of output rows, each taking its own pixel scales. */
+int tconv_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g);
+int tconv_compute_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                                   size_t err_len);
+
+/* act_quant 3 on a depthwise conv, for the float paths that stage X whole
+ * (channel blocks, same-size planes): each value is dequantized as it is
  * staged, x' = (float)clamp(rint(x * scale[p]), -128, 127) * inverse[p]
  * (tconv_depthwise_pixel.c), planes [batch][in_h * in_w]. NULL: X as is. */
 typedef struct tconv_pixel_dequant {
@@ -100,9 +115,11 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
  * wq) on planes up to about 1 MiB of phase planes (tconv_depthwise_phases.c):
  * 1 when they fit. */
 int tconv_depthwise_phases_fit(const obx_conv_geometry *g);
+/* per_pixel: act_quant 3, in bands of output rows, each taking its own pixel
+ * scales (X read from memory once: a band stays in L2 between its scales
+ * and its staging). */
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, const tconv_pixel_dequant *dq,
-                                   const tconv_window_quant *wq, float *y,
+                                   const float *bias, int per_pixel, const tconv_window_quant *wq, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* Stride-1 depthwise convs with an output plane the input's size, float
