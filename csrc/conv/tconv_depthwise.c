@@ -318,8 +318,11 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
 }
 
 /* Output rows a band of the per-pixel flat path: bands enough for
- * DW_FLAT_BANDS tasks, and few enough rows that a band's input over all
- * channels (its rows and the window's reach) stays under DW_FLAT_BAND_BYTES. */
+ * DW_FLAT_BANDS tasks but at least twice the window's reach in rows (a
+ * band restages the rows its reach shares with the next: 960 @7x7 in bands
+ * of one row took 4x the channel blocks' time), and few enough rows that a
+ * band's input over all channels (its rows and the reach) stays under
+ * DW_FLAT_BAND_BYTES. */
 enum { DW_FLAT_BANDS = 8, DW_FLAT_BAND_BYTES = 512 * 1024 };
 
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
@@ -339,7 +342,7 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     if (per_pixel) {
         const size_t row_bytes = g->in_w * g->channels * sizeof(float);
         const size_t fit = DW_FLAT_BAND_BYTES / row_bytes > reach_h + 1 ? DW_FLAT_BAND_BYTES / row_bytes - reach_h : 1;
-        band_rows = OBX_MAX((size_t)1, OBX_MIN(OBX_DIV_UP(g->out_h, DW_FLAT_BANDS), fit));
+        band_rows = OBX_MAX((size_t)1, OBX_MIN(OBX_MAX(OBX_DIV_UP(g->out_h, DW_FLAT_BANDS), 2 * reach_h), fit));
     }
     const size_t bands = OBX_DIV_UP(g->out_h, band_rows);
     const size_t grid = OBX_DIV_UP(band_rows * padded_w, 16) * 16;

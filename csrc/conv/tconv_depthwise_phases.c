@@ -125,9 +125,10 @@ static void phase_task(void *arg, size_t index) {
     }
 }
 
-/* Output rows a band of act_quant 3: bands enough for PHASE_BANDS tasks, and
- * few enough rows that a band's input over all channels stays under
- * PHASE_BAND_BYTES (in L2 between the scales and the staging). */
+/* Output rows a band of act_quant 3: bands enough for PHASE_BANDS tasks but
+ * at least twice the phase rows a window reaches past its own (a band
+ * restages those), and few enough rows that a band's input over all channels
+ * stays under PHASE_BAND_BYTES (in L2 between the scales and the staging). */
 enum { PHASE_BANDS = 8, PHASE_BAND_BYTES = 512 * 1024 };
 
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
@@ -146,7 +147,8 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
     if (per_pixel) {
         /* a band of r output rows reads about 2 r + 2 reach_rows input rows */
         const size_t row_bytes = g->in_w * g->channels * sizeof(float), fit = PHASE_BAND_BYTES / row_bytes / 2;
-        band_rows = OBX_MAX((size_t)1, OBX_MIN(OBX_DIV_UP(g->out_h, PHASE_BANDS), fit > reach_rows ? fit - reach_rows : 1));
+        band_rows = OBX_MAX((size_t)1, OBX_MIN(OBX_MAX(OBX_DIV_UP(g->out_h, PHASE_BANDS), 2 * reach_rows),
+                                               fit > reach_rows ? fit - reach_rows : 1));
         phase_h = OBX_MIN(phase_h, band_rows + reach_rows);
     }
     const size_t plane = phase_h * phase_w, grid = OBX_DIV_UP(band_rows * phase_w, 16) * 16;

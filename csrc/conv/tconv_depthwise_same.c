@@ -38,6 +38,8 @@ typedef struct SameJob {
     tconv_image img; /* this image, with its pixel scales under act_quant 3 */
     const float *bias;
     const int32_t *mask; /* [kW][vectors * 16]: all ones where column offset j stays in the row */
+    const ptrdiff_t *shift;     /* masked planes: each tap's read from its output's pixel */
+    const uint16_t *lane_mask;  /* masked planes: [tap][vector] the lanes whose read is inside the plane */
     const size_t *offset; /* each tap's read from an output's position in the stacked copies */
     size_t above;         /* zero floats before each copy: the rows the top taps read above the plane */
     size_t copy;          /* floats per copy: above, the plane rounded up to 16, and the rows below */
@@ -69,9 +71,22 @@ static void same_task(void *arg, size_t index) {
         return;
     }
     float *dequantized = weight + taps, *copies = dequantized + n, *tail = copies + kw * job->copy;
+    const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
+    if (rows->depthwise_masked_plane_f32) { /* the taps read the plane itself, its outside masked */
+        for (size_t o = index * job->channels_per_task; o < o1; o++) {
+            for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
+            const float *plane = job->img.x + (o / w->m_per_group) * pixels;
+            if (job->img.dq_scale) {
+                rows->dequantize_pixels(dequantized, plane, job->img.dq_scale, job->img.dq_inverse, pixels);
+                plane = dequantized;
+            }
+            rows->depthwise_masked_plane_f32(job->img.y + o * pixels, plane, pixels, job->shift, job->lane_mask, weight,
+                                             taps, w->scales[o], job->bias ? job->bias + o : NULL);
+        }
+        return;
+    }
     /* The margins stay 0: only each copy's plane is rewritten. */
     memset(copies, 0, kw * job->copy * sizeof(float));
-    const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
     for (size_t o = index * job->channels_per_task; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
         const float *plane = job->img.x + (o / w->m_per_group) * pixels;
@@ -105,15 +120,32 @@ int tconv_compute_depthwise_same(const obx_tconv_weights *w, const obx_conv_geom
                                  const float *bias, const tconv_pixel_dequant *dq, float *y,
                                  obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const size_t taps = w->kernel_positions, kw = g->kernel_w, in_w = g->in_w, n = padded_pixels(g);
-    const size_t reach_h = (g->kernel_h - 1) * g->dilation_h;
-    /* the masks, then the tap offsets */
-    int32_t *mask = (int32_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE,
-                                                   kw * n + taps * sizeof(size_t) / sizeof(float) + 2);
+    const size_t reach_h = (g->kernel_h - 1) * g->dilation_h, pixels = g->in_h * in_w, vectors = n / 16;
+    /* the column masks, the tap offsets; the masked planes' shifts and lane masks */
+    int32_t *mask = (int32_t *)tconv_thread_buffer(
+        TCONV_BUFFER_IMAGE, kw * n + 2 * taps * sizeof(size_t) / sizeof(float) + taps * vectors / 2 + 4);
     if (!mask) {
         obx_set_error(err, err_len, "out of memory for the depthwise column masks");
         return -1;
     }
     size_t *offset = (size_t *)(mask + OBX_DIV_UP(kw * n, 2) * 2);
+    ptrdiff_t *shift = (ptrdiff_t *)(offset + taps);
+    uint16_t *lane_mask = (uint16_t *)(shift + taps);
+    for (size_t t = 0; t < taps; t++) {
+        const ptrdiff_t di = (ptrdiff_t)((t / kw) * g->dilation_h) - (ptrdiff_t)g->pad_top;
+        const ptrdiff_t dj = (ptrdiff_t)((t % kw) * g->dilation_w) - (ptrdiff_t)g->pad_left;
+        shift[t] = di * (ptrdiff_t)in_w + dj;
+        for (size_t v = 0; v < vectors; v++) {
+            unsigned bits = 0;
+            for (size_t l = 0; l < 16; l++) {
+                const size_t p = 16 * v + l;
+                const ptrdiff_t row = (ptrdiff_t)(p / in_w) + di, column = (ptrdiff_t)(p % in_w) + dj;
+                if (p < pixels && row >= 0 && row < (ptrdiff_t)g->in_h && column >= 0 && column < (ptrdiff_t)in_w)
+                    bits |= 1u << l;
+            }
+            lane_mask[t * vectors + v] = (uint16_t)bits;
+        }
+    }
     for (size_t j = 0; j < kw; j++) {
         const ptrdiff_t dj = (ptrdiff_t)(j * g->dilation_w) - (ptrdiff_t)g->pad_left;
         for (size_t p = 0; p < n; p++) {
@@ -121,7 +153,8 @@ int tconv_compute_depthwise_same(const obx_tconv_weights *w, const obx_conv_geom
             mask[j * n + p] = p < g->in_h * in_w && column >= 0 && column < (ptrdiff_t)in_w ? -1 : 0;
         }
     }
-    SameJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias, .mask = mask, .offset = offset};
+    SameJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias, .mask = mask, .offset = offset,
+                   .shift = shift, .lane_mask = lane_mask};
     job.above = g->pad_top * in_w;
     /* The last vector's rows below the plane: up to reach_h - pad_top rows, and 16 more reads. */
     job.copy = OBX_DIV_UP(job.above + n + (reach_h - g->pad_top) * in_w + 16, 16) * 16;

@@ -113,6 +113,15 @@ struct tconv_row_kernels {
      * (a memcpy per 56-float row took a tenth of a 144 @56x56 depthwise call) */
     void (*copy_rows)(float *dst, size_t dst_stride, const float *src, size_t src_stride, size_t rows,
                       size_t cols, const float *scale, const float *inverse);
+    /* A same-size stride-1 depthwise plane (tconv_depthwise_same.c) read in
+     * place, float activations, n outputs: for each vector v of 16,
+     *   out[16 v + l] = (sum over taps t in order of (bit l of mask[t * V + v]
+     *   ? x[16 v + l + shift[t]] : +0) * w[t]) * scale (+ *bias when bias),
+     * V = ceil(n / 16), stored for 16 v + l < n; a clear bit's value is not
+     * read. NULL where the ISA has no masked loads: the path stages copies. */
+    void (*depthwise_masked_plane_f32)(float *out, const float *x, size_t n, const ptrdiff_t *shift,
+                                       const uint16_t *mask, const float *w, size_t taps, float scale,
+                                       const float *bias);
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
      * `channels` (<= 16) NCHW planes plane_stride apart, each value dequantized as
      * dequantize_pixels does: tile[p * 16 + l] = dequantized x[l * plane_stride + p] (scale[p],

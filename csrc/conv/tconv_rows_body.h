@@ -817,5 +817,8 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .stage_phases = TCONV_ROWS_STAGE_PHASES,
     .dequantize_pixels = TCONV_ROWS_DEQUANTIZE_PIXELS,
     .copy_rows = TCONV_ROWS_COPY_ROWS,
+#ifdef TCONV_ROWS_MASKED_PLANE
+    .depthwise_masked_plane_f32 = TCONV_ROWS_MASKED_PLANE,
+#endif
     .block_tile_dequantized = TCONV_ROWS_BLOCK_TILE_DEQUANTIZED,
 };
