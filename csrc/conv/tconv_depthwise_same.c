@@ -7,10 +7,13 @@
  * p + di * in_w + dj (di = i dH - pad_top, dj = j dW - pad_left): a constant
  * shift, so 16 consecutive outputs are one vector load per tap, whatever
  * rows they span. A shift wraps across a row edge where the tap falls in
- * the left or right padding; so each column offset dj gets its own staged
- * copy of the plane, shifted by dj, with the wrapped values masked to 0
- * (masked_copy), and the rows above and below are zero margins around each
- * copy. The taps then run as depthwise_plane_f32 over the stacked copies.
+ * the left or right padding, and reads outside the plane above and below
+ * it. On ISAs with masked loads (depthwise_masked_plane_f32) each tap loads
+ * the plane itself with those lanes masked to 0, from a mask per tap and
+ * vector worked out once a call. Elsewhere each column offset dj gets its own
+ * staged copy of the plane, shifted by dj, with the wrapped values masked to
+ * 0 (masked_copy), and the rows above and below are zero margins around each
+ * copy; the taps then run as depthwise_plane_f32 over the stacked copies.
  * With act_quant 3 the plane is dequantized per pixel first
  * (dequantize_pixels), one vector of pixel scales at a time.
  *

@@ -62,6 +62,9 @@ static void transpose_avx512(const float *src, size_t rows, size_t cols, size_t 
         tconv_transpose_avx2(src + rows16 * src_stride, rows - rows16, cols, src_stride, dst + rows16, dst_stride);
 }
 
+/* The first n lanes (all 16 from n = 16 on). */
+static inline __mmask16 first_lanes(size_t n) { return (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1); }
+
 /* rint(x * s) * inverse, 16 lanes (tconv_rows.h dequantize_pixels). */
 static inline __m512 dequantize16(__m512 x, __m512 s, __m512 inverse) {
     const __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -79,7 +82,7 @@ static inline __m512 dequantize16(__m512 x, __m512 s, __m512 inverse) {
 static inline __attribute__((always_inline)) void dequantized_block16(float *tile, const float *x, size_t rows,
                                                                       size_t n, size_t plane_stride, __m512 s,
                                                                       __m512 inv) {
-    const __mmask16 lanes = (__mmask16)((1u << n) - 1);
+    const __mmask16 lanes = first_lanes(n);
     __m512 r[16];
     for (int i = 0; i < 16; i++)
         r[i] = (size_t)i < rows ? dequantize16(_mm512_maskz_loadu_ps(lanes, x + i * plane_stride), s, inv)
@@ -98,23 +101,17 @@ static void block_tile_dequantized_avx512(float *tile, const float *x, size_t ch
                                 _mm512_loadu_ps(inverse + p0));
     for (; p0 < pixels; p0 += 16) {
         const size_t n = OBX_MIN((size_t)16, pixels - p0);
-        const __mmask16 lanes = (__mmask16)((1u << n) - 1);
+        const __mmask16 lanes = first_lanes(n);
         dequantized_block16(tile + p0 * 16, x + p0, channels, n, plane_stride,
                             _mm512_maskz_loadu_ps(lanes, scale + p0), _mm512_maskz_loadu_ps(lanes, inverse + p0));
     }
 }
 
-/* tconv_rows.h dequantize_pixels with a masked last vector: the flat
- * planes dequantize a row at a time (56 values at 56x56), where the
- * compiler's scalar epilogue took a third of the call. */
-static void dequantize_pixels_avx512(float *out, const float *src, const float *scale, const float *inverse,
-                                     size_t n) {
-    for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 lanes = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        const __m512 v = dequantize16(_mm512_maskz_loadu_ps(lanes, src + i), _mm512_maskz_loadu_ps(lanes, scale + i),
-                                      _mm512_maskz_loadu_ps(lanes, inverse + i));
-        _mm512_mask_storeu_ps(out + i, lanes, v);
-    }
+/* Dequantized x when scale (dequantize16), masked loads. */
+static inline __m512 load_dequantized(const float *x, const float *scale, const float *inverse, __mmask16 lanes) {
+    const __m512 v = _mm512_maskz_loadu_ps(lanes, x);
+    if (!scale) return v;
+    return dequantize16(v, _mm512_maskz_loadu_ps(lanes, scale), _mm512_maskz_loadu_ps(lanes, inverse));
 }
 
 /* tconv_rows.h copy_rows: masked vectors, the rows in one call. */
@@ -124,14 +121,20 @@ static void copy_rows_avx512(float *dst, size_t dst_stride, const float *src, si
         const size_t at = r * src_stride;
         float *out = dst + r * dst_stride;
         for (size_t c = 0; c < cols; c += 16) {
-            const __mmask16 lanes = cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - c)) - 1);
-            __m512 v = _mm512_maskz_loadu_ps(lanes, src + at + c);
-            if (scale)
-                v = dequantize16(v, _mm512_maskz_loadu_ps(lanes, scale + at + c),
-                                 _mm512_maskz_loadu_ps(lanes, inverse + at + c));
-            _mm512_mask_storeu_ps(out + c, lanes, v);
+            const __mmask16 lanes = first_lanes(cols - c);
+            _mm512_mask_storeu_ps(out + c, lanes,
+                                  load_dequantized(src + at + c, scale ? scale + at + c : NULL,
+                                                   scale ? inverse + at + c : NULL, lanes));
         }
     }
+}
+
+/* tconv_rows.h dequantize_pixels: one row of copy_rows, a masked last
+ * vector (the flat planes dequantized a row at a time, 56 values at 56x56,
+ * where the compiler's scalar epilogue took a third of the call). */
+static void dequantize_pixels_avx512(float *out, const float *src, const float *scale, const float *inverse,
+                                     size_t n) {
+    copy_rows_avx512(out, n, src, n, 1, n, scale, inverse);
 }
 
 /* x + i, i possibly outside the plane: only lanes inside it are loaded
@@ -158,8 +161,7 @@ static void depthwise_masked_plane_avx512(float *out, const float *x, size_t n, 
     do {                                                                                                       \
         __m512 y_ = _mm512_mul_ps(acc, s);                                                                     \
         if (bias) y_ = _mm512_add_ps(y_, _mm512_set1_ps(*bias));                                               \
-        const size_t left_ = n - 16 * (v + (k));                                                               \
-        _mm512_mask_storeu_ps(out + 16 * (v + (k)), left_ >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left_) - 1), y_); \
+        _mm512_mask_storeu_ps(out + 16 * (v + (k)), first_lanes(n - 16 * (v + (k))), y_);                     \
     } while (0)
     for (; v + 4 <= vectors; v += 4) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -186,15 +188,6 @@ static void depthwise_masked_plane_avx512(float *out, const float *x, size_t n, 
 #undef MASKED_TAP
 #undef MASKED_STORE
 }
-
-/* Dequantized x when scale (dequantize16), masked loads. */
-static inline __m512 load_dequantized(const float *x, const float *scale, const float *inverse, __mmask16 lanes) {
-    const __m512 v = _mm512_maskz_loadu_ps(lanes, x);
-    if (!scale) return v;
-    return dequantize16(v, _mm512_maskz_loadu_ps(lanes, scale), _mm512_maskz_loadu_ps(lanes, inverse));
-}
-
-static inline __mmask16 first_lanes(size_t n) { return (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1); }
 
 /* A row's even columns to even (n_even of them) and its odd ones to odd,
  * from `sorted`, whose lanes 0-7 hold the even columns and 8-15 the odd. */
