@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -164,10 +165,22 @@ def _unchanged(model: onnx.ModelProto, input_path: Path | None) -> Skeleton:
     return Skeleton(work, {name: payload for name, payload in borrowed.sources.items() if name in names})
 
 
+def _reason_kind(reason: str) -> str:
+    """A skip reason with the names it quotes left out, so that the same
+    reason on different tensors counts as one."""
+    return re.sub(r"'[^']*'", "'...'", reason)
+
+
 def noop_summary(records: list[LayerRecord]) -> str:
-    """One line for a conversion that converted nothing: the most common reasons."""
-    reasons = Counter(r.reason.split(";")[0] for r in records if r.action == "skipped" and r.reason)
-    common = "; ".join(f"{reason} ({count}x)" for reason, count in reasons.most_common(3))
+    """One line for a conversion that converted nothing: the most common
+    reasons, each as one example and how many layers gave it."""
+    reasons = [r.reason.split(";")[0] for r in records if r.action == "skipped" and r.reason]
+    kinds = Counter(_reason_kind(reason) for reason in reasons)
+    example = {}
+    for reason in reasons:
+        example.setdefault(_reason_kind(reason), reason)
+    common = "; ".join(f"{example[kind]} ({count}x{', alike' if count > 1 else ''})"
+                       for kind, count in kinds.most_common(3))
     if not records:
         common = "the model has no MatMul, Gemm, Conv or other weight-carrying node"
     return "no layer was converted" + (f"; most common reasons: {common}" if common else "")

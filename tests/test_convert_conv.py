@@ -311,3 +311,21 @@ def test_conv_storage_formats_rans_and_auto(rng):
     assert storage["auto"]["sparse_conv"][0] != "base3" and storage["auto"]["dense_conv"][0] == "base3"
     for fmt in ("rans", "zeroruns", "sparse", "auto"):
         np.testing.assert_array_equal(outputs[fmt], outputs["base3"])
+
+
+def test_no_op_summary_counts_a_reason_once_whatever_names_it_quotes():
+    """The one-line summary of a conversion that converted nothing groups skip reasons that differ
+    only in the tensor and node names they quote (a model whose every weight comes from a
+    ConstantOfShape gave one reason per layer, each '1x')."""
+    from onnxbit.convert import noop_summary
+    from onnxbit.passes.base import LayerRecord
+
+    def skipped(name):
+        return LayerRecord(node=name, op_type="Conv", action="skipped",
+                           reason=f"'{name}_w' comes from ConstantOfShape node '{name}_fill', not from a constant")
+
+    records = [skipped(f"conv{i}") for i in range(5)] + [
+        LayerRecord(node="fc", op_type="Gemm", action="skipped", reason="below min_params (100 < 1000)")]
+    line = noop_summary(records)
+    assert line.startswith("no layer was converted; most common reasons: 'conv0_w' comes from ConstantOfShape")
+    assert "(5x, alike)" in line and "below min_params (100 < 1000) (1x)" in line
