@@ -122,11 +122,12 @@ def test_spinning_sessions_alternate_in_blocks_after_a_pause(monkeypatch):
     monkeypatch.setattr(timing.time, "sleep", lambda s: slept.append(s) or calls.append("|"))
     probes = {name: (lambda name=name: calls.append(name) or {"t": float(len(calls))}) for name in "ab"}
     samples = timing.interleave_spinning(probes, rounds=7, block=3)
-    # per block and variant: the pause, one untimed wake-up probe, then the timed ones
-    assert "".join(calls) == "|aaaa|bbbb" "|bbbb|aaaa" "|aa|bb"
+    # per block and variant: the pause, three untimed warm-up probes, then the timed ones
+    assert timing.WARM_UP_PROBES == 3
+    assert "".join(calls) == "|aaaaaa|bbbbbb" "|bbbbbb|aaaaaa" "|aaaa|bbbb"
     assert slept == [timing.SPIN_SETTLE_S] * 6
     assert {name: len(s["t"]) for name, s in samples.items()} == {"a": 7, "b": 7}
-    assert samples["a"]["t"][:3] == [3.0, 4.0, 5.0]  # the wake-up probe (2.0) is not a sample
+    assert samples["a"]["t"][:3] == [5.0, 6.0, 7.0]  # the warm-up probes (2.0-4.0) are not samples
     with pytest.raises(ValueError, match="rounds"):
         timing.interleave_spinning(probes, rounds=0)
 

@@ -79,6 +79,11 @@ def interleave(probes: Mapping[str, Probe], rounds: int) -> dict[str, dict[str, 
 # pool's last parallel section, then sleeps (its thread's CPU time, read from
 # /proc/self/task, stops growing within 50-100 ms). Twice that lets it settle.
 SPIN_SETTLE_S = 0.1
+# Untimed probes after that pause: the first runs after it are slow (two
+# threads, a 1x1 256->64 @56x56 conv, medians by position after the pause:
+# fp32 0.91, 0.77, 0.72, then 0.57-0.69 ms; TernaryConv 0.37, 0.30, 0.27,
+# then 0.22-0.29), so one untimed probe left the ramp in the samples.
+WARM_UP_PROBES = 3
 
 
 def interleave_spinning(probes: Mapping[str, Probe], rounds: int, block: int = 5,
@@ -87,7 +92,8 @@ def interleave_spinning(probes: Mapping[str, Probe], rounds: int, block: int = 5
     onnxruntime's default spinning pool workers, as a deployment runs them.
     Alternating call by call, one session's still-spinning worker would take
     the cores of the next; so each variant runs `block` probes in a row, after
-    a pause of pause_s and one untimed probe (which wakes its own pool).
+    a pause of pause_s and WARM_UP_PROBES untimed probes (which wake its own
+    pool and get past the slow first runs after the pause).
     Returns `rounds` samples per variant, as interleave does."""
     if rounds < 1 or block < 1:
         raise ValueError(f"rounds and block must be >= 1, got {rounds}, {block}")
@@ -97,7 +103,8 @@ def interleave_spinning(probes: Mapping[str, Probe], rounds: int, block: int = 5
         count = min(block, rounds - block_index * block)
         for name in rotation(names, block_index):
             time.sleep(pause_s)
-            probes[name]()
+            for _ in range(WARM_UP_PROBES):
+                probes[name]()
             for _ in range(count):
                 for key, value in probes[name]().items():
                     samples[name].setdefault(key, []).append(float(value))
