@@ -203,21 +203,17 @@ static void flat_task(void *arg, size_t index) {
     const size_t ih1 = OBX_MIN(g->in_h, oh1 + reach_h > g->pad_top ? oh1 + reach_h - g->pad_top : 0);
     const size_t in_rows = ih1 > ih0 ? ih1 - ih0 : 0, band_pixels = in_rows * g->in_w;
     /* tap weights, the band's padded plane, its grid; per_pixel: the band's scales, inverses and flags */
-    const size_t scales = job->per_pixel ? 2 * band_pixels + OBX_DIV_UP(band_pixels, sizeof(float)) : 0;
+    const size_t scales = job->per_pixel ? tconv_band_scales_floats(band_pixels) : 0;
     float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + job->staged + job->grid + scales);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
     float *padded = weight + taps, *grid = padded + job->staged;
-    float *scale = NULL, *inverse = NULL;
-    if (job->per_pixel) {
-        scale = grid + job->grid;
-        inverse = scale + band_pixels;
-        uint8_t *bad = (uint8_t *)(inverse + band_pixels);
-        tconv_pixel_scales(job->rows, job->img.x + ih0 * g->in_w, pixels, g->channels, band_pixels, scale, inverse,
-                           bad);
-    }
+    const float *scale = NULL, *inverse = NULL;
+    if (job->per_pixel)
+        tconv_band_scales(job->rows, job->img.x + ih0 * g->in_w, pixels, g->channels, band_pixels, grid + job->grid,
+                          &scale, &inverse);
     /* The padding stays 0: every channel rewrites the same inside positions. */
     const size_t top = ih0 + g->pad_top - oh0;
     zero_margins(padded, job->staged, pw, top, g->pad_left, in_rows, g->in_w);

@@ -75,27 +75,23 @@ static void same_task(void *arg, size_t index) {
     }
     float *dequantized = weight + taps, *copies = dequantized + n, *tail = copies + kw * job->copy;
     const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
-    if (rows->depthwise_masked_plane_f32) { /* the taps read the plane itself, its outside masked */
-        for (size_t o = index * job->channels_per_task; o < o1; o++) {
-            for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
-            const float *plane = job->img.x + (o / w->m_per_group) * pixels;
-            if (job->img.dq_scale) {
-                rows->dequantize_pixels(dequantized, plane, job->img.dq_scale, job->img.dq_inverse, pixels);
-                plane = dequantized;
-            }
-            rows->depthwise_masked_plane_f32(job->img.y + o * pixels, plane, pixels, job->shift, job->lane_mask, weight,
-                                             taps, w->scales[o], job->bias ? job->bias + o : NULL);
-        }
-        return;
-    }
+    /* the taps read the plane itself, its outside masked, or its copies */
+    const int masked = rows->depthwise_masked_plane_f32 != NULL;
     /* The margins stay 0: only each copy's plane is rewritten. */
-    memset(copies, 0, kw * job->copy * sizeof(float));
+    if (!masked) memset(copies, 0, kw * job->copy * sizeof(float));
     for (size_t o = index * job->channels_per_task; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
         const float *plane = job->img.x + (o / w->m_per_group) * pixels;
         if (job->img.dq_scale) {
             rows->dequantize_pixels(dequantized, plane, job->img.dq_scale, job->img.dq_inverse, pixels);
             plane = dequantized;
+        }
+        const float *bias = job->bias ? job->bias + o : NULL;
+        float *out = job->img.y + o * pixels;
+        if (masked) {
+            rows->depthwise_masked_plane_f32(out, plane, pixels, job->shift, job->lane_mask, weight, taps, w->scales[o],
+                                             bias);
+            continue;
         }
         for (size_t j = 0; j < kw; j++) {
             /* copy j holds x[p + dj] at p, 0 where that wraps (and past the plane) */
@@ -109,8 +105,6 @@ static void same_task(void *arg, size_t index) {
             if (last > first) rows->masked_copy(copy + first, plane + first + dj, mask + first, last - first);
             memset(copy + OBX_MAX(last, first), 0, (n - OBX_MAX(last, first)) * sizeof(float));
         }
-        const float *bias = job->bias ? job->bias + o : NULL;
-        float *out = job->img.y + o * pixels;
         if (main) rows->depthwise_plane_f32(out, copies, main, job->offset, weight, taps, w->scales[o], bias);
         if (main < pixels) {
             rows->depthwise_plane_f32(tail, copies + main, 16, job->offset, weight, taps, w->scales[o], bias);

@@ -60,6 +60,18 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
 void tconv_pixel_scales(const struct tconv_row_kernels *rows, const float *x, size_t plane_stride, size_t channels,
                         size_t n, float *scale, float *inverse, uint8_t *bad);
 
+/* A band's pixel scales (tconv_pixel_scales) in buffer, which holds
+ * tconv_band_scales_floats(n) floats: the scales, then the inverses (set to
+ * *scale and *inverse), then the flags. */
+static inline size_t tconv_band_scales_floats(size_t n) { return 2 * n + OBX_DIV_UP(n, sizeof(float)); }
+static inline void tconv_band_scales(const struct tconv_row_kernels *rows, const float *x, size_t plane_stride,
+                                     size_t channels, size_t n, float *buffer, const float **scale,
+                                     const float **inverse) {
+    tconv_pixel_scales(rows, x, plane_stride, channels, n, buffer, buffer + n, (uint8_t *)(buffer + 2 * n));
+    *scale = buffer;
+    *inverse = buffer + n;
+}
+
 /* act_quant 3 on the flat and phase planes (tconv_depthwise.c): 1 when the
  * float path for g is one of them; then tconv_compute_depthwise_banded
  * computes it in bands of output rows, each taking its own pixel scales. */

@@ -38,6 +38,23 @@ static ALWAYS_INLINE void dpbusd_in_place(__m512i *acc, __m512i u8, __m512i s8) 
 #endif
 }
 
+/* A 1x1 conv's tile: each of its TCONV_LANES_TILE pixels' absmax bits over
+ * the channels into bits[0..NV), every tile of a 1x1 conv having that many
+ * readable lanes (tconv_pixel_lanes.c): four named maxima (an indexed array
+ * went through the stack), channel by channel, its lines in order. */
+static ALWAYS_INLINE void tile_absmax(const struct tconv_lanes_task *t, __m512i *bits) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    __m512i b0 = _mm512_setzero_si512(), b1 = b0, b2 = b0, b3 = b0;
+    for (size_t c = 0; c < t->channels; c++) {
+        const float *x = t->src[c];
+        b0 = _mm512_max_epi32(b0, _mm512_and_si512(_mm512_loadu_si512(x), magnitude));
+        b1 = _mm512_max_epi32(b1, _mm512_and_si512(_mm512_loadu_si512(x + 16), magnitude));
+        b2 = _mm512_max_epi32(b2, _mm512_and_si512(_mm512_loadu_si512(x + 32), magnitude));
+        b3 = _mm512_max_epi32(b3, _mm512_and_si512(_mm512_loadu_si512(x + 48), magnitude));
+    }
+    bits[0] = b0, bits[1] = b1, bits[2] = b2, bits[3] = b3;
+}
+
 struct lane_scales {
     __m512 scale[NV];
     __mmask16 bad[NV];
@@ -45,7 +62,7 @@ struct lane_scales {
 
 /* Each lane's s (tconv_pixel_lanes.h) and whether its window holds NaN or Inf. */
 static void window_scales(const struct tconv_lanes_task *t, size_t vectors, struct lane_scales *out) {
-    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), inf_bits = _mm512_set1_epi32(0x7f800000);
+    const __m512i inf_bits = _mm512_set1_epi32(0x7f800000);
     const __m512i floor_bits = _mm512_castps_si512(_mm512_set1_ps(1e-5f));
     __m512i bits[NV];
     for (size_t v = 0; v < NV; v++) bits[v] = _mm512_setzero_si512(); /* padding reads 0 */
@@ -54,18 +71,7 @@ static void window_scales(const struct tconv_lanes_task *t, size_t vectors, stru
             for (size_t k = 0; k < t->taps; k++)
                 bits[v] = _mm512_max_epi32(bits[v], _mm512_loadu_si512(t->window_amax + t->offset[k] + 16 * v));
     } else {
-        /* Every tile of a 1x1 conv has TCONV_LANES_TILE readable lanes
-         * (tconv_pixel_lanes.c): four named maxima (an indexed array went
-         * through the stack), channel by channel, its lines in order. */
-        __m512i b0 = bits[0], b1 = bits[1], b2 = bits[2], b3 = bits[3];
-        for (size_t c = 0; c < t->channels; c++) {
-            const float *x = t->src[c];
-            b0 = _mm512_max_epi32(b0, _mm512_and_si512(_mm512_loadu_si512(x), magnitude));
-            b1 = _mm512_max_epi32(b1, _mm512_and_si512(_mm512_loadu_si512(x + 16), magnitude));
-            b2 = _mm512_max_epi32(b2, _mm512_and_si512(_mm512_loadu_si512(x + 32), magnitude));
-            b3 = _mm512_max_epi32(b3, _mm512_and_si512(_mm512_loadu_si512(x + 48), magnitude));
-        }
-        bits[0] = b0, bits[1] = b1, bits[2] = b2, bits[3] = b3;
+        tile_absmax(t, bits);
     }
     for (size_t v = 0; v < vectors; v++) {
         /* NaN and Inf order above every finite magnitude as integers. */
@@ -285,7 +291,7 @@ static void channel_blocks(const struct tconv_lanes_task *t, size_t vectors, con
  * holding NaN or Inf, whose q are then any bytes: every term reading them is
  * NaN). Returns r. */
 static const float *quantize_span(const struct tconv_lanes_task *t, size_t span) {
-    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff), inf_bits = _mm512_set1_epi32(0x7f800000);
+    const __m512i inf_bits = _mm512_set1_epi32(0x7f800000);
     const __m512i floor_bits = _mm512_castps_si512(_mm512_set1_ps(1e-5f));
     const __m512 one = _mm512_set1_ps(1.0f), nan = _mm512_set1_ps(__builtin_nanf(""));
     const size_t vectors = span / 16;
@@ -296,17 +302,7 @@ static const float *quantize_span(const struct tconv_lanes_task *t, size_t span)
      * per vector, each reading a line of every channel, left 1x1 act_quant 3
      * 20% slower than act_quant 1 on 256->64 @56). */
     __m512i tile_bits[NV];
-    if (!t->window_amax) {
-        __m512i b0 = _mm512_setzero_si512(), b1 = b0, b2 = b0, b3 = b0;
-        for (size_t c = 0; c < t->channels; c++) {
-            const float *x = t->src[c];
-            b0 = _mm512_max_epi32(b0, _mm512_and_si512(_mm512_loadu_si512(x), magnitude));
-            b1 = _mm512_max_epi32(b1, _mm512_and_si512(_mm512_loadu_si512(x + 16), magnitude));
-            b2 = _mm512_max_epi32(b2, _mm512_and_si512(_mm512_loadu_si512(x + 32), magnitude));
-            b3 = _mm512_max_epi32(b3, _mm512_and_si512(_mm512_loadu_si512(x + 48), magnitude));
-        }
-        tile_bits[0] = b0, tile_bits[1] = b1, tile_bits[2] = b2, tile_bits[3] = b3;
-    }
+    if (!t->window_amax) tile_absmax(t, tile_bits);
     for (size_t v = 0; v < vectors; v++) {
         const __m512i bits = t->window_amax ? _mm512_loadu_si512(t->window_amax + 16 * v) : tile_bits[v];
         /* NaN and Inf order above every finite magnitude as integers; max(amax,
