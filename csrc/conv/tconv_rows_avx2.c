@@ -38,6 +38,8 @@ void tconv_transpose_avx2(const float *src, size_t rows, size_t cols, size_t src
         for (size_t j = 0; j < cols; j++) dst[j * dst_stride + i] = src[i * src_stride + j];
 }
 
+/* 256-bit vectors (tconv_rows_body.h tconv_vn). */
+#define TCONV_NATIVE_FLOATS 8
 #define TCONV_ROWS_TABLE tconv_rows_avx2
 #define TCONV_ROWS_TRANSPOSE tconv_transpose_avx2
 #include "conv/tconv_rows_body.h"

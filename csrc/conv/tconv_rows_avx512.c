@@ -251,6 +251,8 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 
 /* A depthwise tap as one FMA (tconv_rows_body.h says why that is exact). */
 #define TCONV_TAP16(acc, x, w) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), _mm512_set1_ps(w), (__m512)(acc)))
+#define TCONV_TAPN TCONV_TAP16
+#define TCONV_TAPNV TCONV_TAP16V
 #define TCONV_TAP16V(acc, x, wv) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), (__m512)(wv), (__m512)(acc)))
 
 /* a rounding conversion, max and a clamp in one instruction each (the generic forms take two
@@ -261,8 +263,6 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_CLAMP16(a, lo, hi) \
     ((tconv_f16)_mm512_min_ps(_mm512_max_ps((__m512)(a), _mm512_set1_ps(lo)), _mm512_set1_ps(hi)))
 
-/* Eight chains of FMAs: two FMA ports at a latency of four. */
-#define TCONV_PLANE_VECTORS 8
 #define TCONV_ROWS_TABLE tconv_rows_avx512
 #define TCONV_ROWS_TRANSPOSE transpose_avx512
 #define TCONV_ROWS_BLOCK_TILE_DEQUANTIZED block_tile_dequantized_avx512

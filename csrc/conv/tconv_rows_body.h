@@ -19,6 +19,15 @@ typedef int32_t tconv_i16 __attribute__((vector_size(64)));
 typedef uint32_t tconv_u16 __attribute__((vector_size(64)));
 typedef int32_t tconv_i16u __attribute__((vector_size(64), aligned(4), may_alias));
 
+/* The ISA's own vector, TCONV_NATIVE_FLOATS floats (an ISA file sets it):
+ * GCC splits a wider one through the stack wherever it meets a scalar, and
+ * on AVX2 the 64-byte plane taps ran 9x slower than 32-byte ones. */
+#ifndef TCONV_NATIVE_FLOATS
+#define TCONV_NATIVE_FLOATS 16
+#endif
+typedef float tconv_vn __attribute__((vector_size(4 * TCONV_NATIVE_FLOATS), aligned(4), may_alias));
+typedef float tconv_fn __attribute__((vector_size(4 * TCONV_NATIVE_FLOATS)));
+
 /* clamp(rintf(v), -128, 127) for the default rounding mode, without a
  * float-to-int conversion (inline, vectorizable, defined for any input):
  * adding 1.5 * 2^23 rounds v half to even into the low mantissa bits. Exact
@@ -178,6 +187,10 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
  * instruction where the plain form takes two; one thread against fp32 Conv,
  * 5x5 depthwise 120@28x28 0.72x -> 0.79x, 104@3x96 0.66x -> 0.70x); w is a
  * float, wv a vector of 16. */
+#ifndef TCONV_TAPN
+#define TCONV_TAPN(acc, x, w) ((acc) + (x) * (w))
+#define TCONV_TAPNV(acc, x, wv) ((acc) + (x) * (wv))
+#endif
 #ifndef TCONV_TAP16
 #define TCONV_TAP16(acc, x, w) ((acc) + (x) * (w))
 #define TCONV_TAP16V(acc, x, wv) ((acc) + (x) * (wv))
@@ -267,33 +280,34 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
 }
 
-/* A small plane as one flat run, 16 outputs a register over every tap,
- * TCONV_PLANE_VECTORS registers at once (one block's taps are a chain of
- * dependent adds; a 14-wide row is too short for per-row vectors). An ISA
- * file sets how many chains its FMA latency and registers call for. */
+/* A small plane as one flat run, a native vector of outputs a register over
+ * every tap, TCONV_PLANE_VECTORS registers at once (one block's taps are a
+ * chain of dependent adds; a 14-wide row is too short for per-row vectors):
+ * eight chains keep two FMA ports at a latency of four busy. */
 #ifndef TCONV_PLANE_VECTORS
-#define TCONV_PLANE_VECTORS 4
+#define TCONV_PLANE_VECTORS 8
 #endif
-#define PLANE_TAP(acc, p) (acc = TCONV_TAP16(acc, *(const tconv_v16 *)(x + (p) + offset[t]), w[t]))
+#define PLANE_TAP(acc, p) (acc = TCONV_TAPN(acc, *(const tconv_vn *)(x + (p) + offset[t]), w[t]))
 
-/* Outputs [p, p + 16 VECTORS) (a constant VECTORS: the sums stay in registers). */
+/* Outputs [p, p + VECTORS native vectors) (a constant VECTORS: the sums stay in registers). */
 #define PLANE_BLOCK(VECTORS)                                                                                   \
     do {                                                                                                       \
-        tconv_f16 a[VECTORS];                                                                                  \
-        for (int v = 0; v < (VECTORS); v++) a[v] = (tconv_f16){0};                                             \
+        tconv_fn a[VECTORS];                                                                                   \
+        for (int v = 0; v < (VECTORS); v++) a[v] = (tconv_fn){0};                                              \
         for (size_t t = 0; t < taps; t++)                                                                      \
-            for (int v = 0; v < (VECTORS); v++) PLANE_TAP(a[v], p + 16 * v);                                   \
+            for (int v = 0; v < (VECTORS); v++) PLANE_TAP(a[v], p + TCONV_NATIVE_FLOATS * v);                  \
         for (int v = 0; v < (VECTORS); v++)                                                                    \
-            *(tconv_v16 *)(out + p + 16 * v) = bias ? a[v] * scale + *bias : a[v] * scale;                     \
+            *(tconv_vn *)(out + p + TCONV_NATIVE_FLOATS * v) = bias ? a[v] * scale + *bias : a[v] * scale;     \
     } while (0)
 
 static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, const size_t *offset,
                                 const float *w, size_t taps, float scale, const float *bias) {
+    enum { N = TCONV_NATIVE_FLOATS, STEP = TCONV_NATIVE_FLOATS * TCONV_PLANE_VECTORS };
     size_t p = 0;
-    for (; p + 16 * TCONV_PLANE_VECTORS <= n; p += 16 * TCONV_PLANE_VECTORS) PLANE_BLOCK(TCONV_PLANE_VECTORS);
+    for (; p + STEP <= n; p += STEP) PLANE_BLOCK(TCONV_PLANE_VECTORS);
     if (TCONV_PLANE_VECTORS > 4)
-        for (; p + 64 <= n; p += 64) PLANE_BLOCK(4);
-    for (; p < n; p += 16) PLANE_BLOCK(1);
+        for (; p + 4 * N <= n; p += 4 * N) PLANE_BLOCK(4);
+    for (; p < n; p += N) PLANE_BLOCK(1);
 }
 #undef PLANE_BLOCK
 #undef PLANE_TAP
@@ -350,45 +364,53 @@ static void stage_phases(float *restrict dst, const float *restrict src, const s
 #endif
 
 /* Output pixel p + i of a channel block: one tap. */
-#define BLOCK_TAP(acc, i) (acc = TCONV_TAP16V(acc, *(const tconv_v16 *)(x + (size_t)at[(i) * taps + t] * 16), wt))
+/* The 16-lane channel-block kernels below run a native vector (tconv_vn)
+ * of lanes at a time, lane chunk h of the block (one chunk on AVX-512, two
+ * on AVX2, four on 128-bit ISAs); each lane's sum is the same whatever the
+ * width. */
+#define LANE_CHUNKS(h) for (size_t h = 0; h < 16; h += TCONV_NATIVE_FLOATS)
+#define BLOCK_TAP(acc, i) \
+    (acc = TCONV_TAPNV(acc, *(const tconv_vn *)(x + (size_t)at[(i) * taps + t] * 16 + h), wt))
 
 static void depthwise_block_f32(float *restrict out, const float *x, size_t n, const uint32_t *index, const float *w,
                                 size_t taps, const float *scale, const float *bias) {
-    const tconv_f16 s = *(const tconv_v16 *)scale;
-    tconv_f16 b = {0};
-    if (bias) b = *(const tconv_v16 *)bias;
-    size_t p = 0;
-    /* four pixels at once: four independent chains of adds */
-    for (; p + 4 <= n; p += 4) {
-        const uint32_t *at = index + p * taps;
-        tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (size_t t = 0; t < taps; t++) {
-            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
-            BLOCK_TAP(a0, 0);
-            BLOCK_TAP(a1, 1);
-            BLOCK_TAP(a2, 2);
-            BLOCK_TAP(a3, 3);
+    LANE_CHUNKS(h) {
+        const tconv_fn s = *(const tconv_vn *)(scale + h);
+        tconv_fn b = {0};
+        if (bias) b = *(const tconv_vn *)(bias + h);
+        size_t p = 0;
+        /* four pixels at once: four independent chains of adds */
+        for (; p + 4 <= n; p += 4) {
+            const uint32_t *at = index + p * taps;
+            tconv_fn a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (size_t t = 0; t < taps; t++) {
+                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
+                BLOCK_TAP(a0, 0);
+                BLOCK_TAP(a1, 1);
+                BLOCK_TAP(a2, 2);
+                BLOCK_TAP(a3, 3);
+            }
+            if (bias) {
+                a0 = a0 * s + b, a1 = a1 * s + b, a2 = a2 * s + b, a3 = a3 * s + b;
+            } else {
+                a0 = a0 * s, a1 = a1 * s, a2 = a2 * s, a3 = a3 * s;
+            }
+            *(tconv_vn *)(out + p * 16 + h) = a0;
+            *(tconv_vn *)(out + p * 16 + 16 + h) = a1;
+            *(tconv_vn *)(out + p * 16 + 32 + h) = a2;
+            *(tconv_vn *)(out + p * 16 + 48 + h) = a3;
         }
-        if (bias) {
-            a0 = a0 * s + b, a1 = a1 * s + b, a2 = a2 * s + b, a3 = a3 * s + b;
-        } else {
-            a0 = a0 * s, a1 = a1 * s, a2 = a2 * s, a3 = a3 * s;
+        for (; p < n; p++) {
+            const uint32_t *at = index + p * taps;
+            tconv_fn a0 = {0};
+            for (size_t t = 0; t < taps; t++) {
+                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
+                BLOCK_TAP(a0, 0);
+            }
+            if (bias) a0 = a0 * s + b;
+            else a0 = a0 * s;
+            *(tconv_vn *)(out + p * 16 + h) = a0;
         }
-        *(tconv_v16 *)(out + p * 16) = a0;
-        *(tconv_v16 *)(out + p * 16 + 16) = a1;
-        *(tconv_v16 *)(out + p * 16 + 32) = a2;
-        *(tconv_v16 *)(out + p * 16 + 48) = a3;
-    }
-    for (; p < n; p++) {
-        const uint32_t *at = index + p * taps;
-        tconv_f16 a0 = {0};
-        for (size_t t = 0; t < taps; t++) {
-            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
-            BLOCK_TAP(a0, 0);
-        }
-        if (bias) a0 = a0 * s + b;
-        else a0 = a0 * s;
-        *(tconv_v16 *)(out + p * 16) = a0;
     }
 }
 #undef BLOCK_TAP
@@ -396,49 +418,51 @@ static void depthwise_block_f32(float *restrict out, const float *x, size_t n, c
 /* depthwise_block_run_f32 at a constant stride: eight (or four) outputs of
  * the run at once, each tap one load at a fixed displacement from the tap's pointer (no
  * index table: the table kernel's index loads outnumbered its FMAs). */
-#define RUN_TAP(acc, i) (acc = TCONV_TAP16V(acc, *(const tconv_v16 *)(q + (i) * stride * 16), wt))
-#define RUN_OUT(acc, i) (*(tconv_v16 *)(out + (k + (i)) * 16) = bias ? acc * s + b : acc * s)
+#define RUN_TAP(acc, i) (acc = TCONV_TAPNV(acc, *(const tconv_vn *)(q + (i) * stride * 16), wt))
+#define RUN_OUT(acc, i) (*(tconv_vn *)(out + (k + (i)) * 16 + h) = bias ? acc * s + b : acc * s)
 static inline __attribute__((always_inline)) void block_run(float *restrict out, const float *x, size_t n,
                                                             const size_t *delta, const float *w, size_t taps,
                                                             const float *scale, const float *bias, const size_t stride) {
-    const tconv_f16 s = *(const tconv_v16 *)scale;
-    tconv_f16 b = {0};
-    if (bias) b = *(const tconv_v16 *)bias;
-    size_t k = 0;
-#if defined(__AVX512F__) /* eight accumulators fit 32 registers; two vectors each elsewhere would spill */
-    for (; k + 8 <= n; k += 8) {
-        tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-        for (size_t t = 0; t < taps; t++) {
-            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
-            const float *q = x + (k * stride + delta[t]) * 16;
-            RUN_TAP(a0, 0), RUN_TAP(a1, 1), RUN_TAP(a2, 2), RUN_TAP(a3, 3);
-            RUN_TAP(a4, 4), RUN_TAP(a5, 5), RUN_TAP(a6, 6), RUN_TAP(a7, 7);
+    LANE_CHUNKS(h) {
+        const tconv_fn s = *(const tconv_vn *)(scale + h);
+        tconv_fn b = {0};
+        if (bias) b = *(const tconv_vn *)(bias + h);
+        size_t k = 0;
+        /* eight accumulators and a weight and a load: 10 of 16 registers on AVX2 */
+        for (; k + 8 <= n; k += 8) {
+            tconv_fn a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+            for (size_t t = 0; t < taps; t++) {
+                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
+                const float *q = x + (k * stride + delta[t]) * 16 + h;
+                RUN_TAP(a0, 0), RUN_TAP(a1, 1), RUN_TAP(a2, 2), RUN_TAP(a3, 3);
+                RUN_TAP(a4, 4), RUN_TAP(a5, 5), RUN_TAP(a6, 6), RUN_TAP(a7, 7);
+            }
+            RUN_OUT(a0, 0), RUN_OUT(a1, 1), RUN_OUT(a2, 2), RUN_OUT(a3, 3);
+            RUN_OUT(a4, 4), RUN_OUT(a5, 5), RUN_OUT(a6, 6), RUN_OUT(a7, 7);
         }
-        RUN_OUT(a0, 0), RUN_OUT(a1, 1), RUN_OUT(a2, 2), RUN_OUT(a3, 3);
-        RUN_OUT(a4, 4), RUN_OUT(a5, 5), RUN_OUT(a6, 6), RUN_OUT(a7, 7);
-    }
-#endif
-    for (; k + 4 <= n; k += 4) {
-        tconv_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (size_t t = 0; t < taps; t++) {
-            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
-            const float *q = x + (k * stride + delta[t]) * 16;
-            RUN_TAP(a0, 0), RUN_TAP(a1, 1), RUN_TAP(a2, 2), RUN_TAP(a3, 3);
+        for (; k + 4 <= n; k += 4) {
+            tconv_fn a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (size_t t = 0; t < taps; t++) {
+                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
+                const float *q = x + (k * stride + delta[t]) * 16 + h;
+                RUN_TAP(a0, 0), RUN_TAP(a1, 1), RUN_TAP(a2, 2), RUN_TAP(a3, 3);
+            }
+            RUN_OUT(a0, 0), RUN_OUT(a1, 1), RUN_OUT(a2, 2), RUN_OUT(a3, 3);
         }
-        RUN_OUT(a0, 0), RUN_OUT(a1, 1), RUN_OUT(a2, 2), RUN_OUT(a3, 3);
-    }
-    for (; k < n; k++) {
-        tconv_f16 a0 = {0};
-        for (size_t t = 0; t < taps; t++) {
-            const tconv_f16 wt = *(const tconv_v16 *)(w + t * 16);
-            const float *q = x + (k * stride + delta[t]) * 16;
-            RUN_TAP(a0, 0);
+        for (; k < n; k++) {
+            tconv_fn a0 = {0};
+            for (size_t t = 0; t < taps; t++) {
+                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
+                const float *q = x + (k * stride + delta[t]) * 16 + h;
+                RUN_TAP(a0, 0);
+            }
+            RUN_OUT(a0, 0);
         }
-        RUN_OUT(a0, 0);
     }
 }
 #undef RUN_TAP
 #undef RUN_OUT
+#undef LANE_CHUNKS
 
 static void depthwise_block_run_f32(float *restrict out, const float *x, size_t n, size_t stride, const size_t *delta,
                                     const float *w, size_t taps, const float *scale, const float *bias) {
