@@ -211,27 +211,41 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
         ow0 += sizeof(VT) / sizeof(float);                                           \
     } while (0)
 
-/* The even lanes of a:b (lanes 0, 2, .. 30 of the 32 floats). */
-#if defined(__clang__)
-#define EVEN_LANES(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+/* The even and the odd lanes of two native vectors a:b (lanes 0, 2, .. and
+ * 1, 3, .. of their 2 TCONV_NATIVE_FLOATS floats). */
+typedef int32_t tconv_in __attribute__((vector_size(4 * TCONV_NATIVE_FLOATS)));
+#if TCONV_NATIVE_FLOATS == 16
+#define EVEN_INDEX 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define ODD_INDEX 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#elif TCONV_NATIVE_FLOATS == 8
+#define EVEN_INDEX 0, 2, 4, 6, 8, 10, 12, 14
+#define ODD_INDEX 1, 3, 5, 7, 9, 11, 13, 15
 #else
-#define EVEN_LANES(a, b) \
-    __builtin_shuffle(a, b, (tconv_i16){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30})
+#define EVEN_INDEX 0, 2, 4, 6
+#define ODD_INDEX 1, 3, 5, 7
+#endif
+#if defined(__clang__)
+#define EVEN_NATIVE(a, b) __builtin_shufflevector(a, b, EVEN_INDEX)
+#define ODD_NATIVE(a, b) __builtin_shufflevector(a, b, ODD_INDEX)
+#else
+#define EVEN_NATIVE(a, b) __builtin_shuffle(a, b, (tconv_in){EVEN_INDEX})
+#define ODD_NATIVE(a, b) __builtin_shuffle(a, b, (tconv_in){ODD_INDEX})
 #endif
 
-/* DEPTHWISE_BLOCK for stride 2, 16 outputs: two loads, their even lanes. */
+/* DEPTHWISE_BLOCK for stride 2, a native vector of outputs: two loads,
+ * their even lanes. */
 #define DEPTHWISE_BLOCK_STRIDE2()                                                    \
     do {                                                                             \
-        tconv_f16 acc = {0};                                                         \
+        tconv_fn acc = {0};                                                          \
         for (size_t t = 0; t < taps; t++) {                                          \
             if (!src[t]) continue;                                                   \
             const float *in = src[t] + column[t] + 2 * (ptrdiff_t)ow0;               \
-            tconv_f16 lo = *(const tconv_v16 *)in, hi16 = *(const tconv_v16 *)(in + 16); \
-            acc += EVEN_LANES(lo, hi16) * w[t];                                      \
+            tconv_fn lo = *(const tconv_vn *)in, hi_n = *(const tconv_vn *)(in + TCONV_NATIVE_FLOATS); \
+            acc += EVEN_NATIVE(lo, hi_n) * w[t];                                     \
         }                                                                            \
         acc = bias ? acc * scale + *bias : acc * scale;                              \
-        *(tconv_v16 *)(out + ow0) = acc;                                             \
-        ow0 += 16;                                                                   \
+        *(tconv_vn *)(out + ow0) = acc;                                              \
+        ow0 += TCONV_NATIVE_FLOATS;                                                  \
     } while (0)
 
 static inline float finish_value(float acc, float scale, const float *bias) {
@@ -266,15 +280,18 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
     for (size_t ow = 0; ow < lo; ow++)
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
     size_t ow0 = lo;
+    /* native vectors (tconv_vn), then narrower ones */
+    enum { N = TCONV_NATIVE_FLOATS };
     if (stride == 1) {
-        while (ow0 + 16 <= hi) DEPTHWISE_BLOCK(tconv_v16);
-        if (ow0 + 8 <= hi) DEPTHWISE_BLOCK(tconv_v8);
-        if (ow0 + 4 <= hi) DEPTHWISE_BLOCK(tconv_v4);
+        while (ow0 + N <= hi) DEPTHWISE_BLOCK(tconv_vn);
+        if (N > 8 && ow0 + 8 <= hi) DEPTHWISE_BLOCK(tconv_v8);
+        if (N > 4 && ow0 + 4 <= hi) DEPTHWISE_BLOCK(tconv_v4);
     } else if (stride == 2) {
-        /* 16 outputs read 32 inputs; the block's last load ends at input
-         * 2 (ow0 + 15) + column + 1, one past the last input an output reads:
-         * stop a block early so it stays inside the row. */
-        while (ow0 + 16 <= hi && (ptrdiff_t)(2 * (ow0 + 15)) + max_column + 2 <= (ptrdiff_t)in_w) DEPTHWISE_BLOCK_STRIDE2();
+        /* N outputs read 2N inputs; the block's last load ends at input
+         * 2 (ow0 + N - 1) + column + 1, one past the last input an output
+         * reads: stop a block early so it stays inside the row. */
+        while (ow0 + N <= hi && (ptrdiff_t)(2 * (ow0 + N - 1)) + max_column + 2 <= (ptrdiff_t)in_w)
+            DEPTHWISE_BLOCK_STRIDE2();
     }
     for (size_t ow = ow0; ow < out_w; ow++)
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
@@ -317,22 +334,15 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
 #ifndef TCONV_ROWS_STAGE_PHASES
 static inline float dequantized(float x, float s, float inverse);
 
-/* The odd lanes of a:b (lanes 1, 3, .. 31). */
-#if defined(__clang__)
-#define ODD_LANES(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
-#else
-#define ODD_LANES(a, b) \
-    __builtin_shuffle(a, b, (tconv_i16){1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31})
-#endif
-
 static void deinterleave(float *restrict even, size_t n_even, float *restrict odd, size_t n_odd,
                          const float *src) {
+    enum { N = TCONV_NATIVE_FLOATS };
     size_t k = 0;
-    /* a block reads src[2k .. 2k + 31]: inside, since k + 15 < n_odd means 2k + 31 < 2 n_odd */
-    for (; k + 16 <= n_even && k + 16 <= n_odd; k += 16) {
-        tconv_f16 lo = *(const tconv_v16 *)(src + 2 * k), hi = *(const tconv_v16 *)(src + 2 * k + 16);
-        *(tconv_v16 *)(even + k) = EVEN_LANES(lo, hi);
-        *(tconv_v16 *)(odd + k) = ODD_LANES(lo, hi);
+    /* a block reads src[2k .. 2k + 2N - 1]: inside, since k + N - 1 < n_odd means 2k + 2N - 1 < 2 n_odd */
+    for (; k + N <= n_even && k + N <= n_odd; k += N) {
+        tconv_fn lo = *(const tconv_vn *)(src + 2 * k), hi = *(const tconv_vn *)(src + 2 * k + N);
+        *(tconv_vn *)(even + k) = EVEN_NATIVE(lo, hi);
+        *(tconv_vn *)(odd + k) = ODD_NATIVE(lo, hi);
     }
     for (size_t j = k; j < n_even; j++) even[j] = src[2 * j];
     for (size_t j = k; j < n_odd; j++) odd[j] = src[2 * j + 1];
