@@ -193,11 +193,9 @@ static void flat_task(void *arg, size_t index) {
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     const size_t pw = job->padded_w, reach_h = (g->kernel_h - 1) * g->dilation_h;
-    /* this task's output rows and channels */
-    const size_t band = job->per_pixel ? index : 0;
-    const size_t oh0 = band * job->band_rows, oh1 = OBX_MIN(g->out_h, oh0 + job->band_rows);
-    const size_t o0 = job->per_pixel ? 0 : index * job->channels_per_task;
-    const size_t o1 = job->per_pixel ? w->m : OBX_MIN(w->m, o0 + job->channels_per_task);
+    size_t oh0, oh1, o0, o1; /* this task's output rows and channels */
+    tconv_task_range(job->per_pixel, index, job->band_rows, g->out_h, job->channels_per_task, w->m, &oh0, &oh1, &o0,
+                     &o1);
     /* the input rows the band reads: padded rows [oh0, oh1 + reach_h), band row k being padded row oh0 + k */
     const size_t ih0 = oh0 > g->pad_top ? oh0 - g->pad_top : 0;
     const size_t ih1 = OBX_MIN(g->in_h, oh1 + reach_h > g->pad_top ? oh1 + reach_h - g->pad_top : 0);
@@ -313,14 +311,6 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     return 0;
 }
 
-/* Output rows a band of the per-pixel flat path: bands enough for
- * DW_FLAT_BANDS tasks but at least twice the window's reach in rows (a
- * band restages the rows its reach shares with the next: 960 @7x7 in bands
- * of one row took 4x the channel blocks' time), and few enough rows that a
- * band's input over all channels (its rows and the reach) stays under
- * DW_FLAT_BAND_BYTES. */
-enum { DW_FLAT_BANDS = 8, DW_FLAT_BAND_BYTES = 512 * 1024 };
-
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         int per_pixel, const tconv_window_quant *wq, float *y, obx_parallel_for_fn par,
                         void *runner, char *err, size_t err_len) {
@@ -334,12 +324,9 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     const size_t padded_h = OBX_MAX(g->out_h + reach_h, g->pad_top + g->in_h);
     for (size_t t = 0; t < taps; t++)
         offset[t] = (t / g->kernel_w) * g->dilation_h * padded_w + (t % g->kernel_w) * g->dilation_w;
-    size_t band_rows = g->out_h;
-    if (per_pixel) {
-        const size_t row_bytes = g->in_w * g->channels * sizeof(float);
-        const size_t fit = DW_FLAT_BAND_BYTES / row_bytes > reach_h + 1 ? DW_FLAT_BAND_BYTES / row_bytes - reach_h : 1;
-        band_rows = OBX_MAX((size_t)1, OBX_MIN(OBX_MAX(OBX_DIV_UP(g->out_h, DW_FLAT_BANDS), 2 * reach_h), fit));
-    }
+    /* an output row reads one input row over all channels */
+    const size_t band_rows =
+        per_pixel ? tconv_band_rows(g->out_h, g->in_w * g->channels * sizeof(float), reach_h) : g->out_h;
     const size_t bands = OBX_DIV_UP(g->out_h, band_rows);
     const size_t grid = OBX_DIV_UP(band_rows * padded_w, 16) * 16;
     /* A band's plane: its padded rows (all of them for a single band), and the
@@ -392,9 +379,10 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
  * tconv_compute_depthwise_banded). */
 static int stages_x(enum dw_path path) { return path == DW_BLOCKS || path == DW_SAME; }
 
-int tconv_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g) {
+enum tconv_pixel_staging tconv_depthwise_pixel_staging(const obx_tconv_weights *w, const obx_conv_geometry *g) {
     const enum dw_path path = float_path(w, g);
-    return path == DW_FLAT || path == DW_PHASES;
+    if (path == DW_FLAT || path == DW_PHASES) return TCONV_PIXEL_BANDED;
+    return stages_x(path) ? TCONV_PIXEL_STAGED : TCONV_PIXEL_COPIED;
 }
 
 int tconv_compute_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
@@ -404,10 +392,6 @@ int tconv_compute_depthwise_banded(const obx_tconv_weights *w, const obx_conv_ge
     atomic_fetch_add(&path_runs[path], 1);
     if (path == DW_PHASES) return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
     return compute_flat(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
-}
-
-int tconv_depthwise_stages_x(const obx_tconv_weights *w, const obx_conv_geometry *g) {
-    return stages_x(float_path(w, g));
 }
 
 /* One path on X as it is, dequantized per pixel as it is staged (dq), or

@@ -70,10 +70,9 @@ static void phase_task(void *arg, size_t index) {
     const obx_conv_geometry *g = job->g;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w;
     const size_t pw = job->phase_w;
-    const size_t band = job->per_pixel ? index : 0;
-    const size_t oh0 = band * job->band_rows, oh1 = OBX_MIN(g->out_h, oh0 + job->band_rows);
-    const size_t o0 = job->per_pixel ? 0 : index * job->channels_per_task;
-    const size_t o1 = job->per_pixel ? w->m : OBX_MIN(w->m, o0 + job->channels_per_task);
+    size_t oh0, oh1, o0, o1;
+    tconv_task_range(job->per_pixel, index, job->band_rows, g->out_h, job->channels_per_task, w->m, &oh0, &oh1, &o0,
+                     &o1);
     /* The band's phase rows hold padded rows [2 oh0, 2 (oh0 + phase_h)): these input rows. */
     const size_t ih0 = 2 * oh0 > g->pad_top ? 2 * oh0 - g->pad_top : 0;
     const size_t end = 2 * (oh0 + job->phase_h);
@@ -121,12 +120,6 @@ static void phase_task(void *arg, size_t index) {
     }
 }
 
-/* Output rows a band of act_quant 3: bands enough for PHASE_BANDS tasks but
- * at least twice the phase rows a window reaches past its own (a band
- * restages those), and few enough rows that a band's input over all channels
- * stays under PHASE_BAND_BYTES (in L2 between the scales and the staging). */
-enum { PHASE_BANDS = 8, PHASE_BAND_BYTES = 512 * 1024 };
-
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                    const float *bias, int per_pixel, const tconv_window_quant *wq, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
@@ -139,14 +132,10 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
     size_t phase_h, phase_w;
     phase_size(g, &phase_h, &phase_w);
     const size_t reach_rows = ((g->kernel_h - 1) * g->dilation_h) / 2; /* phase rows past a band's outputs */
-    size_t band_rows = g->out_h;
-    if (per_pixel) {
-        /* a band of r output rows reads about 2 r + 2 reach_rows input rows */
-        const size_t row_bytes = g->in_w * g->channels * sizeof(float), fit = PHASE_BAND_BYTES / row_bytes / 2;
-        band_rows = OBX_MAX((size_t)1, OBX_MIN(OBX_MAX(OBX_DIV_UP(g->out_h, PHASE_BANDS), 2 * reach_rows),
-                                               fit > reach_rows ? fit - reach_rows : 1));
-        phase_h = OBX_MIN(phase_h, band_rows + reach_rows);
-    }
+    /* an output row reads two input rows over all channels */
+    const size_t band_rows =
+        per_pixel ? tconv_band_rows(g->out_h, 2 * g->in_w * g->channels * sizeof(float), reach_rows) : g->out_h;
+    if (per_pixel) phase_h = OBX_MIN(phase_h, band_rows + reach_rows);
     const size_t plane = phase_h * phase_w, grid = OBX_DIV_UP(band_rows * phase_w, 16) * 16;
     /* A tap at padded (u, v) from its window's corner reads plane (u & 1, v & 1),
      * u / 2 rows and v / 2 columns on from its output's grid position. */

@@ -59,11 +59,13 @@ static void dequantize_task(void *arg, size_t index) {
 int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len) {
+    const enum tconv_pixel_staging staging = tconv_depthwise_pixel_staging(w, g);
     /* The flat and phase planes take their scales band by band themselves. */
-    if (tconv_depthwise_banded(w, g)) return tconv_compute_depthwise_banded(w, g, x, bias, y, par, runner, err, err_len);
+    if (staging == TCONV_PIXEL_BANDED)
+        return tconv_compute_depthwise_banded(w, g, x, bias, y, par, runner, err, err_len);
     const size_t pixels = g->in_h * g->in_w, channels = g->channels, image = channels * pixels;
     /* A path that stages X dequantizes it on the way; the others read a dequantized copy. */
-    const int staged = tconv_depthwise_stages_x(w, g);
+    const int staged = staging == TCONV_PIXEL_STAGED;
     const size_t copy = staged ? 0 : image;
     /* per image and pixel: scale, inverse and the bad flag; then the copy */
     if (g->batch > SIZE_MAX / sizeof(float) / (3 * pixels + copy)) {

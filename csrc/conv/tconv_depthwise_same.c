@@ -128,26 +128,28 @@ int tconv_compute_depthwise_same(const obx_tconv_weights *w, const obx_conv_geom
     size_t *offset = (size_t *)(mask + OBX_DIV_UP(kw * n, 2) * 2);
     ptrdiff_t *shift = (ptrdiff_t *)(offset + taps);
     uint16_t *lane_mask = (uint16_t *)(shift + taps);
-    for (size_t t = 0; t < taps; t++) {
-        const ptrdiff_t di = (ptrdiff_t)((t / kw) * g->dilation_h) - (ptrdiff_t)g->pad_top;
-        const ptrdiff_t dj = (ptrdiff_t)((t % kw) * g->dilation_w) - (ptrdiff_t)g->pad_left;
-        shift[t] = di * (ptrdiff_t)in_w + dj;
-        for (size_t v = 0; v < vectors; v++) {
-            unsigned bits = 0;
-            for (size_t l = 0; l < 16; l++) {
-                const size_t p = 16 * v + l;
-                const ptrdiff_t row = (ptrdiff_t)(p / in_w) + di, column = (ptrdiff_t)(p % in_w) + dj;
-                if (p < pixels && row >= 0 && row < (ptrdiff_t)g->in_h && column >= 0 && column < (ptrdiff_t)in_w)
-                    bits |= 1u << l;
-            }
-            lane_mask[t * vectors + v] = (uint16_t)bits;
-        }
-    }
     for (size_t j = 0; j < kw; j++) {
         const ptrdiff_t dj = (ptrdiff_t)(j * g->dilation_w) - (ptrdiff_t)g->pad_left;
         for (size_t p = 0; p < n; p++) {
             const ptrdiff_t column = (ptrdiff_t)(p % in_w) + dj;
-            mask[j * n + p] = p < g->in_h * in_w && column >= 0 && column < (ptrdiff_t)in_w ? -1 : 0;
+            mask[j * n + p] = p < pixels && column >= 0 && column < (ptrdiff_t)in_w ? -1 : 0;
+        }
+    }
+    /* The masked planes' lanes: a read whose column stays in its row (the
+     * column mask) lands in the plane exactly when its row does, that is
+     * when p + shift is in [0, pixels). */
+    for (size_t t = 0; t < taps; t++) {
+        const ptrdiff_t di = (ptrdiff_t)((t / kw) * g->dilation_h) - (ptrdiff_t)g->pad_top;
+        const ptrdiff_t dj = (ptrdiff_t)((t % kw) * g->dilation_w) - (ptrdiff_t)g->pad_left;
+        const int32_t *column_mask = mask + (t % kw) * n;
+        shift[t] = di * (ptrdiff_t)in_w + dj;
+        for (size_t v = 0; v < vectors; v++) {
+            unsigned bits = 0;
+            for (size_t l = 0; l < 16; l++) {
+                const ptrdiff_t read = (ptrdiff_t)(16 * v + l) + shift[t];
+                if (column_mask[16 * v + l] && read >= 0 && read < (ptrdiff_t)pixels) bits |= 1u << l;
+            }
+            lane_mask[t * vectors + v] = (uint16_t)bits;
         }
     }
     SameJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias, .mask = mask, .offset = offset,

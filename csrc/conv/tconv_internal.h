@@ -72,10 +72,37 @@ static inline void tconv_band_scales(const struct tconv_row_kernels *rows, const
     *inverse = buffer + n;
 }
 
-/* act_quant 3 on the flat and phase planes (tconv_depthwise.c): 1 when the
- * float path for g is one of them; then tconv_compute_depthwise_banded
- * computes it in bands of output rows, each taking its own pixel scales. */
-int tconv_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g);
+/* Output rows a band of act_quant 3 on the flat and phase planes: bands
+ * enough for TCONV_BANDS tasks but at least twice the rows a window reaches
+ * past its own (a band restages those: 960 @7x7 in bands of one row took 4x
+ * the channel blocks' time), and few enough that a band's input over all
+ * channels, input_row_bytes a row of outputs plus the reach, stays under
+ * TCONV_BAND_BYTES (in L2 between its scales and its staging). */
+enum { TCONV_BANDS = 8, TCONV_BAND_BYTES = 512 * 1024 };
+static inline size_t tconv_band_rows(size_t out_h, size_t input_row_bytes, size_t reach) {
+    const size_t fit = TCONV_BAND_BYTES / input_row_bytes, most = fit > reach + 1 ? fit - reach : 1;
+    return OBX_MAX((size_t)1, OBX_MIN(OBX_MAX(OBX_DIV_UP(out_h, TCONV_BANDS), 2 * reach), most));
+}
+
+/* A flat or phase task's output rows [*oh0, *oh1) and channels [*o0, *o1):
+ * with bands (per_pixel), band `index` of every channel; else every row of
+ * channels_per_task channels. */
+static inline void tconv_task_range(int per_pixel, size_t index, size_t band_rows, size_t out_h,
+                                    size_t channels_per_task, size_t m, size_t *oh0, size_t *oh1, size_t *o0,
+                                    size_t *o1) {
+    *oh0 = per_pixel ? index * band_rows : 0;
+    *oh1 = per_pixel ? OBX_MIN(out_h, *oh0 + band_rows) : out_h;
+    *o0 = per_pixel ? 0 : index * channels_per_task;
+    *o1 = per_pixel ? m : OBX_MIN(m, *o0 + channels_per_task);
+}
+
+/* Where act_quant 3 on a depthwise conv takes its pixel scales: band by band
+ * inside the flat and phase planes (tconv_compute_depthwise_banded); from
+ * one pass over the image, dequantizing as the channel blocks and same-size
+ * planes stage X (tconv_compute_depthwise_dequantized); or from that pass
+ * and a dequantized copy for the other paths. */
+enum tconv_pixel_staging { TCONV_PIXEL_BANDED, TCONV_PIXEL_STAGED, TCONV_PIXEL_COPIED };
+enum tconv_pixel_staging tconv_depthwise_pixel_staging(const obx_tconv_weights *w, const obx_conv_geometry *g);
 int tconv_compute_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                    const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
                                    size_t err_len);
@@ -145,11 +172,9 @@ int tconv_compute_depthwise_same(const obx_tconv_weights *w, const obx_conv_geom
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len);
-/* 1 when the float path chosen for g copies X into its own layout (and so
- * can dequantize it per pixel on the way). */
-int tconv_depthwise_stages_x(const obx_tconv_weights *w, const obx_conv_geometry *g);
-/* The float paths; with dq (only where tconv_depthwise_stages_x), on X
- * dequantized per pixel as it is staged. 0, or -1 with a message. */
+/* The float paths; with dq (only where tconv_depthwise_pixel_staging says
+ * TCONV_PIXEL_STAGED), on X dequantized per pixel as it is staged. 0, or -1
+ * with a message. */
 int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                         const float *bias, const tconv_pixel_dequant *dq, float *y,
                                         obx_parallel_for_fn par, void *runner, char *err, size_t err_len);

@@ -250,10 +250,9 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 }
 
 /* A depthwise tap as one FMA (tconv_rows_body.h says why that is exact). */
-#define TCONV_TAP16(acc, x, w) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), _mm512_set1_ps(w), (__m512)(acc)))
-#define TCONV_TAPN TCONV_TAP16
-#define TCONV_TAPNV TCONV_TAP16V
-#define TCONV_TAP16V(acc, x, wv) ((tconv_f16)_mm512_fmadd_ps((__m512)(x), (__m512)(wv), (__m512)(acc)))
+#define TCONV_TAPN(acc, x, w) ((tconv_fn)_mm512_fmadd_ps((__m512)(x), _mm512_set1_ps(w), (__m512)(acc)))
+#define TCONV_TAPNV(acc, x, wv) ((tconv_fn)_mm512_fmadd_ps((__m512)(x), (__m512)(wv), (__m512)(acc)))
+#define TCONV_TAP16V TCONV_TAPNV
 
 /* a rounding conversion, max and a clamp in one instruction each (the generic forms take two
  * to four). A NaN lane's clamp may differ: its window's output is NaN. */

@@ -180,19 +180,16 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
 }
 
 
-/* acc + x * w for one depthwise tap of 16 outputs, w a code in {-1, 0, 1}
+/* acc + x * w for one depthwise tap of a native vector of outputs (TAPN, w
+ * a float; TAPNV, wv a vector) or of 16 (TAP16V), w a code in {-1, 0, 1}
  * (the scale comes after the sum): x * w is exact, so a fused multiply-add
  * rounds exactly as the multiply and then the add do (0 * Inf is NaN in
  * both). An ISA file with a 16-lane FMA defines these (AVX-512: one
  * instruction where the plain form takes two; one thread against fp32 Conv,
- * 5x5 depthwise 120@28x28 0.72x -> 0.79x, 104@3x96 0.66x -> 0.70x); w is a
- * float, wv a vector of 16. */
+ * 5x5 depthwise 120@28x28 0.72x -> 0.79x, 104@3x96 0.66x -> 0.70x). */
 #ifndef TCONV_TAPN
 #define TCONV_TAPN(acc, x, w) ((acc) + (x) * (w))
 #define TCONV_TAPNV(acc, x, wv) ((acc) + (x) * (wv))
-#endif
-#ifndef TCONV_TAP16
-#define TCONV_TAP16(acc, x, w) ((acc) + (x) * (w))
 #define TCONV_TAP16V(acc, x, wv) ((acc) + (x) * (wv))
 #endif
 
@@ -298,12 +295,9 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
 }
 
 /* A small plane as one flat run, a native vector of outputs a register over
- * every tap, TCONV_PLANE_VECTORS registers at once (one block's taps are a
- * chain of dependent adds; a 14-wide row is too short for per-row vectors):
- * eight chains keep two FMA ports at a latency of four busy. */
-#ifndef TCONV_PLANE_VECTORS
-#define TCONV_PLANE_VECTORS 8
-#endif
+ * every tap, PLANE_VECTORS registers at once (one block's taps are a chain
+ * of dependent adds; a 14-wide row is too short for per-row vectors): eight
+ * chains keep two FMA ports at a latency of four busy. */
 #define PLANE_TAP(acc, p) (acc = TCONV_TAPN(acc, *(const tconv_vn *)(x + (p) + offset[t]), w[t]))
 
 /* Outputs [p, p + VECTORS native vectors) (a constant VECTORS: the sums stay in registers). */
@@ -319,59 +313,15 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
 
 static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, const size_t *offset,
                                 const float *w, size_t taps, float scale, const float *bias) {
-    enum { N = TCONV_NATIVE_FLOATS, STEP = TCONV_NATIVE_FLOATS * TCONV_PLANE_VECTORS };
+    enum { N = TCONV_NATIVE_FLOATS, PLANE_VECTORS = 8 };
     size_t p = 0;
-    for (; p + STEP <= n; p += STEP) PLANE_BLOCK(TCONV_PLANE_VECTORS);
-    if (TCONV_PLANE_VECTORS > 4)
-        for (; p + 4 * N <= n; p += 4 * N) PLANE_BLOCK(4);
+    for (; p + PLANE_VECTORS * N <= n; p += PLANE_VECTORS * N) PLANE_BLOCK(PLANE_VECTORS);
+    for (; p + 4 * N <= n; p += 4 * N) PLANE_BLOCK(4);
     for (; p < n; p += N) PLANE_BLOCK(1);
 }
 #undef PLANE_BLOCK
 #undef PLANE_TAP
 
-/* An ISA file may bring its own (TCONV_ROWS_STAGE_PHASES): here each row is
- * deinterleaved, dequantized first a chunk of CHUNK columns at a time. */
-#ifndef TCONV_ROWS_STAGE_PHASES
-static inline float dequantized(float x, float s, float inverse);
-
-static void deinterleave(float *restrict even, size_t n_even, float *restrict odd, size_t n_odd,
-                         const float *src) {
-    enum { N = TCONV_NATIVE_FLOATS };
-    size_t k = 0;
-    /* a block reads src[2k .. 2k + 2N - 1]: inside, since k + N - 1 < n_odd means 2k + 2N - 1 < 2 n_odd */
-    for (; k + N <= n_even && k + N <= n_odd; k += N) {
-        tconv_fn lo = *(const tconv_vn *)(src + 2 * k), hi = *(const tconv_vn *)(src + 2 * k + N);
-        *(tconv_vn *)(even + k) = EVEN_NATIVE(lo, hi);
-        *(tconv_vn *)(odd + k) = ODD_NATIVE(lo, hi);
-    }
-    for (size_t j = k; j < n_even; j++) even[j] = src[2 * j];
-    for (size_t j = k; j < n_odd; j++) odd[j] = src[2 * j + 1];
-}
-
-static void stage_phases(float *restrict dst, const float *restrict src, const struct tconv_phase_layout *l,
-                         const float *scale, const float *inverse) {
-    enum { CHUNK = 64 }; /* even: its even columns are the row's */
-    for (size_t r = 0; r < l->rows; r++) {
-        const size_t u = r + l->pad_top;
-        float *row = dst + (u & 1) * 2 * l->plane + (u / 2) * l->phase_w;
-        const float *x = src + r * l->in_w;
-        if (!scale) {
-            deinterleave(row + l->even_at, l->n_even, row + l->odd_at, l->n_odd, x);
-            continue;
-        }
-        for (size_t c0 = 0; c0 < l->in_w; c0 += CHUNK) {
-            float chunk[CHUNK];
-            const size_t n = OBX_MIN((size_t)CHUNK, l->in_w - c0), k0 = c0 / 2;
-            for (size_t i = 0; i < n; i++)
-                chunk[i] = dequantized(x[c0 + i], scale[r * l->in_w + c0 + i], inverse[r * l->in_w + c0 + i]);
-            const size_t n_even = l->n_even > k0 ? OBX_MIN((size_t)CHUNK / 2, l->n_even - k0) : 0;
-            const size_t n_odd = l->n_odd > k0 ? OBX_MIN((size_t)CHUNK / 2, l->n_odd - k0) : 0;
-            deinterleave(row + l->even_at + k0, n_even, row + l->odd_at + k0, n_odd, chunk);
-        }
-    }
-}
-#define TCONV_ROWS_STAGE_PHASES stage_phases
-#endif
 
 /* Output pixel p + i of a channel block: one tap. */
 /* The 16-lane channel-block kernels below run a native vector (tconv_vn)
@@ -796,6 +746,47 @@ static void dequantize_pixels(float *restrict out, const float *restrict src, co
     for (size_t i = 0; i < n; i++) out[i] = dequantized(src[i], scale[i], inverse[i]);
 }
 #define TCONV_ROWS_DEQUANTIZE_PIXELS dequantize_pixels
+#endif
+
+/* An ISA file may bring its own (TCONV_ROWS_STAGE_PHASES): here each row is
+ * deinterleaved, dequantized first a chunk of CHUNK columns at a time. */
+#ifndef TCONV_ROWS_STAGE_PHASES
+static void deinterleave(float *restrict even, size_t n_even, float *restrict odd, size_t n_odd,
+                         const float *src) {
+    enum { N = TCONV_NATIVE_FLOATS };
+    size_t k = 0;
+    /* a block reads src[2k .. 2k + 2N - 1]: inside, since k + N - 1 < n_odd means 2k + 2N - 1 < 2 n_odd */
+    for (; k + N <= n_even && k + N <= n_odd; k += N) {
+        tconv_fn lo = *(const tconv_vn *)(src + 2 * k), hi = *(const tconv_vn *)(src + 2 * k + N);
+        *(tconv_vn *)(even + k) = EVEN_NATIVE(lo, hi);
+        *(tconv_vn *)(odd + k) = ODD_NATIVE(lo, hi);
+    }
+    for (size_t j = k; j < n_even; j++) even[j] = src[2 * j];
+    for (size_t j = k; j < n_odd; j++) odd[j] = src[2 * j + 1];
+}
+
+static void stage_phases(float *restrict dst, const float *restrict src, const struct tconv_phase_layout *l,
+                         const float *scale, const float *inverse) {
+    enum { CHUNK = 64 }; /* even: its even columns are the row's */
+    for (size_t r = 0; r < l->rows; r++) {
+        const size_t u = r + l->pad_top;
+        float *row = dst + (u & 1) * 2 * l->plane + (u / 2) * l->phase_w;
+        const float *x = src + r * l->in_w;
+        if (!scale) {
+            deinterleave(row + l->even_at, l->n_even, row + l->odd_at, l->n_odd, x);
+            continue;
+        }
+        for (size_t c0 = 0; c0 < l->in_w; c0 += CHUNK) {
+            float chunk[CHUNK];
+            const size_t n = OBX_MIN((size_t)CHUNK, l->in_w - c0), k0 = c0 / 2, at = r * l->in_w + c0;
+            TCONV_ROWS_DEQUANTIZE_PIXELS(chunk, x + c0, scale + at, inverse + at, n);
+            const size_t n_even = l->n_even > k0 ? OBX_MIN((size_t)CHUNK / 2, l->n_even - k0) : 0;
+            const size_t n_odd = l->n_odd > k0 ? OBX_MIN((size_t)CHUNK / 2, l->n_odd - k0) : 0;
+            deinterleave(row + l->even_at + k0, n_even, row + l->odd_at + k0, n_odd, chunk);
+        }
+    }
+}
+#define TCONV_ROWS_STAGE_PHASES stage_phases
 #endif
 
 /* An ISA file may bring its own (TCONV_ROWS_COPY_ROWS). */
