@@ -156,10 +156,7 @@ static void plane_task(void *arg, size_t index) {
     }
 }
 
-/* Zeroes all of plane[0, n) but the inside, rows [top, top + rows) x columns
- * [left, left + cols) of rows `width` floats long (the whole plane each
- * channel was 4% of a 144 @56x56 call, a channel a task). */
-static void zero_margins(float *plane, size_t n, size_t width, size_t top, size_t left, size_t rows, size_t cols) {
+void tconv_zero_margins(float *plane, size_t n, size_t width, size_t top, size_t left, size_t rows, size_t cols) {
     if (!rows || !cols) {
         memset(plane, 0, n * sizeof(float));
         return;
@@ -214,7 +211,7 @@ static void flat_task(void *arg, size_t index) {
                           &scale, &inverse);
     /* The padding stays 0: every channel rewrites the same inside positions. */
     const size_t top = ih0 + g->pad_top - oh0;
-    zero_margins(padded, job->staged, pw, top, g->pad_left, in_rows, g->in_w);
+    tconv_zero_margins(padded, job->staged, pw, top, g->pad_left, in_rows, g->in_w);
     float *inside = padded + top * pw + g->pad_left;
     for (size_t o = o0; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];

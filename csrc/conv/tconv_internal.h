@@ -209,6 +209,11 @@ static inline void tconv_run_images(const obx_conv_geometry *g, size_t out_chann
     }
 }
 
+/* Zeroes all of plane[0, n) but the inside, rows [top, top + rows) x columns
+ * [left, left + cols) of rows `width` floats long (tconv_depthwise.c; the
+ * whole plane each channel was 4% of a 144 @56x56 call, a channel a task). */
+void tconv_zero_margins(float *plane, size_t n, size_t width, size_t top, size_t left, size_t rows, size_t cols);
+
 /* This thread's buffer `which` of at least `floats` floats, kept between
  * calls (tconv_thread_buffers.c); NULL when out of memory. */
 enum tconv_buffer { TCONV_BUFFER_TILE, TCONV_BUFFER_IMAGE, TCONV_BUFFER_DEQUANTIZED, TCONV_BUFFER_COUNT };

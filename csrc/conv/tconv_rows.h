@@ -49,20 +49,16 @@ struct tconv_row_kernels {
      *   (+ *bias when bias) */
     void (*depthwise_plane_f32)(float *out, const float *x, size_t n, const size_t *offset, const float *w,
                                 size_t taps, float scale, const float *bias);
-    /* n output pixels of a 16-channel block of a depthwise conv, float
-     * activations, from its channels-last tile x ([pixel][16]); index[p * taps + t]
-     * is the tile pixel tap t of output p reads (a pixel of zeros for a padding tap):
-     *   out[p * 16 + l] = (sum over taps t in order of x[index[p * taps + t] * 16 + l]
-     *   * w[t * 16 + l]) * scale[l] (+ bias[l] when bias) */
-    void (*depthwise_block_f32)(float *out, const float *x, size_t n, const uint32_t *index, const float *w,
-                                size_t taps, const float *scale, const float *bias);
-    /* The same for n consecutive outputs of one output row whose taps all lie
-     * inside the image (no index table): output k's tap t reads tile pixel
-     * k * stride + delta[t], x pointing at the first output's window corner:
-     *   out[k * 16 + l] = (sum over taps t in order of x[(k * stride + delta[t]) * 16 + l]
-     *   * w[t * 16 + l]) * scale[l] (+ bias[l] when bias), the bits of depthwise_block_f32 */
-    void (*depthwise_block_run_f32)(float *out, const float *x, size_t n, size_t stride, const size_t *delta,
-                                    const float *w, size_t taps, const float *scale, const float *bias);
+    /* The rows x cols output plane of a 16-channel block of a depthwise conv, float
+     * activations, from its channels-last tile x ([pixel][16], padded so that every tap
+     * lies inside, rows row_pitch pixels apart): output (r, c)'s tap t reads tile pixel
+     * r * row_pitch + c * stride + delta[t]:
+     *   out[(r * cols + c) * 16 + l] = (sum over taps t in order of
+     *   x[(r * row_pitch + c * stride + delta[t]) * 16 + l] * w[t * 16 + l]) * scale[l]
+     *   (+ bias[l] when bias) */
+    void (*depthwise_block_plane_f32)(float *out, const float *x, size_t rows, size_t cols, size_t row_pitch,
+                                      size_t stride, const size_t *delta, const float *w, size_t taps,
+                                      const float *scale, const float *bias);
     /* One output pixel of the channels-last depthwise path, float activations:
      * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]
      * (+ bias[c] when bias), w[t] = weights + tap[t] * m */
@@ -81,9 +77,10 @@ struct tconv_row_kernels {
      * raises the absmax nor adds), codes w[t] as floats, one weight_scale */
     void (*depthwise_plane_i8)(float *out, const float *x, size_t n, const size_t *offset, const float *w,
                                size_t taps, float static_scale, float weight_scale, const float *bias);
-    /* The same for a 16-channel block, the layout of depthwise_block_f32 (the
-     * pixel of zeros a padding tap reads neither raises the absmax nor adds),
-     * codes w[t * 16 + l] as floats, 16 weight scales and biases */
+    /* The same for n output pixels of a 16-channel block, from its channels-last tile x
+     * ([pixel][16]): index[p * taps + t] is the tile pixel tap t of output p reads (a pixel
+     * of zeros for a padding tap, which neither raises the absmax nor adds); codes
+     * w[t * 16 + l] as floats, 16 weight scales and biases */
     void (*depthwise_block_i8)(float *out, const float *x, size_t n, const uint32_t *index, const float *w,
                                size_t taps, float static_scale, const float *weight_scale, const float *bias);
     /* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols:
@@ -123,11 +120,12 @@ struct tconv_row_kernels {
                                        const uint16_t *mask, const float *w, size_t taps, float scale,
                                        const float *bias);
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
-     * `channels` (<= 16) NCHW planes plane_stride apart, each value dequantized as
-     * dequantize_pixels does: tile[p * 16 + l] = dequantized x[l * plane_stride + p] (scale[p],
-     * inverse[p]) for p < pixels, l < channels; the lanes past `channels` are set to 0 */
-    void (*block_tile_dequantized)(float *tile, const float *x, size_t channels, size_t pixels,
-                                   size_t plane_stride, const float *scale, const float *inverse);
+     * `channels` (<= 16) NCHW planes of `pixels` pixels, plane_stride apart: for p < pixels,
+     * l < 16, tile[at[p] + l] = x[l * plane_stride + p], dequantized as dequantize_pixels
+     * does with scale[p] and inverse[p] when scale, and 0 for l >= channels (at: each pixel's
+     * place in a padded tile, in floats, a multiple of 16) */
+    void (*block_tile)(float *tile, const uint32_t *at, const float *x, size_t channels, size_t pixels,
+                       size_t plane_stride, const float *scale, const float *inverse);
 };
 
 extern const struct tconv_row_kernels tconv_rows_scalar;

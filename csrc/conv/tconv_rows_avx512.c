@@ -71,40 +71,57 @@ static inline __m512 dequantize16(__m512 x, __m512 s, __m512 inverse) {
     return _mm512_mul_ps(q, inverse);
 }
 
-/* tconv_rows.h block_tile_dequantized with the dequantization in the
- * transpose's registers: a loaded row is 16 pixels of one channel, and each
- * lane meets its own pixel's scale, so the tile is written once, already
- * dequantized (the transpose followed by a pass over the tile's rows took a
- * quarter of a 512 @14x14 stride-2 call). Masked loads cover the last
- * pixels with zeros. rows is 16 or, for the last channels, fewer: a constant
- * 16 lets the rows live in registers (with a run-time count GCC kept them on
+/* tconv_rows.h block_tile with the dequantization in the transpose's
+ * registers: a loaded row is 16 pixels of one channel, and each lane meets
+ * its own pixel's scale, so the tile is written once, already dequantized
+ * (the transpose followed by a pass over the tile's rows took a quarter of a
+ * 512 @14x14 stride-2 call). Each column goes to its pixel's place from the
+ * table, an offset in floats that the store's address takes as it is
+ * (stepping a row and column per pixel put 6 scalar instructions on every
+ * store, on the shuffles' ports). Masked loads cover the last pixels
+ * with zeros. channels is 16 or, for the last block, fewer: a constant 16
+ * lets the rows live in registers (with a run-time count GCC kept them on
  * the stack, and the tile took a third of that call). */
-static inline __attribute__((always_inline)) void dequantized_block16(float *tile, const float *x, size_t rows,
-                                                                      size_t n, size_t plane_stride, __m512 s,
-                                                                      __m512 inv) {
+static inline __attribute__((always_inline)) void tile_block16(float *tile, const uint32_t *at, const float *x,
+                                                               size_t channels, size_t n, size_t plane_stride,
+                                                               const float *scale, const float *inverse) {
+    /* n == 16: plain loads, which the multiplies take as operands */
     const __mmask16 lanes = first_lanes(n);
+#define TILE_LOAD(p) (n == 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes, p))
     __m512 r[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = (size_t)i < rows ? dequantize16(_mm512_maskz_loadu_ps(lanes, x + i * plane_stride), s, inv)
-                                : _mm512_setzero_ps();
+    if (scale) {
+        const __m512 s = TILE_LOAD(scale), inv = TILE_LOAD(inverse);
+        for (int i = 0; i < 16; i++)
+            r[i] = (size_t)i < channels ? dequantize16(TILE_LOAD(x + i * plane_stride), s, inv) : _mm512_setzero_ps();
+    } else {
+        for (int i = 0; i < 16; i++) r[i] = (size_t)i < channels ? TILE_LOAD(x + i * plane_stride) : _mm512_setzero_ps();
+    }
+#undef TILE_LOAD
     transpose_16x16_registers(r);
-    for (int j = 0; j < 16; j++)
-        if ((size_t)j < n) _mm512_storeu_ps(tile + j * 16, r[j]);
+    if (n == 16)
+        for (int j = 0; j < 16; j++) _mm512_storeu_ps(tile + at[j], r[j]);
+    else
+        for (int j = 0; (size_t)j < n; j++) _mm512_storeu_ps(tile + at[j], r[j]);
 }
 
-static void block_tile_dequantized_avx512(float *tile, const float *x, size_t channels, size_t pixels,
-                                          size_t plane_stride, const float *scale, const float *inverse) {
+static inline __attribute__((always_inline)) void block_tile_lanes(float *tile, const uint32_t *at, const float *x,
+                                                                   size_t channels, size_t pixels,
+                                                                   size_t plane_stride, const float *scale,
+                                                                   const float *inverse) {
     size_t p0 = 0;
-    if (channels == 16)
-        for (; p0 + 16 <= pixels; p0 += 16)
-            dequantized_block16(tile + p0 * 16, x + p0, 16, 16, plane_stride, _mm512_loadu_ps(scale + p0),
-                                _mm512_loadu_ps(inverse + p0));
-    for (; p0 < pixels; p0 += 16) {
-        const size_t n = OBX_MIN((size_t)16, pixels - p0);
-        const __mmask16 lanes = first_lanes(n);
-        dequantized_block16(tile + p0 * 16, x + p0, channels, n, plane_stride,
-                            _mm512_maskz_loadu_ps(lanes, scale + p0), _mm512_maskz_loadu_ps(lanes, inverse + p0));
-    }
+    for (; p0 + 16 <= pixels; p0 += 16)
+        tile_block16(tile, at + p0, x + p0, channels, 16, plane_stride, scale ? scale + p0 : NULL,
+                     scale ? inverse + p0 : NULL);
+    if (p0 < pixels)
+        tile_block16(tile, at + p0, x + p0, channels, pixels - p0, plane_stride, scale ? scale + p0 : NULL,
+                     scale ? inverse + p0 : NULL);
+}
+
+static void block_tile_avx512(float *tile, const uint32_t *at, const float *x, size_t channels, size_t pixels,
+                              size_t plane_stride, const float *scale, const float *inverse) {
+    if (channels == 16 && scale) block_tile_lanes(tile, at, x, 16, pixels, plane_stride, scale, inverse);
+    else if (channels == 16) block_tile_lanes(tile, at, x, 16, pixels, plane_stride, NULL, NULL);
+    else block_tile_lanes(tile, at, x, channels, pixels, plane_stride, scale, inverse);
 }
 
 /* Dequantized x when scale (dequantize16), masked loads. */
@@ -264,7 +281,7 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 
 #define TCONV_ROWS_TABLE tconv_rows_avx512
 #define TCONV_ROWS_TRANSPOSE transpose_avx512
-#define TCONV_ROWS_BLOCK_TILE_DEQUANTIZED block_tile_dequantized_avx512
+#define TCONV_ROWS_BLOCK_TILE block_tile_avx512
 #define TCONV_ROWS_DEQUANTIZE_PIXELS dequantize_pixels_avx512
 #define TCONV_ROWS_STAGE_PHASES stage_phases_avx512
 #define TCONV_ROWS_COPY_ROWS copy_rows_avx512

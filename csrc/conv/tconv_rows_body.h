@@ -323,113 +323,85 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
 #undef PLANE_TAP
 
 
-/* Output pixel p + i of a channel block: one tap. */
 /* The 16-lane channel-block kernels below run a native vector (tconv_vn)
  * of lanes at a time, lane chunk h of the block (one chunk on AVX-512, two
  * on AVX2, four on 128-bit ISAs); each lane's sum is the same whatever the
  * width. */
 #define LANE_CHUNKS(h) for (size_t h = 0; h < 16; h += TCONV_NATIVE_FLOATS)
-#define BLOCK_TAP(acc, i) \
-    (acc = TCONV_TAPNV(acc, *(const tconv_vn *)(x + (size_t)at[(i) * taps + t] * 16 + h), wt))
 
-static void depthwise_block_f32(float *restrict out, const float *x, size_t n, const uint32_t *index, const float *w,
-                                size_t taps, const float *scale, const float *bias) {
-    LANE_CHUNKS(h) {
-        const tconv_fn s = *(const tconv_vn *)(scale + h);
-        tconv_fn b = {0};
-        if (bias) b = *(const tconv_vn *)(bias + h);
-        size_t p = 0;
-        /* four pixels at once: four independent chains of adds */
-        for (; p + 4 <= n; p += 4) {
-            const uint32_t *at = index + p * taps;
-            tconv_fn a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            for (size_t t = 0; t < taps; t++) {
-                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
-                BLOCK_TAP(a0, 0);
-                BLOCK_TAP(a1, 1);
-                BLOCK_TAP(a2, 2);
-                BLOCK_TAP(a3, 3);
-            }
-            if (bias) {
-                a0 = a0 * s + b, a1 = a1 * s + b, a2 = a2 * s + b, a3 = a3 * s + b;
-            } else {
-                a0 = a0 * s, a1 = a1 * s, a2 = a2 * s, a3 = a3 * s;
-            }
-            *(tconv_vn *)(out + p * 16 + h) = a0;
-            *(tconv_vn *)(out + p * 16 + 16 + h) = a1;
-            *(tconv_vn *)(out + p * 16 + 32 + h) = a2;
-            *(tconv_vn *)(out + p * 16 + 48 + h) = a3;
-        }
-        for (; p < n; p++) {
-            const uint32_t *at = index + p * taps;
-            tconv_fn a0 = {0};
-            for (size_t t = 0; t < taps; t++) {
-                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
-                BLOCK_TAP(a0, 0);
-            }
-            if (bias) a0 = a0 * s + b;
-            else a0 = a0 * s;
-            *(tconv_vn *)(out + p * 16 + h) = a0;
-        }
+/* depthwise_block_plane_f32: eight (or four) outputs at once, over row
+ * ends too (a 7x7 output plane had four outputs a row in a block and three
+ * alone, each a chain of taps' latencies); each output's tile pixel is
+ * worked out once, and each tap is one load at a fixed displacement from it
+ * (no index table: a table kernel's index loads outnumbered its FMAs). */
+#define PLANE_OUT(acc, i) (*(tconv_vn *)(out + (k + (i)) * 16 + h) = bias ? acc * s + b : acc * s)
+#define PLANE_TAP(acc, i) (acc = TCONV_TAPNV(acc, *(const tconv_vn *)(x + (at[i] + d) * 16 + h), wt))
+/* at[0 .. count) for the outputs from (*r, *c) on, which advance past them */
+static inline void block_outputs_at(size_t *at, size_t count, size_t *r, size_t *c, size_t cols, size_t row_pitch,
+                                    size_t stride) {
+    for (size_t i = 0; i < count; i++) {
+        at[i] = *r * row_pitch + *c * stride;
+        if (++*c == cols) *c = 0, ++*r;
     }
 }
-#undef BLOCK_TAP
 
-/* depthwise_block_run_f32 at a constant stride: eight (or four) outputs of
- * the run at once, each tap one load at a fixed displacement from the tap's pointer (no
- * index table: the table kernel's index loads outnumbered its FMAs). */
-#define RUN_TAP(acc, i) (acc = TCONV_TAPNV(acc, *(const tconv_vn *)(q + (i) * stride * 16), wt))
-#define RUN_OUT(acc, i) (*(tconv_vn *)(out + (k + (i)) * 16 + h) = bias ? acc * s + b : acc * s)
-static inline __attribute__((always_inline)) void block_run(float *restrict out, const float *x, size_t n,
-                                                            const size_t *delta, const float *w, size_t taps,
-                                                            const float *scale, const float *bias, const size_t stride) {
+static inline __attribute__((always_inline)) void block_plane(float *restrict out, const float *x, size_t rows,
+                                                              size_t cols, size_t row_pitch, const size_t *delta,
+                                                              const float *w, size_t taps, const float *scale,
+                                                              const float *bias, const size_t stride) {
+    const size_t n = rows * cols;
     LANE_CHUNKS(h) {
         const tconv_fn s = *(const tconv_vn *)(scale + h);
         tconv_fn b = {0};
         if (bias) b = *(const tconv_vn *)(bias + h);
-        size_t k = 0;
+        size_t k = 0, r = 0, c = 0, at[8];
         /* eight accumulators and a weight and a load: 10 of 16 registers on AVX2 */
         for (; k + 8 <= n; k += 8) {
+            block_outputs_at(at, 8, &r, &c, cols, row_pitch, stride);
             tconv_fn a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
             for (size_t t = 0; t < taps; t++) {
                 const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
-                const float *q = x + (k * stride + delta[t]) * 16 + h;
-                RUN_TAP(a0, 0), RUN_TAP(a1, 1), RUN_TAP(a2, 2), RUN_TAP(a3, 3);
-                RUN_TAP(a4, 4), RUN_TAP(a5, 5), RUN_TAP(a6, 6), RUN_TAP(a7, 7);
+                const size_t d = delta[t];
+                PLANE_TAP(a0, 0), PLANE_TAP(a1, 1), PLANE_TAP(a2, 2), PLANE_TAP(a3, 3);
+                PLANE_TAP(a4, 4), PLANE_TAP(a5, 5), PLANE_TAP(a6, 6), PLANE_TAP(a7, 7);
             }
-            RUN_OUT(a0, 0), RUN_OUT(a1, 1), RUN_OUT(a2, 2), RUN_OUT(a3, 3);
-            RUN_OUT(a4, 4), RUN_OUT(a5, 5), RUN_OUT(a6, 6), RUN_OUT(a7, 7);
+            PLANE_OUT(a0, 0), PLANE_OUT(a1, 1), PLANE_OUT(a2, 2), PLANE_OUT(a3, 3);
+            PLANE_OUT(a4, 4), PLANE_OUT(a5, 5), PLANE_OUT(a6, 6), PLANE_OUT(a7, 7);
         }
-        for (; k + 4 <= n; k += 4) {
+        if (k + 4 <= n) {
+            block_outputs_at(at, 4, &r, &c, cols, row_pitch, stride);
             tconv_fn a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
             for (size_t t = 0; t < taps; t++) {
                 const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
-                const float *q = x + (k * stride + delta[t]) * 16 + h;
-                RUN_TAP(a0, 0), RUN_TAP(a1, 1), RUN_TAP(a2, 2), RUN_TAP(a3, 3);
+                const size_t d = delta[t];
+                PLANE_TAP(a0, 0), PLANE_TAP(a1, 1), PLANE_TAP(a2, 2), PLANE_TAP(a3, 3);
             }
-            RUN_OUT(a0, 0), RUN_OUT(a1, 1), RUN_OUT(a2, 2), RUN_OUT(a3, 3);
+            PLANE_OUT(a0, 0), PLANE_OUT(a1, 1), PLANE_OUT(a2, 2), PLANE_OUT(a3, 3);
+            k += 4;
         }
         for (; k < n; k++) {
+            block_outputs_at(at, 1, &r, &c, cols, row_pitch, stride);
             tconv_fn a0 = {0};
             for (size_t t = 0; t < taps; t++) {
                 const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
-                const float *q = x + (k * stride + delta[t]) * 16 + h;
-                RUN_TAP(a0, 0);
+                const size_t d = delta[t];
+                PLANE_TAP(a0, 0);
             }
-            RUN_OUT(a0, 0);
+            PLANE_OUT(a0, 0);
         }
     }
 }
-#undef RUN_TAP
-#undef RUN_OUT
-#undef LANE_CHUNKS
+#undef PLANE_TAP
+#undef PLANE_OUT
 
-static void depthwise_block_run_f32(float *restrict out, const float *x, size_t n, size_t stride, const size_t *delta,
-                                    const float *w, size_t taps, const float *scale, const float *bias) {
-    if (stride == 1) block_run(out, x, n, delta, w, taps, scale, bias, 1);
-    else if (stride == 2) block_run(out, x, n, delta, w, taps, scale, bias, 2);
-    else block_run(out, x, n, delta, w, taps, scale, bias, stride);
+static void depthwise_block_plane_f32(float *restrict out, const float *x, size_t rows, size_t cols,
+                                      size_t row_pitch, size_t stride, const size_t *delta, const float *w,
+                                      size_t taps, const float *scale, const float *bias) {
+    if (stride == 1) block_plane(out, x, rows, cols, row_pitch, delta, w, taps, scale, bias, 1);
+    else if (stride == 2) block_plane(out, x, rows, cols, row_pitch, delta, w, taps, scale, bias, 2);
+    else block_plane(out, x, rows, cols, row_pitch, delta, w, taps, scale, bias, stride);
 }
+#undef LANE_CHUNKS
 
 /* Channels [c, c + lanes of VT) of one depthwise output pixel, in one
  * vector over the taps (the scalar tail's arithmetic, in the same order). */
@@ -640,8 +612,8 @@ static void depthwise_plane_i8(float *restrict out, const float *x, size_t n, co
     else plane_i8(out, x, n, offset, w, taps, static_scale, weight_scale, bias, 0);
 }
 
-/* act_quant 1 (static_scale 0) or 2 on a 16-channel block, the layout of
- * depthwise_block_f32 (x[index[p * taps + t] * 16 + l]), per lane the
+/* act_quant 1 (static_scale 0) or 2 on a 16-channel block, tile pixel
+ * index[p * taps + t] for output p's tap t (x[index[p * taps + t] * 16 + l]), per lane the
  * arithmetic of depthwise_pixel_i8 over output pixel p's taps (the pixel of
  * zeros a padding tap reads neither raises the absmax nor adds); codes
  * w[t * 16 + l] as floats, 16 weight scales and biases. The codes differ
@@ -804,21 +776,32 @@ static void copy_rows(float *dst, size_t dst_stride, const float *src, size_t sr
 #define TCONV_ROWS_COPY_ROWS copy_rows
 #endif
 
-/* An ISA file may bring its own (TCONV_ROWS_BLOCK_TILE_DEQUANTIZED): here the
- * transpose, then each tile row dequantized in place while it is in L1. */
-#ifndef TCONV_ROWS_BLOCK_TILE_DEQUANTIZED
-static void block_tile_dequantized(float *restrict tile, const float *restrict x, size_t channels, size_t pixels,
-                                   size_t plane_stride, const float *restrict scale, const float *restrict inverse) {
+/* An ISA file may bring its own (TCONV_ROWS_BLOCK_TILE): here 16 pixels at
+ * a time transposed into a square in L1, then each pixel's row copied to its
+ * place, dequantized. */
+#ifndef TCONV_ROWS_BLOCK_TILE
+static void block_tile(float *restrict tile, const uint32_t *restrict at, const float *restrict x, size_t channels,
+                       size_t pixels, size_t plane_stride, const float *restrict scale,
+                       const float *restrict inverse) {
     enum { LANES = 16 };
-    TCONV_ROWS_TRANSPOSE(x, channels, pixels, plane_stride, tile, LANES);
-    for (size_t p = 0; p < pixels; p++) {
-        float *row = tile + p * LANES;
-        const float s = scale[p], r = inverse[p];
-        for (size_t l = 0; l < channels; l++) row[l] = dequantized(row[l], s, r);
-        for (size_t l = channels; l < LANES; l++) row[l] = 0.0f;
+    float square[LANES * LANES];
+    for (size_t p0 = 0; p0 < pixels; p0 += LANES) {
+        const size_t n = OBX_MIN((size_t)LANES, pixels - p0);
+        TCONV_ROWS_TRANSPOSE(x + p0, channels, n, plane_stride, square, LANES);
+        for (size_t j = 0; j < n; j++) {
+            float *pixel = tile + at[p0 + j];
+            const float *row = square + j * LANES;
+            if (scale) {
+                const float s = scale[p0 + j], v = inverse[p0 + j];
+                for (size_t l = 0; l < channels; l++) pixel[l] = dequantized(row[l], s, v);
+            } else {
+                for (size_t l = 0; l < channels; l++) pixel[l] = row[l];
+            }
+            for (size_t l = channels; l < LANES; l++) pixel[l] = 0.0f;
+        }
     }
 }
-#define TCONV_ROWS_BLOCK_TILE_DEQUANTIZED block_tile_dequantized
+#define TCONV_ROWS_BLOCK_TILE block_tile
 #endif
 
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {
@@ -831,8 +814,7 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .quantize_run = quantize_run,
     .depthwise_row_f32 = depthwise_row_f32,
     .depthwise_plane_f32 = depthwise_plane_f32,
-    .depthwise_block_f32 = depthwise_block_f32,
-    .depthwise_block_run_f32 = depthwise_block_run_f32,
+    .depthwise_block_plane_f32 = depthwise_block_plane_f32,
     .depthwise_pixel_f32 = depthwise_pixel_f32,
     .depthwise_pixel_i8 = depthwise_pixel_i8,
     .depthwise_plane_i8 = depthwise_plane_i8,
@@ -845,5 +827,5 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
 #ifdef TCONV_ROWS_MASKED_PLANE
     .depthwise_masked_plane_f32 = TCONV_ROWS_MASKED_PLANE,
 #endif
-    .block_tile_dequantized = TCONV_ROWS_BLOCK_TILE_DEQUANTIZED,
+    .block_tile = TCONV_ROWS_BLOCK_TILE,
 };
