@@ -6,9 +6,9 @@
 #include "conv/tconv_rows.h"
 #include "obx_common.h"
 
-static inline void transpose_8x8(const float *src, size_t src_stride, float *dst, size_t dst_stride) {
-    __m256 r[8], t[8], u[8];
-    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * src_stride);
+/* r[i] (row i) -> r[j] (column j), in registers. */
+static inline void transpose_8x8_registers(__m256 r[8]) {
+    __m256 t[8], u[8];
     for (int i = 0; i < 4; i++) {
         t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);    /* a0 b0 a1 b1 | a4 b4 a5 b5 */
         t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]); /* a2 b2 a3 b3 | a6 b6 a7 b7 */
@@ -21,9 +21,16 @@ static inline void transpose_8x8(const float *src, size_t src_stride, float *dst
         u[4 * h + 3] = _mm256_shuffle_ps(v[1], v[3], 0xEE); /* column 3 | 7 */
     }
     for (int j = 0; j < 4; j++) {
-        _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(u[j], u[4 + j], 0x20));
-        _mm256_storeu_ps(dst + (j + 4) * dst_stride, _mm256_permute2f128_ps(u[j], u[4 + j], 0x31));
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[j + 4] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
     }
+}
+
+static inline void transpose_8x8(const float *src, size_t src_stride, float *dst, size_t dst_stride) {
+    __m256 r[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * src_stride);
+    transpose_8x8_registers(r);
+    for (int j = 0; j < 8; j++) _mm256_storeu_ps(dst + j * dst_stride, r[j]);
 }
 
 void tconv_transpose_avx2(const float *src, size_t rows, size_t cols, size_t src_stride, float *dst,
@@ -36,26 +43,6 @@ void tconv_transpose_avx2(const float *src, size_t rows, size_t cols, size_t src
     }
     for (size_t i = rows8; i < rows; i++)
         for (size_t j = 0; j < cols; j++) dst[j * dst_stride + i] = src[i * src_stride + j];
-}
-
-/* r[i] (row i) -> r[j] (column j), in registers. */
-static inline void transpose_8x8_registers(__m256 r[8]) {
-    __m256 t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int h = 0; h < 2; h++) {
-        const __m256 *v = t + 4 * h;
-        u[4 * h + 0] = _mm256_shuffle_ps(v[0], v[2], 0x44);
-        u[4 * h + 1] = _mm256_shuffle_ps(v[0], v[2], 0xEE);
-        u[4 * h + 2] = _mm256_shuffle_ps(v[1], v[3], 0x44);
-        u[4 * h + 3] = _mm256_shuffle_ps(v[1], v[3], 0xEE);
-    }
-    for (int j = 0; j < 4; j++) {
-        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
-        r[j + 4] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
-    }
 }
 
 /* tconv_rows.h block_tile in 8 x 8 register blocks (8 pixels, 8 channels),
@@ -74,10 +61,14 @@ static void block_tile_avx2(float *tile, const uint32_t *at, const float *x, siz
         for (size_t h = 0; h < 16; h += 8) {
             __m256 r[8];
             for (size_t i = 0; i < 8; i++) {
-                r[i] = h + i < channels ? _mm256_maskload_ps(x + (h + i) * plane_stride + p0, mask) : _mm256_setzero_ps();
+                if (h + i >= channels) { /* +0 past the channels, whatever the pixel's inverse */
+                    r[i] = _mm256_setzero_ps();
+                    continue;
+                }
+                r[i] = _mm256_maskload_ps(x + (h + i) * plane_stride + p0, mask);
                 if (scale)
-                    r[i] = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(r[i], s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                         inv);
+                    r[i] = _mm256_mul_ps(
+                        _mm256_round_ps(_mm256_mul_ps(r[i], s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), inv);
             }
             transpose_8x8_registers(r);
             for (size_t j = 0; j < n; j++) _mm256_storeu_ps(tile + at[p0 + j] + h, r[j]);
