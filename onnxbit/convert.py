@@ -174,11 +174,14 @@ def _reason_kind(reason: str) -> str:
 def noop_summary(records: list[LayerRecord]) -> str:
     """One line for a conversion that converted nothing: the most common
     reasons, each as one example and how many layers gave it."""
-    reasons = [r.reason.split(";")[0] for r in records if r.action == "skipped" and r.reason]
-    kinds = Counter(_reason_kind(reason) for reason in reasons)
-    example = {}
-    for reason in reasons:
-        example.setdefault(_reason_kind(reason), reason)
+    example: dict[str, str] = {}  # kind -> its first reason
+    kinds = Counter()
+    for r in records:
+        if r.action == "skipped" and r.reason:
+            reason = r.reason.split(";")[0]
+            kind = _reason_kind(reason)
+            example.setdefault(kind, reason)
+            kinds[kind] += 1
     common = "; ".join(f"{example[kind]} ({count}x{', alike' if count > 1 else ''})"
                        for kind, count in kinds.most_common(3))
     if not records:

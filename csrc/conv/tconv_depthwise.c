@@ -376,18 +376,24 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
  * tconv_compute_depthwise_banded). */
 static int stages_x(enum dw_path path) { return path == DW_BLOCKS || path == DW_SAME; }
 
-enum tconv_pixel_staging tconv_depthwise_pixel_staging(const obx_tconv_weights *w, const obx_conv_geometry *g) {
+tconv_depthwise_plan tconv_depthwise_pixel_plan(const obx_tconv_weights *w, const obx_conv_geometry *g) {
     const enum dw_path path = float_path(w, g);
-    if (path == DW_FLAT || path == DW_PHASES) return TCONV_PIXEL_BANDED;
-    return stages_x(path) ? TCONV_PIXEL_STAGED : TCONV_PIXEL_COPIED;
+    const enum tconv_pixel_staging staging = path == DW_FLAT || path == DW_PHASES ? TCONV_PIXEL_BANDED
+                                             : stages_x(path)                     ? TCONV_PIXEL_STAGED
+                                                                                  : TCONV_PIXEL_COPIED;
+    return (tconv_depthwise_plan){(int)path, staging};
 }
 
-int tconv_compute_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
-                                   size_t err_len) {
-    const enum dw_path path = float_path(w, g);
-    atomic_fetch_add(&path_runs[path], 1);
-    if (path == DW_PHASES) return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
+int tconv_compute_depthwise_banded(const tconv_depthwise_plan *plan, const obx_tconv_weights *w,
+                                   const obx_conv_geometry *g, const float *x, const float *bias, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+    if (plan->staging != TCONV_PIXEL_BANDED) {
+        obx_set_error(err, err_len, "the depthwise path chosen does not take pixel scales band by band");
+        return -1;
+    }
+    atomic_fetch_add(&path_runs[plan->path], 1);
+    if (plan->path == DW_PHASES)
+        return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
     return compute_flat(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
 }
 
@@ -407,21 +413,21 @@ static int compute_path(enum dw_path path, const obx_tconv_weights *w, const obx
     }
 }
 
-int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                        const float *bias, const tconv_pixel_dequant *dq, float *y,
-                                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    const enum dw_path path = float_path(w, g);
-    if (dq && !stages_x(path)) {
+int tconv_compute_depthwise_dequantized(const tconv_depthwise_plan *plan, const obx_tconv_weights *w,
+                                        const obx_conv_geometry *g, const float *x, const float *bias,
+                                        const tconv_pixel_dequant *dq, float *y, obx_parallel_for_fn par,
+                                        void *runner, char *err, size_t err_len) {
+    if (plan->staging == TCONV_PIXEL_BANDED || (dq && plan->staging != TCONV_PIXEL_STAGED)) {
         obx_set_error(err, err_len, "the depthwise path chosen does not dequantize as it stages X");
         return -1;
     }
-    return compute_path(path, w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
+    return compute_path((enum dw_path)plan->path, w, g, x, bias, dq, NULL, y, par, runner, err, err_len);
 }
 
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len) {
-    if (!act_quant) return tconv_compute_depthwise_dequantized(w, g, x, bias, NULL, y, par, runner, err, err_len);
+    if (!act_quant) return compute_path(float_path(w, g), w, g, x, bias, NULL, NULL, y, par, runner, err, err_len);
     const tconv_window_quant wq = {act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f};
     return compute_path(choose_path(w, g, 1), w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
 }

@@ -59,13 +59,13 @@ static void dequantize_task(void *arg, size_t index) {
 int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                                       const float *bias, float *y, obx_parallel_for_fn par, void *runner,
                                       char *err, size_t err_len) {
-    const enum tconv_pixel_staging staging = tconv_depthwise_pixel_staging(w, g);
+    const tconv_depthwise_plan plan = tconv_depthwise_pixel_plan(w, g);
     /* The flat and phase planes take their scales band by band themselves. */
-    if (staging == TCONV_PIXEL_BANDED)
-        return tconv_compute_depthwise_banded(w, g, x, bias, y, par, runner, err, err_len);
+    if (plan.staging == TCONV_PIXEL_BANDED)
+        return tconv_compute_depthwise_banded(&plan, w, g, x, bias, y, par, runner, err, err_len);
     const size_t pixels = g->in_h * g->in_w, channels = g->channels, image = channels * pixels;
     /* A path that stages X dequantizes it on the way; the others read a dequantized copy. */
-    const int staged = staging == TCONV_PIXEL_STAGED;
+    const int staged = plan.staging == TCONV_PIXEL_STAGED;
     const size_t copy = staged ? 0 : image;
     /* per image and pixel: scale, inverse and the bad flag; then the copy */
     if (g->batch > SIZE_MAX / sizeof(float) / (3 * pixels + copy)) {
@@ -89,7 +89,7 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
         job.bad = bad + n * pixels;
         obx_run_tasks(par, runner, dequantize_task, &job, OBX_DIV_UP(pixels, task_pixels));
     }
-    if (!staged) return tconv_compute_depthwise(w, g, xq, bias, OBX_ACT_NONE, 0.0f, y, par, runner, err, err_len);
+    if (!staged) return tconv_compute_depthwise_dequantized(&plan, w, g, xq, bias, NULL, y, par, runner, err, err_len);
     const tconv_pixel_dequant dq = {scales, inverse};
-    return tconv_compute_depthwise_dequantized(w, g, x, bias, &dq, y, par, runner, err, err_len);
+    return tconv_compute_depthwise_dequantized(&plan, w, g, x, bias, &dq, y, par, runner, err, err_len);
 }

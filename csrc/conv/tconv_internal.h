@@ -99,13 +99,19 @@ static inline void tconv_task_range(int per_pixel, size_t index, size_t band_row
 /* Where act_quant 3 on a depthwise conv takes its pixel scales: band by band
  * inside the flat and phase planes (tconv_compute_depthwise_banded); from
  * one pass over the image, dequantizing as the channel blocks and same-size
- * planes stage X (tconv_compute_depthwise_dequantized); or from that pass
- * and a dequantized copy for the other paths. */
+ * planes stage X (tconv_compute_depthwise_dequantized with dq); or from that
+ * pass and a dequantized copy for the other paths (without dq). */
 enum tconv_pixel_staging { TCONV_PIXEL_BANDED, TCONV_PIXEL_STAGED, TCONV_PIXEL_COPIED };
-enum tconv_pixel_staging tconv_depthwise_pixel_staging(const obx_tconv_weights *w, const obx_conv_geometry *g);
-int tconv_compute_depthwise_banded(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, float *y, obx_parallel_for_fn par, void *runner, char *err,
-                                   size_t err_len);
+/* The float path chosen for act_quant 3 (tconv_depthwise.c's path index;
+ * ONNXBIT_DEPTHWISE_PATH read once a call) and its staging. */
+typedef struct tconv_depthwise_plan {
+    int path;
+    enum tconv_pixel_staging staging;
+} tconv_depthwise_plan;
+tconv_depthwise_plan tconv_depthwise_pixel_plan(const obx_tconv_weights *w, const obx_conv_geometry *g);
+int tconv_compute_depthwise_banded(const tconv_depthwise_plan *plan, const obx_tconv_weights *w,
+                                   const obx_conv_geometry *g, const float *x, const float *bias, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* act_quant 3 on a depthwise conv, for the float paths that stage X whole
  * (channel blocks, same-size planes): each value is dequantized as it is
@@ -172,12 +178,13 @@ int tconv_compute_depthwise_same(const obx_tconv_weights *w, const obx_conv_geom
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len);
-/* The float paths; with dq (only where tconv_depthwise_pixel_staging says
- * TCONV_PIXEL_STAGED), on X dequantized per pixel as it is staged. 0, or -1
- * with a message. */
-int tconv_compute_depthwise_dequantized(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                        const float *bias, const tconv_pixel_dequant *dq, float *y,
-                                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
+/* The plan's float path (not a banded one); with dq (only where the plan
+ * says TCONV_PIXEL_STAGED), on X dequantized per pixel as it is staged. 0,
+ * or -1 with a message. */
+int tconv_compute_depthwise_dequantized(const tconv_depthwise_plan *plan, const obx_tconv_weights *w,
+                                        const obx_conv_geometry *g, const float *x, const float *bias,
+                                        const tconv_pixel_dequant *dq, float *y, obx_parallel_for_fn par,
+                                        void *runner, char *err, size_t err_len);
 
 /* M rows of K = cg * taps decoded codes in (c, tap) order -> the same
  * codes in (tap, c) order as 2bit rows (ceil(K / 4) bytes each); NULL with

@@ -332,10 +332,9 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
 /* depthwise_block_plane_f32: eight (or four) outputs at once, over row
  * ends too (a 7x7 output plane had four outputs a row in a block and three
  * alone, each a chain of taps' latencies); each output's tile pixel is
- * worked out once, and each tap is one load at a fixed displacement from it
- * (no index table: a table kernel's index loads outnumbered its FMAs). */
-#define PLANE_OUT(acc, i) (*(tconv_vn *)(out + (k + (i)) * 16 + h) = bias ? acc * s + b : acc * s)
-#define PLANE_TAP(acc, i) (acc = TCONV_TAPNV(acc, *(const tconv_vn *)(x + (at[i] + d) * 16 + h), wt))
+ * worked out once for all lane chunks, and each tap is one load at a fixed
+ * displacement from it (no index table: a table kernel's index loads
+ * outnumbered its FMAs). */
 /* at[0 .. count) for the outputs from (*r, *c) on, which advance past them */
 static inline void block_outputs_at(size_t *at, size_t count, size_t *r, size_t *c, size_t cols, size_t row_pitch,
                                     size_t stride) {
@@ -345,54 +344,46 @@ static inline void block_outputs_at(size_t *at, size_t count, size_t *r, size_t 
     }
 }
 
+/* `count` (a constant: the sums stay in registers) outputs at tile pixels at[i]. */
+static inline __attribute__((always_inline)) void block_outputs(float *restrict out, const float *x,
+                                                                const size_t *at, const size_t count,
+                                                                const size_t *delta, const float *w, size_t taps,
+                                                                const float *scale, const float *bias) {
+    LANE_CHUNKS(h) {
+        tconv_fn a[8];
+        for (size_t i = 0; i < count; i++) a[i] = (tconv_fn){0};
+        for (size_t t = 0; t < taps; t++) {
+            const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
+            const size_t d = delta[t];
+            for (size_t i = 0; i < count; i++) a[i] = TCONV_TAPNV(a[i], *(const tconv_vn *)(x + (at[i] + d) * 16 + h), wt);
+        }
+        const tconv_fn s = *(const tconv_vn *)(scale + h);
+        for (size_t i = 0; i < count; i++)
+            *(tconv_vn *)(out + i * 16 + h) = bias ? a[i] * s + *(const tconv_vn *)(bias + h) : a[i] * s;
+    }
+}
+
+/* eight accumulators and a weight and a load: 10 of 16 registers on AVX2 */
 static inline __attribute__((always_inline)) void block_plane(float *restrict out, const float *x, size_t rows,
                                                               size_t cols, size_t row_pitch, const size_t *delta,
                                                               const float *w, size_t taps, const float *scale,
                                                               const float *bias, const size_t stride) {
     const size_t n = rows * cols;
-    LANE_CHUNKS(h) {
-        const tconv_fn s = *(const tconv_vn *)(scale + h);
-        tconv_fn b = {0};
-        if (bias) b = *(const tconv_vn *)(bias + h);
-        size_t k = 0, r = 0, c = 0, at[8];
-        /* eight accumulators and a weight and a load: 10 of 16 registers on AVX2 */
-        for (; k + 8 <= n; k += 8) {
-            block_outputs_at(at, 8, &r, &c, cols, row_pitch, stride);
-            tconv_fn a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-            for (size_t t = 0; t < taps; t++) {
-                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
-                const size_t d = delta[t];
-                PLANE_TAP(a0, 0), PLANE_TAP(a1, 1), PLANE_TAP(a2, 2), PLANE_TAP(a3, 3);
-                PLANE_TAP(a4, 4), PLANE_TAP(a5, 5), PLANE_TAP(a6, 6), PLANE_TAP(a7, 7);
-            }
-            PLANE_OUT(a0, 0), PLANE_OUT(a1, 1), PLANE_OUT(a2, 2), PLANE_OUT(a3, 3);
-            PLANE_OUT(a4, 4), PLANE_OUT(a5, 5), PLANE_OUT(a6, 6), PLANE_OUT(a7, 7);
-        }
-        if (k + 4 <= n) {
-            block_outputs_at(at, 4, &r, &c, cols, row_pitch, stride);
-            tconv_fn a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            for (size_t t = 0; t < taps; t++) {
-                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
-                const size_t d = delta[t];
-                PLANE_TAP(a0, 0), PLANE_TAP(a1, 1), PLANE_TAP(a2, 2), PLANE_TAP(a3, 3);
-            }
-            PLANE_OUT(a0, 0), PLANE_OUT(a1, 1), PLANE_OUT(a2, 2), PLANE_OUT(a3, 3);
-            k += 4;
-        }
-        for (; k < n; k++) {
-            block_outputs_at(at, 1, &r, &c, cols, row_pitch, stride);
-            tconv_fn a0 = {0};
-            for (size_t t = 0; t < taps; t++) {
-                const tconv_fn wt = *(const tconv_vn *)(w + t * 16 + h);
-                const size_t d = delta[t];
-                PLANE_TAP(a0, 0);
-            }
-            PLANE_OUT(a0, 0);
-        }
+    size_t k = 0, r = 0, c = 0, at[8];
+    for (; k + 8 <= n; k += 8) {
+        block_outputs_at(at, 8, &r, &c, cols, row_pitch, stride);
+        block_outputs(out + k * 16, x, at, 8, delta, w, taps, scale, bias);
+    }
+    if (k + 4 <= n) {
+        block_outputs_at(at, 4, &r, &c, cols, row_pitch, stride);
+        block_outputs(out + k * 16, x, at, 4, delta, w, taps, scale, bias);
+        k += 4;
+    }
+    for (; k < n; k++) {
+        block_outputs_at(at, 1, &r, &c, cols, row_pitch, stride);
+        block_outputs(out + k * 16, x, at, 1, delta, w, taps, scale, bias);
     }
 }
-#undef PLANE_TAP
-#undef PLANE_OUT
 
 static void depthwise_block_plane_f32(float *restrict out, const float *x, size_t rows, size_t cols,
                                       size_t row_pitch, size_t stride, const size_t *delta, const float *w,
