@@ -14,18 +14,22 @@ from onnx_models import init, make_model, value
 from onnxbit.convert import convert
 from onnxbit.passes.base import Pass, PassResult
 from onnxbit.graph.borrowed import BorrowedInitializers, is_plain_raw
+from onnxbit.graph.outer_scope import keep_outer_initializers_once
 from onnxbit.passes.manager import PassManager
 
 
 def reference_round_trip(model, edit):
-    """What the manager did before borrowing: deep copy, import, edit, export, graph copy."""
+    """What the manager did before borrowing: deep copy, import, edit, export (outer-scope
+    initializers kept once, as the manager's export does), graph copy."""
     work = onnx.ModelProto()
     work.CopyFrom(model)
     graph = gs.import_onnx(work)
     edit(graph)
     graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=True)
     graph.toposort(recurse_subgraphs=True)
-    work.graph.CopyFrom(gs.export_onnx(graph, do_type_check=False).graph)
+    exported = gs.export_onnx(graph, do_type_check=False).graph
+    keep_outer_initializers_once(exported, (t.name for t in model.graph.initializer))
+    work.graph.CopyFrom(exported)
     return work
 
 
@@ -151,3 +155,54 @@ def test_raw_data_of_the_wrong_length_is_named(rng):
     model.graph.initializer[0].raw_data = model.graph.initializer[0].raw_data[:-4]
     with pytest.raises(ValueError, match="W: initializer: raw_data holds 124 bytes, but FLOAT\\[8, 4\\] needs 128"):
         convert(model, config={"default": {"precision": "ternary"}}, progress=False)
+
+
+def branch_weight_model(rng):
+    """Both branches of an If read one main-graph weight W (as Silero VAD's LSTM weights are read),
+    and a MatMul in the main graph has a weight to convert."""
+    w = rng.standard_normal((16, 16)).astype(np.float32)
+    m = rng.standard_normal((16, 16)).astype(np.float32)
+    then_graph = helper.make_graph([helper.make_node("MatMul", ["h", "W"], ["then_y"], name="then_mm")], "then",
+                                   [], [value("then_y", [2, 16])])
+    else_graph = helper.make_graph([helper.make_node("Gemm", ["h", "W"], ["else_y"], name="else_gemm", alpha=2.0)],
+                                   "else", [], [value("else_y", [2, 16])])
+    nodes = [helper.make_node("MatMul", ["x", "M"], ["h"], name="main_mm"),
+             helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_graph, else_branch=else_graph)]
+    return make_model(nodes, [value("x", [2, 16]), value("cond", [], TensorProto.BOOL)], [value("y", [2, 16])],
+                      [init("W", w), init("M", m)])
+
+
+def test_a_weight_both_branches_read_is_written_once_in_the_main_graph(rng, tmp_path):
+    """onnx-graphsurgeon's export copies an outer-scope weight into every branch that reads it; the
+    converted model keeps it once, where the input had it, and runs as the original does."""
+    import onnxruntime as ort
+
+    from onnxbit.graph.queries import proto_graphs
+
+    model = branch_weight_model(rng)
+    config = {"default": {"precision": "int8"}, "rules": [{"match": {"name": "then_mm"}, "precision": "fp32"},
+                                                           {"match": {"name": "else_gemm"}, "precision": "fp32"}]}
+    out = convert(model, config=config, target="ort", progress=False).model
+    holders = [g.name for g in proto_graphs(out.graph) for t in g.initializer if t.name == "W"]
+    assert holders == [out.graph.name]
+    assert initializer(out, "W") == initializer(model, "W")
+    original, converted = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                           for m in (model, out))
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    for cond in (True, False):
+        feeds = {"x": x, "cond": np.array(cond)}
+        np.testing.assert_allclose(converted.run(None, feeds)[0], original.run(None, feeds)[0], rtol=0.05, atol=0.05)
+    assert out.ByteSize() < model.ByteSize()
+
+
+def test_keep_outer_initializers_once_leaves_different_tensors_of_one_name_alone():
+    def branch(name, values):
+        return helper.make_graph([helper.make_node("Identity", ["C"], [f"{name}_y"])], name, [],
+                                 [value(f"{name}_y", [2])], [init("C", np.array(values, np.float32))])
+
+    graph = helper.make_graph([helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", [1, 2]),
+                                                else_branch=branch("else", [3, 4]))], "main",
+                              [value("cond", [], TensorProto.BOOL)], [value("y", [2])])
+    before = graph.SerializeToString()
+    keep_outer_initializers_once(graph, ["C"])
+    assert graph.SerializeToString() == before

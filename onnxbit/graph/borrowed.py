@@ -32,6 +32,7 @@ from onnxbit.errors import ModelError
 from onnxbit.graph.gs_adapter import (BY_NUMPY, LITTLE_ENDIAN, RAW_DTYPES, BorrowedValues, TernaryValues,
                                       export_dtype_of, import_with_own_domains, lazy_proto, restorable_values,
                                       set_values, stand_in_values, values_of)
+from onnxbit.graph.outer_scope import keep_outer_initializers_once
 from onnxbit.graph.queries import iter_graphs, proto_tensors
 from onnxbit.modelio.payloads import ArrayPayload, Payload, ProtoPayload, external_payload
 from onnxbit.modelio.save import Skeleton
@@ -173,6 +174,7 @@ class BorrowedInitializers:
         tensor is filled in."""
         fills = self._defer_payloads(graph)
         out = gs.export_onnx(graph, do_type_check=False)
+        keep_outer_initializers_once(out.graph, (tensor.name for tensor in work.graph.initializer))
         payloads: dict[str, Payload] = {}
         for tensor in out.graph.initializer:
             fill = fills.get(tensor.name)
