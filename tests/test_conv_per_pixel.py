@@ -133,3 +133,28 @@ def test_depthwise_equals_reference_on_every_float_path(isa, rng, monkeypatch, p
                                       _reference(x, codes, scales, bias, attrs, group_size), err_msg=name)
         ran += _depthwise_path_runs(path) > before
     assert ran >= 3, (path, ran)  # the path really ran on several cases
+
+
+@pytest.mark.parametrize("path, channels, size, stride", [("flat", 80, 60, 1), ("phases", 40, 90, 2)])
+def test_depthwise_large_images_take_scales_band_by_band(isa, rng, monkeypatch, path, channels, size, stride):
+    """Images over 1 MiB on the flat and phase planes take their pixel scales band by band (a band
+    restages the input rows its windows reach past it); smaller ones from one pass over the image.
+    Both give the reference's bits, NaN and Inf pixels included, with bands split over threads."""
+    from test_op_ternary_conv import _depthwise_path_runs
+
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
+    codes = rng.integers(-1, 2, size=(channels, 1, 3, 3)).astype(np.int8)
+    scales = rng.uniform(0.5, 2, channels).astype(np.float32)
+    bias = rng.standard_normal(channels).astype(np.float32)
+    attrs = {"group": channels, "strides": [stride, stride], "pads": [1, 1, 1, 1]}
+    op = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs)
+    for height in (size, size // 2):  # over 1 MiB: bands; under: one pass
+        x = rng.standard_normal((1, channels, height, size)).astype(np.float32)
+        x[..., 0] *= 30
+        x[0, 3, height // 2, 7] = np.nan
+        x[0, 5, height - 1, 2] = -np.inf
+        banded = _depthwise_path_runs("banded")
+        for threads in (1, 2):
+            np.testing.assert_array_equal(_session(op.model, threads).run(None, op.feeds(x))[0],
+                                          _reference(x, codes, scales, bias, attrs), err_msg=f"{height} {threads}")
+        assert (_depthwise_path_runs("banded") - banded == 2) == (x.nbytes > 1 << 20), (height, x.nbytes)

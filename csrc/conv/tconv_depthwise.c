@@ -209,6 +209,8 @@ static void flat_task(void *arg, size_t index) {
     if (job->per_pixel)
         tconv_band_scales(job->rows, job->img.x + ih0 * g->in_w, pixels, g->channels, band_pixels, grid + job->grid,
                           &scale, &inverse);
+    else if (job->img.dq_scale)
+        scale = job->img.dq_scale + ih0 * g->in_w, inverse = job->img.dq_inverse + ih0 * g->in_w;
     /* The padding stays 0: every channel rewrites the same inside positions. */
     const size_t top = ih0 + g->pad_top - oh0;
     tconv_zero_margins(padded, job->staged, pw, top, g->pad_left, in_rows, g->in_w);
@@ -217,10 +219,9 @@ static void flat_task(void *arg, size_t index) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
         const float *plane = job->img.x + (o / w->m_per_group) * pixels + ih0 * g->in_w;
         job->rows->copy_rows(inside, pw, plane, g->in_w, in_rows, g->in_w, scale, inverse);
-        tconv_depthwise_plane(job->rows, job->wq, grid, padded, job->grid, job->offset, weight, taps, w->scales[o],
-                              job->bias ? job->bias + o : NULL);
-        job->rows->copy_rows(job->img.y + o * positions + oh0 * g->out_w, g->out_w, grid, pw, oh1 - oh0, g->out_w,
-                             NULL, NULL);
+        tconv_depthwise_band(job->rows, job->wq, job->img.y + o * positions + oh0 * g->out_w, oh1 - oh0, g->out_w,
+                             grid, padded, pw, job->grid, job->offset, weight, taps, w->scales[o],
+                             job->bias ? job->bias + o : NULL);
     }
 }
 
@@ -228,9 +229,10 @@ static void flat_task(void *arg, size_t index) {
 enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_SAME, DW_PATH_COUNT };
 static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows", "flat", "phases", "blocks", "same"};
 
-static atomic_size_t path_runs[DW_PATH_COUNT];
+static atomic_size_t path_runs[DW_PATH_COUNT], banded_runs;
 
 OBX_API size_t obx_tconv_depthwise_path_runs(const char *path) {
+    if (path && strcmp(path, "banded") == 0) return atomic_load(&banded_runs);
     for (int p = 0; p < DW_PATH_COUNT; p++)
         if (path && strcmp(path, dw_path_names[p]) == 0) return atomic_load(&path_runs[p]);
     return 0;
@@ -309,8 +311,8 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
 }
 
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
-                        int per_pixel, const tconv_window_quant *wq, float *y, obx_parallel_for_fn par,
-                        void *runner, char *err, size_t err_len) {
+                        int per_pixel, const tconv_pixel_dequant *dq, const tconv_window_quant *wq, float *y,
+                        obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const size_t taps = w->kernel_positions, padded_w = flat_padded_w(g);
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
@@ -327,14 +329,14 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     const size_t bands = OBX_DIV_UP(g->out_h, band_rows);
     const size_t grid = OBX_DIV_UP(band_rows * padded_w, 16) * 16;
     /* A band's plane: its padded rows (all of them for a single band), and the
-     * last block's reads up to grid - 1 + the last tap's offset. */
+     * last vector's reads, up to grid + 15 + the last tap's offset. */
     const size_t band_h = bands == 1 ? padded_h : band_rows + reach_h;
-    const size_t staged = OBX_MAX(band_h * padded_w, grid + offset[taps - 1]);
+    const size_t staged = OBX_MAX(band_h * padded_w, grid + 16 + offset[taps - 1]);
     DwJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias, .wq = wq, .offset = offset,
                  .padded_w = padded_w, .band_rows = band_rows, .staged = staged, .grid = grid,
                  .channels_per_task = OBX_MAX((size_t)1, DW_FLAT_TASK_VALUES / grid), .per_pixel = per_pixel};
     const size_t tasks = per_pixel ? bands : OBX_DIV_UP(w->m, job.channels_per_task);
-    tconv_run_images(g, w->m, x, y, NULL, &job.img, &job.failed, par, runner, flat_task, &job, tasks);
+    tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, flat_task, &job, tasks);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for a depthwise plane");
         return -1;
@@ -371,16 +373,31 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
     return 0;
 }
 
-/* The paths that copy X into their own layout anyway and take pixel scales
- * as they do (the flat and phase planes take theirs band by band instead:
- * tconv_compute_depthwise_banded). */
-static int stages_x(enum dw_path path) { return path == DW_BLOCKS || path == DW_SAME; }
+/* The paths that copy X into their own layout anyway and can dequantize it
+ * as they do (the flat and phase planes on large images take their pixel
+ * scales band by band instead: tconv_compute_depthwise_banded). */
+static int stages_x(enum dw_path path) {
+    return path == DW_BLOCKS || path == DW_SAME || path == DW_FLAT || path == DW_PHASES;
+}
+
+/* act_quant 3 on the flat and phase planes: images up to this size take one
+ * pass for their pixel scales and stage X dequantized with them, larger ones
+ * go in bands. A band restages the rows its windows reach past its outputs
+ * (3x3, bands of 4-7 rows: a third to a half more scales and staging), which
+ * a whole-image pass does not, at the cost of reading X twice. One thread,
+ * against fp32 Conv, bands / one pass: 144 @28x28 (451 KiB) 0.74x / 1.11x,
+ * 96 @56x56 (1.2 MiB) 1.07x / 1.19x, 144 @56x56 (1.8 MiB) 1.18x / 1.22x, but
+ * 32 @112x112 (1.6 MiB) 1.33x / 1.21x and 96 @112x112 stride 2 1.09x /
+ * 1.05x. */
+enum { DW_PIXEL_PASS_MAX_BYTES = 1 << 20 };
 
 tconv_depthwise_plan tconv_depthwise_pixel_plan(const obx_tconv_weights *w, const obx_conv_geometry *g) {
     const enum dw_path path = float_path(w, g);
-    const enum tconv_pixel_staging staging = path == DW_FLAT || path == DW_PHASES ? TCONV_PIXEL_BANDED
-                                             : stages_x(path)                     ? TCONV_PIXEL_STAGED
-                                                                                  : TCONV_PIXEL_COPIED;
+    const int banded = (path == DW_FLAT || path == DW_PHASES) &&
+                       g->channels * g->in_h * g->in_w > DW_PIXEL_PASS_MAX_BYTES / sizeof(float);
+    const enum tconv_pixel_staging staging = !stages_x(path) ? TCONV_PIXEL_COPIED
+                                             : banded        ? TCONV_PIXEL_BANDED
+                                                             : TCONV_PIXEL_STAGED;
     return (tconv_depthwise_plan){(int)path, staging};
 }
 
@@ -392,9 +409,10 @@ int tconv_compute_depthwise_banded(const tconv_depthwise_plan *plan, const obx_t
         return -1;
     }
     atomic_fetch_add(&path_runs[plan->path], 1);
+    atomic_fetch_add(&banded_runs, 1);
     if (plan->path == DW_PHASES)
-        return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
-    return compute_flat(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
+        return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
+    return compute_flat(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
 }
 
 /* One path on X as it is, dequantized per pixel as it is staged (dq), or
@@ -405,8 +423,8 @@ static int compute_path(enum dw_path path, const obx_tconv_weights *w, const obx
     atomic_fetch_add(&path_runs[path], 1);
     switch (path) {
     case DW_BLOCKS: return tconv_compute_depthwise_blocks(w, g, x, bias, dq, wq, y, par, runner, err, err_len);
-    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, 0, wq, y, par, runner, err, err_len);
-    case DW_FLAT: return compute_flat(w, g, x, bias, 0, wq, y, par, runner, err, err_len);
+    case DW_PHASES: return tconv_compute_depthwise_phases(w, g, x, bias, 0, dq, wq, y, par, runner, err, err_len);
+    case DW_FLAT: return compute_flat(w, g, x, bias, 0, dq, wq, y, par, runner, err, err_len);
     case DW_SAME: return tconv_compute_depthwise_same(w, g, x, bias, dq, y, par, runner, err, err_len);
     case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
     default: return compute_channels_last(w, g, x, bias, wq, y, par, runner, err, err_len);

@@ -90,6 +90,8 @@ static void phase_task(void *arg, size_t index) {
     if (job->per_pixel)
         tconv_band_scales(job->rows, job->img.x + ih0 * g->in_w, pixels, g->channels, band_pixels, grid + job->grid,
                           &scale, &inverse);
+    else if (job->img.dq_scale)
+        scale = job->img.dq_scale + ih0 * g->in_w, inverse = job->img.dq_inverse + ih0 * g->in_w;
     /* The padding stays 0: every channel rewrites the same inside positions. */
     memset(phases, 0, job->staged * sizeof(float));
     /* Input column 2k is padded column 2k + pad_left: plane b = pad_left & 1,
@@ -113,16 +115,16 @@ static void phase_task(void *arg, size_t index) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
         const float *plane = job->img.x + (o / w->m_per_group) * pixels + ih0 * g->in_w;
         job->rows->stage_phases(phases, plane, &layout, scale, inverse);
-        tconv_depthwise_plane(job->rows, job->wq, grid, phases, job->grid, job->offset, weight, taps, w->scales[o],
-                              job->bias ? job->bias + o : NULL);
-        job->rows->copy_rows(job->img.y + o * positions + oh0 * g->out_w, g->out_w, grid, pw, oh1 - oh0, g->out_w,
-                             NULL, NULL);
+        tconv_depthwise_band(job->rows, job->wq, job->img.y + o * positions + oh0 * g->out_w, oh1 - oh0, g->out_w,
+                             grid, phases, pw, job->grid, job->offset, weight, taps, w->scales[o],
+                             job->bias ? job->bias + o : NULL);
     }
 }
 
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, int per_pixel, const tconv_window_quant *wq, float *y,
-                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+                                   const float *bias, int per_pixel, const tconv_pixel_dequant *dq,
+                                   const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner,
+                                   char *err, size_t err_len) {
     const size_t taps = w->kernel_positions;
     size_t *offset = (size_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, taps * sizeof(size_t) / sizeof(float) + 1);
     if (!offset) {
@@ -147,12 +149,12 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
     }
     PhaseJob job = {.w = w, .g = g, .rows = obx_platform()->conv_rows, .bias = bias, .offset = offset,
                     .band_rows = band_rows, .phase_h = phase_h, .phase_w = phase_w, .plane = plane,
-                    .staged = OBX_MAX(4 * plane, grid + reach), .grid = grid,
+                    .staged = OBX_MAX(4 * plane, grid + 16 + reach), .grid = grid,
                     .channels_per_task = OBX_MAX(OBX_MAX((size_t)1, PHASE_TASK_VALUES / grid),
                                                  OBX_DIV_UP(w->m, (size_t)PHASE_TASKS)),
                     .wq = wq, .per_pixel = per_pixel};
     const size_t tasks = per_pixel ? OBX_DIV_UP(g->out_h, band_rows) : OBX_DIV_UP(w->m, job.channels_per_task);
-    tconv_run_images(g, w->m, x, y, NULL, &job.img, &job.failed, par, runner, phase_task, &job, tasks);
+    tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, phase_task, &job, tasks);
     if (job.failed) {
         obx_set_error(err, err_len, "out of memory for the depthwise phase planes");
         return -1;

@@ -97,10 +97,11 @@ static inline void tconv_task_range(int per_pixel, size_t index, size_t band_row
 }
 
 /* Where act_quant 3 on a depthwise conv takes its pixel scales: band by band
- * inside the flat and phase planes (tconv_compute_depthwise_banded); from
- * one pass over the image, dequantizing as the channel blocks and same-size
- * planes stage X (tconv_compute_depthwise_dequantized with dq); or from that
- * pass and a dequantized copy for the other paths (without dq). */
+ * inside the flat and phase planes of images over 1 MiB
+ * (tconv_compute_depthwise_banded); from one pass over the image,
+ * dequantizing as the channel blocks, same-size planes and smaller flat and
+ * phase planes stage X (tconv_compute_depthwise_dequantized with dq); or
+ * from that pass and a dequantized copy for the other paths (without dq). */
 enum tconv_pixel_staging { TCONV_PIXEL_BANDED, TCONV_PIXEL_STAGED, TCONV_PIXEL_COPIED };
 /* The float path chosen for act_quant 3 (tconv_depthwise.c's path index;
  * ONNXBIT_DEPTHWISE_PATH read once a call) and its staging. */
@@ -113,8 +114,9 @@ int tconv_compute_depthwise_banded(const tconv_depthwise_plan *plan, const obx_t
                                    const obx_conv_geometry *g, const float *x, const float *bias, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
-/* act_quant 3 on a depthwise conv, for the float paths that stage X whole
- * (channel blocks, same-size planes): each value is dequantized as it is
+/* act_quant 3 on a depthwise conv, for the float paths that stage X
+ * (channel blocks, same-size planes; flat and phase planes of images up to
+ * 1 MiB): each value is dequantized as it is
  * staged, x' = (float)clamp(rint(x * scale[p]), -128, 127) * inverse[p]
  * (tconv_depthwise_pixel.c), planes [batch][in_h * in_w]. NULL: X as is. */
 typedef struct tconv_pixel_dequant {
@@ -129,14 +131,21 @@ typedef struct tconv_window_quant {
     float static_scale;
 } tconv_window_quant;
 
-/* One channel's flat plane of a depthwise conv (phase planes, flat planes):
- * float activations, or int8 ones per window with wq (tconv_rows.h
- * depthwise_plane_f32 / depthwise_plane_i8). */
-static inline void tconv_depthwise_plane(const struct tconv_row_kernels *rows, const tconv_window_quant *wq,
-                                         float *out, const float *x, size_t n, const size_t *offset,
-                                         const float *w, size_t taps, float scale, const float *bias) {
-    if (wq) rows->depthwise_plane_i8(out, x, n, offset, w, taps, wq->static_scale, scale, bias);
-    else rows->depthwise_plane_f32(out, x, n, offset, w, taps, scale, bias);
+/* A flat or phase plane's band of out_rows x out_w outputs into y (rows
+ * out_w apart) from its staged plane x (rows x_w apart, readable past the
+ * band's grid of n outputs by 16 floats and the last tap's offset): float
+ * activations straight into y; int8 ones per window (wq) on the grid, then
+ * copied out of it. */
+static inline void tconv_depthwise_band(const struct tconv_row_kernels *rows, const tconv_window_quant *wq, float *y,
+                                        size_t out_rows, size_t out_w, float *grid, const float *x, size_t x_w,
+                                        size_t n, const size_t *offset, const float *w, size_t taps, float scale,
+                                        const float *bias) {
+    if (!wq) {
+        rows->depthwise_rows_f32(y, out_w, x, x_w, out_rows, out_w, offset, w, taps, scale, bias);
+        return;
+    }
+    rows->depthwise_plane_i8(grid, x, n, offset, w, taps, wq->static_scale, scale, bias);
+    rows->copy_rows(y, out_w, grid, x_w, out_rows, out_w, NULL, NULL);
 }
 
 /* One image of a call for a depthwise path's tasks: its X and Y, and its
@@ -162,10 +171,12 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
 int tconv_depthwise_phases_fit(const obx_conv_geometry *g);
 /* per_pixel: act_quant 3, in bands of output rows, each taking its own pixel
  * scales (X read from memory once: a band stays in L2 between its scales
- * and its staging). */
+ * and its staging); dq: act_quant 3 with the scales of a pass over the whole
+ * image, dequantized as staged. */
 int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, int per_pixel, const tconv_window_quant *wq, float *y,
-                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
+                                   const float *bias, int per_pixel, const tconv_pixel_dequant *dq,
+                                   const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner,
+                                   char *err, size_t err_len);
 
 /* Stride-1 depthwise convs with an output plane the input's size, float
  * activations (tconv_depthwise_same.c): 1 when they fit. */

@@ -59,6 +59,15 @@ struct tconv_row_kernels {
     void (*depthwise_block_plane_f32)(float *out, const float *x, size_t rows, size_t cols, size_t row_pitch,
                                       size_t stride, const size_t *delta, const float *w, size_t taps,
                                       const float *scale, const float *bias);
+    /* depthwise_plane_f32's outputs written straight to a plane of rows x cols
+     * outputs instead of a grid as wide as x's rows: for r < rows, c < cols,
+     *   out[r * out_stride + c] = (sum over taps t in order of
+     *   x[r * x_stride + c + offset[t]] * w[t]) * scale (+ *bias when bias),
+     * with x readable up to (rows - 1) * x_stride + cols + 15 + offset[taps - 1]
+     * (a row's last vector reads past cols; those lanes are not stored) */
+    void (*depthwise_rows_f32)(float *out, size_t out_stride, const float *x, size_t x_stride, size_t rows,
+                               size_t cols, const size_t *offset, const float *w, size_t taps, float scale,
+                               const float *bias);
     /* One output pixel of the channels-last depthwise path, float activations:
      * for c < m, out[c] = (sum over t < taps in order of src[t][c] * w[t][c]) * scale[c]
      * (+ bias[c] when bias), w[t] = weights + tap[t] * m */

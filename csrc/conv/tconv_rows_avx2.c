@@ -45,6 +45,11 @@ void tconv_transpose_avx2(const float *src, size_t rows, size_t cols, size_t src
         for (size_t j = 0; j < cols; j++) dst[j * dst_stride + i] = src[i * src_stride + j];
 }
 
+/* The first n (<= 8) lanes, for masked loads and stores. */
+static inline __m256i first_lanes8(size_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 /* tconv_rows.h block_tile in 8 x 8 register blocks (8 pixels, 8 channels),
  * dequantized before the transpose, where a lane is a pixel, and each
  * pixel's 8 channels stored straight at its place in the tile: through a
@@ -52,10 +57,9 @@ void tconv_transpose_avx2(const float *src, size_t rows, size_t cols, size_t src
  * time of a transpose straight into an unpadded tile. */
 static void block_tile_avx2(float *tile, const uint32_t *at, const float *x, size_t channels, size_t pixels,
                             size_t plane_stride, const float *scale, const float *inverse) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (size_t p0 = 0; p0 < pixels; p0 += 8) {
         const size_t n = OBX_MIN((size_t)8, pixels - p0);
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);
+        const __m256i mask = first_lanes8(n);
         __m256 s = _mm256_setzero_ps(), inv = s;
         if (scale) s = _mm256_maskload_ps(scale + p0, mask), inv = _mm256_maskload_ps(inverse + p0, mask);
         for (size_t h = 0; h < 16; h += 8) {
@@ -78,6 +82,7 @@ static void block_tile_avx2(float *tile, const uint32_t *at, const float *x, siz
 
 /* 256-bit vectors (tconv_rows_body.h tconv_vn). */
 #define TCONV_NATIVE_FLOATS 8
+#define TCONV_STORE_FIRST(dst, v, n) _mm256_maskstore_ps((dst), first_lanes8(n), (__m256)(v))
 #define TCONV_ROWS_TABLE tconv_rows_avx2
 #define TCONV_ROWS_TRANSPOSE tconv_transpose_avx2
 #define TCONV_ROWS_BLOCK_TILE block_tile_avx2

@@ -270,6 +270,7 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_TAPN(acc, x, w) ((tconv_fn)_mm512_fmadd_ps((__m512)(x), _mm512_set1_ps(w), (__m512)(acc)))
 #define TCONV_TAPNV(acc, x, wv) ((tconv_fn)_mm512_fmadd_ps((__m512)(x), (__m512)(wv), (__m512)(acc)))
 #define TCONV_TAP16V TCONV_TAPNV
+#define TCONV_STORE_FIRST(dst, v, n) _mm512_mask_storeu_ps((dst), first_lanes(n), (__m512)(v))
 
 /* a rounding conversion, max and a clamp in one instruction each (the generic forms take two
  * to four). A NaN lane's clamp may differ: its window's output is NaN. */

@@ -322,6 +322,55 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
 #undef PLANE_BLOCK
 #undef PLANE_TAP
 
+/* The first n (< a native vector) floats of v at dst. An ISA file with
+ * masked stores brings its own (TCONV_STORE_FIRST). */
+#ifndef TCONV_STORE_FIRST
+#define TCONV_STORE_FIRST(dst, v, n)                 \
+    do {                                             \
+        const tconv_fn first_ = (v);                 \
+        memcpy((dst), &first_, (n) * sizeof(float)); \
+    } while (0)
+#endif
+
+/* ITEMS native vectors of outputs from item i on, item (r, v) being vector v
+ * of row r (*r, *v on entry; moved past them): depthwise_plane_f32's block,
+ * each item at its own row's place. */
+#define ROWS_BLOCK(ITEMS)                                                                                      \
+    do {                                                                                                       \
+        const float *src[ITEMS];                                                                               \
+        float *dst[ITEMS];                                                                                     \
+        size_t left[ITEMS];                                                                                    \
+        tconv_fn a[ITEMS];                                                                                     \
+        for (int k = 0; k < (ITEMS); k++) {                                                                    \
+            src[k] = x + r * x_stride + v * N;                                                                 \
+            dst[k] = out + r * out_stride + v * N;                                                             \
+            left[k] = cols - v * N;                                                                            \
+            a[k] = (tconv_fn){0};                                                                              \
+            if (++v == per_row) v = 0, r++;                                                                    \
+        }                                                                                                      \
+        for (size_t t = 0; t < taps; t++)                                                                      \
+            for (int k = 0; k < (ITEMS); k++) a[k] = TCONV_TAPN(a[k], *(const tconv_vn *)(src[k] + offset[t]), w[t]); \
+        for (int k = 0; k < (ITEMS); k++) {                                                                    \
+            const tconv_fn y = bias ? a[k] * scale + *bias : a[k] * scale;                                      \
+            if (left[k] >= N) *(tconv_vn *)dst[k] = y;                                                         \
+            else TCONV_STORE_FIRST(dst[k], y, left[k]);                                                        \
+        }                                                                                                      \
+    } while (0)
+
+/* Row by row, eight vectors at once across row ends as the flat plane runs
+ * them: the flat grid's copy out to Y took a quarter of a 144 @56x56 call. */
+static void depthwise_rows_f32(float *restrict out, size_t out_stride, const float *x, size_t x_stride, size_t rows,
+                               size_t cols, const size_t *offset, const float *w, size_t taps, float scale,
+                               const float *bias) {
+    enum { N = TCONV_NATIVE_FLOATS, ROWS_VECTORS = 8 };
+    const size_t per_row = OBX_DIV_UP(cols, N), items = rows * per_row;
+    size_t i = 0, r = 0, v = 0;
+    for (; i + ROWS_VECTORS <= items; i += ROWS_VECTORS) ROWS_BLOCK(ROWS_VECTORS);
+    for (; i + 4 <= items; i += 4) ROWS_BLOCK(4);
+    for (; i < items; i++) ROWS_BLOCK(1);
+}
+#undef ROWS_BLOCK
+
 
 /* The 16-lane channel-block kernels below run a native vector (tconv_vn)
  * of lanes at a time, lane chunk h of the block (one chunk on AVX-512, two
@@ -809,6 +858,7 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .quantize_run = quantize_run,
     .depthwise_row_f32 = depthwise_row_f32,
     .depthwise_plane_f32 = depthwise_plane_f32,
+    .depthwise_rows_f32 = depthwise_rows_f32,
     .depthwise_block_plane_f32 = depthwise_block_plane_f32,
     .depthwise_pixel_f32 = depthwise_pixel_f32,
     .depthwise_pixel_i8 = depthwise_pixel_i8,

@@ -119,9 +119,10 @@ int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry
  * tests check that the path they mean to cover really ran). */
 size_t obx_tconv_pixel_lanes_runs(void);
 /* Calls each depthwise path has computed in this process ("blocks",
- * "phases", "flat", "rows", "channels_last"; 0 for other names), a debug
- * query as above. ONNXBIT_DEPTHWISE_PATH names the float path to take
- * wherever it fits. */
+ * "phases", "flat", "rows", "channels_last", "same"; "banded": act_quant 3
+ * calls whose flat or phase planes took their pixel scales band by band; 0
+ * for other names), a debug query as above. ONNXBIT_DEPTHWISE_PATH names the
+ * float path to take wherever it fits. */
 size_t obx_tconv_depthwise_path_runs(const char *path);
 
 #ifdef __cplusplus
