@@ -135,11 +135,18 @@ def test_depthwise_equals_reference_on_every_float_path(isa, rng, monkeypatch, p
     assert ran >= 3, (path, ran)  # the path really ran on several cases
 
 
-@pytest.mark.parametrize("path, channels, size, stride", [("flat", 80, 60, 1), ("phases", 40, 90, 2)])
-def test_depthwise_large_images_take_scales_band_by_band(isa, rng, monkeypatch, path, channels, size, stride):
-    """Images over 1 MiB on the flat and phase planes take their pixel scales band by band (a band
-    restages the input rows its windows reach past it); smaller ones from one pass over the image.
-    Both give the reference's bits, NaN and Inf pixels included, with bands split over threads."""
+@pytest.mark.parametrize("path, channels, height, width, stride, banded", [
+    ("flat", 20, 120, 120, 1, True),     # 1.1 MiB, bands of 15 rows restaging 2 each
+    ("flat", 20, 60, 120, 1, False),     # 0.55 MiB: one pass
+    ("flat", 80, 60, 60, 1, False),      # 1.1 MiB, but bands of 8 rows would restage a quarter
+    ("phases", 20, 128, 128, 2, True),   # 1.25 MiB, bands of 8 rows restaging 1 phase row each
+    ("phases", 20, 64, 128, 2, False),   # 0.63 MiB: one pass
+])
+def test_depthwise_act_quant_3_bands_or_one_pass(isa, rng, monkeypatch, path, channels, height, width, stride, banded):
+    """act_quant 3 on the flat and phase planes takes its pixel scales band by band (a band restages
+    the input rows its windows reach past it) on images over 1 MiB whose bands restage less than a
+    quarter of their rows, else from one pass over the image. Both give the reference's bits, NaN
+    and Inf pixels included, with the bands split over threads."""
     from test_op_ternary_conv import _depthwise_path_runs
 
     monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
@@ -148,13 +155,12 @@ def test_depthwise_large_images_take_scales_band_by_band(isa, rng, monkeypatch, 
     bias = rng.standard_normal(channels).astype(np.float32)
     attrs = {"group": channels, "strides": [stride, stride], "pads": [1, 1, 1, 1]}
     op = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs)
-    for height in (size, size // 2):  # over 1 MiB: bands; under: one pass
-        x = rng.standard_normal((1, channels, height, size)).astype(np.float32)
-        x[..., 0] *= 30
-        x[0, 3, height // 2, 7] = np.nan
-        x[0, 5, height - 1, 2] = -np.inf
-        banded = _depthwise_path_runs("banded")
-        for threads in (1, 2):
-            np.testing.assert_array_equal(_session(op.model, threads).run(None, op.feeds(x))[0],
-                                          _reference(x, codes, scales, bias, attrs), err_msg=f"{height} {threads}")
-        assert (_depthwise_path_runs("banded") - banded == 2) == (x.nbytes > 1 << 20), (height, x.nbytes)
+    x = rng.standard_normal((1, channels, height, width)).astype(np.float32)
+    x[..., 0] *= 30
+    x[0, 3, height // 2, 7] = np.nan
+    x[0, 5, height - 1, 2] = -np.inf
+    before = (_depthwise_path_runs("banded"), _depthwise_path_runs(path))
+    for threads in (1, 2):
+        np.testing.assert_array_equal(_session(op.model, threads).run(None, op.feeds(x))[0],
+                                      _reference(x, codes, scales, bias, attrs), err_msg=f"{threads} threads")
+    assert (_depthwise_path_runs("banded") - before[0], _depthwise_path_runs(path) - before[1]) == (2 * banded, 2)

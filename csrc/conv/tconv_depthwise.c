@@ -310,6 +310,14 @@ static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, 
     return 0;
 }
 
+/* The output rows of a flat band with per_pixel, and the rows its windows
+ * reach past them (*reach_h). */
+static size_t flat_band_rows(const obx_conv_geometry *g, size_t *reach_h) {
+    *reach_h = (g->kernel_h - 1) * g->dilation_h;
+    /* an output row reads one input row over all channels */
+    return tconv_band_rows(g->out_h, g->in_w * g->channels * sizeof(float), *reach_h);
+}
+
 static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         int per_pixel, const tconv_pixel_dequant *dq, const tconv_window_quant *wq, float *y,
                         obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
@@ -319,13 +327,11 @@ static int compute_flat(const obx_tconv_weights *w, const obx_conv_geometry *g, 
         obx_set_error(err, err_len, "out of memory for the depthwise tap offsets");
         return -1;
     }
-    const size_t reach_h = (g->kernel_h - 1) * g->dilation_h;
+    size_t reach_h;
+    const size_t rows_a_band = flat_band_rows(g, &reach_h), band_rows = per_pixel ? rows_a_band : g->out_h;
     const size_t padded_h = OBX_MAX(g->out_h + reach_h, g->pad_top + g->in_h);
     for (size_t t = 0; t < taps; t++)
         offset[t] = (t / g->kernel_w) * g->dilation_h * padded_w + (t % g->kernel_w) * g->dilation_w;
-    /* an output row reads one input row over all channels */
-    const size_t band_rows =
-        per_pixel ? tconv_band_rows(g->out_h, g->in_w * g->channels * sizeof(float), reach_h) : g->out_h;
     const size_t bands = OBX_DIV_UP(g->out_h, band_rows);
     const size_t grid = OBX_DIV_UP(band_rows * padded_w, 16) * 16;
     /* A band's plane: its padded rows (all of them for a single band), and the
@@ -380,24 +386,34 @@ static int stages_x(enum dw_path path) {
     return path == DW_BLOCKS || path == DW_SAME || path == DW_FLAT || path == DW_PHASES;
 }
 
-/* act_quant 3 on the flat and phase planes: images up to this size take one
- * pass for their pixel scales and stage X dequantized with them, larger ones
- * go in bands. A band restages the rows its windows reach past its outputs
- * (3x3, bands of 4-7 rows: a third to a half more scales and staging), which
- * a whole-image pass does not, at the cost of reading X twice. One thread,
- * against fp32 Conv, bands / one pass: 144 @28x28 (451 KiB) 0.74x / 1.11x,
- * 96 @56x56 (1.2 MiB) 1.07x / 1.19x, 144 @56x56 (1.8 MiB) 1.18x / 1.22x, but
- * 32 @112x112 (1.6 MiB) 1.33x / 1.21x and 96 @112x112 stride 2 1.09x /
- * 1.05x. */
-enum { DW_PIXEL_PASS_MAX_BYTES = 1 << 20 };
+/* act_quant 3 on the flat and phase planes: in bands of output rows, each
+ * taking its own pixel scales, or from one pass over the image for all of
+ * them, staging X dequantized with those. A band restages the rows its
+ * windows reach past its outputs (3x3: 2 rows, 1 phase row), which a whole
+ * pass does not, but the pass reads X twice. So one pass on images up to
+ * DW_PIXEL_PASS_MAX_BYTES, and up to DW_PIXEL_PASS_RESTAGED_MAX_BYTES where
+ * the bands would restage a quarter of their rows or more. One thread (two),
+ * against fp32 Conv, bands / one pass: 144 @28x28 (451 KiB, bands of 4 rows)
+ * 0.74x / 1.11x; 96 @56x56 stride 2 (1.2 MiB, 4 rows) 0.92x / 1.11x (0.57x /
+ * 0.71x); 144 @56x56 (1.8 MiB, 7 rows) 1.18x / 1.22x, at stride 2 1.05x /
+ * 1.15x (0.82x / 0.97x); but 32 @112x112 (1.6 MiB, 14 rows) 1.33x / 1.21x,
+ * 64 @112x112 stride 2 (3.1 MiB, 7 rows) 1.11x / 1.03x. */
+enum { DW_PIXEL_PASS_MAX_BYTES = 1 << 20, DW_PIXEL_PASS_RESTAGED_MAX_BYTES = 4 << 20 };
+
+static int takes_bands(enum dw_path path, const obx_conv_geometry *g) {
+    if (path != DW_FLAT && path != DW_PHASES) return 0;
+    const size_t bytes = g->channels * g->in_h * g->in_w * sizeof(float);
+    if (bytes <= DW_PIXEL_PASS_MAX_BYTES) return 0;
+    size_t reach;
+    const size_t rows = path == DW_FLAT ? flat_band_rows(g, &reach) : tconv_depthwise_phases_band_rows(g, &reach);
+    return 4 * reach < rows || bytes > DW_PIXEL_PASS_RESTAGED_MAX_BYTES;
+}
 
 tconv_depthwise_plan tconv_depthwise_pixel_plan(const obx_tconv_weights *w, const obx_conv_geometry *g) {
     const enum dw_path path = float_path(w, g);
-    const int banded = (path == DW_FLAT || path == DW_PHASES) &&
-                       g->channels * g->in_h * g->in_w > DW_PIXEL_PASS_MAX_BYTES / sizeof(float);
-    const enum tconv_pixel_staging staging = !stages_x(path) ? TCONV_PIXEL_COPIED
-                                             : banded        ? TCONV_PIXEL_BANDED
-                                                             : TCONV_PIXEL_STAGED;
+    const enum tconv_pixel_staging staging = !stages_x(path)       ? TCONV_PIXEL_COPIED
+                                             : takes_bands(path, g) ? TCONV_PIXEL_BANDED
+                                                                    : TCONV_PIXEL_STAGED;
     return (tconv_depthwise_plan){(int)path, staging};
 }
 

@@ -62,6 +62,12 @@ int tconv_depthwise_phases_fit(const obx_conv_geometry *g) {
     return phase_h * phase_w <= PHASE_MAX_STAGED / 7 - 16;
 }
 
+size_t tconv_depthwise_phases_band_rows(const obx_conv_geometry *g, size_t *reach_rows) {
+    *reach_rows = ((g->kernel_h - 1) * g->dilation_h) / 2; /* phase rows past a band's outputs */
+    /* an output row reads two input rows over all channels */
+    return tconv_band_rows(g->out_h, 2 * g->in_w * g->channels * sizeof(float), *reach_rows);
+}
+
 /* Channels [o0, o1) over output rows [oh0, oh1) (a band's phase rows start
  * at row oh0 of the whole planes); per_pixel: the band's pixel scales first. */
 static void phase_task(void *arg, size_t index) {
@@ -133,10 +139,9 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
     }
     size_t phase_h, phase_w;
     phase_size(g, &phase_h, &phase_w);
-    const size_t reach_rows = ((g->kernel_h - 1) * g->dilation_h) / 2; /* phase rows past a band's outputs */
-    /* an output row reads two input rows over all channels */
-    const size_t band_rows =
-        per_pixel ? tconv_band_rows(g->out_h, 2 * g->in_w * g->channels * sizeof(float), reach_rows) : g->out_h;
+    size_t reach_rows;
+    const size_t rows_a_band = tconv_depthwise_phases_band_rows(g, &reach_rows);
+    const size_t band_rows = per_pixel ? rows_a_band : g->out_h;
     if (per_pixel) phase_h = OBX_MIN(phase_h, band_rows + reach_rows);
     const size_t plane = phase_h * phase_w, grid = OBX_DIV_UP(band_rows * phase_w, 16) * 16;
     /* A tap at padded (u, v) from its window's corner reads plane (u & 1, v & 1),

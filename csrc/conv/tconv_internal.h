@@ -169,6 +169,9 @@ int tconv_compute_depthwise_blocks(const obx_tconv_weights *w, const obx_conv_ge
  * wq) on planes up to about 1 MiB of phase planes (tconv_depthwise_phases.c):
  * 1 when they fit. */
 int tconv_depthwise_phases_fit(const obx_conv_geometry *g);
+/* The output rows of a band with per_pixel, and the phase rows its windows
+ * reach past them (*reach_rows). */
+size_t tconv_depthwise_phases_band_rows(const obx_conv_geometry *g, size_t *reach_rows);
 /* per_pixel: act_quant 3, in bands of output rows, each taking its own pixel
  * scales (X read from memory once: a band stays in L2 between its scales
  * and its staging); dq: act_quant 3 with the scales of a pass over the whole
