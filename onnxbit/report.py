@@ -121,8 +121,18 @@ class ConversionReport:
                       f"in {self.seconds:.2f} s", soft_wrap=True)
         for note in self.notes:
             console.print(f"note: {note}", soft_wrap=True)
+        if self.growth_summary():
+            console.print(f"[bold red]warning[/]: {self.growth_summary()}", soft_wrap=True)
         if self.flagged:
             console.print(f"[bold red]warning[/]: {self.flagged_summary()}", soft_wrap=True)
+
+    def growth_summary(self) -> str:
+        """'' unless the converted model is larger than the original."""
+        grown = self.model_bytes_after - self.model_bytes_before
+        if grown <= 0 or not self.model_bytes_before:
+            return ""
+        return (f"the converted model is larger than the original ({human_bytes(self.model_bytes_before)} -> "
+                f"{human_bytes(self.model_bytes_after)}, +{human_bytes(grown)}); the notes above say why")
 
     def flagged_summary(self) -> str:
         names = ", ".join(f"'{r.node}'" for r in self.flagged[:5]) + (" ..." if len(self.flagged) > 5 else "")

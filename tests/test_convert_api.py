@@ -124,6 +124,26 @@ def test_shared_weight_is_packed_once(rng):
         layers = {r.node: r for r in out.report.layers}
         assert layers["b"].reason == "shares the packed weight of 'a'" and layers["b"].bytes_after == 0
         assert out.report.weight_bytes_before == w.nbytes
+        assert not [n for n in out.report.notes if "stored differently" in n] and not out.report.growth_summary()
+
+
+def test_weight_shared_by_converted_and_float_layers_is_reported(tmp_path, rng):
+    """A weight one layer converts and another keeps float is in the file twice: the report
+    names the layers and says the model grew, with the numbers."""
+    w = rng.standard_normal((256, 256)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="first"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "W"], ["y"], name="tied")]
+    model = make_model(nodes, [value("x", [2, 256])], [value("y", [2, 256])], [init("W", w)])
+    source = tmp_path / "tied.onnx"
+    onnx.save(model, source)
+    config = {"default": {"precision": "ternary"}, "rules": [{"match": {"name": "tied"}, "precision": "fp32"}]}
+    report = convert(source, config=config, output_path=tmp_path / "out.onnx", progress=False).report
+    notes = [n for n in report.notes if "stored differently" in n]
+    assert len(notes) == 1 and "'first' as ternary" in notes[0] and "'tied' as float" in notes[0], report.notes
+    assert report.model_bytes_after > report.model_bytes_before
+    assert report.growth_summary().startswith("the converted model is larger than the original")
+    assert f"+{(report.model_bytes_after - report.model_bytes_before) / 1024:.1f} KiB" in report.growth_summary()
 
 
 def test_if_subgraph_layers_are_converted_and_run(rng):

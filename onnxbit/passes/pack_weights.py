@@ -43,6 +43,15 @@ def kept_float_note(count: int, preset: str | None, as_bf16: int = 0) -> str:
             "pick each layer's precision on your data, then quantize with --calibration calib.json")
 
 
+def stored_twice_note(forms: dict[str, tuple[str, str]]) -> str:
+    """A weight several layers read, stored once per form they were given
+    (forms: form -> (first layer, weight name))."""
+    weight = next(iter(forms.values()))[1]
+    layers = ", ".join(f"'{layer}' as {form}" for form, (layer, _) in forms.items())
+    return (f"weight '{weight}' is read by layers stored differently ({layers}), so the file stores it "
+            f"{len(forms)} times, once per form; give those layers one precision (--config) to store it once")
+
+
 class PackWeightsPass(Pass):
     name = "pack_weights"
     requires = frozenset({"weight-sites"})
@@ -64,6 +73,7 @@ class PackWeightsPass(Pass):
         config: QuantConfig = ctx.config if ctx.config is not None else QuantConfig()
         target = ctx.target
         cache: dict[tuple, tuple[PackedWeight, str]] = {}
+        forms: dict[str, dict[str, str]] = {}  # weight_key -> {form stored: first layer stored so}
         converted = 0
         kept_float = kept_as_bf16 = 0
         total = len(ctx.weight_sites)
@@ -139,9 +149,15 @@ class PackWeightsPass(Pass):
                            bytes_after=0 if shared_with else packed.bytes_after,
                            weight_error=dict(packed.weight_error), flag=flag)
                 converted += 1
+            record = ctx.records[-1]
+            form = f"{record.precision} {record.storage}" if record.action == "converted" else "float, as it was"
+            forms.setdefault(site.weight_key, {}).setdefault(form, (name, site.weight_name))
             site.release()
             if ctx.progress is not None:
                 ctx.progress(name, index + 1, total)
+        for stored in forms.values():
+            if len(stored) > 1:
+                ctx.notes.append(stored_twice_note(stored))
         if kept_float:
             ctx.notes.append(kept_float_note(kept_float, config.preset, kept_as_bf16))
         if config.calibrated is not None:
