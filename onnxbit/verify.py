@@ -17,9 +17,11 @@ Agreement, per output, worst over every input batch:
   (:func:`looks_like_scores`): a float output whose last axis is longer than
   1, whose name does not say hidden state / embedding / feature / key / value /
   box / mask, and whose name says logit / score / prob / class / cls / label /
-  pred, or which comes out of a Softmax / LogSoftmax (through shape-only ops),
-  or whose last axis equals the row count of a table the model gathers from
-  (a language model's vocabulary). Argmax of a hidden state means nothing.
+  pred, or which comes out of a Softmax / LogSoftmax or a linear head (a
+  Gemm / MatMul with a constant weight, 10 or more columns: an OCR model's
+  per-step characters) through shape-only ops, or whose last axis equals the
+  row count of a table the model gathers from (a language model's
+  vocabulary). Argmax of a hidden state means nothing.
 
 Models given as paths are read without their external data (ops, inputs and
 shapes only); onnxruntime loads the weights once, for its session.
@@ -329,6 +331,16 @@ _SCORE_WORDS = ("logit", "score", "prob", "class", "cls", "label", "pred")
 _NOT_SCORE_WORDS = ("hidden", "embed", "state", "feature", "feat", "pool", "encod", "key", "value", "past",
                     "present", "box", "bbox", "mask", "attn", "attention")
 _SHAPE_ONLY = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Transpose"}
+_HEAD_MIN_CLASSES = 10  # a linear head's outputs this wide or wider are taken as class scores
+
+
+def _head_columns(node: onnx.NodeProto, constants: dict[str, tuple[int, ...]]) -> int:
+    """The output columns of a Gemm / MatMul with a constant 2-D weight, else 0."""
+    dims = constants.get(node.input[1], ()) if node.op_type in ("Gemm", "MatMul") and len(node.input) > 1 else ()
+    if len(dims) != 2:
+        return 0
+    trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+    return int(dims[0] if trans_b else dims[1])
 
 
 def looks_like_scores(model: onnx.ModelProto, output_name: str) -> bool:
@@ -347,10 +359,16 @@ def looks_like_scores(model: onnx.ModelProto, output_name: str) -> bool:
     if any(word in lowered for word in _SCORE_WORDS):
         return True
     producers = {out: node for node in model.graph.node for out in node.output}
+    constants = {t.name: tuple(t.dims) for t in model.graph.initializer}
     name, hops = output_name, 0
     while name in producers and hops < 6:
         node = producers[name]
         if node.op_type in ("Softmax", "LogSoftmax"):
+            return True
+        # a linear head: a constant weight with the last axis's columns, or with 10 or more where the
+        # declared shape does not say (an OCR's per-step characters)
+        columns = _head_columns(node, constants)
+        if columns >= _HEAD_MIN_CLASSES and last in (0, columns):
             return True
         if node.op_type not in _SHAPE_ONLY or not node.input:
             break

@@ -139,6 +139,26 @@ def test_looks_like_scores_rule():
     assert looks_like_scores(lm, "y") and not looks_like_scores(lm, "z")
     one = _model([helper.make_node("Relu", ["x"], ["scores"])], [("x", F, ["b", 1])], [("scores", F, ["b", 1])])
     assert not looks_like_scores(one, "scores")
+    # A linear head of 10 or more classes through shape-only ops (a CTC OCR's [steps, batch, characters]),
+    # not a narrower projection nor one whose weight is an input.
+    ocr = _model([helper.make_node("Gemm", ["h", "head"], ["g"], transB=1),
+                  helper.make_node("Reshape", ["g", "shape"], ["387"]),
+                  helper.make_node("MatMul", ["h", "proj"], ["p"]), helper.make_node("MatMul", ["h", "w"], ["q"])],
+                 [("h", F, ["t", 8]), ("w", F, [8, 12])],
+                 [("387", F, ["t", 1, 12]), ("p", F, ["t", 8]), ("q", F, ["t", 12])],
+                 initializers=[("head", rng.standard_normal((12, 8)).astype(np.float32)),
+                               ("shape", np.array([-1, 1, 12], np.int64)),
+                               ("proj", rng.standard_normal((8, 8)).astype(np.float32))])
+    assert looks_like_scores(ocr, "387") and not looks_like_scores(ocr, "p") and not looks_like_scores(ocr, "q")
+    declared = onnx.ModelProto()
+    declared.CopyFrom(ocr)
+    shape = declared.graph.output[0].type.tensor_type.shape
+    del shape.dim[:]
+    shape.dim.add().dim_value = 1
+    shape.dim.add().dim_param = "seqlen"  # as the exporter declared it: the classes axis left out
+    assert looks_like_scores(declared, "387")
+    shape.dim[-1].dim_value = 7  # a declared width other than the head's: not its scores
+    assert not looks_like_scores(declared, "387")
 
 
 # -- tolerance from the converted model's precision -------------------------------------
