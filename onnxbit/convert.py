@@ -114,15 +114,18 @@ def convert(model_or_path: onnx.ModelProto | str | os.PathLike, config: QuantCon
         skeleton, ctx = manager.run_to_skeleton(model, input_path.parent if input_path else None)
     records = final_records(ctx.records)
     notes = list(ctx.notes)
-    if not any(r.action == "converted" for r in records):
+    converted = any(r.action == "converted" for r in records)
+    if not converted:
         # Nothing to gain: the output is the input as it was (no added shape
         # annotations, no raised opset), so it is never larger.
         skeleton = _unchanged(model, input_path)
         notes = [n for n in notes if not n.startswith("default opset raised")]
         notes.append(_noop_note(records))
+    before = _input_bytes(model, inputs)
+    # A no-op writes the input back as it was: the same bytes (the skeleton's estimate is not exact).
     report = ConversionReport(target=target, preset=quant_config.preset, layers=records, notes=notes,
-                              model_bytes_before=_input_bytes(model, inputs),
-                              model_bytes_after=skeleton.estimated_size())
+                              model_bytes_before=before,
+                              model_bytes_after=skeleton.estimated_size() if converted else before)
     if strict and report.flagged:
         raise LayerError(f"--strict: {report.flagged_summary()}")
     written: list[Path] = []

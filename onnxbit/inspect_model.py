@@ -20,7 +20,7 @@ from onnxbit.graph.queries import proto_graphs
 from onnxbit.model_check import check_model, element_count, expected_nbytes, read_model
 from onnxbit.report import human_bytes
 from onnxbit.targets import LayerInfo, recognizers
-from onnxbit.passes.find_weights import ATTENTION_CONTRIB_OPS
+from onnxbit.passes.find_weights import ATTENTION_CONTRIB_OPS, QUANTIZED_REASON, quantized_weight_inputs
 from onnxbit.targets.base import bits_per_weight, int_attribute
 
 LIBRARY_DOMAIN = "com.onnxbit"
@@ -265,6 +265,8 @@ def _layer(node: onnx.NodeProto, index: _Model) -> LayerInfo | None:
             return info
     if node.domain == "com.microsoft" and node.op_type in ATTENTION_CONTRIB_OPS:
         return _other_layer(node, name, index, tuple(range(1, len(node.input))))
+    if quantized_weight_inputs(node.domain, node.op_type):
+        return _other_layer(node, name, index, quantized_weight_inputs(node.domain, node.op_type))
     if node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:
@@ -335,8 +337,9 @@ def _computed_weight_layer(node, name, attrs, value_name, sources, index: _Model
 
 
 def _other_layer(node, name: str, index: _Model, weight_inputs: tuple[int, ...] | None = None) -> LayerInfo | None:
-    """Float Conv/ConvTranspose, LSTM/GRU/RNN and embedding Gathers, shown so
-    that every weight-carrying node is listed."""
+    """Float Conv/ConvTranspose, LSTM/GRU/RNN, embedding Gathers and the integer
+    ops of already quantized models, shown so that every weight-carrying node
+    is listed."""
     weights: list[tuple[onnx.TensorProto, str]] = []
     for i in weight_inputs if weight_inputs is not None else _NODE_WEIGHT_INPUTS[node.op_type]:
         if i >= len(node.input) or not node.input[i]:
@@ -370,6 +373,8 @@ def _other_layer(node, name: str, index: _Model, weight_inputs: tuple[int, ...] 
     count = sum(element_count(t) for t, _ in weights)
     if node.op_type in ("Conv", "ConvTranspose"):
         note = FLOAT_CONV
+    elif quantized_weight_inputs(node.domain, node.op_type):
+        note = QUANTIZED_REASON
     else:
         note = f"{'embedding table' if node.op_type == 'Gather' else 'weights'} {NO_LOW_BIT_OP}"
     return LayerInfo(name, node.op_type, _type_name(main).lower(), storage, None, None, size, bits_per_weight(size, count),

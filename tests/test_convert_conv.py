@@ -245,6 +245,57 @@ def test_every_weight_node_is_reported_with_a_reason(rng):
     assert {"runtime_weight_conv", "float_conv", "embedding", "lstm", "scores", "attention"} <= layers
 
 
+def test_an_already_quantized_model_lists_its_integer_ops_and_keeps_its_output_shape(tmp_path, rng):
+    """A dynamically quantized export (ConvInteger, MatMulInteger: ddddocr's common_old.onnx) lists
+    each integer op with its reason in the report and in inspect, and a no-op reports the input's
+    own size. Its value_info restated the output without a shape, which onnx-graphsurgeon took over
+    the output's declared shape (the checker then refused the rewritten model): a float layer
+    beside them converts and the output keeps [1, 4, 6, 6]."""
+    wq = rng.integers(-127, 128, size=(4, 3, 3, 3)).astype(np.int8)
+    mq = rng.integers(-127, 128, size=(8, 16)).astype(np.int8)
+    wf = rng.standard_normal((4, 4, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["X"], ["Xq", "Xs", "Xz"], name="quantize"),
+             helper.make_node("ConvInteger", ["Xq", "Wq"], ["Ci"], name="conv_integer"),
+             helper.make_node("Cast", ["Ci"], ["Cf"], to=TensorProto.FLOAT, name="cast"),
+             helper.make_node("Conv", ["Cf", "Wf"], ["Yc"], name="float_conv"),
+             helper.make_node("Reshape", ["Yc", "S"], ["Y"], name="reshape"),  # a shape inference cannot tell
+             helper.make_node("DynamicQuantizeLinear", ["V"], ["Vq", "Vs", "Vz"], name="quantize_v"),
+             helper.make_node("MatMulInteger", ["Vq", "Mq"], ["Mi"], name="matmul_integer"),
+             helper.make_node("Cast", ["Mi"], ["Z"], to=TensorProto.FLOAT, name="cast_m")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 8, 8]),
+                                           helper.make_tensor_value_info("V", TensorProto.FLOAT, [2, 8]),
+                                           helper.make_tensor_value_info("S", TensorProto.INT64, ["rank"])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 4, 6, 6]),
+                               helper.make_tensor_value_info("Z", TensorProto.FLOAT, [2, 16])],
+                              initializer=[numpy_helper.from_array(wq, "Wq"), numpy_helper.from_array(mq, "Mq"),
+                                           numpy_helper.from_array(wf, "Wf")])
+    graph.value_info.append(helper.make_tensor_value_info("Y", TensorProto.FLOAT, None))  # no shape
+    # at the opset the emitted ops need: an upgrade by onnx's version converter rebuilt value_info first
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    model.ir_version = 11
+    source = tmp_path / "quantized.onnx"
+    onnx.save(model, source)
+    result = convert(source, config={"default": {"precision": "ternary"}}, progress=False)
+    rows = {r.node: r for r in result.report.table_rows()}
+    for name, op in (("conv_integer", "ConvInteger"), ("matmul_integer", "MatMulInteger")):
+        assert rows[name].action == "skipped" and rows[name].reason.startswith(f"{op}: weights already quantized")
+    assert rows["float_conv"].action == "converted"
+    dims = [d.dim_value for d in result.model.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == [1, 4, 6, 6]
+    layers = {layer.node: layer for layer in inspect_model(model).layers}
+    assert layers["conv_integer"].precision == "int8" and "already quantized" in layers["conv_integer"].note
+    # Without the float layer nothing converts: the no-op summary names the integer ops and the
+    # size after is the input's (an estimate had said 689 B more on ddddocr's model).
+    del model.graph.node[3:5]
+    model.graph.output[0].name = "Cf"
+    del model.graph.value_info[:]
+    onnx.save(model, source)
+    noop = convert(source, config={"default": {"precision": "ternary"}}, progress=False).report
+    assert "ConvInteger: weights already quantized" in next(n for n in noop.notes if n.startswith("no layer"))
+    assert noop.model_bytes_after == noop.model_bytes_before == source.stat().st_size
+    assert not noop.growth_summary()
+
+
 def test_cli_no_op_exits_1_unless_allowed(tmp_path, rng):
     w = (rng.standard_normal((4, 3, 3, 3))).astype(np.float32)
     model = _single([helper.make_node("Conv", ["X", "W"], ["Y"], name="small_conv")],

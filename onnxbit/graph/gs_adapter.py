@@ -260,11 +260,31 @@ def export_node(node: gs.Node) -> onnx.NodeProto:
     return OnnxExporter.export_node(node)
 
 
+def _drop_io_value_info(graph: onnx.GraphProto) -> None:
+    """Removes value_info entries that restate a graph input or output, in
+    every graph: onnx-graphsurgeon takes such a tensor's type from value_info,
+    so an entry without a shape dropped the output's declared one at export
+    (ddddocr's common_old.onnx; the checker then refused the rewritten model)."""
+    io = {v.name for v in graph.input} | {v.name for v in graph.output}
+    kept = [v for v in graph.value_info if v.name not in io]
+    if len(kept) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                _drop_io_value_info(attribute.g)
+            for sub in attribute.graphs:
+                _drop_io_value_info(sub)
+
+
 def import_with_own_domains(model: onnx.ModelProto) -> gs.Graph:
-    """Import `model`. onnx-graphsurgeon keeps the model's own opset list and
-    appends the domains of new nodes to it at export, in set order (which
-    changes between processes): the graph gets a detached copy, and the pass
-    manager adds the domains the passes asked for, sorted."""
+    """Import `model` (a working copy: value_info restating a graph's inputs
+    and outputs is removed from it). onnx-graphsurgeon keeps the model's own
+    opset list and appends the domains of new nodes to it at export, in set
+    order (which changes between processes): the graph gets a detached copy,
+    and the pass manager adds the domains the passes asked for, sorted."""
+    _drop_io_value_info(model.graph)
     with _without_type_warnings():
         graph = gs.import_onnx(model)
     graph.import_domains = [onnx.helper.make_opsetid(i.domain, i.version) for i in model.opset_import]

@@ -43,7 +43,8 @@ class FindWeightsPass(Pass):
                     reason = unconverted_weights(node)
                     if reason:
                         ctx.record(node=node.name, op_type=node.op, action="skipped", reason=reason,
-                                   pass_name=self.name, precision="fp32")
+                                   pass_name=self.name,
+                                   precision="integer" if quantized_weight_inputs(node.domain, node.op) else "fp32")
                     continue
                 try:
                     site = kind.match(node, graph, in_subgraph=graph is not ctx.graph)
@@ -69,6 +70,12 @@ _RECURRENT = {"LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
 # onnxruntime contrib ops that hold projection weights.
 ATTENTION_CONTRIB_OPS = ("Attention", "MultiHeadAttention", "QAttention", "PackedAttention", "DecoderAttention",
                       "GroupQueryAttention", "SparseAttention", "EmbedLayerNormalization")
+# Ops of already quantized models and their weight inputs, (domain, op) -> indices.
+QUANTIZED_WEIGHT_OPS = {("", "ConvInteger"): (1,), ("", "MatMulInteger"): (1,), ("", "QLinearConv"): (3,),
+                        ("", "QLinearMatMul"): (3,), ("com.microsoft", "MatMulNBits"): (1,),
+                        ("com.microsoft", "DynamicQuantizeMatMul"): (1,), ("com.microsoft", "MatMulIntegerToFloat"): (1,),
+                        ("com.microsoft", "QGemm"): (3,)}
+QUANTIZED_REASON = "weights already quantized (an integer op); left as they are"
 # Smallest table a Gather reads for it to count as an embedding.
 _MIN_EMBEDDING_ELEMENTS = 256
 
@@ -86,8 +93,19 @@ def _constant_elements(tensor: gs.Tensor) -> tuple[int, int] | None:
     return value.ndim, int(np.prod(value.shape))
 
 
+def quantized_weight_inputs(domain: str | None, op: str) -> tuple[int, ...]:
+    """The weight inputs of an integer op of an already quantized model (() for other ops)."""
+    return QUANTIZED_WEIGHT_OPS.get(("" if domain in (None, "ai.onnx") else domain, op), ())
+
+
 def unconverted_weights(node: gs.Node) -> str:
     """Why a node that carries weights is left as it is ("" for nodes without weights)."""
+    quantized = quantized_weight_inputs(node.domain, node.op)
+    if quantized:
+        if any(i < len(node.inputs) and (c := _constant_elements(node.inputs[i])) is not None and c[0] >= 2
+               for i in quantized):
+            return f"{node.op}: {QUANTIZED_REASON}"
+        return ""
     if node.op in _RECURRENT and node.domain in ("", "ai.onnx", None):
         weights = [_constant_elements(node.inputs[i]) for i in _RECURRENT[node.op] if i < len(node.inputs)]
         if any(w is not None for w in weights):
