@@ -97,11 +97,12 @@ static inline void tconv_task_range(int per_pixel, size_t index, size_t band_row
 }
 
 /* Where act_quant 3 on a depthwise conv takes its pixel scales: band by band
- * inside the flat and phase planes of images over 1 MiB
- * (tconv_compute_depthwise_banded); from one pass over the image,
- * dequantizing as the channel blocks, same-size planes and smaller flat and
- * phase planes stage X (tconv_compute_depthwise_dequantized with dq); or
- * from that pass and a dequantized copy for the other paths (without dq). */
+ * inside the flat and phase planes of large images (tconv_depthwise.c
+ * takes_bands; tconv_compute_depthwise_banded); from one pass over the
+ * image, dequantizing as the channel blocks, same-size planes and the other
+ * flat and phase planes stage X (tconv_compute_depthwise_dequantized with
+ * dq); or from that pass and a dequantized copy for the other paths
+ * (without dq). */
 enum tconv_pixel_staging { TCONV_PIXEL_BANDED, TCONV_PIXEL_STAGED, TCONV_PIXEL_COPIED };
 /* The float path chosen for act_quant 3 (tconv_depthwise.c's path index;
  * ONNXBIT_DEPTHWISE_PATH read once a call) and its staging. */
@@ -115,8 +116,8 @@ int tconv_compute_depthwise_banded(const tconv_depthwise_plan *plan, const obx_t
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* act_quant 3 on a depthwise conv, for the float paths that stage X
- * (channel blocks, same-size planes; flat and phase planes of images up to
- * 1 MiB): each value is dequantized as it is
+ * (channel blocks, same-size planes; flat and phase planes not in bands):
+ * each value is dequantized as it is
  * staged, x' = (float)clamp(rint(x * scale[p]), -128, 127) * inverse[p]
  * (tconv_depthwise_pixel.c), planes [batch][in_h * in_w]. NULL: X as is. */
 typedef struct tconv_pixel_dequant {

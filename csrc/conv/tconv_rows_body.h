@@ -332,9 +332,9 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
     } while (0)
 #endif
 
-/* ITEMS native vectors of outputs from item i on, item (r, v) being vector v
- * of row r (*r, *v on entry; moved past them): depthwise_plane_f32's block,
- * each item at its own row's place. */
+/* ITEMS native vectors of outputs, item (r, v) being vector v of row r, from
+ * (r, v) on (both moved past them): depthwise_plane_f32's block, each item
+ * at its own row's place. */
 #define ROWS_BLOCK(ITEMS)                                                                                      \
     do {                                                                                                       \
         const float *src[ITEMS];                                                                               \
@@ -349,7 +349,8 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
             if (++v == per_row) v = 0, r++;                                                                    \
         }                                                                                                      \
         for (size_t t = 0; t < taps; t++)                                                                      \
-            for (int k = 0; k < (ITEMS); k++) a[k] = TCONV_TAPN(a[k], *(const tconv_vn *)(src[k] + offset[t]), w[t]); \
+            for (int k = 0; k < (ITEMS); k++)                                                                  \
+                a[k] = TCONV_TAPN(a[k], *(const tconv_vn *)(src[k] + offset[t]), w[t]);                       \
         for (int k = 0; k < (ITEMS); k++) {                                                                    \
             const tconv_fn y = bias ? a[k] * scale + *bias : a[k] * scale;                                      \
             if (left[k] >= N) *(tconv_vn *)dst[k] = y;                                                         \

@@ -73,7 +73,7 @@ class PackWeightsPass(Pass):
         config: QuantConfig = ctx.config if ctx.config is not None else QuantConfig()
         target = ctx.target
         cache: dict[tuple, tuple[PackedWeight, str]] = {}
-        forms: dict[str, dict[str, str]] = {}  # weight_key -> {form stored: first layer stored so}
+        forms: dict[str, dict[str, tuple[str, str]]] = {}  # weight_key -> {form: (first layer so stored, weight)}
         converted = 0
         kept_float = kept_as_bf16 = 0
         total = len(ctx.weight_sites)
