@@ -59,6 +59,16 @@ def test_data_from_npz_folder_and_reader(pixels, tmp_path):
     assert load_calibration_data(Reader(), ["pixels"]).samples == 4
     with pytest.raises(ConfigError, match="lacks the model inputs \\['x'\\]"):
         load_calibration_data(pixels, ["x"])
+    # The batches `onnxbit verify --inputs` reads (NAME_0, NAME_1, ...), of different sizes.
+    np.savez(tmp_path / "batches.npz", pixels_0=np.zeros((2, 64), np.float32), pixels_1=np.ones((1, 32), np.float32))
+    batches = load_calibration_data(tmp_path / "batches.npz", ["pixels"])
+    shapes = [feed["pixels"].shape for feed in batches.calibration + batches.holdout]
+    assert sorted(shapes) == [(1, 32), (1, 64), (1, 64)]
+    with pytest.raises(ConfigError, match="lacks the model inputs \\['x'\\].*or batches NAME_0"):
+        load_calibration_data(tmp_path / "batches.npz", ["x"])
+    np.savez(tmp_path / "uneven.npz", pixels_0=np.zeros((2, 64), np.float32), mask_0=np.ones((3, 64), np.float32))
+    with pytest.raises(ConfigError, match="batch 0.*same number of samples"):
+        load_calibration_data(tmp_path / "uneven.npz", ["pixels", "mask"])
 
 
 def test_calibration_meets_the_budget_on_held_out_data_and_the_conversion_matches(pixels, tmp_path):

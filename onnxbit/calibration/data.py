@@ -3,7 +3,9 @@
 Accepted: an object following onnxruntime.quantization's
 CalibrationDataReader protocol (get_next() returns a feed dict, then None),
 an .npz whose arrays are named after the model's inputs with samples along
-the first axis, or a folder of such .npz files. Samples are split
+the first axis, an .npz of batches NAME_0, NAME_1, ... as `onnxbit verify
+--inputs` reads them (each batch's samples along its first axis; batches may
+differ in their other dimensions), or a folder of such .npz files. Samples are split
 deterministically: every `holdout_every`-th sample is held out for the final
 check of the budget, the rest calibrate.
 """
@@ -67,18 +69,33 @@ def _feeds(source: Any, names: list[str]) -> list[dict[str, np.ndarray]]:
 def _npz_feeds(path: Path, names: list[str]) -> list[dict[str, np.ndarray]]:
     try:
         data = np.load(path)
+        keys = set(data.files)
     except Exception as exc:  # numpy raises several kinds for a bad file
         raise ConfigError(f"{path} is not a readable .npz file: {exc}") from None
-    _check_names(data, names, str(path))
-    counts = {name: data[name].shape[0] if data[name].ndim else 0 for name in names}
+    if not all(name in keys for name in names) and any(f"{name}_0" in keys for name in names):
+        from onnxbit.feeds import FeedError, load_feeds
+
+        try:
+            batches = load_feeds(path, names)
+        except FeedError as exc:
+            raise ConfigError(str(exc)) from None
+        return [sample for index, batch in enumerate(batches)
+                for sample in _samples(batch, names, f"{path} (batch {index})")]
+    _check_names(keys, names, str(path))
+    return _samples({name: data[name] for name in names}, names, str(path))
+
+
+def _samples(arrays: dict[str, np.ndarray], names: list[str], where: str) -> list[dict[str, np.ndarray]]:
+    """One feed per index of the inputs' first axis."""
+    counts = {name: arrays[name].shape[0] if arrays[name].ndim else 0 for name in names}
     if len(set(counts.values())) != 1 or 0 in counts.values():
-        raise ConfigError(f"{path}: every input needs the same number of samples along axis 0, got {counts}")
+        raise ConfigError(f"{where}: every input needs the same number of samples along axis 0, got {counts}")
     count = next(iter(counts.values()))
-    arrays = {name: data[name] for name in names}
     return [{name: arrays[name][i:i + 1] for name in names} for i in range(count)]
 
 
 def _check_names(feed, names: list[str], where: str) -> None:
     missing = [n for n in names if n not in feed]
     if missing:
-        raise ConfigError(f"{where} lacks the model inputs {missing}; it has {sorted(feed)}")
+        raise ConfigError(f"{where} lacks the model inputs {missing}; it has {sorted(feed)} (expected arrays named "
+                          f"after the inputs, or batches NAME_0, NAME_1, ...)")
