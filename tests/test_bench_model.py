@@ -26,6 +26,18 @@ def test_a_model_without_a_sequence_axis_gets_a_128_row_batch(rng):
     assert [(name, feed["x"].shape) for name, feed in feeds] == [("batch 1", (1, 64)), ("batch 128", (128, 64))]
 
 
+def test_a_model_with_fixed_input_shapes_gets_one_workload():
+    """A fixed 1 x 3 x 8 x 8 image input has no batch or sequence to grow: one workload, not the
+    same input again under the name batch 128."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["images"], ["y"])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    feeds = workload_feeds(helper.make_model(graph))
+    assert [(name, feed["images"].shape) for name, feed in feeds] == [("batch 1", (1, 3, 8, 8))]
+
+
 def test_bench_model_times_both_models_on_each_input_and_thread_count(rng, tmp_path):
     model, _ = mlp(rng)
     original = tmp_path / "m.onnx"
