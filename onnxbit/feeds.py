@@ -24,6 +24,8 @@ Synthesis (:func:`synthesize_working_feed`) when no inputs are given:
   Unsqueeze / ...) a Gather on a constant table of that many rows, else in
   [0, vocab); floats standard normal. A position-id input that indexes a
   table of R rows caps its sequence length at R.
+* Image sizes the graph does not pin are a guess (32x32 first): the notes
+  say so, since latency and agreement on real image sizes can differ.
 * The feed is run through the original model; when that fails, a few
   alternative size profiles (:data:`PROFILES`) are tried, and when every one
   fails :class:`FeedError` names the input that could not be synthesized and
@@ -239,6 +241,11 @@ class FeedPlan:
         return {spec.name: _values(spec, self.shape(spec, sizes), rng, self.index_bound.get(spec.name, vocab))
                 for spec in self.specs}
 
+    def guessed_spatial(self) -> list[str]:
+        """Inputs with a spatial dimension (height, width) the graph did not pin."""
+        return list(dict.fromkeys(name for (name, _), slot in self.slots.items()
+                                  if slot.role == "spatial" and self._root(slot.key) not in self.pinned))
+
     def guessed_inputs(self) -> list[str]:
         """Inputs with a dimension the graph did not pin, unnamed ones first."""
         unnamed, named = [], []
@@ -317,6 +324,9 @@ def synthesize_working_feed(model: onnx.ModelProto, run: Callable[[dict[str, np.
         notes = [f"synthesized inputs: {shapes}"]
         if number:
             notes.append(f"(the original model rejected {len(tried)} other size(s) first)")
+        if plan.guessed_spatial():
+            notes.append(f"(image sizes guessed: {', '.join(plan.guessed_spatial())} at {profile['spatial']}; "
+                         "latency and agreement on your own image sizes can differ: pass --inputs FILE.npz)")
         return feed, notes
     culprit = _culprit(plan, last_error)
     spec = next(s for s in plan.specs if s.name == culprit)
