@@ -11,9 +11,22 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "onnxbit/tmatmul.h" /* obx_task_fn, obx_parallel_for_fn */
+
+enum { OBX_CACHE_LINE = 64 };
+
+/* bytes rounded up to whole cache lines, starting on a line (free() it): a
+ * block that shares no line with another allocation, so a thread writing
+ * near it does not take lines another thread reads from it. NULL when out
+ * of memory. */
+static inline void *obx_alloc_lines(size_t bytes) {
+    const size_t lines = OBX_DIV_UP(OBX_MAX(bytes, (size_t)1), (size_t)OBX_CACHE_LINE);
+    return lines <= SIZE_MAX / OBX_CACHE_LINE ? aligned_alloc(OBX_CACHE_LINE, lines * OBX_CACHE_LINE) : NULL;
+}
 
 /* Formats a message into the caller's error buffer (err may be NULL). */
 __attribute__((format(printf, 3, 4)))

@@ -4,9 +4,9 @@
  * plane (a, b) at (i, j); an output (r, c) then reads, for a tap at padded
  * offset (u, v) from its window's corner, plane (u & 1, v & 1) at
  * (r + u / 2, c + v / 2): a stride-1 read. So the planes, stacked in one
- * buffer, run flat like the stride-1 planes (depthwise_plane_f32), 16
- * outputs a vector load per tap and no edge cases, on a grid of
- * out_h x phase_w with phase_w = out_w + (the widest tap offset) / 2.
+ * buffer, run like the stride-1 planes (depthwise_rows_f32), 16
+ * outputs a vector load per tap and no edge cases, on rows of phase_w with
+ * phase_w = out_w + (the widest tap offset) / 2.
  *
  * The stride-2 planes ran flat on the stride-1 grid before (four times the
  * outputs, then every second one picked) and, on wide rows, row by row with

@@ -13,7 +13,7 @@
  * vector worked out once a call. Elsewhere each column offset dj gets its own
  * staged copy of the plane, shifted by dj, with the wrapped values masked to
  * 0 (masked_copy), and the rows above and below are zero margins around each
- * copy; the taps then run as depthwise_plane_f32 over the stacked copies.
+ * copy; the taps then run as depthwise_rows_f32 over the stacked copies.
  * With act_quant 3 the plane is dequantized per pixel first
  * (dequantize_pixels), one vector of pixel scales at a time.
  *
@@ -66,14 +66,14 @@ static void same_task(void *arg, size_t index) {
     const obx_conv_geometry *g = job->g;
     const struct tconv_row_kernels *rows = job->rows;
     const size_t taps = w->kernel_positions, pixels = g->in_h * g->in_w, n = padded_pixels(g);
-    const size_t kw = g->kernel_w, main = pixels / 16 * 16;
-    /* tap weights, the dequantized plane (act_quant 3), the copies, the last partial vector's outputs */
-    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + n + kw * job->copy + 16);
+    const size_t kw = g->kernel_w;
+    /* tap weights, the dequantized plane (act_quant 3), the copies */
+    float *weight = tconv_thread_buffer(TCONV_BUFFER_TILE, taps + n + kw * job->copy);
     if (!weight) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
     }
-    float *dequantized = weight + taps, *copies = dequantized + n, *tail = copies + kw * job->copy;
+    float *dequantized = weight + taps, *copies = dequantized + n;
     const size_t o1 = OBX_MIN(w->m, (index + 1) * job->channels_per_task);
     /* the taps read the plane itself, its outside masked, or its copies */
     const int masked = rows->depthwise_masked_plane_f32 != NULL;
@@ -105,11 +105,9 @@ static void same_task(void *arg, size_t index) {
             if (last > first) rows->masked_copy(copy + first, plane + first + dj, mask + first, last - first);
             memset(copy + OBX_MAX(last, first), 0, (n - OBX_MAX(last, first)) * sizeof(float));
         }
-        if (main) rows->depthwise_plane_f32(out, copies, main, job->offset, weight, taps, w->scales[o], bias);
-        if (main < pixels) {
-            rows->depthwise_plane_f32(tail, copies + main, 16, job->offset, weight, taps, w->scales[o], bias);
-            memcpy(out + main, tail, (pixels - main) * sizeof(float));
-        }
+        /* one row of every pixel: the last vector stored in part */
+        rows->depthwise_rows_f32(out, pixels, copies, pixels, 1, pixels, job->offset, weight, taps, w->scales[o],
+                                 bias);
     }
 }
 

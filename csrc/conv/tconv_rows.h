@@ -43,12 +43,6 @@ struct tconv_row_kernels {
     void (*depthwise_row_f32)(float *out, size_t out_w, const float *const *src, const ptrdiff_t *column,
                               const float *w, size_t taps, size_t stride, size_t in_w, float scale,
                               const float *bias);
-    /* A depthwise plane's stride-1 outputs, float activations, from a zero-padded copy:
-     * for p < n (a multiple of 16), with x readable up to n - 1 + offset[taps - 1],
-     *   out[p] = (sum over taps t in order of x[p + offset[t]] * w[t]) * scale
-     *   (+ *bias when bias) */
-    void (*depthwise_plane_f32)(float *out, const float *x, size_t n, const size_t *offset, const float *w,
-                                size_t taps, float scale, const float *bias);
     /* The rows x cols output plane of a 16-channel block of a depthwise conv, float
      * activations, from its channels-last tile x ([pixel][16], padded so that every tap
      * lies inside, rows row_pitch pixels apart): output (r, c)'s tap t reads tile pixel
@@ -59,8 +53,8 @@ struct tconv_row_kernels {
     void (*depthwise_block_plane_f32)(float *out, const float *x, size_t rows, size_t cols, size_t row_pitch,
                                       size_t stride, const size_t *delta, const float *w, size_t taps,
                                       const float *scale, const float *bias);
-    /* depthwise_plane_f32's outputs written straight to a plane of rows x cols
-     * outputs instead of a grid as wide as x's rows: for r < rows, c < cols,
+    /* A depthwise plane's outputs, float activations, from a zero-padded copy x
+     * whose taps are constant shifts: for r < rows, c < cols,
      *   out[r * out_stride + c] = (sum over taps t in order of
      *   x[r * x_stride + c + offset[t]] * w[t]) * scale (+ *bias when bias),
      * with x readable up to (rows - 1) * x_stride + cols + 15 + offset[taps - 1]
@@ -80,8 +74,9 @@ struct tconv_row_kernels {
     void (*depthwise_pixel_i8)(float *out, const float *const *src, const int32_t *codes, const size_t *tap,
                                size_t taps, size_t m, float static_scale, const float *weight_scale,
                                const float *bias);
-    /* act_quant 1 or 2 on a depthwise plane, the lanes of depthwise_plane_f32 (out[p]
-     * reads x[p + offset[t]] for each tap t, n a multiple of 16), the arithmetic of
+    /* act_quant 1 or 2 on a depthwise plane, for p < n (a multiple of 16), out[p]
+     * reading x[p + offset[t]] for each tap t (x readable up to n - 1 +
+     * offset[taps - 1]), the arithmetic of
      * depthwise_pixel_i8 over each output's taps (a 0 read from the padding neither
      * raises the absmax nor adds), codes w[t] as floats, one weight_scale */
     void (*depthwise_plane_i8)(float *out, const float *x, size_t n, const size_t *offset, const float *w,

@@ -294,34 +294,6 @@ static void depthwise_row_f32(float *restrict out, size_t out_w, const float *co
         out[ow] = finish_value(depthwise_edge(ow, src, column, w, taps, stride, in_w), scale, bias);
 }
 
-/* A small plane as one flat run, a native vector of outputs a register over
- * every tap, PLANE_VECTORS registers at once (one block's taps are a chain
- * of dependent adds; a 14-wide row is too short for per-row vectors): eight
- * chains keep two FMA ports at a latency of four busy. */
-#define PLANE_TAP(acc, p) (acc = TCONV_TAPN(acc, *(const tconv_vn *)(x + (p) + offset[t]), w[t]))
-
-/* Outputs [p, p + VECTORS native vectors) (a constant VECTORS: the sums stay in registers). */
-#define PLANE_BLOCK(VECTORS)                                                                                   \
-    do {                                                                                                       \
-        tconv_fn a[VECTORS];                                                                                   \
-        for (int v = 0; v < (VECTORS); v++) a[v] = (tconv_fn){0};                                              \
-        for (size_t t = 0; t < taps; t++)                                                                      \
-            for (int v = 0; v < (VECTORS); v++) PLANE_TAP(a[v], p + TCONV_NATIVE_FLOATS * v);                  \
-        for (int v = 0; v < (VECTORS); v++)                                                                    \
-            *(tconv_vn *)(out + p + TCONV_NATIVE_FLOATS * v) = bias ? a[v] * scale + *bias : a[v] * scale;     \
-    } while (0)
-
-static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, const size_t *offset,
-                                const float *w, size_t taps, float scale, const float *bias) {
-    enum { N = TCONV_NATIVE_FLOATS, PLANE_VECTORS = 8 };
-    size_t p = 0;
-    for (; p + PLANE_VECTORS * N <= n; p += PLANE_VECTORS * N) PLANE_BLOCK(PLANE_VECTORS);
-    for (; p + 4 * N <= n; p += 4 * N) PLANE_BLOCK(4);
-    for (; p < n; p += N) PLANE_BLOCK(1);
-}
-#undef PLANE_BLOCK
-#undef PLANE_TAP
-
 /* The first n (< a native vector) floats of v at dst. An ISA file with
  * masked stores brings its own (TCONV_STORE_FIRST). */
 #ifndef TCONV_STORE_FIRST
@@ -333,8 +305,9 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
 #endif
 
 /* ITEMS native vectors of outputs, item (r, v) being vector v of row r, from
- * (r, v) on (both moved past them): depthwise_plane_f32's block, each item
- * at its own row's place. */
+ * (r, v) on (both moved past them), each a register over every tap (one
+ * item's taps are a chain of dependent adds; a 14-wide row is too short for
+ * per-row vectors, so items run on across row ends). */
 #define ROWS_BLOCK(ITEMS)                                                                                      \
     do {                                                                                                       \
         const float *src[ITEMS];                                                                               \
@@ -358,8 +331,9 @@ static void depthwise_plane_f32(float *restrict out, const float *x, size_t n, c
         }                                                                                                      \
     } while (0)
 
-/* Row by row, eight vectors at once across row ends as the flat plane runs
- * them: the flat grid's copy out to Y took a quarter of a 144 @56x56 call. */
+/* Eight items at once: eight chains keep two FMA ports at a latency of four
+ * busy. Rows go straight to the output (the flat planes' copy out of a grid
+ * as wide as the padded rows took a quarter of a 144 @56x56 call). */
 static void depthwise_rows_f32(float *restrict out, size_t out_stride, const float *x, size_t x_stride, size_t rows,
                                size_t cols, const size_t *offset, const float *w, size_t taps, float scale,
                                const float *bias) {
@@ -642,8 +616,8 @@ static inline __attribute__((always_inline)) void plane_i8(float *restrict out, 
 #undef ABS_BITS16
 #undef QUANTIZED16
 
-/* act_quant 1 (static_scale 0) or 2 on a flat plane, the lanes of
- * depthwise_plane_f32 and the arithmetic of depthwise_pixel_i8 per output;
+/* act_quant 1 (static_scale 0) or 2 on a flat plane, an output a lane at
+ * constant tap shifts, the arithmetic of depthwise_pixel_i8 per output;
  * 3x3 kernels have their own copy. */
 static void depthwise_plane_i8(float *restrict out, const float *x, size_t n, const size_t *offset, const float *w,
                                size_t taps, float static_scale, float weight_scale, const float *bias) {
@@ -858,7 +832,6 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .finish_i8 = finish_i8,
     .quantize_run = quantize_run,
     .depthwise_row_f32 = depthwise_row_f32,
-    .depthwise_plane_f32 = depthwise_plane_f32,
     .depthwise_rows_f32 = depthwise_rows_f32,
     .depthwise_block_plane_f32 = depthwise_block_plane_f32,
     .depthwise_pixel_f32 = depthwise_pixel_f32,

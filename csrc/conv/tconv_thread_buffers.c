@@ -27,22 +27,22 @@ __attribute__((destructor)) static void release_thread_buffers(void) {
     obx_thread_state_release_all(&thread_buffers);
 }
 
-/* Whole cache lines of their own. The calling thread's image buffer holds
- * tables every task reads (the same-size planes' lane masks); when its last
- * line also held the start of that thread's tile buffer, written per
- * channel, the other thread's reads and this thread's writes passed the line
- * back and forth: two threads took 0.8-1.0x one thread's time on a 2304 x
- * 14x14 depthwise conv instead of 0.55x. */
-enum { BUFFER_ALIGN = 64 };
-
+/* Whole cache lines of their own (obx_alloc_lines). The calling thread's
+ * image buffer holds tables every task reads (the same-size planes' lane
+ * masks); when its last line also held the start of that thread's tile
+ * buffer, written per channel, the other thread's reads and this thread's
+ * writes passed the line back and forth: two threads took 0.8-1.0x one
+ * thread's time on a 2304 x 14x14 depthwise conv instead of 0.55x. */
 float *tconv_thread_buffer(enum tconv_buffer which, size_t floats) {
     ThreadBuffers *buffers = obx_thread_state_get(&thread_buffers);
     if (!buffers) return NULL;
     if (buffers->capacity[which] < floats) {
         free(buffers->data[which]);
-        const size_t lines = OBX_DIV_UP(OBX_MAX(floats, (size_t)1), BUFFER_ALIGN / sizeof(float));
-        buffers->data[which] = lines <= SIZE_MAX / BUFFER_ALIGN ? aligned_alloc(BUFFER_ALIGN, lines * BUFFER_ALIGN) : NULL;
-        buffers->capacity[which] = buffers->data[which] ? lines * (BUFFER_ALIGN / sizeof(float)) : 0;
+        const size_t per_line = OBX_CACHE_LINE / sizeof(float);
+        const size_t capacity =
+            floats <= SIZE_MAX / sizeof(float) - per_line ? OBX_DIV_UP(OBX_MAX(floats, (size_t)1), per_line) * per_line : 0;
+        buffers->data[which] = capacity ? obx_alloc_lines(capacity * sizeof(float)) : NULL;
+        buffers->capacity[which] = buffers->data[which] ? capacity : 0;
     }
     return buffers->data[which];
 }

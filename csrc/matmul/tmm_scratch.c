@@ -40,7 +40,8 @@ __attribute__((destructor)) static void release_caches(void) { obx_thread_state_
 static struct scratch_cache *thread_cache(void) { return obx_thread_state_get(&caches); }
 
 static void *allocate(size_t bytes) {
-    return aligned_alloc(TMM_ALIGN, OBX_DIV_UP(OBX_MAX(bytes, 1), TMM_ALIGN) * TMM_ALIGN);
+    _Static_assert(TMM_ALIGN == OBX_CACHE_LINE, "scratch blocks are aligned to TMM_ALIGN");
+    return obx_alloc_lines(bytes);
 }
 
 void *tmm_scratch_get(size_t bytes) {

@@ -265,17 +265,14 @@ def _drop_io_value_info(graph: onnx.GraphProto) -> None:
     every graph: onnx-graphsurgeon takes such a tensor's type from value_info,
     so an entry without a shape dropped the output's declared one at export
     (ddddocr's common_old.onnx; the checker then refused the rewritten model)."""
-    io = {v.name for v in graph.input} | {v.name for v in graph.output}
-    kept = [v for v in graph.value_info if v.name not in io]
-    if len(kept) != len(graph.value_info):
-        del graph.value_info[:]
-        graph.value_info.extend(kept)
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                _drop_io_value_info(attribute.g)
-            for sub in attribute.graphs:
-                _drop_io_value_info(sub)
+    from onnxbit.graph.queries import proto_graphs
+
+    for scope in proto_graphs(graph):
+        io = {v.name for v in scope.input} | {v.name for v in scope.output}
+        kept = [v for v in scope.value_info if v.name not in io]
+        if len(kept) != len(scope.value_info):
+            del scope.value_info[:]
+            scope.value_info.extend(kept)
 
 
 def import_with_own_domains(model: onnx.ModelProto) -> gs.Graph:
