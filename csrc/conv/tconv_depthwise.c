@@ -36,8 +36,9 @@ enum { DW_TILE_PIXELS = 32, DW_COPY_PIXELS = 64, DW_PLANE_MIN_WIDTH = 32 };
  * per 14x14 channel costs more in hand-offs than its arithmetic). */
 enum { DW_FLAT_MAX_GRID = 16384, DW_FLAT_TASK_VALUES = 4096 };
 /* Channel blocks (tconv_depthwise_blocks.c) up to these input pixels: 14x14
- * at stride 1, 32x32 at stride 2 (see float_path). */
-enum { DW_BLOCKS_MAX_PIXELS = 196, DW_BLOCKS_MAX_PIXELS_STRIDE2 = 1024 };
+ * at stride 1; at stride 2 18x18 with float activations, 24x24 with int8
+ * ones (see choose_path). */
+enum { DW_BLOCKS_MAX_PIXELS = 196, DW_BLOCKS_MAX_PIXELS_STRIDE2 = 324, DW_BLOCKS_MAX_PIXELS_STRIDE2_INT8 = 576 };
 /* Same-size planes (tconv_depthwise_same.c) at stride 1 from 11x11 to 20x20
  * (see choose_path). */
 enum { DW_SAME_MIN_PIXELS = 100, DW_SAME_MAX_PIXELS = 400 };
@@ -260,9 +261,14 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
  * one-thread times of each path on MobileNet shapes (3x3, us, blocks against
  * the next choice): channel blocks on small planes (stride 1: 960 @7x7 50
  * against flat 95, 576 @14x14 76 / 126, but 256 @16x16 69 / 68 and 192
- * @28x28 229 / 126; stride 2: 512 @14x14 30 / phases 75, 192 @28x28 58 /
- * 117, 144 @56x56 175-214 / 164-209), then phase planes at stride 2, flat
- * planes at stride 1, rows on wide planes past those. Before all of them,
+ * @28x28 229 / 126; stride 2, where the phase planes' staging is aligned
+ * (tconv_depthwise_phases.c), as speed-ups over fp32 Conv, blocks / phases
+ * at one thread (two): float 256 @16x16 1.23 / 1.02 (1.37 / 1.31), 256
+ * @18x18 1.17 / 1.15 (1.13 / 1.15), 384 @20x20 1.30 / 1.54 (1.28 / 1.35);
+ * act_quant 3 384 @20x20 1.01 / 0.94 (1.08 / 0.85), 256 @24x24 0.98 / 1.09
+ * (1.03 / 0.88), 192 @28x28 0.92 / 1.16 (0.90 / 0.97), act_quant 1 alike),
+ * then phase planes at stride 2, flat planes at stride 1, rows on wide
+ * planes past those. Before all of them,
  * same-size planes at stride 1 from 11x11 to 20x20 (one thread, same / blocks
  * / flat, float and act_quant 3: 576 @14x14 107 / 106 / 103 and 122 / 141 /
  * 148, 256 @16x16 64 / 71 / 67 and 65 / 79 / 74; not on 7x7, 960 channels
@@ -276,7 +282,12 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
  * 0.36-0.41x / 0.97-1.01x, 576 @14x14 0.29-0.49x / 0.60-0.61x, 512 @14x14
  * stride 2 0.27-0.40x / 0.68x. What remains is mostly the two divisions
  * per output the definition asks for (1 / absmax and the final / s). */
-static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, int int8) {
+/* What the path computes on: float activations, int8 ones per window (act_quant 1 and 2; no rows
+ * or same-size planes), or int8 ones per pixel (act_quant 3: a float path on X dequantized). */
+enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
+
+static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, enum dw_activations act) {
+    const int int8 = act == DW_INT8_WINDOWS;
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
     if (name)
         for (int p = 0; p < DW_PATH_COUNT; p++)
@@ -287,7 +298,10 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     const int stride2 = g->stride_h == 2 && g->stride_w == 2;
     if (!int8 && path_fits(DW_SAME, w, g) && pixels > DW_SAME_MIN_PIXELS && pixels <= DW_SAME_MAX_PIXELS)
         return DW_SAME;
-    if (path_fits(DW_BLOCKS, w, g) && pixels <= (stride2 ? DW_BLOCKS_MAX_PIXELS_STRIDE2 : DW_BLOCKS_MAX_PIXELS))
+    const size_t blocks_max = !stride2          ? DW_BLOCKS_MAX_PIXELS
+                              : act == DW_FLOAT ? DW_BLOCKS_MAX_PIXELS_STRIDE2
+                                                : DW_BLOCKS_MAX_PIXELS_STRIDE2_INT8;
+    if (path_fits(DW_BLOCKS, w, g) && pixels <= blocks_max)
         return DW_BLOCKS;
     if (path_fits(DW_PHASES, w, g)) return DW_PHASES;
     if (path_fits(DW_FLAT, w, g)) return DW_FLAT;
@@ -295,9 +309,6 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     return DW_CHANNELS_LAST;
 }
 
-static enum dw_path float_path(const obx_tconv_weights *w, const obx_conv_geometry *g) {
-    return choose_path(w, g, 0);
-}
 
 static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
@@ -410,7 +421,7 @@ static int takes_bands(enum dw_path path, const obx_conv_geometry *g) {
 }
 
 tconv_depthwise_plan tconv_depthwise_pixel_plan(const obx_tconv_weights *w, const obx_conv_geometry *g) {
-    const enum dw_path path = float_path(w, g);
+    const enum dw_path path = choose_path(w, g, DW_INT8_PIXELS);
     const enum tconv_pixel_staging staging = !stages_x(path)       ? TCONV_PIXEL_COPIED
                                              : takes_bands(path, g) ? TCONV_PIXEL_BANDED
                                                                     : TCONV_PIXEL_STAGED;
@@ -461,7 +472,7 @@ int tconv_compute_depthwise_dequantized(const tconv_depthwise_plan *plan, const 
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,
                             void *runner, char *err, size_t err_len) {
-    if (!act_quant) return compute_path(float_path(w, g), w, g, x, bias, NULL, NULL, y, par, runner, err, err_len);
+    if (!act_quant) return compute_path(choose_path(w, g, DW_FLOAT), w, g, x, bias, NULL, NULL, y, par, runner, err, err_len);
     const tconv_window_quant wq = {act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f};
-    return compute_path(choose_path(w, g, 1), w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
+    return compute_path(choose_path(w, g, DW_INT8_WINDOWS), w, g, x, bias, NULL, &wq, y, par, runner, err, err_len);
 }

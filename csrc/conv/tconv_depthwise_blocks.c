@@ -28,7 +28,7 @@
 #include "obx_common.h"
 
 /* Input planes up to this many pixels (a 16-lane tile of 64 KiB); the size
- * rule (tconv_depthwise.c float_path) takes smaller ones still. */
+ * rule (tconv_depthwise.c choose_path) takes smaller ones still. */
 enum { BLOCK_MAX_PIXELS = 1024, DW_BLOCK_LANES = 16 };
 
 typedef struct BlockJob {
