@@ -131,19 +131,32 @@ static inline __m512 load_dequantized(const float *x, const float *scale, const 
     return dequantize16(v, _mm512_maskz_loadu_ps(lanes, scale), _mm512_maskz_loadu_ps(lanes, inverse));
 }
 
-/* tconv_rows.h copy_rows: masked vectors, the rows in one call. */
-static void copy_rows_avx512(float *dst, size_t dst_stride, const float *src, size_t src_stride, size_t rows,
-                             size_t cols, const float *scale, const float *inverse) {
+/* copy_rows_avx512 with scale known to be NULL or not where it is inlined. */
+static inline __attribute__((always_inline)) void copy_rows_lines(float *dst, size_t dst_stride, const float *src,
+                                                                  size_t src_stride, size_t rows, size_t cols,
+                                                                  const float *scale, const float *inverse) {
+    const size_t whole = cols / 16 * 16;
+    const __mmask16 tail = first_lanes(cols - whole);
     for (size_t r = 0; r < rows; r++) {
         const size_t at = r * src_stride;
         float *out = dst + r * dst_stride;
-        for (size_t c = 0; c < cols; c += 16) {
-            const __mmask16 lanes = first_lanes(cols - c);
-            _mm512_mask_storeu_ps(out + c, lanes,
-                                  load_dequantized(src + at + c, scale ? scale + at + c : NULL,
-                                                   scale ? inverse + at + c : NULL, lanes));
-        }
+        for (size_t c = 0; c < whole; c += 16)
+            _mm512_storeu_ps(out + c, load_dequantized(src + at + c, scale ? scale + at + c : NULL,
+                                                       scale ? inverse + at + c : NULL, 0xffff));
+        if (tail)
+            _mm512_mask_storeu_ps(out + whole, tail,
+                                  load_dequantized(src + at + whole, scale ? scale + at + whole : NULL,
+                                                   scale ? inverse + at + whole : NULL, tail));
     }
+}
+
+/* tconv_rows.h copy_rows: whole vectors, then a masked one worked out once
+ * for all rows; inlined with and without scales, so neither tests them per
+ * vector (as stage_wide_rows, which says what that saved). */
+static void copy_rows_avx512(float *dst, size_t dst_stride, const float *src, size_t src_stride, size_t rows,
+                             size_t cols, const float *scale, const float *inverse) {
+    if (scale) copy_rows_lines(dst, dst_stride, src, src_stride, rows, cols, scale, inverse);
+    else copy_rows_lines(dst, dst_stride, src, src_stride, rows, cols, NULL, NULL);
 }
 
 /* tconv_rows.h dequantize_pixels: one row of copy_rows, a masked last
