@@ -98,8 +98,8 @@ PER_PIXEL_DENSE_NOTE = (
     "are not depthwise need a CPU with AVX-512 VNNI, stride 1 and no groups to run fast: 1.5-3.1x onnxruntime's "
     "fp32 Conv there (`onnxbit bench conv`, ternary_a8px, 2-vCPU Sapphire Rapids); strided or grouped ones, and "
     "all of them on other CPUs, run one integer matmul per kernel tap: 0.5-0.95x of fp32 Conv on wide layers "
-    "(3x3 64@56x56, 1x1 256->64 and 144->24 @56x56) and 1.3-2.2x on deep ones; depthwise ones run at 1.0-1.3x of fp32 Conv "
-    "at one thread, 0.9-1.15x at two (stride-2 planes the slowest)")
+    "(3x3 64@56x56, 1x1 256->64 and 144->24 @56x56) and 1.3-2.2x on deep ones; depthwise ones run at 1.1-1.45x of fp32 Conv "
+    "at one thread, 1.05-1.3x at two on a shared pool (small stride-2 planes the slowest)")
 
 
 FLOAT_ACTIVATIONS_CHOSEN_NOTE = (
