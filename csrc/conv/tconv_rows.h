@@ -17,6 +17,29 @@ struct tconv_phase_layout {
     size_t even_at, n_even, odd_at, n_odd;
 };
 
+/* An ISA's stage_phases taking 2 * lanes input columns a step (lanes even
+ * ones, lanes odd ones): the whole steps every row takes, then one masked
+ * step when tail, from column tail_c (left columns on) to output tail_k.
+ * n_even and n_odd differ by at most one, so one step takes what is left. */
+struct tconv_phase_steps {
+    size_t steps, tail_c, tail_k, left;
+    int tail;
+};
+static inline struct tconv_phase_steps tconv_phase_steps(const struct tconv_phase_layout *l, size_t lanes) {
+    size_t steps = l->in_w / (2 * lanes);
+    if (steps > l->n_even / lanes) steps = l->n_even / lanes;
+    if (steps > l->n_odd / lanes) steps = l->n_odd / lanes;
+    const size_t tail_k = lanes * steps;
+    return (struct tconv_phase_steps){steps, 2 * tail_k, tail_k, l->in_w - 2 * tail_k,
+                                      l->n_even > tail_k || l->n_odd > tail_k};
+}
+
+/* Input row r's place in the stacked planes (its even and odd columns at even_at and odd_at on). */
+static inline float *tconv_phase_row(float *dst, const struct tconv_phase_layout *l, size_t r) {
+    const size_t u = r + l->pad_top;
+    return dst + (u & 1) * 2 * l->plane + (u / 2) * l->phase_w;
+}
+
 struct tconv_row_kernels {
     /* acc[i] += code[i] * clamp(rint(src[i] * scale[i]), -128, 127), code in {-1, 0, 1} */
     void (*accumulate_i8)(int32_t *acc, const float *src, const float *scale, const int32_t *code, size_t n);

@@ -109,18 +109,14 @@ static inline __attribute__((always_inline)) void split16(const float *x, const 
 static inline __attribute__((always_inline)) void stage_rows_avx2(float *dst, const float *src,
                                                                   const struct tconv_phase_layout *l,
                                                                   const float *scale, const float *inverse) {
-    const size_t w = l->in_w;
-    const size_t steps = OBX_MIN(w / 16, OBX_MIN(l->n_even / 8, l->n_odd / 8));
-    /* n_even and n_odd differ by at most one, so one step takes what is left */
-    const size_t tail_c = 16 * steps, tail_k = 8 * steps, left = w - tail_c;
-    const int tail = l->n_even > tail_k || l->n_odd > tail_k;
-    const __m256i lo_lanes = first_lanes8(OBX_MIN(left, (size_t)8)), hi_lanes = first_lanes8(left > 8 ? OBX_MIN(left - 8, (size_t)8) : 0);
+    const struct tconv_phase_steps p = tconv_phase_steps(l, 8);
+    const size_t steps = p.steps, tail_c = p.tail_c, tail_k = p.tail_k;
+    const __m256i lo_lanes = first_lanes8(OBX_MIN(p.left, (size_t)8));
+    const __m256i hi_lanes = first_lanes8(p.left > 8 ? OBX_MIN(p.left - 8, (size_t)8) : 0);
     const __m256i even_mask = first_lanes8(l->n_even - tail_k), odd_mask = first_lanes8(l->n_odd - tail_k);
     for (size_t r = 0; r < l->rows; r++) {
-        const size_t u = r + l->pad_top;
-        float *row = dst + (u & 1) * 2 * l->plane + (u / 2) * l->phase_w;
-        float *even = row + l->even_at, *odd = row + l->odd_at;
-        const size_t at = r * w;
+        float *row = tconv_phase_row(dst, l, r), *even = row + l->even_at, *odd = row + l->odd_at;
+        const size_t at = r * l->in_w;
         __m256 e, o;
         for (size_t i = 0; i < steps; i++) {
             const size_t x0 = at + 16 * i;
@@ -128,7 +124,7 @@ static inline __attribute__((always_inline)) void stage_rows_avx2(float *dst, co
             _mm256_storeu_ps(even + 8 * i, e);
             _mm256_storeu_ps(odd + 8 * i, o);
         }
-        if (!tail) continue;
+        if (!p.tail) continue;
         const size_t x0 = at + tail_c;
         split16(src + x0, scale ? scale + x0 : NULL, scale ? inverse + x0 : NULL, lo_lanes, hi_lanes, 1, &e, &o);
         _mm256_maskstore_ps(even + tail_k, even_mask, e);

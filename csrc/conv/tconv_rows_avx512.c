@@ -238,18 +238,13 @@ static inline __attribute__((always_inline)) void stage_wide_rows(float *dst, co
                                                                   const float *scale, const float *inverse) {
     const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const size_t w = l->in_w;
-    const size_t steps = OBX_MIN(w / 32, OBX_MIN(l->n_even / 16, l->n_odd / 16));
-    /* n_even and n_odd differ by at most one, so one step takes what is left */
-    const size_t tail_c = 32 * steps, tail_k = 16 * steps, left = w - tail_c;
-    const int tail = l->n_even > tail_k || l->n_odd > tail_k;
-    const __mmask16 lo_lanes = first_lanes(left), hi_lanes = first_lanes(left > 16 ? left - 16 : 0);
+    const struct tconv_phase_steps p = tconv_phase_steps(l, 16);
+    const size_t steps = p.steps, tail_c = p.tail_c, tail_k = p.tail_k;
+    const __mmask16 lo_lanes = first_lanes(p.left), hi_lanes = first_lanes(p.left > 16 ? p.left - 16 : 0);
     const __mmask16 even_mask = first_lanes(l->n_even - tail_k), odd_mask = first_lanes(l->n_odd - tail_k);
     for (size_t r = 0; r < l->rows; r++) {
-        const size_t u = r + l->pad_top;
-        float *row = dst + (u & 1) * 2 * l->plane + (u / 2) * l->phase_w;
-        float *even = row + l->even_at, *odd = row + l->odd_at;
-        const size_t at = r * w;
+        float *row = tconv_phase_row(dst, l, r), *even = row + l->even_at, *odd = row + l->odd_at;
+        const size_t at = r * l->in_w;
         for (size_t i = 0; i < steps; i++) {
             const size_t x0 = at + 32 * i, x1 = x0 + 16;
             const __m512 lo = load_dequantized(src + x0, scale ? scale + x0 : NULL, scale ? inverse + x0 : NULL, 0xffff);
@@ -257,7 +252,7 @@ static inline __attribute__((always_inline)) void stage_wide_rows(float *dst, co
             _mm512_storeu_ps(even + 16 * i, _mm512_permutex2var_ps(lo, even_lanes, hi));
             _mm512_storeu_ps(odd + 16 * i, _mm512_permutex2var_ps(lo, odd_lanes, hi));
         }
-        if (!tail) continue;
+        if (!p.tail) continue;
         const size_t x0 = at + tail_c, x1 = x0 + 16;
         const __m512 lo = load_dequantized(src + x0, scale ? scale + x0 : NULL, scale ? inverse + x0 : NULL, lo_lanes);
         const __m512 hi = load_dequantized(src + x1, scale ? scale + x1 : NULL, scale ? inverse + x1 : NULL, hi_lanes);
@@ -290,8 +285,7 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
             const __m512 hi = load_dequantized(src + at + 16, scale ? scale + at + 16 : NULL,
                                                inverse ? inverse + at + 16 : NULL, hi_lanes);
             for (size_t i = 0; i < 2 && r + i < l.rows; i++) {
-                const size_t u = r + i + l.pad_top;
-                float *row = dst + (u & 1) * 2 * l.plane + (u / 2) * l.phase_w;
+                float *row = tconv_phase_row(dst, &l, r + i);
                 store_sorted_row(row + l.even_at, l.n_even, row + l.odd_at, l.n_odd,
                                  _mm512_permutex2var_ps(lo, i ? sort1 : sort0, hi));
             }

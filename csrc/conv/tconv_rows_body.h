@@ -756,8 +756,7 @@ static void stage_phases(float *restrict dst, const float *restrict src, const s
                          const float *scale, const float *inverse) {
     enum { CHUNK = 64 }; /* even: its even columns are the row's */
     for (size_t r = 0; r < l->rows; r++) {
-        const size_t u = r + l->pad_top;
-        float *row = dst + (u & 1) * 2 * l->plane + (u / 2) * l->phase_w;
+        float *row = tconv_phase_row(dst, l, r);
         const float *x = src + r * l->in_w;
         if (!scale) {
             deinterleave(row + l->even_at, l->n_even, row + l->odd_at, l->n_odd, x);
