@@ -30,6 +30,7 @@ from onnx import numpy_helper
 from onnxbit import checksum, formats, streams
 from onnxbit.codecs import CorruptPackedDataError, unpack_ternary
 from onnxbit.errors import ModelError
+from onnxbit.reference import activation as activations
 from onnxbit.model_check import model_problems, read_model
 
 DOMAIN = "com.onnxbit"
@@ -37,7 +38,7 @@ DOMAIN_VERSION = 1
 TERNARY_MATMUL_ATTRIBUTES = {"K", "N", "format", "group_size", "act_quant", "act_scale", checksum.ATTRIBUTE}
 # TernaryConv's conv geometry (group, strides, ...) is checked by the op against X's shape when it runs.
 TERNARY_CONV_ATTRIBUTES = {"weight_shape", "format", "group_size", "act_quant", "act_scale", checksum.ATTRIBUTE,
-                           "group", "strides", "pads", "dilations", "auto_pad"}
+                           "group", "strides", "pads", "dilations", "auto_pad", "activation", *activations.ALL_PARAMETERS}
 KNOWN_ATTRIBUTES = {"TernaryMatMul": TERNARY_MATMUL_ATTRIBUTES, "TernaryConv": TERNARY_CONV_ATTRIBUTES}
 ERROR, WARNING = "error", "warning"
 INVALID_CHECKSUM = -1  # a crc32c attribute out of range (already reported)
@@ -226,6 +227,16 @@ def _check_act_scale(where: str, attrs, act_quant: int | None, report: Integrity
         report.findings.append(Finding(where, ERROR, f"attribute act_scale={attr.f} must be finite and > 0"))
 
 
+def _check_activation(where: str, attrs, report: IntegrityReport) -> None:
+    """TernaryConv's activation attributes, by the op's own rules (onnxbit/reference/activation.py)."""
+    name = attrs.get("activation")
+    params = {key: attrs[key].f for key in activations.ALL_PARAMETERS if key in attrs}
+    try:
+        activations.check(name.s.decode(errors="replace") if name is not None else None, params)
+    except ValueError as error:
+        report.findings.append(Finding(where, ERROR, str(error)))
+
+
 def _conv_rows(attrs, where: str, report: IntegrityReport) -> tuple[int | None, int | None]:
     """TernaryConv's weight_shape [M, C/group, (kH,) kW] as (K, N) = (C/group * kH * kW, M)."""
     attr = attrs.get("weight_shape")
@@ -245,6 +256,7 @@ def _check_attributes(where: str, node: onnx.NodeProto, report: IntegrityReport)
     for name in sorted(set(attrs) - KNOWN_ATTRIBUTES[node.op_type]):
         report.findings.append(Finding(where, WARNING, f"unknown attribute {name} (ignored by the op)"))
     if node.op_type == "TernaryConv":
+        _check_activation(where, attrs, report)
         k, n = _conv_rows(attrs, where, report)
     else:
         k = _int_attribute(attrs, "K", where, report, default=None)

@@ -15,8 +15,12 @@
  * for every value, act_quant = 3 one scale per input pixel over its group's
  * channels, tconv.h), act_scale (as TernaryMatMul), group, strides, pads, dilations,
  * auto_pad (as Conv), crc32c (optional, as TernaryMatMul: CRC32C of B's bytes
- * as stored, a stream undecoded, then the scales' bytes). Constant B and
+ * as stored, a stream undecoded, then the scales' bytes), activation
+ * (optional: Relu, LeakyRelu with activation_alpha, Clip with activation_min
+ * and activation_max, HardSigmoid with activation_alpha and activation_beta,
+ * HardSwish; applied to Y as tconv.h obx_activate says). Constant B and
  * scales are checked and prepacked at kernel creation. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +43,7 @@ typedef struct TernaryConvKernel {
     int act_quant;
     float act_scale; /* act_quant 2 only */
     int64_t crc32c; /* the attribute, or OBX_NO_CHECKSUM when the node has none */
+    obx_activation activation;
     obx_tconv_weights *constant_weights; /* prepacked at creation, or NULL */
 } TernaryConvKernel;
 
@@ -134,6 +139,67 @@ static OrtStatus *read_auto_pad(const ObxOpKernel *head, const OrtKernelInfo *in
                           text, expected);
 }
 
+/* The activation attributes: a name and the parameters it takes, with
+ * ONNX's defaults; a parameter the activation does not take is refused (it
+ * would be silently ignored). */
+static OrtStatus *read_activation(const ObxOpKernel *head, const OrtKernelInfo *info, obx_activation *out)
+{
+    static const struct {
+        const char *name;
+        int kind;
+        const char *params[2]; /* the attributes read into alpha and beta, NULL when not taken */
+        float defaults[2];
+    } kinds[] = {
+        {"Relu", OBX_ACTIVATION_RELU, {NULL, NULL}, {0.0f, 0.0f}},
+        {"LeakyRelu", OBX_ACTIVATION_LEAKY_RELU, {"activation_alpha", NULL}, {0.01f, 0.0f}},
+        {"Clip", OBX_ACTIVATION_CLIP, {"activation_min", "activation_max"}, {-INFINITY, INFINITY}},
+        {"HardSigmoid", OBX_ACTIVATION_HARD_SIGMOID, {"activation_alpha", "activation_beta"}, {0.2f, 0.5f}},
+        {"HardSwish", OBX_ACTIVATION_HARD_SWISH, {NULL, NULL}, {1.0f / 6.0f, 0.5f}},
+    };
+    static const char *const all_params[] = {"activation_alpha", "activation_beta", "activation_min",
+                                             "activation_max"};
+    const char *expected = "Relu, LeakyRelu, Clip, HardSigmoid, HardSwish";
+    *out = (obx_activation){OBX_ACTIVATION_NONE, 0.0f, 0.0f};
+    if (!obx_has_attribute(head, info, "activation")) {
+        for (size_t i = 0; i < sizeof all_params / sizeof all_params[0]; i++)
+            if (obx_has_attribute(head, info, all_params[i]))
+                return obx_node_error(head, ORT_INVALID_ARGUMENT, "attribute %s is set without an activation",
+                                      all_params[i]);
+        return NULL;
+    }
+    char text[32];
+    size_t length = 0;
+    OrtStatus *status = obx_read_string_attribute(head, info, "activation", expected, text, sizeof text, &length);
+    if (status)
+        return status;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        if (strlen(kinds[k].name) != length || memcmp(kinds[k].name, text, length) != 0)
+            continue;
+        for (size_t i = 0; i < sizeof all_params / sizeof all_params[0]; i++) {
+            const char *name = all_params[i];
+            const int taken = (kinds[k].params[0] && strcmp(kinds[k].params[0], name) == 0) ||
+                              (kinds[k].params[1] && strcmp(kinds[k].params[1], name) == 0);
+            if (!taken && obx_has_attribute(head, info, name))
+                return obx_node_error(head, ORT_INVALID_ARGUMENT, "attribute %s does not apply to activation %s",
+                                      name, kinds[k].name);
+        }
+        float value[2] = {kinds[k].defaults[0], kinds[k].defaults[1]};
+        for (int i = 0; i < 2 && !status; i++)
+            if (kinds[k].params[i])
+                status = obx_read_float_attribute(head, info, kinds[k].params[i], 0, value[i], &value[i]);
+        if (status)
+            return status;
+        if (kinds[k].kind == OBX_ACTIVATION_CLIP && !(value[0] <= value[1]))
+            return obx_node_error(head, ORT_INVALID_ARGUMENT,
+                                  "activation Clip needs activation_min <= activation_max, got %g and %g",
+                                  (double)value[0], (double)value[1]);
+        *out = (obx_activation){kinds[k].kind, value[0], value[1]};
+        return NULL;
+    }
+    return obx_node_error(head, ORT_INVALID_ARGUMENT, "attribute activation='%s' must be one of: %s", text,
+                          expected);
+}
+
 /* An ints attribute that is absent (-> fill) or has exactly `want` values. */
 static OrtStatus *read_spatial_ints(const ObxOpKernel *head, const OrtKernelInfo *info,
                                     const char *name, size_t want, int64_t fill, int64_t *out)
@@ -185,6 +251,8 @@ static OrtStatus *init_kernel(ObxOpKernel *head, const OrtKernelInfo *info)
         status = obx_read_crc32c_attribute(head, info, &kernel->crc32c);
     if (!status)
         status = obx_read_format_attribute(head, info, &kernel->fmt, &kernel->stream);
+    if (!status)
+        status = read_activation(head, info, &kernel->activation);
     if (status)
         return status;
     if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN &&
@@ -245,6 +313,8 @@ static OrtStatus *run(const TernaryConvKernel *kernel, OrtKernelContext *ctx,
     if (obx_tconv_compute_scaled(weights, &geometry, x->data, bias, kernel->act_quant,
                                  kernel->act_scale, y, parallel_for, &runner, err, sizeof err) != 0)
         return obx_node_error(head, ORT_FAIL, "compute failed: %s", err);
+    obx_activate(&kernel->activation, y,
+                 geometry.batch * geometry.out_channels * geometry.out_h * geometry.out_w, parallel_for, &runner);
     return NULL;
 }
 

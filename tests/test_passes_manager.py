@@ -53,7 +53,7 @@ def test_custom_pass_list_runs_in_order_and_default_pipeline_starts_with_qat_fol
     _, ctx = PassManager([RenameOutput(), RenameOutput()]).run(model)
     assert ctx.notes == ["ran", "ran"]
     names = [p.name for p in default_passes()]
-    assert names[-3:] == ["find_weights", "pack_weights", "store_bf16_tables"] and len(names) > 3
+    assert names[-4:] == ["find_weights", "pack_weights", "fuse_activation", "store_bf16_tables"] and len(names) > 4
 
 
 def test_save_with_external_data_is_complete_and_keeps_the_model_loaded(tmp_path, rng):

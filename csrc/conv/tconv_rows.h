@@ -153,6 +153,8 @@ struct tconv_row_kernels {
      * place in a padded tile, in floats, a multiple of 16) */
     void (*block_tile)(float *tile, const uint32_t *at, const float *x, size_t channels, size_t pixels,
                        size_t plane_stride, const float *scale, const float *inverse);
+    /* y[i] = the activation `kind` (OBX_ACTIVATION_*, tconv.h) of y[i], in place */
+    void (*activate)(float *y, size_t n, int kind, float alpha, float beta);
 };
 
 extern const struct tconv_row_kernels tconv_rows_scalar;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "conv/tconv_rows.h"
+#include "onnxbit/tconv.h"
 #include "obx_common.h"
 
 /* Unaligned float vectors (GCC/Clang vector extensions): one register of
@@ -822,6 +823,33 @@ static void block_tile(float *restrict tile, const uint32_t *restrict at, const 
 #define TCONV_ROWS_BLOCK_TILE block_tile
 #endif
 
+/* tconv.h's activations, one loop each so the compiler vectorizes it (the
+ * selects compare values already loaded: no branch, no trap a scalar loop
+ * would not take). Each product and sum is rounded on its own: the build
+ * does not contract them into FMAs. */
+static inline float clip_to(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+static void activate(float *restrict y, size_t n, int kind, float alpha, float beta) {
+    switch (kind) {
+    case OBX_ACTIVATION_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] < 0.0f ? 0.0f : y[i];
+        break;
+    case OBX_ACTIVATION_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] < 0.0f ? alpha * y[i] : y[i];
+        break;
+    case OBX_ACTIVATION_CLIP:
+        for (size_t i = 0; i < n; i++) y[i] = clip_to(y[i], alpha, beta);
+        break;
+    case OBX_ACTIVATION_HARD_SIGMOID:
+        for (size_t i = 0; i < n; i++) y[i] = clip_to(alpha * y[i] + beta, 0.0f, 1.0f);
+        break;
+    case OBX_ACTIVATION_HARD_SWISH:
+        for (size_t i = 0; i < n; i++) y[i] = y[i] * clip_to(alpha * y[i] + beta, 0.0f, 1.0f);
+        break;
+    default: break;
+    }
+}
+
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .accumulate_i8 = accumulate_i8,
     .absmax_bits = absmax_bits,
@@ -846,4 +874,5 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .depthwise_masked_plane_f32 = TCONV_ROWS_MASKED_PLANE,
 #endif
     .block_tile = TCONV_ROWS_BLOCK_TILE,
+    .activate = activate,
 };

@@ -22,6 +22,7 @@ from onnxbit.reference.crc32c import packed_weight_crc32c
 from onnxbit.reference import sparse, zero_runs
 from onnxbit.reference.rans import decode as rans_decode
 from onnxbit.reference.bf16_matmul import bf16_matmul_reference
+from onnxbit.reference import activation as activations
 from onnxbit.reference.ternary_conv import ternary_conv_reference
 from onnxbit.reference.ternary_matmul import ternary_matmul_reference
 
@@ -109,7 +110,8 @@ class TernaryConv(OpRun):
 
     def _run(self, X, B, scales, bias=None, weight_shape=None, format=None,  # noqa: A002 (ONNX name)
              group_size=0, act_quant=0, group=1, strides=None, pads=None, dilations=None, auto_pad="NOTSET",
-             crc32c=None, act_scale=None):
+             crc32c=None, act_scale=None, activation=None, activation_alpha=None, activation_beta=None,
+             activation_min=None, activation_max=None):
         name = f"TernaryConv node {self.onnx_node.name!r}"
         fmt = format.decode() if isinstance(format, bytes) else format
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else (auto_pad or "NOTSET")
@@ -117,6 +119,13 @@ class TernaryConv(OpRun):
             raise ValueError(f"{name}: attributes weight_shape and format (one of {', '.join(FORMATS)}) are required")
         weight_shape = [int(d) for d in weight_shape]
         _check_act_scale(name, int(act_quant or 0), act_scale)
+        activation = activation.decode() if isinstance(activation, bytes) else activation
+        activation_params = {"activation_alpha": activation_alpha, "activation_beta": activation_beta,
+                             "activation_min": activation_min, "activation_max": activation_max}
+        try:
+            activations.check(activation, activation_params)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from error
         m, k = weight_shape[0], int(np.prod(weight_shape[1:]))
         packed = np.asarray(B)
         if fmt in STREAMS:
@@ -138,7 +147,7 @@ class TernaryConv(OpRun):
                                    group=int(group or 1), group_size=int(group_size or 0),
                                    act_quant=int(act_quant or 0), bias=bias, strides=strides, pads=pads,
                                    dilations=dilations, auto_pad=auto_pad, act_scale=act_scale)
-        return (y,)
+        return (activations.apply(y, activation, activation_params),)
 
 
 class BFloat16MatMul(OpRun):

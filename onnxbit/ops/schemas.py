@@ -132,6 +132,12 @@ fake-quantizes activations per pixel before a Conv); an output value sums,
 in (kh, kw) tap order in float32, each tap's exact integer dot times 1 / s of
 its pixel (padding taps skipped), then times the weight scale, plus bias.
 It needs scales [1] or [M]; a pixel holding NaN or Inf makes its windows NaN.
+
+activation (optional) applies Relu, LeakyRelu (activation_alpha, default
+0.01), Clip (activation_min, activation_max), HardSigmoid (activation_alpha,
+activation_beta, defaults 0.2 and 0.5) or HardSwish to Y, elementwise in
+float32, each product and sum rounded on its own (onnxbit/reference/
+activation.py); a parameter the activation does not take is an error.
 """
 
 
@@ -210,6 +216,12 @@ def _ternary_conv_schema() -> OpSchema:
                  "as Conv: NOTSET | SAME_UPPER | SAME_LOWER | VALID"),
             attr("crc32c", OpSchema.AttrType.INT, "optional CRC32C of B's bytes followed by the scales' bytes "
                  "(onnxbit.checksum); checked when the session is created", required=False),
+            attr("activation", OpSchema.AttrType.STRING,
+                 "optional activation of Y: Relu | LeakyRelu | Clip | HardSigmoid | HardSwish", required=False),
+            attr("activation_alpha", OpSchema.AttrType.FLOAT, "LeakyRelu's and HardSigmoid's alpha", required=False),
+            attr("activation_beta", OpSchema.AttrType.FLOAT, "HardSigmoid's beta", required=False),
+            attr("activation_min", OpSchema.AttrType.FLOAT, "Clip's lower bound", required=False),
+            attr("activation_max", OpSchema.AttrType.FLOAT, "Clip's upper bound", required=False),
         ],
     )
     if hasattr(schema, "set_type_and_shape_inference_function"):

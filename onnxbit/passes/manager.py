@@ -226,13 +226,14 @@ def _may_hold_qat_chains(model: onnx.ModelProto) -> bool:
 
 
 def default_passes(measure_error: bool = True) -> list[Pass]:
-    """BatchNormalization into Convs, QAT folding (exact ternary weights first), then find and pack weights, then
-    embedding tables of bfloat16 values stored as bfloat16."""
+    """BatchNormalization into Convs, QAT folding (exact ternary weights first), then find and pack weights, the
+    activations after TernaryConvs into them, then embedding tables of bfloat16 values stored as bfloat16."""
     from onnxbit.passes.bf16_tables import StoreBf16TablesPass
     from onnxbit.passes.find_weights import FindWeightsPass
     from onnxbit.passes.fold import qat_passes
     from onnxbit.passes.fold_batch_norm import FoldBatchNormPass
+    from onnxbit.passes.fuse_activation import FuseActivationPass
     from onnxbit.passes.pack_weights import PackWeightsPass
 
     return [FoldBatchNormPass(), *qat_passes(), FindWeightsPass(), PackWeightsPass(measure_error=measure_error),
-            StoreBf16TablesPass()]
+            FuseActivationPass(), StoreBf16TablesPass()]

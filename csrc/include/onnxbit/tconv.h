@@ -115,6 +115,23 @@ int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry
                              float *y, obx_parallel_for_fn par, void *runner, char *err,
                              size_t err_len);
 
+/* An activation applied to Y after the convolution (TernaryConv's
+ * `activation` attribute), elementwise in float32, each product and sum
+ * rounded on its own, a NaN staying NaN: Relu y < 0 ? 0 : y; LeakyRelu
+ * y < 0 ? alpha * y : y; Clip y < alpha ? alpha : (y > beta ? beta : y);
+ * HardSigmoid Clip(alpha * y + beta) to [0, 1]; HardSwish y * HardSigmoid(y)
+ * (ONNX's alpha = 1/6, beta = 0.5, passed in alpha and beta). */
+enum { OBX_ACTIVATION_NONE = 0, OBX_ACTIVATION_RELU = 1, OBX_ACTIVATION_LEAKY_RELU = 2, OBX_ACTIVATION_CLIP = 3,
+       OBX_ACTIVATION_HARD_SIGMOID = 4, OBX_ACTIVATION_HARD_SWISH = 5 };
+typedef struct obx_activation {
+    int kind;
+    float alpha, beta;
+} obx_activation;
+/* y[0, n) activated in place, in parallel chunks (par may be NULL): Y
+ * straight after the conv, mostly still in cache, where onnxruntime's own
+ * activation node would read and write it again (HardSwish: twice). */
+void obx_activate(const obx_activation *activation, float *y, size_t n, obx_parallel_for_fn par, void *runner);
+
 /* Calls the pixel-lanes path has computed in this process (a debug query:
  * tests check that the path they mean to cover really ran). */
 size_t obx_tconv_pixel_lanes_runs(void);
