@@ -38,7 +38,8 @@ DOMAIN_VERSION = 1
 TERNARY_MATMUL_ATTRIBUTES = {"K", "N", "format", "group_size", "act_quant", "act_scale", checksum.ATTRIBUTE}
 # TernaryConv's conv geometry (group, strides, ...) is checked by the op against X's shape when it runs.
 TERNARY_CONV_ATTRIBUTES = {"weight_shape", "format", "group_size", "act_quant", "act_scale", checksum.ATTRIBUTE,
-                           "group", "strides", "pads", "dilations", "auto_pad", "activation", *activations.ALL_PARAMETERS}
+                           "group", "strides", "pads", "dilations", "auto_pad",
+                           "activation", *activations.ALL_PARAMETERS}
 KNOWN_ATTRIBUTES = {"TernaryMatMul": TERNARY_MATMUL_ATTRIBUTES, "TernaryConv": TERNARY_CONV_ATTRIBUTES}
 ERROR, WARNING = "error", "warning"
 INVALID_CHECKSUM = -1  # a crc32c attribute out of range (already reported)

@@ -29,6 +29,7 @@ CASES = [
     ("HardSigmoid", {"activation_alpha": 0.2, "activation_beta": 0.5}),
     ("HardSigmoid", {}),
     ("HardSwish", {}),
+    ("HardSwishRelu6", {}),
 ]
 
 
@@ -96,6 +97,13 @@ def test_reference_evaluator_and_onnxruntime_activation_ops_agree(rng, name, par
         graph.initializer.extend([onnx.numpy_helper.from_array(np.float32(params["activation_min"]), "lo"),
                                   onnx.numpy_helper.from_array(np.float32(params["activation_max"]), "hi")])
         graph.node.append(helper.make_node("Clip", ["conv", "lo", "hi"], ["Y"]))
+    elif name == "HardSwishRelu6":  # paddle2onnx's nodes
+        graph.initializer.extend([onnx.numpy_helper.from_array(np.float32(v), n)
+                                  for n, v in (("three", 3), ("zero", 0), ("six", 6))])
+        graph.node.extend([helper.make_node("Add", ["conv", "three"], ["shifted"]),
+                           helper.make_node("Clip", ["shifted", "zero", "six"], ["relu6"]),
+                           helper.make_node("Mul", ["conv", "relu6"], ["product"]),
+                           helper.make_node("Div", ["product", "six"], ["Y"])])
     else:
         onnx_attrs = {key.replace("activation_", ""): value for key, value in params.items()}
         graph.node.append(helper.make_node(name, ["conv"], ["Y"], **onnx_attrs))

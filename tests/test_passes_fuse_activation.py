@@ -26,8 +26,8 @@ def _conv(rng, name: str, x: str) -> tuple[onnx.NodeProto, onnx.TensorProto]:
 
 def _model(rng, opset: int = 17) -> onnx.ModelProto:
     """A chain of 3x3 convs, each followed by one activation form."""
-    nodes, inits, x = [], [numpy_helper.from_array(np.float32(0.0), "lo"),
-                           numpy_helper.from_array(np.float32(6.0), "hi")], "X"
+    nodes, inits, x = [], [numpy_helper.from_array(np.float32(v), n)
+                           for n, v in (("lo", 0.0), ("hi", 6.0), ("three", 3.0), ("five", 5.0))], "X"
     forms = [
         ("hard_swish", lambda y, o: [helper.make_node("HardSwish", [y], [o])]),
         ("relu", lambda y, o: [helper.make_node("Relu", [y], [o])]),
@@ -36,6 +36,15 @@ def _model(rng, opset: int = 17) -> onnx.ModelProto:
         ("hsig_mul", lambda y, o: [helper.make_node("HardSigmoid", [y], [f"{o}_gate"], alpha=1.0 / 6.0, beta=0.5),
                                    helper.make_node("Mul", [y, f"{o}_gate"], [o])]),
         ("hsig", lambda y, o: [helper.make_node("HardSigmoid", [y], [o], alpha=0.25, beta=0.4)]),
+        ("paddle", lambda y, o: [helper.make_node("Add", [y, "three"], [f"{o}_shifted"]),
+                                 helper.make_node("Clip", [f"{o}_shifted", "lo", "hi"], [f"{o}_relu6"]),
+                                 helper.make_node("Mul", [f"{o}_relu6", y], [f"{o}_product"]),
+                                 helper.make_node("Div", [f"{o}_product", "hi"], [o])]),
+        # not HardSwish: divided by 5 (kept, with its reason)
+        ("paddle_by_5", lambda y, o: [helper.make_node("Add", [y, "three"], [f"{o}_shifted"]),
+                                      helper.make_node("Clip", [f"{o}_shifted", "lo", "hi"], [f"{o}_relu6"]),
+                                      helper.make_node("Mul", [y, f"{o}_relu6"], [f"{o}_product"]),
+                                      helper.make_node("Div", [f"{o}_product", "five"], [o])]),
         # not HardSwish: alpha 0.2 (kept, with its reason)
         ("hsig_other_mul", lambda y, o: [helper.make_node("HardSigmoid", [y], [f"{o}_gate"]),
                                          helper.make_node("Mul", [y, f"{o}_gate"], [o])]),
@@ -54,7 +63,8 @@ def _model(rng, opset: int = 17) -> onnx.ModelProto:
     conv.output[0] = "Y"
     nodes.append(conv)
     inits.append(w)
-    graph = helper.make_graph(nodes, "activations", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, C, 8, 8])],
+    x_info = helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, C, 8, 8])
+    graph = helper.make_graph(nodes, "activations", [x_info],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, C, 8, 8]),
                                helper.make_tensor_value_info("exposed_y", TensorProto.FLOAT, [1, C, 8, 8])],
                               initializer=inits)
@@ -74,16 +84,19 @@ def test_fuses_each_activation_form_and_computes_the_same(rng):
     convs = _ternary_convs(result.model)
     activation = {name: attrs.get("activation", b"").decode() for name, attrs in convs.items()}
     assert activation == {"hard_swish": "HardSwish", "relu": "Relu", "clip": "Clip", "leaky": "LeakyRelu",
-                          "hsig_mul": "HardSwish", "hsig": "HardSigmoid", "hsig_other_mul": "", "exposed": ""}
+                          "hsig_mul": "HardSwish", "hsig": "HardSigmoid", "hsig_other_mul": "", "exposed": "",
+                          "paddle": "HardSwishRelu6", "paddle_by_5": ""}
     assert convs["clip"]["activation_min"] == 0.0 and convs["clip"]["activation_max"] == 6.0
     assert convs["leaky"]["activation_alpha"] == pytest.approx(0.05)
-    assert convs["hsig"]["activation_alpha"] == pytest.approx(0.25) and convs["hsig"]["activation_beta"] == pytest.approx(0.4)
+    assert convs["hsig"]["activation_alpha"] == pytest.approx(0.25)
+    assert convs["hsig"]["activation_beta"] == pytest.approx(0.4)
     ops = [n.op_type for n in result.model.graph.node]
-    assert ops.count("HardSwish") == 0 and ops.count("LeakyRelu") == 0 and ops.count("Clip") == 0
+    assert ops.count("HardSwish") == 0 and ops.count("LeakyRelu") == 0 and ops.count("Clip") == 1  # paddle_by_5
     assert ops.count("Relu") == 1 and ops.count("HardSigmoid") == 1  # the exposed conv's, the other-alpha gate
     notes = " ".join(result.report.notes)
-    assert "6 activation node(s) fused" in notes and "HardSwish x2" in notes
-    assert "2 activation(s) after a TernaryConv left as nodes" in notes
+    assert "7 activation node(s) fused" in notes and "HardSwish x2" in notes and "HardSwishRelu6 x1" in notes
+    assert "3 activation(s) after a TernaryConv left as nodes" in notes
+    assert ops.count("Div") == 1  # paddle_by_5's
 
     # the same conversion without the pass: the same outputs, the activations as nodes
     passes = [p for p in default_passes() if not isinstance(p, FuseActivationPass)]
@@ -93,8 +106,8 @@ def test_fuses_each_activation_form_and_computes_the_same(rng):
     x = rng.standard_normal((1, C, 8, 8)).astype(np.float32)
     fused_out = runtime.InferenceSession(result.model).run(None, {"X": x})
     unfused_out = runtime.InferenceSession(unfused).run(None, {"X": x})
-    for a, b in zip(fused_out, unfused_out):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(fused_out, unfused_out):  # the same arithmetic in the same order
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 def _conv_clip_conv(rng, clip: onnx.NodeProto, opset: int, extra_inputs=()) -> onnx.ModelProto:
@@ -104,7 +117,8 @@ def _conv_clip_conv(rng, clip: onnx.NodeProto, opset: int, extra_inputs=()) -> o
     tail.output[0] = "Y"
     graph = helper.make_graph([conv, clip, tail], "clip", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
                                                                                          [1, C, 8, 8]), *extra_inputs],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, C, 8, 8])], initializer=[w, w2])
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, C, 8, 8])],
+                              initializer=[w, w2])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model

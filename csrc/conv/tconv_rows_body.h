@@ -846,6 +846,9 @@ static void activate(float *restrict y, size_t n, int kind, float alpha, float b
     case OBX_ACTIVATION_HARD_SWISH:
         for (size_t i = 0; i < n; i++) y[i] = y[i] * clip_to(alpha * y[i] + beta, 0.0f, 1.0f);
         break;
+    case OBX_ACTIVATION_HARD_SWISH_RELU6:
+        for (size_t i = 0; i < n; i++) y[i] = (y[i] * clip_to(y[i] + 3.0f, 0.0f, 6.0f)) / 6.0f;
+        break;
     default: break;
     }
 }

@@ -9,8 +9,9 @@ took 14 of 34 ms a batch, and the converted model ran 1.37x slower than the
 original although its convs ran 1.9x faster.
 
 Pattern, check and rewrite as three plain functions: `pattern` finds the
-activation reading a TernaryConv's output (one node, or HardSigmoid(1/6, 0.5)
-and the Mul of the two, as exporters write HardSwish before opset 14),
+activation reading a TernaryConv's output (one node; HardSigmoid(1/6, 0.5)
+and the Mul of the two, as exporters write HardSwish before opset 14; or
+y * Clip(y + 3, 0, 6) / 6 as Add, Clip, Mul and Div, paddle2onnx's form),
 `check` resolves its parameters or says why it cannot fuse, `rewrite` moves it
 into the TernaryConv's attributes.
 """
@@ -44,13 +45,36 @@ def pattern(conv: gs.Node) -> Match | None:
     readers = list(conv.outputs[0].outputs)
     if len(readers) == 1 and readers[0].op in ONE_NODE and readers[0].domain in (None, "", "ai.onnx"):
         return Match(readers, readers[0].op)
-    if len(readers) == 2 and {(r.op, r.domain or "") for r in readers} == {("HardSigmoid", ""), ("Mul", "")}:
+    y = conv.outputs[0]
+    kinds = {(r.op, r.domain or "") for r in readers}
+    if len(readers) == 2 and kinds == {("HardSigmoid", ""), ("Mul", "")}:
         gate = next(r for r in readers if r.op == "HardSigmoid")
         mul = next(r for r in readers if r.op == "Mul")
-        if list(gate.outputs[0].outputs) == [mul] and set(map(id, mul.inputs)) == {id(conv.outputs[0]),
-                                                                                     id(gate.outputs[0])}:
+        if _only_reader(gate, mul) and _reads(mul, y, gate.outputs[0]):
             return Match([gate, mul], "HardSwish")
+    if len(readers) == 2 and kinds == {("Add", ""), ("Mul", "")}:  # (y * Clip(y + 3, 0, 6)) / 6
+        add = next(r for r in readers if r.op == "Add")
+        mul = next(r for r in readers if r.op == "Mul")
+        clip = _single_reader(add)
+        div = _single_reader(mul)
+        if (clip is not None and clip.op == "Clip" and _only_reader(clip, mul) and _reads(mul, y, clip.outputs[0])
+                and div is not None and div.op == "Div" and div.inputs[0] is mul.outputs[0]):
+            return Match([add, clip, mul, div], "HardSwishRelu6")
     return None
+
+
+def _single_reader(node: gs.Node) -> gs.Node | None:
+    readers = list(node.outputs[0].outputs) if len(node.outputs) == 1 else []
+    return readers[0] if len(readers) == 1 and (readers[0].domain or "") == "" else None
+
+
+def _only_reader(node: gs.Node, reader: gs.Node) -> bool:
+    return len(node.outputs) == 1 and list(node.outputs[0].outputs) == [reader]
+
+
+def _reads(node: gs.Node, a: gs.Tensor, b: gs.Tensor) -> bool:
+    """node's two inputs are a and b, in either order (a product is the same either way)."""
+    return len(node.inputs) == 2 and {id(t) for t in node.inputs} == {id(a), id(b)}
 
 
 def _float_scalar(tensor: gs.Tensor) -> float | None:
@@ -72,6 +96,13 @@ def check(conv: gs.Node, match: Match, graph: gs.Graph) -> dict[str, object] | s
         return "the activation has more than one output"
     node = match.nodes[0]
     attrs: dict[str, object] = {"activation": match.name}
+    if match.name == "HardSwishRelu6":
+        add, clip, _, div = match.nodes
+        shift = next((_float_scalar(t) for t in add.inputs if t is not y), None)
+        bounds = _clip_bounds(clip)
+        if shift != 3.0 or bounds != (0.0, 6.0) or _float_scalar(div.inputs[1]) != 6.0:
+            return "y * Clip(y + a, lo, hi) / d is HardSwish only with a = 3, lo = 0, hi = 6, d = 6 (constants)"
+        return attrs
     if len(match.nodes) == 2:  # HardSigmoid + Mul: HardSwish only with ONNX's constants
         alpha = np.float32(node.attrs.get("alpha", 0.2))
         beta = np.float32(node.attrs.get("beta", 0.5))
@@ -84,21 +115,29 @@ def check(conv: gs.Node, match: Match, graph: gs.Graph) -> dict[str, object] | s
         attrs["activation_alpha"] = float(node.attrs.get("alpha", 0.2))
         attrs["activation_beta"] = float(node.attrs.get("beta", 0.5))
     elif match.name == "Clip":
-        bounds = []
-        for index, key in ((1, "min"), (2, "max")):
-            if key in node.attrs:  # opset < 11
-                bounds.append(float(node.attrs[key]))
-            elif len(node.inputs) > index and node.inputs[index].name:
-                value = _float_scalar(node.inputs[index])
-                if value is None:
-                    return f"Clip's {key} is not a float32 constant scalar"
-                bounds.append(value)
-            else:
-                bounds.append(float("-inf") if key == "min" else float("inf"))
+        bounds = _clip_bounds(node)
+        if isinstance(bounds, str):
+            return bounds
         if not bounds[0] <= bounds[1]:
             return f"Clip's min {bounds[0]:g} is above its max {bounds[1]:g}"
         attrs["activation_min"], attrs["activation_max"] = bounds
     return attrs
+
+
+def _clip_bounds(clip: gs.Node) -> tuple[float, float] | str:
+    """A Clip's (min, max) from its opset-6 attributes or constant inputs (absent: unbounded), or why not."""
+    bounds = []
+    for index, key in ((1, "min"), (2, "max")):
+        if key in clip.attrs:  # opset < 11
+            bounds.append(float(clip.attrs[key]))
+        elif len(clip.inputs) > index and clip.inputs[index].name:
+            value = _float_scalar(clip.inputs[index])
+            if value is None:
+                return f"Clip's {key} is not a float32 constant scalar"
+            bounds.append(value)
+        else:
+            bounds.append(float("-inf") if key == "min" else float("inf"))
+    return bounds[0], bounds[1]
 
 
 def rewrite(graph: gs.Graph, conv: gs.Node, match: Match, attrs: dict[str, object]) -> None:
@@ -118,7 +157,8 @@ class FuseActivationPass(Pass):
     requires = frozenset({"weights-packed"})
     contract = (
         "Moves a Relu, LeakyRelu, Clip (constant bounds), HardSigmoid or HardSwish (or HardSigmoid(1/6, 0.5) "
-        "and the Mul of its input and output) that is the only reader of a TernaryConv's output into that "
+        "and the Mul of its input and output, or y * Clip(y + 3, 0, 6) / 6 as four nodes, which becomes "
+        "HardSwishRelu6, the same arithmetic) that is the only reader of a TernaryConv's output into that "
         "TernaryConv's activation attributes, in every graph and subgraph, as onnxruntime fuses them into its "
         "own Conv; the output keeps its name. Others stay, the report says why."
     )

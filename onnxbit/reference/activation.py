@@ -20,6 +20,7 @@ PARAMETERS: dict[str, dict[str, float]] = {
     "Clip": {"activation_min": float("-inf"), "activation_max": float("inf")},
     "HardSigmoid": {"activation_alpha": 0.2, "activation_beta": 0.5},
     "HardSwish": {},
+    "HardSwishRelu6": {},  # (y * Clip(y + 3, 0, 6)) / 6: paddle2onnx's HardSwish, in its order
 }
 ALL_PARAMETERS = ("activation_alpha", "activation_beta", "activation_min", "activation_max")
 
@@ -81,6 +82,9 @@ def apply(y: np.ndarray, name: str | None, params: dict[str, float] | None = Non
         if name == "HardSigmoid":
             alpha, beta = _values(name, params)
             return _clip((alpha * y).astype(np.float32) + beta, np.float32(0), np.float32(1))
+        if name == "HardSwishRelu6":
+            relu6 = _clip((y + np.float32(3)).astype(np.float32), np.float32(0), np.float32(6))
+            return ((y * relu6).astype(np.float32) / np.float32(6)).astype(np.float32)
         # HardSwish: ONNX's alpha = 1/6, beta = 0.5
         gate = _clip((np.float32(1.0 / 6.0) * y).astype(np.float32) + np.float32(0.5), np.float32(0), np.float32(1))
         return (y * gate).astype(np.float32)

@@ -120,9 +120,11 @@ int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry
  * rounded on its own, a NaN staying NaN: Relu y < 0 ? 0 : y; LeakyRelu
  * y < 0 ? alpha * y : y; Clip y < alpha ? alpha : (y > beta ? beta : y);
  * HardSigmoid Clip(alpha * y + beta) to [0, 1]; HardSwish y * HardSigmoid(y)
- * (ONNX's alpha = 1/6, beta = 0.5, passed in alpha and beta). */
+ * (ONNX's alpha = 1/6, beta = 0.5, passed in alpha and beta); HardSwishRelu6
+ * (y * Clip(y + 3) to [0, 6]) / 6, the form paddle2onnx writes, in that
+ * order. */
 enum { OBX_ACTIVATION_NONE = 0, OBX_ACTIVATION_RELU = 1, OBX_ACTIVATION_LEAKY_RELU = 2, OBX_ACTIVATION_CLIP = 3,
-       OBX_ACTIVATION_HARD_SIGMOID = 4, OBX_ACTIVATION_HARD_SWISH = 5 };
+       OBX_ACTIVATION_HARD_SIGMOID = 4, OBX_ACTIVATION_HARD_SWISH = 5, OBX_ACTIVATION_HARD_SWISH_RELU6 = 6 };
 typedef struct obx_activation {
     int kind;
     float alpha, beta;
