@@ -311,11 +311,9 @@ static OrtStatus *run(const TernaryConvKernel *kernel, OrtKernelContext *ctx,
         return status;
     ObxOrtRunner runner;
     obx_parallel_for_fn parallel_for = obx_op_parallel_for(head, ctx, &runner);
-    if (obx_tconv_compute_scaled(weights, &geometry, x->data, bias, kernel->act_quant,
-                                 kernel->act_scale, y, parallel_for, &runner, err, sizeof err) != 0)
+    if (obx_tconv_compute_activated(weights, &geometry, x->data, bias, kernel->act_quant, kernel->act_scale,
+                                    &kernel->activation, y, parallel_for, &runner, err, sizeof err) != 0)
         return obx_node_error(head, ORT_FAIL, "compute failed: %s", err);
-    obx_activate(&kernel->activation, y,
-                 geometry.batch * geometry.out_channels * geometry.out_h * geometry.out_w, parallel_for, &runner);
     return NULL;
 }
 

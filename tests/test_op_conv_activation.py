@@ -141,3 +141,16 @@ def test_schema_accepts_the_activation_attributes(rng):
     onnx.checker.check_model(op.model, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(op.model, strict_mode=True)
     assert inferred.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+def test_a_large_batch_is_activated_a_few_images_at_a_time(rng):
+    """Outputs of 256 KiB an image go four images a call (obx_tconv_compute_activated's 1 MiB): a batch of 6
+    is a call of four, then one of two; every image comes out activated, the last ones too."""
+    x = rng.standard_normal((6, 8, 64, 64)).astype(np.float32)
+    codes = rng.integers(-1, 2, size=(16, 8, 1, 1)).astype(np.int8)
+    scales = rng.uniform(0.05, 0.2, 16).astype(np.float32)
+    op = ternary_conv_model(codes, scales, act_quant=1, conv_attrs={"activation": "HardSwish"})
+    expected = activations.apply(ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, act_quant=1),
+                                 "HardSwish")
+    for threads in (1, 2):
+        np.testing.assert_array_equal(_session(op.model, threads=threads).run(None, op.feeds(x))[0], expected)

@@ -133,6 +133,11 @@ typedef struct obx_activation {
  * straight after the conv, mostly still in cache, where onnxruntime's own
  * activation node would read and write it again (HardSwish: twice). */
 void obx_activate(const obx_activation *activation, float *y, size_t n, obx_parallel_for_fn par, void *runner);
+/* obx_tconv_compute_scaled, then the activation (NULL or NONE: none), a
+ * few images at a time so that Y is activated while still in cache. */
+int obx_tconv_compute_activated(const obx_tconv_weights *w, const obx_conv_geometry *geometry, const float *x,
+                                const float *bias, int act_quant, float act_scale, const obx_activation *activation,
+                                float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* Calls the pixel-lanes path has computed in this process (a debug query:
  * tests check that the path they mean to cover really ran). */
