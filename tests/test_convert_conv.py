@@ -153,16 +153,16 @@ def test_dense_ternary_convs_with_float_activations_take_the_faster_op_and_say_s
 
 
 def test_which_ternary_convs_run_on_onnxruntimes_conv():
-    """Float activations: dense convs and depthwise ones larger than 3x3 (where TernaryConv's float paths
-    were slower than fp32 Conv) take INT2 + Cast * scale + Conv; 3x3 depthwise ones, int8 activations
-    and an explicit storage format keep TernaryConv."""
+    """Float activations: dense convs and depthwise ones larger than 5x5 take INT2 + Cast * scale + Conv;
+    depthwise ones up to 5x5, int8 activations and an explicit storage format keep TernaryConv."""
     dense = ConvSpec("Conv", (8, 4, 3, 3), 1)
-    dw3, dw5 = ConvSpec("Conv", (8, 1, 3, 3), 8), ConvSpec("Conv", (8, 1, 5, 5), 8)
+    dw3, dw5, dw7 = (ConvSpec("Conv", (8, 1, k, k), 8) for k in (3, 5, 7))
     assert ternary_conv.float_as_standard(dense, 0, None)
-    assert ternary_conv.float_as_standard(dw5, 0, None)
+    assert ternary_conv.float_as_standard(dw7, 0, None)
+    assert not ternary_conv.float_as_standard(dw5, 0, None)
     assert not ternary_conv.float_as_standard(dw3, 0, None)
     assert not ternary_conv.float_as_standard(dense, 1, None)
-    assert not ternary_conv.float_as_standard(dw5, 0, "base3")
+    assert not ternary_conv.float_as_standard(dw7, 0, "base3")
 
 
 def test_only_convs_whose_int8_path_is_slower_drop_int8_activations_unless_qat_folded():

