@@ -18,7 +18,7 @@
  * as stored, a stream undecoded, then the scales' bytes), activation
  * (optional: Relu, LeakyRelu with activation_alpha, Clip with activation_min
  * and activation_max, HardSigmoid with activation_alpha and activation_beta,
- * HardSwish, HardSwishRelu6; applied to Y as tconv.h obx_activate says). Constant B and
+ * HardSwish, HardSwishRelu6, Sigmoid, Silu; applied to Y as tconv.h obx_activate says). Constant B and
  * scales are checked and prepacked at kernel creation. */
 #include <math.h>
 #include <stdlib.h>
@@ -156,10 +156,12 @@ static OrtStatus *read_activation(const ObxOpKernel *head, const OrtKernelInfo *
         {"HardSigmoid", OBX_ACTIVATION_HARD_SIGMOID, {"activation_alpha", "activation_beta"}, {0.2f, 0.5f}},
         {"HardSwish", OBX_ACTIVATION_HARD_SWISH, {NULL, NULL}, {1.0f / 6.0f, 0.5f}},
         {"HardSwishRelu6", OBX_ACTIVATION_HARD_SWISH_RELU6, {NULL, NULL}, {0.0f, 0.0f}},
+        {"Sigmoid", OBX_ACTIVATION_SIGMOID, {NULL, NULL}, {0.0f, 0.0f}},
+        {"Silu", OBX_ACTIVATION_SILU, {NULL, NULL}, {0.0f, 0.0f}},
     };
     static const char *const all_params[] = {"activation_alpha", "activation_beta", "activation_min",
                                              "activation_max"};
-    const char *expected = "Relu, LeakyRelu, Clip, HardSigmoid, HardSwish, HardSwishRelu6";
+    const char *expected = "Relu, LeakyRelu, Clip, HardSigmoid, HardSwish, HardSwishRelu6, Sigmoid, Silu";
     *out = (obx_activation){OBX_ACTIVATION_NONE, 0.0f, 0.0f};
     if (!obx_has_attribute(head, info, "activation")) {
         for (size_t i = 0; i < sizeof all_params / sizeof all_params[0]; i++)

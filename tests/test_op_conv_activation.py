@@ -1,5 +1,6 @@
 """TernaryConv's fused activation (attribute `activation`): on every ISA the C
-op applies Relu, LeakyRelu, Clip, HardSigmoid and HardSwish bit for bit as
+op applies Relu, LeakyRelu, Clip, HardSigmoid, HardSwish (two forms), Sigmoid
+and Silu bit for bit as
 onnxbit/reference/activation.py does (int8 paths, whose convolution is exact,
 and the depthwise float path against its documented order), the
 ReferenceEvaluator op agrees, onnxruntime's own activation ops agree to a
@@ -30,6 +31,8 @@ CASES = [
     ("HardSigmoid", {}),
     ("HardSwish", {}),
     ("HardSwishRelu6", {}),
+    ("Sigmoid", {}),
+    ("Silu", {}),
 ]
 
 
@@ -97,6 +100,9 @@ def test_reference_evaluator_and_onnxruntime_activation_ops_agree(rng, name, par
         graph.initializer.extend([onnx.numpy_helper.from_array(np.float32(params["activation_min"]), "lo"),
                                   onnx.numpy_helper.from_array(np.float32(params["activation_max"]), "hi")])
         graph.node.append(helper.make_node("Clip", ["conv", "lo", "hi"], ["Y"]))
+    elif name == "Silu":  # y * Sigmoid(y) as exporters write it
+        graph.node.extend([helper.make_node("Sigmoid", ["conv"], ["gate"]),
+                           helper.make_node("Mul", ["conv", "gate"], ["Y"])])
     elif name == "HardSwishRelu6":  # paddle2onnx's nodes
         graph.initializer.extend([onnx.numpy_helper.from_array(np.float32(v), n)
                                   for n, v in (("three", 3), ("zero", 0), ("six", 6))])
@@ -109,7 +115,9 @@ def test_reference_evaluator_and_onnxruntime_activation_ops_agree(rng, name, par
         graph.node.append(helper.make_node(name, ["conv"], ["Y"], **onnx_attrs))
     plain.model.opset_import[0].version = 17
     y_ort = _session(plain.model).run(None, plain.feeds(x))[0]
-    np.testing.assert_allclose(y_fused, y_ort, rtol=1e-6, atol=1e-6)
+    # onnxruntime's exp is its own too: Sigmoid and Silu agree within a few ulp
+    rtol = 1e-6 if name not in ("Sigmoid", "Silu") else 2e-6
+    np.testing.assert_allclose(y_fused, y_ort, rtol=rtol, atol=1e-6)
 
 
 @pytest.mark.parametrize("attrs, message", [
@@ -154,3 +162,27 @@ def test_a_large_batch_is_activated_a_few_images_at_a_time(rng):
                                  "HardSwish")
     for threads in (1, 2):
         np.testing.assert_array_equal(_session(op.model, threads=threads).run(None, op.feeds(x))[0], expected)
+
+
+def test_the_libraries_exp_is_within_3_ulp_and_every_isa_computes_its_bits(rng):
+    """Sigmoid and Silu use the library's own exp (the numpy reference mirrors it step by step): close to
+    numpy's float64 exp over the range, and the C op's bits on every ISA over values from -100 to 100,
+    infinities and NaN."""
+    from onnxbit.reference.activation import _exp
+
+    grid = np.linspace(-87, 88, 400001).astype(np.float32)
+    exact = np.exp(grid.astype(np.float64))
+    ulps = np.abs(_exp(grid).astype(np.float64) - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert ulps.max() <= 3.0
+    # a 1x1 conv with one code +1 and scale 1 passes X through: the activation alone
+    values = np.concatenate([np.linspace(-100, 100, 4093), [np.inf, -np.inf, np.nan]]).astype(np.float32)
+    x = values.reshape(1, 1, 1, -1)
+    for name in ("Sigmoid", "Silu"):
+        op = ternary_conv_model(np.ones((1, 1, 1, 1), np.int8), np.ones(1, np.float32),
+                                conv_attrs={"activation": name})
+        with np.errstate(invalid="ignore", over="ignore"):
+            expected = activations.apply(x, name)
+        for isa in native.available_isas():
+            with native.forced_isa(isa):
+                np.testing.assert_array_equal(_session(op.model).run(None, op.feeds(x))[0], expected,
+                                              err_msg=f"{name} {isa}")

@@ -135,8 +135,9 @@ It needs scales [1] or [M]; a pixel holding NaN or Inf makes its windows NaN.
 
 activation (optional) applies Relu, LeakyRelu (activation_alpha, default
 0.01), Clip (activation_min, activation_max), HardSigmoid (activation_alpha,
-activation_beta, defaults 0.2 and 0.5), HardSwish or HardSwishRelu6
-((Y * Clip(Y + 3, 0, 6)) / 6, paddle2onnx's form) to Y, elementwise in
+activation_beta, defaults 0.2 and 0.5), HardSwish, HardSwishRelu6
+((Y * Clip(Y + 3, 0, 6)) / 6, paddle2onnx's form), Sigmoid or Silu (Y *
+Sigmoid(Y); both with the library's own exp, within 3 ulp) to Y, elementwise in
 float32, each product and sum rounded on its own (onnxbit/reference/
 activation.py); a parameter the activation does not take is an error.
 """
@@ -218,7 +219,8 @@ def _ternary_conv_schema() -> OpSchema:
             attr("crc32c", OpSchema.AttrType.INT, "optional CRC32C of B's bytes followed by the scales' bytes "
                  "(onnxbit.checksum); checked when the session is created", required=False),
             attr("activation", OpSchema.AttrType.STRING,
-                 "optional activation of Y: Relu | LeakyRelu | Clip | HardSigmoid | HardSwish | HardSwishRelu6",
+                 "optional activation of Y: Relu | LeakyRelu | Clip | HardSigmoid | HardSwish | HardSwishRelu6 | "
+                 "Sigmoid | Silu",
                  required=False),
             attr("activation_alpha", OpSchema.AttrType.FLOAT, "LeakyRelu's and HardSigmoid's alpha", required=False),
             attr("activation_beta", OpSchema.AttrType.FLOAT, "HardSigmoid's beta", required=False),

@@ -10,8 +10,9 @@ original although its convs ran 1.9x faster.
 
 Pattern, check and rewrite as three plain functions: `pattern` finds the
 activation reading a TernaryConv's output (one node; HardSigmoid(1/6, 0.5)
-and the Mul of the two, as exporters write HardSwish before opset 14; or
-y * Clip(y + 3, 0, 6) / 6 as Add, Clip, Mul and Div, paddle2onnx's form),
+and the Mul of the two, as exporters write HardSwish before opset 14;
+Sigmoid and the Mul of the two, SiLU; or y * Clip(y + 3, 0, 6) / 6 as Add,
+Clip, Mul and Div, paddle2onnx's form),
 `check` resolves its parameters or says why it cannot fuse, `rewrite` moves it
 into the TernaryConv's attributes.
 """
@@ -28,7 +29,7 @@ from onnxbit.ops.schemas import DOMAIN, TERNARY_CONV
 
 from .base import Pass, PassContext, PassResult
 
-ONE_NODE = ("Relu", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish")
+ONE_NODE = ("Relu", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid")
 HARD_SWISH_ALPHA, HARD_SWISH_BETA = np.float32(1.0 / 6.0), np.float32(0.5)
 
 
@@ -52,6 +53,11 @@ def pattern(conv: gs.Node) -> Match | None:
         mul = next(r for r in readers if r.op == "Mul")
         if _only_reader(gate, mul) and _reads(mul, y, gate.outputs[0]):
             return Match([gate, mul], "HardSwish")
+    if len(readers) == 2 and kinds == {("Sigmoid", ""), ("Mul", "")}:  # y * Sigmoid(y): SiLU, YOLO's activation
+        gate = next(r for r in readers if r.op == "Sigmoid")
+        mul = next(r for r in readers if r.op == "Mul")
+        if _only_reader(gate, mul) and _reads(mul, y, gate.outputs[0]):
+            return Match([gate, mul], "Silu")
     if len(readers) == 2 and kinds == {("Add", ""), ("Mul", "")}:  # (y * Clip(y + 3, 0, 6)) / 6
         add = next(r for r in readers if r.op == "Add")
         mul = next(r for r in readers if r.op == "Mul")
@@ -102,6 +108,8 @@ def check(conv: gs.Node, match: Match, graph: gs.Graph) -> dict[str, object] | s
         bounds = _clip_bounds(clip)
         if shift != 3.0 or bounds != (0.0, 6.0) or _float_scalar(div.inputs[1]) != 6.0:
             return "y * Clip(y + a, lo, hi) / d is HardSwish only with a = 3, lo = 0, hi = 6, d = 6 (constants)"
+        return attrs
+    if match.name == "Silu":
         return attrs
     if len(match.nodes) == 2:  # HardSigmoid + Mul: HardSwish only with ONNX's constants
         alpha = np.float32(node.attrs.get("alpha", 0.2))
@@ -156,8 +164,9 @@ class FuseActivationPass(Pass):
     name = "fuse_activation"
     requires = frozenset({"weights-packed"})
     contract = (
-        "Moves a Relu, LeakyRelu, Clip (constant bounds), HardSigmoid or HardSwish (or HardSigmoid(1/6, 0.5) "
-        "and the Mul of its input and output, or y * Clip(y + 3, 0, 6) / 6 as four nodes, which becomes "
+        "Moves a Relu, LeakyRelu, Clip (constant bounds), HardSigmoid, HardSwish or Sigmoid (or HardSigmoid(1/6, "
+        "0.5) or Sigmoid and the Mul of its input and output, HardSwish and Silu, or y * Clip(y + 3, 0, 6) / 6 as "
+        "four nodes, which becomes "
         "HardSwishRelu6, the same arithmetic) that is the only reader of a TernaryConv's output into that "
         "TernaryConv's activation attributes, in every graph and subgraph, as onnxruntime fuses them into its "
         "own Conv; the output keeps its name. Others stay, the report says why."

@@ -21,6 +21,8 @@ PARAMETERS: dict[str, dict[str, float]] = {
     "HardSigmoid": {"activation_alpha": 0.2, "activation_beta": 0.5},
     "HardSwish": {},
     "HardSwishRelu6": {},  # (y * Clip(y + 3, 0, 6)) / 6: paddle2onnx's HardSwish, in its order
+    "Sigmoid": {},  # 1 / (1 + _exp(-y))
+    "Silu": {},  # y * Sigmoid(y)
 }
 ALL_PARAMETERS = ("activation_alpha", "activation_beta", "activation_min", "activation_max")
 
@@ -63,6 +65,28 @@ def _clip(v: np.ndarray, lo, hi) -> np.ndarray:
     return np.where(v < lo, lo, np.where(v > hi, hi, v)).astype(np.float32)
 
 
+_F = np.float32
+_EXP_MAGIC = _F(float.fromhex("0x1.8p+23"))
+_LOG2E, _LN2_HI, _LN2_LO = (_F(float.fromhex(h)) for h in ("0x1.715476p+0", "0x1.63p-1", "-0x1.bd0106p-13"))
+# exp's Taylor coefficients 1/720 .. 1/6 as float32 quotients, then 1/2, 1, 1
+_EXP_TAYLOR = (*(_F(1) / _F(d) for d in (720, 120, 24, 6)), _F(0.5), _F(1), _F(1))
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    """exp as the C library computes it for Sigmoid and Silu (tconv_rows_body.h activation_exp), step for
+    step in float32: clamp to [-87, 88], n = rint(x log2 e) by adding 1.5 * 2^23, r = (x - n C1) - n C2, a
+    degree-6 Taylor polynomial in Horner form, times 2^n built in the exponent bits."""
+    x = _clip(np.asarray(x, _F), _F(-87), _F(88))
+    shifted = (x * _LOG2E).astype(_F) + _EXP_MAGIC
+    n = (shifted - _EXP_MAGIC).astype(_F)
+    r = ((x - (n * _LN2_HI).astype(_F)).astype(_F) - (n * _LN2_LO).astype(_F)).astype(_F)
+    p = np.full_like(r, _EXP_TAYLOR[0])
+    for c in _EXP_TAYLOR[1:]:
+        p = ((p * r).astype(_F) + c).astype(_F)
+    scale_bits = ((shifted.view(np.uint32) - _EXP_MAGIC.view(np.uint32) + np.uint32(127)) << np.uint32(23))
+    return (p * scale_bits.astype(np.uint32).view(_F)).astype(_F)
+
+
 def apply(y: np.ndarray, name: str | None, params: dict[str, float] | None = None) -> np.ndarray:
     """y (float32) through the activation, as the C op computes it."""
     if name is None:
@@ -82,6 +106,9 @@ def apply(y: np.ndarray, name: str | None, params: dict[str, float] | None = Non
         if name == "HardSigmoid":
             alpha, beta = _values(name, params)
             return _clip((alpha * y).astype(np.float32) + beta, np.float32(0), np.float32(1))
+        if name in ("Sigmoid", "Silu"):
+            sigmoid = (_F(1) / (_F(1) + _exp(-y)).astype(_F)).astype(_F)
+            return sigmoid if name == "Sigmoid" else (y * sigmoid).astype(_F)
         if name == "HardSwishRelu6":
             relu6 = _clip((y + np.float32(3)).astype(np.float32), np.float32(0), np.float32(6))
             return ((y * relu6).astype(np.float32) / np.float32(6)).astype(np.float32)

@@ -122,9 +122,11 @@ int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry
  * HardSigmoid Clip(alpha * y + beta) to [0, 1]; HardSwish y * HardSigmoid(y)
  * (ONNX's alpha = 1/6, beta = 0.5, passed in alpha and beta); HardSwishRelu6
  * (y * Clip(y + 3) to [0, 6]) / 6, the form paddle2onnx writes, in that
- * order. */
+ * order; Sigmoid 1 / (1 + exp(-y)) and Silu y * Sigmoid(y), with the
+ * library's own exp (tconv_rows_body.h activation_exp, within 3 ulp). */
 enum { OBX_ACTIVATION_NONE = 0, OBX_ACTIVATION_RELU = 1, OBX_ACTIVATION_LEAKY_RELU = 2, OBX_ACTIVATION_CLIP = 3,
-       OBX_ACTIVATION_HARD_SIGMOID = 4, OBX_ACTIVATION_HARD_SWISH = 5, OBX_ACTIVATION_HARD_SWISH_RELU6 = 6 };
+       OBX_ACTIVATION_HARD_SIGMOID = 4, OBX_ACTIVATION_HARD_SWISH = 5, OBX_ACTIVATION_HARD_SWISH_RELU6 = 6,
+       OBX_ACTIVATION_SIGMOID = 7, OBX_ACTIVATION_SILU = 8 };
 typedef struct obx_activation {
     int kind;
     float alpha, beta;
