@@ -34,9 +34,9 @@
  * splits its output channels too, but only that far: each part quantizes its
  * tile again. */
 enum { LANES_COPY_ROWS = 4, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
-/* Output pixels per image below which multi-tap convs keep the
+/* Output pixels per image below which multi-tap and 1x1 convs keep the
  * channels-last path (tconv_pixel_lanes_applies has the measurements). */
-enum { LANES_MIN_MULTI_TAP_OUTPUTS = 196 };
+enum { LANES_MIN_MULTI_TAP_OUTPUTS = 196, LANES_MIN_SINGLE_TAP_OUTPUTS = 16 };
 /* Kernel taps and padded K (taps x channels rounded up to 4) the path takes:
  * the tile of 64 pixels is 64 K bytes, at most 2 MiB. */
 enum { LANES_MAX_TAPS = 64, LANES_MAX_K = 32768 };
@@ -266,9 +266,17 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
      * slower (3->32 @112 8x, 16->16 @28 3x, 128 @28 in 32 groups 7.4x), and
      * so are grouped convs on the channels-last path, one small matmul per
      * group (256 @7 in 8 groups 1.33x, 512 @7 in 32 groups 2.1x, 128 @28 in
-     * 4 groups 2.2x, 1x1 256 @28 in 8 groups 2.6x). */
-    if (w->kernel_positions > 1 && w->channels_last && w->group == 1 &&
-        g->out_h * g->out_w < LANES_MIN_MULTI_TAP_OUTPUTS)
+     * 4 groups 2.2x, 1x1 256 @28 in 8 groups 2.6x). 1x1 convs on planes of
+     * a few pixels fill a 16-lane vector an image at a time, where the
+     * channels-last path runs the whole batch as one matmul (batch 128, one
+     * thread, against fp32 Conv, this path / that one: 384->256 @1x1 0.25x /
+     * 1.55x, 384->128 @2x2 0.39x / 1.29x, 256->256 @3x3 0.90x / 1.11x,
+     * 384->256 @4x4 1.50x / 1.48x, 128->128 @5x5 1.38x / 0.82x; batch 1 alike:
+     * 3x3 0.95x / 1.08x, 5x5 1.13x / 0.91x). nudenet's YOLOv8n on a batch of
+     * 128 32x32 images converted ternary ran 2.1x slower than the original. */
+    const size_t outputs = g->out_h * g->out_w;
+    if (w->channels_last && w->group == 1 &&
+        outputs < (w->kernel_positions > 1 ? LANES_MIN_MULTI_TAP_OUTPUTS : LANES_MIN_SINGLE_TAP_OUTPUTS))
         return 0;
     return 1;
 }
