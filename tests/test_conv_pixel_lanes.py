@@ -176,6 +176,7 @@ def test_act_quant_3_keeps_per_tap_matmuls_for_a_tall_dilated_window(isa, rng, m
 @pytest.mark.parametrize("size, kernel, channels, group, taken", [
     (28, 3, 32, 1, True),   # a large plane
     (7, 3, 32, 1, False),   # a 3x3 conv on a 7x7 plane keeps the channels-last path
+    (8, 3, 32, 1, True),    # from 8x8 on it takes this one
     (7, 1, 32, 1, True),    # a 1x1 conv takes it from 4x4 planes on
     (4, 1, 32, 1, True),
     (3, 1, 32, 1, False),   # below, the channels-last path runs the batch as one matmul

@@ -49,5 +49,5 @@ def test_plane_staging_is_bit_exact_on_every_isa(monkeypatch, width, pad_left, p
             with native.forced_isa(isa):
                 before = _depthwise_path_runs(path)
                 y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
-                assert _depthwise_path_runs(path) == before + 1, (isa, act_quant)
+                assert _depthwise_path_runs(path) > before, (isa, act_quant)
                 np.testing.assert_array_equal(y, expected, err_msg=f"{isa} act_quant={act_quant}")

@@ -338,7 +338,7 @@ def test_each_depthwise_float_path_runs_where_forced(rng, monkeypatch, path, nam
         op = ternary_conv_model(codes, scales, bias, conv_attrs=attrs)
         before = _depthwise_path_runs(path)
         _session(op.model).run(None, op.feeds(x))
-        assert _depthwise_path_runs(path) == before + 1, name
+        assert _depthwise_path_runs(path) > before, name  # once an image when a batch is split by image
 
 
 DEPTHWISE_INT8_PATHS = ("blocks", "phases", "flat", "channels_last")  # the rows have no int8 kernel
@@ -385,7 +385,7 @@ def test_each_depthwise_int8_path_runs_where_forced(rng, monkeypatch, path, name
         op = ternary_conv_model(codes, scales, bias, act_quant=1, conv_attrs=attrs)
         before = _depthwise_path_runs(path)
         _session(op.model).run(None, op.feeds(x))
-        assert _depthwise_path_runs(path) == before + 1, name
+        assert _depthwise_path_runs(path) > before, name  # once an image when a batch is split by image
 
 
 def test_depthwise_int8_rule_leaves_the_rows_out(rng, monkeypatch):
@@ -399,7 +399,7 @@ def test_depthwise_int8_rule_leaves_the_rows_out(rng, monkeypatch):
             op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
             before = _depthwise_path_runs(path)
             _session(op.model).run(None, op.feeds(x))
-            assert _depthwise_path_runs(path) == before + 1, (forced, act_quant)
+            assert _depthwise_path_runs(path) > before, (forced, act_quant)
 
 
 @pytest.mark.parametrize("name", ["3x3_pad1", "1d", "groups", "depthwise", "grouped_scales"])

@@ -36,7 +36,7 @@
 enum { LANES_COPY_ROWS = 4, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
 /* Output pixels per image below which multi-tap and 1x1 convs keep the
  * channels-last path (tconv_pixel_lanes_applies has the measurements). */
-enum { LANES_MIN_MULTI_TAP_OUTPUTS = 196, LANES_MIN_SINGLE_TAP_OUTPUTS = 16 };
+enum { LANES_MIN_MULTI_TAP_OUTPUTS = 64, LANES_MIN_SINGLE_TAP_OUTPUTS = 16 };
 /* Kernel taps and padded K (taps x channels rounded up to 4) the path takes:
  * the tile of 64 pixels is 64 K bytes, at most 2 MiB. */
 enum { LANES_MAX_TAPS = 64, LANES_MAX_K = 32768 };
@@ -261,7 +261,13 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
      * but not on small ones, where the padded columns are 2/9 of the lanes
      * and the few tiles are quantized once per channel part (512 @7 0.99,
      * 256 @7 1.11, 256 @10 0.99, 128 @10 0.98, 256 @12 1.03 and at two
-     * threads 1.12; 256 @14 0.96 and 0.93 in the same runs). Without the channels-last
+     * threads 1.12; 256 @14 0.96 and 0.93 in the same runs). Measured again
+     * as speed-ups over fp32 Conv, this path / that one, one thread, batch 1
+     * (batch 128): 16 @8x8 1.02x / 0.77x (1.01x / 0.45x), 32 @8x8 1.16x /
+     * 0.85x (1.25x / 0.73x), 64 @8x8 1.37x / 1.05x, 16 @12x12 1.16x / 0.70x,
+     * 128 @10x10 2.06x / 1.80x, 256 @10x10 2.52x / 2.41x; at 7x7 even (64
+     * 1.18x / 1.09x, at two threads 1.05x / 1.16x; 128 1.53x / 1.54x), at
+     * 4x4 that one (64 0.90x / 1.11x): so from 8x8 on. Without the channels-last
      * layout (C / group < 8) the alternative is the generic im2col: always
      * slower (3->32 @112 8x, 16->16 @28 3x, 128 @28 in 32 groups 7.4x), and
      * so are grouped convs on the channels-last path, one small matmul per

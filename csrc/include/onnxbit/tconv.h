@@ -34,7 +34,8 @@
  * act_quant 1 or 2, one scale group along K and stride 1 (depthwise
  * excepted), CPUs with AVX-512 VNNI take the pixel-lanes path instead (16
  * output pixels per vector, straight from the NCHW planes to the NCHW
- * output; ungrouped multi-tap convs only on planes of 196 outputs or more;
+ * output; ungrouped multi-tap convs only on planes of 64 outputs or more,
+ * 1x1 ones on planes of 16 or more;
  * the environment variable
  * ONNXBIT_CONV_PATH=pixel_lanes or channels_last overrides that choice, for
  * tests and measurements). Every path computes the arithmetic above; the
@@ -136,7 +137,9 @@ typedef struct obx_activation {
  * activation node would read and write it again (HardSwish: twice). */
 void obx_activate(const obx_activation *activation, float *y, size_t n, obx_parallel_for_fn par, void *runner);
 /* obx_tconv_compute_scaled, then the activation (NULL or NONE: none), a
- * few images at a time so that Y is activated while still in cache. */
+ * few images at a time so that Y is activated while still in cache; a
+ * batch of small images (under 4M multiply-adds each) one image a task,
+ * each computed on one thread. */
 int obx_tconv_compute_activated(const obx_tconv_weights *w, const obx_conv_geometry *geometry, const float *x,
                                 const float *bias, int act_quant, float act_scale, const obx_activation *activation,
                                 float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
