@@ -138,3 +138,37 @@ def test_clip_with_opset_6_attributes_and_a_non_constant_bound(rng):
     result = convert(model, preset="ternary", progress=False)
     assert "activation" not in _ternary_convs(result.model)["first"]
     assert any("Clip's min is not a float32 constant scalar" in note for note in result.report.notes)
+
+
+def test_fuses_inside_an_if_branch(rng):
+    """A conv and its activation inside an If branch fuse there; the branch's output keeps its name."""
+    first, w1 = _conv(rng, "outer", "X")
+    inner, w2 = _conv(rng, "inner", "outer_y")
+    branch = helper.make_graph([inner, helper.make_node("Relu", ["inner_y"], ["branch_out"])], "then", [],
+                               [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, [1, C, 8, 8])],
+                               initializer=[w2])
+    other = helper.make_graph([helper.make_node("Identity", ["outer_y"], ["other_out"])], "else", [],
+                              [helper.make_tensor_value_info("other_out", TensorProto.FLOAT, [1, C, 8, 8])])
+    tail, w3 = _conv(rng, "tail", "picked")
+    tail.output[0] = "Y"
+    graph = helper.make_graph(
+        [first, helper.make_node("If", ["flag"], ["picked"], then_branch=branch, else_branch=other), tail],
+        "branchy", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, C, 8, 8]),
+                    helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, C, 8, 8])], initializer=[w1, w3])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    result = convert(model, preset="ternary", progress=False)
+    then_graph = next(a.g for n in result.model.graph.node if n.op_type == "If" for a in n.attribute
+                      if a.name == "then_branch")
+    (conv,) = [n for n in then_graph.node if n.op_type == "TernaryConv"]
+    assert helper.get_attribute_value(next(a for a in conv.attribute if a.name == "activation")) == b"Relu"
+    assert conv.output[0] == "branch_out" and not [n for n in then_graph.node if n.op_type == "Relu"]
+    from onnxbit.config import load_config
+
+    passes = [p for p in default_passes() if not isinstance(p, FuseActivationPass)]
+    unfused, _ = PassManager(passes, target="onnxbit", config=load_config(None, "ternary")).run(model)
+    x = rng.standard_normal((1, C, 8, 8)).astype(np.float32)
+    feeds = {"X": x, "flag": np.array(True)}
+    np.testing.assert_array_equal(runtime.InferenceSession(result.model).run(None, feeds)[0],
+                                  runtime.InferenceSession(unfused).run(None, feeds)[0])  # Relu is exact
