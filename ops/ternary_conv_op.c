@@ -18,8 +18,9 @@
  * as stored, a stream undecoded, then the scales' bytes), activation
  * (optional: Relu, LeakyRelu with activation_alpha, Clip with activation_min
  * and activation_max, HardSigmoid with activation_alpha and activation_beta,
- * HardSwish, HardSwishRelu6, Sigmoid, Silu; applied to Y as tconv.h obx_activate says). Constant B and
- * scales are checked and prepacked at kernel creation. */
+ * HardSwish, HardSwishRelu6, Sigmoid, Silu; applied to Y as tconv.h
+ * obx_activate says). Constant B and scales are checked and prepacked at
+ * kernel creation. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

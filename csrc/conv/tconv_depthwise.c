@@ -259,6 +259,10 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
     }
 }
 
+/* What the path computes on: float activations, int8 ones per window (act_quant 1 and 2; no rows
+ * or same-size planes), or int8 ones per pixel (act_quant 3: a float path on X dequantized). */
+enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
+
 /* ONNXBIT_DEPTHWISE_PATH names a path to take wherever it fits (tests run
  * every path on every shape, benchmarks compare them). The rule, from
  * one-thread times of each path on MobileNet shapes (3x3, us, blocks against
@@ -285,10 +289,6 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
  * 0.36-0.41x / 0.97-1.01x, 576 @14x14 0.29-0.49x / 0.60-0.61x, 512 @14x14
  * stride 2 0.27-0.40x / 0.68x. What remains is mostly the two divisions
  * per output the definition asks for (1 / absmax and the final / s). */
-/* What the path computes on: float activations, int8 ones per window (act_quant 1 and 2; no rows
- * or same-size planes), or int8 ones per pixel (act_quant 3: a float path on X dequantized). */
-enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
-
 static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, enum dw_activations act) {
     const int int8 = act == DW_INT8_WINDOWS;
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
@@ -311,7 +311,6 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     if (!int8 && path_fits(DW_ROWS, w, g) && g->out_w >= DW_PLANE_MIN_WIDTH) return DW_ROWS;
     return DW_CHANNELS_LAST;
 }
-
 
 static int compute_rows(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
                         float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {

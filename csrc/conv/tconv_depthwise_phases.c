@@ -29,7 +29,7 @@
  * Planes up to 2^18 staged floats (1 MiB, an L2) run here; larger ones take
  * the row path. */
 enum { PHASE_TASK_VALUES = 4096, PHASE_TASKS = 32, PHASE_MAX_STAGED = 1 << 18 };
-/* Floats in a cache line: float staging aligns its rows to them (tconv_compute_depthwise_phases). */
+/* Floats in a cache line: the staged rows are aligned to them (tconv_compute_depthwise_phases). */
 enum { PHASE_ALIGN = OBX_CACHE_LINE / sizeof(float) };
 
 typedef struct PhaseJob {

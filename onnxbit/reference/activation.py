@@ -9,8 +9,6 @@ batch on a PP-LCNet orientation classifier converted to ternary."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 # name -> the float attributes it takes, with ONNX's defaults
@@ -25,16 +23,6 @@ PARAMETERS: dict[str, dict[str, float]] = {
     "Silu": {},  # y * Sigmoid(y)
 }
 ALL_PARAMETERS = ("activation_alpha", "activation_beta", "activation_min", "activation_max")
-
-
-@dataclass(frozen=True)
-class Activation:
-    name: str
-    params: dict[str, float]
-
-    def attributes(self) -> dict[str, object]:
-        """The TernaryConv attributes that say this activation."""
-        return {"activation": self.name, **self.params}
 
 
 def check(name: str | None, params: dict[str, float]) -> None:
