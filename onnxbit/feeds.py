@@ -324,8 +324,9 @@ def synthesize_working_feed(model: onnx.ModelProto, run: Callable[[dict[str, np.
         notes = [f"synthesized inputs: {shapes}"]
         if number:
             notes.append(f"(the original model rejected {len(tried)} other size(s) first)")
-        if plan.guessed_spatial():
-            notes.append(f"(image sizes guessed: {', '.join(plan.guessed_spatial())} at {profile['spatial']}; "
+        guessed = plan.guessed_spatial()
+        if guessed:
+            notes.append(f"(image sizes guessed: {', '.join(guessed)} at {profile['spatial']}; "
                          "latency and agreement on your own image sizes can differ: pass --inputs FILE.npz)")
         return feed, notes
     culprit = _culprit(plan, last_error)

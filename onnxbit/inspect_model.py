@@ -265,8 +265,9 @@ def _layer(node: onnx.NodeProto, index: _Model) -> LayerInfo | None:
             return info
     if node.domain == "com.microsoft" and node.op_type in ATTENTION_CONTRIB_OPS:
         return _other_layer(node, name, index, tuple(range(1, len(node.input))))
-    if quantized_weight_inputs(node.domain, node.op_type):
-        return _other_layer(node, name, index, quantized_weight_inputs(node.domain, node.op_type))
+    quantized = quantized_weight_inputs(node.domain, node.op_type)
+    if quantized:
+        return _other_layer(node, name, index, quantized)
     if node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:

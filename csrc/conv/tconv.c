@@ -1,10 +1,10 @@
-/* Ternary convolution: prepacking, the choice of path (tconv.h), and the
+/* Ternary convolution: prepacking, the choice of path (tconv.h; calls enter
+ * through tconv_entry.c), and the
  * im2col path in (c, kh, kw) order that weights with K-grouped scales take
  * (the others: tconv_channels_last.c, tconv_depthwise.c). The im2col matrix
  * is never built whole: each task fills a tile of output positions (bounded
  * scratch), multiplies it by its group's prepacked weights and writes the
  * tile back in NCHW order. */
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,39 +335,11 @@ static void run_serially(obx_task_fn fn, void *arg, size_t count) {
     for (size_t i = 0; i < count; i++) fn(arg, i);
 }
 
-OBX_API int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                              const float *bias, int act_quant, float *y, obx_parallel_for_fn par, void *runner,
-                              char *err, size_t err_len) {
-    return obx_tconv_compute_scaled(w, g, x, bias, act_quant, 0.0f, y, par, runner, err, err_len);
-}
-
-OBX_API int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                     const float *bias, int act_quant, float act_scale, float *y,
-                                     obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
-    if (g->out_channels != w->m || g->channels != w->cg * w->group ||
-        g->kernel_h * g->kernel_w != w->kernel_positions) {
-        obx_set_error(err, err_len, "the geometry does not match the prepacked weights");
-        return -1;
-    }
-    if (act_quant != OBX_ACT_NONE && act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC &&
-        act_quant != OBX_ACT_INT8_PIXEL) {
-        obx_set_error(err, err_len, "act_quant = %d must be 0, 1, 2 or 3", act_quant);
-        return -1;
-    }
-    const int per_pixel = w->taps != NULL || w->pixel_depthwise;
-    if ((act_quant == OBX_ACT_INT8_PIXEL) != per_pixel) {
-        obx_set_error(err, err_len, per_pixel ? "these weights were prepacked for act_quant = 3 only, not %d"
-                                              : "act_quant = %d needs weights prepacked for it (obx_tconv_prepack_act)",
-                      act_quant);
-        return -1;
-    }
-    /* The negated form refuses NaN too. */
-    if (act_quant == OBX_ACT_INT8_STATIC && !(act_scale > 0.0f && act_scale <= FLT_MAX)) {
-        obx_set_error(err, err_len, "act_quant = 2 needs a finite act_scale > 0, got %g", (double)act_scale);
-        return -1;
-    }
+/* The path a call takes (tconv.h), for a call tconv_entry.c has checked. */
+int tconv_compute_paths(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
+                        int act_quant, float act_scale, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                        size_t err_len) {
     const size_t positions = g->out_h * g->out_w;
-    if (g->batch == 0 || positions == 0 || w->m == 0) return 0;
     if (w->taps) {
         if (tconv_pixel_lanes_applies(w, g, act_quant))
             return tconv_compute_pixel_lanes(w, g, x, bias, act_quant, act_scale, y, par, runner, err, err_len);

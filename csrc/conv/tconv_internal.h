@@ -189,6 +189,12 @@ int tconv_compute_depthwise_same(const obx_tconv_weights *w, const obx_conv_geom
                                  const float *bias, const tconv_pixel_dequant *dq, float *y,
                                  obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
+/* The path of a call (tconv.c), its arguments checked by the entry
+ * (tconv_entry.c); 0, or -1 with a message. */
+int tconv_compute_paths(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x, const float *bias,
+                        int act_quant, float act_scale, float *y, obx_parallel_for_fn par, void *runner, char *err,
+                        size_t err_len);
+
 /* The direct depthwise path (tconv_depthwise.c). */
 int tconv_compute_depthwise(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
                             const float *bias, int act_quant, float act_scale, float *y, obx_parallel_for_fn par,

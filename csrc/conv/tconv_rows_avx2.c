@@ -50,6 +50,11 @@ static inline __m256i first_lanes8(size_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* rint(x * s) * inverse (tconv_rows.h dequantize_pixels), 8 lanes. */
+static inline __m256 dequantize8(__m256 x, __m256 s, __m256 inverse) {
+    return _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), inverse);
+}
+
 /* tconv_rows.h block_tile in 8 x 8 register blocks (8 pixels, 8 channels),
  * dequantized before the transpose, where a lane is a pixel, and each
  * pixel's 8 channels stored straight at its place in the tile: through a
@@ -70,19 +75,12 @@ static void block_tile_avx2(float *tile, const uint32_t *at, const float *x, siz
                     continue;
                 }
                 r[i] = _mm256_maskload_ps(x + (h + i) * plane_stride + p0, mask);
-                if (scale)
-                    r[i] = _mm256_mul_ps(
-                        _mm256_round_ps(_mm256_mul_ps(r[i], s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), inv);
+                if (scale) r[i] = dequantize8(r[i], s, inv);
             }
             transpose_8x8_registers(r);
             for (size_t j = 0; j < n; j++) _mm256_storeu_ps(tile + at[p0 + j] + h, r[j]);
         }
     }
-}
-
-/* rint(x * s) * inverse (tconv_rows.h dequantize_pixels), 8 lanes. */
-static inline __m256 dequantize8(__m256 x, __m256 s, __m256 inverse) {
-    return _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), inverse);
 }
 
 /* 16 columns from x (dequantized with scale) -> their 8 even and 8 odd ones. */

@@ -120,8 +120,8 @@ class TernaryConv(OpRun):
         weight_shape = [int(d) for d in weight_shape]
         _check_act_scale(name, int(act_quant or 0), act_scale)
         activation = activation.decode() if isinstance(activation, bytes) else activation
-        activation_params = {"activation_alpha": activation_alpha, "activation_beta": activation_beta,
-                             "activation_min": activation_min, "activation_max": activation_max}
+        activation_params = dict(zip(activations.ALL_PARAMETERS,
+                                     (activation_alpha, activation_beta, activation_min, activation_max)))
         try:
             activations.check(activation, activation_params)
         except ValueError as error:

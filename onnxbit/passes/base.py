@@ -99,6 +99,28 @@ class PassContext:
         return name
 
 
+def rewrite_matches(root: gs.Graph, op: str, pattern: Callable, check: Callable,
+                    rewrite: Callable) -> tuple[list[Any], dict[str, str]]:
+    """A pass's three functions over every `op` node of every graph and subgraph: pattern(node) gives a
+    match or None, check(node, match, graph) what the rewrite needs or why not (a str), and
+    rewrite(graph, node, match, checked) applies it. Returns the matches rewritten, and why each node
+    matched but kept (node name -> reason)."""
+    done: list[Any] = []
+    kept: dict[str, str] = {}
+    for graph in iter_graphs(root):
+        for node in [n for n in graph.nodes if n.op == op]:
+            match = pattern(node)
+            if match is None:
+                continue
+            checked = check(node, match, graph)
+            if isinstance(checked, str):
+                kept[node.name] = checked
+                continue
+            rewrite(graph, node, match, checked)
+            done.append(match)
+    return done, kept
+
+
 @dataclass
 class PassResult:
     modified: bool

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxbit.graph.queries import NotConstant, iter_graphs, resolve_constant
+from onnxbit.graph.queries import NotConstant, resolve_constant
 
-from .base import Pass, PassContext, PassResult
+from .base import Pass, PassContext, PassResult, rewrite_matches
 from .fold.exact_ternary import NotTernaryError, split_exact_ternary
 
 
@@ -131,18 +131,9 @@ class FoldBatchNormPass(Pass):
     )
 
     def run(self, ctx: PassContext) -> PassResult:
-        folded, kept = 0, {}
-        for graph in iter_graphs(ctx.graph):
-            for bn in [node for node in graph.nodes if node.op == "BatchNormalization"]:
-                conv = pattern(bn)
-                if conv is None:
-                    continue
-                operands = check(bn, conv, graph)
-                if isinstance(operands, str):
-                    kept[bn.name] = operands
-                else:
-                    rewrite(ctx, graph, bn, conv, operands)
-                    folded += 1
+        done, kept = rewrite_matches(ctx.graph, "BatchNormalization", pattern, check,
+                                     lambda graph, bn, conv, operands: rewrite(ctx, graph, bn, conv, operands))
+        folded = len(done)
         if folded:
             ctx.notes.append(f"{folded} BatchNormalization node(s) folded into the Conv in front of them (as "
                              "onnxruntime does for the original when it loads it): the weights quantized are the "

@@ -19,15 +19,16 @@ into the TernaryConv's attributes.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxbit.graph.queries import NotConstant, iter_graphs, resolve_constant
+from onnxbit.graph.queries import NotConstant, resolve_constant
 from onnxbit.ops.schemas import DOMAIN, TERNARY_CONV
 
-from .base import Pass, PassContext, PassResult
+from .base import Pass, PassContext, PassResult, rewrite_matches
 
 ONE_NODE = ("Relu", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid")
 HARD_SWISH_ALPHA, HARD_SWISH_BETA = np.float32(1.0 / 6.0), np.float32(0.5)
@@ -173,19 +174,8 @@ class FuseActivationPass(Pass):
     )
 
     def run(self, ctx: PassContext) -> PassResult:
-        fused: dict[str, int] = {}
-        kept: dict[str, str] = {}
-        for graph in iter_graphs(ctx.graph):
-            for conv in [node for node in graph.nodes if node.op == TERNARY_CONV]:
-                match = pattern(conv)
-                if match is None:
-                    continue
-                attrs = check(conv, match, graph)
-                if isinstance(attrs, str):
-                    kept[conv.name] = attrs
-                    continue
-                rewrite(graph, conv, match, attrs)
-                fused[match.name] = fused.get(match.name, 0) + 1
+        done, kept = rewrite_matches(ctx.graph, TERNARY_CONV, pattern, check, rewrite)
+        fused = Counter(match.name for match in done)
         if fused:
             counts = ", ".join(f"{name} x{count}" for name, count in sorted(fused.items()))
             ctx.notes.append(f"{sum(fused.values())} activation node(s) fused into the TernaryConv before them "

@@ -105,7 +105,10 @@ void obx_tconv_free(obx_tconv_weights *w);
 int obx_tconv_is_depthwise(const obx_tconv_weights *w);
 
 /* x: [batch, channels, in_h, in_w]; y: [batch, out_channels, out_h, out_w];
- * bias: out_channels floats or NULL. Returns 0, or -1 with a message. */
+ * bias: out_channels floats or NULL. Returns 0, or -1 with a message. A
+ * batch of small images (under 4M multiply-adds each) runs one image a
+ * task, each computed on one thread; larger images split across the
+ * threads one after another. */
 int obx_tconv_compute(const obx_tconv_weights *w, const obx_conv_geometry *geometry,
                       const float *x, const float *bias, int act_quant, float *y,
                       obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
@@ -137,9 +140,8 @@ typedef struct obx_activation {
  * activation node would read and write it again (HardSwish: twice). */
 void obx_activate(const obx_activation *activation, float *y, size_t n, obx_parallel_for_fn par, void *runner);
 /* obx_tconv_compute_scaled, then the activation (NULL or NONE: none), a
- * few images at a time so that Y is activated while still in cache; a
- * batch of small images (under 4M multiply-adds each) one image a task,
- * each computed on one thread. */
+ * few images at a time (or, small ones, each in its own task) so that Y is
+ * activated while still in cache. */
 int obx_tconv_compute_activated(const obx_tconv_weights *w, const obx_conv_geometry *geometry, const float *x,
                                 const float *bias, int act_quant, float act_scale, const obx_activation *activation,
                                 float *y, obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
