@@ -82,7 +82,7 @@ int tconv_prepack_pixel_lanes(obx_tconv_weights *w, const int8_t *codes, const f
 typedef struct LanesJob {
     const obx_tconv_weights *w;
     const obx_conv_geometry *g;
-    tconv_lanes_fn kernel;
+    const struct tconv_lanes_kernels *kernels;
     const struct tconv_row_kernels *rows;
     const float *x; /* this image */
     const float *x_end; /* past the last image */
@@ -91,12 +91,14 @@ typedef struct LanesJob {
     float static_scale;
     int per_pixel; /* act_quant 3 */
     int in_place; /* 1x1 without padding: X's planes are the flat planes */
+    int prequantized; /* act_quant 3 with a padded plane: the image quantized once, not per tile */
     /* length: floats per flat plane, with the zero tail the last tile's shifted lanes read */
     size_t flat_w, flat_h, length, flat_outputs, parts, part_m;
     size_t tiles, tile_vectors, longer_tiles; /* the first longer_tiles tiles have one vector more */
     size_t offset[LANES_MAX_TAPS]; /* flat shift of each kernel tap, (kh, kw) order */
-    float *planes;  /* [C][length] padded copy (not in_place) */
-    int32_t *amax;  /* [group][length] pixel absmax bits over the group's channels (not in_place) */
+    float *planes;  /* [C][length] padded copy (not in_place nor prequantized) */
+    int32_t *amax;  /* [group][length] pixel absmax bits over the group's channels (as planes) */
+    struct tconv_lanes_image image; /* prequantized: the codes and r of every padded pixel */
     int failed;
 } LanesJob;
 
@@ -136,6 +138,14 @@ static void copy_task(void *arg, size_t index) {
     }
 }
 
+/* act_quant 3: the pixels of padded rows [r0, r1) quantized (the last task
+ * also the zero tail the last tile's shifted lanes read). */
+static void quantize_task(void *arg, size_t index) {
+    const LanesJob *job = arg;
+    const size_t r0 = index * LANES_COPY_ROWS, r1 = OBX_MIN(job->flat_h, r0 + LANES_COPY_ROWS);
+    job->kernels->quantize_pixels(&job->image, r0 * job->flat_w, r1 == job->flat_h ? job->length : r1 * job->flat_w);
+}
+
 /* Output channels [m0, m0 + m) of group grp over one tile. */
 static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m, int prefetch_next) {
     const obx_tconv_weights *w = job->w;
@@ -143,6 +153,32 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
     const size_t quads = OBX_DIV_UP(w->cg, 4), taps = w->kernel_positions;
     const size_t p0 = 16 * (tile * job->tile_vectors + OBX_MIN(tile, job->longer_tiles));
     const size_t pixels = OBX_MIN(16 * (job->tile_vectors + (tile < job->longer_tiles)), job->flat_outputs - p0);
+    const size_t k4 = taps * quads;
+    if (job->prequantized) {
+        struct tconv_lanes_task task = {
+            .offset = job->offset,
+            .taps = taps,
+            .quads = quads,
+            .channels = w->cg,
+            .pixels = pixels,
+            .p0 = p0,
+            .flat_w = job->flat_w,
+            .out_w = g->out_w,
+            .plane = g->out_h * g->out_w,
+            .codes = w->lane_codes + m0 * k4,
+            .weight_scale = w->lane_scales + m0,
+            .bias = job->bias ? job->bias + m0 : NULL,
+            .m = m,
+            .y = job->y + m0 * g->out_h * g->out_w,
+            .per_pixel = 1,
+            .tap_correction = w->lane_tap_correction + m0 * taps,
+            .quantized = job->image.q + p0,
+            .pixel_r = job->image.r + p0,
+            .quantized_stride = job->length,
+        };
+        job->kernels->tile(&task);
+        return 0;
+    }
     /* A partial last tile of an in-place conv reads on into the next
      * plane (its lanes there are dropped), but past X's last runs there may
      * be no memory: the runs that would end past it come from zero-padded
@@ -173,7 +209,6 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
         src[c] = copy;
     }
     for (size_t c = cg; c < 4 * quads; c++) src[c] = src[0]; /* codes 0: any finite data */
-    const size_t k4 = taps * quads;
     struct tconv_lanes_task task = {
         .src = src,
         .offset = job->offset,
@@ -198,7 +233,7 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
         .tap_correction = w->lane_tap_correction + m0 * taps,
         .tile = aligned,
     };
-    job->kernel(&task);
+    job->kernels->tile(&task);
     return 0;
 }
 
@@ -294,12 +329,13 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     memset(&job, 0, sizeof job);
     job.w = w;
     job.g = g;
-    job.kernel = obx_platform()->conv_lanes;
+    job.kernels = obx_platform()->conv_lanes;
     job.rows = obx_platform()->conv_rows;
     job.bias = bias;
     job.static_scale = act_quant == OBX_ACT_INT8_STATIC ? act_scale : 0.0f;
     job.per_pixel = act_quant == OBX_ACT_INT8_PIXEL;
     job.in_place = is_in_place(g);
+    job.prequantized = job.per_pixel && !job.in_place;
     job.x_end = x + g->batch * g->channels * g->in_h * g->in_w;
     job.flat_w = g->out_w + (g->kernel_w - 1) * g->dilation_w;
     job.flat_h = g->out_h + (g->kernel_h - 1) * g->dilation_h;
@@ -315,7 +351,27 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     const size_t last_p0 = 16 * ((job.tiles - 1) * job.tile_vectors + job.longer_tiles);
     const size_t last_read = last_p0 + TCONV_LANES_TILE + job.offset[w->kernel_positions - 1];
     job.length = OBX_DIV_UP(OBX_MAX(last_read, job.flat_h * job.flat_w), 16) * 16;
-    if (!job.in_place) {
+    const size_t quads = OBX_DIV_UP(w->cg, 4);
+    if (job.prequantized) { /* act_quant 3 has no groups: codes [quads][length], then r */
+        if (job.length > SIZE_MAX / sizeof(float) / (quads + 1)) {
+            obx_set_error(err, err_len, "the input is too large for its quantized copy");
+            return -1;
+        }
+        job.image.q = (int32_t *)tconv_thread_buffer(TCONV_BUFFER_IMAGE, job.length * (quads + 1));
+        if (!job.image.q) {
+            obx_set_error(err, err_len, "out of memory for the quantized copy of X");
+            return -1;
+        }
+        job.image.r = (float *)(job.image.q + job.length * quads);
+        job.image.channels = g->channels;
+        job.image.in_h = g->in_h;
+        job.image.in_w = g->in_w;
+        job.image.pad_top = g->pad_top;
+        job.image.pad_left = g->pad_left;
+        job.image.flat_w = job.flat_w;
+        job.image.quads = quads;
+        job.image.stride = job.length;
+    } else if (!job.in_place) {
         if (job.length > SIZE_MAX / sizeof(float) / (g->channels + w->group)) {
             obx_set_error(err, err_len, "the input is too large for its padded copy");
             return -1;
@@ -337,7 +393,11 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     for (size_t image = 0; image < g->batch && !job.failed; image++) {
         job.x = x + image * g->channels * g->in_h * g->in_w;
         job.y = y + image * w->m * g->out_h * g->out_w;
-        if (!job.in_place) obx_run_tasks(par, runner, copy_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
+        job.image.x = job.x;
+        if (job.prequantized)
+            obx_run_tasks(par, runner, quantize_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
+        else if (!job.in_place)
+            obx_run_tasks(par, runner, copy_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
         obx_run_tasks(par, runner, tile_task, &job, job.tiles * w->group * job.parts);
     }
     if (job.failed) {

@@ -44,7 +44,10 @@ enum { TCONV_LANES_VECTORS = 4, TCONV_LANES_TILE = 16 * TCONV_LANES_VECTORS };
  * holding NaN or Inf); per output lane, acc = 0, then per tap in order
  * acc = acc + (float)(isum_tap) * r[lane + offset[tap]], with
  * tap_correction[o * taps + tap] = 128 * the tap's code sum; y = acc *
- * weight_scale + bias. A padding pixel (x = 0) adds +0. */
+ * weight_scale + bias. A padding pixel (x = 0) adds +0. When `quantized`
+ * is set (a padded image quantized whole beforehand by the pixels kernel
+ * below, the same arithmetic), the tile reads its pixels there instead:
+ * [quad][quantized_stride] dwords and their r at pixel_r, both at p0. */
 struct tconv_lanes_task {
     const float *const *src;
     const size_t *offset;
@@ -61,6 +64,9 @@ struct tconv_lanes_task {
     float *y;
     int per_pixel;
     const int32_t *tap_correction; /* per_pixel: [m][taps] */
+    const int32_t *quantized;      /* per_pixel: the image's pixels at p0, or NULL (quantized per tile) */
+    const float *pixel_r;
+    size_t quantized_stride;
     /* Scratch, 64-byte aligned: TCONV_LANES_TILE * taps * 4 * quads bytes;
      * per_pixel: span * (4 * quads + 4) bytes (tconv_lanes_span). */
     uint8_t *tile;
@@ -71,10 +77,28 @@ static inline size_t tconv_lanes_span(size_t last_offset) {
     return (TCONV_LANES_TILE + last_offset + 15) / 16 * 16;
 }
 
-typedef void (*tconv_lanes_fn)(const struct tconv_lanes_task *task);
+/* act_quant 3 on a zero-padded image: every pixel quantized once, as the
+ * tiles would (q + 128 bytes in the dword of its quad; r = 1 / s), so that
+ * tiles, whose spans overlap by the window's height in rows, read the codes
+ * instead of quantizing each pixel up to three times. Pixel p of the flat
+ * plane (row p / flat_w, column p % flat_w) is image pixel (row - pad_top,
+ * column - pad_left) of x's C planes, 0 outside the image. */
+struct tconv_lanes_image {
+    const float *x;
+    size_t channels, in_h, in_w, pad_top, pad_left, flat_w, quads;
+    int32_t *q;      /* [quads][stride] */
+    float *r;        /* [stride] */
+    size_t stride;
+};
+
+struct tconv_lanes_kernels {
+    void (*tile)(const struct tconv_lanes_task *task);
+    /* pixels [p0, p1) of the flat plane into image->q and image->r */
+    void (*quantize_pixels)(const struct tconv_lanes_image *image, size_t p0, size_t p1);
+};
 
 #if defined(ONNXBIT_X86)
-void tconv_lanes_avx512(const struct tconv_lanes_task *task);
+extern const struct tconv_lanes_kernels tconv_lanes_avx512;
 #endif
 
 #endif

@@ -9,9 +9,11 @@
  * end. Integer sums are exact and the epilogue is the TernaryMatMul one,
  * so the results are those of every other path bit for bit.
  *
- * act_quant 3 (per_pixel) quantizes each pixel the tile reads once, with its
- * own scale, as [quad][span] dwords; a tap's vectors are then unaligned
- * loads at the tap's shift. The integer sums restart per tap (at minus its
+ * act_quant 3 (per_pixel) quantizes each pixel once, with its own scale, as
+ * [quad][pixel] dwords: a padded image whole before its tiles (overlapping
+ * spans quantized per tile had cost 3x3 64 @56x56 10% of its time), a 1x1
+ * conv read in place per tile. A tap's vectors are then unaligned loads at
+ * the tap's shift. The integer sums restart per tap (at minus its
  * correction) and go into float sums tap by tap, times the 1 / s of the
  * pixel each lane's tap reads: per_pixel_conv's order. */
 #include <immintrin.h>
@@ -91,10 +93,9 @@ static void window_scales(const struct tconv_lanes_task *t, size_t vectors, stru
 /* One vector of 16 pixels x 4 channels: q = rint(x * s) (clamped first for
  * a static s; a window scale keeps |x * s| <= 127 and the saturating packs
  * clamp), as bytes q + 128 with pixel p's 4 channels in dword p. */
-static ALWAYS_INLINE __m512i quantize_quad(const float *x0, const float *x1, const float *x2, const float *x3,
-                                           __m512 s, int clamp) {
-    __m512 f0 = _mm512_mul_ps(_mm512_loadu_ps(x0), s), f1 = _mm512_mul_ps(_mm512_loadu_ps(x1), s);
-    __m512 f2 = _mm512_mul_ps(_mm512_loadu_ps(x2), s), f3 = _mm512_mul_ps(_mm512_loadu_ps(x3), s);
+static ALWAYS_INLINE __m512i quantize_values(__m512 x0, __m512 x1, __m512 x2, __m512 x3, __m512 s, int clamp) {
+    __m512 f0 = _mm512_mul_ps(x0, s), f1 = _mm512_mul_ps(x1, s);
+    __m512 f2 = _mm512_mul_ps(x2, s), f3 = _mm512_mul_ps(x3, s);
     if (clamp) {
         const __m512 lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
         f0 = _mm512_min_ps(_mm512_max_ps(f0, lo), hi);
@@ -109,6 +110,12 @@ static ALWAYS_INLINE __m512i quantize_quad(const float *x0, const float *x1, con
     const __m512i to_pixels = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
     __m512i q = _mm512_shuffle_epi8(_mm512_packs_epi16(q01, q23), to_pixels);
     return _mm512_xor_si512(q, _mm512_set1_epi8((char)0x80));
+}
+
+static ALWAYS_INLINE __m512i quantize_quad(const float *x0, const float *x1, const float *x2, const float *x3,
+                                           __m512 s, int clamp) {
+    return quantize_values(_mm512_loadu_ps(x0), _mm512_loadu_ps(x1), _mm512_loadu_ps(x2), _mm512_loadu_ps(x3), s,
+                           clamp);
 }
 
 static void quantize_tile(const struct tconv_lanes_task *t, size_t vectors, const struct lane_scales *ls) {
@@ -286,14 +293,26 @@ static void channel_blocks(const struct tconv_lanes_task *t, size_t vectors, con
 
 /* ---- act_quant 3: one scale per input pixel ---------------------------- */
 
+/* A pixel's s from its absmax bits over the channels, and its r = 1 / s
+ * (NaN for a pixel holding NaN or Inf, whose s is then any finite value). */
+static ALWAYS_INLINE __m512 pixel_scale(__m512i bits, __m512 *r) {
+    const __m512i inf_bits = _mm512_set1_epi32(0x7f800000);
+    const __m512i floor_bits = _mm512_castps_si512(_mm512_set1_ps(1e-5f));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    /* NaN and Inf order above every finite magnitude as integers; max(amax,
+     * 1e-5) on bit patterns, a bad pixel taking any finite value. */
+    const __mmask16 bad = _mm512_cmpge_epi32_mask(bits, inf_bits);
+    const __m512i clamped = _mm512_max_epi32(_mm512_mask_mov_epi32(bits, bad, floor_bits), floor_bits);
+    const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(127.0f), _mm512_div_ps(one, _mm512_castsi512_ps(clamped)));
+    *r = _mm512_mask_mov_ps(_mm512_div_ps(one, scale), bad, _mm512_set1_ps(__builtin_nanf("")));
+    return scale;
+}
+
 /* The span's pixels quantized once each: [quad][span] dwords of 4 channels
  * as q + 128 at the tile, then each pixel's r = 1 / s (NaN for a pixel
  * holding NaN or Inf, whose q are then any bytes: every term reading them is
  * NaN). Returns r. */
 static const float *quantize_span(const struct tconv_lanes_task *t, size_t span) {
-    const __m512i inf_bits = _mm512_set1_epi32(0x7f800000);
-    const __m512i floor_bits = _mm512_castps_si512(_mm512_set1_ps(1e-5f));
-    const __m512 one = _mm512_set1_ps(1.0f), nan = _mm512_set1_ps(__builtin_nanf(""));
     const size_t vectors = span / 16;
     __m512i *out = (__m512i *)t->tile;
     float *r = (float *)(t->tile + span * 4 * t->quads);
@@ -305,12 +324,9 @@ static const float *quantize_span(const struct tconv_lanes_task *t, size_t span)
     if (!t->window_amax) tile_absmax(t, tile_bits);
     for (size_t v = 0; v < vectors; v++) {
         const __m512i bits = t->window_amax ? _mm512_loadu_si512(t->window_amax + 16 * v) : tile_bits[v];
-        /* NaN and Inf order above every finite magnitude as integers; max(amax,
-         * 1e-5) on bit patterns, a bad pixel taking any finite value. */
-        const __mmask16 bad = _mm512_cmpge_epi32_mask(bits, inf_bits);
-        const __m512i clamped = _mm512_max_epi32(_mm512_mask_mov_epi32(bits, bad, floor_bits), floor_bits);
-        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(127.0f), _mm512_div_ps(one, _mm512_castsi512_ps(clamped)));
-        _mm512_storeu_ps(r + 16 * v, _mm512_mask_mov_ps(_mm512_div_ps(one, scale), bad, nan));
+        __m512 pixel_r;
+        const __m512 scale = pixel_scale(bits, &pixel_r);
+        _mm512_storeu_ps(r + 16 * v, pixel_r);
         for (size_t q = 0; q < t->quads; q++)
             _mm512_store_si512(out + q * vectors + v,
                                quantize_quad(t->src[4 * q] + 16 * v, t->src[4 * q + 1] + 16 * v,
@@ -345,8 +361,8 @@ static ALWAYS_INLINE void finish_pixel(const struct tconv_lanes_task *t, size_t 
     _mm512_mask_storeu_ps(t->y + o * t->plane + st->dst[v], st->first_n[v], f);
 }
 
-static ALWAYS_INLINE void pixel_channel_block(const struct tconv_lanes_task *t, size_t o0, size_t span,
-                                              const float *r, const struct lane_stores *st,
+static ALWAYS_INLINE void pixel_channel_block(const struct tconv_lanes_task *t, size_t o0, const int32_t *pixels,
+                                              size_t stride, const float *r, const struct lane_stores *st,
                                               struct next_tile_lines *next, const int MB, const int VECS) {
     const __m512i z = _mm512_setzero_si512();
     __m512i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
@@ -356,7 +372,6 @@ static ALWAYS_INLINE void pixel_channel_block(const struct tconv_lanes_task *t, 
     for (int i = 0; i < MB; i++)
         for (int v = 0; v < VECS; v++) f[i][v] = _mm512_setzero_ps();
     const size_t quads = t->quads, k4 = t->taps * quads;
-    const int32_t *tile = (const int32_t *)t->tile;
     for (size_t k = 0; k < t->taps; k++) {
         const size_t shift = t->offset[k];
         /* rows past MB are never read (nor pointed past the array) */
@@ -369,8 +384,8 @@ static ALWAYS_INLINE void pixel_channel_block(const struct tconv_lanes_task *t, 
         PIXEL_START(3)
         PIXEL_START(4)
         PIXEL_START(5)
-        const int32_t *x = tile + shift;
-        for (size_t j = 0; j < quads; j++, x += span) {
+        const int32_t *x = pixels + shift;
+        for (size_t j = 0; j < quads; j++, x += stride) {
             const __m512i x0 = _mm512_loadu_si512(x);
             const __m512i x1 = VECS > 1 ? _mm512_loadu_si512(x + 16) : z;
             const __m512i x2 = VECS > 2 ? _mm512_loadu_si512(x + 32) : z;
@@ -398,24 +413,28 @@ static ALWAYS_INLINE void pixel_channel_block(const struct tconv_lanes_task *t, 
         for (int v = 0; v < VECS; v++) finish_pixel(t, o0 + (size_t)i, v, f[i][v], st);
 }
 
-static void pixel_channel_blocks(const struct tconv_lanes_task *t, size_t vectors, size_t span, const float *r,
-                                 const struct lane_stores *st) {
+static void pixel_channel_blocks(const struct tconv_lanes_task *t, size_t vectors, const int32_t *pixels,
+                                 size_t stride, const float *r, const struct lane_stores *st) {
     struct next_tile_lines lines = next_tile(t);
     struct next_tile_lines *next = &lines;
     size_t o0;
-#define PIXEL_BLOCK(MB, VECS) pixel_channel_block(t, o0, span, r, st, next, MB, VECS)
+#define PIXEL_BLOCK(MB, VECS) pixel_channel_block(t, o0, pixels, stride, r, st, next, MB, VECS)
     CHANNEL_BLOCKS(PIXEL_BLOCK)
 #undef PIXEL_BLOCK
 }
 
-void tconv_lanes_avx512(const struct tconv_lanes_task *t) {
+static void lanes_tile(const struct tconv_lanes_task *t) {
     const size_t vectors = OBX_DIV_UP(t->pixels, 16);
     struct lane_stores st;
     lane_stores(t, vectors, &st);
+    if (t->per_pixel && t->quantized) {
+        pixel_channel_blocks(t, vectors, t->quantized, t->quantized_stride, t->pixel_r, &st);
+        return;
+    }
     if (t->per_pixel) {
         const size_t span = tconv_lanes_span(t->offset[t->taps - 1]);
         const float *r = quantize_span(t, span);
-        pixel_channel_blocks(t, vectors, span, r, &st);
+        pixel_channel_blocks(t, vectors, (const int32_t *)t->tile, span, r, &st);
         return;
     }
     struct lane_scales ls;
@@ -423,3 +442,62 @@ void tconv_lanes_avx512(const struct tconv_lanes_task *t) {
     quantize_tile(t, vectors, &ls);
     channel_blocks(t, vectors, &ls, &st);
 }
+
+/* Up to NV vectors of consecutive pixels of one flat row, from flat pixel p
+ * (flat column col) on, n of them: each channel's run read whole for the
+ * absmaxes, then again (from L1) a quad at a time for the codes. */
+static void quantize_row_run(const struct tconv_lanes_image *im, size_t p, size_t row, size_t col, size_t n) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    const size_t plane = im->in_h * im->in_w, vectors = OBX_DIV_UP(n, 16);
+    const int inside = row >= im->pad_top && row - im->pad_top < im->in_h;
+    /* image column of each vector's first lane, as a signed offset */
+    const ptrdiff_t first = (ptrdiff_t)col - (ptrdiff_t)im->pad_left;
+    const float *line = inside ? im->x + (row - im->pad_top) * im->in_w : im->x;
+    __mmask16 valid[NV], store[NV];
+    __m512i bits[NV];
+    for (size_t v = 0; v < vectors; v++) {
+        const size_t lanes = OBX_MIN(n - 16 * v, (size_t)16);
+        store[v] = (__mmask16)((1u << lanes) - 1);
+        unsigned in_image = 0;
+        for (size_t l = 0; l < lanes && inside; l++) {
+            const ptrdiff_t column = first + (ptrdiff_t)(16 * v + l);
+            if (column >= 0 && column < (ptrdiff_t)im->in_w) in_image |= 1u << l;
+        }
+        valid[v] = (__mmask16)in_image;
+        bits[v] = _mm512_setzero_si512();
+    }
+    /* The masked loads never touch a lane outside the image, so the run's
+     * address may lie before the row. */
+#define RUN_AT(c, v) ((const float *)((uintptr_t)(line + (c) * plane) + (first + 16 * (ptrdiff_t)(v)) * 4))
+    for (size_t c = 0; c < im->channels; c++)
+        for (size_t v = 0; v < vectors; v++)
+            bits[v] = _mm512_max_epi32(bits[v],
+                                       _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(valid[v], RUN_AT(c, v))),
+                                                        magnitude));
+    for (size_t v = 0; v < vectors; v++) {
+        __m512 r;
+        const __m512 scale = pixel_scale(bits[v], &r);
+        _mm512_mask_storeu_ps(im->r + p + 16 * v, store[v], r);
+        for (size_t quad = 0; quad < im->quads; quad++) {
+            __m512 x[4];
+            for (size_t i = 0; i < 4; i++) {
+                const size_t c = 4 * quad + i; /* channels past C hold 0: their codes are 0 */
+                x[i] = c < im->channels ? _mm512_maskz_loadu_ps(valid[v], RUN_AT(c, v)) : _mm512_setzero_ps();
+            }
+            _mm512_mask_storeu_epi32(im->q + quad * im->stride + p + 16 * v, store[v],
+                                     quantize_values(x[0], x[1], x[2], x[3], scale, 0));
+        }
+    }
+#undef RUN_AT
+}
+
+static void lanes_quantize_pixels(const struct tconv_lanes_image *im, size_t p0, size_t p1) {
+    for (size_t p = p0; p < p1;) {
+        const size_t row = p / im->flat_w, col = p % im->flat_w;
+        const size_t n = OBX_MIN(OBX_MIN(p1 - p, im->flat_w - col), (size_t)TCONV_LANES_TILE);
+        quantize_row_run(im, p, row, col, n);
+        p += n;
+    }
+}
+
+const struct tconv_lanes_kernels tconv_lanes_avx512 = {lanes_tile, lanes_quantize_pixels};

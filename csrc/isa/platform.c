@@ -33,7 +33,7 @@ static const struct obx_platform platform_avx2_vnni = {
 static const struct obx_platform platform_avx512 = {
     OBX_ISA_AVX512, &obx_codec_kernels_avx512, obx_cols_gather_avx2,
     &tmm_kernels_avx512, &tconv_rows_avx512, obx_crc32c_avx2,
-    tmm_quantize_static_avx512, tconv_lanes_avx512, &bf16_kernels_avx512};
+    tmm_quantize_static_avx512, &tconv_lanes_avx512, &bf16_kernels_avx512};
 #endif
 #if defined(ONNXBIT_ARM64) && defined(__aarch64__)
 static const struct obx_platform platform_neon = {

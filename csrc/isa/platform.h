@@ -24,7 +24,7 @@ struct obx_platform {
     const struct tconv_row_kernels *conv_rows; /* direct depthwise convolution */
     obx_crc32c_fn crc32c;           /* checksums of packed weights */
     tmm_quantize_static_fn quantize_static; /* act_quant = 2: rows to int8 by a fixed scale */
-    tconv_lanes_fn conv_lanes;      /* pixel-lanes conv tiles (NULL: the path is not taken) */
+    const struct tconv_lanes_kernels *conv_lanes; /* pixel-lanes conv (NULL: the path is not taken) */
     const struct bf16_kernels *bf16; /* bfloat16-weight matmul tiles */
 };
 

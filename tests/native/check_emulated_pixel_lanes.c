@@ -20,14 +20,14 @@
 #include "onnxbit/formats.h"
 #include "onnxbit/isa.h"
 
-void emulated_tconv_lanes_avx512(const struct tconv_lanes_task *task);
+extern const struct tconv_lanes_kernels emulated_tconv_lanes_avx512;
 
 /* Linked instead of csrc/isa/platform.c: the scalar kernels everywhere and
  * the emulated kernel in the pixel-lanes slot, whatever this CPU has. */
 static const struct obx_platform emulated_platform = {
     OBX_ISA_SCALAR, &obx_codec_kernels_scalar, obx_cols_gather_scalar,
     &tmm_kernels_scalar, &tconv_rows_scalar, obx_crc32c_scalar,
-    tmm_quantize_static_scalar, emulated_tconv_lanes_avx512, &bf16_kernels_scalar};
+    tmm_quantize_static_scalar, &emulated_tconv_lanes_avx512, &bf16_kernels_scalar};
 
 const struct obx_platform *obx_platform(void) { return &emulated_platform; }
 const char *obx_isa_error(void) { return ""; }

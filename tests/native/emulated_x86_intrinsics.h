@@ -346,6 +346,22 @@ static inline void emu_mask_storeu_ps(float *p, __mmask16 k, emu512 a) {
     for (int i = 0; i < 16; i++)
         if (k >> i & 1) memcpy(p + i, &a.f[i], sizeof(float));
 }
+/* Masked loads and stores: only the selected lanes touch memory (the
+ * others may lie outside the buffer: the instructions suppress their faults). */
+static inline emu512 emu_maskz_loadu_ps(__mmask16 k, const void *p) {
+    emu512 r;
+    for (int i = 0; i < 16; i++) {
+        r.f[i] = 0.0f;
+        if (k >> i & 1) memcpy(&r.f[i], (const char *)p + 4 * i, sizeof(float));
+    }
+    return r;
+}
+static inline void emu_mask_storeu_epi32(void *p, __mmask16 k, emu512i a) {
+    for (int i = 0; i < 16; i++)
+        if (k >> i & 1) memcpy((char *)p + 4 * i, a.b + 4 * i, 4);
+}
+#define _mm512_maskz_loadu_ps emu_maskz_loadu_ps
+#define _mm512_mask_storeu_epi32 emu_mask_storeu_epi32
 #define _mm512_loadu_si512 emu_loadu_si512
 #define _mm512_xor_si512 emu_xor_si512
 #define _mm512_sub_epi32 emu_sub_epi32
