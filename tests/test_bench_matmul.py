@@ -120,6 +120,7 @@ def test_rotation_is_round_robin_starting_elsewhere_each_round():
 def test_spinning_sessions_alternate_in_blocks_after_a_pause(monkeypatch):
     calls, slept = [], []
     monkeypatch.setattr(timing.time, "sleep", lambda s: slept.append(s) or calls.append("|"))
+    monkeypatch.setattr(timing, "WARM_UP_S", 0.0)  # probe count alone (the duration: the test below)
     probes = {name: (lambda name=name: calls.append(name) or {"t": float(len(calls))}) for name in "ab"}
     samples = timing.interleave_spinning(probes, rounds=7, block=3)
     # per block and variant: the pause, three untimed warm-up probes, then the timed ones
@@ -130,6 +131,24 @@ def test_spinning_sessions_alternate_in_blocks_after_a_pause(monkeypatch):
     assert samples["a"]["t"][:3] == [5.0, 6.0, 7.0]  # the warm-up probes (2.0-4.0) are not samples
     with pytest.raises(ValueError, match="rounds"):
         timing.interleave_spinning(probes, rounds=0)
+
+
+def test_spinning_warm_up_lasts_warm_up_s_after_each_pause(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "sleep", lambda s: None)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def probe():  # each run takes 4 ms of the fake clock
+        clock[0] += 0.004
+        calls.append(clock[0])
+        return {"t": clock[0]}
+
+    samples = timing.interleave_spinning({"a": probe}, rounds=2, block=2)
+    untimed = len(calls) - 2
+    assert untimed * 0.004 >= timing.WARM_UP_S > (untimed - 1) * 0.004
+    assert timing.WARM_UP_S >= 0.02  # less left blocks of short runs on one core (see timing.py)
+    assert samples["a"]["t"] == calls[-2:]
 
 
 @given(per_round=st.floats(0, 100), budget=st.floats(0.1, 100),

@@ -82,8 +82,15 @@ SPIN_SETTLE_S = 0.1
 # Untimed probes after that pause: the first runs after it are slow (two
 # threads, a 1x1 256->64 @56x56 conv, medians by position after the pause:
 # fp32 0.91, 0.77, 0.72, then 0.57-0.69 ms; TernaryConv 0.37, 0.30, 0.27,
-# then 0.22-0.29), so one untimed probe left the ramp in the samples.
+# then 0.22-0.29), so one untimed probe left the ramp in the samples. And
+# for WARM_UP_S at least: after the pause the scheduler can leave the pool's
+# worker on the caller's core for some milliseconds, and a block of short
+# runs then times one thread (2-vCPU VM, two threads, 3x3 128@28x28, the
+# median of each of 8 blocks of 5 runs: with only the three probes 3-5 of 8
+# blocks ran at one-thread speed, fp32 1.03-1.19 ms against 0.53, TernaryConv
+# 0.38 against 0.22; with 20 ms of probes or more, none).
 WARM_UP_PROBES = 3
+WARM_UP_S = 0.05
 
 
 def interleave_spinning(probes: Mapping[str, Probe], rounds: int, block: int = 5,
@@ -92,8 +99,9 @@ def interleave_spinning(probes: Mapping[str, Probe], rounds: int, block: int = 5
     onnxruntime's default spinning pool workers, as a deployment runs them.
     Alternating call by call, one session's still-spinning worker would take
     the cores of the next; so each variant runs `block` probes in a row, after
-    a pause of pause_s and WARM_UP_PROBES untimed probes (which wake its own
-    pool and get past the slow first runs after the pause).
+    a pause of pause_s and untimed probes, WARM_UP_PROBES of them and for
+    WARM_UP_S at least (which wake its own pool, get past the slow first runs
+    after the pause and let the scheduler spread its threads).
     Returns `rounds` samples per variant, as interleave does."""
     if rounds < 1 or block < 1:
         raise ValueError(f"rounds and block must be >= 1, got {rounds}, {block}")
@@ -103,8 +111,10 @@ def interleave_spinning(probes: Mapping[str, Probe], rounds: int, block: int = 5
         count = min(block, rounds - block_index * block)
         for name in rotation(names, block_index):
             time.sleep(pause_s)
-            for _ in range(WARM_UP_PROBES):
+            warm_until, warmed = time.perf_counter() + WARM_UP_S, 0
+            while warmed < WARM_UP_PROBES or time.perf_counter() < warm_until:
                 probes[name]()
+                warmed += 1
             for _ in range(count):
                 for key, value in probes[name]().items():
                     samples[name].setdefault(key, []).append(float(value))
