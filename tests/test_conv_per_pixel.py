@@ -135,6 +135,32 @@ def test_depthwise_equals_reference_on_every_float_path(isa, rng, monkeypatch, p
     assert ran >= 3, (path, ran)  # the path really ran on several cases
 
 
+@pytest.mark.parametrize("channels", [3, 40, 131])
+@pytest.mark.parametrize("path, stride", [("same", 1), ("blocks", 2)])
+def test_depthwise_small_planes_merge_channel_runs(isa, rng, monkeypatch, channels, path, stride):
+    """On planes of at most 256 pixels a staged path takes the pixel absmaxes in runs of whole
+    channels (up to 8 runs) and merges their maxima: the pixel whose largest value, NaN or Inf lies
+    in the last run, or in a middle one, gets the same scale as the reference."""
+    from test_op_ternary_conv import _depthwise_path_runs
+
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
+    codes = rng.integers(-1, 2, size=(channels, 1, 3, 3)).astype(np.int8)
+    scales = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+    bias = rng.standard_normal(channels).astype(np.float32)
+    x = rng.standard_normal((2, channels, 15, 13)).astype(np.float32)  # 195 pixels
+    x[0, -1, 4, :] *= 100           # row 4's scales come from the last channel
+    x[1, channels // 2, 7, 3] = 1e4  # one from a middle run
+    x[0, -1, 10, 2] = np.nan
+    x[1, channels // 2, 0, 0] = -np.inf
+    attrs = {"group": channels, "pads": [1, 1, 1, 1], "strides": [stride, stride]}
+    op = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs)
+    expected = _reference(x, codes, scales, bias, attrs)
+    for threads in (1, 2):
+        before = _depthwise_path_runs(path)
+        np.testing.assert_array_equal(_session(op.model, threads).run(None, op.feeds(x))[0], expected)
+        assert _depthwise_path_runs(path) > before
+
+
 @pytest.mark.parametrize("path, channels, height, width, stride, banded", [
     ("flat", 20, 120, 120, 1, True),     # 1.1 MiB, bands of 15 rows restaging 2 each
     ("flat", 20, 60, 120, 1, False),     # 0.55 MiB: one pass
