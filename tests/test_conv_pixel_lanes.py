@@ -1,12 +1,12 @@
 """TernaryConv's pixel-lanes path (csrc/conv/tconv_pixel_lanes*.c): stride-1
-convs with act_quant 1 or 2 (group by group) or 3 (ungrouped) on AVX-512 VNNI,
-output pixels in the vector lanes. It must equal the numpy reference bit for bit on every shape it
+convs with act_quant 1 or 2 (group by group) or 3 (ungrouped) on AVX-512 VNNI
+and on AVX2, output pixels in the vector lanes. It must equal the numpy reference bit for bit on every shape it
 takes (kernel sizes, asymmetric pads, dilation, channel counts that are not a
 multiple of 4, widths that are not a multiple of 16, tiny planes, batches,
 NaN and Inf windows, with and without bias); ONNXBIT_CONV_PATH=pixel_lanes
 makes it take every eligible call whatever its size rule, and the library's
-run counter shows it really ran (only on AVX-512, every other ISA keeps its
-paths and must stay exact too). On any x86 CPU with AVX2 the kernel also runs
+run counter shows it really ran (only on AVX-512 and AVX2: the other ISAs
+keep their paths and must stay exact too). On any x86 CPU with AVX2 the kernel also runs
 on stand-ins for its intrinsics (tests/native), against the channels-last path."""
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import pytest
 from onnxbit import native, runtime
 from onnxbit.reference.ternary_conv import ternary_conv_reference
 from op_models import random_scales, ternary_conv_model
+
+LANES_ISAS = ("avx2", "avx512")  # the ISAs with a pixel-lanes kernel
 
 # name: (x shape, weight shape [M, C, *kernel], conv attributes)
 SHAPES = {
@@ -96,13 +98,13 @@ def _check(isa, codes, scales, bias, x, attrs, act_quant, monkeypatch):
                             act_scale=STATIC_SCALE if act_quant == 2 else None)
     expected = _reference(x, codes, scales, bias, attrs, act_quant)
     # act_quant 3 scales a pixel over all channels: grouped convs keep their per-tap matmuls
-    lanes = isa == "avx512" and (act_quant != 3 or attrs.get("group", 1) == 1)
+    lanes = isa in LANES_ISAS and (act_quant != 3 or attrs.get("group", 1) == 1)
     monkeypatch.setenv("ONNXBIT_CONV_PATH", "pixel_lanes")
     for threads in (1, 2):
         before = _runs()
         y = _session(op.model, threads).run(None, op.feeds(x))[0]
         np.testing.assert_array_equal(y, expected)
-        # taken on AVX-512 (which has VNNI here), never elsewhere
+        # taken on AVX-512 (which has VNNI here) and AVX2, never elsewhere
         assert (_runs() > before) == lanes, (isa, _runs() - before)
     # the channels-last / im2col paths (per-tap matmuls for act_quant 3) compute the same bits
     monkeypatch.setenv("ONNXBIT_CONV_PATH", "channels_last")
@@ -173,31 +175,38 @@ def test_act_quant_3_keeps_per_tap_matmuls_for_a_tall_dilated_window(isa, rng, m
     np.testing.assert_array_equal(y, _reference(x, codes, scales, None, attrs, 3))
 
 
-@pytest.mark.parametrize("size, kernel, channels, group, taken", [
-    (28, 3, 32, 1, True),   # a large plane
-    (7, 3, 32, 1, False),   # a 3x3 conv on a 7x7 plane keeps the channels-last path
-    (8, 3, 32, 1, True),    # from 8x8 on it takes this one
-    (7, 1, 32, 1, True),    # a 1x1 conv takes it from 4x4 planes on
-    (4, 1, 32, 1, True),
-    (3, 1, 32, 1, False),   # below, the channels-last path runs the batch as one matmul
-    (1, 1, 32, 1, False),
-    (7, 3, 4, 1, True),     # without the channels-last layout (C < 8) the alternative is slower
-    (7, 3, 32, 2, True),    # and so is the channels-last path of a grouped conv
+# taken: on AVX-512 VNNI, on AVX2 (each kernel table's thresholds for multi-tap convs: 64 and 256 outputs)
+@pytest.mark.parametrize("size, kernel, channels, group, act_quant, taken", [
+    (28, 3, 32, 1, 1, (True, True)),     # a large plane
+    (7, 3, 32, 1, 1, (False, False)),    # a 3x3 conv on a 7x7 plane keeps the channels-last path
+    (8, 3, 32, 1, 1, (True, False)),     # AVX-512 takes this one from 8x8 on
+    (15, 3, 32, 1, 1, (True, False)),
+    (16, 3, 32, 1, 1, (True, True)),     # AVX2 from 16x16 on
+    (7, 1, 32, 1, 1, (True, True)),      # a 1x1 conv takes it from 4x4 planes on
+    (4, 1, 32, 1, 1, (True, True)),
+    (3, 1, 32, 1, 1, (False, False)),    # below, the channels-last path runs the batch as one matmul
+    (1, 1, 32, 1, 1, (False, False)),
+    (7, 3, 4, 1, 1, (True, True)),       # without the channels-last layout (C < 8) the alternative is slower
+    (7, 3, 32, 2, 1, (True, True)),      # and so is the channels-last path of a grouped conv
+    (7, 3, 32, 1, 3, (True, False)),     # act_quant 3: per-tap matmuls the alternative, on AVX2 faster below 256
+    (16, 3, 32, 1, 3, (True, True)),
+    (3, 1, 32, 1, 3, (True, True)),
 ])
-def test_size_rule(rng, monkeypatch, size, kernel, channels, group, taken):
+@pytest.mark.parametrize("lanes_isa", LANES_ISAS)
+def test_size_rule(rng, monkeypatch, size, kernel, channels, group, act_quant, taken, lanes_isa):
     """Without the override the size rule (tconv_pixel_lanes_applies) picks the path."""
-    if "avx512" not in native.available_isas():
-        pytest.skip("the path needs AVX-512 VNNI")
+    if lanes_isa not in native.available_isas():
+        pytest.skip(f"the path needs {lanes_isa}")
     monkeypatch.delenv("ONNXBIT_CONV_PATH", raising=False)
     codes = rng.integers(-1, 2, size=(16, channels // group, kernel, kernel)).astype(np.int8)
     x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
     attrs = {"pads": [kernel // 2] * 4, "group": group}
-    op = ternary_conv_model(codes, np.ones(1, np.float32), None, act_quant=1, conv_attrs=attrs)
-    with native.forced_isa("avx512"):
+    op = ternary_conv_model(codes, np.ones(1, np.float32), None, act_quant=act_quant, conv_attrs=attrs)
+    with native.forced_isa(lanes_isa):
         before = _runs()
         y = _session(op.model, 2).run(None, op.feeds(x))[0]
-        assert (_runs() > before) == taken
-    np.testing.assert_array_equal(y, _reference(x, codes, np.ones(1, np.float32), None, attrs, 1))
+        assert (_runs() > before) == dict(zip(("avx512", "avx2"), taken))[lanes_isa]
+    np.testing.assert_array_equal(y, _reference(x, codes, np.ones(1, np.float32), None, attrs, act_quant))
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc")

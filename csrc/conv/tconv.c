@@ -117,10 +117,10 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
     w->kernel_positions = positions;
     w->k = cg * positions;
     const int depthwise = cg == 1 && w->group > 1 && shape.n_groups == 1;
-    /* The pixel-lanes path takes stride-1 convs on CPUs with AVX-512 VNNI; its
-     * layout (a byte per weight) is kept beside the others there (another ISA
-     * may be forced later). */
-    int lanes_cpu = obx_isa_supported(OBX_ISA_AVX512);
+    /* The pixel-lanes path takes stride-1 convs on CPUs with AVX2 or AVX-512
+     * VNNI; its layout (a byte per weight) is kept beside the others there
+     * (another ISA may be forced later). */
+    int lanes_cpu = obx_isa_supported(OBX_ISA_AVX2) || obx_isa_supported(OBX_ISA_AVX512);
     for (size_t i = 0; i < params->spatial_rank; i++) lanes_cpu = lanes_cpu && params->strides[i] == 1;
     if (act_quant == OBX_ACT_INT8_PIXEL) {
         if (shape.n_groups != 1) {

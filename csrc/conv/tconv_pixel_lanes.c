@@ -34,9 +34,10 @@
  * splits its output channels too, but only that far: each part quantizes its
  * tile again. */
 enum { LANES_COPY_ROWS = 4, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
-/* Output pixels per image below which multi-tap and 1x1 convs keep the
- * channels-last path (tconv_pixel_lanes_applies has the measurements). */
-enum { LANES_MIN_MULTI_TAP_OUTPUTS = 64, LANES_MIN_SINGLE_TAP_OUTPUTS = 16 };
+/* Output pixels per image below which 1x1 convs keep the channels-last path
+ * (tconv_pixel_lanes_applies has the measurements; multi-tap convs: each
+ * ISA's kernel table says). */
+enum { LANES_MIN_SINGLE_TAP_OUTPUTS = 16 };
 /* Kernel taps and padded K (taps x channels rounded up to 4) the path takes:
  * the tile of 64 pixels is 64 K bytes, at most 2 MiB. */
 enum { LANES_MAX_TAPS = 64, LANES_MAX_K = 32768 };
@@ -283,11 +284,18 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
     }
     int forced = path_override();
     if (forced >= 0) return forced;
-    /* act_quant 3 otherwise runs one small matmul per tap (tconv_per_pixel.c),
-     * slower everywhere measured (one thread, that path's time / this one's:
-     * 3x3 64 @56 3.0 / 0.8 ms as act_quant 1 runs here, 1x1 144->24 @56 1.0 /
-     * 0.32). */
-    if (act_quant == OBX_ACT_INT8_PIXEL) return 1;
+    const struct tconv_lanes_kernels *kernels = obx_platform()->conv_lanes;
+    const size_t outputs = g->out_h * g->out_w;
+    /* act_quant 3 otherwise runs one small matmul per tap (tconv_per_pixel.c):
+     * slower on AVX-512 everywhere measured (one thread, that path's time /
+     * this one's: 3x3 64 @56 3.0 / 0.8 ms as act_quant 1 runs here, 1x1
+     * 144->24 @56 1.0 / 0.32), and on AVX2 on planes of 256 outputs and more
+     * (forced on a Sapphire Rapids, speed-up vs fp32 Conv, this path / that
+     * one: 3x3 64 @56 0.93-0.98x / 0.52x, 128 @28 0.97-1.02x / 0.81x; 1x1
+     * 256->64 @56 1.09-1.13x / 0.66-0.69x, 576->96 @14 1.19x / 0.86x; but 3x3
+     * 256 @14 1.04-1.06x / 1.13x, 512 @7 1.14x / 1.21x). */
+    if (act_quant == OBX_ACT_INT8_PIXEL)
+        return w->kernel_positions == 1 || outputs >= kernels->min_multi_tap_outputs_per_pixel;
     /* The size rule, from one-thread CPU time against the channels-last path
      * (interleaved medians, this path's time / that one's): 1x1 convs win
      * everywhere measured (256->64 @56 0.48, 144->24 @56 0.43, 576->96 @14
@@ -314,10 +322,14 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
      * 1.55x, 384->128 @2x2 0.39x / 1.29x, 256->256 @3x3 0.90x / 1.11x,
      * 384->256 @4x4 1.50x / 1.48x, 128->128 @5x5 1.38x / 0.82x; batch 1 alike:
      * 3x3 0.95x / 1.08x, 5x5 1.13x / 0.91x). nudenet's YOLOv8n on a batch of
-     * 128 32x32 images converted ternary ran 2.1x slower than the original. */
-    const size_t outputs = g->out_h * g->out_w;
+     * 128 32x32 images converted ternary ran 2.1x slower than the original.
+     * On AVX2 (8 lanes, forced on the same machine, this path / that one):
+     * 3x3 64 @56 1.06-1.10x / 0.80-0.84x, 128 @28 1.17x / 1.11-1.13x, but 256
+     * @14 1.19-1.23x / 1.28x; 1x1 256->64 @56 1.26x / 0.91x, 1024->256 @14
+     * 1.33x / 1.14-1.20x, 576->96 @14 1.36x / 0.98-1.03x: multi-tap convs from
+     * 256 outputs on. */
     if (w->channels_last && w->group == 1 &&
-        outputs < (w->kernel_positions > 1 ? LANES_MIN_MULTI_TAP_OUTPUTS : LANES_MIN_SINGLE_TAP_OUTPUTS))
+        outputs < (w->kernel_positions > 1 ? kernels->min_multi_tap_outputs : LANES_MIN_SINGLE_TAP_OUTPUTS))
         return 0;
     return 1;
 }

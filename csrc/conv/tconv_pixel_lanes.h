@@ -1,9 +1,9 @@
 /* The pixel-lanes conv kernel (tconv_pixel_lanes.c drives it): stride-1
- * convs with act_quant 1, 2 or 3 computed straight from NCHW planes, with 16
- * consecutive output pixels in the lanes of a vector, so neither the input
- * nor the output is ever transposed. Only ISAs with a 4-way u8 x s8 dot
- * product fill the platform slot (isa/platform.h); the others keep the
- * channels-last path. */
+ * convs with act_quant 1, 2 or 3 computed straight from NCHW planes, with
+ * consecutive output pixels in the lanes of a vector (16 on AVX-512 VNNI, 8
+ * on AVX2), so neither the input nor the output is ever transposed. The
+ * x86 ISAs fill the platform slot (isa/platform.h); the others keep the
+ * channels-last path and, for act_quant 3, one matmul per tap. */
 #ifndef ONNXBIT_TCONV_PIXEL_LANES_H
 #define ONNXBIT_TCONV_PIXEL_LANES_H
 
@@ -95,10 +95,15 @@ struct tconv_lanes_kernels {
     void (*tile)(const struct tconv_lanes_task *task);
     /* pixels [p0, p1) of the flat plane into image->q and image->r */
     void (*quantize_pixels)(const struct tconv_lanes_image *image, size_t p0, size_t p1);
+    /* Output pixels per image below which a conv of several taps keeps the
+     * other paths (tconv_pixel_lanes_applies has the measurements): with
+     * act_quant 1 or 2 (the channels-last path), and with 3 (per-tap matmuls). */
+    size_t min_multi_tap_outputs, min_multi_tap_outputs_per_pixel;
 };
 
 #if defined(ONNXBIT_X86)
 extern const struct tconv_lanes_kernels tconv_lanes_avx512;
+extern const struct tconv_lanes_kernels tconv_lanes_avx2;
 #endif
 
 #endif

@@ -500,4 +500,4 @@ static void lanes_quantize_pixels(const struct tconv_lanes_image *im, size_t p0,
     }
 }
 
-const struct tconv_lanes_kernels tconv_lanes_avx512 = {lanes_tile, lanes_quantize_pixels};
+const struct tconv_lanes_kernels tconv_lanes_avx512 = {lanes_tile, lanes_quantize_pixels, 64, 0};
