@@ -186,3 +186,20 @@ def test_the_libraries_exp_is_within_3_ulp_and_every_isa_computes_its_bits(rng):
             with native.forced_isa(isa):
                 np.testing.assert_array_equal(_session(op.model).run(None, op.feeds(x))[0], expected,
                                               err_msg=f"{name} {isa}")
+
+
+@pytest.mark.parametrize("name, params", CASES)
+def test_every_activation_on_infinities_zeros_and_nan_on_every_isa(name, params):
+    """Each activation over a grid that crosses its bends, with -0, both infinities and NaN, in runs
+    longer than a vector (the vector loop) and a tail (the value-by-value loop): the C op's bits on
+    every ISA are the reference's."""
+    values = np.concatenate([np.linspace(-9, 9, 1001), [0.0, -0.0, np.inf, -np.inf, np.nan, 3.0, -3.0]])
+    x = values.astype(np.float32).reshape(1, 1, 1, -1)
+    op = ternary_conv_model(np.ones((1, 1, 1, 1), np.int8), np.ones(1, np.float32),
+                            conv_attrs={"activation": name, **params})
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = activations.apply(x, name, params)
+    for isa in native.available_isas():
+        with native.forced_isa(isa):
+            np.testing.assert_array_equal(_session(op.model).run(None, op.feeds(x))[0], expected,
+                                          err_msg=f"{name} {isa}")
