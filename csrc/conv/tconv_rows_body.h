@@ -891,9 +891,9 @@ static inline tconv_fn activation_exp_fn(tconv_fn x) {
     return p * (tconv_fn)scale_bits;
 }
 
-/* Each kind's value from v (scalar and vector spellings of one formula). */
 static void activate(float *restrict y, size_t n, int kind, float alpha, float beta) {
     enum { W = TCONV_NATIVE_FLOATS };
+    const tconv_fn zero = {0};
     size_t i = 0;
 #define ACTIVATE_LOOP(VECTOR, SCALAR)                                                                          \
     for (; i + W <= n; i += W) {                                                                               \
@@ -903,53 +903,25 @@ static void activate(float *restrict y, size_t n, int kind, float alpha, float b
     for (; i < n; i++) {                                                                                       \
         const float v = y[i];                                                                                  \
         y[i] = SCALAR;                                                                                         \
-    }
+    }                                                                                                          \
+    break;
     switch (kind) {
+    case OBX_ACTIVATION_RELU: ACTIVATE_LOOP(select_fn(v < 0.0f, zero, v), v < 0.0f ? 0.0f : v)
+    case OBX_ACTIVATION_LEAKY_RELU: ACTIVATE_LOOP(select_fn(v < 0.0f, alpha * v, v), v < 0.0f ? alpha * v : v)
+    case OBX_ACTIVATION_CLIP: ACTIVATE_LOOP(clip_fn(v, alpha, beta), clip_to(v, alpha, beta))
+    case OBX_ACTIVATION_HARD_SIGMOID:
+        ACTIVATE_LOOP(clip_fn(alpha * v + beta, 0.0f, 1.0f), clip_to(alpha * v + beta, 0.0f, 1.0f))
     case OBX_ACTIVATION_HARD_SWISH:
         ACTIVATE_LOOP(v * clip_fn(alpha * v + beta, 0.0f, 1.0f), v * clip_to(alpha * v + beta, 0.0f, 1.0f))
-        return;
     case OBX_ACTIVATION_HARD_SWISH_RELU6:
         ACTIVATE_LOOP((v * clip_fn(v + 3.0f, 0.0f, 6.0f)) / 6.0f, (v * clip_to(v + 3.0f, 0.0f, 6.0f)) / 6.0f)
-        return;
     case OBX_ACTIVATION_SIGMOID:
         ACTIVATE_LOOP(1.0f / (1.0f + activation_exp_fn(-v)), 1.0f / (1.0f + activation_exp(-v)))
-        return;
     case OBX_ACTIVATION_SILU:
         ACTIVATE_LOOP(v * (1.0f / (1.0f + activation_exp_fn(-v))), v * (1.0f / (1.0f + activation_exp(-v))))
-        return;
     default: break;
     }
 #undef ACTIVATE_LOOP
-    switch (kind) {
-    case OBX_ACTIVATION_RELU:
-        for (size_t i = 0; i < n; i++) y[i] = y[i] < 0.0f ? 0.0f : y[i];
-        break;
-    case OBX_ACTIVATION_LEAKY_RELU:
-        for (size_t i = 0; i < n; i++) {
-            const float v = y[i], scaled = alpha * v;
-            y[i] = v < 0.0f ? scaled : v;
-        }
-        break;
-    case OBX_ACTIVATION_CLIP:
-        for (size_t i = 0; i < n; i++) y[i] = clip_to(y[i], alpha, beta);
-        break;
-    case OBX_ACTIVATION_HARD_SIGMOID:
-        for (size_t i = 0; i < n; i++) y[i] = clip_to(alpha * y[i] + beta, 0.0f, 1.0f);
-        break;
-    case OBX_ACTIVATION_HARD_SWISH:
-        for (size_t i = 0; i < n; i++) y[i] = y[i] * clip_to(alpha * y[i] + beta, 0.0f, 1.0f);
-        break;
-    case OBX_ACTIVATION_HARD_SWISH_RELU6:
-        for (size_t i = 0; i < n; i++) y[i] = (y[i] * clip_to(y[i] + 3.0f, 0.0f, 6.0f)) / 6.0f;
-        break;
-    case OBX_ACTIVATION_SIGMOID:
-        for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + activation_exp(-y[i]));
-        break;
-    case OBX_ACTIVATION_SILU:
-        for (size_t i = 0; i < n; i++) y[i] = y[i] * (1.0f / (1.0f + activation_exp(-y[i])));
-        break;
-    default: break;
-    }
 }
 
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {
