@@ -122,6 +122,19 @@ def test_equals_reference_on_every_isa(isa, rng, monkeypatch, name, act_quant):
 
 
 @pytest.mark.parametrize("act_quant", [1, 2, 3])
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_plain_avx2_kernel_equals_reference(rng, monkeypatch, name, act_quant):
+    """The `isa` fixture's avx2 takes AVX-VNNI where the CPU has it (vpdpbusd into int32 sums): the
+    plain AVX2 kernel (vpmaddubsw into 16-bit sums widened every 64 steps) runs here, forced without
+    the extension."""
+    if "avx2" not in native.available_isas():
+        pytest.skip("needs AVX2")
+    codes, scales, bias, x, attrs = _case(rng, name, with_bias=True)
+    with native.forced_isa("avx2", baseline=True):
+        _check("avx2", codes, scales, bias, x, attrs, act_quant, monkeypatch)
+
+
+@pytest.mark.parametrize("act_quant", [1, 2, 3])
 def test_non_finite_pixels_make_their_windows_nan(isa, rng, monkeypatch, act_quant):
     codes, scales, bias, x, attrs = _case(rng, "3x3_asym_pads", with_bias=True)  # out 14 x 12
     x[0, 2, 4, 4] = np.nan

@@ -104,6 +104,7 @@ struct tconv_lanes_kernels {
 #if defined(ONNXBIT_X86)
 extern const struct tconv_lanes_kernels tconv_lanes_avx512;
 extern const struct tconv_lanes_kernels tconv_lanes_avx2;
+extern const struct tconv_lanes_kernels tconv_lanes_avxvnni;
 #endif
 
 #endif

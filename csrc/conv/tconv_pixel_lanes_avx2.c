@@ -6,7 +6,10 @@
  * 2 x 255 = 510 in magnitude, so FLUSH_STEPS = 64 steps add up in 16 bits
  * (32640 at most) before vpmaddwd with ones widens them into the int32 sums.
  * The integer sums are the exact ones of the other paths and the float steps
- * the same operations in the same order, so the outputs are the same bits. */
+ * the same operations in the same order, so the outputs are the same bits.
+ * tconv_pixel_lanes_avxvnni.c compiles this file again for CPUs with
+ * AVX-VNNI, whose vpdpbusd adds the four products straight into int32 sums
+ * (the widening is then a plain add). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -14,6 +17,14 @@
 #include "obx_common.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+
+#ifdef TCONV_LANES_AVXVNNI
+#define LANES_DOT(sum, x, w) _mm256_dpbusd_avx_epi32(sum, x, w)
+#define LANES_WIDEN(sum) (sum)
+#else
+#define LANES_DOT(sum, x, w) _mm256_add_epi16(sum, _mm256_maddubs_epi16(x, w))
+#define LANES_WIDEN(sum) _mm256_madd_epi16(sum, ones)
+#endif
 
 /* Output channels per register block, over up to VECS_MAX pixel vectors: 12
  * 16-bit sums, three tile vectors and a broadcast fill the 16 registers.
@@ -166,21 +177,21 @@ static ALWAYS_INLINE void store_lanes(float *y, unsigned keep, __m256 f) {
 #define MADD_ROW(i, word)                                                                                      \
     if (i < MB) {                                                                                              \
         const __m256i wb = _mm256_set1_epi32(word);                                                            \
-        s##i##0 = _mm256_add_epi16(s##i##0, _mm256_maddubs_epi16(x0, wb));                                     \
-        if (VECS > 1) s##i##1 = _mm256_add_epi16(s##i##1, _mm256_maddubs_epi16(x1, wb));                       \
-        if (VECS > 2) s##i##2 = _mm256_add_epi16(s##i##2, _mm256_maddubs_epi16(x2, wb));                       \
+        s##i##0 = LANES_DOT(s##i##0, x0, wb);                                                                  \
+        if (VECS > 1) s##i##1 = LANES_DOT(s##i##1, x1, wb);                                                    \
+        if (VECS > 2) s##i##2 = LANES_DOT(s##i##2, x2, wb);                                                    \
     }
 /* The 16-bit sums widened into the int32 ones (in memory: few flushes). */
 #define WIDEN(i)                                                                                               \
     if (i < MB) {                                                                                              \
-        wide[i][0] = _mm256_add_epi32(wide[i][0], _mm256_madd_epi16(s##i##0, ones));                           \
+        wide[i][0] = _mm256_add_epi32(wide[i][0], LANES_WIDEN(s##i##0));                                       \
         s##i##0 = z;                                                                                           \
         if (VECS > 1) {                                                                                        \
-            wide[i][1] = _mm256_add_epi32(wide[i][1], _mm256_madd_epi16(s##i##1, ones));                       \
+            wide[i][1] = _mm256_add_epi32(wide[i][1], LANES_WIDEN(s##i##1));                                   \
             s##i##1 = z;                                                                                       \
         }                                                                                                      \
         if (VECS > 2) {                                                                                        \
-            wide[i][2] = _mm256_add_epi32(wide[i][2], _mm256_madd_epi16(s##i##2, ones));                       \
+            wide[i][2] = _mm256_add_epi32(wide[i][2], LANES_WIDEN(s##i##2));                                   \
             s##i##2 = z;                                                                                       \
         }                                                                                                      \
     }
@@ -200,6 +211,7 @@ static ALWAYS_INLINE void channel_block(const struct tconv_lanes_task *t, size_t
                                         const struct lane_scales *ls, const struct lane_stores *st, const int MB,
                                         const int VECS) {
     const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+    (void)ones; /* AVX-VNNI sums need no widening */
     __m256i s00 = z, s01 = z, s02 = z, s10 = z, s11 = z, s12 = z, s20 = z, s21 = z, s22 = z, s30 = z, s31 = z,
             s32 = z;
     __m256i wide[BLOCK_M][VECS_MAX];
@@ -233,7 +245,7 @@ static ALWAYS_INLINE void channel_block(const struct tconv_lanes_task *t, size_t
 
 #define TAP_TERM(i, v)                                                                                         \
     do {                                                                                                       \
-        __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(s##i##v, ones), correction);                        \
+        __m256i isum = _mm256_add_epi32(LANES_WIDEN(s##i##v), correction);                                    \
         if (quads > FLUSH_STEPS) isum = _mm256_add_epi32(isum, wide[i][v]);                                    \
         f[i][v] = _mm256_add_ps(f[i][v], _mm256_mul_ps(_mm256_cvtepi32_ps(isum),                               \
                                                        _mm256_loadu_ps(r + shift + 8 * (v))));                 \
@@ -254,6 +266,7 @@ static ALWAYS_INLINE void pixel_channel_block(const struct tconv_lanes_task *t, 
                                               const int32_t *pixels, size_t stride, const float *r,
                                               const struct lane_stores *st, const int MB, const int VECS) {
     const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+    (void)ones; /* AVX-VNNI sums need no widening */
     __m256i s00 = z, s01 = z, s02 = z, s10 = z, s11 = z, s12 = z, s20 = z, s21 = z, s22 = z, s30 = z, s31 = z,
             s32 = z;
     __m256i wide[BLOCK_M][VECS_MAX];
@@ -423,4 +436,7 @@ static void lanes_quantize_pixels(const struct tconv_lanes_image *im, size_t p0,
     }
 }
 
-const struct tconv_lanes_kernels tconv_lanes_avx2 = {lanes_tile, lanes_quantize_pixels, 256, 256};
+#ifndef TCONV_LANES_KERNELS
+#define TCONV_LANES_KERNELS tconv_lanes_avx2
+#endif
+const struct tconv_lanes_kernels TCONV_LANES_KERNELS = {lanes_tile, lanes_quantize_pixels, 256, 256};

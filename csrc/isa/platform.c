@@ -25,11 +25,11 @@ static const struct obx_platform platform_avx2 = {
     OBX_ISA_AVX2, &obx_codec_kernels_avx2, obx_cols_gather_avx2,
     &tmm_kernels_avx2, &tconv_rows_avx2, obx_crc32c_avx2,
     tmm_quantize_static_avx2, &tconv_lanes_avx2, &bf16_kernels_avx2};
-/* AVX2 with AVX-VNNI: only the integer matmul kernels differ. */
+/* AVX2 with AVX-VNNI: only the integer kernels (matmul, pixel-lanes conv) differ. */
 static const struct obx_platform platform_avx2_vnni = {
     OBX_ISA_AVX2, &obx_codec_kernels_avx2, obx_cols_gather_avx2,
     &tmm_kernels_avxvnni, &tconv_rows_avx2, obx_crc32c_avx2,
-    tmm_quantize_static_avx2, &tconv_lanes_avx2, &bf16_kernels_avx2};
+    tmm_quantize_static_avx2, &tconv_lanes_avxvnni, &bf16_kernels_avx2};
 static const struct obx_platform platform_avx512 = {
     OBX_ISA_AVX512, &obx_codec_kernels_avx512, obx_cols_gather_avx2,
     &tmm_kernels_avx512, &tconv_rows_avx512, obx_crc32c_avx2,
