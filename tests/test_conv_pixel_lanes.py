@@ -224,12 +224,14 @@ def test_size_rule(rng, monkeypatch, size, kernel, channels, group, act_quant, t
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc")
                     or "avx2" not in native.available_isas(), reason="needs an x86 CPU with AVX2 and gcc")
-def test_avx512_kernel_on_emulated_intrinsics(tmp_path):
-    """Where the CPU lacks AVX-512 the tests above never run the kernel. Compiled on
-    stand-ins for its intrinsics (tests/native/emulated_x86_intrinsics.h) and linked
-    with the compute core under a platform table that holds it (the harness replaces
-    csrc/isa/platform.c), it must give the channels-last / im2col path's outputs bit for
-    bit on random 1x1 and 3x3 convs (tests/native/check_emulated_pixel_lanes.c)."""
+@pytest.mark.parametrize("kernel", ["avx512", "avxvnni"])
+def test_kernels_on_emulated_intrinsics(tmp_path, kernel):
+    """Where the CPU lacks AVX-512 (or AVX-VNNI) the tests above never run that kernel.
+    Compiled on stand-ins for its intrinsics (tests/native/emulated_x86_intrinsics.h)
+    and linked with the compute core under a platform table that holds it (the harness
+    replaces csrc/isa/platform.c), it must give the channels-last / im2col path's
+    outputs bit for bit on random 1x1 and 3x3 convs
+    (tests/native/check_emulated_pixel_lanes.c)."""
     native_tests = REPO / "tests" / "native"
     core = sorted(p for p in (REPO / "csrc").rglob("*.c")
                   if not re.search(r"_(avx2|avx512|avxvnni|neon|neon_dotprod)\.c$", p.name)
@@ -241,10 +243,11 @@ def test_avx512_kernel_on_emulated_intrinsics(tmp_path):
     build = subprocess.run(["gcc", "-std=gnu11", "-O1", "-fno-inline", "-ffp-contract=off", "-pthread",
                             "-mavx2", "-DONNXBIT_X86=1", f"-I{REPO / 'csrc' / 'include'}", f"-I{REPO / 'csrc'}",
                             f"-I{native_tests}", str(native_tests / "check_emulated_pixel_lanes.c"),
-                            str(native_tests / "emulated_avx512_pixel_lanes.c"), *map(str, core),
+                            str(native_tests / "emulated_avx512_pixel_lanes.c"),
+                            str(native_tests / "emulated_avxvnni_pixel_lanes.c"), *map(str, core),
                             "-lm", "-o", str(exe)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([str(exe), kernel], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert " 0 mismatches" in run.stdout, run.stdout
 

@@ -1,5 +1,6 @@
 /* Runs TernaryConv's pixel-lanes path with the AVX-512 kernel on emulated
- * intrinsics (emulated_avx512_pixel_lanes.c) against the channels-last /
+ * intrinsics (emulated_avx512_pixel_lanes.c), or with argument "avxvnni" the
+ * AVX-VNNI one on an emulated vpdpbusd (emulated_avxvnni_pixel_lanes.c), against the channels-last /
  * im2col path of the same library code on scalar kernels, bit for bit, on
  * random stride-1 convs: 1x1 (read in place or padded) and 3x3 (pads,
  * sometimes dilated), channel counts off multiples of 4, widths off
@@ -20,11 +21,11 @@
 #include "onnxbit/formats.h"
 #include "onnxbit/isa.h"
 
-extern const struct tconv_lanes_kernels emulated_tconv_lanes_avx512;
+extern const struct tconv_lanes_kernels emulated_tconv_lanes_avx512, emulated_tconv_lanes_avxvnni;
 
 /* Linked instead of csrc/isa/platform.c: the scalar kernels everywhere and
  * the emulated kernel in the pixel-lanes slot, whatever this CPU has. */
-static const struct obx_platform emulated_platform = {
+static struct obx_platform emulated_platform = {
     OBX_ISA_SCALAR, &obx_codec_kernels_scalar, obx_cols_gather_scalar,
     &tmm_kernels_scalar, &tconv_rows_scalar, obx_crc32c_scalar,
     tmm_quantize_static_scalar, &emulated_tconv_lanes_avx512, &bf16_kernels_scalar};
@@ -178,7 +179,8 @@ static long run_case(int t, const struct conv_case *c) {
     return bad;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "avxvnni") == 0) emulated_platform.conv_lanes = &emulated_tconv_lanes_avxvnni;
     srand(11);
     long mismatches = 0;
     int cases = 0;
