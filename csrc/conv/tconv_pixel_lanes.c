@@ -143,8 +143,13 @@ static void copy_task(void *arg, size_t index) {
  * also the zero tail the last tile's shifted lanes read). */
 static void quantize_task(void *arg, size_t index) {
     const LanesJob *job = arg;
-    const size_t r0 = index * LANES_COPY_ROWS, r1 = OBX_MIN(job->flat_h, r0 + LANES_COPY_ROWS);
-    job->kernels->quantize_pixels(&job->image, r0 * job->flat_w, r1 == job->flat_h ? job->length : r1 * job->flat_w);
+    const size_t fw = job->flat_w, r0 = index * LANES_COPY_ROWS, r1 = OBX_MIN(job->flat_h, r0 + LANES_COPY_ROWS);
+    const size_t p1 = r1 == job->flat_h ? job->length : r1 * fw;
+    for (size_t p = r0 * fw; p < p1;) { /* runs of up to a tile within a row */
+        const size_t row = p / fw, col = p % fw, n = OBX_MIN(OBX_MIN(p1 - p, fw - col), (size_t)TCONV_LANES_TILE);
+        job->kernels->quantize_run(&job->image, p, row, col, n);
+        p += n;
+    }
 }
 
 /* Output channels [m0, m0 + m) of group grp over one tile. */
@@ -154,29 +159,31 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
     const size_t quads = OBX_DIV_UP(w->cg, 4), taps = w->kernel_positions;
     const size_t p0 = 16 * (tile * job->tile_vectors + OBX_MIN(tile, job->longer_tiles));
     const size_t pixels = OBX_MIN(16 * (job->tile_vectors + (tile < job->longer_tiles)), job->flat_outputs - p0);
-    const size_t k4 = taps * quads;
+    const size_t k4 = taps * quads, cg = w->cg;
+    struct tconv_lanes_task task = {
+        .offset = job->offset,
+        .taps = taps,
+        .quads = quads,
+        .channels = cg,
+        .static_scale = job->static_scale,
+        .pixels = pixels,
+        .p0 = p0,
+        .flat_w = job->flat_w,
+        .out_w = g->out_w,
+        .plane = g->out_h * g->out_w,
+        .codes = w->lane_codes + m0 * k4,
+        .correction = w->lane_correction + m0,
+        .weight_scale = w->lane_scales + m0,
+        .bias = job->bias ? job->bias + m0 : NULL,
+        .m = m,
+        .y = job->y + m0 * g->out_h * g->out_w,
+        .per_pixel = job->per_pixel,
+        .tap_correction = w->lane_tap_correction + m0 * taps,
+    };
     if (job->prequantized) {
-        struct tconv_lanes_task task = {
-            .offset = job->offset,
-            .taps = taps,
-            .quads = quads,
-            .channels = w->cg,
-            .pixels = pixels,
-            .p0 = p0,
-            .flat_w = job->flat_w,
-            .out_w = g->out_w,
-            .plane = g->out_h * g->out_w,
-            .codes = w->lane_codes + m0 * k4,
-            .weight_scale = w->lane_scales + m0,
-            .bias = job->bias ? job->bias + m0 : NULL,
-            .m = m,
-            .y = job->y + m0 * g->out_h * g->out_w,
-            .per_pixel = 1,
-            .tap_correction = w->lane_tap_correction + m0 * taps,
-            .quantized = job->image.q + p0,
-            .pixel_r = job->image.r + p0,
-            .quantized_stride = job->length,
-        };
+        task.quantized = job->image.q + p0;
+        task.pixel_r = job->image.r + p0;
+        task.quantized_stride = job->length;
         job->kernels->tile(&task);
         return 0;
     }
@@ -184,7 +191,7 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
      * plane (its lanes there are dropped), but past X's last runs there may
      * be no memory: the runs that would end past it come from zero-padded
      * copies (those of the last channels of the last image). */
-    const size_t cg = w->cg, c0 = grp * cg; /* the group's channels */
+    const size_t c0 = grp * cg; /* the group's channels */
     size_t first_copied = cg;
     if (job->in_place) {
         const size_t available = (size_t)(job->x_end - job->x);
@@ -210,30 +217,10 @@ static int run_tile(LanesJob *job, size_t grp, size_t tile, size_t m0, size_t m,
         src[c] = copy;
     }
     for (size_t c = cg; c < 4 * quads; c++) src[c] = src[0]; /* codes 0: any finite data */
-    struct tconv_lanes_task task = {
-        .src = src,
-        .offset = job->offset,
-        .taps = taps,
-        .quads = quads,
-        .channels = cg,
-        .window_amax = job->in_place ? NULL : job->amax + grp * job->length + p0,
-        .static_scale = job->static_scale,
-        .prefetch_next = prefetch_next,
-        .pixels = pixels,
-        .p0 = p0,
-        .flat_w = job->flat_w,
-        .out_w = g->out_w,
-        .plane = g->out_h * g->out_w,
-        .codes = w->lane_codes + m0 * k4,
-        .correction = w->lane_correction + m0,
-        .weight_scale = w->lane_scales + m0,
-        .bias = job->bias ? job->bias + m0 : NULL,
-        .m = m,
-        .y = job->y + m0 * g->out_h * g->out_w,
-        .per_pixel = job->per_pixel,
-        .tap_correction = w->lane_tap_correction + m0 * taps,
-        .tile = aligned,
-    };
+    task.src = src;
+    task.window_amax = job->in_place ? NULL : job->amax + grp * job->length + p0;
+    task.prefetch_next = prefetch_next;
+    task.tile = aligned;
     job->kernels->tile(&task);
     return 0;
 }

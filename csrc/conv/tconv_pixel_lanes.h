@@ -93,8 +93,9 @@ struct tconv_lanes_image {
 
 struct tconv_lanes_kernels {
     void (*tile)(const struct tconv_lanes_task *task);
-    /* pixels [p0, p1) of the flat plane into image->q and image->r */
-    void (*quantize_pixels)(const struct tconv_lanes_image *image, size_t p0, size_t p1);
+    /* n <= TCONV_LANES_TILE pixels of flat row `row` from flat pixel p (its
+     * column col) on, into image->q and image->r */
+    void (*quantize_run)(const struct tconv_lanes_image *image, size_t p, size_t row, size_t col, size_t n);
     /* Output pixels per image below which a conv of several taps keeps the
      * other paths (tconv_pixel_lanes_applies has the measurements): with
      * act_quant 1 or 2 (the channels-last path), and with 3 (per-tap matmuls). */

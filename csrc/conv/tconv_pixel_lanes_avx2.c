@@ -427,16 +427,7 @@ static void quantize_row_run(const struct tconv_lanes_image *im, size_t p, size_
 #undef RUN_AT
 }
 
-static void lanes_quantize_pixels(const struct tconv_lanes_image *im, size_t p0, size_t p1) {
-    for (size_t p = p0; p < p1;) {
-        const size_t row = p / im->flat_w, col = p % im->flat_w;
-        const size_t n = OBX_MIN(OBX_MIN(p1 - p, im->flat_w - col), (size_t)TCONV_LANES_TILE);
-        quantize_row_run(im, p, row, col, n);
-        p += n;
-    }
-}
-
 #ifndef TCONV_LANES_KERNELS
 #define TCONV_LANES_KERNELS tconv_lanes_avx2
 #endif
-const struct tconv_lanes_kernels TCONV_LANES_KERNELS = {lanes_tile, lanes_quantize_pixels, 256, 256};
+const struct tconv_lanes_kernels TCONV_LANES_KERNELS = {lanes_tile, quantize_row_run, 256, 256};
