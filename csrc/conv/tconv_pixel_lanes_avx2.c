@@ -136,27 +136,14 @@ static void quantize_tile(const struct tconv_lanes_task *t, size_t vectors, cons
     }
 }
 
-/* Where lane vector v goes: the lanes that are output pixels and the output
- * index of the first (the kept lanes are consecutive outputs). */
+/* Where lane vector v goes (tconv_lanes_stores). */
 struct lane_stores {
     unsigned keep[NV];
     size_t dst[NV];
 };
 
 static void lane_stores(const struct tconv_lanes_task *t, size_t vectors, struct lane_stores *out) {
-    for (size_t v = 0; v < vectors; v++) {
-        unsigned keep = 0;
-        size_t dst = 0, kept = 0;
-        for (size_t l = 0; l < 8 && 8 * v + l < t->pixels; l++) {
-            const size_t p = t->p0 + 8 * v + l, ow = p % t->flat_w;
-            if (ow >= t->out_w) continue;
-            if (!kept) dst = p / t->flat_w * t->out_w + ow;
-            keep |= 1u << l;
-            kept++;
-        }
-        out->keep[v] = keep;
-        out->dst[v] = dst;
-    }
+    tconv_lanes_stores(t, 8, vectors, out->keep, out->dst);
 }
 
 static ALWAYS_INLINE void store_lanes(float *y, unsigned keep, __m256 f) {

@@ -156,27 +156,19 @@ static ALWAYS_INLINE void prefetch_step(struct next_tile_lines *n) {
     }
 }
 
-/* Where lane vector v goes: the mask of lanes that are output pixels, and
- * the output index of the first (the kept lanes are consecutive outputs). */
+/* Where lane vector v goes (tconv_lanes_stores), and the mask of as many
+ * first lanes as it keeps: the kept values compressed into them. */
 struct lane_stores {
     __mmask16 keep[NV], first_n[NV];
     size_t dst[NV];
 };
 
 static void lane_stores(const struct tconv_lanes_task *t, size_t vectors, struct lane_stores *out) {
+    unsigned keep[NV];
+    tconv_lanes_stores(t, 16, vectors, keep, out->dst);
     for (size_t v = 0; v < vectors; v++) {
-        unsigned keep = 0;
-        size_t dst = 0, kept = 0;
-        for (size_t l = 0; l < 16 && 16 * v + l < t->pixels; l++) {
-            const size_t p = t->p0 + 16 * v + l, ow = p % t->flat_w;
-            if (ow >= t->out_w) continue;
-            if (!kept) dst = p / t->flat_w * t->out_w + ow;
-            keep |= 1u << l;
-            kept++;
-        }
-        out->keep[v] = (__mmask16)keep;
-        out->first_n[v] = (__mmask16)((1u << kept) - 1);
-        out->dst[v] = dst;
+        out->keep[v] = (__mmask16)keep[v];
+        out->first_n[v] = (__mmask16)((1u << __builtin_popcount(keep[v])) - 1);
     }
 }
 
