@@ -120,7 +120,7 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
     /* The pixel-lanes path takes stride-1 convs on CPUs with AVX2 or AVX-512
      * VNNI; its layout (a byte per weight) is kept beside the others there
      * (another ISA may be forced later). */
-    int lanes_cpu = obx_isa_supported(OBX_ISA_AVX2) || obx_isa_supported(OBX_ISA_AVX512);
+    int lanes_cpu = obx_isa_supported(OBX_ISA_AVX2); /* AVX-512 VNNI CPUs have it too (isa.c) */
     for (size_t i = 0; i < params->spatial_rank; i++) lanes_cpu = lanes_cpu && params->strides[i] == 1;
     if (act_quant == OBX_ACT_INT8_PIXEL) {
         if (shape.n_groups != 1) {

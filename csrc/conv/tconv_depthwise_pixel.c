@@ -43,13 +43,19 @@ typedef struct DequantizeJob {
     size_t task_channels; /* small planes: channels per task */
 } DequantizeJob;
 
+/* The pixels' absmax bits, held in scale, into s in place, 1 / s and the flags. */
+static void scales_from_bits(const struct tconv_row_kernels *rows, size_t n, float *scale, float *inverse,
+                             uint8_t *bad) {
+    rows->window_scales(scale, bad, n);
+    for (size_t p = 0; p < n; p++) inverse[p] = bad[p] ? NAN : 1.0f / scale[p];
+}
+
 void tconv_pixel_scales(const struct tconv_row_kernels *rows, const float *x, size_t plane_stride, size_t channels,
                         size_t n, float *scale, float *inverse, uint8_t *bad) {
     int32_t *bits = (int32_t *)scale;
     memset(bits, 0, n * sizeof *bits);
     rows->absmax_planes(bits, x, plane_stride, channels, n);
-    rows->window_scales(scale, bad, n);
-    for (size_t p = 0; p < n; p++) inverse[p] = bad[p] ? NAN : 1.0f / scale[p];
+    scales_from_bits(rows, n, scale, inverse, bad);
 }
 
 /* Small planes: a run of channels' absmax bits over every pixel. */
@@ -69,8 +75,7 @@ static void merge_channel_absmax(const DequantizeJob *job, size_t tasks) {
         const int32_t *part = job->partial + t * job->pixels;
         for (size_t p = 0; p < job->pixels; p++) bits[p] = part[p] > bits[p] ? part[p] : bits[p];
     }
-    job->rows->window_scales(job->scale, job->bad, job->pixels);
-    for (size_t p = 0; p < job->pixels; p++) job->inverse[p] = job->bad[p] ? NAN : 1.0f / job->scale[p];
+    scales_from_bits(job->rows, job->pixels, job->scale, job->inverse, job->bad);
 }
 
 /* A block of pixels' scales, then (with a copy to make) every channel's values. */

@@ -49,16 +49,13 @@ def pattern(conv: gs.Node) -> Match | None:
         return Match(readers, readers[0].op)
     y = conv.outputs[0]
     kinds = {(r.op, r.domain or "") for r in readers}
-    if len(readers) == 2 and kinds == {("HardSigmoid", ""), ("Mul", "")}:
-        gate = next(r for r in readers if r.op == "HardSigmoid")
-        mul = next(r for r in readers if r.op == "Mul")
-        if _only_reader(gate, mul) and _reads(mul, y, gate.outputs[0]):
-            return Match([gate, mul], "HardSwish")
-    if len(readers) == 2 and kinds == {("Sigmoid", ""), ("Mul", "")}:  # y * Sigmoid(y): SiLU, YOLO's activation
-        gate = next(r for r in readers if r.op == "Sigmoid")
-        mul = next(r for r in readers if r.op == "Mul")
-        if _only_reader(gate, mul) and _reads(mul, y, gate.outputs[0]):
-            return Match([gate, mul], "Silu")
+    # y * gate(y): HardSigmoid as exporters write HardSwish before opset 14, Sigmoid as SiLU (YOLO's activation)
+    for gate_op, name in (("HardSigmoid", "HardSwish"), ("Sigmoid", "Silu")):
+        if len(readers) == 2 and kinds == {(gate_op, ""), ("Mul", "")}:
+            gate = next(r for r in readers if r.op == gate_op)
+            mul = next(r for r in readers if r.op == "Mul")
+            if _only_reader(gate, mul) and _reads(mul, y, gate.outputs[0]):
+                return Match([gate, mul], name)
     if len(readers) == 2 and kinds == {("Add", ""), ("Mul", "")}:  # (y * Clip(y + 3, 0, 6)) / 6
         add = next(r for r in readers if r.op == "Add")
         mul = next(r for r in readers if r.op == "Mul")

@@ -61,7 +61,7 @@ _EXP_TAYLOR = (*(_F(1) / _F(d) for d in (720, 120, 24, 6)), _F(0.5), _F(1), _F(1
 
 
 def _exp(x: np.ndarray) -> np.ndarray:
-    """exp as the C library computes it for Sigmoid and Silu (tconv_rows_body.h activation_exp), step for
+    """exp as the C library computes it for Sigmoid and Silu (tconv_rows_body.h activation_exp_fn), step for
     step in float32: clamp to [-87, 88], n = rint(x log2 e) by adding 1.5 * 2^23, r = (x - n C1) - n C2, a
     degree-6 Taylor polynomial in Horner form, times 2^n built in the exponent bits."""
     x = _clip(np.asarray(x, _F), _F(-87), _F(88))

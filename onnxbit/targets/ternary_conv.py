@@ -103,11 +103,12 @@ def dense_with_act_quant(packed, act_quant: int) -> bool:
 
 PER_PIXEL_DENSE_NOTE = (
     "TernaryConv layers folded from per-pixel activation fake-quant (act_quant=3, exact to the QAT graph) that "
-    "are not depthwise need a CPU with AVX-512 VNNI, stride 1 and no groups to run fast: 1.5-3.1x onnxruntime's "
-    "fp32 Conv there (`onnxbit bench conv`, ternary_a8px, 2-vCPU Sapphire Rapids); strided or grouped ones, and "
+    "are not depthwise need an x86 CPU, stride 1 and no groups to run fast: 1.7-3.2x onnxruntime's fp32 Conv "
+    "with AVX-512 VNNI (`onnxbit bench conv`, ternary_a8px, 2-vCPU Sapphire Rapids), 0.9-1.5x with AVX2 (forced "
+    "there, against fp32 Conv on AVX-512); strided or grouped ones, 3x3 ones under 256 output pixels on AVX2, and "
     "all of them on other CPUs, run one integer matmul per kernel tap: 0.5-0.95x of fp32 Conv on wide layers "
-    "(3x3 64@56x56, 1x1 256->64 and 144->24 @56x56) and 1.3-2.2x on deep ones; depthwise ones run at 1.1-1.45x of fp32 Conv "
-    "at one thread, 1.05-1.3x at two on a shared pool (small stride-2 planes the slowest)")
+    "(3x3 64@56x56, 1x1 256->64 and 144->24 @56x56) and 1.3-2.2x on deep ones; depthwise ones run at 1.06-1.53x of "
+    "fp32 Conv at one thread, 0.95-1.55x at two (small stride-2 planes the slowest)")
 
 
 FLOAT_ACTIVATIONS_CHOSEN_NOTE = (

@@ -123,7 +123,7 @@ static long run_case(int t, const struct conv_case *c) {
     char err[256];
     obx_tconv_weights *w = obx_tconv_prepack_act(OBX_FMT_2BIT, b, m * row_bytes, p, scales, n_scales, 0,
                                                  c->act_quant, err, sizeof err);
-    /* the library prepacks this layout only where the CPU has AVX-512 */
+    /* the library prepacks this layout only where the CPU has AVX2 or AVX-512 */
     if (w && !w->lane_codes) {
         int8_t *codes = tconv_decode_codes(OBX_FMT_2BIT, b, m, w->k, err, sizeof err);
         if (!codes || tconv_prepack_pixel_lanes(w, codes, scales, n_scales, err, sizeof err) != 0) {

@@ -32,10 +32,10 @@
  * scales are not grouped along K, a direct kernel (channels-last, or plane by
  * plane for float activations on rows of 32 outputs or more). With
  * act_quant 1 or 2, one scale group along K and stride 1 (depthwise
- * excepted), CPUs with AVX-512 VNNI take the pixel-lanes path instead (16
- * output pixels per vector, straight from the NCHW planes to the NCHW
- * output; ungrouped multi-tap convs only on planes of 64 outputs or more,
- * 1x1 ones on planes of 16 or more;
+ * excepted), x86 CPUs take the pixel-lanes path instead (16 output pixels
+ * per vector with AVX-512 VNNI, 8 with AVX2, straight from the NCHW planes
+ * to the NCHW output; ungrouped multi-tap convs only on planes of 64 outputs
+ * or more, 256 on AVX2, 1x1 ones on planes of 16 or more;
  * the environment variable
  * ONNXBIT_CONV_PATH=pixel_lanes or channels_last overrides that choice, for
  * tests and measurements). Every path computes the arithmetic above; the
@@ -127,7 +127,7 @@ int obx_tconv_compute_scaled(const obx_tconv_weights *w, const obx_conv_geometry
  * (ONNX's alpha = 1/6, beta = 0.5, passed in alpha and beta); HardSwishRelu6
  * (y * Clip(y + 3) to [0, 6]) / 6, the form paddle2onnx writes, in that
  * order; Sigmoid 1 / (1 + exp(-y)) and Silu y * Sigmoid(y), with the
- * library's own exp (tconv_rows_body.h activation_exp, within 3 ulp). */
+ * library's own exp (tconv_rows_body.h activation_exp_fn, within 3 ulp). */
 enum { OBX_ACTIVATION_NONE = 0, OBX_ACTIVATION_RELU = 1, OBX_ACTIVATION_LEAKY_RELU = 2, OBX_ACTIVATION_CLIP = 3,
        OBX_ACTIVATION_HARD_SIGMOID = 4, OBX_ACTIVATION_HARD_SWISH = 5, OBX_ACTIVATION_HARD_SWISH_RELU6 = 6,
        OBX_ACTIVATION_SIGMOID = 7, OBX_ACTIVATION_SILU = 8 };
