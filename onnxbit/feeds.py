@@ -246,6 +246,10 @@ class FeedPlan:
         return list(dict.fromkeys(name for (name, _), slot in self.slots.items()
                                   if slot.role == "spatial" and self._root(slot.key) not in self.pinned))
 
+    def has_spatial(self) -> bool:
+        """Whether some input has a spatial (height, width) dimension, pinned or not."""
+        return any(slot.role == "spatial" for slot in self.slots.values())
+
     def guessed_inputs(self) -> list[str]:
         """Inputs with a dimension the graph did not pin, unnamed ones first."""
         unnamed, named = [], []

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from onnx_models import mlp
-from onnxbit.bench.model import ModelTiming, bench_models, speed_words, workload_feeds
+from onnxbit.bench.model import ModelTiming, bench_models, speed_words, workload_feeds, workload_notes
 from onnxbit.cli.main import main
 from onnxbit.convert import convert
 
@@ -36,6 +36,50 @@ def test_a_model_with_fixed_input_shapes_gets_one_workload():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
     feeds = workload_feeds(helper.make_model(graph))
     assert [(name, feed["images"].shape) for name, feed in feeds] == [("batch 1", (1, 3, 8, 8))]
+
+
+def _image_model(rng, shape=("batch", 3, "height", "width")):
+    """A 3x3 Conv on images whose size the graph leaves open (or fixes, given a shape of ints)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["images", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_open_image_sizes_are_timed_at_224_or_the_size_given_with_a_batch_of_8(rng):
+    """verify's 32x32 guess times almost nothing of an image model; a batch of 128 images at a
+    real size would take minutes."""
+    model = _image_model(rng)
+    shapes = [(name, feed["images"].shape) for name, feed in workload_feeds(model)]
+    assert shapes == [("batch 1", (1, 3, 224, 224)), ("batch 8", (8, 3, 224, 224))]
+    shapes = [(name, feed["images"].shape) for name, feed in workload_feeds(model, image_size=40)]
+    assert shapes == [("batch 1", (1, 3, 40, 40)), ("batch 8", (8, 3, 40, 40))]
+    [note] = workload_notes(model)
+    assert "images at 224x224" in note and "--image-size N" in note and "--inputs" in note
+    assert workload_notes(model, image_size=40) == []
+    fixed = _image_model(rng, (1, 3, 8, 8))
+    assert workload_notes(fixed) == []
+    assert "no effect" in workload_notes(fixed, image_size=40)[0]
+
+
+def test_bench_model_cli_takes_an_image_size(rng, tmp_path):
+    original = tmp_path / "m.onnx"
+    onnx.save(_image_model(rng), str(original))
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", "model", str(original), str(original), "--rounds", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "images [1, 3, 224, 224]" in result.output and "image sizes guessed" in result.output
+    result = runner.invoke(main, ["bench", "model", str(original), str(original), "--rounds", "1", "--threads", "1",
+                                  "--image-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert "images [8, 3, 16, 16]" in result.output and "guessed" not in result.output
+    np.savez(tmp_path / "in.npz", images=np.zeros((1, 3, 8, 8), np.float32))
+    result = runner.invoke(main, ["bench", "model", str(original), str(original), "--image-size", "16",
+                                  "--inputs", str(tmp_path / "in.npz")])
+    assert result.exit_code == 2 and "not both" in result.output
 
 
 def test_bench_model_times_both_models_on_each_input_and_thread_count(rng, tmp_path):

@@ -1,7 +1,11 @@
 """`onnxbit bench model ORIGINAL CONVERTED`: how fast a user's converted model
 runs against the original, where it matters: one short input (batch 1) and
 a prefill-sized one (128 tokens, or 128 rows when the model has no sequence
-dimension; none when every input shape is fixed), with 1 and 2 threads. The sessions keep onnxruntime's default
+dimension, 8 images for an image model; none when every input shape is
+fixed), with 1 and 2 threads. Image sizes the graph leaves open are timed at
+224x224 unless the user gives one (verify's 32x32 guess is fine for
+agreement but times almost nothing: a YOLOv8n that ran 1.3x faster
+converted at 32x32 is a different workload at 320x320). The sessions keep onnxruntime's default
 spinning workers; the two models alternate run by run at one thread
 (timing.interleave) and in blocks after a pause at two
 (timing.interleave_spinning), and the medians are compared; inputs are
@@ -10,7 +14,7 @@ synthesized from the graph as `verify` does, or given as an .npz."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -19,7 +23,9 @@ from onnxbit.feeds import PROFILES, FeedError, plan_feeds
 from onnxbit.verify import open_model, open_session, run_model
 
 WORKLOADS = (("batch 1", dict(PROFILES[0], batch=1, seq=16)), ("prefill 128", dict(PROFILES[0], batch=1, seq=128)))
-ROWS_WHEN_NO_SEQUENCE = dict(PROFILES[0], batch=128, seq=16)
+ROWS_WHEN_NO_SEQUENCE = 128
+IMAGES_WHEN_NO_SEQUENCE = 8
+DEFAULT_IMAGE_SIZE = 224
 
 
 @dataclass
@@ -41,25 +47,42 @@ def speed_words(ratio: float) -> str:
     return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
 
 
-def workload_feeds(original_proto) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """The workloads' feeds; a model whose input shapes are all fixed has one
+def workload_feeds(original_proto, image_size: int | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The workloads' feeds, open image sizes at image_size (default
+    DEFAULT_IMAGE_SIZE); a model whose input shapes are all fixed has one
     (a 1 x 3 x 416 x 416 detector was timed twice, once labelled batch 128)."""
     plan = plan_feeds(original_proto)
+    spatial = image_size or DEFAULT_IMAGE_SIZE
+    batch = IMAGES_WHEN_NO_SEQUENCE if plan.has_spatial() else ROWS_WHEN_NO_SEQUENCE
     feeds = []
     for name, profile in WORKLOADS:
-        feed = plan.feed(profile, 0, 100)
+        feed = plan.feed(dict(profile, spatial=spatial), 0, 100)
         if feeds and _shapes(feed) == _shapes(feeds[0][1]):
-            name, feed = "batch 128", plan.feed(ROWS_WHEN_NO_SEQUENCE, 0, 100)
+            name, feed = f"batch {batch}", plan.feed(dict(profile, batch=batch, seq=16, spatial=spatial), 0, 100)
             if _shapes(feed) == _shapes(feeds[0][1]):
                 continue
         feeds.append((name, feed))
     return feeds
 
 
+def workload_notes(original_proto, image_size: int | None = None) -> list[str]:
+    """What the table cannot show: image sizes that were a guess, or an
+    --image-size the graph leaves no room for."""
+    plan = plan_feeds(original_proto)
+    guessed = plan.guessed_spatial()
+    if guessed and image_size is None:
+        return [f"image sizes guessed: {', '.join(guessed)} at {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE}; the "
+                "speed-up can differ at your own sizes: pass --image-size N or --inputs FILE.npz"]
+    if image_size is not None and not guessed:
+        return ["--image-size had no effect: the graph fixes every image size (or the model has no image input)"]
+    return []
+
+
 def bench_models(original: Any, converted: Any, threads: tuple[int, ...] = (1, 2), rounds: int = 15,
-                 feeds: list[tuple[str, Mapping[str, np.ndarray]]] | None = None) -> list[ModelTiming]:
+                 feeds: list[tuple[str, Mapping[str, np.ndarray]]] | None = None,
+                 image_size: int | None = None) -> list[ModelTiming]:
     before, after = open_model(original, "original"), open_model(converted, "converted")
-    feeds = feeds if feeds is not None else workload_feeds(before.proto)
+    feeds = feeds if feeds is not None else workload_feeds(before.proto, image_size)
     results = []
     for count in threads:
         sessions = {"original": (open_session(before, count), before),
@@ -78,7 +101,7 @@ def bench_models(original: Any, converted: Any, threads: tuple[int, ...] = (1, 2
     return results
 
 
-def render(results: list[ModelTiming], console=None) -> None:
+def render(results: list[ModelTiming], console=None, notes: Sequence[str] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -91,6 +114,8 @@ def render(results: list[ModelTiming], console=None) -> None:
         table.add_row(f"{r.workload} ({r.shapes})", str(r.threads), f"{r.ms_original:.3f}", f"{r.ms_converted:.3f}",
                       words if r.ratio >= 1 else f"[bold red]{words}[/]")
     console.print(table)
+    for note in notes:
+        console.print(note, soft_wrap=True, markup=False)
     slower = [r for r in results if r.ratio < 1]
     if slower:
         worst = min(slower, key=lambda r: r.ratio)

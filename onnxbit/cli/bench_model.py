@@ -16,24 +16,32 @@ from onnxbit.cli.values import positive_ints
 @click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help=".npz of inputs (NAME or NAME_0, NAME_1, ...) timed instead of the synthesized batch-1 and "
                    "prefill-sized ones.")
+@click.option("--image-size", type=click.IntRange(1), default=None, metavar="N",
+              help="Height and width for image inputs whose size the graph leaves open (default 224).")
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
 @click.option("--rounds", type=click.IntRange(1), default=15, show_default=True,
               help="Timed runs of each model per case (interleaved; the median is shown).")
-def bench_model_command(original: Path, converted: Path, inputs: Path | None, threads: str, rounds: int) -> None:
+def bench_model_command(original: Path, converted: Path, inputs: Path | None, image_size: int | None, threads: str,
+                        rounds: int) -> None:
     """Latency of CONVERTED against ORIGINAL at batch 1 and at a prefill-sized input, 1 and 2 threads."""
-    from onnxbit.bench.model import bench_models, render
+    from onnxbit.bench.model import bench_models, render, workload_notes
     from onnxbit.errors import OnnxbitError
     from onnxbit.feeds import load_feeds
-    from onnxbit.verify import read_model
+    from onnxbit.verify import open_model
 
     counts = tuple(positive_ints(threads, "--threads"))
     try:
-        feeds = None
+        if inputs is not None and image_size is not None:
+            raise click.UsageError("give --inputs or --image-size, not both: the inputs fix their own sizes")
+        feeds, notes = None, []
+        before = open_model(original, "original")  # read once, for the feeds and the timing
+        proto = before.proto
         if inputs is not None:
-            proto = read_model(original, "original")
             names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
             feeds = [(f"input {i}", feed) for i, feed in enumerate(load_feeds(inputs, names))]
-        results = bench_models(original, converted, counts, rounds, feeds)
+        else:
+            notes = workload_notes(proto, image_size)
+        results = bench_models(before, converted, counts, rounds, feeds, image_size)
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
-    render(results)
+    render(results, notes=notes)
