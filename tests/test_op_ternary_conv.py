@@ -61,6 +61,9 @@ CASES = {
     # fill a 32-code chunk or a 128-code K-block, rows crossing K-blocks, pointwise convs it must not read
     # in place (groups, stride), one K-group as scales.
     "odd_channels_stride2": ((1, 37, 9, 8), (19, 37, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "channel", 0),
+    # runs of 16 and 48 channels a tap: quantized in blocks of 16, one sum a row (quantize_taps)
+    "stride2_16_channels": ((1, 16, 11, 12), (8, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, "channel", 0),
+    "stride2_48_channels": ((2, 48, 9, 9), (12, 48, 3, 3), {"strides": [2, 2], "pads": [1, 0, 0, 1]}, "tensor", 0),
     "wide_k_dilated": ((2, 70, 10, 10), (9, 70, 3, 3), {"dilations": [2, 2], "pads": [2, 1, 2, 3]}, "tensor", 0),
     "pointwise_groups": ((1, 20, 6, 6), (8, 10, 1, 1), {"group": 2}, "channel", 0),
     "pointwise_stride2_pad": ((1, 12, 7, 7), (10, 12, 1, 1), {"strides": [2, 2], "pads": [1, 0, 0, 1]}, "channel", 0),

@@ -132,13 +132,8 @@ static void quantized_row(const ClJob *job, size_t grp, const ptrdiff_t *pixel, 
     const float s = row_scale(job, bits, rows, r);
     if (s == 0.0f) return;
     int8_t *q = rows->q + r * job->q_stride;
-    int32_t sum = 0;
-    for (size_t t = 0; t < taps; t++, q += cg) {
-        if (pixel[t] < 0) memset(q, 0, cg);
-        else sum += job->platform->conv_rows->quantize_run(q, job->xt + (size_t)pixel[t] * g->channels + grp * cg, s, cg);
-    }
-    memset(q, 0, job->q_stride - taps * cg); /* the zero padding up to the stride */
-    rows->qsum[r] = sum;
+    rows->qsum[r] = job->platform->conv_rows->quantize_taps(q, job->xt + grp * cg, pixel, taps, g->channels, cg, s);
+    memset(q + taps * cg, 0, job->q_stride - taps * cg); /* the zero padding up to the stride */
 }
 
 /* Pixels per block of pointwise_rows: the block's floats (pixels x C / group)

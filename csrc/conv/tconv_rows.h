@@ -59,6 +59,10 @@ struct tconv_row_kernels {
     /* q[i] = clamp(rint(src[i] * scale), -128, 127) (round half to even, as
      * tmm_quantize_row_scalar); returns the sum of q (|sum| <= 128 n) */
     int32_t (*quantize_run)(int8_t *q, const float *src, float scale, size_t n);
+    /* one im2col row: taps runs of n values, run t at src + pixel[t] * pixel_stride or
+     * zeros where pixel[t] < 0, quantized as quantize_run does each; returns their sum */
+    int32_t (*quantize_taps)(int8_t *q, const float *src, const ptrdiff_t *pixel, size_t taps, size_t pixel_stride,
+                             size_t n, float scale);
     /* One output row of a depthwise plane, float activations: for ow < out_w,
      *   out[ow] = (sum over taps t in order, skipping those whose row src[t] is
      *   NULL or whose column ow * stride + column[t] is outside [0, in_w), of

@@ -141,6 +141,25 @@ static void finish_i8(float *restrict out, const int32_t *restrict isum, const f
     }
 }
 
+/* 16 values of quantize_run into q, their codes added to *total:
+ * round_to_i8 lane by lane, by the float magic-number add (the sum's
+ * integer part lands in the low mantissa bits). */
+static inline void quantize16(int8_t *restrict q, const float *restrict src, float scale, tconv_i16 *total) {
+    typedef int8_t i8x16 __attribute__((vector_size(16), aligned(1), may_alias));
+    const float magic = 12582912.0f;
+    int32_t magic_bits;
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    const tconv_f16 shifted = *(const tconv_v16 *)src * scale + magic;
+    const tconv_i16 bits = (tconv_i16)shifted;
+    tconv_i16 v = (tconv_i16)((tconv_u16)bits - (uint32_t)magic_bits);
+    v = (v & (v < 127)) | (127 & ~(v < 127));
+    v = (v & (v > -128)) | (-128 & ~(v > -128));
+    const tconv_i16 negative = bits >> 31;
+    v = (v & ~negative) | (-128 & negative);
+    *(i8x16 *)q = __builtin_convertvector(v, i8x16);
+    *total += v;
+}
+
 /* The integer sum is exact in any order, so the vectorized reduction gives
  * every ISA the scalar build's result. */
 static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float scale, size_t n) {
@@ -155,22 +174,8 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
         sum += v;
     }
     size_t i = bulk;
-    typedef int8_t i8x16 __attribute__((vector_size(16), aligned(1), may_alias));
-    const float magic = 12582912.0f;
-    int32_t magic_bits;
-    memcpy(&magic_bits, &magic, sizeof magic_bits);
     tconv_i16 total = {0};
-    for (; i + 16 <= n; i += 16) {
-        const tconv_f16 shifted = *(const tconv_v16 *)(src + i) * scale + magic;
-        const tconv_i16 bits = (tconv_i16)shifted;
-        tconv_i16 v = (tconv_i16)((tconv_u16)bits - (uint32_t)magic_bits);
-        v = (v & (v < 127)) | (127 & ~(v < 127));
-        v = (v & (v > -128)) | (-128 & ~(v > -128));
-        const tconv_i16 negative = bits >> 31;
-        v = (v & ~negative) | (-128 & negative);
-        *(i8x16 *)(q + i) = __builtin_convertvector(v, i8x16);
-        total += v;
-    }
+    for (; i + 16 <= n; i += 16) quantize16(q + i, src + i, scale, &total);
     for (int j = 0; j < 16; j++) sum += total[j];
     for (; i < n; i++) {
         int32_t v = round_to_i8(src[i] * scale);
@@ -180,6 +185,36 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
     return sum;
 }
 
+
+/* An im2col row of int8 codes from its taps' runs of n values each, tap t
+ * from src + pixel[t] * pixel_stride, 0 where pixel[t] < 0 (padding); the
+ * codes' sum returned. The same codes as quantize_run on each run; runs of
+ * 16, 32 or 48 values (stride-2 convs on few channels) go in blocks of 16
+ * with one horizontal sum a row, where a quantize_run call a run had taken a
+ * third of a 16->32 3x3 stride-2 conv (its per-call set-up and reduction
+ * outweighing one or two vectors of work). */
+static int32_t quantize_taps(int8_t *restrict q, const float *restrict src, const ptrdiff_t *pixel, size_t taps,
+                             size_t pixel_stride, size_t n, float scale) {
+    int32_t sum = 0;
+    if (n % 16 != 0 || n >= 64) {
+        for (size_t t = 0; t < taps; t++, q += n) {
+            if (pixel[t] < 0) memset(q, 0, n);
+            else sum += quantize_run(q, src + (size_t)pixel[t] * pixel_stride, scale, n);
+        }
+        return sum;
+    }
+    tconv_i16 total = {0};
+    for (size_t t = 0; t < taps; t++, q += n) {
+        if (pixel[t] < 0) {
+            memset(q, 0, n);
+            continue;
+        }
+        const float *run = src + (size_t)pixel[t] * pixel_stride;
+        for (size_t i = 0; i < n; i += 16) quantize16(q + i, run + i, scale, &total);
+    }
+    for (int j = 0; j < 16; j++) sum += total[j];
+    return sum;
+}
 
 /* acc + x * w for one depthwise tap of a native vector of outputs (TAPN, w
  * a float; TAPNV, wv a vector) or of 16 (TAP16V), w a code in {-1, 0, 1}
@@ -907,6 +942,7 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .window_scales = window_scales,
     .finish_i8 = finish_i8,
     .quantize_run = quantize_run,
+    .quantize_taps = quantize_taps,
     .depthwise_row_f32 = depthwise_row_f32,
     .depthwise_rows_f32 = depthwise_rows_f32,
     .depthwise_block_plane_f32 = depthwise_block_plane_f32,
