@@ -286,7 +286,7 @@ DEPTHWISE_FLOAT_CASES = ["depthwise", "depthwise_stride2_mult2", "depthwise_wide
                          "depthwise_flat_narrow", "depthwise_flat_stride2_odd", "depthwise_phases_pad0",
                          "depthwise_phases_5x5_mult2", "depthwise_phases_dilated", "depthwise_phases_2x2",
                          "depthwise_blocks_batch2", "depthwise_same_dilated_mult2", "depthwise_same_asymmetric"]
-DEPTHWISE_FLOAT_PATHS = ("blocks", "phases", "flat", "rows", "channels_last", "same")
+DEPTHWISE_FLOAT_PATHS = ("blocks", "phases", "flat", "rows", "channels_last", "same", "stride2")
 
 
 def _depthwise_path_runs(path: str) -> int:
@@ -330,6 +330,8 @@ def test_depthwise_float_path_is_bit_exact(rng, monkeypatch, name, path):
     ("channels_last", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide_stride2_even"]),
     ("same", ["depthwise", "depthwise_flat_5x5", "depthwise_wide", "depthwise_same_dilated_mult2",
               "depthwise_same_asymmetric"]),
+    ("stride2", ["depthwise_stride2_mult2", "depthwise_wide_large_plane_stride2", "depthwise_wide_stride2",
+                 "depthwise_flat_stride2_odd", "depthwise_phases_pad0", "depthwise_blocks_batch2"]),
 ])
 def test_each_depthwise_float_path_runs_where_forced(rng, monkeypatch, path, names):
     """The bit-exact test above covers a path only where it really ran: each forced path runs on

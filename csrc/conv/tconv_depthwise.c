@@ -230,8 +230,9 @@ static void flat_task(void *arg, size_t index) {
 }
 
 /* The depthwise paths (choose_path picks one; rows have no int8 kernel). */
-enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_SAME, DW_PATH_COUNT };
-static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows", "flat", "phases", "blocks", "same"};
+enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_SAME, DW_STRIDE2, DW_PATH_COUNT };
+static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows",  "flat",   "phases",
+                                                         "blocks",        "same",  "stride2"};
 
 static atomic_size_t path_runs[DW_PATH_COUNT], banded_runs;
 
@@ -255,6 +256,7 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
     case DW_PHASES: return tconv_depthwise_phases_fit(g);
     case DW_BLOCKS: return tconv_depthwise_blocks_fit(w, g);
     case DW_SAME: return tconv_depthwise_same_fits(g);
+    case DW_STRIDE2: return tconv_depthwise_stride2_fits(g);
     default: return 0;
     }
 }
@@ -288,24 +290,39 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * before / these: 144 @56x56 0.24-0.40x / 0.65x, 96 @112x112 stride 2
  * 0.36-0.41x / 0.97-1.01x, 576 @14x14 0.29-0.49x / 0.60-0.61x, 512 @14x14
  * stride 2 0.27-0.40x / 0.68x. What remains is mostly the two divisions
- * per output the definition asks for (1 / absmax and the final / s). */
+ * per output the definition asks for (1 / absmax and the final / s).
+ * 3x3 stride-2 convs read straight from the planes where the ISA has that
+ * kernel (AVX-512): with float activations on every plane size, with
+ * act_quant 3 past the channel blocks' planes. Speed-ups over fp32 Conv on
+ * a Zen 5 core, one thread (two), float, stride2 / phases / blocks: 96
+ * @112x112 1.53 / 1.02 (1.60 / 1.14), 144 @56x56 1.50 / 1.16, 240 @28x28
+ * 1.73 / 1.15 / 0.91 (2.61 / 1.79 / 1.35), 384 @20x20 1.36 / 0.92 / 0.91
+ * (1.97 / 1.42 / 1.26), 512 @14x14 0.95 / 0.63 / 0.91 (1.55 / 1.12 / 1.32);
+ * act_quant 3, stride2 / phases / blocks: 96 @112x112 0.77 / 0.72 (0.73 /
+ * 0.64), 144 @56x56 0.77 / 0.62 (1.41 / 1.13), 192 @28x28 0.96 / 0.83 /
+ * 0.85 (1.28 / 1.04 / 1.11), but 512 @14x14 0.58 / 0.54 / 0.85 (1.01 / 0.94
+ * / 1.15): on small planes the blocks' dequantization in the transpose
+ * costs less than one at every load. */
 static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, enum dw_activations act) {
     const int int8 = act == DW_INT8_WINDOWS;
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
     if (name)
         for (int p = 0; p < DW_PATH_COUNT; p++)
             if (strcmp(name, dw_path_names[p]) == 0 && path_fits((enum dw_path)p, w, g) &&
-                !(int8 && (p == DW_ROWS || p == DW_SAME)))
+                !(int8 && (p == DW_ROWS || p == DW_SAME || p == DW_STRIDE2)))
                 return (enum dw_path)p;
     const size_t pixels = g->in_h * g->in_w;
     const int stride2 = g->stride_h == 2 && g->stride_w == 2;
     if (!int8 && path_fits(DW_SAME, w, g) && pixels > DW_SAME_MIN_PIXELS && pixels <= DW_SAME_MAX_PIXELS)
         return DW_SAME;
+    const int stride2_native = !int8 && path_fits(DW_STRIDE2, w, g) && obx_platform()->conv_rows->stride2_native;
+    if (stride2_native && act == DW_FLOAT) return DW_STRIDE2;
     const size_t blocks_max = !stride2          ? DW_BLOCKS_MAX_PIXELS
                               : act == DW_FLOAT ? DW_BLOCKS_MAX_PIXELS_STRIDE2
                                                 : DW_BLOCKS_MAX_PIXELS_STRIDE2_INT8;
     if (path_fits(DW_BLOCKS, w, g) && pixels <= blocks_max)
         return DW_BLOCKS;
+    if (stride2_native) return DW_STRIDE2;
     if (path_fits(DW_PHASES, w, g)) return DW_PHASES;
     if (path_fits(DW_FLAT, w, g)) return DW_FLAT;
     if (!int8 && path_fits(DW_ROWS, w, g) && g->out_w >= DW_PLANE_MIN_WIDTH) return DW_ROWS;
@@ -400,14 +417,15 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
     return 0;
 }
 
-/* The paths that copy X into their own layout anyway and can dequantize it
- * as they do (the flat and phase planes on large images take their pixel
+/* The paths that can dequantize X as they read it: the staging ones as they
+ * copy it into their own layout, the stride-2 planes as their taps load it
+ * (the flat, phase and stride-2 planes on large images take their pixel
  * scales band by band instead: tconv_compute_depthwise_banded). */
 static int stages_x(enum dw_path path) {
-    return path == DW_BLOCKS || path == DW_SAME || path == DW_FLAT || path == DW_PHASES;
+    return path == DW_BLOCKS || path == DW_SAME || path == DW_FLAT || path == DW_PHASES || path == DW_STRIDE2;
 }
 
-/* act_quant 3 on the flat and phase planes: in bands of output rows, each
+/* act_quant 3 on the flat, phase and stride-2 planes: in bands of output rows, each
  * taking its own pixel scales, or from one pass over the image for all of
  * them, staging X dequantized with those. A band restages the rows its
  * windows reach past its outputs (3x3: 2 rows, 1 phase row), which a whole
@@ -422,9 +440,12 @@ static int stages_x(enum dw_path path) {
 enum { DW_PIXEL_PASS_MAX_BYTES = 1 << 20, DW_PIXEL_PASS_RESTAGED_MAX_BYTES = 4 << 20 };
 
 static int takes_bands(enum dw_path path, const obx_conv_geometry *g) {
-    if (path != DW_FLAT && path != DW_PHASES) return 0;
+    if (path != DW_FLAT && path != DW_PHASES && path != DW_STRIDE2) return 0;
     const size_t bytes = g->channels * g->in_h * g->in_w * sizeof(float);
     if (bytes <= DW_PIXEL_PASS_MAX_BYTES) return 0;
+    /* stride2, one pass / bands, one thread (two): 144 @56x56 (1.8 MiB) 88 / 99 us (56 / 71), 96 @112x112
+     * (4.6 MiB) 260 / 227 us (154 / 139) */
+    if (path == DW_STRIDE2) return bytes > DW_PIXEL_PASS_RESTAGED_MAX_BYTES;
     size_t reach;
     const size_t rows = path == DW_FLAT ? flat_band_rows(g, &reach) : tconv_depthwise_phases_band_rows(g, &reach);
     return 4 * reach < rows || bytes > DW_PIXEL_PASS_RESTAGED_MAX_BYTES;
@@ -449,6 +470,8 @@ int tconv_compute_depthwise_banded(const tconv_depthwise_plan *plan, const obx_t
     atomic_fetch_add(&banded_runs, 1);
     if (plan->path == DW_PHASES)
         return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
+    if (plan->path == DW_STRIDE2)
+        return tconv_compute_depthwise_stride2(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
     return compute_flat(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
 }
 
@@ -464,6 +487,7 @@ static int compute_path(enum dw_path path, const obx_tconv_weights *w, const obx
     case DW_FLAT: return compute_flat(w, g, x, bias, 0, dq, wq, y, par, runner, err, err_len);
     case DW_SAME: return tconv_compute_depthwise_same(w, g, x, bias, dq, y, par, runner, err, err_len);
     case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
+    case DW_STRIDE2: return tconv_compute_depthwise_stride2(w, g, x, bias, 0, dq, y, par, runner, err, err_len);
     default: return compute_channels_last(w, g, x, bias, wq, y, par, runner, err, err_len);
     }
 }

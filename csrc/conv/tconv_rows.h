@@ -150,6 +150,21 @@ struct tconv_row_kernels {
     void (*depthwise_masked_plane_f32)(float *out, const float *x, size_t n, const ptrdiff_t *shift,
                                        const uint16_t *mask, const float *w, size_t taps, float scale,
                                        const float *bias);
+    /* Output rows [oh0, oh1) of one channel of a 3x3 stride-2 depthwise conv
+     * (dilation 1, pad_left 0 or 1; tconv_depthwise_stride2.c) read straight
+     * from its input rows: row ih in [ih0, ih1) at x + (ih - ih0) * in_w,
+     * every other row padding; with scale (act_quant 3), each value read is
+     * first dequantized as dequantize_pixels does, with the scale and inverse
+     * at the same place in those arrays. out[oh * out_w + ow] = (sum over taps
+     * (kh, kw) in order of x[2 oh - pad_top + kh][2 ow - pad_left + kw] *
+     * w[3 kh + kw], padding taps left out) * channel_scale (+ *bias when
+     * bias). stride2_native: the ISA has its own kernel (else this is a plain
+     * loop, for tests). */
+    void (*depthwise_stride2_f32)(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
+                                  const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
+                                  size_t pad_top, size_t pad_left, const float *w, float channel_scale,
+                                  const float *bias);
+    int stride2_native;
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
      * `channels` (<= 16) NCHW planes of `pixels` pixels, plane_stride apart: for p < pixels,
      * l < 16, tile[at[p] + l] = x[l * plane_stride + p], dequantized as dequantize_pixels

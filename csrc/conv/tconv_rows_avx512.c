@@ -219,6 +219,133 @@ static void depthwise_masked_plane_avx512(float *out, const float *x, size_t n, 
 #undef MASKED_STORE
 }
 
+/* The lanes of a 16-output strip of a stride-2 row (tconv_rows.h
+ * depthwise_stride2_f32), the same for every row: columns c = 2 ow0 on. */
+struct stride2_strip {
+    ptrdiff_t c, edge_at;               /* the edge column, or column 0 where it lies outside the row */
+    __mmask16 lo, hi, edge, out;        /* the two loads' lanes inside the row, the edge's, the outputs' */
+};
+
+/* One input row's three taps for a strip: columns c .. c + 31 are two
+ * loads, two permutes split them into the even columns and the odd ones,
+ * and the third tap's columns are one of those moved a lane, with the
+ * column before them (pad_left 1) or after them (pad_left 0) in the lane
+ * set free. inside: all 33 columns lie in the row, so plain loads. */
+static inline __attribute__((always_inline)) void stride2_row_taps(const float *row, const float *scale,
+                                                                   const float *inverse, const struct stride2_strip *s,
+                                                                   int pad_left, int inside, __m512 *t0,
+                                                                   __m512 *t1, __m512 *t2) {
+    const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __mmask16 lo_lanes = inside ? 0xffff : s->lo, hi_lanes = inside ? 0xffff : s->hi;
+    __m512 lo = load_dequantized(row + s->c, scale ? scale + s->c : NULL, scale ? inverse + s->c : NULL, lo_lanes);
+    __m512 hi = load_dequantized(row + s->c + 16, scale ? scale + s->c + 16 : NULL,
+                                 scale ? inverse + s->c + 16 : NULL, hi_lanes);
+    const ptrdiff_t e = s->edge_at;
+    __m512 edge = _mm512_set1_ps(row[e]);
+    if (scale) edge = dequantize16(edge, _mm512_set1_ps(scale[e]), _mm512_set1_ps(inverse[e]));
+    if (!inside) edge = _mm512_maskz_mov_ps(s->edge, edge);
+    const __m512 even = _mm512_permutex2var_ps(lo, even_lanes, hi), odd = _mm512_permutex2var_ps(lo, odd_lanes, hi);
+    if (pad_left) { /* columns c - 1 + 2i, c + 2i, c + 1 + 2i */
+        *t0 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(odd), _mm512_castps_si512(edge), 15));
+        *t1 = even;
+        *t2 = odd;
+    } else { /* columns c + 2i, c + 1 + 2i, c + 2 + 2i */
+        *t0 = even;
+        *t1 = odd;
+        *t2 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(edge), _mm512_castps_si512(even), 1));
+    }
+}
+
+#define STRIDE2_TAPS(acc, t0, t1, t2, kh)                              \
+    do {                                                               \
+        acc = _mm512_fmadd_ps(t0, wv[3 * (kh)], acc);                  \
+        acc = _mm512_fmadd_ps(t1, wv[3 * (kh) + 1], acc);              \
+        acc = _mm512_fmadd_ps(t2, wv[3 * (kh) + 2], acc);              \
+    } while (0)
+
+/* A strip down rows [oh0, oh1): an output row's last input row is the next
+ * one's first, so its taps stay in registers (two rows split a row of
+ * outputs, not three). */
+static inline __attribute__((always_inline)) void stride2_strip_rows(float *out, size_t out_w, size_t ow0, size_t oh0,
+                                                                     size_t oh1, const float *x, const float *scale,
+                                                                     const float *inverse, ptrdiff_t ih0,
+                                                                     ptrdiff_t ih1, size_t in_w, ptrdiff_t pad_top,
+                                                                     int pad_left, const struct stride2_strip *s,
+                                                                     const __m512 *wv, __m512 channel_scale,
+                                                                     const float *bias, int inside) {
+    /* input row ih's offset from x, or -1 in the padding */
+#define STRIDE2_ROW(ih) ((ih) >= ih0 && (ih) < ih1 ? ((ih) - ih0) * (ptrdiff_t)in_w : -1)
+#define STRIDE2_ROW_TAPS(at, t0, t1, t2)                                                                       \
+    stride2_row_taps(x + (at), scale ? scale + (at) : NULL, scale ? inverse + (at) : NULL, s, pad_left, inside, \
+                     &t0, &t1, &t2)
+    __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0;
+    ptrdiff_t top = STRIDE2_ROW(2 * (ptrdiff_t)oh0 - pad_top);
+    if (top >= 0) STRIDE2_ROW_TAPS(top, p0, p1, p2);
+    for (size_t oh = oh0; oh < oh1; oh++) {
+        const ptrdiff_t ih = 2 * (ptrdiff_t)oh - pad_top;
+        const ptrdiff_t middle = STRIDE2_ROW(ih + 1), bottom = STRIDE2_ROW(ih + 2);
+        __m512 acc = _mm512_setzero_ps();
+        if (top >= 0) STRIDE2_TAPS(acc, p0, p1, p2, 0);
+        if (middle >= 0) {
+            __m512 t0, t1, t2;
+            STRIDE2_ROW_TAPS(middle, t0, t1, t2);
+            STRIDE2_TAPS(acc, t0, t1, t2, 1);
+        }
+        if (bottom >= 0) {
+            STRIDE2_ROW_TAPS(bottom, p0, p1, p2);
+            STRIDE2_TAPS(acc, p0, p1, p2, 2);
+        }
+        top = bottom;
+        __m512 v = _mm512_mul_ps(acc, channel_scale);
+        if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
+        if (inside) _mm512_storeu_ps(out + oh * out_w + ow0, v);
+        else _mm512_mask_storeu_ps(out + oh * out_w + ow0, s->out, v);
+    }
+#undef STRIDE2_ROW
+#undef STRIDE2_ROW_TAPS
+}
+
+/* tconv_rows.h depthwise_stride2_f32, a strip of 16 outputs at a time down
+ * the rows. Strips away from the row's ends take plain loads. One thread,
+ * 96 @112x112 / 144 @56x56 / 512 @14x14: every strip masked, three rows
+ * split per output row, 113 / 49 / 21 us; the inner strips plain, 75 us at
+ * 112x112; down the strips as here, 74 / 32 / 14 us. */
+static void depthwise_stride2_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
+                                     const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
+                                     size_t pad_top, size_t pad_left, const float *w, float channel_scale,
+                                     const float *bias) {
+    const __m512 s = _mm512_set1_ps(channel_scale);
+    __m512 wv[9];
+    for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(w[t]);
+    const ptrdiff_t width = (ptrdiff_t)in_w, pl = (ptrdiff_t)pad_left;
+    for (size_t ow0 = 0; ow0 < out_w; ow0 += 16) {
+        struct stride2_strip strip;
+        strip.c = (ptrdiff_t)(2 * ow0);
+        const ptrdiff_t edge_col = pad_left ? strip.c - 1 : strip.c + 32, left = width - strip.c;
+        const int edge_inside = edge_col >= 0 && edge_col < width;
+        strip.edge_at = edge_inside ? edge_col : 0;
+        strip.lo = left <= 0 ? 0 : first_lanes((size_t)left);
+        strip.hi = left <= 16 ? 0 : first_lanes((size_t)(left - 16));
+        strip.edge = edge_inside ? 0xffff : 0;
+        strip.out = first_lanes(out_w - ow0);
+        const int inside = strip.c - pl >= 0 && strip.c + 32 - pl < width && ow0 + 16 <= out_w;
+        /* inlined four times: plain or masked loads, float or dequantized values */
+#define STRIDE2_STRIP(sc, inv, in)                                                                          \
+    stride2_strip_rows(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,          \
+                       (ptrdiff_t)pad_top, (int)pad_left, &strip, wv, s, bias, in)
+        if (scale) {
+            if (inside) STRIDE2_STRIP(scale, inverse, 1);
+            else STRIDE2_STRIP(scale, inverse, 0);
+        } else {
+            if (inside) STRIDE2_STRIP(NULL, NULL, 1);
+            else STRIDE2_STRIP(NULL, NULL, 0);
+        }
+#undef STRIDE2_STRIP
+    }
+}
+#undef STRIDE2_TAPS
+
 /* A row's even columns to even (n_even of them) and its odd ones to odd,
  * from `sorted`, whose lanes 0-7 hold the even columns and 8-15 the odd. */
 static inline void store_sorted_row(float *even, size_t n_even, float *odd, size_t n_odd, __m512 sorted) {
@@ -317,4 +444,5 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_ROWS_STAGE_PHASES stage_phases_avx512
 #define TCONV_ROWS_COPY_ROWS copy_rows_avx512
 #define TCONV_ROWS_MASKED_PLANE depthwise_masked_plane_avx512
+#define TCONV_ROWS_STRIDE2 depthwise_stride2_avx512
 #include "conv/tconv_rows_body.h"
