@@ -113,7 +113,7 @@ def test_verify_model_checks_act_quant_3(rng):
     assert not [f for f in verify_model(fine.model).findings if "act_quant" in f.message]
 
 
-@pytest.mark.parametrize("path", ["blocks", "phases", "flat", "rows", "channels_last", "same", "stride2"])
+@pytest.mark.parametrize("path", ["blocks", "phases", "flat", "rows", "channels_last", "same", "direct"])
 def test_depthwise_equals_reference_on_every_float_path(isa, rng, monkeypatch, path):
     """act_quant 3 on a depthwise conv runs the float depthwise paths on X dequantized per pixel:
     the staging paths (blocks, phases, flat) as they stage X, the others on a dequantized copy.
@@ -167,16 +167,18 @@ def test_depthwise_small_planes_merge_channel_runs(isa, rng, monkeypatch, channe
     ("flat", 80, 60, 60, 1, False),      # 1.1 MiB, but bands of 8 rows would restage a quarter
     ("phases", 20, 128, 128, 2, True),   # 1.25 MiB, bands of 8 rows restaging 1 phase row each
     ("phases", 20, 64, 128, 2, False),   # 0.63 MiB: one pass
-    ("stride2", 40, 160, 170, 2, True),  # 4.2 MiB: bands, X dequantized as the taps load it
-    ("stride2", 20, 128, 128, 2, False), # 1.25 MiB: one pass (bands only past 4 MiB here)
-    ("stride2", 7, 9, 37, 2, False),     # 37 columns: a masked strip at each end
+    ("direct", 40, 160, 170, 2, True),   # 4.2 MiB: bands, X dequantized as the taps load it
+    ("direct", 20, 128, 128, 2, True),   # 1.25 MiB, bands of 8 rows restaging 1 each
+    ("direct", 7, 9, 37, 2, False),      # one pass; 37 columns: a masked strip at each end
+    ("direct", 20, 128, 128, 1, True),   # stride 1: bands of 16 rows restaging 2 each
+    ("direct", 80, 60, 60, 1, False),    # 1.1 MiB, but bands of 8 rows would restage a quarter
+    ("direct", 7, 9, 37, 1, False),
 ])
 def test_depthwise_act_quant_3_bands_or_one_pass(isa, rng, monkeypatch, path, channels, height, width, stride, banded):
-    """act_quant 3 on the flat and phase planes takes its pixel scales band by band (a band restages
-    the input rows its windows reach past it) on images over 1 MiB whose bands restage less than a
-    quarter of their rows, on the stride-2 planes on images over 4 MiB, else from one pass over the
-    image. Both give the reference's bits, NaN
-    and Inf pixels included, with the bands split over threads."""
+    """act_quant 3 on the flat, phase and direct 3x3 planes takes its pixel scales band by band (a
+    band restages the input rows its windows reach past it) on images over 1 MiB whose bands
+    restage less than a quarter of their rows, else from one pass over the image. Both give the
+    reference's bits, NaN and Inf pixels included, with the bands split over threads."""
     from test_op_ternary_conv import _depthwise_path_runs
 
     monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)

@@ -286,7 +286,7 @@ DEPTHWISE_FLOAT_CASES = ["depthwise", "depthwise_stride2_mult2", "depthwise_wide
                          "depthwise_flat_narrow", "depthwise_flat_stride2_odd", "depthwise_phases_pad0",
                          "depthwise_phases_5x5_mult2", "depthwise_phases_dilated", "depthwise_phases_2x2",
                          "depthwise_blocks_batch2", "depthwise_same_dilated_mult2", "depthwise_same_asymmetric"]
-DEPTHWISE_FLOAT_PATHS = ("blocks", "phases", "flat", "rows", "channels_last", "same", "stride2")
+DEPTHWISE_FLOAT_PATHS = ("blocks", "phases", "flat", "rows", "channels_last", "same", "direct")
 
 
 def _depthwise_path_runs(path: str) -> int:
@@ -330,8 +330,9 @@ def test_depthwise_float_path_is_bit_exact(rng, monkeypatch, name, path):
     ("channels_last", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide_stride2_even"]),
     ("same", ["depthwise", "depthwise_flat_5x5", "depthwise_wide", "depthwise_same_dilated_mult2",
               "depthwise_same_asymmetric"]),
-    ("stride2", ["depthwise_stride2_mult2", "depthwise_wide_large_plane_stride2", "depthwise_wide_stride2",
-                 "depthwise_flat_stride2_odd", "depthwise_phases_pad0", "depthwise_blocks_batch2"]),
+    ("direct", ["depthwise_stride2_mult2", "depthwise_wide_large_plane_stride2", "depthwise_wide_stride2",
+                "depthwise_flat_stride2_odd", "depthwise_phases_pad0", "depthwise_blocks_batch2",
+                "depthwise", "depthwise_wide", "depthwise_wide_large_plane", "depthwise_flat_narrow"]),
 ])
 def test_each_depthwise_float_path_runs_where_forced(rng, monkeypatch, path, names):
     """The bit-exact test above covers a path only where it really ran: each forced path runs on
@@ -394,13 +395,18 @@ def test_each_depthwise_int8_path_runs_where_forced(rng, monkeypatch, path, name
 
 
 def test_depthwise_int8_rule_leaves_the_rows_out(rng, monkeypatch):
-    """A plane too large for the flat and phase planes takes the rows with float activations and
-    the channels-last tiles with int8 ones (the rows have no int8 kernel), forced or not."""
+    """A plane too large for the flat and phase planes takes the rows with float activations (the
+    direct 3x3 planes where the ISA has them, unless the rows are forced) and the channels-last
+    tiles with int8 ones (neither the rows nor the direct planes have an int8 kernel), forced or
+    not."""
+    from onnxbit import native
+
     codes, scales, bias, x, attrs, _ = _case(rng, "depthwise_wide_large_plane")
-    for forced in (None, "rows"):
+    for forced in (None, "rows", "direct"):
         if forced:
             monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", forced)
-        for act_quant, path in ((0, "rows"), (1, "channels_last")):
+        float_path = forced or ("direct" if native.isa() == "avx512" else "rows")
+        for act_quant, path in ((0, float_path), (1, "channels_last")):
             op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
             before = _depthwise_path_runs(path)
             _session(op.model).run(None, op.feeds(x))

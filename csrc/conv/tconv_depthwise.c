@@ -16,9 +16,11 @@
  *
  * Other paths take most shapes (choose_path): 16-channel blocks on small
  * planes (tconv_depthwise_blocks.c), and NCHW paths without copies to
- * channels-last: at stride 2 the phase planes (tconv_depthwise_phases.c); at
- * stride 1 flat planes (flat_task); with float activations, for larger
- * planes with rows of 32 outputs or more, row by row (plane_task). */
+ * channels-last: 3x3 convs read straight from the planes where the ISA has
+ * those kernels (tconv_depthwise_direct.c); at stride 2 the phase planes
+ * (tconv_depthwise_phases.c); at stride 1 flat planes (flat_task); with
+ * float activations, for larger planes with rows of 32 outputs or more, row
+ * by row (plane_task). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,10 @@ enum { DW_BLOCKS_MAX_PIXELS = 196, DW_BLOCKS_MAX_PIXELS_STRIDE2 = 324, DW_BLOCKS
 /* Same-size planes (tconv_depthwise_same.c) at stride 1 from 11x11 to 20x20
  * (see choose_path). */
 enum { DW_SAME_MIN_PIXELS = 100, DW_SAME_MAX_PIXELS = 400 };
+/* Direct 3x3 planes (tconv_depthwise_direct.c) on output rows of at least
+ * 10 (a strip of 16 outputs per row), and at stride 2 with float
+ * activations on every row (see choose_path). */
+enum { DW_DIRECT_MIN_WIDTH = 10 };
 
 typedef struct DwJob {
     const obx_tconv_weights *w;
@@ -230,9 +236,9 @@ static void flat_task(void *arg, size_t index) {
 }
 
 /* The depthwise paths (choose_path picks one; rows have no int8 kernel). */
-enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_SAME, DW_STRIDE2, DW_PATH_COUNT };
+enum dw_path { DW_CHANNELS_LAST, DW_ROWS, DW_FLAT, DW_PHASES, DW_BLOCKS, DW_SAME, DW_DIRECT, DW_PATH_COUNT };
 static const char *const dw_path_names[DW_PATH_COUNT] = {"channels_last", "rows",  "flat",   "phases",
-                                                         "blocks",        "same",  "stride2"};
+                                                         "blocks",        "same",  "direct"};
 
 static atomic_size_t path_runs[DW_PATH_COUNT], banded_runs;
 
@@ -256,7 +262,7 @@ static int path_fits(enum dw_path path, const obx_tconv_weights *w, const obx_co
     case DW_PHASES: return tconv_depthwise_phases_fit(g);
     case DW_BLOCKS: return tconv_depthwise_blocks_fit(w, g);
     case DW_SAME: return tconv_depthwise_same_fits(g);
-    case DW_STRIDE2: return tconv_depthwise_stride2_fits(g);
+    case DW_DIRECT: return tconv_depthwise_direct_fits(g);
     default: return 0;
     }
 }
@@ -291,38 +297,44 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * 0.36-0.41x / 0.97-1.01x, 576 @14x14 0.29-0.49x / 0.60-0.61x, 512 @14x14
  * stride 2 0.27-0.40x / 0.68x. What remains is mostly the two divisions
  * per output the definition asks for (1 / absmax and the final / s).
- * 3x3 stride-2 convs read straight from the planes where the ISA has that
- * kernel (AVX-512): with float activations on every plane size, with
- * act_quant 3 past the channel blocks' planes. Speed-ups over fp32 Conv on
- * a Zen 5 core, one thread (two), float, stride2 / phases / blocks: 96
- * @112x112 1.53 / 1.02 (1.60 / 1.14), 144 @56x56 1.50 / 1.16, 240 @28x28
- * 1.73 / 1.15 / 0.91 (2.61 / 1.79 / 1.35), 384 @20x20 1.36 / 0.92 / 0.91
- * (1.97 / 1.42 / 1.26), 512 @14x14 0.95 / 0.63 / 0.91 (1.55 / 1.12 / 1.32);
- * act_quant 3, stride2 / phases / blocks: 96 @112x112 0.77 / 0.72 (0.73 /
- * 0.64), 144 @56x56 0.77 / 0.62 (1.41 / 1.13), 192 @28x28 0.96 / 0.83 /
- * 0.85 (1.28 / 1.04 / 1.11), but 512 @14x14 0.58 / 0.54 / 0.85 (1.01 / 0.94
- * / 1.15): on small planes the blocks' dequantization in the transpose
- * costs less than one at every load. */
+ * Before all of them, 3x3 convs at stride 1 and 2 read straight from the
+ * planes (tconv_depthwise_direct.c) where the ISA has those kernels
+ * (AVX-512), on output rows of 10 or more, and at stride 2 with float
+ * activations on any. Speed-ups over fp32 Conv on a Zen 5 core, one
+ * thread (two), direct / the earlier rule's path: float, stride 1, 144
+ * @56x56 1.35 / 1.06 flat (2.60 / 1.79), 576 @14x14 1.93 / 1.05 same (2.47 /
+ * 1.61), 192 @28x28 2.09 / 1.10 flat (2.25 / 1.24), 384 @20x20 1.63 / 1.08
+ * same, 160 @10x10 1.15 / 1.00 blocks, but 128 @8x8 0.97 / 1.01 and 960
+ * @7x7 0.81 / 0.95 blocks (a strip of 16 outputs half empty); stride 2, 96
+ * @112x112 1.53 / 1.02 phases (1.60 / 1.14), 240 @28x28 1.73 / 1.15 (2.61 /
+ * 1.79), 384 @20x20 1.36 / 0.91 blocks (1.97 / 1.26), 512 @14x14 0.95 / 0.91
+ * blocks (1.55 / 1.32). act_quant 3: stride 1, 144 @56x56 0.93 / 0.71 flat
+ * (1.62 / 1.22), 576 @14x14 1.25 / 0.94 same (1.65 / 1.33), 192 @28x28 1.15
+ * / 0.77 flat (1.42 / 1.10); stride 2, 96 @112x112 0.77 / 0.72 phases (0.73
+ * / 0.64), 144 @56x56 0.77 / 0.62 (1.41 / 1.13), 192 @28x28 0.96 / 0.83
+ * (1.28 / 1.04), but 512 @14x14 0.58 / 0.85 blocks (1.01 / 1.15): on small
+ * planes the blocks' dequantization in the transpose costs less than one at
+ * every load. */
 static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, enum dw_activations act) {
     const int int8 = act == DW_INT8_WINDOWS;
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
     if (name)
         for (int p = 0; p < DW_PATH_COUNT; p++)
             if (strcmp(name, dw_path_names[p]) == 0 && path_fits((enum dw_path)p, w, g) &&
-                !(int8 && (p == DW_ROWS || p == DW_SAME || p == DW_STRIDE2)))
+                !(int8 && (p == DW_ROWS || p == DW_SAME || p == DW_DIRECT)))
                 return (enum dw_path)p;
     const size_t pixels = g->in_h * g->in_w;
     const int stride2 = g->stride_h == 2 && g->stride_w == 2;
+    if (!int8 && path_fits(DW_DIRECT, w, g) && obx_platform()->conv_rows->direct_native &&
+        (g->out_w >= DW_DIRECT_MIN_WIDTH || (stride2 && act == DW_FLOAT)))
+        return DW_DIRECT;
     if (!int8 && path_fits(DW_SAME, w, g) && pixels > DW_SAME_MIN_PIXELS && pixels <= DW_SAME_MAX_PIXELS)
         return DW_SAME;
-    const int stride2_native = !int8 && path_fits(DW_STRIDE2, w, g) && obx_platform()->conv_rows->stride2_native;
-    if (stride2_native && act == DW_FLOAT) return DW_STRIDE2;
     const size_t blocks_max = !stride2          ? DW_BLOCKS_MAX_PIXELS
                               : act == DW_FLOAT ? DW_BLOCKS_MAX_PIXELS_STRIDE2
                                                 : DW_BLOCKS_MAX_PIXELS_STRIDE2_INT8;
     if (path_fits(DW_BLOCKS, w, g) && pixels <= blocks_max)
         return DW_BLOCKS;
-    if (stride2_native) return DW_STRIDE2;
     if (path_fits(DW_PHASES, w, g)) return DW_PHASES;
     if (path_fits(DW_FLAT, w, g)) return DW_FLAT;
     if (!int8 && path_fits(DW_ROWS, w, g) && g->out_w >= DW_PLANE_MIN_WIDTH) return DW_ROWS;
@@ -422,7 +434,7 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
  * (the flat, phase and stride-2 planes on large images take their pixel
  * scales band by band instead: tconv_compute_depthwise_banded). */
 static int stages_x(enum dw_path path) {
-    return path == DW_BLOCKS || path == DW_SAME || path == DW_FLAT || path == DW_PHASES || path == DW_STRIDE2;
+    return path == DW_BLOCKS || path == DW_SAME || path == DW_FLAT || path == DW_PHASES || path == DW_DIRECT;
 }
 
 /* act_quant 3 on the flat, phase and stride-2 planes: in bands of output rows, each
@@ -440,14 +452,13 @@ static int stages_x(enum dw_path path) {
 enum { DW_PIXEL_PASS_MAX_BYTES = 1 << 20, DW_PIXEL_PASS_RESTAGED_MAX_BYTES = 4 << 20 };
 
 static int takes_bands(enum dw_path path, const obx_conv_geometry *g) {
-    if (path != DW_FLAT && path != DW_PHASES && path != DW_STRIDE2) return 0;
+    if (path != DW_FLAT && path != DW_PHASES && path != DW_DIRECT) return 0;
     const size_t bytes = g->channels * g->in_h * g->in_w * sizeof(float);
     if (bytes <= DW_PIXEL_PASS_MAX_BYTES) return 0;
-    /* stride2, one pass / bands, one thread (two): 144 @56x56 (1.8 MiB) 88 / 99 us (56 / 71), 96 @112x112
-     * (4.6 MiB) 260 / 227 us (154 / 139) */
-    if (path == DW_STRIDE2) return bytes > DW_PIXEL_PASS_RESTAGED_MAX_BYTES;
     size_t reach;
-    const size_t rows = path == DW_FLAT ? flat_band_rows(g, &reach) : tconv_depthwise_phases_band_rows(g, &reach);
+    const size_t rows = path == DW_FLAT     ? flat_band_rows(g, &reach)
+                        : path == DW_PHASES ? tconv_depthwise_phases_band_rows(g, &reach)
+                                            : tconv_depthwise_direct_band_rows(g, &reach);
     return 4 * reach < rows || bytes > DW_PIXEL_PASS_RESTAGED_MAX_BYTES;
 }
 
@@ -470,8 +481,8 @@ int tconv_compute_depthwise_banded(const tconv_depthwise_plan *plan, const obx_t
     atomic_fetch_add(&banded_runs, 1);
     if (plan->path == DW_PHASES)
         return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
-    if (plan->path == DW_STRIDE2)
-        return tconv_compute_depthwise_stride2(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
+    if (plan->path == DW_DIRECT)
+        return tconv_compute_depthwise_direct(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
     return compute_flat(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
 }
 
@@ -487,7 +498,7 @@ static int compute_path(enum dw_path path, const obx_tconv_weights *w, const obx
     case DW_FLAT: return compute_flat(w, g, x, bias, 0, dq, wq, y, par, runner, err, err_len);
     case DW_SAME: return tconv_compute_depthwise_same(w, g, x, bias, dq, y, par, runner, err, err_len);
     case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
-    case DW_STRIDE2: return tconv_compute_depthwise_stride2(w, g, x, bias, 0, dq, y, par, runner, err, err_len);
+    case DW_DIRECT: return tconv_compute_depthwise_direct(w, g, x, bias, 0, dq, y, par, runner, err, err_len);
     default: return compute_channels_last(w, g, x, bias, wq, y, par, runner, err, err_len);
     }
 }

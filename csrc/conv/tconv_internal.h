@@ -182,18 +182,19 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
                                    const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner,
                                    char *err, size_t err_len);
 
-/* 3x3 stride-2 depthwise convs, dilation 1, pad_left 0 or 1, read straight
- * from the planes (tconv_depthwise_stride2.c): 1 when they fit (the ISA's
- * kernel aside: the rule takes the path only where stride2_native). */
-int tconv_depthwise_stride2_fits(const obx_conv_geometry *g);
-/* The output rows of a band with per_pixel. */
-size_t tconv_depthwise_stride2_band_rows(const obx_conv_geometry *g);
+/* 3x3 depthwise convs at stride 1 or 2, dilation 1, pad_left 0 or 1, read
+ * straight from the planes (tconv_depthwise_direct.c): 1 when they fit (the
+ * ISA's kernels aside: the rule takes the path only where direct_native). */
+int tconv_depthwise_direct_fits(const obx_conv_geometry *g);
+/* The output rows of a band with per_pixel, and the input rows its windows
+ * reach past them (*reach_rows). */
+size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reach_rows);
 /* per_pixel: act_quant 3, in bands of output rows, each taking its own pixel
  * scales; dq: act_quant 3 with the scales of a pass over the whole image,
  * dequantized as the taps load X; neither: float activations. */
-int tconv_compute_depthwise_stride2(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                    const float *bias, int per_pixel, const tconv_pixel_dequant *dq, float *y,
-                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
+int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                   const float *bias, int per_pixel, const tconv_pixel_dequant *dq, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* Stride-1 depthwise convs with an output plane the input's size, float
  * activations (tconv_depthwise_same.c): 1 when they fit. */

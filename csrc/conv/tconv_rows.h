@@ -10,6 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A depthwise_direct kernel (struct tconv_row_kernels direct_f32). */
+typedef void (*tconv_direct_fn)(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
+                                const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top,
+                                size_t pad_left, const float *w, float channel_scale, const float *bias);
+
 /* Where stage_phases puts an input plane's rows (all sizes in floats). */
 struct tconv_phase_layout {
     size_t rows, in_w, pad_top;
@@ -150,21 +155,19 @@ struct tconv_row_kernels {
     void (*depthwise_masked_plane_f32)(float *out, const float *x, size_t n, const ptrdiff_t *shift,
                                        const uint16_t *mask, const float *w, size_t taps, float scale,
                                        const float *bias);
-    /* Output rows [oh0, oh1) of one channel of a 3x3 stride-2 depthwise conv
-     * (dilation 1, pad_left 0 or 1; tconv_depthwise_stride2.c) read straight
-     * from its input rows: row ih in [ih0, ih1) at x + (ih - ih0) * in_w,
-     * every other row padding; with scale (act_quant 3), each value read is
-     * first dequantized as dequantize_pixels does, with the scale and inverse
-     * at the same place in those arrays. out[oh * out_w + ow] = (sum over taps
-     * (kh, kw) in order of x[2 oh - pad_top + kh][2 ow - pad_left + kw] *
-     * w[3 kh + kw], padding taps left out) * channel_scale (+ *bias when
-     * bias). stride2_native: the ISA has its own kernel (else this is a plain
-     * loop, for tests). */
-    void (*depthwise_stride2_f32)(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
-                                  const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
-                                  size_t pad_top, size_t pad_left, const float *w, float channel_scale,
-                                  const float *bias);
-    int stride2_native;
+    /* Output rows [oh0, oh1) of one channel of a 3x3 depthwise conv at
+     * stride 1 (direct_f32[0]) or 2 (direct_f32[1]), dilation 1, pad_left 0
+     * or 1 (tconv_depthwise_direct.c), read straight from its input rows:
+     * row ih in [ih0, ih1) at x + (ih - ih0) * in_w, every other row padding;
+     * with scale (act_quant 3), each value read is first dequantized as
+     * dequantize_pixels does, with the scale and inverse at the same place in
+     * those arrays. At stride s, out[oh * out_w + ow] = (sum over taps (kh, kw)
+     * in order of x[s oh - pad_top + kh][s ow - pad_left + kw] * w[3 kh + kw],
+     * padding taps left out) * channel_scale (+ *bias when bias).
+     * direct_native: the ISA has its own kernels (else these are plain loops,
+     * for tests). */
+    tconv_direct_fn direct_f32[2];
+    int direct_native;
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
      * `channels` (<= 16) NCHW planes of `pixels` pixels, plane_stride apart: for p < pixels,
      * l < 16, tile[at[p] + l] = x[l * plane_stride + p], dequantized as dequantize_pixels

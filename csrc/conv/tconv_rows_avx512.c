@@ -220,7 +220,7 @@ static void depthwise_masked_plane_avx512(float *out, const float *x, size_t n, 
 }
 
 /* The lanes of a 16-output strip of a stride-2 row (tconv_rows.h
- * depthwise_stride2_f32), the same for every row: columns c = 2 ow0 on. */
+ * direct_f32[1]), the same for every row: columns c = 2 ow0 on. */
 struct stride2_strip {
     ptrdiff_t c, edge_at;               /* the edge column, or column 0 where it lies outside the row */
     __mmask16 lo, hi, edge, out;        /* the two loads' lanes inside the row, the edge's, the outputs' */
@@ -306,7 +306,7 @@ static inline __attribute__((always_inline)) void stride2_strip_rows(float *out,
 #undef STRIDE2_ROW_TAPS
 }
 
-/* tconv_rows.h depthwise_stride2_f32, a strip of 16 outputs at a time down
+/* tconv_rows.h direct_f32[1], a strip of 16 outputs at a time down
  * the rows. Strips away from the row's ends take plain loads. One thread,
  * 96 @112x112 / 144 @56x56 / 512 @14x14: every strip masked, three rows
  * split per output row, 113 / 49 / 21 us; the inner strips plain, 75 us at
@@ -345,6 +345,88 @@ static void depthwise_stride2_avx512(float *out, size_t out_w, size_t oh0, size_
     }
 }
 #undef STRIDE2_TAPS
+
+/* The lanes of a 16-output strip of a stride-1 row (tconv_rows.h
+ * direct_f32[0]), the same for every row: tap kw reads columns at + kw on. */
+struct stride1_strip {
+    ptrdiff_t at;          /* ow0 - pad_left */
+    __mmask16 load[3], out; /* each tap's lanes inside the row, the outputs' */
+};
+
+/* A strip down the input rows: each row is three loads (dequantized with
+ * scale), and each load serves three output rows, kh = 2, 1 and 0 of
+ * outputs ih + pad_top - 2, - 1 and + 0, whose sums rotate (an output's
+ * taps still add in (kh, kw) order: its kh = 0 row comes first). */
+static inline __attribute__((always_inline)) void stride1_strip_rows(float *out, size_t out_w, size_t ow0, size_t oh0,
+                                                                     size_t oh1, const float *x, const float *scale,
+                                                                     const float *inverse, ptrdiff_t ih0,
+                                                                     ptrdiff_t ih1, size_t in_w, ptrdiff_t pad_top,
+                                                                     const struct stride1_strip *s, const __m512 *wv,
+                                                                     __m512 channel_scale, const float *bias,
+                                                                     int inside) {
+    __m512 done = _mm512_setzero_ps(), next = done, first = done; /* outputs ih + pad_top - 2, - 1, + 0 */
+    for (ptrdiff_t ih = (ptrdiff_t)oh0 - pad_top; ih < (ptrdiff_t)oh1 - pad_top + 2; ih++) {
+        if (ih >= ih0 && ih < ih1) {
+            const ptrdiff_t row = (ih - ih0) * (ptrdiff_t)in_w + s->at; /* -1 at most: a masked lane */
+            __m512 t[3];
+            for (int k = 0; k < 3; k++) {
+                const __mmask16 lanes = inside ? 0xffff : s->load[k];
+                t[k] = load_dequantized(x + row + k, scale ? scale + row + k : NULL, scale ? inverse + row + k : NULL,
+                                        lanes);
+            }
+            for (int k = 0; k < 3; k++) done = _mm512_fmadd_ps(t[k], wv[6 + k], done);
+            for (int k = 0; k < 3; k++) next = _mm512_fmadd_ps(t[k], wv[3 + k], next);
+            for (int k = 0; k < 3; k++) first = _mm512_fmadd_ps(t[k], wv[k], first);
+        }
+        const ptrdiff_t o = ih + pad_top - 2;
+        if (o >= (ptrdiff_t)oh0) {
+            __m512 v = _mm512_mul_ps(done, channel_scale);
+            if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
+            if (inside) _mm512_storeu_ps(out + (size_t)o * out_w + ow0, v);
+            else _mm512_mask_storeu_ps(out + (size_t)o * out_w + ow0, s->out, v);
+        }
+        done = next;
+        next = first;
+        first = _mm512_setzero_ps();
+    }
+}
+
+/* tconv_rows.h direct_f32[0], a strip of 16 outputs at a time down the
+ * rows, each input row loaded once a strip (the flat planes staged a padded
+ * copy of each plane and loaded every row three times; one thread, against
+ * this kernel in a loop: 144 @56x56 122 us with three loads an output row,
+ * 60 us so). */
+static void depthwise_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
+                                     const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
+                                     size_t pad_top, size_t pad_left, const float *w, float channel_scale,
+                                     const float *bias) {
+    const __m512 cs = _mm512_set1_ps(channel_scale);
+    __m512 wv[9];
+    for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(w[t]);
+    const ptrdiff_t width = (ptrdiff_t)in_w;
+    for (size_t ow0 = 0; ow0 < out_w; ow0 += 16) {
+        struct stride1_strip strip;
+        strip.at = (ptrdiff_t)ow0 - (ptrdiff_t)pad_left;
+        for (int k = 0; k < 3; k++) {
+            const ptrdiff_t from = strip.at + k; /* lanes [lo, hi) read columns inside the row */
+            const ptrdiff_t lo = from < 0 ? -from : 0, hi = OBX_MIN(width - from, (ptrdiff_t)16);
+            strip.load[k] = hi <= lo ? 0 : (__mmask16)(first_lanes((size_t)hi) & ~first_lanes((size_t)lo));
+        }
+        strip.out = first_lanes(out_w - ow0);
+        const int inside = strip.at >= 0 && strip.at + 2 + 16 <= width && ow0 + 16 <= out_w;
+#define STRIDE1_STRIP(sc, inv, in)                                                                          \
+    stride1_strip_rows(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,          \
+                       (ptrdiff_t)pad_top, &strip, wv, cs, bias, in)
+        if (scale) {
+            if (inside) STRIDE1_STRIP(scale, inverse, 1);
+            else STRIDE1_STRIP(scale, inverse, 0);
+        } else {
+            if (inside) STRIDE1_STRIP(NULL, NULL, 1);
+            else STRIDE1_STRIP(NULL, NULL, 0);
+        }
+#undef STRIDE1_STRIP
+    }
+}
 
 /* A row's even columns to even (n_even of them) and its odd ones to odd,
  * from `sorted`, whose lanes 0-7 hold the even columns and 8-15 the odd. */
@@ -444,5 +526,6 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_ROWS_STAGE_PHASES stage_phases_avx512
 #define TCONV_ROWS_COPY_ROWS copy_rows_avx512
 #define TCONV_ROWS_MASKED_PLANE depthwise_masked_plane_avx512
-#define TCONV_ROWS_STRIDE2 depthwise_stride2_avx512
+#define TCONV_ROWS_DIRECT_STRIDE1 depthwise_stride1_avx512
+#define TCONV_ROWS_DIRECT_STRIDE2 depthwise_stride2_avx512
 #include "conv/tconv_rows_body.h"

@@ -934,22 +934,22 @@ static void activate(float *restrict y, size_t n, int kind, float alpha, float b
 #undef ACTIVATE_EACH
 }
 
-#ifndef TCONV_ROWS_STRIDE2
-/* tconv_rows.h depthwise_stride2_f32 one output at a time: each tap's x * w is
- * exact (w in {-1, 0, 1}), so acc + x * w rounds as an ISA's fused tap does. */
-static void depthwise_stride2_plain(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
-                                    const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
-                                    size_t pad_top, size_t pad_left, const float *w, float channel_scale,
-                                    const float *bias) {
+#ifndef TCONV_ROWS_DIRECT_STRIDE1
+/* tconv_rows.h direct_f32 one output at a time: each tap's x * w is exact (w
+ * in {-1, 0, 1}), so acc + x * w rounds as an ISA's fused tap does. */
+static inline void depthwise_direct_plain(size_t stride, float *out, size_t out_w, size_t oh0, size_t oh1,
+                                          const float *x, const float *scale, const float *inverse, size_t ih0,
+                                          size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                          float channel_scale, const float *bias) {
     for (size_t oh = oh0; oh < oh1; oh++)
         for (size_t ow = 0; ow < out_w; ow++) {
             float acc = 0.0f;
             for (size_t kh = 0; kh < 3; kh++) {
-                const ptrdiff_t ih = (ptrdiff_t)(2 * oh + kh) - (ptrdiff_t)pad_top;
+                const ptrdiff_t ih = (ptrdiff_t)(stride * oh + kh) - (ptrdiff_t)pad_top;
                 if (ih < (ptrdiff_t)ih0 || ih >= (ptrdiff_t)ih1) continue;
                 const size_t at = (size_t)(ih - (ptrdiff_t)ih0) * in_w;
                 for (size_t kw = 0; kw < 3; kw++) {
-                    const ptrdiff_t iw = (ptrdiff_t)(2 * ow + kw) - (ptrdiff_t)pad_left;
+                    const ptrdiff_t iw = (ptrdiff_t)(stride * ow + kw) - (ptrdiff_t)pad_left;
                     if (iw < 0 || iw >= (ptrdiff_t)in_w) continue;
                     const size_t i = at + (size_t)iw;
                     acc = acc + (scale ? dequantized(x[i], scale[i], inverse[i]) : x[i]) * w[3 * kh + kw];
@@ -958,6 +958,20 @@ static void depthwise_stride2_plain(float *out, size_t out_w, size_t oh0, size_t
             const float y = acc * channel_scale;
             out[oh * out_w + ow] = bias ? y + *bias : y;
         }
+}
+static void depthwise_direct_plain1(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
+                                    const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
+                                    size_t pad_top, size_t pad_left, const float *w, float channel_scale,
+                                    const float *bias) {
+    depthwise_direct_plain(1, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w,
+                           channel_scale, bias);
+}
+static void depthwise_direct_plain2(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
+                                    const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
+                                    size_t pad_top, size_t pad_left, const float *w, float channel_scale,
+                                    const float *bias) {
+    depthwise_direct_plain(2, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w,
+                           channel_scale, bias);
 }
 #endif
 
@@ -985,11 +999,11 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
 #ifdef TCONV_ROWS_MASKED_PLANE
     .depthwise_masked_plane_f32 = TCONV_ROWS_MASKED_PLANE,
 #endif
-#ifdef TCONV_ROWS_STRIDE2
-    .depthwise_stride2_f32 = TCONV_ROWS_STRIDE2,
-    .stride2_native = 1,
+#ifdef TCONV_ROWS_DIRECT_STRIDE1
+    .direct_f32 = {TCONV_ROWS_DIRECT_STRIDE1, TCONV_ROWS_DIRECT_STRIDE2},
+    .direct_native = 1,
 #else
-    .depthwise_stride2_f32 = depthwise_stride2_plain,
+    .direct_f32 = {depthwise_direct_plain1, depthwise_direct_plain2},
 #endif
     .block_tile = TCONV_ROWS_BLOCK_TILE,
     .activate = activate,

@@ -1,0 +1,118 @@
+/* 3x3 depthwise convs at stride 1 or 2 read straight from the NCHW planes
+ * (tconv_rows.h direct_f32): a row kernel walks a strip of 16 outputs down
+ * the rows and loads each input row once a strip, at stride 2 splitting its
+ * even and odd columns in registers, so nothing is staged. The flat and
+ * phase planes stage a padded or deinterleaved copy of every plane first;
+ * on a Zen 5 core that copy took half of a 96 @112x112 stride-2 call (float,
+ * one thread: the op 165 us on the phase planes, 112 us here; fp32 Conv
+ * 171 us).
+ *
+ * Float activations: a task is a run of whole channels. act_quant 3 on
+ * images up to 4 MiB: the same, with the pixel scales of one pass over the
+ * image (tconv_depthwise_pixel.c). On larger ones a task is a band of output
+ * rows over every channel, which takes its input rows' pixel scales (one
+ * pass over the band, all channels: X comes from memory once, and the band
+ * stays in L2 for the taps). Either way the taps dequantize each value as
+ * they load it (x' = rint(x * s) * (1 / s), as every other path has it); at
+ * stride 2 a channel loads each input value once (dequantizing a channel's
+ * band rows into a buffer first ran 1.02-1.07x slower at one thread and
+ * 1.15x at two, 96 @112x112), at stride 1 three times, once for each column
+ * tap.
+ *
+ * Arithmetic: the documented float order (tconv_depthwise.c), padding taps
+ * left out (adding their +-0 products would change nothing). */
+#include "conv/tconv_internal.h"
+#include "isa/platform.h"
+#include "obx_common.h"
+
+/* About DIRECT_TASK_OUTPUTS outputs a float task (a task per 7x7 channel
+ * costs more in hand-offs than its arithmetic). */
+enum { DIRECT_TASK_OUTPUTS = 4096 };
+
+typedef struct DirectJob {
+    const obx_tconv_weights *w;
+    const obx_conv_geometry *g;
+    tconv_direct_fn kernel;
+    tconv_image img;
+    const float *bias;
+    size_t stride;
+    size_t band_rows;         /* per_pixel: output rows a task */
+    size_t channels_per_task; /* otherwise: channels a task */
+    const struct tconv_row_kernels *rows;
+    int failed;
+} DirectJob;
+
+int tconv_depthwise_direct_fits(const obx_conv_geometry *g) {
+    return g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == g->stride_w &&
+           (g->stride_h == 1 || g->stride_h == 2) && g->dilation_h == 1 && g->dilation_w == 1 && g->pad_left <= 1;
+}
+
+size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reach_rows) {
+    /* an output row reads `stride` new input rows over all channels, and 3 - stride past the band */
+    *reach_rows = 3 - g->stride_h;
+    return tconv_band_rows(g->out_h, g->stride_h * g->in_w * g->channels * sizeof(float), *reach_rows);
+}
+
+static void channel(const DirectJob *job, size_t o, size_t oh0, size_t oh1, const float *x, const float *scale,
+                    const float *inverse, size_t ih0, size_t ih1) {
+    const obx_tconv_weights *w = job->w;
+    const obx_conv_geometry *g = job->g;
+    float taps[9];
+    for (size_t t = 0; t < 9; t++) taps[t] = w->weights[t * w->m + o];
+    job->kernel(job->img.y + o * g->out_h * g->out_w, g->out_w, oh0, oh1, x, scale, inverse, ih0, ih1, g->in_w,
+                g->pad_top, g->pad_left, taps, w->scales[o], job->bias ? job->bias + o : NULL);
+}
+
+/* Whole channels: float activations, or act_quant 3 with the image's pixel
+ * scales from one pass (img.dq_scale). */
+static void channel_task(void *arg, size_t index) {
+    const DirectJob *job = arg;
+    const obx_conv_geometry *g = job->g;
+    const size_t pixels = g->in_h * g->in_w;
+    const size_t o1 = OBX_MIN(job->w->m, (index + 1) * job->channels_per_task);
+    for (size_t o = index * job->channels_per_task; o < o1; o++)
+        channel(job, o, 0, g->out_h, job->img.x + (o / job->w->m_per_group) * pixels, job->img.dq_scale,
+                job->img.dq_inverse, 0, g->in_h);
+}
+
+static void band_task(void *arg, size_t index) {
+    DirectJob *job = arg;
+    const obx_conv_geometry *g = job->g;
+    const size_t pixels = g->in_h * g->in_w, s = job->stride;
+    const size_t oh0 = index * job->band_rows, oh1 = OBX_MIN(g->out_h, oh0 + job->band_rows);
+    /* the input rows the band's windows read, inside the image */
+    const ptrdiff_t first = (ptrdiff_t)(s * oh0) - (ptrdiff_t)g->pad_top;
+    const ptrdiff_t end = (ptrdiff_t)(s * (oh1 - 1) + 3) - (ptrdiff_t)g->pad_top;
+    const size_t ih0 = first > 0 ? (size_t)first : 0;
+    const size_t ih1 = end > 0 ? OBX_MIN(g->in_h, (size_t)end) : 0;
+    const size_t n = ih1 > ih0 ? (ih1 - ih0) * g->in_w : 0;
+    float *buffer = tconv_thread_buffer(TCONV_BUFFER_TILE, tconv_band_scales_floats(n) + 1);
+    if (!buffer) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    const float *scale = NULL, *inverse = NULL;
+    if (n) tconv_band_scales(job->rows, job->img.x + ih0 * g->in_w, pixels, g->channels, n, buffer, &scale, &inverse);
+    for (size_t o = 0; o < job->w->m; o++)
+        channel(job, o, oh0, oh1, job->img.x + (o / job->w->m_per_group) * pixels + ih0 * g->in_w, scale, inverse, ih0,
+                ih1);
+}
+
+int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
+                                   const float *bias, int per_pixel, const tconv_pixel_dequant *dq, float *y,
+                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+    const struct tconv_row_kernels *rows = obx_platform()->conv_rows;
+    DirectJob job = {.w = w, .g = g, .kernel = rows->direct_f32[g->stride_h - 1], .rows = rows, .bias = bias,
+                     .stride = g->stride_h};
+    size_t reach_rows;
+    job.band_rows = tconv_depthwise_direct_band_rows(g, &reach_rows);
+    job.channels_per_task = OBX_MAX((size_t)1, DIRECT_TASK_OUTPUTS / OBX_MAX((size_t)1, g->out_h * g->out_w));
+    const size_t tasks = per_pixel ? OBX_DIV_UP(g->out_h, job.band_rows) : OBX_DIV_UP(w->m, job.channels_per_task);
+    tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, per_pixel ? band_task : channel_task,
+                     &job, tasks);
+    if (job.failed) {
+        obx_set_error(err, err_len, "out of memory for a depthwise band");
+        return -1;
+    }
+    return 0;
+}
