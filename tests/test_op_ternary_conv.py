@@ -396,7 +396,7 @@ def test_each_depthwise_int8_path_runs_where_forced(rng, monkeypatch, path, name
 
 def test_depthwise_int8_rule_leaves_the_rows_out(rng, monkeypatch):
     """A plane too large for the flat and phase planes takes the rows with float activations (the
-    direct 3x3 planes where the ISA has them, unless the rows are forced) and the channels-last
+    direct 3x3 planes where the ISA has kernels for them, unless the rows are forced) and the channels-last
     tiles with int8 ones (neither the rows nor the direct planes have an int8 kernel), forced or
     not."""
     from onnxbit import native
@@ -405,7 +405,7 @@ def test_depthwise_int8_rule_leaves_the_rows_out(rng, monkeypatch):
     for forced in (None, "rows", "direct"):
         if forced:
             monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", forced)
-        float_path = forced or ("direct" if native.isa() == "avx512" else "rows")
+        float_path = forced or ("direct" if native.isa() in ("avx512", "avx2") else "rows")
         for act_quant, path in ((0, float_path), (1, "channels_last")):
             op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
             before = _depthwise_path_runs(path)

@@ -45,10 +45,7 @@ enum { DW_BLOCKS_MAX_PIXELS = 196, DW_BLOCKS_MAX_PIXELS_STRIDE2 = 324, DW_BLOCKS
 /* Same-size planes (tconv_depthwise_same.c) at stride 1 from 11x11 to 20x20
  * (see choose_path). */
 enum { DW_SAME_MIN_PIXELS = 100, DW_SAME_MAX_PIXELS = 400 };
-/* Direct 3x3 planes (tconv_depthwise_direct.c) on output rows of at least
- * 10 (a strip of 16 outputs per row), and at stride 2 with float
- * activations on every row (see choose_path). */
-enum { DW_DIRECT_MIN_WIDTH = 10 };
+
 
 typedef struct DwJob {
     const obx_tconv_weights *w;
@@ -299,8 +296,9 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * per output the definition asks for (1 / absmax and the final / s).
  * Before all of them, 3x3 convs at stride 1 and 2 read straight from the
  * planes (tconv_depthwise_direct.c) where the ISA has those kernels
- * (AVX-512), on output rows of 10 or more, and at stride 2 with float
- * activations on any. Speed-ups over fp32 Conv on a Zen 5 core, one
+ * (AVX-512, AVX2), on output rows of at least the ISA's direct_min_width,
+ * and at stride 2 with float activations on any (act_quant 3 at stride 2
+ * only where direct_pixels_stride2). Speed-ups over fp32 Conv on a Zen 5 core, one
  * thread (two), direct / the earlier rule's path: float, stride 1, 144
  * @56x56 1.35 / 1.06 flat (2.60 / 1.79), 576 @14x14 1.93 / 1.05 same (2.47 /
  * 1.61), 192 @28x28 2.09 / 1.10 flat (2.25 / 1.24), 384 @20x20 1.63 / 1.08
@@ -314,7 +312,11 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * / 0.64), 144 @56x56 0.77 / 0.62 (1.41 / 1.13), 192 @28x28 0.96 / 0.83
  * (1.28 / 1.04), but 512 @14x14 0.58 / 0.85 blocks (1.01 / 1.15): on small
  * planes the blocks' dequantization in the transpose costs less than one at
- * every load. */
+ * every load. Forced AVX2 on the same core (its fp32 Conv still AVX-512),
+ * direct / the earlier rule's path, microseconds: float 144 @56x56 104 / 184
+ * flat, 576 @14x14 35 / 69 same, 960 @7x7 23 / 27 blocks, 96 @112x112 stride
+ * 2 173 / 199 phases; act_quant 3 144 @56x56 177 / 226 flat, 192 @28x28 69 /
+ * 86, but stride 2 96 @112x112 323 / 282 phases. */
 static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, enum dw_activations act) {
     const int int8 = act == DW_INT8_WINDOWS;
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
@@ -325,8 +327,10 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
                 return (enum dw_path)p;
     const size_t pixels = g->in_h * g->in_w;
     const int stride2 = g->stride_h == 2 && g->stride_w == 2;
-    if (!int8 && path_fits(DW_DIRECT, w, g) && obx_platform()->conv_rows->direct_native &&
-        (g->out_w >= DW_DIRECT_MIN_WIDTH || (stride2 && act == DW_FLOAT)))
+    const struct tconv_row_kernels *rows = obx_platform()->conv_rows;
+    if (!int8 && rows->direct_min_width && path_fits(DW_DIRECT, w, g) &&
+        (act == DW_FLOAT ? stride2 || g->out_w >= rows->direct_min_width
+                         : g->out_w >= rows->direct_min_width && (!stride2 || rows->direct_pixels_stride2)))
         return DW_DIRECT;
     if (!int8 && path_fits(DW_SAME, w, g) && pixels > DW_SAME_MIN_PIXELS && pixels <= DW_SAME_MAX_PIXELS)
         return DW_SAME;

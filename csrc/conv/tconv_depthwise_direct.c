@@ -1,5 +1,6 @@
 /* 3x3 depthwise convs at stride 1 or 2 read straight from the NCHW planes
- * (tconv_rows.h direct_f32): a row kernel walks a strip of 16 outputs down
+ * (tconv_rows.h direct_f32): a row kernel walks a strip of outputs (16 on
+ * AVX-512, 8 on AVX2) down
  * the rows and loads each input row once a strip, at stride 2 splitting its
  * even and odd columns in registers, so nothing is staged. The flat and
  * phase planes stage a padded or deinterleaved copy of every plane first;

@@ -184,7 +184,7 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
 
 /* 3x3 depthwise convs at stride 1 or 2, dilation 1, pad_left 0 or 1, read
  * straight from the planes (tconv_depthwise_direct.c): 1 when they fit (the
- * ISA's kernels aside: the rule takes the path only where direct_native). */
+ * ISA's kernels aside: the rule takes the path only where direct_min_width). */
 int tconv_depthwise_direct_fits(const obx_conv_geometry *g);
 /* The output rows of a band with per_pixel, and the input rows its windows
  * reach past them (*reach_rows). */

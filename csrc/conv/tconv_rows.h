@@ -164,10 +164,15 @@ struct tconv_row_kernels {
      * those arrays. At stride s, out[oh * out_w + ow] = (sum over taps (kh, kw)
      * in order of x[s oh - pad_top + kh][s ow - pad_left + kw] * w[3 kh + kw],
      * padding taps left out) * channel_scale (+ *bias when bias).
-     * direct_native: the ISA has its own kernels (else these are plain loops,
-     * for tests). */
+     * Plain loops where the ISA has no kernels (for tests). */
     tconv_direct_fn direct_f32[2];
-    int direct_native;
+    /* The rule's use of them (tconv_depthwise.c choose_path): 0 where the
+     * kernels are plain loops, else the narrowest output rows they take
+     * (about half a strip); and whether they take act_quant 3 at stride 2
+     * (AVX2's dequantization in registers there ran slower than the phase
+     * planes' staging). */
+    size_t direct_min_width;
+    int direct_pixels_stride2;
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
      * `channels` (<= 16) NCHW planes of `pixels` pixels, plane_stride apart: for p < pixels,
      * l < 16, tile[at[p] + l] = x[l * plane_stride + p], dequantized as dequantize_pixels

@@ -137,6 +137,195 @@ static void stage_phases_avx2(float *dst, const float *src, const struct tconv_p
     else stage_rows_avx2(dst, src, &l, NULL, NULL);
 }
 
+/* The direct 3x3 kernels (tconv_rows.h direct_f32) as the AVX-512 file has
+ * them, on strips of 8 outputs: see it for the order of the work. */
+
+/* The lanes of an 8-output strip, the same for every row. Stride 1: tap kw
+ * reads columns at + kw on (load[kw]); stride 2: columns at .. at + 15
+ * (load[0], load[1]) and the edge column. */
+struct direct_strip8 {
+    ptrdiff_t at, edge_at;
+    __m256i load[3], out;
+    int edge_inside;
+};
+
+static inline __attribute__((always_inline)) __m256 load8(const float *x, const float *scale, const float *inverse,
+                                                          ptrdiff_t i, __m256i lanes, int inside) {
+    __m256 v = inside ? _mm256_loadu_ps(x + i) : _mm256_maskload_ps(x + i, lanes);
+    if (scale)
+        v = dequantize8(v, inside ? _mm256_loadu_ps(scale + i) : _mm256_maskload_ps(scale + i, lanes),
+                        inside ? _mm256_loadu_ps(inverse + i) : _mm256_maskload_ps(inverse + i, lanes));
+    return v;
+}
+
+/* The lanes of columns [from, from + 8) inside [0, width). */
+static inline __m256i lanes_inside8(ptrdiff_t from, ptrdiff_t width) {
+    const __m256i column = _mm256_add_epi32(_mm256_set1_epi32((int)from), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), column),
+                               _mm256_cmpgt_epi32(_mm256_set1_epi32((int)width), column));
+}
+
+static inline __attribute__((always_inline)) void direct_store8(float *y, __m256 acc, __m256 channel_scale,
+                                                                const float *bias, const struct direct_strip8 *s,
+                                                                int inside) {
+    __m256 v = _mm256_mul_ps(acc, channel_scale);
+    if (bias) v = _mm256_add_ps(v, _mm256_set1_ps(*bias));
+    if (inside) _mm256_storeu_ps(y, v);
+    else _mm256_maskstore_ps(y, s->out, v);
+}
+
+#define DIRECT8_TAPS(acc, t0, t1, t2, kh)                     \
+    do {                                                      \
+        acc = _mm256_fmadd_ps(t0, wv[3 * (kh)], acc);         \
+        acc = _mm256_fmadd_ps(t1, wv[3 * (kh) + 1], acc);     \
+        acc = _mm256_fmadd_ps(t2, wv[3 * (kh) + 2], acc);     \
+    } while (0)
+
+static inline __attribute__((always_inline)) void stride1_strip8(float *out, size_t out_w, size_t ow0, size_t oh0,
+                                                                 size_t oh1, const float *x, const float *scale,
+                                                                 const float *inverse, ptrdiff_t ih0, ptrdiff_t ih1,
+                                                                 size_t in_w, ptrdiff_t pad_top,
+                                                                 const struct direct_strip8 *s, const __m256 *wv,
+                                                                 __m256 channel_scale, const float *bias, int inside) {
+    __m256 done = _mm256_setzero_ps(), next = done, first = done;
+    for (ptrdiff_t ih = (ptrdiff_t)oh0 - pad_top; ih < (ptrdiff_t)oh1 - pad_top + 2; ih++) {
+        if (ih >= ih0 && ih < ih1) {
+            const ptrdiff_t row = (ih - ih0) * (ptrdiff_t)in_w + s->at;
+            const __m256 t0 = load8(x, scale, inverse, row, s->load[0], inside);
+            const __m256 t1 = load8(x, scale, inverse, row + 1, s->load[1], inside);
+            const __m256 t2 = load8(x, scale, inverse, row + 2, s->load[2], inside);
+            DIRECT8_TAPS(done, t0, t1, t2, 2);
+            DIRECT8_TAPS(next, t0, t1, t2, 1);
+            DIRECT8_TAPS(first, t0, t1, t2, 0);
+        }
+        const ptrdiff_t o = ih + pad_top - 2;
+        if (o >= (ptrdiff_t)oh0) direct_store8(out + (size_t)o * out_w + ow0, done, channel_scale, bias, s, inside);
+        done = next;
+        next = first;
+        first = _mm256_setzero_ps();
+    }
+}
+
+/* A stride-2 row's three taps for a strip (split16, then the third tap's
+ * columns one lane over, the edge column in the lane set free). */
+static inline __attribute__((always_inline)) void stride2_taps8(const float *x, const float *scale,
+                                                                const float *inverse, ptrdiff_t row,
+                                                                const struct direct_strip8 *s, int pad_left,
+                                                                int inside, __m256 *t0, __m256 *t1, __m256 *t2) {
+    __m256 even, odd;
+    const ptrdiff_t i = row + s->at;
+    split16(x + i, scale ? scale + i : NULL, scale ? inverse + i : NULL, s->load[0], s->load[1], !inside, &even,
+            &odd);
+    __m256 edge = _mm256_setzero_ps();
+    if (s->edge_inside) {
+        const ptrdiff_t e = row + s->edge_at;
+        edge = _mm256_set1_ps(x[e]);
+        if (scale) edge = dequantize8(edge, _mm256_set1_ps(scale[e]), _mm256_set1_ps(inverse[e]));
+    }
+    if (pad_left) { /* columns at - 1 + 2i, at + 2i, at + 1 + 2i */
+        const __m256 moved = _mm256_permutevar8x32_ps(odd, _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6));
+        *t0 = _mm256_blend_ps(moved, edge, 0x01);
+        *t1 = even;
+        *t2 = odd;
+    } else { /* columns at + 2i, at + 1 + 2i, at + 2 + 2i */
+        const __m256 moved = _mm256_permutevar8x32_ps(even, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
+        *t0 = even;
+        *t1 = odd;
+        *t2 = _mm256_blend_ps(moved, edge, 0x80);
+    }
+}
+
+static inline __attribute__((always_inline)) void stride2_strip8(float *out, size_t out_w, size_t ow0, size_t oh0,
+                                                                 size_t oh1, const float *x, const float *scale,
+                                                                 const float *inverse, ptrdiff_t ih0, ptrdiff_t ih1,
+                                                                 size_t in_w, ptrdiff_t pad_top, int pad_left,
+                                                                 const struct direct_strip8 *s, const __m256 *wv,
+                                                                 __m256 channel_scale, const float *bias, int inside) {
+#define DIRECT8_ROW(ih) ((ih) >= ih0 && (ih) < ih1 ? ((ih) - ih0) * (ptrdiff_t)in_w : -1)
+    __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0;
+    ptrdiff_t top = DIRECT8_ROW(2 * (ptrdiff_t)oh0 - pad_top);
+    if (top >= 0) stride2_taps8(x, scale, inverse, top, s, pad_left, inside, &p0, &p1, &p2);
+    for (size_t oh = oh0; oh < oh1; oh++) {
+        const ptrdiff_t ih = 2 * (ptrdiff_t)oh - pad_top;
+        const ptrdiff_t middle = DIRECT8_ROW(ih + 1), bottom = DIRECT8_ROW(ih + 2);
+        __m256 acc = _mm256_setzero_ps();
+        if (top >= 0) DIRECT8_TAPS(acc, p0, p1, p2, 0);
+        if (middle >= 0) {
+            __m256 t0, t1, t2;
+            stride2_taps8(x, scale, inverse, middle, s, pad_left, inside, &t0, &t1, &t2);
+            DIRECT8_TAPS(acc, t0, t1, t2, 1);
+        }
+        if (bottom >= 0) {
+            stride2_taps8(x, scale, inverse, bottom, s, pad_left, inside, &p0, &p1, &p2);
+            DIRECT8_TAPS(acc, p0, p1, p2, 2);
+        }
+        top = bottom;
+        direct_store8(out + oh * out_w + ow0, acc, channel_scale, bias, s, inside);
+    }
+#undef DIRECT8_ROW
+}
+#undef DIRECT8_TAPS
+
+static inline __attribute__((always_inline)) void direct_avx2(size_t stride, float *out, size_t out_w, size_t oh0,
+                                                              size_t oh1, const float *x, const float *scale,
+                                                              const float *inverse, size_t ih0, size_t ih1,
+                                                              size_t in_w, size_t pad_top, size_t pad_left,
+                                                              const float *w, float channel_scale, const float *bias) {
+    const __m256 cs = _mm256_set1_ps(channel_scale);
+    __m256 wv[9];
+    for (int t = 0; t < 9; t++) wv[t] = _mm256_set1_ps(w[t]);
+    const ptrdiff_t width = (ptrdiff_t)in_w, pl = (ptrdiff_t)pad_left;
+    for (size_t ow0 = 0; ow0 < out_w; ow0 += 8) {
+        struct direct_strip8 s;
+        s.out = first_lanes8(OBX_MIN(out_w - ow0, (size_t)8));
+        int inside;
+        if (stride == 1) {
+            s.at = (ptrdiff_t)ow0 - pl;
+            for (int k = 0; k < 3; k++) s.load[k] = lanes_inside8(s.at + k, width);
+            s.edge_at = 0;
+            s.edge_inside = 0;
+            inside = s.at >= 0 && s.at + 2 + 8 <= width && ow0 + 8 <= out_w;
+        } else {
+            s.at = (ptrdiff_t)(2 * ow0);
+            s.load[0] = lanes_inside8(s.at, width);
+            s.load[1] = lanes_inside8(s.at + 8, width);
+            const ptrdiff_t edge = pad_left ? s.at - 1 : s.at + 16;
+            s.edge_inside = edge >= 0 && edge < width;
+            s.edge_at = edge;
+            inside = s.at - pl >= 0 && s.at + 16 - pl < width && ow0 + 8 <= out_w;
+        }
+#define DIRECT8_STRIP(sc, inv, in)                                                                             \
+    do {                                                                                                       \
+        if (stride == 1)                                                                                       \
+            stride1_strip8(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,         \
+                           (ptrdiff_t)pad_top, &s, wv, cs, bias, in);                                          \
+        else                                                                                                   \
+            stride2_strip8(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,         \
+                           (ptrdiff_t)pad_top, (int)pad_left, &s, wv, cs, bias, in);                           \
+    } while (0)
+        if (scale) {
+            if (inside) DIRECT8_STRIP(scale, inverse, 1);
+            else DIRECT8_STRIP(scale, inverse, 0);
+        } else {
+            if (inside) DIRECT8_STRIP(NULL, NULL, 1);
+            else DIRECT8_STRIP(NULL, NULL, 0);
+        }
+#undef DIRECT8_STRIP
+    }
+}
+
+static void direct_stride1_avx2(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
+                                const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top,
+                                size_t pad_left, const float *w, float channel_scale, const float *bias) {
+    direct_avx2(1, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, channel_scale, bias);
+}
+
+static void direct_stride2_avx2(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
+                                const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top,
+                                size_t pad_left, const float *w, float channel_scale, const float *bias) {
+    direct_avx2(2, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, channel_scale, bias);
+}
+
 /* 256-bit vectors (tconv_rows_body.h tconv_vn). */
 #define TCONV_NATIVE_FLOATS 8
 #define TCONV_STORE_FIRST(dst, v, n) _mm256_maskstore_ps((dst), first_lanes8(n), (__m256)(v))
@@ -144,4 +333,10 @@ static void stage_phases_avx2(float *dst, const float *src, const struct tconv_p
 #define TCONV_ROWS_TRANSPOSE tconv_transpose_avx2
 #define TCONV_ROWS_BLOCK_TILE block_tile_avx2
 #define TCONV_ROWS_STAGE_PHASES stage_phases_avx2
+#define TCONV_ROWS_DIRECT_STRIDE1 direct_stride1_avx2
+#define TCONV_ROWS_DIRECT_STRIDE2 direct_stride2_avx2
+/* strips of 8: 960 @7x7 22.7 us against the channel blocks' 26.8 (forced AVX2 on a Zen 5 core); act_quant 3
+ * at stride 2 96 @112x112 323 against the phase planes' 282 us */
+#define TCONV_ROWS_DIRECT_MIN_WIDTH 5
+#define TCONV_ROWS_DIRECT_PIXELS_STRIDE2 0
 #include "conv/tconv_rows_body.h"

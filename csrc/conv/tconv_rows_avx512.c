@@ -528,4 +528,7 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_ROWS_MASKED_PLANE depthwise_masked_plane_avx512
 #define TCONV_ROWS_DIRECT_STRIDE1 depthwise_stride1_avx512
 #define TCONV_ROWS_DIRECT_STRIDE2 depthwise_stride2_avx512
+/* 160 @10x10 1.15x fp32 Conv against the channel blocks' 1.00x; 8x8 0.97x against 1.01x */
+#define TCONV_ROWS_DIRECT_MIN_WIDTH 10
+#define TCONV_ROWS_DIRECT_PIXELS_STRIDE2 1
 #include "conv/tconv_rows_body.h"

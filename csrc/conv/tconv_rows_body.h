@@ -1001,7 +1001,8 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
 #endif
 #ifdef TCONV_ROWS_DIRECT_STRIDE1
     .direct_f32 = {TCONV_ROWS_DIRECT_STRIDE1, TCONV_ROWS_DIRECT_STRIDE2},
-    .direct_native = 1,
+    .direct_min_width = TCONV_ROWS_DIRECT_MIN_WIDTH,
+    .direct_pixels_stride2 = TCONV_ROWS_DIRECT_PIXELS_STRIDE2,
 #else
     .direct_f32 = {depthwise_direct_plain1, depthwise_direct_plain2},
 #endif
