@@ -61,3 +61,53 @@ def test_random_depthwise_geometries_on_every_path(monkeypatch, seed):
                 y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
                 np.testing.assert_array_equal(y, expected, err_msg=f"{path} act_quant={act_quant} {x_shape} "
                                                                     f"{w_shape} {attrs}")
+
+
+def _direct_geometries(rng, count):
+    """Geometries the direct 3x3 / 5x5 planes take: square kernel, equal strides 1 or 2, dilation
+    1, left pad at most half the kernel; rows from 1 to 80 wide, so that strips lie inside the row,
+    on its edges, or both."""
+    made = 0
+    while made < count:
+        k, stride = int(rng.choice([3, 5])), int(rng.choice([1, 2]))
+        c = int(rng.integers(1, 24))
+        m = c * int(rng.choice([1, 1, 2]))
+        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 80))
+        pads = [int(rng.integers(0, k)), int(rng.integers(0, k // 2 + 1)), int(rng.integers(0, k)),
+                int(rng.integers(0, k))]
+        if h + pads[0] + pads[2] < k or w + pads[1] + pads[3] < k:
+            continue
+        made += 1
+        yield (int(rng.integers(1, 3)), c, h, w), (m, 1, k, k), {"group": c, "strides": [stride, stride],
+                                                                 "dilations": [1, 1], "pads": pads}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_direct_geometries_on_every_isa(isa, monkeypatch, seed):
+    """The direct planes, forced, on geometries they take, float activations and act_quant 3, on
+    every ISA (its own kernels, or the plain loops): the documented order and the reference, bit
+    for bit, an Inf now and then."""
+    from test_op_ternary_conv import _depthwise_path_runs
+
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", "direct")
+    rng = np.random.default_rng(seed)
+    before = _depthwise_path_runs("direct")
+    for x_shape, w_shape, attrs in _direct_geometries(rng, 10):
+        codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
+        scales = rng.uniform(0.5, 2, w_shape[0]).astype(np.float32)
+        bias = rng.standard_normal(w_shape[0]).astype(np.float32)
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        if rng.random() < 0.3:
+            x.reshape(-1)[int(rng.integers(0, x.size))] = np.inf
+        for act_quant in (0, 3):
+            op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+            if act_quant == 0:
+                with np.errstate(invalid="ignore"):
+                    expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
+            else:
+                expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs["group"],
+                                                  act_quant=3, bias=bias, strides=attrs["strides"],
+                                                  pads=attrs["pads"], dilations=attrs["dilations"])
+            y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
+            np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant} {x_shape} {w_shape} {attrs}")
+    assert _depthwise_path_runs("direct") - before >= 20  # every case ran on the path

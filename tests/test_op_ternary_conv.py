@@ -332,7 +332,8 @@ def test_depthwise_float_path_is_bit_exact(rng, monkeypatch, name, path):
               "depthwise_same_asymmetric"]),
     ("direct", ["depthwise_stride2_mult2", "depthwise_wide_large_plane_stride2", "depthwise_wide_stride2",
                 "depthwise_flat_stride2_odd", "depthwise_phases_pad0", "depthwise_blocks_batch2",
-                "depthwise", "depthwise_wide", "depthwise_wide_large_plane", "depthwise_flat_narrow"]),
+                "depthwise", "depthwise_wide", "depthwise_wide_large_plane", "depthwise_flat_narrow",
+                "depthwise_flat_5x5", "depthwise_phases_5x5_mult2"]),
 ])
 def test_each_depthwise_float_path_runs_where_forced(rng, monkeypatch, path, names):
     """The bit-exact test above covers a path only where it really ran: each forced path runs on

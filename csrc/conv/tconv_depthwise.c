@@ -294,9 +294,10 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * 0.36-0.41x / 0.97-1.01x, 576 @14x14 0.29-0.49x / 0.60-0.61x, 512 @14x14
  * stride 2 0.27-0.40x / 0.68x. What remains is mostly the two divisions
  * per output the definition asks for (1 / absmax and the final / s).
- * Before all of them, 3x3 convs at stride 1 and 2 read straight from the
- * planes (tconv_depthwise_direct.c) where the ISA has those kernels
- * (AVX-512, AVX2), on output rows of at least the ISA's direct_min_width,
+ * Before all of them, 3x3 convs at stride 1 and 2 and 5x5 ones at stride 1
+ * read straight from the planes (tconv_depthwise_direct.c) where the ISA has
+ * those kernels (AVX-512, AVX2), on output rows of at least the ISA's
+ * direct_min_width,
  * and at stride 2 with float activations on any (act_quant 3 at stride 2
  * only where direct_pixels_stride2). Speed-ups over fp32 Conv on a Zen 5 core, one
  * thread (two), direct / the earlier rule's path: float, stride 1, 144
@@ -312,10 +313,12 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * / 0.64), 144 @56x56 0.77 / 0.62 (1.41 / 1.13), 192 @28x28 0.96 / 0.83
  * (1.28 / 1.04), but 512 @14x14 0.58 / 0.85 blocks (1.01 / 1.15): on small
  * planes the blocks' dequantization in the transpose costs less than one at
- * every load. Forced AVX2 on the same core (its fp32 Conv still AVX-512),
+ * every load. 5x5 at stride 1, float, direct / flat: 128 @22x22 1.07 /
+ * 0.67, 256 @44x44 1.11 / 0.69, 128 @88x88 0.95-1.03 / 0.65 (their sums
+ * are chains of 25 FMAs, at half the FMA ports' rate). Forced AVX2 on the same core (its fp32 Conv still AVX-512),
  * direct / the earlier rule's path, microseconds: float 144 @56x56 104 / 184
  * flat, 576 @14x14 35 / 69 same, 960 @7x7 23 / 27 blocks, 96 @112x112 stride
- * 2 173 / 199 phases; act_quant 3 144 @56x56 177 / 226 flat, 192 @28x28 69 /
+ * 2 173 / 199 phases, 5x5 256 @44x44 297 / 434 flat; act_quant 3 144 @56x56 177 / 226 flat, 192 @28x28 69 /
  * 86, but stride 2 96 @112x112 323 / 282 phases. */
 static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, enum dw_activations act) {
     const int int8 = act == DW_INT8_WINDOWS;
@@ -328,7 +331,9 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     const size_t pixels = g->in_h * g->in_w;
     const int stride2 = g->stride_h == 2 && g->stride_w == 2;
     const struct tconv_row_kernels *rows = obx_platform()->conv_rows;
-    if (!int8 && rows->direct_min_width && path_fits(DW_DIRECT, w, g) &&
+    int direct_native = 0;
+    if (!int8 && path_fits(DW_DIRECT, w, g)) tconv_depthwise_direct_kernel(rows, g, &direct_native);
+    if (direct_native &&
         (act == DW_FLOAT ? stride2 || g->out_w >= rows->direct_min_width
                          : g->out_w >= rows->direct_min_width && (!stride2 || rows->direct_pixels_stride2)))
         return DW_DIRECT;

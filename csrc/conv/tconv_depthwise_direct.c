@@ -1,4 +1,4 @@
-/* 3x3 depthwise convs at stride 1 or 2 read straight from the NCHW planes
+/* 3x3 and 5x5 depthwise convs at stride 1 or 2 read straight from the NCHW planes
  * (tconv_rows.h direct_f32): a row kernel walks a strip of outputs (16 on
  * AVX-512, 8 on AVX2) down
  * the rows and loads each input row once a strip, at stride 2 splitting its
@@ -44,13 +44,21 @@ typedef struct DirectJob {
 } DirectJob;
 
 int tconv_depthwise_direct_fits(const obx_conv_geometry *g) {
-    return g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == g->stride_w &&
-           (g->stride_h == 1 || g->stride_h == 2) && g->dilation_h == 1 && g->dilation_w == 1 && g->pad_left <= 1;
+    return (g->kernel_h == 3 || g->kernel_h == 5) && g->kernel_w == g->kernel_h && g->stride_h == g->stride_w &&
+           (g->stride_h == 1 || g->stride_h == 2) && g->dilation_h == 1 && g->dilation_w == 1 &&
+           g->pad_left <= g->kernel_w / 2;
+}
+
+tconv_direct_fn tconv_depthwise_direct_kernel(const struct tconv_row_kernels *rows, const obx_conv_geometry *g,
+                                              int *native) {
+    const size_t k = g->kernel_h == 5, s = g->stride_h - 1;
+    if (native) *native = rows->direct_native[k][s];
+    return rows->direct_f32[k][s];
 }
 
 size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reach_rows) {
-    /* an output row reads `stride` new input rows over all channels, and 3 - stride past the band */
-    *reach_rows = 3 - g->stride_h;
+    /* an output row reads `stride` new input rows over all channels, and kernel - stride past the band */
+    *reach_rows = g->kernel_h - g->stride_h;
     return tconv_band_rows(g->out_h, g->stride_h * g->in_w * g->channels * sizeof(float), *reach_rows);
 }
 
@@ -58,8 +66,8 @@ static void channel(const DirectJob *job, size_t o, size_t oh0, size_t oh1, cons
                     const float *inverse, size_t ih0, size_t ih1) {
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
-    float taps[9];
-    for (size_t t = 0; t < 9; t++) taps[t] = w->weights[t * w->m + o];
+    float taps[25];
+    for (size_t t = 0; t < w->kernel_positions; t++) taps[t] = w->weights[t * w->m + o];
     job->kernel(job->img.y + o * g->out_h * g->out_w, g->out_w, oh0, oh1, x, scale, inverse, ih0, ih1, g->in_w,
                 g->pad_top, g->pad_left, taps, w->scales[o], job->bias ? job->bias + o : NULL);
 }
@@ -83,7 +91,7 @@ static void band_task(void *arg, size_t index) {
     const size_t oh0 = index * job->band_rows, oh1 = OBX_MIN(g->out_h, oh0 + job->band_rows);
     /* the input rows the band's windows read, inside the image */
     const ptrdiff_t first = (ptrdiff_t)(s * oh0) - (ptrdiff_t)g->pad_top;
-    const ptrdiff_t end = (ptrdiff_t)(s * (oh1 - 1) + 3) - (ptrdiff_t)g->pad_top;
+    const ptrdiff_t end = (ptrdiff_t)(s * (oh1 - 1) + g->kernel_h) - (ptrdiff_t)g->pad_top;
     const size_t ih0 = first > 0 ? (size_t)first : 0;
     const size_t ih1 = end > 0 ? OBX_MIN(g->in_h, (size_t)end) : 0;
     const size_t n = ih1 > ih0 ? (ih1 - ih0) * g->in_w : 0;
@@ -103,8 +111,8 @@ int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_ge
                                    const float *bias, int per_pixel, const tconv_pixel_dequant *dq, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
     const struct tconv_row_kernels *rows = obx_platform()->conv_rows;
-    DirectJob job = {.w = w, .g = g, .kernel = rows->direct_f32[g->stride_h - 1], .rows = rows, .bias = bias,
-                     .stride = g->stride_h};
+    DirectJob job = {.w = w, .g = g, .kernel = tconv_depthwise_direct_kernel(rows, g, NULL), .rows = rows,
+                     .bias = bias, .stride = g->stride_h};
     size_t reach_rows;
     job.band_rows = tconv_depthwise_direct_band_rows(g, &reach_rows);
     job.channels_per_task = OBX_MAX((size_t)1, DIRECT_TASK_OUTPUTS / OBX_MAX((size_t)1, g->out_h * g->out_w));

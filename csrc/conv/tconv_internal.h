@@ -182,10 +182,13 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
                                    const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner,
                                    char *err, size_t err_len);
 
-/* 3x3 depthwise convs at stride 1 or 2, dilation 1, pad_left 0 or 1, read
- * straight from the planes (tconv_depthwise_direct.c): 1 when they fit (the
- * ISA's kernels aside: the rule takes the path only where direct_min_width). */
+/* 3x3 and 5x5 depthwise convs at stride 1 or 2, dilation 1, pad_left at
+ * most kernel / 2, read straight from the planes (tconv_depthwise_direct.c):
+ * 1 when they fit (whatever the ISA: its plain loops serve where it has no
+ * kernel); the kernel for g, *native set when the ISA has its own. */
 int tconv_depthwise_direct_fits(const obx_conv_geometry *g);
+tconv_direct_fn tconv_depthwise_direct_kernel(const struct tconv_row_kernels *rows, const obx_conv_geometry *g,
+                                              int *native);
 /* The output rows of a band with per_pixel, and the input rows its windows
  * reach past them (*reach_rows). */
 size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reach_rows);

@@ -155,22 +155,23 @@ struct tconv_row_kernels {
     void (*depthwise_masked_plane_f32)(float *out, const float *x, size_t n, const ptrdiff_t *shift,
                                        const uint16_t *mask, const float *w, size_t taps, float scale,
                                        const float *bias);
-    /* Output rows [oh0, oh1) of one channel of a 3x3 depthwise conv at
-     * stride 1 (direct_f32[0]) or 2 (direct_f32[1]), dilation 1, pad_left 0
-     * or 1 (tconv_depthwise_direct.c), read straight from its input rows:
-     * row ih in [ih0, ih1) at x + (ih - ih0) * in_w, every other row padding;
-     * with scale (act_quant 3), each value read is first dequantized as
-     * dequantize_pixels does, with the scale and inverse at the same place in
-     * those arrays. At stride s, out[oh * out_w + ow] = (sum over taps (kh, kw)
-     * in order of x[s oh - pad_top + kh][s ow - pad_left + kw] * w[3 kh + kw],
-     * padding taps left out) * channel_scale (+ *bias when bias).
-     * Plain loops where the ISA has no kernels (for tests). */
-    tconv_direct_fn direct_f32[2];
-    /* The rule's use of them (tconv_depthwise.c choose_path): 0 where the
-     * kernels are plain loops, else the narrowest output rows they take
-     * (about half a strip); and whether they take act_quant 3 at stride 2
-     * (AVX2's dequantization in registers there ran slower than the phase
-     * planes' staging). */
+    /* Output rows [oh0, oh1) of one channel of a K x K depthwise conv, K 3
+     * or 5 (direct_f32[K == 5]), at stride 1 or 2 ([.][stride - 1]),
+     * dilation 1, pad_left at most K / 2 (tconv_depthwise_direct.c), read
+     * straight from its input rows: row ih in [ih0, ih1) at x + (ih - ih0) *
+     * in_w, every other row padding; with scale (act_quant 3), each value
+     * read is first dequantized as dequantize_pixels does, with the scale and
+     * inverse at the same place in those arrays. At stride s,
+     * out[oh * out_w + ow] = (sum over taps (kh, kw) in order of
+     * x[s oh - pad_top + kh][s ow - pad_left + kw] * w[K kh + kw], padding
+     * taps left out) * channel_scale (+ *bias when bias). Plain loops where
+     * the ISA has no kernel (direct_native[.][.] 0; for tests). */
+    tconv_direct_fn direct_f32[2][2];
+    uint8_t direct_native[2][2];
+    /* The rule's use of them (tconv_depthwise.c choose_path): the narrowest
+     * output rows the ISA's kernels take (about half a strip); and whether
+     * they take act_quant 3 at stride 2 (AVX2's dequantization in registers
+     * there ran slower than the phase planes' staging). */
     size_t direct_min_width;
     int direct_pixels_stride2;
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from

@@ -145,7 +145,7 @@ static void stage_phases_avx2(float *dst, const float *src, const struct tconv_p
  * (load[0], load[1]) and the edge column. */
 struct direct_strip8 {
     ptrdiff_t at, edge_at;
-    __m256i load[3], out;
+    __m256i load[5], out;
     int edge_inside;
 };
 
@@ -181,28 +181,27 @@ static inline __attribute__((always_inline)) void direct_store8(float *y, __m256
         acc = _mm256_fmadd_ps(t2, wv[3 * (kh) + 2], acc);     \
     } while (0)
 
-static inline __attribute__((always_inline)) void stride1_strip8(float *out, size_t out_w, size_t ow0, size_t oh0,
-                                                                 size_t oh1, const float *x, const float *scale,
-                                                                 const float *inverse, ptrdiff_t ih0, ptrdiff_t ih1,
-                                                                 size_t in_w, ptrdiff_t pad_top,
-                                                                 const struct direct_strip8 *s, const __m256 *wv,
-                                                                 __m256 channel_scale, const float *bias, int inside) {
-    __m256 done = _mm256_setzero_ps(), next = done, first = done;
-    for (ptrdiff_t ih = (ptrdiff_t)oh0 - pad_top; ih < (ptrdiff_t)oh1 - pad_top + 2; ih++) {
+static inline __attribute__((always_inline)) void stride1_strip8(int K, float *out, size_t out_w, size_t ow0,
+                                                                 size_t oh0, size_t oh1, const float *x,
+                                                                 const float *scale, const float *inverse,
+                                                                 ptrdiff_t ih0, ptrdiff_t ih1, size_t in_w,
+                                                                 ptrdiff_t pad_top, const struct direct_strip8 *s,
+                                                                 const __m256 *wv, __m256 channel_scale,
+                                                                 const float *bias, int inside) {
+    __m256 sums[5];
+    for (int d = 0; d < K; d++) sums[d] = _mm256_setzero_ps();
+    for (ptrdiff_t ih = (ptrdiff_t)oh0 - pad_top; ih < (ptrdiff_t)oh1 - pad_top + K - 1; ih++) {
         if (ih >= ih0 && ih < ih1) {
             const ptrdiff_t row = (ih - ih0) * (ptrdiff_t)in_w + s->at;
-            const __m256 t0 = load8(x, scale, inverse, row, s->load[0], inside);
-            const __m256 t1 = load8(x, scale, inverse, row + 1, s->load[1], inside);
-            const __m256 t2 = load8(x, scale, inverse, row + 2, s->load[2], inside);
-            DIRECT8_TAPS(done, t0, t1, t2, 2);
-            DIRECT8_TAPS(next, t0, t1, t2, 1);
-            DIRECT8_TAPS(first, t0, t1, t2, 0);
+            __m256 t[5];
+            for (int k = 0; k < K; k++) t[k] = load8(x, scale, inverse, row + k, s->load[k], inside);
+            for (int d = K - 1; d >= 0; d--)
+                for (int k = 0; k < K; k++) sums[d] = _mm256_fmadd_ps(t[k], wv[d * K + k], sums[d]);
         }
-        const ptrdiff_t o = ih + pad_top - 2;
-        if (o >= (ptrdiff_t)oh0) direct_store8(out + (size_t)o * out_w + ow0, done, channel_scale, bias, s, inside);
-        done = next;
-        next = first;
-        first = _mm256_setzero_ps();
+        const ptrdiff_t o = ih + pad_top - (K - 1);
+        if (o >= (ptrdiff_t)oh0) direct_store8(out + (size_t)o * out_w + ow0, sums[K - 1], channel_scale, bias, s, inside);
+        for (int d = K - 1; d > 0; d--) sums[d] = sums[d - 1];
+        sums[0] = _mm256_setzero_ps();
     }
 }
 
@@ -266,14 +265,15 @@ static inline __attribute__((always_inline)) void stride2_strip8(float *out, siz
 }
 #undef DIRECT8_TAPS
 
-static inline __attribute__((always_inline)) void direct_avx2(size_t stride, float *out, size_t out_w, size_t oh0,
-                                                              size_t oh1, const float *x, const float *scale,
-                                                              const float *inverse, size_t ih0, size_t ih1,
-                                                              size_t in_w, size_t pad_top, size_t pad_left,
-                                                              const float *w, float channel_scale, const float *bias) {
+static inline __attribute__((always_inline)) void direct_avx2(int K, size_t stride, float *out, size_t out_w,
+                                                              size_t oh0, size_t oh1, const float *x,
+                                                              const float *scale, const float *inverse, size_t ih0,
+                                                              size_t ih1, size_t in_w, size_t pad_top,
+                                                              size_t pad_left, const float *w, float channel_scale,
+                                                              const float *bias) {
     const __m256 cs = _mm256_set1_ps(channel_scale);
-    __m256 wv[9];
-    for (int t = 0; t < 9; t++) wv[t] = _mm256_set1_ps(w[t]);
+    __m256 wv[25];
+    for (int t = 0; t < K * K; t++) wv[t] = _mm256_set1_ps(w[t]);
     const ptrdiff_t width = (ptrdiff_t)in_w, pl = (ptrdiff_t)pad_left;
     for (size_t ow0 = 0; ow0 < out_w; ow0 += 8) {
         struct direct_strip8 s;
@@ -281,10 +281,10 @@ static inline __attribute__((always_inline)) void direct_avx2(size_t stride, flo
         int inside;
         if (stride == 1) {
             s.at = (ptrdiff_t)ow0 - pl;
-            for (int k = 0; k < 3; k++) s.load[k] = lanes_inside8(s.at + k, width);
+            for (int k = 0; k < K; k++) s.load[k] = lanes_inside8(s.at + k, width);
             s.edge_at = 0;
             s.edge_inside = 0;
-            inside = s.at >= 0 && s.at + 2 + 8 <= width && ow0 + 8 <= out_w;
+            inside = s.at >= 0 && s.at + K - 1 + 8 <= width && ow0 + 8 <= out_w;
         } else {
             s.at = (ptrdiff_t)(2 * ow0);
             s.load[0] = lanes_inside8(s.at, width);
@@ -297,7 +297,7 @@ static inline __attribute__((always_inline)) void direct_avx2(size_t stride, flo
 #define DIRECT8_STRIP(sc, inv, in)                                                                             \
     do {                                                                                                       \
         if (stride == 1)                                                                                       \
-            stride1_strip8(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,         \
+            stride1_strip8(K, out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,      \
                            (ptrdiff_t)pad_top, &s, wv, cs, bias, in);                                          \
         else                                                                                                   \
             stride2_strip8(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,         \
@@ -314,17 +314,17 @@ static inline __attribute__((always_inline)) void direct_avx2(size_t stride, flo
     }
 }
 
-static void direct_stride1_avx2(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
-                                const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top,
-                                size_t pad_left, const float *w, float channel_scale, const float *bias) {
-    direct_avx2(1, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, channel_scale, bias);
-}
-
-static void direct_stride2_avx2(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
-                                const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top,
-                                size_t pad_left, const float *w, float channel_scale, const float *bias) {
-    direct_avx2(2, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, channel_scale, bias);
-}
+#define DIRECT8_ENTRY(name, k, stride)                                                                         \
+    static void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,      \
+                     const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, \
+                     const float *w, float channel_scale, const float *bias) {                                 \
+        direct_avx2(k, stride, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w,   \
+                    channel_scale, bias);                                                                      \
+    }
+DIRECT8_ENTRY(direct_3x3_stride1_avx2, 3, 1)
+DIRECT8_ENTRY(direct_3x3_stride2_avx2, 3, 2)
+DIRECT8_ENTRY(direct_5x5_stride1_avx2, 5, 1)
+#undef DIRECT8_ENTRY
 
 /* 256-bit vectors (tconv_rows_body.h tconv_vn). */
 #define TCONV_NATIVE_FLOATS 8
@@ -333,8 +333,9 @@ static void direct_stride2_avx2(float *out, size_t out_w, size_t oh0, size_t oh1
 #define TCONV_ROWS_TRANSPOSE tconv_transpose_avx2
 #define TCONV_ROWS_BLOCK_TILE block_tile_avx2
 #define TCONV_ROWS_STAGE_PHASES stage_phases_avx2
-#define TCONV_ROWS_DIRECT_STRIDE1 direct_stride1_avx2
-#define TCONV_ROWS_DIRECT_STRIDE2 direct_stride2_avx2
+#define TCONV_ROWS_DIRECT_3X3_STRIDE1 direct_3x3_stride1_avx2
+#define TCONV_ROWS_DIRECT_3X3_STRIDE2 direct_3x3_stride2_avx2
+#define TCONV_ROWS_DIRECT_5X5_STRIDE1 direct_5x5_stride1_avx2
 /* strips of 8: 960 @7x7 22.7 us against the channel blocks' 26.8 (forced AVX2 on a Zen 5 core); act_quant 3
  * at stride 2 96 @112x112 323 against the phase planes' 282 us */
 #define TCONV_ROWS_DIRECT_MIN_WIDTH 5

@@ -347,85 +347,144 @@ static void depthwise_stride2_avx512(float *out, size_t out_w, size_t oh0, size_
 #undef STRIDE2_TAPS
 
 /* The lanes of a 16-output strip of a stride-1 row (tconv_rows.h
- * direct_f32[0]), the same for every row: tap kw reads columns at + kw on. */
+ * direct_f32[.][0]), the same for every row: tap kw reads columns at + kw on. */
 struct stride1_strip {
-    ptrdiff_t at;          /* ow0 - pad_left */
-    __mmask16 load[3], out; /* each tap's lanes inside the row, the outputs' */
+    ptrdiff_t at;           /* ow0 - pad_left */
+    __mmask16 load[5], out; /* each tap's lanes inside the row, the outputs' */
 };
 
-/* A strip down the input rows: each row is three loads (dequantized with
- * scale), and each load serves three output rows, kh = 2, 1 and 0 of
- * outputs ih + pad_top - 2, - 1 and + 0, whose sums rotate (an output's
- * taps still add in (kh, kw) order: its kh = 0 row comes first). */
-static inline __attribute__((always_inline)) void stride1_strip_rows(float *out, size_t out_w, size_t ow0, size_t oh0,
-                                                                     size_t oh1, const float *x, const float *scale,
+/* G strips side by side down the input rows of a K x K kernel: each row is
+ * K loads a strip (dequantized with scale), and each load serves K output
+ * rows, kh = d of output ih + pad_top - d in sums[.][d], which move up a
+ * place a row (an output's taps still add in (kh, kw) order: its kh = 0 row
+ * comes first). An output's sum is a chain of K * K dependent FMAs, K of
+ * them in flight a strip: one strip at a time, 3x3 ran at the FMAs' latency
+ * (G strips: G times the chains). */
+static inline __attribute__((always_inline)) void stride1_strip_rows(int K, int G, float *out, size_t out_w,
+                                                                     size_t ow0, size_t oh0, size_t oh1,
+                                                                     const float *x, const float *scale,
                                                                      const float *inverse, ptrdiff_t ih0,
                                                                      ptrdiff_t ih1, size_t in_w, ptrdiff_t pad_top,
                                                                      const struct stride1_strip *s, const __m512 *wv,
                                                                      __m512 channel_scale, const float *bias,
                                                                      int inside) {
-    __m512 done = _mm512_setzero_ps(), next = done, first = done; /* outputs ih + pad_top - 2, - 1, + 0 */
-    for (ptrdiff_t ih = (ptrdiff_t)oh0 - pad_top; ih < (ptrdiff_t)oh1 - pad_top + 2; ih++) {
+    __m512 sums[4][5];
+    for (int g = 0; g < G; g++)
+        for (int d = 0; d < K; d++) sums[g][d] = _mm512_setzero_ps();
+    for (ptrdiff_t ih = (ptrdiff_t)oh0 - pad_top; ih < (ptrdiff_t)oh1 - pad_top + K - 1; ih++) {
         if (ih >= ih0 && ih < ih1) {
-            const ptrdiff_t row = (ih - ih0) * (ptrdiff_t)in_w + s->at; /* -1 at most: a masked lane */
-            __m512 t[3];
-            for (int k = 0; k < 3; k++) {
-                const __mmask16 lanes = inside ? 0xffff : s->load[k];
-                t[k] = load_dequantized(x + row + k, scale ? scale + row + k : NULL, scale ? inverse + row + k : NULL,
-                                        lanes);
-            }
-            for (int k = 0; k < 3; k++) done = _mm512_fmadd_ps(t[k], wv[6 + k], done);
-            for (int k = 0; k < 3; k++) next = _mm512_fmadd_ps(t[k], wv[3 + k], next);
-            for (int k = 0; k < 3; k++) first = _mm512_fmadd_ps(t[k], wv[k], first);
+            const ptrdiff_t row = (ih - ih0) * (ptrdiff_t)in_w; /* + at: K / 2 below 0 at most, masked lanes */
+            __m512 t[4][5];
+            for (int g = 0; g < G; g++)
+                for (int k = 0; k < K; k++) {
+                    const ptrdiff_t i = row + s[g].at + k;
+                    t[g][k] = load_dequantized(x + i, scale ? scale + i : NULL, scale ? inverse + i : NULL,
+                                               inside ? 0xffff : s[g].load[k]);
+                }
+            for (int d = K - 1; d >= 0; d--)
+                for (int k = 0; k < K; k++)
+                    for (int g = 0; g < G; g++) sums[g][d] = _mm512_fmadd_ps(t[g][k], wv[d * K + k], sums[g][d]);
         }
-        const ptrdiff_t o = ih + pad_top - 2;
+        const ptrdiff_t o = ih + pad_top - (K - 1);
         if (o >= (ptrdiff_t)oh0) {
-            __m512 v = _mm512_mul_ps(done, channel_scale);
-            if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
-            if (inside) _mm512_storeu_ps(out + (size_t)o * out_w + ow0, v);
-            else _mm512_mask_storeu_ps(out + (size_t)o * out_w + ow0, s->out, v);
+            for (int g = 0; g < G; g++) {
+                __m512 v = _mm512_mul_ps(sums[g][K - 1], channel_scale);
+                if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
+                float *y = out + (size_t)o * out_w + ow0 + 16 * (size_t)g;
+                if (inside) _mm512_storeu_ps(y, v);
+                else _mm512_mask_storeu_ps(y, s[g].out, v);
+            }
         }
-        done = next;
-        next = first;
-        first = _mm512_setzero_ps();
+        for (int g = 0; g < G; g++) {
+            for (int d = K - 1; d > 0; d--) sums[g][d] = sums[g][d - 1];
+            sums[g][0] = _mm512_setzero_ps();
+        }
     }
 }
 
-/* tconv_rows.h direct_f32[0], a strip of 16 outputs at a time down the
- * rows, each input row loaded once a strip (the flat planes staged a padded
- * copy of each plane and loaded every row three times; one thread, against
- * this kernel in a loop: 144 @56x56 122 us with three loads an output row,
- * 60 us so). */
-static void depthwise_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
-                                     const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
-                                     size_t pad_top, size_t pad_left, const float *w, float channel_scale,
-                                     const float *bias) {
+/* tconv_rows.h direct_f32[.][0], strips of 16 outputs down the rows, four
+ * (3x3) or two (5x5) at a time, each input row loaded once a strip (the
+ * flat planes staged a padded copy of each plane and loaded every row three
+ * times; one thread, against this kernel in a loop: 144 @56x56 122 us with
+ * three loads an output row, 60 us so). */
+static inline __attribute__((always_inline)) void depthwise_stride1_avx512(
+    int K, float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
+    const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+    float channel_scale, const float *bias) {
+    const int G = K == 3 ? 4 : 1;
     const __m512 cs = _mm512_set1_ps(channel_scale);
-    __m512 wv[9];
-    for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(w[t]);
+    __m512 wv[25];
+    for (int t = 0; t < K * K; t++) wv[t] = _mm512_set1_ps(w[t]);
     const ptrdiff_t width = (ptrdiff_t)in_w;
-    for (size_t ow0 = 0; ow0 < out_w; ow0 += 16) {
-        struct stride1_strip strip;
-        strip.at = (ptrdiff_t)ow0 - (ptrdiff_t)pad_left;
-        for (int k = 0; k < 3; k++) {
-            const ptrdiff_t from = strip.at + k; /* lanes [lo, hi) read columns inside the row */
-            const ptrdiff_t lo = from < 0 ? -from : 0, hi = OBX_MIN(width - from, (ptrdiff_t)16);
-            strip.load[k] = hi <= lo ? 0 : (__mmask16)(first_lanes((size_t)hi) & ~first_lanes((size_t)lo));
+    const size_t strips = OBX_DIV_UP(out_w, 16);
+    for (size_t first = 0; first < strips;) {
+        const int group = strips - first >= (size_t)G ? G : 1;
+        struct stride1_strip strip[4];
+        int inside = 1;
+        for (int g = 0; g < group; g++) {
+            const size_t ow0 = 16 * (first + (size_t)g);
+            strip[g].at = (ptrdiff_t)ow0 - (ptrdiff_t)pad_left;
+            for (int k = 0; k < K; k++) {
+                const ptrdiff_t from = strip[g].at + k; /* lanes [lo, hi) read columns inside the row */
+                const ptrdiff_t lo = from < 0 ? -from : 0, hi = OBX_MIN(width - from, (ptrdiff_t)16);
+                strip[g].load[k] = hi <= lo ? 0 : (__mmask16)(first_lanes((size_t)hi) & ~first_lanes((size_t)lo));
+            }
+            strip[g].out = first_lanes(out_w - ow0);
+            inside &= strip[g].at >= 0 && strip[g].at + K - 1 + 16 <= width && ow0 + 16 <= out_w;
         }
-        strip.out = first_lanes(out_w - ow0);
-        const int inside = strip.at >= 0 && strip.at + 2 + 16 <= width && ow0 + 16 <= out_w;
-#define STRIDE1_STRIP(sc, inv, in)                                                                          \
-    stride1_strip_rows(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,          \
-                       (ptrdiff_t)pad_top, &strip, wv, cs, bias, in)
-        if (scale) {
-            if (inside) STRIDE1_STRIP(scale, inverse, 1);
-            else STRIDE1_STRIP(scale, inverse, 0);
-        } else {
-            if (inside) STRIDE1_STRIP(NULL, NULL, 1);
-            else STRIDE1_STRIP(NULL, NULL, 0);
-        }
-#undef STRIDE1_STRIP
+#define STRIDE1_STRIPS(n, sc, inv, in)                                                                     \
+    stride1_strip_rows(K, n, out, out_w, 16 * first, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1,  \
+                       in_w, (ptrdiff_t)pad_top, strip, wv, cs, bias, in)
+#define STRIDE1_GROUP(sc, inv)                            \
+    do {                                                  \
+        if (group == G) {                                 \
+            if (inside) STRIDE1_STRIPS(G, sc, inv, 1);    \
+            else STRIDE1_STRIPS(G, sc, inv, 0);           \
+        } else {                                          \
+            if (inside) STRIDE1_STRIPS(1, sc, inv, 1);    \
+            else STRIDE1_STRIPS(1, sc, inv, 0);           \
+        }                                                 \
+    } while (0)
+        if (scale) STRIDE1_GROUP(scale, inverse);
+        else STRIDE1_GROUP(NULL, NULL);
+#undef STRIDE1_GROUP
+#undef STRIDE1_STRIPS
+        first += (size_t)group;
     }
+}
+
+/* One function per kernel size and activation kind, each with its four
+ * strip loops inlined (all eight in one function ran 576 @14x14 1.3x
+ * slower). */
+#define STRIDE1_ENTRY(name, k, dequantized)                                                                    \
+    static __attribute__((noinline)) void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, \
+                                               const float *scale, const float *inverse, size_t ih0, size_t ih1, \
+                                               size_t in_w, size_t pad_top, size_t pad_left, const float *w,     \
+                                               float channel_scale, const float *bias) {                         \
+        depthwise_stride1_avx512(k, out, out_w, oh0, oh1, x, dequantized ? scale : NULL,                       \
+                                 dequantized ? inverse : NULL, ih0, ih1, in_w, pad_top, pad_left, w,            \
+                                 channel_scale, bias);                                                         \
+    }
+STRIDE1_ENTRY(depthwise_3x3_stride1_f32, 3, 0)
+STRIDE1_ENTRY(depthwise_3x3_stride1_dequantized, 3, 1)
+STRIDE1_ENTRY(depthwise_5x5_stride1_f32, 5, 0)
+STRIDE1_ENTRY(depthwise_5x5_stride1_dequantized, 5, 1)
+#undef STRIDE1_ENTRY
+
+static void depthwise_3x3_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
+                                         const float *scale, const float *inverse, size_t ih0, size_t ih1,
+                                         size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                         float channel_scale, const float *bias) {
+    (scale ? depthwise_3x3_stride1_dequantized : depthwise_3x3_stride1_f32)(
+        out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, channel_scale, bias);
+}
+
+static void depthwise_5x5_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
+                                         const float *scale, const float *inverse, size_t ih0, size_t ih1,
+                                         size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                         float channel_scale, const float *bias) {
+    (scale ? depthwise_5x5_stride1_dequantized : depthwise_5x5_stride1_f32)(
+        out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, channel_scale, bias);
 }
 
 /* A row's even columns to even (n_even of them) and its odd ones to odd,
@@ -526,8 +585,9 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_ROWS_STAGE_PHASES stage_phases_avx512
 #define TCONV_ROWS_COPY_ROWS copy_rows_avx512
 #define TCONV_ROWS_MASKED_PLANE depthwise_masked_plane_avx512
-#define TCONV_ROWS_DIRECT_STRIDE1 depthwise_stride1_avx512
-#define TCONV_ROWS_DIRECT_STRIDE2 depthwise_stride2_avx512
+#define TCONV_ROWS_DIRECT_3X3_STRIDE1 depthwise_3x3_stride1_avx512
+#define TCONV_ROWS_DIRECT_3X3_STRIDE2 depthwise_stride2_avx512
+#define TCONV_ROWS_DIRECT_5X5_STRIDE1 depthwise_5x5_stride1_avx512
 /* 160 @10x10 1.15x fp32 Conv against the channel blocks' 1.00x; 8x8 0.97x against 1.01x */
 #define TCONV_ROWS_DIRECT_MIN_WIDTH 10
 #define TCONV_ROWS_DIRECT_PIXELS_STRIDE2 1

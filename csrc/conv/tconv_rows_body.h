@@ -934,45 +934,70 @@ static void activate(float *restrict y, size_t n, int kind, float alpha, float b
 #undef ACTIVATE_EACH
 }
 
-#ifndef TCONV_ROWS_DIRECT_STRIDE1
-/* tconv_rows.h direct_f32 one output at a time: each tap's x * w is exact (w
- * in {-1, 0, 1}), so acc + x * w rounds as an ISA's fused tap does. */
-static inline void depthwise_direct_plain(size_t stride, float *out, size_t out_w, size_t oh0, size_t oh1,
+/* tconv_rows.h direct_f32 one output at a time, where the ISA has no kernel:
+ * each tap's x * w is exact (w in {-1, 0, 1}), so acc + x * w rounds as an
+ * ISA's fused tap does. */
+static inline void depthwise_direct_plain(size_t stride, size_t k, float *out, size_t out_w, size_t oh0, size_t oh1,
                                           const float *x, const float *scale, const float *inverse, size_t ih0,
                                           size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
                                           float channel_scale, const float *bias) {
     for (size_t oh = oh0; oh < oh1; oh++)
         for (size_t ow = 0; ow < out_w; ow++) {
             float acc = 0.0f;
-            for (size_t kh = 0; kh < 3; kh++) {
+            for (size_t kh = 0; kh < k; kh++) {
                 const ptrdiff_t ih = (ptrdiff_t)(stride * oh + kh) - (ptrdiff_t)pad_top;
                 if (ih < (ptrdiff_t)ih0 || ih >= (ptrdiff_t)ih1) continue;
                 const size_t at = (size_t)(ih - (ptrdiff_t)ih0) * in_w;
-                for (size_t kw = 0; kw < 3; kw++) {
+                for (size_t kw = 0; kw < k; kw++) {
                     const ptrdiff_t iw = (ptrdiff_t)(stride * ow + kw) - (ptrdiff_t)pad_left;
                     if (iw < 0 || iw >= (ptrdiff_t)in_w) continue;
                     const size_t i = at + (size_t)iw;
-                    acc = acc + (scale ? dequantized(x[i], scale[i], inverse[i]) : x[i]) * w[3 * kh + kw];
+                    acc = acc + (scale ? dequantized(x[i], scale[i], inverse[i]) : x[i]) * w[k * kh + kw];
                 }
             }
             const float y = acc * channel_scale;
             out[oh * out_w + ow] = bias ? y + *bias : y;
         }
 }
-static void depthwise_direct_plain1(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
-                                    const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
-                                    size_t pad_top, size_t pad_left, const float *w, float channel_scale,
-                                    const float *bias) {
-    depthwise_direct_plain(1, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w,
-                           channel_scale, bias);
-}
-static void depthwise_direct_plain2(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
-                                    const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
-                                    size_t pad_top, size_t pad_left, const float *w, float channel_scale,
-                                    const float *bias) {
-    depthwise_direct_plain(2, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w,
-                           channel_scale, bias);
-}
+#define DIRECT_PLAIN(name, k, stride)                                                                          \
+    static void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,      \
+                     const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, \
+                     const float *w, float channel_scale, const float *bias) {                                 \
+        depthwise_direct_plain(stride, k, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top,     \
+                               pad_left, w, channel_scale, bias);                                              \
+    }
+/* The table's entry for a kernel the ISA may bring: its own, else the plain loop. */
+#ifdef TCONV_ROWS_DIRECT_3X3_STRIDE1
+#define DIRECT_3X3_1 TCONV_ROWS_DIRECT_3X3_STRIDE1, 1
+#else
+DIRECT_PLAIN(direct_plain_3x3_1, 3, 1)
+#define DIRECT_3X3_1 direct_plain_3x3_1, 0
+#endif
+#ifdef TCONV_ROWS_DIRECT_3X3_STRIDE2
+#define DIRECT_3X3_2 TCONV_ROWS_DIRECT_3X3_STRIDE2, 1
+#else
+DIRECT_PLAIN(direct_plain_3x3_2, 3, 2)
+#define DIRECT_3X3_2 direct_plain_3x3_2, 0
+#endif
+#ifdef TCONV_ROWS_DIRECT_5X5_STRIDE1
+#define DIRECT_5X5_1 TCONV_ROWS_DIRECT_5X5_STRIDE1, 1
+#else
+DIRECT_PLAIN(direct_plain_5x5_1, 5, 1)
+#define DIRECT_5X5_1 direct_plain_5x5_1, 0
+#endif
+#ifdef TCONV_ROWS_DIRECT_5X5_STRIDE2
+#define DIRECT_5X5_2 TCONV_ROWS_DIRECT_5X5_STRIDE2, 1
+#else
+DIRECT_PLAIN(direct_plain_5x5_2, 5, 2)
+#define DIRECT_5X5_2 direct_plain_5x5_2, 0
+#endif
+#define DIRECT_FN(entry) DIRECT_FN_(entry)
+#define DIRECT_FN_(fn, native) fn
+#define DIRECT_NATIVE(entry) DIRECT_NATIVE_(entry)
+#define DIRECT_NATIVE_(fn, native) native
+#ifndef TCONV_ROWS_DIRECT_MIN_WIDTH
+#define TCONV_ROWS_DIRECT_MIN_WIDTH 0
+#define TCONV_ROWS_DIRECT_PIXELS_STRIDE2 0
 #endif
 
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {
@@ -999,13 +1024,12 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
 #ifdef TCONV_ROWS_MASKED_PLANE
     .depthwise_masked_plane_f32 = TCONV_ROWS_MASKED_PLANE,
 #endif
-#ifdef TCONV_ROWS_DIRECT_STRIDE1
-    .direct_f32 = {TCONV_ROWS_DIRECT_STRIDE1, TCONV_ROWS_DIRECT_STRIDE2},
+    .direct_f32 = {{DIRECT_FN(DIRECT_3X3_1), DIRECT_FN(DIRECT_3X3_2)},
+                   {DIRECT_FN(DIRECT_5X5_1), DIRECT_FN(DIRECT_5X5_2)}},
+    .direct_native = {{DIRECT_NATIVE(DIRECT_3X3_1), DIRECT_NATIVE(DIRECT_3X3_2)},
+                      {DIRECT_NATIVE(DIRECT_5X5_1), DIRECT_NATIVE(DIRECT_5X5_2)}},
     .direct_min_width = TCONV_ROWS_DIRECT_MIN_WIDTH,
     .direct_pixels_stride2 = TCONV_ROWS_DIRECT_PIXELS_STRIDE2,
-#else
-    .direct_f32 = {depthwise_direct_plain1, depthwise_direct_plain2},
-#endif
     .block_tile = TCONV_ROWS_BLOCK_TILE,
     .activate = activate,
 };
