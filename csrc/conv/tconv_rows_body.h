@@ -162,6 +162,8 @@ static inline void quantize16(int8_t *restrict q, const float *restrict src, flo
 
 /* The integer sum is exact in any order, so the vectorized reduction gives
  * every ISA the scalar build's result. */
+#ifndef TCONV_ROWS_QUANTIZE_RUN
+#define TCONV_ROWS_QUANTIZE_RUN quantize_run
 static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float scale, size_t n) {
     int32_t sum = 0;
     /* The compiler vectorizes this loop 64 values a step, with a scalar tail
@@ -184,6 +186,7 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
     }
     return sum;
 }
+#endif
 
 
 /* An im2col row of int8 codes from its taps' runs of n values each, tap t
@@ -193,13 +196,15 @@ static int32_t quantize_run(int8_t *restrict q, const float *restrict src, float
  * with one horizontal sum a row, where a quantize_run call a run had taken a
  * third of a 16->32 3x3 stride-2 conv (its per-call set-up and reduction
  * outweighing one or two vectors of work). */
+#ifndef TCONV_ROWS_QUANTIZE_TAPS
+#define TCONV_ROWS_QUANTIZE_TAPS quantize_taps
 static int32_t quantize_taps(int8_t *restrict q, const float *restrict src, const ptrdiff_t *pixel, size_t taps,
                              size_t pixel_stride, size_t n, float scale) {
     int32_t sum = 0;
     if (n % 16 != 0 || n >= 64) {
         for (size_t t = 0; t < taps; t++, q += n) {
             if (pixel[t] < 0) memset(q, 0, n);
-            else sum += quantize_run(q, src + (size_t)pixel[t] * pixel_stride, scale, n);
+            else sum += TCONV_ROWS_QUANTIZE_RUN(q, src + (size_t)pixel[t] * pixel_stride, scale, n);
         }
         return sum;
     }
@@ -215,6 +220,7 @@ static int32_t quantize_taps(int8_t *restrict q, const float *restrict src, cons
     for (int j = 0; j < 16; j++) sum += total[j];
     return sum;
 }
+#endif
 
 /* acc + x * w for one depthwise tap of a native vector of outputs (TAPN, w
  * a float; TAPNV, wv a vector) or of 16 (TAP16V), w a code in {-1, 0, 1}
@@ -1007,8 +1013,8 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .absmax_run = absmax_run,
     .window_scales = window_scales,
     .finish_i8 = finish_i8,
-    .quantize_run = quantize_run,
-    .quantize_taps = quantize_taps,
+    .quantize_run = TCONV_ROWS_QUANTIZE_RUN,
+    .quantize_taps = TCONV_ROWS_QUANTIZE_TAPS,
     .depthwise_row_f32 = depthwise_row_f32,
     .depthwise_rows_f32 = depthwise_rows_f32,
     .depthwise_block_plane_f32 = depthwise_block_plane_f32,
