@@ -1,6 +1,7 @@
 """TernaryConv's pixel-lanes path (csrc/conv/tconv_pixel_lanes*.c): stride-1
-convs with act_quant 1 or 2 (group by group) or 3 (ungrouped) on AVX-512 VNNI
-and on AVX2, output pixels in the vector lanes. It must equal the numpy reference bit for bit on every shape it
+convs with act_quant 1 or 2 (group by group) or 3 (ungrouped), and 2-D stride-2
+ones with act_quant 1 or 2 (on the input's phase planes), on AVX-512 VNNI and
+on AVX2, output pixels in the vector lanes. It must equal the numpy reference bit for bit on every shape it
 takes (kernel sizes, asymmetric pads, dilation, channel counts that are not a
 multiple of 4, widths that are not a multiple of 16, tiny planes, batches,
 NaN and Inf windows, with and without bias); ONNXBIT_CONV_PATH=pixel_lanes
@@ -58,6 +59,16 @@ SHAPES = {
     "groups_odd_channels": ((2, 20, 6, 7), (12, 5, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
     "groups_1x1_tail": ((2, 12, 3, 5), (8, 6, 1, 1), {"group": 2}),
     "groups_many_channels": ((1, 128, 14, 14), (64, 32, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
+    # stride 2 (act_quant 1 and 2): the four phase planes, a tap a shift in one of them
+    "stride2_3x3": ((1, 16, 23, 22), (32, 16, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "stride2_asym_pads": ((1, 6, 12, 13), (13, 6, 3, 3), {"strides": [2, 2], "pads": [0, 1, 2, 0]}),
+    "stride2_5x5": ((1, 7, 17, 19), (9, 7, 5, 5), {"strides": [2, 2], "pads": [2, 2, 2, 2]}),
+    "stride2_1x1": ((2, 12, 9, 11), (10, 12, 1, 1), {"strides": [2, 2]}),
+    "stride2_no_pad_batch2": ((2, 9, 10, 9), (11, 9, 3, 3), {"strides": [2, 2]}),
+    "stride2_groups": ((1, 24, 11, 10), (18, 8, 3, 3), {"group": 3, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "stride2_wide": ((1, 20, 9, 70), (8, 20, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "stride2_wide_pads": ((1, 5, 6, 7), (6, 5, 3, 3), {"strides": [2, 2], "pads": [2, 3, 2, 3]}),
+    "stride2_2x2": ((1, 4, 8, 9), (5, 4, 2, 2), {"strides": [2, 2]}),
 }
 STATIC_SCALE = np.float32(127.0 / 2.5)  # clips the tails of a standard normal input
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +99,7 @@ def _case(rng, name, with_bias):
 
 def _reference(x, codes, scales, bias, attrs, act_quant):
     return ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1),
-                                  act_quant=act_quant, bias=bias,
+                                  act_quant=act_quant, bias=bias, strides=attrs.get("strides"),
                                   pads=attrs.get("pads"), dilations=attrs.get("dilations"),
                                   act_scale=STATIC_SCALE if act_quant == 2 else None)
 
@@ -97,8 +108,9 @@ def _check(isa, codes, scales, bias, x, attrs, act_quant, monkeypatch):
     op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs,
                             act_scale=STATIC_SCALE if act_quant == 2 else None)
     expected = _reference(x, codes, scales, bias, attrs, act_quant)
-    # act_quant 3 scales a pixel over all channels: grouped convs keep their per-tap matmuls
-    lanes = isa in LANES_ISAS and (act_quant != 3 or attrs.get("group", 1) == 1)
+    # act_quant 3 scales a pixel over all channels: grouped convs keep their per-tap matmuls, and so do
+    # stride-2 ones (the phase planes are for act_quant 1 and 2)
+    lanes = isa in LANES_ISAS and (act_quant != 3 or (attrs.get("group", 1) == 1 and "strides" not in attrs))
     monkeypatch.setenv("ONNXBIT_CONV_PATH", "pixel_lanes")
     for threads in (1, 2):
         before = _runs()
@@ -155,7 +167,9 @@ def test_static_scale_clips(isa, rng, monkeypatch):
 @pytest.mark.parametrize("x_shape, w_shape, attrs", [
     ((1, 3, 12, 12), (4, 3, 9, 9), {"pads": [4, 4, 4, 4]}),  # 81 taps: more than the path takes
     ((1, 4100, 3, 3), (3, 4100, 3, 3), {"pads": [1, 1, 1, 1]}),  # K = 36900: a tile would outgrow L2
-    ((1, 6, 9, 9), (4, 6, 3, 3), {"strides": [2, 2]}),  # stride 2
+    ((1, 6, 13, 13), (4, 6, 3, 3), {"strides": [3, 3]}),  # stride 3
+    ((1, 6, 13, 13), (4, 6, 3, 3), {"strides": [2, 2], "dilations": [2, 2]}),  # stride 2 dilated
+    ((1, 6, 13, 13), (4, 6, 3, 3), {"strides": [1, 2]}),  # strides 1 and 2
     ((1, 8, 6, 6), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),  # depthwise: its own direct kernel
 ])
 def test_shapes_the_path_does_not_take(isa, rng, monkeypatch, x_shape, w_shape, attrs):
@@ -169,7 +183,7 @@ def test_shapes_the_path_does_not_take(isa, rng, monkeypatch, x_shape, w_shape, 
     assert _runs() == before
     np.testing.assert_array_equal(y, ternary_conv_reference(
         x, codes, scales, weight_shape=codes.shape, group=attrs.get("group", 1), act_quant=1,
-        strides=attrs.get("strides"), pads=attrs.get("pads")))
+        strides=attrs.get("strides"), pads=attrs.get("pads"), dilations=attrs.get("dilations")))
 
 
 def test_act_quant_3_keeps_per_tap_matmuls_for_a_tall_dilated_window(isa, rng, monkeypatch):

@@ -118,10 +118,15 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
     w->k = cg * positions;
     const int depthwise = cg == 1 && w->group > 1 && shape.n_groups == 1;
     /* The pixel-lanes path takes stride-1 convs on CPUs with AVX2 or AVX-512
-     * VNNI; its layout (a byte per weight) is kept beside the others there
-     * (another ISA may be forced later). */
+     * VNNI, and 2-D stride-2 ones (dilation 1) with act_quant 1 and 2; its
+     * layout (a byte per weight) is kept beside the others there (another ISA
+     * may be forced later). */
     int lanes_cpu = obx_isa_supported(OBX_ISA_AVX2); /* AVX-512 VNNI CPUs have it too (isa.c) */
-    for (size_t i = 0; i < params->spatial_rank; i++) lanes_cpu = lanes_cpu && params->strides[i] == 1;
+    int lanes_phases = lanes_cpu && params->spatial_rank == 2;
+    for (size_t i = 0; i < params->spatial_rank; i++) {
+        lanes_cpu = lanes_cpu && params->strides[i] == 1;
+        lanes_phases = lanes_phases && params->strides[i] == 2 && params->dilations[i] == 1;
+    }
     if (act_quant == OBX_ACT_INT8_PIXEL) {
         if (shape.n_groups != 1) {
             obx_set_error(err, err_len,
@@ -172,7 +177,7 @@ OBX_API obx_tconv_weights *obx_tconv_prepack_act(int fmt, const uint8_t *b, size
     }
     /* The pixel-lanes layout (int8 activations, one K group). */
     const int lanes = (act_quant == OBX_ACT_INT8_TOKEN || act_quant == OBX_ACT_INT8_STATIC) &&
-                      shape.n_groups == 1 && lanes_cpu;
+                      shape.n_groups == 1 && (lanes_cpu || lanes_phases);
     /* One scale group along K: K can be reordered to (kh, kw, c) for the
      * channels-last path (K-groups would be cut apart). Its rows are channel
      * runs, one call each: runs of fewer than TCONV_CHANNELS_LAST_MIN values

@@ -1,5 +1,6 @@
 /* The pixel-lanes path (tconv_pixel_lanes.h): TernaryConv with act_quant 1
- * or 2, or 3 without groups, one weight scale group along K and stride 1,
+ * or 2, or 3 without groups, one weight scale group along K and stride 1
+ * (act_quant 1 and 2 also 2-D stride 2),
  * where the platform has the kernel (AVX-512 VNNI); a grouped conv runs group
  * by group (each with window scales over its own channels), a depthwise one
  * keeps its direct kernel. Output pixels are the vector lanes, so X is read from its NCHW
@@ -14,7 +15,12 @@
  * the channels; a lane's window scale is the max over its taps, which is the
  * absmax of its im2col row (padding 0), so the quantization is the one
  * tmatmul.h defines for that row. A 1x1 conv without padding reads X in
- * place. */
+ * place.
+ *
+ * Stride 2 (act_quant 1 and 2) runs on the input's four phase planes (even
+ * and odd rows and columns, each out + (k - 1) / 2 wide and high), copied as
+ * the padded plane is: tap (i, j) is then a constant shift in plane
+ * 2 (i & 1) + (j & 1), and the tiles run unchanged. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +42,8 @@
 enum { LANES_COPY_ROWS = 4, LANES_MIN_TASKS = 4, LANES_CHANNEL_STEP = 6 };
 /* Output pixels per image below which 1x1 convs keep the channels-last path
  * (tconv_pixel_lanes_applies has the measurements; multi-tap convs: each
- * ISA's kernel table says). */
-enum { LANES_MIN_SINGLE_TAP_OUTPUTS = 16 };
+ * ISA's kernel table says; stride-2 ones: LANES_MIN_PHASE_OUTPUTS). */
+enum { LANES_MIN_SINGLE_TAP_OUTPUTS = 16, LANES_MIN_PHASE_OUTPUTS = 256 };
 /* Kernel taps and padded K (taps x channels rounded up to 4) the path takes:
  * the tile of 64 pixels is 64 K bytes, at most 2 MiB. */
 enum { LANES_MAX_TAPS = 64, LANES_MAX_K = 32768 };
@@ -92,6 +98,8 @@ typedef struct LanesJob {
     float static_scale;
     int per_pixel; /* act_quant 3 */
     int in_place; /* 1x1 without padding: X's planes are the flat planes */
+    int phases;   /* stride 2: each channel's flat plane is its four phase planes (phase floats each) */
+    size_t phase;
     int prequantized; /* act_quant 3 with a padded plane: the image quantized once, not per tile */
     /* length: floats per flat plane, with the zero tail the last tile's shifted lanes read */
     size_t flat_w, flat_h, length, flat_outputs, parts, part_m;
@@ -132,6 +140,51 @@ static void copy_task(void *arg, size_t index) {
                                  job->length, cg, (r1 - r0) * fw);
     if (r1 == job->flat_h) { /* the tail past the padded image, read by the last tile's shifted lanes */
         const size_t used = job->flat_h * fw;
+        for (size_t grp = 0; grp < job->w->group; grp++)
+            memset(job->amax + grp * job->length + used, 0, (job->length - used) * sizeof *job->amax);
+        for (size_t c = 0; c < g->channels; c++)
+            memset(job->planes + c * job->length + used, 0, (job->length - used) * sizeof(float));
+    }
+}
+
+/* Stride 2: phase rows [u0, u1) of every channel's four phase planes
+ * (padded rows 2 u + a, columns 2 v + b in phase plane 2 a + b, row u,
+ * column v), and their absmaxes over each group's channels. */
+static void copy_phases_task(void *arg, size_t index) {
+    const LanesJob *job = arg;
+    const obx_conv_geometry *g = job->g;
+    const size_t pw = job->flat_w, u0 = index * LANES_COPY_ROWS, u1 = OBX_MIN(job->flat_h, u0 + LANES_COPY_ROWS);
+    /* the image rows among padded rows [2 u0, 2 u1) */
+    const size_t ih0 = 2 * u0 > g->pad_top ? 2 * u0 - g->pad_top : 0;
+    const size_t ih1 = OBX_MIN(g->in_h, 2 * u1 > g->pad_top ? 2 * u1 - g->pad_top : 0);
+    const size_t even_col = g->pad_left / 2, odd_col = (g->pad_left + 1) / 2;
+    const struct tconv_phase_layout layout = {
+        .rows = ih1 > ih0 ? ih1 - ih0 : 0,
+        .in_w = g->in_w,
+        .pad_top = ih0 + g->pad_top - 2 * u0,
+        .phase_w = pw,
+        .plane = job->phase,
+        .even_at = (g->pad_left & 1) * job->phase + even_col,
+        .n_even = even_col < pw ? OBX_MIN((g->in_w + 1) / 2, pw - even_col) : 0,
+        .odd_at = ((g->pad_left + 1) & 1) * job->phase + odd_col,
+        .n_odd = odd_col < pw ? OBX_MIN(g->in_w / 2, pw - odd_col) : 0,
+    };
+    for (size_t c = 0; c < g->channels; c++) {
+        float *plane = job->planes + c * job->length + u0 * pw;
+        for (size_t ph = 0; ph < 4; ph++) memset(plane + ph * job->phase, 0, (u1 - u0) * pw * sizeof *plane);
+        if (layout.rows)
+            job->rows->stage_phases(plane, job->x + (c * g->in_h + ih0) * g->in_w, &layout, NULL, NULL);
+    }
+    const size_t cg = job->w->cg;
+    for (size_t grp = 0; grp < job->w->group; grp++)
+        for (size_t ph = 0; ph < 4; ph++) {
+            const size_t at = ph * job->phase + u0 * pw;
+            int32_t *amax = job->amax + grp * job->length + at;
+            memset(amax, 0, (u1 - u0) * pw * sizeof *amax);
+            job->rows->absmax_planes(amax, job->planes + grp * cg * job->length + at, job->length, cg, (u1 - u0) * pw);
+        }
+    if (u1 == job->flat_h) { /* the tail past the phase planes, read by the last tile's shifted lanes */
+        const size_t used = 4 * job->phase;
         for (size_t grp = 0; grp < job->w->group; grp++)
             memset(job->amax + grp * job->length + used, 0, (job->length - used) * sizeof *job->amax);
         for (size_t c = 0; c < g->channels; c++)
@@ -255,10 +308,15 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
     if (!w->lane_codes || !obx_platform()->conv_lanes) return 0;
     if (act_quant != OBX_ACT_INT8_TOKEN && act_quant != OBX_ACT_INT8_STATIC && act_quant != OBX_ACT_INT8_PIXEL)
         return 0;
-    if (g->stride_h != 1 || g->stride_w != 1) return 0;
-    /* The padded plane holds the input: trailing pads are >= 0. */
-    if (g->out_h + (g->kernel_h - 1) * g->dilation_h < g->pad_top + g->in_h ||
-        g->out_w + (g->kernel_w - 1) * g->dilation_w < g->pad_left + g->in_w)
+    /* Stride 2 runs on the input's four phase planes (act_quant 1 and 2, dilation 1), where a tap is a
+     * stride-1 shift in one of them. */
+    const int phases = g->stride_h == 2 && g->stride_w == 2;
+    if (phases ? act_quant == OBX_ACT_INT8_PIXEL || g->dilation_h != 1 || g->dilation_w != 1
+               : g->stride_h != 1 || g->stride_w != 1)
+        return 0;
+    /* The padded plane holds the input: trailing pads are >= 0 (the phase planes take what the outputs read). */
+    if (!phases && (g->out_h + (g->kernel_h - 1) * g->dilation_h < g->pad_top + g->in_h ||
+                    g->out_w + (g->kernel_w - 1) * g->dilation_w < g->pad_left + g->in_w))
         return 0;
     /* act_quant 3 scales a pixel over all channels: one group's absmaxes. A
      * tile quantizes the span its taps read, which a tall dilated window on a
@@ -315,6 +373,14 @@ int tconv_pixel_lanes_applies(const obx_tconv_weights *w, const obx_conv_geometr
      * @14 1.19-1.23x / 1.28x; 1x1 256->64 @56 1.26x / 0.91x, 1024->256 @14
      * 1.33x / 1.14-1.20x, 576->96 @14 1.36x / 0.98-1.03x: multi-tap convs from
      * 256 outputs on. */
+    /* Stride 2, on the phase planes, against the channels-last path, speed-ups
+     * over fp32 Conv on a Zen 5 core, one thread (two), 3x3 at input sizes:
+     * 16->32 @112 1.44x / 0.62x (2.10x / 1.03x), 32->64 @56 1.91x / 1.16x
+     * (1.60x / 1.25x), 64->128 @28 2.32x / 1.95x (1.91x / 2.18x), 128->256
+     * @14 1.99x / 2.33x (1.00x / 1.68x), 64->64 @20 1.40x / 1.38x (0.47x /
+     * 1.34x): from 256 outputs on (few tiles split their channels in parts,
+     * each quantizing the tile again). */
+    if (phases && w->channels_last && w->group == 1 && outputs < LANES_MIN_PHASE_OUTPUTS) return 0;
     if (w->channels_last && w->group == 1 &&
         outputs < (w->kernel_positions > 1 ? kernels->min_multi_tap_outputs : LANES_MIN_SINGLE_TAP_OUTPUTS))
         return 0;
@@ -336,10 +402,25 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     job.in_place = is_in_place(g);
     job.prequantized = job.per_pixel && !job.in_place;
     job.x_end = x + g->batch * g->channels * g->in_h * g->in_w;
-    job.flat_w = g->out_w + (g->kernel_w - 1) * g->dilation_w;
-    job.flat_h = g->out_h + (g->kernel_h - 1) * g->dilation_h;
-    for (size_t i = 0, t = 0; i < g->kernel_h; i++)
-        for (size_t j = 0; j < g->kernel_w; j++) job.offset[t++] = i * g->dilation_h * job.flat_w + j * g->dilation_w;
+    job.phases = g->stride_h == 2;
+    if (job.phases) {
+        /* phase planes of out + (k - 1) / 2 rows and columns: tap (i, j) of output (oh, ow) reads row oh + i / 2,
+         * column ow + j / 2 of plane 2 (i & 1) + (j & 1) */
+        job.flat_w = g->out_w + (g->kernel_w - 1) / 2;
+        job.flat_h = g->out_h + (g->kernel_h - 1) / 2;
+        job.phase = job.flat_h * job.flat_w;
+        for (size_t i = 0, t = 0; i < g->kernel_h; i++)
+            for (size_t j = 0; j < g->kernel_w; j++)
+                job.offset[t++] = ((i & 1) * 2 + (j & 1)) * job.phase + (i / 2) * job.flat_w + j / 2;
+    } else {
+        job.flat_w = g->out_w + (g->kernel_w - 1) * g->dilation_w;
+        job.flat_h = g->out_h + (g->kernel_h - 1) * g->dilation_h;
+        for (size_t i = 0, t = 0; i < g->kernel_h; i++)
+            for (size_t j = 0; j < g->kernel_w; j++)
+                job.offset[t++] = i * g->dilation_h * job.flat_w + j * g->dilation_w;
+    }
+    size_t reach = 0; /* the farthest tap (not the last at stride 2) */
+    for (size_t t = 0; t < w->kernel_positions; t++) reach = OBX_MAX(reach, job.offset[t]);
     /* The last row's padding columns are not outputs: the grid ends at its last output. */
     job.flat_outputs = (g->out_h - 1) * job.flat_w + g->out_w;
     const size_t vectors = OBX_DIV_UP(job.flat_outputs, 16);
@@ -348,8 +429,8 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
     job.longer_tiles = vectors % job.tiles;
     /* the last tile starts at vector (tiles - 1) tile_vectors + longer_tiles and reads a whole tile on */
     const size_t last_p0 = 16 * ((job.tiles - 1) * job.tile_vectors + job.longer_tiles);
-    const size_t last_read = last_p0 + TCONV_LANES_TILE + job.offset[w->kernel_positions - 1];
-    job.length = OBX_DIV_UP(OBX_MAX(last_read, job.flat_h * job.flat_w), 16) * 16;
+    const size_t last_read = last_p0 + TCONV_LANES_TILE + reach;
+    job.length = OBX_DIV_UP(OBX_MAX(last_read, (job.phases ? 4 : 1) * job.flat_h * job.flat_w), 16) * 16;
     const size_t quads = OBX_DIV_UP(w->cg, 4);
     if (job.prequantized) { /* act_quant 3 has no groups: codes [quads][length], then r */
         if (job.length > SIZE_MAX / sizeof(float) / (quads + 1)) {
@@ -396,7 +477,8 @@ int tconv_compute_pixel_lanes(const obx_tconv_weights *w, const obx_conv_geometr
         if (job.prequantized)
             obx_run_tasks(par, runner, quantize_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
         else if (!job.in_place)
-            obx_run_tasks(par, runner, copy_task, &job, OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
+            obx_run_tasks(par, runner, job.phases ? copy_phases_task : copy_task, &job,
+                          OBX_DIV_UP(job.flat_h, LANES_COPY_ROWS));
         obx_run_tasks(par, runner, tile_task, &job, job.tiles * w->group * job.parts);
     }
     if (job.failed) {
