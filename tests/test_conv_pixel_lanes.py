@@ -236,6 +236,28 @@ def test_size_rule(rng, monkeypatch, size, kernel, channels, group, act_quant, t
     np.testing.assert_array_equal(y, _reference(x, codes, np.ones(1, np.float32), None, attrs, act_quant))
 
 
+@pytest.mark.parametrize("size, channels, act_quant, taken", [
+    (32, 32, 1, True),    # 16x16 outputs: the phase planes from 256 outputs on
+    (30, 32, 1, False),   # 15x15: the channels-last path
+    (30, 4, 1, True),     # no channels-last layout (C < 8): its alternative, the generic im2col, is slower
+    (32, 32, 3, False),   # act_quant 3 keeps its per-tap matmuls at stride 2
+])
+@pytest.mark.parametrize("lanes_isa", LANES_ISAS)
+def test_stride2_size_rule(rng, monkeypatch, size, channels, act_quant, taken, lanes_isa):
+    if lanes_isa not in native.available_isas():
+        pytest.skip(f"the path needs {lanes_isa}")
+    monkeypatch.delenv("ONNXBIT_CONV_PATH", raising=False)
+    codes = rng.integers(-1, 2, size=(16, channels, 3, 3)).astype(np.int8)
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    attrs = {"pads": [1, 1, 1, 1], "strides": [2, 2]}
+    op = ternary_conv_model(codes, np.ones(1, np.float32), None, act_quant=act_quant, conv_attrs=attrs)
+    with native.forced_isa(lanes_isa):
+        before = _runs()
+        y = _session(op.model, 2).run(None, op.feeds(x))[0]
+        assert (_runs() > before) == taken
+    np.testing.assert_array_equal(y, _reference(x, codes, np.ones(1, np.float32), None, attrs, act_quant))
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc")
                     or "avx2" not in native.available_isas(), reason="needs an x86 CPU with AVX2 and gcc")
 @pytest.mark.parametrize("kernel", ["avx512", "avxvnni"])
