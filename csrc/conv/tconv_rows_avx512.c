@@ -408,10 +408,12 @@ static inline __attribute__((always_inline)) void stride1_strip_rows(int K, int 
  * times; one thread, against this kernel in a loop: 144 @56x56 122 us with
  * three loads an output row, 60 us so). */
 static inline __attribute__((always_inline)) void depthwise_stride1_avx512(
-    int K, float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
+    int K, int dequantize, float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
     const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
     float channel_scale, const float *bias) {
-    const int G = K == 3 ? 4 : 1;
+    /* four strips only for float 3x3: with the dequantization's loads their registers spill (act_quant 3, 144
+     * @56x56, one thread: one strip 140 us, two 176, four 172) */
+    const int G = K == 3 && !dequantize ? 4 : 1;
     const __m512 cs = _mm512_set1_ps(channel_scale);
     __m512 wv[25];
     for (int t = 0; t < K * K; t++) wv[t] = _mm512_set1_ps(w[t]);
@@ -445,7 +447,7 @@ static inline __attribute__((always_inline)) void depthwise_stride1_avx512(
             else STRIDE1_STRIPS(1, sc, inv, 0);           \
         }                                                 \
     } while (0)
-        if (scale) STRIDE1_GROUP(scale, inverse);
+        if (dequantize) STRIDE1_GROUP(scale, inverse);
         else STRIDE1_GROUP(NULL, NULL);
 #undef STRIDE1_GROUP
 #undef STRIDE1_STRIPS
@@ -461,9 +463,8 @@ static inline __attribute__((always_inline)) void depthwise_stride1_avx512(
                                                const float *scale, const float *inverse, size_t ih0, size_t ih1, \
                                                size_t in_w, size_t pad_top, size_t pad_left, const float *w,     \
                                                float channel_scale, const float *bias) {                         \
-        depthwise_stride1_avx512(k, out, out_w, oh0, oh1, x, dequantized ? scale : NULL,                       \
-                                 dequantized ? inverse : NULL, ih0, ih1, in_w, pad_top, pad_left, w,            \
-                                 channel_scale, bias);                                                         \
+        depthwise_stride1_avx512(k, dequantized, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w,       \
+                                 pad_top, pad_left, w, channel_scale, bias);                                   \
     }
 STRIDE1_ENTRY(depthwise_3x3_stride1_f32, 3, 0)
 STRIDE1_ENTRY(depthwise_3x3_stride1_dequantized, 3, 1)
