@@ -304,3 +304,37 @@ def test_stand_ins_equal_the_avx512_instructions(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert " 0 mismatches" in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_stride2_geometries(rng, monkeypatch, seed):
+    """The phase planes on random stride-2 geometries (kernels 1-5 high and wide, pads 0-3 each side,
+    odd and even sizes, groups, batches), forced, on every ISA with the kernel: the reference's
+    bits with act_quant 1 and 2."""
+    rng = np.random.default_rng(seed)
+    monkeypatch.setenv("ONNXBIT_CONV_PATH", "pixel_lanes")
+    made = 0
+    while made < 8:
+        kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        group = int(rng.choice([1, 1, 2]))
+        c, m = group * int(rng.integers(2 if group > 1 else 1, 12)), group * int(rng.integers(1, 10))  # no depthwise
+        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 40))
+        pads = [int(rng.integers(0, 4)) for _ in range(4)]
+        if h + pads[0] + pads[2] < kh or w + pads[1] + pads[3] < kw:
+            continue
+        made += 1
+        attrs = {"strides": [2, 2], "pads": pads, "group": group}
+        codes = rng.integers(-1, 2, size=(m, c // group, kh, kw)).astype(np.int8)
+        scales = random_scales(rng, "channel", c // group * kh * kw, m, 0)
+        x = rng.standard_normal((int(rng.integers(1, 3)), c, h, w)).astype(np.float32)
+        x[..., ::3] *= 20
+        for act_quant in (1, 2):
+            op = ternary_conv_model(codes, scales, None, act_quant=act_quant, conv_attrs=attrs,
+                                    act_scale=STATIC_SCALE if act_quant == 2 else None)
+            expected = _reference(x, codes, scales, None, attrs, act_quant)
+            for isa in [i for i in LANES_ISAS if i in native.available_isas()]:
+                with native.forced_isa(isa):
+                    before = _runs()
+                    y = _session(op.model, 2).run(None, op.feeds(x))[0]
+                    assert _runs() > before, (isa, attrs, codes.shape)
+                np.testing.assert_array_equal(y, expected, err_msg=f"{isa} {attrs} {codes.shape} {x.shape}")
