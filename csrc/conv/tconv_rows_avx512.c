@@ -366,8 +366,8 @@ static inline __attribute__((always_inline)) void stride1_strip_rows(int K, int 
                                                                      const float *inverse, ptrdiff_t ih0,
                                                                      ptrdiff_t ih1, size_t in_w, ptrdiff_t pad_top,
                                                                      const struct stride1_strip *s, const __m512 *wv,
-                                                                     __m512 channel_scale, const float *bias,
-                                                                     int inside) {
+                                                                     const float *w, __m512 channel_scale,
+                                                                     const float *bias, int inside) {
     __m512 sums[4][5];
     for (int g = 0; g < G; g++)
         for (int d = 0; d < K; d++) sums[g][d] = _mm512_setzero_ps();
@@ -383,7 +383,9 @@ static inline __attribute__((always_inline)) void stride1_strip_rows(int K, int 
                 }
             for (int d = K - 1; d >= 0; d--)
                 for (int k = 0; k < K; k++)
-                    for (int g = 0; g < G; g++) sums[g][d] = _mm512_fmadd_ps(t[g][k], wv[d * K + k], sums[g][d]);
+                    for (int g = 0; g < G; g++)
+                        sums[g][d] = _mm512_fmadd_ps(t[g][k], K == 5 ? _mm512_set1_ps(w[d * K + k]) : wv[d * K + k],
+                                                     sums[g][d]);
         }
         const ptrdiff_t o = ih + pad_top - (K - 1);
         if (o >= (ptrdiff_t)oh0) {
@@ -411,12 +413,16 @@ static inline __attribute__((always_inline)) void depthwise_stride1_avx512(
     int K, int dequantize, float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
     const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
     float channel_scale, const float *bias) {
-    /* four strips only for float 3x3: with the dequantization's loads their registers spill (act_quant 3, 144
-     * @56x56, one thread: one strip 140 us, two 176, four 172) */
-    const int G = K == 3 && !dequantize ? 4 : 1;
+    /* Float: four strips for 3x3, two for 5x5, whose 25 weights are then broadcast at each FMA rather than held
+     * in registers (one thread, 5x5 speed-ups over fp32 Conv, one strip / two held / two broadcast / four
+     * broadcast: 256 @44x44 1.11 / 1.18 / 1.32 / 1.07, 128 @88x88 0.95-1.03 / 1.03 / 1.37 / 1.10; 3x3 broadcast
+     * too: 144 @56x56 1.87 against 1.50 held, but 576 @14x14 1.28 against 1.52). act_quant 3: one strip, as
+     * the dequantization's loads spill more (144 @56x56: one strip 140 us, two 176, four 172). */
+    const int G = K == 3 && !dequantize ? 4 : K == 5 && !dequantize ? 2 : 1;
     const __m512 cs = _mm512_set1_ps(channel_scale);
-    __m512 wv[25];
-    for (int t = 0; t < K * K; t++) wv[t] = _mm512_set1_ps(w[t]);
+    __m512 wv[9];
+    if (K == 3)
+        for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(w[t]);
     const ptrdiff_t width = (ptrdiff_t)in_w;
     const size_t strips = OBX_DIV_UP(out_w, 16);
     for (size_t first = 0; first < strips;) {
@@ -436,7 +442,7 @@ static inline __attribute__((always_inline)) void depthwise_stride1_avx512(
         }
 #define STRIDE1_STRIPS(n, sc, inv, in)                                                                     \
     stride1_strip_rows(K, n, out, out_w, 16 * first, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1,  \
-                       in_w, (ptrdiff_t)pad_top, strip, wv, cs, bias, in)
+                       in_w, (ptrdiff_t)pad_top, strip, wv, w, cs, bias, in)
 #define STRIDE1_GROUP(sc, inv)                            \
     do {                                                  \
         if (group == G) {                                 \
