@@ -32,16 +32,22 @@ def _geometries(rng, count):
                                                                    "dilations": dilations, "pads": pads}
 
 
+def _random_case(rng, x_shape, w_shape):
+    """Codes, scales, bias and an input, with an Inf now and then."""
+    codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
+    scales = rng.uniform(0.5, 2, w_shape[0]).astype(np.float32)
+    bias = rng.standard_normal(w_shape[0]).astype(np.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    if rng.random() < 0.3:
+        x.reshape(-1)[int(rng.integers(0, x.size))] = np.inf
+    return codes, scales, bias, x
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_depthwise_geometries_on_every_path(monkeypatch, seed):
     rng = np.random.default_rng(seed)
     for x_shape, w_shape, attrs in _geometries(rng, 12):
-        codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
-        scales = rng.uniform(0.5, 2, w_shape[0]).astype(np.float32)
-        bias = rng.standard_normal(w_shape[0]).astype(np.float32)
-        x = rng.standard_normal(x_shape).astype(np.float32)
-        if rng.random() < 0.3:
-            x.reshape(-1)[int(rng.integers(0, x.size))] = np.inf
+        codes, scales, bias, x = _random_case(rng, x_shape, w_shape)
         for act_quant in (0, 1, 2, 3):
             act_scale = 127.0 / 2.5 if act_quant == 2 else None
             op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, act_scale=act_scale, conv_attrs=attrs)
@@ -93,12 +99,7 @@ def test_random_direct_geometries_on_every_isa(isa, monkeypatch, seed):
     rng = np.random.default_rng(seed)
     before = _depthwise_path_runs("direct")
     for x_shape, w_shape, attrs in _direct_geometries(rng, 10):
-        codes = rng.integers(-1, 2, size=w_shape).astype(np.int8)
-        scales = rng.uniform(0.5, 2, w_shape[0]).astype(np.float32)
-        bias = rng.standard_normal(w_shape[0]).astype(np.float32)
-        x = rng.standard_normal(x_shape).astype(np.float32)
-        if rng.random() < 0.3:
-            x.reshape(-1)[int(rng.integers(0, x.size))] = np.inf
+        codes, scales, bias, x = _random_case(rng, x_shape, w_shape)
         for act_quant in (0, 3):
             op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
             if act_quant == 0:

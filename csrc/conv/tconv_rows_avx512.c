@@ -478,21 +478,17 @@ STRIDE1_ENTRY(depthwise_5x5_stride1_f32, 5, 0)
 STRIDE1_ENTRY(depthwise_5x5_stride1_dequantized, 5, 1)
 #undef STRIDE1_ENTRY
 
-static void depthwise_3x3_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
-                                         const float *scale, const float *inverse, size_t ih0, size_t ih1,
-                                         size_t in_w, size_t pad_top, size_t pad_left, const float *w,
-                                         float channel_scale, const float *bias) {
-    (scale ? depthwise_3x3_stride1_dequantized : depthwise_3x3_stride1_f32)(
-        out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, channel_scale, bias);
-}
-
-static void depthwise_5x5_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
-                                         const float *scale, const float *inverse, size_t ih0, size_t ih1,
-                                         size_t in_w, size_t pad_top, size_t pad_left, const float *w,
-                                         float channel_scale, const float *bias) {
-    (scale ? depthwise_5x5_stride1_dequantized : depthwise_5x5_stride1_f32)(
-        out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, channel_scale, bias);
-}
+/* The table's entries: the float or the dequantizing function by scale. */
+#define STRIDE1_DISPATCH(name, f32, dequantized)                                                               \
+    static void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,      \
+                     const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, \
+                     const float *w, float channel_scale, const float *bias) {                                 \
+        (scale ? dequantized : f32)(out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, \
+                                    w, channel_scale, bias);                                                   \
+    }
+STRIDE1_DISPATCH(depthwise_3x3_stride1_avx512, depthwise_3x3_stride1_f32, depthwise_3x3_stride1_dequantized)
+STRIDE1_DISPATCH(depthwise_5x5_stride1_avx512, depthwise_5x5_stride1_f32, depthwise_5x5_stride1_dequantized)
+#undef STRIDE1_DISPATCH
 
 /* A row's even columns to even (n_even of them) and its odd ones to odd,
  * from `sorted`, whose lanes 0-7 hold the even columns and 8-15 the odd. */
