@@ -16,8 +16,8 @@
  *
  * Other paths take most shapes (choose_path): 16-channel blocks on small
  * planes (tconv_depthwise_blocks.c), and NCHW paths without copies to
- * channels-last: 3x3 convs read straight from the planes where the ISA has
- * those kernels (tconv_depthwise_direct.c); at stride 2 the phase planes
+ * channels-last: 3x3 and 5x5 convs read straight from the planes where the
+ * ISA has those kernels (tconv_depthwise_direct.c); at stride 2 the phase planes
  * (tconv_depthwise_phases.c); at stride 1 flat planes (flat_task); with
  * float activations, for larger planes with rows of 32 outputs or more, row
  * by row (plane_task). */
@@ -297,10 +297,9 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * Before all of them, 3x3 convs at stride 1 and 2 and 5x5 ones at stride 1
  * read straight from the planes (tconv_depthwise_direct.c) where the ISA has
  * those kernels (AVX-512, AVX2), on output rows of at least the ISA's
- * direct_min_width,
- * and at stride 2 with float activations on any (act_quant 3 at stride 2
- * only where direct_pixels_stride2). Speed-ups over fp32 Conv on a Zen 5 core, one
- * thread (two), direct / the earlier rule's path: float, stride 1, 144
+ * direct_min_width, and at stride 2 with float activations on any
+ * (act_quant 3 at stride 2 only where direct_pixels_stride2). Speed-ups
+ * over fp32 Conv on a Zen 5 core, one thread (two), direct / the earlier rule's path: float, stride 1, 144
  * @56x56 1.35 / 1.06 flat (2.60 / 1.79), 576 @14x14 1.93 / 1.05 same (2.47 /
  * 1.61), 192 @28x28 2.09 / 1.10 flat (2.25 / 1.24), 384 @20x20 1.63 / 1.08
  * same, 160 @10x10 1.15 / 1.00 blocks, but 128 @8x8 0.97 / 1.01 and 960
@@ -313,13 +312,13 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * / 0.64), 144 @56x56 0.77 / 0.62 (1.41 / 1.13), 192 @28x28 0.96 / 0.83
  * (1.28 / 1.04), but 512 @14x14 0.58 / 0.85 blocks (1.01 / 1.15): on small
  * planes the blocks' dequantization in the transpose costs less than one at
- * every load. 5x5 at stride 1, float, direct / flat: 128 @22x22 1.07 /
- * 0.67, 256 @44x44 1.11 / 0.69, 128 @88x88 0.95-1.03 / 0.65 (their sums
- * are chains of 25 FMAs, at half the FMA ports' rate). Forced AVX2 on the same core (its fp32 Conv still AVX-512),
- * direct / the earlier rule's path, microseconds: float 144 @56x56 104 / 184
- * flat, 576 @14x14 35 / 69 same, 960 @7x7 23 / 27 blocks, 96 @112x112 stride
- * 2 173 / 199 phases, 5x5 256 @44x44 297 / 434 flat; act_quant 3 144 @56x56 177 / 226 flat, 192 @28x28 69 /
- * 86, but stride 2 96 @112x112 323 / 282 phases. */
+ * every load. 5x5 at stride 1, float, direct / flat: 128 @22x22 1.25 /
+ * 0.67, 256 @44x44 1.32 / 0.69, 128 @88x88 1.37 / 0.65. Forced AVX2 on the
+ * same core (its fp32 Conv still AVX-512), direct / the earlier rule's path,
+ * microseconds: float 144 @56x56 104 / 184 flat, 576 @14x14 35 / 69 same,
+ * 960 @7x7 23 / 27 blocks, 96 @112x112 stride 2 173 / 199 phases, 5x5 256
+ * @44x44 297 / 434 flat; act_quant 3 144 @56x56 177 / 226 flat, 192 @28x28
+ * 69 / 86, but stride 2 96 @112x112 323 / 282 phases. */
 static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, enum dw_activations act) {
     const int int8 = act == DW_INT8_WINDOWS;
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
@@ -439,14 +438,14 @@ static int compute_channels_last(const obx_tconv_weights *w, const obx_conv_geom
 }
 
 /* The paths that can dequantize X as they read it: the staging ones as they
- * copy it into their own layout, the stride-2 planes as their taps load it
- * (the flat, phase and stride-2 planes on large images take their pixel
+ * copy it into their own layout, the direct planes as their taps load it
+ * (the flat, phase and direct planes on large images take their pixel
  * scales band by band instead: tconv_compute_depthwise_banded). */
 static int stages_x(enum dw_path path) {
     return path == DW_BLOCKS || path == DW_SAME || path == DW_FLAT || path == DW_PHASES || path == DW_DIRECT;
 }
 
-/* act_quant 3 on the flat, phase and stride-2 planes: in bands of output rows, each
+/* act_quant 3 on the flat, phase and direct planes: in bands of output rows, each
  * taking its own pixel scales, or from one pass over the image for all of
  * them, staging X dequantized with those. A band restages the rows its
  * windows reach past its outputs (3x3: 2 rows, 1 phase row), which a whole

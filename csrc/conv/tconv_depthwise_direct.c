@@ -1,12 +1,13 @@
-/* 3x3 and 5x5 depthwise convs at stride 1 or 2 read straight from the NCHW planes
- * (tconv_rows.h direct_f32): a row kernel walks a strip of outputs (16 on
- * AVX-512, 8 on AVX2) down
- * the rows and loads each input row once a strip, at stride 2 splitting its
- * even and odd columns in registers, so nothing is staged. The flat and
- * phase planes stage a padded or deinterleaved copy of every plane first;
- * on a Zen 5 core that copy took half of a 96 @112x112 stride-2 call (float,
- * one thread: the op 165 us on the phase planes, 112 us here; fp32 Conv
- * 171 us).
+/* 3x3 depthwise convs at stride 1 or 2, and 5x5 ones, read straight from
+ * the NCHW planes (tconv_rows.h direct_f32): a row kernel walks a strip of
+ * outputs (16 on AVX-512, 8 on AVX2) down the rows and loads each input row
+ * once a strip, at stride 2 splitting its even and odd columns in
+ * registers, so nothing is staged. The flat and phase planes stage a padded
+ * or deinterleaved copy of every plane first; on a Zen 5 core that copy took
+ * half of a 96 @112x112 stride-2 call (float, one thread: the op 165 us on
+ * the phase planes, 112 us here; fp32 Conv 171 us). The ISAs bring kernels
+ * for 3x3 at both strides and 5x5 at stride 1 (direct_native); plain loops
+ * serve the rest where the path is forced.
  *
  * Float activations: a task is a run of whole channels. act_quant 3 on
  * images up to 4 MiB: the same, with the pixel scales of one pass over the
@@ -17,8 +18,7 @@
  * they load it (x' = rint(x * s) * (1 / s), as every other path has it); at
  * stride 2 a channel loads each input value once (dequantizing a channel's
  * band rows into a buffer first ran 1.02-1.07x slower at one thread and
- * 1.15x at two, 96 @112x112), at stride 1 three times, once for each column
- * tap.
+ * 1.15x at two, 96 @112x112), at stride 1 once for each column tap.
  *
  * Arithmetic: the documented float order (tconv_depthwise.c), padding taps
  * left out (adding their +-0 products would change nothing). */
