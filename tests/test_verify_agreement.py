@@ -262,6 +262,36 @@ def test_nan_in_the_converted_output_fails_at_any_tolerance(tmp_path):
     assert "NaN or infinity" in result.output and "no tolerance passes" in result.output
 
 
+def test_an_output_the_original_gives_as_zero_everywhere_is_not_judged(tmp_path):
+    """A text detector's probability map on noise is ~0 everywhere (PP-OCRv4's: 3e-8 at most), where its int8
+    conversion 'failed' at 3x relative with a max abs diff of 9e-8: such an output is not judged, a warning
+    says why, and when no output can be judged verify fails with 'cannot judge'."""
+    from onnx import numpy_helper
+
+    def sigmoid_only(offset):
+        graph = helper.make_graph([helper.make_node("Sub", ["x", "shift"], ["z"]),
+                                   helper.make_node("Sigmoid", ["z"], ["map"])], "g",
+                                  [helper.make_tensor_value_info("x", F, ["batch", 8])],
+                                  [helper.make_tensor_value_info("map", F, None)],
+                                  initializer=[numpy_helper.from_array(np.array(offset, np.float32), "shift")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    original = _save(sigmoid_only(40.0), tmp_path / "o.onnx")     # sigmoid(x - 40): ~4e-18
+    converted = _save(sigmoid_only(39.0), tmp_path / "c.onnx")    # 2.7x the original's values, all ~0
+    result = _verify(original, converted, "--rounds", "1")
+    assert result.exit_code == 1, result.output
+    assert "cannot judge agreement" in result.output and "~0 everywhere" in result.output
+    assert "worst-sample cosine" not in result.output  # a cosine of rounding noise is not a finding
+    # beside an output that can be judged, the ~0 one is left out of the tolerance and warned about
+    c = Comparison(outputs=[OutputAgreement("map", 1e-7, 3.0, None, 0.3, None, 3e-8),
+                            OutputAgreement("logits", 1e-3, 1e-3, None, 0.999, None, 5.0)],
+                   bytes_original=1, bytes_converted=1, ms_original=1.0, ms_converted=1.0, threads=1, feeds=1)
+    assert c.passes(0.05) and c.worst.name == "logits"
+    warnings = c.agreement_warnings()
+    assert any("'map' is ~0 everywhere" in w and "--inputs" in w for w in warnings)
+    assert not any("cosine" in w for w in warnings)
+
+
 def test_render_of_a_fixed_comparison():
     c = Comparison(outputs=[OutputAgreement("hidden", 0.5, 0.1, None, 0.98)], bytes_original=1000,
                    bytes_converted=2000, ms_original=1.0, ms_converted=1.27, threads=1, feeds=1)
