@@ -196,3 +196,27 @@ def test_depthwise_act_quant_3_bands_or_one_pass(isa, rng, monkeypatch, path, ch
         np.testing.assert_array_equal(_session(op.model, threads).run(None, op.feeds(x))[0],
                                       _reference(x, codes, scales, bias, attrs), err_msg=f"{threads} threads")
     assert (_depthwise_path_runs("banded") - before[0], _depthwise_path_runs(path) - before[1]) == (2 * banded, 2)
+
+
+@pytest.mark.parametrize("pads", [[2, 2, 2, 2], [1, 1, 3, 3], [0, 0, 4, 4], [2, 1, 0, 0]])
+def test_depthwise_5x5_act_quant_3_on_the_direct_planes(isa, rng, monkeypatch, pads):
+    """5x5 depthwise with act_quant 3 on rows of several strips (the direct planes dequantize each input
+    row once, as centre vectors moved up to two lanes left and four right for each tap): the
+    reference's bits for every left pad the path takes, NaN and Inf pixels included."""
+    from test_op_ternary_conv import _depthwise_path_runs
+
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", "direct")
+    channels = 6
+    codes = rng.integers(-1, 2, size=(channels, 1, 5, 5)).astype(np.int8)
+    scales = rng.uniform(0.5, 2, channels).astype(np.float32)
+    bias = rng.standard_normal(channels).astype(np.float32)
+    attrs = {"group": channels, "pads": pads}
+    op = ternary_conv_model(codes, scales, bias, act_quant=3, conv_attrs=attrs)
+    x = rng.standard_normal((2, channels, 11, 53)).astype(np.float32)
+    x[..., ::7] *= 30
+    x[0, 2, 5, 17] = np.nan
+    x[1, 4, 3, 31] = -np.inf
+    before = _depthwise_path_runs("direct")
+    np.testing.assert_array_equal(_session(op.model, 2).run(None, op.feeds(x))[0],
+                                  _reference(x, codes, scales, bias, attrs))
+    assert _depthwise_path_runs("direct") > before

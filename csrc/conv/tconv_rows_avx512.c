@@ -404,6 +404,106 @@ static inline __attribute__((always_inline)) void stride1_strip_rows(int K, int 
     }
 }
 
+/* act_quant 3 at stride 1: G side-by-side strips whose input row is
+ * dequantized once, as G center vectors (columns ow0 .. ow0 + 16 G) and the
+ * vectors just left and right of them; tap kw is then a center vector moved
+ * d = kw - pad_left lanes along its neighbour (valignd). stride1_strip_rows
+ * dequantized each of its K loads, every value K times. */
+struct dequant_strips {
+    __mmask16 center[4], left, right, out[4]; /* lanes inside the row; the outputs' */
+};
+
+static inline __attribute__((always_inline)) __m512 moved_lanes(__m512 before, __m512 center, __m512 after, int d) {
+    switch (d) { /* valignd takes its shift as an immediate */
+    case -2: return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(center), _mm512_castps_si512(before), 14));
+    case -1: return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(center), _mm512_castps_si512(before), 15));
+    case 1: return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(after), _mm512_castps_si512(center), 1));
+    case 2: return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(after), _mm512_castps_si512(center), 2));
+    case 3: return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(after), _mm512_castps_si512(center), 3));
+    case 4: return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(after), _mm512_castps_si512(center), 4));
+    default: return center; /* d = 0 (pad_left <= 2 and K <= 5 keep d in [-2, 4]) */
+    }
+}
+
+static inline __attribute__((always_inline)) void stride1_dequant_rows(int K, int G, int pad_left, float *out,
+                                                                       size_t out_w, size_t ow0, size_t oh0,
+                                                                       size_t oh1, const float *x, const float *scale,
+                                                                       const float *inverse, ptrdiff_t ih0,
+                                                                       ptrdiff_t ih1, size_t in_w, ptrdiff_t pad_top,
+                                                                       const struct dequant_strips *s, const __m512 *wv,
+                                                                       const float *w, __m512 channel_scale,
+                                                                       const float *bias) {
+    __m512 sums[4][5];
+    for (int g = 0; g < G; g++)
+        for (int d = 0; d < K; d++) sums[g][d] = _mm512_setzero_ps();
+    for (ptrdiff_t ih = (ptrdiff_t)oh0 - pad_top; ih < (ptrdiff_t)oh1 - pad_top + K - 1; ih++) {
+        if (ih >= ih0 && ih < ih1) {
+            const ptrdiff_t row = (ih - ih0) * (ptrdiff_t)in_w + (ptrdiff_t)ow0;
+            __m512 c[6]; /* the left vector, G centers, the right vector */
+#define DEQUANTIZED(i, lanes) load_dequantized(x + (i), scale + (i), inverse + (i), lanes)
+            c[0] = DEQUANTIZED(row - 16, s->left);
+            for (int g = 0; g < G; g++) c[g + 1] = DEQUANTIZED(row + 16 * g, s->center[g]);
+            c[G + 1] = DEQUANTIZED(row + 16 * G, s->right);
+#undef DEQUANTIZED
+            for (int k = 0; k < K; k++)
+                for (int g = 0; g < G; g++) {
+                    const __m512 t = moved_lanes(c[g], c[g + 1], c[g + 2], k - pad_left);
+                    for (int d = K - 1; d >= 0; d--)
+                        sums[g][d] = _mm512_fmadd_ps(t, K == 5 ? _mm512_set1_ps(w[d * K + k]) : wv[d * K + k],
+                                                     sums[g][d]);
+                }
+        }
+        const ptrdiff_t o = ih + pad_top - (K - 1);
+        if (o >= (ptrdiff_t)oh0)
+            for (int g = 0; g < G; g++) {
+                __m512 v = _mm512_mul_ps(sums[g][K - 1], channel_scale);
+                if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
+                _mm512_mask_storeu_ps(out + (size_t)o * out_w + ow0 + 16 * (size_t)g, s->out[g], v);
+            }
+        for (int g = 0; g < G; g++) {
+            for (int d = K - 1; d > 0; d--) sums[g][d] = sums[g][d - 1];
+            sums[g][0] = _mm512_setzero_ps();
+        }
+    }
+}
+
+/* The lanes of columns [from, from + 16) inside [0, width). */
+static inline __mmask16 lanes_inside(ptrdiff_t from, ptrdiff_t width) {
+    const ptrdiff_t lo = from < 0 ? -from : 0, hi = OBX_MIN(width - from, (ptrdiff_t)16);
+    return hi <= lo ? 0 : (__mmask16)(first_lanes((size_t)hi) & ~first_lanes((size_t)lo));
+}
+
+static inline __attribute__((always_inline)) void depthwise_stride1_dequantized(
+    int K, int pad_left, float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
+    const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, const float *w, float channel_scale,
+    const float *bias) {
+    const int G = 2;
+    const __m512 cs = _mm512_set1_ps(channel_scale);
+    __m512 wv[9];
+    if (K == 3)
+        for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(w[t]);
+    const ptrdiff_t width = (ptrdiff_t)in_w;
+    const size_t strips = OBX_DIV_UP(out_w, 16);
+    for (size_t first = 0; first < strips;) {
+        const int group = strips - first >= (size_t)G ? G : 1;
+        const size_t ow0 = 16 * first;
+        struct dequant_strips ds;
+        for (int g = 0; g < group; g++) {
+            ds.center[g] = lanes_inside((ptrdiff_t)(ow0 + 16 * (size_t)g), width);
+            ds.out[g] = first_lanes(out_w - ow0 - 16 * (size_t)g);
+        }
+        ds.left = lanes_inside((ptrdiff_t)ow0 - 16, width);
+        ds.right = lanes_inside((ptrdiff_t)(ow0 + 16 * (size_t)group), width);
+        if (group == G)
+            stride1_dequant_rows(K, G, pad_left, out, out_w, ow0, oh0, oh1, x, scale, inverse, (ptrdiff_t)ih0,
+                                 (ptrdiff_t)ih1, in_w, (ptrdiff_t)pad_top, &ds, wv, w, cs, bias);
+        else
+            stride1_dequant_rows(K, 1, pad_left, out, out_w, ow0, oh0, oh1, x, scale, inverse, (ptrdiff_t)ih0,
+                                 (ptrdiff_t)ih1, in_w, (ptrdiff_t)pad_top, &ds, wv, w, cs, bias);
+        first += (size_t)group;
+    }
+}
+
 /* tconv_rows.h direct_f32[.][0], strips of 16 outputs down the rows, four
  * (3x3) or two (5x5) at a time, each input row loaded once a strip (the
  * flat planes staged a padded copy of each plane and loaded every row three
@@ -473,10 +573,40 @@ static inline __attribute__((always_inline)) void depthwise_stride1_avx512(
                                  pad_top, pad_left, w, channel_scale, bias);                                   \
     }
 STRIDE1_ENTRY(depthwise_3x3_stride1_f32, 3, 0)
-STRIDE1_ENTRY(depthwise_3x3_stride1_dequantized, 3, 1)
 STRIDE1_ENTRY(depthwise_5x5_stride1_f32, 5, 0)
-STRIDE1_ENTRY(depthwise_5x5_stride1_dequantized, 5, 1)
 #undef STRIDE1_ENTRY
+
+/* act_quant 3: one function per kernel size, pad_left a constant in each of its loops (the lane shifts are
+ * immediates). Rows of one strip keep the K dequantizing loads (the left, center and right vectors are as
+ * many; 576 @14x14: 43 us against 45). One thread, before / after: 144 @56x56 147 / 125 us, 192 @28x28 48 /
+ * 41, 5x5 128 @44x44 157 / 112. */
+#define DEQUANTIZED_ENTRY(name, k)                                                                             \
+    static __attribute__((noinline)) void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, \
+                                               const float *scale, const float *inverse, size_t ih0, size_t ih1, \
+                                               size_t in_w, size_t pad_top, size_t pad_left, const float *w,     \
+                                               float channel_scale, const float *bias) {                         \
+        if (out_w <= 16) {                                                                                     \
+            depthwise_stride1_avx512(k, 1, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top,    \
+                                     pad_left, w, channel_scale, bias);                                        \
+            return;                                                                                            \
+        }                                                                                                      \
+        switch (pad_left) {                                                                                    \
+        case 0:                                                                                                \
+            depthwise_stride1_dequantized(k, 0, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w,        \
+                                          pad_top, w, channel_scale, bias);                                    \
+            break;                                                                                             \
+        case 1:                                                                                                \
+            depthwise_stride1_dequantized(k, 1, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w,        \
+                                          pad_top, w, channel_scale, bias);                                    \
+            break;                                                                                             \
+        default: /* 2 (5x5 only: the path takes pad_left <= kernel / 2) */                                     \
+            depthwise_stride1_dequantized(k, 2, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w,        \
+                                          pad_top, w, channel_scale, bias);                                    \
+        }                                                                                                      \
+    }
+DEQUANTIZED_ENTRY(depthwise_3x3_stride1_dequantized, 3)
+DEQUANTIZED_ENTRY(depthwise_5x5_stride1_dequantized, 5)
+#undef DEQUANTIZED_ENTRY
 
 /* The table's entries: the float or the dequantizing function by scale. */
 #define STRIDE1_DISPATCH(name, f32, dequantized)                                                               \
