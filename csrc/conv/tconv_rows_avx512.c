@@ -220,7 +220,7 @@ static void depthwise_masked_plane_avx512(float *out, const float *x, size_t n, 
 }
 
 /* The lanes of a 16-output strip of a stride-2 row (tconv_rows.h
- * direct_f32[1]), the same for every row: columns c = 2 ow0 on. */
+ * direct_f32[0][1]), the same for every row: columns c = 2 ow0 on. */
 struct stride2_strip {
     ptrdiff_t c, edge_at;               /* the edge column, or column 0 where it lies outside the row */
     __mmask16 lo, hi, edge, out;        /* the two loads' lanes inside the row, the edge's, the outputs' */
@@ -306,7 +306,7 @@ static inline __attribute__((always_inline)) void stride2_strip_rows(float *out,
 #undef STRIDE2_ROW_TAPS
 }
 
-/* tconv_rows.h direct_f32[1], a strip of 16 outputs at a time down
+/* tconv_rows.h direct_f32[0][1] (3x3, stride 2), a strip of 16 outputs at a time down
  * the rows. Strips away from the row's ends take plain loads. One thread,
  * 96 @112x112 / 144 @56x56 / 512 @14x14: every strip masked, three rows
  * split per output row, 113 / 49 / 21 us; the inner strips plain, 75 us at
