@@ -247,8 +247,11 @@ class FeedPlan:
                                   if slot.role == "spatial" and self._root(slot.key) not in self.pinned))
 
     def has_spatial(self) -> bool:
-        """Whether some input has a spatial (height, width) dimension, pinned or not."""
-        return any(slot.role == "spatial" for slot in self.slots.values())
+        """Whether some input is an image: a spatial (height, width) dimension left open, or a 4-d float input
+        whose sizes are all fixed but the batch."""
+        return any(slot.role == "spatial" for slot in self.slots.values()) or any(
+            spec.dims is not None and len(spec.dims) == 4 and spec.dtype is not None and spec.dtype.kind == "f"
+            for spec in self.specs)
 
     def guessed_inputs(self) -> list[str]:
         """Inputs with a dimension the graph did not pin, unnamed ones first."""

@@ -66,6 +66,10 @@ def test_open_image_sizes_are_timed_at_224_or_the_size_given_with_a_batch_of_8(r
     fixed = _image_model(rng, (1, 3, 8, 8))
     assert workload_notes(fixed) == []
     assert "no effect" in workload_notes(fixed, image_size=40)[0]
+    # a classifier whose image size is fixed but not its batch is still an image model: 8 images, not 128
+    classifier = _image_model(rng, ("N", 3, 8, 8))
+    assert [(name, feed["images"].shape) for name, feed in workload_feeds(classifier)] == [
+        ("batch 1", (1, 3, 8, 8)), ("batch 8", (8, 3, 8, 8))]
 
 
 def test_bench_model_cli_takes_an_image_size(rng, tmp_path):
