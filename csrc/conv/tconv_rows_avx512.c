@@ -532,11 +532,7 @@ static inline __attribute__((always_inline)) void depthwise_stride1_avx512(
         for (int g = 0; g < group; g++) {
             const size_t ow0 = 16 * (first + (size_t)g);
             strip[g].at = (ptrdiff_t)ow0 - (ptrdiff_t)pad_left;
-            for (int k = 0; k < K; k++) {
-                const ptrdiff_t from = strip[g].at + k; /* lanes [lo, hi) read columns inside the row */
-                const ptrdiff_t lo = from < 0 ? -from : 0, hi = OBX_MIN(width - from, (ptrdiff_t)16);
-                strip[g].load[k] = hi <= lo ? 0 : (__mmask16)(first_lanes((size_t)hi) & ~first_lanes((size_t)lo));
-            }
+            for (int k = 0; k < K; k++) strip[g].load[k] = lanes_inside(strip[g].at + k, width);
             strip[g].out = first_lanes(out_w - ow0);
             inside &= strip[g].at >= 0 && strip[g].at + K - 1 + 16 <= width && ow0 + 16 <= out_w;
         }
