@@ -340,11 +340,11 @@ class _Stats:
             self.problem = "NaN or infinity where the other model has finite values"
             diff = np.where(np.isnan(diff), np.inf, diff)
         max_abs = float(diff.max(initial=0.0))
-        finite_ref = np.abs(ref64[np.isfinite(ref64)])
-        max_rel = max_abs / max(float(finite_ref.max(initial=0.0)), 1e-30) if max_abs > 0 else 0.0
+        largest = float(np.abs(ref64[np.isfinite(ref64)]).max(initial=0.0))
+        max_rel = max_abs / max(largest, 1e-30) if max_abs > 0 else 0.0
         self.max_abs, self.max_rel = max(self.max_abs, max_abs), max(self.max_rel, max_rel)
         if floating:
-            self.largest = max(self.largest or 0.0, float(finite_ref.max(initial=0.0)))
+            self.largest = max(self.largest or 0.0, largest)
             cos = _worst_cosine(ref64, got64)
             self.cosine = cos if self.cosine is None or math.isnan(cos) else min(self.cosine, cos)
             if scores and ref.ndim >= 1 and ref.shape[-1] > 1 and ref.size:

@@ -44,6 +44,14 @@ def _verify(*args):
     return CliRunner().invoke(main, ["verify", *map(str, args)])
 
 
+def _matmul_pair(tmp_path, output, w, w_converted):
+    """An original and a 'converted' x @ W, 16 input features, saved."""
+    def matmul(weight, name):
+        return _save(_model([helper.make_node("MatMul", ["x", "W"], [output])], [("x", F, [None, 16])],
+                            [(output, F, [None, weight.shape[1]])], [("W", weight)]), tmp_path / name)
+    return matmul(w, "original.onnx"), matmul(w_converted, "converted.onnx")
+
+
 # -- speed ------------------------------------------------------------------------
 
 def test_speed_text_says_slower_for_a_slowdown():
@@ -266,15 +274,9 @@ def test_an_output_the_original_gives_as_zero_everywhere_is_not_judged(tmp_path)
     """A text detector's probability map on noise is ~0 everywhere (PP-OCRv4's: 3e-8 at most), where its int8
     conversion 'failed' at 3x relative with a max abs diff of 9e-8: such an output is not judged, a warning
     says why, and when no output can be judged verify fails with 'cannot judge'."""
-    from onnx import numpy_helper
-
     def sigmoid_only(offset):
-        graph = helper.make_graph([helper.make_node("Sub", ["x", "shift"], ["z"]),
-                                   helper.make_node("Sigmoid", ["z"], ["map"])], "g",
-                                  [helper.make_tensor_value_info("x", F, ["batch", 8])],
-                                  [helper.make_tensor_value_info("map", F, None)],
-                                  initializer=[numpy_helper.from_array(np.array(offset, np.float32), "shift")])
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        return _model([helper.make_node("Sub", ["x", "shift"], ["z"]), helper.make_node("Sigmoid", ["z"], ["map"])],
+                      [("x", F, ["batch", 8])], [("map", F, None)], [("shift", np.float32(offset))])
 
     original = _save(sigmoid_only(40.0), tmp_path / "o.onnx")     # sigmoid(x - 40): ~4e-18
     converted = _save(sigmoid_only(39.0), tmp_path / "c.onnx")    # 2.7x the original's values, all ~0
@@ -366,12 +368,8 @@ def test_low_top1_agreement_is_a_warning_even_when_the_tolerance_passes(tmp_path
     top-1 predictions kept: verify says so."""
     rng = np.random.default_rng(3)
     w = rng.standard_normal((16, 12)).astype(np.float32)
-    scores = [("logits", F, [None, 12])]
-    original = _save(_model([helper.make_node("MatMul", ["x", "W"], ["logits"])], [("x", F, [None, 16])], scores,
-                            [("W", w)]), tmp_path / "original.onnx")
     shuffled = w[:, rng.permutation(12)] * np.float32(0.9)  # same magnitudes, other classes on top
-    converted = _save(_model([helper.make_node("MatMul", ["x", "W"], ["logits"])], [("x", F, [None, 16])], scores,
-                             [("W", shuffled)]), tmp_path / "converted.onnx")
+    original, converted = _matmul_pair(tmp_path, "logits", w, shuffled)
     result = CliRunner().invoke(main, ["verify", str(original), str(converted), "--rtol", "10"])
     assert result.exit_code == 0, result.output
     match = re.search(r"warning: only ([\d.]+)% of top-1 predictions agree on output 'logits'", result.output)
@@ -386,12 +384,8 @@ def test_a_low_cosine_is_a_warning_even_when_the_tolerance_passes(tmp_path):
     worst-sample cosine of 0.22: verify says so; a model that agrees gets no such line."""
     rng = np.random.default_rng(5)
     w = rng.standard_normal((16, 8)).astype(np.float32)
-    out = [("y", F, [None, 8])]
-    original = _save(_model([helper.make_node("MatMul", ["x", "W"], ["y"])], [("x", F, [None, 16])], out,
-                            [("W", w)]), tmp_path / "original.onnx")
     other = rng.standard_normal((16, 8)).astype(np.float32) * np.float32(0.5)  # unrelated, smaller
-    converted = _save(_model([helper.make_node("MatMul", ["x", "W"], ["y"])], [("x", F, [None, 16])], out,
-                             [("W", other)]), tmp_path / "converted.onnx")
+    original, converted = _matmul_pair(tmp_path, "y", w, other)
     result = CliRunner().invoke(main, ["verify", str(original), str(converted), "--rtol", "10"])
     assert result.exit_code == 0, result.output
     match = re.search(r"warning: output 'y' has a worst-sample cosine of (-?[\d.]+)", result.output)

@@ -111,6 +111,15 @@ typedef struct LanesJob {
     int failed;
 } LanesJob;
 
+/* The planes' and absmaxes' tail from `used` floats on, which the last
+ * tile's shifted lanes read: zeros. */
+static void zero_tail(const LanesJob *job, size_t used) {
+    for (size_t grp = 0; grp < job->w->group; grp++)
+        memset(job->amax + grp * job->length + used, 0, (job->length - used) * sizeof *job->amax);
+    for (size_t c = 0; c < job->g->channels; c++)
+        memset(job->planes + c * job->length + used, 0, (job->length - used) * sizeof(float));
+}
+
 /* Padded rows [r0, r1) of every channel, and their absmaxes over each
  * group's channels. */
 static void copy_task(void *arg, size_t index) {
@@ -138,13 +147,7 @@ static void copy_task(void *arg, size_t index) {
     for (size_t grp = 0; grp < job->w->group; grp++)
         job->rows->absmax_planes(job->amax + grp * job->length + r0 * fw, job->planes + grp * cg * job->length + r0 * fw,
                                  job->length, cg, (r1 - r0) * fw);
-    if (r1 == job->flat_h) { /* the tail past the padded image, read by the last tile's shifted lanes */
-        const size_t used = job->flat_h * fw;
-        for (size_t grp = 0; grp < job->w->group; grp++)
-            memset(job->amax + grp * job->length + used, 0, (job->length - used) * sizeof *job->amax);
-        for (size_t c = 0; c < g->channels; c++)
-            memset(job->planes + c * job->length + used, 0, (job->length - used) * sizeof(float));
-    }
+    if (r1 == job->flat_h) zero_tail(job, job->flat_h * fw); /* past the padded image */
 }
 
 /* Stride 2: phase rows [u0, u1) of every channel's four phase planes
@@ -183,13 +186,7 @@ static void copy_phases_task(void *arg, size_t index) {
             memset(amax, 0, (u1 - u0) * pw * sizeof *amax);
             job->rows->absmax_planes(amax, job->planes + grp * cg * job->length + at, job->length, cg, (u1 - u0) * pw);
         }
-    if (u1 == job->flat_h) { /* the tail past the phase planes, read by the last tile's shifted lanes */
-        const size_t used = 4 * job->phase;
-        for (size_t grp = 0; grp < job->w->group; grp++)
-            memset(job->amax + grp * job->length + used, 0, (job->length - used) * sizeof *job->amax);
-        for (size_t c = 0; c < g->channels; c++)
-            memset(job->planes + c * job->length + used, 0, (job->length - used) * sizeof(float));
-    }
+    if (u1 == job->flat_h) zero_tail(job, 4 * job->phase); /* past the phase planes */
 }
 
 /* act_quant 3: the pixels of padded rows [r0, r1) quantized (the last task

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from onnxbit.bench.timing import interleave_for_threads, median_ms, time_ns
-from onnxbit.feeds import PROFILES, FeedError, plan_feeds
+from onnxbit.feeds import PROFILES, FeedError, FeedPlan, plan_feeds
 from onnxbit.verify import open_model, open_session, run_model
 
 WORKLOADS = (("batch 1", dict(PROFILES[0], batch=1, seq=16)), ("prefill 128", dict(PROFILES[0], batch=1, seq=128)))
@@ -60,11 +60,13 @@ def is_slower(ratio: float) -> bool:
     return ratio <= 1 - SAME_SPEED
 
 
-def workload_feeds(original_proto, image_size: int | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+def workload_feeds(original_proto, image_size: int | None = None,
+                   plan: FeedPlan | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
     """The workloads' feeds, open image sizes at image_size (default
     DEFAULT_IMAGE_SIZE); a model whose input shapes are all fixed has one
-    (a 1 x 3 x 416 x 416 detector was timed twice, once labelled batch 128)."""
-    plan = plan_feeds(original_proto)
+    (a 1 x 3 x 416 x 416 detector was timed twice, once labelled batch 128).
+    plan: plan_feeds(original_proto), when the caller has it."""
+    plan = plan or plan_feeds(original_proto)
     spatial = image_size or DEFAULT_IMAGE_SIZE
     batch = IMAGES_WHEN_NO_SEQUENCE if plan.has_spatial() else ROWS_WHEN_NO_SEQUENCE
     feeds = []
@@ -78,10 +80,10 @@ def workload_feeds(original_proto, image_size: int | None = None) -> list[tuple[
     return feeds
 
 
-def workload_notes(original_proto, image_size: int | None = None) -> list[str]:
+def workload_notes(original_proto, image_size: int | None = None, plan: FeedPlan | None = None) -> list[str]:
     """What the table cannot show: image sizes that were a guess, or an
     --image-size the graph leaves no room for."""
-    plan = plan_feeds(original_proto)
+    plan = plan or plan_feeds(original_proto)
     guessed = plan.guessed_spatial()
     if guessed and image_size is None:
         return [f"image sizes guessed: {', '.join(guessed)} at {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE}; the "

@@ -24,9 +24,9 @@ from onnxbit.cli.values import positive_ints
 def bench_model_command(original: Path, converted: Path, inputs: Path | None, image_size: int | None, threads: str,
                         rounds: int) -> None:
     """Latency of CONVERTED against ORIGINAL at batch 1 and at a prefill-sized input, 1 and 2 threads."""
-    from onnxbit.bench.model import bench_models, render, workload_notes
+    from onnxbit.bench.model import bench_models, render, workload_feeds, workload_notes
     from onnxbit.errors import OnnxbitError
-    from onnxbit.feeds import load_feeds
+    from onnxbit.feeds import load_feeds, plan_feeds
     from onnxbit.verify import open_model
 
     counts = tuple(positive_ints(threads, "--threads"))
@@ -39,9 +39,10 @@ def bench_model_command(original: Path, converted: Path, inputs: Path | None, im
         if inputs is not None:
             names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
             feeds = [(f"input {i}", feed) for i, feed in enumerate(load_feeds(inputs, names))]
-        else:
-            notes = workload_notes(proto, image_size)
-        results = bench_models(before, converted, counts, rounds, feeds, image_size)
+        else:  # one plan of the inputs (shape inference over the graph) for the feeds and the notes
+            plan = plan_feeds(proto)
+            feeds, notes = workload_feeds(proto, image_size, plan), workload_notes(proto, image_size, plan)
+        results = bench_models(before, converted, counts, rounds, feeds)
     except OnnxbitError as exc:
         raise click.ClickException(str(exc)) from None
     render(results, notes=notes)
