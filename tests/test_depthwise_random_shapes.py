@@ -71,14 +71,14 @@ def test_random_depthwise_geometries_on_every_path(monkeypatch, seed):
 
 def _direct_geometries(rng, count):
     """Geometries the direct 3x3 / 5x5 planes take: square kernel, equal strides 1 or 2, dilation
-    1, left pad at most half the kernel; rows from 1 to 80 wide, so that strips lie inside the row,
-    on its edges, or both."""
+    1, left pad at most half the kernel; rows from 1 to 160 wide, so that strips lie inside the row,
+    on its edges, or both, alone or in groups (four strips of 16 outputs side by side)."""
     made = 0
     while made < count:
         k, stride = int(rng.choice([3, 5])), int(rng.choice([1, 2]))
         c = int(rng.integers(2, 24))  # one channel in one group is an ordinary conv to the library
         m = c * int(rng.choice([1, 1, 2]))
-        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 80))
+        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 160))
         pads = [int(rng.integers(0, k)), int(rng.integers(0, k // 2 + 1)), int(rng.integers(0, k)),
                 int(rng.integers(0, k))]
         if h + pads[0] + pads[2] < k or w + pads[1] + pads[3] < k:
@@ -112,3 +112,57 @@ def test_random_direct_geometries_on_every_isa(isa, monkeypatch, seed):
             y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
             np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant} {x_shape} {w_shape} {attrs}")
     assert _depthwise_path_runs("direct") - before >= 20  # every case ran on the path
+
+
+@pytest.mark.parametrize("pad_left", [0, 1])
+@pytest.mark.parametrize("width", [112, 128, 129, 130, 143, 257])
+def test_direct_stride2_groups_of_strips(isa, monkeypatch, pad_left, width):
+    """3x3 stride 2 on the direct planes walks four strips of 16 outputs side by side, each strip's
+    shifted tap taking a lane from its neighbour and the group's ends from the edge column: rows
+    that fill the group exactly, end inside its last strip, or leave a single strip after it, with
+    the left column in the padding or not, float and act_quant 3, bit for bit."""
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", "direct")
+    rng = np.random.default_rng(width + pad_left)
+    attrs = {"group": 3, "strides": [2, 2], "dilations": [1, 1], "pads": [1, pad_left, 1, 1 - pad_left]}
+    codes, scales, bias, x = _random_case(rng, (1, 3, 9, width), (3, 1, 3, 3))
+    x[0, 1, 4, 33] = np.inf  # a bad pixel between two strips
+    for act_quant in (0, 3):
+        op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+        if act_quant == 0:
+            with np.errstate(invalid="ignore"):
+                expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
+        else:
+            expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=3, act_quant=3,
+                                              bias=bias, strides=attrs["strides"], pads=attrs["pads"],
+                                              dilations=attrs["dilations"])
+        y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
+        np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant}")
+
+
+@pytest.mark.parametrize(("width", "pads", "channels", "multiplier"), [
+    (14, [1, 1, 1, 1], 6, 1),  # MobileNet's 14x14 stride 2: 7 outputs a row
+    (16, [0, 0, 1, 1], 5, 1),  # 8 outputs, the last one's third tap in the right padding; one channel left alone
+    (16, [1, 1, 0, 0], 4, 2),  # 8 outputs, pad_left 1; two output channels a plane
+    (15, [2, 0, 0, 2], 3, 1),  # 8 outputs, two pad rows on top
+    (3, [1, 1, 1, 1], 2, 1),
+])
+def test_direct_stride2_channel_pairs(isa, monkeypatch, width, pads, channels, multiplier):
+    """Rows of at most 16 columns take two channels a vector at 3x3 stride 2 (a strip of 16 outputs
+    would leave half its lanes empty): the halves' shifted taps, the padding lanes, the second
+    channel's store, float and act_quant 3 with a bad pixel, bit for bit."""
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", "direct")
+    rng = np.random.default_rng(width * 10 + channels)
+    attrs = {"group": channels, "strides": [2, 2], "dilations": [1, 1], "pads": pads}
+    codes, scales, bias, x = _random_case(rng, (2, channels, 11, width), (channels * multiplier, 1, 3, 3))
+    x[1, channels - 1, 3, width - 1] = np.inf
+    for act_quant in (0, 3):
+        op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+        if act_quant == 0:
+            with np.errstate(invalid="ignore"):
+                expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
+        else:
+            expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=channels,
+                                              act_quant=3, bias=bias, strides=attrs["strides"], pads=pads,
+                                              dilations=attrs["dilations"])
+        y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
+        np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant}")

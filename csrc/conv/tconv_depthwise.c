@@ -332,9 +332,14 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     const struct tconv_row_kernels *rows = obx_platform()->conv_rows;
     int direct_native = 0;
     if (!int8 && path_fits(DW_DIRECT, w, g)) tconv_depthwise_direct_kernel(rows, g, &direct_native);
+    /* two channels a vector: act_quant 3 where their rows fill as many lanes as the narrowest strip (one
+     * thread, against fp32 Conv, pairs / channel blocks: 512 @14x14 stride 2 1.06 / 0.93, 64 @16x16 1.05 /
+     * 0.95, 160 @10x10 0.92 / 0.92, but 1024 @8x8 0.72 / 0.84) */
+    const int pairs = !int8 && path_fits(DW_DIRECT, w, g) && tconv_depthwise_direct_pairs_kernel(rows, g) &&
+                      2 * g->out_w >= rows->direct_min_width;
     if (direct_native &&
         (act == DW_FLOAT ? stride2 || g->out_w >= rows->direct_min_width
-                         : g->out_w >= rows->direct_min_width && (!stride2 || rows->direct_pixels_stride2)))
+                         : pairs || (g->out_w >= rows->direct_min_width && (!stride2 || rows->direct_pixels_stride2))))
         return DW_DIRECT;
     if (!int8 && path_fits(DW_SAME, w, g) && pixels > DW_SAME_MIN_PIXELS && pixels <= DW_SAME_MAX_PIXELS)
         return DW_SAME;

@@ -2,7 +2,10 @@
  * the NCHW planes (tconv_rows.h direct_f32): a row kernel walks a strip of
  * outputs (16 on AVX-512, 8 on AVX2) down the rows and loads each input row
  * once a strip, at stride 2 splitting its even and odd columns in
- * registers, so nothing is staged. The flat and phase planes stage a padded
+ * registers, so nothing is staged. At stride 2 on rows of at most 16
+ * columns, AVX-512 takes two channels a vector (direct_pairs_3x3_stride2):
+ * 512 @14x14 one strip a channel filled 7 of 16 lanes (float 0.97x of fp32
+ * Conv one thread, two channels a vector 1.65x). The flat and phase planes stage a padded
  * or deinterleaved copy of every plane first; on a Zen 5 core that copy took
  * half of a 96 @112x112 stride-2 call (float, one thread: the op 165 us on
  * the phase planes, 112 us here; fp32 Conv 171 us). The ISAs bring kernels
@@ -34,6 +37,7 @@ typedef struct DirectJob {
     const obx_tconv_weights *w;
     const obx_conv_geometry *g;
     tconv_direct_fn kernel;
+    tconv_direct_pairs_fn pairs; /* or NULL */
     tconv_image img;
     const float *bias;
     size_t stride;
@@ -56,20 +60,46 @@ tconv_direct_fn tconv_depthwise_direct_kernel(const struct tconv_row_kernels *ro
     return rows->direct_f32[k][s];
 }
 
+tconv_direct_pairs_fn tconv_depthwise_direct_pairs_kernel(const struct tconv_row_kernels *rows,
+                                                          const obx_conv_geometry *g) {
+    const int fits = g->kernel_h == 3 && g->stride_h == 2 && g->in_w <= TCONV_DIRECT_PAIR_MAX_WIDTH;
+    return fits ? rows->direct_pairs_3x3_stride2 : NULL;
+}
+
 size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reach_rows) {
     /* an output row reads `stride` new input rows over all channels, and kernel - stride past the band */
     *reach_rows = g->kernel_h - g->stride_h;
     return tconv_band_rows(g->out_h, g->stride_h * g->in_w * g->channels * sizeof(float), *reach_rows);
 }
 
-static void channel(const DirectJob *job, size_t o, size_t oh0, size_t oh1, const float *x, const float *scale,
-                    const float *inverse, size_t ih0, size_t ih1) {
+/* Channels [o0, o1), output rows [oh0, oh1), from input rows [ih0, ih1) at
+ * `rows_at` floats into each plane; up to TCONV_DIRECT_PAIRS_MAX at a time,
+ * two to a vector, where the ISA has a kernel for this geometry. */
+static void channels(const DirectJob *job, size_t o0, size_t o1, size_t oh0, size_t oh1, size_t rows_at,
+                     const float *scale, const float *inverse, size_t ih0, size_t ih1) {
     const obx_tconv_weights *w = job->w;
     const obx_conv_geometry *g = job->g;
+    const size_t pixels = g->in_h * g->in_w, positions = g->out_h * g->out_w, multiplier = w->m_per_group;
+    float *out[TCONV_DIRECT_PAIRS_MAX];
+    const float *x[TCONV_DIRECT_PAIRS_MAX];
+    size_t o = o0;
+    while (job->pairs && o + 2 <= o1) {
+        const size_t count = o + TCONV_DIRECT_PAIRS_MAX <= o1 ? TCONV_DIRECT_PAIRS_MAX : 2;
+        for (size_t j = 0; j < count; j++) {
+            out[j] = job->img.y + (o + j) * positions;
+            x[j] = job->img.x + ((o + j) / multiplier) * pixels + rows_at;
+        }
+        job->pairs(count, out, g->out_w, oh0, oh1, x, scale, inverse, ih0, ih1, g->in_w, g->pad_top, g->pad_left,
+                   w->weights + o, w->m, w->scales + o, job->bias ? job->bias + o : NULL);
+        o += count;
+    }
     float taps[25];
-    for (size_t t = 0; t < w->kernel_positions; t++) taps[t] = w->weights[t * w->m + o];
-    job->kernel(job->img.y + o * g->out_h * g->out_w, g->out_w, oh0, oh1, x, scale, inverse, ih0, ih1, g->in_w,
-                g->pad_top, g->pad_left, taps, w->scales[o], job->bias ? job->bias + o : NULL);
+    for (; o < o1; o++) {
+        for (size_t t = 0; t < w->kernel_positions; t++) taps[t] = w->weights[t * w->m + o];
+        job->kernel(job->img.y + o * positions, g->out_w, oh0, oh1, job->img.x + (o / multiplier) * pixels + rows_at,
+                    scale, inverse, ih0, ih1, g->in_w, g->pad_top, g->pad_left, taps, w->scales[o],
+                    job->bias ? job->bias + o : NULL);
+    }
 }
 
 /* Whole channels: float activations, or act_quant 3 with the image's pixel
@@ -77,11 +107,9 @@ static void channel(const DirectJob *job, size_t o, size_t oh0, size_t oh1, cons
 static void channel_task(void *arg, size_t index) {
     const DirectJob *job = arg;
     const obx_conv_geometry *g = job->g;
-    const size_t pixels = g->in_h * g->in_w;
     const size_t o1 = OBX_MIN(job->w->m, (index + 1) * job->channels_per_task);
-    for (size_t o = index * job->channels_per_task; o < o1; o++)
-        channel(job, o, 0, g->out_h, job->img.x + (o / job->w->m_per_group) * pixels, job->img.dq_scale,
-                job->img.dq_inverse, 0, g->in_h);
+    channels(job, index * job->channels_per_task, o1, 0, g->out_h, 0, job->img.dq_scale, job->img.dq_inverse, 0,
+             g->in_h);
 }
 
 static void band_task(void *arg, size_t index) {
@@ -102,9 +130,7 @@ static void band_task(void *arg, size_t index) {
     }
     const float *scale = NULL, *inverse = NULL;
     if (n) tconv_band_scales(job->rows, job->img.x + ih0 * g->in_w, pixels, g->channels, n, buffer, &scale, &inverse);
-    for (size_t o = 0; o < job->w->m; o++)
-        channel(job, o, oh0, oh1, job->img.x + (o / job->w->m_per_group) * pixels + ih0 * g->in_w, scale, inverse, ih0,
-                ih1);
+    channels(job, 0, job->w->m, oh0, oh1, ih0 * g->in_w, scale, inverse, ih0, ih1);
 }
 
 int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
@@ -114,8 +140,11 @@ int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_ge
     DirectJob job = {.w = w, .g = g, .kernel = tconv_depthwise_direct_kernel(rows, g, NULL), .rows = rows,
                      .bias = bias, .stride = g->stride_h};
     size_t reach_rows;
+    job.pairs = tconv_depthwise_direct_pairs_kernel(rows, g);
     job.band_rows = tconv_depthwise_direct_band_rows(g, &reach_rows);
     job.channels_per_task = OBX_MAX((size_t)1, DIRECT_TASK_OUTPUTS / OBX_MAX((size_t)1, g->out_h * g->out_w));
+    if (job.pairs) /* whole vectors a task */
+        job.channels_per_task = OBX_DIV_UP(job.channels_per_task, TCONV_DIRECT_PAIRS_MAX) * TCONV_DIRECT_PAIRS_MAX;
     const size_t tasks = per_pixel ? OBX_DIV_UP(g->out_h, job.band_rows) : OBX_DIV_UP(w->m, job.channels_per_task);
     tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, per_pixel ? band_task : channel_task,
                      &job, tasks);

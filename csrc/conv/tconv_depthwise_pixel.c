@@ -9,7 +9,6 @@
  * that stage X anyway (channel blocks, phase and flat planes) dequantize it
  * as they stage it, from each pixel's s and 1 / s; the others get a
  * dequantized copy. */
-#include <math.h>
 #include <string.h>
 
 #include "conv/tconv_internal.h"
@@ -47,7 +46,7 @@ typedef struct DequantizeJob {
 static void scales_from_bits(const struct tconv_row_kernels *rows, size_t n, float *scale, float *inverse,
                              uint8_t *bad) {
     rows->window_scales(scale, bad, n);
-    for (size_t p = 0; p < n; p++) inverse[p] = bad[p] ? NAN : 1.0f / scale[p];
+    rows->pixel_inverses(inverse, scale, bad, n);
 }
 
 void tconv_pixel_scales(const struct tconv_row_kernels *rows, const float *x, size_t plane_stride, size_t channels,

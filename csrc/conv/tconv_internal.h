@@ -189,6 +189,10 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
 int tconv_depthwise_direct_fits(const obx_conv_geometry *g);
 tconv_direct_fn tconv_depthwise_direct_kernel(const struct tconv_row_kernels *rows, const obx_conv_geometry *g,
                                               int *native);
+/* The ISA's kernel for two channels at once where this geometry takes one
+ * (3x3 at stride 2 on rows at most TCONV_DIRECT_PAIR_MAX_WIDTH wide), else NULL. */
+tconv_direct_pairs_fn tconv_depthwise_direct_pairs_kernel(const struct tconv_row_kernels *rows,
+                                                          const obx_conv_geometry *g);
 /* The output rows of a band with per_pixel, and the input rows its windows
  * reach past them (*reach_rows). */
 size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reach_rows);

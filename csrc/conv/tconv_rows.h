@@ -10,10 +10,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+enum { TCONV_DIRECT_PAIR_MAX_WIDTH = 16, TCONV_DIRECT_PAIRS_MAX = 4 };
+
 /* A depthwise_direct kernel (struct tconv_row_kernels direct_f32). */
 typedef void (*tconv_direct_fn)(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
                                 const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top,
                                 size_t pad_left, const float *w, float channel_scale, const float *bias);
+
+/* A direct_pairs_3x3_stride2 kernel: direct_f32[0][1] on `count` channels
+ * (2 or TCONV_DIRECT_PAIRS_MAX) at once, channel j's output plane out[j],
+ * input rows x[j], tap t at w[t * w_stride + j], channel_scale[j] and
+ * bias[j] (bias NULL: none), the pixel scales shared. */
+typedef void (*tconv_direct_pairs_fn)(size_t count, float *const *out, size_t out_w, size_t oh0, size_t oh1,
+                                      const float *const *x, const float *scale, const float *inverse, size_t ih0,
+                                      size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                      size_t w_stride, const float *channel_scale, const float *bias);
 
 /* Where stage_phases puts an input plane's rows (all sizes in floats). */
 struct tconv_phase_layout {
@@ -58,6 +69,8 @@ struct tconv_row_kernels {
     /* In place: absmax bit patterns -> scale[i] = 127 * (1 / max(absmax, 1e-5)), and
      * bad[i] = 1 where the absmax is Inf or NaN (then scale[i] = 127) */
     void (*window_scales)(float *scale_bits, uint8_t *bad, size_t n);
+    /* inverse[i] = 1 / scale[i], NaN where bad[i] (a pixel's dequantization step) */
+    void (*pixel_inverses)(float *inverse, const float *scale, const uint8_t *bad, size_t n);
     /* out[i] = ((float)isum[i] * weight_scale[i]) / scale[i] (+ bias[i] when bias), NaN where bad[i] */
     void (*finish_i8)(float *out, const int32_t *isum, const float *scale, const uint8_t *bad,
                       const float *weight_scale, const float *bias, size_t n);
@@ -174,6 +187,10 @@ struct tconv_row_kernels {
      * there ran slower than the phase planes' staging). */
     size_t direct_min_width;
     int direct_pixels_stride2;
+    /* direct_f32[0][1] on channels two to a vector, for input rows up to
+     * TCONV_DIRECT_PAIR_MAX_WIDTH wide (a strip a channel would leave half
+     * its lanes empty); NULL where the ISA has none. */
+    tconv_direct_pairs_fn direct_pairs_3x3_stride2;
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
      * `channels` (<= 16) NCHW planes of `pixels` pixels, plane_stride apart: for p < pixels,
      * l < 16, tile[at[p] + l] = x[l * plane_stride + p], dequantized as dequantize_pixels

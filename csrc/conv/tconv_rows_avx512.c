@@ -5,6 +5,7 @@
  * the edges. The depthwise channel blocks (tconv_depthwise_blocks.c) spend
  * about a quarter of their time in transposes. */
 #include <immintrin.h>
+#include <stdlib.h>
 
 #include "conv/tconv_rows.h"
 #include "obx_common.h"
@@ -219,132 +220,307 @@ static void depthwise_masked_plane_avx512(float *out, const float *x, size_t n, 
 #undef MASKED_STORE
 }
 
-/* The lanes of a 16-output strip of a stride-2 row (tconv_rows.h
- * direct_f32[0][1]), the same for every row: columns c = 2 ow0 on. */
-struct stride2_strip {
-    ptrdiff_t c, edge_at;               /* the edge column, or column 0 where it lies outside the row */
-    __mmask16 lo, hi, edge, out;        /* the two loads' lanes inside the row, the edge's, the outputs' */
+/* A group of G 16-output strips of a stride-2 row (tconv_rows.h
+ * direct_f32[0][1]), the same for every row: strip g reads columns
+ * c + 32 g .. c + 32 g + 31 (c = 2 ow0), and the column just left of the
+ * group (pad_left 1) or just right of it (pad_left 0). */
+struct stride2_group {
+    ptrdiff_t c, edge_at;     /* the edge column, or column 0 where it lies outside the row */
+    __mmask16 lo, hi, out;    /* the last strip's loads' lanes inside the row, its outputs' */
+    __mmask16 edge;           /* all lanes where the edge column lies inside the row, else none */
 };
 
-/* One input row's three taps for a strip: columns c .. c + 31 are two
- * loads, two permutes split them into the even columns and the odd ones,
- * and the third tap's columns are one of those moved a lane, with the
- * column before them (pad_left 1) or after them (pad_left 0) in the lane
- * set free. inside: all 33 columns lie in the row, so plain loads. */
-static inline __attribute__((always_inline)) void stride2_row_taps(const float *row, const float *scale,
-                                                                   const float *inverse, const struct stride2_strip *s,
-                                                                   int pad_left, int inside, __m512 *t0,
-                                                                   __m512 *t1, __m512 *t2) {
-    const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const __mmask16 lo_lanes = inside ? 0xffff : s->lo, hi_lanes = inside ? 0xffff : s->hi;
-    __m512 lo = load_dequantized(row + s->c, scale ? scale + s->c : NULL, scale ? inverse + s->c : NULL, lo_lanes);
-    __m512 hi = load_dequantized(row + s->c + 16, scale ? scale + s->c + 16 : NULL,
-                                 scale ? inverse + s->c + 16 : NULL, hi_lanes);
-    const ptrdiff_t e = s->edge_at;
-    __m512 edge = _mm512_set1_ps(row[e]);
-    if (scale) edge = dequantize16(edge, _mm512_set1_ps(scale[e]), _mm512_set1_ps(inverse[e]));
-    if (!inside) edge = _mm512_maskz_mov_ps(s->edge, edge);
-    const __m512 even = _mm512_permutex2var_ps(lo, even_lanes, hi), odd = _mm512_permutex2var_ps(lo, odd_lanes, hi);
-    if (pad_left) { /* columns c - 1 + 2i, c + 2i, c + 1 + 2i */
-        *t0 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(odd), _mm512_castps_si512(edge), 15));
-        *t1 = even;
-        *t2 = odd;
-    } else { /* columns c + 2i, c + 1 + 2i, c + 2 + 2i */
-        *t0 = even;
-        *t1 = odd;
-        *t2 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(edge), _mm512_castps_si512(even), 1));
-    }
-}
-
-#define STRIDE2_TAPS(acc, t0, t1, t2, kh)                              \
-    do {                                                               \
-        acc = _mm512_fmadd_ps(t0, wv[3 * (kh)], acc);                  \
-        acc = _mm512_fmadd_ps(t1, wv[3 * (kh) + 1], acc);              \
-        acc = _mm512_fmadd_ps(t2, wv[3 * (kh) + 2], acc);              \
+/* Weight kh * 3 + kw. */
+#define STRIDE2_FMA3(acc, t0, t1, t2, kh)                \
+    do {                                                 \
+        acc = _mm512_fmadd_ps(t0, wv[3 * (kh)], acc);     \
+        acc = _mm512_fmadd_ps(t1, wv[3 * (kh) + 1], acc); \
+        acc = _mm512_fmadd_ps(t2, wv[3 * (kh) + 2], acc); \
     } while (0)
 
-/* A strip down rows [oh0, oh1): an output row's last input row is the next
- * one's first, so its taps stay in registers (two rows split a row of
- * outputs, not three). */
-static inline __attribute__((always_inline)) void stride2_strip_rows(float *out, size_t out_w, size_t ow0, size_t oh0,
-                                                                     size_t oh1, const float *x, const float *scale,
+/* Strip g's columns split into even ones and odd ones: two loads (the last
+ * strip's masked when ragged), dequantized with scale, and two permutes. */
+static inline __attribute__((always_inline)) void stride2_split(int last, int ragged, const float *row,
+                                                                const float *scale, const float *inverse,
+                                                                const struct stride2_group *sg, __m512 *even,
+                                                                __m512 *odd) {
+    const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __mmask16 lo_lanes = last && ragged ? sg->lo : 0xffff, hi_lanes = last && ragged ? sg->hi : 0xffff;
+    const __m512 lo = load_dequantized(row, scale, inverse, lo_lanes);
+    const __m512 hi = load_dequantized(row + 16, scale ? scale + 16 : NULL, scale ? inverse + 16 : NULL, hi_lanes);
+    *even = _mm512_permutex2var_ps(lo, even_lanes, hi);
+    *odd = _mm512_permutex2var_ps(lo, odd_lanes, hi);
+}
+
+static inline __m512 stride2_edge(const float *row, const float *scale, const float *inverse,
+                                  const struct stride2_group *sg) {
+    const ptrdiff_t e = sg->edge_at;
+    __m512 v = _mm512_set1_ps(row[e]);
+    if (scale) v = dequantize16(v, _mm512_set1_ps(scale[e]), _mm512_set1_ps(inverse[e]));
+    return _mm512_maskz_mov_ps(sg->edge, v); /* after the dequantization: a bad pixel's NaN stays out of the padding */
+}
+
+/* One input row's taps for the group's strips, each strip's three FMA'd
+ * into acc[g] with the weights of kernel row kh (1 or 2), and (kh 0 or 2)
+ * with those of row 0 into next[g] from zero: the next output row's first
+ * taps. A strip's
+ * third column set is one of its split halves moved a lane, the lane set
+ * free taken from the neighbouring strip's half, or at the group's end from
+ * the edge column: pad_left 1, columns c - 1 + 2i, c + 2i, c + 1 + 2i;
+ * pad_left 0, columns c + 2i, c + 1 + 2i, c + 2 + 2i. */
+static inline __attribute__((always_inline)) void stride2_group_row(int G, int pad_left, int ragged, const float *row,
+                                                                    const float *scale, const float *inverse,
+                                                                    const struct stride2_group *sg, const __m512 *wv,
+                                                                    int kh, __m512 *acc, __m512 *next) {
+#define STRIDE2_AT(g) (scale ? scale + 32 * (g) : NULL), (scale ? inverse + 32 * (g) : NULL)
+#define STRIDE2_ADD(g, t0, t1, t2)                    \
+    do {                                              \
+        if (kh) STRIDE2_FMA3(acc[g], t0, t1, t2, kh); \
+        if (kh != 1) {                                \
+            next[g] = _mm512_setzero_ps();            \
+            STRIDE2_FMA3(next[g], t0, t1, t2, 0);     \
+        }                                             \
+    } while (0)
+    if (pad_left) {
+        __m512 before = stride2_edge(row, scale, inverse, sg);
+        for (int g = 0; g < G; g++) {
+            __m512 even, odd;
+            stride2_split(g == G - 1, ragged, row + 32 * g, STRIDE2_AT(g), sg, &even, &odd);
+            const __m512 t0 =
+                _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(odd), _mm512_castps_si512(before), 15));
+            STRIDE2_ADD(g, t0, even, odd);
+            before = odd;
+        }
+    } else {
+        __m512 even, odd;
+        stride2_split(G == 1, ragged, row, STRIDE2_AT(0), sg, &even, &odd);
+        for (int g = 0; g < G; g++) {
+            __m512 even_after, odd_after = _mm512_setzero_ps();
+            if (g + 1 < G) stride2_split(g + 1 == G - 1, ragged, row + 32 * (g + 1), STRIDE2_AT(g + 1), sg, &even_after, &odd_after);
+            else even_after = stride2_edge(row, scale, inverse, sg);
+            const __m512 t2 =
+                _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(even_after), _mm512_castps_si512(even), 1));
+            STRIDE2_ADD(g, even, odd, t2);
+            even = even_after;
+            odd = odd_after;
+        }
+    }
+#undef STRIDE2_AT
+#undef STRIDE2_ADD
+}
+
+/* The group down rows [oh0, oh1). An output's sum still adds its taps in
+ * (kh, kw) order: its kh = 0 taps are summed from zero as the previous
+ * output row's bottom input row is split (that row's third), so only that
+ * partial sum crosses rows and G strips fit the registers. One strip at a
+ * time, its top row's three taps kept, every load masked and an edge
+ * column dequantized a strip (the kernel alone in a loop, one thread, 96
+ * @112x112: float 79 us, act_quant 3 in bands of 5 rows 149 us); four side
+ * by side, as here: 66 us and 100 us. */
+static inline __attribute__((always_inline)) void stride2_group_rows(int G, int pad_left, int ragged, float *out,
+                                                                     size_t out_w, size_t ow0, size_t oh0, size_t oh1,
+                                                                     const float *x, const float *scale,
                                                                      const float *inverse, ptrdiff_t ih0,
                                                                      ptrdiff_t ih1, size_t in_w, ptrdiff_t pad_top,
-                                                                     int pad_left, const struct stride2_strip *s,
-                                                                     const __m512 *wv, __m512 channel_scale,
-                                                                     const float *bias, int inside) {
-    /* input row ih's offset from x, or -1 in the padding */
-#define STRIDE2_ROW(ih) ((ih) >= ih0 && (ih) < ih1 ? ((ih) - ih0) * (ptrdiff_t)in_w : -1)
-#define STRIDE2_ROW_TAPS(at, t0, t1, t2)                                                                       \
-    stride2_row_taps(x + (at), scale ? scale + (at) : NULL, scale ? inverse + (at) : NULL, s, pad_left, inside, \
-                     &t0, &t1, &t2)
-    __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0;
-    ptrdiff_t top = STRIDE2_ROW(2 * (ptrdiff_t)oh0 - pad_top);
-    if (top >= 0) STRIDE2_ROW_TAPS(top, p0, p1, p2);
+                                                                     const struct stride2_group *sg, const __m512 *wv,
+                                                                     __m512 channel_scale, const float *bias) {
+    /* input row ih's offset from x (at the group's first column), or -1 in the padding */
+#define STRIDE2_ROW(ih) ((ih) >= ih0 && (ih) < ih1 ? ((ih) - ih0) * (ptrdiff_t)in_w + sg->c : -1)
+#define STRIDE2_GROUP_ROW(at, kh, nx)                                                                          \
+    stride2_group_row(G, pad_left, ragged, x + (at), scale ? scale + (at) : NULL, scale ? inverse + (at) : NULL, \
+                      sg, wv, kh, acc, nx)
+    __m512 acc[4], next[4];
+    for (int g = 0; g < G; g++) acc[g] = next[g] = _mm512_setzero_ps();
+    const ptrdiff_t top = STRIDE2_ROW(2 * (ptrdiff_t)oh0 - pad_top);
+    if (top >= 0) STRIDE2_GROUP_ROW(top, 0, next);
     for (size_t oh = oh0; oh < oh1; oh++) {
         const ptrdiff_t ih = 2 * (ptrdiff_t)oh - pad_top;
         const ptrdiff_t middle = STRIDE2_ROW(ih + 1), bottom = STRIDE2_ROW(ih + 2);
-        __m512 acc = _mm512_setzero_ps();
-        if (top >= 0) STRIDE2_TAPS(acc, p0, p1, p2, 0);
-        if (middle >= 0) {
-            __m512 t0, t1, t2;
-            STRIDE2_ROW_TAPS(middle, t0, t1, t2);
-            STRIDE2_TAPS(acc, t0, t1, t2, 1);
+        for (int g = 0; g < G; g++) acc[g] = next[g];
+        if (middle >= 0) STRIDE2_GROUP_ROW(middle, 1, next);
+        if (bottom >= 0) STRIDE2_GROUP_ROW(bottom, 2, next);
+        else
+            for (int g = 0; g < G; g++) next[g] = _mm512_setzero_ps();
+        for (int g = 0; g < G; g++) {
+            __m512 v = _mm512_mul_ps(acc[g], channel_scale);
+            if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
+            float *y = out + oh * out_w + ow0 + 16 * (size_t)g;
+            if (ragged && g == G - 1) _mm512_mask_storeu_ps(y, sg->out, v);
+            else _mm512_storeu_ps(y, v);
         }
-        if (bottom >= 0) {
-            STRIDE2_ROW_TAPS(bottom, p0, p1, p2);
-            STRIDE2_TAPS(acc, p0, p1, p2, 2);
-        }
-        top = bottom;
-        __m512 v = _mm512_mul_ps(acc, channel_scale);
-        if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
-        if (inside) _mm512_storeu_ps(out + oh * out_w + ow0, v);
-        else _mm512_mask_storeu_ps(out + oh * out_w + ow0, s->out, v);
     }
 #undef STRIDE2_ROW
-#undef STRIDE2_ROW_TAPS
+#undef STRIDE2_GROUP_ROW
 }
 
-/* tconv_rows.h direct_f32[0][1] (3x3, stride 2), a strip of 16 outputs at a time down
- * the rows. Strips away from the row's ends take plain loads. One thread,
- * 96 @112x112 / 144 @56x56 / 512 @14x14: every strip masked, three rows
- * split per output row, 113 / 49 / 21 us; the inner strips plain, 75 us at
- * 112x112; down the strips as here, 74 / 32 / 14 us. */
+/* tconv_rows.h direct_f32[0][1] (3x3, stride 2): groups of four strips of
+ * 16 outputs down the rows, then single strips; masked loads and stores
+ * only on a row's last strip where it crosses the row's end, an edge column
+ * a group. */
 static void depthwise_stride2_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
                                      const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
                                      size_t pad_top, size_t pad_left, const float *w, float channel_scale,
                                      const float *bias) {
-    const __m512 s = _mm512_set1_ps(channel_scale);
+    const __m512 cs = _mm512_set1_ps(channel_scale);
     __m512 wv[9];
     for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(w[t]);
-    const ptrdiff_t width = (ptrdiff_t)in_w, pl = (ptrdiff_t)pad_left;
-    for (size_t ow0 = 0; ow0 < out_w; ow0 += 16) {
-        struct stride2_strip strip;
-        strip.c = (ptrdiff_t)(2 * ow0);
-        const ptrdiff_t edge_col = pad_left ? strip.c - 1 : strip.c + 32, left = width - strip.c;
+    const ptrdiff_t width = (ptrdiff_t)in_w;
+    const size_t strips = OBX_DIV_UP(out_w, 16);
+    for (size_t first = 0; first < strips;) {
+        const int G = strips - first >= 4 ? 4 : 1;
+        const size_t ow0 = 16 * first, last_ow0 = ow0 + 16 * (size_t)(G - 1);
+        struct stride2_group sg;
+        sg.c = (ptrdiff_t)(2 * ow0);
+        const ptrdiff_t edge_col = pad_left ? sg.c - 1 : sg.c + 32 * G, last_c = sg.c + 32 * (G - 1);
         const int edge_inside = edge_col >= 0 && edge_col < width;
-        strip.edge_at = edge_inside ? edge_col : 0;
-        strip.lo = left <= 0 ? 0 : first_lanes((size_t)left);
-        strip.hi = left <= 16 ? 0 : first_lanes((size_t)(left - 16));
-        strip.edge = edge_inside ? 0xffff : 0;
-        strip.out = first_lanes(out_w - ow0);
-        const int inside = strip.c - pl >= 0 && strip.c + 32 - pl < width && ow0 + 16 <= out_w;
-        /* inlined four times: plain or masked loads, float or dequantized values */
-#define STRIDE2_STRIP(sc, inv, in)                                                                          \
-    stride2_strip_rows(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,          \
-                       (ptrdiff_t)pad_top, (int)pad_left, &strip, wv, s, bias, in)
-        if (scale) {
-            if (inside) STRIDE2_STRIP(scale, inverse, 1);
-            else STRIDE2_STRIP(scale, inverse, 0);
+        sg.edge_at = edge_inside ? edge_col - sg.c : -sg.c;
+        sg.edge = edge_inside ? 0xffff : 0;
+        const ptrdiff_t left = width - last_c;
+        sg.lo = left <= 0 ? 0 : first_lanes((size_t)left);
+        sg.hi = left <= 16 ? 0 : first_lanes((size_t)(left - 16));
+        sg.out = first_lanes(out_w - last_ow0);
+        const int ragged = last_c + 32 > width || last_ow0 + 16 > out_w;
+#define STRIDE2_GROUP(G, pl, rg)                                                                              \
+    stride2_group_rows(G, pl, rg, out, out_w, ow0, oh0, oh1, x, scale, inverse, (ptrdiff_t)ih0, (ptrdiff_t)ih1, \
+                       in_w, (ptrdiff_t)pad_top, &sg, wv, cs, bias)
+#define STRIDE2_PAD(G, rg)                  \
+    do {                                    \
+        if (pad_left) STRIDE2_GROUP(G, 1, rg); \
+        else STRIDE2_GROUP(G, 0, rg);          \
+    } while (0)
+        if (G == 4) {
+            if (ragged) STRIDE2_PAD(4, 1);
+            else STRIDE2_PAD(4, 0);
         } else {
-            if (inside) STRIDE2_STRIP(NULL, NULL, 1);
-            else STRIDE2_STRIP(NULL, NULL, 0);
+            if (ragged) STRIDE2_PAD(1, 1);
+            else STRIDE2_PAD(1, 0);
         }
-#undef STRIDE2_STRIP
+#undef STRIDE2_PAD
+#undef STRIDE2_GROUP
+        first += (size_t)G;
     }
 }
-#undef STRIDE2_TAPS
+#undef STRIDE2_FMA3
+
+/* tconv_rows.h direct_pairs_3x3_stride2: rows at most 16 wide (at most 8
+ * outputs), channels 2 p and 2 p + 1 in one vector, the first's outputs in
+ * lanes 0 .. 7, the second's in 8 .. 15. A row of each channel is one
+ * load; one permute takes both channels' even columns, one their odd ones,
+ * and one moves a lane within each half for the third tap (the lane set
+ * free is padding: column -1 at pad_left 1, column 16 at pad_left 0, which
+ * a row of at most 16 columns does not hold). Row by row as
+ * depthwise_stride2_avx512 goes, kh = 0 sums started one row early, P
+ * vectors side by side (their chains of 9 FMAs overlap). One strip a
+ * channel filled 7 of 16 lanes at 14x14 stride 2. */
+static inline __attribute__((always_inline)) void pairs_stride2(int P, float *const *out, size_t out_w, size_t oh0,
+                                                               size_t oh1, const float *const *x,
+                                                               const float *scale, const float *inverse, size_t ih0,
+                                                               size_t ih1, size_t in_w, size_t pad_top,
+                                                               size_t pad_left, const float *w, size_t w_stride,
+                                                               const float *channel_scale, const float *bias) {
+    const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    /* pad_left 1: lane i takes lane i - 1 of its half (lanes 0 and 8 cleared); pad_left 0: lane i + 1 (7, 15) */
+    const __m512i shift = pad_left ? _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 10, 11, 12, 13, 14)
+                                   : _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7, 9, 10, 11, 12, 13, 14, 15, 15);
+    const __mmask16 moved = pad_left ? 0xfefe : 0x7f7f;
+    const __mmask16 lanes = first_lanes(in_w), half = 0xff00, stored = first_lanes(out_w);
+    /* columns 2i and 2i + 1 inside the row, in both halves: a row's other lanes are cleared by the permutes,
+     * so plain loads may read past its end where the rows given go on (masked loads of rows crossing a cache
+     * line ran slow on Zen 5: 512 @14x14 stride 2 7.8 -> 6.6 us) */
+    const __mmask16 even_in = (__mmask16)(first_lanes((in_w + 1) / 2) * 0x101), odd_in = (__mmask16)(first_lanes(in_w / 2) * 0x101);
+    const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
+#define PAIR_HALVES(v, k) _mm512_mask_blend_ps(half, _mm512_set1_ps((v)[2 * (k)]), _mm512_set1_ps((v)[2 * (k) + 1]))
+    __m512 wv[2][9], cs[2], b[2];
+    for (int k = 0; k < P; k++) {
+        for (int t = 0; t < 9; t++)
+            wv[k][t] = _mm512_mask_blend_ps(half, _mm512_set1_ps(w[t * w_stride + 2 * k]),
+                                            _mm512_set1_ps(w[t * w_stride + 2 * k + 1]));
+        cs[k] = PAIR_HALVES(channel_scale, k);
+        b[k] = bias ? PAIR_HALVES(bias, k) : _mm512_setzero_ps();
+    }
+#undef PAIR_HALVES
+#define PAIR_ROW(ih) ((ih) >= (ptrdiff_t)ih0 && (ih) < (ptrdiff_t)ih1 ? ((ih) - (ptrdiff_t)ih0) * (ptrdiff_t)in_w : -1)
+    /* one input row's taps, kernel row kh's FMA'd into acc[k] (kh 1, 2), row 0's into next[k] from zero (kh 0, 2) */
+#define PAIR_TAPS(at, kh)                  \
+    do {                                   \
+        if ((at) + 16 <= extent)           \
+            PAIR_ROW_TAPS(at, kh, 0xffff); \
+        else                               \
+            PAIR_ROW_TAPS(at, kh, lanes);  \
+    } while (0)
+#define PAIR_ROW_TAPS(at, kh, read_)                                                                        \
+    do {                                                                                                    \
+        const float *s_ = scale ? scale + (at) : NULL, *i_ = scale ? inverse + (at) : NULL;               \
+        for (int k = 0; k < P; k++) {                                                                       \
+            const __m512 a_ = load_dequantized(x[2 * k] + (at), s_, i_, read_);                            \
+            const __m512 c_ = load_dequantized(x[2 * k + 1] + (at), s_, i_, read_);                        \
+            const __m512 even_ = _mm512_maskz_permutex2var_ps(even_in, a_, even_lanes, c_);                \
+            const __m512 odd_ = _mm512_maskz_permutex2var_ps(odd_in, a_, odd_lanes, c_);                   \
+            const __m512 t0_ = pad_left ? _mm512_maskz_permutexvar_ps(moved, shift, odd_) : even_;        \
+            const __m512 t1_ = pad_left ? even_ : odd_;                                                    \
+            const __m512 t2_ = pad_left ? odd_ : _mm512_maskz_permutexvar_ps(moved, shift, even_);        \
+            if (kh) {                                                                                       \
+                acc[k] = _mm512_fmadd_ps(t0_, wv[k][3 * (kh)], acc[k]);                                    \
+                acc[k] = _mm512_fmadd_ps(t1_, wv[k][3 * (kh) + 1], acc[k]);                                \
+                acc[k] = _mm512_fmadd_ps(t2_, wv[k][3 * (kh) + 2], acc[k]);                                \
+            }                                                                                               \
+            if ((kh) != 1) {                                                                                \
+                next[k] = _mm512_fmadd_ps(t0_, wv[k][0], _mm512_setzero_ps());                             \
+                next[k] = _mm512_fmadd_ps(t1_, wv[k][1], next[k]);                                         \
+                next[k] = _mm512_fmadd_ps(t2_, wv[k][2], next[k]);                                         \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+    __m512 acc[2], next[2];
+    for (int k = 0; k < P; k++) acc[k] = next[k] = _mm512_setzero_ps();
+    const ptrdiff_t top = PAIR_ROW(2 * (ptrdiff_t)oh0 - (ptrdiff_t)pad_top);
+    if (top >= 0) PAIR_TAPS(top, 0);
+    for (size_t oh = oh0; oh < oh1; oh++) {
+        const ptrdiff_t ih = 2 * (ptrdiff_t)oh - (ptrdiff_t)pad_top;
+        const ptrdiff_t middle = PAIR_ROW(ih + 1), bottom = PAIR_ROW(ih + 2);
+        for (int k = 0; k < P; k++) acc[k] = next[k];
+        if (middle >= 0) PAIR_TAPS(middle, 1);
+        if (bottom >= 0) PAIR_TAPS(bottom, 2);
+        else
+            for (int k = 0; k < P; k++) next[k] = _mm512_setzero_ps();
+        for (int k = 0; k < P; k++) {
+            __m512 v = _mm512_mul_ps(acc[k], cs[k]);
+            if (bias) v = _mm512_add_ps(v, b[k]);
+            _mm512_mask_storeu_ps(out[2 * k] + oh * out_w, stored, v);
+            _mm512_mask_storeu_ps(out[2 * k + 1] + oh * out_w, stored, _mm512_shuffle_f32x4(v, v, 0x4e)); /* upper half */
+        }
+    }
+#undef PAIR_ROW
+#undef PAIR_TAPS
+#undef PAIR_ROW_TAPS
+}
+
+static void depthwise_pairs_stride2_avx512(size_t count, float *const *out, size_t out_w, size_t oh0, size_t oh1,
+                                           const float *const *x, const float *scale, const float *inverse,
+                                           size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left,
+                                           const float *w, size_t w_stride, const float *channel_scale,
+                                           const float *bias) {
+    /* inlined for each count, pad_left and kind of activations */
+#define PAIRS(P, pl, sc, inv) \
+    pairs_stride2(P, out, out_w, oh0, oh1, x, sc, inv, ih0, ih1, in_w, pad_top, pl, w, w_stride, channel_scale, bias)
+#define PAIRS_PAD(P, sc, inv)                  \
+    do {                                       \
+        if (pad_left) PAIRS(P, 1, sc, inv);    \
+        else PAIRS(P, 0, sc, inv);             \
+    } while (0)
+#define PAIRS_ACT(P)                           \
+    do {                                       \
+        if (scale) PAIRS_PAD(P, scale, inverse); \
+        else PAIRS_PAD(P, NULL, NULL);         \
+    } while (0)
+    if (count == 4) PAIRS_ACT(2);
+    else PAIRS_ACT(1);
+#undef PAIRS_ACT
+#undef PAIRS_PAD
+#undef PAIRS
+}
 
 /* The lanes of a 16-output strip of a stride-1 row (tconv_rows.h
  * direct_f32[.][0]), the same for every row: tap kw reads columns at + kw on. */
@@ -716,6 +892,7 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_ROWS_MASKED_PLANE depthwise_masked_plane_avx512
 #define TCONV_ROWS_DIRECT_3X3_STRIDE1 depthwise_3x3_stride1_avx512
 #define TCONV_ROWS_DIRECT_3X3_STRIDE2 depthwise_stride2_avx512
+#define TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE2 depthwise_pairs_stride2_avx512
 #define TCONV_ROWS_DIRECT_5X5_STRIDE1 depthwise_5x5_stride1_avx512
 /* 160 @10x10 1.15x fp32 Conv against the channel blocks' 1.00x; 8x8 0.97x against 1.01x */
 #define TCONV_ROWS_DIRECT_MIN_WIDTH 10

@@ -121,6 +121,19 @@ static void window_scales(float *restrict scale_bits, uint8_t *restrict bad, siz
     }
 }
 
+/* A select on bits, so the loop vectorizes (the scalar one divided a pixel
+ * at a time: 8 us of a 96 @112x112 act_quant 3 call). */
+static void pixel_inverses(float *restrict inverse, const float *restrict scale, const uint8_t *restrict bad,
+                           size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float r = 1.0f / scale[i];
+        int32_t bits;
+        memcpy(&bits, &r, sizeof bits);
+        bits = bad[i] ? 0x7fc00000 : bits;
+        memcpy(&inverse[i], &bits, sizeof bits);
+    }
+}
+
 /* A NaN where bad[i]: or-ing 0x7fc00000 into any float's bits makes a quiet NaN. */
 static inline float nan_where(float y, uint8_t bad) {
     int32_t bits;
@@ -1012,6 +1025,7 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .absmax_planes = absmax_planes,
     .absmax_run = absmax_run,
     .window_scales = window_scales,
+    .pixel_inverses = pixel_inverses,
     .finish_i8 = finish_i8,
     .quantize_run = TCONV_ROWS_QUANTIZE_RUN,
     .quantize_taps = TCONV_ROWS_QUANTIZE_TAPS,
@@ -1036,6 +1050,9 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
                       {DIRECT_NATIVE(DIRECT_5X5_1), DIRECT_NATIVE(DIRECT_5X5_2)}},
     .direct_min_width = TCONV_ROWS_DIRECT_MIN_WIDTH,
     .direct_pixels_stride2 = TCONV_ROWS_DIRECT_PIXELS_STRIDE2,
+#ifdef TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE2
+    .direct_pairs_3x3_stride2 = TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE2,
+#endif
     .block_tile = TCONV_ROWS_BLOCK_TILE,
     .activate = activate,
 };
