@@ -454,8 +454,8 @@ static inline __attribute__((always_inline)) void pairs_stride2(int P, float *co
     do {                                                                                                    \
         const float *s_ = scale ? scale + (at) : NULL, *i_ = scale ? inverse + (at) : NULL;               \
         for (int k = 0; k < P; k++) {                                                                       \
-            const __m512 a_ = load_dequantized(x[2 * k] + (at), s_, i_, read_);                            \
-            const __m512 c_ = load_dequantized(x[2 * k + 1] + (at), s_, i_, read_);                        \
+            const __m512 a_ = load_dequantized(xs[2 * k] + (at), s_, i_, read_);                           \
+            const __m512 c_ = load_dequantized(xs[2 * k + 1] + (at), s_, i_, read_);                       \
             const __m512 even_ = _mm512_maskz_permutex2var_ps(even_in, a_, even_lanes, c_);                \
             const __m512 odd_ = _mm512_maskz_permutex2var_ps(odd_in, a_, odd_lanes, c_);                   \
             const __m512 t0_ = pad_left ? _mm512_maskz_permutexvar_ps(moved, shift, odd_) : even_;        \
@@ -473,6 +473,13 @@ static inline __attribute__((always_inline)) void pairs_stride2(int P, float *co
             }                                                                                               \
         }                                                                                                   \
     } while (0)
+    /* the planes' pointers in locals: read from x and out at every row, they took a tenth of its instructions */
+    const float *xs[4];
+    float *ys[4];
+    for (int j = 0; j < 2 * P; j++) {
+        xs[j] = x[j];
+        ys[j] = out[j] + oh0 * out_w;
+    }
     __m512 acc[2], next[2];
     for (int k = 0; k < P; k++) acc[k] = next[k] = _mm512_setzero_ps();
     const ptrdiff_t top = PAIR_ROW(2 * (ptrdiff_t)oh0 - (ptrdiff_t)pad_top);
@@ -488,9 +495,10 @@ static inline __attribute__((always_inline)) void pairs_stride2(int P, float *co
         for (int k = 0; k < P; k++) {
             __m512 v = _mm512_mul_ps(acc[k], cs[k]);
             if (bias) v = _mm512_add_ps(v, b[k]);
-            _mm512_mask_storeu_ps(out[2 * k] + oh * out_w, stored, v);
-            _mm512_mask_storeu_ps(out[2 * k + 1] + oh * out_w, stored, _mm512_shuffle_f32x4(v, v, 0x4e)); /* upper half */
+            _mm512_mask_storeu_ps(ys[2 * k], stored, v);
+            _mm512_mask_storeu_ps(ys[2 * k + 1], stored, _mm512_shuffle_f32x4(v, v, 0x4e)); /* upper half */
         }
+        for (int j = 0; j < 2 * P; j++) ys[j] += out_w;
     }
 #undef PAIR_ROW
 #undef PAIR_TAPS
