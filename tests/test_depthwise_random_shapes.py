@@ -90,9 +90,9 @@ def _direct_geometries(rng, count):
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_direct_geometries_on_every_isa(isa, monkeypatch, seed):
-    """The direct planes, forced, on geometries they take, float activations and act_quant 3, on
-    every ISA (its own kernels, or the plain loops): the documented order and the reference, bit
-    for bit, an Inf now and then."""
+    """The direct planes, forced, on geometries they take, float activations and act_quant 3 (and 1
+    and 2 on 3x3 kernels), on every ISA (its own kernels, or the plain loops): the documented order
+    and the reference, bit for bit, an Inf now and then."""
     from test_op_ternary_conv import _depthwise_path_runs
 
     monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", "direct")
@@ -100,15 +100,17 @@ def test_random_direct_geometries_on_every_isa(isa, monkeypatch, seed):
     before = _depthwise_path_runs("direct")
     for x_shape, w_shape, attrs in _direct_geometries(rng, 10):
         codes, scales, bias, x = _random_case(rng, x_shape, w_shape)
-        for act_quant in (0, 3):
-            op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+        for act_quant in (0, 3, 1, 2) if w_shape[2] == 3 else (0, 3):  # int8 windows: 3x3 only
+            act_scale = 127.0 / 2.5 if act_quant == 2 else None
+            op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, act_scale=act_scale, conv_attrs=attrs)
             if act_quant == 0:
                 with np.errstate(invalid="ignore"):
                     expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
             else:
                 expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs["group"],
-                                                  act_quant=3, bias=bias, strides=attrs["strides"],
-                                                  pads=attrs["pads"], dilations=attrs["dilations"])
+                                                  act_quant=act_quant, act_scale=act_scale, bias=bias,
+                                                  strides=attrs["strides"], pads=attrs["pads"],
+                                                  dilations=attrs["dilations"])
             y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
             np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant} {x_shape} {w_shape} {attrs}")
     assert _depthwise_path_runs("direct") - before >= 20  # every case ran on the path

@@ -348,7 +348,7 @@ def test_each_depthwise_float_path_runs_where_forced(rng, monkeypatch, path, nam
         assert _depthwise_path_runs(path) > before, name  # once an image when a batch is split by image
 
 
-DEPTHWISE_INT8_PATHS = ("blocks", "phases", "flat", "channels_last")  # the rows have no int8 kernel
+DEPTHWISE_INT8_PATHS = ("blocks", "phases", "flat", "channels_last", "direct")  # the rows have no int8 kernel
 
 
 @pytest.mark.parametrize("path", (None, *DEPTHWISE_INT8_PATHS))
@@ -383,6 +383,8 @@ def test_depthwise_int8_path_is_bit_exact(rng, monkeypatch, name, path):
     ("phases", ["depthwise_phases_dilated", "depthwise_phases_5x5_mult2", "depthwise_wide_stride2"]),
     ("flat", ["depthwise_flat_5x5", "depthwise_flat_narrow", "depthwise_wide_dilated_mult2"]),
     ("channels_last", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide_stride2_even"]),
+    ("direct", ["depthwise", "depthwise_stride2_mult2", "depthwise_wide_large_plane_stride2", "depthwise_wide",
+                "depthwise_phases_pad0", "depthwise_flat_stride2_odd"]),
 ])
 def test_each_depthwise_int8_path_runs_where_forced(rng, monkeypatch, path, names):
     """The int8 test above covers a path only where it really ran."""
@@ -396,10 +398,10 @@ def test_each_depthwise_int8_path_runs_where_forced(rng, monkeypatch, path, name
 
 
 def test_depthwise_int8_rule_leaves_the_rows_out(rng, monkeypatch):
-    """A plane too large for the flat and phase planes takes the rows with float activations (the
-    direct 3x3 planes where the ISA has kernels for them, unless the rows are forced) and the channels-last
-    tiles with int8 ones (neither the rows nor the direct planes have an int8 kernel), forced or
-    not."""
+    """A 3x3 plane too large for the flat and phase planes takes the direct planes where the ISA has
+    kernels for them (float activations and, on AVX-512, int8 ones per window), else the rows with
+    float activations and the channels-last tiles with int8 ones (the rows have no int8 kernel: forced,
+    int8 ones take the rule's path)."""
     from onnxbit import native
 
     codes, scales, bias, x, attrs, _ = _case(rng, "depthwise_wide_large_plane")
@@ -407,7 +409,8 @@ def test_depthwise_int8_rule_leaves_the_rows_out(rng, monkeypatch):
         if forced:
             monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", forced)
         float_path = forced or ("direct" if native.isa() in ("avx512", "avx2") else "rows")
-        for act_quant, path in ((0, float_path), (1, "channels_last")):
+        int8_path = "direct" if forced == "direct" or native.isa() == "avx512" else "channels_last"
+        for act_quant, path in ((0, float_path), (1, int8_path)):
             op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
             before = _depthwise_path_runs(path)
             _session(op.model).run(None, op.feeds(x))

@@ -325,7 +325,7 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     if (name)
         for (int p = 0; p < DW_PATH_COUNT; p++)
             if (strcmp(name, dw_path_names[p]) == 0 && path_fits((enum dw_path)p, w, g) &&
-                !(int8 && (p == DW_ROWS || p == DW_SAME || p == DW_DIRECT)))
+                !(int8 && (p == DW_ROWS || p == DW_SAME || (p == DW_DIRECT && !tconv_depthwise_direct_i8_fits(g)))))
                 return (enum dw_path)p;
     const size_t pixels = g->in_h * g->in_w;
     const int stride2 = g->stride_h == 2 && g->stride_w == 2;
@@ -337,6 +337,14 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
      * 0.95, 160 @10x10 0.92 / 0.92, but 1024 @8x8 0.72 / 0.84) */
     const int pairs = !int8 && path_fits(DW_DIRECT, w, g) && tconv_depthwise_direct_pairs_kernel(rows, g) &&
                       2 * g->out_w >= rows->direct_min_width;
+    /* int8 activations per window: 3x3 at stride 1 and 2 on the direct planes where the ISA has kernels
+     * (one thread against fp32 Conv, direct / the earlier rule's path: stride 1 144 @56x56 0.62 / 0.54 flat,
+     * 576 @14x14 0.78 / 0.59, 192 @28x28 0.72 / 0.58, 160 @10x10 0.61 / 0.57 blocks; stride 2 96 @112x112
+     * 1.09 / 0.80 phases, 144 @56x56 1.15 / 0.89, 240 @28x28 0.95 / 0.69, 64 @32x32 1.12 / 0.54 blocks;
+     * but 960 @7x7 0.24 / 0.50 blocks: half-empty strips) */
+    if (int8 && tconv_depthwise_direct_i8_fits(g) && rows->direct_i8_native[g->stride_h - 1] &&
+        g->out_w >= rows->direct_min_width)
+        return DW_DIRECT;
     if (direct_native &&
         (act == DW_FLOAT ? stride2 || g->out_w >= rows->direct_min_width
                          : pairs || (g->out_w >= rows->direct_min_width && (!stride2 || rows->direct_pixels_stride2))))
@@ -495,7 +503,7 @@ int tconv_compute_depthwise_banded(const tconv_depthwise_plan *plan, const obx_t
     if (plan->path == DW_PHASES)
         return tconv_compute_depthwise_phases(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
     if (plan->path == DW_DIRECT)
-        return tconv_compute_depthwise_direct(w, g, x, bias, 1, NULL, y, par, runner, err, err_len);
+        return tconv_compute_depthwise_direct(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
     return compute_flat(w, g, x, bias, 1, NULL, NULL, y, par, runner, err, err_len);
 }
 
@@ -511,7 +519,7 @@ static int compute_path(enum dw_path path, const obx_tconv_weights *w, const obx
     case DW_FLAT: return compute_flat(w, g, x, bias, 0, dq, wq, y, par, runner, err, err_len);
     case DW_SAME: return tconv_compute_depthwise_same(w, g, x, bias, dq, y, par, runner, err, err_len);
     case DW_ROWS: return compute_rows(w, g, x, bias, y, par, runner, err, err_len);
-    case DW_DIRECT: return tconv_compute_depthwise_direct(w, g, x, bias, 0, dq, y, par, runner, err, err_len);
+    case DW_DIRECT: return tconv_compute_depthwise_direct(w, g, x, bias, 0, dq, wq, y, par, runner, err, err_len);
     default: return compute_channels_last(w, g, x, bias, wq, y, par, runner, err, err_len);
     }
 }

@@ -38,6 +38,8 @@ typedef struct DirectJob {
     const obx_conv_geometry *g;
     tconv_direct_fn kernel;
     tconv_direct_pairs_fn pairs; /* or NULL */
+    tconv_direct_i8_fn i8;       /* int8 activations per window (with their static scale), or NULL */
+    float static_scale;
     tconv_image img;
     const float *bias;
     size_t stride;
@@ -58,6 +60,10 @@ tconv_direct_fn tconv_depthwise_direct_kernel(const struct tconv_row_kernels *ro
     const size_t k = g->kernel_h == 5, s = g->stride_h - 1;
     if (native) *native = rows->direct_native[k][s];
     return rows->direct_f32[k][s];
+}
+
+int tconv_depthwise_direct_i8_fits(const obx_conv_geometry *g) {
+    return tconv_depthwise_direct_fits(g) && g->kernel_h == 3;
 }
 
 tconv_direct_pairs_fn tconv_depthwise_direct_pairs_kernel(const struct tconv_row_kernels *rows,
@@ -96,6 +102,12 @@ static void channels(const DirectJob *job, size_t o0, size_t o1, size_t oh0, siz
     float taps[25];
     for (; o < o1; o++) {
         for (size_t t = 0; t < w->kernel_positions; t++) taps[t] = w->weights[t * w->m + o];
+        if (job->i8) {
+            job->i8(job->img.y + o * positions, g->out_w, oh0, oh1, job->img.x + (o / multiplier) * pixels + rows_at,
+                    ih0, ih1, g->in_w, g->pad_top, g->pad_left, taps, job->static_scale, w->scales[o],
+                    job->bias ? job->bias + o : NULL);
+            continue;
+        }
         job->kernel(job->img.y + o * positions, g->out_w, oh0, oh1, job->img.x + (o / multiplier) * pixels + rows_at,
                     scale, inverse, ih0, ih1, g->in_w, g->pad_top, g->pad_left, taps, w->scales[o],
                     job->bias ? job->bias + o : NULL);
@@ -134,13 +146,22 @@ static void band_task(void *arg, size_t index) {
 }
 
 int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, int per_pixel, const tconv_pixel_dequant *dq, float *y,
-                                   obx_parallel_for_fn par, void *runner, char *err, size_t err_len) {
+                                   const float *bias, int per_pixel, const tconv_pixel_dequant *dq,
+                                   const tconv_window_quant *wq, float *y, obx_parallel_for_fn par, void *runner,
+                                   char *err, size_t err_len) {
     const struct tconv_row_kernels *rows = obx_platform()->conv_rows;
     DirectJob job = {.w = w, .g = g, .kernel = tconv_depthwise_direct_kernel(rows, g, NULL), .rows = rows,
                      .bias = bias, .stride = g->stride_h};
+    if (wq && !tconv_depthwise_direct_i8_fits(g)) {
+        obx_set_error(err, err_len, "the direct depthwise planes take int8 activations only on 3x3 kernels");
+        return -1;
+    }
+    if (wq) {
+        job.i8 = rows->direct_i8[g->stride_h - 1];
+        job.static_scale = wq->static_scale;
+    }
     size_t reach_rows;
-    job.pairs = tconv_depthwise_direct_pairs_kernel(rows, g);
+    job.pairs = wq ? NULL : tconv_depthwise_direct_pairs_kernel(rows, g);
     job.band_rows = tconv_depthwise_direct_band_rows(g, &reach_rows);
     job.channels_per_task = OBX_MAX((size_t)1, DIRECT_TASK_OUTPUTS / OBX_MAX((size_t)1, g->out_h * g->out_w));
     if (job.pairs) /* whole vectors a task */

@@ -189,6 +189,9 @@ int tconv_compute_depthwise_phases(const obx_tconv_weights *w, const obx_conv_ge
 int tconv_depthwise_direct_fits(const obx_conv_geometry *g);
 tconv_direct_fn tconv_depthwise_direct_kernel(const struct tconv_row_kernels *rows, const obx_conv_geometry *g,
                                               int *native);
+/* 1 when the direct planes take int8 activations per window (act_quant 1,
+ * 2) on g: 3x3 kernels (tconv_rows.h direct_i8). */
+int tconv_depthwise_direct_i8_fits(const obx_conv_geometry *g);
 /* The ISA's kernel for two channels at once where this geometry takes one
  * (3x3 at stride 2 on rows at most TCONV_DIRECT_PAIR_MAX_WIDTH wide), else NULL. */
 tconv_direct_pairs_fn tconv_depthwise_direct_pairs_kernel(const struct tconv_row_kernels *rows,
@@ -200,7 +203,8 @@ size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reac
  * scales; dq: act_quant 3 with the scales of a pass over the whole image,
  * dequantized as the taps load X; neither: float activations. */
 int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_geometry *g, const float *x,
-                                   const float *bias, int per_pixel, const tconv_pixel_dequant *dq, float *y,
+                                   const float *bias, int per_pixel, const tconv_pixel_dequant *dq,
+                                   const tconv_window_quant *wq, float *y,
                                    obx_parallel_for_fn par, void *runner, char *err, size_t err_len);
 
 /* Stride-1 depthwise convs with an output plane the input's size, float

@@ -26,6 +26,14 @@ typedef void (*tconv_direct_pairs_fn)(size_t count, float *const *out, size_t ou
                                       size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
                                       size_t w_stride, const float *channel_scale, const float *bias);
 
+/* A direct_i8 kernel: act_quant 1 or 2 (static_scale > 0) on a 3x3 plane
+ * read straight from its input rows, direct_f32's geometry, each output the
+ * arithmetic of depthwise_pixel_i8 over its window (padding taps neither
+ * raise the absmax nor add), codes w[t] as floats, one weight_scale. */
+typedef void (*tconv_direct_i8_fn)(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, size_t ih0,
+                                   size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                   float static_scale, float weight_scale, const float *bias);
+
 /* Where stage_phases puts an input plane's rows (all sizes in floats). */
 struct tconv_phase_layout {
     size_t rows, in_w, pad_top;
@@ -181,6 +189,10 @@ struct tconv_row_kernels {
      * the ISA has no kernel (direct_native[.][.] 0; for tests). */
     tconv_direct_fn direct_f32[2][2];
     uint8_t direct_native[2][2];
+    /* The same with int8 activations per window (act_quant 1, 2), 3x3 at
+     * stride 1 or 2 ([stride - 1]); plain loops where the ISA has no kernel. */
+    tconv_direct_i8_fn direct_i8[2];
+    uint8_t direct_i8_native[2];
     /* The rule's use of them (tconv_depthwise.c choose_path): the narrowest
      * output rows the ISA's kernels take (about half a strip); and whether
      * they take act_quant 3 at stride 2 (AVX2's dequantization in registers

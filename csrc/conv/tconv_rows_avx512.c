@@ -354,6 +354,26 @@ static inline __attribute__((always_inline)) void stride2_group_rows(int G, int 
 #undef STRIDE2_GROUP_ROW
 }
 
+/* The group of G strips from output column ow0 on; *ragged: its last
+ * strip crosses the row's end (masked loads and store). */
+static inline struct stride2_group stride2_group_at(size_t ow0, int G, size_t out_w, size_t in_w, size_t pad_left,
+                                                    int *ragged) {
+    const ptrdiff_t width = (ptrdiff_t)in_w;
+    const size_t last_ow0 = ow0 + 16 * (size_t)(G - 1);
+    struct stride2_group sg;
+    sg.c = (ptrdiff_t)(2 * ow0);
+    const ptrdiff_t edge_col = pad_left ? sg.c - 1 : sg.c + 32 * G, last_c = sg.c + 32 * (G - 1);
+    const int edge_inside = edge_col >= 0 && edge_col < width;
+    sg.edge_at = edge_inside ? edge_col - sg.c : -sg.c;
+    sg.edge = edge_inside ? 0xffff : 0;
+    const ptrdiff_t left = width - last_c;
+    sg.lo = left <= 0 ? 0 : first_lanes((size_t)left);
+    sg.hi = left <= 16 ? 0 : first_lanes((size_t)(left - 16));
+    sg.out = first_lanes(out_w - last_ow0);
+    *ragged = last_c + 32 > width || last_ow0 + 16 > out_w;
+    return sg;
+}
+
 /* tconv_rows.h direct_f32[0][1] (3x3, stride 2): groups of four strips of
  * 16 outputs down the rows, then single strips; masked loads and stores
  * only on a row's last strip where it crosses the row's end, an edge column
@@ -365,22 +385,12 @@ static void depthwise_stride2_avx512(float *out, size_t out_w, size_t oh0, size_
     const __m512 cs = _mm512_set1_ps(channel_scale);
     __m512 wv[9];
     for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(w[t]);
-    const ptrdiff_t width = (ptrdiff_t)in_w;
     const size_t strips = OBX_DIV_UP(out_w, 16);
     for (size_t first = 0; first < strips;) {
         const int G = strips - first >= 4 ? 4 : 1;
-        const size_t ow0 = 16 * first, last_ow0 = ow0 + 16 * (size_t)(G - 1);
-        struct stride2_group sg;
-        sg.c = (ptrdiff_t)(2 * ow0);
-        const ptrdiff_t edge_col = pad_left ? sg.c - 1 : sg.c + 32 * G, last_c = sg.c + 32 * (G - 1);
-        const int edge_inside = edge_col >= 0 && edge_col < width;
-        sg.edge_at = edge_inside ? edge_col - sg.c : -sg.c;
-        sg.edge = edge_inside ? 0xffff : 0;
-        const ptrdiff_t left = width - last_c;
-        sg.lo = left <= 0 ? 0 : first_lanes((size_t)left);
-        sg.hi = left <= 16 ? 0 : first_lanes((size_t)(left - 16));
-        sg.out = first_lanes(out_w - last_ow0);
-        const int ragged = last_c + 32 > width || last_ow0 + 16 > out_w;
+        const size_t ow0 = 16 * first;
+        int ragged;
+        const struct stride2_group sg = stride2_group_at(ow0, G, out_w, in_w, pad_left, &ragged);
 #define STRIDE2_GROUP(G, pl, rg)                                                                              \
     stride2_group_rows(G, pl, rg, out, out_w, ow0, oh0, oh1, x, scale, inverse, (ptrdiff_t)ih0, (ptrdiff_t)ih1, \
                        in_w, (ptrdiff_t)pad_top, &sg, wv, cs, bias)
@@ -891,6 +901,258 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_CLAMP16(a, lo, hi) \
     ((tconv_f16)_mm512_min_ps(_mm512_max_ps((__m512)(a), _mm512_set1_ps(lo)), _mm512_set1_ps(hi)))
 
+/* ---- int8 activations per window on the direct planes (tconv_rows.h direct_i8) ---- */
+
+/* The constants of one channel's windows: the codes' signs, the weight scale, the static scale (0: each
+ * window its own), the bias. */
+struct window_i8 {
+    int8_t code[9];
+    __m512 weight_scale, static_scale, bias;
+    int fixed, has_bias;
+};
+
+/* absmax bits of one input row's three taps (window_scales' ordering: NaN above Inf above every finite
+ * value). */
+static inline __m512i row_absmax(__m512 t0, __m512 t1, __m512 t2) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    const __m512i a = _mm512_and_si512(_mm512_castps_si512(t0), magnitude);
+    const __m512i b = _mm512_and_si512(_mm512_castps_si512(t1), magnitude);
+    const __m512i c = _mm512_and_si512(_mm512_castps_si512(t2), magnitude);
+    return _mm512_max_epi32(_mm512_max_epi32(a, b), c);
+}
+
+/* WINDOW_SCALE16 of 16 windows' absmax bits: s (the static scale where
+ * fixed) and the windows holding NaN or Inf. */
+static inline __m512 window_scale(const struct window_i8 *k, __m512i amax, __mmask16 *bad) {
+    const __m512i floor_bits = _mm512_set1_epi32(0x3727c5ac); /* 1e-5f */
+    *bad = _mm512_cmpge_epi32_mask(amax, _mm512_set1_epi32(0x7f800000));
+    if (k->fixed) return k->static_scale;
+    const __m512i floored = _mm512_max_epi32(_mm512_mask_mov_epi32(amax, *bad, floor_bits), floor_bits);
+    return _mm512_mul_ps(_mm512_set1_ps(127.0f), _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_castsi512_ps(floored)));
+}
+
+/* 16 windows' outputs from their nine taps (t[3 kh + kw], padding lanes 0)
+ * and scale: each tap coded +-1 rint(x * s) (clamped with a static scale),
+ * added or taken away (exact: integers below 2^24, in any order; taps coded
+ * 0 skipped, a branch the same for a whole channel), then WINDOW_OUTPUT16. */
+static inline __attribute__((always_inline)) __m512 window_output(const struct window_i8 *k, const __m512 *t,
+                                                                  __m512 s, __mmask16 bad) {
+    __m512 plus = _mm512_setzero_ps(), minus = plus;
+    for (int i = 0; i < 9; i++) {
+        if (!k->code[i]) continue;
+        __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(t[i], s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        if (k->fixed) q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
+        if (k->code[i] > 0) plus = _mm512_add_ps(plus, q);
+        else minus = _mm512_add_ps(minus, q);
+    }
+    __m512 y = _mm512_div_ps(_mm512_mul_ps(_mm512_sub_ps(plus, minus), k->weight_scale), s);
+    if (k->has_bias) y = _mm512_add_ps(y, k->bias);
+    return _mm512_castsi512_ps(_mm512_mask_or_epi32(_mm512_castps_si512(y), bad, _mm512_castps_si512(y),
+                                                    _mm512_set1_epi32(0x7fc00000)));
+}
+
+static inline struct window_i8 window_constants(const float *w, float static_scale, float weight_scale,
+                                                const float *bias) {
+    struct window_i8 k;
+    for (int t = 0; t < 9; t++) k.code[t] = (int8_t)(w[t] > 0.0f) - (int8_t)(w[t] < 0.0f);
+    k.weight_scale = _mm512_set1_ps(weight_scale);
+    k.fixed = static_scale > 0.0f;
+    k.static_scale = _mm512_set1_ps(static_scale);
+    k.has_bias = bias != NULL;
+    k.bias = _mm512_set1_ps(bias ? *bias : 0.0f);
+    return k;
+}
+
+/* GCC cannot see that the next row's slots are written before they are read
+ * (only when there is a next row); zeroing them first made the stride-1
+ * loop 15% slower. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+/* One strip of a 3x3 stride-1 plane down rows [oh0, oh1): each input row
+ * is three loads (tap kw at columns at + kw on, masked at the row's ends
+ * unless inside) and their absmax, kept for the three output rows that
+ * read it. The next output row's scale (its division) is taken before this
+ * row's taps are quantized: a row is a chain of two divisions and the
+ * quantization between them, and one row at a time in program order it ran
+ * at that chain's latency (the kernel alone, 144 @56x56: 202 -> 169 us).
+ * Two or more strips side by side, reloading their taps, ran slower. */
+static inline __attribute__((always_inline)) void i8_stride1_strip(const struct window_i8 *k, int fixed, int has_bias,
+                                                                   float *out, size_t out_w, size_t ow0, size_t oh0,
+                                                                   size_t oh1, const float *x, ptrdiff_t ih0,
+                                                                   ptrdiff_t ih1, size_t in_w, ptrdiff_t pad_top,
+                                                                   ptrdiff_t at, const __mmask16 *load,
+                                                                   __mmask16 stored, int inside) {
+    if (oh0 >= oh1) return;
+    struct window_i8 kk = *k;
+    kk.fixed = fixed;
+    kk.has_bias = has_bias;
+    __m512 t[12]; /* three rows of taps and the next row's */
+    __m512i rmax[4];
+#define I8_ROW(ih, slot)                                                                                  \
+    do {                                                                                                  \
+        if ((ih) >= ih0 && (ih) < ih1) {                                                                  \
+            const float *row_ = x + ((ih) - ih0) * (ptrdiff_t)in_w + at;                                  \
+            for (int c = 0; c < 3; c++)                                                                   \
+                t[3 * (slot) + c] = inside ? _mm512_loadu_ps(row_ + c) : _mm512_maskz_loadu_ps(load[c], row_ + c); \
+            rmax[slot] = row_absmax(t[3 * (slot)], t[3 * (slot) + 1], t[3 * (slot) + 2]);                  \
+        } else {                                                                                          \
+            for (int c = 0; c < 3; c++) t[3 * (slot) + c] = _mm512_setzero_ps();                          \
+            rmax[slot] = _mm512_setzero_si512();                                                          \
+        }                                                                                                 \
+    } while (0)
+    const ptrdiff_t first = (ptrdiff_t)oh0 - pad_top;
+    I8_ROW(first, 0);
+    I8_ROW(first + 1, 1);
+    I8_ROW(first + 2, 2);
+    __mmask16 bad;
+    __m512 s = window_scale(&kk, _mm512_max_epi32(_mm512_max_epi32(rmax[0], rmax[1]), rmax[2]), &bad);
+    for (size_t oh = oh0;; oh++) {
+        const int more = oh + 1 < oh1;
+        __mmask16 bad_next = 0;
+        __m512 s_next = s;
+        if (more) {
+            I8_ROW(first + (ptrdiff_t)(oh - oh0) + 3, 3);
+            s_next = window_scale(&kk, _mm512_max_epi32(_mm512_max_epi32(rmax[1], rmax[2]), rmax[3]), &bad_next);
+        }
+        const __m512 y = window_output(&kk, t, s, bad);
+        if (inside) _mm512_storeu_ps(out + oh * out_w + ow0, y);
+        else _mm512_mask_storeu_ps(out + oh * out_w + ow0, stored, y);
+        if (!more) break;
+        for (int i = 0; i < 9; i++) t[i] = t[i + 3];
+        for (int r = 0; r < 3; r++) rmax[r] = rmax[r + 1];
+        s = s_next;
+        bad = bad_next;
+    }
+#undef I8_ROW
+}
+
+/* tconv_rows.h direct_i8[0]: 3x3 at stride 1, strips of 16 outputs down the rows. */
+static void depthwise_i8_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, size_t ih0,
+                                        size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                        float static_scale, float weight_scale, const float *bias) {
+    const struct window_i8 k = window_constants(w, static_scale, weight_scale, bias);
+    const ptrdiff_t width = (ptrdiff_t)in_w;
+    for (size_t ow0 = 0; ow0 < out_w; ow0 += 16) {
+        const ptrdiff_t at = (ptrdiff_t)ow0 - (ptrdiff_t)pad_left;
+        __mmask16 load[3];
+        for (int c = 0; c < 3; c++) load[c] = lanes_inside(at + c, width);
+        const int inside = at >= 0 && at + 2 + 16 <= width && ow0 + 16 <= out_w;
+        const __mmask16 stored = first_lanes(out_w - ow0);
+#define I8_STRIP(fx, in)                                                                                        \
+    i8_stride1_strip(&k, fx, bias != NULL, out, out_w, ow0, oh0, oh1, x, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,   \
+                     (ptrdiff_t)pad_top, at, load, stored, in)
+        /* inlined for a window or static scale and plain or masked loads; the bias is rarely absent */
+        if (k.fixed) {
+            if (inside) I8_STRIP(1, 1);
+            else I8_STRIP(1, 0);
+        } else {
+            if (inside) I8_STRIP(0, 1);
+            else I8_STRIP(0, 0);
+        }
+#undef I8_STRIP
+    }
+}
+
+/* One input row's three taps for a stride-2 strip (a group of one): its
+ * columns split, the third set moved a lane with the edge column. */
+static inline __attribute__((always_inline)) void i8_stride2_taps(int pad_left, int ragged, const float *row,
+                                                                  const struct stride2_group *sg, __m512 *t) {
+    __m512 even, odd;
+    stride2_split(1, ragged, row, NULL, NULL, sg, &even, &odd);
+    const __m512 edge = stride2_edge(row, NULL, NULL, sg);
+    if (pad_left) {
+        t[0] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(odd), _mm512_castps_si512(edge), 15));
+        t[1] = even;
+        t[2] = odd;
+    } else {
+        t[0] = even;
+        t[1] = odd;
+        t[2] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(edge), _mm512_castps_si512(even), 1));
+    }
+}
+
+/* One strip of a 3x3 stride-2 plane down rows [oh0, oh1), as
+ * i8_stride1_strip goes: an output row's bottom input row is the next
+ * one's top, its taps and absmax kept; the next row's two new input rows
+ * and scale come before this row's quantization. */
+static inline __attribute__((always_inline)) void i8_stride2_strip(const struct window_i8 *k, int fixed, int pad_left,
+                                                                   int ragged, float *out, size_t out_w, size_t ow0,
+                                                                   size_t oh0, size_t oh1, const float *x,
+                                                                   ptrdiff_t ih0, ptrdiff_t ih1, size_t in_w,
+                                                                   ptrdiff_t pad_top, const struct stride2_group *sg) {
+    if (oh0 >= oh1) return;
+    struct window_i8 kk = *k;
+    kk.fixed = fixed;
+    __m512 t[15]; /* the output row's three input rows of taps, then the next row's two new ones */
+    __m512i rmax[5];
+#define I8_ROW2(ih, slot)                                                                                 \
+    do {                                                                                                  \
+        if ((ih) >= ih0 && (ih) < ih1) {                                                                  \
+            i8_stride2_taps(pad_left, ragged, x + ((ih) - ih0) * (ptrdiff_t)in_w + sg->c, sg, t + 3 * (slot)); \
+            rmax[slot] = row_absmax(t[3 * (slot)], t[3 * (slot) + 1], t[3 * (slot) + 2]);                  \
+        } else {                                                                                          \
+            for (int c = 0; c < 3; c++) t[3 * (slot) + c] = _mm512_setzero_ps();                          \
+            rmax[slot] = _mm512_setzero_si512();                                                          \
+        }                                                                                                 \
+    } while (0)
+    const ptrdiff_t first = 2 * (ptrdiff_t)oh0 - pad_top;
+    I8_ROW2(first, 0);
+    I8_ROW2(first + 1, 1);
+    I8_ROW2(first + 2, 2);
+    __mmask16 bad;
+    __m512 s = window_scale(&kk, _mm512_max_epi32(_mm512_max_epi32(rmax[0], rmax[1]), rmax[2]), &bad);
+    for (size_t oh = oh0;; oh++) {
+        const int more = oh + 1 < oh1;
+        const ptrdiff_t top = 2 * (ptrdiff_t)oh - pad_top;
+        __mmask16 bad_next = 0;
+        __m512 s_next = s;
+        if (more) {
+            I8_ROW2(top + 3, 3);
+            I8_ROW2(top + 4, 4);
+            s_next = window_scale(&kk, _mm512_max_epi32(_mm512_max_epi32(rmax[2], rmax[3]), rmax[4]), &bad_next);
+        }
+        const __m512 y = window_output(&kk, t, s, bad);
+        if (ragged) _mm512_mask_storeu_ps(out + oh * out_w + ow0, sg->out, y);
+        else _mm512_storeu_ps(out + oh * out_w + ow0, y);
+        if (!more) break;
+        for (int i = 0; i < 9; i++) t[i] = t[i + 6];
+        for (int r = 0; r < 3; r++) rmax[r] = rmax[r + 2];
+        s = s_next;
+        bad = bad_next;
+    }
+#undef I8_ROW2
+}
+
+/* tconv_rows.h direct_i8[1]: 3x3 at stride 2, strips of 16 outputs down the rows. */
+static void depthwise_i8_stride2_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, size_t ih0,
+                                        size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                        float static_scale, float weight_scale, const float *bias) {
+    const struct window_i8 k = window_constants(w, static_scale, weight_scale, bias);
+    for (size_t ow0 = 0; ow0 < out_w; ow0 += 16) {
+        int ragged;
+        const struct stride2_group sg = stride2_group_at(ow0, 1, out_w, in_w, pad_left, &ragged);
+#define I8_S2(fx, pl, rg) \
+    i8_stride2_strip(&k, fx, pl, rg, out, out_w, ow0, oh0, oh1, x, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w, (ptrdiff_t)pad_top, &sg)
+#define I8_S2_PAD(fx, rg)                   \
+    do {                                    \
+        if (pad_left) I8_S2(fx, 1, rg);     \
+        else I8_S2(fx, 0, rg);              \
+    } while (0)
+        /* inlined for a window or static scale, pad_left and plain or masked loads */
+        if (k.fixed) {
+            if (ragged) I8_S2_PAD(1, 1);
+            else I8_S2_PAD(1, 0);
+        } else {
+            if (ragged) I8_S2_PAD(0, 1);
+            else I8_S2_PAD(0, 0);
+        }
+#undef I8_S2_PAD
+#undef I8_S2
+    }
+}
+
+#pragma GCC diagnostic pop
+
 #define TCONV_ROWS_TABLE tconv_rows_avx512
 #define TCONV_ROWS_TRANSPOSE transpose_avx512
 #define TCONV_ROWS_BLOCK_TILE block_tile_avx512
@@ -902,6 +1164,8 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_ROWS_DIRECT_3X3_STRIDE2 depthwise_stride2_avx512
 #define TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE2 depthwise_pairs_stride2_avx512
 #define TCONV_ROWS_DIRECT_5X5_STRIDE1 depthwise_5x5_stride1_avx512
+#define TCONV_ROWS_DIRECT_I8_STRIDE1 depthwise_i8_stride1_avx512
+#define TCONV_ROWS_DIRECT_I8_STRIDE2 depthwise_i8_stride2_avx512
 /* 160 @10x10 1.15x fp32 Conv against the channel blocks' 1.00x; 8x8 0.97x against 1.01x */
 #define TCONV_ROWS_DIRECT_MIN_WIDTH 10
 #define TCONV_ROWS_DIRECT_PIXELS_STRIDE2 1

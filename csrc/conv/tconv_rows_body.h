@@ -985,6 +985,57 @@ static inline void depthwise_direct_plain(size_t stride, size_t k, float *out, s
         depthwise_direct_plain(stride, k, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top,     \
                                pad_left, w, channel_scale, bias);                                              \
     }
+/* direct_i8 as plain loops: each output's window by the scalar row kernels
+ * (absmax_bits, window_scales, accumulate_i8, finish_i8), a padding tap left
+ * out. */
+static inline void depthwise_direct_plain_i8(size_t stride, float *out, size_t out_w, size_t oh0, size_t oh1,
+                                             const float *x, size_t ih0, size_t ih1, size_t in_w, size_t pad_top,
+                                             size_t pad_left, const float *w, float static_scale,
+                                             float weight_scale, const float *bias) {
+    for (size_t oh = oh0; oh < oh1; oh++)
+        for (size_t ow = 0; ow < out_w; ow++) {
+            const float *tap[9];
+            int32_t code[9], bits = 0, isum = 0;
+            size_t n = 0;
+            for (size_t kh = 0; kh < 3; kh++) {
+                const ptrdiff_t ih = (ptrdiff_t)(stride * oh + kh) - (ptrdiff_t)pad_top;
+                if (ih < (ptrdiff_t)ih0 || ih >= (ptrdiff_t)ih1) continue;
+                for (size_t kw = 0; kw < 3; kw++) {
+                    const ptrdiff_t iw = (ptrdiff_t)(stride * ow + kw) - (ptrdiff_t)pad_left;
+                    if (iw < 0 || iw >= (ptrdiff_t)in_w) continue;
+                    tap[n] = x + (size_t)(ih - (ptrdiff_t)ih0) * in_w + (size_t)iw;
+                    code[n++] = (int32_t)w[3 * kh + kw];
+                }
+            }
+            for (size_t t = 0; t < n; t++) absmax_bits(&bits, tap[t], 1, 1);
+            float s;
+            uint8_t bad;
+            memcpy(&s, &bits, sizeof s);
+            window_scales(&s, &bad, 1);
+            if (static_scale > 0.0f) s = static_scale;
+            for (size_t t = 0; t < n; t++) accumulate_i8(&isum, tap[t], &s, &code[t], 1);
+            finish_i8(out + oh * out_w + ow, &isum, &s, &bad, &weight_scale, bias, 1);
+        }
+}
+#define DIRECT_PLAIN_I8(name, stride)                                                                          \
+    static void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, size_t ih0, size_t ih1, \
+                     size_t in_w, size_t pad_top, size_t pad_left, const float *w, float static_scale,         \
+                     float weight_scale, const float *bias) {                                                  \
+        depthwise_direct_plain_i8(stride, out, out_w, oh0, oh1, x, ih0, ih1, in_w, pad_top, pad_left, w,        \
+                                  static_scale, weight_scale, bias);                                           \
+    }
+#ifdef TCONV_ROWS_DIRECT_I8_STRIDE1
+#define DIRECT_I8_1 TCONV_ROWS_DIRECT_I8_STRIDE1, 1
+#else
+DIRECT_PLAIN_I8(direct_plain_i8_1, 1)
+#define DIRECT_I8_1 direct_plain_i8_1, 0
+#endif
+#ifdef TCONV_ROWS_DIRECT_I8_STRIDE2
+#define DIRECT_I8_2 TCONV_ROWS_DIRECT_I8_STRIDE2, 1
+#else
+DIRECT_PLAIN_I8(direct_plain_i8_2, 2)
+#define DIRECT_I8_2 direct_plain_i8_2, 0
+#endif
 /* The table's entry for a kernel the ISA may bring: its own, else the plain loop. */
 #ifdef TCONV_ROWS_DIRECT_3X3_STRIDE1
 #define DIRECT_3X3_1 TCONV_ROWS_DIRECT_3X3_STRIDE1, 1
@@ -1048,6 +1099,8 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
                    {DIRECT_FN(DIRECT_5X5_1), DIRECT_FN(DIRECT_5X5_2)}},
     .direct_native = {{DIRECT_NATIVE(DIRECT_3X3_1), DIRECT_NATIVE(DIRECT_3X3_2)},
                       {DIRECT_NATIVE(DIRECT_5X5_1), DIRECT_NATIVE(DIRECT_5X5_2)}},
+    .direct_i8 = {DIRECT_FN(DIRECT_I8_1), DIRECT_FN(DIRECT_I8_2)},
+    .direct_i8_native = {DIRECT_NATIVE(DIRECT_I8_1), DIRECT_NATIVE(DIRECT_I8_2)},
     .direct_min_width = TCONV_ROWS_DIRECT_MIN_WIDTH,
     .direct_pixels_stride2 = TCONV_ROWS_DIRECT_PIXELS_STRIDE2,
 #ifdef TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE2
