@@ -297,8 +297,7 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * Before all of them, 3x3 convs at stride 1 and 2 and 5x5 ones at stride 1
  * read straight from the planes (tconv_depthwise_direct.c) where the ISA has
  * those kernels (AVX-512, AVX2), on output rows of at least the ISA's
- * direct_min_width, and at stride 2 with float activations on any
- * (act_quant 3 at stride 2 only where direct_pixels_stride2). Speed-ups
+ * direct_min_width, and at stride 2 with float activations on any. Speed-ups
  * over fp32 Conv on a Zen 5 core, one thread (two), direct / the earlier rule's path: float, stride 1, 144
  * @56x56 1.35 / 1.06 flat (2.60 / 1.79), 576 @14x14 1.93 / 1.05 same (2.47 /
  * 1.61), 192 @28x28 2.09 / 1.10 flat (2.25 / 1.24), 384 @20x20 1.63 / 1.08
@@ -318,7 +317,8 @@ enum dw_activations { DW_FLOAT, DW_INT8_WINDOWS, DW_INT8_PIXELS };
  * microseconds: float 144 @56x56 104 / 184 flat, 576 @14x14 35 / 69 same,
  * 960 @7x7 23 / 27 blocks, 96 @112x112 stride 2 173 / 199 phases, 5x5 256
  * @44x44 297 / 434 flat; act_quant 3 144 @56x56 177 / 226 flat, 192 @28x28
- * 69 / 86, but stride 2 96 @112x112 323 / 282 phases. */
+ * 69 / 86, and stride 2 96 @112x112 250 / 283 phases (323 before AVX2's strips
+ * went in pairs). */
 static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geometry *g, enum dw_activations act) {
     const int int8 = act == DW_INT8_WINDOWS;
     const char *name = getenv("ONNXBIT_DEPTHWISE_PATH");
@@ -347,7 +347,7 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
         return DW_DIRECT;
     if (direct_native &&
         (act == DW_FLOAT ? stride2 || g->out_w >= rows->direct_min_width
-                         : pairs || (g->out_w >= rows->direct_min_width && (!stride2 || rows->direct_pixels_stride2))))
+                         : pairs || g->out_w >= rows->direct_min_width))
         return DW_DIRECT;
     if (!int8 && path_fits(DW_SAME, w, g) && pixels > DW_SAME_MIN_PIXELS && pixels <= DW_SAME_MAX_PIXELS)
         return DW_SAME;

@@ -194,11 +194,8 @@ struct tconv_row_kernels {
     tconv_direct_i8_fn direct_i8[2];
     uint8_t direct_i8_native[2];
     /* The rule's use of them (tconv_depthwise.c choose_path): the narrowest
-     * output rows the ISA's kernels take (about half a strip); and whether
-     * they take act_quant 3 at stride 2 (AVX2's dequantization in registers
-     * there ran slower than the phase planes' staging). */
+     * output rows the ISA's kernels take (about half a strip). */
     size_t direct_min_width;
-    int direct_pixels_stride2;
     /* direct_f32[0][1] on channels two to a vector, for input rows up to
      * TCONV_DIRECT_PAIR_MAX_WIDTH wide (a strip a channel would leave half
      * its lanes empty); NULL where the ISA has none. */

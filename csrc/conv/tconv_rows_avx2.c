@@ -141,13 +141,11 @@ static void stage_phases_avx2(float *dst, const float *src, const struct tconv_p
 /* The direct 3x3 kernels (tconv_rows.h direct_f32) as the AVX-512 file has
  * them, on strips of 8 outputs: see it for the order of the work. */
 
-/* The lanes of an 8-output strip, the same for every row. Stride 1: tap kw
- * reads columns at + kw on (load[kw]); stride 2: columns at .. at + 15
- * (load[0], load[1]) and the edge column. */
+/* The lanes of an 8-output stride-1 strip, the same for every row: tap kw
+ * reads columns at + kw on (load[kw]). */
 struct direct_strip8 {
-    ptrdiff_t at, edge_at;
+    ptrdiff_t at;
     __m256i load[5], out;
-    int edge_inside;
 };
 
 static inline __attribute__((always_inline)) __m256 load8(const float *x, const float *scale, const float *inverse,
@@ -206,72 +204,168 @@ static inline __attribute__((always_inline)) void stride1_strip8(int K, float *o
     }
 }
 
-/* A stride-2 row's three taps for a strip (split16, then the third tap's
- * columns one lane over, the edge column in the lane set free). */
-static inline __attribute__((always_inline)) void stride2_taps8(const float *x, const float *scale,
-                                                                const float *inverse, ptrdiff_t row,
-                                                                const struct direct_strip8 *s, int pad_left,
-                                                                int inside, __m256 *t0, __m256 *t1, __m256 *t2) {
-    __m256 even, odd;
-    const ptrdiff_t i = row + s->at;
-    split16(x + i, scale ? scale + i : NULL, scale ? inverse + i : NULL, s->load[0], s->load[1], !inside, &even,
-            &odd);
+/* A group of G stride-2 strips of 8 outputs (columns c + 16 g on, c =
+ * 2 ow0), as the AVX-512 file's stride2_group: the edge column just left
+ * (pad_left 1) or right (pad_left 0) of the group, the last strip's load
+ * and output lanes. */
+struct stride2_group8 {
+    ptrdiff_t c, edge_at;
+    int edge_inside;
+    __m256i lo, hi, out;
+};
+
+/* One input row's taps for the group's strips, FMA'd as the AVX-512 file's
+ * stride2_group_row does: kernel row kh (1, 2) into acc[g], row 0 from zero
+ * into next[g] (kh 0, 2). A strip's shifted third tap takes its free lane
+ * from the neighbouring strip's (moved) half, the group's ends from the
+ * edge column. */
+static inline __attribute__((always_inline)) void stride2_group_row8(int G, int pad_left, int ragged, const float *row,
+                                                                     const float *scale, const float *inverse,
+                                                                     const struct stride2_group8 *sg,
+                                                                     const __m256 *wv, int kh, __m256 *acc,
+                                                                     __m256 *next) {
+    const __m256i right = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6), left = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
     __m256 edge = _mm256_setzero_ps();
-    if (s->edge_inside) {
-        const ptrdiff_t e = row + s->edge_at;
-        edge = _mm256_set1_ps(x[e]);
-        if (scale) edge = dequantize8(edge, _mm256_set1_ps(scale[e]), _mm256_set1_ps(inverse[e]));
+    if (sg->edge_inside) {
+        edge = _mm256_set1_ps(row[sg->edge_at]);
+        if (scale) edge = dequantize8(edge, _mm256_set1_ps(scale[sg->edge_at]), _mm256_set1_ps(inverse[sg->edge_at]));
     }
-    if (pad_left) { /* columns at - 1 + 2i, at + 2i, at + 1 + 2i */
-        const __m256 moved = _mm256_permutevar8x32_ps(odd, _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6));
-        *t0 = _mm256_blend_ps(moved, edge, 0x01);
-        *t1 = even;
-        *t2 = odd;
-    } else { /* columns at + 2i, at + 1 + 2i, at + 2 + 2i */
-        const __m256 moved = _mm256_permutevar8x32_ps(even, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
-        *t0 = even;
-        *t1 = odd;
-        *t2 = _mm256_blend_ps(moved, edge, 0x80);
+#define S2G_SPLIT(g, even, odd)                                                                                \
+    split16(row + 16 * (g), scale ? scale + 16 * (g) : NULL, scale ? inverse + 16 * (g) : NULL, sg->lo, sg->hi, \
+            ragged && (g) == G - 1, &(even), &(odd))
+#define S2G_ADD(g, t0, t1, t2)                                                                \
+    do {                                                                                      \
+        if (kh) {                                                                             \
+            acc[g] = _mm256_fmadd_ps(t0, wv[3 * kh], acc[g]);                                 \
+            acc[g] = _mm256_fmadd_ps(t1, wv[3 * kh + 1], acc[g]);                             \
+            acc[g] = _mm256_fmadd_ps(t2, wv[3 * kh + 2], acc[g]);                             \
+        }                                                                                     \
+        if (kh != 1) {                                                                        \
+            next[g] = _mm256_fmadd_ps(t0, wv[0], _mm256_setzero_ps());                        \
+            next[g] = _mm256_fmadd_ps(t1, wv[1], next[g]);                                    \
+            next[g] = _mm256_fmadd_ps(t2, wv[2], next[g]);                                    \
+        }                                                                                     \
+    } while (0)
+    if (pad_left) { /* columns c - 1 + 2i, c + 2i, c + 1 + 2i */
+        __m256 before = edge; /* lane 0: the column left of the strip */
+        for (int g = 0; g < G; g++) {
+            __m256 even, odd;
+            S2G_SPLIT(g, even, odd);
+            const __m256 moved = _mm256_permutevar8x32_ps(odd, right);
+            S2G_ADD(g, _mm256_blend_ps(moved, before, 0x01), even, odd);
+            before = moved;
+        }
+    } else { /* columns c + 2i, c + 1 + 2i, c + 2 + 2i */
+        __m256 even, odd;
+        S2G_SPLIT(0, even, odd);
+        __m256 moved = _mm256_permutevar8x32_ps(even, left);
+        for (int g = 0; g < G; g++) {
+            __m256 even_after = _mm256_setzero_ps(), odd_after = even_after, moved_after = edge;
+            if (g + 1 < G) {
+                S2G_SPLIT(g + 1, even_after, odd_after);
+                moved_after = _mm256_permutevar8x32_ps(even_after, left); /* lane 7: the next strip's column 0 */
+            }
+            S2G_ADD(g, even, odd, _mm256_blend_ps(moved, moved_after, 0x80));
+            even = even_after;
+            odd = odd_after;
+            moved = moved_after;
+        }
     }
+#undef S2G_SPLIT
+#undef S2G_ADD
 }
 
-static inline __attribute__((always_inline)) void stride2_strip8(float *out, size_t out_w, size_t ow0, size_t oh0,
-                                                                 size_t oh1, const float *x, const float *scale,
-                                                                 const float *inverse, ptrdiff_t ih0, ptrdiff_t ih1,
-                                                                 size_t in_w, ptrdiff_t pad_top, int pad_left,
-                                                                 const struct direct_strip8 *s, const __m256 *wv,
-                                                                 __m256 channel_scale, const float *bias, int inside) {
-#define DIRECT8_ROW(ih) ((ih) >= ih0 && (ih) < ih1 ? ((ih) - ih0) * (ptrdiff_t)in_w : -1)
-    __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0;
-    ptrdiff_t top = DIRECT8_ROW(2 * (ptrdiff_t)oh0 - pad_top);
-    if (top >= 0) stride2_taps8(x, scale, inverse, top, s, pad_left, inside, &p0, &p1, &p2);
+/* The group down rows [oh0, oh1), an output row's kh = 0 sums started from
+ * its top input row as the previous row's bottom one (the AVX-512 file's
+ * stride2_group_rows): one strip at a time, its top taps kept, a row was a
+ * chain of nine FMAs. */
+static inline __attribute__((always_inline)) void stride2_group_rows8(int G, int pad_left, int ragged, float *out,
+                                                                      size_t out_w, size_t ow0, size_t oh0, size_t oh1,
+                                                                      const float *x, const float *scale,
+                                                                      const float *inverse, ptrdiff_t ih0,
+                                                                      ptrdiff_t ih1, size_t in_w, ptrdiff_t pad_top,
+                                                                      const struct stride2_group8 *sg,
+                                                                      const __m256 *wv, __m256 channel_scale,
+                                                                      const float *bias) {
+#define S2G_ROW(ih) ((ih) >= ih0 && (ih) < ih1 ? ((ih) - ih0) * (ptrdiff_t)in_w + sg->c : -1)
+#define S2G_TAPS(at, kh, nx)                                                                                   \
+    stride2_group_row8(G, pad_left, ragged, x + (at), scale ? scale + (at) : NULL, scale ? inverse + (at) : NULL, \
+                       sg, wv, kh, acc, nx)
+    __m256 acc[2], next[2];
+    for (int g = 0; g < G; g++) acc[g] = next[g] = _mm256_setzero_ps();
+    const ptrdiff_t top = S2G_ROW(2 * (ptrdiff_t)oh0 - pad_top);
+    if (top >= 0) S2G_TAPS(top, 0, next);
     for (size_t oh = oh0; oh < oh1; oh++) {
         const ptrdiff_t ih = 2 * (ptrdiff_t)oh - pad_top;
-        const ptrdiff_t middle = DIRECT8_ROW(ih + 1), bottom = DIRECT8_ROW(ih + 2);
-        __m256 acc = _mm256_setzero_ps();
-        if (top >= 0) DIRECT8_TAPS(acc, p0, p1, p2, 0);
-        if (middle >= 0) {
-            __m256 t0, t1, t2;
-            stride2_taps8(x, scale, inverse, middle, s, pad_left, inside, &t0, &t1, &t2);
-            DIRECT8_TAPS(acc, t0, t1, t2, 1);
+        const ptrdiff_t middle = S2G_ROW(ih + 1), bottom = S2G_ROW(ih + 2);
+        for (int g = 0; g < G; g++) acc[g] = next[g];
+        if (middle >= 0) S2G_TAPS(middle, 1, next);
+        if (bottom >= 0) S2G_TAPS(bottom, 2, next);
+        else
+            for (int g = 0; g < G; g++) next[g] = _mm256_setzero_ps();
+        for (int g = 0; g < G; g++) {
+            __m256 v = _mm256_mul_ps(acc[g], channel_scale);
+            if (bias) v = _mm256_add_ps(v, _mm256_set1_ps(*bias));
+            float *y = out + oh * out_w + ow0 + 8 * (size_t)g;
+            if (ragged && g == G - 1) _mm256_maskstore_ps(y, sg->out, v);
+            else _mm256_storeu_ps(y, v);
         }
-        if (bottom >= 0) {
-            stride2_taps8(x, scale, inverse, bottom, s, pad_left, inside, &p0, &p1, &p2);
-            DIRECT8_TAPS(acc, p0, p1, p2, 2);
-        }
-        top = bottom;
-        direct_store8(out + oh * out_w + ow0, acc, channel_scale, bias, s, inside);
     }
-#undef DIRECT8_ROW
+#undef S2G_ROW
+#undef S2G_TAPS
+}
+
+/* tconv_rows.h direct_f32[0][1] on AVX2: groups of two strips of 8
+ * outputs down the rows, then a single strip. */
+static void direct_3x3_stride2_avx2(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
+                                    const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,
+                                    size_t pad_top, size_t pad_left, const float *w, float channel_scale,
+                                    const float *bias) {
+    enum { GROUP = 2 };
+    const __m256 cs = _mm256_set1_ps(channel_scale);
+    __m256 wv[9];
+    for (int t = 0; t < 9; t++) wv[t] = _mm256_set1_ps(w[t]);
+    const ptrdiff_t width = (ptrdiff_t)in_w;
+    const size_t strips = OBX_DIV_UP(out_w, 8);
+    for (size_t first = 0; first < strips;) {
+        const int G = strips - first >= GROUP ? GROUP : 1;
+        const size_t ow0 = 8 * first, last_ow0 = ow0 + 8 * (size_t)(G - 1);
+        struct stride2_group8 sg;
+        sg.c = (ptrdiff_t)(2 * ow0);
+        const ptrdiff_t edge_col = pad_left ? sg.c - 1 : sg.c + 16 * G, last_c = sg.c + 16 * (G - 1);
+        sg.edge_inside = edge_col >= 0 && edge_col < width;
+        sg.edge_at = edge_col - sg.c;
+        sg.lo = lanes_inside8(0, width - last_c); /* the last strip's loads, from its first column */
+        sg.hi = lanes_inside8(8, width - last_c);
+        sg.out = first_lanes8(OBX_MIN(out_w - last_ow0, (size_t)8));
+        const int ragged = last_c + 16 > width || last_ow0 + 8 > out_w;
+#define S2G(G, pl, rg)                                                                                        \
+    stride2_group_rows8(G, pl, rg, out, out_w, ow0, oh0, oh1, x, scale, inverse, (ptrdiff_t)ih0, (ptrdiff_t)ih1, \
+                        in_w, (ptrdiff_t)pad_top, &sg, wv, cs, bias)
+#define S2G_PAD(G, rg)               \
+    do {                             \
+        if (pad_left) S2G(G, 1, rg); \
+        else S2G(G, 0, rg);          \
+    } while (0)
+        if (G == GROUP) {
+            if (ragged) S2G_PAD(GROUP, 1);
+            else S2G_PAD(GROUP, 0);
+        } else {
+            if (ragged) S2G_PAD(1, 1);
+            else S2G_PAD(1, 0);
+        }
+#undef S2G_PAD
+#undef S2G
+        first += (size_t)G;
+    }
 }
 #undef DIRECT8_TAPS
 
-static inline __attribute__((always_inline)) void direct_avx2(int K, size_t stride, float *out, size_t out_w,
-                                                              size_t oh0, size_t oh1, const float *x,
-                                                              const float *scale, const float *inverse, size_t ih0,
-                                                              size_t ih1, size_t in_w, size_t pad_top,
-                                                              size_t pad_left, const float *w, float channel_scale,
-                                                              const float *bias) {
+static inline __attribute__((always_inline)) void direct_avx2(int K, float *out, size_t out_w, size_t oh0,
+                                                              size_t oh1, const float *x, const float *scale,
+                                                              const float *inverse, size_t ih0, size_t ih1,
+                                                              size_t in_w, size_t pad_top, size_t pad_left,
+                                                              const float *w, float channel_scale, const float *bias) {
     const __m256 cs = _mm256_set1_ps(channel_scale);
     __m256 wv[25];
     for (int t = 0; t < K * K; t++) wv[t] = _mm256_set1_ps(w[t]);
@@ -279,31 +373,12 @@ static inline __attribute__((always_inline)) void direct_avx2(int K, size_t stri
     for (size_t ow0 = 0; ow0 < out_w; ow0 += 8) {
         struct direct_strip8 s;
         s.out = first_lanes8(OBX_MIN(out_w - ow0, (size_t)8));
-        int inside;
-        if (stride == 1) {
-            s.at = (ptrdiff_t)ow0 - pl;
-            for (int k = 0; k < K; k++) s.load[k] = lanes_inside8(s.at + k, width);
-            s.edge_at = 0;
-            s.edge_inside = 0;
-            inside = s.at >= 0 && s.at + K - 1 + 8 <= width && ow0 + 8 <= out_w;
-        } else {
-            s.at = (ptrdiff_t)(2 * ow0);
-            s.load[0] = lanes_inside8(s.at, width);
-            s.load[1] = lanes_inside8(s.at + 8, width);
-            const ptrdiff_t edge = pad_left ? s.at - 1 : s.at + 16;
-            s.edge_inside = edge >= 0 && edge < width;
-            s.edge_at = edge;
-            inside = s.at - pl >= 0 && s.at + 16 - pl < width && ow0 + 8 <= out_w;
-        }
-#define DIRECT8_STRIP(sc, inv, in)                                                                             \
-    do {                                                                                                       \
-        if (stride == 1)                                                                                       \
-            stride1_strip8(K, out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,      \
-                           (ptrdiff_t)pad_top, &s, wv, cs, bias, in);                                          \
-        else                                                                                                   \
-            stride2_strip8(out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,         \
-                           (ptrdiff_t)pad_top, (int)pad_left, &s, wv, cs, bias, in);                           \
-    } while (0)
+        s.at = (ptrdiff_t)ow0 - pl;
+        for (int k = 0; k < K; k++) s.load[k] = lanes_inside8(s.at + k, width);
+        const int inside = s.at >= 0 && s.at + K - 1 + 8 <= width && ow0 + 8 <= out_w;
+#define DIRECT8_STRIP(sc, inv, in)                                                                            \
+    stride1_strip8(K, out, out_w, ow0, oh0, oh1, x, sc, inv, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w,             \
+                   (ptrdiff_t)pad_top, &s, wv, cs, bias, in)
         if (scale) {
             if (inside) DIRECT8_STRIP(scale, inverse, 1);
             else DIRECT8_STRIP(scale, inverse, 0);
@@ -315,16 +390,15 @@ static inline __attribute__((always_inline)) void direct_avx2(int K, size_t stri
     }
 }
 
-#define DIRECT8_ENTRY(name, k, stride)                                                                         \
+#define DIRECT8_ENTRY(name, k)                                                                                 \
     static void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,      \
                      const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, \
                      const float *w, float channel_scale, const float *bias) {                                 \
-        direct_avx2(k, stride, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w,   \
+        direct_avx2(k, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w,           \
                     channel_scale, bias);                                                                      \
     }
-DIRECT8_ENTRY(direct_3x3_stride1_avx2, 3, 1)
-DIRECT8_ENTRY(direct_3x3_stride2_avx2, 3, 2)
-DIRECT8_ENTRY(direct_5x5_stride1_avx2, 5, 1)
+DIRECT8_ENTRY(direct_3x3_stride1_avx2, 3)
+DIRECT8_ENTRY(direct_5x5_stride1_avx2, 5)
 #undef DIRECT8_ENTRY
 
 /* tconv_rows_body.h quantize_run and quantize_taps on 8-lane halves, the
@@ -416,7 +490,6 @@ static int32_t quantize_taps_avx2(int8_t *restrict q, const float *restrict src,
 #define TCONV_ROWS_DIRECT_3X3_STRIDE2 direct_3x3_stride2_avx2
 #define TCONV_ROWS_DIRECT_5X5_STRIDE1 direct_5x5_stride1_avx2
 /* strips of 8: 960 @7x7 22.7 us against the channel blocks' 26.8 (forced AVX2 on a Zen 5 core); act_quant 3
- * at stride 2 96 @112x112 323 against the phase planes' 282 us */
+ * at stride 2 96 @112x112 250 against the phase planes' 283 us (323 us before the strips went in pairs) */
 #define TCONV_ROWS_DIRECT_MIN_WIDTH 5
-#define TCONV_ROWS_DIRECT_PIXELS_STRIDE2 0
 #include "conv/tconv_rows_body.h"

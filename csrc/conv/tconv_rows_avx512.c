@@ -1168,5 +1168,4 @@ static void depthwise_i8_stride2_avx512(float *out, size_t out_w, size_t oh0, si
 #define TCONV_ROWS_DIRECT_I8_STRIDE2 depthwise_i8_stride2_avx512
 /* 160 @10x10 1.15x fp32 Conv against the channel blocks' 1.00x; 8x8 0.97x against 1.01x */
 #define TCONV_ROWS_DIRECT_MIN_WIDTH 10
-#define TCONV_ROWS_DIRECT_PIXELS_STRIDE2 1
 #include "conv/tconv_rows_body.h"

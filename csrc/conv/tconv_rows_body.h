@@ -1067,7 +1067,6 @@ DIRECT_PLAIN(direct_plain_5x5_2, 5, 2)
 #define DIRECT_NATIVE_(fn, native) native
 #ifndef TCONV_ROWS_DIRECT_MIN_WIDTH
 #define TCONV_ROWS_DIRECT_MIN_WIDTH 0
-#define TCONV_ROWS_DIRECT_PIXELS_STRIDE2 0
 #endif
 
 const struct tconv_row_kernels TCONV_ROWS_TABLE = {
@@ -1102,7 +1101,6 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
     .direct_i8 = {DIRECT_FN(DIRECT_I8_1), DIRECT_FN(DIRECT_I8_2)},
     .direct_i8_native = {DIRECT_NATIVE(DIRECT_I8_1), DIRECT_NATIVE(DIRECT_I8_2)},
     .direct_min_width = TCONV_ROWS_DIRECT_MIN_WIDTH,
-    .direct_pixels_stride2 = TCONV_ROWS_DIRECT_PIXELS_STRIDE2,
 #ifdef TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE2
     .direct_pairs_3x3_stride2 = TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE2,
 #endif
