@@ -903,10 +903,10 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 
 /* ---- int8 activations per window on the direct planes (tconv_rows.h direct_i8) ---- */
 
-/* The constants of one channel's windows: the codes' signs, the weight scale, the static scale (0: each
- * window its own), the bias. */
+/* The constants of one channel's windows: the codes (as floats), the weight scale, the static scale (0:
+ * each window its own), the bias. */
 struct window_i8 {
-    int8_t code[9];
+    __m512 w[9];
     __m512 weight_scale, static_scale, bias;
     int fixed, has_bias;
 };
@@ -932,20 +932,23 @@ static inline __m512 window_scale(const struct window_i8 *k, __m512i amax, __mma
 }
 
 /* 16 windows' outputs from their nine taps (t[3 kh + kw], padding lanes 0)
- * and scale: each tap coded +-1 rint(x * s) (clamped with a static scale),
- * added or taken away (exact: integers below 2^24, in any order; taps coded
- * 0 skipped, a branch the same for a whole channel), then WINDOW_OUTPUT16. */
+ * and scale: each tap rint(x * s) (clamped with a static scale), their sum
+ * by the codes (exact: integers below 2^24, in any order, so three partial
+ * sums), then WINDOW_OUTPUT16. Skipping the taps coded 0 by a branch a tap
+ * ran slower on real weights (576 @14x14: 75 against 56 us): the branches
+ * change from channel to channel. */
 static inline __attribute__((always_inline)) __m512 window_output(const struct window_i8 *k, const __m512 *t,
                                                                   __m512 s, __mmask16 bad) {
-    __m512 plus = _mm512_setzero_ps(), minus = plus;
-    for (int i = 0; i < 9; i++) {
-        if (!k->code[i]) continue;
-        __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(t[i], s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        if (k->fixed) q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
-        if (k->code[i] > 0) plus = _mm512_add_ps(plus, q);
-        else minus = _mm512_add_ps(minus, q);
+    __m512 sum[3];
+    for (int r = 0; r < 3; r++) {
+        sum[r] = _mm512_setzero_ps();
+        for (int c = 0; c < 3; c++) {
+            __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(t[3 * r + c], s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            if (k->fixed) q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
+            sum[r] = _mm512_fmadd_ps(q, k->w[3 * r + c], sum[r]);
+        }
     }
-    __m512 y = _mm512_div_ps(_mm512_mul_ps(_mm512_sub_ps(plus, minus), k->weight_scale), s);
+    __m512 y = _mm512_div_ps(_mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), sum[2]), k->weight_scale), s);
     if (k->has_bias) y = _mm512_add_ps(y, k->bias);
     return _mm512_castsi512_ps(_mm512_mask_or_epi32(_mm512_castps_si512(y), bad, _mm512_castps_si512(y),
                                                     _mm512_set1_epi32(0x7fc00000)));
@@ -954,7 +957,7 @@ static inline __attribute__((always_inline)) __m512 window_output(const struct w
 static inline struct window_i8 window_constants(const float *w, float static_scale, float weight_scale,
                                                 const float *bias) {
     struct window_i8 k;
-    for (int t = 0; t < 9; t++) k.code[t] = (int8_t)(w[t] > 0.0f) - (int8_t)(w[t] < 0.0f);
+    for (int t = 0; t < 9; t++) k.w[t] = _mm512_set1_ps(w[t]);
     k.weight_scale = _mm512_set1_ps(weight_scale);
     k.fixed = static_scale > 0.0f;
     k.static_scale = _mm512_set1_ps(static_scale);
@@ -974,7 +977,7 @@ static inline struct window_i8 window_constants(const float *w, float static_sca
  * read it. The next output row's scale (its division) is taken before this
  * row's taps are quantized: a row is a chain of two divisions and the
  * quantization between them, and one row at a time in program order it ran
- * at that chain's latency (the kernel alone, 144 @56x56: 202 -> 169 us).
+ * at that chain's latency (the kernel alone, 144 @56x56: 202 -> 173 us).
  * Two or more strips side by side, reloading their taps, ran slower. */
 static inline __attribute__((always_inline)) void i8_stride1_strip(const struct window_i8 *k, int fixed, int has_bias,
                                                                    float *out, size_t out_w, size_t ow0, size_t oh0,
