@@ -151,20 +151,22 @@ def test_direct_stride2_groups_of_strips(isa, monkeypatch, pad_left, width):
 def test_direct_stride2_channel_pairs(isa, monkeypatch, width, pads, channels, multiplier):
     """Rows of at most 16 columns take two channels a vector at 3x3 stride 2 (a strip of 16 outputs
     would leave half its lanes empty): the halves' shifted taps, the padding lanes, the second
-    channel's store, float and act_quant 3 with a bad pixel, bit for bit."""
+    channel's store, float activations, act_quant 3 and int8 windows (act_quant 1, 2) with a bad
+    pixel, bit for bit."""
     monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", "direct")
     rng = np.random.default_rng(width * 10 + channels)
     attrs = {"group": channels, "strides": [2, 2], "dilations": [1, 1], "pads": pads}
     codes, scales, bias, x = _random_case(rng, (2, channels, 11, width), (channels * multiplier, 1, 3, 3))
     x[1, channels - 1, 3, width - 1] = np.inf
-    for act_quant in (0, 3):
-        op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+    for act_quant in (0, 3, 1, 2):
+        act_scale = 127.0 / 2.0 if act_quant == 2 else None
+        op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, act_scale=act_scale, conv_attrs=attrs)
         if act_quant == 0:
             with np.errstate(invalid="ignore"):
                 expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
         else:
             expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=channels,
-                                              act_quant=3, bias=bias, strides=attrs["strides"], pads=pads,
-                                              dilations=attrs["dilations"])
+                                              act_quant=act_quant, act_scale=act_scale, bias=bias,
+                                              strides=attrs["strides"], pads=pads, dilations=attrs["dilations"])
         y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
         np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant}")

@@ -341,9 +341,13 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
      * (one thread against fp32 Conv, direct / the earlier rule's path: stride 1 144 @56x56 0.62 / 0.54 flat,
      * 576 @14x14 0.78 / 0.59, 192 @28x28 0.72 / 0.58, 160 @10x10 0.61 / 0.57 blocks; stride 2 96 @112x112
      * 1.09 / 0.80 phases, 144 @56x56 1.15 / 0.89, 240 @28x28 0.95 / 0.69, 64 @32x32 1.12 / 0.54 blocks;
-     * but 960 @7x7 0.24 / 0.50 blocks: half-empty strips) */
+     * but 960 @7x7 0.24 / 0.50 blocks: half-empty strips); rows of at most 16 columns at stride 2 two
+     * channels a vector where they fill as many lanes as the narrowest strip: 512 @14x14 0.97 / 0.62
+     * blocks, 64 @16x16 1.03 / 0.68, 160 @10x10 0.86 / 0.76 */
+    const int i8_pairs = tconv_depthwise_direct_pairs_kernel(rows, g) && rows->direct_i8_pair_stride2 &&
+                         2 * g->out_w >= rows->direct_min_width;
     if (int8 && tconv_depthwise_direct_i8_fits(g) && rows->direct_i8_native[g->stride_h - 1] &&
-        g->out_w >= rows->direct_min_width)
+        (i8_pairs || g->out_w >= rows->direct_min_width))
         return DW_DIRECT;
     if (direct_native &&
         (act == DW_FLOAT ? stride2 || g->out_w >= rows->direct_min_width

@@ -39,6 +39,7 @@ typedef struct DirectJob {
     tconv_direct_fn kernel;
     tconv_direct_pairs_fn pairs; /* or NULL */
     tconv_direct_i8_fn i8;       /* int8 activations per window (with their static scale), or NULL */
+    tconv_direct_i8_pair_fn i8_pair; /* the same two channels at once, or NULL */
     float static_scale;
     tconv_image img;
     const float *bias;
@@ -99,6 +100,15 @@ static void channels(const DirectJob *job, size_t o0, size_t o1, size_t oh0, siz
                    w->weights + o, w->m, w->scales + o, job->bias ? job->bias + o : NULL);
         o += count;
     }
+    if (job->i8_pair)
+        for (; o + 2 <= o1; o += 2) {
+            for (size_t j = 0; j < 2; j++) {
+                out[j] = job->img.y + (o + j) * positions;
+                x[j] = job->img.x + ((o + j) / multiplier) * pixels + rows_at;
+            }
+            job->i8_pair(out, g->out_w, oh0, oh1, x, ih0, ih1, g->in_w, g->pad_top, g->pad_left, w->weights + o, w->m,
+                         job->static_scale, w->scales + o, job->bias ? job->bias + o : NULL);
+        }
     float taps[25];
     for (; o < o1; o++) {
         for (size_t t = 0; t < w->kernel_positions; t++) taps[t] = w->weights[t * w->m + o];
@@ -158,13 +168,14 @@ int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_ge
     }
     if (wq) {
         job.i8 = rows->direct_i8[g->stride_h - 1];
+        job.i8_pair = tconv_depthwise_direct_pairs_kernel(rows, g) ? rows->direct_i8_pair_stride2 : NULL;
         job.static_scale = wq->static_scale;
     }
     size_t reach_rows;
     job.pairs = wq ? NULL : tconv_depthwise_direct_pairs_kernel(rows, g);
     job.band_rows = tconv_depthwise_direct_band_rows(g, &reach_rows);
     job.channels_per_task = OBX_MAX((size_t)1, DIRECT_TASK_OUTPUTS / OBX_MAX((size_t)1, g->out_h * g->out_w));
-    if (job.pairs) /* whole vectors a task */
+    if (job.pairs || job.i8_pair) /* whole vectors a task */
         job.channels_per_task = OBX_DIV_UP(job.channels_per_task, TCONV_DIRECT_PAIRS_MAX) * TCONV_DIRECT_PAIRS_MAX;
     const size_t tasks = per_pixel ? OBX_DIV_UP(g->out_h, job.band_rows) : OBX_DIV_UP(w->m, job.channels_per_task);
     tconv_run_images(g, w->m, x, y, dq, &job.img, &job.failed, par, runner, per_pixel ? band_task : channel_task,

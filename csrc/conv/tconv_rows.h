@@ -34,6 +34,13 @@ typedef void (*tconv_direct_i8_fn)(float *out, size_t out_w, size_t oh0, size_t 
                                    size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
                                    float static_scale, float weight_scale, const float *bias);
 
+/* direct_pairs_3x3_stride2 with int8 activations per window (direct_i8's
+ * arithmetic), two channels: channel j's weight_scale[j] and bias[j]. */
+typedef void (*tconv_direct_i8_pair_fn)(float *const *out, size_t out_w, size_t oh0, size_t oh1,
+                                        const float *const *x, size_t ih0, size_t ih1, size_t in_w, size_t pad_top,
+                                        size_t pad_left, const float *w, size_t w_stride, float static_scale,
+                                        const float *weight_scale, const float *bias);
+
 /* Where stage_phases puts an input plane's rows (all sizes in floats). */
 struct tconv_phase_layout {
     size_t rows, in_w, pad_top;
@@ -200,6 +207,7 @@ struct tconv_row_kernels {
      * TCONV_DIRECT_PAIR_MAX_WIDTH wide (a strip a channel would leave half
      * its lanes empty); NULL where the ISA has none. */
     tconv_direct_pairs_fn direct_pairs_3x3_stride2;
+    tconv_direct_i8_pair_fn direct_i8_pair_stride2;
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
      * `channels` (<= 16) NCHW planes of `pixels` pixels, plane_stride apart: for p < pixels,
      * l < 16, tile[at[p] + l] = x[l * plane_stride + p], dequantized as dequantize_pixels

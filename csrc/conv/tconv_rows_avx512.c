@@ -1154,6 +1154,90 @@ static void depthwise_i8_stride2_avx512(float *out, size_t out_w, size_t oh0, si
     }
 }
 
+/* tconv_rows.h direct_i8_pair_stride2: two channels a vector on rows of at
+ * most 16 columns, their taps split as pairs_stride2 splits them, each
+ * lane's window as i8_stride2_strip takes it (the weights, weight scale
+ * and bias of its channel). */
+static void depthwise_i8_pair_stride2_avx512(float *const *out, size_t out_w, size_t oh0, size_t oh1,
+                                             const float *const *x, size_t ih0, size_t ih1, size_t in_w,
+                                             size_t pad_top, size_t pad_left, const float *w, size_t w_stride,
+                                             float static_scale, const float *weight_scale, const float *bias) {
+    if (oh0 >= oh1) return;
+    const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i shift = pad_left ? _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 10, 11, 12, 13, 14)
+                                   : _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7, 9, 10, 11, 12, 13, 14, 15, 15);
+    const __mmask16 moved = pad_left ? 0xfefe : 0x7f7f, half = 0xff00;
+    const __mmask16 lanes = first_lanes(in_w), stored = first_lanes(out_w);
+    const __mmask16 even_in = (__mmask16)(first_lanes((in_w + 1) / 2) * 0x101);
+    const __mmask16 odd_in = (__mmask16)(first_lanes(in_w / 2) * 0x101);
+    const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
+    struct window_i8 k;
+    for (int t = 0; t < 9; t++)
+        k.w[t] = _mm512_mask_blend_ps(half, _mm512_set1_ps(w[t * w_stride]), _mm512_set1_ps(w[t * w_stride + 1]));
+    k.weight_scale = _mm512_mask_blend_ps(half, _mm512_set1_ps(weight_scale[0]), _mm512_set1_ps(weight_scale[1]));
+    k.fixed = static_scale > 0.0f;
+    k.static_scale = _mm512_set1_ps(static_scale);
+    k.has_bias = bias != NULL;
+    k.bias = bias ? _mm512_mask_blend_ps(half, _mm512_set1_ps(bias[0]), _mm512_set1_ps(bias[1])) : _mm512_setzero_ps();
+    const float *xa = x[0], *xb = x[1];
+    float *ya = out[0] + oh0 * out_w, *yb = out[1] + oh0 * out_w;
+    __m512 t[15];
+    __m512i rmax[5];
+    /* plain loads where the rows given go on, the lanes past the row cleared by the permutes */
+#define PAIR_I8_ROW(ih, slot)                                                                              \
+    do {                                                                                                   \
+        if ((ih) >= (ptrdiff_t)ih0 && (ih) < (ptrdiff_t)ih1) {                                             \
+            const ptrdiff_t at_ = ((ih) - (ptrdiff_t)ih0) * (ptrdiff_t)in_w;                               \
+            __m512 a_, b_;                                                                                 \
+            if (at_ + 16 <= extent) {                                                                      \
+                a_ = _mm512_loadu_ps(xa + at_);                                                            \
+                b_ = _mm512_loadu_ps(xb + at_);                                                            \
+            } else {                                                                                       \
+                a_ = _mm512_maskz_loadu_ps(lanes, xa + at_);                                               \
+                b_ = _mm512_maskz_loadu_ps(lanes, xb + at_);                                               \
+            }                                                                                              \
+            const __m512 even_ = _mm512_maskz_permutex2var_ps(even_in, a_, even_lanes, b_);                \
+            const __m512 odd_ = _mm512_maskz_permutex2var_ps(odd_in, a_, odd_lanes, b_);                   \
+            t[3 * (slot)] = pad_left ? _mm512_maskz_permutexvar_ps(moved, shift, odd_) : even_;           \
+            t[3 * (slot) + 1] = pad_left ? even_ : odd_;                                                   \
+            t[3 * (slot) + 2] = pad_left ? odd_ : _mm512_maskz_permutexvar_ps(moved, shift, even_);       \
+            rmax[slot] = row_absmax(t[3 * (slot)], t[3 * (slot) + 1], t[3 * (slot) + 2]);                   \
+        } else {                                                                                           \
+            for (int c = 0; c < 3; c++) t[3 * (slot) + c] = _mm512_setzero_ps();                           \
+            rmax[slot] = _mm512_setzero_si512();                                                           \
+        }                                                                                                  \
+    } while (0)
+    const ptrdiff_t first = 2 * (ptrdiff_t)oh0 - (ptrdiff_t)pad_top;
+    PAIR_I8_ROW(first, 0);
+    PAIR_I8_ROW(first + 1, 1);
+    PAIR_I8_ROW(first + 2, 2);
+    __mmask16 bad;
+    __m512 s = window_scale(&k, _mm512_max_epi32(_mm512_max_epi32(rmax[0], rmax[1]), rmax[2]), &bad);
+    for (size_t oh = oh0;; oh++) {
+        const int more = oh + 1 < oh1;
+        const ptrdiff_t top = 2 * (ptrdiff_t)oh - (ptrdiff_t)pad_top;
+        __mmask16 bad_next = 0;
+        __m512 s_next = s;
+        if (more) {
+            PAIR_I8_ROW(top + 3, 3);
+            PAIR_I8_ROW(top + 4, 4);
+            s_next = window_scale(&k, _mm512_max_epi32(_mm512_max_epi32(rmax[2], rmax[3]), rmax[4]), &bad_next);
+        }
+        const __m512 y = window_output(&k, t, s, bad);
+        _mm512_mask_storeu_ps(ya, stored, y);
+        _mm512_mask_storeu_ps(yb, stored, _mm512_shuffle_f32x4(y, y, 0x4e)); /* the upper half */
+        if (!more) break;
+        ya += out_w;
+        yb += out_w;
+        for (int i = 0; i < 9; i++) t[i] = t[i + 6];
+        for (int r = 0; r < 3; r++) rmax[r] = rmax[r + 2];
+        s = s_next;
+        bad = bad_next;
+    }
+#undef PAIR_I8_ROW
+}
+
 #pragma GCC diagnostic pop
 
 #define TCONV_ROWS_TABLE tconv_rows_avx512
@@ -1169,6 +1253,7 @@ static void depthwise_i8_stride2_avx512(float *out, size_t out_w, size_t oh0, si
 #define TCONV_ROWS_DIRECT_5X5_STRIDE1 depthwise_5x5_stride1_avx512
 #define TCONV_ROWS_DIRECT_I8_STRIDE1 depthwise_i8_stride1_avx512
 #define TCONV_ROWS_DIRECT_I8_STRIDE2 depthwise_i8_stride2_avx512
+#define TCONV_ROWS_DIRECT_I8_PAIR_STRIDE2 depthwise_i8_pair_stride2_avx512
 /* 160 @10x10 1.15x fp32 Conv against the channel blocks' 1.00x; 8x8 0.97x against 1.01x */
 #define TCONV_ROWS_DIRECT_MIN_WIDTH 10
 #include "conv/tconv_rows_body.h"
