@@ -966,6 +966,47 @@ static inline struct window_i8 window_constants(const float *w, float static_sca
     return k;
 }
 
+/* The row loop of the int8-window kernels, output rows [oh0, oh1) whose
+ * first reads input row `first`: ROW(ih, slot) puts input row ih's three
+ * taps in t[3 slot ..] and their absmax in rmax[slot] (zeros in the
+ * padding), STORE(oh, y) writes output row oh. An output row's last input
+ * rows are the next one's first (two at stride 1, one at stride 2), so
+ * their taps and absmaxes stay; the next row's new input rows and its scale
+ * (its division) come before this row's taps are quantized: a row is a
+ * chain of two divisions and the quantization between them, and one row at
+ * a time in program order it ran at that chain's latency (the stride-1
+ * kernel alone, 144 @56x56: 202 -> 173 us). */
+#define I8_WINDOW_ROWS(stride, kk, ROW, STORE)                                                               \
+    do {                                                                                                     \
+        __m512 t[9 + 3 * (stride)];                                                                          \
+        __m512i rmax[3 + (stride)];                                                                          \
+        ROW(first, 0);                                                                                       \
+        ROW(first + 1, 1);                                                                                   \
+        ROW(first + 2, 2);                                                                                   \
+        __mmask16 bad;                                                                                       \
+        __m512 s = window_scale(&(kk), _mm512_max_epi32(_mm512_max_epi32(rmax[0], rmax[1]), rmax[2]), &bad); \
+        ptrdiff_t next_ = first + 3; /* the next output row's first new input row */                         \
+        for (size_t oh = oh0;; oh++, next_ += (stride)) {                                                    \
+            const int more = oh + 1 < oh1;                                                                   \
+            __mmask16 bad_next = 0;                                                                          \
+            __m512 s_next = s;                                                                               \
+            if (more) {                                                                                      \
+                ROW(next_, 3); /* unrolled by hand: a loop left the slots indexed at run time, in memory */    \
+                if ((stride) == 2) ROW(next_ + 1, (stride) + 2);                                             \
+                s_next = window_scale(                                                                       \
+                    &(kk), _mm512_max_epi32(_mm512_max_epi32(rmax[stride], rmax[(stride) + 1]), rmax[(stride) + 2]), \
+                    &bad_next);                                                                              \
+            }                                                                                                \
+            const __m512 y_ = window_output(&(kk), t, s, bad);                                               \
+            STORE(oh, y_);                                                                                   \
+            if (!more) break;                                                                                \
+            for (int i_ = 0; i_ < 9; i_++) t[i_] = t[i_ + 3 * (stride)];                                     \
+            for (int r_ = 0; r_ < 3; r_++) rmax[r_] = rmax[r_ + (stride)];                                   \
+            s = s_next;                                                                                      \
+            bad = bad_next;                                                                                  \
+        }                                                                                                    \
+    } while (0)
+
 /* GCC cannot see that the next row's slots are written before they are read
  * (only when there is a next row); zeroing them first made the stride-1
  * loop 15% slower. */
@@ -973,12 +1014,8 @@ static inline struct window_i8 window_constants(const float *w, float static_sca
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 /* One strip of a 3x3 stride-1 plane down rows [oh0, oh1): each input row
  * is three loads (tap kw at columns at + kw on, masked at the row's ends
- * unless inside) and their absmax, kept for the three output rows that
- * read it. The next output row's scale (its division) is taken before this
- * row's taps are quantized: a row is a chain of two divisions and the
- * quantization between them, and one row at a time in program order it ran
- * at that chain's latency (the kernel alone, 144 @56x56: 202 -> 173 us).
- * Two or more strips side by side, reloading their taps, ran slower. */
+ * unless inside) and their absmax. Two or more strips side by side,
+ * reloading their taps, ran slower. */
 static inline __attribute__((always_inline)) void i8_stride1_strip(const struct window_i8 *k, int fixed, int has_bias,
                                                                    float *out, size_t out_w, size_t ow0, size_t oh0,
                                                                    size_t oh1, const float *x, ptrdiff_t ih0,
@@ -989,8 +1026,6 @@ static inline __attribute__((always_inline)) void i8_stride1_strip(const struct 
     struct window_i8 kk = *k;
     kk.fixed = fixed;
     kk.has_bias = has_bias;
-    __m512 t[12]; /* three rows of taps and the next row's */
-    __m512i rmax[4];
 #define I8_ROW(ih, slot)                                                                                  \
     do {                                                                                                  \
         if ((ih) >= ih0 && (ih) < ih1) {                                                                  \
@@ -1003,30 +1038,15 @@ static inline __attribute__((always_inline)) void i8_stride1_strip(const struct 
             rmax[slot] = _mm512_setzero_si512();                                                          \
         }                                                                                                 \
     } while (0)
+#define I8_STORE(oh, y)                                                              \
+    do {                                                                             \
+        if (inside) _mm512_storeu_ps(out + (oh) * out_w + ow0, y);                   \
+        else _mm512_mask_storeu_ps(out + (oh) * out_w + ow0, stored, y);             \
+    } while (0)
     const ptrdiff_t first = (ptrdiff_t)oh0 - pad_top;
-    I8_ROW(first, 0);
-    I8_ROW(first + 1, 1);
-    I8_ROW(first + 2, 2);
-    __mmask16 bad;
-    __m512 s = window_scale(&kk, _mm512_max_epi32(_mm512_max_epi32(rmax[0], rmax[1]), rmax[2]), &bad);
-    for (size_t oh = oh0;; oh++) {
-        const int more = oh + 1 < oh1;
-        __mmask16 bad_next = 0;
-        __m512 s_next = s;
-        if (more) {
-            I8_ROW(first + (ptrdiff_t)(oh - oh0) + 3, 3);
-            s_next = window_scale(&kk, _mm512_max_epi32(_mm512_max_epi32(rmax[1], rmax[2]), rmax[3]), &bad_next);
-        }
-        const __m512 y = window_output(&kk, t, s, bad);
-        if (inside) _mm512_storeu_ps(out + oh * out_w + ow0, y);
-        else _mm512_mask_storeu_ps(out + oh * out_w + ow0, stored, y);
-        if (!more) break;
-        for (int i = 0; i < 9; i++) t[i] = t[i + 3];
-        for (int r = 0; r < 3; r++) rmax[r] = rmax[r + 1];
-        s = s_next;
-        bad = bad_next;
-    }
+    I8_WINDOW_ROWS(1, kk, I8_ROW, I8_STORE);
 #undef I8_ROW
+#undef I8_STORE
 }
 
 /* tconv_rows.h direct_i8[0]: 3x3 at stride 1, strips of 16 outputs down the rows. */
@@ -1074,10 +1094,8 @@ static inline __attribute__((always_inline)) void i8_stride2_taps(int pad_left, 
     }
 }
 
-/* One strip of a 3x3 stride-2 plane down rows [oh0, oh1), as
- * i8_stride1_strip goes: an output row's bottom input row is the next
- * one's top, its taps and absmax kept; the next row's two new input rows
- * and scale come before this row's quantization. */
+/* One strip of a 3x3 stride-2 plane down rows [oh0, oh1): each input row
+ * split into its three taps (i8_stride2_taps) and their absmax. */
 static inline __attribute__((always_inline)) void i8_stride2_strip(const struct window_i8 *k, int fixed, int pad_left,
                                                                    int ragged, float *out, size_t out_w, size_t ow0,
                                                                    size_t oh0, size_t oh1, const float *x,
@@ -1086,8 +1104,6 @@ static inline __attribute__((always_inline)) void i8_stride2_strip(const struct 
     if (oh0 >= oh1) return;
     struct window_i8 kk = *k;
     kk.fixed = fixed;
-    __m512 t[15]; /* the output row's three input rows of taps, then the next row's two new ones */
-    __m512i rmax[5];
 #define I8_ROW2(ih, slot)                                                                                 \
     do {                                                                                                  \
         if ((ih) >= ih0 && (ih) < ih1) {                                                                  \
@@ -1098,32 +1114,15 @@ static inline __attribute__((always_inline)) void i8_stride2_strip(const struct 
             rmax[slot] = _mm512_setzero_si512();                                                          \
         }                                                                                                 \
     } while (0)
+#define I8_STORE2(oh, y)                                                             \
+    do {                                                                             \
+        if (ragged) _mm512_mask_storeu_ps(out + (oh) * out_w + ow0, sg->out, y);     \
+        else _mm512_storeu_ps(out + (oh) * out_w + ow0, y);                          \
+    } while (0)
     const ptrdiff_t first = 2 * (ptrdiff_t)oh0 - pad_top;
-    I8_ROW2(first, 0);
-    I8_ROW2(first + 1, 1);
-    I8_ROW2(first + 2, 2);
-    __mmask16 bad;
-    __m512 s = window_scale(&kk, _mm512_max_epi32(_mm512_max_epi32(rmax[0], rmax[1]), rmax[2]), &bad);
-    for (size_t oh = oh0;; oh++) {
-        const int more = oh + 1 < oh1;
-        const ptrdiff_t top = 2 * (ptrdiff_t)oh - pad_top;
-        __mmask16 bad_next = 0;
-        __m512 s_next = s;
-        if (more) {
-            I8_ROW2(top + 3, 3);
-            I8_ROW2(top + 4, 4);
-            s_next = window_scale(&kk, _mm512_max_epi32(_mm512_max_epi32(rmax[2], rmax[3]), rmax[4]), &bad_next);
-        }
-        const __m512 y = window_output(&kk, t, s, bad);
-        if (ragged) _mm512_mask_storeu_ps(out + oh * out_w + ow0, sg->out, y);
-        else _mm512_storeu_ps(out + oh * out_w + ow0, y);
-        if (!more) break;
-        for (int i = 0; i < 9; i++) t[i] = t[i + 6];
-        for (int r = 0; r < 3; r++) rmax[r] = rmax[r + 2];
-        s = s_next;
-        bad = bad_next;
-    }
+    I8_WINDOW_ROWS(2, kk, I8_ROW2, I8_STORE2);
 #undef I8_ROW2
+#undef I8_STORE2
 }
 
 /* tconv_rows.h direct_i8[1]: 3x3 at stride 2, strips of 16 outputs down the rows. */
@@ -1182,8 +1181,6 @@ static void depthwise_i8_pair_stride2_avx512(float *const *out, size_t out_w, si
     k.bias = bias ? _mm512_mask_blend_ps(half, _mm512_set1_ps(bias[0]), _mm512_set1_ps(bias[1])) : _mm512_setzero_ps();
     const float *xa = x[0], *xb = x[1];
     float *ya = out[0] + oh0 * out_w, *yb = out[1] + oh0 * out_w;
-    __m512 t[15];
-    __m512i rmax[5];
     /* plain loads where the rows given go on, the lanes past the row cleared by the permutes */
 #define PAIR_I8_ROW(ih, slot)                                                                              \
     do {                                                                                                   \
@@ -1208,37 +1205,22 @@ static void depthwise_i8_pair_stride2_avx512(float *const *out, size_t out_w, si
             rmax[slot] = _mm512_setzero_si512();                                                           \
         }                                                                                                  \
     } while (0)
+#define PAIR_I8_STORE(oh, y)                                                                                 \
+    do {                                                                                                     \
+        (void)(oh); /* called once a row, in order */                                                          \
+        _mm512_mask_storeu_ps(ya, stored, y);                                                                \
+        _mm512_mask_storeu_ps(yb, stored, _mm512_shuffle_f32x4(y, y, 0x4e)); /* upper half */                  \
+        ya += out_w;                                                                                         \
+        yb += out_w;                                                                                         \
+    } while (0)
     const ptrdiff_t first = 2 * (ptrdiff_t)oh0 - (ptrdiff_t)pad_top;
-    PAIR_I8_ROW(first, 0);
-    PAIR_I8_ROW(first + 1, 1);
-    PAIR_I8_ROW(first + 2, 2);
-    __mmask16 bad;
-    __m512 s = window_scale(&k, _mm512_max_epi32(_mm512_max_epi32(rmax[0], rmax[1]), rmax[2]), &bad);
-    for (size_t oh = oh0;; oh++) {
-        const int more = oh + 1 < oh1;
-        const ptrdiff_t top = 2 * (ptrdiff_t)oh - (ptrdiff_t)pad_top;
-        __mmask16 bad_next = 0;
-        __m512 s_next = s;
-        if (more) {
-            PAIR_I8_ROW(top + 3, 3);
-            PAIR_I8_ROW(top + 4, 4);
-            s_next = window_scale(&k, _mm512_max_epi32(_mm512_max_epi32(rmax[2], rmax[3]), rmax[4]), &bad_next);
-        }
-        const __m512 y = window_output(&k, t, s, bad);
-        _mm512_mask_storeu_ps(ya, stored, y);
-        _mm512_mask_storeu_ps(yb, stored, _mm512_shuffle_f32x4(y, y, 0x4e)); /* the upper half */
-        if (!more) break;
-        ya += out_w;
-        yb += out_w;
-        for (int i = 0; i < 9; i++) t[i] = t[i + 6];
-        for (int r = 0; r < 3; r++) rmax[r] = rmax[r + 2];
-        s = s_next;
-        bad = bad_next;
-    }
+    I8_WINDOW_ROWS(2, k, PAIR_I8_ROW, PAIR_I8_STORE);
 #undef PAIR_I8_ROW
+#undef PAIR_I8_STORE
 }
 
 #pragma GCC diagnostic pop
+#undef I8_WINDOW_ROWS
 
 #define TCONV_ROWS_TABLE tconv_rows_avx512
 #define TCONV_ROWS_TRANSPOSE transpose_avx512
