@@ -43,6 +43,17 @@ def _random_case(rng, x_shape, w_shape):
     return codes, scales, bias, x
 
 
+def _expected(x, codes, scales, bias, attrs, act_quant, act_scale=None):
+    """The bits a depthwise conv must give: the documented float order with float activations, the
+    numpy reference with int8 ones."""
+    if act_quant == 0:
+        with np.errstate(invalid="ignore"):
+            return _depthwise_float_spec(x, codes, scales, bias, attrs)
+    return ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs["group"],
+                                  act_quant=act_quant, act_scale=act_scale, bias=bias, strides=attrs["strides"],
+                                  pads=attrs["pads"], dilations=attrs["dilations"])
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_depthwise_geometries_on_every_path(monkeypatch, seed):
     rng = np.random.default_rng(seed)
@@ -51,14 +62,7 @@ def test_random_depthwise_geometries_on_every_path(monkeypatch, seed):
         for act_quant in (0, 1, 2, 3):
             act_scale = 127.0 / 2.5 if act_quant == 2 else None
             op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, act_scale=act_scale, conv_attrs=attrs)
-            if act_quant == 0:
-                with np.errstate(invalid="ignore"):
-                    expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
-            else:
-                expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs["group"],
-                                                  act_quant=act_quant, act_scale=act_scale, bias=bias,
-                                                  strides=attrs["strides"], pads=attrs["pads"],
-                                                  dilations=attrs["dilations"])
+            expected = _expected(x, codes, scales, bias, attrs, act_quant, act_scale)
             for path in (*(DEPTHWISE_INT8_PATHS if act_quant in (1, 2) else DEPTHWISE_FLOAT_PATHS), None):
                 if path:
                     monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", path)
@@ -103,14 +107,7 @@ def test_random_direct_geometries_on_every_isa(isa, monkeypatch, seed):
         for act_quant in (0, 3, 1, 2) if w_shape[2] == 3 else (0, 3):  # int8 windows: 3x3 only
             act_scale = 127.0 / 2.5 if act_quant == 2 else None
             op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, act_scale=act_scale, conv_attrs=attrs)
-            if act_quant == 0:
-                with np.errstate(invalid="ignore"):
-                    expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
-            else:
-                expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=attrs["group"],
-                                                  act_quant=act_quant, act_scale=act_scale, bias=bias,
-                                                  strides=attrs["strides"], pads=attrs["pads"],
-                                                  dilations=attrs["dilations"])
+            expected = _expected(x, codes, scales, bias, attrs, act_quant, act_scale)
             y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
             np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant} {x_shape} {w_shape} {attrs}")
     assert _depthwise_path_runs("direct") - before >= 20  # every case ran on the path
@@ -130,13 +127,7 @@ def test_direct_stride2_groups_of_strips(isa, monkeypatch, pad_left, width):
     x[0, 1, 4, 33] = np.inf  # a bad pixel between two strips
     for act_quant in (0, 3):
         op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
-        if act_quant == 0:
-            with np.errstate(invalid="ignore"):
-                expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
-        else:
-            expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=3, act_quant=3,
-                                              bias=bias, strides=attrs["strides"], pads=attrs["pads"],
-                                              dilations=attrs["dilations"])
+        expected = _expected(x, codes, scales, bias, attrs, act_quant)
         y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
         np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant}")
 
@@ -161,12 +152,6 @@ def test_direct_stride2_channel_pairs(isa, monkeypatch, width, pads, channels, m
     for act_quant in (0, 3, 1, 2):
         act_scale = 127.0 / 2.0 if act_quant == 2 else None
         op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, act_scale=act_scale, conv_attrs=attrs)
-        if act_quant == 0:
-            with np.errstate(invalid="ignore"):
-                expected = _depthwise_float_spec(x, codes, scales, bias, attrs)
-        else:
-            expected = ternary_conv_reference(x, codes, scales, weight_shape=codes.shape, group=channels,
-                                              act_quant=act_quant, act_scale=act_scale, bias=bias,
-                                              strides=attrs["strides"], pads=pads, dilations=attrs["dilations"])
+        expected = _expected(x, codes, scales, bias, attrs, act_quant, act_scale)
         y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
         np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant}")

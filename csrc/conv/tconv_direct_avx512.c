@@ -49,7 +49,9 @@ static inline __attribute__((always_inline)) void stride2_group_row(int G, int p
         stride2_split(G == 1, ragged, row, STRIDE2_AT(0), sg, &even, &odd);
         for (int g = 0; g < G; g++) {
             __m512 even_after, odd_after = _mm512_setzero_ps();
-            if (g + 1 < G) stride2_split(g + 1 == G - 1, ragged, row + 32 * (g + 1), STRIDE2_AT(g + 1), sg, &even_after, &odd_after);
+            if (g + 1 < G)
+                stride2_split(g + 1 == G - 1, ragged, row + 32 * (g + 1), STRIDE2_AT(g + 1), sg, &even_after,
+                              &odd_after);
             else even_after = stride2_edge(row, scale, inverse, sg);
             const __m512 t2 =
                 _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(even_after), _mm512_castps_si512(even), 1));
@@ -169,7 +171,8 @@ static inline __attribute__((always_inline)) void pairs_stride2(int P, float *co
     /* columns 2i and 2i + 1 inside the row, in both halves: a row's other lanes are cleared by the permutes,
      * so plain loads may read past its end where the rows given go on (masked loads of rows crossing a cache
      * line ran slow on Zen 5: 512 @14x14 stride 2 7.8 -> 6.6 us) */
-    const __mmask16 even_in = (__mmask16)(first_lanes((in_w + 1) / 2) * 0x101), odd_in = (__mmask16)(first_lanes(in_w / 2) * 0x101);
+    const __mmask16 even_in = (__mmask16)(first_lanes((in_w + 1) / 2) * 0x101);
+    const __mmask16 odd_in = (__mmask16)(first_lanes(in_w / 2) * 0x101);
     const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
 #define PAIR_HALVES(v, k) _mm512_mask_blend_ps(half, _mm512_set1_ps((v)[2 * (k)]), _mm512_set1_ps((v)[2 * (k) + 1]))
     __m512 wv[2][9], cs[2], b[2];
@@ -246,10 +249,9 @@ static inline __attribute__((always_inline)) void pairs_stride2(int P, float *co
 }
 
 void tconv_direct_pairs_stride2_avx512(size_t count, float *const *out, size_t out_w, size_t oh0, size_t oh1,
-                                           const float *const *x, const float *scale, const float *inverse,
-                                           size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left,
-                                           const float *w, size_t w_stride, const float *channel_scale,
-                                           const float *bias) {
+                                       const float *const *x, const float *scale, const float *inverse, size_t ih0,
+                                       size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                       size_t w_stride, const float *channel_scale, const float *bias) {
     /* inlined for each count, pad_left and kind of activations */
 #define PAIRS(P, pl, sc, inv) \
     pairs_stride2(P, out, out_w, oh0, oh1, x, sc, inv, ih0, ih1, in_w, pad_top, pl, w, w_stride, channel_scale, bias)

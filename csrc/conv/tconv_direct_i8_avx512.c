@@ -45,7 +45,8 @@ static inline __attribute__((always_inline)) __m512 window_output(const struct w
     for (int r = 0; r < 3; r++) {
         sum[r] = _mm512_setzero_ps();
         for (int c = 0; c < 3; c++) {
-            __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(t[3 * r + c], s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(t[3 * r + c], s),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             if (k->fixed) q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
             sum[r] = _mm512_fmadd_ps(q, k->w[3 * r + c], sum[r]);
         }
@@ -153,8 +154,8 @@ static inline __attribute__((always_inline)) void i8_stride1_strip(const struct 
 
 /* tconv_rows.h direct_i8[0]: 3x3 at stride 1, strips of 16 outputs down the rows. */
 void tconv_direct_i8_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, size_t ih0,
-                                        size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
-                                        float static_scale, float weight_scale, const float *bias) {
+                                    size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                    float static_scale, float weight_scale, const float *bias) {
     const struct window_i8 k = window_constants(w, static_scale, weight_scale, bias);
     const ptrdiff_t width = (ptrdiff_t)in_w;
     for (size_t ow0 = 0; ow0 < out_w; ow0 += 16) {
@@ -229,14 +230,15 @@ static inline __attribute__((always_inline)) void i8_stride2_strip(const struct 
 
 /* tconv_rows.h direct_i8[1]: 3x3 at stride 2, strips of 16 outputs down the rows. */
 void tconv_direct_i8_stride2_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, size_t ih0,
-                                        size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
-                                        float static_scale, float weight_scale, const float *bias) {
+                                    size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
+                                    float static_scale, float weight_scale, const float *bias) {
     const struct window_i8 k = window_constants(w, static_scale, weight_scale, bias);
     for (size_t ow0 = 0; ow0 < out_w; ow0 += 16) {
         int ragged;
         const struct stride2_group sg = stride2_group_at(ow0, 1, out_w, in_w, pad_left, &ragged);
 #define I8_S2(fx, pl, rg) \
-    i8_stride2_strip(&k, fx, pl, rg, out, out_w, ow0, oh0, oh1, x, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w, (ptrdiff_t)pad_top, &sg)
+    i8_stride2_strip(&k, fx, pl, rg, out, out_w, ow0, oh0, oh1, x, (ptrdiff_t)ih0, (ptrdiff_t)ih1, in_w, \
+                     (ptrdiff_t)pad_top, &sg)
 #define I8_S2_PAD(fx, rg)                   \
     do {                                    \
         if (pad_left) I8_S2(fx, 1, rg);     \
@@ -259,10 +261,10 @@ void tconv_direct_i8_stride2_avx512(float *out, size_t out_w, size_t oh0, size_t
  * most 16 columns, their taps split as pairs_stride2 splits them, each
  * lane's window as i8_stride2_strip takes it (the weights, weight scale
  * and bias of its channel). */
-void tconv_direct_i8_pair_stride2_avx512(float *const *out, size_t out_w, size_t oh0, size_t oh1,
-                                             const float *const *x, size_t ih0, size_t ih1, size_t in_w,
-                                             size_t pad_top, size_t pad_left, const float *w, size_t w_stride,
-                                             float static_scale, const float *weight_scale, const float *bias) {
+void tconv_direct_i8_pair_stride2_avx512(float *const *out, size_t out_w, size_t oh0, size_t oh1, const float *const *x,
+                                         size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left,
+                                         const float *w, size_t w_stride, float static_scale, const float *weight_scale,
+                                         const float *bias) {
     if (oh0 >= oh1) return;
     const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
