@@ -3,10 +3,11 @@
  * outputs (16 on AVX-512, 8 on AVX2) down the rows and loads each input row
  * once a strip, at stride 2 splitting its even and odd columns in
  * registers, so nothing is staged. At stride 2 on rows of at most 16
- * columns, AVX-512 takes two channels a vector (direct_pairs_3x3_stride2):
- * 512 @14x14 one strip a channel filled 7 of 16 lanes (float 0.97x of fp32
- * Conv one thread, two channels a vector 1.65x). The flat and phase planes stage a padded
- * or deinterleaved copy of every plane first; on a Zen 5 core that copy took
+ * columns, AVX-512 takes two channels a vector (direct_pairs_3x3_stride2,
+ * direct_i8_pair_stride2): 512 @14x14 one strip a channel filled 7 of 16
+ * lanes (float 0.97x of fp32 Conv one thread, two channels a vector 1.65x).
+ * The flat and phase planes stage a padded or deinterleaved copy of every
+ * plane first; on a Zen 5 core that copy took
  * half of a 96 @112x112 stride-2 call (float, one thread: the op 165 us on
  * the phase planes, 112 us here; fp32 Conv 171 us). The ISAs bring kernels
  * for 3x3 at both strides and 5x5 at stride 1 (direct_native); plain loops
@@ -21,10 +22,13 @@
  * they load it (x' = rint(x * s) * (1 / s), as every other path has it); at
  * stride 2 a channel loads each input value once (dequantizing a channel's
  * band rows into a buffer first ran 1.02-1.07x slower at one thread and
- * 1.15x at two, 96 @112x112), at stride 1 once for each column tap.
+ * 1.15x at two, 96 @112x112), at stride 1 once for each column tap. int8
+ * activations per window (act_quant 1, 2; 3x3 only, direct_i8): tasks of
+ * whole channels, each output's window quantized as the taps load it.
  *
  * Arithmetic: the documented float order (tconv_depthwise.c), padding taps
- * left out (adding their +-0 products would change nothing). */
+ * left out (adding their +-0 products would change nothing); int8 windows,
+ * the reference's (tconv_rows.h depthwise_pixel_i8). */
 #include "conv/tconv_internal.h"
 #include "isa/platform.h"
 #include "obx_common.h"

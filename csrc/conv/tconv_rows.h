@@ -203,9 +203,9 @@ struct tconv_row_kernels {
     /* The rule's use of them (tconv_depthwise.c choose_path): the narrowest
      * output rows the ISA's kernels take (about half a strip). */
     size_t direct_min_width;
-    /* direct_f32[0][1] on channels two to a vector, for input rows up to
-     * TCONV_DIRECT_PAIR_MAX_WIDTH wide (a strip a channel would leave half
-     * its lanes empty); NULL where the ISA has none. */
+    /* direct_f32[0][1] and direct_i8[1] on channels two to a vector, for
+     * input rows up to TCONV_DIRECT_PAIR_MAX_WIDTH wide (a strip a channel
+     * would leave half its lanes empty); NULL where the ISA has none. */
     tconv_direct_pairs_fn direct_pairs_3x3_stride2;
     tconv_direct_i8_pair_fn direct_i8_pair_stride2;
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from

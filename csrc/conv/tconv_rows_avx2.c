@@ -138,7 +138,7 @@ static void stage_phases_avx2(float *dst, const float *src, const struct tconv_p
     else stage_rows_avx2(dst, src, &l, NULL, NULL);
 }
 
-/* The direct 3x3 kernels (tconv_rows.h direct_f32) as the AVX-512 file has
+/* The direct 3x3 kernels (tconv_rows.h direct_f32) as tconv_direct_avx512.c has
  * them, on strips of 8 outputs: see it for the order of the work. */
 
 /* The lanes of an 8-output stride-1 strip, the same for every row: tap kw
@@ -205,7 +205,7 @@ static inline __attribute__((always_inline)) void stride1_strip8(int K, float *o
 }
 
 /* A group of G stride-2 strips of 8 outputs (columns c + 16 g on, c =
- * 2 ow0), as the AVX-512 file's stride2_group: the edge column just left
+ * 2 ow0), as tconv_avx512.h's stride2_group: the edge column just left
  * (pad_left 1) or right (pad_left 0) of the group, the last strip's load
  * and output lanes. */
 struct stride2_group8 {
@@ -214,7 +214,7 @@ struct stride2_group8 {
     __m256i lo, hi, out;
 };
 
-/* One input row's taps for the group's strips, FMA'd as the AVX-512 file's
+/* One input row's taps for the group's strips, FMA'd as tconv_direct_avx512.c's
  * stride2_group_row does: kernel row kh (1, 2) into acc[g], row 0 from zero
  * into next[g] (kh 0, 2). A strip's shifted third tap takes its free lane
  * from the neighbouring strip's (moved) half, the group's ends from the
@@ -276,7 +276,7 @@ static inline __attribute__((always_inline)) void stride2_group_row8(int G, int 
 }
 
 /* The group down rows [oh0, oh1), an output row's kh = 0 sums started from
- * its top input row as the previous row's bottom one (the AVX-512 file's
+ * its top input row as the previous row's bottom one (tconv_direct_avx512.c's
  * stride2_group_rows): one strip at a time, its top taps kept, a row was a
  * chain of nine FMAs. */
 static inline __attribute__((always_inline)) void stride2_group_rows8(int G, int pad_left, int ragged, float *out,

@@ -3,7 +3,9 @@
  * The transpose works in 16 x 16 register blocks (64 shuffles a block, where
  * the AVX2 file's 8 x 8 blocks take 96 for the same floats), the AVX2 one on
  * the edges. The depthwise channel blocks (tconv_depthwise_blocks.c) spend
- * about a quarter of their time in transposes. */
+ * about a quarter of their time in transposes. The direct depthwise
+ * kernels in the table are tconv_direct_avx512.c's and
+ * tconv_direct_i8_avx512.c's. */
 #include "conv/tconv_avx512.h"
 
 /* r[i] (row i) -> r[j] (column j), in registers. */
