@@ -155,3 +155,26 @@ def test_direct_stride2_channel_pairs(isa, monkeypatch, width, pads, channels, m
         expected = _expected(x, codes, scales, bias, attrs, act_quant, act_scale)
         y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
         np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant}")
+
+
+@pytest.mark.parametrize(("width", "pads", "channels", "multiplier"), [
+    (7, [1, 1, 1, 1], 6, 1),  # MobileNetV2's last stage: 960 @7x7
+    (8, [1, 1, 1, 1], 5, 1),  # 8 outputs; one channel left alone
+    (8, [0, 0, 2, 2], 4, 2),  # pad_left 0, two pad rows below; two output channels a plane
+    (6, [2, 1, 0, 1], 3, 1),
+    (3, [1, 1, 1, 1], 2, 1),
+])
+def test_direct_stride1_channel_pairs(isa, monkeypatch, width, pads, channels, multiplier):
+    """Rows of at most 8 columns take two channels a vector at 3x3 stride 1: each half's taps moved
+    within it, the lanes moved in cleared (padding), float and act_quant 3 with a bad pixel, bit for
+    bit."""
+    monkeypatch.setenv("ONNXBIT_DEPTHWISE_PATH", "direct")
+    rng = np.random.default_rng(width * 10 + channels + 1)
+    attrs = {"group": channels, "strides": [1, 1], "dilations": [1, 1], "pads": pads}
+    codes, scales, bias, x = _random_case(rng, (2, channels, 9, width), (channels * multiplier, 1, 3, 3))
+    x[1, channels - 1, 4, width - 1] = np.inf
+    for act_quant in (0, 3):
+        op = ternary_conv_model(codes, scales, bias, act_quant=act_quant, conv_attrs=attrs)
+        expected = _expected(x, codes, scales, bias, attrs, act_quant)
+        y = _session(op.model, threads=2).run(None, op.feeds(x))[0]
+        np.testing.assert_array_equal(y, expected, err_msg=f"act_quant={act_quant}")

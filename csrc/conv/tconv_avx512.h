@@ -95,6 +95,11 @@ void tconv_direct_pairs_stride2_avx512(size_t count, float *const *out, size_t o
                                        const float *const *x, const float *scale, const float *inverse, size_t ih0,
                                        size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,
                                        size_t w_stride, const float *channel_scale, const float *bias);
+void tconv_direct_pairs_3x3_stride1_avx512(size_t count, float *const *out, size_t out_w, size_t oh0, size_t oh1,
+                                           const float *const *x, const float *scale, const float *inverse,
+                                           size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left,
+                                           const float *w, size_t w_stride, const float *channel_scale,
+                                           const float *bias);
 /* tconv_rows.h direct_i8, direct_i8_pair_stride2 (tconv_direct_i8_avx512.c) */
 void tconv_direct_i8_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, size_t ih0,
                                     size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, const float *w,

@@ -332,11 +332,12 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     const struct tconv_row_kernels *rows = obx_platform()->conv_rows;
     int direct_native = 0;
     if (!int8 && path_fits(DW_DIRECT, w, g)) tconv_depthwise_direct_kernel(rows, g, &direct_native);
-    /* two channels a vector: act_quant 3 where their rows fill as many lanes as the narrowest strip (one
-     * thread, against fp32 Conv, pairs / channel blocks: 512 @14x14 stride 2 1.06 / 0.93, 64 @16x16 1.05 /
-     * 0.95, 160 @10x10 0.92 / 0.92, but 1024 @8x8 0.72 / 0.84) */
+    /* two channels a vector where their rows fill as many lanes as the narrowest strip: act_quant 3 at stride
+     * 2 (one thread, against fp32 Conv, pairs / channel blocks: 512 @14x14 1.06 / 0.93, 64 @16x16 1.05 /
+     * 0.95, 160 @10x10 0.92 / 0.92, but 1024 @8x8 0.72 / 0.84), float at stride 1 too (960 @7x7 1.16 / 0.89,
+     * 128 @8x8 1.13 / 0.96; act_quant 3 there 0.86 / 0.89) */
     const int pairs = !int8 && path_fits(DW_DIRECT, w, g) && tconv_depthwise_direct_pairs_kernel(rows, g) &&
-                      2 * g->out_w >= rows->direct_min_width;
+                      2 * g->out_w >= rows->direct_min_width && (stride2 || act == DW_FLOAT);
     /* int8 activations per window: 3x3 at stride 1 and 2 on the direct planes where the ISA has kernels
      * (one thread against fp32 Conv, direct / the earlier rule's path: stride 1 144 @56x56 0.62 / 0.54 flat,
      * 576 @14x14 0.78 / 0.59, 192 @28x28 0.72 / 0.58, 160 @10x10 0.61 / 0.57 blocks; stride 2 96 @112x112
@@ -344,13 +345,12 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
      * but 960 @7x7 0.24 / 0.50 blocks: half-empty strips); rows of at most 16 columns at stride 2 two
      * channels a vector where they fill as many lanes as the narrowest strip: 512 @14x14 0.97 / 0.62
      * blocks, 64 @16x16 1.03 / 0.68, 160 @10x10 0.86 / 0.76 */
-    const int i8_pairs = tconv_depthwise_direct_pairs_kernel(rows, g) && rows->direct_i8_pair_stride2 &&
-                         2 * g->out_w >= rows->direct_min_width;
+    const int i8_pairs = tconv_depthwise_direct_i8_pair_kernel(rows, g) && 2 * g->out_w >= rows->direct_min_width;
     if (int8 && tconv_depthwise_direct_i8_fits(g) && rows->direct_i8_native[g->stride_h - 1] &&
         (i8_pairs || g->out_w >= rows->direct_min_width))
         return DW_DIRECT;
     if (direct_native &&
-        (act == DW_FLOAT ? stride2 || g->out_w >= rows->direct_min_width
+        (act == DW_FLOAT ? stride2 || pairs || g->out_w >= rows->direct_min_width
                          : pairs || g->out_w >= rows->direct_min_width))
         return DW_DIRECT;
     if (!int8 && path_fits(DW_SAME, w, g) && pixels > DW_SAME_MIN_PIXELS && pixels <= DW_SAME_MAX_PIXELS)

@@ -71,10 +71,21 @@ int tconv_depthwise_direct_i8_fits(const obx_conv_geometry *g) {
     return tconv_depthwise_direct_fits(g) && g->kernel_h == 3;
 }
 
+static int pairs_stride2_fit(const obx_conv_geometry *g) {
+    return g->kernel_h == 3 && g->stride_h == 2 && g->in_w <= TCONV_DIRECT_PAIR_MAX_WIDTH;
+}
+
 tconv_direct_pairs_fn tconv_depthwise_direct_pairs_kernel(const struct tconv_row_kernels *rows,
                                                           const obx_conv_geometry *g) {
-    const int fits = g->kernel_h == 3 && g->stride_h == 2 && g->in_w <= TCONV_DIRECT_PAIR_MAX_WIDTH;
-    return fits ? rows->direct_pairs_3x3_stride2 : NULL;
+    if (pairs_stride2_fit(g)) return rows->direct_pairs_3x3_stride2;
+    const int stride1 = g->kernel_h == 3 && g->stride_h == 1 && g->in_w <= TCONV_DIRECT_PAIR_MAX_WIDTH_STRIDE1 &&
+                        g->out_w <= TCONV_DIRECT_PAIR_MAX_WIDTH_STRIDE1;
+    return stride1 ? rows->direct_pairs_3x3_stride1 : NULL;
+}
+
+tconv_direct_i8_pair_fn tconv_depthwise_direct_i8_pair_kernel(const struct tconv_row_kernels *rows,
+                                                              const obx_conv_geometry *g) {
+    return pairs_stride2_fit(g) ? rows->direct_i8_pair_stride2 : NULL;
 }
 
 size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reach_rows) {
@@ -172,7 +183,7 @@ int tconv_compute_depthwise_direct(const obx_tconv_weights *w, const obx_conv_ge
     }
     if (wq) {
         job.i8 = rows->direct_i8[g->stride_h - 1];
-        job.i8_pair = tconv_depthwise_direct_pairs_kernel(rows, g) ? rows->direct_i8_pair_stride2 : NULL;
+        job.i8_pair = tconv_depthwise_direct_i8_pair_kernel(rows, g);
         job.static_scale = wq->static_scale;
     }
     size_t reach_rows;

@@ -271,6 +271,106 @@ void tconv_direct_pairs_stride2_avx512(size_t count, float *const *out, size_t o
 #undef PAIRS_PAD
 #undef PAIRS
 }
+/* tconv_rows.h direct_pairs_3x3_stride1: 3x3 at stride 1 on rows of at
+ * most 8 columns (7x7 and 8x8 planes), channels 2 p and 2 p + 1 in one
+ * vector's halves. An input row of both channels is one permute of their
+ * two loads (the lanes past the row cleared), and tap kw that vector with
+ * its halves moved kw - pad_left lanes (the lane moved in cleared:
+ * padding); each row's taps go into the three output rows that read it, as
+ * stride1_strip_rows does (an output's taps still add in (kh, kw) order).
+ * One thread against fp32 Conv, float: 960 @7x7 1.16x, 128 @8x8 1.13x, on
+ * the channel blocks 0.89x and 0.96x. Not for 5x5 (512 @7x7 0.75x against
+ * the blocks' 0.81x: 25 weights a vector wait in memory) nor act_quant 3
+ * (960 @7x7 0.86x against 0.89x), where the blocks stay. */
+static inline __attribute__((always_inline)) void pairs_stride1(int P, float *const *out, size_t out_w, size_t oh0,
+                                                               size_t oh1, const float *const *x,
+                                                               const float *scale, const float *inverse, size_t ih0,
+                                                               size_t ih1, size_t in_w, size_t pad_top,
+                                                               size_t pad_left, const float *w, size_t w_stride,
+                                                               const float *channel_scale, const float *bias) {
+    enum { K = 3 };
+    const __m512i halves = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __mmask16 half = 0xff00, stored = first_lanes(out_w);
+    const __mmask16 in_row = (__mmask16)(first_lanes(in_w) * 0x101);
+    const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
+    /* tap kw: lane i of a half takes lane i + kw - pad_left of it, cleared where that leaves the half */
+    __m512i shift[K];
+    __mmask16 moved[K];
+    for (int kw = 0; kw < K; kw++) {
+        const int d = kw - (int)pad_left;
+        int idx[16];
+        unsigned m = 0;
+        for (int i = 0; i < 16; i++) {
+            const int j = (i & 7) + d;
+            idx[i] = (i & 8) + (j < 0 ? 0 : j > 7 ? 7 : j);
+            if (j >= 0 && j < 8) m |= 1u << i;
+        }
+        shift[kw] = _mm512_loadu_si512(idx);
+        moved[kw] = (__mmask16)m;
+    }
+    __m512 wv[2][K * K], cs[2], b[2];
+    for (int k = 0; k < P; k++) {
+        for (int t = 0; t < K * K; t++)
+            wv[k][t] = _mm512_mask_blend_ps(half, _mm512_set1_ps(w[t * w_stride + 2 * k]),
+                                            _mm512_set1_ps(w[t * w_stride + 2 * k + 1]));
+        cs[k] = _mm512_mask_blend_ps(half, _mm512_set1_ps(channel_scale[2 * k]),
+                                     _mm512_set1_ps(channel_scale[2 * k + 1]));
+        b[k] = bias ? _mm512_mask_blend_ps(half, _mm512_set1_ps(bias[2 * k]), _mm512_set1_ps(bias[2 * k + 1]))
+                    : _mm512_setzero_ps();
+    }
+    const float *xs[4];
+    float *ys[4];
+    for (int j = 0; j < 2 * P; j++) {
+        xs[j] = x[j];
+        ys[j] = out[j];
+    }
+    __m512 sums[2][K];
+    for (int k = 0; k < P; k++)
+        for (int d = 0; d < K; d++) sums[k][d] = _mm512_setzero_ps();
+    for (ptrdiff_t ih = (ptrdiff_t)oh0 - (ptrdiff_t)pad_top; ih < (ptrdiff_t)oh1 - (ptrdiff_t)pad_top + K - 1; ih++) {
+        if (ih >= (ptrdiff_t)ih0 && ih < (ptrdiff_t)ih1) {
+            const ptrdiff_t at = (ih - (ptrdiff_t)ih0) * (ptrdiff_t)in_w;
+            const __mmask16 read = at + 16 <= extent ? 0xffff : first_lanes(in_w); /* the rows given go on */
+            const float *s_ = scale ? scale + at : NULL, *i_ = scale ? inverse + at : NULL;
+            for (int k = 0; k < P; k++) {
+                const __m512 a = load_dequantized(xs[2 * k] + at, s_, i_, read);
+                const __m512 c = load_dequantized(xs[2 * k + 1] + at, s_, i_, read);
+                const __m512 row = _mm512_maskz_permutex2var_ps(in_row, a, halves, c);
+                for (int kw = 0; kw < K; kw++) {
+                    const __m512 t =
+                        kw == (int)pad_left ? row : _mm512_maskz_permutexvar_ps(moved[kw], shift[kw], row);
+                    for (int d = K - 1; d >= 0; d--) sums[k][d] = _mm512_fmadd_ps(t, wv[k][d * K + kw], sums[k][d]);
+                }
+            }
+        }
+        const ptrdiff_t o = ih + (ptrdiff_t)pad_top - (K - 1);
+        if (o >= (ptrdiff_t)oh0)
+            for (int k = 0; k < P; k++) {
+                __m512 v = _mm512_mul_ps(sums[k][K - 1], cs[k]);
+                if (bias) v = _mm512_add_ps(v, b[k]);
+                _mm512_mask_storeu_ps(ys[2 * k] + (size_t)o * out_w, stored, v);
+                _mm512_mask_storeu_ps(ys[2 * k + 1] + (size_t)o * out_w, stored, _mm512_shuffle_f32x4(v, v, 0x4e));
+            }
+        for (int k = 0; k < P; k++) {
+            for (int d = K - 1; d > 0; d--) sums[k][d] = sums[k][d - 1];
+            sums[k][0] = _mm512_setzero_ps();
+        }
+    }
+}
+
+void tconv_direct_pairs_3x3_stride1_avx512(size_t count, float *const *out, size_t out_w, size_t oh0, size_t oh1,
+                                           const float *const *x, const float *scale, const float *inverse,
+                                           size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left,
+                                           const float *w, size_t w_stride, const float *channel_scale,
+                                           const float *bias) {
+    if (count == 4)
+        pairs_stride1(2, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, w_stride,
+                      channel_scale, bias);
+    else
+        pairs_stride1(1, out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, w, w_stride,
+                      channel_scale, bias);
+}
+
 /* The lanes of a 16-output strip of a stride-1 row (tconv_rows.h
  * direct_f32[.][0]), the same for every row: tap kw reads columns at + kw on. */
 struct stride1_strip {

@@ -193,9 +193,13 @@ tconv_direct_fn tconv_depthwise_direct_kernel(const struct tconv_row_kernels *ro
  * 2) on g: 3x3 kernels (tconv_rows.h direct_i8). */
 int tconv_depthwise_direct_i8_fits(const obx_conv_geometry *g);
 /* The ISA's kernel for two channels at once where this geometry takes one
- * (3x3 at stride 2 on rows at most TCONV_DIRECT_PAIR_MAX_WIDTH wide), else NULL. */
+ * (3x3 at stride 2 on rows at most TCONV_DIRECT_PAIR_MAX_WIDTH wide, at
+ * stride 1 on rows and outputs at most TCONV_DIRECT_PAIR_MAX_WIDTH_STRIDE1
+ * wide), else NULL; the same with int8 windows (3x3 at stride 2). */
 tconv_direct_pairs_fn tconv_depthwise_direct_pairs_kernel(const struct tconv_row_kernels *rows,
                                                           const obx_conv_geometry *g);
+tconv_direct_i8_pair_fn tconv_depthwise_direct_i8_pair_kernel(const struct tconv_row_kernels *rows,
+                                                              const obx_conv_geometry *g);
 /* The output rows of a band with per_pixel, and the input rows its windows
  * reach past them (*reach_rows). */
 size_t tconv_depthwise_direct_band_rows(const obx_conv_geometry *g, size_t *reach_rows);

@@ -10,7 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { TCONV_DIRECT_PAIR_MAX_WIDTH = 16, TCONV_DIRECT_PAIRS_MAX = 4 };
+/* Input rows the pair kernels take: at stride 2 up to 16 columns, at stride 1 up to 8 (a row a half). */
+enum { TCONV_DIRECT_PAIR_MAX_WIDTH = 16, TCONV_DIRECT_PAIR_MAX_WIDTH_STRIDE1 = 8, TCONV_DIRECT_PAIRS_MAX = 4 };
 
 /* A depthwise_direct kernel (struct tconv_row_kernels direct_f32). */
 typedef void (*tconv_direct_fn)(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,
@@ -208,6 +209,9 @@ struct tconv_row_kernels {
      * would leave half its lanes empty); NULL where the ISA has none. */
     tconv_direct_pairs_fn direct_pairs_3x3_stride2;
     tconv_direct_i8_pair_fn direct_i8_pair_stride2;
+    /* direct_f32[0][0] the same way, on rows up to
+     * TCONV_DIRECT_PAIR_MAX_WIDTH_STRIDE1 wide */
+    tconv_direct_pairs_fn direct_pairs_3x3_stride1;
     /* The channels-last tile of a 16-channel depthwise block (tconv_depthwise_blocks.c) from
      * `channels` (<= 16) NCHW planes of `pixels` pixels, plane_stride apart: for p < pixels,
      * l < 16, tile[at[p] + l] = x[l * plane_stride + p], dequantized as dequantize_pixels

@@ -298,6 +298,7 @@ static void stage_phases_avx512(float *dst, const float *src, const struct tconv
 #define TCONV_ROWS_DIRECT_3X3_STRIDE1 tconv_direct_3x3_stride1_avx512
 #define TCONV_ROWS_DIRECT_3X3_STRIDE2 tconv_direct_3x3_stride2_avx512
 #define TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE2 tconv_direct_pairs_stride2_avx512
+#define TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE1 tconv_direct_pairs_3x3_stride1_avx512
 #define TCONV_ROWS_DIRECT_5X5_STRIDE1 tconv_direct_5x5_stride1_avx512
 #define TCONV_ROWS_DIRECT_I8_STRIDE1 tconv_direct_i8_stride1_avx512
 #define TCONV_ROWS_DIRECT_I8_STRIDE2 tconv_direct_i8_stride2_avx512

@@ -1107,6 +1107,9 @@ const struct tconv_row_kernels TCONV_ROWS_TABLE = {
 #ifdef TCONV_ROWS_DIRECT_I8_PAIR_STRIDE2
     .direct_i8_pair_stride2 = TCONV_ROWS_DIRECT_I8_PAIR_STRIDE2,
 #endif
+#ifdef TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE1
+    .direct_pairs_3x3_stride1 = TCONV_ROWS_DIRECT_PAIRS_3X3_STRIDE1,
+#endif
     .block_tile = TCONV_ROWS_BLOCK_TILE,
     .activate = activate,
 };
