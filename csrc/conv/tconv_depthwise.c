@@ -334,8 +334,8 @@ static enum dw_path choose_path(const obx_tconv_weights *w, const obx_conv_geome
     if (!int8 && path_fits(DW_DIRECT, w, g)) tconv_depthwise_direct_kernel(rows, g, &direct_native);
     /* two channels a vector where their rows fill as many lanes as the narrowest strip: act_quant 3 at stride
      * 2 (one thread, against fp32 Conv, pairs / channel blocks: 512 @14x14 1.06 / 0.93, 64 @16x16 1.05 /
-     * 0.95, 160 @10x10 0.92 / 0.92, but 1024 @8x8 0.72 / 0.84), float at stride 1 too (960 @7x7 1.16 / 0.89,
-     * 128 @8x8 1.13 / 0.96; act_quant 3 there 0.86 / 0.89) */
+     * 0.95, 160 @10x10 0.92 / 0.92, but 1024 @8x8 0.72 / 0.84), float at stride 1 too (960 @7x7 1.35 / 0.95,
+     * 128 @8x8 1.18 / 1.01; act_quant 3 there 0.86 / 0.89) */
     const int pairs = !int8 && path_fits(DW_DIRECT, w, g) && tconv_depthwise_direct_pairs_kernel(rows, g) &&
                       2 * g->out_w >= rows->direct_min_width && (stride2 || act == DW_FLOAT);
     /* int8 activations per window: 3x3 at stride 1 and 2 on the direct planes where the ISA has kernels

@@ -6,6 +6,25 @@
  * side with rotating row sums. */
 #include "conv/tconv_avx512.h"
 
+/* Lane i of each 8-lane half taking lane i + d of it (d = kw - pad_left in
+ * [-1, 2] for 3x3), and the lanes where that stays inside the half (the
+ * others cleared: padding). Built in a stack array at every call, the
+ * indices' stores and vector reload cost a 7x7 channel pair more than its
+ * arithmetic (960 @7x7: 18.0 -> 15.3 us). */
+static const int32_t half_shift_lanes[4][16] = {
+    {0, 0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 10, 11, 12, 13, 14},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {1, 2, 3, 4, 5, 6, 7, 7, 9, 10, 11, 12, 13, 14, 15, 15},
+    {2, 3, 4, 5, 6, 7, 7, 7, 10, 11, 12, 13, 14, 15, 15, 15},
+};
+
+static inline __m512i half_shift(int d) { return _mm512_loadu_si512(half_shift_lanes[d + 1]); }
+
+static inline __mmask16 half_shift_inside(int d) {
+    const unsigned half = d >= 0 ? (0xffu >> d) : (0xffu << -d) & 0xffu;
+    return (__mmask16)(half * 0x101);
+}
+
 /* Weight kh * 3 + kw. */
 #define STRIDE2_FMA3(acc, t0, t1, t2, kh)                \
     do {                                                 \
@@ -278,8 +297,8 @@ void tconv_direct_pairs_stride2_avx512(size_t count, float *const *out, size_t o
  * its halves moved kw - pad_left lanes (the lane moved in cleared:
  * padding); each row's taps go into the three output rows that read it, as
  * stride1_strip_rows does (an output's taps still add in (kh, kw) order).
- * One thread against fp32 Conv, float: 960 @7x7 1.16x, 128 @8x8 1.13x, on
- * the channel blocks 0.89x and 0.96x. Not for 5x5 (512 @7x7 0.75x against
+ * One thread against fp32 Conv, float: 960 @7x7 1.35x, 128 @8x8 1.18x, on
+ * the channel blocks 0.95x and 1.01x. Not for 5x5 (512 @7x7 0.75x against
  * the blocks' 0.81x: 25 weights a vector wait in memory) nor act_quant 3
  * (960 @7x7 0.86x against 0.89x), where the blocks stay. */
 static inline __attribute__((always_inline)) void pairs_stride1(int P, float *const *out, size_t out_w, size_t oh0,
@@ -297,16 +316,8 @@ static inline __attribute__((always_inline)) void pairs_stride1(int P, float *co
     __m512i shift[K];
     __mmask16 moved[K];
     for (int kw = 0; kw < K; kw++) {
-        const int d = kw - (int)pad_left;
-        int idx[16];
-        unsigned m = 0;
-        for (int i = 0; i < 16; i++) {
-            const int j = (i & 7) + d;
-            idx[i] = (i & 8) + (j < 0 ? 0 : j > 7 ? 7 : j);
-            if (j >= 0 && j < 8) m |= 1u << i;
-        }
-        shift[kw] = _mm512_loadu_si512(idx);
-        moved[kw] = (__mmask16)m;
+        shift[kw] = half_shift(kw - (int)pad_left);
+        moved[kw] = half_shift_inside(kw - (int)pad_left);
     }
     __m512 wv[2][K * K], cs[2], b[2];
     for (int k = 0; k < P; k++) {
@@ -624,9 +635,9 @@ DEQUANTIZED_ENTRY(depthwise_5x5_stride1_dequantized, 5)
 
 /* The table's entries: the float or the dequantizing function by scale. */
 #define STRIDE1_DISPATCH(name, f32, dequantized)                                                               \
-    void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,      \
-                     const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left, \
-                     const float *w, float channel_scale, const float *bias) {                                 \
+    void name(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x, const float *scale,           \
+              const float *inverse, size_t ih0, size_t ih1, size_t in_w, size_t pad_top, size_t pad_left,     \
+              const float *w, float channel_scale, const float *bias) {                                       \
         (scale ? dequantized : f32)(out, out_w, oh0, oh1, x, scale, inverse, ih0, ih1, in_w, pad_top, pad_left, \
                                     w, channel_scale, bias);                                                   \
     }
