@@ -78,6 +78,12 @@ static inline struct stride2_group stride2_group_at(size_t ow0, int G, size_t ou
     *ragged = last_c + 32 > width || last_ow0 + 16 > out_w;
     return sg;
 }
+/* Two channels a vector (the direct pair kernels): the first's value in the
+ * lower half, the second's in the upper. */
+static inline __m512 pair_halves(float lower, float upper) {
+    return _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(lower), _mm512_set1_ps(upper));
+}
+
 /* tconv_rows.h direct_f32, direct_pairs_3x3_stride2 (tconv_direct_avx512.c) */
 void tconv_direct_3x3_stride1_avx512(float *out, size_t out_w, size_t oh0, size_t oh1, const float *x,
                                      const float *scale, const float *inverse, size_t ih0, size_t ih1, size_t in_w,

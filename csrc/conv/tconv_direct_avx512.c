@@ -25,6 +25,18 @@ static inline __mmask16 half_shift_inside(int d) {
     return (__mmask16)(half * 0x101);
 }
 
+/* The 3x3 taps, channel scales and biases (zero without) of P vectors of
+ * channel pairs, tap t of channel j at w[t * w_stride + j]. */
+static inline __attribute__((always_inline)) void pair_constants(int P, const float *w, size_t w_stride,
+                                                                 const float *channel_scale, const float *bias,
+                                                                 __m512 (*wv)[9], __m512 *cs, __m512 *b) {
+    for (int k = 0; k < P; k++) {
+        for (int t = 0; t < 9; t++) wv[k][t] = pair_halves(w[t * w_stride + 2 * k], w[t * w_stride + 2 * k + 1]);
+        cs[k] = pair_halves(channel_scale[2 * k], channel_scale[2 * k + 1]);
+        b[k] = bias ? pair_halves(bias[2 * k], bias[2 * k + 1]) : _mm512_setzero_ps();
+    }
+}
+
 /* Weight kh * 3 + kw. */
 #define STRIDE2_FMA3(acc, t0, t1, t2, kh)                \
     do {                                                 \
@@ -164,6 +176,7 @@ void tconv_direct_3x3_stride2_avx512(float *out, size_t out_w, size_t oh0, size_
     }
 }
 #undef STRIDE2_FMA3
+
 /* tconv_rows.h direct_pairs_3x3_stride2: rows at most 16 wide (at most 8
  * outputs), channels 2 p and 2 p + 1 in one vector, the first's outputs in
  * lanes 0 .. 7, the second's in 8 .. 15. A row of each channel is one
@@ -171,7 +184,7 @@ void tconv_direct_3x3_stride2_avx512(float *out, size_t out_w, size_t oh0, size_
  * and one moves a lane within each half for the third tap (the lane set
  * free is padding: column -1 at pad_left 1, column 16 at pad_left 0, which
  * a row of at most 16 columns does not hold). Row by row as
- * depthwise_stride2_avx512 goes, kh = 0 sums started one row early, P
+ * tconv_direct_3x3_stride2_avx512 goes, kh = 0 sums started one row early, P
  * vectors side by side (their chains of 9 FMAs overlap). One strip a
  * channel filled 7 of 16 lanes at 14x14 stride 2. */
 static inline __attribute__((always_inline)) void pairs_stride2(int P, float *const *out, size_t out_w, size_t oh0,
@@ -186,23 +199,15 @@ static inline __attribute__((always_inline)) void pairs_stride2(int P, float *co
     const __m512i shift = pad_left ? _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 10, 11, 12, 13, 14)
                                    : _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7, 9, 10, 11, 12, 13, 14, 15, 15);
     const __mmask16 moved = pad_left ? 0xfefe : 0x7f7f;
-    const __mmask16 lanes = first_lanes(in_w), half = 0xff00, stored = first_lanes(out_w);
+    const __mmask16 lanes = first_lanes(in_w), stored = first_lanes(out_w);
     /* columns 2i and 2i + 1 inside the row, in both halves: a row's other lanes are cleared by the permutes,
      * so plain loads may read past its end where the rows given go on (masked loads of rows crossing a cache
      * line ran slow on Zen 5: 512 @14x14 stride 2 7.8 -> 6.6 us) */
     const __mmask16 even_in = (__mmask16)(first_lanes((in_w + 1) / 2) * 0x101);
     const __mmask16 odd_in = (__mmask16)(first_lanes(in_w / 2) * 0x101);
     const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
-#define PAIR_HALVES(v, k) _mm512_mask_blend_ps(half, _mm512_set1_ps((v)[2 * (k)]), _mm512_set1_ps((v)[2 * (k) + 1]))
     __m512 wv[2][9], cs[2], b[2];
-    for (int k = 0; k < P; k++) {
-        for (int t = 0; t < 9; t++)
-            wv[k][t] = _mm512_mask_blend_ps(half, _mm512_set1_ps(w[t * w_stride + 2 * k]),
-                                            _mm512_set1_ps(w[t * w_stride + 2 * k + 1]));
-        cs[k] = PAIR_HALVES(channel_scale, k);
-        b[k] = bias ? PAIR_HALVES(bias, k) : _mm512_setzero_ps();
-    }
-#undef PAIR_HALVES
+    pair_constants(P, w, w_stride, channel_scale, bias, wv, cs, b);
 #define PAIR_ROW(ih) ((ih) >= (ptrdiff_t)ih0 && (ih) < (ptrdiff_t)ih1 ? ((ih) - (ptrdiff_t)ih0) * (ptrdiff_t)in_w : -1)
     /* one input row's taps, kernel row kh's FMA'd into acc[k] (kh 1, 2), row 0's into next[k] from zero (kh 0, 2) */
 #define PAIR_TAPS(at, kh)                  \
@@ -290,6 +295,7 @@ void tconv_direct_pairs_stride2_avx512(size_t count, float *const *out, size_t o
 #undef PAIRS_PAD
 #undef PAIRS
 }
+
 /* tconv_rows.h direct_pairs_3x3_stride1: 3x3 at stride 1 on rows of at
  * most 8 columns (7x7 and 8x8 planes), channels 2 p and 2 p + 1 in one
  * vector's halves. An input row of both channels is one permute of their
@@ -309,7 +315,7 @@ static inline __attribute__((always_inline)) void pairs_stride1(int P, float *co
                                                                const float *channel_scale, const float *bias) {
     enum { K = 3 };
     const __m512i halves = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-    const __mmask16 half = 0xff00, stored = first_lanes(out_w);
+    const __mmask16 stored = first_lanes(out_w);
     const __mmask16 in_row = (__mmask16)(first_lanes(in_w) * 0x101);
     const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
     /* tap kw: lane i of a half takes lane i + kw - pad_left of it, cleared where that leaves the half */
@@ -320,15 +326,7 @@ static inline __attribute__((always_inline)) void pairs_stride1(int P, float *co
         moved[kw] = half_shift_inside(kw - (int)pad_left);
     }
     __m512 wv[2][K * K], cs[2], b[2];
-    for (int k = 0; k < P; k++) {
-        for (int t = 0; t < K * K; t++)
-            wv[k][t] = _mm512_mask_blend_ps(half, _mm512_set1_ps(w[t * w_stride + 2 * k]),
-                                            _mm512_set1_ps(w[t * w_stride + 2 * k + 1]));
-        cs[k] = _mm512_mask_blend_ps(half, _mm512_set1_ps(channel_scale[2 * k]),
-                                     _mm512_set1_ps(channel_scale[2 * k + 1]));
-        b[k] = bias ? _mm512_mask_blend_ps(half, _mm512_set1_ps(bias[2 * k]), _mm512_set1_ps(bias[2 * k + 1]))
-                    : _mm512_setzero_ps();
-    }
+    pair_constants(P, w, w_stride, channel_scale, bias, wv, cs, b);
     const float *xs[4];
     float *ys[4];
     for (int j = 0; j < 2 * P; j++) {

@@ -270,19 +270,18 @@ void tconv_direct_i8_pair_stride2_avx512(float *const *out, size_t out_w, size_t
     const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     const __m512i shift = pad_left ? _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 10, 11, 12, 13, 14)
                                    : _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7, 9, 10, 11, 12, 13, 14, 15, 15);
-    const __mmask16 moved = pad_left ? 0xfefe : 0x7f7f, half = 0xff00;
+    const __mmask16 moved = pad_left ? 0xfefe : 0x7f7f;
     const __mmask16 lanes = first_lanes(in_w), stored = first_lanes(out_w);
     const __mmask16 even_in = (__mmask16)(first_lanes((in_w + 1) / 2) * 0x101);
     const __mmask16 odd_in = (__mmask16)(first_lanes(in_w / 2) * 0x101);
     const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
     struct window_i8 k;
-    for (int t = 0; t < 9; t++)
-        k.w[t] = _mm512_mask_blend_ps(half, _mm512_set1_ps(w[t * w_stride]), _mm512_set1_ps(w[t * w_stride + 1]));
-    k.weight_scale = _mm512_mask_blend_ps(half, _mm512_set1_ps(weight_scale[0]), _mm512_set1_ps(weight_scale[1]));
+    for (int t = 0; t < 9; t++) k.w[t] = pair_halves(w[t * w_stride], w[t * w_stride + 1]);
+    k.weight_scale = pair_halves(weight_scale[0], weight_scale[1]);
     k.fixed = static_scale > 0.0f;
     k.static_scale = _mm512_set1_ps(static_scale);
     k.has_bias = bias != NULL;
-    k.bias = bias ? _mm512_mask_blend_ps(half, _mm512_set1_ps(bias[0]), _mm512_set1_ps(bias[1])) : _mm512_setzero_ps();
+    k.bias = bias ? pair_halves(bias[0], bias[1]) : _mm512_setzero_ps();
     const float *xa = x[0], *xb = x[1];
     float *ya = out[0] + oh0 * out_w, *yb = out[1] + oh0 * out_w;
     /* plain loads where the rows given go on, the lanes past the row cleared by the permutes */
