@@ -104,23 +104,9 @@ static void phase_task(void *arg, size_t index) {
         scale = job->img.dq_scale + ih0 * g->in_w, inverse = job->img.dq_inverse + ih0 * g->in_w;
     /* The padding stays 0: every channel rewrites the same inside positions. */
     memset(phases, 0, job->staged * sizeof(float));
-    /* Input column 2k is padded column 2k + pad_left: plane b = pad_left & 1,
-     * column k + pad_left / 2; column 2k + 1 follows. Columns past phase_w
-     * are read by no output, nor are rows past the band's. Input row ih0 is
-     * padded row ih0 + pad_top, from the band's first, 2 oh0 (even). */
-    const size_t even_b = g->pad_left & 1, even_col = g->pad_left / 2;
-    const size_t odd_b = (g->pad_left + 1) & 1, odd_col = (g->pad_left + 1) / 2;
-    const struct tconv_phase_layout layout = {
-        .rows = in_rows,
-        .in_w = g->in_w,
-        .pad_top = ih0 + g->pad_top - 2 * oh0,
-        .phase_w = pw,
-        .plane = job->plane,
-        .even_at = even_b * job->plane + job->shift[even_b] + even_col,
-        .n_even = even_col < pw ? OBX_MIN((g->in_w + 1) / 2, pw - even_col) : 0,
-        .odd_at = odd_b * job->plane + job->shift[odd_b] + odd_col,
-        .n_odd = odd_col < pw ? OBX_MIN(g->in_w / 2, pw - odd_col) : 0,
-    };
+    /* the band's first padded row is 2 oh0; rows past the band's are read by no output */
+    const struct tconv_phase_layout layout =
+        tconv_phase_layout_at(g, ih0, in_rows, 2 * oh0, pw, job->plane, job->shift);
     for (size_t o = o0; o < o1; o++) {
         for (size_t t = 0; t < taps; t++) weight[t] = w->weights[t * w->m + o];
         const float *plane = job->img.x + (o / w->m_per_group) * pixels + ih0 * g->in_w;

@@ -193,18 +193,8 @@ static inline __attribute__((always_inline)) void pairs_stride2(int P, float *co
                                                                size_t ih1, size_t in_w, size_t pad_top,
                                                                size_t pad_left, const float *w, size_t w_stride,
                                                                const float *channel_scale, const float *bias) {
-    const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    /* pad_left 1: lane i takes lane i - 1 of its half (lanes 0 and 8 cleared); pad_left 0: lane i + 1 (7, 15) */
-    const __m512i shift = pad_left ? _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 10, 11, 12, 13, 14)
-                                   : _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7, 9, 10, 11, 12, 13, 14, 15, 15);
-    const __mmask16 moved = pad_left ? 0xfefe : 0x7f7f;
-    const __mmask16 lanes = first_lanes(in_w), stored = first_lanes(out_w);
-    /* columns 2i and 2i + 1 inside the row, in both halves: a row's other lanes are cleared by the permutes,
-     * so plain loads may read past its end where the rows given go on (masked loads of rows crossing a cache
-     * line ran slow on Zen 5: 512 @14x14 stride 2 7.8 -> 6.6 us) */
-    const __mmask16 even_in = (__mmask16)(first_lanes((in_w + 1) / 2) * 0x101);
-    const __mmask16 odd_in = (__mmask16)(first_lanes(in_w / 2) * 0x101);
+    const struct pair_split2 split = pair_split2_at(in_w, pad_left);
+    const __mmask16 stored = first_lanes(out_w);
     const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
     __m512 wv[2][9], cs[2], b[2];
     pair_constants(P, w, w_stride, channel_scale, bias, wv, cs, b);
@@ -215,28 +205,24 @@ static inline __attribute__((always_inline)) void pairs_stride2(int P, float *co
         if ((at) + 16 <= extent)           \
             PAIR_ROW_TAPS(at, kh, 0xffff); \
         else                               \
-            PAIR_ROW_TAPS(at, kh, lanes);  \
+            PAIR_ROW_TAPS(at, kh, split.lanes); \
     } while (0)
 #define PAIR_ROW_TAPS(at, kh, read_)                                                                        \
     do {                                                                                                    \
         const float *s_ = scale ? scale + (at) : NULL, *i_ = scale ? inverse + (at) : NULL;               \
         for (int k = 0; k < P; k++) {                                                                       \
-            const __m512 a_ = load_dequantized(xs[2 * k] + (at), s_, i_, read_);                           \
-            const __m512 c_ = load_dequantized(xs[2 * k + 1] + (at), s_, i_, read_);                       \
-            const __m512 even_ = _mm512_maskz_permutex2var_ps(even_in, a_, even_lanes, c_);                \
-            const __m512 odd_ = _mm512_maskz_permutex2var_ps(odd_in, a_, odd_lanes, c_);                   \
-            const __m512 t0_ = pad_left ? _mm512_maskz_permutexvar_ps(moved, shift, odd_) : even_;        \
-            const __m512 t1_ = pad_left ? even_ : odd_;                                                    \
-            const __m512 t2_ = pad_left ? odd_ : _mm512_maskz_permutexvar_ps(moved, shift, even_);        \
+            __m512 t_[3];                                                                                   \
+            pair_split2_taps(&split, (int)pad_left, load_dequantized(xs[2 * k] + (at), s_, i_, read_),      \
+                             load_dequantized(xs[2 * k + 1] + (at), s_, i_, read_), t_);                    \
             if (kh) {                                                                                       \
-                acc[k] = _mm512_fmadd_ps(t0_, wv[k][3 * (kh)], acc[k]);                                    \
-                acc[k] = _mm512_fmadd_ps(t1_, wv[k][3 * (kh) + 1], acc[k]);                                \
-                acc[k] = _mm512_fmadd_ps(t2_, wv[k][3 * (kh) + 2], acc[k]);                                \
+                acc[k] = _mm512_fmadd_ps(t_[0], wv[k][3 * (kh)], acc[k]);                                  \
+                acc[k] = _mm512_fmadd_ps(t_[1], wv[k][3 * (kh) + 1], acc[k]);                              \
+                acc[k] = _mm512_fmadd_ps(t_[2], wv[k][3 * (kh) + 2], acc[k]);                              \
             }                                                                                               \
             if ((kh) != 1) {                                                                                \
-                next[k] = _mm512_fmadd_ps(t0_, wv[k][0], _mm512_setzero_ps());                             \
-                next[k] = _mm512_fmadd_ps(t1_, wv[k][1], next[k]);                                         \
-                next[k] = _mm512_fmadd_ps(t2_, wv[k][2], next[k]);                                         \
+                next[k] = _mm512_fmadd_ps(t_[0], wv[k][0], _mm512_setzero_ps());                           \
+                next[k] = _mm512_fmadd_ps(t_[1], wv[k][1], next[k]);                                       \
+                next[k] = _mm512_fmadd_ps(t_[2], wv[k][2], next[k]);                                       \
             }                                                                                               \
         }                                                                                                   \
     } while (0)

@@ -266,14 +266,8 @@ void tconv_direct_i8_pair_stride2_avx512(float *const *out, size_t out_w, size_t
                                          const float *w, size_t w_stride, float static_scale, const float *weight_scale,
                                          const float *bias) {
     if (oh0 >= oh1) return;
-    const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const __m512i shift = pad_left ? _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 10, 11, 12, 13, 14)
-                                   : _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7, 9, 10, 11, 12, 13, 14, 15, 15);
-    const __mmask16 moved = pad_left ? 0xfefe : 0x7f7f;
-    const __mmask16 lanes = first_lanes(in_w), stored = first_lanes(out_w);
-    const __mmask16 even_in = (__mmask16)(first_lanes((in_w + 1) / 2) * 0x101);
-    const __mmask16 odd_in = (__mmask16)(first_lanes(in_w / 2) * 0x101);
+    const struct pair_split2 split = pair_split2_at(in_w, pad_left);
+    const __mmask16 stored = first_lanes(out_w);
     const ptrdiff_t extent = (ptrdiff_t)((ih1 - ih0) * in_w);
     struct window_i8 k;
     for (int t = 0; t < 9; t++) k.w[t] = pair_halves(w[t * w_stride], w[t * w_stride + 1]);
@@ -284,24 +278,17 @@ void tconv_direct_i8_pair_stride2_avx512(float *const *out, size_t out_w, size_t
     k.bias = bias ? pair_halves(bias[0], bias[1]) : _mm512_setzero_ps();
     const float *xa = x[0], *xb = x[1];
     float *ya = out[0] + oh0 * out_w, *yb = out[1] + oh0 * out_w;
-    /* plain loads where the rows given go on, the lanes past the row cleared by the permutes */
+    /* plain loads where the rows given go on (pair_split2) */
 #define PAIR_I8_ROW(ih, slot)                                                                              \
     do {                                                                                                   \
         if ((ih) >= (ptrdiff_t)ih0 && (ih) < (ptrdiff_t)ih1) {                                             \
             const ptrdiff_t at_ = ((ih) - (ptrdiff_t)ih0) * (ptrdiff_t)in_w;                               \
-            __m512 a_, b_;                                                                                 \
-            if (at_ + 16 <= extent) {                                                                      \
-                a_ = _mm512_loadu_ps(xa + at_);                                                            \
-                b_ = _mm512_loadu_ps(xb + at_);                                                            \
-            } else {                                                                                       \
-                a_ = _mm512_maskz_loadu_ps(lanes, xa + at_);                                               \
-                b_ = _mm512_maskz_loadu_ps(lanes, xb + at_);                                               \
-            }                                                                                              \
-            const __m512 even_ = _mm512_maskz_permutex2var_ps(even_in, a_, even_lanes, b_);                \
-            const __m512 odd_ = _mm512_maskz_permutex2var_ps(odd_in, a_, odd_lanes, b_);                   \
-            t[3 * (slot)] = pad_left ? _mm512_maskz_permutexvar_ps(moved, shift, odd_) : even_;           \
-            t[3 * (slot) + 1] = pad_left ? even_ : odd_;                                                   \
-            t[3 * (slot) + 2] = pad_left ? odd_ : _mm512_maskz_permutexvar_ps(moved, shift, even_);       \
+            if (at_ + 16 <= extent)                                                                        \
+                pair_split2_taps(&split, (int)pad_left, _mm512_loadu_ps(xa + at_), _mm512_loadu_ps(xb + at_),  \
+                                 t + 3 * (slot));                                                          \
+            else                                                                                           \
+                pair_split2_taps(&split, (int)pad_left, _mm512_maskz_loadu_ps(split.lanes, xa + at_),       \
+                                 _mm512_maskz_loadu_ps(split.lanes, xb + at_), t + 3 * (slot));           \
             rmax[slot] = row_absmax(t[3 * (slot)], t[3 * (slot) + 1], t[3 * (slot) + 2]);                   \
         } else {                                                                                           \
             for (int c = 0; c < 3; c++) t[3 * (slot) + c] = _mm512_setzero_ps();                           \

@@ -60,6 +60,30 @@ int tconv_compute_depthwise_per_pixel(const obx_tconv_weights *w, const obx_conv
 void tconv_pixel_scales(const struct tconv_row_kernels *rows, const float *x, size_t plane_stride, size_t channels,
                         size_t n, float *scale, float *inverse, uint8_t *bad);
 
+/* Where stage_phases puts `rows` input rows from image row ih0 on, padded
+ * row first_padded (even) being the first phase row: phase planes `plane`
+ * floats apart and phase_w wide, phase-column plane b's columns starting
+ * shift[b] floats into it (shift NULL: 0). Input column 2k is padded
+ * column 2k + pad_left: plane pad_left & 1, column k + pad_left / 2; column
+ * 2k + 1 follows. Columns past phase_w are read by no output. */
+static inline struct tconv_phase_layout tconv_phase_layout_at(const obx_conv_geometry *g, size_t ih0, size_t rows,
+                                                              size_t first_padded, size_t phase_w, size_t plane,
+                                                              const size_t *shift) {
+    const size_t even_b = g->pad_left & 1, even_col = g->pad_left / 2;
+    const size_t odd_b = (g->pad_left + 1) & 1, odd_col = (g->pad_left + 1) / 2;
+    return (struct tconv_phase_layout){
+        .rows = rows,
+        .in_w = g->in_w,
+        .pad_top = ih0 + g->pad_top - first_padded,
+        .phase_w = phase_w,
+        .plane = plane,
+        .even_at = even_b * plane + (shift ? shift[even_b] : 0) + even_col,
+        .n_even = even_col < phase_w ? OBX_MIN((g->in_w + 1) / 2, phase_w - even_col) : 0,
+        .odd_at = odd_b * plane + (shift ? shift[odd_b] : 0) + odd_col,
+        .n_odd = odd_col < phase_w ? OBX_MIN(g->in_w / 2, phase_w - odd_col) : 0,
+    };
+}
+
 /* A band's pixel scales (tconv_pixel_scales) in buffer, which holds
  * tconv_band_scales_floats(n) floats: the scales, then the inverses (set to
  * *scale and *inverse), then the flags. */

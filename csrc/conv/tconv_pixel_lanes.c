@@ -160,18 +160,8 @@ static void copy_phases_task(void *arg, size_t index) {
     /* the image rows among padded rows [2 u0, 2 u1) */
     const size_t ih0 = 2 * u0 > g->pad_top ? 2 * u0 - g->pad_top : 0;
     const size_t ih1 = OBX_MIN(g->in_h, 2 * u1 > g->pad_top ? 2 * u1 - g->pad_top : 0);
-    const size_t even_col = g->pad_left / 2, odd_col = (g->pad_left + 1) / 2;
-    const struct tconv_phase_layout layout = {
-        .rows = ih1 > ih0 ? ih1 - ih0 : 0,
-        .in_w = g->in_w,
-        .pad_top = ih0 + g->pad_top - 2 * u0,
-        .phase_w = pw,
-        .plane = job->phase,
-        .even_at = (g->pad_left & 1) * job->phase + even_col,
-        .n_even = even_col < pw ? OBX_MIN((g->in_w + 1) / 2, pw - even_col) : 0,
-        .odd_at = ((g->pad_left + 1) & 1) * job->phase + odd_col,
-        .n_odd = odd_col < pw ? OBX_MIN(g->in_w / 2, pw - odd_col) : 0,
-    };
+    const struct tconv_phase_layout layout =
+        tconv_phase_layout_at(g, ih0, ih1 > ih0 ? ih1 - ih0 : 0, 2 * u0, pw, job->phase, NULL);
     for (size_t c = 0; c < g->channels; c++) {
         float *plane = job->planes + c * job->length + u0 * pw;
         for (size_t ph = 0; ph < 4; ph++) memset(plane + ph * job->phase, 0, (u1 - u0) * pw * sizeof *plane);
